@@ -1,0 +1,293 @@
+"""Backend selection, thread count, numba policy and cache directory.
+
+Nothing here imports numba eagerly: ``import numba`` alone costs ~0.45 s, which a user on a
+Raspberry Pi pays only when the numba backend is actually used.
+"""
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+
+from .errors import BackendError
+
+#: Backends, fastest first (the default is the first available one).
+BACKEND_ORDER = ("cython", "numba", "numpy")
+
+#: The one place numba's compile flags live. No ``nnan``/``ninf``: kernels must keep NaN
+#: semantics (e.g. max-pool over a NaN), only reassociation/contractions are allowed.
+NUMBA_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_lock = threading.RLock()
+_unavailable = {}          # backend -> reason it is missing
+_available = None          # cached list
+_global_backend = None     # set by set_backend / EDGEDL_BACKEND
+_ctx_backend = contextvars.ContextVar("edgedl_backend", default=None)
+_num_threads = None
+_applied = threading.local()   # per-thread: thread count already applied to numba/OpenMP
+_numba = None
+numba_lock = None          # a lock around parallel numba calls when its layer is not thread-safe
+
+
+# ----------------------------------------------------------------------------- backends
+def _probe_cython():
+    try:
+        importlib.import_module("edgedl._cy._runtime")
+        return None
+    except ImportError as e:
+        return f"compiled extensions not importable ({e}); build them with `pip install .`"
+
+
+def _probe_numba():
+    if os.environ.get("EDGEDL_DISABLE_NUMBA", "") not in ("", "0"):
+        return "disabled by EDGEDL_DISABLE_NUMBA"
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install 'edgedl[numba]')"
+    return None
+
+
+def backends():
+    """Available backends, best first. ``numpy`` is always there."""
+    global _available
+    if _available is None:
+        with _lock:
+            avail = []
+            for name in BACKEND_ORDER:
+                reason = {"cython": _probe_cython, "numba": _probe_numba,
+                          "numpy": lambda: None}[name]()
+                if reason is None:
+                    avail.append(name)
+                else:
+                    _unavailable[name] = reason
+            _available = avail
+    return list(_available)
+
+
+def why_unavailable(name):
+    """The reason a backend is missing, or None if it is available."""
+    backends()
+    return _unavailable.get(name)
+
+
+def _check_backend(name):
+    if name not in BACKEND_ORDER:
+        raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_ORDER)}")
+    if name not in backends():
+        raise BackendError(f"backend {name!r} is not available: {_unavailable.get(name)}")
+    return name
+
+
+def _default_backend():
+    env = os.environ.get("EDGEDL_BACKEND")
+    if env:
+        return _check_backend(env.strip().lower())
+    return backends()[0]
+
+
+def get_backend():
+    """The backend kernels use when called with ``backend=None``."""
+    name = _ctx_backend.get()
+    if name is not None:
+        return name
+    global _global_backend
+    if _global_backend is None:
+        _global_backend = _default_backend()
+    return _global_backend
+
+
+def set_backend(name):
+    """Set the process-wide default backend."""
+    global _global_backend
+    _global_backend = _check_backend(name)
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Use ``name`` inside the ``with`` block (per thread / per asyncio task)."""
+    token = _ctx_backend.set(_check_backend(name))
+    try:
+        yield name
+    finally:
+        _ctx_backend.reset(token)
+
+
+def resolve_backend(backend):
+    """``backend`` argument of a kernel -> a concrete available backend name."""
+    if backend is None:
+        return get_backend()
+    if backend in _available_set():
+        return backend
+    return _check_backend(backend)
+
+
+def _available_set():
+    return _available if _available is not None else backends()
+
+
+# ----------------------------------------------------------------------------- threads
+def _env_threads():
+    env = os.environ.get("EDGEDL_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise BackendError(f"EDGEDL_NUM_THREADS must be a positive integer, got {env!r}")
+        if n < 1:
+            raise BackendError(f"EDGEDL_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    return os.cpu_count() or 1
+
+
+def get_num_threads():
+    """Threads a kernel may use (numba prange / OpenMP)."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _env_threads()
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Set the number of threads kernels may use (>= 1)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise BackendError(f"num_threads must be a positive integer, got {n!r}")
+    _num_threads = int(n)
+
+
+def apply_threads(backend):
+    """Make the calling thread's numba / OpenMP thread count match get_num_threads().
+
+    Both numba's and OpenMP's counts are per calling thread, so this is checked per thread;
+    it costs one attribute lookup when nothing changed.
+    """
+    n = get_num_threads()
+    key = "n_" + backend
+    if getattr(_applied, key, None) == n:
+        return
+    if backend == "numba":
+        nb = load_numba()
+        nb.set_num_threads(min(n, nb.config.NUMBA_NUM_THREADS))
+    elif backend == "cython":
+        importlib.import_module("edgedl._cy._runtime").set_num_threads(n)
+    setattr(_applied, key, n)
+
+
+# ----------------------------------------------------------------------------- numba
+def cache_dir():
+    """Where edgedl keeps its numba cache when the package directory is not writable."""
+    env = os.environ.get("EDGEDL_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "edgedl", "numba")
+
+
+def _pkg_writable():
+    d = os.path.join(_PKG_DIR, "kernels", "_numba", "__pycache__")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK)
+
+
+def numba_cache_location():
+    """The directory numba's cache files go to for edgedl's kernels."""
+    if os.environ.get("EDGEDL_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ.get("EDGEDL_CACHE_DIR") or os.environ["NUMBA_CACHE_DIR"]
+    if _pkg_writable():
+        return os.path.join(_PKG_DIR, "kernels", "_numba", "__pycache__")
+    return cache_dir()
+
+
+def load_numba():
+    """Import numba once, with edgedl's policy applied (cache dir, thread-safe layer)."""
+    global _numba, numba_lock
+    if _numba is not None:
+        return _numba
+    with _lock:
+        if _numba is not None:
+            return _numba
+        reason = _probe_numba()
+        if reason:
+            raise BackendError(f"numba backend unavailable: {reason}")
+        import numba
+        explicit = os.environ.get("EDGEDL_CACHE_DIR")
+        if explicit or (not os.environ.get("NUMBA_CACHE_DIR") and not _pkg_writable()):
+            # read-only install (e.g. installed as root, run as a user): cache per user
+            numba.config.CACHE_DIR = explicit or cache_dir()
+        if not os.environ.get("NUMBA_THREADING_LAYER"):
+            # numba's default 'workqueue' layer aborts the process when two Python threads
+            # enter parallel kernels at once; prefer a thread-safe layer, else serialise.
+            safe = False
+            for mod in ("numba.np.ufunc.omppool", "numba.np.ufunc.tbbpool"):
+                try:
+                    importlib.import_module(mod)
+                    safe = True
+                    break
+                except Exception:
+                    pass
+            if safe:
+                numba.config.THREADING_LAYER = "threadsafe"
+            else:
+                numba.config.THREADING_LAYER = "workqueue"
+                numba_lock = threading.Lock()
+        elif os.environ["NUMBA_THREADING_LAYER"].lower() == "workqueue":
+            numba_lock = threading.Lock()
+        _numba = numba
+        return numba
+
+
+def njit(*args, parallel=False, **kwargs):
+    """``numba.njit`` with edgedl's flags: cache=True, nogil, edgedl's fastmath set.
+
+    Use it bare (``@njit``) or with options (``@njit(parallel=True)``). Importing the module
+    that uses it imports numba but compiles nothing.
+    """
+    nb = load_numba()
+    opts = dict(cache=True, nogil=True, fastmath=set(NUMBA_FASTMATH), error_model="numpy",
+                parallel=parallel)
+    opts.update(kwargs)
+    if args and callable(args[0]):
+        return nb.njit(**opts)(args[0])
+    return nb.njit(*args, **opts)
+
+
+# ----------------------------------------------------------------------------- reporting
+def show_config(file=None):
+    """Print versions, backends (and why one is missing), threads and the cache directory."""
+    import platform
+    import numpy as np
+    out = file or sys.stdout
+    from . import __version__
+    p = lambda *a: print(*a, file=out)
+    p(f"edgedl {__version__}  (python {platform.python_version()}, {platform.machine()}, "
+      f"{platform.system()})")
+    p(f"numpy {np.__version__}")
+    for name in BACKEND_ORDER:
+        reason = why_unavailable(name)
+        if reason is None:
+            extra = ""
+            if name == "numba":
+                try:
+                    import numba
+                    extra = f"numba {numba.__version__}"
+                except Exception as e:   # pragma: no cover - broken install
+                    extra = f"import failed: {e}"
+            elif name == "cython":
+                rt = importlib.import_module("edgedl._cy._runtime")
+                extra = f"OpenMP {'on' if rt.openmp_enabled() else 'off'}"
+            p(f"backend {name:7s} available   {extra}")
+        else:
+            p(f"backend {name:7s} MISSING     {reason}")
+    p(f"current backend: {get_backend()}")
+    p(f"threads: {get_num_threads()}")
+    p(f"numba cache dir: {numba_cache_location()}")
+    try:
+        import onnx
+        p(f"onnx {onnx.__version__}")
+    except ImportError:
+        p("onnx MISSING (edgedl.onnx and edgedl.detect need it)")

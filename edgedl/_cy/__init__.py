@@ -1,0 +1,1 @@
+"""Compiled Cython extensions built from src_cy/ at install (not committed)."""

@@ -1,0 +1,119 @@
+"""Argument checks shared by every public wrapper.
+
+Kernels behind the wrappers (NumPy reference, numba and Cython twins) assume their inputs are
+valid; the Cython ones skip bounds checks because of it. So every check lives here, once.
+Messages name the argument, what was expected and what was given.
+"""
+import numbers
+
+import numpy as np
+
+from .errors import DTypeError, ShapeError, ValidationError
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_array(x, name="x", min_ndim=0, ndim=None):
+    """``x`` as a float32/float64 ndarray (no copy); integers, complex, object are refused."""
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple, numbers.Real)) and not isinstance(x, bool):
+            x = np.asarray(x)
+            if x.dtype.kind in "iu":
+                x = x.astype(np.float64)
+        else:
+            raise DTypeError(f"{name} must be a NumPy array of float32 or float64, "
+                             f"got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    check_ndim(x, name, min_ndim=min_ndim, ndim=ndim)
+    return x
+
+
+def check_ndim(x, name, min_ndim=0, ndim=None):
+    if ndim is not None and x.ndim != ndim:
+        raise ShapeError(f"{name} must have rank {ndim}, got rank {x.ndim} (shape {x.shape})")
+    if x.ndim < min_ndim:
+        raise ShapeError(f"{name} must have rank >= {min_ndim}, got rank {x.ndim} "
+                         f"(shape {x.shape})")
+
+
+def check_shape(x, shape, name):
+    """``shape`` may contain None for "any size"."""
+    ok = x.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ShapeError(f"{name} must have shape {want}, got {x.shape}")
+
+
+def same_dtype(a, b, name_a, name_b):
+    if a.dtype != b.dtype:
+        raise DTypeError(f"{name_a} and {name_b} must have the same dtype, got {a.dtype} "
+                         f"and {b.dtype}")
+
+
+def output(out, shape, dtype, name="out"):
+    """A preallocated output: a new array if ``out`` is None, else ``out`` checked."""
+    shape = tuple(shape)
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise DTypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ShapeError(f"{name} must have shape {shape}, got {out.shape}")
+    if out.dtype != np.dtype(dtype):
+        raise DTypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValidationError(f"{name} is read-only")
+    return out
+
+
+def finite(x, name):
+    """Refuse NaN / inf (e.g. box coordinates)."""
+    if x.size and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValidationError(f"{name} contains NaN or inf (first at index {tuple(bad)})")
+    return x
+
+
+def real(v, name, lo=None, hi=None, lo_open=False, hi_open=False):
+    """A Python float from a real scalar, optionally within [lo, hi] (or open ends)."""
+    if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
+        raise ValidationError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if v != v:
+        raise ValidationError(f"{name} must not be NaN")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ValidationError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ValidationError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {v}")
+    return v
+
+
+def integer(v, name, lo=None, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
+        raise ValidationError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if lo is not None and v < lo:
+        raise ValidationError(f"{name} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValidationError(f"{name} must be <= {hi}, got {v}")
+    return v
+
+
+def int_tuple(v, name, length, lo=None):
+    """A tuple of ``length`` Python ints (a single int is repeated)."""
+    if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
+        v = (int(v),) * length
+    try:
+        v = tuple(v)
+    except TypeError:
+        raise ValidationError(f"{name} must be a sequence of {length} integers, got {v!r}")
+    if len(v) != length:
+        raise ValidationError(f"{name} must have {length} values, got {len(v)}: {v}")
+    return tuple(integer(e, f"{name}[{i}]", lo=lo) for i, e in enumerate(v))
+
+
+def choice(v, name, options):
+    if v not in options:
+        raise ValidationError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
+    return v

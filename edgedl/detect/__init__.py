@@ -1,0 +1,1 @@
+"""Detector pipelines: preprocessing, per-family decoders, NMS, drawing."""

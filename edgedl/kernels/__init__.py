@@ -1,0 +1,1 @@
+"""Public kernel wrappers, one module per family: activations, pooling, conv, boxes."""

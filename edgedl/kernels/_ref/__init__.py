@@ -1,0 +1,1 @@
+"""Plain NumPy references: obviously correct, always available. Same names as the twins."""

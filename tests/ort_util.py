@@ -1,0 +1,55 @@
+"""onnxruntime as an oracle: build a one-node model with onnx.helper and run it.
+
+onnxruntime is a test dependency only; edgedl itself never imports it.
+"""
+import numpy as np
+import pytest
+
+_NP2ONNX = None
+
+
+def _onnx_type(dtype):
+    import onnx
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def single_node_model(op_type, inputs, attrs=None, opset=17, n_outputs=1, output_dtypes=None,
+                      domain=""):
+    """A ModelProto with one node; ``inputs`` is a list of (name, array or None for omitted)."""
+    import onnx
+    from onnx import helper
+    in_names, graph_inputs = [], []
+    for name, arr in inputs:
+        if arr is None:
+            in_names.append("")
+            continue
+        in_names.append(name)
+        graph_inputs.append(helper.make_tensor_value_info(name, _onnx_type(arr.dtype),
+                                                          list(arr.shape)))
+    out_names = [f"y{i}" for i in range(n_outputs)]
+    dtypes = output_dtypes or [None] * n_outputs
+    # outputs without a declared type: onnxruntime infers them
+    outputs = [helper.make_tensor_value_info(n, _onnx_type(d), None) if d is not None
+               else helper.make_empty_tensor_value_info(n) for n, d in zip(out_names, dtypes)]
+    node = helper.make_node(op_type, in_names, out_names, domain=domain, **(attrs or {}))
+    graph = helper.make_graph([node], "single", graph_inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, opset)])
+    model.ir_version = min(model.ir_version, 9)
+    return model
+
+
+def ort_session(model, threads=1):
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def run_ort_node(op_type, inputs, attrs=None, opset=17, n_outputs=1, output_dtypes=None):
+    """Run one ONNX node on onnxruntime; returns the list of outputs."""
+    model = single_node_model(op_type, inputs, attrs, opset, n_outputs, output_dtypes)
+    sess = ort_session(model)
+    feed = {name: arr for name, arr in inputs if arr is not None}
+    return sess.run(None, feed)
