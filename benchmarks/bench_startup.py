@@ -1,0 +1,123 @@
+"""Start-up costs a user pays before the first result, each measured in a fresh process.
+
+- `import edgedl` alone;
+- first call of a kernel on the numba backend with an EMPTY cache (JIT compile), per kernel;
+- the same first call with a WARM cache (numba import + cache load);
+- first call on the Cython backend.
+
+Run: pytest benchmarks/bench_startup.py --benchmark-only -s
+Each round is a new Python process; the timings are read inside the process (perf_counter),
+so interpreter start-up is not counted. Targets (issue 2): import < 0.3 s; warm first call
+< 0.8 s including numba's import; Cython first call < 10 ms.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+import edgedl
+
+# (family, kernel, call) — a tiny float32 call of each kernel.
+KERNELS = [
+    ("activations", "sigmoid", "k(np.ones((1, 8, 4, 4), np.float32))"),
+    ("activations", "hard_swish", "k(np.ones((1, 8, 4, 4), np.float32))"),
+    ("activations", "softmax", "k(np.ones((1, 8, 4, 4), np.float32))"),
+    ("pooling", "max_pool2d", "k(np.ones((1, 8, 9, 9), np.float32), (3, 3), (2, 2), (1, 1, 1, 1))"),
+    ("boxes", "nms", "k(np.array([[0, 0, 1, 1], [0, 0, 1, 1.1]], np.float32), "
+                     "np.array([0.9, 0.8], np.float32), 0.5)"),
+    ("boxes", "box_iou", "k(np.array([[0, 0, 1, 1]], np.float32), "
+                         "np.array([[0, 0, 1, 1.1]], np.float32))"),
+]
+
+CHILD = """
+import time, json, sys
+t0 = time.perf_counter()
+import edgedl
+t1 = time.perf_counter()
+import numpy as np
+import importlib
+k = getattr(importlib.import_module('edgedl.kernels.{family}'), '{name}')
+k = __import__('functools').partial(k, backend='{backend}')
+t2 = time.perf_counter()
+{call}
+t3 = time.perf_counter()
+{call}
+t4 = time.perf_counter()
+print(json.dumps(dict(import_s=t1 - t0, first_call_s=t3 - t2, second_call_s=t4 - t3)))
+"""
+
+RESULTS = []
+
+
+def _child(family, name, call, backend, cache_dir):
+    code = textwrap.dedent(CHILD).format(family=family, name=name, call=call, backend=backend)
+    env = dict(os.environ, EDGEDL_CACHE_DIR=cache_dir, EDGEDL_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _available(family, name):
+    try:
+        mod = __import__(f"edgedl.kernels.{family}", fromlist=[name])
+    except ImportError:
+        return False
+    return hasattr(mod, name)
+
+
+def test_import_time(benchmark):
+    def once():
+        r = subprocess.run([sys.executable, "-c",
+                            "import time; t=time.perf_counter(); import edgedl; "
+                            "print(time.perf_counter()-t)"], capture_output=True, text=True)
+        return float(r.stdout)
+    times = benchmark.pedantic(lambda: [once() for _ in range(5)], rounds=1, iterations=1)
+    med = sorted(times)[len(times) // 2]
+    benchmark.extra_info["import_s_median"] = med
+    RESULTS.append(("import edgedl", "-", med, None))
+    print(f"\nimport edgedl: median {med * 1e3:.0f} ms over 5 processes")
+
+
+@pytest.mark.parametrize("family,name,call", KERNELS, ids=[k[1] for k in KERNELS])
+def test_numba_first_call(benchmark, family, name, call):
+    if "numba" not in edgedl.backends():
+        pytest.skip("numba backend unavailable")
+    if not _available(family, name):
+        pytest.skip(f"{family}.{name} not built yet")
+    with tempfile.TemporaryDirectory() as d:
+        cold = benchmark.pedantic(_child, args=(family, name, call, "numba", d), rounds=1,
+                                  iterations=1)
+        warm = _child(family, name, call, "numba", d)
+    benchmark.extra_info.update(cold_first_call_s=cold["first_call_s"],
+                                warm_first_call_s=warm["first_call_s"])
+    RESULTS.append((name, "numba", cold["first_call_s"], warm["first_call_s"]))
+    print(f"\n{name} numba: empty cache {cold['first_call_s']:.2f} s, warm cache "
+          f"{warm['first_call_s']:.3f} s (incl. numba import), steady {warm['second_call_s'] * 1e6:.0f} us")
+
+
+@pytest.mark.parametrize("family,name,call", KERNELS, ids=[k[1] for k in KERNELS])
+def test_cython_first_call(benchmark, family, name, call):
+    if "cython" not in edgedl.backends():
+        pytest.skip("cython backend unavailable")
+    if not _available(family, name):
+        pytest.skip(f"{family}.{name} not built yet")
+    with tempfile.TemporaryDirectory() as d:
+        r = benchmark.pedantic(_child, args=(family, name, call, "cython", d), rounds=1,
+                               iterations=1)
+    RESULTS.append((name, "cython", r["first_call_s"], None))
+    print(f"\n{name} cython: first call {r['first_call_s'] * 1e3:.2f} ms")
+
+
+def test_zz_summary():
+    if not RESULTS:
+        pytest.skip("nothing measured")
+    print("\n\nstart-up (fresh processes)")
+    print(f"{'what':16s} {'backend':8s} {'first call':>14s} {'warm cache':>12s}")
+    for what, be, first, warm in RESULTS:
+        w = f"{warm:10.3f} s" if warm is not None else ""
+        print(f"{what:16s} {be:8s} {first:12.3f} s {w:>12s}")
