@@ -25,6 +25,7 @@ _LAZY = {
         "distance2bbox", "sigmoid_focal_loss", "sigmoid_focal_loss_grad",
     ],
     "edgedl.kernels.conv": ["conv2d", "conv_transpose2d"],
+    "edgedl.kernels.resize": ["resize2d"],
     "edgedl.onnx.session": ["InferenceSession"],
     "edgedl.detect": ["Detector", "Detections"],
     "edgedl._warmup": ["warmup"],

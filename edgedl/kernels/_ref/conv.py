@@ -1,0 +1,112 @@
+"""NumPy reference of the convolution kernels (ONNX Conv-1/11, ConvTranspose-1/11, NCHW).
+
+The public wrapper (``edgedl.kernels.conv``) validates, resolves pads and splits a convolution
+into these pieces; the numba and Cython twins implement the same functions:
+
+- ``im2col``: one image (C, H, W) -> columns (C*kh*kw, OH*OW), zeros where the window is in
+  the padding. A GEMM with the (M, C*kh*kw) weights then gives the convolution.
+- ``col2im``: the adjoint, accumulated into (M, OH, OW) (ConvTranspose = GEMM + col2im).
+- ``bias_act``: the fused epilogue, in place on (N, M, L): y = act(y + bias[m]).
+- ``depthwise_conv2d``: direct depthwise convolution (group == C == M) with the epilogue.
+
+Activation codes (``act``) and their parameters ``p0, p1`` / ``slopes`` are the ``ACT_*``
+constants below; the wrapper maps the public activation names onto them.
+"""
+import numpy as np
+
+ACT_NONE = 0
+ACT_CLIP = 1          # min(max(y, p0), p1): relu (0, inf), relu6 (0, 6), clip
+ACT_PRELU = 2         # y if y >= 0 else slopes[m] * y: leaky_relu, prelu
+ACT_HARD_SIGMOID = 3  # max(0, min(1, p0 * y + p1))
+ACT_HARD_SWISH = 4    # y * max(0, min(1, y / 6 + 1 / 2))
+ACT_SIGMOID = 5
+ACT_SILU = 6          # y * sigmoid(y)
+ACT_TANH = 7
+
+
+def _taps(n_in, n_out, k, stride, pad, dil):
+    """For each tap i: (lo, hi, off) such that output o in [lo, hi) reads input o*stride + off."""
+    res = []
+    for i in range(k):
+        off = i * dil - pad
+        lo = 0 if off >= 0 else (-off + stride - 1) // stride
+        last = n_in - 1 - off
+        hi = 0 if last < 0 else min(n_out, last // stride + 1)
+        res.append((lo, max(lo, hi), off))
+    return res
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+    """x (C, H, W) -> cols (C*kh*kw, oh*ow); row c*kh*kw + i*kw + j holds tap (i, j) of c."""
+    c, h, w = x.shape
+    cols4 = cols.reshape(c, kh, kw, oh, ow)
+    cols4[...] = 0
+    for i, (r0, r1, roff) in enumerate(_taps(h, oh, kh, sh, ph, dh)):
+        for j, (c0, c1, coff) in enumerate(_taps(w, ow, kw, sw, pw, dw)):
+            if r1 > r0 and c1 > c0:
+                cols4[:, i, j, r0:r1, c0:c1] = x[:, r0 * sh + roff:(r1 - 1) * sh + roff + 1:sh,
+                                                 c0 * sw + coff:(c1 - 1) * sw + coff + 1:sw]
+
+
+def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
+    """Adjoint of im2col: cols (M*kh*kw, ih*iw) accumulated into out (M, OH, OW).
+
+    Input pixel (y, x) of tap (i, j) lands on output (y*sh - ph + i*dh, x*sw - pw + j*dw).
+    """
+    m, oh, ow = out.shape
+    cols5 = cols.reshape(m, kh, kw, ih, iw)
+    # an input->output map is im2col's output->input map with in/out swapped
+    for i in range(kh):
+        for j in range(kw):
+            for y in range(ih):
+                oy = y * sh - ph + i * dh
+                if not 0 <= oy < oh:
+                    continue
+                xs = np.arange(iw) * sw - pw + j * dw
+                ok = (xs >= 0) & (xs < ow)
+                out[:, oy, xs[ok]] += cols5[:, i, j, y, ok]
+
+
+def _activate(y, act, p0, p1, slopes):
+    """act(y) for y of shape (N, M, ...) (a new array)."""
+    if act == ACT_NONE:
+        return y
+    if act == ACT_CLIP:
+        return np.minimum(np.maximum(y, p0), p1)
+    if act == ACT_PRELU:
+        s = slopes.reshape((1, -1) + (1,) * (y.ndim - 2))
+        return np.where(y >= 0, y, y * s)
+    if act == ACT_HARD_SIGMOID:
+        return np.clip(p0 * y + p1, 0, 1)
+    if act == ACT_HARD_SWISH:
+        return y * np.clip(y / 6 + 0.5, 0, 1)
+    if act == ACT_SIGMOID:
+        return 1 / (1 + np.exp(-y))
+    if act == ACT_SILU:
+        return y / (1 + np.exp(-y))
+    if act == ACT_TANH:
+        return np.tanh(y)
+    raise ValueError(f"unknown activation code {act}")
+
+
+def bias_act(y, bias, act, p0, p1, slopes):
+    """In place on y (N, M, L): y = act(y + bias[m])."""
+    with np.errstate(over="ignore"):
+        y[...] = _activate(y + bias[None, :, None], act, p0, p1, slopes)
+
+
+def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
+    """Depthwise conv: x (N, C, H, W), w (C, kh, kw) -> out (N, C, OH, OW), with epilogue."""
+    n, c, h, wd = x.shape
+    _, kh, kw = w.shape
+    oh, ow = out.shape[2:]
+    acc = np.zeros(out.shape, dtype=x.dtype)
+    for i, (r0, r1, roff) in enumerate(_taps(h, oh, kh, sh, ph, dh)):
+        for j, (c0, c1, coff) in enumerate(_taps(wd, ow, kw, sw, pw, dw)):
+            if r1 > r0 and c1 > c0:
+                acc[:, :, r0:r1, c0:c1] += w[None, :, i, j, None, None] * x[
+                    :, :, r0 * sh + roff:(r1 - 1) * sh + roff + 1:sh,
+                    c0 * sw + coff:(c1 - 1) * sw + coff + 1:sw]
+    acc += bias[None, :, None, None]
+    with np.errstate(over="ignore"):
+        out[...] = _activate(acc, act, p0, p1, slopes)

@@ -1,0 +1,301 @@
+"""2-D convolution (ONNX Conv / ConvTranspose, NCHW) with a fused bias + activation epilogue.
+
+Paths: depthwise (group == C == M) runs a direct twin kernel; 1x1 stride-1 unpadded dense
+convolution is one GEMM per image; everything else is im2col (twin) + GEMM per image and
+group. The GEMM is NumPy's BLAS (``np.matmul`` with ``out=``) for every backend; the twins do
+im2col / col2im, the depthwise loops and the epilogue.
+"""
+import numbers
+
+import numpy as np
+
+from .. import _validate as V
+from ..errors import ShapeError, ValidationError
+from . import _dispatch
+from ._ref.conv import (ACT_CLIP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_NONE, ACT_PRELU,
+                        ACT_SIGMOID, ACT_SILU, ACT_TANH)
+
+__all__ = ["conv2d", "conv_transpose2d", "conv_output_shape", "resolve_pads",
+           "ACTIVATIONS"]
+
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+#: activation name -> number of parameters it takes
+ACTIVATIONS = {None: 0, "relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1, "prelu": 1,
+               "hard_sigmoid": 2, "hard_swish": 0, "sigmoid": 0, "silu": 0, "tanh": 0}
+
+
+# ----------------------------------------------------------------------------- geometry
+def resolve_pads(in_hw, kernel_hw, strides=(1, 1), dilations=(1, 1), auto_pad="NOTSET",
+                 pads=(0, 0, 0, 0)):
+    """ONNX Conv padding -> explicit pads (top, left, bottom, right).
+
+    ``auto_pad`` SAME_UPPER/SAME_LOWER pad so that out = ceil(in / stride) (the odd pixel at
+    the end / beginning), VALID means no padding, NOTSET uses ``pads``.
+    """
+    V.choice(auto_pad, "auto_pad", AUTO_PADS)
+    if auto_pad == "NOTSET":
+        return tuple(int(p) for p in pads)
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    begin, end = [], []
+    for n, k, s, d in zip(in_hw, kernel_hw, strides, dilations):
+        out = -(-n // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else big)
+        end.append(big if auto_pad == "SAME_UPPER" else small)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+def conv_output_shape(in_hw, kernel_hw, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                      auto_pad="NOTSET"):
+    """Output (OH, OW) of a 2-D convolution; ``pads`` are resolved first if auto_pad is set."""
+    pads = resolve_pads(in_hw, kernel_hw, strides, dilations, auto_pad, pads)
+    res = []
+    for a in range(2):
+        span = (kernel_hw[a] - 1) * dilations[a] + 1
+        res.append((in_hw[a] + pads[a] + pads[a + 2] - span) // strides[a] + 1)
+    return tuple(res)
+
+
+def _geometry(strides, pads, dilations, auto_pad):
+    strides = V.int_tuple(strides, "strides", 2, lo=1)
+    dilations = V.int_tuple(dilations, "dilations", 2, lo=1)
+    pads = V.int_tuple(pads, "pads", 4, lo=0)
+    V.choice(auto_pad, "auto_pad", AUTO_PADS)
+    return strides, pads, dilations
+
+
+def _epilogue(activation, params, m, dtype):
+    """Public activation name + params -> (act code, p0, p1, slopes array of length m)."""
+    if activation is not None and not isinstance(activation, str):
+        raise ValidationError(f"activation must be a string or None, got {activation!r}")
+    act = activation.lower() if activation else None
+    if act not in ACTIVATIONS:
+        raise ValidationError(f"activation must be one of {sorted(k for k in ACTIVATIONS if k)} "
+                              f"or None, got {activation!r}")
+    params = tuple(params) if params is not None else ()
+    need = ACTIVATIONS[act]
+    defaults = {"leaky_relu": (0.01,), "hard_sigmoid": (0.2, 0.5)}
+    if not params and act in defaults:
+        params = defaults[act]
+    if len(params) != need:
+        raise ValidationError(f"activation {act!r} takes {need} parameter(s) in "
+                              f"activation_params, got {len(params)}: {params!r}")
+    slopes = np.zeros(m, dtype=dtype)
+    p0 = p1 = 0.0
+    if act is None:
+        code = ACT_NONE
+    elif act in ("relu", "relu6", "clip"):
+        code = ACT_CLIP
+        p0, p1 = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}.get(act, params)
+        p0 = V.real(p0, "activation_params[0] (clip min)") if act == "clip" else p0
+        p1 = V.real(p1, "activation_params[1] (clip max)") if act == "clip" else p1
+    elif act == "leaky_relu":
+        code = ACT_PRELU
+        slopes[:] = V.real(params[0], "activation_params[0] (leaky_relu alpha)")
+    elif act == "prelu":
+        code = ACT_PRELU
+        s = params[0]
+        if isinstance(s, numbers.Real) and not isinstance(s, bool):
+            slopes[:] = float(s)
+        else:
+            s = np.asarray(s)
+            if s.dtype.kind not in "fiu" or s.size not in (1, m):
+                raise ValidationError(f"prelu slope must be a scalar or hold {m} per-channel "
+                                      f"values (one per output channel), got shape {s.shape}")
+            slopes[:] = s.reshape(-1)
+    elif act == "hard_sigmoid":
+        code = ACT_HARD_SIGMOID
+        p0 = V.real(params[0], "activation_params[0] (hard_sigmoid alpha)")
+        p1 = V.real(params[1], "activation_params[1] (hard_sigmoid beta)")
+    else:
+        code = {"hard_swish": ACT_HARD_SWISH, "sigmoid": ACT_SIGMOID, "silu": ACT_SILU,
+                "tanh": ACT_TANH}[act]
+    return code, float(p0), float(p1), slopes
+
+
+def _bias(bias, m, dtype, name="bias"):
+    if bias is None:
+        return np.zeros(m, dtype=dtype)
+    bias = V.float_array(bias, name)
+    V.check_shape(bias, (m,), name)
+    return np.ascontiguousarray(bias, dtype=dtype)
+
+
+def _target(out, shape, dtype, x):
+    """(out as validated, buffer to compute into): a fresh contiguous buffer when ``out``
+    is non-contiguous or overlaps ``x`` (the kernels read x while writing)."""
+    out = V.output(out, shape, dtype)
+    if not out.flags.c_contiguous or np.may_share_memory(out, x):
+        return out, np.empty(shape, dtype=dtype)
+    return out, out
+
+
+# ----------------------------------------------------------------------------- conv2d
+def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
+           auto_pad="NOTSET", activation=None, activation_params=(), out=None, backend=None):
+    """ONNX Conv on NCHW input, then ``activation`` fused (after the bias).
+
+    x (N, C, H, W), w (M, C/group, kH, kW), bias (M,) or None. ``pads`` is (top, left, bottom,
+    right). ``activation``: None, "relu", "relu6", "clip" (lo, hi), "leaky_relu" (alpha,),
+    "prelu" (slope: scalar or M values,), "hard_sigmoid" (alpha, beta), "hard_swish",
+    "sigmoid", "silu", "tanh". Returns (N, M, OH, OW) of x's dtype.
+    """
+    x = V.float_array(x, "x", ndim=4)
+    w = V.float_array(w, "w", ndim=4)
+    group = V.integer(group, "group", lo=1)
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    if c % group:
+        raise ValidationError(f"group={group} must divide the input channels C={c}")
+    if m % group:
+        raise ValidationError(f"group={group} must divide the output channels M={m} "
+                              f"(w.shape[0])")
+    if cg != c // group:
+        raise ShapeError(f"w must have shape (M, C/group, kH, kW) = ({m}, {c // group}, kH, kW)"
+                         f" for x with C={c} and group={group}, got {w.shape}")
+    if kh < 1 or kw < 1:
+        raise ShapeError(f"w must have a non-empty kernel, got shape {w.shape}")
+    (sh, sw), pads, (dh, dw) = _geometry(strides, pads, dilations, auto_pad)
+    pads = resolve_pads((h, wd), (kh, kw), (sh, sw), (dh, dw), auto_pad, pads)
+    oh, ow = conv_output_shape((h, wd), (kh, kw), (sh, sw), pads, (dh, dw))
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"conv2d output would be empty: input {h}x{wd}, pads {pads}, kernel "
+                         f"{kh}x{kw}, dilations ({dh}, {dw}) give {oh}x{ow}")
+    dtype = x.dtype
+    w = np.ascontiguousarray(w, dtype=dtype)
+    b = _bias(bias, m, dtype)
+    code, p0, p1, slopes = _epilogue(activation, activation_params, m, dtype)
+    out, y = _target(out, (n, m, oh, ow), dtype, x)
+    if y.size == 0:
+        return out
+    x = np.ascontiguousarray(x)
+    pt, pl = pads[0], pads[1]
+
+    if group == c and m == c:                      # depthwise, multiplier 1
+        _dispatch.impl("conv", "depthwise_conv2d", backend)(
+            x, w.reshape(c, kh, kw), b, sh, sw, pt, pl, dh, dw, code, p0, p1, slopes, y)
+    else:
+        L = oh * ow
+        y3 = y.reshape(n, m, L)
+        if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):
+            w2 = w.reshape(m, c)
+            for i in range(n):
+                np.matmul(w2, x[i].reshape(c, L), out=y3[i])
+        else:
+            im2col = _dispatch.impl("conv", "im2col", backend)
+            mg, K = m // group, cg * kh * kw
+            w3 = w.reshape(group, mg, K)
+            cols = np.empty((K, L), dtype=dtype)
+            for i in range(n):
+                for g in range(group):
+                    im2col(x[i, g * cg:(g + 1) * cg], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                           cols)
+                    np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg])
+        if code != ACT_NONE or bias is not None:
+            _dispatch.impl("conv", "bias_act", backend)(y3, b, code, p0, p1, slopes)
+    if y is not out:
+        out[...] = y
+    return out
+
+
+# ----------------------------------------------------------------------------- transpose
+def conv_transpose_geometry(in_hw, kernel_hw, strides=(1, 1), pads=(0, 0, 0, 0),
+                            dilations=(1, 1), output_padding=(0, 0), output_shape=None,
+                            auto_pad="NOTSET"):
+    """ONNX ConvTranspose: -> (pads (top, left, bottom, right), (OH, OW)).
+
+    With ``output_shape`` (or auto_pad SAME_*, whose output is in * stride) the pads are
+    derived from it as the ONNX spec says: SAME_UPPER puts the odd pixel at the start... of
+    the *padding removed*, i.e. pads_begin = total // 2 for SAME_UPPER, total - total // 2
+    otherwise.
+    """
+    full = [strides[a] * (in_hw[a] - 1) + output_padding[a] + (kernel_hw[a] - 1) * dilations[a]
+            + 1 for a in range(2)]
+    if output_shape is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        output_shape = (in_hw[0] * strides[0], in_hw[1] * strides[1])
+    if auto_pad == "VALID":
+        pads = (0, 0, 0, 0)
+    if output_shape is not None:
+        begin, end = [], []
+        for a in range(2):
+            total = full[a] - output_shape[a]
+            if total < 0:
+                # ONNX allows a larger output_shape only via output_padding; refuse clearly
+                raise ValidationError(
+                    f"output_shape[{a}]={output_shape[a]} exceeds the largest output "
+                    f"{full[a]} of this ConvTranspose (raise output_padding instead)")
+            small, big = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else big)
+            end.append(big if auto_pad == "SAME_UPPER" else small)
+        pads = (begin[0], begin[1], end[0], end[1])
+    out_hw = (full[0] - pads[0] - pads[2], full[1] - pads[1] - pads[3])
+    return tuple(pads), out_hw
+
+
+def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                     group=1, output_padding=(0, 0), output_shape=None, auto_pad="NOTSET",
+                     out=None, backend=None):
+    """ONNX ConvTranspose on NCHW input: x (N, C, H, W), w (C, M/group, kH, kW) -> (N, M, OH, OW).
+
+    ``output_shape`` (OH, OW), when given, overrides ``pads`` as the ONNX spec says.
+    """
+    x = V.float_array(x, "x", ndim=4)
+    w = V.float_array(w, "w", ndim=4)
+    group = V.integer(group, "group", lo=1)
+    n, c, h, wd = x.shape
+    cw, mg, kh, kw = w.shape
+    if c % group:
+        raise ValidationError(f"group={group} must divide the input channels C={c}")
+    if cw != c:
+        raise ShapeError(f"w must have shape (C, M/group, kH, kW) with C={c} (x.shape[1]), "
+                         f"got {w.shape}")
+    if kh < 1 or kw < 1 or mg < 1:
+        raise ShapeError(f"w must have a non-empty kernel and M/group >= 1, got {w.shape}")
+    (sh, sw), pads, (dh, dw) = _geometry(strides, pads, dilations, auto_pad)
+    opad = V.int_tuple(output_padding, "output_padding", 2, lo=0)
+    if output_shape is not None:
+        output_shape = V.int_tuple(output_shape, "output_shape", 2, lo=1)
+    pads, (oh, ow) = conv_transpose_geometry((h, wd), (kh, kw), (sh, sw), pads, (dh, dw), opad,
+                                             output_shape, auto_pad)
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"conv_transpose2d output would be empty ({oh}x{ow}); pads {pads} "
+                         f"are too large")
+    m = mg * group
+    dtype = x.dtype
+    w = np.ascontiguousarray(w, dtype=dtype)
+    b = _bias(bias, m, dtype)
+    out, y = _target(out, (n, m, oh, ow), dtype, x)
+    if y.size == 0:
+        return out
+    x = np.ascontiguousarray(x)
+    cg, L, K = c // group, h * wd, mg * kh * kw
+    # cols[g] = w_g^T @ x_g : (Mg*kh*kw, H*W); col2im scatters it onto the output
+    wt = w.reshape(group, cg, K).transpose(0, 2, 1)
+    cols = np.empty((K, L), dtype=dtype)
+    col2im = _dispatch.impl("conv", "col2im", backend)
+    y[...] = 0
+    for i in range(n):
+        for g in range(group):
+            np.matmul(wt[g], x[i, g * cg:(g + 1) * cg].reshape(cg, L), out=cols)
+            col2im(cols, kh, kw, sh, sw, pads[0], pads[1], dh, dw, h, wd,
+                   y[i, g * mg:(g + 1) * mg])
+    if bias is not None:
+        _dispatch.impl("conv", "bias_act", backend)(y.reshape(n, m, oh * ow), b, ACT_NONE,
+                                                    0.0, 0.0, b)
+    if y is not out:
+        out[...] = y
+    return out
+
+
+def _warmup(backend):
+    """Compile/load every conv (and resize) kernel for float32."""
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    conv2d(x, np.zeros((2, 1, 3, 3), np.float32), np.zeros(2, np.float32), group=2,
+           activation="relu", backend=backend)
+    conv2d(x, np.zeros((2, 2, 3, 3), np.float32), np.zeros(2, np.float32), activation="relu",
+           backend=backend)
+    conv_transpose2d(x, np.zeros((2, 2, 2, 2), np.float32), strides=(2, 2), backend=backend)
+    from . import resize
+    resize._warmup(backend)

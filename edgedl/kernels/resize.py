@@ -1,0 +1,166 @@
+"""ONNX Resize (opsets 10-19) on the last two axes of NCHW arrays.
+
+The coordinate transform, rounding and filter weights are per-axis tables computed here in
+NumPy (O(OH + OW)); the twins only gather / blend with them (O(N C OH OW)).
+"""
+import numbers
+
+import numpy as np
+
+from .. import _validate as V
+from ..errors import ShapeError, ValidationError
+from . import _dispatch
+
+__all__ = ["resize2d", "COORDINATE_MODES", "NEAREST_MODES", "MODES"]
+
+MODES = ("nearest", "linear", "cubic")
+COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                    "align_corners", "asymmetric", "tf_half_pixel_for_nearest",
+                    "tf_crop_and_resize")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def source_coords(n_out, n_in, scale, mode, roi=(0.0, 1.0)):
+    """Input coordinate of each output index along one axis (ONNX Resize).
+
+    Computed in float32 like onnxruntime, so that ties (x.5 for rounding, integers for
+    floor/ceil) fall the same way as there.
+    """
+    f = np.float32
+    o = np.arange(n_out, dtype=f)
+    scale, n_in_f, n_out_f, half = f(scale), f(n_in), f(n_out), f(0.5)
+    if mode == "half_pixel":
+        return (o + half) / scale - half
+    if mode == "half_pixel_symmetric":
+        adjustment = n_out_f / (scale * n_in_f)
+        offset = n_in_f / f(2) * (f(1) - adjustment)
+        return offset + ((o + half) / scale - half)
+    if mode == "pytorch_half_pixel":
+        return (o + half) / scale - half if n_out > 1 else np.zeros(n_out, f)
+    if mode == "align_corners":
+        return o * f(n_in - 1) / f(n_out - 1) if n_out > 1 else np.zeros(n_out, f)
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "tf_half_pixel_for_nearest":
+        return (o + half) / scale
+    # tf_crop_and_resize
+    start, end = f(roi[0]), f(roi[1])
+    if n_out > 1:
+        return start * f(n_in - 1) + o * (end - start) * f(n_in - 1) / f(n_out - 1)
+    return np.full(n_out, half * (start + end) * f(n_in - 1), f)
+
+
+def nearest_index(xs, n_in, nearest_mode):
+    """Round source coordinates to input indices (clamped to [0, n_in - 1])."""
+    if nearest_mode == "round_prefer_floor":
+        idx = np.ceil(xs - 0.5)
+    elif nearest_mode == "round_prefer_ceil":
+        idx = np.floor(xs + 0.5)
+    elif nearest_mode == "floor":
+        idx = np.floor(xs)
+    else:
+        idx = np.ceil(xs)
+    return np.clip(idx, 0, n_in - 1).astype(np.int64)
+
+
+def linear_taps(xs, n_in):
+    """(indices (n, 2), weights (n, 2)) of linear interpolation, edge-clamped."""
+    xs = np.clip(xs, 0, n_in - 1)
+    i0 = np.floor(xs)
+    t = xs - i0
+    i0 = i0.astype(np.int64)
+    idx = np.stack([i0, np.minimum(i0 + 1, n_in - 1)], axis=1)
+    return idx, np.stack([1 - t, t], axis=1)
+
+
+def cubic_taps(xs, n_in, a=-0.75, exclude_outside=False):
+    """(indices (n, 4), weights (n, 4)) of the Keys cubic filter with coefficient ``a``."""
+    i0 = np.floor(xs)
+    t = xs - i0
+    d = np.abs(np.stack([t + 1, t, 1 - t, 2 - t], axis=1))
+    w = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                 np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+    raw = i0.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
+    if exclude_outside:
+        w = np.where((raw < 0) | (raw >= n_in), 0.0, w)
+        w = w / w.sum(axis=1, keepdims=True)
+    return np.clip(raw, 0, n_in - 1), w
+
+
+def _roi_hw(roi):
+    if roi is None:
+        return (0.0, 1.0), (0.0, 1.0)
+    r = np.asarray(roi, dtype=np.float64).reshape(-1)
+    if r.size == 8:            # ONNX roi of a rank-4 tensor: starts then ends of all axes
+        r = r[[2, 3, 6, 7]]
+    if r.size != 4 or not np.isfinite(r).all():
+        raise ValidationError(f"roi must hold 4 finite values (start_h, start_w, end_h, end_w) "
+                              f"or the 8 of an ONNX rank-4 roi, got {roi!r}")
+    return (r[0], r[2]), (r[1], r[3])
+
+
+def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pixel",
+             nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+             extrapolation_value=0.0, scales_hw=None, roi=None, out=None, backend=None):
+    """ONNX Resize of x (N, C, H, W) to (N, C, OH, OW), ``out_hw`` = (OH, OW).
+
+    ``scales_hw`` are the ONNX scales; when given they (not OH/H) enter the coordinate
+    transform, as ONNX specifies. ``roi`` is used by tf_crop_and_resize only.
+    """
+    x = V.float_array(x, "x", ndim=4)
+    oh, ow = V.int_tuple(out_hw, "out_hw", 2, lo=0)
+    V.choice(mode, "mode", MODES)
+    V.choice(coordinate_transformation_mode, "coordinate_transformation_mode",
+             COORDINATE_MODES)
+    V.choice(nearest_mode, "nearest_mode", NEAREST_MODES)
+    a = V.real(cubic_coeff_a, "cubic_coeff_a")
+    excl = bool(V.integer(exclude_outside, "exclude_outside", lo=0, hi=1))
+    if isinstance(extrapolation_value, bool) or not isinstance(
+            extrapolation_value, (numbers.Real, np.floating, np.integer)):
+        raise ValidationError(f"extrapolation_value must be a real number, got "
+                              f"{extrapolation_value!r}")
+    ev = float(extrapolation_value)
+    n, c, h, w = x.shape
+    if (h == 0 or w == 0) and oh * ow:
+        raise ShapeError(f"cannot resize an empty {h}x{w} image to {oh}x{ow}")
+    if scales_hw is None:
+        sh, sw = (np.float32(oh) / np.float32(h) if h else 1.0), (np.float32(ow) / np.float32(w) if w else 1.0)
+    else:
+        sh, sw = (V.real(s, f"scales_hw[{i}]", lo=0, lo_open=True)
+                  for i, s in enumerate(scales_hw))
+    roi_h, roi_w = _roi_hw(roi)
+    out = V.output(out, (n, c, oh, ow), x.dtype)
+    if out.size == 0:
+        return out
+    y = out
+    if not out.flags.c_contiguous or np.may_share_memory(out, x):
+        y = np.empty(out.shape, x.dtype)
+    x = np.ascontiguousarray(x)
+    ct = coordinate_transformation_mode
+    ys = source_coords(oh, h, sh, ct, roi_h)
+    xs = source_coords(ow, w, sw, ct, roi_w)
+    if mode == "nearest":
+        _dispatch.impl("resize", "resize_nearest", backend)(
+            x, nearest_index(ys, h, nearest_mode), nearest_index(xs, w, nearest_mode), y)
+    else:
+        if mode == "linear":
+            (ih, wh), (iw, ww) = linear_taps(ys, h), linear_taps(xs, w)
+        else:
+            (ih, wh), (iw, ww) = cubic_taps(ys, h, a, excl), cubic_taps(xs, w, a, excl)
+        dt = x.dtype
+        _dispatch.impl("resize", "resize_taps", backend)(
+            x, np.ascontiguousarray(ih), np.ascontiguousarray(wh, dt),
+            np.ascontiguousarray(iw), np.ascontiguousarray(ww, dt), y)
+    if ct == "tf_crop_and_resize":
+        # TF CropAndResize: samples outside the image take extrapolation_value
+        y[:, :, (ys < 0) | (ys > h - 1), :] = ev
+        y[:, :, :, (xs < 0) | (xs > w - 1)] = ev
+    if y is not out:
+        out[...] = y
+    return out
+
+
+def _warmup(backend):
+    x = np.zeros((1, 1, 3, 3), np.float32)
+    resize2d(x, (6, 6), backend=backend)
+    resize2d(x, (6, 6), mode="linear", backend=backend)
