@@ -1,0 +1,46 @@
+"""numba twins of edgedl.kernels._ref.resize (same names and arguments)."""
+import numpy as np
+from numba import prange
+
+from edgedl._config import njit
+
+
+@njit(parallel=True)
+def resize_nearest(x, ih, iw, out):
+    n, c = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for q in prange(n * c):
+        b, ch = q // c, q % c
+        for o in range(oh):
+            src = x[b, ch, ih[o]]
+            dst = out[b, ch, o]
+            for p in range(ow):
+                dst[p] = src[iw[p]]
+
+
+@njit(parallel=True)
+def resize_taps(x, ih, wh, iw, ww, out):
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    kh, kw = ih.shape[1], iw.shape[1]
+    for q in prange(n * c):
+        b, ch = q // c, q % c
+        tmp = np.empty(w, x.dtype)
+        for o in range(oh):
+            # vertical blend of the kh source rows (contiguous, vectorises) ...
+            src = x[b, ch, ih[o, 0]]
+            wt = wh[o, 0]
+            for k in range(w):
+                tmp[k] = wt * src[k]
+            for a in range(1, kh):
+                src = x[b, ch, ih[o, a]]
+                wt = wh[o, a]
+                for k in range(w):
+                    tmp[k] += wt * src[k]
+            # ... then the horizontal taps
+            dst = out[b, ch, o]
+            for p in range(ow):
+                acc = ww[p, 0] * tmp[iw[p, 0]]
+                for a in range(1, kw):
+                    acc += ww[p, a] * tmp[iw[p, a]]
+                dst[p] = acc
