@@ -1,0 +1,346 @@
+"""Activations: every kernel x backend x dtype against the NumPy reference, the reference
+against onnxruntime single-node models (random attributes/axes), the derivatives against
+finite differences and PyTorch's kink conventions; layouts, in-place, extremes, bad input."""
+import numpy as np
+import pytest
+
+import edgedl
+from edgedl.errors import BackendError, DTypeError, ShapeError, ValidationError
+from edgedl.kernels import activations as A
+
+from conftest import ARM_EMULATED, tail_sizes
+
+DTYPES = [np.float32, np.float64]
+
+
+def _u(rng, lo, hi):
+    return float(rng.uniform(lo, hi))
+
+
+# name -> random keyword parameters (besides x / dy)
+PARAMS = {
+    "relu": lambda r: {},
+    "relu6": lambda r: {},
+    "clip": lambda r: {"lo": _u(r, -3, 0), "hi": _u(r, 0.1, 3)},
+    "leaky_relu": lambda r: {"alpha": _u(r, 0, 0.5)},
+    "prelu": None,   # slope depends on x's shape
+    "elu": lambda r: {"alpha": _u(r, 0.1, 2)},
+    "selu": lambda r: {"alpha": _u(r, 1, 2), "gamma": _u(r, 0.5, 1.5)},
+    "sigmoid": lambda r: {},
+    "hard_sigmoid": lambda r: {"alpha": _u(r, 0.05, 0.5), "beta": _u(r, 0.2, 0.8)},
+    "tanh": lambda r: {},
+    "softplus": lambda r: {},
+    "swish": lambda r: {"beta": _u(r, 0.2, 2)},
+    "silu": lambda r: {},
+    "hard_swish": lambda r: {},
+    "mish": lambda r: {},
+    "softmax": lambda r: {},
+    "log_softmax": lambda r: {},
+}
+NAMES = list(PARAMS)
+SOFTMAX = ("softmax", "log_softmax")
+
+
+def _params(name, rng, x):
+    if name == "prelu":
+        c = x.shape[1] if x.ndim >= 2 else 1
+        return {"slope": rng.uniform(-0.5, 0.5, c).astype(x.dtype)}
+    if name in SOFTMAX:
+        return {"axis": int(rng.integers(-x.ndim, x.ndim))} if x.ndim else {}
+    return PARAMS[name](rng)
+
+
+def _tol(name, dtype, grad=False):
+    if dtype == np.float32:
+        rtol, atol = 2e-6, 1e-37
+        if grad or name == "log_softmax":
+            rtol, atol = 1e-5, 2e-6
+    else:
+        rtol, atol = 1e-12, 1e-300
+        if grad or name == "log_softmax":
+            rtol, atol = 1e-11, 1e-13
+    return dict(rtol=rtol, atol=atol)
+
+
+def _x(rng, shape, dtype, scale=4.0):
+    x = (rng.standard_normal(shape) * scale).astype(dtype)
+    if x.size > 4:   # the kinks themselves
+        flat = x.reshape(-1)
+        flat[:4] = [0.0, 6.0, -3.0, 3.0]
+    return x
+
+
+def _call(name, x, backend, dy=None, **kw):
+    if dy is None:
+        return getattr(edgedl, name)(x, backend=backend, **kw)
+    return getattr(edgedl, name + "_grad")(x, dy, backend=backend, **kw)
+
+
+def _shapes():
+    shapes = [(n,) for n in tail_sizes()] + [(), (2, 3, 5, 7), (1, 16, 9, 9), (3, 0, 4)]
+    return shapes if not ARM_EMULATED else shapes[:6]
+
+
+# ----------------------------------------------------------------------------- vs reference
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("grad", [False, True], ids=["fwd", "grad"])
+def test_matches_reference(backend, name, dtype, grad, rng):
+    for shape in _shapes():
+        if name in SOFTMAX and shape == ():
+            continue
+        x = _x(rng, shape, dtype)
+        dy = rng.standard_normal(shape).astype(dtype) if grad else None
+        kw = _params(name, rng, x)
+        got = _call(name, x, backend, dy, **kw)
+        want = _call(name, x, "numpy", dy, **kw)
+        assert got.dtype == dtype and got.shape == x.shape
+        np.testing.assert_allclose(got, want, **_tol(name, dtype, grad),
+                                   err_msg=f"{name} grad={grad} {backend} {shape} {kw}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_strided_and_inplace(backend, name, dtype, rng):
+    base = _x(rng, (4, 6, 10), dtype)
+    dbase = rng.standard_normal((4, 6, 10)).astype(dtype)
+    for view in (lambda a: a[:, ::2, 1:], lambda a: a.transpose(2, 0, 1),
+                 lambda a: np.asfortranarray(a), lambda a: a[::-1]):
+        x, dy = view(base), view(dbase)
+        kw = _params(name, rng, x)
+        want = _call(name, np.ascontiguousarray(x), "numpy", **kw)
+        np.testing.assert_allclose(_call(name, x, backend, **kw), want, **_tol(name, dtype))
+        gwant = _call(name, np.ascontiguousarray(x), "numpy", np.ascontiguousarray(dy), **kw)
+        # out= a strided view, then in place on x and on dy
+        out = np.zeros((x.shape[0], x.shape[1], 2 * x.shape[2]), dtype)[:, :, ::2]
+        res = _call(name, x, backend, out=out, **kw)
+        assert res is out
+        np.testing.assert_allclose(out, want, **_tol(name, dtype))
+        x2, dy2 = x.copy(), dy.copy()
+        assert _call(name, x2, backend, dy2, out=dy2, **kw) is dy2
+        np.testing.assert_allclose(dy2, gwant, **_tol(name, dtype, True))
+        assert _call(name, x2, backend, out=x2, **kw) is x2
+        np.testing.assert_allclose(x2, want, **_tol(name, dtype))
+
+
+def test_overlapping_out(backend):
+    a = np.arange(-8, 8, dtype=np.float32)
+    want = edgedl.sigmoid(a[:-1].copy(), backend="numpy")
+    edgedl.sigmoid(a[:-1], out=a[1:], backend=backend)   # shifted overlap: not in place
+    np.testing.assert_allclose(a[1:], want, rtol=2e-6)
+
+
+# ----------------------------------------------------------------------------- vs onnxruntime
+ORT = {   # name -> (op_type, opset, attrs from our kwargs)
+    "relu": ("Relu", 14, lambda kw: {}),
+    "leaky_relu": ("LeakyRelu", 16, lambda kw: {"alpha": kw["alpha"]}),
+    "elu": ("Elu", 6, lambda kw: {"alpha": kw["alpha"]}),
+    "selu": ("Selu", 6, lambda kw: dict(kw)),
+    "sigmoid": ("Sigmoid", 13, lambda kw: {}),
+    "hard_sigmoid": ("HardSigmoid", 6, lambda kw: dict(kw)),
+    "tanh": ("Tanh", 13, lambda kw: {}),
+    "softplus": ("Softplus", 1, lambda kw: {}),
+    "hard_swish": ("HardSwish", 14, lambda kw: {}),
+    "mish": ("Mish", 18, lambda kw: {}),
+    "softmax": ("Softmax", 13, lambda kw: {"axis": kw.get("axis", -1)}),
+    "log_softmax": ("LogSoftmax", 13, lambda kw: {"axis": kw.get("axis", -1)}),
+}
+
+
+def _ort(op, inputs, attrs, opset):
+    from ort_util import run_ort_node
+    return run_ort_node(op, inputs, attrs, opset=opset)[0]
+
+
+@pytest.mark.parametrize("name", sorted(ORT) + ["clip", "relu6", "prelu"])
+def test_against_onnxruntime(backend, name, rng):
+    pytest.importorskip("onnxruntime")
+    for trial in range(4):
+        shape = tuple(int(s) for s in rng.integers(1, 9, size=rng.integers(1, 5)))
+        if trial == 0:
+            shape = (1, 3, 17, 19)
+        x = _x(rng, shape, np.float32, scale=float(rng.choice([1, 4, 30])))
+        kw = _params(name, rng, x)
+        if name in ("clip", "relu6"):
+            lo, hi = (0.0, 6.0) if name == "relu6" else (kw["lo"], kw["hi"])
+            want = _ort("Clip", [("x", x), ("lo", np.array(lo, np.float32)),
+                              ("hi", np.array(hi, np.float32))],
+                        {}, 13)
+        elif name == "prelu":
+            # ONNX slope layout: (C, 1, ..., 1) for the channel axis
+            s = kw["slope"].reshape((-1,) + (1,) * (x.ndim - 2)) if x.ndim >= 2 else kw["slope"]
+            want = _ort("PRelu", [("x", x), ("slope", s)], {}, 16)
+            np.testing.assert_allclose(edgedl.prelu(x, s, backend=backend), want, rtol=1e-6)
+        else:
+            op, opset, attrs = ORT[name]
+            want = _ort(op, [("x", x)], attrs(kw), opset)
+        got = _call(name, x, backend, **kw)
+        tol = dict(rtol=2e-6, atol=1e-6 if name == "log_softmax" else 1e-30)
+        if name in ("mish", "softplus", "elu", "selu", "tanh", "sigmoid"):
+            tol["atol"] = 2e-7   # onnxruntime's own approximations: absolute error ~1e-7
+        np.testing.assert_allclose(got, want, **tol, err_msg=f"{name} {shape} {kw}")
+
+
+def test_prelu_broadcasting(backend, rng):
+    x = _x(rng, (2, 3, 4, 5), np.float32)
+    for slope in (np.float32(0.2), rng.uniform(-1, 1, (3,)), rng.uniform(-1, 1, (4, 1)),
+                  rng.uniform(-1, 1, (5,)).astype(np.float32), rng.uniform(-1, 1, (3, 1, 5)),
+                  rng.uniform(-1, 1, (1, 3, 4, 5))):
+        s = np.asarray(slope, np.float32)
+        # a 1-D slope of length x.shape[1] is per channel (axis 1); others broadcast as NumPy
+        sb = s.reshape(1, 3, 1, 1) if s.shape == (3,) else s
+        want = np.where(x >= 0, x, sb * x)
+        np.testing.assert_allclose(edgedl.prelu(x, slope, backend=backend), want, rtol=1e-6)
+        gw = np.where(x > 0, 1, np.broadcast_to(sb, x.shape)).astype(np.float32)
+        np.testing.assert_allclose(edgedl.prelu_grad(x, np.ones_like(x), slope, backend=backend),
+                                   gw, rtol=1e-6)
+    with pytest.raises(ShapeError, match="slope"):
+        edgedl.prelu(x, np.ones(4, np.float32), backend=backend)
+
+
+# ----------------------------------------------------------------------------- derivatives
+def test_reference_grads_match_finite_differences(rng):
+    x = rng.uniform(-7, 7, (3, 4, 50))
+    x = x[np.abs(np.abs(x) - 3) > 1e-3].reshape(-1)[:500]    # away from kinks
+    x = x[np.abs(x - 6) > 1e-3][:450].reshape(3, 6, 25)
+    x[np.abs(x) < 1e-3] = 0.5
+    dy = rng.standard_normal(x.shape)
+    h = 1e-6
+    for name in NAMES:
+        kw = _params(name, rng, x)
+        if name == "clip":
+            x = np.where(np.abs(x - kw["lo"]) < 1e-3, 0.5, x)
+            x = np.where(np.abs(x - kw["hi"]) < 1e-3, 0.5, x)
+        if name == "hard_sigmoid":
+            v = kw["alpha"] * x + kw["beta"]
+            x = np.where((np.abs(v) < 1e-3) | (np.abs(v - 1) < 1e-3), 0.5, x)
+        f = lambda t: _call(name, t, "numpy", **kw)
+        if name in SOFTMAX:   # vector-Jacobian product: d/dh <dy, f(x + h v)> per direction
+            v = rng.standard_normal(x.shape)
+            fd = (np.sum(dy * f(x + h * v)) - np.sum(dy * f(x - h * v))) / (2 * h)
+            got = np.sum(_call(name, x, "numpy", dy, **kw) * v)
+            assert abs(fd - got) <= 1e-6 * max(1, abs(fd)), name
+        else:
+            fd = dy * (f(x + h) - f(x - h)) / (2 * h)
+            np.testing.assert_allclose(_call(name, x, "numpy", dy, **kw), fd, rtol=1e-6,
+                                       atol=1e-7, err_msg=name)
+
+
+KINKS = [   # (name, kwargs, x, expected f'(x)) -- PyTorch's conventions
+    ("relu", {}, [0.0, -1e-30, 1e-30], [0, 0, 1]),
+    ("relu6", {}, [0.0, 6.0, 3.0, 7.0], [0, 0, 1, 0]),
+    ("clip", {"lo": -1.0, "hi": 2.0}, [-1.0, 2.0, -1.5, 2.5, 0.0], [1, 1, 0, 0, 1]),
+    ("leaky_relu", {"alpha": 0.1}, [0.0, 1.0, -1.0], [0.1, 1, 0.1]),
+    ("elu", {"alpha": 0.5}, [0.0, 1.0], [0.5, 1]),
+    ("hard_sigmoid", {}, [-2.5, 2.5, 0.0, 3.0], [0, 0, 0.2, 0]),
+    ("hard_swish", {}, [-3.0, 3.0, -4.0, 4.0, 0.0], [-0.5, 1.5, 0, 1, 0.5]),
+    ("sigmoid", {}, [0.0], [0.25]),
+    ("tanh", {}, [0.0], [1.0]),
+    ("softplus", {}, [0.0], [0.5]),
+    ("swish", {"beta": 1.0}, [0.0], [0.5]),
+    ("mish", {}, [0.0], [np.tanh(np.log(2.0))]),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,kw,x,want", KINKS, ids=[k[0] for k in KINKS])
+def test_grad_at_kinks(backend, name, kw, x, want, dtype):
+    x = np.array(x, dtype)
+    got = _call(name, x, backend, np.ones_like(x), **kw)
+    np.testing.assert_allclose(got, np.array(want, dtype), rtol=1e-6, atol=1e-7)
+
+
+def test_selu_defaults_are_onnx_and_silu_is_swish(backend):
+    x = np.linspace(-3, 3, 11)
+    want = 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(x))
+    np.testing.assert_allclose(edgedl.selu(x, backend=backend), want, rtol=1e-12)
+    np.testing.assert_allclose(edgedl.silu(x, backend=backend),
+                               edgedl.swish(x, 1.0, backend=backend), rtol=1e-15)
+    np.testing.assert_allclose(edgedl.silu_grad(x, x, backend=backend),
+                               edgedl.swish_grad(x, x, 1.0, backend=backend), rtol=1e-15)
+
+
+# ----------------------------------------------------------------------------- extremes
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_inputs_stay_finite(backend, dtype):
+    big = np.finfo(dtype).max / 4
+    x = np.array([-big, -1e30, -1e4, -100.0, -90, -88, 0.0, 88, 90, 100.0, 1e4, 1e30, big],
+                 dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        s = edgedl.sigmoid(x, backend=backend)
+        assert np.all((s >= 0) & (s <= 1)) and s[0] == 0 and s[-1] == 1
+        np.testing.assert_allclose(edgedl.tanh(x, backend=backend)[[0, -1]], [-1, 1])
+        sp = edgedl.softplus(x, backend=backend)
+        assert np.all(np.isfinite(sp) & (sp >= 0)) and sp[-1] == x[-1]
+        for name in ("swish", "mish", "elu", "selu"):
+            y = _call(name, x, backend)
+            assert np.all(np.isfinite(y)), name
+            np.testing.assert_allclose(y[-3:], _call(name, x[-3:], "numpy"), rtol=2e-6)
+        for name in ("sigmoid", "tanh", "softplus", "swish", "mish", "elu", "selu"):
+            g = _call(name, x, backend, np.ones_like(x))
+            assert np.all(np.isfinite(g)), name
+    row = np.array([[-1e30, 1e30, 0.0, 1e30], [3.0, -1e30, 1e29, -2e29]], dtype)
+    for axis in (0, 1, -1):
+        sm = edgedl.softmax(row, axis=axis, backend=backend)
+        lsm = edgedl.log_softmax(row, axis=axis, backend=backend)
+        assert np.all(np.isfinite(sm)) and np.all(np.isfinite(lsm))
+        np.testing.assert_allclose(sm.sum(axis=axis), 1, rtol=1e-6)
+        np.testing.assert_allclose(lsm, _call("log_softmax", row, "numpy", axis=axis),
+                                   rtol=1e-6)
+
+
+def test_nan_propagates(backend):
+    x = np.array([np.nan, 1.0, -1.0], np.float32)
+    for name in ("relu", "sigmoid", "tanh", "elu", "softplus", "swish", "mish", "hard_swish",
+                 "leaky_relu", "selu"):
+        assert np.isnan(_call(name, x, backend)[0]), name
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input(backend, name, rng):
+    x = _x(rng, (2, 3, 4), np.float32)
+    kw = _params(name, rng, x)
+    for bad in (np.arange(6), np.ones(3, complex), np.array([1, "a"], object), "abc", None):
+        with pytest.raises(DTypeError, match="x"):
+            _call(name, bad, backend, **kw)
+    with pytest.raises(ShapeError, match="out must have shape"):
+        _call(name, x, backend, out=np.empty((2, 3, 5), np.float32), **kw)
+    with pytest.raises(DTypeError, match="out must have dtype"):
+        _call(name, x, backend, out=np.empty(x.shape, np.float64), **kw)
+    with pytest.raises(ShapeError, match="dy must have the shape"):
+        _call(name, x, backend, np.ones((2, 3), np.float32), **kw)
+    with pytest.raises(DTypeError, match="dy"):
+        _call(name, x, backend, np.ones(x.shape, np.float64), **kw)
+    with pytest.raises(BackendError):
+        _call(name, x, "fortran", **kw)
+
+
+def test_bad_parameters():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ShapeError, match="axis"):
+        edgedl.softmax(x, axis=2)
+    with pytest.raises(ShapeError, match="axis"):
+        edgedl.log_softmax_grad(x, x, axis=-3)
+    with pytest.raises(ShapeError, match="rank"):
+        edgedl.softmax(np.float32(1.0))
+    with pytest.raises(ValidationError, match="axis"):
+        edgedl.softmax(x, axis=1.5)
+    with pytest.raises(ValidationError, match="alpha"):
+        edgedl.leaky_relu(x, alpha="a")
+    with pytest.raises(ValidationError, match="alpha"):
+        edgedl.elu(x, alpha=float("nan"))
+    with pytest.raises(ValidationError, match="lo"):
+        edgedl.clip(x, lo=[1.0], hi=2.0)
+    with pytest.raises(DTypeError, match="slope"):
+        edgedl.prelu(x, np.ones(3, complex))
+    with pytest.raises(ValidationError, match="read-only"):
+        ro = np.ones_like(x)
+        ro.flags.writeable = False
+        edgedl.relu(x, out=ro)
+
+
+def test_lists_and_scalars_are_accepted():
+    np.testing.assert_allclose(edgedl.relu([-1, 2]), [0, 2])
+    assert edgedl.sigmoid(0.0) == 0.5
+    assert edgedl.relu([-1.5, 2.5]).dtype == np.float64
