@@ -1,0 +1,461 @@
+"""Per-family decoders: raw model outputs of one image -> candidate boxes before NMS.
+
+Every decoder has the signature ``decode(outputs, names, cfg, width, height) -> Candidates``:
+``outputs`` are the model's outputs for one image (batch axis removed), ``names`` their output
+names, ``cfg`` the resolved preset (a dict), ``width``/``height`` the network input size. Boxes
+come back as xyxy in network-input pixels, already filtered by ``cfg["score_threshold"]``;
+the Detector then runs NMS and maps them back to the original image.
+
+Score thresholding happens first, so the arithmetic of the box decode runs on the few
+candidates only; the box arithmetic itself uses the box kernels (``decode_boxes``,
+``distance2bbox``) where a family's encoding is theirs.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ModelError, ValidationError
+
+
+@dataclass
+class Candidates:
+    boxes: np.ndarray                 # (N, 4) float32 xyxy, network-input pixels
+    scores: np.ndarray                # (N,) float32
+    class_ids: np.ndarray             # (N,) int64
+    keypoints: np.ndarray = None      # (N, K, 2) float32 or None
+
+
+def _candidates(boxes, scores, class_ids, keypoints=None):
+    return Candidates(np.ascontiguousarray(boxes, np.float32).reshape(-1, 4),
+                      np.ascontiguousarray(scores, np.float32).reshape(-1),
+                      np.asarray(class_ids, np.int64).reshape(-1),
+                      None if keypoints is None else
+                      np.ascontiguousarray(keypoints, np.float32))
+
+
+def _boxes_kernels():
+    from ..kernels import boxes
+    return boxes
+
+
+def _cxcywh_to_xyxy(cx, cy, w, h):
+    return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _best_class(cls, obj=None, obj_power=1.0, cls_power=1.0):
+    """(N, C) class scores [and (N,) objectness] -> (score, class id) per row."""
+    ids = np.argmax(cls, axis=1) if cls.shape[1] > 1 else np.zeros(len(cls), np.int64)
+    best = cls[np.arange(len(cls)), ids]
+    if obj is None:
+        return best, ids
+    if obj_power == 1.0 and cls_power == 1.0:
+        return obj * best, ids
+    return np.power(obj, obj_power) * np.power(best, cls_power), ids
+
+
+def grid_sizes(width, height, strides):
+    """Feature-map (w, h) per stride: ceil(input / stride)."""
+    return [(math.ceil(width / s), math.ceil(height / s)) for s in strides]
+
+
+def grid_centers(fw, fh, stride, offset=0.0, repeat=1):
+    """(fw*fh*repeat, 2) x,y cell centres in input pixels, row-major, each cell ``repeat`` times."""
+    xs = (np.arange(fw, dtype=np.float32) + offset) * stride
+    ys = (np.arange(fh, dtype=np.float32) + offset) * stride
+    gx, gy = np.meshgrid(xs, ys)
+    c = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    return np.repeat(c, repeat, axis=0) if repeat > 1 else c
+
+
+def _levels(outputs, names, strides, width, height, per_cell=1, roles=()):
+    """Group multi-level outputs by stride (from their row count) and role.
+
+    Returns [{role: array (N_level, D)}] per stride. A role is found by its keyword in the
+    output name (e.g. "cls" in "cls_8") when names carry them, else by output order.
+    """
+    levels = []
+    for (fw, fh), s in zip(grid_sizes(width, height, strides), strides):
+        n = fw * fh * per_cell
+        found = [(nm, o.reshape(n, -1)) for o, nm in zip(outputs, names) if _rows(o) == n]
+        if len(found) < len(roles):
+            raise ModelError(f"expected {len(roles)} outputs with {n} rows for stride {s} "
+                             f"({fw}x{fh} grid, {per_cell} per cell), found {len(found)}; "
+                             f"output shapes: {[tuple(o.shape) for o in outputs]}")
+        level = {}
+        rest = []
+        for nm, arr in found:
+            key = next((r for r in roles if r in (nm or "").lower() and r not in level), None)
+            if key is None:
+                rest.append(arr)
+            else:
+                level[key] = arr
+        for r in roles:
+            if r not in level:
+                level[r] = rest.pop(0)
+        levels.append(level)
+    return levels
+
+
+def _rows(o):
+    """Rows of an output seen as (N, D): everything but the last axis."""
+    return o.size // o.shape[-1] if o.ndim >= 2 and o.shape[-1] else o.size
+
+
+def _filter(scores, thr):
+    return np.flatnonzero(scores > thr)
+
+
+# ----------------------------------------------------------------------------- fastestdet
+def decode_fastestdet(outputs, names, cfg, width, height):
+    """FastestDet: one (5 + C, H, W) map. Channel 0 objectness, 1-4 box (x, y via tanh offsets
+    in cells, w, h via sigmoid as image fractions), 5.. class scores (softmax in graph).
+    score = obj**obj_power * cls**cls_power."""
+    p = outputs[0]
+    if p.ndim != 3 or p.shape[0] < 6:
+        raise ModelError(f"fastestdet expects one (5 + C, H, W) output, got {p.shape}")
+    fh, fw = p.shape[1:]
+    flat = p.reshape(p.shape[0], -1)
+    score, ids = _best_class(flat[5:].T, flat[0], cfg["obj_power"], cfg["cls_power"])
+    keep = _filter(score, cfg["score_threshold"])
+    row, col = np.divmod(keep, fw)
+    v = flat[1:5, keep].astype(np.float64)
+    cx = (col + np.tanh(v[0])) / fw * width
+    cy = (row + np.tanh(v[1])) / fh * height
+    w, h = _sigmoid(v[2]) * width, _sigmoid(v[3]) * height
+    return _candidates(_cxcywh_to_xyxy(cx, cy, w, h), score[keep], ids[keep])
+
+
+# ----------------------------------------------------------------------------- ssd
+def ssd_priors(width, height, min_sizes, steps, clip=True):
+    """SSD / UltraFace prior boxes (N, 4) as normalised (cx, cy, w, h): for each feature map
+    (ceil(input / step)), rows then columns, one prior per min size."""
+    priors = []
+    for sizes, step in zip(min_sizes, steps):
+        fw, fh = math.ceil(width / step), math.ceil(height / step)
+        sw, sh = width / step, height / step
+        for j in range(fh):
+            for i in range(fw):
+                for m in sizes:
+                    priors.append(((i + 0.5) / sw, (j + 0.5) / sh, m / width, m / height))
+    p = np.array(priors, np.float32).reshape(-1, 4)
+    return np.clip(p, 0.0, 1.0) if clip else p
+
+
+def decode_ssd(outputs, names, cfg, width, height):
+    """SSD: class scores (N, C) with a background column and boxes (N, 4).
+
+    ``boxes_decoded`` True: boxes are xyxy already (UltraFace's exported graph), normalised to
+    [0, 1] when ``normalized``. Otherwise they are (dx, dy, dw, dh) deltas on ``priors``
+    decoded with ``decode_boxes`` and ``variances``. ``score_activation`` applies a softmax
+    or sigmoid when the graph does not. Class ids skip the background column.
+    """
+    named = {}
+    for o, nm in zip(outputs, names):
+        nm = (nm or "").lower()
+        role = "boxes" if ("box" in nm or "loc" in nm) else "scores" if (
+            "score" in nm or "conf" in nm) else None
+        if role:
+            named[role] = o.reshape(-1, o.shape[-1])
+    if len(named) < 2 and len(outputs) == 2:      # unnamed: the 4-wide one holds the boxes
+        a, b = (o.reshape(-1, o.shape[-1]) for o in outputs)
+        named = {"boxes": a, "scores": b} if a.shape[1] == 4 else {"boxes": b, "scores": a}
+    scores, boxes = named.get("scores"), named.get("boxes")
+    if scores is None or boxes is None or len(scores) != len(boxes):
+        raise ModelError(f"ssd expects scores (N, C) and boxes (N, 4) outputs, got "
+                         f"{[(nm, tuple(o.shape)) for o, nm in zip(outputs, names)]}")
+    act = cfg["score_activation"]
+    if act == "softmax":
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = e / e.sum(axis=1, keepdims=True)
+    elif act == "sigmoid":
+        scores = _sigmoid(scores)
+    bg = cfg["background_class"]
+    fg = scores if bg is None else np.delete(scores, bg, axis=1)
+    score, ids = _best_class(fg)
+    keep = _filter(score, cfg["score_threshold"])
+    b = boxes[keep].astype(np.float32)
+    if not cfg["boxes_decoded"]:
+        pri = cfg.get("_priors")
+        if pri is None or len(pri) != len(boxes):
+            pri = ssd_priors(width, height, cfg["min_sizes"], cfg["steps"])
+            cfg["_priors"] = pri
+            if len(pri) != len(boxes):
+                raise ModelError(f"ssd: {len(pri)} priors from min_sizes/steps but the model "
+                                 f"has {len(boxes)} boxes")
+        p = pri[keep]
+        pxyxy = _cxcywh_to_xyxy(p[:, 0], p[:, 1], p[:, 2], p[:, 3]).astype(np.float32)
+        b = _boxes_kernels().decode_boxes(pxyxy, b, tuple(cfg["variances"]))
+    if cfg["normalized"]:
+        b = b * np.array([width, height, width, height], np.float32)
+    return _candidates(b, score[keep], ids[keep])
+
+
+# ----------------------------------------------------------------------------- yolox
+def decode_yolox(outputs, names, cfg, width, height):
+    """YOLOX: (N, 5 + C) over strides (8, 16, 32) in grid order; xy = (o + grid) * s,
+    wh = exp(o) * s (unless ``decoded``), score = obj * cls (sigmoids in graph)."""
+    p = outputs[0].reshape(-1, outputs[0].shape[-1])
+    score, ids = _best_class(p[:, 5:], p[:, 4])
+    keep = _filter(score, cfg["score_threshold"])
+    v = p[keep, :4].astype(np.float64)
+    if not cfg["decoded"]:
+        centers, strides = _anchor_points(cfg, width, height, len(p), offset=0.0)
+        s = strides[keep]
+        v[:, :2] = (v[:, :2] + centers[keep] / s[:, None]) * s[:, None]
+        v[:, 2:] = np.exp(v[:, 2:]) * s[:, None]
+    return _candidates(_cxcywh_to_xyxy(v[:, 0], v[:, 1], v[:, 2], v[:, 3]), score[keep],
+                       ids[keep])
+
+
+def _anchor_points(cfg, width, height, n, offset=0.0, repeat=1):
+    """Concatenated grid centres (n, 2) and their strides (n,) for cfg["strides"] (cached)."""
+    key = ("_points", width, height, offset, repeat, tuple(cfg["strides"]))
+    hit = cfg.get("_cache", {}).get(key)
+    if hit is None:
+        cs, ss = [], []
+        for (fw, fh), s in zip(grid_sizes(width, height, cfg["strides"]), cfg["strides"]):
+            c = grid_centers(fw, fh, s, offset, repeat)
+            cs.append(c)
+            ss.append(np.full(len(c), s, np.float32))
+        hit = (np.concatenate(cs), np.concatenate(ss))
+        cfg.setdefault("_cache", {})[key] = hit
+    if len(hit[0]) != n:
+        raise ModelError(f"{cfg['family']}: strides {list(cfg['strides'])} on a {width}x{height} "
+                         f"input give {len(hit[0])} points, but the model output has {n} rows")
+    return hit
+
+
+# ----------------------------------------------------------------------------- yunet
+def decode_yunet(outputs, names, cfg, width, height):
+    """YuNet: per stride cls, obj (sigmoid in graph), bbox, kps outputs (N_s, D).
+    cx, cy = (grid + reg) * s; w, h = exp(reg) * s; keypoints (grid + reg) * s;
+    score = cls * obj."""
+    levels = _levels(outputs, names, cfg["strides"], width, height,
+                     roles=("cls", "obj", "bbox", "kps"))
+    out = []
+    for lv, ((fw, fh), s) in zip(levels, zip(grid_sizes(width, height, cfg["strides"]),
+                                             cfg["strides"])):
+        score = lv["cls"][:, 0] * lv["obj"][:, 0]
+        keep = _filter(score, cfg["score_threshold"])
+        row, col = np.divmod(keep, fw)
+        g = np.stack([col, row], axis=1).astype(np.float64)
+        b = lv["bbox"][keep].astype(np.float64)
+        cxcy = (g + b[:, :2]) * s
+        wh = np.exp(b[:, 2:4]) * s
+        k = lv["kps"][keep].astype(np.float64).reshape(len(keep), lv["kps"].shape[1] // 2, 2)
+        kps = (g[:, None, :] + k) * s
+        out.append((_cxcywh_to_xyxy(cxcy[:, 0], cxcy[:, 1], wh[:, 0], wh[:, 1]), score[keep],
+                    kps))
+    return _candidates(np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]),
+                       np.zeros(sum(len(o[1]) for o in out), np.int64),
+                       np.concatenate([o[2] for o in out]))
+
+
+# ----------------------------------------------------------------------------- yolov5
+def decode_yolov5(outputs, names, cfg, width, height):
+    """YOLOv5-style anchor grid. Per stride, one raw head output in one of three layouts:
+    (na*(5+C), H, W) (YOLOv5 NCHW head), (na, H, W, 5+C) (YOLOv5 export), or
+    (H, W, na*4 + na + C) (Yolo-FastestV2: boxes, then objectness, then classes shared by the
+    anchors). xy = (2*sig(t) - 0.5 + grid) * s, wh = (2*sig(t))**2 * anchor;
+    score = obj**obj_power * cls**cls_power. With ``decoded`` the single output is
+    (N, 5 + C) with cx, cy, w, h in input pixels (Detect layer in graph).
+    ``apply_sigmoid`` False when the graph already applied the activations."""
+    if cfg["decoded"]:
+        p = outputs[0].reshape(-1, outputs[0].shape[-1])
+        score, ids = _best_class(p[:, 5:], p[:, 4], cfg["obj_power"], cfg["cls_power"])
+        keep = _filter(score, cfg["score_threshold"])
+        v = p[keep, :4]
+        return _candidates(_cxcywh_to_xyxy(v[:, 0], v[:, 1], v[:, 2], v[:, 3]), score[keep],
+                           ids[keep])
+    strides, anchors = cfg["strides"], np.asarray(cfg["anchors"], np.float64)
+    na = anchors.shape[1] // 2
+    act = _sigmoid if cfg["apply_sigmoid"] else (lambda t: t)
+    allb, alls, alli = [], [], []
+    for o, (fw, fh), s, anc in zip(_by_grid(outputs, width, height, strides),
+                                   grid_sizes(width, height, strides), strides, anchors):
+        if o.ndim == 4:                                  # (na, H, W, 5+C)
+            t = o.transpose(1, 2, 0, 3)
+            box, obj, cls = t[..., :4], t[..., 4], t[..., 5:]
+        elif o.shape[1:] == (fh, fw) and o.shape[0] % na == 0 and o.shape[0] // na > 5:
+            t = o.reshape(na, -1, fh, fw).transpose(2, 3, 0, 1)     # (H, W, na, 5+C)
+            box, obj, cls = t[..., :4], t[..., 4], t[..., 5:]
+        else:                                             # (H, W, na*4 + na + C)
+            box = o[..., :4 * na].reshape(fh, fw, na, 4)
+            obj = o[..., 4 * na:5 * na]
+            cls = np.broadcast_to(o[..., None, 5 * na:], (fh, fw, na, o.shape[-1] - 5 * na))
+        obj = act(obj.reshape(-1))
+        cls = act(cls.reshape(len(obj), -1))
+        score, ids = _best_class(cls, obj, cfg["obj_power"], cfg["cls_power"])
+        keep = _filter(score, cfg["score_threshold"])
+        cell, a = np.divmod(keep, na)
+        row, col = np.divmod(cell, fw)
+        t = act(box.reshape(-1, 4)[keep].astype(np.float64))
+        cx = (2 * t[:, 0] - 0.5 + col) * s
+        cy = (2 * t[:, 1] - 0.5 + row) * s
+        w = (2 * t[:, 2]) ** 2 * anc[2 * a]
+        h = (2 * t[:, 3]) ** 2 * anc[2 * a + 1]
+        allb.append(_cxcywh_to_xyxy(cx, cy, w, h))
+        alls.append(score[keep])
+        alli.append(ids[keep])
+    return _candidates(np.concatenate(allb), np.concatenate(alls), np.concatenate(alli))
+
+
+def _by_grid(outputs, width, height, strides):
+    """One output per stride, matched by its grid size in either layout."""
+    res = []
+    for (fw, fh), s in zip(grid_sizes(width, height, strides), strides):
+        hit = [o for o in outputs
+               if (o.ndim == 3 and (o.shape[1:] == (fh, fw) or o.shape[:2] == (fh, fw)))
+               or (o.ndim == 4 and o.shape[1:3] == (fh, fw))]
+        if not hit:
+            raise ModelError(f"no output with a {fh}x{fw} grid for stride {s}; output shapes: "
+                             f"{[tuple(o.shape) for o in outputs]}")
+        res.append(hit[0])
+    return res
+
+
+# ----------------------------------------------------------------------------- yolov8
+def decode_yolov8(outputs, names, cfg, width, height):
+    """YOLOv8 / YOLO11 export: (4 + C, N), cx, cy, w, h in input pixels then class scores
+    (sigmoid in graph), decoded in graph. No objectness."""
+    p = outputs[0]
+    if p.ndim != 2:
+        raise ModelError(f"yolov8 expects one (4 + C, N) output, got {p.shape}")
+    if p.shape[0] > p.shape[1]:          # some exports are transposed: (N, 4 + C)
+        p = p.T
+    score, ids = _best_class(p[4:].T)
+    keep = _filter(score, cfg["score_threshold"])
+    v = p[:4, keep]
+    return _candidates(_cxcywh_to_xyxy(v[0], v[1], v[2], v[3]), score[keep], ids[keep])
+
+
+# ----------------------------------------------------------------------------- nanodet / picodet
+def decode_gfl(outputs, names, cfg, width, height):
+    """NanoDet-Plus / PicoDet (GFL): class scores (sigmoid in graph) and, per side, a
+    distribution over ``reg_max + 1`` bins; distance = sum(softmax(bins) * k) * stride,
+    box = distance2bbox(centre, distances). Either one output (N, C + 4 * (reg_max + 1))
+    over all strides (NanoDet-Plus) or per-stride cls (N_s, C) and reg (N_s, 4*(reg_max+1))
+    outputs (PicoDet without post-process). Centres are (grid + center_offset) * stride."""
+    nb = cfg["reg_max"] + 1
+    if len(outputs) == 1:
+        p = outputs[0].reshape(-1, outputs[0].shape[-1])
+        cls, reg = p[:, :-4 * nb], p[:, -4 * nb:]
+    else:
+        cls_l, reg_l = [], []
+        for o, nm in zip(outputs, names):
+            (reg_l if o.shape[-1] == 4 * nb else cls_l).append(o.reshape(-1, o.shape[-1]))
+        key = lambda a: -len(a)                       # stride ascending = rows descending
+        cls, reg = np.concatenate(sorted(cls_l, key=key)), np.concatenate(sorted(reg_l, key=key))
+    if cfg["score_activation"] == "sigmoid":
+        cls = _sigmoid(cls)
+    centers, strides = _anchor_points(cfg, width, height, len(cls), cfg["center_offset"])
+    score, ids = _best_class(cls)
+    keep = _filter(score, cfg["score_threshold"])
+    bins = reg[keep].reshape(len(keep), 4, nb).astype(np.float32)
+    e = np.exp(bins - bins.max(axis=2, keepdims=True))
+    dist = (e / e.sum(axis=2, keepdims=True)) @ np.arange(nb, dtype=np.float32)
+    dist *= strides[keep, None]
+    b = _boxes_kernels().distance2bbox(np.ascontiguousarray(centers[keep]),
+                                       np.ascontiguousarray(dist, np.float32))
+    return _candidates(b, score[keep], ids[keep])
+
+
+# ----------------------------------------------------------------------------- scrfd
+def decode_scrfd(outputs, names, cfg, width, height):
+    """SCRFD (insightface): per stride score (N_s, 1), bbox (N_s, 4) and optional kps
+    (N_s, 2K) with ``num_anchors`` anchors per cell centred at grid * stride;
+    box = distance2bbox(centre, bbox * stride), keypoints = centre + kps * stride."""
+    na = cfg["num_anchors"]
+    allb, alls, allk = [], [], []
+    for (fw, fh), s in zip(grid_sizes(width, height, cfg["strides"]), cfg["strides"]):
+        n = fw * fh * na
+        lv = [o.reshape(n, -1) for o in outputs if _rows(o) == n]
+        by_dim = {a.shape[1]: a for a in lv}
+        if 1 not in by_dim or 4 not in by_dim:
+            raise ModelError(f"scrfd: no score/bbox outputs with {n} rows for stride {s}; "
+                             f"output shapes: {[tuple(o.shape) for o in outputs]}")
+        score = by_dim[1][:, 0]
+        if cfg["score_activation"] == "sigmoid":
+            score = _sigmoid(score)
+        keep = _filter(score, cfg["score_threshold"])
+        c = grid_centers(fw, fh, s, 0.0, na)[keep]
+        d = np.ascontiguousarray(by_dim[4][keep] * s, np.float32)
+        allb.append(_boxes_kernels().distance2bbox(np.ascontiguousarray(c), d))
+        alls.append(score[keep])
+        kd = [k for k in by_dim if k not in (1, 4)]
+        if kd:
+            k = by_dim[kd[0]][keep].reshape(len(keep), -1, 2) * s + c[:, None, :]
+            allk.append(k)
+    kps = np.concatenate(allk) if len(allk) == len(allb) and allk else None
+    scores = np.concatenate(alls)
+    return _candidates(np.concatenate(allb), scores, np.zeros(len(scores), np.int64), kps)
+
+
+# ----------------------------------------------------------------------------- registry
+COMMON_DEFAULTS = {
+    "input_name": None, "input_width": None, "input_height": None,
+    "resize": "stretch", "placement": "topleft", "pad_value": 0,
+    "channel_order": "rgb", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+    "layout": "nchw",
+    "score_threshold": 0.5, "iou_threshold": 0.45, "class_agnostic": False,
+    "max_detections": 300, "clip": True, "labels": None,
+}
+_LETTERBOX_114 = {"resize": "letterbox", "pad_value": 114}
+_IMAGENET_BGR = {"mean": [103.53, 116.28, 123.675], "std": [57.375, 57.12, 58.395]}
+
+#: family -> (decoder, defaults added to COMMON_DEFAULTS: its keys are the family's options)
+FAMILIES = {
+    "fastestdet": (decode_fastestdet, {
+        "channel_order": "bgr", "scale": 1 / 255, "score_threshold": 0.65,
+        "class_agnostic": True, "obj_power": 0.6, "cls_power": 0.4, "labels": "coco80"}),
+    "ssd": (decode_ssd, {
+        "mean": [127.0] * 3, "std": [128.0] * 3, "score_threshold": 0.7, "iou_threshold": 0.3,
+        "boxes_decoded": True, "normalized": True, "background_class": 0,
+        "score_activation": "none", "variances": [0.1, 0.2],
+        "min_sizes": [[10, 16, 24], [32, 48], [64, 96], [128, 192, 256]],
+        "steps": [8, 16, 32, 64]}),
+    "yolox": (decode_yolox, dict(_LETTERBOX_114, **{
+        "channel_order": "bgr", "score_threshold": 0.3, "strides": [8, 16, 32],
+        "decoded": False, "labels": "coco80"})),
+    "yunet": (decode_yunet, {
+        "channel_order": "bgr", "resize": "letterbox", "strides": [8, 16, 32],
+        "labels": ["face"]}),
+    "yolov5": (decode_yolov5, dict(_LETTERBOX_114, **{
+        "placement": "center", "scale": 1 / 255, "score_threshold": 0.25,
+        "strides": [8, 16, 32], "decoded": False, "apply_sigmoid": True,
+        "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
+                    [116, 90, 156, 198, 373, 326]],
+        "obj_power": 1.0, "cls_power": 1.0, "labels": "coco80"})),
+    "yolov8": (decode_yolov8, dict(_LETTERBOX_114, **{
+        "placement": "center", "scale": 1 / 255, "score_threshold": 0.25, "iou_threshold": 0.7,
+        "labels": "coco80"})),
+    "nanodet": (decode_gfl, dict(_IMAGENET_BGR, **{
+        "channel_order": "bgr", "score_threshold": 0.35, "iou_threshold": 0.6,
+        "strides": [8, 16, 32, 64], "reg_max": 7, "center_offset": 0.0,
+        "score_activation": "none", "labels": "coco80"})),
+    "picodet": (decode_gfl, {
+        "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+        "score_threshold": 0.4, "iou_threshold": 0.6, "strides": [8, 16, 32, 64],
+        "reg_max": 7, "center_offset": 0.5, "score_activation": "none", "labels": "coco80"}),
+    "scrfd": (decode_scrfd, {
+        "resize": "letterbox", "mean": [127.5] * 3, "std": [128.0] * 3,
+        "iou_threshold": 0.4, "strides": [8, 16, 32], "num_anchors": 2,
+        "score_activation": "none", "labels": ["face"]}),
+}
+
+
+def family_defaults(family):
+    if family not in FAMILIES:
+        raise ValidationError(f"family must be one of {', '.join(sorted(FAMILIES))}, "
+                              f"got {family!r}")
+    return dict(COMMON_DEFAULTS, **FAMILIES[family][1])
+
+
+def decoder(family):
+    family_defaults(family)
+    return FAMILIES[family][0]

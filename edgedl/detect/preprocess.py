@@ -1,0 +1,165 @@
+"""Image loading, resize (stretch / letterbox), normalisation, layout; and the inverse mapping.
+
+An image becomes a network input in four steps: load as H×W×3 uint8 RGB, resize to the input
+size (stretch, or letterbox keeping the aspect ratio with padding placed top-left or centred),
+convert to float with ``(x * scale - mean) / std`` in the model's channel order, and lay out as
+NCHW or NHWC. :class:`Transform` remembers the resize so boxes and keypoints found in the
+network input map back to original pixels.
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import choice
+from ..errors import DTypeError, ShapeError, ValidationError
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:   # pragma: no cover - Pillow is a runtime dependency
+        from ..errors import MissingDependencyError
+        raise MissingDependencyError("edgedl.detect needs Pillow (pip install Pillow)")
+    return Image
+
+
+def load_image(image, name="image"):
+    """``image`` (a path, a PIL image or an array) as an H×W×3 uint8 RGB array.
+
+    Arrays must be uint8, H×W (grey), H×W×1 (grey) or H×W×3 (RGB); grey becomes 3-channel,
+    PIL images of any mode are converted to RGB (alpha dropped).
+    """
+    Image = _pil()
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{name}: no such file: {path}")
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+                image.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ValidationError(f"{name}: cannot read {path} as an image ({e})") from None
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise DTypeError(f"{name} must be a uint8 array (H×W×3 RGB), got dtype {image.dtype}")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ShapeError(f"{name} must have shape (H, W, 3) RGB or (H, W) grey, "
+                             f"got {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ShapeError(f"{name} is empty (shape {image.shape})")
+        return image
+    raise ValidationError(f"{name} must be a file path, a PIL image or an H×W×3 uint8 array, "
+                          f"got {type(image).__name__}")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How an original image was mapped into the network input.
+
+    input = original * scale + pad (per axis); ``width``/``height`` are the original size.
+    """
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    width: int
+    height: int
+
+    def boxes_to_original(self, boxes, clip=True):
+        """xyxy boxes in network-input pixels -> original pixels (a new float32 array)."""
+        b = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
+        b[:, 0::2] = (b[:, 0::2] - self.pad_x) / self.scale_x
+        b[:, 1::2] = (b[:, 1::2] - self.pad_y) / self.scale_y
+        if clip:
+            np.clip(b[:, 0::2], 0, self.width, out=b[:, 0::2])
+            np.clip(b[:, 1::2], 0, self.height, out=b[:, 1::2])
+        return b
+
+    def points_to_original(self, points):
+        """(..., 2) x,y points in network-input pixels -> original pixels (not clipped)."""
+        p = np.array(points, dtype=np.float32, copy=True)
+        p[..., 0] = (p[..., 0] - self.pad_x) / self.scale_x
+        p[..., 1] = (p[..., 1] - self.pad_y) / self.scale_y
+        return p
+
+
+def resize(image, width, height, mode="stretch", placement="topleft", pad_value=0):
+    """Resize an H×W×3 uint8 image to ``height``×``width``; returns (uint8 array, Transform).
+
+    ``mode="letterbox"`` keeps the aspect ratio and pads the rest with ``pad_value``, the image
+    placed at the top-left corner or centred (``placement="center"``). Bilinear (Pillow).
+    """
+    choice(mode, "resize", ("stretch", "letterbox"))
+    choice(placement, "placement", ("topleft", "center"))
+    Image = _pil()
+    h0, w0 = image.shape[:2]
+    if mode == "stretch":
+        nw, nh, px, py = width, height, 0, 0
+    else:
+        r = min(width / w0, height / h0)
+        nw, nh = max(1, min(width, round(w0 * r))), max(1, min(height, round(h0 * r)))
+        px, py = (0, 0) if placement == "topleft" else ((width - nw) // 2, (height - nh) // 2)
+    if (nw, nh) == (w0, h0):
+        small = image
+    else:
+        small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    if (nw, nh) == (width, height):
+        out = small
+    else:
+        out = np.empty((height, width, 3), np.uint8)
+        out[...] = np.asarray(pad_value, dtype=np.float64).clip(0, 255).astype(np.uint8)
+        out[py:py + nh, px:px + nw] = small
+    return out, Transform(nw / w0, nh / h0, float(px), float(py), int(w0), int(h0))
+
+
+def normalize(image, channel_order="rgb", scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+              layout="nchw", dtype=np.float32):
+    """uint8 H×W×3 RGB -> float ``(x * scale - mean) / std`` in ``channel_order``, with a batch
+    axis: (1, 3, H, W) for ``layout="nchw"``, (1, H, W, 3) for ``"nhwc"``.
+
+    ``mean``/``std`` are given in the model's channel order.
+    """
+    choice(channel_order, "channel_order", ("rgb", "bgr"))
+    choice(layout, "layout", ("nchw", "nhwc"))
+    mean = np.asarray(mean, np.float64).reshape(-1)
+    std = np.asarray(std, np.float64).reshape(-1)
+    if mean.size not in (1, 3) or std.size not in (1, 3):
+        raise ValidationError(f"mean and std must have 1 or 3 values, got {mean.size} and "
+                              f"{std.size}")
+    if np.any(std == 0):
+        raise ValidationError(f"std must not contain 0, got {std.tolist()}")
+    src = image[:, :, ::-1] if channel_order == "bgr" else image
+    # one affine per channel: x * a + b with a = scale / std, b = -mean / std
+    a = np.broadcast_to(scale / std, (3,)).astype(dtype)
+    b = np.broadcast_to(-mean / std, (3,)).astype(dtype)
+    if layout == "nchw":
+        x = np.empty((1, 3) + image.shape[:2], dtype)
+        for c in range(3):
+            np.multiply(src[:, :, c], a[c], out=x[0, c], casting="unsafe")
+            if b[c]:
+                x[0, c] += b[c]
+    else:
+        x = np.empty((1,) + image.shape[:2] + (3,), dtype)
+        np.multiply(src, a, out=x[0], casting="unsafe")
+        if b.any():
+            x[0] += b
+    return x
+
+
+def preprocess(image, width, height, resize_mode="stretch", placement="topleft", pad_value=0,
+               channel_order="rgb", scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+               layout="nchw", dtype=np.float32):
+    """Load, resize and normalise one image: returns (input tensor with batch axis, Transform)."""
+    img = load_image(image)
+    small, t = resize(img, width, height, resize_mode, placement, pad_value)
+    return normalize(small, channel_order, scale, mean, std, layout, dtype), t

@@ -1,0 +1,130 @@
+"""Presets: a dict (or JSON file) of preprocessing and decoding settings for one model.
+
+A preset names its ``family`` (the decoder) and overrides that family's defaults
+(``decoders.FAMILIES``); any key not known to the family is refused, so a typo in a preset
+or in ``Detector(..., **overrides)`` is caught at once. The presets shipped with edgedl are the
+JSON files in ``edgedl/detect/presets/``.
+"""
+import json
+import numbers
+import os
+
+from .._validate import choice, integer, real
+from ..errors import ValidationError
+from .decoders import FAMILIES, family_defaults
+
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+#: descriptive keys a preset may carry besides the settings
+META_KEYS = ("family", "name", "description", "source", "license")
+
+
+def available_presets():
+    """Names of the bundled presets."""
+    return sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".json"))
+
+
+def load_preset(preset):
+    """A preset name (bundled), a path to a JSON file, or a dict -> a new dict."""
+    if isinstance(preset, dict):
+        return dict(preset)
+    if not isinstance(preset, (str, os.PathLike)):
+        raise ValidationError(f"preset must be a name, a JSON file path or a dict, got "
+                              f"{type(preset).__name__}")
+    path = os.fspath(preset)
+    if not path.endswith(".json") or not os.path.exists(path):
+        bundled = os.path.join(PRESET_DIR, path + ".json")
+        if os.path.exists(bundled):
+            path = bundled
+        elif not os.path.exists(path):
+            raise ValidationError(f"unknown preset {preset!r}: not a bundled preset "
+                                  f"({', '.join(available_presets())}) nor a JSON file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValidationError(f"cannot read preset {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"preset {path} must hold a JSON object, got {type(data).__name__}")
+    data.setdefault("name", os.path.basename(path)[:-5])
+    return data
+
+
+def resolve(preset=None, family=None, overrides=None, model_name=None):
+    """The full configuration: family defaults <- preset <- overrides, validated.
+
+    With neither ``preset`` nor ``family``, a bundled preset named like the model file is used.
+    """
+    if preset is None and family is None:
+        stem = os.path.splitext(os.path.basename(model_name or ""))[0]
+        if stem in available_presets():
+            preset = stem
+        else:
+            raise ValidationError(
+                f"cannot tell how to decode model {model_name or '<in memory>'!r}: pass "
+                f"preset= (one of {', '.join(available_presets())}, a JSON file or a dict) or "
+                f"family= (one of {', '.join(sorted(FAMILIES))})")
+    p = load_preset(preset) if preset is not None else {}
+    fam = family if family is not None else p.get("family")
+    if fam is None:
+        raise ValidationError("the preset has no 'family' key; pass family=")
+    if family is not None and p.get("family") not in (None, family):
+        raise ValidationError(f"family={family!r} contradicts the preset's family "
+                              f"{p['family']!r}")
+    cfg = family_defaults(fam)
+    for src_name, src in (("preset", p), ("override", overrides or {})):
+        for k, v in src.items():
+            if k not in cfg and k not in META_KEYS:
+                raise ValidationError(
+                    f"unknown {src_name} key {k!r} for family {fam!r}; known keys: "
+                    f"{', '.join(sorted(cfg))}")
+            cfg[k] = v
+    cfg["family"] = fam
+    return _check(cfg)
+
+
+def _check(cfg):
+    """Validate the values that steer preprocessing and NMS (names the key on error)."""
+    choice(cfg["resize"], "resize", ("stretch", "letterbox"))
+    choice(cfg["placement"], "placement", ("topleft", "center"))
+    choice(cfg["channel_order"], "channel_order", ("rgb", "bgr"))
+    choice(cfg["layout"], "layout", ("nchw", "nhwc"))
+    cfg["score_threshold"] = real(cfg["score_threshold"], "score_threshold", 0.0, 1.0)
+    cfg["iou_threshold"] = real(cfg["iou_threshold"], "iou_threshold", 0.0, 1.0)
+    cfg["scale"] = real(cfg["scale"], "scale", 0.0, lo_open=True)
+    cfg["max_detections"] = integer(cfg["max_detections"], "max_detections", lo=1)
+    for k in ("input_width", "input_height"):
+        if cfg[k] is not None:
+            cfg[k] = integer(cfg[k], k, lo=1)
+    for k in ("mean", "std"):
+        v = cfg[k]
+        v = [v] * 3 if isinstance(v, numbers.Real) else list(v)
+        if len(v) not in (1, 3):
+            raise ValidationError(f"{k} must have 1 or 3 values, got {v}")
+        cfg[k] = [real(e, f"{k}[{i}]") for i, e in enumerate(v)]
+    if any(s == 0 for s in cfg["std"]):
+        raise ValidationError(f"std must not contain 0, got {cfg['std']}")
+    if "strides" in cfg:
+        cfg["strides"] = [integer(s, "strides[i]", lo=1) for s in cfg["strides"]]
+    if "score_activation" in cfg:
+        choice(cfg["score_activation"], "score_activation", ("none", "sigmoid", "softmax"))
+    return cfg
+
+
+_LABEL_SETS = {}
+
+
+def resolve_labels(labels):
+    """``labels`` of a preset: None, a list of names, or the name of a bundled label file
+    (``coco80``) -> a list of names or None."""
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        if labels not in _LABEL_SETS:
+            path = os.path.join(DATA_DIR, labels + ".txt")
+            if not os.path.exists(path):
+                raise ValidationError(f"unknown label set {labels!r} (no {path})")
+            with open(path, encoding="utf-8") as f:
+                _LABEL_SETS[labels] = [ln.strip() for ln in f if ln.strip()]
+        return list(_LABEL_SETS[labels])
+    return [str(x) for x in labels]
