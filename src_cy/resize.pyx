@@ -1,0 +1,60 @@
+# cython: boundscheck=False, wraparound=False
+"""Cython twins of edgedl.kernels._ref.resize (same names and arguments).
+
+The wrapper validated the shapes and built the index tables (all inside the image).
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+
+
+def resize_nearest(floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
+                   floating[:, :, :, ::1] out):
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t q, o, p
+    cdef const floating* src
+    cdef floating* dst
+    if n * c * oh * ow == 0:
+        return
+    for q in prange(n * c, nogil=True, schedule="static"):
+        for o in range(oh):
+            src = &x[q // c, q % c, ih[o], 0]
+            dst = &out[q // c, q % c, o, 0]
+            for p in range(ow):
+                dst[p] = src[iw[p]]
+
+
+def resize_taps(floating[:, :, :, ::1] x, int64_t[:, ::1] ih, floating[:, ::1] wh,
+                int64_t[:, ::1] iw, floating[:, ::1] ww, floating[:, :, :, ::1] out):
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], w = x.shape[3]
+    cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3], kh = ih.shape[1], kw = iw.shape[1]
+    cdef Py_ssize_t q, o, p, a, k
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* tmp = NULL
+    cdef floating wt, acc
+    if n * c * oh * ow == 0:
+        return
+    with nogil, parallel():
+        tmp = <floating*>malloc(w * sizeof(floating))
+        for q in prange(n * c, schedule="static"):
+            for o in range(oh):
+                # vertical blend of the kh source rows (contiguous, vectorises) ...
+                src = &x[q // c, q % c, ih[o, 0], 0]
+                wt = wh[o, 0]
+                for k in range(w):
+                    tmp[k] = wt * src[k]
+                for a in range(1, kh):
+                    src = &x[q // c, q % c, ih[o, a], 0]
+                    wt = wh[o, a]
+                    for k in range(w):
+                        tmp[k] = tmp[k] + wt * src[k]
+                # ... then the horizontal taps
+                dst = &out[q // c, q % c, o, 0]
+                for p in range(ow):
+                    acc = 0
+                    for a in range(kw):
+                        acc = acc + ww[p, a] * tmp[iw[p, a]]
+                    dst[p] = acc
+        free(tmp)
