@@ -1,0 +1,72 @@
+"""ONNX op handlers: ``OPS[op_type](ctx) -> fn`` where ``fn(*inputs)`` returns the output
+array (or a tuple for multi-output nodes).
+
+A handler runs once per plan, when the shapes of its inputs and the values of its constant
+inputs are known (``ctx``); everything that depends only on those is resolved there, so the
+returned function does as little as possible per call.
+"""
+import numpy as np
+
+from ...errors import ModelError
+
+OPS = {}
+
+
+def op(*names):
+    def deco(f):
+        for n in names:
+            OPS[n] = f
+        return f
+    return deco
+
+
+class Ctx:
+    """What a handler knows when it builds its function."""
+    __slots__ = ("node", "opset", "consts", "shapes", "dtypes", "backend")
+
+    def __init__(self, node, opset, consts, shapes, dtypes, backend):
+        self.node = node
+        self.opset = opset
+        self.consts = consts      # per input: np.ndarray if constant, else None
+        self.shapes = shapes      # per input: shape tuple seen while planning (None if omitted)
+        self.dtypes = dtypes
+        self.backend = backend
+
+    def attr(self, name, default=None):
+        return self.node.attrs.get(name, default)
+
+    @property
+    def n_in(self):
+        """Number of inputs, trailing omitted ones excluded."""
+        ins = self.node.inputs
+        n = len(ins)
+        while n and not ins[n - 1]:
+            n -= 1
+        return n
+
+    def has(self, i):
+        return i < len(self.node.inputs) and bool(self.node.inputs[i])
+
+    def const(self, i, what=None):
+        """The constant value of input i; ModelError when it is computed at run time."""
+        if not self.has(i):
+            return None
+        v = self.consts[i]
+        if v is None:
+            raise ModelError(f"{self.node.op_type} node {self.node.name!r}: input {i} "
+                             f"({what or self.node.inputs[i]!r}) must be a constant (an "
+                             "initializer or computable from shapes); it is computed at run time")
+        return v
+
+    def is_const(self, i):
+        return self.has(i) and self.consts[i] is not None
+
+    def fail(self, msg):
+        return ModelError(f"{self.node.op_type} node {self.node.name!r}: {msg}")
+
+
+def ints(v):
+    return [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+from . import elementwise, nn, tensor  # noqa: E402,F401  (register handlers)

@@ -1,0 +1,291 @@
+"""Elementwise ops: arithmetic and comparisons on NumPy ufuncs (numpy broadcasting = ONNX
+multidirectional broadcasting), activations on edgedl.kernels.activations."""
+import importlib
+import math
+
+import numpy as np
+
+from . import op
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kernels(family):
+    return importlib.import_module(f"edgedl.kernels.{family}")
+
+
+# ----------------------------------------------------------------------------- binary
+def _int_div(a, b):
+    # ONNX integer Div truncates toward zero (like C), numpy's // floors
+    q = np.floor_divide(a, b)
+    fix = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+    return (q + fix).astype(np.result_type(a, b))
+
+
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+           "Equal": np.equal, "Less": np.less, "Greater": np.greater,
+           "LessOrEqual": np.less_equal, "GreaterOrEqual": np.greater_equal,
+           "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
+           "BitShift": None}
+
+
+@op("Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+    "And", "Or", "Xor")
+def binary(ctx):
+    t = ctx.node.op_type
+    f = _BINARY[t]
+    if t == "Div" and ctx.dtypes[0] is not None and ctx.dtypes[0].kind in "iu":
+        return _int_div
+    if ctx.opset < 7 and ctx.attr("broadcast", 0) and ctx.attr("axis") is not None:
+        # legacy broadcasting: B aligned at `axis` of A
+        axis = ctx.attr("axis")
+        nd = len(ctx.shapes[0])
+        axis = axis + nd if axis < 0 else axis
+        tail = nd - axis - len(ctx.shapes[1])
+        return lambda a, b: f(a, b.reshape(b.shape + (1,) * tail))
+    return f
+
+
+@op("Pow")
+def pow_(ctx):
+    dt = ctx.dtypes[0]
+    if ctx.is_const(1) and ctx.consts[1].size == 1 and dt in _FLOATS:
+        e = float(ctx.consts[1].reshape(-1)[0])
+        if e == 2.0:
+            return lambda a, b: np.multiply(a, a)
+        if e == 1.0:
+            return lambda a, b: a.copy()
+        if e == 0.5:
+            return lambda a, b: np.sqrt(a)
+
+    def f(a, b):
+        r = np.power(a, b.astype(a.dtype) if a.dtype.kind == "f" else b)
+        return np.asarray(r).astype(a.dtype, copy=False)
+    return f
+
+
+@op("Max", "Min", "Sum", "Mean")
+def variadic(ctx):
+    t = ctx.node.op_type
+    f = {"Max": np.maximum, "Min": np.minimum, "Sum": np.add, "Mean": np.add}[t]
+    n = ctx.n_in
+
+    def g(*xs):
+        r = xs[0]
+        if n == 1:
+            return r.copy()
+        for x in xs[1:]:
+            r = f(r, x)
+        if t == "Mean":
+            r = (r / n).astype(r.dtype, copy=False)
+        return r
+    return g
+
+
+@op("Where")
+def where(ctx):
+    return np.where
+
+
+@op("Mod")
+def mod(ctx):
+    if ctx.attr("fmod", 0):
+        return np.fmod
+    return np.mod
+
+
+# ----------------------------------------------------------------------------- unary
+_UNARY = {"Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Neg": np.negative, "Abs": np.abs,
+          "Floor": np.floor, "Ceil": np.ceil, "Not": np.logical_not, "Sin": np.sin,
+          "Cos": np.cos, "Sign": np.sign, "Round": np.round}
+
+
+@op(*_UNARY)
+def unary(ctx):
+    return _UNARY[ctx.node.op_type]
+
+
+@op("Reciprocal")
+def reciprocal(ctx):
+    return lambda x: np.divide(1, x, dtype=x.dtype)
+
+
+@op("Erf")
+def erf(ctx):
+    vf = np.vectorize(math.erf, otypes=[np.float64])
+    return lambda x: vf(x).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- activations
+def _act(ctx, name, *params, fallback=None):
+    """A kernel from edgedl.kernels.activations for float inputs; NumPy for other dtypes."""
+    dt = ctx.dtypes[0]
+    if dt not in _FLOATS:
+        if fallback is None:
+            raise ctx.fail(f"input dtype {dt} is not supported (float32/float64 only)")
+        return fallback
+    k = getattr(_kernels("activations"), name)
+    b = ctx.backend
+    if params:
+        return lambda x, *_: k(x, *params, backend=b)
+    return lambda x, *_: k(x, backend=b)
+
+
+@op("Relu")
+def relu(ctx):
+    return _act(ctx, "relu", fallback=lambda x: np.maximum(x, 0).astype(x.dtype))
+
+
+@op("Sigmoid")
+def sigmoid(ctx):
+    return _act(ctx, "sigmoid")
+
+
+@op("Tanh")
+def tanh(ctx):
+    return _act(ctx, "tanh")
+
+
+@op("Softplus")
+def softplus(ctx):
+    return _act(ctx, "softplus")
+
+
+@op("Mish")
+def mish(ctx):
+    return _act(ctx, "mish")
+
+
+@op("HardSwish")
+def hard_swish(ctx):
+    return _act(ctx, "hard_swish")
+
+
+@op("Silu")   # internal: x * Sigmoid(x) rewritten by the planner
+def silu(ctx):
+    return _act(ctx, "silu")
+
+
+@op("LeakyRelu")
+def leaky_relu(ctx):
+    return _act(ctx, "leaky_relu", float(ctx.attr("alpha", 0.01)))
+
+
+@op("Elu")
+def elu(ctx):
+    return _act(ctx, "elu", float(ctx.attr("alpha", 1.0)))
+
+
+@op("Selu")
+def selu(ctx):
+    return _act(ctx, "selu", float(ctx.attr("alpha", 1.67326319217681884765625)),
+                float(ctx.attr("gamma", 1.05070102214813232421875)))
+
+
+@op("HardSigmoid")
+def hard_sigmoid(ctx):
+    return _act(ctx, "hard_sigmoid", float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5)))
+
+
+def clip_bounds(ctx):
+    """(lo, hi) of a Clip node, None where unbounded; attributes before opset 11, inputs after."""
+    if ctx.opset < 11:
+        lo, hi = ctx.attr("min"), ctx.attr("max")
+        return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+    lo = ctx.const(1, "min") if ctx.has(1) else None
+    hi = ctx.const(2, "max") if ctx.has(2) else None
+    return (None if lo is None else lo.reshape(-1)[0].item(),
+            None if hi is None else hi.reshape(-1)[0].item())
+
+
+@op("Clip")
+def clip(ctx):
+    dyn = ctx.opset >= 11 and any(ctx.has(i) and not ctx.is_const(i) for i in (1, 2))
+    if dyn or ctx.dtypes[0] not in _FLOATS:
+        def f(x, lo=None, hi=None):
+            if ctx.opset < 11:
+                lo, hi = ctx.attr("min"), ctx.attr("max")
+            r = x
+            if lo is not None:
+                r = np.maximum(r, np.asarray(lo).astype(x.dtype))
+            if hi is not None:
+                r = np.minimum(r, np.asarray(hi).astype(x.dtype))
+            return np.array(r, dtype=x.dtype)
+        return f
+    lo, hi = clip_bounds(ctx)
+    k = _kernels("activations")
+    b = ctx.backend
+    if lo == 0 and hi == 6:
+        return lambda x, *_: k.relu6(x, backend=b)
+    if lo == 0 and hi is None:
+        return lambda x, *_: k.relu(x, backend=b)
+    lo = -np.inf if lo is None else lo
+    hi = np.inf if hi is None else hi
+    return lambda x, *_: k.clip(x, lo, hi, backend=b)
+
+
+@op("PRelu")
+def prelu(ctx):
+    if ctx.dtypes[0] not in _FLOATS:
+        return lambda x, s: np.where(x < 0, x * s, x).astype(x.dtype)
+    k = _kernels("activations").prelu
+    b = ctx.backend
+    nd = len(ctx.shapes[0])
+
+    def onnx_slope(s):
+        # the kernel reads a 1-D slope of length C along axis 1; ONNX broadcasts it from the
+        # right (last axis), so give it an explicit leading axis
+        return s.reshape(1, -1) if s.ndim == 1 and nd >= 2 and s.size > 1 else s
+    if ctx.is_const(1):
+        slope = np.ascontiguousarray(onnx_slope(ctx.consts[1]).astype(ctx.dtypes[0]))
+        return lambda x, _s: k(x, slope, backend=b)
+    return lambda x, s: k(x, onnx_slope(s).astype(x.dtype, copy=False), backend=b)
+
+
+def _flat_softmax(k, axis, b):
+    # before opset 13: coerce to 2-D at `axis`, softmax over the flattened tail
+    def f(x):
+        ax = axis + x.ndim if axis < 0 else axis
+        lead = int(np.prod(x.shape[:ax], dtype=np.int64))
+        y = k(np.ascontiguousarray(x).reshape(lead, -1), axis=-1, backend=b)
+        return y.reshape(x.shape)
+    return f
+
+
+@op("Softmax", "LogSoftmax")
+def softmax(ctx):
+    k = getattr(_kernels("activations"),
+                "softmax" if ctx.node.op_type == "Softmax" else "log_softmax")
+    b = ctx.backend
+    if ctx.opset < 13:
+        return _flat_softmax(k, int(ctx.attr("axis", 1)), b)
+    axis = int(ctx.attr("axis", -1))
+    return lambda x: k(x, axis=axis, backend=b)
+
+
+# ----------------------------------------------------------------------------- type
+@op("Cast")
+def cast(ctx):
+    from .. import graph
+    dt = graph._np_dtype(int(ctx.attr("to")))
+    if dt is None:
+        raise ctx.fail(f"cast to element type {ctx.attr('to')} is not supported")
+    return lambda x: x.astype(dt)
+
+
+@op("CastLike")
+def cast_like(ctx):
+    return lambda x, like: x.astype(like.dtype)
+
+
+@op("Identity")
+def identity(ctx):
+    return lambda x: x
+
+
+@op("Dropout")
+def dropout(ctx):
+    n_out = len([o for o in ctx.node.outputs if o])
+    if n_out > 1:
+        return lambda x, *_: (x, np.ones(x.shape, dtype=bool))
+    return lambda x, *_: x

@@ -1,0 +1,345 @@
+"""Neural-network ops: Conv (with a fused epilogue), ConvTranspose, BatchNormalization, pooling,
+LRN, MatMul/Gemm, Resize/Upsample, NonMaxSuppression."""
+import numpy as np
+
+from . import ints, op
+from .elementwise import _FLOATS, _kernels
+
+
+def _spatial(ctx, name, n, default):
+    """Attribute `name` as ints, or n copies of default[0] when absent."""
+    v = ctx.attr(name)
+    return [default[0]] * n if v is None else ints(v)
+
+
+def _as_2d(ctx, x_rank, what):
+    """1-D (N, C, W) ops run on the 2-D kernels as (N, C, 1, W); 3-D+ are refused."""
+    nsp = x_rank - 2
+    if nsp not in (1, 2):
+        raise ctx.fail(f"{what} supports 1-D and 2-D spatial inputs (rank 3 or 4), got rank "
+                       f"{x_rank}")
+    return nsp
+
+
+def _lift(v, nsp, fill):
+    """Per-axis attribute of a 1-D op -> its 2-D form (H axis = `fill`)."""
+    if nsp == 2 or v is None:
+        return v
+    return [fill] + list(v)
+
+
+def _lift_pads(p, nsp):
+    if nsp == 2 or p is None:
+        return p
+    return [0, p[0], 0, p[1]]
+
+
+# ----------------------------------------------------------------------------- conv
+@op("Conv")
+def conv(ctx):
+    k = _kernels("conv").conv2d
+    xs = ctx.shapes[0]
+    nsp = _as_2d(ctx, len(xs), "Conv")
+    if ctx.dtypes[0] not in _FLOATS:
+        raise ctx.fail(f"input dtype {ctx.dtypes[0]} is not supported")
+    strides = _lift(_spatial(ctx, "strides", nsp, [1]), nsp, 1)
+    dil = _lift(_spatial(ctx, "dilations", nsp, [1]), nsp, 1)
+    pads = _lift_pads(_spatial(ctx, "pads", 2 * nsp, [0]), nsp)
+    group = int(ctx.attr("group", 1))
+    auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+    act = ctx.attr("_act")
+    act_params = tuple(ctx.attr("_act_params", ()))
+    b = ctx.backend
+    dt = ctx.dtypes[0]
+    w_const = ctx.consts[1]
+    if w_const is not None:
+        w_const = np.ascontiguousarray(w_const, dtype=dt)
+        if nsp == 1:
+            w_const = w_const[:, :, None, :]
+    bias = ctx.consts[2] if ctx.has(2) else None
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, dtype=dt)
+
+    def f(x, w, bias_in=None):
+        if w_const is not None:
+            w = w_const
+        elif nsp == 1:
+            w = w[:, :, None, :]
+        bb = bias if bias is not None else bias_in
+        if nsp == 1:
+            y = k(x[:, :, None, :], w, bb, strides, pads, dil, group, auto_pad, act,
+                  act_params, backend=b)
+            return y[:, :, 0, :]
+        return k(x, w, bb, strides, pads, dil, group, auto_pad, act, act_params, backend=b)
+    return f
+
+
+@op("ConvTranspose")
+def conv_transpose(ctx):
+    k = _kernels("conv").conv_transpose2d
+    xs = ctx.shapes[0]
+    nsp = _as_2d(ctx, len(xs), "ConvTranspose")
+    strides = _lift(_spatial(ctx, "strides", nsp, [1]), nsp, 1)
+    dil = _lift(_spatial(ctx, "dilations", nsp, [1]), nsp, 1)
+    pads = _lift_pads(_spatial(ctx, "pads", 2 * nsp, [0]), nsp)
+    opad = _lift(_spatial(ctx, "output_padding", nsp, [0]), nsp, 0)
+    oshape = ctx.attr("output_shape")
+    if oshape is not None:
+        oshape = ints(oshape)[-nsp:]
+        oshape = _lift(oshape, nsp, 1)
+    group = int(ctx.attr("group", 1))
+    auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+    b = ctx.backend
+
+    def f(x, w, bias=None):
+        if nsp == 1:
+            y = k(x[:, :, None, :], w[:, :, None, :], bias, strides, pads, dil, group, opad,
+                  oshape, auto_pad, backend=b)
+            return y[:, :, 0, :]
+        return k(x, w, bias, strides, pads, dil, group, opad, oshape, auto_pad, backend=b)
+    return f
+
+
+def bn_coefficients(scale, bias, mean, var, eps):
+    """BatchNormalization as y = x * a + c per channel (float64)."""
+    a = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    return a, bias.astype(np.float64) - mean.astype(np.float64) * a
+
+
+@op("BatchNormalization")
+def batch_norm(ctx):
+    eps = float(ctx.attr("epsilon", 1e-5))
+    nd = len(ctx.shapes[0])
+    bshape = (-1,) + (1,) * (nd - 2)
+    dt = ctx.dtypes[0]
+    if all(ctx.is_const(i) for i in (1, 2, 3, 4)):
+        a, c = bn_coefficients(*(ctx.consts[i] for i in (1, 2, 3, 4)), eps)
+        a, c = a.astype(dt).reshape(bshape), c.astype(dt).reshape(bshape)
+
+        def f(x, *_):
+            y = np.multiply(x, a)
+            y += c
+            return y
+        return f
+
+    def g(x, scale, bias, mean, var):
+        a, c = bn_coefficients(scale, bias, mean, var, eps)
+        return (x * a.reshape(bshape) + c.reshape(bshape)).astype(x.dtype)
+    return g
+
+
+# ----------------------------------------------------------------------------- pooling
+def _pool_attrs(ctx, nsp):
+    ks = ints(ctx.attr("kernel_shape"))
+    strides = ctx.attr("strides")
+    strides = ints(strides) if strides is not None else [1] * nsp
+    pads = _spatial(ctx, "pads", 2 * nsp, [0])
+    dil = _spatial(ctx, "dilations", nsp, [1])
+    return (_lift(ks, nsp, 1), _lift(strides, nsp, 1), _lift_pads(pads, nsp),
+            _lift(dil, nsp, 1), bool(ctx.attr("ceil_mode", 0)),
+            ctx.attr("auto_pad", "NOTSET") or "NOTSET")
+
+
+@op("MaxPool", "AveragePool")
+def pool(ctx):
+    t = ctx.node.op_type
+    nsp = _as_2d(ctx, len(ctx.shapes[0]), t)
+    if len([o for o in ctx.node.outputs if o]) > 1:
+        raise ctx.fail("the Indices output of MaxPool is not supported")
+    if ctx.dtypes[0] not in _FLOATS:
+        raise ctx.fail(f"input dtype {ctx.dtypes[0]} is not supported")
+    ks, strides, pads, dil, ceil, auto_pad = _pool_attrs(ctx, nsp)
+    pk = _kernels("pooling")
+    b = ctx.backend
+    if t == "MaxPool":
+        def run(x):
+            return pk.max_pool2d(x, ks, strides, pads, dil, ceil, auto_pad, backend=b)
+    else:
+        cip = bool(ctx.attr("count_include_pad", 0))
+
+        def run(x):
+            return pk.avg_pool2d(x, ks, strides, pads, dil, ceil, auto_pad,
+                                 count_include_pad=cip, backend=b)
+    if nsp == 1:
+        return lambda x: run(x[:, :, None, :])[:, :, 0, :]
+    return run
+
+
+@op("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(ctx):
+    avg = ctx.node.op_type == "GlobalAveragePool"
+    if len(ctx.shapes[0]) == 4 and ctx.dtypes[0] in _FLOATS:
+        k = getattr(_kernels("pooling"), "global_avg_pool2d" if avg else "global_max_pool2d")
+        b = ctx.backend
+        return lambda x: k(x, backend=b)
+    axes = tuple(range(2, len(ctx.shapes[0])))
+    if avg:
+        return lambda x: np.mean(x, axis=axes, keepdims=True, dtype=x.dtype)
+    return lambda x: np.max(x, axis=axes, keepdims=True)
+
+
+@op("LRN")
+def lrn(ctx):
+    size = int(ctx.attr("size"))
+    alpha, beta = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75))
+    bias = float(ctx.attr("bias", 1.0))
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+
+    def f(x):
+        c = x.shape[1]
+        sq = np.square(x.astype(np.float64))
+        csum = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1)], axis=1)
+        idx = np.arange(c)
+        top = np.minimum(idx + hi + 1, c)
+        bot = np.maximum(idx - lo, 0)
+        s = np.take(csum, top, axis=1) - np.take(csum, bot, axis=1)
+        return (x / (bias + alpha / size * s) ** beta).astype(x.dtype)
+    return f
+
+
+# ----------------------------------------------------------------------------- matmul
+@op("MatMul")
+def matmul(ctx):
+    if ctx.is_const(1):
+        w = np.ascontiguousarray(ctx.consts[1])
+        return lambda a, _: np.matmul(a, w)
+    return np.matmul
+
+
+@op("Gemm")
+def gemm(ctx):
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
+    bconst = ctx.consts[1]
+    if bconst is not None:
+        bconst = np.ascontiguousarray(bconst.T if tb else bconst)
+        if alpha != 1.0:
+            bconst = (bconst * alpha).astype(bconst.dtype)
+    cconst = ctx.consts[2] if ctx.has(2) else None
+    if cconst is not None and beta != 1.0:
+        cconst = (cconst * beta).astype(cconst.dtype)
+
+    def f(a, bmat, c=None):
+        if ta:
+            a = a.T
+        if bconst is not None:
+            y = a @ bconst
+        else:
+            y = a @ (bmat.T if tb else bmat)
+            if alpha != 1.0:
+                y = y * np.asarray(alpha, dtype=y.dtype)
+        if cconst is not None:
+            y += cconst
+        elif c is not None:
+            y = y + (c * beta).astype(y.dtype) if beta != 1.0 else y + c
+        return y.astype(a.dtype, copy=False)
+    return f
+
+
+# ----------------------------------------------------------------------------- resize
+def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of, sizes_of,
+               roi_of, axes=None, policy="stretch"):
+    """A function x, *inputs -> resized x on resize2d (scaling only on the two last axes)."""
+    k = _kernels("resize").resize2d
+    b = ctx.backend
+    mode = {"bilinear": "linear", "trilinear": "linear"}.get(mode, mode)
+
+    def f(x, *inputs):
+        nd = x.ndim
+        ax = list(range(nd)) if axes is None else [a + nd if a < 0 else a for a in axes]
+        scales = scales_of(inputs)
+        sizes = sizes_of(inputs)
+        full_scales = [1.0] * nd
+        full_sizes = list(x.shape)
+        if sizes is not None and len(sizes):
+            sizes = ints(sizes)
+            if policy != "stretch":
+                r = [sizes[i] / x.shape[a] for i, a in enumerate(ax)]
+                s = min(r) if policy == "not_larger" else max(r)
+                for a in ax:
+                    full_scales[a] = s
+                    full_sizes[a] = int(np.floor(x.shape[a] * s + 0.5))
+            else:
+                for i, a in enumerate(ax):
+                    full_sizes[a] = sizes[i]
+                    full_scales[a] = sizes[i] / x.shape[a]
+            scl = None if policy == "stretch" else full_scales
+        else:
+            sc = [float(v) for v in np.asarray(scales).reshape(-1)]
+            for i, a in enumerate(ax):
+                full_scales[a] = sc[i]
+                full_sizes[a] = int(np.floor(x.shape[a] * sc[i]))
+            scl = full_scales
+        if nd < 2 or any(full_sizes[a] != x.shape[a] or full_scales[a] != 1.0
+                         for a in range(nd - 2)):
+            raise ctx.fail("only the two last axes can be resized (e.g. H, W of NCHW); got "
+                           f"scales {full_scales} for input shape {x.shape}")
+        roi = roi_of(inputs)
+        roi_hw = None
+        if roi is not None and ctm == "tf_crop_and_resize":
+            r = np.asarray(roi, dtype=np.float64).reshape(-1)
+            if axes is None:
+                roi_hw = (r[nd - 2], r[nd - 1], r[2 * nd - 2], r[2 * nd - 1])
+            else:
+                n = len(ax)
+                pos = [ax.index(nd - 2), ax.index(nd - 1)]
+                roi_hw = (r[pos[0]], r[pos[1]], r[n + pos[0]], r[n + pos[1]])
+        x4 = x.reshape((-1, 1) + x.shape[-2:]) if nd != 4 else x
+        y = k(x4, (full_sizes[-2], full_sizes[-1]), mode, ctm, nearest_mode, cubic_a, exclude,
+              extrap, scales_hw=None if scl is None else (scl[-2], scl[-1]), roi=roi_hw,
+              backend=b)
+        return y.reshape(full_sizes)
+    return f
+
+
+@op("Resize")
+def resize(ctx):
+    mode = ctx.attr("mode", "nearest")
+    if ctx.opset < 11:
+        return _resize_fn(ctx, mode, "asymmetric", "floor", -0.75, 0, 0.0,
+                          lambda ins: ins[0], lambda ins: None, lambda ins: None)
+    if int(ctx.attr("antialias", 0)):
+        raise ctx.fail("antialias=1 is not supported")
+    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel")
+    nm = ctx.attr("nearest_mode", "round_prefer_floor")
+    cubic_a = float(ctx.attr("cubic_coeff_a", -0.75))
+    excl = int(ctx.attr("exclude_outside", 0))
+    extrap = float(ctx.attr("extrapolation_value", 0.0))
+    axes = ctx.attr("axes")
+    policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
+
+    def get(i):
+        def g(ins):
+            if i - 1 < len(ins) and ins[i - 1] is not None and ins[i - 1].size:
+                return ins[i - 1]
+            return None
+        return g
+    return _resize_fn(ctx, mode, ctm, nm, cubic_a, excl, extrap, get(2), get(3), get(1),
+                      None if axes is None else ints(axes), policy)
+
+
+@op("Upsample")
+def upsample(ctx):
+    mode = ctx.attr("mode", "nearest")
+    if ctx.opset < 9:
+        sc = ctx.attr("scales")
+        return _resize_fn(ctx, mode, "asymmetric", "floor", -0.75, 0, 0.0,
+                          lambda ins: sc, lambda ins: None, lambda ins: None)
+    return _resize_fn(ctx, mode, "asymmetric", "floor", -0.75, 0, 0.0,
+                      lambda ins: ins[0], lambda ins: None, lambda ins: None)
+
+
+# ----------------------------------------------------------------------------- boxes
+@op("NonMaxSuppression")
+def nms(ctx):
+    k = _kernels("boxes").non_max_suppression
+    cpb = int(ctx.attr("center_point_box", 0))
+    b = ctx.backend
+
+    def f(boxes, scores, max_out=None, iou=None, score_thr=None):
+        mo = 0 if max_out is None or max_out.size == 0 else int(max_out.reshape(-1)[0])
+        it = 0.0 if iou is None or iou.size == 0 else float(iou.reshape(-1)[0])
+        st = None if score_thr is None or score_thr.size == 0 else \
+            float(score_thr.reshape(-1)[0])
+        return k(boxes, scores, mo, it, st, cpb, backend=b)
+    return f

@@ -1,0 +1,352 @@
+"""Tensor-manipulation ops on NumPy: shape ops return views where NumPy can (Reshape,
+Transpose, Squeeze, Slice, Split), the rest are single NumPy calls."""
+import numpy as np
+
+from . import ints, op
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _axes_input_or_attr(ctx, input_index, attr_opset):
+    """Axes as an attribute before ``attr_opset``, as input ``input_index`` from it on.
+    Returns ('const', list or None) or ('input', None) when computed at run time."""
+    if ctx.opset < attr_opset:
+        a = ctx.attr("axes")
+        return None if a is None else ints(a), False
+    if not ctx.has(input_index):
+        return None, False
+    if ctx.is_const(input_index):
+        return ints(ctx.consts[input_index]), False
+    return None, True
+
+
+def _norm(axes, nd):
+    return [a + nd if a < 0 else a for a in axes]
+
+
+@op("Concat")
+def concat(ctx):
+    axis = int(ctx.attr("axis", 0 if ctx.opset < 4 else None))
+    return lambda *xs: np.concatenate(xs, axis=axis)
+
+
+def reshape_target(xshape, shape, allowzero):
+    out = list(shape)
+    if not allowzero:
+        for i, d in enumerate(out):
+            if d == 0:
+                out[i] = xshape[i]
+    if -1 in out:
+        known = int(np.prod([d for d in out if d != -1], dtype=np.int64))
+        total = int(np.prod(xshape, dtype=np.int64))
+        out[out.index(-1)] = total // known if known else 0
+    return out
+
+
+@op("Reshape")
+def reshape(ctx):
+    allowzero = int(ctx.attr("allowzero", 0))
+    if ctx.opset < 5:
+        shape = ints(ctx.attr("shape"))
+        return lambda x: x.reshape(reshape_target(x.shape, shape, 0))
+    if ctx.is_const(1):
+        shape = ints(ctx.consts[1])
+        return lambda x, _: x.reshape(reshape_target(x.shape, shape, allowzero))
+    return lambda x, s: x.reshape(reshape_target(x.shape, ints(s), allowzero))
+
+
+@op("Transpose")
+def transpose(ctx):
+    perm = ctx.attr("perm")
+    if perm is None:
+        return lambda x: np.transpose(x)
+    perm = ints(perm)
+    return lambda x: np.transpose(x, perm)
+
+
+@op("Flatten")
+def flatten(ctx):
+    axis = int(ctx.attr("axis", 1))
+
+    def f(x):
+        a = axis + x.ndim if axis < 0 else axis
+        lead = int(np.prod(x.shape[:a], dtype=np.int64))
+        return x.reshape(lead, int(np.prod(x.shape[a:], dtype=np.int64)))
+    return f
+
+
+@op("Split")
+def split(ctx):
+    axis = int(ctx.attr("axis", 0))
+    n_out = len(ctx.node.outputs)
+    if ctx.opset < 13:
+        sizes = ctx.attr("split")
+        sizes = None if sizes is None else ints(sizes)
+        if sizes is None and ctx.has(1):       # opset 2-12 never had the input; be lenient
+            sizes = ints(ctx.const(1))
+    else:
+        sizes = ints(ctx.const(1)) if ctx.has(1) else None
+    num = ctx.attr("num_outputs")
+
+    def f(x, *_):
+        dim = x.shape[axis]
+        s = sizes
+        if s is None:
+            if num is not None:          # opset 18: last chunk may be smaller
+                step = -(-dim // int(num))
+                s = [min(step, dim - i * step) for i in range(int(num))]
+            else:
+                s = [dim // n_out] * n_out
+        idx = np.cumsum(s)[:-1]
+        return tuple(np.split(x, idx, axis=axis))
+    return f
+
+
+@op("Slice")
+def slice_(ctx):
+    if ctx.opset < 10:
+        starts, ends = ints(ctx.attr("starts")), ints(ctx.attr("ends"))
+        axes = ctx.attr("axes")
+        axes = None if axes is None else ints(axes)
+        return lambda x: x[_slices(x.ndim, starts, ends, axes, None)]
+    if all(ctx.is_const(i) or not ctx.has(i) for i in range(1, 5)):
+        c = [None if not ctx.has(i) else ints(ctx.consts[i]) for i in range(1, 5)]
+        return lambda x, *_: x[_slices(x.ndim, *c)]
+
+    def f(x, starts, ends, axes=None, steps=None):
+        return x[_slices(x.ndim, ints(starts), ints(ends), None if axes is None else ints(axes),
+                         None if steps is None else ints(steps))]
+    return f
+
+
+def _slices(nd, starts, ends, axes, steps):
+    sl = [slice(None)] * nd
+    if axes is None:
+        axes = list(range(len(starts)))
+    for i, a in enumerate(axes):
+        a = a + nd if a < 0 else a
+        step = 1 if steps is None else steps[i]
+        sl[a] = slice(starts[i], ends[i], step)
+    return tuple(sl)
+
+
+@op("Gather")
+def gather(ctx):
+    axis = int(ctx.attr("axis", 0))
+    return lambda x, idx: np.take(x, idx.astype(np.int64, copy=False), axis=axis)
+
+
+@op("GatherElements")
+def gather_elements(ctx):
+    axis = int(ctx.attr("axis", 0))
+
+    def f(x, idx):
+        idx = idx.astype(np.int64)
+        idx = np.where(idx < 0, idx + x.shape[axis], idx)
+        return np.take_along_axis(x, idx, axis=axis)
+    return f
+
+
+@op("Squeeze")
+def squeeze(ctx):
+    axes, dynamic = _axes_input_or_attr(ctx, 1, 13)
+
+    def f(x, ax=None):
+        a = ints(ax) if dynamic else axes
+        if a is None:
+            return np.squeeze(x)
+        return np.squeeze(x, axis=tuple(_norm(a, x.ndim)))
+    return f
+
+
+@op("Unsqueeze")
+def unsqueeze(ctx):
+    axes, dynamic = _axes_input_or_attr(ctx, 1, 13)
+
+    def f(x, ax=None):
+        a = ints(ax) if dynamic else axes
+        nd = x.ndim + len(a)
+        shape = list(x.shape)
+        for i in sorted(_norm(a, nd)):
+            shape.insert(i, 1)
+        return x.reshape(shape)
+    return f
+
+
+@op("Shape")
+def shape(ctx):
+    start = int(ctx.attr("start", 0))
+    end = ctx.attr("end")
+
+    def f(x):
+        s = np.array(x.shape, dtype=np.int64)
+        return s[start:end if end is None else int(end)]
+    return f
+
+
+@op("Size")
+def size(ctx):
+    return lambda x: np.array(x.size, dtype=np.int64)
+
+
+@op("ConstantOfShape")
+def constant_of_shape(ctx):
+    v = ctx.attr("value")
+    v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
+    return lambda s: np.full(ints(s), v[0], dtype=v.dtype)
+
+
+@op("Range")
+def range_(ctx):
+    def f(start, limit, delta):
+        s, l, d = start.item(), limit.item(), delta.item()
+        n = max(int(np.ceil((l - s) / d)), 0)
+        return (s + np.arange(n) * d).astype(start.dtype)
+    return f
+
+
+@op("Expand")
+def expand(ctx):
+    def f(x, s):
+        return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(ints(s)))))
+    return f
+
+
+@op("Tile")
+def tile(ctx):
+    return lambda x, r: np.tile(x, ints(r))
+
+
+@op("Pad")
+def pad(ctx):
+    if ctx.opset < 11:
+        pads = ints(ctx.attr("pads" if ctx.opset >= 2 else "paddings"))
+        mode = ctx.attr("mode", "constant")
+        value = float(ctx.attr("value", 0.0))
+        return lambda x: _pad(x, pads, mode, value, None)
+    mode = ctx.attr("mode", "constant")
+
+    def f(x, pads, value=None, axes=None):
+        v = 0 if value is None or value.size == 0 else value.reshape(-1)[0]
+        return _pad(x, ints(pads), mode, v, None if axes is None else ints(axes))
+    return f
+
+
+def _pad(x, pads, mode, value, axes):
+    nd = x.ndim
+    axes = list(range(nd)) if axes is None else _norm(axes, nd)
+    n = len(axes)
+    begin, end = [0] * nd, [0] * nd
+    for i, a in enumerate(axes):
+        begin[a], end[a] = pads[i], pads[n + i]
+    # negative pads crop
+    crop = tuple(slice(-b if b < 0 else 0, x.shape[a] + e if e < 0 else None)
+                 for a, (b, e) in enumerate(zip(begin, end)))
+    x = x[crop]
+    width = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=value)
+    np_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(mode)
+    if np_mode is None:
+        raise ValueError(f"Pad mode {mode!r} is not supported")
+    return np.pad(x, width, mode=np_mode)
+
+
+@op("TopK")
+def topk(ctx):
+    axis = int(ctx.attr("axis", -1))
+    largest = int(ctx.attr("largest", 1))
+    k_attr = ctx.attr("k") if ctx.opset < 10 else None
+
+    def f(x, k=None):
+        kk = int(k_attr) if k_attr is not None else int(k.reshape(-1)[0])
+        key = x
+        if largest:
+            key = -(x.astype(np.float64) if x.dtype.kind in "ub" else x)
+        idx = np.argsort(key, axis=axis, kind="stable")
+        idx = np.take(idx, np.arange(kk), axis=axis)
+        return np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)
+    return f
+
+
+# ----------------------------------------------------------------------------- reductions
+def _fill(dtype, kind):
+    if dtype.kind == "f":
+        return -np.inf if kind == "max" else np.inf
+    info = np.iinfo(dtype)
+    return info.min if kind == "max" else info.max
+
+
+_REDUCE = {
+    "ReduceMax": lambda x, ax, kd: np.max(x, axis=ax, keepdims=kd,
+                                          initial=_fill(x.dtype, "max")),
+    "ReduceMin": lambda x, ax, kd: np.min(x, axis=ax, keepdims=kd,
+                                          initial=_fill(x.dtype, "min")),
+    "ReduceSum": lambda x, ax, kd: np.sum(x, axis=ax, keepdims=kd, dtype=x.dtype),
+    "ReduceMean": lambda x, ax, kd: np.mean(x, axis=ax, keepdims=kd, dtype=x.dtype),
+    "ReduceProd": lambda x, ax, kd: np.prod(x, axis=ax, keepdims=kd, dtype=x.dtype),
+    "ReduceSumSquare": lambda x, ax, kd: np.sum(x * x, axis=ax, keepdims=kd, dtype=x.dtype),
+    "ReduceL1": lambda x, ax, kd: np.sum(np.abs(x), axis=ax, keepdims=kd, dtype=x.dtype),
+    "ReduceL2": lambda x, ax, kd: np.sqrt(np.sum(np.square(x.astype(np.float64)), axis=ax,
+                                                 keepdims=kd)).astype(x.dtype),
+    "ReduceLogSum": lambda x, ax, kd: np.log(np.sum(x, axis=ax, keepdims=kd, dtype=x.dtype)),
+    "ReduceLogSumExp": lambda x, ax, kd: _logsumexp(x, ax, kd),
+}
+
+
+def _logsumexp(x, ax, kd):
+    x64 = x.astype(np.float64)
+    if x.size == 0:
+        return np.log(np.sum(np.exp(x64), axis=ax, keepdims=kd)).astype(x.dtype)
+    m = np.max(x64, axis=ax, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    r = np.log(np.sum(np.exp(x64 - m), axis=ax, keepdims=True)) + m
+    if not kd:
+        r = np.squeeze(r, axis=ax)
+    return r.astype(x.dtype)
+
+
+@op(*_REDUCE)
+def reduce(ctx):
+    t = ctx.node.op_type
+    fn = _REDUCE[t]
+    keepdims = bool(int(ctx.attr("keepdims", 1)))
+    noop = int(ctx.attr("noop_with_empty_axes", 0))
+    axes, dynamic = _axes_input_or_attr(ctx, 1, 13 if t == "ReduceSum" else 18)
+
+    def f(x, ax=None):
+        a = (ints(ax) if ax is not None else None) if dynamic else axes
+        if not a:
+            if noop:
+                return x
+            a = None
+        else:
+            a = tuple(_norm(a, x.ndim))
+        return np.asarray(fn(x, a, keepdims))
+    return f
+
+
+@op("ArgMax", "ArgMin")
+def argmax(ctx):
+    axis = int(ctx.attr("axis", 0))
+    keepdims = bool(int(ctx.attr("keepdims", 1)))
+    last = int(ctx.attr("select_last_index", 0))
+    fn = np.argmax if ctx.node.op_type == "ArgMax" else np.argmin
+
+    def f(x):
+        if last:
+            r = x.shape[axis] - 1 - fn(np.flip(x, axis=axis), axis=axis, keepdims=keepdims)
+        else:
+            r = fn(x, axis=axis, keepdims=keepdims)
+        return np.asarray(r, dtype=np.int64)
+    return f
+
+
+@op("NonZero")
+def nonzero(ctx):
+    return lambda x: np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+
+@op("Constant")
+def constant(ctx):   # only reached for Constant nodes the loader could not pre-evaluate
+    raise ctx.fail("Constant node was not folded at load")

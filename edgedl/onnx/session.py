@@ -1,0 +1,211 @@
+"""``edgedl.InferenceSession``: the onnxruntime Python API on edgedl's kernels.
+
+    sess = edgedl.InferenceSession("model.onnx")
+    outputs = sess.run(None, {sess.get_inputs()[0].name: x})
+
+Load (graph.py) -> rewrites (fuse.py) -> one plan per input-shape signature (plan.py).
+"""
+import threading
+import time
+
+import numpy as np
+import onnx
+
+from .. import _config
+from ..errors import InputError, ModelError
+from . import fuse as _fuse, graph as _graph, plan as _plan
+from .ops import OPS
+
+_MAX_PLANS = 8
+
+
+def onnx_type_string(elem_type):
+    """ONNX element type -> onnxruntime's type string, e.g. 'tensor(float)'."""
+    try:
+        name = onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        name = "undefined"
+    return f"tensor({name})"
+
+
+class NodeArg:
+    """What ``get_inputs()`` / ``get_outputs()`` return (onnxruntime's NodeArg fields)."""
+    __slots__ = ("name", "shape", "type")
+
+    def __init__(self, vi):
+        self.name = vi.name
+        self.shape = None if vi.dims is None else list(vi.dims)
+        self.type = onnx_type_string(vi.elem_type)
+
+    def __repr__(self):
+        return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
+
+
+class InferenceSession:
+    """Run an ONNX model on edgedl's kernels.
+
+    ``model``: a path, bytes or ``onnx.ModelProto``. ``backend``: kernel backend (None = the
+    current one at run time). ``num_threads``: threads while running (None = edgedl's setting).
+    ``profile=True`` records per-node times (see :meth:`profile_report`). ``fuse=False``
+    disables the graph rewrites (BatchNorm folding, activation fusion) — for testing.
+    ``sess_options``/``providers`` are accepted and ignored, so code written for onnxruntime
+    runs unchanged.
+    """
+
+    def __init__(self, model, backend=None, num_threads=None, profile=False, fuse=True,
+                 sess_options=None, providers=None, provider_options=None, **kwargs):
+        if backend is not None:
+            _config.resolve_backend(backend)       # fail early on an unknown backend
+        if num_threads is not None and (isinstance(num_threads, bool) or
+                                        not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got "
+                             f"{num_threads!r}")
+        self._backend = backend
+        self._num_threads = num_threads
+        self._profile = bool(profile)
+        g = _graph.load(model, OPS)
+        self._graph = _fuse.optimize(g, fuse=fuse)
+        self._inputs = [NodeArg(vi) for vi in g.inputs]
+        self._outputs = [NodeArg(vi) for vi in g.outputs]
+        self._input_info = {vi.name: vi for vi in g.inputs}
+        self._output_names = [vi.name for vi in g.outputs]
+        self._plans = {}
+        self._lock = threading.Lock()
+        self._times = {}        # signature -> per-step seconds
+        self._runs = {}
+
+    # ------------------------------------------------------------------ onnxruntime API
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+    def get_overridable_initializers(self):
+        return []
+
+    def get_providers(self):
+        return ["EdgeDLExecutionProvider"]
+
+    def get_modelmeta(self):
+        return None
+
+    @property
+    def opset(self):
+        return self._graph.opset
+
+    def run(self, output_names, input_feed, run_options=None):
+        """Outputs named in ``output_names`` (None = all) for ``input_feed`` {name: array}."""
+        names = self._check_outputs(output_names)
+        feed = self._check_feed(input_feed)
+        key = tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
+        prev = None
+        if self._num_threads is not None:
+            prev = _config.get_num_threads()
+            _config.set_num_threads(self._num_threads)
+        try:
+            return self._run(key, feed, names)
+        finally:
+            if prev is not None:
+                _config.set_num_threads(prev)
+
+    # ------------------------------------------------------------------ internals
+    def _run(self, key, feed, names):
+        p = self._plans.get(key)
+        if p is None:
+            with self._lock:
+                p = self._plans.get(key)
+                if p is None:
+                    p, values = _plan.build(self._graph, feed, self._backend)
+                    if len(self._plans) >= _MAX_PLANS:
+                        self._plans.pop(next(iter(self._plans)))
+                    self._plans[key] = p
+                    self._times[key] = [0.0] * len(p.steps)
+                    self._runs[key] = 0
+                    return [_owned(values[n], feed) for n in names]
+        feed_slots = [(p.in_slots[n], a) for n, a in feed.items()]
+        if self._profile:
+            vals = _plan.run_profiled(p, feed_slots, self._times[key])
+            self._runs[key] += 1
+        else:
+            vals = _plan.run(p, feed_slots)
+        return [_owned(vals[p.out_slots[n]], feed, p) for n in names]
+
+    def _check_outputs(self, output_names):
+        if output_names is None:
+            return list(self._output_names)
+        if isinstance(output_names, str):
+            raise InputError("output_names must be a list of names or None, got a string "
+                             f"{output_names!r}")
+        names = list(output_names)
+        unknown = [n for n in names if n not in self._output_names]
+        if unknown:
+            raise InputError(f"unknown output name(s) {unknown}; the model's outputs are "
+                             f"{self._output_names}")
+        return names
+
+    def _check_feed(self, input_feed):
+        if not isinstance(input_feed, dict):
+            raise InputError(f"input_feed must be a dict {{input name: array}}, got "
+                             f"{type(input_feed).__name__}")
+        unknown = [n for n in input_feed if n not in self._input_info]
+        if unknown:
+            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are "
+                             f"{list(self._input_info)}")
+        feed = {}
+        for name, vi in self._input_info.items():
+            if name not in input_feed:
+                raise InputError(f"missing input {name!r}; the model's inputs are "
+                                 f"{list(self._input_info)}")
+            a = input_feed[name]
+            if not isinstance(a, np.ndarray):
+                if isinstance(a, (list, tuple, int, float, bool, np.generic)):
+                    a = np.asarray(a, dtype=vi.dtype)
+                else:
+                    raise InputError(f"input {name!r} must be a NumPy array, got "
+                                     f"{type(a).__name__}")
+            if a.dtype != vi.dtype:
+                raise InputError(f"input {name!r} must have dtype {vi.dtype} "
+                                 f"({onnx_type_string(vi.elem_type)}), got {a.dtype}")
+            if vi.dims is not None and a.ndim != len(vi.dims):
+                raise InputError(f"input {name!r} must have rank {len(vi.dims)} (declared "
+                                 f"shape {vi.dims}), got rank {a.ndim} (shape {a.shape})")
+            feed[name] = a
+        return feed
+
+    # ------------------------------------------------------------------ profiling
+    def profile_report(self, by="op_type"):
+        """Per-op-type (or per-node with ``by="node"``) totals over the profiled runs:
+        a list of (name, total ms per run, count, share of the run) sorted by time."""
+        if not self._profile:
+            raise RuntimeError("create the session with profile=True to record node times")
+        totals = {}
+        for key, p in self._plans.items():
+            runs = self._runs.get(key, 0)
+            if not runs:
+                continue
+            for node, t in zip(p.nodes, self._times[key]):
+                label = node.op_type if by == "op_type" else f"{node.name} ({node.op_type})"
+                if node.op_type == "Conv" and by == "op_type" and node.attrs.get("_act"):
+                    label = f"Conv+{node.attrs['_act']}"
+                tot, cnt = totals.get(label, (0.0, 0))
+                totals[label] = (tot + t * 1e3 / runs, cnt + 1)
+        whole = sum(t for t, _ in totals.values()) or 1.0
+        rows = [(k, t, c, t / whole) for k, (t, c) in totals.items()]
+        return sorted(rows, key=lambda r: -r[1])
+
+    def format_profile(self, by="op_type"):
+        rows = self.profile_report(by)
+        lines = [f"{'op':28s} {'ms/run':>8s} {'count':>6s} {'share':>6s}"]
+        lines += [f"{k:28s} {t:8.3f} {c:6d} {s:6.1%}" for k, t, c, s in rows]
+        return "\n".join(lines)
+
+
+def _owned(v, feed, plan=None):
+    """An output array the caller may keep and modify: copy views, constants and feeds."""
+    v = np.asarray(v)
+    if v.base is not None or not v.flags.writeable or not v.flags.c_contiguous or \
+            any(v is a for a in feed.values()) or \
+            (plan is not None and any(v is c for c in plan.template if c is not None)):
+        return np.array(v, order="C")
+    return v
