@@ -1,0 +1,189 @@
+"""The aarch64 extension modules use only baseline ARMv8-A instructions (issue 6, item 3).
+
+A Raspberry Pi 4 (Cortex-A72, ARMv8.0-A + CRC, no crypto) has no LSE atomics, RDM, FP16
+arithmetic, dot product, RCpc, SVE... A module using one of them dies with SIGILL there.
+The check disassembles every aarch64 module found in:
+- ``$EDGEDL_ARM_BUILD`` (folders, ``os.pathsep``-separated; tools/test-arm.sh sets it to the
+  CMake cross-build and to the modules ``pip install .`` built in the emulated root), or
+  ``build-arm64/edgedl/_cy`` of the repo;
+- the imported ``edgedl._cy`` package itself when running on aarch64.
+It is skipped with a message when there is no such module or no aarch64 objdump.
+
+gcc's default ``-moutline-atomics`` links small ``__aarch64_*`` helpers (cas, swp, ldadd...)
+that test ``__aarch64_have_lse_atomics`` at run time and otherwise use LL/SC (ldxr/stxr): LSE
+inside those helpers is allowed, provided the LL/SC fallback is there.
+"""
+import os
+import pathlib
+import platform
+import re
+import shutil
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EM_AARCH64 = 183
+
+_LSE = re.compile(r"^(casp?|swp|ld(add|clr|eor|set|[su]m(ax|in))|st(add|clr|eor|set|[su]m(ax|in)))"
+                  r"(a|al|l)?(b|h)?$")
+_BY_NAME = {
+    "sqrdmlah": "v8.1 RDM", "sqrdmlsh": "v8.1 RDM",
+    "sdot": "v8.2 dot product", "udot": "v8.2 dot product", "usdot": "v8.6 I8MM",
+    "sudot": "v8.6 I8MM", "smmla": "v8.6 I8MM", "ummla": "v8.6 I8MM", "usmmla": "v8.6 I8MM",
+    "bfdot": "v8.6 BF16", "bfmmla": "v8.6 BF16", "bfcvt": "v8.6 BF16", "bfcvtn": "v8.6 BF16",
+    "fcmla": "v8.3 complex", "fcadd": "v8.3 complex", "fjcvtzs": "v8.3 JSCVT",
+    "ldapr": "v8.3 RCpc", "ldaprb": "v8.3 RCpc", "ldaprh": "v8.3 RCpc",
+    "retaa": "v8.3 PAuth", "retab": "v8.3 PAuth", "braa": "v8.3 PAuth", "brab": "v8.3 PAuth",
+    "blraa": "v8.3 PAuth", "blrab": "v8.3 PAuth", "ldraa": "v8.3 PAuth", "ldrab": "v8.3 PAuth",
+    "cfinv": "v8.4 FlagM", "rmif": "v8.4 FlagM", "setf8": "v8.4 FlagM", "setf16": "v8.4 FlagM",
+    "frint32x": "v8.5 FRINTTS", "frint32z": "v8.5 FRINTTS", "frint64x": "v8.5 FRINTTS",
+    "frint64z": "v8.5 FRINTTS", "ptrue": "SVE", "whilelo": "SVE", "whilelt": "SVE",
+    "eor3": "v8.2 SHA3", "rax1": "v8.2 SHA3", "xar": "v8.2 SHA3", "bcax": "v8.2 SHA3",
+}
+_HALF = re.compile(r"\bh\d+\b|\.[48]h\b")         # FP16 operands (scalar h0, vector .4h/.8h)
+_SVE = re.compile(r"\bz\d+\.[bhsdq]\b|\bp\d+/[zm]\b")
+_FUNC = re.compile(r"^[0-9a-f]+ <(.+)>:$")
+_INSN = re.compile(r"^\s*[0-9a-f]+:\s+(?:[0-9a-f]{8}\s+)?([a-z][a-z0-9.]*)\s*(.*)$")
+
+
+def classify(mnemonic, operands=""):
+    """Why this instruction is not baseline ARMv8.0-A (+CRC), or None if it is."""
+    m = mnemonic.split(".")[0]
+    if _LSE.match(m):
+        return "v8.1 LSE atomic"
+    if m in _BY_NAME:
+        return _BY_NAME[m]
+    if m.startswith(("aes", "sha1", "sha256", "sha512", "sm3", "sm4")) or (
+            m.startswith("pmull") and ".1q" in operands):
+        return "crypto extension (the Pi 4 has none)"
+    if _SVE.search(operands):
+        return "SVE"
+    # FP16 arithmetic is v8.2; conversions to/from half (fcvt*) are v8.0. The integer
+    # instructions on .4h/.8h vectors do not start with "f".
+    if m.startswith("f") and not m.startswith("fcvt") and _HALF.search(operands):
+        return "v8.2 FP16 arithmetic"
+    return None
+
+
+def scan(disassembly):
+    """(bad, helpers): bad = [(function, instruction, why)] outside the outline-atomics helpers;
+    helpers = {helper: has an LL/SC fallback} for the __aarch64_* helpers that use LSE."""
+    bad, helpers, func, lse, llsc = [], {}, "?", False, False
+
+    def close():
+        if func.startswith("__aarch64_") and lse:
+            helpers[func] = llsc
+    for line in disassembly.splitlines():
+        f = _FUNC.match(line)
+        if f:
+            close()
+            func, lse, llsc = f.group(1), False, False
+            continue
+        i = _INSN.match(line)
+        if not i:
+            continue
+        mnem, ops = i.group(1), i.group(2)
+        if mnem in ("ldxr", "ldaxr", "ldxrb", "ldaxrb", "ldxrh", "ldaxrh", "ldxp", "ldaxp"):
+            llsc = True
+        why = classify(mnem, ops)
+        if why is None:
+            continue
+        if func.startswith("__aarch64_") and why == "v8.1 LSE atomic":
+            lse = True
+            continue
+        bad.append((func, f"{mnem} {ops}".strip(), why))
+    close()
+    return bad, helpers
+
+
+def _elf_machine(path):
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+
+
+def _module_dirs():
+    dirs = [pathlib.Path(d) for d in os.environ.get("EDGEDL_ARM_BUILD", "").split(os.pathsep) if d]
+    if not dirs:
+        dirs.append(REPO / "build-arm64" / "edgedl" / "_cy")
+    if platform.machine() in ("aarch64", "arm64"):
+        try:
+            import edgedl._cy
+            dirs += [pathlib.Path(p) for p in edgedl._cy.__path__]
+        except ImportError:
+            pass
+    return dirs
+
+
+def _modules():
+    found = set()
+    for d in _module_dirs():
+        if d.is_dir():
+            found |= {p.resolve() for p in d.iterdir()
+                      if p.suffix == ".so" and _elf_machine(p) == EM_AARCH64}
+    return sorted(found)
+
+
+def _objdump():
+    for name in ("aarch64-linux-gnu-objdump", "llvm-objdump"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if platform.machine() in ("aarch64", "arm64") and shutil.which("objdump"):
+        return shutil.which("objdump")
+    return None
+
+
+# ------------------------------------------------------------- the checker itself (always run)
+@pytest.mark.parametrize("insn, ops, bad", [
+    ("ldaddal", "w1, w0, [x2]", True), ("casal", "w0, w1, [x2]", True), ("swpa", "x0, x1, [x2]", True),
+    ("stadd", "w0, [x1]", True), ("ldsmaxalb", "w0, w1, [x2]", True), ("caspal", "x0, x1, x2, x3, [x4]", True),
+    ("sdot", "v0.4s, v1.16b, v2.16b", True), ("fadd", "h0, h1, h2", True),
+    ("fmla", "v0.8h, v1.8h, v2.8h", True), ("ld1w", "{z0.s}, p0/z, [x0]", True),
+    ("ldapr", "w0, [x1]", True), ("aese", "v0.16b, v1.16b", True),
+    ("ldaxr", "w0, [x1]", False), ("stlxr", "w3, w0, [x1]", False), ("ldr", "q0, [x1]", False),
+    ("fadd", "v0.4s, v1.4s, v2.4s", False), ("fcvtn", "v0.4h, v1.4s", False),
+    ("fcvt", "h0, s0", False), ("add", "v0.8h, v1.8h, v2.8h", False), ("fmaxnm", "s0, s1, s2", False),
+    ("crc32w", "w0, w0, w1", False), ("ldset", "w0, w1, [x2]", True), ("ldsetal", "w0, w1, [x2]", True),
+    ("ldp", "x0, x1, [sp]", False), ("stp", "x29, x30, [sp, #-16]!", False), ("paciasp", "", False),
+])
+def test_classify(insn, ops, bad):
+    assert (classify(insn, ops) is not None) == bad, (insn, ops, classify(insn, ops))
+
+
+def test_scan_allows_lse_only_in_outline_helpers():
+    dis = """
+0000000000001000 <__aarch64_ldadd4_acq_rel>:
+    1000:	ldaddal	w0, w1, [x2]
+    1004:	ldaxr	w16, [x1]
+0000000000002000 <kernel>:
+    2000:	ldaxr	w0, [x1]
+    2004:	ldaddal	w0, w1, [x2]
+"""
+    bad, helpers = scan(dis)
+    assert helpers == {"__aarch64_ldadd4_acq_rel": True}
+    assert bad == [("kernel", "ldaddal w0, w1, [x2]", "v8.1 LSE atomic")]
+
+
+# ---------------------------------------------------------------- the built modules
+def test_aarch64_modules_are_baseline_armv8():
+    mods = _modules()
+    if not mods:
+        pytest.skip("no aarch64 extension modules to check: cross-build them with "
+                    "`bash tools/test-arm.sh cross` (or cmake -DCMAKE_TOOLCHAIN_FILE="
+                    "cmake/aarch64-linux-gnu.cmake -B build-arm64) or set EDGEDL_ARM_BUILD")
+    objdump = _objdump()
+    if objdump is None:
+        pytest.skip("no aarch64 objdump (apt-get install binutils-aarch64-linux-gnu)")
+    problems = []
+    for so in mods:
+        out = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(so)], capture_output=True,
+                             text=True, check=True).stdout
+        assert any(_INSN.match(l) for l in out.splitlines()), f"no instructions in {so}"
+        bad, helpers = scan(out)
+        problems += [f"{so.name}: {fn}: {insn} ({why})" for fn, insn, why in bad[:20]]
+        problems += [f"{so.name}: {h} uses LSE with no LL/SC fallback"
+                     for h, ok in helpers.items() if not ok]
+    assert not problems, "non-baseline ARMv8 instructions:\n" + "\n".join(problems)

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# tools/test-arm.sh - Raspberry Pi readiness under emulation (issue 6), end to end.
+#
+#   bash tools/test-arm.sh                 # arm64 + armhf + cross-build (items 1-3)
+#   bash tools/test-arm.sh arm64           # 1. pip install . and the whole suite in emulated arm64
+#   bash tools/test-arm.sh armhf           # 2. the same in emulated 32-bit ARM (Debian numpy, no numba)
+#   bash tools/test-arm.sh cross           # 3. CMake cross-build on the host, disassembly check,
+#                                          #    kernel tests of those modules in emulated arm64
+#   bash tools/test-arm.sh startup         # 4. start-up figures in emulated arm64 (not run by default)
+#
+# Needs root, Debian's apt and PyPI. The emulated roots are built by arm_chroot.sh (from
+# $EDGEDL_SHARED/tools or ../shared/tools beside the repo) on first use: ~8 min and ~1 GB each,
+# under $ARM_ROOT (default ~/.cache/edgedl-armroot). Later runs reuse them.
+# Settings: ARM_ROOT, ARM_CPU (cortex-a72 = Pi 4, cortex-a76 = Pi 5), EDGEDL_SHARED,
+# ARM_PYTEST (pytest arguments; default: the whole suite, tests/), ARM_PYTEST_HF (armhf's),
+# ARM_SRC (the source tree to test, default this checkout; e.g. a `git archive HEAD` export).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${EDGEDL_SHARED:-$REPO/../shared}
+CHROOT=$SHARED/tools/arm_chroot.sh
+[ -f "$CHROOT" ] || { echo "test-arm.sh: $CHROOT not found (set EDGEDL_SHARED)" >&2; exit 2; }
+SHARED=$(cd "$SHARED" && pwd)
+
+export ARM_ROOT=${ARM_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/edgedl-armroot}
+export ARM_OUT=${ARM_OUT:-$ARM_ROOT/out}          # bind-mounted at /out inside the roots
+export ARM_SRC=${ARM_SRC:-$REPO}                  # the sources to test (default: this checkout),
+export ARM_SRC_MODE=copy                          # copied afresh to /src for every command
+export ARM_SUITE=${ARM_SUITE:-bookworm}
+ARM_PYTEST=${ARM_PYTEST:-tests}
+ARM_PYTEST_HF=${ARM_PYTEST_HF:-$ARM_PYTEST}
+# Host-downloaded wheels for the venvs (arm_chroot.sh adds them to its defaults' venv).
+PIP_ARM64="numpy numba onnxruntime onnx cython pytest setuptools wheel pytest-benchmark hypothesis Pillow"
+PIP_ARMHF="pytest cython setuptools wheel pytest-benchmark hypothesis"
+# libgomp1: the extensions use OpenMP (Raspberry Pi OS has it; a minimal Debian root does not).
+APT_ARM64="libgomp1"
+APT_ARMHF="libgomp1 python3-pil"                  # PyPI has no armv7 Pillow wheels
+
+log() { printf '\n[test-arm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# arm ARCH CMD...: arm_chroot.sh with that architecture's settings.
+arm() {
+  local arch=$1; shift
+  if [ "$arch" = arm64 ]; then
+    ARM_ARCH=arm64 ARM_PIP="$PIP_ARM64" ARM_APT="$APT_ARM64" bash "$CHROOT" "$@"
+  else
+    ARM_ARCH=armhf ARM_PIP="$PIP_ARMHF" ARM_APT="$APT_ARMHF" bash "$CHROOT" "$@"
+  fi
+}
+rootfs() { echo "${ARM_ROOTFS:-$ARM_ROOT/$ARM_SUITE-$1}"; }
+
+setup() {   # build/refresh the root, give it shared/ (models, images) at /out/shared
+  log "setup $1 root (first time ~8 min)"
+  arm "$1" setup
+  mkdir -p "$ARM_OUT/shared"
+  cp -a "$SHARED/models" "$SHARED/images" "$ARM_OUT/shared/" 2>/dev/null || true
+}
+
+# The in-root part of items 1 and 2: install the package (non-editable, as a user would), show
+# what was found, run the suite from /src with the installed package (pytest puts tests/ on
+# sys.path, not /src), and copy the built modules out for the disassembly test.
+install_and_test() {   # ARCH EXTRAS PIP_FLAGS REQUIRE PYTEST_ARGS
+  local arch=$1 extras=$2 flags=$3 req=$4 args=$5 t=$SECONDS
+  log "$arch: pip install .$extras and pytest $args"
+  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_REQUIRE_BACKENDS=$req" arm "$arch" run "
+    set -e
+    pip install $flags '.$extras' >/tmp/pip.log 2>&1 || { tail -40 /tmp/pip.log; exit 1; }
+    cd /tmp
+    python -c 'import edgedl, sys; edgedl.show_config(); assert \"site-packages\" in edgedl.__file__, edgedl.__file__'
+    mkdir -p /out/pip-$arch && rm -f /out/pip-$arch/*.so
+    cp \"\$(python -c 'import edgedl, os; print(os.path.dirname(edgedl.__file__))')\"/_cy/*.so /out/pip-$arch/
+    # hide the source package, so tests and their subprocesses all use the installed one
+    cd /src && mv edgedl edgedl.src
+    pytest -q -p no:cacheprovider $args"
+  log "$arch: install + tests took $((SECONDS - t)) s (emulated)"
+}
+
+do_arm64() {
+  setup arm64
+  install_and_test arm64 "[test]" "--no-build-isolation" 1 "$ARM_PYTEST"
+  log "arm64: edgedl detect demo"
+  ARM_ENV="EDGEDL_SHARED=/out/shared" arm arm64 run '
+    cd /tmp
+    if edgedl --help 2>&1 | grep -q detect; then
+      edgedl detect /out/shared/models/fastestdet.onnx "$(ls /out/shared/images/* | head -1)"
+    else
+      echo "edgedl detect: not implemented yet (skipped)"; edgedl info-config
+    fi'
+}
+
+do_armhf() {
+  setup armhf
+  # Debian's numpy and Pillow; no numba ("reported absent", issue 6 item 2): Debian's own
+  # python3-numba (0.56, pulled in by arm_chroot.sh's debian profile) is removed once.
+  if [ -d "$(rootfs armhf)/usr/lib/python3/dist-packages/numba" ]; then
+    log "armhf: removing Debian's python3-numba (the target has no numba)"
+    arm armhf exec apt-get remove -y -qq python3-numba python3-llvmlite >/dev/null
+  fi
+  install_and_test armhf "" "--no-build-isolation" 0 "$ARM_PYTEST_HF"
+  log "armhf: numba absent and edgedl.onnx without onnx"
+  arm armhf run '
+    cd /tmp
+    python - <<EOF
+import io, edgedl
+from edgedl.errors import MissingDependencyError
+s = io.StringIO(); edgedl.show_config(s); print(s.getvalue())
+assert "numba" not in edgedl.backends() and "cython" in edgedl.backends(), edgedl.backends()
+assert "backend numba   MISSING" in s.getvalue()
+try:
+    import onnx  # noqa: F401
+    print("onnx is installed here: edgedl.onnx imports")
+    import edgedl.onnx
+except ImportError:
+    try:
+        import edgedl.onnx
+        raise SystemExit("edgedl.onnx imported without onnx")
+    except MissingDependencyError as e:
+        print("edgedl.onnx ->", type(e).__name__ + ":", e)
+EOF'
+}
+
+do_cross() {
+  command -v cmake >/dev/null || { apt-get update -qq; apt-get install -y -qq cmake >/dev/null; }
+  python3 -c 'import Cython' 2>/dev/null || python3 -m pip install -q "cython>=3.0"
+  setup arm64
+  local b=$ARM_OUT/cross-arm64 t=$SECONDS
+  log "cross: CMake build with cmake/aarch64-linux-gnu.cmake into $b"
+  rm -rf "$b"
+  cmake -S "$ARM_SRC" -B "$b" -DCMAKE_TOOLCHAIN_FILE="$REPO/cmake/aarch64-linux-gnu.cmake" \
+        -DEDGEDL_SYSROOT="$(rootfs arm64)" >"$b.log" 2>&1 || { tail -30 "$b.log"; exit 1; }
+  grep -E 'OpenMP|Check for working C compiler' "$b.log" || true
+  cmake --build "$b" -j 2 >>"$b.log" 2>&1 || { tail -30 "$b.log"; exit 1; }
+  ls "$b/edgedl/_cy"
+  log "cross: build took $((SECONDS - t)) s; disassembly check (host)"
+  local dirs=$b/edgedl/_cy
+  [ -d "$ARM_OUT/pip-arm64" ] && dirs=$dirs:$ARM_OUT/pip-arm64   # the in-root pip build too
+  (cd "$ARM_SRC" && EDGEDL_ARM_BUILD=$dirs python3 -m pytest -q -p no:cacheprovider tests/test_arm_build.py)
+  log "cross: the cross-built modules in emulated arm64: import + kernel tests"
+  # python -m pytest from /src: the package in /src (with these modules) wins over the venv's.
+  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_REQUIRE_BACKENDS=1" arm arm64 run '
+    set -e
+    cp /out/cross-arm64/edgedl/_cy/*.so edgedl/_cy/
+    python tools/import_built.py edgedl/_cy
+    python -c "import edgedl._cy._runtime as m; assert m.__file__.startswith(\"/src/\"), m.__file__"
+    python -m pytest -q -p no:cacheprovider tests/kernels tests/test_registry.py'
+}
+
+# 4. Start-up in emulated arm64 (ratios only: emulated times are not benchmarks).
+do_startup() {
+  setup arm64
+  log "startup: edgedl warmup, import + first inference vs steady state, read-only install"
+  ARM_ENV="EDGEDL_SHARED=/out/shared" arm arm64 run '
+    set -e
+    pip install --no-build-isolation . >/tmp/pip.log 2>&1 || { tail -40 /tmp/pip.log; exit 1; }
+    cd /tmp
+    cat >/tmp/first.py <<EOF
+import time, sys
+t0 = time.perf_counter()
+import numpy as np, edgedl
+sess = edgedl.InferenceSession(sys.argv[1])
+t1 = time.perf_counter()
+inp = sess.get_inputs()[0]
+shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+x = np.random.default_rng(0).random(shape, dtype=np.float32)
+t2 = time.perf_counter(); sess.run(None, {inp.name: x}); t3 = time.perf_counter()
+steady = []
+for _ in range(3):
+    a = time.perf_counter(); sess.run(None, {inp.name: x}); steady.append(time.perf_counter() - a)
+st = sorted(steady)[1]
+print(f"import+load {t1-t0:.2f} s, first inference {t3-t2:.2f} s, steady inference {st:.2f} s; "
+      f"(import+load+first)/(import+load+steady) = {(t1-t0+t3-t2)/(t1-t0+st):.2f}")
+EOF
+    m=/out/shared/models/fastestdet.onnx
+    echo "== root (package dir writable): edgedl warmup, cold then warm"
+    TIMEFORMAT="cold warmup: %R s"; time edgedl warmup
+    TIMEFORMAT="warm warmup: %R s"; time edgedl warmup
+    if python -c "import edgedl.onnx.session" 2>/dev/null; then
+      python /tmp/first.py $m; python /tmp/first.py $m
+    else
+      echo "edgedl.InferenceSession not available yet: inference start-up not measured"
+    fi
+    echo "== read-only install: run as nobody, HOME=/tmp/h"
+    rm -rf /tmp/h; mkdir -p /tmp/h; chown nobody /tmp/h
+    asuser() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp/h "$@"; }
+    asuser python -c "import edgedl; print(\"cache dir:\", edgedl._config.numba_cache_location())"
+    TIMEFORMAT="user cold warmup: %R s"; time asuser edgedl warmup
+    TIMEFORMAT="user warm warmup: %R s"; time asuser edgedl warmup
+    echo "cache files in the user cache: $(find /tmp/h -name "*.nbi" | wc -l) index files"
+    if python -c "import edgedl.onnx.session" 2>/dev/null; then
+      asuser python /tmp/first.py $m
+    fi'
+}
+
+t0=$SECONDS
+what=${1:-all}
+case "$what" in
+  all) do_arm64; do_armhf; do_cross ;;
+  arm64) do_arm64 ;;
+  armhf) do_armhf ;;
+  cross) do_cross ;;
+  startup) do_startup ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
+esac
+log "test-arm.sh $what: OK in $((SECONDS - t0)) s"
