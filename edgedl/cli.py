@@ -1,19 +1,471 @@
-"""The ``edgedl`` command."""
+"""The ``edgedl`` command: detect objects, benchmark kernels and models, inspect a model.
+
+  edgedl detect                       run the bundled demo (FastestDet on a bundled photo)
+  edgedl detect MODEL IMAGE ...       detect with your model (preset picked by file name,
+                                      or --preset / --family)
+  edgedl bench [MODEL]                kernel x backend latency table, or a model's latency
+  edgedl info [MODEL]                 a model's inputs, outputs, ops, parameters, FLOPs
+  edgedl warmup                       compile the numba cache ahead of time
+"""
 import argparse
+import json
+import os
 import sys
+import time
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DEMO_MODEL = os.path.join(DATA_DIR, "fastestdet.onnx")
+DEMO_IMAGE = os.path.join(DATA_DIR, "astronaut.jpg")
+
+
+class UserError(Exception):
+    """A mistake on the command line: reported in one line, no traceback."""
+
+
+def _one_line(e):
+    """An exception as one readable line."""
+    from .errors import UnsupportedOpsError
+    if isinstance(e, UnsupportedOpsError):
+        ops = ", ".join(f"{op} ({len(n)} node{'s' * (len(n) != 1)})"
+                        for op, n in sorted(e.ops.items()))
+        return f"unsupported ONNX ops: {ops}"
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="edgedl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    d = sub.add_parser("detect", help="detect objects in images (no arguments: the demo)")
+    d.add_argument("paths", nargs="*", metavar="[MODEL] IMAGE",
+                   help="an .onnx model (default: the bundled FastestDet) then images "
+                        "(default: the bundled demo photo)")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--preset", help="bundled preset name or a JSON preset file")
+    g.add_argument("--family", help="decoder family with its default settings")
+    d.add_argument("--out", metavar="DIR", default=None,
+                   help="where annotated images go (default ./edgedl-out)")
+    d.add_argument("--json", action="store_true",
+                   help="print detections as JSON (images are then written only with --out)")
+    d.add_argument("--score-threshold", type=float, default=None)
+    d.add_argument("--iou-threshold", type=float, default=None)
+    _common(d)
+
+    b = sub.add_parser("bench", help="kernel latency table, or a model's end-to-end latency")
+    b.add_argument("model", nargs="?", help="an .onnx model (default: the kernel table)")
+    b.add_argument("--repeat", type=int, default=None, help="timed runs per measurement")
+    b.add_argument("--preset", help="preset for the detector pipeline timing of MODEL")
+    _common(b)
+
+    i = sub.add_parser("info", help="inputs, outputs, ops, parameters and FLOPs of a model "
+                                    "(no MODEL: versions and backends)")
+    i.add_argument("model", nargs="?")
+
+    w = sub.add_parser("warmup", help="compile the numba cache ahead of time")
+    w.add_argument("--backend", default="numba")
+    sub.add_parser("info-config", help="print versions, backends, threads and cache dir")
+    return p
+
+
+def _common(p):
+    p.add_argument("--backend", default=None, help="cython, numba or numpy (default: best)")
+    p.add_argument("--threads", type=int, default=None, help="threads kernels may use")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="edgedl", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd")
-    sub.add_parser("info-config", help="print versions, backends, threads and cache dir")
-    w = sub.add_parser("warmup", help="compile the numba cache ahead of time")
-    w.add_argument("--backend", default="numba")
-    args = parser.parse_args(argv)
-    import edgedl
-    if args.cmd == "warmup":
-        times = edgedl.warmup(args.backend, verbose=True)
-        print(f"warmed {len(times)} kernel families")
+    args = _parser().parse_args(argv)
+    try:
+        import edgedl
+        if getattr(args, "backend", None) and args.cmd != "warmup":
+            edgedl.set_backend(args.backend)
+        if getattr(args, "threads", None) is not None:
+            edgedl.set_num_threads(args.threads)
+        if args.cmd == "detect":
+            return cmd_detect(args)
+        if args.cmd == "bench":
+            return cmd_bench(args)
+        if args.cmd == "info" and args.model:
+            return cmd_info(args)
+        if args.cmd == "warmup":
+            times = edgedl.warmup(args.backend, verbose=True)
+            print(f"warmed {len(times)} kernel families")
+            return 0
+        edgedl.show_config()
         return 0
-    edgedl.show_config()
+    except KeyboardInterrupt:
+        print("edgedl: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, OSError, ValueError, TypeError, ImportError, NotImplementedError,
+            RuntimeError) as e:
+        from .errors import EdgeDLError
+        if not isinstance(e, (UserError, EdgeDLError, OSError)) and \
+                os.environ.get("EDGEDL_DEBUG"):
+            raise
+        hint = "" if isinstance(e, (UserError, EdgeDLError, OSError)) else \
+            f" ({type(e).__name__}; set EDGEDL_DEBUG=1 for a traceback)"
+        print(f"edgedl: error: {_one_line(e)}{hint}", file=sys.stderr)
+        return 1
+
+
+# ----------------------------------------------------------------------------- detect
+def _load_detector(model, **kw):
+    from .detect import Detector
+    from .errors import EdgeDLError
+    if not os.path.exists(model):
+        raise UserError(f"model not found: {model}")
+    try:
+        return Detector(model, **kw)
+    except (EdgeDLError, FileNotFoundError):
+        raise
+    except Exception as e:             # a broken file can raise anything from protobuf / onnx
+        raise UserError(f"cannot load model {model}: {_one_line(e)}") from e
+
+
+def cmd_detect(args):
+    from .detect import draw_detections, load_image
+    paths = list(args.paths)
+    model = paths.pop(0) if paths and paths[0].lower().endswith(".onnx") else DEMO_MODEL
+    images = paths or [DEMO_IMAGE]
+    kw = {}
+    if args.preset:
+        kw["preset"] = args.preset
+    if args.family:
+        kw["family"] = args.family
+    if args.score_threshold is not None:
+        kw["score_threshold"] = args.score_threshold
+    if args.iou_threshold is not None:
+        kw["iou_threshold"] = args.iou_threshold
+    det = _load_detector(model, **kw)
+    out_dir = args.out or (None if args.json else "edgedl-out")
+    results = []
+    for path in images:
+        if not os.path.exists(path):
+            raise UserError(f"image not found: {path}")
+        img = load_image(path)
+        t0 = time.perf_counter()
+        d = det(img)
+        ms = (time.perf_counter() - t0) * 1e3
+        saved = None
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            stem, ext = os.path.splitext(os.path.basename(path))
+            ext = ext.lower() if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"
+            saved = os.path.join(out_dir, f"{stem}_detections{ext}")
+            draw_detections(img, d).save(saved)
+        results.append({"image": path, "width": int(img.shape[1]), "height": int(img.shape[0]),
+                        "ms": round(ms, 2), "detections": d.to_list(), "annotated": saved})
+        if not args.json:
+            _print_table(path, img, d, det, ms, saved)
+    if args.json:
+        json.dump({"model": model, "family": det.family, "results": results}, sys.stdout,
+                  indent=1)
+        print()
     return 0
+
+
+def _print_table(path, img, d, det, ms, saved):
+    t = det.timings
+    n = len(d)
+    print(f"{os.path.basename(path)} ({img.shape[1]}x{img.shape[0]}): {n} detection"
+          f"{'s' * (n != 1)} in {ms:.1f} ms (preprocess {t['preprocess'] * 1e3:.1f}, "
+          f"inference {t['inference'] * 1e3:.1f}, postprocess {t['postprocess'] * 1e3:.1f}) "
+          f"[{det.family}]")
+    if n:
+        width = max(5, max(len(s) for s in d.labels))
+        print(f"  {'#':>2}  {'label':{width}s}  {'score':>5s}  {'x1':>7s} {'y1':>7s} "
+              f"{'x2':>7s} {'y2':>7s}" + ("  keypoints" if d.keypoints is not None else ""))
+        for i, row in enumerate(d.to_list()):
+            x1, y1, x2, y2 = row["box"]
+            line = (f"  {i:2d}  {row['label']:{width}s}  {row['score']:5.2f}  {x1:7.1f} "
+                    f"{y1:7.1f} {x2:7.1f} {y2:7.1f}")
+            if "keypoints" in row:
+                line += "  " + " ".join(f"({x:.0f},{y:.0f})" for x, y in row["keypoints"])
+            print(line)
+    if saved:
+        print(f"wrote {saved}")
+
+
+# ----------------------------------------------------------------------------- bench
+def _kernel_cases():
+    """(family, kernel, args factory) of the kernel table: typical detector sizes, float32."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 32, 80, 80)).astype(np.float32)
+    w3 = (rng.standard_normal((32, 32, 3, 3)) * 0.1).astype(np.float32)
+    wdw = (rng.standard_normal((32, 1, 3, 3)) * 0.1).astype(np.float32)
+    xy = rng.uniform(0, 300, (2000, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (2000, 2)).astype(np.float32)], 1)
+    scores = rng.uniform(0, 1, 2000).astype(np.float32)
+    return [
+        ("activations", "relu", lambda: (x,), {}),
+        ("activations", "sigmoid", lambda: (x,), {}),
+        ("activations", "hard_swish", lambda: (x,), {}),
+        ("activations", "softmax", lambda: (x,), {"axis": 1}),
+        ("pooling", "max_pool2d", lambda: (x, (3, 3), (2, 2), (1, 1, 1, 1)), {}),
+        ("conv", "conv2d", lambda: (x, w3, None, (1, 1), (1, 1, 1, 1)), {}),
+        ("conv", "conv2d", lambda: (x, wdw, None, (1, 1), (1, 1, 1, 1), (1, 1), 32), {}),
+        ("boxes", "box_iou", lambda: (boxes[:500], boxes[:500]), {}),
+        ("boxes", "nms", lambda: (boxes, scores, 0.5), {}),
+    ]
+
+
+def _median_ms(fn, repeat, budget=0.5):
+    """Median of up to ``repeat`` timed calls (fewer if they exceed ``budget`` seconds)."""
+    import statistics
+    fn()                               # warm: JIT / first-call costs are not latency
+    times, start = [], time.perf_counter()
+    while len(times) < repeat and (len(times) < 3 or time.perf_counter() - start < budget):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def _progress(i, n, text):
+    if sys.stderr.isatty():
+        bar = "#" * round(20 * i / n)
+        print(f"\r[{bar:20s}] {i}/{n} {text:40.40s}", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"[{i}/{n}] {text}", file=sys.stderr, flush=True)
+
+
+def cmd_bench(args):
+    if args.model:
+        return _bench_model(args)
+    import importlib
+    import edgedl
+    repeat = args.repeat or 30
+    backends = [args.backend] if args.backend else edgedl.backends()
+    if "numpy" not in backends:
+        backends.append("numpy")
+    cases = _kernel_cases()
+    labels = {}
+    rows = []
+    todo = len(cases) * len(backends)
+    done = 0
+    for fam, name, make, kw in cases:
+        try:
+            fn = getattr(importlib.import_module(f"edgedl.kernels.{fam}"), name)
+        except (ImportError, AttributeError):
+            done += len(backends)
+            continue
+        a = make()
+        label = f"{name} {'x'.join(map(str, a[0].shape))}"
+        if name == "conv2d":
+            label = f"conv2d {'dw' if len(a) > 6 else ''}3x3 {'x'.join(map(str, a[0].shape))}"
+        labels[label] = True
+        res = {}
+        for be in backends:
+            done += 1
+            _progress(done, todo, f"{label} {be}")
+            try:
+                res[be] = _median_ms(lambda: fn(*a, backend=be, **kw), repeat)
+            except Exception as e:      # a backend lacking a kernel: show it, go on
+                res[be] = f"error: {_one_line(e)[:30]}"
+        rows.append((label, res))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"kernel latency, median of up to {repeat} runs, {edgedl.get_num_threads()} "
+          f"thread(s); 'x' = speed-up over numpy")
+    head = f"{'kernel':32s}" + "".join(f"{be:>20s}" for be in backends)
+    print(head)
+    for label, res in rows:
+        base = res.get("numpy")
+        cells = []
+        for be in backends:
+            v = res.get(be)
+            if isinstance(v, float):
+                ratio = f" ({base / v:5.1f}x)" if isinstance(base, float) and v > 0 else ""
+                cells.append(f"{v:9.3f} ms{ratio:>9s}")
+            else:
+                cells.append(str(v)[:20])
+        print(f"{label:32s}" + "".join(f"{c:>20s}" for c in cells))
+    return 0
+
+
+def _bench_model(args):
+    import statistics
+    import numpy as np
+    from .errors import EdgeDLError
+    from .onnx.session import InferenceSession
+    if not os.path.exists(args.model):
+        raise UserError(f"model not found: {args.model}")
+    try:
+        sess = InferenceSession(args.model, backend=args.backend, num_threads=args.threads,
+                                profile=True)
+    except EdgeDLError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot load model {args.model}: {_one_line(e)}") from e
+    feed = {}
+    for inp in sess.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in (inp.shape or [])]
+        dt = np.float64 if "double" in inp.type else np.float32
+        if "int" in inp.type:
+            feed[inp.name] = np.zeros(shape, np.int64)
+        else:
+            feed[inp.name] = np.random.default_rng(0).random(shape).astype(dt)
+    repeat = args.repeat or 20
+    _progress(0, repeat, "first run (plans the model)")
+    t = time.perf_counter()
+    sess.run(None, feed)
+    first = (time.perf_counter() - t) * 1e3
+    times = []
+    for i in range(repeat):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t) * 1e3)
+        _progress(i + 1, repeat, "timed runs")
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+    print(f"{os.path.basename(args.model)}: {shapes}; first run {first:.1f} ms, then median "
+          f"{statistics.median(times):.2f} ms, min {min(times):.2f} ms over {repeat} runs "
+          f"(backend {args.backend or __import__('edgedl').get_backend()}, "
+          f"{__import__('edgedl').get_num_threads()} threads)")
+    if hasattr(sess, "format_profile"):
+        print("\nper op type (profiled runs):")
+        print(sess.format_profile())
+    _bench_pipeline(args, sess)
+    return 0
+
+
+def _bench_pipeline(args, sess):
+    """With a known preset, time the whole detector on the demo photo: pre / infer / post."""
+    import statistics
+    from .detect import Detector, load_image
+    from .detect.presets import available_presets
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    if not args.preset and stem not in available_presets():
+        return
+    det = Detector(args.model, preset=args.preset, session=sess)
+    img = load_image(DEMO_IMAGE)
+    det(img)
+    parts = {"preprocess": [], "inference": [], "postprocess": []}
+    for _ in range(args.repeat or 20):
+        det(img)
+        for k in parts:
+            parts[k].append(det.timings[k] * 1e3)
+    med = {k: statistics.median(v) for k, v in parts.items()}
+    total = sum(med.values())
+    print(f"\ndetector pipeline on the demo photo ({det.family}): "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items())
+          + f"; pre+post = {(med['preprocess'] + med['postprocess']) / total:.0%} of {total:.1f} ms")
+
+
+# ----------------------------------------------------------------------------- info
+def cmd_info(args):
+    from .errors import EdgeDLError
+    if not os.path.exists(args.model):
+        raise UserError(f"model not found: {args.model}")
+    from .onnx.graph import read_model
+    from .onnx.ops import OPS
+    proto = read_model(args.model)
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
+    print(f"{args.model}: IR {proto.ir_version}, opset {opsets}, producer "
+          f"{proto.producer_name or '?'} {proto.producer_version}".rstrip())
+    shapes, dtypes = _infer_shapes(proto)
+    print("inputs:")
+    for vi in g.input:
+        if vi.name not in inits:
+            print(f"  {vi.name:20s} {_type_str(vi)}")
+    print("outputs:")
+    for vi in g.output:
+        print(f"  {vi.name:20s} {_type_str(vi)}")
+    counts = {}
+    for n in g.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    unsupported = [op for op in counts if op not in OPS]
+    print(f"ops ({len(g.node)} nodes, {len(counts)} types):")
+    for op, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:24s} {c:5d}  {'supported' if op in OPS else 'NOT SUPPORTED'}")
+    params = sum(_numel(t.dims) for t in g.initializer)
+    params += sum(_numel(a.t.dims) for n in g.node if n.op_type == "Constant"
+                  for a in n.attribute if a.name == "value")
+    flops, counted = _flops(g, shapes, inits)
+    print(f"parameters: {params:,} ({params / 1e6:.2f} M)")
+    if counted:
+        print(f"FLOPs: {flops / 1e9:.3f} G per run (Conv, ConvTranspose, Gemm, MatMul; "
+              f"multiply-add = 2 FLOPs; symbolic dims taken as 1)")
+    else:
+        print("FLOPs: unknown (shapes could not be inferred)")
+    if unsupported:
+        print(f"edgedl cannot run this model yet: unsupported {', '.join(sorted(unsupported))}")
+        return 1
+    return 0
+
+
+def _numel(dims):
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _dims_of(type_proto):
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in type_proto.tensor_type.shape.dim]
+
+
+def _type_str(vi):
+    import onnx
+    elem = vi.type.tensor_type.elem_type
+    try:
+        name = onnx.TensorProto.DataType.Name(elem).lower()
+    except ValueError:
+        name = "?"
+    return f"{name} {_dims_of(vi.type)}"
+
+
+def _infer_shapes(proto):
+    """{value name: shape list} from onnx shape inference with symbolic input dims set to 1."""
+    import onnx
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    for vi in m.graph.input:
+        if vi.type.HasField("tensor_type"):
+            for d in vi.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value") or d.dim_value <= 0:
+                    d.Clear()
+                    d.dim_value = 1
+    try:
+        m = onnx.shape_inference.infer_shapes(m)
+    except Exception:                    # inference is best effort: FLOPs become "unknown"
+        pass
+    shapes = {}
+    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        d = _dims_of(vi.type)
+        if d is not None and all(isinstance(x, int) and x > 0 for x in d):
+            shapes[vi.name] = d
+    for t in m.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    return shapes, None
+
+
+def _flops(g, shapes, inits):
+    total, counted = 0, 0
+    for n in g.node:
+        try:
+            if n.op_type == "Conv":
+                out, w = shapes[n.output[0]], shapes[n.input[1]]
+                total += 2 * _numel(out) * _numel(w[1:])
+            elif n.op_type == "ConvTranspose":
+                x, w = shapes[n.input[0]], shapes[n.input[1]]
+                total += 2 * _numel(x) * _numel(w[1:])
+            elif n.op_type in ("Gemm", "MatMul"):
+                a, out = shapes[n.input[0]], shapes[n.output[0]]
+                trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+                k = a[-2] if trans_a else a[-1]
+                total += 2 * _numel(out) * k
+            else:
+                continue
+            counted += 1
+        except (KeyError, IndexError):
+            continue
+    return total, counted

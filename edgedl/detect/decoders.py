@@ -189,7 +189,9 @@ def decode_ssd(outputs, names, cfg, width, height):
                                  f"has {len(boxes)} boxes")
         p = pri[keep]
         pxyxy = _cxcywh_to_xyxy(p[:, 0], p[:, 1], p[:, 2], p[:, 3]).astype(np.float32)
-        b = _boxes_kernels().decode_boxes(pxyxy, b, tuple(cfg["variances"]))
+        # SSD does not clamp dw, dh: max_log_ratio=None
+        b = _boxes_kernels().decode_boxes(np.ascontiguousarray(b), pxyxy,
+                                          tuple(cfg["variances"]), max_log_ratio=None)
     if cfg["normalized"]:
         b = b * np.array([width, height, width, height], np.float32)
     return _candidates(b, score[keep], ids[keep])
