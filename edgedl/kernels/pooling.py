@@ -1,0 +1,184 @@
+"""Pooling on NCHW arrays with ONNX MaxPool / AveragePool / GlobalAveragePool / GlobalMaxPool
+semantics, shapes as onnxruntime computes them.
+
+``pool_output_shape`` and ``pool_pads`` are the shape helpers the ONNX runtime also uses.
+"""
+import numpy as np
+
+from .. import _validate as V
+from ..errors import ShapeError, ValidationError
+from . import _dispatch
+
+__all__ = ["max_pool2d", "avg_pool2d", "global_avg_pool2d", "global_max_pool2d",
+           "pool_output_shape", "pool_pads", "AUTO_PADS"]
+
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+# ----------------------------------------------------------------------------- geometry
+def _cdiv_trunc(a, b):
+    """C integer division (truncates toward zero), as onnxruntime computes its shapes."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def pool_pads(in_hw, kernel_shape, strides=(1, 1), auto_pad="NOTSET", pads=(0, 0, 0, 0)):
+    """Explicit pads (top, left, bottom, right) of a pooling op, as onnxruntime resolves them.
+
+    SAME_UPPER / SAME_LOWER pad ``(ceil(in / s) - 1) * s + k - in`` in total, the odd one at
+    the end / the beginning. Like onnxruntime, the *undilated* kernel is used there and the
+    total may be negative when the kernel is smaller than the stride; explicit ``pads`` are
+    ignored when ``auto_pad`` is set.
+    """
+    if auto_pad == "NOTSET":
+        return tuple(int(p) for p in pads)
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    begin, end = [], []
+    for n, k, s in zip(in_hw, kernel_shape, strides):
+        need = (_cdiv_trunc(n + s - 1, s) - 1) * s + k - n
+        head = _cdiv_trunc(need, 2) if auto_pad == "SAME_UPPER" else _cdiv_trunc(need + 1, 2)
+        begin.append(head)
+        end.append(need - head)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+def _out_size(n, k, s, pb, pe, d, ceil_mode):
+    num = n + pb + pe - d * (k - 1) - 1
+    if not ceil_mode:
+        return _cdiv_trunc(num, s) + 1
+    out = -(-num // s) + 1
+    if (out - 1) * s >= n + pb:    # the last window would start in the end padding: drop it
+        out -= 1
+    return out
+
+
+def pool_output_shape(in_hw, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                      ceil_mode=False, auto_pad="NOTSET"):
+    """Output (OH, OW) of a 2-D MaxPool/AveragePool; ``pads`` resolved first for ``auto_pad``.
+
+    floor((in + pads - span) / s) + 1, or with ``ceil_mode`` ceil(...) + 1 minus the last
+    window when it would start inside the bottom/right padding (onnxruntime's rule, from
+    onnx/onnx#5741). A result < 1 is possible; the kernels refuse it.
+    """
+    p = pool_pads(in_hw, kernel_shape, strides, auto_pad, pads)
+    return tuple(_out_size(in_hw[a], kernel_shape[a], strides[a], p[a], p[a + 2], dilations[a],
+                           bool(ceil_mode)) for a in range(2))
+
+
+def _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
+    """Validate the attributes -> (kernel, strides, resolved pads, dilations, (OH, OW))."""
+    kernel_shape = V.int_tuple(kernel_shape, "kernel_shape", 2, lo=1)
+    strides = V.int_tuple(1 if strides is None else strides, "strides", 2, lo=1)
+    dilations = V.int_tuple(1 if dilations is None else dilations, "dilations", 2, lo=1)
+    pads = V.int_tuple(0 if pads is None else pads, "pads", 4, lo=0)
+    if not isinstance(auto_pad, str):
+        raise ValidationError(f"auto_pad must be a string, got {auto_pad!r}")
+    auto_pad = V.choice(auto_pad.upper(), "auto_pad", AUTO_PADS)
+    if not isinstance(ceil_mode, (bool, int, np.integer)) or int(ceil_mode) not in (0, 1):
+        raise ValidationError(f"ceil_mode must be a bool (or 0/1), got {ceil_mode!r}")
+    for a, name in enumerate(("top", "left")):
+        for p, side in ((pads[a], name), (pads[a + 2], ("bottom", "right")[a])):
+            if p >= kernel_shape[a]:
+                raise ValidationError(
+                    f"pads must be smaller than kernel_shape (as onnxruntime requires): pad "
+                    f"{side}={p} >= kernel_shape[{a}]={kernel_shape[a]} (pads={pads}, "
+                    f"kernel_shape={kernel_shape})")
+    hw = x.shape[2:]
+    pads = pool_pads(hw, kernel_shape, strides, auto_pad, pads)
+    out_hw = pool_output_shape(hw, kernel_shape, strides, pads, dilations, ceil_mode)
+    if min(out_hw) < 1:
+        raise ShapeError(
+            f"pooling output would be empty: input spatial size {tuple(hw)} with "
+            f"kernel_shape={kernel_shape}, strides={strides}, pads={pads}, "
+            f"dilations={dilations}, ceil_mode={bool(ceil_mode)} gives output {out_hw}")
+    return kernel_shape, strides, pads, dilations, out_hw
+
+
+def _target(out, shape, x):
+    """(validated out, buffer the kernel writes): a fresh contiguous buffer when ``out`` is
+    not C-contiguous or overlaps ``x`` (the kernels read x while writing), copied back after."""
+    out = V.output(out, shape, x.dtype)
+    if out.size and (not out.flags.c_contiguous or np.may_share_memory(out, x)):
+        return out, np.empty(shape, dtype=x.dtype)
+    return out, out
+
+
+def _input(x):
+    # the compiled kernels walk rows as contiguous memory: strided views are copied once
+    return np.ascontiguousarray(V.float_array(x, "x", ndim=4))
+
+
+def _finish(out, buf):
+    if buf is not out:
+        out[...] = buf
+    return out
+
+
+# ----------------------------------------------------------------------------- kernels
+def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
+               ceil_mode=False, auto_pad="NOTSET", out=None, backend=None):
+    """ONNX MaxPool on NCHW ``x``: returns (N, C, OH, OW) of x's dtype.
+
+    ``kernel_shape`` (kh, kw); ``strides`` default 1; ``pads`` (top, left, bottom, right), each
+    smaller than the kernel; ``auto_pad`` "NOTSET", "SAME_UPPER", "SAME_LOWER" or "VALID".
+    A window holding a NaN gives NaN.
+    """
+    x = _input(x)
+    ks, st, pd, dl, out_hw = _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode,
+                                       auto_pad)
+    out, buf = _target(out, x.shape[:2] + out_hw, x)
+    if buf.size:
+        _dispatch.impl("pooling", "max_pool2d", backend)(x, ks, st, pd, dl, buf)
+    return _finish(out, buf)
+
+
+def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
+               ceil_mode=False, auto_pad="NOTSET", count_include_pad=False, out=None,
+               backend=None):
+    """ONNX AveragePool on NCHW ``x``: returns (N, C, OH, OW) of x's dtype.
+
+    Arguments as :func:`max_pool2d`. ``count_include_pad`` False divides by the number of
+    in-image elements of the window, True by the number of its taps inside the padded extent.
+    """
+    x = _input(x)
+    ks, st, pd, dl, out_hw = _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode,
+                                       auto_pad)
+    if not isinstance(count_include_pad, (bool, int, np.integer)) or \
+            int(count_include_pad) not in (0, 1):
+        raise ValidationError(f"count_include_pad must be a bool (or 0/1), got "
+                              f"{count_include_pad!r}")
+    out, buf = _target(out, x.shape[:2] + out_hw, x)
+    if buf.size:
+        _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl,
+                                                         bool(count_include_pad), buf)
+    return _finish(out, buf)
+
+
+def _global(x, out, backend, name):
+    x = _input(x)
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ShapeError(f"{name} needs a non-empty spatial size, got x of shape {x.shape}")
+    out, buf = _target(out, x.shape[:2] + (1, 1), x)
+    if buf.size:
+        _dispatch.impl("pooling", name, backend)(x, buf)
+    return _finish(out, buf)
+
+
+def global_avg_pool2d(x, out=None, backend=None):
+    """ONNX GlobalAveragePool: the mean of each (H, W) plane of NCHW ``x``, shape (N, C, 1, 1)."""
+    return _global(x, out, backend, "global_avg_pool2d")
+
+
+def global_max_pool2d(x, out=None, backend=None):
+    """ONNX GlobalMaxPool: the max of each (H, W) plane of NCHW ``x`` (NaN propagates)."""
+    return _global(x, out, backend, "global_max_pool2d")
+
+
+def _warmup(backend):
+    """Compile / load every pooling kernel of ``backend`` for float32."""
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    max_pool2d(x, (2, 2), backend=backend)
+    avg_pool2d(x, (2, 2), backend=backend)
+    global_avg_pool2d(x, backend=backend)
+    global_max_pool2d(x, backend=backend)
