@@ -104,7 +104,8 @@ class InferenceSession:
             prev = _config.get_num_threads()
             _config.set_num_threads(self._num_threads)
         try:
-            return self._run(key, feed, names)
+            with np.errstate(all="ignore"):     # inf/nan are ONNX results, not warnings
+                return self._run(key, feed, names)
         finally:
             if prev is not None:
                 _config.set_num_threads(prev)

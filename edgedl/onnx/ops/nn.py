@@ -146,9 +146,14 @@ def pool(ctx):
     nsp = _as_2d(ctx, len(ctx.shapes[0]), t)
     if len([o for o in ctx.node.outputs if o]) > 1:
         raise ctx.fail("the Indices output of MaxPool is not supported")
-    if ctx.dtypes[0] not in _FLOATS:
-        raise ctx.fail(f"input dtype {ctx.dtypes[0]} is not supported")
     ks, strides, pads, dil, ceil, auto_pad = _pool_attrs(ctx, nsp)
+    if ctx.dtypes[0] not in _FLOATS:
+        if t != "MaxPool" or ctx.dtypes[0].kind not in "iu" or ctx.dtypes[0].itemsize > 4:
+            raise ctx.fail(f"input dtype {ctx.dtypes[0]} is not supported")
+        # small integers are exact in float64: pool there, cast back
+        ctx.dtypes = [np.dtype(np.float64)]
+        run = pool(ctx)
+        return lambda x: run(x.astype(np.float64)).astype(x.dtype)
     pk = _kernels("pooling")
     b = ctx.backend
     if t == "MaxPool":

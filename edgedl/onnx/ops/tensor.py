@@ -79,18 +79,15 @@ def flatten(ctx):
 def split(ctx):
     axis = int(ctx.attr("axis", 0))
     n_out = len(ctx.node.outputs)
-    if ctx.opset < 13:
-        sizes = ctx.attr("split")
-        sizes = None if sizes is None else ints(sizes)
-        if sizes is None and ctx.has(1):       # opset 2-12 never had the input; be lenient
-            sizes = ints(ctx.const(1))
-    else:
-        sizes = ints(ctx.const(1)) if ctx.has(1) else None
+    sizes = ctx.attr("split") if ctx.opset < 13 else None
+    sizes = None if sizes is None else ints(sizes)
     num = ctx.attr("num_outputs")
 
-    def f(x, *_):
+    def f(x, split_in=None):
         dim = x.shape[axis]
         s = sizes
+        if s is None and split_in is not None:
+            s = ints(split_in)
         if s is None:
             if num is not None:          # opset 18: last chunk may be smaller
                 step = -(-dim // int(num))
@@ -271,6 +268,8 @@ def topk(ctx):
 
 # ----------------------------------------------------------------------------- reductions
 def _fill(dtype, kind):
+    if dtype.kind == "b":
+        return kind != "max"
     if dtype.kind == "f":
         return -np.inf if kind == "max" else np.inf
     info = np.iinfo(dtype)

@@ -1,0 +1,89 @@
+"""Run onnx's node test cases (onnx.backend.test.case.node) through edgedl.onnx.backend.
+
+Shared by tests/onnx/test_conformance.py; ``python tests/onnx/onnx_conformance.py`` prints every
+failing case (to maintain conformance_excluded.txt).
+"""
+import os
+import warnings
+
+import numpy as np
+
+#: The op types of issue 4's list: a case is selected when every node of its graph is one.
+OPS = set("""Conv ConvTranspose BatchNormalization Relu Clip LeakyRelu PRelu Elu Selu Sigmoid
+HardSigmoid HardSwish Tanh Softplus Mish Softmax LogSoftmax Exp Log Add Sub Mul Div Sqrt Pow Neg
+Abs Max Min MaxPool AveragePool GlobalAveragePool GlobalMaxPool Concat Reshape Transpose Flatten
+Split Slice Gather Squeeze Unsqueeze Shape Cast Constant ConstantOfShape Range Expand Identity
+Pad Resize Upsample MatMul Gemm NonMaxSuppression TopK ReduceMax ReduceMean ReduceSum ArgMax
+Tile Where Equal Less Greater Floor Ceil LRN Dropout""".split())
+
+_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                 np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXCLUDED_FILE = os.path.join(HERE, "conformance_excluded.txt")
+
+
+def _ok_dtypes(case):
+    for inputs, outputs in case.data_sets:
+        for a in list(inputs) + list(outputs):
+            if not isinstance(a, np.ndarray) or a.dtype not in _DTYPES:
+                return False
+    return True
+
+
+def selected_cases():
+    """onnx's node cases whose ops are all in OPS and whose tensors are float/int/bool."""
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    out = []
+    for c in cases:
+        ops = {n.op_type for n in c.model.graph.node}
+        if ops and ops <= OPS and _ok_dtypes(c):
+            out.append(c)
+    return sorted(out, key=lambda c: c.name)
+
+
+def excluded():
+    """name -> reason, from conformance_excluded.txt (``name: reason`` lines, # comments)."""
+    ex = {}
+    with open(EXCLUDED_FILE) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, _, reason = line.partition(":")
+                ex[name.strip()] = reason.strip()
+    return ex
+
+
+def run_case(case, backend=None):
+    """Raise AssertionError (or the edgedl error) when edgedl disagrees with the case."""
+    from edgedl.onnx import backend as eb
+    rep = eb.prepare(case.model, backend=backend)
+    for inputs, expected in case.data_sets:
+        got = rep.run(inputs)
+        assert len(got) >= len(expected), f"{len(got)} outputs, expected {len(expected)}"
+        for i, (g, e) in enumerate(zip(got, expected)):
+            g = np.asarray(g)
+            assert g.dtype == e.dtype, f"output {i}: dtype {g.dtype}, expected {e.dtype}"
+            assert g.shape == e.shape, f"output {i}: shape {g.shape}, expected {e.shape}"
+            if e.dtype.kind == "f":
+                np.testing.assert_allclose(g, e, rtol=max(case.rtol, 1e-4),
+                                           atol=max(case.atol, 1e-6),
+                                           err_msg=f"output {i}")
+            else:
+                np.testing.assert_array_equal(g, e, err_msg=f"output {i}")
+
+
+if __name__ == "__main__":   # pragma: no cover - maintenance helper
+    import sys
+    cases = selected_cases()
+    fails = 0
+    for c in cases:
+        try:
+            run_case(c, sys.argv[1] if len(sys.argv) > 1 else None)
+        except Exception as e:
+            fails += 1
+            msg = str(e).strip().splitlines()
+            print(f"{c.name}: {type(e).__name__}: {' '.join(msg[:3])[:300]}")
+    print(f"{len(cases) - fails}/{len(cases)} pass")
