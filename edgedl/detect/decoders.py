@@ -391,7 +391,7 @@ def decode_scrfd(outputs, names, cfg, width, height):
         alls.append(score[keep])
         kd = [k for k in by_dim if k not in (1, 4)]
         if kd:
-            k = by_dim[kd[0]][keep].reshape(len(keep), -1, 2) * s + c[:, None, :]
+            k = by_dim[kd[0]][keep].reshape(len(keep), kd[0] // 2, 2) * s + c[:, None, :]
             allk.append(k)
     kps = np.concatenate(allk) if len(allk) == len(allb) and allk else None
     scores = np.concatenate(alls)
