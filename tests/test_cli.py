@@ -1,0 +1,146 @@
+"""The ``edgedl`` command: demo, detect, info, bench, warmup, and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgedl import cli
+
+
+def run(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc, out, err, text):
+    assert rc != 0
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgedl: error:"), err
+    assert text in lines[0], lines[0]
+
+
+@pytest.fixture
+def unsupported_model(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    nodes = [helper.make_node("Relu", ["x"], ["t"], name="r"),
+             helper.make_node("Hardmax", ["t"], ["y"], name="odd_one")]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def test_demo_writes_annotated_image(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, "detect")
+    assert rc == 0, err
+    assert "astronaut.jpg (512x512): 1 detection" in out
+    assert "person" in out
+    written = tmp_path / "edgedl-out" / "astronaut_detections.jpg"
+    assert f"wrote {os.path.join('edgedl-out', written.name)}" in out
+    from PIL import Image
+    assert Image.open(written).size == (512, 512)
+
+
+def test_detect_json_with_model_and_images(capsys, tmp_path, shared_dir):
+    model = str(shared_dir / "models" / "yunet_n_320.onnx")
+    imgs = [str(shared_dir / "images" / n) for n in ("astronaut.png", "chelsea.png")]
+    rc, out, err = run(capsys, "detect", model, *imgs, "--json", "--backend", "numpy",
+                       "--threads", "1")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["family"] == "yunet"
+    faces = [len(r["detections"]) for r in doc["results"]]
+    assert faces == [1, 0]
+    d = doc["results"][0]["detections"][0]
+    assert d["label"] == "face" and len(d["keypoints"]) == 5 and d["score"] > 0.5
+    assert doc["results"][0]["annotated"] is None          # --json alone writes no image
+    assert not (tmp_path / "edgedl-out").exists()
+
+
+def test_detect_options_reach_the_detector(capsys, tmp_path):
+    rc, out, err = run(capsys, "detect", cli.DEMO_IMAGE, "--score-threshold", "0.99",
+                       "--out", str(tmp_path))
+    assert rc == 0, err
+    assert "0 detections" in out
+    assert (tmp_path / "astronaut_detections.jpg").exists()
+
+
+def test_detect_user_errors(capsys, tmp_path, unsupported_model):
+    assert_user_error(*run(capsys, "detect", str(tmp_path / "nope.onnx"), "x.png"),
+                      "model not found")
+    assert_user_error(*run(capsys, "detect", str(tmp_path / "nope.png")), "image not found")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\x00garbage")
+    assert_user_error(*run(capsys, "detect", str(bad)), "cannot read")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage")
+    assert_user_error(*run(capsys, "detect", str(broken), cli.DEMO_IMAGE, "--family", "yolox"),
+                      "broken.onnx")
+    assert_user_error(*run(capsys, "detect", unsupported_model, cli.DEMO_IMAGE,
+                           "--family", "yolov8"), "unsupported ONNX ops: Hardmax (1 node)")
+    assert_user_error(*run(capsys, "detect", unsupported_model, cli.DEMO_IMAGE),
+                      "preset=")
+    assert_user_error(*run(capsys, "detect", "--preset", "nope"), "unknown preset")
+    assert_user_error(*run(capsys, "detect", "--backend", "cuda"), "unknown backend")
+
+
+def test_info_model(capsys, shared_dir):
+    rc, out, err = run(capsys, "info", str(shared_dir / "models" / "ultraface_rfb320.onnx"))
+    assert rc == 0, err
+    assert "input" in out and "[1, 3, 240, 320]" in out
+    assert "scores" in out and "boxes" in out
+    assert "Conv" in out and "supported" in out and "NOT SUPPORTED" not in out
+    assert "parameters:" in out and "FLOPs:" in out
+    params = int(out.split("parameters: ")[1].split()[0].replace(",", ""))
+    assert 200_000 < params < 600_000           # RFB-320 has ~0.3 M parameters
+    # initializers listed as graph inputs (IR 4 style) are not shown as inputs
+    assert "base_net.0.0.weight" not in out
+
+
+def test_info_unsupported_and_config(capsys, unsupported_model):
+    rc, out, err = run(capsys, "info", unsupported_model)
+    assert rc == 1
+    assert "Hardmax" in out and "NOT SUPPORTED" in out
+    rc, out, err = run(capsys, "info")
+    assert rc == 0 and "backend numpy" in out
+
+
+def test_bench_kernel_table(capsys):
+    rc, out, err = run(capsys, "bench", "--repeat", "3", "--backend", "numpy")
+    assert rc == 0, err
+    assert "relu" in out and "nms" in out and "ms" in out
+    assert "1/" in err                            # progress on stderr
+
+
+def test_bench_model(capsys):
+    rc, out, err = run(capsys, "bench", cli.DEMO_MODEL, "--repeat", "2", "--backend", "numpy")
+    assert rc == 0, err
+    assert "median" in out and "Conv" in out
+    assert "detector pipeline" in out and "pre+post" in out
+
+
+def test_warmup(capsys):
+    rc, out, err = run(capsys, "warmup", "--backend", "numpy")
+    assert rc == 0 and "warmed" in out
+
+
+def test_python_m_entry_point(tmp_path):
+    """``python -m edgedl detect`` in a fresh process: exit code and one-line errors."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-m", "edgedl", "detect", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "person" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "edgedl", "detect", "missing.png"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip() == "edgedl: error: image not found: missing.png"
