@@ -206,32 +206,35 @@ def conv_transpose_geometry(in_hw, kernel_hw, strides=(1, 1), pads=(0, 0, 0, 0),
                             auto_pad="NOTSET"):
     """ONNX ConvTranspose: -> (pads (top, left, bottom, right), (OH, OW)).
 
-    With ``output_shape`` (or auto_pad SAME_*, whose output is in * stride) the pads are
-    derived from it as the ONNX spec says: SAME_UPPER puts the odd pixel at the start... of
-    the *padding removed*, i.e. pads_begin = total // 2 for SAME_UPPER, total - total // 2
-    otherwise.
+    "full" = stride*(in-1) + output_padding + (k-1)*dilation + 1. With ``output_shape`` (or
+    auto_pad SAME_*, target in * stride) the pads come from total = full - target as the ONNX
+    spec says: SAME_UPPER takes total // 2 at the start, otherwise the start takes the larger
+    half. Like onnxruntime: an explicit output_shape may exceed full by up to stride - 1
+    (the extra pixels get only the bias); SAME_* with total < 0 gives the full output.
     """
     full = [strides[a] * (in_hw[a] - 1) + output_padding[a] + (kernel_hw[a] - 1) * dilations[a]
             + 1 for a in range(2)]
-    if output_shape is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+    explicit = output_shape is not None
+    if not explicit and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         output_shape = (in_hw[0] * strides[0], in_hw[1] * strides[1])
     if auto_pad == "VALID":
         pads = (0, 0, 0, 0)
-    if output_shape is not None:
-        begin, end = [], []
-        for a in range(2):
-            total = full[a] - output_shape[a]
-            if total < 0:
-                # ONNX allows a larger output_shape only via output_padding; refuse clearly
-                raise ValidationError(
-                    f"output_shape[{a}]={output_shape[a]} exceeds the largest output "
-                    f"{full[a]} of this ConvTranspose (raise output_padding instead)")
-            small, big = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else big)
-            end.append(big if auto_pad == "SAME_UPPER" else small)
-        pads = (begin[0], begin[1], end[0], end[1])
-    out_hw = (full[0] - pads[0] - pads[2], full[1] - pads[1] - pads[3])
-    return tuple(pads), out_hw
+    if output_shape is None:
+        return tuple(pads), (full[0] - pads[0] - pads[2], full[1] - pads[1] - pads[3])
+    begin, end, out_hw = [], [], []
+    for a in range(2):
+        total = full[a] - output_shape[a]
+        if explicit and total <= -strides[a]:
+            raise ValidationError(
+                f"output_shape[{a}]={output_shape[a]} is inconsistent with the input size "
+                f"{in_hw[a]}: at most {full[a] + strides[a] - 1} for this ConvTranspose "
+                f"(use output_padding for larger outputs)")
+        total = max(total, 0)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else big)
+        end.append(big if auto_pad == "SAME_UPPER" else small)
+        out_hw.append(output_shape[a] if explicit else full[a] - total)
+    return (begin[0], begin[1], end[0], end[1]), tuple(out_hw)
 
 
 def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),

@@ -1,0 +1,375 @@
+"""conv2d / conv_transpose2d: every backend x dtype vs a naive convolution, the NumPy
+reference and onnxruntime (Conv / ConvTranspose), every fused activation, edge cases, errors."""
+import numpy as np
+import pytest
+
+from edgedl.errors import DTypeError, ShapeError, ValidationError
+from edgedl.kernels.conv import (ACTIVATIONS, conv2d, conv_output_shape, conv_transpose2d,
+                                 resolve_pads)
+
+from conftest import ARM_EMULATED
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 2e-4, np.float64: 1e-10}
+
+
+def _close(got, want, dtype):
+    scale = max(1.0, float(np.abs(want).max(initial=0)))
+    err = float(np.abs(got - want).max(initial=0))
+    assert got.shape == want.shape
+    assert err <= TOL[dtype] * scale, f"max error {err} (scale {scale})"
+
+
+def naive_conv(x, w, b, strides, pads, dilations, group):
+    """Direct definition of ONNX Conv, pixel by tap (float64), independent of the kernels."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    oh = (h + pads[0] + pads[2] - (kh - 1) * dilations[0] - 1) // strides[0] + 1
+    ow = (wd + pads[1] + pads[3] - (kw - 1) * dilations[1] - 1) // strides[1] + 1
+    y = np.zeros((n, m, oh, ow))
+    mg = m // group
+    for g in range(group):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        ws = w[g * mg:(g + 1) * mg].astype(np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * dilations[0], j * dilations[1]
+                patch = xs[:, :, r0:r0 + (oh - 1) * strides[0] + 1:strides[0],
+                           c0:c0 + (ow - 1) * strides[1] + 1:strides[1]]
+                y[:, g * mg:(g + 1) * mg] += np.einsum("nchw,mc->nmhw", patch, ws[:, :, i, j])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def np_act(y, act, params):
+    if act is None:
+        return y
+    if act == "relu":
+        return np.maximum(y, 0)
+    if act == "relu6":
+        return np.clip(y, 0, 6)
+    if act == "clip":
+        return np.clip(y, *params)
+    if act == "leaky_relu":
+        return np.where(y >= 0, y, params[0] * y)
+    if act == "prelu":
+        s = np.broadcast_to(np.asarray(params[0], dtype=np.float64).reshape(-1),
+                            (y.shape[1],))
+        return np.where(y >= 0, y, s[None, :, None, None] * y)
+    if act == "hard_sigmoid":
+        return np.clip(params[0] * y + params[1], 0, 1)
+    if act == "hard_swish":
+        return y * np.clip(y / 6 + 0.5, 0, 1)
+    if act == "sigmoid":
+        return 1 / (1 + np.exp(-y))
+    if act == "silu":
+        return y / (1 + np.exp(-y))
+    if act == "tanh":
+        return np.tanh(y)
+    raise AssertionError(act)
+
+
+def random_config(rng, depthwise=None):
+    """A random valid Conv: groups incl. depthwise, k 1/3/5/7, strides 1-2, dilations 1-3."""
+    depthwise = rng.random() < 0.4 if depthwise is None else depthwise
+    k = int(rng.choice([1, 3, 5, 7] if not depthwise else [3, 3, 5, 5, 7, 1]))
+    kh, kw = (k, k) if rng.random() < 0.8 else (k, int(rng.choice([1, 3])))
+    if depthwise:
+        c = int(rng.integers(1, 9))
+        group, m = c, c
+    else:
+        group = int(rng.choice([1, 1, 1, 2, 3]))
+        c = group * int(rng.integers(1, 5))
+        m = group * int(rng.integers(1, 5))
+    strides = tuple(int(s) for s in rng.integers(1, 3, 2))
+    dil = tuple(int(d) for d in rng.integers(1, 4, 2)) if rng.random() < 0.4 else (1, 1)
+    pads = tuple(int(p) for p in rng.integers(0, kh // 2 + 2, 4))
+    h = int(rng.integers((kh - 1) * dil[0] + 1, 24)) if not ARM_EMULATED else 9 + kh * dil[0]
+    w = int(rng.integers((kw - 1) * dil[1] + 1, 24)) if not ARM_EMULATED else 9 + kw * dil[1]
+    n = int(rng.integers(1, 3))
+    return dict(n=n, c=c, m=m, h=h, w=w, kh=kh, kw=kw, group=group, strides=strides,
+                pads=pads, dilations=dil)
+
+
+def make_inputs(rng, cfg, dtype, bias=True):
+    x = rng.standard_normal((cfg["n"], cfg["c"], cfg["h"], cfg["w"])).astype(dtype)
+    wt = rng.standard_normal((cfg["m"], cfg["c"] // cfg["group"], cfg["kh"], cfg["kw"]))
+    b = rng.standard_normal(cfg["m"]).astype(dtype) if bias else None
+    return x, wt.astype(dtype), b
+
+
+# ----------------------------------------------------------------------------- conv2d
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_random_vs_naive(backend, dtype, rng):
+    for trial in range(30):
+        cfg = random_config(rng, depthwise=trial % 3 == 0)
+        x, w, b = make_inputs(rng, cfg, dtype, bias=trial % 4 != 1)
+        got = conv2d(x, w, b, cfg["strides"], cfg["pads"], cfg["dilations"], cfg["group"],
+                     backend=backend)
+        assert got.dtype == dtype
+        _close(got, naive_conv(x, w, b, cfg["strides"], cfg["pads"], cfg["dilations"],
+                               cfg["group"]), dtype)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dil", [1, 2])
+def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, rng):
+    # tail widths around vector lengths, with same-padding and no padding
+    for width in (1, 2, 7, 8, 9, 17, 33, 64):
+        for pad in (0, (k // 2) * dil):
+            h, w = 2 * k * dil - 1 if pad == 0 else 5, max(width, 1 + (k - 1) * dil - 2 * pad)
+            x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+            wt = rng.standard_normal((3, 1, k, k)).astype(np.float32)
+            b = rng.standard_normal(3).astype(np.float32)
+            args = (x, wt, b, (stride, stride), (pad,) * 4, (dil, dil), 3)
+            _close(conv2d(*args, activation="relu6", backend=backend),
+                   conv2d(*args, activation="relu6", backend="numpy"), np.float32)
+
+
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a])
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_activation_epilogue(backend, act, depthwise, dtype, rng):
+    cfg = random_config(rng, depthwise=depthwise)
+    cfg.update(n=2, h=9, w=11, pads=(1, 1, 1, 1), dilations=(1, 1))
+    if not depthwise:
+        cfg.update(group=1, c=3, m=5)
+    x, w, b = make_inputs(rng, cfg, dtype)
+    x *= 3   # reach both sides of the kinks (clip 6, hard_sigmoid 0/1)
+    params = {"clip": (-0.7, 1.3), "leaky_relu": (0.1,), "hard_sigmoid": (0.25, 0.4),
+              "prelu": (rng.standard_normal(cfg["m"]),)}.get(act, ())
+    base = conv2d(x, w, b, cfg["strides"], cfg["pads"], cfg["dilations"], cfg["group"],
+                  backend="numpy")
+    want = np_act(base.astype(np.float64), act, params)
+    got = conv2d(x, w, b, cfg["strides"], cfg["pads"], cfg["dilations"], cfg["group"],
+                 activation=act, activation_params=params, backend=backend)
+    _close(got, want, dtype)
+
+
+def test_activation_defaults_and_scalar_prelu(backend, rng):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32) * 4
+    w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    base = conv2d(x, w, backend="numpy").astype(np.float64)
+    _close(conv2d(x, w, activation="leaky_relu", backend=backend),
+           np_act(base, "leaky_relu", (0.01,)), np.float32)
+    _close(conv2d(x, w, activation="hard_sigmoid", backend=backend),
+           np_act(base, "hard_sigmoid", (0.2, 0.5)), np.float32)
+    _close(conv2d(x, w, activation="prelu", activation_params=(0.3,), backend=backend),
+           np_act(base, "prelu", (0.3,)), np.float32)
+
+
+def _ort_conv(x, w, b, attrs):
+    from ort_util import run_ort_node
+    inputs = [("x", x), ("w", w)] + ([("b", b)] if b is not None else [])
+    return run_ort_node("Conv", inputs, attrs, opset=11)[0]
+
+
+def test_conv2d_vs_onnxruntime(backend, rng):
+    pytest.importorskip("onnxruntime")
+    for trial in range(24):
+        cfg = random_config(rng)
+        x, w, b = make_inputs(rng, cfg, np.float32, bias=trial % 3 != 0)
+        auto_pad = ["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"][trial % 5]
+        if auto_pad.startswith("SAME"):
+            cfg["dilations"] = (1, 1)   # onnxruntime refuses dilated SAME padding
+        attrs = dict(strides=list(cfg["strides"]), dilations=list(cfg["dilations"]),
+                     group=cfg["group"], kernel_shape=[cfg["kh"], cfg["kw"]])
+        if auto_pad == "NOTSET":
+            attrs["pads"] = list(cfg["pads"])
+        else:
+            attrs["auto_pad"] = auto_pad
+        want = _ort_conv(x, w, b, attrs)
+        got = conv2d(x, w, b, cfg["strides"], cfg["pads"], cfg["dilations"], cfg["group"],
+                     auto_pad=auto_pad, backend=backend)
+        _close(got, want, np.float32)
+
+
+def test_auto_pad_helpers():
+    # SAME_UPPER puts the odd padding pixel at the end, SAME_LOWER at the beginning
+    assert resolve_pads((11, 11), (4, 4), (2, 2), (1, 1), "SAME_UPPER") == (1, 1, 2, 2)
+    assert resolve_pads((11, 11), (4, 4), (2, 2), (1, 1), "SAME_LOWER") == (2, 2, 1, 1)
+    assert resolve_pads((10, 10), (3, 3), (1, 1), (1, 1), "VALID", (5, 5, 5, 5)) == (0,) * 4
+    assert resolve_pads((10, 10), (3, 3), pads=(1, 2, 3, 4)) == (1, 2, 3, 4)
+    assert conv_output_shape((11, 7), (3, 3), (2, 2), auto_pad="SAME_UPPER") == (6, 4)
+    assert conv_output_shape((11, 7), (3, 3), (1, 1), (1, 0, 1, 0), (2, 1)) == (9, 5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_contiguous_and_out(backend, dtype, rng):
+    base = rng.standard_normal((2, 8, 14, 18)).astype(dtype)
+    x = base[:, ::2, ::-1, 1::2]                       # (2, 4, 14, 9), not contiguous
+    for group, m in ((4, 4), (1, 6), (2, 4)):
+        w = rng.standard_normal((m, 4 // group, 3, 3)).astype(dtype)
+        b = rng.standard_normal(m).astype(dtype)
+        want = naive_conv(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), group)
+        _close(conv2d(x, w, b, pads=(1, 1, 1, 1), group=group, backend=backend), want, dtype)
+        out = np.full((2, m, 14, 9), np.nan, dtype)
+        res = conv2d(x, w, b, pads=(1, 1, 1, 1), group=group, out=out, backend=backend)
+        assert res is out
+        _close(out, want, dtype)
+        big = np.zeros((2, m, 14, 18), dtype)          # a strided out
+        conv2d(x, w, b, pads=(1, 1, 1, 1), group=group, out=big[:, :, :, ::2],
+               backend=backend)
+        _close(big[:, :, :, ::2], want, dtype)
+        assert not big[:, :, :, 1::2].any()
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_out_may_be_x(backend, group, rng):
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 4 // group, 3, 3)).astype(np.float32)
+    want = naive_conv(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), group)
+    res = conv2d(x, w, pads=(1, 1, 1, 1), group=group, out=x, backend=backend)
+    assert res is x
+    _close(x, want, np.float32)
+
+
+def test_1x1_gemm_path_and_empty_batch(backend, rng):
+    x = rng.standard_normal((2, 16, 7, 5)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    _close(conv2d(x, w, b, activation="relu", backend=backend),
+           np.maximum(naive_conv(x, w, b, (1, 1), (0,) * 4, (1, 1), 1), 0), np.float32)
+    y = conv2d(np.zeros((0, 16, 7, 5), np.float32), w, b, backend=backend)
+    assert y.shape == (0, 8, 7, 5) and y.dtype == np.float32
+    y = conv2d(np.zeros((2, 0, 7, 5), np.float32), np.zeros((3, 0, 1, 1), np.float32),
+               np.ones(3, np.float32), backend=backend)
+    np.testing.assert_array_equal(y, 1.0)   # an empty sum plus the bias
+
+
+def test_conv2d_errors():
+    x = np.zeros((1, 4, 8, 8), np.float32)
+    w = np.zeros((6, 4, 3, 3), np.float32)
+    with pytest.raises(ShapeError, match="C/group"):
+        conv2d(x, np.zeros((6, 3, 3, 3), np.float32))
+    with pytest.raises(ValidationError, match="group=3 must divide the input channels"):
+        conv2d(x, w, group=3)
+    with pytest.raises(ValidationError, match="output channels"):
+        conv2d(x, np.zeros((5, 2, 3, 3), np.float32), group=2)
+    with pytest.raises(ShapeError, match="rank 4"):
+        conv2d(x[0], w)
+    with pytest.raises(DTypeError, match="float32 or float64"):
+        conv2d(x.astype(np.int32), w)
+    with pytest.raises(DTypeError):
+        conv2d(x, w.astype(np.float16))
+    with pytest.raises(ShapeError, match="bias"):
+        conv2d(x, w, np.zeros(5, np.float32))
+    with pytest.raises(ValidationError, match="activation must be one of"):
+        conv2d(x, w, activation="gelu")
+    with pytest.raises(ValidationError, match="takes 2 parameter"):
+        conv2d(x, w, activation="clip", activation_params=(0.0,))
+    with pytest.raises(ValidationError, match="prelu slope"):
+        conv2d(x, w, activation="prelu", activation_params=(np.ones(4),))
+    with pytest.raises(ValidationError, match="strides"):
+        conv2d(x, w, strides=(0, 1))
+    with pytest.raises(ValidationError, match="pads"):
+        conv2d(x, w, pads=(1, 1, 1))
+    with pytest.raises(ValidationError, match="auto_pad"):
+        conv2d(x, w, auto_pad="SAME")
+    with pytest.raises(ShapeError, match="empty"):
+        conv2d(np.zeros((1, 4, 2, 2), np.float32), w)
+    with pytest.raises(ShapeError, match="out must have shape"):
+        conv2d(x, w, out=np.zeros((1, 6, 8, 8), np.float32))
+    with pytest.raises(DTypeError, match="out must have dtype"):
+        conv2d(x, w, out=np.zeros((1, 6, 6, 6), np.float64))
+
+
+# ----------------------------------------------------------------------------- transpose
+def naive_conv_transpose(x, w, b, strides, pads, dilations, group, out_hw):
+    """Scatter definition of ONNX ConvTranspose (float64)."""
+    n, c, h, wd = x.shape
+    _, mg, kh, kw = w.shape
+    cg = c // group
+    full = np.zeros((n, mg * group, (h - 1) * strides[0] + (kh - 1) * dilations[0] + 1
+                     + out_hw[0], (wd - 1) * strides[1] + (kw - 1) * dilations[1] + 1
+                     + out_hw[1]))
+    for g in range(group):
+        xs = x[:, g * cg:(g + 1) * cg].astype(np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                contrib = np.einsum("nchw,cm->nmhw", xs, w[g * cg:(g + 1) * cg, :, i, j])
+                r0, c0 = i * dilations[0], j * dilations[1]
+                full[:, g * mg:(g + 1) * mg, r0:r0 + (h - 1) * strides[0] + 1:strides[0],
+                     c0:c0 + (wd - 1) * strides[1] + 1:strides[1]] += contrib
+    return full, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_transpose_vs_onnxruntime_and_naive(backend, dtype, rng):
+    from ort_util import run_ort_node
+    pytest.importorskip("onnxruntime")
+    for trial in range(16):
+        group = int(rng.choice([1, 1, 2, 3]))
+        c, mg = group * int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        kh, kw = (int(k) for k in rng.choice([1, 2, 3, 4, 5], 2))
+        s = tuple(int(v) for v in rng.integers(1, 4, 2))
+        d = tuple(int(v) for v in rng.integers(1, 3, 2))
+        p = tuple(int(v) for v in rng.integers(0, 2, 4))
+        op = tuple(int(rng.integers(0, v)) for v in s)
+        x = rng.standard_normal((int(rng.integers(1, 3)), c, int(rng.integers(1, 9)),
+                                 int(rng.integers(1, 9)))).astype(np.float32)
+        w = rng.standard_normal((c, mg, kh, kw)).astype(np.float32)
+        b = rng.standard_normal(mg * group).astype(np.float32) if trial % 2 else None
+        mode = ["pads", "pads", "output_shape", "SAME_UPPER", "SAME_LOWER"][trial % 5]
+        attrs = dict(strides=list(s), dilations=list(d), group=group)
+        kwargs = dict(strides=s, dilations=d, group=group)
+        if mode == "pads":
+            attrs.update(pads=list(p), output_padding=list(op))
+            kwargs.update(pads=p, output_padding=op)
+        elif mode == "output_shape":
+            shp = [x.shape[2] * s[0] + op[0] - 1, x.shape[3] * s[1] + s[1] - 1]
+            attrs.update(output_shape=shp)
+            kwargs.update(output_shape=shp)
+        else:
+            attrs.update(auto_pad=mode)
+            kwargs.update(auto_pad=mode)
+        ins = [("x", x), ("w", w)] + ([("b", b)] if b is not None else [])
+        try:
+            want = run_ort_node("ConvTranspose", ins, attrs, opset=11)[0]
+        except Exception:   # ORT refuses some inconsistent shapes; so must we
+            with pytest.raises(ValueError):
+                conv_transpose2d(x, w, b, **kwargs, backend=backend)
+            continue
+        got = conv_transpose2d(x.astype(dtype), w.astype(dtype),
+                               None if b is None else b.astype(dtype), **kwargs,
+                               backend=backend)
+        assert got.dtype == dtype
+        _close(got, want, np.float32)
+    # float64 exactness against the scatter definition
+    x = rng.standard_normal((2, 4, 5, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    full, _ = naive_conv_transpose(x, w, b, (2, 3), None, (1, 2), 2, (1, 0))
+    want = full[:, :, 1:full.shape[2] - 0, 2:full.shape[3] - 1] + b[None, :, None, None]
+    got = conv_transpose2d(x, w, b, (2, 3), (1, 2, 0, 1), (1, 2), 2, output_padding=(1, 0),
+                           backend=backend)
+    _close(got, want, dtype)
+
+
+def test_conv_transpose_non_contiguous_out_and_errors(backend, rng):
+    x = rng.standard_normal((1, 4, 5, 10)).astype(np.float32)[:, :, :, ::2]
+    w = rng.standard_normal((4, 2, 2, 2)).astype(np.float32)
+    want = conv_transpose2d(np.ascontiguousarray(x), w, strides=(2, 2), backend="numpy")
+    out = np.zeros((1, 2, 10, 10), np.float32)
+    assert conv_transpose2d(x, w, strides=(2, 2), out=out, backend=backend) is out
+    _close(out, want, np.float32)
+    assert conv_transpose2d(np.zeros((0, 4, 5, 5), np.float32), w, backend=backend).shape \
+        == (0, 2, 6, 6)
+    with pytest.raises(ShapeError, match="x.shape"):
+        conv_transpose2d(x, np.zeros((3, 2, 2, 2), np.float32))
+    with pytest.raises(ValidationError, match="group=3"):
+        conv_transpose2d(x, w, group=3)
+    with pytest.raises(ValidationError, match="output_shape"):
+        conv_transpose2d(x, w, output_shape=(100, 100))
+    with pytest.raises(ValidationError, match="output_padding"):
+        conv_transpose2d(x, w, output_padding=(1,))
+    with pytest.raises(DTypeError):
+        conv_transpose2d(x.astype(np.int64), w)
+
+
+def test_warmup_runs(backend):
+    from edgedl.kernels import conv
+    conv._warmup(backend)
