@@ -1,0 +1,402 @@
+"""Detection box kernels, numba twins of ``edgedl.kernels._ref.boxes`` (same names/arguments).
+
+Arithmetic stays in the box dtype: float32 operands never meet a float64 literal (that would
+promote the whole expression to float64), so constants are made in the data's dtype by ``_c``.
+"""
+import math
+
+import numpy as np
+
+from ..._config import njit
+
+_DIOU_EPS = 1e-7
+_FOUR_OVER_PI2 = 4.0 / math.pi ** 2
+
+
+@njit
+def _c(x, v):
+    """The float ``v`` in the dtype of array ``x`` (call outside hot loops)."""
+    buf = np.empty(1, x.dtype)
+    buf[0] = v
+    return buf[0]
+
+
+# ----------------------------------------------------------------------------- IoU
+@njit
+def _iou_fast(a, b, out):
+    """Plain IoU matrix; b transposed to SoA so the inner loop over b vectorises."""
+    n, m = a.shape[0], b.shape[0]
+    z = _c(a, 0.0)
+    one = _c(a, 1.0)
+    bx1 = np.empty(m, a.dtype)
+    by1 = np.empty(m, a.dtype)
+    bx2 = np.empty(m, a.dtype)
+    by2 = np.empty(m, a.dtype)
+    bar = np.empty(m, a.dtype)
+    for j in range(m):
+        bx1[j], by1[j], bx2[j], by2[j] = b[j, 0], b[j, 1], b[j, 2], b[j, 3]
+        bar[j] = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+    for i in range(n):
+        ax1, ay1, ax2, ay2 = a[i, 0], a[i, 1], a[i, 2], a[i, 3]
+        aar = (ax2 - ax1) * (ay2 - ay1)
+        row = out[i]
+        for j in range(m):
+            w = max(min(ax2, bx2[j]) - max(ax1, bx1[j]), z)
+            h = max(min(ay2, by2[j]) - max(ay1, by1[j]), z)
+            inter = w * h
+            u = (aar + bar[j]) - inter
+            pos = u > z
+            row[j] = inter / (u if pos else one) if pos else z
+
+
+@njit
+def _iou_kind(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, kind, cst):
+    """One IoU-family value (kind 0..3), same formulas as the reference.
+
+    cst = (0, 1, 2, eps, 4 / pi^2) in the box dtype."""
+    z, one, two, eps, fpi = cst
+    w = max(min(ax2, bx2) - max(ax1, bx1), z)
+    h = max(min(ay2, by2) - max(ay1, by1), z)
+    inter = w * h
+    u = ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)) - inter
+    iou = inter / u if u > z else z
+    if kind == 0:
+        return iou
+    ew = max(ax2, bx2) - min(ax1, bx1)
+    eh = max(ay2, by2) - min(ay1, by1)
+    if kind == 1:
+        c = ew * eh
+        return iou - ((c - u) / c if c > z else z)
+    ew = max(ew, z)
+    eh = max(eh, z)
+    diag = ew * ew + eh * eh + eps
+    dx = (ax1 + ax2) / two - (bx1 + bx2) / two
+    dy = (ay1 + ay2) / two - (by1 + by2) / two
+    diou = iou - (dx * dx + dy * dy) / diag
+    if kind == 2:
+        return diou
+    d = math.atan2(bx2 - bx1, by2 - by1) - math.atan2(ax2 - ax1, ay2 - ay1)
+    v = fpi * d * d
+    alpha = v / ((one - iou) + v + eps)
+    return diou - alpha * v
+
+
+@njit
+def _consts(a):
+    return (_c(a, 0.0), _c(a, 1.0), _c(a, 2.0), _c(a, _DIOU_EPS), _c(a, _FOUR_OVER_PI2))
+
+
+@njit
+def box_iou(a, b, kind, out):
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return
+    if kind == 0:
+        _iou_fast(a, b, out)
+        return
+    cst = _consts(a)
+    for i in range(a.shape[0]):
+        for j in range(b.shape[0]):
+            out[i, j] = _iou_kind(a[i, 0], a[i, 1], a[i, 2], a[i, 3],
+                                  b[j, 0], b[j, 1], b[j, 2], b[j, 3], kind, cst)
+
+
+@njit
+def box_iou_aligned(a, b, kind, out):
+    if a.shape[0] == 0:
+        return
+    cst = _consts(a)
+    for i in range(a.shape[0]):
+        out[i] = _iou_kind(a[i, 0], a[i, 1], a[i, 2], a[i, 3],
+                           b[i, 0], b[i, 1], b[i, 2], b[i, 3], kind, cst)
+
+
+# ----------------------------------------------------------------------------- NMS
+@njit
+def _suppresses(boxes, area, i, j, thr):
+    """Kept box i suppresses candidate j: float64(iou) > thr (iou in the box dtype)."""
+    xx1 = max(boxes[i, 0], boxes[j, 0])
+    xx2 = min(boxes[i, 2], boxes[j, 2])
+    if xx2 <= xx1:
+        return False
+    yy1 = max(boxes[i, 1], boxes[j, 1])
+    yy2 = min(boxes[i, 3], boxes[j, 3])
+    if yy2 <= yy1:
+        return False
+    inter = (xx2 - xx1) * (yy2 - yy1)
+    iou = inter / ((area[i] + area[j]) - inter)
+    return np.float64(iou) > thr
+
+
+@njit
+def nms(boxes, order, bounds, iou_threshold, max_output, keep):
+    """Greedy NMS per segment, exact greedy result with far fewer IoU tests.
+
+    Kept boxes are held sorted by x1. IoU(i, j) <= IoU of their x-extents, which bounds how
+    far apart the x1 of two boxes with IoU > t can be: d < (1 - t) * w_earlier and
+    d < (1 - t) / t * w_later (w_earlier/w_later: width of the box starting left/right). So a
+    candidate only tests kept boxes in a small x1 window around its own x1, nearest first (the
+    usual suppressor), found by binary search. The window is widened by a relative 1e-4 so
+    rounding can never hide a suppressor.
+    """
+    n = boxes.shape[0]
+    nseg = bounds.shape[0] - 1
+    keep[:] = 0
+    if order.shape[0] == 0:
+        return
+    area = np.empty(n, boxes.dtype)
+    for i in range(n):
+        area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+    longest = 0
+    for s in range(nseg):
+        longest = max(longest, bounds[s + 1] - bounds[s])
+    kx1 = np.empty(longest, np.float64)
+    kid = np.empty(longest, np.int64)
+    t = iou_threshold
+    fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4       # factor on w_earlier
+    fl = fe / t if t > 0.0 else np.inf         # factor on w_later
+    for s in range(nseg):
+        k = 0
+        wmax = 0.0
+        for p in range(bounds[s], bounds[s + 1]):
+            if max_output >= 0 and k >= max_output:
+                break
+            j = order[p]
+            xj = np.float64(boxes[j, 0])
+            wj = np.float64(boxes[j, 2]) - xj
+            # binary search: first kept with x1 > xj
+            lo, hi = 0, k
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if kx1[mid] <= xj:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            ins = lo
+            sup = False
+            # kept boxes starting left of j: d < fe * w_i <= fe * wmax, and d < fl * wj
+            r = min(fe * wmax, fl * wj)
+            q = ins - 1
+            while q >= 0 and xj - kx1[q] <= r:
+                if _suppresses(boxes, area, kid[q], j, t):
+                    sup = True
+                    break
+                q -= 1
+            if not sup:
+                # kept boxes starting right of j: d < fe * wj
+                r = fe * wj
+                q = ins
+                while q < k and kx1[q] - xj <= r:
+                    if _suppresses(boxes, area, kid[q], j, t):
+                        sup = True
+                        break
+                    q += 1
+            if sup:
+                continue
+            for q in range(k, ins, -1):
+                kx1[q] = kx1[q - 1]
+                kid[q] = kid[q - 1]
+            kx1[ins] = xj
+            kid[ins] = j
+            k += 1
+            wmax = max(wmax, wj)
+            keep[p] = 1
+
+
+@njit
+def _iou_pair(boxes, area, i, j):
+    z = area[i] - area[i]
+    w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), z)
+    h = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), z)
+    inter = w * h
+    u = (area[i] + area[j]) - inter
+    return inter / u if u > z else z
+
+
+@njit
+def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picked, picked_scores):
+    n = boxes.shape[0]
+    area = np.empty(n, boxes.dtype)
+    for i in range(n):
+        area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+    alive = np.ones(n, np.bool_)
+    count = 0
+    while True:
+        best = -1
+        bs = -np.inf
+        for i in range(n):
+            if alive[i] and (best < 0 or scores[i] > bs):
+                best = i
+                bs = scores[i]
+        if best < 0 or not (bs > score_threshold):
+            break
+        picked[count] = best
+        picked_scores[count] = bs
+        count += 1
+        alive[best] = False
+        for j in range(n):
+            if alive[j]:
+                iou = np.float64(_iou_pair(boxes, area, best, j))
+                if method == 0:
+                    scores[j] *= math.exp(-(iou * iou) / sigma)
+                elif iou > iou_threshold:
+                    scores[j] *= 1.0 - iou
+    return count
+
+
+# ----------------------------------------------------------------------------- assignment
+@njit
+def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality,
+                   labels, gt_index, max_iou, ious):
+    n, m = anchors.shape[0], gt_boxes.shape[0]
+    if m == 0:
+        for i in range(n):
+            labels[i] = 0
+            gt_index[i] = -1
+            max_iou[i] = 0
+        return
+    if n == 0:
+        return
+    _iou_fast(anchors, gt_boxes, ious)
+    gmax = np.full(m, -np.inf)
+    for i in range(n):
+        row = ious[i]
+        best = 0
+        for j in range(1, m):
+            if row[j] > row[best]:
+                best = j
+        mx = row[best]
+        max_iou[i] = mx
+        lab = -1
+        gi = -1
+        if mx >= pos_iou:
+            lab = 1
+            gi = best
+        elif mx >= 0.0 and mx < neg_iou:
+            lab = 0
+        labels[i] = lab
+        gt_index[i] = gi
+        if low_quality:
+            for j in range(m):
+                gmax[j] = max(gmax[j], np.float64(row[j]))
+    if not low_quality:
+        return
+    for i in range(n):
+        row = ious[i]
+        for j in range(m):
+            # IoUs are float32/64; gmax holds them exactly in float64
+            if gmax[j] >= min_pos_iou and np.float64(row[j]) == gmax[j]:
+                labels[i] = 1
+                gt_index[i] = j
+
+
+# ----------------------------------------------------------------------------- focal loss
+@njit
+def _focal_terms(x, t, z, one):
+    """(ce, p, q, 1 - p_t), stable for any finite x."""
+    e = math.exp(-abs(x))
+    if x >= z:
+        ce = x * (one - t) + math.log1p(e)   # max(x, 0) - x t, no cancellation
+        p = one / (one + e)
+        q = e / (one + e)
+    else:
+        ce = -x * t + math.log1p(e)
+        p = e / (one + e)
+        q = one / (one + e)
+    return ce, p, q, p * (one - t) + q * t
+
+
+@njit
+def sigmoid_focal_loss(logits, targets, coef, alpha, gamma, out):
+    z, one, a, g = _c(logits, 0.0), _c(logits, 1.0), _c(logits, alpha), _c(logits, gamma)
+    for i in range(logits.shape[0]):
+        x = logits[i]
+        t = targets[i]
+        ce, p, q, qt = _focal_terms(x, t, z, one)
+        loss = ce * qt ** g
+        if alpha >= 0:
+            loss = (a * t + (one - a) * (one - t)) * loss
+        out[i] = loss * coef[i]
+
+
+@njit
+def sigmoid_focal_loss_grad(logits, targets, coef, alpha, gamma, out):
+    z, one, a, g = _c(logits, 0.0), _c(logits, 1.0), _c(logits, alpha), _c(logits, gamma)
+    g1 = _c(logits, gamma - 1.0)
+    for i in range(logits.shape[0]):
+        x = logits[i]
+        t = targets[i]
+        ce, p, q, qt = _focal_terms(x, t, z, one)
+        d = (p - t) * qt ** g
+        if gamma != 0 and qt > z:
+            # d(1 - p_t)/dx = (1 - 2t) p q
+            d = d + ce * (g * qt ** g1 * (one - (t + t)) * p * q)
+        if alpha >= 0:
+            d = (a * t + (one - a) * (one - t)) * d
+        out[i] = d * coef[i]
+
+
+# ----------------------------------------------------------------------------- box coding
+@njit
+def encode_boxes(gt, priors, variances, out):
+    npri = priors.shape[0]
+    half = _c(gt, 0.5)
+    vx, vy, vw, vh = (_c(gt, variances[0]), _c(gt, variances[1]), _c(gt, variances[2]),
+                      _c(gt, variances[3]))
+    for r in range(gt.shape[0]):
+        k = r % npri
+        pw = priors[k, 2] - priors[k, 0]
+        ph = priors[k, 3] - priors[k, 1]
+        px = priors[k, 0] + half * pw
+        py = priors[k, 1] + half * ph
+        gw = gt[r, 2] - gt[r, 0]
+        gh = gt[r, 3] - gt[r, 1]
+        gx = gt[r, 0] + half * gw
+        gy = gt[r, 1] + half * gh
+        out[r, 0] = (gx - px) / pw / vx
+        out[r, 1] = (gy - py) / ph / vy
+        out[r, 2] = math.log(gw / pw) / vw
+        out[r, 3] = math.log(gh / ph) / vh
+
+
+@njit
+def decode_boxes(deltas, priors, variances, max_log_ratio, out):
+    npri = priors.shape[0]
+    half = _c(deltas, 0.5)
+    lim = _c(deltas, max_log_ratio)
+    vx, vy, vw, vh = (_c(deltas, variances[0]), _c(deltas, variances[1]),
+                      _c(deltas, variances[2]), _c(deltas, variances[3]))
+    for r in range(deltas.shape[0]):
+        k = r % npri
+        pw = priors[k, 2] - priors[k, 0]
+        ph = priors[k, 3] - priors[k, 1]
+        px = priors[k, 0] + half * pw
+        py = priors[k, 1] + half * ph
+        cx = px + deltas[r, 0] * vx * pw
+        cy = py + deltas[r, 1] * vy * ph
+        w = pw * math.exp(min(deltas[r, 2] * vw, lim))
+        h = ph * math.exp(min(deltas[r, 3] * vh, lim))
+        out[r, 0] = cx - half * w
+        out[r, 1] = cy - half * h
+        out[r, 2] = cx + half * w
+        out[r, 3] = cy + half * h
+
+
+@njit
+def distance2bbox(points, distances, clip, max_w, max_h, out):
+    npt = points.shape[0]
+    z, mw, mh = _c(distances, 0.0), _c(distances, max_w), _c(distances, max_h)
+    for r in range(distances.shape[0]):
+        k = r % npt
+        x1 = points[k, 0] - distances[r, 0]
+        y1 = points[k, 1] - distances[r, 1]
+        x2 = points[k, 0] + distances[r, 2]
+        y2 = points[k, 1] + distances[r, 3]
+        if clip:
+            x1 = min(max(x1, z), mw)
+            x2 = min(max(x2, z), mw)
+            y1 = min(max(y1, z), mh)
+            y2 = min(max(y2, z), mh)
+        out[r, 0] = x1
+        out[r, 1] = y1
+        out[r, 2] = x2
+        out[r, 3] = y2
