@@ -1,0 +1,131 @@
+"""Loading and feeding errors, the onnxruntime-style API, external data, profiling."""
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import edgedl  # noqa: E402
+from edgedl.errors import InputError, ModelError, UnsupportedOpsError  # noqa: E402
+
+
+def _small_model(opset=13):
+    w = np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3) / 50
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     ["n", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_api_path_bytes_proto(tmp_path):
+    m = _small_model()
+    p = tmp_path / "m.onnx"
+    onnx.save(m, str(p))
+    x = np.ones((2, 3, 8, 8), np.float32)
+    outs = [edgedl.InferenceSession(src).run(None, {"x": x})[0]
+            for src in (str(p), p, m.SerializeToString(), m)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    s = edgedl.InferenceSession(m, providers=["CPUExecutionProvider"])
+    (i,) = s.get_inputs()
+    assert (i.name, i.shape, i.type) == ("x", ["n", 3, 8, 8], "tensor(float)")
+    assert s.get_outputs()[0].name == "y"
+    assert s.run(["y"], {"x": x})[0].shape == (2, 2, 8, 8)
+
+
+def test_malformed_and_truncated(tmp_path):
+    data = _small_model().SerializeToString()
+    for bad in (data[: len(data) // 2], data[:-7], b"\x00\x01garbage\xff" * 3, b""):
+        with pytest.raises(ModelError):
+            edgedl.InferenceSession(bad)
+    with pytest.raises(ModelError):
+        edgedl.InferenceSession(str(tmp_path / "missing.onnx"))
+    with pytest.raises(ModelError):
+        edgedl.InferenceSession(12)
+
+
+def test_unsupported_ops_listed_at_once():
+    nodes = [helper.make_node("Einsum", ["x"], ["a"], equation="ij->ji", name="e1"),
+             helper.make_node("Einsum", ["a"], ["b"], equation="ij->ji", name="e2"),
+             helper.make_node("LSTM", ["b"], ["c"], name="l1"),
+             helper.make_node("Relu", ["c"], ["d"], name="ok"),
+             helper.make_node("Foo", ["d"], ["y"], domain="com.vendor", name="f")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13),
+                                            helper.make_opsetid("com.vendor", 1)])
+    with pytest.raises(UnsupportedOpsError) as ei:
+        edgedl.InferenceSession(m)
+    assert ei.value.ops == {"Einsum": ["e1", "e2"], "LSTM": ["l1"], "com.vendor.Foo": ["f"]}
+    assert "Einsum" in str(ei.value) and "e2" in str(ei.value)
+
+
+def test_bad_feeds():
+    s = edgedl.InferenceSession(_small_model())
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with pytest.raises(InputError, match="unknown input"):
+        s.run(None, {"x": x, "z": x})
+    with pytest.raises(InputError, match="missing input"):
+        s.run(None, {})
+    with pytest.raises(InputError, match="dtype"):
+        s.run(None, {"x": x.astype(np.float64)})
+    with pytest.raises(InputError, match="rank"):
+        s.run(None, {"x": x[0]})
+    with pytest.raises(InputError, match="unknown output"):
+        s.run(["nope"], {"x": x})
+    with pytest.raises(InputError):
+        s.run(None, [x])
+    with pytest.raises(ModelError):       # 4 channels for a 3-channel conv: clear, no crash
+        s.run(None, {"x": np.ones((1, 4, 8, 8), np.float32)})
+
+
+def test_external_data(tmp_path):
+    m = _small_model()
+    onnx.save(m, str(tmp_path / "m.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    x = np.ones((1, 3, 8, 8), np.float32)
+    ref = edgedl.InferenceSession(_small_model()).run(None, {"x": x})[0]
+    got = edgedl.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, ref)
+    # a location outside the model's folder is refused
+    evil = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for t in evil.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = os.path.join("..", "weights.bin")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (tmp_path / "weights.bin").write_bytes((tmp_path / "weights.bin").read_bytes())
+    onnx.save(evil, str(sub / "evil.onnx"))
+    with pytest.raises(ModelError, match="outside"):
+        edgedl.InferenceSession(str(sub / "evil.onnx"))
+    with pytest.raises(ModelError, match="external data"):
+        edgedl.InferenceSession(evil.SerializeToString())
+
+
+def test_profile_and_threads():
+    s = edgedl.InferenceSession(_small_model(), profile=True, num_threads=1)
+    x = np.ones((1, 3, 8, 8), np.float32)
+    before = edgedl.get_num_threads()
+    for _ in range(3):
+        s.run(None, {"x": x})
+    assert edgedl.get_num_threads() == before
+    rows = s.profile_report()
+    assert rows and rows[0][0] == "Conv+relu" and rows[0][2] == 1
+    assert abs(sum(r[3] for r in rows) - 1) < 1e-9
+    assert "Conv+relu" in s.format_profile()
+    with pytest.raises(RuntimeError):
+        edgedl.InferenceSession(_small_model()).profile_report()
+
+
+def test_fuse_off_matches_fuse_on(rng):
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    a = edgedl.InferenceSession(_small_model(), fuse=False).run(None, {"x": x})[0]
+    b = edgedl.InferenceSession(_small_model()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
