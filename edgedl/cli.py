@@ -357,7 +357,6 @@ def _bench_pipeline(args, sess):
 
 # ----------------------------------------------------------------------------- info
 def cmd_info(args):
-    from .errors import EdgeDLError
     if not os.path.exists(args.model):
         raise UserError(f"model not found: {args.model}")
     from .onnx.graph import read_model
@@ -368,7 +367,7 @@ def cmd_info(args):
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
     print(f"{args.model}: IR {proto.ir_version}, opset {opsets}, producer "
           f"{proto.producer_name or '?'} {proto.producer_version}".rstrip())
-    shapes, dtypes = _infer_shapes(proto)
+    shapes = _infer_shapes(proto)
     print("inputs:")
     for vi in g.input:
         if vi.name not in inits:
@@ -445,7 +444,7 @@ def _infer_shapes(proto):
             shapes[vi.name] = d
     for t in m.graph.initializer:
         shapes[t.name] = list(t.dims)
-    return shapes, None
+    return shapes
 
 
 def _flops(g, shapes, inits):
