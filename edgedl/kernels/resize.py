@@ -83,7 +83,8 @@ def cubic_taps(xs, n_in, a=-0.75, exclude_outside=False):
     raw = i0.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
     if exclude_outside:
         w = np.where((raw < 0) | (raw >= n_in), 0.0, w)
-        w = w / w.sum(axis=1, keepdims=True)
+        total = w.sum(axis=1, keepdims=True)
+        w = w / np.where(total == 0, 1, total)   # 0 only far outside (tf_crop_and_resize)
     return np.clip(raw, 0, n_in - 1), w
 
 

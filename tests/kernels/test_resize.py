@@ -1,0 +1,176 @@
+"""resize2d: every backend x dtype x mode x coordinate_transformation_mode x nearest_mode vs
+onnxruntime Resize (and onnx's reference evaluator for tf_half_pixel_for_nearest, which
+onnxruntime does not implement), twins vs the NumPy reference, edge cases, errors."""
+import numpy as np
+import pytest
+
+from edgedl.errors import DTypeError, ShapeError, ValidationError
+from edgedl.kernels.resize import COORDINATE_MODES, NEAREST_MODES, resize2d
+
+DTYPES = [np.float32, np.float64]
+SIZES = [(23, 7), (1, 1), (22, 26), (5, 13)]     # up, down, to one pixel, odd factors
+
+
+def _close(got, want, tol):
+    assert got.shape == want.shape
+    err = float(np.abs(got - want).max(initial=0))
+    assert err <= tol, f"max error {err}"
+
+
+def _ort_resize(x, sizes=None, scales=None, roi=None, opset=19, **attrs):
+    from ort_util import run_ort_node
+    f32 = np.float32
+    ins = [("x", x), ("roi", None if roi is None else np.asarray(roi, f32)),
+           ("scales", None if scales is None else np.asarray([1, 1, *scales], f32)),
+           ("sizes", None if sizes is None else np.asarray([*x.shape[:2], *sizes], np.int64))]
+    return run_ort_node("Resize", ins, attrs, opset=opset)[0]
+
+
+ORT_MODES = [c for c in COORDINATE_MODES if c != "tf_half_pixel_for_nearest"]
+
+
+def _sizes(ct):
+    # onnxruntime ignores the roi of tf_crop_and_resize on an axis whose size is unchanged;
+    # edgedl follows the spec there (checked against onnx's reference evaluator below)
+    return [s for s in SIZES if ct != "tf_crop_and_resize" or s != (5, 13)]
+
+
+@pytest.mark.parametrize("ct", ORT_MODES)
+@pytest.mark.parametrize("nearest_mode", NEAREST_MODES)
+def test_nearest_vs_onnxruntime(backend, ct, nearest_mode, rng):
+    pytest.importorskip("onnxruntime")
+    x = rng.standard_normal((2, 3, 11, 13)).astype(np.float32)
+    roi = [0, 0, 0.1, 0.2, 1, 1, 0.9, 1.3]
+    for size in _sizes(ct):
+        want = _ort_resize(x, sizes=size, roi=roi if ct == "tf_crop_and_resize" else None,
+                           mode="nearest", coordinate_transformation_mode=ct,
+                           nearest_mode=nearest_mode, extrapolation_value=-7.0)
+        got = resize2d(x, size, "nearest", ct, nearest_mode, extrapolation_value=-7.0,
+                       roi=roi, backend=backend)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("ct", ORT_MODES)
+def test_linear_cubic_vs_onnxruntime(backend, mode, ct, rng):
+    pytest.importorskip("onnxruntime")
+    x = rng.standard_normal((2, 3, 11, 13)).astype(np.float32)
+    roi = [0.1, 0.2, 0.9, 1.3]
+    for size in _sizes(ct):
+        for excl in ((0, 1) if mode == "cubic" else (0,)):
+            want = _ort_resize(x, sizes=size,
+                               roi=[0, 0, .1, .2, 1, 1, .9, 1.3] if ct == "tf_crop_and_resize"
+                               else None, mode=mode, coordinate_transformation_mode=ct,
+                               exclude_outside=excl, cubic_coeff_a=-0.5,
+                               extrapolation_value=2.5)
+            got = resize2d(x, size, mode, ct, cubic_coeff_a=-0.5, exclude_outside=excl,
+                           extrapolation_value=2.5, roi=roi, backend=backend)
+            _close(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("ct", ["half_pixel", "asymmetric", "align_corners",
+                                "half_pixel_symmetric", "pytorch_half_pixel"])
+def test_scales_enter_the_transform(backend, mode, ct, rng):
+    """With scales, ONNX uses the scale (not out/in) in the coordinate transform."""
+    pytest.importorskip("onnxruntime")
+    x = rng.standard_normal((1, 2, 10, 9)).astype(np.float32)
+    for scales in ((1.7, 0.6), (2.0, 2.0), (0.5, 3.3)):
+        want = _ort_resize(x, scales=scales, mode=mode, coordinate_transformation_mode=ct)
+        got = resize2d(x, want.shape[2:], mode, ct, scales_hw=scales, backend=backend)
+        _close(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_tf_crop_and_resize_vs_onnx_reference_evaluator(backend, mode, rng):
+    """onnxruntime departs from the spec on an unchanged axis; onnx's evaluator does not."""
+    pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+    from ort_util import single_node_model
+    x = rng.standard_normal((1, 2, 7, 9)).astype(np.float32)
+    roi = np.array([0, 0, 0.1, 0.2, 1, 1, 0.9, 1.3], np.float32)
+    for size in ((14, 4), (3, 20), (7, 9), (5, 9)):
+        feed = {"x": x, "roi": roi, "scales": np.zeros(0, np.float32),
+                "sizes": np.array([1, 2, *size], np.int64)}
+        model = single_node_model("Resize", list(feed.items()),
+                                  dict(mode=mode, extrapolation_value=-3.0,
+                                       coordinate_transformation_mode="tf_crop_and_resize"),
+                                  opset=11)
+        want = ReferenceEvaluator(model).run(None, feed)[0]
+        got = resize2d(x, size, mode, "tf_crop_and_resize", extrapolation_value=-3.0,
+                       roi=roi, backend=backend)
+        _close(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("nearest_mode", NEAREST_MODES)
+def test_tf_half_pixel_for_nearest(backend, nearest_mode, rng):
+    """Neither onnxruntime nor onnx's evaluator has it (Resize-11 only): x = (o + 0.5) / scale."""
+    x = rng.standard_normal((1, 2, 7, 9)).astype(np.float32)
+    rnd = {"round_prefer_floor": lambda v: np.ceil(v - 0.5), "floor": np.floor,
+           "round_prefer_ceil": lambda v: np.floor(v + 0.5), "ceil": np.ceil}[nearest_mode]
+    for size in ((14, 4), (3, 20), (7, 9)):
+        idx = [np.clip(rnd((np.arange(o) + 0.5) / (o / i)), 0, i - 1).astype(int)
+               for o, i in zip(size, (7, 9))]
+        got = resize2d(x, size, "nearest", "tf_half_pixel_for_nearest", nearest_mode,
+                       backend=backend)
+        np.testing.assert_array_equal(got, x[:, :, idx[0][:, None], idx[1][None, :]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_twins_vs_reference(backend, dtype, mode, rng):
+    x = rng.standard_normal((2, 3, 9, 17)).astype(dtype)
+    for size in ((18, 34), (4, 8), (1, 127), (128, 1), (9, 17)):
+        got = resize2d(x, size, mode, backend=backend)
+        assert got.dtype == dtype
+        _close(got, resize2d(x, size, mode, backend="numpy"), 1e-12 if dtype == np.float64
+               else 1e-5)
+    # exact 2x nearest upsampling (YOLO/FPN necks): every pixel repeated
+    up = resize2d(x, (18, 34), "nearest", "asymmetric", "floor", backend=backend)
+    np.testing.assert_array_equal(up, x.repeat(2, axis=2).repeat(2, axis=3))
+
+
+def test_non_contiguous_out_and_empty(backend, rng):
+    base = rng.standard_normal((2, 6, 10, 16)).astype(np.float32)
+    x = base[:, ::2, :, ::2]
+    want = resize2d(np.ascontiguousarray(x), (15, 11), "linear", backend="numpy")
+    _close(resize2d(x, (15, 11), "linear", backend=backend), want, 1e-6)
+    big = np.zeros((2, 3, 15, 22), np.float32)
+    res = resize2d(x, (15, 11), "linear", out=big[..., ::2], backend=backend)
+    _close(res, want, 1e-6)
+    assert not big[..., 1::2].any()
+    same = np.ascontiguousarray(x)
+    res = resize2d(same, (10, 8), "cubic", out=same, backend=backend)   # out may be x
+    assert res is same
+    _close(same, resize2d(np.ascontiguousarray(x), (10, 8), "cubic", backend="numpy"), 1e-6)
+    assert resize2d(np.zeros((0, 3, 4, 4), np.float32), (8, 8), backend=backend).shape == \
+        (0, 3, 8, 8)
+    assert resize2d(x, (0, 5), backend=backend).shape == (2, 3, 0, 5)
+
+
+def test_resize_errors():
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    with pytest.raises(ShapeError, match="rank 4"):
+        resize2d(x[0], (8, 8))
+    with pytest.raises(DTypeError):
+        resize2d(x.astype(np.uint8), (8, 8))
+    with pytest.raises(ValidationError, match="mode"):
+        resize2d(x, (8, 8), mode="bilinear")
+    with pytest.raises(ValidationError, match="coordinate_transformation_mode"):
+        resize2d(x, (8, 8), coordinate_transformation_mode="corners")
+    with pytest.raises(ValidationError, match="nearest_mode"):
+        resize2d(x, (8, 8), nearest_mode="round")
+    with pytest.raises(ValidationError, match="out_hw"):
+        resize2d(x, (8,))
+    with pytest.raises(ValidationError, match="out_hw"):
+        resize2d(x, (8, -1))
+    with pytest.raises(ValidationError, match="scales_hw"):
+        resize2d(x, (8, 8), scales_hw=(2.0, 0.0))
+    with pytest.raises(ValidationError, match="roi"):
+        resize2d(x, (8, 8), roi=(0, 1))
+    with pytest.raises(ValidationError, match="exclude_outside"):
+        resize2d(x, (8, 8), exclude_outside=2)
+    with pytest.raises(ShapeError, match="empty"):
+        resize2d(np.zeros((1, 2, 0, 4), np.float32), (8, 8))
+    with pytest.raises(ShapeError, match="out must have shape"):
+        resize2d(x, (8, 8), out=np.zeros((1, 2, 8, 9), np.float32))
