@@ -1,0 +1,457 @@
+# cython: boundscheck=False, wraparound=False
+"""Cython twins of edgedl.kernels._ref.activations (same names, parameters and layouts).
+
+The wrapper validated everything (dtypes, shapes, contiguity, no partial overlap), hence no
+bounds checks. Elementwise kernels run in chunks of CHUNK elements over an OpenMP prange; the
+float32 exp/log-based forwards call the vectorised loops of activations_f32.h, everything else
+is a plain loop gcc vectorises (float32 exp via edl_math.h, float64 via libm).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, expm1, log, log1p, fabs, INFINITY, NAN
+from libc.stdlib cimport malloc, free
+
+cdef extern from "edl_math.h" nogil:
+    float edl_exp_neg(float x)
+    float edl_expm1_neg(float x)
+    float edl_log1p01f(float u)
+
+cdef extern from "activations_f32.h" nogil:
+    void edl_sigmoid_f32(const float *x, float *y, Py_ssize_t n)
+    void edl_swish_f32(const float *x, float *y, Py_ssize_t n, float beta)
+    void edl_tanh_f32(const float *x, float *y, Py_ssize_t n)
+    void edl_selu_f32(const float *x, float *y, Py_ssize_t n, float alpha, float gamma)
+    void edl_softplus_f32(const float *x, float *y, Py_ssize_t n)
+    void edl_mish_f32(const float *x, float *y, Py_ssize_t n)
+    void edl_softmax_rows_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t n,
+                              int log_mode)
+
+cdef enum:
+    CHUNK = 16384
+    # elementwise kernels
+    RELU, RELU6, CLIP, LEAKY, ELU, SELU, SIGMOID, HSIG, TANH, SOFTPLUS, SWISH, HSWISH, MISH,
+    RELU_G, RELU6_G, CLIP_G, LEAKY_G, ELU_G, SELU_G, SIGMOID_G, HSIG_G, TANH_G, SOFTPLUS_G,
+    SWISH_G, HSWISH_G, MISH_G
+    # softmax modes
+    SM, LSM, SM_G, LSM_G
+
+
+# ----------------------------------------------------------------------------- scalar math
+cdef inline floating _exp_neg(floating v) noexcept nogil:
+    """exp(v) for v <= 0 (float32: the vectorisable polynomial)."""
+    if floating is float:
+        return edl_exp_neg(v)
+    else:
+        return exp(v)
+
+
+cdef inline floating _expm1_neg(floating v) noexcept nogil:
+    if floating is float:
+        return edl_expm1_neg(v)
+    else:
+        return expm1(v)
+
+
+cdef inline floating _log1p01(floating u) noexcept nogil:
+    if floating is float:
+        return edl_log1p01f(u)
+    else:
+        return log1p(u)
+
+
+cdef inline floating _sig(floating v) noexcept nogil:
+    cdef floating e = _exp_neg(-fabs(v))
+    return 1 / (1 + e) if v >= 0 else e / (1 + e)
+
+
+cdef inline floating _sig_d(floating v) noexcept nogil:
+    """sigmoid'(v) = s (1 - s) = e / (1 + e)^2, e = exp(-|v|): symmetric, no cancellation."""
+    cdef floating e = _exp_neg(-fabs(v))
+    cdef floating d = 1 / (1 + e)
+    return e * d * d
+
+
+cdef inline floating _nan(floating v, floating r) noexcept nogil:
+    return r if v == v else v
+
+
+# ----------------------------------------------------------------------------- elementwise
+cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_ssize_t n,
+                 floating a, floating b) noexcept nogil:
+    """y[:n] = op(x[:n]) (or its gradient times dy); a, b the op's parameters."""
+    cdef Py_ssize_t i
+    cdef floating v, e, d, t, s, num, den, nn
+    if op == RELU:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if not v < 0 else 0      # max(v, 0), NaN kept
+    elif op == RELU6 or op == CLIP:
+        if op == RELU6:
+            a, b = 0, 6
+        for i in range(n):
+            v = x[i]
+            v = a if v < a else v
+            y[i] = b if v > b else v
+    elif op == LEAKY:
+        for i in range(n):
+            v = x[i]
+            y[i] = v if not v < 0 else a * v
+    elif op == ELU or op == SELU:
+        if floating is float:
+            edl_selu_f32(x, y, n, a, 1 if op == ELU else b)
+        else:
+            if op == ELU:
+                b = 1
+            for i in range(n):
+                v = x[i]
+                y[i] = b * (v if v > 0 else a * expm1(v if v < 0 else 0)) if v == v else v
+    elif op == SIGMOID:
+        if floating is float:
+            edl_sigmoid_f32(x, y, n)
+        else:
+            for i in range(n):
+                y[i] = _nan(x[i], _sig(x[i]))
+    elif op == HSIG:
+        for i in range(n):
+            v = a * x[i] + b
+            v = 0 if v < 0 else v
+            y[i] = 1 if v > 1 else v
+    elif op == TANH:
+        if floating is float:
+            edl_tanh_f32(x, y, n)
+        else:
+            for i in range(n):
+                t = expm1(-2 * fabs(x[i]))
+                t = -t / (2 + t)
+                y[i] = _nan(x[i], -t if x[i] < 0 else t)
+    elif op == SOFTPLUS:
+        if floating is float:
+            edl_softplus_f32(x, y, n)
+        else:
+            for i in range(n):
+                v = x[i]
+                y[i] = _nan(v, (v if v > 0 else 0) + log1p(exp(-fabs(v))))
+    elif op == SWISH:
+        if floating is float:
+            edl_swish_f32(x, y, n, a)
+        else:
+            for i in range(n):
+                y[i] = _nan(x[i], x[i] * _sig(a * x[i]))
+    elif op == HSWISH:
+        for i in range(n):
+            v = x[i]
+            t = v * <floating>(1.0 / 6.0) + <floating>0.5
+            t = 0 if t < 0 else t
+            y[i] = v * (1 if t > 1 else t)
+    elif op == MISH:
+        if floating is float:
+            edl_mish_f32(x, y, n)
+        else:
+            for i in range(n):
+                v = x[i]
+                e = exp(-fabs(v))
+                nn = e * (e + 2)
+                num = 1 + 2 * e if v > 0 else nn
+                den = 1 + 2 * e + 2 * e * e if v > 0 else nn + 2
+                y[i] = _nan(v, v * num / den)
+    # gradients: y = dy * f'(x), PyTorch's values at kinks
+    elif op == RELU_G:
+        for i in range(n):
+            y[i] = dy[i] if x[i] > 0 else 0
+    elif op == RELU6_G:
+        for i in range(n):
+            y[i] = dy[i] if (x[i] > 0 and x[i] < 6) else 0
+    elif op == CLIP_G:
+        for i in range(n):
+            y[i] = dy[i] if (x[i] >= a and x[i] <= b) else 0
+    elif op == LEAKY_G:
+        for i in range(n):
+            y[i] = dy[i] if x[i] > 0 else a * dy[i]
+    elif op == ELU_G or op == SELU_G:
+        if op == ELU_G:
+            b = 1
+        for i in range(n):
+            v = x[i]
+            e = _exp_neg(v if v < 0 else 0)
+            y[i] = b * dy[i] * (1 if v > 0 else a * e)
+    elif op == SIGMOID_G:
+        for i in range(n):
+            y[i] = dy[i] * _sig_d(x[i])
+    elif op == HSIG_G:
+        for i in range(n):
+            v = a * x[i] + b
+            y[i] = a * dy[i] if (v > 0 and v < 1) else 0
+    elif op == TANH_G:
+        for i in range(n):
+            e = _exp_neg(-2 * fabs(x[i]))         # 1 - tanh^2 = 4e / (1 + e)^2
+            d = 1 / (1 + e)
+            y[i] = dy[i] * (4 * e * d * d)
+    elif op == SOFTPLUS_G:
+        for i in range(n):
+            y[i] = dy[i] * _sig(x[i])
+    elif op == SWISH_G:
+        for i in range(n):
+            v = x[i]
+            y[i] = dy[i] * (_sig(a * v) + a * v * _sig_d(a * v))
+    elif op == HSWISH_G:
+        for i in range(n):
+            v = x[i]
+            y[i] = 0 if v < -3 else (dy[i] * (v * <floating>(1.0 / 3.0) + <floating>0.5)
+                                     if v <= 3 else dy[i])
+    elif op == MISH_G:
+        for i in range(n):
+            v = x[i]
+            e = _exp_neg(-fabs(v))
+            nn = e * (e + 2)
+            num = 1 + 2 * e if v > 0 else nn
+            den = num + 2 * e * e if v > 0 else nn + 2
+            t = num / den                                   # tanh(softplus(v))
+            # 1 - t^2 = (den^2 - num^2) / den^2, expanded to avoid cancellation
+            s = (4 * e * e * (1 + e) * (1 + e) if v > 0 else 4 * (nn + 1)) / (den * den)
+            y[i] = dy[i] * (t + v * _sig(v) * s)
+
+
+cdef void _apply(int op, const floating[::1] x, const floating[::1] dy, floating[::1] out, double a,
+                 double b) noexcept:
+    cdef Py_ssize_t n = x.shape[0], c, i0
+    if n == 0:
+        return
+    cdef const floating *px = &x[0]
+    cdef const floating *pd = &dy[0]
+    cdef floating *po = &out[0]
+    cdef floating fa = <floating>a, fb = <floating>b
+    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static"):
+        i0 = c * CHUNK
+        _chunk(op, px + i0, pd + i0, po + i0, min(CHUNK, n - i0), fa, fb)
+
+
+# ----------------------------------------------------------------------------- softmax
+cdef void _softmax_block(int mode, const floating *x, const floating *dy, floating *y, Py_ssize_t n,
+                         Py_ssize_t inner, floating *m, floating *s, floating *g) noexcept nogil:
+    """One (n, inner) block, reduced over n; m, s, g are scratch of length inner."""
+    cdef Py_ssize_t j, k
+    cdef floating v, e
+    for k in range(inner):
+        m[k] = x[k]
+        s[k] = 0
+        g[k] = 0
+    for j in range(1, n):
+        for k in range(inner):
+            v = x[j * inner + k]
+            m[k] = v if (v > m[k] or v != v) else m[k]
+    for k in range(inner):                       # NaN / inf rows give NaN, as NumPy
+        if not (m[k] > -INFINITY and m[k] < INFINITY):
+            m[k] = NAN
+    for j in range(n):
+        for k in range(inner):
+            e = _exp_neg(x[j * inner + k] - m[k])
+            s[k] += e
+            if mode == SM_G:
+                g[k] += e * dy[j * inner + k]
+            elif mode == LSM_G:
+                g[k] += dy[j * inner + k]
+    for k in range(inner):
+        if mode == SM_G:
+            g[k] = g[k] / s[k]                   # sum(dy * softmax)
+        if mode == LSM:
+            s[k] = log(s[k])
+        else:
+            s[k] = 1 / s[k]
+    for j in range(n):
+        for k in range(inner):
+            v = x[j * inner + k]
+            if mode == LSM:
+                e = (v - m[k]) - s[k]             # x - m is exact: keep it apart from log
+            else:
+                e = _exp_neg(v - m[k]) * s[k]
+                if mode == SM_G:
+                    e = e * (dy[j * inner + k] - g[k])
+                elif mode == LSM_G:
+                    e = dy[j * inner + k] - e * g[k]
+            y[j * inner + k] = e if m[k] == m[k] else m[k]
+
+
+cdef void _softmax(int mode, const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                   floating[:, :, ::1] out) except *:
+    cdef Py_ssize_t outer = x.shape[0], n = x.shape[1], inner = x.shape[2], o, rows, r0
+    cdef int failed = 0
+    if outer == 0 or n == 0 or inner == 0:
+        return
+    cdef const floating *px = &x[0, 0, 0]
+    cdef const floating *pd = &dy[0, 0, 0]
+    cdef floating *po = &out[0, 0, 0]
+    cdef floating *scratch
+    if floating is float:
+        if inner == 1 and (mode == SM or mode == LSM):
+            rows = max(1, CHUNK // n)            # rows per parallel task
+            for o in prange((outer + rows - 1) // rows, nogil=True, schedule="static"):
+                r0 = o * rows
+                edl_softmax_rows_f32(px + r0 * n, po + r0 * n, min(rows, outer - r0), n,
+                                     mode == LSM)
+            return
+    for o in prange(outer, nogil=True, schedule="static"):
+        scratch = <floating *>malloc(3 * inner * sizeof(floating))
+        if scratch != NULL:
+            _softmax_block(mode, px + o * n * inner, pd + o * n * inner, po + o * n * inner,
+                           n, inner, scratch, scratch + inner, scratch + 2 * inner)
+            free(scratch)
+        else:
+            failed += 1
+    if failed:
+        raise MemoryError("softmax: out of memory for the scratch rows")
+
+
+# ----------------------------------------------------------------------------- public twins
+def relu(const floating[::1] x, floating[::1] out):
+    _apply(RELU, x, x, out, 0, 0)
+
+
+def relu6(const floating[::1] x, floating[::1] out):
+    _apply(RELU6, x, x, out, 0, 0)
+
+
+def clip(const floating[::1] x, double lo, double hi, floating[::1] out):
+    _apply(CLIP, x, x, out, lo, hi)
+
+
+def leaky_relu(const floating[::1] x, double alpha, floating[::1] out):
+    _apply(LEAKY, x, x, out, alpha, 0)
+
+
+def prelu(const floating[:, :, ::1] x, const floating[::1] slope, floating[:, :, ::1] out):
+    _prelu(x, x, slope, out, False)
+
+
+def elu(const floating[::1] x, double alpha, floating[::1] out):
+    _apply(ELU, x, x, out, alpha, 1)
+
+
+def selu(const floating[::1] x, double alpha, double gamma, floating[::1] out):
+    _apply(SELU, x, x, out, alpha, gamma)
+
+
+def sigmoid(const floating[::1] x, floating[::1] out):
+    _apply(SIGMOID, x, x, out, 0, 0)
+
+
+def hard_sigmoid(const floating[::1] x, double alpha, double beta, floating[::1] out):
+    _apply(HSIG, x, x, out, alpha, beta)
+
+
+def tanh(const floating[::1] x, floating[::1] out):
+    _apply(TANH, x, x, out, 0, 0)
+
+
+def softplus(const floating[::1] x, floating[::1] out):
+    _apply(SOFTPLUS, x, x, out, 0, 0)
+
+
+def swish(const floating[::1] x, double beta, floating[::1] out):
+    _apply(SWISH, x, x, out, beta, 0)
+
+
+def hard_swish(const floating[::1] x, floating[::1] out):
+    _apply(HSWISH, x, x, out, 0, 0)
+
+
+def mish(const floating[::1] x, floating[::1] out):
+    _apply(MISH, x, x, out, 0, 0)
+
+
+def softmax(const floating[:, :, ::1] x, floating[:, :, ::1] out):
+    _softmax(SM, x, x, out)
+
+
+def log_softmax(const floating[:, :, ::1] x, floating[:, :, ::1] out):
+    _softmax(LSM, x, x, out)
+
+
+def relu_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(RELU_G, x, dy, out, 0, 0)
+
+
+def relu6_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(RELU6_G, x, dy, out, 0, 0)
+
+
+def clip_grad(const floating[::1] x, const floating[::1] dy, double lo, double hi, floating[::1] out):
+    _apply(CLIP_G, x, dy, out, lo, hi)
+
+
+def leaky_relu_grad(const floating[::1] x, const floating[::1] dy, double alpha, floating[::1] out):
+    _apply(LEAKY_G, x, dy, out, alpha, 0)
+
+
+def prelu_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, const floating[::1] slope,
+               floating[:, :, ::1] out):
+    _prelu(x, dy, slope, out, True)
+
+
+def elu_grad(const floating[::1] x, const floating[::1] dy, double alpha, floating[::1] out):
+    _apply(ELU_G, x, dy, out, alpha, 1)
+
+
+def selu_grad(const floating[::1] x, const floating[::1] dy, double alpha, double gamma,
+              floating[::1] out):
+    _apply(SELU_G, x, dy, out, alpha, gamma)
+
+
+def sigmoid_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(SIGMOID_G, x, dy, out, 0, 0)
+
+
+def hard_sigmoid_grad(const floating[::1] x, const floating[::1] dy, double alpha, double beta,
+                      floating[::1] out):
+    _apply(HSIG_G, x, dy, out, alpha, beta)
+
+
+def tanh_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(TANH_G, x, dy, out, 0, 0)
+
+
+def softplus_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(SOFTPLUS_G, x, dy, out, 0, 0)
+
+
+def swish_grad(const floating[::1] x, const floating[::1] dy, double beta, floating[::1] out):
+    _apply(SWISH_G, x, dy, out, beta, 0)
+
+
+def hard_swish_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(HSWISH_G, x, dy, out, 0, 0)
+
+
+def mish_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
+    _apply(MISH_G, x, dy, out, 0, 0)
+
+
+def softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, floating[:, :, ::1] out):
+    _softmax(SM_G, x, dy, out)
+
+
+def log_softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, floating[:, :, ::1] out):
+    _softmax(LSM_G, x, dy, out)
+
+
+# ----------------------------------------------------------------------------- prelu
+cdef void _prelu(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                 const floating[::1] slope,
+                 floating[:, :, ::1] out, bint grad) noexcept:
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], t, k, base
+    cdef floating a, v
+    if outer == 0 or C == 0 or inner == 0:
+        return
+    cdef const floating *px = &x[0, 0, 0]
+    cdef const floating *pd = &dy[0, 0, 0]
+    cdef floating *po = &out[0, 0, 0]
+    cdef const floating *ps = &slope[0]
+    for t in prange(outer * C, nogil=True, schedule="static"):
+        a = ps[t % C]
+        base = t * inner
+        if grad:
+            for k in range(inner):
+                po[base + k] = pd[base + k] if px[base + k] > 0 else a * pd[base + k]
+        else:
+            for k in range(inner):
+                v = px[base + k]
+                po[base + k] = v if not v < 0 else a * v

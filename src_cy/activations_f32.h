@@ -1,0 +1,125 @@
+/* float32 loops of the exp/log-based activations (called by activations.pyx per chunk).
+ *
+ * Contiguous x -> y, n elements; y may be x itself (same-index elementwise access only, which is
+ * why `restrict` is safe here) but must not otherwise overlap it (the Python wrapper copies).
+ * Every loop is branch-free so gcc vectorises it; EDL_SIMD_KERNEL adds AVX2/AVX-512 clones.
+ * NaN inputs give NaN (re-selected at the end, the exp helpers do not carry it).
+ */
+#ifndef EDL_ACTIVATIONS_F32_H
+#define EDL_ACTIVATIONS_F32_H
+#include <stddef.h>
+#include "edl_math.h"
+
+typedef ptrdiff_t edl_idx;
+
+/* sigmoid(b * v) from e = exp(-|b v|): 1/(1+e) for b v >= 0, e/(1+e) below */
+#define EDL_SIGMOID(bv, e) ((bv) >= 0.0f ? 1.0f / (1.0f + (e)) : (e) / (1.0f + (e)))
+
+EDL_SIMD_KERNEL static void edl_sigmoid_f32(const float *restrict x, float *restrict y,
+                                            edl_idx n) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], e = edl_exp_neg(-fabsf(v)), s = EDL_SIGMOID(v, e);
+        y[i] = v == v ? s : v;
+    }
+}
+
+EDL_SIMD_KERNEL static void edl_swish_f32(const float *restrict x, float *restrict y, edl_idx n,
+                                          float beta) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], bv = beta * v, e = edl_exp_neg(-fabsf(bv)), s = v * EDL_SIGMOID(bv, e);
+        y[i] = v == v ? s : v;
+    }
+}
+
+/* tanh|v| = -t / (2 + t), t = expm1(-2|v|): no cancellation anywhere */
+EDL_SIMD_KERNEL static void edl_tanh_f32(const float *restrict x, float *restrict y, edl_idx n) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], t = edl_expm1_neg(-2.0f * fabsf(v)), a = -t / (2.0f + t);
+        a = v < 0.0f ? -a : a;
+        y[i] = v == v ? a : v;
+    }
+}
+
+/* gamma * (v if v > 0 else alpha * expm1(v)); elu is gamma = 1 */
+EDL_SIMD_KERNEL static void edl_selu_f32(const float *restrict x, float *restrict y, edl_idx n,
+                                         float alpha, float gamma) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], m = edl_expm1_neg(v < 0.0f ? v : 0.0f);
+        float a = gamma * (v > 0.0f ? v : alpha * m);
+        y[i] = v == v ? a : v;
+    }
+}
+
+/* max(v, 0) + log1p(exp(-|v|)) */
+EDL_SIMD_KERNEL static void edl_softplus_f32(const float *restrict x, float *restrict y,
+                                             edl_idx n) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], e = edl_exp_neg(-fabsf(v));
+        float a = (v > 0.0f ? v : 0.0f) + edl_log1p01f(e);
+        y[i] = v == v ? a : v;
+    }
+}
+
+/* v * tanh(softplus(v)) = v * N / D, with e = exp(-|v|):
+ * v > 0: N = 1 + 2e, D = 1 + 2e + 2e^2;  v <= 0: N = e (e + 2), D = N + 2 */
+EDL_SIMD_KERNEL static void edl_mish_f32(const float *restrict x, float *restrict y, edl_idx n) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], e = edl_exp_neg(-fabsf(v));
+        float pn = 1.0f + 2.0f * e, nn = e * (e + 2.0f);
+        float num = v > 0.0f ? pn : nn, den = v > 0.0f ? pn + 2.0f * e * e : nn + 2.0f;
+        float a = v * num / den;
+        y[i] = v == v ? a : v;
+    }
+}
+
+/* Softmax (or log-softmax) of `rows` contiguous rows of length n. Max and sum use 16 partial
+ * accumulators so they vectorise (the order of the sum differs from a serial one by rounding). */
+#define EDL_LANES 16
+EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *x, float *y, edl_idx rows,
+                                                 edl_idx n, int log_mode) {
+    for (edl_idx r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float acc[EDL_LANES], m, s;
+        edl_idx i, k, nv = n - n % EDL_LANES;
+        for (k = 0; k < EDL_LANES; k++) acc[k] = -INFINITY;
+        for (i = 0; i < nv; i += EDL_LANES)
+            for (k = 0; k < EDL_LANES; k++)   /* a NaN sticks in its lane */
+                acc[k] = (xr[i + k] > acc[k] || xr[i + k] != xr[i + k]) ? xr[i + k] : acc[k];
+        m = -INFINITY;
+        for (k = 0; k < EDL_LANES; k++) m = (acc[k] > m || acc[k] != acc[k]) ? acc[k] : m;
+        for (; i < n; i++) m = (xr[i] > m || xr[i] != xr[i]) ? xr[i] : m;
+        if (!(m > -INFINITY && m < INFINITY)) {   /* NaN, +inf or all -inf: NaN, as NumPy */
+            for (i = 0; i < n; i++) yr[i] = NAN;
+            continue;
+        }
+        for (k = 0; k < EDL_LANES; k++) acc[k] = 0.0f;
+        if (log_mode) {
+            for (i = 0; i < nv; i += EDL_LANES)
+                for (k = 0; k < EDL_LANES; k++) acc[k] += edl_exp_neg(xr[i + k] - m);
+        } else {
+            for (i = 0; i < nv; i += EDL_LANES)
+                for (k = 0; k < EDL_LANES; k++) {
+                    float e = edl_exp_neg(xr[i + k] - m);
+                    yr[i + k] = e;
+                    acc[k] += e;
+                }
+        }
+        s = 0.0f;
+        for (k = 0; k < EDL_LANES; k++) s += acc[k];
+        for (i = nv; i < n; i++) {
+            float e = edl_exp_neg(xr[i] - m);
+            if (!log_mode) yr[i] = e;
+            s += e;
+        }
+        if (log_mode) {
+            float ls = logf(s);   /* (x - m) is exact: subtract log(s) separately */
+            for (i = 0; i < n; i++) yr[i] = (xr[i] - m) - ls;
+        } else {
+            float inv = 1.0f / s;
+            for (i = 0; i < n; i++) yr[i] *= inv;
+        }
+    }
+}
+
+#endif
