@@ -1,0 +1,483 @@
+# cython: boundscheck=False, wraparound=False
+"""Detection box kernels, Cython twins of ``edgedl.kernels._ref.boxes`` (same names and
+arguments). Bounds checks are off: the public wrappers in ``edgedl.kernels.boxes`` validated
+every shape, dtype and value. Arithmetic stays in the box dtype (float32 boxes in float),
+with the same formulas, in the same order, as the reference.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport atan2, atan2f, exp, expf, log, logf, log1p, log1pf, pow, powf, INFINITY
+from libc.stdint cimport int8_t, int64_t, uint8_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memmove
+
+cdef double _DIOU_EPS = 1e-7
+cdef double _FOUR_OVER_PI2 = 0.40528473456935108578   # 4 / pi^2
+cdef Py_ssize_t _PAR_PAIRS = 1 << 18                   # parallel IoU matrix above this size
+
+
+# ----------------------------------------------------------------------------- helpers
+cdef inline floating _min(floating a, floating b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline floating _max(floating a, floating b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log(floating x) noexcept nogil:
+    if floating is float:
+        return logf(x)
+    else:
+        return log(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _pow(floating x, floating y) noexcept nogil:
+    if floating is float:
+        return powf(x, y)
+    else:
+        return pow(x, y)
+
+
+cdef inline floating _atan2(floating y, floating x) noexcept nogil:
+    if floating is float:
+        return atan2f(y, x)
+    else:
+        return atan2(y, x)
+
+
+# ----------------------------------------------------------------------------- IoU
+cdef void _iou_rows(const floating[:, ::1] a, floating* bx1, floating* by1, floating* bx2,
+                    floating* by2, floating* bar, Py_ssize_t m, floating[:, ::1] out,
+                    Py_ssize_t i) noexcept nogil:
+    """Row i of the plain IoU matrix; branch-free so gcc vectorises the loop over b."""
+    cdef floating ax1 = a[i, 0], ay1 = a[i, 1], ax2 = a[i, 2], ay2 = a[i, 3]
+    cdef floating aar = (ax2 - ax1) * (ay2 - ay1)
+    cdef floating w, h, inter, u, d
+    cdef floating* row = &out[i, 0]
+    cdef Py_ssize_t j
+    for j in range(m):
+        w = _max(_min(ax2, bx2[j]) - _max(ax1, bx1[j]), <floating>0)
+        h = _max(_min(ay2, by2[j]) - _max(ay1, by1[j]), <floating>0)
+        inter = w * h
+        u = (aar + bar[j]) - inter
+        d = u if u > 0 else 1
+        w = inter / d
+        row[j] = w if u > 0 else 0
+
+
+cdef int _iou_matrix(const floating[:, ::1] a, const floating[:, ::1] b,
+                     floating[:, ::1] out) noexcept nogil:
+    """Plain IoU matrix; b transposed to SoA once. Returns -1 if out of memory."""
+    cdef Py_ssize_t n = a.shape[0], m = b.shape[0], i, j
+    cdef floating* buf = <floating*>malloc(5 * m * sizeof(floating) + 1)
+    if buf == NULL:
+        return -1
+    cdef floating* bx1 = buf
+    cdef floating* by1 = buf + m
+    cdef floating* bx2 = buf + 2 * m
+    cdef floating* by2 = buf + 3 * m
+    cdef floating* bar = buf + 4 * m
+    for j in range(m):
+        bx1[j] = b[j, 0]
+        by1[j] = b[j, 1]
+        bx2[j] = b[j, 2]
+        by2[j] = b[j, 3]
+        bar[j] = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+    for i in prange(n, schedule="static", use_threads_if=n * m >= _PAR_PAIRS):
+        _iou_rows(a, bx1, by1, bx2, by2, bar, m, out, i)
+    free(buf)
+    return 0
+
+
+cdef floating _iou_kind(floating ax1, floating ay1, floating ax2, floating ay2, floating bx1,
+                        floating by1, floating bx2, floating by2, int kind) noexcept nogil:
+    """One IoU-family value (kind 0 iou, 1 giou, 2 diou, 3 ciou), formulas of the reference."""
+    cdef floating w, h, inter, u, iou, ew, eh, c, diag, dx, dy, diou, d, v, alpha
+    cdef floating eps = <floating>_DIOU_EPS
+    w = _max(_min(ax2, bx2) - _max(ax1, bx1), <floating>0)
+    h = _max(_min(ay2, by2) - _max(ay1, by1), <floating>0)
+    inter = w * h
+    u = ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)) - inter
+    iou = inter / u if u > 0 else 0
+    if kind == 0:
+        return iou
+    ew = _max(ax2, bx2) - _min(ax1, bx1)
+    eh = _max(ay2, by2) - _min(ay1, by1)
+    if kind == 1:
+        c = ew * eh
+        return iou - ((c - u) / c if c > 0 else 0)
+    ew = _max(ew, <floating>0)
+    eh = _max(eh, <floating>0)
+    diag = ew * ew + eh * eh + eps
+    dx = (ax1 + ax2) / 2 - (bx1 + bx2) / 2
+    dy = (ay1 + ay2) / 2 - (by1 + by2) / 2
+    diou = iou - (dx * dx + dy * dy) / diag
+    if kind == 2:
+        return diou
+    d = _atan2(bx2 - bx1, by2 - by1) - _atan2(ax2 - ax1, ay2 - ay1)
+    v = <floating>_FOUR_OVER_PI2 * d * d
+    alpha = v / ((1 - iou) + v + eps)
+    return diou - alpha * v
+
+
+def box_iou(const floating[:, ::1] a, const floating[:, ::1] b, int kind, floating[:, ::1] out):
+    cdef Py_ssize_t n = a.shape[0], m = b.shape[0], i, j
+    cdef int err = 0
+    if n == 0 or m == 0:
+        return
+    with nogil:
+        if kind == 0:
+            err = _iou_matrix(a, b, out)
+        else:
+            for i in prange(n, schedule="static", use_threads_if=n * m >= _PAR_PAIRS // 4):
+                for j in range(m):
+                    out[i, j] = _iou_kind(a[i, 0], a[i, 1], a[i, 2], a[i, 3],
+                                          b[j, 0], b[j, 1], b[j, 2], b[j, 3], kind)
+    if err:
+        raise MemoryError()
+
+
+def box_iou_aligned(const floating[:, ::1] a, const floating[:, ::1] b, int kind,
+                    floating[::1] out):
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            out[i] = _iou_kind(a[i, 0], a[i, 1], a[i, 2], a[i, 3],
+                               b[i, 0], b[i, 1], b[i, 2], b[i, 3], kind)
+
+
+# ----------------------------------------------------------------------------- NMS
+cdef inline bint _suppresses(const floating[:, ::1] boxes, const floating* area, int64_t i,
+                             int64_t j, double thr) noexcept nogil:
+    """Kept box i suppresses candidate j: (double) iou > thr, iou in the box dtype."""
+    cdef floating xx1 = _max(boxes[i, 0], boxes[j, 0])
+    cdef floating xx2 = _min(boxes[i, 2], boxes[j, 2])
+    if xx2 <= xx1:
+        return False
+    cdef floating yy1 = _max(boxes[i, 1], boxes[j, 1])
+    cdef floating yy2 = _min(boxes[i, 3], boxes[j, 3])
+    if yy2 <= yy1:
+        return False
+    cdef floating inter = (xx2 - xx1) * (yy2 - yy1)
+    cdef floating iou = inter / ((area[i] + area[j]) - inter)
+    return <double>iou > thr
+
+
+def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::1] bounds,
+        double iou_threshold, int64_t max_output, uint8_t[::1] keep):
+    """Greedy NMS per segment with an x1-sorted kept set (see the numba twin's docstring:
+    IoU(i, j) <= IoU of the x-extents bounds the x1 distance of boxes that can suppress)."""
+    cdef Py_ssize_t n = boxes.shape[0], nseg = bounds.shape[0] - 1, npos = order.shape[0]
+    cdef Py_ssize_t s, p, i, q, lo, hi, mid, ins, k, longest = 0
+    cdef int64_t j
+    cdef double t = iou_threshold, xj, wj, wmax, r
+    cdef double fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4
+    cdef double fl = fe / t if t > 0 else INFINITY
+    cdef bint sup
+    cdef floating* area
+    cdef double* kx1
+    cdef int64_t* kid
+    for p in range(npos):
+        keep[p] = 0
+    if npos == 0:
+        return
+    for s in range(nseg):
+        longest = max(longest, bounds[s + 1] - bounds[s])
+    area = <floating*>malloc(n * sizeof(floating) + 1)
+    kx1 = <double*>malloc(longest * sizeof(double) + 1)
+    kid = <int64_t*>malloc(longest * sizeof(int64_t) + 1)
+    if area == NULL or kx1 == NULL or kid == NULL:
+        free(area)
+        free(kx1)
+        free(kid)
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+        for s in range(nseg):
+            k = 0
+            wmax = 0.0
+            for p in range(bounds[s], bounds[s + 1]):
+                if max_output >= 0 and k >= max_output:
+                    break
+                j = order[p]
+                xj = boxes[j, 0]
+                wj = <double>boxes[j, 2] - xj
+                lo = 0
+                hi = k
+                while lo < hi:                  # first kept with x1 > xj
+                    mid = (lo + hi) >> 1
+                    if kx1[mid] <= xj:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                ins = lo
+                sup = False
+                r = min(fe * wmax, fl * wj)     # kept boxes starting left of j
+                q = ins - 1
+                while q >= 0 and xj - kx1[q] <= r:
+                    if _suppresses(boxes, area, kid[q], j, t):
+                        sup = True
+                        break
+                    q -= 1
+                if not sup:
+                    r = fe * wj                 # kept boxes starting right of j
+                    q = ins
+                    while q < k and kx1[q] - xj <= r:
+                        if _suppresses(boxes, area, kid[q], j, t):
+                            sup = True
+                            break
+                        q += 1
+                if sup:
+                    continue
+                if k > ins:
+                    memmove(&kx1[ins + 1], &kx1[ins], (k - ins) * sizeof(double))
+                    memmove(&kid[ins + 1], &kid[ins], (k - ins) * sizeof(int64_t))
+                kx1[ins] = xj
+                kid[ins] = j
+                k += 1
+                wmax = max(wmax, wj)
+                keep[p] = 1
+    free(area)
+    free(kx1)
+    free(kid)
+
+
+cdef inline floating _iou_pair(const floating[:, ::1] boxes, const floating* area, Py_ssize_t i,
+                               Py_ssize_t j) noexcept nogil:
+    cdef floating w = _max(_min(boxes[i, 2], boxes[j, 2]) - _max(boxes[i, 0], boxes[j, 0]),
+                           <floating>0)
+    cdef floating h = _max(_min(boxes[i, 3], boxes[j, 3]) - _max(boxes[i, 1], boxes[j, 1]),
+                           <floating>0)
+    cdef floating inter = w * h
+    cdef floating u = (area[i] + area[j]) - inter
+    return inter / u if u > 0 else 0
+
+
+def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_threshold,
+             double sigma, double score_threshold, int method, int64_t[::1] picked,
+             double[::1] picked_scores):
+    cdef Py_ssize_t n = boxes.shape[0], i, j, best, count = 0
+    cdef double bs, iou
+    cdef floating* area = <floating*>malloc(n * sizeof(floating) + 1)
+    cdef uint8_t* alive = <uint8_t*>malloc(n + 1)
+    if area == NULL or alive == NULL:
+        free(area)
+        free(alive)
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+            alive[i] = 1
+        while True:
+            best = -1
+            bs = -INFINITY
+            for i in range(n):
+                if alive[i] and (best < 0 or scores[i] > bs):
+                    best = i
+                    bs = scores[i]
+            if best < 0 or not (bs > score_threshold):
+                break
+            picked[count] = best
+            picked_scores[count] = bs
+            count += 1
+            alive[best] = 0
+            for j in range(n):
+                if alive[j]:
+                    iou = _iou_pair(boxes, area, best, j)
+                    if method == 0:
+                        scores[j] *= exp(-(iou * iou) / sigma)
+                    elif iou > iou_threshold:
+                        scores[j] *= 1.0 - iou
+    free(area)
+    free(alive)
+    return count
+
+
+# ----------------------------------------------------------------------------- assignment
+def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_boxes,
+                   double pos_iou, double neg_iou, double min_pos_iou, bint low_quality,
+                   int8_t[::1] labels, int64_t[::1] gt_index, floating[::1] max_iou,
+                   floating[:, ::1] ious):
+    cdef Py_ssize_t n = anchors.shape[0], m = gt_boxes.shape[0], i, j, best
+    cdef floating mx
+    cdef int8_t lab
+    cdef int64_t gi
+    cdef int err = 0
+    cdef floating* gmax
+    if m == 0:
+        for i in range(n):
+            labels[i] = 0
+            gt_index[i] = -1
+            max_iou[i] = 0
+        return
+    if n == 0:
+        return
+    gmax = <floating*>malloc(m * sizeof(floating))
+    if gmax == NULL:
+        raise MemoryError()
+    with nogil:
+        err = _iou_matrix(anchors, gt_boxes, ious)
+        if err == 0:
+            for j in range(m):
+                gmax[j] = ious[0, j]
+            for i in range(n):
+                best = 0
+                for j in range(1, m):
+                    if ious[i, j] > ious[i, best]:
+                        best = j
+                mx = ious[i, best]
+                max_iou[i] = mx
+                lab = -1
+                gi = -1
+                if mx >= pos_iou:
+                    lab = 1
+                    gi = best
+                elif mx >= 0 and mx < neg_iou:
+                    lab = 0
+                labels[i] = lab
+                gt_index[i] = gi
+                for j in range(m):
+                    gmax[j] = _max(gmax[j], ious[i, j])
+            if low_quality:
+                for i in range(n):
+                    for j in range(m):
+                        if gmax[j] >= min_pos_iou and ious[i, j] == gmax[j]:
+                            labels[i] = 1
+                            gt_index[i] = j
+    free(gmax)
+    if err:
+        raise MemoryError()
+
+
+# ----------------------------------------------------------------------------- focal loss
+cdef inline void _focal_terms(floating x, floating t, floating* ce, floating* p, floating* q,
+                              floating* qt) noexcept nogil:
+    """BCE with logits, sigmoid(x), sigmoid(-x) and 1 - p_t, stable for any finite x."""
+    cdef floating e = _exp(-x if x >= 0 else x)
+    if x >= 0:
+        ce[0] = x * (1 - t) + _log1p(e)      # max(x, 0) - x t, no cancellation
+        p[0] = 1 / (1 + e)
+        q[0] = e / (1 + e)
+    else:
+        ce[0] = -x * t + _log1p(e)
+        p[0] = e / (1 + e)
+        q[0] = 1 / (1 + e)
+    qt[0] = p[0] * (1 - t) + q[0] * t
+
+
+def sigmoid_focal_loss(const floating[::1] logits, const floating[::1] targets,
+                       const floating[:] coef, double alpha, double gamma, floating[::1] out):
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha, g = <floating>gamma, t, ce, p, q, qt, loss
+    with nogil:
+        for i in range(logits.shape[0]):
+            t = targets[i]
+            _focal_terms(logits[i], t, &ce, &p, &q, &qt)
+            loss = ce * _pow(qt, g)
+            if alpha >= 0:
+                loss = (a * t + (1 - a) * (1 - t)) * loss
+            out[i] = loss * coef[i]
+
+
+def sigmoid_focal_loss_grad(const floating[::1] logits, const floating[::1] targets,
+                            const floating[:] coef, double alpha, double gamma,
+                            floating[::1] out):
+    cdef Py_ssize_t i
+    cdef floating a = <floating>alpha, g = <floating>gamma, g1 = <floating>(gamma - 1.0)
+    cdef floating t, ce, p, q, qt, d
+    with nogil:
+        for i in range(logits.shape[0]):
+            t = targets[i]
+            _focal_terms(logits[i], t, &ce, &p, &q, &qt)
+            d = (p - t) * _pow(qt, g)
+            if gamma != 0 and qt > 0:
+                # d(1 - p_t)/dx = (1 - 2t) p q
+                d = d + ce * (g * _pow(qt, g1) * (1 - (t + t)) * p * q)
+            if alpha >= 0:
+                d = (a * t + (1 - a) * (1 - t)) * d
+            out[i] = d * coef[i]
+
+
+# ----------------------------------------------------------------------------- box coding
+def encode_boxes(const floating[:, ::1] gt, const floating[:, ::1] priors,
+                 const double[::1] variances, floating[:, ::1] out):
+    cdef Py_ssize_t r, k, npri = priors.shape[0]
+    cdef floating vx = <floating>variances[0], vy = <floating>variances[1]
+    cdef floating vw = <floating>variances[2], vh = <floating>variances[3]
+    cdef floating half = 0.5, pw, ph, px, py, gw, gh, gx, gy
+    with nogil:
+        for r in range(gt.shape[0]):
+            k = r % npri
+            pw = priors[k, 2] - priors[k, 0]
+            ph = priors[k, 3] - priors[k, 1]
+            px = priors[k, 0] + half * pw
+            py = priors[k, 1] + half * ph
+            gw = gt[r, 2] - gt[r, 0]
+            gh = gt[r, 3] - gt[r, 1]
+            gx = gt[r, 0] + half * gw
+            gy = gt[r, 1] + half * gh
+            out[r, 0] = (gx - px) / pw / vx
+            out[r, 1] = (gy - py) / ph / vy
+            out[r, 2] = _log(gw / pw) / vw
+            out[r, 3] = _log(gh / ph) / vh
+
+
+def decode_boxes(const floating[:, ::1] deltas, const floating[:, ::1] priors,
+                 const double[::1] variances, double max_log_ratio, floating[:, ::1] out):
+    cdef Py_ssize_t r, k, npri = priors.shape[0]
+    cdef floating vx = <floating>variances[0], vy = <floating>variances[1]
+    cdef floating vw = <floating>variances[2], vh = <floating>variances[3]
+    cdef floating half = 0.5, lim = <floating>max_log_ratio, pw, ph, px, py, cx, cy, w, h
+    with nogil:
+        for r in range(deltas.shape[0]):
+            k = r % npri
+            pw = priors[k, 2] - priors[k, 0]
+            ph = priors[k, 3] - priors[k, 1]
+            px = priors[k, 0] + half * pw
+            py = priors[k, 1] + half * ph
+            cx = px + deltas[r, 0] * vx * pw
+            cy = py + deltas[r, 1] * vy * ph
+            w = pw * _exp(_min(deltas[r, 2] * vw, lim))
+            h = ph * _exp(_min(deltas[r, 3] * vh, lim))
+            out[r, 0] = cx - half * w
+            out[r, 1] = cy - half * h
+            out[r, 2] = cx + half * w
+            out[r, 3] = cy + half * h
+
+
+def distance2bbox(const floating[:, ::1] points, const floating[:, ::1] distances, bint clip,
+                  double max_w, double max_h, floating[:, ::1] out):
+    cdef Py_ssize_t r, k, npt = points.shape[0]
+    cdef floating mw = <floating>max_w, mh = <floating>max_h, x1, y1, x2, y2, z = 0
+    with nogil:
+        for r in range(distances.shape[0]):
+            k = r % npt
+            x1 = points[k, 0] - distances[r, 0]
+            y1 = points[k, 1] - distances[r, 1]
+            x2 = points[k, 0] + distances[r, 2]
+            y2 = points[k, 1] + distances[r, 3]
+            if clip:
+                x1 = _min(_max(x1, z), mw)
+                x2 = _min(_max(x2, z), mw)
+                y1 = _min(_max(y1, z), mh)
+                y2 = _min(_max(y2, z), mh)
+            out[r, 0] = x1
+            out[r, 1] = y1
+            out[r, 2] = x2
+            out[r, 3] = y2
