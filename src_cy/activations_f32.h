@@ -72,45 +72,61 @@ EDL_SIMD_KERNEL static void edl_mish_f32(const float *restrict x, float *restric
     }
 }
 
-/* Softmax (or log-softmax) of `rows` contiguous rows of length n. Max and sum use 16 partial
- * accumulators so they vectorise (the order of the sum differs from a serial one by rounding). */
+/* Softmax (or log-softmax) of `rows` contiguous rows of length n (y may be x). Max and sum use
+ * EDL_LANES partial accumulators, reduced as a tree, so that they vectorise and no branch depends
+ * on the data (the order of the sum differs from a serial one by rounding only). */
 #define EDL_LANES 16
-EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *x, float *y, edl_idx rows,
-                                                 edl_idx n, int log_mode) {
+#define EDL_BUF 512
+static inline float edl_hmax(float *acc) {
+    for (int w = EDL_LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] = acc[k + w] > acc[k] ? acc[k + w] : acc[k];
+    return acc[0];
+}
+static inline float edl_hsum(float *acc) {
+    for (int w = EDL_LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
+    return acc[0];
+}
+EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float *restrict y,
+                                                 edl_idx rows, edl_idx n, int log_mode) {
     for (edl_idx r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        float acc[EDL_LANES], m, s;
+        float acc[EDL_LANES], bad[EDL_LANES], buf[EDL_BUF], m, s, b;
         edl_idx i, k, nv = n - n % EDL_LANES;
-        for (k = 0; k < EDL_LANES; k++) acc[k] = -INFINITY;
+        for (k = 0; k < EDL_LANES; k++) acc[k] = -INFINITY, bad[k] = 0.0f;
         for (i = 0; i < nv; i += EDL_LANES)
-            for (k = 0; k < EDL_LANES; k++)   /* a NaN sticks in its lane */
-                acc[k] = (xr[i + k] > acc[k] || xr[i + k] != xr[i + k]) ? xr[i + k] : acc[k];
-        m = -INFINITY;
-        for (k = 0; k < EDL_LANES; k++) m = (acc[k] > m || acc[k] != acc[k]) ? acc[k] : m;
-        for (; i < n; i++) m = (xr[i] > m || xr[i] != xr[i]) ? xr[i] : m;
-        if (!(m > -INFINITY && m < INFINITY)) {   /* NaN, +inf or all -inf: NaN, as NumPy */
-            for (i = 0; i < n; i++) yr[i] = NAN;
-            continue;
+            for (k = 0; k < EDL_LANES; k++) {
+                float v = xr[i + k];
+                acc[k] = v > acc[k] ? v : acc[k];
+                bad[k] += v - v;                 /* NaN if v is NaN or +-inf */
+            }
+        m = edl_hmax(acc);
+        b = edl_hsum(bad);
+        for (; i < n; i++) {
+            m = xr[i] > m ? xr[i] : m;
+            b += xr[i] - xr[i];
         }
-        for (k = 0; k < EDL_LANES; k++) acc[k] = 0.0f;
-        if (log_mode) {
-            for (i = 0; i < nv; i += EDL_LANES)
-                for (k = 0; k < EDL_LANES; k++) acc[k] += edl_exp_neg(xr[i + k] - m);
-        } else {
-            for (i = 0; i < nv; i += EDL_LANES)
-                for (k = 0; k < EDL_LANES; k++) {
-                    float e = edl_exp_neg(xr[i + k] - m);
-                    yr[i + k] = e;
-                    acc[k] += e;
-                }
+        if (b != 0.0f) {       /* rare: NaN or inf in the row; NaN results as NumPy gives */
+            int nan_row = 0;
+            for (i = 0; i < n; i++) nan_row |= (xr[i] != xr[i]) | (xr[i] == INFINITY);
+            if (nan_row || m == -INFINITY) {
+                for (i = 0; i < n; i++) yr[i] = NAN;
+                continue;
+            }                  /* else: finite values and -inf, which give exp = 0 below */
         }
+        /* exp(x - m) as one flat loop (into y, or a stack buffer when y must keep x for the
+         * log-softmax), then its sum with lane accumulators */
         s = 0.0f;
-        for (k = 0; k < EDL_LANES; k++) s += acc[k];
-        for (i = nv; i < n; i++) {
-            float e = edl_exp_neg(xr[i] - m);
-            if (!log_mode) yr[i] = e;
-            s += e;
+        for (edl_idx c0 = 0; c0 < n; c0 += EDL_BUF) {
+            edl_idx c1 = n - c0 < EDL_BUF ? n - c0 : EDL_BUF, cv = c1 - c1 % EDL_LANES;
+            float *e = log_mode ? buf : yr + c0;
+            for (i = 0; i < c1; i++) e[i] = edl_exp_neg(xr[c0 + i] - m);
+            for (k = 0; k < EDL_LANES; k++) acc[k] = 0.0f;
+            for (i = 0; i < cv; i += EDL_LANES)
+                for (k = 0; k < EDL_LANES; k++) acc[k] += e[i + k];
+            s += edl_hsum(acc);
+            for (i = cv; i < c1; i++) s += e[i];
         }
         if (log_mode) {
             float ls = logf(s);   /* (x - m) is exact: subtract log(s) separately */
