@@ -69,7 +69,8 @@ def build(graph, feed, backend):
         try:
             ctx = Ctx(node, graph.opset, consts,
                       [None if v is None else np.shape(v) for v in vals],
-                      [None if v is None else np.asarray(v).dtype for v in vals], backend)
+                      [None if v is None else np.asarray(v).dtype for v in vals], backend,
+                      static=not any(i in dynamic for i in ins if i))
             fn = OPS[node.op_type](ctx)
             raw = fn(*vals)
             res = _as_tuple(raw, len(node.outputs))

@@ -13,7 +13,7 @@ import onnx
 
 from .. import _config
 from ..errors import InputError, ModelError
-from . import fuse as _fuse, graph as _graph, plan as _plan
+from . import _blas, fuse as _fuse, graph as _graph, plan as _plan
 from .ops import OPS
 
 _MAX_PLANS = 8
@@ -98,26 +98,30 @@ class InferenceSession:
         """Outputs named in ``output_names`` (None = all) for ``input_feed`` {name: array}."""
         names = self._check_outputs(output_names)
         feed = self._check_feed(input_feed)
-        key = tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
+        backend = _config.resolve_backend(self._backend)
+        key = (backend,) + tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
         prev = None
         if self._num_threads is not None:
             prev = _config.get_num_threads()
             _config.set_num_threads(self._num_threads)
+        _blas.set_threads(_config.get_num_threads())    # the conv GEMMs follow it too
+        if backend != "numpy":
+            _config.apply_threads(backend)     # the plan calls twin kernels directly
         try:
             with np.errstate(all="ignore"):     # inf/nan are ONNX results, not warnings
-                return self._run(key, feed, names)
+                return self._run(key, backend, feed, names)
         finally:
             if prev is not None:
                 _config.set_num_threads(prev)
 
     # ------------------------------------------------------------------ internals
-    def _run(self, key, feed, names):
+    def _run(self, key, backend, feed, names):
         p = self._plans.get(key)
         if p is None:
             with self._lock:
                 p = self._plans.get(key)
                 if p is None:
-                    p, values = _plan.build(self._graph, feed, self._backend)
+                    p, values = _plan.build(self._graph, feed, backend)
                     if len(self._plans) >= _MAX_PLANS:
                         self._plans.pop(next(iter(self._plans)))
                     self._plans[key] = p

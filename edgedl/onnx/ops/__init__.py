@@ -22,15 +22,16 @@ def op(*names):
 
 class Ctx:
     """What a handler knows when it builds its function."""
-    __slots__ = ("node", "opset", "consts", "shapes", "dtypes", "backend")
+    __slots__ = ("node", "opset", "consts", "shapes", "dtypes", "backend", "static")
 
-    def __init__(self, node, opset, consts, shapes, dtypes, backend):
+    def __init__(self, node, opset, consts, shapes, dtypes, backend, static=False):
         self.node = node
         self.opset = opset
         self.consts = consts      # per input: np.ndarray if constant, else None
         self.shapes = shapes      # per input: shape tuple seen while planning (None if omitted)
         self.dtypes = dtypes
-        self.backend = backend
+        self.backend = backend    # a concrete backend name
+        self.static = static      # input shapes are the same on every run of this plan
 
     def attr(self, name, default=None):
         return self.node.attrs.get(name, default)

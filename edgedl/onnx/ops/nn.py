@@ -35,9 +35,13 @@ def _lift_pads(p, nsp):
 
 
 # ----------------------------------------------------------------------------- conv
+#: Epilogues the conv twins compute with a scalar exp: run the activation kernel (vectorised)
+#: in place on the conv output instead.
+_POST_ACTS = {"sigmoid": ("sigmoid", ()), "silu": ("swish", (1.0,)), "tanh": ("tanh", ())}
+
+
 @op("Conv")
 def conv(ctx):
-    k = _kernels("conv").conv2d
     xs = ctx.shapes[0]
     nsp = _as_2d(ctx, len(xs), "Conv")
     if ctx.dtypes[0] not in _FLOATS:
@@ -49,8 +53,12 @@ def conv(ctx):
     auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
     act = ctx.attr("_act")
     act_params = tuple(ctx.attr("_act_params", ()))
-    b = ctx.backend
     dt = ctx.dtypes[0]
+    if nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2)):
+        return _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params)
+
+    k = _kernels("conv").conv2d
+    b = ctx.backend
     w_const = ctx.consts[1]
     if w_const is not None:
         w_const = np.ascontiguousarray(w_const, dtype=dt)
@@ -72,6 +80,92 @@ def conv(ctx):
             return y[:, :, 0, :]
         return k(x, w, bb, strides, pads, dil, group, auto_pad, act, act_params, backend=b)
     return f
+
+
+def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
+    """Conv with everything resolved once for a fixed input shape: weights laid out for the
+    GEMM, pads, output shape, epilogue, and the twin kernels picked. Per call it only runs
+    the kernels (the public conv2d wrapper re-validates all of this on every call)."""
+    from ...kernels import _dispatch
+    cv = _kernels("conv")
+    ACT_NONE = 0
+    b = ctx.backend
+    dt = ctx.dtypes[0]
+    n, c, h, wd = ctx.shapes[0]
+    w = np.ascontiguousarray(ctx.consts[1], dtype=dt)
+    m, cg, kh, kw = w.shape
+    if c != cg * group or m % group:
+        raise ctx.fail(f"weights {w.shape} do not match input {ctx.shapes[0]} with "
+                       f"group={group}")
+    has_bias = ctx.has(2)
+    bias = np.ascontiguousarray(ctx.consts[2], dtype=dt) if has_bias else np.zeros(m, dt)
+    sh, sw = strides
+    dh, dw = dil
+    pads = cv.resolve_pads((h, wd), (kh, kw), (sh, sw), (dh, dw), auto_pad, tuple(pads))
+    oh, ow = cv.conv_output_shape((h, wd), (kh, kw), (sh, sw), pads, (dh, dw))
+    if oh < 1 or ow < 1:
+        raise ctx.fail(f"output would be empty ({oh}x{ow}) for input {h}x{wd}")
+    post = None
+    if act in _POST_ACTS:
+        twin, params = _POST_ACTS[act]
+        fn, params = _dispatch.impl("activations", twin, b), tuple(dt.type(p) for p in params)
+        post = (lambda a, o: fn(a, *params, o)) if params else fn
+        code, p0, p1, slopes = ACT_NONE, 0.0, 0.0, np.zeros(m, dt)
+    else:
+        code, p0, p1, slopes = cv._epilogue(act, act_params, m, dt)
+    pt, pl = pads[0], pads[1]
+    L = oh * ow
+    oshape = (n, m, oh, ow)
+    bias_act = _dispatch.impl("conv", "bias_act", b)
+    epilogue = code != ACT_NONE or has_bias
+
+    def finish(y):
+        if epilogue:
+            bias_act(y.reshape(n, m, L), bias, code, p0, p1, slopes)
+        if post is not None:
+            flat = y.reshape(-1)
+            post(flat, flat)
+        return y
+
+    if group == c and m == c:                                   # depthwise
+        dwk = _dispatch.impl("conv", "depthwise_conv2d", b)
+        w3 = np.ascontiguousarray(w.reshape(c, kh, kw))
+
+        def f_dw(x, *_):
+            y = np.empty(oshape, dt)
+            dwk(np.ascontiguousarray(x), w3, bias, sh, sw, pt, pl, dh, dw, code, p0, p1,
+                slopes, y)
+            if post is not None:
+                flat = y.reshape(-1)
+                post(flat, flat)
+            return y
+        return f_dw
+    if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):   # 1x1
+        w2 = np.ascontiguousarray(w.reshape(m, c))
+
+        def f_1x1(x, *_):
+            y = np.empty(oshape, dt)
+            x3 = np.ascontiguousarray(x).reshape(n, c, L)
+            y3 = y.reshape(n, m, L)
+            for i in range(n):
+                np.matmul(w2, x3[i], out=y3[i])
+            return finish(y)
+        return f_1x1
+    im2col = _dispatch.impl("conv", "im2col", b)
+    mg, K = m // group, cg * kh * kw
+    w3 = np.ascontiguousarray(w.reshape(group, mg, K))
+
+    def f_gemm(x, *_):
+        x = np.ascontiguousarray(x)
+        y = np.empty(oshape, dt)
+        y3 = y.reshape(n, m, L)
+        cols = np.empty((K, L), dt)
+        for i in range(n):
+            for g in range(group):
+                im2col(x[i, g * cg:(g + 1) * cg], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, cols)
+                np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg])
+        return finish(y)
+    return f_gemm
 
 
 @op("ConvTranspose")

@@ -51,6 +51,9 @@ def reshape(ctx):
         return lambda x: x.reshape(reshape_target(x.shape, shape, 0))
     if ctx.is_const(1):
         shape = ints(ctx.consts[1])
+        if ctx.static:
+            target = tuple(reshape_target(ctx.shapes[0], shape, allowzero))
+            return lambda x, _: x.reshape(target)
         return lambda x, _: x.reshape(reshape_target(x.shape, shape, allowzero))
     return lambda x, s: x.reshape(reshape_target(x.shape, ints(s), allowzero))
 
