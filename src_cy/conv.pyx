@@ -2,13 +2,96 @@
 """Cython twins of edgedl.kernels._ref.conv (same names and arguments; see there for shapes).
 
 The wrapper validated every shape and made the arrays C-contiguous, hence no bounds checks.
-Each tap walks only its valid output range (``_tap_lo`` / ``_tap_hi``): no branches in inner loops.
+im2col / col2im walk each tap's valid output range (``_tap_lo`` / ``_tap_hi``), depthwise
+works on a zero-bordered copy of each plane: no branches in inner loops.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport exp, expf, tanh, tanhf
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 
+
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include "edl_math.h"
+    #include "activations_f32.h"
+    /* Depthwise row kernels: whole 3x3 / 5x5 windows at stride 1 (x0.. are the input rows of
+       the window, already padded), or one kernel row at any stride / dilation. EDL_SIMD_KERNEL
+       adds AVX2+FMA / AVX-512 clones picked at load time (portable build, no -march). */
+    #define EDL_CONV_ROWS(T, S)                                                               \
+    EDL_SIMD_KERNEL static void edl_full3_##S(const T *x0, const T *x1, const T *x2,        \
+                                              const T *w, T *restrict row, ptrdiff_t n) {   \
+        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];           \
+        const T w6 = w[6], w7 = w[7], w8 = w[8];                                            \
+        for (ptrdiff_t k = 0; k < n; k++)                                                   \
+            row[k] = w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2] + w3 * x1[k]              \
+                   + w4 * x1[k + 1] + w5 * x1[k + 2] + w6 * x2[k] + w7 * x2[k + 1]          \
+                   + w8 * x2[k + 2];                                                        \
+    }                                                                                       \
+    EDL_SIMD_KERNEL static void edl_full5_##S(const T *x0, const T *x1, const T *x2,        \
+                                              const T *x3, const T *x4, const T *w,         \
+                                              T *restrict row, ptrdiff_t n) {               \
+        T c[25];                                                                            \
+        for (int i = 0; i < 25; i++) c[i] = w[i];                                           \
+        for (ptrdiff_t k = 0; k < n; k++) {                                                 \
+            T a = c[0] * x0[k] + c[1] * x0[k + 1] + c[2] * x0[k + 2] + c[3] * x0[k + 3]     \
+                + c[4] * x0[k + 4];                                                         \
+            a += c[5] * x1[k] + c[6] * x1[k + 1] + c[7] * x1[k + 2] + c[8] * x1[k + 3]      \
+                + c[9] * x1[k + 4];                                                         \
+            a += c[10] * x2[k] + c[11] * x2[k + 1] + c[12] * x2[k + 2] + c[13] * x2[k + 3]  \
+                + c[14] * x2[k + 4];                                                        \
+            a += c[15] * x3[k] + c[16] * x3[k + 1] + c[17] * x3[k + 2] + c[18] * x3[k + 3]  \
+                + c[19] * x3[k + 4];                                                        \
+            row[k] = a + c[20] * x4[k] + c[21] * x4[k + 1] + c[22] * x4[k + 2]              \
+                + c[23] * x4[k + 3] + c[24] * x4[k + 4];                                    \
+        }                                                                                   \
+    }                                                                                       \
+    EDL_SIMD_KERNEL static void edl_acc3_##S(const T *x, const T *w, T *restrict row,       \
+                                             ptrdiff_t n, ptrdiff_t sw, ptrdiff_t dw) {     \
+        const T w0 = w[0], w1 = w[1], w2 = w[2];                                            \
+        for (ptrdiff_t k = 0; k < n; k++)                                                   \
+            row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw];       \
+    }                                                                                       \
+    EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row,       \
+                                             ptrdiff_t n, ptrdiff_t sw, ptrdiff_t dw) {     \
+        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];                      \
+        for (ptrdiff_t k = 0; k < n; k++)                                                   \
+            row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw]        \
+                    + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
+    }
+    EDL_CONV_ROWS(float, f)
+    EDL_CONV_ROWS(double, d)
+    /* in-place activations (the functions allow y == x: same-index elementwise access) */
+    #pragma GCC diagnostic push
+    #pragma GCC diagnostic ignored "-Wrestrict"
+    static inline void edl_conv_sigmoid_f(float *v, ptrdiff_t n) { edl_sigmoid_f32(v, v, n); }
+    static inline void edl_conv_silu_f(float *v, ptrdiff_t n) { edl_swish_f32(v, v, n, 1.0f); }
+    static inline void edl_conv_tanh_f(float *v, ptrdiff_t n) { edl_tanh_f32(v, v, n); }
+    #pragma GCC diagnostic pop
+    """
+    void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
+                     float* row, Py_ssize_t n) noexcept nogil
+    void edl_full3_d(const double* x0, const double* x1, const double* x2, const double* w,
+                     double* row, Py_ssize_t n) noexcept nogil
+    void edl_full5_f(const float* x0, const float* x1, const float* x2, const float* x3,
+                     const float* x4, const float* w, float* row, Py_ssize_t n) noexcept nogil
+    void edl_full5_d(const double* x0, const double* x1, const double* x2, const double* x3,
+                     const double* x4, const double* w, double* row,
+                     Py_ssize_t n) noexcept nogil
+    void edl_acc3_f(const float* x, const float* w, float* row, Py_ssize_t n, Py_ssize_t sw,
+                    Py_ssize_t dw) noexcept nogil
+    void edl_acc3_d(const double* x, const double* w, double* row, Py_ssize_t n,
+                    Py_ssize_t sw, Py_ssize_t dw) noexcept nogil
+    void edl_acc5_f(const float* x, const float* w, float* row, Py_ssize_t n, Py_ssize_t sw,
+                    Py_ssize_t dw) noexcept nogil
+    void edl_acc5_d(const double* x, const double* w, double* row, Py_ssize_t n,
+                    Py_ssize_t sw, Py_ssize_t dw) noexcept nogil
+    # float32 activations of the activations family (vectorised exp), in place
+    void edl_conv_sigmoid_f(float* v, Py_ssize_t n) noexcept nogil
+    void edl_conv_silu_f(float* v, Py_ssize_t n) noexcept nogil
+    void edl_conv_tanh_f(float* v, Py_ssize_t n) noexcept nogil
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
@@ -71,6 +154,16 @@ cdef void _epilogue(floating* v, Py_ssize_t n, floating b, int act, floating lo,
         for k in range(n):
             t = v[k] + b
             v[k] = t * _clamp(t * <floating>(1.0 / 6.0) + <floating>0.5, 0, 1)
+    elif floating is float and act >= 5:
+        # the activations family's vectorised float32 exp (libm's expf is a scalar call)
+        for k in range(n):
+            v[k] = v[k] + b
+        if act == 5:
+            edl_conv_sigmoid_f(v, n)
+        elif act == 6:
+            edl_conv_silu_f(v, n)
+        else:
+            edl_conv_tanh_f(v, n)
     elif act == 5:
         for k in range(n):
             v[k] = 1 / (1 + _exp(-(v[k] + b)))
@@ -155,37 +248,38 @@ def col2im(floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, P
                         dst[xx * sw + off] += src[xx]
 
 
-cdef inline void _acc3(const floating* src, const floating* w, floating* row, Py_ssize_t lo,
-                       Py_ssize_t hi, Py_ssize_t sw, Py_ssize_t off,
-                       Py_ssize_t dw) noexcept nogil:
-    """row[ox] += the 3 taps of one kernel row (columns [lo, hi) have every tap inside)."""
-    cdef floating w0 = w[0], w1 = w[1], w2 = w[2]
-    cdef Py_ssize_t ox, a
-    if sw == 1 and dw == 1:       # the common case, written so that gcc vectorises it
-        src = src + off
-        for ox in range(lo, hi):
-            row[ox] += w0 * src[ox] + w1 * src[ox + 1] + w2 * src[ox + 2]
+cdef inline void _acc3(const floating* src, const floating* w, floating* row, Py_ssize_t n,
+                       Py_ssize_t sw, Py_ssize_t dw) noexcept nogil:
+    """row[k] += the 3 taps of one kernel row, k < n (src: the padded input row)."""
+    if floating is float:
+        edl_acc3_f(src, w, row, n, sw, dw)
     else:
-        for ox in range(lo, hi):
-            a = ox * sw + off
-            row[ox] += w0 * src[a] + w1 * src[a + dw] + w2 * src[a + 2 * dw]
+        edl_acc3_d(src, w, row, n, sw, dw)
 
 
-cdef inline void _acc5(const floating* src, const floating* w, floating* row, Py_ssize_t lo,
-                       Py_ssize_t hi, Py_ssize_t sw, Py_ssize_t off,
-                       Py_ssize_t dw) noexcept nogil:
-    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]
-    cdef Py_ssize_t ox, a
-    if sw == 1 and dw == 1:
-        src = src + off
-        for ox in range(lo, hi):
-            row[ox] += (w0 * src[ox] + w1 * src[ox + 1] + w2 * src[ox + 2]
-                        + w3 * src[ox + 3] + w4 * src[ox + 4])
+cdef inline void _acc5(const floating* src, const floating* w, floating* row, Py_ssize_t n,
+                       Py_ssize_t sw, Py_ssize_t dw) noexcept nogil:
+    if floating is float:
+        edl_acc5_f(src, w, row, n, sw, dw)
     else:
-        for ox in range(lo, hi):
-            a = ox * sw + off
-            row[ox] += (w0 * src[a] + w1 * src[a + dw] + w2 * src[a + 2 * dw]
-                        + w3 * src[a + 3 * dw] + w4 * src[a + 4 * dw])
+        edl_acc5_d(src, w, row, n, sw, dw)
+
+
+cdef inline void _full3(const floating* x0, const floating* w, floating* row, Py_ssize_t wp,
+                        Py_ssize_t n) noexcept nogil:
+    """row[k] = the whole 3x3 window at stride 1 (input rows x0, x0 + wp, x0 + 2 wp)."""
+    if floating is float:
+        edl_full3_f(x0, x0 + wp, x0 + 2 * wp, w, row, n)
+    else:
+        edl_full3_d(x0, x0 + wp, x0 + 2 * wp, w, row, n)
+
+
+cdef inline void _full5(const floating* x0, const floating* w, floating* row, Py_ssize_t wp,
+                        Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        edl_full5_f(x0, x0 + wp, x0 + 2 * wp, x0 + 3 * wp, x0 + 4 * wp, w, row, n)
+    else:
+        edl_full5_d(x0, x0 + wp, x0 + 2 * wp, x0 + 3 * wp, x0 + 4 * wp, w, row, n)
 
 
 cdef inline void _acc1(const floating* src, floating wv, floating* row, Py_ssize_t lo,
@@ -201,83 +295,62 @@ cdef inline void _acc1(const floating* src, floating wv, floating* row, Py_ssize
             row[ox] += wv * src[ox * sw + off]
 
 
-cdef floating _dw_point(const floating* xp, const floating* w, Py_ssize_t kh, Py_ssize_t kw,
-                        Py_ssize_t h, Py_ssize_t wd, Py_ssize_t oy, Py_ssize_t ox,
-                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                        Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
-    """One output pixel with bounds checks (border columns)."""
-    cdef floating acc = 0
-    cdef Py_ssize_t i, j, iy, ix
-    for i in range(kh):
-        iy = oy * sh - ph + i * dh
-        if iy < 0 or iy >= h:
-            continue
-        for j in range(kw):
-            ix = ox * sw - pw + j * dw
-            if 0 <= ix < wd:
-                acc += w[i * kw + j] * xp[iy * wd + ix]
-    return acc
-
-
 def depthwise_conv2d(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[::1] bias,
                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                      Py_ssize_t dh, Py_ssize_t dw, int act, double p0, double p1,
                      floating[::1] slopes, floating[:, :, :, ::1] out):
+    """Each channel plane is first copied into a zero-bordered buffer (only if padded), so
+    that every output row is a branch-free pass over whole rows of windows."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], oh = out.shape[2], ow = out.shape[3]
-    cdef Py_ssize_t q, ch, oy, ox, i, j, iy, xlo, xhi
+    # the padded input region the outputs read: rows [-ph, hp - ph), columns [-pw, wp - pw)
+    cdef Py_ssize_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    cdef Py_ssize_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef Py_ssize_t rows_in = min(h, hp - ph), cols_in = min(wd, wp - pw)
+    cdef bint padded = ph > 0 or pw > 0 or hp > h + ph or wp > wd + pw
+    cdef bint unit = sw == 1 and dh == 1 and dw == 1
+    cdef Py_ssize_t q, oy, i, j, k, r
     cdef floating lo = <floating>p0, hi = <floating>p1
+    cdef floating* buf = NULL
     cdef floating* row
     cdef const floating* xp
+    cdef const floating* src
     cdef const floating* wc
-    cdef bint fast
     if n * c * oh * ow == 0:
         return
-    # per-tap valid column ranges, shared by all rows and channels
-    cdef Py_ssize_t* jr = <Py_ssize_t*>malloc(3 * kw * sizeof(Py_ssize_t))
-    if jr == NULL:
-        raise MemoryError()
-    for j in range(kw):
-        jr[3 * j + 2] = j * dw - pw
-        jr[3 * j] = _tap_lo(sw, jr[3 * j + 2])
-        jr[3 * j + 1] = _tap_hi(wd, ow, sw, jr[3 * j + 2])
-    # 3- and 5-wide kernels: each kernel row's taps summed in registers on the interior
-    # columns [xlo, xhi) where every tap is inside; the few border columns one by one
-    xlo = jr[0]
-    xhi = jr[3 * (kw - 1) + 1]
-    fast = (kw == 3 or kw == 5) and xlo < xhi
-    try:
-        for q in prange(n * c, nogil=True, schedule="static"):
-            ch = q % c
-            xp = &x[q // c, ch, 0, 0]
-            wc = &w[ch, 0, 0]
+    if not padded:
+        wp = wd
+    with nogil, parallel():
+        if padded:
+            buf = <floating*>calloc(hp * wp, sizeof(floating))   # borders stay zero
+        for q in prange(n * c, schedule="static"):
+            xp = &x[q // c, q % c, 0, 0]
+            if padded:
+                for r in range(rows_in):
+                    src = xp + r * wd
+                    row = buf + (r + ph) * wp + pw
+                    for k in range(cols_in):
+                        row[k] = src[k]
+                xp = buf
+            wc = &w[q % c, 0, 0]
             for oy in range(oh):
-                row = &out[q // c, ch, oy, 0]
-                if fast:
-                    for ox in range(xlo, xhi):
-                        row[ox] = 0
-                    for i in range(kh):
-                        iy = oy * sh - ph + i * dh
-                        if iy >= 0 and iy < h:
-                            if kw == 3:
-                                _acc3(xp + iy * wd, wc + i * kw, row, xlo, xhi, sw, -pw, dw)
-                            else:
-                                _acc5(xp + iy * wd, wc + i * kw, row, xlo, xhi, sw, -pw, dw)
-                    for ox in range(xlo):
-                        row[ox] = _dw_point(xp, wc, kh, kw, h, wd, oy, ox, sh, sw, ph, pw,
-                                            dh, dw)
-                    for ox in range(xhi, ow):
-                        row[ox] = _dw_point(xp, wc, kh, kw, h, wd, oy, ox, sh, sw, ph, pw,
-                                            dh, dw)
+                row = &out[q // c, q % c, oy, 0]
+                src = xp + oy * sh * wp
+                if unit and kh == 3 and kw == 3:
+                    _full3(src, wc, row, wp, ow)
+                elif unit and kh == 5 and kw == 5:
+                    _full5(src, wc, row, wp, ow)
                 else:
-                    for ox in range(ow):
-                        row[ox] = 0
+                    for k in range(ow):
+                        row[k] = 0
                     for i in range(kh):
-                        iy = oy * sh - ph + i * dh
-                        if iy >= 0 and iy < h:
+                        if kw == 3:
+                            _acc3(src + i * dh * wp, wc + i * kw, row, ow, sw, dw)
+                        elif kw == 5:
+                            _acc5(src + i * dh * wp, wc + i * kw, row, ow, sw, dw)
+                        else:
                             for j in range(kw):
-                                _acc1(xp + iy * wd, wc[i * kw + j], row, jr[3 * j],
-                                      jr[3 * j + 1], sw, jr[3 * j + 2])
-                _epilogue(row, ow, bias[ch], act, lo, hi, slopes[ch])
-    finally:
-        free(jr)
+                                _acc1(src + i * dh * wp, wc[i * kw + j], row, 0, ow, sw,
+                                      j * dw)
+                _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
+        free(buf)

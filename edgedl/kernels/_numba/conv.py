@@ -90,8 +90,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
                     for ox in range(lo):
                         dst[ox] = 0
                     if sw == 1:
-                        for ox in range(lo, hi):
-                            dst[ox] = src[ox + off]
+                        dst[lo:hi] = src[lo + off:hi + off]
                     else:
                         for ox in range(lo, hi):
                             dst[ox] = src[ox * sw + off]
@@ -118,44 +117,84 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
                         dst[xx * sw + off] += src[xx]
 
 
+# Inner loops index views with a zero-based induction variable (``for k in range(n)``): numba
+# wraps negative indices, and only an index LLVM can prove non-negative loses that branch
+# and vectorises.
+
 @njit
 def _dw_row(xp, w, row, oy, sh, sw, ph, dh, dw, jlo, jhi, joff, h):
-    """One output row of one channel: row = sum over taps (accumulated in place)."""
+    """One output row of one channel, any kernel: row = sum over taps, tap by tap."""
     kh, kw = w.shape
-    for k in range(row.shape[0]):
-        row[k] = 0
+    row[:] = 0
     for i in range(kh):
         iy = oy * sh - ph + i * dh
         if iy < 0 or iy >= h:
             continue
-        src = xp[iy]
         for j in range(kw):
+            lo, hi = jlo[j], jhi[j]
+            if hi <= lo:
+                continue
             wv = w[i, j]
-            off = joff[j]
-            if sw == 1:
-                for ox in range(jlo[j], jhi[j]):
-                    row[ox] += wv * src[ox + off]
-            else:
-                for ox in range(jlo[j], jhi[j]):
-                    row[ox] += wv * src[ox * sw + off]
+            s = xp[iy, lo * sw + joff[j]:(hi - 1) * sw + joff[j] + 1:sw]
+            r = row[lo:hi]
+            for k in range(hi - lo):
+                r[k] += wv * s[k]
 
 
 @njit
 def _acc3(src, w, row, lo, hi, sw, off, dw):
-    """row[ox] += the 3 taps of one kernel row, for columns [lo, hi) with all taps inside."""
+    """row[lo:hi] += the 3 taps of one kernel row (every tap inside for those columns)."""
     w0, w1, w2 = w[0], w[1], w[2]
-    for ox in range(lo, hi):
-        a = ox * sw + off
-        row[ox] += w0 * src[a] + w1 * src[a + dw] + w2 * src[a + 2 * dw]
+    n = hi - lo
+    a = lo * sw + off
+    r = row[lo:hi]
+    if sw == 1:
+        s0, s1, s2 = src[a:a + n], src[a + dw:a + dw + n], src[a + 2 * dw:a + 2 * dw + n]
+    else:
+        e = a + (n - 1) * sw + 1
+        s0, s1, s2 = src[a:e:sw], src[a + dw:e + dw:sw], src[a + 2 * dw:e + 2 * dw:sw]
+    for k in range(n):
+        r[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k]
 
 
 @njit
 def _acc5(src, w, row, lo, hi, sw, off, dw):
     w0, w1, w2, w3, w4 = w[0], w[1], w[2], w[3], w[4]
-    for ox in range(lo, hi):
-        a = ox * sw + off
-        row[ox] += (w0 * src[a] + w1 * src[a + dw] + w2 * src[a + 2 * dw]
-                    + w3 * src[a + 3 * dw] + w4 * src[a + 4 * dw])
+    n = hi - lo
+    a = lo * sw + off
+    e = a + (n - 1) * sw + 1
+    r = row[lo:hi]
+    s0, s1, s2 = src[a:e:sw], src[a + dw:e + dw:sw], src[a + 2 * dw:e + 2 * dw:sw]
+    s3, s4 = src[a + 3 * dw:e + 3 * dw:sw], src[a + 4 * dw:e + 4 * dw:sw]
+    for k in range(n):
+        r[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k] + w3 * s3[k] + w4 * s4[k]
+
+
+@njit
+def _full3(x0, x1, x2, w, r):
+    """r[k] = the whole 3x3 window (stride 1, dilation 1; rows x0..x2 start at column 0 of
+    the window): 9 FMAs per store."""
+    w0, w1, w2, w3, w4, w5 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
+    w6, w7, w8 = w[2, 0], w[2, 1], w[2, 2]
+    for k in range(r.shape[0]):
+        r[k] = (w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2]
+                + w3 * x1[k] + w4 * x1[k + 1] + w5 * x1[k + 2]
+                + w6 * x2[k] + w7 * x2[k + 1] + w8 * x2[k + 2])
+
+
+@njit
+def _full5(x0, x1, x2, x3, x4, w, r):
+    for k in range(r.shape[0]):
+        acc = w[0, 0] * x0[k] + w[0, 1] * x0[k + 1] + w[0, 2] * x0[k + 2] \
+            + w[0, 3] * x0[k + 3] + w[0, 4] * x0[k + 4]
+        acc += w[1, 0] * x1[k] + w[1, 1] * x1[k + 1] + w[1, 2] * x1[k + 2] \
+            + w[1, 3] * x1[k + 3] + w[1, 4] * x1[k + 4]
+        acc += w[2, 0] * x2[k] + w[2, 1] * x2[k + 1] + w[2, 2] * x2[k + 2] \
+            + w[2, 3] * x2[k + 3] + w[2, 4] * x2[k + 4]
+        acc += w[3, 0] * x3[k] + w[3, 1] * x3[k + 1] + w[3, 2] * x3[k + 2] \
+            + w[3, 3] * x3[k + 3] + w[3, 4] * x3[k + 4]
+        r[k] = acc + w[4, 0] * x4[k] + w[4, 1] * x4[k + 1] + w[4, 2] * x4[k + 2] \
+            + w[4, 3] * x4[k + 3] + w[4, 4] * x4[k + 4]
 
 
 @njit(parallel=True)
@@ -170,19 +209,30 @@ def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, ou
     for j in range(kw):
         joff[j] = j * dw - pw
         jlo[j], jhi[j] = _tap_range(wd, ow, sw, joff[j])
-    # 3- and 5-wide kernels: a kernel row's taps summed in registers on the interior
-    # columns [xlo, xhi) (every tap inside), the few border columns one by one
+    # 3- and 5-wide kernels: taps summed in registers on the interior columns [xlo, xhi)
+    # (every tap inside), the few border columns one by one
     xlo, xhi = jlo[0], jhi[kw - 1]
     fast = (kw == 3 or kw == 5) and xlo < xhi
+    unit = kh == kw and sw == 1 and dh == 1 and dw == 1
+    m = xhi - xlo
+    a = xlo - pw                       # first input column of the interior windows
     for q in prange(n * c):
         b, ch = q // c, q % c
         xp = x[b, ch]
         wc = w[ch]
         for oy in range(oh):
             row = out[b, ch, oy]
-            if fast:
-                for ox in range(xlo, xhi):
-                    row[ox] = 0
+            iy = oy * sh - ph
+            if fast and unit and iy >= 0 and iy + kh <= h:
+                if kw == 3:
+                    _full3(xp[iy, a:a + m + 2], xp[iy + 1, a:a + m + 2],
+                           xp[iy + 2, a:a + m + 2], wc, row[xlo:xhi])
+                else:
+                    _full5(xp[iy, a:a + m + 4], xp[iy + 1, a:a + m + 4],
+                           xp[iy + 2, a:a + m + 4], xp[iy + 3, a:a + m + 4],
+                           xp[iy + 4, a:a + m + 4], wc, row[xlo:xhi])
+            elif fast:
+                row[xlo:xhi] = 0
                 for i in range(kh):
                     iy = oy * sh - ph + i * dh
                     if 0 <= iy < h:
@@ -190,6 +240,7 @@ def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, ou
                             _acc3(xp[iy], wc[i], row, xlo, xhi, sw, -pw, dw)
                         else:
                             _acc5(xp[iy], wc[i], row, xlo, xhi, sw, -pw, dw)
+            if fast:
                 for ox in range(0, xlo):
                     row[ox] = _dw_point(xp, wc, oy, ox, sh, sw, ph, pw, dh, dw, h, wd)
                 for ox in range(xhi, ow):
