@@ -31,7 +31,7 @@ ARM_PYTEST=${ARM_PYTEST:-tests}
 ARM_PYTEST_HF=${ARM_PYTEST_HF:-$ARM_PYTEST}
 # Host-downloaded wheels for the venvs (arm_chroot.sh adds them to its defaults' venv).
 PIP_ARM64="numpy numba onnxruntime onnx cython pytest setuptools wheel pytest-benchmark hypothesis Pillow"
-PIP_ARMHF="pytest cython setuptools wheel pytest-benchmark hypothesis"
+PIP_ARMHF="pytest cython>=3.0 setuptools wheel pytest-benchmark hypothesis"   # Debian's cython3 is 0.29
 # libgomp1: the extensions use OpenMP (Raspberry Pi OS has it; a minimal Debian root does not).
 APT_ARM64="libgomp1"
 APT_ARMHF="libgomp1 python3-pil"                  # PyPI has no armv7 Pillow wheels
@@ -70,7 +70,7 @@ install_and_test() {   # ARCH EXTRAS PIP_FLAGS REQUIRE PYTEST_ARGS
     cp \"\$(python -c 'import edgedl, os; print(os.path.dirname(edgedl.__file__))')\"/_cy/*.so /out/pip-$arch/
     # hide the source package, so tests and their subprocesses all use the installed one
     cd /src && mv edgedl edgedl.src
-    pytest -q -p no:cacheprovider $args"
+    pytest -q -p no:cacheprovider --tb=short $args"
   log "$arch: install + tests took $((SECONDS - t)) s (emulated)"
 }
 
@@ -141,59 +141,69 @@ do_cross() {
     cp /out/cross-arm64/edgedl/_cy/*.so edgedl/_cy/
     python tools/import_built.py edgedl/_cy
     python -c "import edgedl._cy._runtime as m; assert m.__file__.startswith(\"/src/\"), m.__file__"
-    python -m pytest -q -p no:cacheprovider tests/kernels tests/test_registry.py'
+    python -m pytest -q -p no:cacheprovider --tb=short tests/kernels tests/test_registry.py'
 }
 
 # 4. Start-up in emulated arm64 (ratios only: emulated times are not benchmarks).
 do_startup() {
   setup arm64
   log "startup: edgedl warmup, import + first inference vs steady state, read-only install"
-  ARM_ENV="EDGEDL_SHARED=/out/shared" arm arm64 run '
-    set -e
+  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_NUM_THREADS=1" arm arm64 run '
     pip install --no-build-isolation . >/tmp/pip.log 2>&1 || { tail -40 /tmp/pip.log; exit 1; }
     cd /tmp
     cat >/tmp/first.py <<EOF
-import time, sys
+import sys, time
 t0 = time.perf_counter()
 import numpy as np, edgedl
-sess = edgedl.InferenceSession(sys.argv[1])
+sess = edgedl.InferenceSession(sys.argv[1], backend=sys.argv[2])
 t1 = time.perf_counter()
 inp = sess.get_inputs()[0]
-shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-x = np.random.default_rng(0).random(shape, dtype=np.float32)
+x = np.random.default_rng(0).random([d if isinstance(d, int) and d > 0 else 1 for d in inp.shape],
+                                    dtype=np.float32)
 t2 = time.perf_counter(); sess.run(None, {inp.name: x}); t3 = time.perf_counter()
 steady = []
 for _ in range(3):
     a = time.perf_counter(); sess.run(None, {inp.name: x}); steady.append(time.perf_counter() - a)
-st = sorted(steady)[1]
-print(f"import+load {t1-t0:.2f} s, first inference {t3-t2:.2f} s, steady inference {st:.2f} s; "
-      f"(import+load+first)/(import+load+steady) = {(t1-t0+t3-t2)/(t1-t0+st):.2f}")
+load, first, st = t1 - t0, t3 - t2, sorted(steady)[1]
+print(f"  {sys.argv[2]:6s}: import+load {load:.2f} s, first run {first:.2f} s, steady run {st:.2f} s;"
+      f" (import+load+first)/(import+load+steady) = {(load + first) / (load + st):.2f}")
 EOF
     m=/out/shared/models/fastestdet.onnx
-    echo "== root (package dir writable): edgedl warmup, cold then warm"
-    TIMEFORMAT="cold warmup: %R s"; time edgedl warmup
-    TIMEFORMAT="warm warmup: %R s"; time edgedl warmup
-    if python -c "import edgedl.onnx.session" 2>/dev/null; then
-      python /tmp/first.py $m; python /tmp/first.py $m
+    has_session() { python -c "import edgedl.onnx.session" 2>/dev/null; }
+    echo "== as root (package dir writable, numba cache in site-packages)"
+    TIMEFORMAT="edgedl warmup, empty cache: %R s"; time edgedl warmup >/dev/null
+    TIMEFORMAT="edgedl warmup, warm cache:  %R s"; time edgedl warmup >/dev/null
+    if has_session; then
+      echo "import + first inference of $m (warm cache), fresh process each:"
+      for b in numba cython numpy; do python /tmp/first.py $m $b; done
     else
-      echo "edgedl.InferenceSession not available yet: inference start-up not measured"
+      echo "edgedl.InferenceSession not available: inference start-up not measured"
     fi
-    echo "== read-only install: run as nobody, HOME=/tmp/h"
-    rm -rf /tmp/h; mkdir -p /tmp/h; chown nobody /tmp/h
+    echo "== read-only install: as nobody, HOME=/tmp/h"
+    rm -rf /tmp/h; mkdir -p /tmp/h; chown 65534 /tmp/h
     asuser() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp/h "$@"; }
-    asuser python -c "import edgedl; print(\"cache dir:\", edgedl._config.numba_cache_location())"
-    TIMEFORMAT="user cold warmup: %R s"; time asuser edgedl warmup
-    TIMEFORMAT="user warm warmup: %R s"; time asuser edgedl warmup
-    echo "cache files in the user cache: $(find /tmp/h -name "*.nbi" | wc -l) index files"
-    if python -c "import edgedl.onnx.session" 2>/dev/null; then
-      asuser python /tmp/first.py $m
-    fi'
+    asuser python -c "import os, edgedl; from edgedl import _config
+print(\"site-packages writable:\", os.access(_config._PKG_DIR, os.W_OK), \"-> numba cache:\", _config.numba_cache_location())"
+    TIMEFORMAT="edgedl warmup as nobody, empty user cache: %R s"; time asuser edgedl warmup >/dev/null
+    TIMEFORMAT="edgedl warmup as nobody, warm user cache:  %R s"; time asuser edgedl warmup >/dev/null
+    echo "numba index files in the user cache: $(find /tmp/h -name "*.nbi" | wc -l)"
+    has_session && asuser python /tmp/first.py $m numba'
 }
 
 t0=$SECONDS
 what=${1:-all}
 case "$what" in
-  all) do_arm64; do_armhf; do_cross ;;
+  all)   # each part in its own process, so one failing still lets the others run
+    failed=() logs=()
+    for part in arm64 armhf cross; do
+      logs+=("$ARM_OUT/test-arm-$part.log"); mkdir -p "$ARM_OUT"
+      bash "$0" "$part" 2>&1 | tee "$ARM_OUT/test-arm-$part.log" || failed+=("$part")
+    done
+    log "summary (pytest closing lines; emulated times)"
+    for f in "${logs[@]}"; do
+      grep -hE '^=*[ ]*[0-9]+ (passed|failed)|test-arm.sh .*(OK|FAILED) in' "$f" | sed "s|^|  $(basename "$f" .log): |" >&2 || true
+    done
+    if [ ${#failed[@]} -gt 0 ]; then log "test-arm.sh all: FAILED: ${failed[*]} ($((SECONDS - t0)) s)"; exit 1; fi ;;
   arm64) do_arm64 ;;
   armhf) do_armhf ;;
   cross) do_cross ;;
