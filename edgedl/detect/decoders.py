@@ -180,13 +180,14 @@ def decode_ssd(outputs, names, cfg, width, height):
     keep = _filter(score, cfg["score_threshold"])
     b = boxes[keep].astype(np.float32)
     if not cfg["boxes_decoded"]:
-        pri = cfg.get("_priors")
-        if pri is None or len(pri) != len(boxes):
-            pri = ssd_priors(width, height, cfg["min_sizes"], cfg["steps"])
-            cfg["_priors"] = pri
-            if len(pri) != len(boxes):
-                raise ModelError(f"ssd: {len(pri)} priors from min_sizes/steps but the model "
-                                 f"has {len(boxes)} boxes")
+        cache = cfg.setdefault("_cache", {})      # per Detector: priors depend on the input size
+        key = ("_priors", width, height)
+        pri = cache.get(key)
+        if pri is None:
+            pri = cache[key] = ssd_priors(width, height, cfg["min_sizes"], cfg["steps"])
+        if len(pri) != len(boxes):
+            raise ModelError(f"ssd: {len(pri)} priors from min_sizes/steps but the model "
+                             f"has {len(boxes)} boxes")
         p = pri[keep]
         pxyxy = _cxcywh_to_xyxy(p[:, 0], p[:, 1], p[:, 2], p[:, 3]).astype(np.float32)
         # SSD does not clamp dw, dh: max_log_ratio=None
