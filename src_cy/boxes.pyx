@@ -164,53 +164,46 @@ def box_iou_aligned(const floating[:, ::1] a, const floating[:, ::1] b, int kind
 
 
 # ----------------------------------------------------------------------------- NMS
-cdef inline bint _suppresses(const floating[:, ::1] boxes, const floating* area, int64_t i,
-                             int64_t j, double thr) noexcept nogil:
-    """Kept box i suppresses candidate j: (double) iou > thr, iou in the box dtype."""
-    cdef floating xx1 = _max(boxes[i, 0], boxes[j, 0])
-    cdef floating xx2 = _min(boxes[i, 2], boxes[j, 2])
-    if xx2 <= xx1:
-        return False
-    cdef floating yy1 = _max(boxes[i, 1], boxes[j, 1])
-    cdef floating yy2 = _min(boxes[i, 3], boxes[j, 3])
-    if yy2 <= yy1:
-        return False
-    cdef floating inter = (xx2 - xx1) * (yy2 - yy1)
-    cdef floating iou = inter / ((area[i] + area[j]) - inter)
-    return <double>iou > thr
+cdef inline bint _suppresses(const floating* kb, floating x1, floating y1, floating x2,
+                             floating y2, floating aj, double thr) noexcept nogil:
+    """Kept box kb (x1, y1, x2, y2, area) suppresses the candidate: (double) iou > thr.
+
+    Branch-free on purpose (``&``, not ``and``): gcc turns max(w, 0) into compare-and-jump,
+    and those jumps are unpredictable; without overlap the decision is False either way."""
+    cdef floating w = _min(kb[2], x2) - _max(kb[0], x1)
+    cdef floating h = _min(kb[3], y2) - _max(kb[1], y1)
+    cdef floating inter = w * h
+    cdef floating iou = inter / ((kb[4] + aj) - inter)
+    return (w > 0) & (h > 0) & (<double>iou > thr)
 
 
 def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::1] bounds,
         double iou_threshold, int64_t max_output, uint8_t[::1] keep):
     """Greedy NMS per segment with an x1-sorted kept set (see the numba twin's docstring:
     IoU(i, j) <= IoU of the x-extents bounds the x1 distance of boxes that can suppress)."""
-    cdef Py_ssize_t n = boxes.shape[0], nseg = bounds.shape[0] - 1, npos = order.shape[0]
-    cdef Py_ssize_t s, p, i, q, lo, hi, mid, ins, k, longest = 0
+    cdef Py_ssize_t nseg = bounds.shape[0] - 1, npos = order.shape[0]
+    cdef Py_ssize_t s, p, q, lo, hi, mid, ins, k, longest = 0
     cdef int64_t j
     cdef double t = iou_threshold, xj, wj, wmax, r
     cdef double fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4
     cdef double fl = fe / t if t > 0 else INFINITY
+    cdef floating x1, y1, x2, y2, aj
     cdef bint sup
-    cdef floating* area
     cdef double* kx1
-    cdef int64_t* kid
+    cdef floating* kb
     for p in range(npos):
         keep[p] = 0
     if npos == 0:
         return
     for s in range(nseg):
         longest = max(longest, bounds[s + 1] - bounds[s])
-    area = <floating*>malloc(n * sizeof(floating) + 1)
     kx1 = <double*>malloc(longest * sizeof(double) + 1)
-    kid = <int64_t*>malloc(longest * sizeof(int64_t) + 1)
-    if area == NULL or kx1 == NULL or kid == NULL:
-        free(area)
+    kb = <floating*>malloc(5 * longest * sizeof(floating) + 1)
+    if kx1 == NULL or kb == NULL:
         free(kx1)
-        free(kid)
+        free(kb)
         raise MemoryError()
     with nogil:
-        for i in range(n):
-            area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
         for s in range(nseg):
             k = 0
             wmax = 0.0
@@ -218,8 +211,13 @@ def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::
                 if max_output >= 0 and k >= max_output:
                     break
                 j = order[p]
-                xj = boxes[j, 0]
-                wj = <double>boxes[j, 2] - xj
+                x1 = boxes[j, 0]
+                y1 = boxes[j, 1]
+                x2 = boxes[j, 2]
+                y2 = boxes[j, 3]
+                aj = (x2 - x1) * (y2 - y1)
+                xj = x1
+                wj = <double>x2 - xj
                 lo = 0
                 hi = k
                 while lo < hi:                  # first kept with x1 > xj
@@ -233,7 +231,7 @@ def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::
                 r = min(fe * wmax, fl * wj)     # kept boxes starting left of j
                 q = ins - 1
                 while q >= 0 and xj - kx1[q] <= r:
-                    if _suppresses(boxes, area, kid[q], j, t):
+                    if _suppresses(kb + 5 * q, x1, y1, x2, y2, aj, t):
                         sup = True
                         break
                     q -= 1
@@ -241,7 +239,7 @@ def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::
                     r = fe * wj                 # kept boxes starting right of j
                     q = ins
                     while q < k and kx1[q] - xj <= r:
-                        if _suppresses(boxes, area, kid[q], j, t):
+                        if _suppresses(kb + 5 * q, x1, y1, x2, y2, aj, t):
                             sup = True
                             break
                         q += 1
@@ -249,15 +247,18 @@ def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::
                     continue
                 if k > ins:
                     memmove(&kx1[ins + 1], &kx1[ins], (k - ins) * sizeof(double))
-                    memmove(&kid[ins + 1], &kid[ins], (k - ins) * sizeof(int64_t))
+                    memmove(&kb[5 * (ins + 1)], &kb[5 * ins], 5 * (k - ins) * sizeof(floating))
                 kx1[ins] = xj
-                kid[ins] = j
+                kb[5 * ins] = x1
+                kb[5 * ins + 1] = y1
+                kb[5 * ins + 2] = x2
+                kb[5 * ins + 3] = y2
+                kb[5 * ins + 4] = aj
                 k += 1
                 wmax = max(wmax, wj)
                 keep[p] = 1
-    free(area)
     free(kx1)
-    free(kid)
+    free(kb)
 
 
 cdef inline floating _iou_pair(const floating[:, ::1] boxes, const floating* area, Py_ssize_t i,

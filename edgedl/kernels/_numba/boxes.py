@@ -112,18 +112,15 @@ def box_iou_aligned(a, b, kind, out):
 
 # ----------------------------------------------------------------------------- NMS
 @njit
-def _suppresses(boxes, area, i, j, thr):
-    """Kept box i suppresses candidate j: float64(iou) > thr (iou in the box dtype)."""
-    xx1 = max(boxes[i, 0], boxes[j, 0])
-    xx2 = min(boxes[i, 2], boxes[j, 2])
-    if xx2 <= xx1:
-        return False
-    yy1 = max(boxes[i, 1], boxes[j, 1])
-    yy2 = min(boxes[i, 3], boxes[j, 3])
-    if yy2 <= yy1:
-        return False
-    inter = (xx2 - xx1) * (yy2 - yy1)
-    iou = inter / ((area[i] + area[j]) - inter)
+def _suppresses(kb, q, x1, y1, x2, y2, aj, z, thr):
+    """Kept box kb[q] (x1, y1, x2, y2, area) suppresses the candidate: float64(iou) > thr.
+
+    Branch-free: no overlap gives inter = 0, iou = 0 (or 0/0 = NaN), never > thr. (LLVM makes
+    max(w, 0) a maxss; the Cython twin needs ``&`` instead, same decisions.)"""
+    w = max(min(kb[q, 2], x2) - max(kb[q, 0], x1), z)
+    h = max(min(kb[q, 3], y2) - max(kb[q, 1], y1), z)
+    inter = w * h
+    iou = inter / ((kb[q, 4] + aj) - inter)
     return np.float64(iou) > thr
 
 
@@ -131,26 +128,23 @@ def _suppresses(boxes, area, i, j, thr):
 def nms(boxes, order, bounds, iou_threshold, max_output, keep):
     """Greedy NMS per segment, exact greedy result with far fewer IoU tests.
 
-    Kept boxes are held sorted by x1. IoU(i, j) <= IoU of their x-extents, which bounds how
-    far apart the x1 of two boxes with IoU > t can be: d < (1 - t) * w_earlier and
-    d < (1 - t) / t * w_later (w_earlier/w_later: width of the box starting left/right). So a
-    candidate only tests kept boxes in a small x1 window around its own x1, nearest first (the
-    usual suppressor), found by binary search. The window is widened by a relative 1e-4 so
-    rounding can never hide a suppressor.
+    Kept boxes are held sorted by x1 (coordinates and area copied, contiguous). IoU(i, j) <=
+    IoU of their x-extents, which bounds how far apart the x1 of two boxes with IoU > t can
+    be: d < (1 - t) * w_earlier and d < (1 - t) / t * w_later (w_earlier/w_later: width of the
+    box starting left/right). So a candidate only tests kept boxes in a small x1 window around
+    its own x1, nearest first (the usual suppressor), found by binary search. The window is
+    widened by a relative 1e-4 so rounding can never hide a suppressor.
     """
-    n = boxes.shape[0]
     nseg = bounds.shape[0] - 1
     keep[:] = 0
     if order.shape[0] == 0:
         return
-    area = np.empty(n, boxes.dtype)
-    for i in range(n):
-        area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
     longest = 0
     for s in range(nseg):
         longest = max(longest, bounds[s + 1] - bounds[s])
     kx1 = np.empty(longest, np.float64)
-    kid = np.empty(longest, np.int64)
+    kb = np.empty((longest, 5), boxes.dtype)
+    z = _c(boxes, 0.0)
     t = iou_threshold
     fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4       # factor on w_earlier
     fl = fe / t if t > 0.0 else np.inf         # factor on w_later
@@ -161,8 +155,10 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
             if max_output >= 0 and k >= max_output:
                 break
             j = order[p]
-            xj = np.float64(boxes[j, 0])
-            wj = np.float64(boxes[j, 2]) - xj
+            x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+            aj = (x2 - x1) * (y2 - y1)
+            xj = np.float64(x1)
+            wj = np.float64(x2) - xj
             # binary search: first kept with x1 > xj
             lo, hi = 0, k
             while lo < hi:
@@ -177,7 +173,7 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
             r = min(fe * wmax, fl * wj)
             q = ins - 1
             while q >= 0 and xj - kx1[q] <= r:
-                if _suppresses(boxes, area, kid[q], j, t):
+                if _suppresses(kb, q, x1, y1, x2, y2, aj, z, t):
                     sup = True
                     break
                 q -= 1
@@ -186,7 +182,7 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
                 r = fe * wj
                 q = ins
                 while q < k and kx1[q] - xj <= r:
-                    if _suppresses(boxes, area, kid[q], j, t):
+                    if _suppresses(kb, q, x1, y1, x2, y2, aj, z, t):
                         sup = True
                         break
                     q += 1
@@ -194,9 +190,10 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
                 continue
             for q in range(k, ins, -1):
                 kx1[q] = kx1[q - 1]
-                kid[q] = kid[q - 1]
+                for c in range(5):
+                    kb[q, c] = kb[q - 1, c]
             kx1[ins] = xj
-            kid[ins] = j
+            kb[ins, 0], kb[ins, 1], kb[ins, 2], kb[ins, 3], kb[ins, 4] = x1, y1, x2, y2, aj
             k += 1
             wmax = max(wmax, wj)
             keep[p] = 1
