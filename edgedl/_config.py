@@ -170,6 +170,9 @@ def apply_threads(backend):
     if backend == "numba":
         nb = load_numba()
         nb.set_num_threads(min(n, nb.config.NUMBA_NUM_THREADS))
+        # numba's 'omp' layer starting up resets this thread's OpenMP count (shared with the
+        # Cython kernels) to NUMBA_NUM_THREADS: re-apply it on the next Cython call
+        _applied.__dict__.pop("n_cython", None)
     elif backend == "cython":
         importlib.import_module("edgedl._cy._runtime").set_num_threads(n)
     setattr(_applied, key, n)

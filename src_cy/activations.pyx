@@ -17,6 +17,10 @@ cdef extern from "edl_math.h" nogil:
     float edl_log1p01f(float u)
 
 cdef extern from "activations_f32.h" nogil:
+    void edl_clip_f32(const float *x, float *y, Py_ssize_t n, float lo, float hi)
+    void edl_leaky_f32(const float *x, float *y, Py_ssize_t n, float alpha)
+    void edl_hard_sigmoid_f32(const float *x, float *y, Py_ssize_t n, float alpha, float beta)
+    void edl_hard_swish_f32(const float *x, float *y, Py_ssize_t n)
     void edl_sigmoid_f32(const float *x, float *y, Py_ssize_t n)
     void edl_swish_f32(const float *x, float *y, Py_ssize_t n, float beta)
     void edl_tanh_f32(const float *x, float *y, Py_ssize_t n)
@@ -81,21 +85,25 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
     """y[:n] = op(x[:n]) (or its gradient times dy); a, b the op's parameters."""
     cdef Py_ssize_t i
     cdef floating v, e, d, t, s, num, den, nn
-    if op == RELU:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if not v < 0 else 0      # max(v, 0), NaN kept
-    elif op == RELU6 or op == CLIP:
-        if op == RELU6:
+    if op == RELU or op == RELU6 or op == CLIP:   # relu = clip(0, inf): NaN and -0.0 kept
+        if op == RELU:
+            a, b = 0, INFINITY
+        elif op == RELU6:
             a, b = 0, 6
-        for i in range(n):
-            v = x[i]
-            v = a if v < a else v
-            y[i] = b if v > b else v
+        if floating is float:
+            edl_clip_f32(x, y, n, a, b)
+        else:
+            for i in range(n):
+                v = x[i]
+                v = a if v < a else v
+                y[i] = b if v > b else v
     elif op == LEAKY:
-        for i in range(n):
-            v = x[i]
-            y[i] = v if not v < 0 else a * v
+        if floating is float:
+            edl_leaky_f32(x, y, n, a)
+        else:
+            for i in range(n):
+                v = x[i]
+                y[i] = v if not v < 0 else a * v
     elif op == ELU or op == SELU:
         if floating is float:
             edl_selu_f32(x, y, n, a, 1 if op == ELU else b)
@@ -112,10 +120,13 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
             for i in range(n):
                 y[i] = _nan(x[i], _sig(x[i]))
     elif op == HSIG:
-        for i in range(n):
-            v = a * x[i] + b
-            v = 0 if v < 0 else v
-            y[i] = 1 if v > 1 else v
+        if floating is float:
+            edl_hard_sigmoid_f32(x, y, n, a, b)
+        else:
+            for i in range(n):
+                v = a * x[i] + b
+                v = 0 if v < 0 else v
+                y[i] = 1 if v > 1 else v
     elif op == TANH:
         if floating is float:
             edl_tanh_f32(x, y, n)
@@ -138,11 +149,14 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
             for i in range(n):
                 y[i] = _nan(x[i], x[i] * _sig(a * x[i]))
     elif op == HSWISH:
-        for i in range(n):
-            v = x[i]
-            t = v * <floating>(1.0 / 6.0) + <floating>0.5
-            t = 0 if t < 0 else t
-            y[i] = v * (1 if t > 1 else t)
+        if floating is float:
+            edl_hard_swish_f32(x, y, n)
+        else:
+            for i in range(n):
+                v = x[i]
+                t = v * <floating>(1.0 / 6.0) + <floating>0.5
+                t = 0 if t < 0 else t
+                y[i] = v * (1 if t > 1 else t)
     elif op == MISH:
         if floating is float:
             edl_mish_f32(x, y, n)
@@ -451,6 +465,8 @@ cdef void _prelu(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
         if grad:
             for k in range(inner):
                 po[base + k] = pd[base + k] if px[base + k] > 0 else a * pd[base + k]
+        elif floating is float:
+            edl_leaky_f32(px + base, po + base, inner, a)
         else:
             for k in range(inner):
                 v = px[base + k]

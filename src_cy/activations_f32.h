@@ -12,6 +12,42 @@
 
 typedef ptrdiff_t edl_idx;
 
+/* piecewise-linear: memory-bound, but the wide clones still halve the instruction count */
+EDL_SIMD_KERNEL static void edl_clip_f32(const float *restrict x, float *restrict y, edl_idx n,
+                                         float lo, float hi) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i];
+        v = v < lo ? lo : v;                 /* NaN stays NaN; lo > hi gives hi */
+        y[i] = v > hi ? hi : v;
+    }
+}
+
+EDL_SIMD_KERNEL static void edl_leaky_f32(const float *restrict x, float *restrict y, edl_idx n,
+                                          float alpha) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = v < 0.0f ? alpha * v : v;
+    }
+}
+
+EDL_SIMD_KERNEL static void edl_hard_sigmoid_f32(const float *restrict x, float *restrict y,
+                                                 edl_idx n, float alpha, float beta) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = alpha * x[i] + beta;
+        v = v < 0.0f ? 0.0f : v;
+        y[i] = v > 1.0f ? 1.0f : v;
+    }
+}
+
+EDL_SIMD_KERNEL static void edl_hard_swish_f32(const float *restrict x, float *restrict y,
+                                               edl_idx n) {
+    for (edl_idx i = 0; i < n; i++) {
+        float v = x[i], t = v * (1.0f / 6.0f) + 0.5f;
+        t = t < 0.0f ? 0.0f : t;
+        y[i] = v * (t > 1.0f ? 1.0f : t);
+    }
+}
+
 /* sigmoid(b * v) from e = exp(-|b v|): 1/(1+e) for b v >= 0, e/(1+e) below */
 #define EDL_SIGMOID(bv, e) ((bv) >= 0.0f ? 1.0f / (1.0f + (e)) : (e) / (1.0f + (e)))
 
