@@ -1,7 +1,7 @@
 """numba twins of edgedl.kernels._ref.conv (same names and arguments; see there for shapes).
 
-Every loop walks a tap's valid output range (computed once, ``_tap_range``), so there are no
-bounds checks in the inner loops and stride-1 rows vectorise.
+im2col / col2im walk each tap's valid output range (``_tap_range``), so inner loops have no
+bounds checks; depthwise reads a zero-bordered copy of each plane.
 """
 import numpy as np
 from numba import prange
@@ -122,144 +122,150 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
 # and vectorises.
 
 @njit
-def _dw_row(xp, w, row, oy, sh, sw, ph, dh, dw, jlo, jhi, joff, h):
-    """One output row of one channel, any kernel: row = sum over taps, tap by tap."""
-    kh, kw = w.shape
-    row[:] = 0
-    for i in range(kh):
-        iy = oy * sh - ph + i * dh
-        if iy < 0 or iy >= h:
-            continue
-        for j in range(kw):
-            lo, hi = jlo[j], jhi[j]
-            if hi <= lo:
-                continue
-            wv = w[i, j]
-            s = xp[iy, lo * sw + joff[j]:(hi - 1) * sw + joff[j] + 1:sw]
-            r = row[lo:hi]
-            for k in range(hi - lo):
-                r[k] += wv * s[k]
-
-
-@njit
-def _acc3(src, w, row, lo, hi, sw, off, dw):
-    """row[lo:hi] += the 3 taps of one kernel row (every tap inside for those columns)."""
+def _acc3(s0, s1, s2, w, r):
+    """r[k] += the 3 taps of one kernel row, each tap's inputs a contiguous slice."""
     w0, w1, w2 = w[0], w[1], w[2]
-    n = hi - lo
-    a = lo * sw + off
-    r = row[lo:hi]
-    if sw == 1:
-        s0, s1, s2 = src[a:a + n], src[a + dw:a + dw + n], src[a + 2 * dw:a + 2 * dw + n]
-    else:
-        e = a + (n - 1) * sw + 1
-        s0, s1, s2 = src[a:e:sw], src[a + dw:e + dw:sw], src[a + 2 * dw:e + 2 * dw:sw]
-    for k in range(n):
+    for k in range(r.shape[0]):
         r[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k]
 
 
 @njit
-def _acc5(src, w, row, lo, hi, sw, off, dw):
+def _acc5(s0, s1, s2, s3, s4, w, r):
     w0, w1, w2, w3, w4 = w[0], w[1], w[2], w[3], w[4]
-    n = hi - lo
-    a = lo * sw + off
-    e = a + (n - 1) * sw + 1
-    r = row[lo:hi]
-    s0, s1, s2 = src[a:e:sw], src[a + dw:e + dw:sw], src[a + 2 * dw:e + 2 * dw:sw]
-    s3, s4 = src[a + 3 * dw:e + 3 * dw:sw], src[a + 4 * dw:e + 4 * dw:sw]
-    for k in range(n):
+    for k in range(r.shape[0]):
         r[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k] + w3 * s3[k] + w4 * s4[k]
 
 
 @njit
-def _full3(x0, x1, x2, w, r):
-    """r[k] = the whole 3x3 window (stride 1, dilation 1; rows x0..x2 start at column 0 of
-    the window): 9 FMAs per store."""
-    w0, w1, w2, w3, w4, w5 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
-    w6, w7, w8 = w[2, 0], w[2, 1], w[2, 2]
+def _acc1(s0, wv, r):
     for k in range(r.shape[0]):
-        r[k] = (w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2]
-                + w3 * x1[k] + w4 * x1[k + 1] + w5 * x1[k + 2]
-                + w6 * x2[k] + w7 * x2[k + 1] + w8 * x2[k + 2])
+        r[k] += wv * s0[k]
 
 
 @njit
-def _full5(x0, x1, x2, x3, x4, w, r):
-    for k in range(r.shape[0]):
-        acc = w[0, 0] * x0[k] + w[0, 1] * x0[k + 1] + w[0, 2] * x0[k + 2] \
-            + w[0, 3] * x0[k + 3] + w[0, 4] * x0[k + 4]
-        acc += w[1, 0] * x1[k] + w[1, 1] * x1[k + 1] + w[1, 2] * x1[k + 2] \
-            + w[1, 3] * x1[k + 3] + w[1, 4] * x1[k + 4]
-        acc += w[2, 0] * x2[k] + w[2, 1] * x2[k + 1] + w[2, 2] * x2[k + 2] \
-            + w[2, 3] * x2[k + 3] + w[2, 4] * x2[k + 4]
-        acc += w[3, 0] * x3[k] + w[3, 1] * x3[k + 1] + w[3, 2] * x3[k + 2] \
-            + w[3, 3] * x3[k + 3] + w[3, 4] * x3[k + 4]
-        r[k] = acc + w[4, 0] * x4[k] + w[4, 1] * x4[k + 1] + w[4, 2] * x4[k + 2] \
-            + w[4, 3] * x4[k + 3] + w[4, 4] * x4[k + 4]
+def _full3(xp, r0, w, o, oy):
+    """o[oy, k] = the whole 3x3 window at stride 1 (xp: the padded plane, phase axis of 1).
+
+    Planes and row numbers rather than row views: a view per row costs reference counting;
+    the loop-invariant indices are hoisted, the k + j ones are provably >= 0 (vectorises).
+    """
+    w0, w1, w2, w3, w4, w5 = w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2]
+    w6, w7, w8 = w[2, 0], w[2, 1], w[2, 2]
+    for k in range(o.shape[1]):
+        o[oy, k] = (w0 * xp[r0, 0, k] + w1 * xp[r0, 0, k + 1] + w2 * xp[r0, 0, k + 2]
+                    + w3 * xp[r0 + 1, 0, k] + w4 * xp[r0 + 1, 0, k + 1]
+                    + w5 * xp[r0 + 1, 0, k + 2] + w6 * xp[r0 + 2, 0, k]
+                    + w7 * xp[r0 + 2, 0, k + 1] + w8 * xp[r0 + 2, 0, k + 2])
+
+
+@njit
+def _full5(xp, r0, w, o, oy):
+    for k in range(o.shape[1]):
+        acc = o[oy, k] * 0
+        for i in range(5):
+            acc += (w[i, 0] * xp[r0 + i, 0, k] + w[i, 1] * xp[r0 + i, 0, k + 1]
+                    + w[i, 2] * xp[r0 + i, 0, k + 2] + w[i, 3] * xp[r0 + i, 0, k + 3]
+                    + w[i, 4] * xp[r0 + i, 0, k + 4])
+        o[oy, k] = acc
+
+
+@njit
+def _full3s2(xp, r0, w, o, oy):
+    """Stride 2: padded column 2k + j is phase j % 2, index k + j // 2 (contiguous in k)."""
+    for k in range(o.shape[1]):
+        acc = o[oy, k] * 0
+        for i in range(3):
+            acc += (w[i, 0] * xp[r0 + i, 0, k] + w[i, 1] * xp[r0 + i, 1, k]
+                    + w[i, 2] * xp[r0 + i, 0, k + 1])
+        o[oy, k] = acc
+
+
+@njit
+def _full5s2(xp, r0, w, o, oy):
+    for k in range(o.shape[1]):
+        acc = o[oy, k] * 0
+        for i in range(5):
+            acc += (w[i, 0] * xp[r0 + i, 0, k] + w[i, 1] * xp[r0 + i, 1, k]
+                    + w[i, 2] * xp[r0 + i, 0, k + 1] + w[i, 3] * xp[r0 + i, 1, k + 1]
+                    + w[i, 4] * xp[r0 + i, 0, k + 2])
+        o[oy, k] = acc
+
+
+@njit
+def _tap(pr, sw, c, n):
+    """The n inputs of a tap at padded column offset c, from a phase-split row
+    pr[p, k] = padded[sw * k + p]: contiguous whatever the stride."""
+    base = c // sw
+    return pr[c - base * sw, base:base + n]
 
 
 @njit(parallel=True)
 def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
+    """Each channel plane is copied into a zero-bordered, column-phase-split buffer
+    P[r, p, k] = padded[r, sw*k + p] (skipped when unpadded at stride 1), so every tap reads a
+    contiguous slice and every output row is a branch-free vectorised pass."""
     n, c, h, wd = x.shape
     kh, kw = w.shape[1], w.shape[2]
     oh, ow = out.shape[2], out.shape[3]
     lo, hi = _params(x, p0, p1)
-    jlo = np.empty(kw, np.int64)
-    jhi = np.empty(kw, np.int64)
-    joff = np.empty(kw, np.int64)
-    for j in range(kw):
-        joff[j] = j * dw - pw
-        jlo[j], jhi[j] = _tap_range(wd, ow, sw, joff[j])
-    # 3- and 5-wide kernels: taps summed in registers on the interior columns [xlo, xhi)
-    # (every tap inside), the few border columns one by one
-    xlo, xhi = jlo[0], jhi[kw - 1]
-    fast = (kw == 3 or kw == 5) and xlo < xhi
-    unit = kh == kw and sw == 1 and dh == 1 and dw == 1
-    m = xhi - xlo
-    a = xlo - pw                       # first input column of the interior windows
+    # the padded input region the outputs read: rows [-ph, hp - ph), columns [-pw, wp - pw)
+    hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    wq = (wp + sw - 1) // sw
+    rows_in, cols_in = min(h, hp - ph), min(wd, wp - pw)
+    copy = sw > 1 or ph > 0 or pw > 0 or hp > h + ph or wp > wd + pw
+    full = sw <= 2 and dh == 1 and dw == 1 and kh == kw and (kw == 3 or kw == 5)
     for q in prange(n * c):
         b, ch = q // c, q % c
-        xp = x[b, ch]
+        if copy:
+            xp = np.zeros((hp, sw, wq), x.dtype)
+            for r in range(rows_in):
+                if sw == 1:
+                    dst = xp[ph + r, 0, pw:pw + cols_in]
+                    src = x[b, ch, r]
+                    for t in range(cols_in):
+                        dst[t] = src[t]
+                    continue
+                for p in range(sw):          # input columns landing in phase p
+                    k0 = (p - pw) % sw
+                    if k0 >= cols_in:
+                        continue
+                    cnt = (cols_in - 1 - k0) // sw + 1
+                    d0 = (pw + k0) // sw
+                    dst = xp[ph + r, p, d0:d0 + cnt]
+                    src = x[b, ch, r, k0:k0 + (cnt - 1) * sw + 1:sw]
+                    for t in range(cnt):
+                        dst[t] = src[t]
+        else:
+            xp = x[b, ch].reshape((h, 1, wd))
         wc = w[ch]
+        o = out[b, ch]
         for oy in range(oh):
-            row = out[b, ch, oy]
-            iy = oy * sh - ph
-            if fast and unit and iy >= 0 and iy + kh <= h:
+            r0 = oy * sh
+            if full:
                 if kw == 3:
-                    _full3(xp[iy, a:a + m + 2], xp[iy + 1, a:a + m + 2],
-                           xp[iy + 2, a:a + m + 2], wc, row[xlo:xhi])
+                    if sw == 1:
+                        _full3(xp, r0, wc, o, oy)
+                    else:
+                        _full3s2(xp, r0, wc, o, oy)
+                elif sw == 1:
+                    _full5(xp, r0, wc, o, oy)
                 else:
-                    _full5(xp[iy, a:a + m + 4], xp[iy + 1, a:a + m + 4],
-                           xp[iy + 2, a:a + m + 4], xp[iy + 3, a:a + m + 4],
-                           xp[iy + 4, a:a + m + 4], wc, row[xlo:xhi])
-            elif fast:
-                row[xlo:xhi] = 0
-                for i in range(kh):
-                    iy = oy * sh - ph + i * dh
-                    if 0 <= iy < h:
-                        if kw == 3:
-                            _acc3(xp[iy], wc[i], row, xlo, xhi, sw, -pw, dw)
-                        else:
-                            _acc5(xp[iy], wc[i], row, xlo, xhi, sw, -pw, dw)
-            if fast:
-                for ox in range(0, xlo):
-                    row[ox] = _dw_point(xp, wc, oy, ox, sh, sw, ph, pw, dh, dw, h, wd)
-                for ox in range(xhi, ow):
-                    row[ox] = _dw_point(xp, wc, oy, ox, sh, sw, ph, pw, dh, dw, h, wd)
+                    _full5s2(xp, r0, wc, o, oy)
+                row = o[oy]
             else:
-                _dw_row(xp, wc, row, oy, sh, sw, ph, dh, dw, jlo, jhi, joff, h)
+                row = o[oy]
+                row[:] = 0
+                for i in range(kh):
+                    pr = xp[r0 + i * dh]
+                    if kw == 3:
+                        _acc3(_tap(pr, sw, 0, ow), _tap(pr, sw, dw, ow),
+                              _tap(pr, sw, 2 * dw, ow), wc[i], row)
+                    elif kw == 5:
+                        _acc5(_tap(pr, sw, 0, ow), _tap(pr, sw, dw, ow),
+                              _tap(pr, sw, 2 * dw, ow), _tap(pr, sw, 3 * dw, ow),
+                              _tap(pr, sw, 4 * dw, ow), wc[i], row)
+                    else:
+                        for j in range(kw):
+                            _acc1(_tap(pr, sw, j * dw, ow), wc[i, j], row)
             _epilogue(row, bias[ch], act, lo, hi, slopes[ch])
-
-
-@njit
-def _dw_point(xp, w, oy, ox, sh, sw, ph, pw, dh, dw, h, wd):
-    kh, kw = w.shape
-    acc = w[0, 0] * 0
-    for i in range(kh):
-        iy = oy * sh - ph + i * dh
-        if iy < 0 or iy >= h:
-            continue
-        for j in range(kw):
-            ix = ox * sw - pw + j * dw
-            if 0 <= ix < wd:
-                acc += w[i, j] * xp[iy, ix]
-    return acc
