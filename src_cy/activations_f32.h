@@ -108,66 +108,50 @@ EDL_SIMD_KERNEL static void edl_mish_f32(const float *restrict x, float *restric
     }
 }
 
-/* Softmax (or log-softmax) of `rows` contiguous rows of length n (y may be x). Max and sum use
- * EDL_LANES partial accumulators, reduced as a tree, so that they vectorise and no branch depends
- * on the data (the order of the sum differs from a serial one by rounding only). */
-#define EDL_LANES 16
-#define EDL_BUF 512
-static inline float edl_hmax(float *acc) {
-    for (int w = EDL_LANES / 2; w > 0; w /= 2)
-        for (int k = 0; k < w; k++) acc[k] = acc[k + w] > acc[k] ? acc[k + w] : acc[k];
-    return acc[0];
+/* Softmax (or log-softmax) of `rows` contiguous rows of length n (y may be x).
+ * The row max is an integer max over an order-preserving map of the float bits (integer
+ * reductions vectorise without fast-math) with an OR flagging NaN/inf; the sum of exp uses an
+ * OpenMP simd reduction (ignored, i.e. serial, in builds without OpenMP). */
+#define EDL_KEY_NEG_INF ((int32_t)0x807fffff)           /* edl_f32_key(-inf) */
+static inline int32_t edl_f32_key(float v) {           /* monotonic float -> int32 map */
+    int32_t b;
+    memcpy(&b, &v, sizeof b);
+    return b ^ ((b >> 31) & 0x7fffffff);
 }
-static inline float edl_hsum(float *acc) {
-    for (int w = EDL_LANES / 2; w > 0; w /= 2)
-        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
-    return acc[0];
-}
+
 EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float *restrict y,
                                                  edl_idx rows, edl_idx n, int log_mode) {
     for (edl_idx r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        float acc[EDL_LANES], bad[EDL_LANES], buf[EDL_BUF], m, s, b;
-        edl_idx i, k, nv = n - n % EDL_LANES;
-        for (k = 0; k < EDL_LANES; k++) acc[k] = -INFINITY, bad[k] = 0.0f;
-        for (i = 0; i < nv; i += EDL_LANES)
-            for (k = 0; k < EDL_LANES; k++) {
-                float v = xr[i + k];
-                acc[k] = v > acc[k] ? v : acc[k];
-                bad[k] += v - v;                 /* NaN if v is NaN or +-inf */
-            }
-        m = edl_hmax(acc);
-        b = edl_hsum(bad);
-        for (; i < n; i++) {
-            m = xr[i] > m ? xr[i] : m;
-            b += xr[i] - xr[i];
+        int32_t key = INT32_MIN, bad = 0;
+        edl_idx i;
+        for (i = 0; i < n; i++) {
+            int32_t k = edl_f32_key(xr[i]);
+            key = k > key ? k : key;
+            bad |= (k >= 0x7f800000) | (k <= EDL_KEY_NEG_INF);   /* +-inf or NaN */
         }
-        if (b != 0.0f) {       /* rare: NaN or inf in the row; NaN results as NumPy gives */
+        float m = edl_f32_from_bits(key ^ ((key >> 31) & 0x7fffffff)), s = 0.0f;
+        if (bad) {             /* rare: NaN, +inf or all -inf give NaN rows, as NumPy */
             int nan_row = 0;
             for (i = 0; i < n; i++) nan_row |= (xr[i] != xr[i]) | (xr[i] == INFINITY);
             if (nan_row || m == -INFINITY) {
                 for (i = 0; i < n; i++) yr[i] = NAN;
                 continue;
-            }                  /* else: finite values and -inf, which give exp = 0 below */
-        }
-        /* exp(x - m) as one flat loop (into y, or a stack buffer when y must keep x for the
-         * log-softmax), then its sum with lane accumulators */
-        s = 0.0f;
-        for (edl_idx c0 = 0; c0 < n; c0 += EDL_BUF) {
-            edl_idx c1 = n - c0 < EDL_BUF ? n - c0 : EDL_BUF, cv = c1 - c1 % EDL_LANES;
-            float *e = log_mode ? buf : yr + c0;
-            for (i = 0; i < c1; i++) e[i] = edl_exp_neg(xr[c0 + i] - m);
-            for (k = 0; k < EDL_LANES; k++) acc[k] = 0.0f;
-            for (i = 0; i < cv; i += EDL_LANES)
-                for (k = 0; k < EDL_LANES; k++) acc[k] += e[i + k];
-            s += edl_hsum(acc);
-            for (i = cv; i < c1; i++) s += e[i];
+            }
         }
         if (log_mode) {
+#pragma omp simd reduction(+:s)
+            for (i = 0; i < n; i++) s += edl_exp_neg(xr[i] - m);
             float ls = logf(s);   /* (x - m) is exact: subtract log(s) separately */
             for (i = 0; i < n; i++) yr[i] = (xr[i] - m) - ls;
         } else {
+#pragma omp simd reduction(+:s)
+            for (i = 0; i < n; i++) {
+                float e = edl_exp_neg(xr[i] - m);
+                yr[i] = e;
+                s += e;
+            }
             float inv = 1.0f / s;
             for (i = 0; i < n; i++) yr[i] *= inv;
         }
