@@ -161,8 +161,9 @@ def _full3(xp, r0, w, o, oy):
 @njit
 def _full5(xp, r0, w, o, oy):
     for k in range(o.shape[1]):
-        acc = o[oy, k] * 0
-        for i in range(5):
+        acc = (w[0, 0] * xp[r0, 0, k] + w[0, 1] * xp[r0, 0, k + 1] + w[0, 2] * xp[r0, 0, k + 2]
+               + w[0, 3] * xp[r0, 0, k + 3] + w[0, 4] * xp[r0, 0, k + 4])
+        for i in range(1, 5):
             acc += (w[i, 0] * xp[r0 + i, 0, k] + w[i, 1] * xp[r0 + i, 0, k + 1]
                     + w[i, 2] * xp[r0 + i, 0, k + 2] + w[i, 3] * xp[r0 + i, 0, k + 3]
                     + w[i, 4] * xp[r0 + i, 0, k + 4])
@@ -173,8 +174,8 @@ def _full5(xp, r0, w, o, oy):
 def _full3s2(xp, r0, w, o, oy):
     """Stride 2: padded column 2k + j is phase j % 2, index k + j // 2 (contiguous in k)."""
     for k in range(o.shape[1]):
-        acc = o[oy, k] * 0
-        for i in range(3):
+        acc = w[0, 0] * xp[r0, 0, k] + w[0, 1] * xp[r0, 1, k] + w[0, 2] * xp[r0, 0, k + 1]
+        for i in range(1, 3):
             acc += (w[i, 0] * xp[r0 + i, 0, k] + w[i, 1] * xp[r0 + i, 1, k]
                     + w[i, 2] * xp[r0 + i, 0, k + 1])
         o[oy, k] = acc
@@ -183,8 +184,9 @@ def _full3s2(xp, r0, w, o, oy):
 @njit
 def _full5s2(xp, r0, w, o, oy):
     for k in range(o.shape[1]):
-        acc = o[oy, k] * 0
-        for i in range(5):
+        acc = (w[0, 0] * xp[r0, 0, k] + w[0, 1] * xp[r0, 1, k] + w[0, 2] * xp[r0, 0, k + 1]
+               + w[0, 3] * xp[r0, 1, k + 1] + w[0, 4] * xp[r0, 0, k + 2])
+        for i in range(1, 5):
             acc += (w[i, 0] * xp[r0 + i, 0, k] + w[i, 1] * xp[r0 + i, 1, k]
                     + w[i, 2] * xp[r0 + i, 0, k + 1] + w[i, 3] * xp[r0 + i, 1, k + 1]
                     + w[i, 4] * xp[r0 + i, 0, k + 2])
