@@ -76,6 +76,11 @@ def _common(p):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.cmd == "detect":
+        # A one-shot command: OpenMP's default spin-waiting costs seconds when the cores are
+        # busy (measured: the demo 6 s -> 1.6 s on 2 loaded cores). Read when the OpenMP
+        # runtime loads, i.e. before the first Cython kernel; a user's setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     try:
         import edgedl
         if getattr(args, "backend", None) and args.cmd != "warmup":

@@ -244,12 +244,10 @@ def test_grey_and_pil_inputs(shared_dir, sessions):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_default_session_is_edgedl(model, shared_dir, sessions):
-    """Without session=, the Detector runs on edgedl's own runtime: same detections."""
-    try:
-        det = Detector(shared_dir / "models" / f"{model}.onnx", backend=None)
-    except ImportError as e:             # pragma: no cover - runtime not built yet
-        pytest.skip(f"edgedl.InferenceSession unavailable: {e}")
+def test_default_session_is_edgedl(model, backend, shared_dir, sessions):
+    """Without session=, the Detector runs on edgedl's own runtime (every backend, also for
+    the box kernels): same detections as on onnxruntime."""
+    det = Detector(shared_dir / "models" / f"{model}.onnx", backend=backend)
     assert isinstance(det.session, edgedl.InferenceSession)
     ref = Detector(shared_dir / "models" / f"{model}.onnx", session=sessions[model])
     for image in ("astronaut.png", "coffee.png"):
