@@ -85,6 +85,9 @@ def _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
                     f"{side}={p} >= kernel_shape[{a}]={kernel_shape[a]} (pads={pads}, "
                     f"kernel_shape={kernel_shape})")
     hw = x.shape[2:]
+    if min(hw) == 0:
+        raise ShapeError(f"x must have a non-empty spatial size (only N or C may be 0), got "
+                         f"shape {x.shape}")
     pads = pool_pads(hw, kernel_shape, strides, auto_pad, pads)
     out_hw = pool_output_shape(hw, kernel_shape, strides, pads, dilations, ceil_mode)
     if min(out_hw) < 1:

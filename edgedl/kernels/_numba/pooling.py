@@ -1,10 +1,10 @@
 """numba twins of edgedl.kernels._ref.pooling (same names and arguments; see there for semantics).
 
-Max and average pooling are separable: a window's max (sum) is the max (sum) over its rows of
-the max (sum) over its columns. Each plane is done in two passes: a horizontal pass (every
-input row -> one value per output column, into a per-plane scratch (H, OW)) and a vertical
-pass over the scratch rows. That costs kh + kw instead of kh * kw operations per output, and
-every inner loop walks a precomputed valid range (no padding checks) over contiguous memory.
+Same scheme as the Cython twin: max and average pooling are separable, so per output row a
+vertical pass folds the window's in-image input rows into a scratch row (padded with -inf / 0,
+so the horizontal pass needs no bounds checks), then a horizontal pass folds kw shifted views
+of it. Each loop folds up to four sources (one store per 3-4 loads). Max uses a plain compare
+(vectorises to maxps) on planes without NaN/inf and the NaN-propagating max otherwise.
 Planes (N * C) run in parallel.
 """
 import numpy as np
@@ -14,18 +14,83 @@ from edgedl._config import njit
 
 
 @njit
-def _tap_range(n_in, n_out, stride, off):
-    """[lo, hi): outputs o < n_out whose tap reads o*stride + off inside [0, n_in)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
-    last = n_in - 1 - off
-    hi = 0 if last < 0 else min(n_out, last // stride + 1)
-    return lo, max(lo, hi)
+def _nanmax(acc, v):
+    # NaN-propagating max: a NaN in acc stays (v > NaN is False), a NaN in v enters.
+    # Two selects, no short-circuit `or`, so LLVM emits branch-free vector code.
+    m = v if v > acc else acc
+    return v if v != v else m
 
 
 @njit
-def _nanmax(acc, v):
-    # NaN-propagating max: a NaN in v enters, a NaN in acc stays (v > NaN is False).
-    return v if (v > acc or v != v) else acc
+def _op(a, b, mode):
+    # 0: sum, 1: max of a NaN-free plane (maxps), 2: NaN-propagating max
+    if mode == 0:
+        return a + b
+    if mode == 1:
+        return b if b > a else a
+    return _nanmax(a, b)
+
+
+@njit
+def _all_finite(v):
+    """False if the 1-D v holds a NaN (or an inf: that only costs the slower exact path)."""
+    acc = v.dtype.type(0)
+    zero = v.dtype.type(0)
+    for q in range(v.shape[0]):
+        acc += v[q] * zero     # 0 for finite values, NaN for NaN and +-inf
+    return acc == 0
+
+
+@njit(inline="always")
+def _fold_first(d, t, n, src, a, b, c, m, mode):
+    """d[t + q] = op of src[a + q], src[b + q], ... (the first m <= 3 offsets), q < n.
+    (LLVM does not vectorise a fourth source from the same array.)"""
+    if m == 1:
+        for q in range(n):
+            d[t + q] = src[a + q]
+    elif m == 2:
+        for q in range(n):
+            d[t + q] = _op(src[a + q], src[b + q], mode)
+    else:
+        for q in range(n):
+            d[t + q] = _op(_op(src[a + q], src[b + q], mode), src[c + q], mode)
+
+
+@njit(inline="always")
+def _fold_more(d, t, n, src, a, b, c, m, mode):
+    """d[t + q] = op(d[t + q], src[a + q], ...) over the first m <= 3 offsets, q < n."""
+    if m == 1:
+        for q in range(n):
+            d[t + q] = _op(d[t + q], src[a + q], mode)
+    elif m == 2:
+        for q in range(n):
+            d[t + q] = _op(_op(d[t + q], src[a + q], mode), src[b + q], mode)
+    else:
+        for q in range(n):
+            d[t + q] = _op(_op(d[t + q], src[a + q], mode), _op(src[b + q], src[c + q], mode),
+                           mode)
+
+
+@njit(inline="always")
+def _fold(d, t, length, src, offs, n, mode):
+    """d[t + q] = op over i < n of src[offs[i] + q] for q < length; n >= 1.
+
+    Offsets and indices are uint64 (numba emits no negative-index wraparound code for them)
+    and no array views are made here (each costs atomic refcounting): plain loops over raw
+    offsets, which LLVM vectorises. Three sources per pass, then d plus three more: one
+    store per three loads. The m / mode branches are loop-invariant and get unswitched."""
+    u = np.uint64
+    t, length = u(t), u(length)
+    m = min(n, 3)
+    z = offs[0]
+    _fold_first(d, t, length, src, offs[0], offs[1] if m > 1 else z,
+                offs[2] if m > 2 else z, m, mode)
+    i = m
+    while i < n:
+        m = min(n - i, 3)
+        _fold_more(d, t, length, src, offs[i], offs[i + 1] if m > 1 else z,
+                   offs[i + 2] if m > 2 else z, m, mode)
+        i += m
 
 
 @njit
@@ -45,83 +110,43 @@ def _valid_counts(n_in, n_out, k, stride, pad_begin, pad_end, dil):
 
 
 @njit
-def _hpass(row, dst, kw, sw, pl, dw, is_max):
-    """dst[o] = max (or sum) over the in-image taps j of row[o*sw + j*dw - pl]."""
-    n_in = row.shape[0]
-    n_out = dst.shape[0]
-    init = -np.inf if is_max else 0.0
-    for o in range(n_out):
-        dst[o] = init
-    for j in range(kw):
-        off = j * dw - pl
-        lo, hi = _tap_range(n_in, n_out, sw, off)
-        if is_max:
-            if sw == 1:
-                for o in range(lo, hi):
-                    dst[o] = _nanmax(dst[o], row[o + off])
-            else:
-                for o in range(lo, hi):
-                    dst[o] = _nanmax(dst[o], row[o * sw + off])
-        else:
-            if sw == 1:
-                for o in range(lo, hi):
-                    dst[o] += row[o + off]
-            else:
-                for o in range(lo, hi):
-                    dst[o] += row[o * sw + off]
-
-
-@njit
-def _plane(src, dst, tmp, kh, kw, sh, sw, pt, pl, dh, dw, is_max):
-    """One (H, W) plane -> (OH, OW): horizontal pass into tmp (H, OW), then vertical pass."""
-    h = src.shape[0]
-    oh, ow = dst.shape
-    for r in range(h):
-        _hpass(src[r], tmp[r], kw, sw, pl, dw, is_max)
-    init = -np.inf if is_max else 0.0
+def _plane(flat, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w, oh, ow,
+           mode):
+    """One plane (flat, h*w) -> dst (flat, oh*ow). vpad: padded scratch row; phases: scratch
+    for its stride phases (sw > 1); offs: uint64 scratch of max(kh, kw)."""
+    fill = 0.0 if mode == 0 else -np.inf
+    vpad[:] = fill
+    vlen = vpad.shape[0]
+    plen = phases.shape[0] // sw
     for o in range(oh):
-        d = dst[o]
-        for c in range(ow):
-            d[c] = init
-        start = o * sh - pt
+        n_rows = 0
         for i in range(kh):
-            r = start + i * dh
+            r = o * sh - pt + i * dh
             if 0 <= r < h:
-                t = tmp[r]
-                if is_max:
-                    for c in range(ow):
-                        d[c] = _nanmax(d[c], t[c])
-                else:
-                    for c in range(ow):
-                        d[c] += t[c]
+                offs[n_rows] = r * w
+                n_rows += 1
+        if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
+            vpad[lext:lext + w] = fill
+        else:
+            _fold(vpad, lext, w, flat, offs, n_rows, mode)
+        if sw == 1:
+            for j in range(kw):
+                offs[j] = lext - pl + j * dw
+            _fold(dst, o * ow, ow, vpad, offs, kw, mode)
+        else:
+            # split vpad into its sw phases so every tap is a contiguous run:
+            # vpad[t + q*sw] == phases[(t % sw) * plen + t // sw + q]
+            for ph in range(sw):
+                for i in range((vlen - ph + sw - 1) // sw):
+                    phases[ph * plen + i] = vpad[i * sw + ph]
+            for j in range(kw):
+                t = lext - pl + j * dw
+                offs[j] = (t % sw) * plen + t // sw
+            _fold(dst, o * ow, ow, phases, offs, kw, mode)
 
 
 @njit(parallel=True)
-def max_pool2d(x, kernel_shape, strides, pads, dilations, out):
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    kh, kw = kernel_shape[0], kernel_shape[1]
-    sh, sw = strides[0], strides[1]
-    dh, dw = dilations[0], dilations[1]
-    pt, pl = pads[0], pads[1]
-    vh = _valid_counts(h, oh, kh, sh, pt, pads[2], dh)[0]
-    vw = _valid_counts(w, ow, kw, sw, pl, pads[3], dw)[0]
-    lowest = np.finfo(x.dtype).min
-    for p in prange(n * c):
-        b, ch = p // c, p % c
-        tmp = np.empty((h, ow), dtype=x.dtype)
-        dst = out[b, ch]
-        _plane(x[b, ch], dst, tmp, kh, kw, sh, sw, pt, pl, dh, dw, True)
-        # windows without any in-image tap (only possible with dilations): lowest, as ORT
-        for r in range(oh):
-            for q in range(ow):
-                if vh[r] == 0 or vw[q] == 0:
-                    dst[r, q] = lowest
-    return out
-
-
-@njit(parallel=True)
-def avg_pool2d(x, kernel_shape, strides, pads, dilations, count_include_pad, out):
+def _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, is_max):
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     kh, kw = kernel_shape[0], kernel_shape[1]
@@ -131,24 +156,54 @@ def avg_pool2d(x, kernel_shape, strides, pads, dilations, count_include_pad, out
     vh, ph = _valid_counts(h, oh, kh, sh, pt, pads[2], dh)
     vw, pw = _valid_counts(w, ow, kw, sw, pl, pads[3], dw)
     # 1 / divisor factorises over the two axes; 0 where the window has no in-image tap
-    sh_ = np.zeros(oh, dtype=x.dtype)
-    sw_ = np.zeros(ow, dtype=x.dtype)
+    sch = np.zeros(oh, dtype=x.dtype)
+    scw = np.zeros(ow, dtype=x.dtype)
     for r in range(oh):
         if vh[r] > 0:
-            sh_[r] = 1.0 / (ph[r] if count_include_pad else vh[r])
+            sch[r] = 1.0 / (ph[r] if count_include_pad else vh[r])
     for q in range(ow):
         if vw[q] > 0:
-            sw_[q] = 1.0 / (pw[q] if count_include_pad else vw[q])
+            scw[q] = 1.0 / (pw[q] if count_include_pad else vw[q])
+    has_empty = (vh == 0).any() or (vw == 0).any()
+    lowest = np.finfo(x.dtype).min
+    lext = max(pl, 0)
+    vlen = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
+    xf = x.reshape((n * c, h * w))
+    of = out.reshape((n * c, oh * ow))
     for p in prange(n * c):
         b, ch = p // c, p % c
-        tmp = np.empty((h, ow), dtype=x.dtype)
+        vpad = np.empty(vlen, dtype=x.dtype)
+        phases = np.empty(sw * ((vlen + sw - 1) // sw) if sw > 1 else 0, dtype=x.dtype)
+        offs = np.empty(max(kh, kw), dtype=np.uint64)
+        mode = 0
+        if is_max:
+            mode = 1 if _all_finite(xf[p]) else 2
         dst = out[b, ch]
-        _plane(x[b, ch], dst, tmp, kh, kw, sh, sw, pt, pl, dh, dw, False)
-        for r in range(oh):
-            s = sh_[r]
-            d = dst[r]
-            for q in range(ow):
-                d[q] *= s * sw_[q]
+        _plane(xf[p], of[p], vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w,
+               oh, ow, mode)
+        if not is_max:
+            for r in range(oh):
+                d = dst[r]
+                s = sch[r]
+                for q in range(ow):
+                    d[q] *= s * scw[q]
+        elif has_empty:
+            # windows without any in-image tap (dilations only): lowest, as onnxruntime
+            for r in range(oh):
+                for q in range(ow):
+                    if vh[r] == 0 or vw[q] == 0:
+                        dst[r, q] = lowest
+
+
+@njit
+def max_pool2d(x, kernel_shape, strides, pads, dilations, out):
+    _pool(x, kernel_shape, strides, pads, dilations, False, out, True)
+    return out
+
+
+@njit
+def avg_pool2d(x, kernel_shape, strides, pads, dilations, count_include_pad, out):
+    _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, False)
     return out
 
 
@@ -167,15 +222,31 @@ def global_avg_pool2d(x, out):
     return out
 
 
+@njit
+def _plane_max(v):
+    """max of the 1-D v: 16 independent lanes (an elementwise loop LLVM vectorises; a plain
+    select reduction would not be without nnan), exact NaN max only if v holds NaN/inf."""
+    u = np.uint64
+    m = u(v.shape[0])
+    m16 = m - m % u(16)
+    acc = np.empty(16, dtype=v.dtype)
+    acc[:] = v[0]
+    fast = _all_finite(v)
+    for i in range(u(0), m16, u(16)):
+        for k in range(u(16)):
+            acc[k] = _op(acc[k], v[i + k], 1 if fast else 2)
+    r = acc[0]
+    for k in range(1, 16):
+        r = _nanmax(r, acc[k])
+    for i in range(m16, m):
+        r = _nanmax(r, v[i])
+    return r
+
+
 @njit(parallel=True)
 def global_max_pool2d(x, out):
     n, c, h, w = x.shape
+    xf = x.reshape((n * c, h * w))
     for p in prange(n * c):
-        b, ch = p // c, p % c
-        m = x[b, ch, 0, 0]
-        for r in range(h):
-            row = x[b, ch, r]
-            for q in range(w):
-                m = _nanmax(m, row[q])
-        out[b, ch, 0, 0] = m
+        out[p // c, p % c, 0, 0] = _plane_max(xf[p])
     return out

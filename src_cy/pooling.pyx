@@ -1,0 +1,308 @@
+# cython: boundscheck=False, wraparound=False
+"""Cython twins of edgedl.kernels._ref.pooling (same names and arguments; see there).
+
+The public wrapper validated everything and passes a C-contiguous x and out, so the kernels
+work on raw pointers. Max and average pooling are separable: per output row, a vertical pass
+folds the window's in-image input rows into a scratch row (padded with -inf / 0 so the next
+pass needs no bounds checks), then a horizontal pass folds kw shifted views of it. Each pass
+folds up to four sources per loop (one store per 3-4 loads) and gcc vectorises the stride-1
+loops. Max uses a plain maxps on planes without NaN/inf and the exact NaN-propagating max
+otherwise (a cheap per-plane check decides). Planes (N * C) run in parallel.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY
+from libc.stdlib cimport free, malloc
+
+
+cdef inline floating _nanmax(floating acc, floating v) noexcept nogil:
+    # NaN-propagating max: a NaN in acc stays (v > NaN is false), a NaN in v enters.
+    # Two selects, no short-circuit `or`: gcc turns them into maxps + cmpunordps + blend.
+    cdef floating m = v if v > acc else acc
+    return v if v != v else m
+
+
+cdef inline void _tap_range(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t stride,
+                            Py_ssize_t off, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): outputs o < n_out whose tap reads o*stride + off inside [0, n_in)."""
+    cdef Py_ssize_t last = n_in - 1 - off
+    lo[0] = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi[0] = 0 if last < 0 else min(n_out, last // stride + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef inline floating _fmax(floating acc, floating v) noexcept nogil:
+    # max for NaN-free planes: exactly x86 maxps (a single instruction per vector)
+    return v if v > acc else acc
+
+
+cdef bint _all_finite(const floating* s, Py_ssize_t m) noexcept nogil:
+    """False if the plane holds a NaN (or an inf: that only costs the slower exact path)."""
+    cdef floating acc[16]
+    cdef floating zero = 0      # typed: a literal 0 would promote float32 to double
+    cdef Py_ssize_t i, k, m16 = m - m % 16
+    for k in range(16):
+        acc[k] = 0
+    for i in range(0, m16, 16):
+        for k in range(16):
+            acc[k] += s[i + k] * zero   # 0 for finite values, NaN for NaN and +-inf
+    for i in range(m16, m):
+        acc[0] += s[i] * zero
+    for k in range(1, 16):
+        acc[0] += acc[k]
+    return acc[0] == 0
+
+
+cdef inline floating _op(floating a, floating b, int mode) noexcept nogil:
+    # 0: sum, 1: max of a NaN-free plane (maxps), 2: NaN-propagating max
+    if mode == 0:
+        return a + b
+    if mode == 1:
+        return _fmax(a, b)
+    return _nanmax(a, b)
+
+
+cdef void _fold(floating* d, const floating** src, int n, Py_ssize_t length, Py_ssize_t stride,
+                int mode) noexcept nogil:
+    """d[q] = op over i < n of src[i][q * stride], for q < length (n >= 1).
+
+    Up to four sources per pass, so d is loaded and stored once per three or four sources
+    (gcc unswitches the loops on mode/stride and vectorises the stride-1 ones)."""
+    cdef Py_ssize_t q
+    cdef const floating* a = src[0]
+    cdef const floating* b
+    cdef const floating* c
+    cdef const floating* e
+    cdef int i = 0, m
+    m = min(n, 4)
+    if m == 1:
+        for q in range(length):
+            d[q] = a[q * stride]
+    elif m == 2:
+        b = src[1]
+        for q in range(length):
+            d[q] = _op(a[q * stride], b[q * stride], mode)
+    elif m == 3:
+        b, c = src[1], src[2]
+        for q in range(length):
+            d[q] = _op(_op(a[q * stride], b[q * stride], mode), c[q * stride], mode)
+    else:
+        b, c, e = src[1], src[2], src[3]
+        for q in range(length):
+            d[q] = _op(_op(a[q * stride], b[q * stride], mode),
+                       _op(c[q * stride], e[q * stride], mode), mode)
+    i = m
+    while i < n:
+        m = min(n - i, 3)
+        a = src[i]
+        if m == 1:
+            for q in range(length):
+                d[q] = _op(d[q], a[q * stride], mode)
+        elif m == 2:
+            b = src[i + 1]
+            for q in range(length):
+                d[q] = _op(_op(d[q], a[q * stride], mode), b[q * stride], mode)
+        else:
+            b, c = src[i + 1], src[i + 2]
+            for q in range(length):
+                d[q] = _op(_op(d[q], a[q * stride], mode),
+                           _op(b[q * stride], c[q * stride], mode), mode)
+        i += m
+
+
+cdef void _plane(const floating* src, floating* dst, floating* vpad, const floating** ptrs,
+                 Py_ssize_t lext, Py_ssize_t vlen, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
+                 Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                 Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                 int mode) noexcept nogil:
+    """One (h, w) plane -> (oh, ow). Per output row: the vertical pass folds the window's
+    in-image rows into vpad (a row with lext / trailing cells of padding: -inf for max, 0 for
+    sum), then the horizontal pass folds kw shifted views of vpad (no bounds checks needed).
+    ptrs: scratch for max(kh, kw) source pointers."""
+    cdef Py_ssize_t o, i, j, r, c
+    cdef int n_rows
+    cdef floating fill = 0 if mode == 0 else -INFINITY
+    cdef floating* v = vpad + lext          # column 0 of the image row
+    cdef const floating* base = v - pl      # tap j of output q reads base[q*sw + j*dw]
+    for c in range(vlen):
+        vpad[c] = fill
+    for o in range(oh):
+        n_rows = 0
+        for i in range(kh):
+            r = o * sh - pt + i * dh
+            if 0 <= r < h:
+                ptrs[n_rows] = src + r * w
+                n_rows += 1
+        if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
+            for c in range(w):
+                v[c] = fill
+        else:
+            _fold(v, ptrs, n_rows, w, 1, mode)
+        for j in range(kw):
+            ptrs[j] = base + j * dw
+        _fold(dst + o * ow, ptrs, <int> kw, ow, sw, mode)
+
+
+cdef void _counts(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t k, Py_ssize_t stride,
+                  Py_ssize_t pad_begin, Py_ssize_t pad_end, Py_ssize_t dil,
+                  long* valid, long* padded) noexcept nogil:
+    """Per output index: number of in-image taps, and of taps inside the padded extent."""
+    cdef Py_ssize_t o, i, t
+    for o in range(n_out):
+        valid[o] = 0
+        padded[o] = 0
+        for i in range(k):
+            t = o * stride - pad_begin + i * dil
+            if 0 <= t < n_in:
+                valid[o] += 1
+            if -pad_begin <= t < n_in + pad_end:
+                padded[o] += 1
+
+
+cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple strides, tuple pads,
+                tuple dilations, bint count_include_pad, floating[:, :, :, ::1] out,
+                bint is_max):
+    cdef Py_ssize_t n = x.shape[0], ch = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t kh = kernel_shape[0], kw = kernel_shape[1]
+    cdef Py_ssize_t sh = strides[0], sw = strides[1]
+    cdef Py_ssize_t pt = pads[0], pl = pads[1], pb = pads[2], pr = pads[3]
+    cdef Py_ssize_t dh = dilations[0], dw = dilations[1]
+    cdef Py_ssize_t p, r, q, planes = n * ch
+    cdef floating* tmp = NULL
+    cdef const floating** ptrs = NULL
+    cdef floating* d
+    cdef floating lowest = -3.4028234663852886e38 if floating is float else -1.7976931348623157e308
+    if planes == 0 or oh == 0 or ow == 0:
+        return
+    cdef long* vh = <long*> malloc(2 * (oh + ow) * sizeof(long))
+    if vh == NULL:
+        raise MemoryError()
+    cdef long* ph = vh + oh
+    cdef long* vw = ph + oh
+    cdef long* pw = vw + ow
+    cdef floating* sc = <floating*> malloc((oh + ow) * sizeof(floating))
+    if sc == NULL:
+        free(vh)
+        raise MemoryError()
+    cdef floating* scw = sc + oh
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* yp = &out[0, 0, 0, 0]
+    cdef bint has_empty = 0
+    cdef int mode
+    # scratch row: lext padding cells, the image row, then what the last window reads past it
+    cdef Py_ssize_t lext = max(pl, 0)
+    cdef Py_ssize_t vlen = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
+    vlen = (vlen + 7) // 8 * 8    # keeps the pointer scratch after it aligned
+    cdef int failed[1]
+    failed[0] = 0
+    with nogil:
+        _counts(h, oh, kh, sh, pt, pb, dh, vh, ph)
+        _counts(w, ow, kw, sw, pl, pr, dw, vw, pw)
+        # 1 / divisor factorises over the two axes; 0 where no tap is in the image
+        for r in range(oh):
+            sc[r] = 0 if vh[r] == 0 else 1.0 / (ph[r] if count_include_pad else vh[r])
+            has_empty = has_empty or vh[r] == 0
+        for q in range(ow):
+            scw[q] = 0 if vw[q] == 0 else 1.0 / (pw[q] if count_include_pad else vw[q])
+            has_empty = has_empty or vw[q] == 0
+        with parallel():
+            tmp = <floating*> malloc(vlen * sizeof(floating) + (kh + kw) * sizeof(void*))
+            if tmp != NULL:
+                ptrs = <const floating**> (<char*> tmp + vlen * sizeof(floating))
+                for p in prange(planes, schedule="static"):
+                    d = yp + p * oh * ow
+                    mode = 0
+                    if is_max:
+                        mode = 1 if _all_finite(xp + p * h * w, h * w) else 2
+                    _plane(xp + p * h * w, d, tmp, ptrs, lext, vlen, h, w, oh, ow, kh, kw, sh, sw,
+                           pt, pl, dh, dw, mode)
+                    if not is_max:
+                        for r in range(oh):
+                            for q in range(ow):
+                                d[r * ow + q] *= sc[r] * scw[q]
+                    elif has_empty:
+                        # windows without any in-image tap (dilations only): lowest, as ORT
+                        for r in range(oh):
+                            for q in range(ow):
+                                if vh[r] == 0 or vw[q] == 0:
+                                    d[r * ow + q] = lowest
+                free(tmp)
+            else:
+                failed[0] = 1   # an array element: shared, not thread-private
+    free(vh)
+    free(sc)
+    if failed[0]:
+        raise MemoryError()
+
+
+def max_pool2d(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple strides, tuple pads,
+               tuple dilations, floating[:, :, :, ::1] out):
+    _pool(x, kernel_shape, strides, pads, dilations, False, out, True)
+    return out.base
+
+
+def avg_pool2d(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple strides, tuple pads,
+               tuple dilations, bint count_include_pad, floating[:, :, :, ::1] out):
+    _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, False)
+    return out.base
+
+
+cdef double _plane_sum(const floating* s, Py_ssize_t m) noexcept nogil:
+    # 8 independent double lanes: gcc vectorises the fixed inner loop (no -ffast-math needed)
+    cdef double acc[8]
+    cdef Py_ssize_t i, k, m8 = m - m % 8
+    for k in range(8):
+        acc[k] = 0
+    for i in range(0, m8, 8):
+        for k in range(8):
+            acc[k] += s[i + k]
+    for i in range(m8, m):
+        acc[0] += s[i]
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+
+
+cdef floating _plane_max(const floating* s, Py_ssize_t m) noexcept nogil:
+    # 16 independent lanes; the exact NaN-propagating max only for planes holding a NaN/inf
+    cdef floating acc[16]
+    cdef Py_ssize_t i, k, m16 = m - m % 16
+    cdef bint fast = _all_finite(s, m)
+    for k in range(16):
+        acc[k] = s[0]
+    if fast:
+        for i in range(0, m16, 16):
+            for k in range(16):
+                acc[k] = _fmax(acc[k], s[i + k])
+    else:
+        for i in range(0, m16, 16):
+            for k in range(16):
+                acc[k] = _nanmax(acc[k], s[i + k])
+    for i in range(m16, m):
+        acc[0] = _nanmax(acc[0], s[i])
+    for k in range(1, 16):
+        acc[0] = _nanmax(acc[0], acc[k])
+    return acc[0]
+
+
+def global_avg_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out):
+    cdef Py_ssize_t ch = x.shape[1], m = x.shape[2] * x.shape[3], p, planes = x.shape[0] * ch
+    cdef double inv = 1.0 / m
+    if planes == 0:
+        return out.base
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* yp = &out[0, 0, 0, 0]
+    for p in prange(planes, nogil=True, schedule="static"):
+        yp[p] = <floating> (_plane_sum(xp + p * m, m) * inv)
+    return out.base
+
+
+def global_max_pool2d(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out):
+    cdef Py_ssize_t ch = x.shape[1], m = x.shape[2] * x.shape[3], p, planes = x.shape[0] * ch
+    if planes == 0:
+        return out.base
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef floating* yp = &out[0, 0, 0, 0]
+    for p in prange(planes, nogil=True, schedule="static"):
+        yp[p] = _plane_max(xp + p * m, m)
+    return out.base
