@@ -292,6 +292,24 @@ def test_large_inputs_stay_finite(backend, dtype):
                                    rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", SOFTMAX)
+def test_softmax_special_values(backend, name, dtype):
+    inf, nan = np.inf, np.nan
+    rows = np.array([[0.0, -inf, 1.0, 0.0, -0.0, 2.0],      # -inf entries: exp = 0
+                     [0.0, 1.0, nan, 2.0, 3.0, 4.0],        # NaN anywhere: NaN row
+                     [0.0, inf, 1.0, 2.0, 3.0, 4.0],        # +inf: NaN row (inf - inf)
+                     [-inf] * 6,                             # all -inf: NaN row
+                     [5e-39, -5e-39, 0.0, -0.0, 1e-30, -1e-30]], dtype)   # tiny / zeros
+    for x in (rows, np.tile(rows, (1, 7))):                  # short rows and > 16 lanes
+        for axis in (-1, 0):
+            with np.errstate(invalid="ignore"):
+                want = _call(name, x, "numpy", axis=axis)
+                got = _call(name, x, backend, axis=axis)
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7,
+                                       err_msg=f"{name} {axis} {x.shape}")
+
+
 def test_nan_propagates(backend):
     x = np.array([np.nan, 1.0, -1.0], np.float32)
     for name in ("relu", "sigmoid", "tanh", "elu", "softplus", "swish", "mish", "hard_swish",

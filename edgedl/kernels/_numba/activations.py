@@ -114,6 +114,41 @@ def _ov_log1p01(u):
     return lambda u: math.log1p(u)
 
 
+def _row_max(xr):
+    """max of a contiguous 1-D row, NaN if it holds a NaN."""
+
+
+@overload(_row_max)
+def _ov_row_max(xr):
+    if xr.dtype == types.float32:
+        def impl(xr):
+            # integer max over an order-preserving map of the bits: vectorises (a float max
+            # reduction needs no-NaN flags); NaN / +inf anywhere are flagged separately
+            b = xr.view(np.int32)
+            key = np.int32(-2147483648)
+            bad = False
+            for i in range(b.size):
+                k = b[i] ^ ((b[i] >> 31) & np.int32(0x7fffffff))
+                key = k if k > key else key
+                bad |= (k >= np.int32(0x7f800000)) | (k <= np.int32(-2139095041))
+            m = _f32_from_bits(key ^ ((key >> 31) & np.int32(0x7fffffff)))
+            if bad:
+                for i in range(xr.size):
+                    if xr[i] != xr[i]:
+                        return xr[i]
+            return m
+        return impl
+
+    def impl64(xr):
+        m = xr[0]
+        for i in range(xr.size):
+            v = xr[i]
+            if v > m or v != v:
+                m = v
+        return m
+    return impl64
+
+
 # ----------------------------------------------------------------------------- scalar helpers
 @njit
 def _sig(v):
@@ -343,13 +378,51 @@ def _softmax3(x, dy, out, mode):
 
 
 @njit
+def _softmax_rows(x, out, log_mode):
+    """Softmax / log-softmax of the contiguous rows of x (outer, n, 1)."""
+    outer, n = x.shape[0], x.shape[1]
+    x2 = x.reshape(outer, n)
+    o2 = out.reshape(outer, n)
+    for r in range(outer):
+        xr, yr = x2[r], o2[r]
+        m = _row_max(xr)
+        if not (m > -np.inf and m < np.inf):          # NaN / inf rows: NaN, as NumPy
+            for i in range(n):
+                yr[i] = np.nan
+            continue
+        s = m - m
+        if log_mode:
+            for i in range(n):
+                s += _exp_neg(xr[i] - m)
+            ls = math.log(s)
+            for i in range(n):          # (x - m) - log(s) in two passes: the flags allow
+                yr[i] = xr[i] - m       # reassociation, and x - (m + log s) would lose the
+            for i in range(n):          # digits near the max of a row of huge values
+                yr[i] = yr[i] - ls
+        else:
+            for i in range(n):
+                e = _exp_neg(xr[i] - m)
+                yr[i] = e
+                s += e
+            inv = _ONE / s
+            for i in range(n):
+                yr[i] = yr[i] * inv
+
+
+@njit
 def softmax(x, out):
-    _softmax3(x, x, out, 0)
+    if x.shape[2] == 1:
+        _softmax_rows(x, out, False)
+    else:
+        _softmax3(x, x, out, 0)
 
 
 @njit
 def log_softmax(x, out):
-    _softmax3(x, x, out, 1)
+    if x.shape[2] == 1:
+        _softmax_rows(x, out, True)
+    else:
+        _softmax3(x, x, out, 1)
 
 
 # ----------------------------------------------------------------------------- gradients
