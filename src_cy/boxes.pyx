@@ -313,15 +313,45 @@ def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_thresh
 
 
 # ----------------------------------------------------------------------------- assignment
+cdef inline Py_ssize_t _row_argmax(const floating* row, Py_ssize_t m) noexcept nogil:
+    """First index of the max of a row of IoUs (>= +0, no NaN). Four independent maxima break
+    the compare chain; the first index holding the max is the sequential argmax."""
+    cdef floating m0 = row[0], m1 = row[0], m2 = row[0], m3 = row[0], mx
+    cdef Py_ssize_t j = 0
+    while j + 4 <= m:
+        m0 = _max(m0, row[j])
+        m1 = _max(m1, row[j + 1])
+        m2 = _max(m2, row[j + 2])
+        m3 = _max(m3, row[j + 3])
+        j += 4
+    while j < m:
+        m0 = _max(m0, row[j])
+        j += 1
+    mx = _max(_max(m0, m1), _max(m2, m3))
+    j = 0
+    while row[j] != mx:
+        j += 1
+    return j
+
+
 def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_boxes,
                    double pos_iou, double neg_iou, double min_pos_iou, bint low_quality,
-                   int8_t[::1] labels, int64_t[::1] gt_index, floating[::1] max_iou,
-                   floating[:, ::1] ious):
+                   int8_t[::1] labels, int64_t[::1] gt_index, floating[::1] max_iou):
+    """Two streaming passes over IoU rows (one row buffer, no N x M matrix): the first labels
+    anchors and tracks each gt's best IoU, the second (low_quality only) recomputes the rows
+    and promotes the anchors that reach an eligible gt's best."""
     cdef Py_ssize_t n = anchors.shape[0], m = gt_boxes.shape[0], i, j, best
     cdef floating mx
     cdef int8_t lab
     cdef int64_t gi
-    cdef int err = 0
+    cdef bint hit, any_eligible = False
+    cdef floating* buf
+    cdef floating* bx1
+    cdef floating* by1
+    cdef floating* bx2
+    cdef floating* by2
+    cdef floating* bar
+    cdef floating* row
     cdef floating* gmax
     if m == 0:
         for i in range(n):
@@ -331,41 +361,53 @@ def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_box
         return
     if n == 0:
         return
-    gmax = <floating*>malloc(m * sizeof(floating))
-    if gmax == NULL:
+    buf = <floating*>malloc(7 * m * sizeof(floating))
+    if buf == NULL:
         raise MemoryError()
+    bx1, by1, bx2, by2, bar = buf, buf + m, buf + 2 * m, buf + 3 * m, buf + 4 * m
+    row, gmax = buf + 5 * m, buf + 6 * m
     with nogil:
-        err = _iou_matrix(anchors, gt_boxes, ious)
-        if err == 0:
+        for j in range(m):
+            bx1[j] = gt_boxes[j, 0]
+            by1[j] = gt_boxes[j, 1]
+            bx2[j] = gt_boxes[j, 2]
+            by2[j] = gt_boxes[j, 3]
+            bar[j] = (gt_boxes[j, 2] - gt_boxes[j, 0]) * (gt_boxes[j, 3] - gt_boxes[j, 1])
+            gmax[j] = -INFINITY
+        for i in range(n):
+            _iou_row(&anchors[i, 0], bx1, by1, bx2, by2, bar, m, row)
+            best = _row_argmax(row, m)
+            mx = row[best]
             for j in range(m):
-                gmax[j] = ious[0, j]
+                gmax[j] = _max(gmax[j], row[j])
+            max_iou[i] = mx
+            lab = -1
+            gi = -1
+            if mx >= pos_iou:
+                lab = 1
+                gi = best
+            elif mx >= 0 and mx < neg_iou:
+                lab = 0
+            labels[i] = lab
+            gt_index[i] = gi
+        if low_quality:
+            for j in range(m):
+                if gmax[j] >= min_pos_iou:
+                    any_eligible = True
+                else:
+                    gmax[j] = INFINITY        # IoUs are <= 1: never matches
+        if any_eligible:
             for i in range(n):
-                best = 0
-                for j in range(1, m):
-                    if ious[i, j] > ious[i, best]:
-                        best = j
-                mx = ious[i, best]
-                max_iou[i] = mx
-                lab = -1
-                gi = -1
-                if mx >= pos_iou:
-                    lab = 1
-                    gi = best
-                elif mx >= 0 and mx < neg_iou:
-                    lab = 0
-                labels[i] = lab
-                gt_index[i] = gi
+                _iou_row(&anchors[i, 0], bx1, by1, bx2, by2, bar, m, row)
+                hit = False
                 for j in range(m):
-                    gmax[j] = _max(gmax[j], ious[i, j])
-            if low_quality:
-                for i in range(n):
+                    hit = hit | (row[j] == gmax[j])
+                if hit:
                     for j in range(m):
-                        if gmax[j] >= min_pos_iou and ious[i, j] == gmax[j]:
+                        if row[j] == gmax[j]:    # a later gt overwrites an earlier one
                             labels[i] = 1
                             gt_index[i] = j
-    free(gmax)
-    if err:
-        raise MemoryError()
+    free(buf)
 
 
 # ----------------------------------------------------------------------------- focal loss

@@ -330,10 +330,9 @@ def assign_anchors(anchors, gt_boxes, pos_iou=0.7, neg_iou=0.3, min_pos_iou=0.3,
     labels = np.empty(n, dtype=np.int8)
     gt_index = np.empty(n, dtype=np.int64)
     max_iou = np.empty(n, dtype=dt)
-    ious = np.empty((n, m), dtype=dt)
     r = lambda v: float(dt.type(v))            # noqa: E731  (compare in the box dtype)
     _kernel("assign_anchors", backend)(anchors, gt, r(pos), r(neg), r(mpi), bool(low_quality),
-                                       labels, gt_index, max_iou, ious)
+                                       labels, gt_index, max_iou)
     return AssignResult(labels, gt_index, max_iou)
 
 

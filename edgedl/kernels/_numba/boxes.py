@@ -23,30 +23,66 @@ def _c(x, v):
 
 # ----------------------------------------------------------------------------- IoU
 @njit
-def _iou_fast(a, b, out):
-    """Plain IoU matrix; b transposed to SoA so the inner loop over b vectorises."""
-    n, m = a.shape[0], b.shape[0]
-    z = _c(a, 0.0)
-    one = _c(a, 1.0)
-    bx1 = np.empty(m, a.dtype)
-    by1 = np.empty(m, a.dtype)
-    bx2 = np.empty(m, a.dtype)
-    by2 = np.empty(m, a.dtype)
-    bar = np.empty(m, a.dtype)
+def _soa(b):
+    """b (M, 4) -> SoA columns x1, y1, x2, y2, area and two constants 0, 1 (in b's dtype), so
+    loops over b vectorise."""
+    m = b.shape[0]
+    soa = np.empty((5, m + 2), b.dtype)
+    soa[0, m] = 0
+    soa[0, m + 1] = 1
     for j in range(m):
-        bx1[j], by1[j], bx2[j], by2[j] = b[j, 0], b[j, 1], b[j, 2], b[j, 3]
-        bar[j] = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
-    for i in range(n):
-        ax1, ay1, ax2, ay2 = a[i, 0], a[i, 1], a[i, 2], a[i, 3]
-        aar = (ax2 - ax1) * (ay2 - ay1)
-        row = out[i]
-        for j in range(m):
-            w = max(min(ax2, bx2[j]) - max(ax1, bx1[j]), z)
-            h = max(min(ay2, by2[j]) - max(ay1, by1[j]), z)
-            inter = w * h
-            u = (aar + bar[j]) - inter
-            pos = u > z
-            row[j] = inter / (u if pos else one) if pos else z
+        soa[0, j], soa[1, j], soa[2, j], soa[3, j] = b[j, 0], b[j, 1], b[j, 2], b[j, 3]
+        soa[4, j] = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+    return soa
+
+
+@njit
+def _iou_row(a, i, soa, row):
+    """row[j] = IoU(a[i], b[j]) for the SoA columns of b; branch-free, vectorises."""
+    m = row.shape[0]
+    z = soa[0, m]
+    one = soa[0, m + 1]
+    ax1, ay1, ax2, ay2 = a[i, 0], a[i, 1], a[i, 2], a[i, 3]
+    aar = (ax2 - ax1) * (ay2 - ay1)
+    bx1, by1, bx2, by2, bar = soa[0], soa[1], soa[2], soa[3], soa[4]
+    for j in range(m):
+        w = max(min(ax2, bx2[j]) - max(ax1, bx1[j]), z)
+        h = max(min(ay2, by2[j]) - max(ay1, by1[j]), z)
+        inter = w * h
+        u = (aar + bar[j]) - inter
+        pos = u > z
+        row[j] = inter / (u if pos else one) if pos else z
+
+
+@njit
+def _iou_fast(a, b, out):
+    """Plain IoU matrix, row by row."""
+    soa = _soa(b)
+    for i in range(a.shape[0]):
+        _iou_row(a, i, soa, out[i])
+
+
+@njit
+def _row_argmax(row):
+    """(max, first index of it) of a row of IoUs (>= +0, no NaN). Four independent maxima
+    break the compare chain; the first index holding the max is the sequential argmax."""
+    m = row.shape[0]
+    m0 = m1 = m2 = m3 = row[0]
+    j = 0
+    while j + 4 <= m:
+        m0 = max(m0, row[j])
+        m1 = max(m1, row[j + 1])
+        m2 = max(m2, row[j + 2])
+        m3 = max(m3, row[j + 3])
+        j += 4
+    while j < m:
+        m0 = max(m0, row[j])
+        j += 1
+    mx = max(max(m0, m1), max(m2, m3))
+    best = 0
+    while row[best] != mx:
+        best += 1
+    return mx, best
 
 
 @njit
@@ -243,7 +279,8 @@ def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picke
 # ----------------------------------------------------------------------------- assignment
 @njit
 def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality,
-                   labels, gt_index, max_iou, ious):
+                   labels, gt_index, max_iou):
+    """Two streaming passes over IoU rows (see the Cython twin), no N x M matrix."""
     n, m = anchors.shape[0], gt_boxes.shape[0]
     if m == 0:
         for i in range(n):
@@ -253,15 +290,14 @@ def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality
         return
     if n == 0:
         return
-    _iou_fast(anchors, gt_boxes, ious)
-    gmax = np.full(m, -np.inf)
+    soa = _soa(gt_boxes)
+    row = np.empty(m, anchors.dtype)
+    gmax = np.full(m, -np.inf, anchors.dtype)
     for i in range(n):
-        row = ious[i]
-        best = 0
-        for j in range(1, m):
-            if row[j] > row[best]:
-                best = j
-        mx = row[best]
+        _iou_row(anchors, i, soa, row)
+        mx, best = _row_argmax(row)
+        for j in range(m):
+            gmax[j] = max(gmax[j], row[j])
         max_iou[i] = mx
         lab = -1
         gi = -1
@@ -272,18 +308,26 @@ def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality
             lab = 0
         labels[i] = lab
         gt_index[i] = gi
-        if low_quality:
-            for j in range(m):
-                gmax[j] = max(gmax[j], np.float64(row[j]))
     if not low_quality:
         return
+    any_eligible = False
+    for j in range(m):
+        if gmax[j] >= min_pos_iou:
+            any_eligible = True
+        else:
+            gmax[j] = np.inf            # IoUs are <= 1: never matches
+    if not any_eligible:
+        return
     for i in range(n):
-        row = ious[i]
+        _iou_row(anchors, i, soa, row)
+        hit = False
         for j in range(m):
-            # IoUs are float32/64; gmax holds them exactly in float64
-            if gmax[j] >= min_pos_iou and np.float64(row[j]) == gmax[j]:
-                labels[i] = 1
-                gt_index[i] = j
+            hit |= row[j] == gmax[j]
+        if hit:
+            for j in range(m):
+                if row[j] == gmax[j]:    # a later gt overwrites an earlier one
+                    labels[i] = 1
+                    gt_index[i] = j
 
 
 # ----------------------------------------------------------------------------- focal loss

@@ -158,11 +158,11 @@ def _iou_of(boxes, area, i, js):
 
 
 def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality,
-                   labels, gt_index, max_iou, ious):
+                   labels, gt_index, max_iou):
     """Max-IoU assignment (mmdetection MaxIoUAssigner, gt_max_assign_all=True).
 
-    ``ious`` is an (N, M) work array (filled with the IoU matrix). Thresholds are compared with
-    IoU values in the box dtype (the wrapper rounds them to it, as torch/mmdet compare).
+    Thresholds are compared with IoU values in the box dtype (the wrapper rounds them to it,
+    as torch/mmdet compare).
     """
     n, m = anchors.shape[0], gt_boxes.shape[0]
     labels[:] = -1
@@ -171,9 +171,10 @@ def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality
         labels[:] = 0
         max_iou[:] = 0
         return
-    box_iou(anchors, gt_boxes, 0, ious)
     if n == 0:
         return
+    ious = np.empty((n, m), anchors.dtype)
+    box_iou(anchors, gt_boxes, 0, ious)
     arg = np.argmax(ious, axis=1)
     mx = ious[np.arange(n), arg]
     max_iou[:] = mx
