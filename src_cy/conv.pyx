@@ -61,8 +61,48 @@ cdef extern from *:
             row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw]        \
                     + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
     }
+    /* Stride 2: a padded row is stored split by column parity, e = even columns, then
+       o = odd ones (wq each); tap j of output k is then e[k + j/2] or o[k + j/2]: contiguous
+       loads instead of gathers. p: row r0's e; rs: row stride (2 wq). */
+    #define EDL_CONV_ROWS_S2(T, S)                                                            \
+    EDL_SIMD_KERNEL static void edl_full3s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
+                                                const T *w, T *restrict row, ptrdiff_t n) { \
+        for (ptrdiff_t k = 0; k < n; k++) {                                                 \
+            T a = 0;                                                                        \
+            for (int i = 0; i < 3; i++) {                                                   \
+                const T *e = p + i * rs, *o = e + wq;                                       \
+                a += w[3 * i] * e[k] + w[3 * i + 1] * o[k] + w[3 * i + 2] * e[k + 1];       \
+            }                                                                               \
+            row[k] = a;                                                                     \
+        }                                                                                   \
+    }                                                                                       \
+    EDL_SIMD_KERNEL static void edl_full5s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
+                                                const T *w, T *restrict row, ptrdiff_t n) { \
+        for (ptrdiff_t k = 0; k < n; k++) {                                                 \
+            T a = 0;                                                                        \
+            for (int i = 0; i < 5; i++) {                                                   \
+                const T *e = p + i * rs, *o = e + wq;                                       \
+                a += w[5 * i] * e[k] + w[5 * i + 1] * o[k] + w[5 * i + 2] * e[k + 1]        \
+                   + w[5 * i + 3] * o[k + 1] + w[5 * i + 4] * e[k + 2];                     \
+            }                                                                               \
+            row[k] = a;                                                                     \
+        }                                                                                   \
+    }                                                                                       \
+    /* one input row (n values) into a split padded row: column c = pw + k */                \
+    EDL_SIMD_KERNEL static void edl_split2_##S(const T *src, ptrdiff_t n, T *restrict e,    \
+                                               ptrdiff_t wq, ptrdiff_t pw) {                \
+        for (int p = 0; p < 2; p++) {                /* inputs k landing in parity p */     \
+            ptrdiff_t k0 = (p - pw) & 1, d0 = (pw + k0) >> 1;                               \
+            T *restrict dst = e + p * wq + d0;                                              \
+            const T *s = src + k0;                                                          \
+            ptrdiff_t cnt = n > k0 ? (n - k0 + 1) / 2 : 0;                                  \
+            for (ptrdiff_t t = 0; t < cnt; t++) dst[t] = s[2 * t];                          \
+        }                                                                                   \
+    }
     EDL_CONV_ROWS(float, f)
     EDL_CONV_ROWS(double, d)
+    EDL_CONV_ROWS_S2(float, f)
+    EDL_CONV_ROWS_S2(double, d)
     /* in-place activations (the functions allow y == x: same-index elementwise access) */
     #pragma GCC diagnostic push
     #pragma GCC diagnostic ignored "-Wrestrict"
@@ -88,6 +128,18 @@ cdef extern from *:
                     Py_ssize_t dw) noexcept nogil
     void edl_acc5_d(const double* x, const double* w, double* row, Py_ssize_t n,
                     Py_ssize_t sw, Py_ssize_t dw) noexcept nogil
+    void edl_full3s2_f(const float* p, Py_ssize_t rs, Py_ssize_t wq, const float* w,
+                       float* row, Py_ssize_t n) noexcept nogil
+    void edl_full3s2_d(const double* p, Py_ssize_t rs, Py_ssize_t wq, const double* w,
+                       double* row, Py_ssize_t n) noexcept nogil
+    void edl_full5s2_f(const float* p, Py_ssize_t rs, Py_ssize_t wq, const float* w,
+                       float* row, Py_ssize_t n) noexcept nogil
+    void edl_full5s2_d(const double* p, Py_ssize_t rs, Py_ssize_t wq, const double* w,
+                       double* row, Py_ssize_t n) noexcept nogil
+    void edl_split2_f(const float* src, Py_ssize_t n, float* e, Py_ssize_t wq,
+                      Py_ssize_t pw) noexcept nogil
+    void edl_split2_d(const double* src, Py_ssize_t n, double* e, Py_ssize_t wq,
+                      Py_ssize_t pw) noexcept nogil
     # float32 activations of the activations family (vectorised exp), in place
     void edl_conv_sigmoid_f(float* v, Py_ssize_t n) noexcept nogil
     void edl_conv_silu_f(float* v, Py_ssize_t n) noexcept nogil
@@ -309,6 +361,7 @@ def depthwise_conv2d(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[:
     cdef Py_ssize_t rows_in = min(h, hp - ph), cols_in = min(wd, wp - pw)
     cdef bint padded = ph > 0 or pw > 0 or hp > h + ph or wp > wd + pw
     cdef bint unit = sw == 1 and dh == 1 and dw == 1
+    cdef bint s2 = sw == 2 and dh == 1 and dw == 1 and kh == kw and (kw == 3 or kw == 5)
     cdef Py_ssize_t q, oy, i, j, k, r
     cdef floating lo = <floating>p0, hi = <floating>p1
     cdef floating* buf = NULL
@@ -317,6 +370,9 @@ def depthwise_conv2d(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[:
     cdef const floating* src
     cdef const floating* wc
     if n * c * oh * ow == 0:
+        return
+    if s2:
+        _depthwise_s2(x, w, bias, sh, ph, pw, act, lo, hi, slopes, out)
         return
     if not padded:
         wp = wd
@@ -352,5 +408,45 @@ def depthwise_conv2d(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[:
                             for j in range(kw):
                                 _acc1(src + i * dh * wp, wc[i * kw + j], row, 0, ow, sw,
                                       j * dw)
+                _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
+        free(buf)
+
+
+cdef void _depthwise_s2(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[::1] bias,
+                        Py_ssize_t sh, Py_ssize_t ph, Py_ssize_t pw, int act, floating lo,
+                        floating hi, floating[::1] slopes,
+                        floating[:, :, :, ::1] out) noexcept:
+    """3x3 / 5x5 at column stride 2, dilation 1: each plane copied into a zero-bordered
+    buffer split by column parity (see EDL_CONV_ROWS_S2), whole windows per output."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef Py_ssize_t k_ = w.shape[1], oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t hp = (oh - 1) * sh + k_, wp = (ow - 1) * 2 + k_
+    cdef Py_ssize_t wq = (wp + 1) // 2, rs = 2 * wq
+    cdef Py_ssize_t rows_in = min(h, hp - ph), cols_in = min(wd, wp - pw)
+    cdef Py_ssize_t q, oy, r
+    cdef floating* buf = NULL
+    cdef floating* row
+    cdef const floating* wc
+    with nogil, parallel():
+        buf = <floating*>calloc(hp * rs, sizeof(floating))   # borders stay zero
+        for q in prange(n * c, schedule="static"):
+            for r in range(rows_in):
+                if floating is float:
+                    edl_split2_f(&x[q // c, q % c, r, 0], cols_in, buf + (r + ph) * rs, wq, pw)
+                else:
+                    edl_split2_d(&x[q // c, q % c, r, 0], cols_in, buf + (r + ph) * rs, wq, pw)
+            wc = &w[q % c, 0, 0]
+            for oy in range(oh):
+                row = &out[q // c, q % c, oy, 0]
+                if floating is float:
+                    if k_ == 3:
+                        edl_full3s2_f(buf + oy * sh * rs, rs, wq, wc, row, ow)
+                    else:
+                        edl_full5s2_f(buf + oy * sh * rs, rs, wq, wc, row, ow)
+                else:
+                    if k_ == 3:
+                        edl_full3s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
+                    else:
+                        edl_full5s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
                 _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
