@@ -48,13 +48,16 @@ EDL_SIMD_KERNEL static void edl_hard_swish_f32(const float *restrict x, float *r
     }
 }
 
-/* sigmoid(b * v) from e = exp(-|b v|): 1/(1+e) for b v >= 0, e/(1+e) below */
-#define EDL_SIGMOID(bv, e) ((bv) >= 0.0f ? 1.0f / (1.0f + (e)) : (e) / (1.0f + (e)))
+/* sigmoid(b v) from e = exp(-|b v|): d = 1/(1+e) for b v >= 0, e d below (one division) */
+static inline float edl_sigmoid_e(float bv, float e) {
+    float d = 1.0f / (1.0f + e);
+    return bv >= 0.0f ? d : e * d;
+}
 
 EDL_SIMD_KERNEL static void edl_sigmoid_f32(const float *restrict x, float *restrict y,
                                             edl_idx n) {
     for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], e = edl_exp_neg(-fabsf(v)), s = EDL_SIGMOID(v, e);
+        float v = x[i], e = edl_exp_neg(-fabsf(v)), s = edl_sigmoid_e(v, e);
         y[i] = v == v ? s : v;
     }
 }
@@ -62,7 +65,7 @@ EDL_SIMD_KERNEL static void edl_sigmoid_f32(const float *restrict x, float *rest
 EDL_SIMD_KERNEL static void edl_swish_f32(const float *restrict x, float *restrict y, edl_idx n,
                                           float beta) {
     for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], bv = beta * v, e = edl_exp_neg(-fabsf(bv)), s = v * EDL_SIGMOID(bv, e);
+        float v = x[i], bv = beta * v, e = edl_exp_neg(-fabsf(bv)), s = v * edl_sigmoid_e(bv, e);
         y[i] = v == v ? s : v;
     }
 }
