@@ -144,6 +144,28 @@ def _desc_order(s):
     return np.argsort(-s, axis=-1, kind="stable")
 
 
+def _row_desc_order(r, col, s, nrows, ncols):
+    """(rows, cols) of the candidates sorted by row, score descending, then col.
+
+    ``r`` / ``col`` / ``s``: row, column and score of each candidate. float32 scores, when
+    row, score and column bits fit in 64: one unstable sort of unique packed keys (the fast
+    path); otherwise a lexsort.
+    """
+    br = max(int(nrows - 1).bit_length(), 1)
+    bc = max(int(ncols - 1).bit_length(), 1)
+    if s.dtype == np.float32 and br + 32 + bc <= 64:
+        u = (s + np.float32(0)).view(np.uint32)            # -0.0 -> +0.0 (they tie)
+        key = np.where(u >> 31 != 0, ~u, u | np.uint32(0x80000000))   # ascending float order
+        k = r.astype(np.uint64) << np.uint64(32 + bc)
+        k |= (~key).astype(np.uint64) << np.uint64(bc)
+        k |= col.astype(np.uint64)
+        k.sort()
+        return ((k >> np.uint64(32 + bc)).astype(np.int64),
+                (k & np.uint64((1 << bc) - 1)).astype(np.int64))
+    p = np.lexsort((col, -s, r))
+    return r[p], col[p]
+
+
 def _candidates(scores, score_threshold):
     """Indices with score > score_threshold (in the scores' dtype), sorted as NMS visits them."""
     if score_threshold is None:
@@ -251,14 +273,15 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
     if scores.shape[0] != bsz or scores.shape[2] != n:
         raise ShapeError(f"scores must have shape [num_batches={bsz}, num_classes, "
                          f"spatial_dimension={n}] to match boxes {boxes.shape}, got {scores.shape}")
-    if scores.size and np.isnan(scores).any():
-        raise ValidationError("scores contains NaN")
+    st = _scalar_input(score_threshold, "score_threshold")
+    if st is None and scores.size and np.isnan(scores).any():
+        # with a score_threshold a NaN score is simply never a candidate (NaN > t is False)
+        raise ValidationError("scores contains NaN (give a score_threshold to skip NaN scores)")
     mo = _scalar_input(max_output_boxes_per_class, "max_output_boxes_per_class")
     mo = V.integer(0 if mo is None else mo, "max_output_boxes_per_class")
     thr = _scalar_input(iou_threshold, "iou_threshold")
     thr = _threshold(0.0 if thr is None else thr, "iou_threshold")
     thr = float(np.float32(thr))           # the ONNX input is a float tensor
-    st = _scalar_input(score_threshold, "score_threshold")
     cpb = V.integer(_scalar_input(center_point_box, "center_point_box"), "center_point_box")
     V.choice(cpb, "center_point_box", (0, 1))
     ncls = scores.shape[1]
@@ -278,17 +301,18 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
         c = np.stack([flat[:, 0] - hw, flat[:, 1] - hh, flat[:, 0] + hw, flat[:, 1] + hh], 1)
     # per (batch, class) row: candidates by score descending, ties by lower index
     rows = scores.reshape(bsz * ncls, n)
-    srt = _desc_order(rows)
+    offs = (np.arange(bsz * ncls, dtype=np.int64) // ncls) * n    # row -> its batch's boxes
     if st is None:
         counts = np.full(bsz * ncls, n, dtype=np.int64)
-        order = srt
+        order = (_desc_order(rows) + offs[:, None]).ravel()
     else:
-        st = float(np.float32(V.real(st, "score_threshold")))
-        counts = np.count_nonzero(rows > rows.dtype.type(st), axis=1).astype(np.int64)
-        order = srt[np.arange(n)[None, :] < counts[:, None]]
-    offs = (np.arange(bsz * ncls, dtype=np.int64) // ncls) * n
-    order = (order.reshape(bsz * ncls, n) + offs[:, None]).ravel() if st is None \
-        else order + np.repeat(offs, counts)
+        # filter first (few candidates pass in practice), then one sort by (row, -score, index)
+        st = rows.dtype.type(np.float32(V.real(st, "score_threshold")))
+        flat = rows.ravel()
+        idx = np.flatnonzero(flat > st)
+        r, col = _row_desc_order(idx // n, idx % n, flat[idx], bsz * ncls, n)
+        counts = np.bincount(r, minlength=bsz * ncls).astype(np.int64)
+        order = col + offs[r]
     if order.size == 0:
         return np.empty((0, 3), dtype=np.int64)
     bounds = np.zeros(bsz * ncls + 1, dtype=np.int64)

@@ -385,6 +385,22 @@ def test_non_max_suppression_vs_onnxruntime(backend, rng):
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
 
 
+def test_non_max_suppression_detector_shape_and_nan(backend, rng):
+    # YOLO-like: one batch, 80 classes, mostly tiny scores; NaN scores are never candidates
+    # when a score_threshold is given (as in onnxruntime), and refused without one
+    pytest.importorskip("onnxruntime")
+    n = 700
+    b, _ = clustered(rng, n, np.float32)
+    bx = b[None]
+    sc = (rng.random((1, 80, n)) ** 12).astype(np.float32)
+    sc[0, 3, :10] = np.nan
+    want = _ort_nms(bx, sc, 50, 0.45, 0.25, 0)
+    np.testing.assert_array_equal(B.non_max_suppression(bx, sc, 50, 0.45, 0.25,
+                                                        backend=backend), want)
+    with pytest.raises(ValidationError, match="NaN"):
+        B.non_max_suppression(bx, sc, 50, 0.45, backend=backend)
+
+
 def test_non_max_suppression_scalar_forms(backend, rng):
     bx = rng.random((2, 30, 4)).astype(np.float32)
     sc = rng.random((2, 3, 30)).astype(np.float32)
