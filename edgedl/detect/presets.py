@@ -61,9 +61,9 @@ def resolve(preset=None, family=None, overrides=None, model_name=None):
             preset = stem
         else:
             raise ValidationError(
-                f"cannot tell how to decode model {model_name or '<in memory>'!r}: pass "
-                f"preset= (one of {', '.join(available_presets())}, a JSON file or a dict) or "
-                f"family= (one of {', '.join(sorted(FAMILIES))})")
+                f"cannot tell how to decode model {model_name or '<in memory>'!r}: give a "
+                f"preset (preset= or --preset: {', '.join(available_presets())}, a JSON file "
+                f"or a dict) or a family (family= or --family: {', '.join(sorted(FAMILIES))})")
     p = load_preset(preset) if preset is not None else {}
     fam = family if family is not None else p.get("family")
     if fam is None:

@@ -139,7 +139,7 @@ def test_preset_picked_by_model_name_and_overrides():
     cfg = resolve(None, None, {"score_threshold": 0.1}, "/x/yolox_nano.onnx")
     assert cfg["family"] == "yolox" and cfg["score_threshold"] == 0.1
     assert cfg["pad_value"] == 114 and cfg["resize"] == "letterbox"
-    with pytest.raises(ValidationError, match="preset= .* family="):
+    with pytest.raises(ValidationError, match="preset= or --preset.*family= or --family"):
         resolve(None, None, {}, "/x/unknown.onnx")
 
 
