@@ -15,7 +15,6 @@ are compiled with edgedl's fastmath set (FMA contraction), which can move an IoU
 decision exactly at the threshold may then differ from the other backends.
 """
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -57,7 +56,8 @@ def _scores(s, n, name="scores"):
         raise ShapeError(f"{name} must have one score per box: expected shape ({n},), "
                          f"got {s.shape}")
     if s.size and np.isnan(s).any():
-        raise ValidationError(f"{name} contains NaN (first at index {int(np.argmax(np.isnan(s)))})")
+        first = int(np.argmax(np.isnan(s)))
+        raise ValidationError(f"{name} contains NaN (first at index {first})")
     return s
 
 
@@ -141,7 +141,8 @@ def _desc_order(s):
         k |= np.arange(n, dtype=np.uint64)
         k.sort(axis=-1)
         return (k & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    return np.argsort(-s, axis=-1, kind="stable")
+    # argsort gives intp (int32 on 32-bit ARM); the kernels take int64
+    return np.argsort(-s, axis=-1, kind="stable").astype(np.int64, copy=False)
 
 
 def _row_desc_order(r, col, s, nrows, ncols):
@@ -163,7 +164,7 @@ def _row_desc_order(r, col, s, nrows, ncols):
         return ((k >> np.uint64(32 + bc)).astype(np.int64),
                 (k & np.uint64((1 << bc) - 1)).astype(np.int64))
     p = np.lexsort((col, -s, r))
-    return r[p], col[p]
+    return r[p].astype(np.int64, copy=False), col[p].astype(np.int64, copy=False)
 
 
 def _candidates(scores, score_threshold):
@@ -171,7 +172,7 @@ def _candidates(scores, score_threshold):
     if score_threshold is None:
         return _desc_order(scores)
     thr = V.real(score_threshold, "score_threshold")
-    idx = np.flatnonzero(scores > scores.dtype.type(thr))
+    idx = np.flatnonzero(scores > scores.dtype.type(thr)).astype(np.int64, copy=False)
     return idx[_desc_order(scores[idx])]
 
 
@@ -272,7 +273,8 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
     bsz, n = boxes.shape[0], boxes.shape[1]
     if scores.shape[0] != bsz or scores.shape[2] != n:
         raise ShapeError(f"scores must have shape [num_batches={bsz}, num_classes, "
-                         f"spatial_dimension={n}] to match boxes {boxes.shape}, got {scores.shape}")
+                         f"spatial_dimension={n}] to match boxes {boxes.shape}, "
+                         f"got {scores.shape}")
     st = _scalar_input(score_threshold, "score_threshold")
     if st is None and scores.size and np.isnan(scores).any():
         # with a score_threshold a NaN score is simply never a candidate (NaN > t is False)

@@ -54,7 +54,8 @@ def naive_iou(a, b, kind="iou"):
     if kind == "giou":
         c = cw * ch
         return iou - (c - union) / c if c > 0 else iou
-    rho2 = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
+    rho2 = (((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2
+            + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2)
     diou = iou - rho2 / (cw * cw + ch * ch + 1e-7)
     if kind == "diou":
         return diou
