@@ -100,19 +100,16 @@ def _roi_hw(roi):
     return (r[0], r[2]), (r[1], r[3])
 
 
-def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pixel",
-             nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
-             extrapolation_value=0.0, scales_hw=None, roi=None, out=None, backend=None):
-    """ONNX Resize of x (N, C, H, W) to (N, C, OH, OW), ``out_hw`` = (OH, OW).
+_TABLES = {}      # call signature -> validated tables (a model resizes the same way each run)
+_TABLES_MAX = 256
 
-    ``scales_hw`` are the ONNX scales; when given they (not OH/H) enter the coordinate
-    transform, as ONNX specifies. ``roi`` is used by tf_crop_and_resize only.
-    """
-    x = V.float_array(x, "x", ndim=4)
+
+def _tables(hw, out_hw, mode, ct, nearest_mode, cubic_coeff_a, exclude_outside,
+            extrapolation_value, scales_hw, roi, dtype):
+    """Validate the attributes and build the index / weight tables of one resize."""
     oh, ow = V.int_tuple(out_hw, "out_hw", 2, lo=0)
     V.choice(mode, "mode", MODES)
-    V.choice(coordinate_transformation_mode, "coordinate_transformation_mode",
-             COORDINATE_MODES)
+    V.choice(ct, "coordinate_transformation_mode", COORDINATE_MODES)
     V.choice(nearest_mode, "nearest_mode", NEAREST_MODES)
     a = V.real(cubic_coeff_a, "cubic_coeff_a")
     excl = bool(V.integer(exclude_outside, "exclude_outside", lo=0, hi=1))
@@ -121,41 +118,76 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
         raise ValidationError(f"extrapolation_value must be a real number, got "
                               f"{extrapolation_value!r}")
     ev = float(extrapolation_value)
-    n, c, h, w = x.shape
+    h, w = hw
     if (h == 0 or w == 0) and oh * ow:
         raise ShapeError(f"cannot resize an empty {h}x{w} image to {oh}x{ow}")
-    if scales_hw is None:
-        sh, sw = (np.float32(oh) / np.float32(h) if h else 1.0), (np.float32(ow) / np.float32(w) if w else 1.0)
+    if scales_hw is None:   # onnxruntime's float32 out / in
+        sh = np.float32(oh) / np.float32(h) if h else 1.0
+        sw = np.float32(ow) / np.float32(w) if w else 1.0
     else:
         sh, sw = (V.real(s, f"scales_hw[{i}]", lo=0, lo_open=True)
                   for i, s in enumerate(scales_hw))
     roi_h, roi_w = _roi_hw(roi)
-    out = V.output(out, (n, c, oh, ow), x.dtype)
-    if out.size == 0:
-        return out
-    y = out
-    if not out.flags.c_contiguous or np.may_share_memory(out, x):
-        y = np.empty(out.shape, x.dtype)
-    x = np.ascontiguousarray(x)
-    ct = coordinate_transformation_mode
+    if oh * ow == 0 or h * w == 0:
+        return (oh, ow), None
     ys = source_coords(oh, h, sh, ct, roi_h)
     xs = source_coords(ow, w, sw, ct, roi_w)
     if mode == "nearest":
-        _dispatch.impl("resize", "resize_nearest", backend)(
-            x, nearest_index(ys, h, nearest_mode), nearest_index(xs, w, nearest_mode), y)
+        tabs = (nearest_index(ys, h, nearest_mode), nearest_index(xs, w, nearest_mode))
     else:
         if mode == "linear":
             (ih, wh), (iw, ww) = linear_taps(ys, h), linear_taps(xs, w)
         else:
             (ih, wh), (iw, ww) = cubic_taps(ys, h, a, excl), cubic_taps(xs, w, a, excl)
-        dt = x.dtype
-        _dispatch.impl("resize", "resize_taps", backend)(
-            x, np.ascontiguousarray(ih), np.ascontiguousarray(wh, dt),
-            np.ascontiguousarray(iw), np.ascontiguousarray(ww, dt), y)
+        tabs = (np.ascontiguousarray(ih), np.ascontiguousarray(wh, dtype),
+                np.ascontiguousarray(iw), np.ascontiguousarray(ww, dtype))
+    outside = None
     if ct == "tf_crop_and_resize":
+        outside = ((ys < 0) | (ys > h - 1), (xs < 0) | (xs > w - 1), ev)
+    return (oh, ow), (tabs, outside)
+
+
+def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pixel",
+             nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+             extrapolation_value=0.0, scales_hw=None, roi=None, out=None, backend=None):
+    """ONNX Resize of x (N, C, H, W) to (N, C, OH, OW), ``out_hw`` = (OH, OW).
+
+    ``scales_hw`` are the ONNX scales; when given they (not OH/H) enter the coordinate
+    transform, as ONNX specifies. ``roi`` (start_h, start_w, end_h, end_w), or the 8 values of
+    an ONNX rank-4 roi, is used by tf_crop_and_resize only.
+    """
+    x = V.float_array(x, "x", ndim=4)
+    ct = coordinate_transformation_mode
+    args = (x.shape[2:], out_hw, mode, ct, nearest_mode, cubic_coeff_a, exclude_outside,
+            extrapolation_value, scales_hw, roi, x.dtype)
+    try:
+        key = tuple(tuple(v) if type(v) is list else v for v in args)
+        hit = _TABLES.get(key)
+    except TypeError:           # an unhashable argument (e.g. roi as an array): no caching
+        key, hit = None, None
+    if hit is None:
+        hit = _tables(*args)
+        if key is not None:
+            if len(_TABLES) >= _TABLES_MAX:
+                _TABLES.clear()
+            _TABLES[key] = hit
+    (oh, ow), plan = hit
+    n, c = x.shape[:2]
+    out = V.output(out, (n, c, oh, ow), x.dtype)
+    if out.size == 0:
+        return out
+    tabs, outside = plan
+    y = out
+    if not out.flags.c_contiguous or np.may_share_memory(out, x):
+        y = np.empty(out.shape, x.dtype)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    name = "resize_nearest" if mode == "nearest" else "resize_taps"
+    _dispatch.impl("resize", name, backend)(x, *tabs, y)
+    if outside is not None:
         # TF CropAndResize: samples outside the image take extrapolation_value
-        y[:, :, (ys < 0) | (ys > h - 1), :] = ev
-        y[:, :, :, (xs < 0) | (xs > w - 1)] = ev
+        y[:, :, outside[0], :] = outside[2]
+        y[:, :, :, outside[1]] = outside[2]
     if y is not out:
         out[...] = y
     return out
