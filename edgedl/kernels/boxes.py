@@ -379,9 +379,7 @@ def objectness_weights(result, pos_weight=1.0, neg_weight=1.0):
 
 # ----------------------------------------------------------------------------- focal loss
 def _focal_args(logits, targets, alpha, gamma, weights, reduction):
-    x = V.float_array(logits, "logits")
-    if np.isnan(x).any():
-        raise ValidationError("logits contains NaN")
+    x = V.finite(V.float_array(logits, "logits"), "logits")
     t = np.asarray(targets)
     if t.dtype.kind not in "biuf":
         raise DTypeError(f"targets must be a numeric array, got dtype {t.dtype}")

@@ -619,6 +619,8 @@ def test_bad_inputs():
         B.assign_anchors(good, good, pos_iou=2.0)
     with pytest.raises(ShapeError, match="targets"):
         B.sigmoid_focal_loss(s, s[:1])
+    with pytest.raises(ValidationError, match="logits contains NaN or inf"):
+        B.sigmoid_focal_loss(np.array([0.0, np.inf]), np.array([0.0, 1.0]))
     with pytest.raises(ValidationError, match="reduction"):
         B.sigmoid_focal_loss(s, s, reduction="avg")
     with pytest.raises(ValidationError, match="targets must lie"):
