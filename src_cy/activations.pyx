@@ -10,6 +10,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, log1p, fabs, INFINITY, NAN
 from libc.stdlib cimport malloc, free
+from edl_omp cimport omp_get_max_threads
 
 cdef extern from "edl_math.h" nogil:
     float edl_exp_neg(float x)
@@ -234,6 +235,10 @@ cdef void _apply(int op, const floating[::1] x, const floating[::1] dy, floating
     cdef const floating *pd = &dy[0]
     cdef floating *po = &out[0]
     cdef floating fa = <floating>a, fb = <floating>b
+    if n <= CHUNK:      # no OpenMP team for small inputs: waking threads costs more
+        with nogil:
+            _chunk(op, px, pd, po, n, fa, fb)
+        return
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static"):
         i0 = c * CHUNK
         _chunk(op, px + i0, pd + i0, po + i0, min(CHUNK, n - i0), fa, fb)
@@ -298,12 +303,17 @@ cdef void _softmax(int mode, const floating[:, :, ::1] x, const floating[:, :, :
     if floating is float:
         if inner == 1 and (mode == SM or mode == LSM):
             rows = max(1, CHUNK // n)            # rows per parallel task
+            if outer <= rows:
+                with nogil:
+                    edl_softmax_rows_f32(px, po, outer, n, mode == LSM)
+                return
             for o in prange((outer + rows - 1) // rows, nogil=True, schedule="static"):
                 r0 = o * rows
                 edl_softmax_rows_f32(px + r0 * n, po + r0 * n, min(rows, outer - r0), n,
                                      mode == LSM)
             return
-    for o in prange(outer, nogil=True, schedule="static"):
+    for o in prange(outer, nogil=True, schedule="static",
+                    num_threads=1 if outer * n * inner <= CHUNK else omp_get_max_threads()):
         scratch = <floating *>malloc(3 * inner * sizeof(floating))
         if scratch != NULL:
             _softmax_block(mode, px + o * n * inner, pd + o * n * inner, po + o * n * inner,
@@ -459,7 +469,8 @@ cdef void _prelu(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     cdef const floating *pd = &dy[0, 0, 0]
     cdef floating *po = &out[0, 0, 0]
     cdef const floating *ps = &slope[0]
-    for t in prange(outer * C, nogil=True, schedule="static"):
+    for t in prange(outer * C, nogil=True, schedule="static",
+                    num_threads=1 if outer * C * inner <= CHUNK else omp_get_max_threads()):
         a = ps[t % C]
         base = t * inner
         if grad:
