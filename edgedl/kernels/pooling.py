@@ -5,6 +5,7 @@ semantics, shapes as onnxruntime computes them.
 """
 import numpy as np
 
+from .. import _config
 from .. import _validate as V
 from ..errors import ShapeError, ValidationError
 from . import _dispatch
@@ -107,9 +108,15 @@ def _target(out, shape, x):
     return out, out
 
 
-def _input(x):
-    # the compiled kernels walk rows as contiguous memory: strided views are copied once
-    return np.ascontiguousarray(V.float_array(x, "x", ndim=4))
+def _input(x, backend):
+    """(x as the kernels take it, concrete backend). The compiled kernels walk rows as
+    contiguous memory: strided views are copied once. numba would compile a second
+    specialisation of every kernel for read-only arrays: those are copied for it."""
+    x = np.ascontiguousarray(V.float_array(x, "x", ndim=4))
+    backend = _config.resolve_backend(backend)
+    if backend == "numba" and not x.flags.writeable:
+        x = x.copy()
+    return x, backend
 
 
 def _finish(out, buf):
@@ -127,7 +134,7 @@ def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     smaller than the kernel; ``auto_pad`` "NOTSET", "SAME_UPPER", "SAME_LOWER" or "VALID".
     A window holding a NaN gives NaN.
     """
-    x = _input(x)
+    x, backend = _input(x, backend)
     ks, st, pd, dl, out_hw = _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode,
                                        auto_pad)
     out, buf = _target(out, x.shape[:2] + out_hw, x)
@@ -144,7 +151,7 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     Arguments as :func:`max_pool2d`. ``count_include_pad`` False divides by the number of
     in-image elements of the window, True by the number of its taps inside the padded extent.
     """
-    x = _input(x)
+    x, backend = _input(x, backend)
     ks, st, pd, dl, out_hw = _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode,
                                        auto_pad)
     if not isinstance(count_include_pad, (bool, int, np.integer)) or \
@@ -152,6 +159,12 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
         raise ValidationError(f"count_include_pad must be a bool (or 0/1), got "
                               f"{count_include_pad!r}")
     out, buf = _target(out, x.shape[:2] + out_hw, x)
+    if pd[2] < 0 or pd[3] < 0:
+        # SAME_* with kernel < stride can give a negative end pad; onnxruntime's AveragePool
+        # then ignores the last -pad rows/columns of the image (its MaxPool does not)
+        h_eff, w_eff = x.shape[2] + min(pd[2], 0), x.shape[3] + min(pd[3], 0)
+        x = np.ascontiguousarray(x[:, :, :max(h_eff, 0), :max(w_eff, 0)])
+        pd = pd[:2] + (max(pd[2], 0), max(pd[3], 0))
     if buf.size:
         _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl,
                                                          bool(count_include_pad), buf)
@@ -159,7 +172,7 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
 
 
 def _global(x, out, backend, name):
-    x = _input(x)
+    x, backend = _input(x, backend)
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ShapeError(f"{name} needs a non-empty spatial size, got x of shape {x.shape}")
     out, buf = _target(out, x.shape[:2] + (1, 1), x)

@@ -53,7 +53,8 @@ def _accumulate(x, kernel_shape, strides, pads, dilations, out, op):
             src = x[:, :, r0 * strides[0] + roff:(r1 - 1) * strides[0] + roff + 1:strides[0],
                     c0 * strides[1] + coff:(c1 - 1) * strides[1] + coff + 1:strides[1]]
             dst = out[:, :, r0:r1, c0:c1]
-            op(dst, src, out=dst)
+            with np.errstate(invalid="ignore"):     # inf + -inf = NaN is the right answer
+                op(dst, src, out=dst)
 
 
 def max_pool2d(x, kernel_shape, strides, pads, dilations, out):
