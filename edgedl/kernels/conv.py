@@ -349,7 +349,22 @@ def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilatio
 
 
 def _warmup(backend):
-    """Compile/load every conv (and resize) kernel for float32."""
+    """Compile/load every conv (and resize) kernel for float32 (numba: serial and parallel
+    variants, by lowering their work threshold for a moment)."""
+    if backend == "numba":
+        from ._numba import conv as nconv, resize as nresize
+        _warmup_calls(backend)
+        saved = nconv._PAR_WORK, nresize._PAR_WORK
+        nconv._PAR_WORK = nresize._PAR_WORK = 0
+        try:
+            _warmup_calls(backend)
+        finally:
+            nconv._PAR_WORK, nresize._PAR_WORK = saved
+    else:
+        _warmup_calls(backend)
+
+
+def _warmup_calls(backend):
     x = np.zeros((1, 2, 5, 5), np.float32)
     conv2d(x, np.zeros((2, 1, 3, 3), np.float32), np.zeros(2, np.float32), group=2,
            activation="relu", backend=backend)

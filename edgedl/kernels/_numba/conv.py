@@ -3,10 +3,26 @@
 im2col / col2im walk each tap's valid output range (``_tap_range``), so inner loops have no
 bounds checks; depthwise reads a zero-bordered copy of each plane.
 """
+import types
+
 import numpy as np
 from numba import prange
 
 from edgedl._config import njit
+
+
+# Each public kernel is compiled twice, serial and parallel, and picks by the amount of
+# work: numba's thread pool costs ~20 us per call on an idle machine and up to milliseconds
+# on a loaded one, far more than a small convolution takes.
+_PAR_WORK = 1 << 17
+
+
+def _both(fn):
+    """(serial, parallel) compilations of ``fn``; distinct names keep their caches apart."""
+    ser = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                             fn.__defaults__, fn.__closure__)
+    ser.__qualname__ = fn.__qualname__ + "_serial"
+    return njit(ser), njit(parallel=True)(fn)
 
 
 @njit
@@ -62,8 +78,7 @@ def _params(dtype_like, p0, p1):
     return prm[0], prm[1]
 
 
-@njit(parallel=True)
-def bias_act(y, bias, act, p0, p1, slopes):
+def _bias_act(y, bias, act, p0, p1, slopes):
     n, m, _ = y.shape
     lo, hi = _params(y, p0, p1)
     for q in prange(n * m):
@@ -71,8 +86,7 @@ def bias_act(y, bias, act, p0, p1, slopes):
         _epilogue(y[i, c], bias[c], act, lo, hi, slopes[c])
 
 
-@njit(parallel=True)
-def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
     c, h, w = x.shape
     for ch in prange(c):
         for i in range(kh):
@@ -98,8 +112,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
                         dst[ox] = 0
 
 
-@njit(parallel=True)
-def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
+def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
     m, oh, ow = out.shape
     for mm in prange(m):
         for i in range(kh):
@@ -201,8 +214,7 @@ def _tap(pr, sw, c, n):
     return pr[c - base * sw, base:base + n]
 
 
-@njit(parallel=True)
-def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
+def _depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
     """Each channel plane is copied into a zero-bordered, column-phase-split buffer
     P[r, p, k] = padded[r, sw*k + p] (skipped when unpadded at stride 1), so every tap reads a
     contiguous slice and every output row is a branch-free vectorised pass."""
@@ -271,3 +283,31 @@ def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, ou
                         for j in range(kw):
                             _acc1(_tap(pr, sw, j * dw, ow), wc[i, j], row)
             _epilogue(row, bias[ch], act, lo, hi, slopes[ch])
+
+
+_bias_act_s, _bias_act_p = _both(_bias_act)
+
+
+def bias_act(y, bias, act, p0, p1, slopes):
+    (_bias_act_p if y.size >= _PAR_WORK else _bias_act_s)(y, bias, act, p0, p1, slopes)
+
+
+_im2col_s, _im2col_p = _both(_im2col)
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+    (_im2col_p if cols.size >= _PAR_WORK else _im2col_s)(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
+
+
+_col2im_s, _col2im_p = _both(_col2im)
+
+
+def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
+    (_col2im_p if cols.size >= _PAR_WORK else _col2im_s)(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out)
+
+
+_depthwise_conv2d_s, _depthwise_conv2d_p = _both(_depthwise_conv2d)
+
+
+def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
+    (_depthwise_conv2d_p if out.size * w.shape[1] * w.shape[2] >= _PAR_WORK else _depthwise_conv2d_s)(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out)

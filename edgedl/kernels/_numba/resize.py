@@ -2,11 +2,10 @@
 import numpy as np
 from numba import prange
 
-from edgedl._config import njit
+from edgedl.kernels._numba.conv import _PAR_WORK, _both
 
 
-@njit(parallel=True)
-def resize_nearest(x, ih, iw, out):
+def _resize_nearest(x, ih, iw, out):
     n, c = x.shape[0], x.shape[1]
     oh, ow = out.shape[2], out.shape[3]
     for q in prange(n * c):
@@ -18,8 +17,7 @@ def resize_nearest(x, ih, iw, out):
                 dst[p] = src[iw[p]]
 
 
-@njit(parallel=True)
-def resize_taps(x, ih, wh, iw, ww, out):
+def _resize_taps(x, ih, wh, iw, ww, out):
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     kh, kw = ih.shape[1], iw.shape[1]
@@ -44,3 +42,17 @@ def resize_taps(x, ih, wh, iw, ww, out):
                 for a in range(1, kw):
                     acc += ww[p, a] * tmp[iw[p, a]]
                 dst[p] = acc
+
+
+_resize_nearest_s, _resize_nearest_p = _both(_resize_nearest)
+
+
+def resize_nearest(x, ih, iw, out):
+    (_resize_nearest_p if out.size >= _PAR_WORK else _resize_nearest_s)(x, ih, iw, out)
+
+
+_resize_taps_s, _resize_taps_p = _both(_resize_taps)
+
+
+def resize_taps(x, ih, wh, iw, ww, out):
+    (_resize_taps_p if out.size * (ih.shape[1] + iw.shape[1]) >= _PAR_WORK else _resize_taps_s)(x, ih, wh, iw, ww, out)
