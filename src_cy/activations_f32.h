@@ -70,11 +70,11 @@ EDL_SIMD_KERNEL static void edl_swish_f32(const float *restrict x, float *restri
     }
 }
 
-/* tanh|v| = -t / (2 + t), t = expm1(-2|v|): no cancellation anywhere */
+/* tanh|v| = t / (-2 - t), t = expm1(-2|v|): no cancellation anywhere */
 EDL_SIMD_KERNEL static void edl_tanh_f32(const float *restrict x, float *restrict y, edl_idx n) {
     for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], t = edl_expm1_neg(-2.0f * fabsf(v)), a = -t / (2.0f + t);
-        a = v < 0.0f ? -a : a;
+        float v = x[i], t = edl_expm1_neg(-2.0f * fabsf(v)), a = t / (-2.0f - t);
+        a = copysignf(a, v);                  /* a bit operation, cheaper than a select */
         y[i] = v == v ? a : v;
     }
 }
