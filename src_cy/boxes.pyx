@@ -314,24 +314,38 @@ def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_thresh
 
 # ----------------------------------------------------------------------------- assignment
 cdef inline Py_ssize_t _row_argmax(const floating* row, Py_ssize_t m) noexcept nogil:
-    """First index of the max of a row of IoUs (>= +0, no NaN). Four independent maxima break
-    the compare chain; the first index holding the max is the sequential argmax."""
-    cdef floating m0 = row[0], m1 = row[0], m2 = row[0], m3 = row[0], mx
-    cdef Py_ssize_t j = 0
+    """First index of the max of a row (no NaN). Four independent (max, index) pairs break the
+    compare chain and compile to conditional moves; within a pair indices only grow, so strict
+    > keeps the first occurrence, and the merge prefers the lower index on ties."""
+    cdef floating v0 = row[0], v1 = row[0], v2 = row[0], v3 = row[0]
+    cdef Py_ssize_t i0 = 0, i1 = 0, i2 = 0, i3 = 0, j = 0
+    cdef bint c
     while j + 4 <= m:
-        m0 = _max(m0, row[j])
-        m1 = _max(m1, row[j + 1])
-        m2 = _max(m2, row[j + 2])
-        m3 = _max(m3, row[j + 3])
+        c = row[j] > v0
+        i0 = j if c else i0
+        v0 = row[j] if c else v0
+        c = row[j + 1] > v1
+        i1 = j + 1 if c else i1
+        v1 = row[j + 1] if c else v1
+        c = row[j + 2] > v2
+        i2 = j + 2 if c else i2
+        v2 = row[j + 2] if c else v2
+        c = row[j + 3] > v3
+        i3 = j + 3 if c else i3
+        v3 = row[j + 3] if c else v3
         j += 4
     while j < m:
-        m0 = _max(m0, row[j])
+        c = row[j] > v0
+        i0 = j if c else i0
+        v0 = row[j] if c else v0
         j += 1
-    mx = _max(_max(m0, m1), _max(m2, m3))
-    j = 0
-    while row[j] != mx:
-        j += 1
-    return j
+    if v1 > v0 or (v1 == v0 and i1 < i0):
+        v0, i0 = v1, i1
+    if v2 > v0 or (v2 == v0 and i2 < i0):
+        v0, i0 = v2, i2
+    if v3 > v0 or (v3 == v0 and i3 < i0):
+        v0, i0 = v3, i3
+    return i0
 
 
 def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_boxes,
@@ -341,7 +355,7 @@ def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_box
     anchors and tracks each gt's best IoU, the second (low_quality only) recomputes the rows
     and promotes the anchors that reach an eligible gt's best."""
     cdef Py_ssize_t n = anchors.shape[0], m = gt_boxes.shape[0], i, j, best
-    cdef floating mx
+    cdef floating mx, gmin = INFINITY
     cdef int8_t lab
     cdef int64_t gi
     cdef bint hit, any_eligible = False
@@ -381,23 +395,20 @@ def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_box
             for j in range(m):
                 gmax[j] = _max(gmax[j], row[j])
             max_iou[i] = mx
-            lab = -1
-            gi = -1
-            if mx >= pos_iou:
-                lab = 1
-                gi = best
-            elif mx >= 0 and mx < neg_iou:
-                lab = 0
-            labels[i] = lab
-            gt_index[i] = gi
+            # -1 ignored, 0 negative (0 <= mx < neg), 1 positive (mx >= pos); branch-free
+            labels[i] = <int8_t>(-1 + ((mx >= 0) & (mx < neg_iou)) + 2 * (mx >= pos_iou))
+            gt_index[i] = best if mx >= pos_iou else -1
         if low_quality:
             for j in range(m):
                 if gmax[j] >= min_pos_iou:
                     any_eligible = True
+                    gmin = _min(gmin, gmax[j])
                 else:
                     gmax[j] = INFINITY        # IoUs are <= 1: never matches
         if any_eligible:
             for i in range(n):
+                if max_iou[i] < gmin:         # cannot reach any eligible gt's best IoU
+                    continue
                 _iou_row(&anchors[i, 0], bx1, by1, bx2, by2, bar, m, row)
                 hit = False
                 for j in range(m):

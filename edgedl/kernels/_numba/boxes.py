@@ -311,14 +311,18 @@ def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality
     if not low_quality:
         return
     any_eligible = False
+    gmin = np.inf
     for j in range(m):
         if gmax[j] >= min_pos_iou:
             any_eligible = True
+            gmin = min(gmin, np.float64(gmax[j]))
         else:
             gmax[j] = np.inf            # IoUs are <= 1: never matches
     if not any_eligible:
         return
     for i in range(n):
+        if max_iou[i] < gmin:           # cannot reach any eligible gt's best IoU
+            continue
         _iou_row(anchors, i, soa, row)
         hit = False
         for j in range(m):
