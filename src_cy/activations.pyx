@@ -226,8 +226,8 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
             y[i] = dy[i] * (t + v * _sig(v) * s)
 
 
-cdef void _apply(int op, const floating[::1] x, const floating[::1] dy, floating[::1] out, double a,
-                 double b) noexcept:
+cdef void _apply(int op, const floating[::1] x, const floating[::1] dy, floating[::1] out,
+                 double a, double b) noexcept:
     cdef Py_ssize_t n = x.shape[0], c, i0
     if n == 0:
         return
@@ -245,8 +245,9 @@ cdef void _apply(int op, const floating[::1] x, const floating[::1] dy, floating
 
 
 # ----------------------------------------------------------------------------- softmax
-cdef void _softmax_block(int mode, const floating *x, const floating *dy, floating *y, Py_ssize_t n,
-                         Py_ssize_t inner, floating *m, floating *s, floating *g) noexcept nogil:
+cdef void _softmax_block(int mode, const floating *x, const floating *dy, floating *y,
+                         Py_ssize_t n, Py_ssize_t inner, floating *m, floating *s,
+                         floating *g) noexcept nogil:
     """One (n, inner) block, reduced over n; m, s, g are scratch of length inner."""
     cdef Py_ssize_t j, k
     cdef floating v, e
@@ -398,7 +399,8 @@ def relu6_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out)
     _apply(RELU6_G, x, dy, out, 0, 0)
 
 
-def clip_grad(const floating[::1] x, const floating[::1] dy, double lo, double hi, floating[::1] out):
+def clip_grad(const floating[::1] x, const floating[::1] dy, double lo, double hi,
+              floating[::1] out):
     _apply(CLIP_G, x, dy, out, lo, hi)
 
 
@@ -449,11 +451,13 @@ def mish_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
     _apply(MISH_G, x, dy, out, 0, 0)
 
 
-def softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, floating[:, :, ::1] out):
+def softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                 floating[:, :, ::1] out):
     _softmax(SM_G, x, dy, out)
 
 
-def log_softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, floating[:, :, ::1] out):
+def log_softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                     floating[:, :, ::1] out):
     _softmax(LSM_G, x, dy, out)
 
 
