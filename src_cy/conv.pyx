@@ -20,22 +20,15 @@ cdef extern from *:
     /* Depthwise row kernels: whole 3x3 / 5x5 windows at stride 1 (x0.. are the input rows of
        the window, already padded), or one kernel row at any stride / dilation. EDL_SIMD_KERNEL
        adds AVX2+FMA / AVX-512 clones picked at load time (portable build, no -march). */
-    #define EDL_CONV_ROWS(T, S)                                                               \
-    EDL_SIMD_KERNEL static void edl_full3_##S(const T *x0, const T *x1, const T *x2,        \
-                                              const T *w, T *restrict row, ptrdiff_t n) {   \
-        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];           \
-        const T w6 = w[6], w7 = w[7], w8 = w[8];                                            \
-        for (ptrdiff_t k = 0; k < n; k++)                                                   \
-            row[k] = w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2] + w3 * x1[k]              \
-                   + w4 * x1[k + 1] + w5 * x1[k + 2] + w6 * x2[k] + w7 * x2[k + 1]          \
-                   + w8 * x2[k + 2];                                                        \
-    }                                                                                       \
-    EDL_SIMD_KERNEL static void edl_full5_##S(const T *x0, const T *x1, const T *x2,        \
-                                              const T *x3, const T *x4, const T *w,         \
-                                              T *restrict row, ptrdiff_t n) {               \
-        T c[25];                                                                            \
-        for (int i = 0; i < 25; i++) c[i] = w[i];                                           \
-        for (ptrdiff_t k = 0; k < n; k++) {                                                 \
+    /* A row's tail (n % 8 outputs) as one more 8-wide chunk ending at n, recomputing a few
+       outputs (harmless: the whole-window kernels only assign): a scalar tail cost as much
+       as the vector part on rows of 20 or 40. */
+    #define EDL_TAIL8(n, STMT)                                                               \
+        if ((n) & 7) {                                                                      \
+            if ((n) >= 8) { for (ptrdiff_t k = (n) - 8; k < (n); k++) STMT; }               \
+            else { for (ptrdiff_t k = 0; k < (n); k++) STMT; }                              \
+        }
+    #define EDL_WIN5_STMT(T) {                                                               \
             T a = c[0] * x0[k] + c[1] * x0[k + 1] + c[2] * x0[k + 2] + c[3] * x0[k + 3]     \
                 + c[4] * x0[k + 4];                                                         \
             a += c[5] * x1[k] + c[6] * x1[k + 1] + c[7] * x1[k + 2] + c[8] * x1[k + 3]      \
@@ -46,7 +39,29 @@ cdef extern from *:
                 + c[19] * x3[k + 4];                                                        \
             row[k] = a + c[20] * x4[k] + c[21] * x4[k + 1] + c[22] * x4[k + 2]              \
                 + c[23] * x4[k + 3] + c[24] * x4[k + 4];                                    \
-        }                                                                                   \
+        }
+    #define EDL_CONV_ROWS(T, S)                                                               \
+    EDL_SIMD_KERNEL static void edl_full3_##S(const T *x0, const T *x1, const T *x2,        \
+                                              const T *w, T *restrict row, ptrdiff_t n) {   \
+        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];           \
+        const T w6 = w[6], w7 = w[7], w8 = w[8];                                            \
+        ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+        for (ptrdiff_t k = 0; k < nv; k++)                                                  \
+            row[k] = w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2] + w3 * x1[k]              \
+                   + w4 * x1[k + 1] + w5 * x1[k + 2] + w6 * x2[k] + w7 * x2[k + 1]          \
+                   + w8 * x2[k + 2];                                                        \
+        EDL_TAIL8(n, row[k] = w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2] + w3 * x1[k]     \
+                  + w4 * x1[k + 1] + w5 * x1[k + 2] + w6 * x2[k] + w7 * x2[k + 1]           \
+                  + w8 * x2[k + 2])                                                         \
+    }                                                                                       \
+    EDL_SIMD_KERNEL static void edl_full5_##S(const T *x0, const T *x1, const T *x2,        \
+                                              const T *x3, const T *x4, const T *w,         \
+                                              T *restrict row, ptrdiff_t n) {               \
+        T c[25];                                                                            \
+        for (int i = 0; i < 25; i++) c[i] = w[i];                                           \
+        ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+        for (ptrdiff_t k = 0; k < nv; k++) EDL_WIN5_STMT(T);                                 \
+        EDL_TAIL8(n, EDL_WIN5_STMT(T))                                                       \
     }                                                                                       \
     EDL_SIMD_KERNEL static void edl_acc3_##S(const T *x, const T *w, T *restrict row,       \
                                              ptrdiff_t n, ptrdiff_t sw, ptrdiff_t dw) {     \
@@ -64,21 +79,15 @@ cdef extern from *:
     /* Stride 2: a padded row is stored split by column parity, e = even columns, then
        o = odd ones (wq each); tap j of output k is then e[k + j/2] or o[k + j/2]: contiguous
        loads instead of gathers. p: row r0's e; rs: row stride (2 wq). */
-    #define EDL_CONV_ROWS_S2(T, S)                                                            \
-    EDL_SIMD_KERNEL static void edl_full3s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
-                                                const T *w, T *restrict row, ptrdiff_t n) { \
-        for (ptrdiff_t k = 0; k < n; k++) {                                                 \
+    #define EDL_S2WIN3(T) {                                                                  \
             T a = 0;                                                                        \
             for (int i = 0; i < 3; i++) {                                                   \
                 const T *e = p + i * rs, *o = e + wq;                                       \
                 a += w[3 * i] * e[k] + w[3 * i + 1] * o[k] + w[3 * i + 2] * e[k + 1];       \
             }                                                                               \
             row[k] = a;                                                                     \
-        }                                                                                   \
-    }                                                                                       \
-    EDL_SIMD_KERNEL static void edl_full5s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
-                                                const T *w, T *restrict row, ptrdiff_t n) { \
-        for (ptrdiff_t k = 0; k < n; k++) {                                                 \
+        }
+    #define EDL_S2WIN5(T) {                                                                  \
             T a = 0;                                                                        \
             for (int i = 0; i < 5; i++) {                                                   \
                 const T *e = p + i * rs, *o = e + wq;                                       \
@@ -86,7 +95,19 @@ cdef extern from *:
                    + w[5 * i + 3] * o[k + 1] + w[5 * i + 4] * e[k + 2];                     \
             }                                                                               \
             row[k] = a;                                                                     \
-        }                                                                                   \
+        }
+    #define EDL_CONV_ROWS_S2(T, S)                                                            \
+    EDL_SIMD_KERNEL static void edl_full3s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
+                                                const T *w, T *restrict row, ptrdiff_t n) { \
+        ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+        for (ptrdiff_t k = 0; k < nv; k++) EDL_S2WIN3(T);                                   \
+        EDL_TAIL8(n, EDL_S2WIN3(T))                                                         \
+    }                                                                                       \
+    EDL_SIMD_KERNEL static void edl_full5s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
+                                                const T *w, T *restrict row, ptrdiff_t n) { \
+        ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+        for (ptrdiff_t k = 0; k < nv; k++) EDL_S2WIN5(T);                                   \
+        EDL_TAIL8(n, EDL_S2WIN5(T))                                                         \
     }                                                                                       \
     /* one input row (n values) into a split padded row: column c = pw + k */                \
     EDL_SIMD_KERNEL static void edl_split2_##S(const T *src, ptrdiff_t n, T *restrict e,    \
