@@ -25,11 +25,21 @@ SHAPE_ONLY = {"Shape", "Size"}
 
 
 class Plan:
-    __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "nodes", "first")
+    __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "nodes", "first",
+                 "buffer_sizes", "views", "arenas")
 
     def __init__(self):
-        self.steps = []       # (fn, in_slots, out_slots, free_slots)
+        self.steps = []       # (fn, in_slots, out_slots, free_slots, view index or None)
         self.nodes = []       # the Node of each step (profiling, errors)
+        self.buffer_sizes = []  # bytes of each recycled buffer
+        self.views = []       # per view index: (buffer, dtype, shape)
+        self.arenas = []      # free arenas (one in use per concurrent run)
+
+    def new_arena(self):
+        """The recycled buffers for one run, as the typed views the steps write into."""
+        bufs = [np.empty(n, np.uint8) for n in self.buffer_sizes]
+        return [bufs[b][:int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
+                for b, dt, shape in self.views]
 
 
 def _first(fn):
@@ -58,6 +68,9 @@ def build(graph, feed, backend):
     live = dict(feed)                # run-time values of this traced run
     dynamic = set()                  # values whose shape may change between runs
     plan = Plan()
+    graph_outs = {o.name for o in graph.outputs}
+    alias = {}                       # value -> the recyclable buffers it may be a view of
+    wants = []                       # per step: (shape, dtype) of a recyclable output, or None
     for node in graph.nodes:
         ins = node.inputs
         n = len(ins)
@@ -98,6 +111,21 @@ def build(graph, feed, backend):
                 node.op_type in ("NonZero", "NonMaxSuppression") or \
                 any(i in dynamic for i in ins if i):
             dynamic.update(o for o in outs if o)
+        # which live buffers may each output alias (views: Reshape, Transpose, Slice, ...)
+        for o, v in zip(outs, res):
+            if o:
+                alias[o] = set().union(*[alias.get(i, ()) for i, iv in zip(ins, vals)
+                                         if i in live and isinstance(v, np.ndarray) and
+                                         isinstance(iv, np.ndarray) and
+                                         np.may_share_memory(v, iv)])
+        want = None
+        o0 = outs[0] if len(outs) == 1 else None
+        if getattr(fn, "takes_out", False) and o0 and o0 not in dynamic and \
+                o0 not in graph_outs and isinstance(res[0], np.ndarray) and \
+                res[0].flags.c_contiguous and not alias[o0]:
+            want = (res[0].shape, res[0].dtype)
+            alias[o0] = {o0}
+        wants.append(want)
         plan.steps.append([fn, [slot_of(i) if i else None for i in ins],
                            [slot_of(o) if o else None for o in outs], []])
         plan.nodes.append(node)
@@ -117,6 +145,7 @@ def build(graph, feed, backend):
     plan.out_slots = {name: slot[name] for name in out_names}
     plan.first = {}
     _set_frees(plan, set(plan.out_slots.values()) | set(const_slots.values()))
+    _assign_buffers(plan, wants, alias, graph_outs)
     # an output that is a constant or a feed must be copied on return
     values = {name: (known[name] if name in known else live[name]) for name in out_names}
     return plan, values
@@ -135,17 +164,70 @@ def _set_frees(plan, keep):
     for s, k in last.items():
         if s not in keep:
             plan.steps[k][3].append(s)
-    plan.steps = [(fn, tuple(i for i in ins), tuple(outs), tuple(fr))
+    plan.steps = [[fn, tuple(i for i in ins), tuple(outs), tuple(fr), None]
                   for fn, ins, outs, fr in plan.steps]
 
 
-def run(plan, feed_slots):
-    """Execute a plan; feed_slots: list of (slot, array). Returns the slot list."""
+def _assign_buffers(plan, wants, alias, graph_outs):
+    """Give recyclable outputs buffers by liveness: a buffer is free again after the last
+    step reading it or any view of it; buffers holding a graph output (or a view returned as
+    one) are never recycled within a run. Best fit by size among the free buffers."""
+    nodes = plan.nodes
+    last = {}
+    for k, node in enumerate(nodes):
+        for i in node.inputs:
+            for r in alias.get(i, ()):
+                last[r] = k
+    for o in graph_outs:
+        for r in alias.get(o, ()):
+            last[r] = len(nodes)
+    free, owner, sizes = [], {}, []
+    release = {}
+    for r, k in last.items():
+        release.setdefault(k, []).append(r)
+    for k, want in enumerate(wants):
+        if want is not None:
+            shape, dt = want
+            need = max(int(np.prod(shape)) * dt.itemsize, 1)
+            fit = [b for b in free if sizes[b] >= need]
+            if fit:
+                b = min(fit, key=lambda b: sizes[b])
+                free.remove(b)
+            else:
+                b = len(sizes)
+                sizes.append(need)
+            owner[nodes[k].outputs[0]] = b
+            plan.steps[k][4] = len(plan.views)
+            plan.views.append((b, dt, shape))
+            if nodes[k].outputs[0] not in last:        # never read: free at once
+                free.append(b)
+        for r in release.get(k, ()):
+            if r in owner:
+                free.append(owner[r])
+    plan.buffer_sizes = sizes
+    plan.steps = [tuple(st) for st in plan.steps]
+
+
+def run(plan, feed_slots, collect):
+    """Execute a plan; feed_slots: list of (slot, array). Returns ``collect(values)``, called
+    before the run's buffers go back to the pool (a concurrent run may take them then)."""
     vals = list(plan.template)
     for s, v in feed_slots:
         vals[s] = v
-    for fn, ins, outs, frees in plan.steps:
-        r = fn(*[None if i is None else vals[i] for i in ins])
+    arena = plan.arenas.pop() if plan.arenas else plan.new_arena()
+    try:
+        _loop(plan.steps, vals, arena)
+        return collect(vals)
+    finally:
+        plan.arenas.append(arena)
+
+
+def _loop(steps, vals, arena):
+    for fn, ins, outs, frees, ov in steps:
+        if ov is None:
+            r = fn(*[None if i is None else vals[i] for i in ins])
+        else:
+            r = fn(*[None if i is None else vals[i] for i in ins], out=arena[ov])
         if len(outs) == 1:
             vals[outs[0]] = r
         else:
@@ -154,18 +236,21 @@ def run(plan, feed_slots):
                     vals[o] = v
         for s in frees:
             vals[s] = None
-    return vals
 
 
-def run_profiled(plan, feed_slots, times):
+def run_profiled(plan, feed_slots, collect, times):
     """Like run, adding each step's seconds to ``times[k]``."""
     vals = list(plan.template)
     for s, v in feed_slots:
         vals[s] = v
     clock = time.perf_counter
-    for k, (fn, ins, outs, frees) in enumerate(plan.steps):
+    arena = plan.arenas.pop() if plan.arenas else plan.new_arena()
+    for k, (fn, ins, outs, frees, ov) in enumerate(plan.steps):
         t0 = clock()
-        r = fn(*[None if i is None else vals[i] for i in ins])
+        if ov is None:
+            r = fn(*[None if i is None else vals[i] for i in ins])
+        else:
+            r = fn(*[None if i is None else vals[i] for i in ins], out=arena[ov])
         times[k] += clock() - t0
         if len(outs) == 1:
             vals[outs[0]] = r
@@ -175,4 +260,7 @@ def run_profiled(plan, feed_slots, times):
                     vals[o] = v
         for s in frees:
             vals[s] = None
-    return vals
+    try:
+        return collect(vals)
+    finally:
+        plan.arenas.append(arena)

@@ -129,12 +129,13 @@ class InferenceSession:
                     self._runs[key] = 0
                     return [_owned(values[n], feed) for n in names]
         feed_slots = [(p.in_slots[n], a) for n, a in feed.items()]
+
+        def collect(vals):
+            return [_owned(vals[p.out_slots[n]], feed, p) for n in names]
         if self._profile:
-            vals = _plan.run_profiled(p, feed_slots, self._times[key])
             self._runs[key] += 1
-        else:
-            vals = _plan.run(p, feed_slots)
-        return [_owned(vals[p.out_slots[n]], feed, p) for n in names]
+            return _plan.run_profiled(p, feed_slots, collect, self._times[key])
+        return _plan.run(p, feed_slots, collect)
 
     def _check_outputs(self, output_names):
         if output_names is None:

@@ -37,9 +37,11 @@ def _check(model, feeds, backend, fused_away=(), rtol=1e-3, ort_model=None):
     assert not set(fused_away) & ops, f"not fused: {set(fused_away) & ops} in {ops}"
     for feed in feeds:
         ref = ort.run(None, feed)
-        got = sess.run(None, feed)
+        first = sess.run(None, feed)          # plans (traced run)
+        got = sess.run(None, feed)            # runs the plan, recycled buffers
         assert len(got) == len(ref)
-        for g, r in zip(got, ref):
+        for g, f, r in zip(got, first, ref):
+            np.testing.assert_array_equal(g, f)
             assert g.shape == r.shape and g.dtype == r.dtype
             err = float(np.abs(g.astype(np.float64) - r).max()) if r.size else 0.0
             assert err <= rtol * max(1.0, float(np.abs(r).max())), err

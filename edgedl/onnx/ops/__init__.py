@@ -66,6 +66,14 @@ class Ctx:
         return ModelError(f"{self.node.op_type} node {self.node.name!r}: {msg}")
 
 
+def takes_out(f):
+    """Mark a handler's function as accepting ``out=`` (a preallocated output buffer of the
+    traced shape and dtype, which it must fill and return); the planner then recycles
+    buffers by liveness instead of allocating each output on every run."""
+    f.takes_out = True
+    return f
+
+
 def ints(v):
     return [int(x) for x in np.asarray(v).reshape(-1)]
 

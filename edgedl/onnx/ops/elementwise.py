@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from . import op
+from . import op, takes_out
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -43,6 +43,9 @@ def binary(ctx):
         axis = axis + nd if axis < 0 else axis
         tail = nd - axis - len(ctx.shapes[1])
         return lambda a, b: f(a, b.reshape(b.shape + (1,) * tail))
+    if t in ("Add", "Sub", "Mul", "Div") and ctx.dtypes[0] in _FLOATS and \
+            ctx.dtypes[1] == ctx.dtypes[0]:
+        return takes_out(lambda a, b, out=None: f(a, b, out=out))
     return f
 
 
@@ -127,8 +130,8 @@ def _act(ctx, name, *params, fallback=None):
     k = getattr(_kernels("activations"), name)
     b = ctx.backend
     if params:
-        return lambda x, *_: k(x, *params, backend=b)
-    return lambda x, *_: k(x, backend=b)
+        return takes_out(lambda x, *_, out=None: k(x, *params, out=out, backend=b))
+    return takes_out(lambda x, *_, out=None: k(x, out=out, backend=b))
 
 
 @op("Relu")
@@ -216,12 +219,12 @@ def clip(ctx):
     k = _kernels("activations")
     b = ctx.backend
     if lo == 0 and hi == 6:
-        return lambda x, *_: k.relu6(x, backend=b)
+        return takes_out(lambda x, *_, out=None: k.relu6(x, out=out, backend=b))
     if lo == 0 and hi is None:
-        return lambda x, *_: k.relu(x, backend=b)
+        return takes_out(lambda x, *_, out=None: k.relu(x, out=out, backend=b))
     lo = -np.inf if lo is None else lo
     hi = np.inf if hi is None else hi
-    return lambda x, *_: k.clip(x, lo, hi, backend=b)
+    return takes_out(lambda x, *_, out=None: k.clip(x, lo, hi, out=out, backend=b))
 
 
 @op("PRelu")
@@ -260,7 +263,7 @@ def softmax(ctx):
     if ctx.opset < 13:
         return _flat_softmax(k, int(ctx.attr("axis", 1)), b)
     axis = int(ctx.attr("axis", -1))
-    return lambda x: k(x, axis=axis, backend=b)
+    return takes_out(lambda x, out=None: k(x, axis=axis, out=out, backend=b))
 
 
 # ----------------------------------------------------------------------------- type

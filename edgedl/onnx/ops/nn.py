@@ -2,7 +2,7 @@
 LRN, MatMul/Gemm, Resize/Upsample, NonMaxSuppression."""
 import numpy as np
 
-from . import ints, op
+from . import ints, op, takes_out
 from .elementwise import _FLOATS, _kernels
 
 
@@ -131,8 +131,9 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
         dwk = _dispatch.impl("conv", "depthwise_conv2d", b)
         w3 = np.ascontiguousarray(w.reshape(c, kh, kw))
 
-        def f_dw(x, *_):
-            y = np.empty(oshape, dt)
+        @takes_out
+        def f_dw(x, *_, out=None):
+            y = np.empty(oshape, dt) if out is None else out
             dwk(np.ascontiguousarray(x), w3, bias, sh, sw, pt, pl, dh, dw, code, p0, p1,
                 slopes, y)
             if post is not None:
@@ -143,8 +144,9 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
     if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):   # 1x1
         w2 = np.ascontiguousarray(w.reshape(m, c))
 
-        def f_1x1(x, *_):
-            y = np.empty(oshape, dt)
+        @takes_out
+        def f_1x1(x, *_, out=None):
+            y = np.empty(oshape, dt) if out is None else out
             x3 = np.ascontiguousarray(x).reshape(n, c, L)
             y3 = y.reshape(n, m, L)
             for i in range(n):
@@ -155,9 +157,10 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
     mg, K = m // group, cg * kh * kw
     w3 = np.ascontiguousarray(w.reshape(group, mg, K))
 
-    def f_gemm(x, *_):
+    @takes_out
+    def f_gemm(x, *_, out=None):
         x = np.ascontiguousarray(x)
-        y = np.empty(oshape, dt)
+        y = np.empty(oshape, dt) if out is None else out
         y3 = y.reshape(n, m, L)
         cols = np.empty((K, L), dt)
         for i in range(n):
@@ -210,8 +213,9 @@ def batch_norm(ctx):
         a, c = bn_coefficients(*(ctx.consts[i] for i in (1, 2, 3, 4)), eps)
         a, c = a.astype(dt).reshape(bshape), c.astype(dt).reshape(bshape)
 
-        def f(x, *_):
-            y = np.multiply(x, a)
+        @takes_out
+        def f(x, *_, out=None):
+            y = np.multiply(x, a, out=out)
             y += c
             return y
         return f
@@ -251,17 +255,17 @@ def pool(ctx):
     pk = _kernels("pooling")
     b = ctx.backend
     if t == "MaxPool":
-        def run(x):
-            return pk.max_pool2d(x, ks, strides, pads, dil, ceil, auto_pad, backend=b)
+        def run(x, out=None):
+            return pk.max_pool2d(x, ks, strides, pads, dil, ceil, auto_pad, out=out, backend=b)
     else:
         cip = bool(ctx.attr("count_include_pad", 0))
 
-        def run(x):
+        def run(x, out=None):
             return pk.avg_pool2d(x, ks, strides, pads, dil, ceil, auto_pad,
-                                 count_include_pad=cip, backend=b)
+                                 count_include_pad=cip, out=out, backend=b)
     if nsp == 1:
         return lambda x: run(x[:, :, None, :])[:, :, 0, :]
-    return run
+    return takes_out(run)
 
 
 @op("GlobalAveragePool", "GlobalMaxPool")

@@ -2,7 +2,7 @@
 Transpose, Squeeze, Slice, Split), the rest are single NumPy calls."""
 import numpy as np
 
-from . import ints, op
+from . import ints, op, takes_out
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -27,7 +27,7 @@ def _norm(axes, nd):
 @op("Concat")
 def concat(ctx):
     axis = int(ctx.attr("axis", 0 if ctx.opset < 4 else None))
-    return lambda *xs: np.concatenate(xs, axis=axis)
+    return takes_out(lambda *xs, out=None: np.concatenate(xs, axis=axis, out=out))
 
 
 def reshape_target(xshape, shape, allowzero):

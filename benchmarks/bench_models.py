@@ -1,0 +1,135 @@
+"""The four shared detectors: edgedl.InferenceSession (default backend) vs onnxruntime, at 1 and
+2 threads, in the same run, plus where edgedl's time goes (per-op-type totals).
+
+Run: pytest benchmarks/bench_models.py --benchmark-only -s
+ or: python benchmarks/bench_models.py [model ...]     (the paired table and profiles only)
+
+The machine is shared and noisy, so besides pytest-benchmark's per-runtime timings the summary
+re-measures each model with edgedl and onnxruntime runs *interleaved* (one of each, repeated)
+and quotes the ratio of those medians. Targets (issue 4): geometric mean of edgedl/ORT <= 1.5
+at one thread, no model above 2; faster at 2 threads than at 1.
+"""
+import math
+import os
+import pathlib
+import time
+
+import numpy as np
+import pytest
+
+import edgedl
+
+MODELS = {"fastestdet": (1, 3, 352, 352), "yunet_n_320": (1, 3, 320, 320),
+          "ultraface_rfb320": (1, 3, 240, 320), "yolox_nano": (1, 3, 416, 416)}
+THREADS = (1, 2)
+
+
+def _shared():
+    env = os.environ.get("EDGEDL_SHARED")
+    here = pathlib.Path(__file__).resolve().parents[1]
+    for cand in ([pathlib.Path(env)] if env else []) + [here.parent / "shared", here / "shared"]:
+        if (cand / "models").is_dir():
+            return cand
+    return None
+
+
+def _input(model):
+    # a real image would not change the timing; a fixed random one keeps this self-contained
+    rng = np.random.default_rng(0)
+    hi = 1.0 if model == "fastestdet" else 255.0
+    return rng.uniform(0, hi, MODELS[model]).astype(np.float32)
+
+
+def _ort(path, threads):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _runner(runtime, model, threads):
+    path = _shared() / "models" / f"{model}.onnx"
+    if runtime == "onnxruntime":
+        sess = _ort(path, threads)
+    else:
+        sess = edgedl.InferenceSession(str(path), num_threads=threads)
+    feed = {sess.get_inputs()[0].name: _input(model)}
+    for _ in range(3):                                     # plan + warm caches
+        sess.run(None, feed)
+    return lambda: sess.run(None, feed)
+
+
+def paired(model, threads, rounds=30):
+    """Median seconds of edgedl and onnxruntime, runs interleaved (same noise for both)."""
+    fe, fo = _runner("edgedl", model, threads), _runner("onnxruntime", model, threads)
+    te, to = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fe()
+        t1 = time.perf_counter()
+        fo()
+        t2 = time.perf_counter()
+        te.append(t1 - t0)
+        to.append(t2 - t1)
+    return float(np.median(te)), float(np.median(to))
+
+
+def profile(model, runs=20):
+    path = _shared() / "models" / f"{model}.onnx"
+    sess = edgedl.InferenceSession(str(path), num_threads=1, profile=True)
+    feed = {sess.get_inputs()[0].name: _input(model)}
+    for _ in range(runs):
+        sess.run(None, feed)
+    return sess.format_profile()
+
+
+def summary(models=MODELS, rounds=30):
+    lines = [f"backend {edgedl.get_backend()}; medians of {rounds} interleaved runs",
+             f"{'model':18s} {'thr':>3s} {'edgedl ms':>10s} {'ORT ms':>8s} {'ratio':>6s}"]
+    ratios = {t: [] for t in THREADS}
+    for m in models:
+        for t in THREADS:
+            e, o = paired(m, t, rounds)
+            ratios[t].append(e / o)
+            lines.append(f"{m:18s} {t:3d} {e * 1e3:10.2f} {o * 1e3:8.2f} {e / o:6.2f}")
+    for t in THREADS:
+        g = math.exp(sum(math.log(r) for r in ratios[t]) / len(ratios[t]))
+        lines.append(f"geometric mean edgedl/ORT at {t} thread(s): {g:.2f} "
+                     f"(max {max(ratios[t]):.2f})")
+    for m in models:
+        lines.append(f"\n{m}: edgedl per-op-type time at 1 thread")
+        lines.append(profile(m))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- pytest
+needs_shared = pytest.mark.skipif(_shared() is None, reason="../shared/models not found "
+                                  "(set EDGEDL_SHARED)")
+
+
+@needs_shared
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("runtime", ["edgedl", "onnxruntime"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_model_latency(benchmark, model, runtime, threads):
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    benchmark.group = f"{model} {threads} thread(s)"
+    benchmark.extra_info.update(model=model, runtime=runtime, threads=threads,
+                                backend=edgedl.get_backend())
+    benchmark.pedantic(_runner(runtime, model, threads), rounds=20, iterations=1,
+                       warmup_rounds=2)
+
+
+@needs_shared
+def test_zz_summary(benchmark):
+    pytest.importorskip("onnxruntime")
+    text = benchmark.pedantic(summary, rounds=1, iterations=1)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    import sys
+    print(summary([m for m in sys.argv[1:]] or MODELS))
