@@ -313,51 +313,52 @@ def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_thresh
 
 
 # ----------------------------------------------------------------------------- assignment
-cdef inline Py_ssize_t _row_argmax(const floating* row, Py_ssize_t m) noexcept nogil:
-    """First index of the max of a row (no NaN). Four independent (max, index) pairs break the
-    compare chain and compile to conditional moves; within a pair indices only grow, so strict
-    > keeps the first occurrence, and the merge prefers the lower index on ties."""
-    cdef floating v0 = row[0], v1 = row[0], v2 = row[0], v3 = row[0]
-    cdef Py_ssize_t i0 = 0, i1 = 0, i2 = 0, i3 = 0, j = 0
-    cdef bint c
-    while j + 4 <= m:
-        c = row[j] > v0
-        i0 = j if c else i0
-        v0 = row[j] if c else v0
-        c = row[j + 1] > v1
-        i1 = j + 1 if c else i1
-        v1 = row[j + 1] if c else v1
-        c = row[j + 2] > v2
-        i2 = j + 2 if c else i2
-        v2 = row[j + 2] if c else v2
-        c = row[j + 3] > v3
-        i3 = j + 3 if c else i3
-        v3 = row[j + 3] if c else v3
-        j += 4
-    while j < m:
-        c = row[j] > v0
-        i0 = j if c else i0
-        v0 = row[j] if c else v0
-        j += 1
-    if v1 > v0 or (v1 == v0 and i1 < i0):
-        v0, i0 = v1, i1
-    if v2 > v0 or (v2 == v0 and i2 < i0):
-        v0, i0 = v2, i2
-    if v3 > v0 or (v3 == v0 and i3 < i0):
-        v0, i0 = v3, i3
-    return i0
+cdef enum:
+    _BLK = 128          # anchors per block of the assigner (SoA, fits L1 with its IoU column)
+
+
+cdef void _iou_col(const floating* ax1, const floating* ay1, const floating* ax2,
+                   const floating* ay2, const floating* aar, Py_ssize_t nb, floating bx1,
+                   floating by1, floating bx2, floating by2, floating bar,
+                   floating* col) noexcept nogil:
+    """col[i] = IoU(anchor i of an SoA block, one gt box): the same formula as _iou_row,
+    vectorised over anchors."""
+    cdef floating w, h, inter, u, d
+    cdef Py_ssize_t i
+    for i in range(nb):
+        w = _max(_min(ax2[i], bx2) - _max(ax1[i], bx1), <floating>0)
+        h = _max(_min(ay2[i], by2) - _max(ay1[i], by1), <floating>0)
+        inter = w * h
+        u = (aar[i] + bar) - inter
+        d = u if u > 0 else 1
+        w = inter / d
+        col[i] = w if u > 0 else 0
+
+
+cdef inline floating _col_max(const floating* col, Py_ssize_t nb) noexcept nogil:
+    cdef floating v0 = col[0], v1 = col[0], v2 = col[0], v3 = col[0]
+    cdef Py_ssize_t i = 0
+    while i + 4 <= nb:
+        v0 = _max(v0, col[i])
+        v1 = _max(v1, col[i + 1])
+        v2 = _max(v2, col[i + 2])
+        v3 = _max(v3, col[i + 3])
+        i += 4
+    while i < nb:
+        v0 = _max(v0, col[i])
+        i += 1
+    return _max(_max(v0, v1), _max(v2, v3))
 
 
 def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_boxes,
                    double pos_iou, double neg_iou, double min_pos_iou, bint low_quality,
                    int8_t[::1] labels, int64_t[::1] gt_index, floating[::1] max_iou):
-    """Two streaming passes over IoU rows (one row buffer, no N x M matrix): the first labels
-    anchors and tracks each gt's best IoU, the second (low_quality only) recomputes the rows
-    and promotes the anchors that reach an eligible gt's best."""
-    cdef Py_ssize_t n = anchors.shape[0], m = gt_boxes.shape[0], i, j, best
+    """Two streaming passes, no N x M matrix. The first goes block by block over the anchors
+    (SoA, gt by gt, so the IoU, running max / argmax and each gt's best vectorise over
+    anchors) and labels them; the second (low_quality only) recomputes the rows of the anchors
+    that can reach an eligible gt's best IoU and promotes those that do."""
+    cdef Py_ssize_t n = anchors.shape[0], m = gt_boxes.shape[0], i, j, i0, nb
     cdef floating mx, gmin = INFINITY
-    cdef int8_t lab
-    cdef int64_t gi
     cdef bint hit, any_eligible = False
     cdef floating* buf
     cdef floating* bx1
@@ -367,6 +368,10 @@ def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_box
     cdef floating* bar
     cdef floating* row
     cdef floating* gmax
+    cdef floating* ab
+    cdef floating* col
+    cdef floating* amax
+    cdef int* aarg
     if m == 0:
         for i in range(n):
             labels[i] = 0
@@ -375,11 +380,15 @@ def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_box
         return
     if n == 0:
         return
-    buf = <floating*>malloc(7 * m * sizeof(floating))
+    buf = <floating*>malloc((7 * m + 7 * _BLK) * sizeof(floating) + _BLK * sizeof(int))
     if buf == NULL:
         raise MemoryError()
     bx1, by1, bx2, by2, bar = buf, buf + m, buf + 2 * m, buf + 3 * m, buf + 4 * m
     row, gmax = buf + 5 * m, buf + 6 * m
+    ab = buf + 7 * m                   # anchor block SoA: x1, y1, x2, y2, area (5 x _BLK)
+    col = ab + 5 * _BLK
+    amax = col + _BLK
+    aarg = <int*>(amax + _BLK)
     with nogil:
         for j in range(m):
             bx1[j] = gt_boxes[j, 0]
@@ -388,16 +397,33 @@ def assign_anchors(const floating[:, ::1] anchors, const floating[:, ::1] gt_box
             by2[j] = gt_boxes[j, 3]
             bar[j] = (gt_boxes[j, 2] - gt_boxes[j, 0]) * (gt_boxes[j, 3] - gt_boxes[j, 1])
             gmax[j] = -INFINITY
-        for i in range(n):
-            _iou_row(&anchors[i, 0], bx1, by1, bx2, by2, bar, m, row)
-            best = _row_argmax(row, m)
-            mx = row[best]
+        i0 = 0
+        while i0 < n:
+            nb = min(<Py_ssize_t>_BLK, n - i0)
+            for i in range(nb):
+                ab[i] = anchors[i0 + i, 0]
+                ab[_BLK + i] = anchors[i0 + i, 1]
+                ab[2 * _BLK + i] = anchors[i0 + i, 2]
+                ab[3 * _BLK + i] = anchors[i0 + i, 3]
+                ab[4 * _BLK + i] = ((anchors[i0 + i, 2] - anchors[i0 + i, 0])
+                                    * (anchors[i0 + i, 3] - anchors[i0 + i, 1]))
+                amax[i] = -INFINITY
+                aarg[i] = 0
             for j in range(m):
-                gmax[j] = _max(gmax[j], row[j])
-            max_iou[i] = mx
-            # -1 ignored, 0 negative (0 <= mx < neg), 1 positive (mx >= pos); branch-free
-            labels[i] = <int8_t>(-1 + ((mx >= 0) & (mx < neg_iou)) + 2 * (mx >= pos_iou))
-            gt_index[i] = best if mx >= pos_iou else -1
+                _iou_col(ab, ab + _BLK, ab + 2 * _BLK, ab + 3 * _BLK, ab + 4 * _BLK, nb,
+                         bx1[j], by1[j], bx2[j], by2[j], bar[j], col)
+                for i in range(nb):        # strict >, gts in order: first maximum wins
+                    # arithmetic select and max: gcc vectorises these, not an if/else
+                    aarg[i] += (col[i] > amax[i]) * (<int>j - aarg[i])
+                    amax[i] = _max(col[i], amax[i])
+                gmax[j] = _max(gmax[j], _col_max(col, nb))
+            for i in range(nb):
+                mx = amax[i]
+                max_iou[i0 + i] = mx
+                # -1 ignored, 0 negative (0 <= mx < neg), 1 positive (mx >= pos)
+                labels[i0 + i] = <int8_t>(-1 + ((mx >= 0) & (mx < neg_iou)) + 2 * (mx >= pos_iou))
+                gt_index[i0 + i] = aarg[i] if mx >= pos_iou else -1
+            i0 += nb
         if low_quality:
             for j in range(m):
                 if gmax[j] >= min_pos_iou:

@@ -63,26 +63,21 @@ def _iou_fast(a, b, out):
 
 
 @njit
-def _row_argmax(row):
-    """(max, first index of it) of a row of IoUs (>= +0, no NaN). Four independent maxima
-    break the compare chain; the first index holding the max is the sequential argmax."""
-    m = row.shape[0]
-    m0 = m1 = m2 = m3 = row[0]
-    j = 0
-    while j + 4 <= m:
-        m0 = max(m0, row[j])
-        m1 = max(m1, row[j + 1])
-        m2 = max(m2, row[j + 2])
-        m3 = max(m3, row[j + 3])
-        j += 4
-    while j < m:
-        m0 = max(m0, row[j])
-        j += 1
-    mx = max(max(m0, m1), max(m2, m3))
-    best = 0
-    while row[best] != mx:
-        best += 1
-    return mx, best
+def _col_max(col, nb):
+    """max(col[:nb]) with four independent maxima (a float max reduction does not vectorise
+    without nnan; four chains at least overlap)."""
+    v0 = v1 = v2 = v3 = col[0]
+    i = 0
+    while i + 4 <= nb:
+        v0 = max(v0, col[i])
+        v1 = max(v1, col[i + 1])
+        v2 = max(v2, col[i + 2])
+        v3 = max(v3, col[i + 3])
+        i += 4
+    while i < nb:
+        v0 = max(v0, col[i])
+        i += 1
+    return max(max(v0, v1), max(v2, v3))
 
 
 @njit
@@ -277,10 +272,33 @@ def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picke
 
 
 # ----------------------------------------------------------------------------- assignment
+_BLK = 128      # anchors per block of the assigner
+
+
+@njit
+def _iou_col(ab, nb, soa, j, col):
+    """col[i] = IoU(anchor i of the SoA block ab, gt j): the formula of _iou_row, vectorised
+    over anchors."""
+    m = soa.shape[1] - 2
+    z = soa[0, m]
+    one = soa[0, m + 1]
+    bx1, by1, bx2, by2, bar = soa[0, j], soa[1, j], soa[2, j], soa[3, j], soa[4, j]
+    ax1, ay1, ax2, ay2, aar = ab[0], ab[1], ab[2], ab[3], ab[4]
+    for i in range(nb):
+        w = max(min(ax2[i], bx2) - max(ax1[i], bx1), z)
+        h = max(min(ay2[i], by2) - max(ay1[i], by1), z)
+        inter = w * h
+        u = (aar[i] + bar) - inter
+        pos = u > z
+        col[i] = inter / (u if pos else one) if pos else z
+
+
 @njit
 def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality,
                    labels, gt_index, max_iou):
-    """Two streaming passes over IoU rows (see the Cython twin), no N x M matrix."""
+    """Two streaming passes, no N x M matrix (see the Cython twin): anchor blocks in SoA, gt by
+    gt, so IoU, running max / argmax and each gt's best vectorise over anchors; then the
+    low-quality promotion on recomputed rows of the anchors that can reach a gt's best."""
     n, m = anchors.shape[0], gt_boxes.shape[0]
     if m == 0:
         for i in range(n):
@@ -293,21 +311,38 @@ def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality
     soa = _soa(gt_boxes)
     row = np.empty(m, anchors.dtype)
     gmax = np.full(m, -np.inf, anchors.dtype)
-    for i in range(n):
-        _iou_row(anchors, i, soa, row)
-        mx, best = _row_argmax(row)
+    ab = np.empty((5, _BLK), anchors.dtype)
+    col = np.empty(_BLK, anchors.dtype)
+    amax = np.empty(_BLK, anchors.dtype)
+    aarg = np.empty(_BLK, np.int32)
+    for i0 in range(0, n, _BLK):
+        nb = min(_BLK, n - i0)
+        for i in range(nb):
+            ab[0, i], ab[1, i] = anchors[i0 + i, 0], anchors[i0 + i, 1]
+            ab[2, i], ab[3, i] = anchors[i0 + i, 2], anchors[i0 + i, 3]
+            ab[4, i] = ((anchors[i0 + i, 2] - anchors[i0 + i, 0])
+                        * (anchors[i0 + i, 3] - anchors[i0 + i, 1]))
+            amax[i] = -np.inf
+            aarg[i] = 0
         for j in range(m):
-            gmax[j] = max(gmax[j], row[j])
-        max_iou[i] = mx
-        lab = -1
-        gi = -1
-        if mx >= pos_iou:
-            lab = 1
-            gi = best
-        elif mx >= 0.0 and mx < neg_iou:
-            lab = 0
-        labels[i] = lab
-        gt_index[i] = gi
+            _iou_col(ab, nb, soa, j, col)
+            jj = np.int32(j)
+            for i in range(nb):        # strict >, gts in order: first maximum wins
+                aarg[i] += np.int32(col[i] > amax[i]) * (jj - aarg[i])
+                amax[i] = max(col[i], amax[i])
+            gmax[j] = max(gmax[j], _col_max(col, nb))
+        for i in range(nb):
+            mx = amax[i]
+            max_iou[i0 + i] = mx
+            lab = -1
+            gi = -1
+            if mx >= pos_iou:
+                lab = 1
+                gi = aarg[i]
+            elif mx >= 0.0 and mx < neg_iou:
+                lab = 0
+            labels[i0 + i] = lab
+            gt_index[i0 + i] = gi
     if not low_quality:
         return
     any_eligible = False
