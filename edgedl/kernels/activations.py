@@ -35,11 +35,11 @@ def _inputs(x, dy):
 
 def _unalias(a, out):
     """Copy an input that overlaps ``out`` without being exactly it (in-place is fine)."""
-    if a is out or out is None:
+    if a is out or not np.may_share_memory(a, out):
         return a
     same = (a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
             and a.strides == out.strides)
-    return a.copy() if not same and np.may_share_memory(a, out) else a
+    return a if same else a.copy()
 
 
 def _run(name, shape3, x, dy, out, backend, args):
