@@ -1,0 +1,235 @@
+"""conv2d on shapes typical of small detectors, every backend vs onnxruntime, same run;
+also conv_transpose2d and resize2d (the FPN / upsampling ops of the same detectors).
+
+Run: pytest benchmarks/bench_conv.py --benchmark-only [-k dw3]
+
+One thread everywhere: edgedl.set_num_threads(1), onnxruntime intra_op_num_threads=1, and
+OpenBLAS (numpy's GEMM, used by the 1x1 and im2col paths of every backend) limited to one
+thread through OPENBLAS_NUM_THREADS, set below before numpy is imported if not already set.
+The closing table gives medians, GFLOP/s (2 * MACs / median; the CPU's fp32 peak is ~100
+GFLOP/s per core, numpy's sgemm reaches ~80) and each runtime's time relative to onnxruntime
+(median / median, and min / min in brackets: the machine is shared and noisy).
+"""
+import os
+
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import edgedl  # noqa: E402
+from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
+from edgedl.kernels.conv import conv2d, conv_output_shape  # noqa: E402
+
+# name -> (C, H, W, M, k, stride, group, activation)
+SHAPES = {
+    "1x1 64->64 @80": (64, 80, 80, 64, 1, 1, 1, "relu"),
+    "3x3 3->16 s2 @352": (3, 352, 352, 16, 3, 2, 1, "relu"),
+    "dw3 s1 64ch @80": (64, 80, 80, 64, 3, 1, 64, "relu"),
+    "dw3 s2 64ch @80": (64, 80, 80, 64, 3, 2, 64, "relu"),
+    "dw3 s1 128ch @40": (128, 40, 40, 128, 3, 1, 128, "relu"),
+    "dw3 s2 128ch @40": (128, 40, 40, 128, 3, 2, 128, "relu"),
+    "dw5 s1 64ch @80": (64, 80, 80, 64, 5, 1, 64, "relu"),
+    "dw5 s2 128ch @40": (128, 40, 40, 128, 5, 2, 128, "relu"),
+    "3x3 32->32 @40": (32, 40, 40, 32, 3, 1, 1, "relu"),
+}
+# name -> (C, H, W, M, k, stride, pad): ConvTranspose, weights (C, M, k, k)
+TRANSPOSE = {
+    "convT 2x2 s2 64->64 @40": (64, 40, 40, 64, 2, 2, 0),
+    "convT 4x4 s2 32->16 @40": (32, 40, 40, 16, 4, 2, 1),
+}
+# name -> (C, H, W, OH, OW, mode, coordinate_transformation_mode)
+RESIZE = {
+    "resize nearest 2x 128ch @40": (128, 40, 40, 80, 80, "nearest", "asymmetric"),
+    "resize linear 2x 64ch @40": (64, 40, 40, 80, 80, "linear", "half_pixel"),
+}
+RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
+RESULTS = {}          # (case, runtime) -> median seconds
+MINIMA = {}           # (case, runtime) -> fastest round
+# One call per round, many rounds: on the shared, loaded 2-core machine a multi-call round
+# is often preempted; medians of single calls, and the minima, are more stable.
+_ROUNDS = 25
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread(request):
+    prev = edgedl.get_num_threads()
+    edgedl.set_num_threads(1)
+    yield
+    edgedl.set_num_threads(prev)
+    _report(request.config)
+
+
+def _case(name):
+    c, h, w, m, k, s, g, act = SHAPES[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((m, c // g, k, k)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    pads = (k // 2,) * 4
+    return x, wt, b, (s, s), pads, g, act
+
+
+def _flops(name):
+    c, h, w, m, k, s, g, _ = SHAPES[name]
+    oh, ow = conv_output_shape((h, w), (k, k), (s, s), (k // 2,) * 4)
+    return 2.0 * m * oh * ow * (c // g) * k * k
+
+
+def _ort_runner(x, wt, b, strides, pads, group, act):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import helper
+    node_out = "y" if act is None else "c"
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], [node_out], strides=list(strides),
+                              pads=list(pads), group=group)]
+    if act == "relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))   # ORT fuses Conv+Relu
+    inits = [onnx.numpy_helper.from_array(wt, "w"), onnx.numpy_helper.from_array(b, "b")]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info(
+        "x", onnx.TensorProto.FLOAT, list(x.shape))],
+        [helper.make_empty_tensor_value_info("y")], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_conv2d(benchmark, name, runtime):
+    x, wt, b, strides, pads, group, act = _case(name)
+    if runtime == "onnxruntime":
+        fn = _ort_runner(x, wt, b, strides, pads, group, act)
+    else:
+        if why_unavailable(runtime):
+            pytest.skip(why_unavailable(runtime))
+        out = np.empty((1, wt.shape[0]) + conv_output_shape(x.shape[2:], wt.shape[2:],
+                                                             strides, pads), np.float32)
+
+        def fn():
+            return conv2d(x, wt, b, strides, pads, group=group, activation=act, out=out,
+                          backend=runtime)
+    ref = fn()   # JIT / session warm-up outside the timing, and a correctness check
+    want = conv2d(x, wt, b, strides, pads, group=group, activation=act, backend="numpy")
+    assert np.abs(ref - want).max() <= 1e-3 * max(1.0, np.abs(want).max())
+    benchmark.group = name
+    benchmark.pedantic(fn, rounds=_ROUNDS if runtime != "numpy" else 5, iterations=1,
+                       warmup_rounds=1)
+    RESULTS[(name, runtime)] = benchmark.stats.stats.median
+    MINIMA[(name, runtime)] = benchmark.stats.stats.min
+
+
+def _ort_session(op, inputs, attrs, opset=13):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import helper
+    graph_inputs, inits = [], []
+    for name, arr in inputs:
+        if name == "x":
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
+        else:       # weights and sizes as initializers, as in a real model
+            inits.append(onnx.numpy_helper.from_array(arr, name))
+    node = helper.make_node(op, [n for n, _ in inputs], ["y"], **attrs)
+    graph = helper.make_graph([node], op, graph_inputs,
+                              [helper.make_empty_tensor_value_info("y")], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    x = inputs[0][1]
+    return lambda: sess.run(None, {"x": x})[0]
+
+
+def _time(benchmark, name, runtime, fn, want):
+    got = fn()
+    assert np.abs(got - want).max() <= 1e-3 * max(1.0, np.abs(want).max())
+    benchmark.group = name
+    benchmark.pedantic(fn, rounds=_ROUNDS if runtime != "numpy" else 5, iterations=1,
+                       warmup_rounds=1)
+    RESULTS[(name, runtime)] = benchmark.stats.stats.median
+    MINIMA[(name, runtime)] = benchmark.stats.stats.min
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", list(TRANSPOSE))
+def test_conv_transpose2d(benchmark, name, runtime):
+    from edgedl.kernels.conv import conv_transpose2d
+    c, h, w, m, k, s, p = TRANSPOSE[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((c, m, k, k)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    want = conv_transpose2d(x, wt, b, (s, s), (p,) * 4, backend="numpy")
+    if runtime == "onnxruntime":
+        fn = _ort_session("ConvTranspose", [("x", x), ("w", wt), ("b", b)],
+                          dict(strides=[s, s], pads=[p] * 4))
+    else:
+        if why_unavailable(runtime):
+            pytest.skip(why_unavailable(runtime))
+        out = np.empty_like(want)
+
+        def fn():
+            return conv_transpose2d(x, wt, b, (s, s), (p,) * 4, out=out, backend=runtime)
+    _time(benchmark, name, runtime, fn, want)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", list(RESIZE))
+def test_resize2d(benchmark, name, runtime):
+    from edgedl.kernels.resize import resize2d
+    c, h, w, oh, ow, mode, ct = RESIZE[name]
+    x = np.random.default_rng(0).standard_normal((1, c, h, w)).astype(np.float32)
+    nm = "floor" if ct == "asymmetric" else "round_prefer_floor"
+    want = resize2d(x, (oh, ow), mode, ct, nm, backend="numpy")
+    if runtime == "onnxruntime":
+        fn = _ort_session("Resize", [("x", x), ("roi", np.zeros(0, np.float32)),
+                                     ("scales", np.zeros(0, np.float32)),
+                                     ("sizes", np.array([1, c, oh, ow], np.int64))],
+                          dict(mode=mode, coordinate_transformation_mode=ct, nearest_mode=nm))
+    else:
+        if why_unavailable(runtime):
+            pytest.skip(why_unavailable(runtime))
+        out = np.empty_like(want)
+
+        def fn():
+            return resize2d(x, (oh, ow), mode, ct, nm, out=out, backend=runtime)
+    _time(benchmark, name, runtime, fn, want)
+
+
+def _report(config):
+    if not RESULTS:
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():     # shown even without -s
+        _table(print)
+
+
+def _table(w):
+    w("")
+    w("1 thread, float32 (conv2d with fused bias+relu): median ms, GFLOP/s for convolutions, "
+      "time vs onnxruntime (median ratio [min ratio])")
+    w(f"{'case':28s} " + " ".join(f"{rt:>31s}" for rt in RUNTIMES))
+    for name in list(SHAPES) + list(TRANSPOSE) + list(RESIZE):
+        ort, ort_min = RESULTS.get((name, "onnxruntime")), MINIMA.get((name, "onnxruntime"))
+        cells = []
+        for rt in RUNTIMES:
+            t = RESULTS.get((name, rt))
+            if t is None:
+                cells.append(f"{'-':>31s}")
+                continue
+            ratio = f"{t / ort:5.2f}x [{MINIMA[(name, rt)] / ort_min:4.2f}]" if ort else ""
+            gf = f"{_flops(name) / t / 1e9:6.1f}GF" if name in SHAPES else " " * 8
+            cells.append(f"{t * 1e3:8.3f} {gf} {ratio:>14s}")
+        w(f"{name:28s} " + " ".join(cells))
