@@ -106,6 +106,59 @@ cdef int _iou_matrix(const floating[:, ::1] a, const floating[:, ::1] b,
     return 0
 
 
+cdef enum:
+    _BLK = 128          # anchors per SoA block (assigner, few-gt IoU matrix); fits in L1
+    _FEW_GTS = 16       # IoU matrix: below this many columns, vectorise over rows instead
+
+
+cdef void _iou_col(const floating* ax1, const floating* ay1, const floating* ax2,
+                   const floating* ay2, const floating* aar, Py_ssize_t nb, floating bx1,
+                   floating by1, floating bx2, floating by2, floating bar,
+                   floating* col) noexcept nogil:
+    """col[i] = IoU(anchor i of an SoA block, one gt box): the same formula as _iou_row,
+    vectorised over anchors."""
+    cdef floating w, h, inter, u, d
+    cdef Py_ssize_t i
+    for i in range(nb):
+        w = _max(_min(ax2[i], bx2) - _max(ax1[i], bx1), <floating>0)
+        h = _max(_min(ay2[i], by2) - _max(ay1[i], by1), <floating>0)
+        inter = w * h
+        u = (aar[i] + bar) - inter
+        d = u if u > 0 else 1
+        w = inter / d
+        col[i] = w if u > 0 else 0
+
+
+cdef int _iou_matrix_blocked(const floating[:, ::1] a, const floating[:, ::1] b,
+                             floating[:, ::1] out) noexcept nogil:
+    """Plain IoU matrix for few columns: rows are too short to vectorise, so blocks of a go
+    to SoA and each column is computed over the block, then stored transposed."""
+    cdef Py_ssize_t n = a.shape[0], m = b.shape[0], i, j, i0 = 0, nb
+    cdef floating* ab = <floating*>malloc((5 + m) * _BLK * sizeof(floating))
+    cdef floating* tile
+    if ab == NULL:
+        return -1
+    tile = ab + 5 * _BLK
+    while i0 < n:
+        nb = min(<Py_ssize_t>_BLK, n - i0)
+        for i in range(nb):
+            ab[i] = a[i0 + i, 0]
+            ab[_BLK + i] = a[i0 + i, 1]
+            ab[2 * _BLK + i] = a[i0 + i, 2]
+            ab[3 * _BLK + i] = a[i0 + i, 3]
+            ab[4 * _BLK + i] = (a[i0 + i, 2] - a[i0 + i, 0]) * (a[i0 + i, 3] - a[i0 + i, 1])
+        for j in range(m):
+            _iou_col(ab, ab + _BLK, ab + 2 * _BLK, ab + 3 * _BLK, ab + 4 * _BLK, nb,
+                     b[j, 0], b[j, 1], b[j, 2], b[j, 3],
+                     (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1]), tile + j * _BLK)
+        for i in range(nb):
+            for j in range(m):
+                out[i0 + i, j] = tile[j * _BLK + i]
+        i0 += nb
+    free(ab)
+    return 0
+
+
 cdef floating _iou_kind(floating ax1, floating ay1, floating ax2, floating ay2, floating bx1,
                         floating by1, floating bx2, floating by2, int kind) noexcept nogil:
     """One IoU-family value (kind 0 iou, 1 giou, 2 diou, 3 ciou), formulas of the reference."""
@@ -143,7 +196,9 @@ def box_iou(const floating[:, ::1] a, const floating[:, ::1] b, int kind, floati
     if n == 0 or m == 0:
         return
     with nogil:
-        if kind == 0:
+        if kind == 0 and m < _FEW_GTS:
+            err = _iou_matrix_blocked(a, b, out)
+        elif kind == 0:
             err = _iou_matrix(a, b, out)
         else:
             for i in range(n):
@@ -313,28 +368,6 @@ def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_thresh
 
 
 # ----------------------------------------------------------------------------- assignment
-cdef enum:
-    _BLK = 128          # anchors per block of the assigner (SoA, fits L1 with its IoU column)
-
-
-cdef void _iou_col(const floating* ax1, const floating* ay1, const floating* ax2,
-                   const floating* ay2, const floating* aar, Py_ssize_t nb, floating bx1,
-                   floating by1, floating bx2, floating by2, floating bar,
-                   floating* col) noexcept nogil:
-    """col[i] = IoU(anchor i of an SoA block, one gt box): the same formula as _iou_row,
-    vectorised over anchors."""
-    cdef floating w, h, inter, u, d
-    cdef Py_ssize_t i
-    for i in range(nb):
-        w = _max(_min(ax2[i], bx2) - _max(ax1[i], bx1), <floating>0)
-        h = _max(_min(ay2[i], by2) - _max(ay1[i], by1), <floating>0)
-        inter = w * h
-        u = (aar[i] + bar) - inter
-        d = u if u > 0 else 1
-        w = inter / d
-        col[i] = w if u > 0 else 0
-
-
 cdef inline floating _col_max(const floating* col, Py_ssize_t nb) noexcept nogil:
     cdef floating v0 = col[0], v1 = col[0], v2 = col[0], v3 = col[0]
     cdef Py_ssize_t i = 0
