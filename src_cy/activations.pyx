@@ -248,47 +248,86 @@ cdef void _apply(int op, const floating[::1] x, const floating[::1] dy, floating
 cdef void _softmax_block(int mode, const floating *x, const floating *dy, floating *y,
                          Py_ssize_t n, Py_ssize_t inner, floating *m, floating *s,
                          floating *g) noexcept nogil:
-    """One (n, inner) block, reduced over n; m, s, g are scratch of length inner."""
-    cdef Py_ssize_t j, k
+    """One (n, inner) block reduced over n, vectorised along inner (mode branches stay outside
+    the loops); m, s, g are scratch of length inner. y may alias x or dy."""
+    cdef Py_ssize_t j, k, o
     cdef floating v, e
+    cdef bint flagged = False, nan_col
     for k in range(inner):
         m[k] = x[k]
         s[k] = 0
         g[k] = 0
-    for j in range(1, n):
-        for k in range(inner):
-            v = x[j * inner + k]
-            m[k] = v if (v > m[k] or v != v) else m[k]
-    for k in range(inner):                       # NaN / inf rows give NaN, as NumPy
-        if not (m[k] > -INFINITY and m[k] < INFINITY):
-            m[k] = NAN
     for j in range(n):
+        o = j * inner
         for k in range(inner):
-            e = _exp_neg(x[j * inner + k] - m[k])
-            s[k] += e
-            if mode == SM_G:
-                g[k] += e * dy[j * inner + k]
-            elif mode == LSM_G:
-                g[k] += dy[j * inner + k]
+            v = x[o + k]
+            m[k] = v if v > m[k] else m[k]
+            g[k] += v - v                         # NaN if any NaN or +-inf in the column
     for k in range(inner):
-        if mode == SM_G:
-            g[k] = g[k] / s[k]                   # sum(dy * softmax)
-        if mode == LSM:
-            s[k] = log(s[k])
-        else:
-            s[k] = 1 / s[k]
-    for j in range(n):
+        if g[k] != 0:                             # rare: NaN, +inf or all -inf -> NaN column
+            g[k] = 0
+            nan_col = m[k] == -INFINITY
+            for j in range(n):
+                v = x[j * inner + k]
+                nan_col = nan_col or v != v or v == INFINITY
+            if nan_col:
+                m[k] = NAN
+                flagged = True
+    if mode == SM:
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                e = _exp_neg(x[o + k] - m[k])
+                y[o + k] = e
+                s[k] += e
         for k in range(inner):
-            v = x[j * inner + k]
-            if mode == LSM:
-                e = (v - m[k]) - s[k]             # x - m is exact: keep it apart from log
-            else:
-                e = _exp_neg(v - m[k]) * s[k]
-                if mode == SM_G:
-                    e = e * (dy[j * inner + k] - g[k])
-                elif mode == LSM_G:
-                    e = dy[j * inner + k] - e * g[k]
-            y[j * inner + k] = e if m[k] == m[k] else m[k]
+            s[k] = 1 / s[k]
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                y[o + k] = y[o + k] * s[k]
+    elif mode == LSM:
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                s[k] += _exp_neg(x[o + k] - m[k])
+        for k in range(inner):
+            s[k] = log(s[k])
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                y[o + k] = (x[o + k] - m[k]) - s[k]   # x - m exact: keep log(s) apart
+    elif mode == SM_G:                    # s * (dy - sum(dy * s)); y may be dy: recompute exp
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                e = _exp_neg(x[o + k] - m[k])
+                s[k] += e
+                g[k] += e * dy[o + k]
+        for k in range(inner):
+            s[k] = 1 / s[k]
+            g[k] = g[k] * s[k]
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                y[o + k] = _exp_neg(x[o + k] - m[k]) * s[k] * (dy[o + k] - g[k])
+    else:                                 # dy - softmax * sum(dy)
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                s[k] += _exp_neg(x[o + k] - m[k])
+                g[k] += dy[o + k]
+        for k in range(inner):
+            s[k] = 1 / s[k]
+        for j in range(n):
+            o = j * inner
+            for k in range(inner):
+                y[o + k] = dy[o + k] - _exp_neg(x[o + k] - m[k]) * s[k] * g[k]
+    if flagged:
+        for k in range(inner):
+            if m[k] != m[k]:
+                for j in range(n):
+                    y[j * inner + k] = NAN
 
 
 cdef void _softmax(int mode, const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
