@@ -211,8 +211,10 @@ def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
     code, p0, p1, slopes = epi
     if w.dtype != dtype or not w.flags.c_contiguous:
         w = np.ascontiguousarray(w, dtype=dtype)
-    b = _bias(bias, m, dtype) if bias is not None else slopes * 0 if code == ACT_PRELU \
-        else slopes     # zeros: the slopes of every other activation are zeros
+    if bias is not None:
+        b = _bias(bias, m, dtype)
+    else:   # zeros: the (cached, read-only) slopes of every activation but prelu are zeros
+        b = np.zeros(m, dtype) if code == ACT_PRELU else slopes
     out, y = _target(out, (n, m, oh, ow), dtype, x)
     if y.size == 0:
         return out

@@ -229,6 +229,23 @@ def test_out_may_be_x(backend, group, rng):
     _close(x, want, np.float32)
 
 
+def test_repeated_calls_with_changing_arguments(backend, rng):
+    """conv2d caches validated geometry / epilogue per call signature: every argument that
+    changes the result must be part of it (and lists work like tuples)."""
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    seen = []
+    for pads in ([1, 1, 1, 1], (0, 0, 0, 0), (1, 0, 1, 0), [1, 1, 1, 1]):
+        for act, params in ((None, ()), ("clip", (-0.1, 0.2)), ("clip", [-0.3, 0.4]),
+                            ("leaky_relu", (0.5,)), ("prelu", (np.arange(4.0),))):
+            got = conv2d(x, w, None, [1, 1], pads, (1, 1), 4, activation=act,
+                         activation_params=params, backend=backend)
+            base = naive_conv(x, w, None, (1, 1), pads, (1, 1), 4)
+            _close(got, np_act(base, act, tuple(params)), np.float32)
+            seen.append(got.shape)
+    assert len(set(seen)) == 3
+
+
 def test_1x1_gemm_path_and_empty_batch(backend, rng):
     x = rng.standard_normal((2, 16, 7, 5)).astype(np.float32)
     w = rng.standard_normal((8, 16, 1, 1)).astype(np.float32)
