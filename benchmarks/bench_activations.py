@@ -40,6 +40,7 @@ KERNELS = {
     "mish": ({}, ("Mish", {}, 18)),
     "softmax": ({"axis": -1}, ("Softmax", {"axis": -1}, 13)),
     "log_softmax": ({"axis": -1}, ("LogSoftmax", {"axis": -1}, 13)),
+    "softmax:axis1": ({"axis": 1}, ("Softmax", {"axis": 1}, 13)),   # over channels
 }
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
 
@@ -97,7 +98,7 @@ def test_activation(benchmark, kernel, runtime, size):
         reason = why_unavailable(runtime)
         if reason:
             pytest.skip(reason)
-        f = getattr(edgedl, kernel)
+        f = getattr(edgedl, kernel.split(":")[0])
         out = np.empty_like(x)
         if kernel == "prelu":
             fn = lambda: f(x, slope, out=out, backend=runtime)  # noqa: E731
