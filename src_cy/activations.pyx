@@ -30,6 +30,9 @@ cdef extern from "activations_f32.h" nogil:
     void edl_mish_f32(const float *x, float *y, Py_ssize_t n)
     void edl_softmax_rows_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t n,
                               int log_mode)
+    void edl_softmax_cols_f32(const float *x, float *y, Py_ssize_t n, Py_ssize_t inner,
+                              float *m, float *s, float *f, int log_mode)
+    enum: EDL_COLS
 
 cdef enum:
     CHUNK = 16384
@@ -352,12 +355,27 @@ cdef void _softmax(int mode, const floating[:, :, ::1] x, const floating[:, :, :
                 edl_softmax_rows_f32(px + r0 * n, po + r0 * n, min(rows, outer - r0), n,
                                      mode == LSM)
             return
+    cdef Py_ssize_t width = inner
+    if floating is float:
+        if mode == SM or mode == LSM:
+            width = min(inner, EDL_COLS)        # the C loop works in column blocks
     for o in prange(outer, nogil=True, schedule="static",
                     num_threads=1 if outer * n * inner <= CHUNK else omp_get_max_threads()):
-        scratch = <floating *>malloc(3 * inner * sizeof(floating))
+        scratch = <floating *>malloc(3 * width * sizeof(floating))
         if scratch != NULL:
-            _softmax_block(mode, px + o * n * inner, pd + o * n * inner, po + o * n * inner,
-                           n, inner, scratch, scratch + inner, scratch + 2 * inner)
+            if floating is float:
+                if mode == SM or mode == LSM:
+                    edl_softmax_cols_f32(px + o * n * inner, po + o * n * inner, n, inner,
+                                         scratch, scratch + width, scratch + 2 * width,
+                                         mode == LSM)
+                else:
+                    _softmax_block(mode, px + o * n * inner, pd + o * n * inner,
+                                   po + o * n * inner, n, inner, scratch, scratch + width,
+                                   scratch + 2 * width)
+            else:
+                _softmax_block(mode, px + o * n * inner, pd + o * n * inner,
+                               po + o * n * inner, n, inner, scratch, scratch + width,
+                               scratch + 2 * width)
             free(scratch)
         else:
             failed += 1

@@ -161,4 +161,57 @@ EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float 
     }
 }
 
+/* Softmax (or log-softmax) of an (n, inner) block over n, vectorised along inner in column
+ * blocks of EDL_COLS that keep the scratch m, s, f (length >= EDL_COLS) in L1. y may be x. */
+#define EDL_COLS 512
+EDL_SIMD_KERNEL static void edl_softmax_cols_f32(const float *restrict x, float *restrict y,
+                                                 edl_idx n, edl_idx inner, float *restrict m,
+                                                 float *restrict s, float *restrict f,
+                                                 int log_mode) {
+    for (edl_idx k0 = 0; k0 < inner; k0 += EDL_COLS) {
+        edl_idx w = inner - k0 < EDL_COLS ? inner - k0 : EDL_COLS, j, k;
+        const float *xb = x + k0;
+        float *yb = y + k0;
+        int flagged = 0;
+        for (k = 0; k < w; k++) m[k] = xb[k], s[k] = 0.0f, f[k] = 0.0f;
+        for (j = 0; j < n; j++)
+            for (k = 0; k < w; k++) {
+                float v = xb[j * inner + k];
+                m[k] = v > m[k] ? v : m[k];
+                f[k] += v - v;                  /* NaN if any NaN or +-inf in the column */
+            }
+        for (k = 0; k < w; k++) {
+            if (f[k] != 0.0f) {                 /* rare: NaN, +inf or all -inf: NaN column */
+                int nan_col = m[k] == -INFINITY;
+                for (j = 0; j < n; j++) {
+                    float v = xb[j * inner + k];
+                    nan_col |= (v != v) | (v == INFINITY);
+                }
+                if (nan_col) m[k] = NAN, flagged = 1;
+            }
+        }
+        if (log_mode) {
+            for (j = 0; j < n; j++)
+                for (k = 0; k < w; k++) s[k] += edl_exp_neg(xb[j * inner + k] - m[k]);
+            for (k = 0; k < w; k++) s[k] = logf(s[k]);
+            for (j = 0; j < n; j++)    /* (x - m) is exact: subtract log(s) separately */
+                for (k = 0; k < w; k++) yb[j * inner + k] = (xb[j * inner + k] - m[k]) - s[k];
+        } else {
+            for (j = 0; j < n; j++)
+                for (k = 0; k < w; k++) {
+                    float e = edl_exp_neg(xb[j * inner + k] - m[k]);
+                    yb[j * inner + k] = e;
+                    s[k] += e;
+                }
+            for (k = 0; k < w; k++) s[k] = 1.0f / s[k];
+            for (j = 0; j < n; j++)
+                for (k = 0; k < w; k++) yb[j * inner + k] *= s[k];
+        }
+        if (flagged)
+            for (k = 0; k < w; k++)
+                if (m[k] != m[k])
+                    for (j = 0; j < n; j++) yb[j * inner + k] = NAN;
+    }
+}
+
 #endif

@@ -310,6 +310,21 @@ def test_softmax_special_values(backend, name, dtype):
                                        err_msg=f"{name} {axis} {x.shape}")
 
 
+@pytest.mark.parametrize("name", SOFTMAX)
+def test_softmax_wide_inner_axis(backend, name, rng):
+    # inner extent > the Cython column block (512) and not a multiple of it; a NaN column
+    x = (rng.standard_normal((2, 5, 1100)) * 5).astype(np.float32)
+    x[1, 3, 1030] = np.nan
+    with np.errstate(invalid="ignore"):
+        want = _call(name, x, "numpy", axis=1)
+        got = _call(name, x, backend, axis=1)
+    np.testing.assert_allclose(got, want, **_tol(name, np.float32))
+    assert np.isnan(got[1, :, 1030]).all() and not np.isnan(got[0]).any()
+    xc = x.copy()
+    _call(name, xc, backend, axis=1, out=xc)                  # in place
+    np.testing.assert_allclose(xc, want, **_tol(name, np.float32))
+
+
 def test_nan_propagates(backend):
     x = np.array([np.nan, 1.0, -1.0], np.float32)
     for name in ("relu", "sigmoid", "tanh", "elu", "softplus", "swish", "mish", "hard_swish",
