@@ -1,5 +1,7 @@
 """Neural-network ops: Conv (with a fused epilogue), ConvTranspose, BatchNormalization, pooling,
 LRN, MatMul/Gemm, Resize/Upsample, NonMaxSuppression."""
+import threading
+
 import numpy as np
 
 from . import ints, op, takes_out
@@ -35,6 +37,19 @@ def _lift_pads(p, nsp):
 
 
 # ----------------------------------------------------------------------------- conv
+_tls = threading.local()
+
+
+def _scratch(shape, dtype):
+    """A per-thread scratch array (im2col columns), kept between calls and runs: a fresh
+    multi-MB allocation per conv costs page faults on every run."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = getattr(_tls, "buf", None)
+    if buf is None or buf.nbytes < n:
+        buf = _tls.buf = np.empty(n, np.uint8)
+    return buf[:n].view(dtype).reshape(shape)
+
+
 #: Epilogues the conv twins compute with a scalar exp: run the activation kernel (vectorised)
 #: in place on the conv output instead.
 _POST_ACTS = {"sigmoid": ("sigmoid", ()), "silu": ("swish", (1.0,)), "tanh": ("tanh", ())}
@@ -162,7 +177,7 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
         x = np.ascontiguousarray(x)
         y = np.empty(oshape, dt) if out is None else out
         y3 = y.reshape(n, m, L)
-        cols = np.empty((K, L), dt)
+        cols = _scratch((K, L), dt)
         for i in range(n):
             for g in range(group):
                 im2col(x[i, g * cg:(g + 1) * cg], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, cols)

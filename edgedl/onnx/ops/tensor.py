@@ -133,6 +133,14 @@ def _slices(nd, starts, ends, axes, steps):
 @op("Gather")
 def gather(ctx):
     axis = int(ctx.attr("axis", 0))
+    if ctx.is_const(1) and ctx.consts[1].ndim == 0 and ctx.static:
+        # a scalar index is basic indexing: a view, not a copy (channel shuffles use it)
+        nd = len(ctx.shapes[0])
+        a = axis + nd if axis < 0 else axis
+        i = int(ctx.consts[1])
+        i = i + ctx.shapes[0][a] if i < 0 else i
+        key = (slice(None),) * a + (i,)
+        return lambda x, _: x[key]
     return lambda x, idx: np.take(x, idx.astype(np.int64, copy=False), axis=axis)
 
 
