@@ -7,6 +7,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 
 # Below this much work a loop runs on the calling thread only (waking an OpenMP team costs
 # ~5 us on an idle machine, ~100 us on a loaded 2-core one).
@@ -25,8 +26,12 @@ def resize_nearest(floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
     for q in prange(n * c, nogil=True, schedule="static",
                     use_threads_if=n * c * oh * ow >= _PAR_ELEMS):
         for o in range(oh):
-            src = &x[q // c, q % c, ih[o], 0]
             dst = &out[q // c, q % c, o, 0]
+            if o > 0 and ih[o] == ih[o - 1]:
+                # upsampling repeats source rows: copy the row just written (in cache)
+                memcpy(dst, dst - ow, ow * sizeof(floating))
+                continue
+            src = &x[q // c, q % c, ih[o], 0]
             for p in range(ow):
                 dst[p] = src[iw[p]]
 

@@ -11,8 +11,14 @@ def _resize_nearest(x, ih, iw, out):
     for q in prange(n * c):
         b, ch = q // c, q % c
         for o in range(oh):
-            src = x[b, ch, ih[o]]
             dst = out[b, ch, o]
+            if o > 0 and ih[o] == ih[o - 1]:
+                # upsampling repeats source rows: copy the row just written (in cache)
+                prev = out[b, ch, o - 1]
+                for p in range(ow):
+                    dst[p] = prev[p]
+                continue
+            src = x[b, ch, ih[o]]
             for p in range(ow):
                 dst[p] = src[iw[p]]
 
