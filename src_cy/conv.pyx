@@ -15,6 +15,7 @@ from libc.stdlib cimport calloc, free
 cdef extern from *:
     """
     #include <stddef.h>
+    #include <string.h>
     #include "edl_math.h"
     #include "activations_f32.h"
     /* Depthwise row kernels: whole 3x3 / 5x5 windows at stride 1 (x0.. are the input rows of
@@ -120,6 +121,22 @@ cdef extern from *:
             for (ptrdiff_t t = 0; t < cnt; t++) dst[t] = s[2 * t];                          \
         }                                                                                   \
     }
+    /* im2col row: dst[k] = src[k * sw] for k < n; stride 1 is a memcpy, stride 2 gets
+       AVX2 / AVX-512 clones (de-interleaving shuffles instead of scalar loads) */
+    #define EDL_GATHER(T, S)                                                                 \
+    EDL_SIMD_KERNEL static void edl_gather2_##S(const T *restrict src, T *restrict dst,     \
+                                                ptrdiff_t n) {                              \
+        for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[2 * k];                              \
+    }                                                                                       \
+    static void edl_gather_##S(const T *restrict src, ptrdiff_t sw, T *restrict dst,        \
+                               ptrdiff_t n) {                                               \
+        if (n <= 0) return;                                                                 \
+        if (sw == 1) memcpy(dst, src, (size_t)n * sizeof(T));                               \
+        else if (sw == 2) edl_gather2_##S(src, dst, n);                                     \
+        else for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[k * sw];                        \
+    }
+    EDL_GATHER(float, f)
+    EDL_GATHER(double, d)
     EDL_CONV_ROWS(float, f)
     EDL_CONV_ROWS(double, d)
     EDL_CONV_ROWS_S2(float, f)
@@ -161,6 +178,9 @@ cdef extern from *:
                       Py_ssize_t pw) noexcept nogil
     void edl_split2_d(const double* src, Py_ssize_t n, double* e, Py_ssize_t wq,
                       Py_ssize_t pw) noexcept nogil
+    void edl_gather_f(const float* src, Py_ssize_t sw, float* dst, Py_ssize_t n) noexcept nogil
+    void edl_gather_d(const double* src, Py_ssize_t sw, double* dst,
+                      Py_ssize_t n) noexcept nogil
     # float32 activations of the activations family (vectorised exp), in place
     void edl_conv_sigmoid_f(float* v, Py_ssize_t n) noexcept nogil
     void edl_conv_silu_f(float* v, Py_ssize_t n) noexcept nogil
@@ -293,12 +313,10 @@ def im2col(floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, P
             src = &x[ch, iy, 0]
             for ox in range(lo):
                 dst[ox] = 0
-            if sw == 1:
-                for ox in range(lo, hi):
-                    dst[ox] = src[ox + off]
+            if floating is float:
+                edl_gather_f(src + lo * sw + off, sw, dst + lo, hi - lo)
             else:
-                for ox in range(lo, hi):
-                    dst[ox] = src[ox * sw + off]
+                edl_gather_d(src + lo * sw + off, sw, dst + lo, hi - lo)
             for ox in range(hi, ow):
                 dst[ox] = 0
 
