@@ -264,23 +264,31 @@ cdef double _plane_sum(const floating* s, Py_ssize_t m) noexcept nogil:
 
 
 cdef floating _plane_max(const floating* s, Py_ssize_t m) noexcept nogil:
-    # 16 independent lanes; the exact NaN-propagating max only for planes holding a NaN/inf
-    cdef floating acc[16]
-    cdef Py_ssize_t i, k, m16 = m - m % 16
-    cdef bint fast = _all_finite(s, m)
-    for k in range(16):
+    # One pass over blocks of 64: elementwise maxps into 64 lanes (a plain loop that gcc's
+    # loop vectoriser handles) that also sums v * 0 (0 unless NaN/inf); only a plane holding
+    # NaN/inf takes a second, exact NaN-propagating pass.
+    cdef floating acc[64]
+    cdef floating chk[64]
+    cdef floating zero = 0
+    cdef Py_ssize_t i, k, m64 = m - m % 64
+    for k in range(64):
         acc[k] = s[0]
-    if fast:
-        for i in range(0, m16, 16):
-            for k in range(16):
-                acc[k] = _fmax(acc[k], s[i + k])
-    else:
-        for i in range(0, m16, 16):
-            for k in range(16):
+        chk[k] = 0
+    for i in range(0, m64, 64):
+        for k in range(64):
+            acc[k] = _fmax(acc[k], s[i + k])
+            chk[k] += s[i + k] * zero
+    for k in range(1, 64):
+        chk[0] += chk[k]
+    if chk[0] != 0:
+        for k in range(64):
+            acc[k] = s[0]
+        for i in range(0, m64, 64):
+            for k in range(64):
                 acc[k] = _nanmax(acc[k], s[i + k])
-    for i in range(m16, m):
+    for i in range(m64, m):
         acc[0] = _nanmax(acc[0], s[i])
-    for k in range(1, 16):
+    for k in range(1, 64):
         acc[0] = _nanmax(acc[0], acc[k])
     return acc[0]
 

@@ -109,6 +109,18 @@ def _valid_counts(n_in, n_out, k, stride, pad_begin, pad_end, dil):
     return valid, padded
 
 
+@njit(inline="always")
+def _fold_mode(d, t, length, src, offs, n, mode):
+    """_fold with mode as a literal in each branch: after numba's IR inlining LLVM sees a
+    constant and compiles one branch-free loop nest per mode."""
+    if mode == 0:
+        _fold(d, t, length, src, offs, n, 0)
+    elif mode == 1:
+        _fold(d, t, length, src, offs, n, 1)
+    else:
+        _fold(d, t, length, src, offs, n, 2)
+
+
 @njit
 def _plane(flat, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w, oh, ow,
            mode):
@@ -128,11 +140,11 @@ def _plane(flat, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, 
         if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
             vpad[lext:lext + w] = fill
         else:
-            _fold(vpad, lext, w, flat, offs, n_rows, mode)
+            _fold_mode(vpad, lext, w, flat, offs, n_rows, mode)
         if sw == 1:
             for j in range(kw):
                 offs[j] = lext - pl + j * dw
-            _fold(dst, o * ow, ow, vpad, offs, kw, mode)
+            _fold_mode(dst, o * ow, ow, vpad, offs, kw, mode)
         else:
             # split vpad into its sw phases so every tap is a contiguous run:
             # vpad[t + q*sw] == phases[(t % sw) * plen + t // sw + q]
@@ -142,7 +154,7 @@ def _plane(flat, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, 
             for j in range(kw):
                 t = lext - pl + j * dw
                 offs[j] = (t % sw) * plen + t // sw
-            _fold(dst, o * ow, ow, phases, offs, kw, mode)
+            _fold_mode(dst, o * ow, ow, phases, offs, kw, mode)
 
 
 @njit(parallel=True)
@@ -171,28 +183,26 @@ def _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, is_
     xf = x.reshape((n * c, h * w))
     of = out.reshape((n * c, oh * ow))
     for p in prange(n * c):
-        b, ch = p // c, p % c
         vpad = np.empty(vlen, dtype=x.dtype)
         phases = np.empty(sw * ((vlen + sw - 1) // sw) if sw > 1 else 0, dtype=x.dtype)
         offs = np.empty(max(kh, kw), dtype=np.uint64)
+        src, dst = xf[p], of[p]
         mode = 0
         if is_max:
-            mode = 1 if _all_finite(xf[p]) else 2
-        dst = out[b, ch]
-        _plane(xf[p], of[p], vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w,
+            mode = 1 if _all_finite(src) else 2
+        _plane(src, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w,
                oh, ow, mode)
         if not is_max:
             for r in range(oh):
-                d = dst[r]
                 s = sch[r]
                 for q in range(ow):
-                    d[q] *= s * scw[q]
+                    dst[r * ow + q] *= s * scw[q]
         elif has_empty:
             # windows without any in-image tap (dilations only): lowest, as onnxruntime
             for r in range(oh):
                 for q in range(ow):
                     if vh[r] == 0 or vw[q] == 0:
-                        dst[r, q] = lowest
+                        dst[r * ow + q] = lowest
 
 
 @njit
@@ -224,21 +234,29 @@ def global_avg_pool2d(x, out):
 
 @njit
 def _plane_max(v):
-    """max of the 1-D v: 16 independent lanes (an elementwise loop LLVM vectorises; a plain
-    select reduction would not be without nnan), exact NaN max only if v holds NaN/inf."""
+    """max of the 1-D v: one pass over blocks of 64, elementwise into 64 lanes (a plain loop
+    LLVM vectorises; a select reduction would not be without nnan) that also sums v * 0
+    (0 unless NaN/inf); only a plane holding NaN/inf takes a second, exact NaN pass."""
     u = np.uint64
     m = u(v.shape[0])
-    m16 = m - m % u(16)
-    acc = np.empty(16, dtype=v.dtype)
+    m64 = m - m % u(64)
+    acc = np.empty(64, dtype=v.dtype)
+    chk = np.zeros(64, dtype=v.dtype)
+    zero = v.dtype.type(0)
     acc[:] = v[0]
-    fast = _all_finite(v)
-    for i in range(u(0), m16, u(16)):
-        for k in range(u(16)):
-            acc[k] = _op(acc[k], v[i + k], 1 if fast else 2)
+    for i in range(u(0), m64, u(64)):
+        for k in range(u(64)):
+            acc[k] = _op(acc[k], v[i + k], 1)
+            chk[k] += v[i + k] * zero
+    if chk.sum() != 0:
+        acc[:] = v[0]
+        for i in range(u(0), m64, u(64)):
+            for k in range(u(64)):
+                acc[k] = _nanmax(acc[k], v[i + k])
     r = acc[0]
-    for k in range(1, 16):
+    for k in range(1, 64):
         r = _nanmax(r, acc[k])
-    for i in range(m16, m):
+    for i in range(m64, m):
         r = _nanmax(r, v[i])
     return r
 
