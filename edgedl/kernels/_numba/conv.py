@@ -88,28 +88,35 @@ def _bias_act(y, bias, act, p0, p1, slopes):
 
 def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
     c, h, w = x.shape
-    for ch in prange(c):
-        for i in range(kh):
-            for j in range(kw):
-                r = (ch * kh + i) * kw + j
-                off = j * dw - pw
-                lo, hi = _tap_range(w, ow, sw, off)
-                for oy in range(oh):
-                    dst = cols[r, oy * ow:(oy + 1) * ow]
-                    iy = oy * sh - ph + i * dh
-                    if iy < 0 or iy >= h:
-                        dst[:] = 0
-                        continue
-                    src = x[ch, iy]
-                    for ox in range(lo):
-                        dst[ox] = 0
-                    if sw == 1:
-                        dst[lo:hi] = src[lo + off:hi + off]
-                    else:
-                        for ox in range(lo, hi):
-                            dst[ox] = src[ox * sw + off]
-                    for ox in range(hi, ow):
-                        dst[ox] = 0
+    sw1 = max(sw, 1)
+    for r in prange(c * kh * kw):
+        ch, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+        off = j * dw - pw
+        lo, hi = _tap_range(w, ow, sw, off)
+        lo, hi = max(lo, 0), max(hi, 0)
+        s0 = max(lo * sw + off, 0)
+        crow, xc = cols[r], x[ch]
+        # no views per row and indices that are visibly >= 0 (max): numba's negative-index
+        # wrapping then vanishes and the copies vectorise
+        for oy in range(oh):
+            base = max(oy * ow, 0)
+            iy = oy * sh - ph + i * dh
+            if iy < 0 or iy >= h:
+                for t in range(ow):
+                    crow[base + t] = 0
+                continue
+            for t in range(lo):
+                crow[base + t] = 0
+            d0 = base + lo
+            if sw == 1:
+                for t in range(hi - lo):
+                    crow[d0 + t] = xc[iy, s0 + t]
+            else:
+                for t in range(hi - lo):
+                    crow[d0 + t] = xc[iy, s0 + t * sw1]
+            d1 = base + hi
+            for t in range(ow - hi):
+                crow[d1 + t] = 0
 
 
 def _col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
