@@ -32,14 +32,14 @@ class Plan:
         self.steps = []       # (fn, in_slots, out_slots, free_slots, view index or None)
         self.nodes = []       # the Node of each step (profiling, errors)
         self.buffer_sizes = []  # bytes of each recycled buffer
-        self.views = []       # per view index: (buffer, dtype, shape)
+        self.views = []       # per view index: (buffer, byte offset, dtype, shape)
         self.arenas = []      # free arenas (one in use per concurrent run)
 
     def new_arena(self):
         """The recycled buffers for one run, as the typed views the steps write into."""
         bufs = [np.empty(n, np.uint8) for n in self.buffer_sizes]
-        return [bufs[b][:int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
-                for b, dt, shape in self.views]
+        return [bufs[b][off:off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
+                for b, off, dt, shape in self.views]
 
 
 def _first(fn):
@@ -71,6 +71,7 @@ def build(graph, feed, backend):
     graph_outs = {o.name for o in graph.outputs}
     alias = {}                       # value -> the recyclable buffers it may be a view of
     wants = []                       # per step: (shape, dtype) of a recyclable output, or None
+    shapes = {n: np.shape(v) for n, v in feed.items()}
     for node in graph.nodes:
         ins = node.inputs
         n = len(ins)
@@ -104,6 +105,7 @@ def build(graph, feed, backend):
         for o, v in zip(outs, res):
             if o:
                 live[o] = v
+                shapes[o] = np.shape(v)
         if len(outs) == 1 and isinstance(raw, (tuple, list)):
             fn = _first(fn)
         if node.op_type in DATA_DEPENDENT and any(ins[i] in live for i in range(1, n)
@@ -145,7 +147,7 @@ def build(graph, feed, backend):
     plan.out_slots = {name: slot[name] for name in out_names}
     plan.first = {}
     _set_frees(plan, set(plan.out_slots.values()) | set(const_slots.values()))
-    _assign_buffers(plan, wants, alias, graph_outs)
+    _assign_buffers(plan, wants, alias, graph_outs, shapes)
     # an output that is a constant or a feed must be copied on return
     values = {name: (known[name] if name in known else live[name]) for name in out_names}
     return plan, values
@@ -168,11 +170,61 @@ def _set_frees(plan, keep):
                   for fn, ins, outs, fr in plan.steps]
 
 
-def _assign_buffers(plan, wants, alias, graph_outs):
+def _concat_groups(nodes, wants, alias, graph_outs, shapes):
+    """Concats whose inputs can be written in place: {producer step: (concat step, byte
+    offset)}. The slice of a channel-axis concat with leading dims of 1 is contiguous, so a
+    conv (or any step taking ``out=``) can write straight into it and the copy disappears."""
+    producer = {n.outputs[0]: k for k, n in enumerate(nodes) if wants[k] is not None}
+    member, copies = {}, {}
+    for k, node in enumerate(nodes):
+        if node.op_type != "Concat" or wants[k] is None:
+            continue
+        shape, dt = wants[k]
+        axis = node.attrs.get("axis", 0)
+        axis = axis + len(shape) if axis < 0 else axis
+        if int(np.prod(shape[:axis])) != 1:
+            continue
+        inner = int(np.prod(shape[axis + 1:])) * dt.itemsize
+        off, rest, mine = 0, [], {}
+        for idx, name in enumerate(node.inputs):
+            j = producer.get(name)
+            size = shapes[name][axis] if name in shapes else None
+            if size is None:
+                break
+            if (j is not None and j < k and j not in member and j not in mine and
+                    name not in graph_outs and node.inputs.count(name) == 1 and
+                    wants[j][1] == dt and alias.get(name) == {name}):
+                mine[j] = (k, off)
+            else:
+                rest.append((idx, (slice(None),) * axis + (slice(off // inner, off // inner
+                                                                 + size),)))
+            off += size * inner
+        else:
+            if mine:
+                member.update(mine)
+                copies[k] = rest
+    return member, copies
+
+
+def _concat_rest(copies):
+    """The Concat step once its in-place inputs are already in ``out``."""
+    def f(*xs, out=None):
+        for idx, key in copies:
+            out[key] = xs[idx]
+        return out
+    return f
+
+
+def _assign_buffers(plan, wants, alias, graph_outs, shapes):
     """Give recyclable outputs buffers by liveness: a buffer is free again after the last
     step reading it or any view of it; buffers holding a graph output (or a view returned as
-    one) are never recycled within a run. Best fit by size among the free buffers."""
+    one) are never recycled within a run. Best fit by size among the free buffers. Inputs of
+    a channel concat are written into the concat's buffer directly (see _concat_groups)."""
     nodes = plan.nodes
+    member, copies = _concat_groups(nodes, wants, alias, graph_outs, shapes)
+    renamed = {nodes[j].outputs[0]: nodes[c].outputs[0] for j, (c, _) in member.items()}
+    if renamed:
+        alias = {v: {renamed.get(r, r) for r in rs} for v, rs in alias.items()}
     last = {}
     for k, node in enumerate(nodes):
         for i in node.inputs:
@@ -185,22 +237,37 @@ def _assign_buffers(plan, wants, alias, graph_outs):
     release = {}
     for r, k in last.items():
         release.setdefault(k, []).append(r)
+
+    def take(need):
+        fit = [b for b in free if sizes[b] >= need]
+        if fit:
+            b = min(fit, key=lambda b: sizes[b])
+            free.remove(b)
+            return b
+        sizes.append(need)
+        return len(sizes) - 1
+
     for k, want in enumerate(wants):
         if want is not None:
             shape, dt = want
-            need = max(int(np.prod(shape)) * dt.itemsize, 1)
-            fit = [b for b in free if sizes[b] >= need]
-            if fit:
-                b = min(fit, key=lambda b: sizes[b])
-                free.remove(b)
+            name = nodes[k].outputs[0]
+            if k in member:                       # writes into its concat's buffer
+                c, off = member[k]
+                cname = nodes[c].outputs[0]
+                if cname not in owner:
+                    cshape, cdt = wants[c]
+                    owner[cname] = take(max(int(np.prod(cshape)) * cdt.itemsize, 1))
+                plan.steps[k][4] = len(plan.views)
+                plan.views.append((owner[cname], off, dt, shape))
             else:
-                b = len(sizes)
-                sizes.append(need)
-            owner[nodes[k].outputs[0]] = b
-            plan.steps[k][4] = len(plan.views)
-            plan.views.append((b, dt, shape))
-            if nodes[k].outputs[0] not in last:        # never read: free at once
-                free.append(b)
+                if name not in owner:
+                    owner[name] = take(max(int(np.prod(shape)) * dt.itemsize, 1))
+                plan.steps[k][4] = len(plan.views)
+                plan.views.append((owner[name], 0, dt, shape))
+                if k in copies:
+                    plan.steps[k][0] = _concat_rest(copies[k])
+                if name not in last:              # never read: free at once
+                    free.append(owner[name])
         for r in release.get(k, ()):
             if r in owner:
                 free.append(owner[r])
