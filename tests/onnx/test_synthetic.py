@@ -251,3 +251,15 @@ def test_shape_ops_split_cast_range_expand(backend, rng):
     feed = {"x": rng.standard_normal((1, 5, 4, 6)).astype(np.float32),
             "x2": rng.standard_normal((2, 6)).astype(np.float32)}
     _check(m, [feed], backend)
+
+
+def test_big_convs_in_row_bands(backend, rng):
+    """Convs whose im2col columns exceed the banding threshold (dilated, grouped, strided,
+    asymmetric pads) — the planner builds them a band of output rows at a time."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], group=2, dilations=[2, 2],
+                              pads=[2, 1, 3, 2]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["y"], strides=[2, 2],
+                              pads=[1, 0, 0, 1])]
+    inits = [("w1", _w(rng, 8, 8, 3, 3)), ("w2", _w(rng, 6, 8, 3, 3)), ("b2", _w(rng, 6))]
+    m = _model(nodes, [_vi("x", [1, 16, 203, 181])], [_vi("y", None)], inits)
+    _check(m, [{"x": rng.standard_normal((1, 16, 203, 181)).astype(np.float32)}], backend)

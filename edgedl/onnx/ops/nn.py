@@ -50,6 +50,28 @@ def _scratch(shape, dtype):
     return buf[:n].view(dtype).reshape(shape)
 
 
+#: im2col column matrices above this many bytes are built a band of output rows at a time
+#: (about _TILE_BYTES each): measured 2-3x faster for the big early layers of detectors
+#: (e.g. 12->16 3x3 at 208x208: 14.7 -> 7.2 ms), neutral for the rest.
+_TILE_ABOVE = 4 << 20
+_TILE_BYTES = 256 << 10
+
+
+def _row_tiles(cols_bytes, K, oh, ow, h, sh, pt, kh, dh):
+    """[(r0, r1, input row lo, hi, top pad)] bands of output rows, or None for one piece."""
+    if cols_bytes <= _TILE_ABOVE or oh < 2:
+        return None
+    per_row = cols_bytes // oh
+    rows = max(1, _TILE_BYTES // per_row, -(-512 // ow))     # >= 512 GEMM columns
+    tiles = []
+    for r0 in range(0, oh, rows):
+        r1 = min(oh, r0 + rows)
+        lo = r0 * sh - pt
+        hi = (r1 - 1) * sh - pt + (kh - 1) * dh + 1
+        tiles.append((r0, r1, max(lo, 0), min(hi, h), max(-lo, 0)))
+    return tiles
+
+
 #: Epilogues the conv twins compute with a scalar exp: run the activation kernel (vectorised)
 #: in place on the conv output instead.
 _POST_ACTS = {"sigmoid": ("sigmoid", ()), "silu": ("swish", (1.0,)), "tanh": ("tanh", ())}
@@ -171,17 +193,29 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
     im2col = _dispatch.impl("conv", "im2col", b)
     mg, K = m // group, cg * kh * kw
     w3 = np.ascontiguousarray(w.reshape(group, mg, K))
+    tiles = _row_tiles(K * L * np.dtype(dt).itemsize, K, oh, ow, h, sh, pt, kh, dh)
 
     @takes_out
     def f_gemm(x, *_, out=None):
         x = np.ascontiguousarray(x)
         y = np.empty(oshape, dt) if out is None else out
         y3 = y.reshape(n, m, L)
-        cols = _scratch((K, L), dt)
+        if tiles is None:
+            cols = _scratch((K, L), dt)
+            for i in range(n):
+                for g in range(group):
+                    im2col(x[i, g * cg:(g + 1) * cg], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                           cols)
+                    np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg])
+            return finish(y)
+        # big column matrices: a band of output rows at a time, so the columns stay in cache
         for i in range(n):
             for g in range(group):
-                im2col(x[i, g * cg:(g + 1) * cg], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, cols)
-                np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg])
+                for r0, r1, lo, hi, top in tiles:
+                    cols = _scratch((K, (r1 - r0) * ow), dt)
+                    xs = np.ascontiguousarray(x[i, g * cg:(g + 1) * cg, lo:hi])
+                    im2col(xs, kh, kw, sh, sw, top, pl, dh, dw, r1 - r0, ow, cols)
+                    np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg, r0 * ow:r1 * ow])
         return finish(y)
     return f_gemm
 
