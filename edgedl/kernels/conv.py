@@ -334,17 +334,14 @@ def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilatio
     cg, L, K = c // group, h * wd, mg * kh * kw
     # cols[g] = w_g^T @ x_g : (Mg*kh*kw, H*W); col2im scatters it onto the output
     wt = w.reshape(group, cg, K).transpose(0, 2, 1)
-    cols = np.empty((K, L), dtype=dtype)
     col2im = _dispatch.impl("conv", "col2im", backend)
-    y[...] = 0
+    cols = np.empty((K, L), dtype=dtype)
+    y[...] = b[:, None, None]     # col2im accumulates onto the bias (one pass fewer)
     for i in range(n):
         for g in range(group):
             np.matmul(wt[g], x[i, g * cg:(g + 1) * cg].reshape(cg, L), out=cols)
             col2im(cols, kh, kw, sh, sw, pads[0], pads[1], dh, dw, h, wd,
                    y[i, g * mg:(g + 1) * mg])
-    if bias is not None:
-        _dispatch.impl("conv", "bias_act", backend)(y.reshape(n, m, oh * ow), b, ACT_NONE,
-                                                    0.0, 0.0, b)
     if y is not out:
         out[...] = y
     return out
