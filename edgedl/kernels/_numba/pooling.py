@@ -2,10 +2,15 @@
 
 Same scheme as the Cython twin: max and average pooling are separable, so per output row a
 vertical pass folds the window's in-image input rows into a scratch row (padded with -inf / 0,
-so the horizontal pass needs no bounds checks), then a horizontal pass folds kw shifted views
-of it. Each loop folds up to four sources (one store per 3-4 loads). Max uses a plain compare
-(vectorises to maxps) on planes without NaN/inf and the NaN-propagating max otherwise.
-Planes (N * C) run in parallel.
+so the horizontal pass needs no bounds checks), then a horizontal pass folds kw shifted runs
+of it (for strides > 1, runs of its stride phases). Each loop folds up to three sources (one
+store per three loads). Max uses a plain compare (vectorises to maxps) on planes without
+NaN/inf and the NaN-propagating max otherwise. Planes (N * C) run in parallel.
+
+The fold and plane functions exist once per operation (sum, max, NaN-max), made by small
+factories, so each loop is compiled with its operation known (a runtime switch inside the
+loops would not vectorise) without inlining at numba's IR level (which multiplied compile
+time).
 """
 import numpy as np
 from numba import prange
@@ -14,21 +19,22 @@ from edgedl._config import njit
 
 
 @njit
+def _add(a, b):
+    return a + b
+
+
+@njit
+def _fmax(a, b):
+    # max for NaN-free planes: a single maxps per vector
+    return b if b > a else a
+
+
+@njit
 def _nanmax(acc, v):
     # NaN-propagating max: a NaN in acc stays (v > NaN is False), a NaN in v enters.
     # Two selects, no short-circuit `or`, so LLVM emits branch-free vector code.
     m = v if v > acc else acc
     return v if v != v else m
-
-
-@njit
-def _op(a, b, mode):
-    # 0: sum, 1: max of a NaN-free plane (maxps), 2: NaN-propagating max
-    if mode == 0:
-        return a + b
-    if mode == 1:
-        return b if b > a else a
-    return _nanmax(a, b)
 
 
 @njit
@@ -41,56 +47,89 @@ def _all_finite(v):
     return acc == 0
 
 
-@njit(inline="always")
-def _fold_first(d, t, n, src, a, b, c, m, mode):
-    """d[t + q] = op of src[a + q], src[b + q], ... (the first m <= 3 offsets), q < n.
-    (LLVM does not vectorise a fourth source from the same array.)"""
-    if m == 1:
-        for q in range(n):
-            d[t + q] = src[a + q]
-    elif m == 2:
-        for q in range(n):
-            d[t + q] = _op(src[a + q], src[b + q], mode)
-    else:
-        for q in range(n):
-            d[t + q] = _op(_op(src[a + q], src[b + q], mode), src[c + q], mode)
+def _make_fold(op):
+    @njit
+    def fold(d, t, length, src, offs, n):
+        """d[t + q] = op over i < n of src[offs[i] + q] for q < length; n >= 1.
+
+        uint64 offsets and indices (numba emits no negative-index wraparound code for them)
+        and no array views (each costs atomic refcounting): plain loops LLVM vectorises.
+        Three sources in the first pass, then d plus up to three more per pass (LLVM does
+        not vectorise a fourth source from the same array)."""
+        u = np.uint64
+        t, length = u(t), u(length)
+        m = min(n, 3)
+        a = offs[0]
+        if m == 1:
+            for q in range(length):
+                d[t + q] = src[a + q]
+        elif m == 2:
+            b = offs[1]
+            for q in range(length):
+                d[t + q] = op(src[a + q], src[b + q])
+        else:
+            b, c = offs[1], offs[2]
+            for q in range(length):
+                d[t + q] = op(op(src[a + q], src[b + q]), src[c + q])
+        i = m
+        while i < n:
+            m = min(n - i, 3)
+            a = offs[i]
+            if m == 1:
+                for q in range(length):
+                    d[t + q] = op(d[t + q], src[a + q])
+            elif m == 2:
+                b = offs[i + 1]
+                for q in range(length):
+                    d[t + q] = op(op(d[t + q], src[a + q]), src[b + q])
+            else:
+                b, c = offs[i + 1], offs[i + 2]
+                for q in range(length):
+                    d[t + q] = op(op(d[t + q], src[a + q]), op(src[b + q], src[c + q]))
+            i += m
+    return fold
 
 
-@njit(inline="always")
-def _fold_more(d, t, n, src, a, b, c, m, mode):
-    """d[t + q] = op(d[t + q], src[a + q], ...) over the first m <= 3 offsets, q < n."""
-    if m == 1:
-        for q in range(n):
-            d[t + q] = _op(d[t + q], src[a + q], mode)
-    elif m == 2:
-        for q in range(n):
-            d[t + q] = _op(_op(d[t + q], src[a + q], mode), src[b + q], mode)
-    else:
-        for q in range(n):
-            d[t + q] = _op(_op(d[t + q], src[a + q], mode), _op(src[b + q], src[c + q], mode),
-                           mode)
+def _make_plane(fold, fill):
+    @njit
+    def plane(flat, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w, oh,
+              ow):
+        """One plane (flat, h*w) -> dst (flat, oh*ow). vpad: padded scratch row; phases:
+        scratch for its stride phases (sw > 1); offs: uint64 scratch of max(kh, kw)."""
+        vpad[:] = fill
+        vlen = vpad.shape[0]
+        plen = phases.shape[0] // sw
+        for o in range(oh):
+            n_rows = 0
+            for i in range(kh):
+                r = o * sh - pt + i * dh
+                if 0 <= r < h:
+                    offs[n_rows] = r * w
+                    n_rows += 1
+            if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
+                vpad[lext:lext + w] = fill
+            else:
+                fold(vpad, lext, w, flat, offs, n_rows)
+            if sw == 1:
+                for j in range(kw):
+                    offs[j] = lext - pl + j * dw
+                fold(dst, o * ow, ow, vpad, offs, kw)
+            else:
+                # split vpad into its sw phases so every tap is a contiguous run:
+                # vpad[t + q*sw] == phases[(t % sw) * plen + t // sw + q]
+                for ph in range(sw):
+                    for i in range((vlen - ph + sw - 1) // sw):
+                        phases[ph * plen + i] = vpad[i * sw + ph]
+                for j in range(kw):
+                    t = lext - pl + j * dw
+                    offs[j] = (t % sw) * plen + t // sw
+                fold(dst, o * ow, ow, phases, offs, kw)
+    return plane
 
 
-@njit(inline="always")
-def _fold(d, t, length, src, offs, n, mode):
-    """d[t + q] = op over i < n of src[offs[i] + q] for q < length; n >= 1.
-
-    Offsets and indices are uint64 (numba emits no negative-index wraparound code for them)
-    and no array views are made here (each costs atomic refcounting): plain loops over raw
-    offsets, which LLVM vectorises. Three sources per pass, then d plus three more: one
-    store per three loads. The m / mode branches are loop-invariant and get unswitched."""
-    u = np.uint64
-    t, length = u(t), u(length)
-    m = min(n, 3)
-    z = offs[0]
-    _fold_first(d, t, length, src, offs[0], offs[1] if m > 1 else z,
-                offs[2] if m > 2 else z, m, mode)
-    i = m
-    while i < n:
-        m = min(n - i, 3)
-        _fold_more(d, t, length, src, offs[i], offs[i + 1] if m > 1 else z,
-                   offs[i + 2] if m > 2 else z, m, mode)
-        i += m
+_plane_sum = _make_plane(_make_fold(_add), 0.0)
+_plane_max = _make_plane(_make_fold(_fmax), -np.inf)
+_plane_nanmax = _make_plane(_make_fold(_nanmax), -np.inf)
 
 
 @njit
@@ -107,54 +146,6 @@ def _valid_counts(n_in, n_out, k, stride, pad_begin, pad_end, dil):
             if -pad_begin <= t < n_in + pad_end:
                 padded[o] += 1
     return valid, padded
-
-
-@njit(inline="always")
-def _fold_mode(d, t, length, src, offs, n, mode):
-    """_fold with mode as a literal in each branch: after numba's IR inlining LLVM sees a
-    constant and compiles one branch-free loop nest per mode."""
-    if mode == 0:
-        _fold(d, t, length, src, offs, n, 0)
-    elif mode == 1:
-        _fold(d, t, length, src, offs, n, 1)
-    else:
-        _fold(d, t, length, src, offs, n, 2)
-
-
-@njit
-def _plane(flat, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w, oh, ow,
-           mode):
-    """One plane (flat, h*w) -> dst (flat, oh*ow). vpad: padded scratch row; phases: scratch
-    for its stride phases (sw > 1); offs: uint64 scratch of max(kh, kw)."""
-    fill = 0.0 if mode == 0 else -np.inf
-    vpad[:] = fill
-    vlen = vpad.shape[0]
-    plen = phases.shape[0] // sw
-    for o in range(oh):
-        n_rows = 0
-        for i in range(kh):
-            r = o * sh - pt + i * dh
-            if 0 <= r < h:
-                offs[n_rows] = r * w
-                n_rows += 1
-        if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
-            vpad[lext:lext + w] = fill
-        else:
-            _fold_mode(vpad, lext, w, flat, offs, n_rows, mode)
-        if sw == 1:
-            for j in range(kw):
-                offs[j] = lext - pl + j * dw
-            _fold_mode(dst, o * ow, ow, vpad, offs, kw, mode)
-        else:
-            # split vpad into its sw phases so every tap is a contiguous run:
-            # vpad[t + q*sw] == phases[(t % sw) * plen + t // sw + q]
-            for ph in range(sw):
-                for i in range((vlen - ph + sw - 1) // sw):
-                    phases[ph * plen + i] = vpad[i * sw + ph]
-            for j in range(kw):
-                t = lext - pl + j * dw
-                offs[j] = (t % sw) * plen + t // sw
-            _fold_mode(dst, o * ow, ow, phases, offs, kw, mode)
 
 
 @njit(parallel=True)
@@ -187,11 +178,13 @@ def _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, is_
         phases = np.empty(sw * ((vlen + sw - 1) // sw) if sw > 1 else 0, dtype=x.dtype)
         offs = np.empty(max(kh, kw), dtype=np.uint64)
         src, dst = xf[p], of[p]
-        mode = 0
-        if is_max:
-            mode = 1 if _all_finite(src) else 2
-        _plane(src, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w,
-               oh, ow, mode)
+        args = (src, dst, vpad, phases, offs, lext, kh, kw, sh, sw, pt, pl, dh, dw, h, w, oh, ow)
+        if not is_max:
+            _plane_sum(*args)
+        elif _all_finite(src):
+            _plane_max(*args)
+        else:
+            _plane_nanmax(*args)
         if not is_max:
             for r in range(oh):
                 s = sch[r]
@@ -233,7 +226,7 @@ def global_avg_pool2d(x, out):
 
 
 @njit
-def _plane_max(v):
+def _vec_max(v):
     """max of the 1-D v: one pass over blocks of 64, elementwise into 64 lanes (a plain loop
     LLVM vectorises; a select reduction would not be without nnan) that also sums v * 0
     (0 unless NaN/inf); only a plane holding NaN/inf takes a second, exact NaN pass."""
@@ -246,7 +239,7 @@ def _plane_max(v):
     acc[:] = v[0]
     for i in range(u(0), m64, u(64)):
         for k in range(u(64)):
-            acc[k] = _op(acc[k], v[i + k], 1)
+            acc[k] = _fmax(acc[k], v[i + k])
             chk[k] += v[i + k] * zero
     if chk.sum() != 0:
         acc[:] = v[0]
@@ -266,5 +259,5 @@ def global_max_pool2d(x, out):
     n, c, h, w = x.shape
     xf = x.reshape((n * c, h * w))
     for p in prange(n * c):
-        out[p // c, p % c, 0, 0] = _plane_max(xf[p])
+        out[p // c, p % c, 0, 0] = _vec_max(xf[p])
     return out
