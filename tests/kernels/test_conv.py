@@ -118,7 +118,7 @@ def test_conv2d_random_vs_naive(backend, dtype, rng):
 @pytest.mark.parametrize("dil", [1, 2])
 def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, rng):
     # tail widths around vector lengths, with same-padding and no padding
-    for width in (1, 2, 7, 8, 9, 17, 33, 64):
+    for width in (1, 2, 7, 8, 9, 17, 33, 64, 150):    # 150: rows >= 64 at stride 2
         for pad in (0, (k // 2) * dil):
             h, w = 2 * k * dil - 1 if pad == 0 else 5, max(width, 1 + (k - 1) * dil - 2 * pad)
             x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
