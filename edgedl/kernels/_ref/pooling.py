@@ -11,7 +11,13 @@ columns ``ow*sw - pl + j*dw`` (j < kw); taps outside the image are padding.
 - average: the sum of the in-image taps divided by their number (``count_include_pad`` False),
   or by the number of taps inside the padded extent ``[-pt, H + pb)`` x ``[-pl, W + pr)``
   (True; a ceil-mode window that runs past the bottom/right padding counts fewer taps, as
-  onnxruntime does); 0 for a window with no in-image tap.
+  onnxruntime does); 0 for a window with no in-image tap. (SAME_* with kernel < stride can
+  resolve to a negative end pad: the wrapper then crops x so the end pad here is 0, which is
+  onnxruntime's AveragePool behaviour.)
+
+NaN/inf note: onnxruntime's own max results for NaN inputs depend on its code path (MLAS
+float32 vs the generic loops) and on the NaN's position in the window; edgedl always
+propagates NaN, and treats -inf as a value (a window of -inf gives -inf).
 """
 import numpy as np
 
