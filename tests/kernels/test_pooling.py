@@ -258,6 +258,31 @@ def test_nan_and_inf(backend, dtype, rng):
         assert np.isnan(P.global_max_pool2d(z, backend=backend)).all()
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_nan_vs_onnxruntime(op, rng):
+    """Where onnxruntime gives NaN, so does edgedl; windows without NaN agree. (onnxruntime's
+    MaxPool drops some NaNs depending on its code path and the NaN's position; edgedl always
+    propagates them.)"""
+    pytest.importorskip("onnxruntime")
+    for it in range(20):
+        cfg = _random_config(rng, max_dil=1 if it % 2 else 3)
+        x = rng.standard_normal((1, 2, 11, 12)).astype(np.float32)
+        x[rng.random(x.shape) < 0.05] = np.nan
+        if _valid_or_none(x.shape[2:], cfg) is None:
+            continue
+        try:
+            want = _ort_pool(op, x, cfg, False)
+        except Exception:
+            continue    # configurations onnxruntime refuses are covered above
+        nan_windows = np.isnan(naive_pool(x, "max" if op == "MaxPool" else "avg", cfg))
+        for b in AVAILABLE:
+            got = _call("max" if op == "MaxPool" else "avg", x, cfg, backend=b)
+            assert (np.isnan(got) == nan_windows).all(), (b, cfg)
+            assert np.isnan(got[np.isnan(want)]).all(), (b, cfg)
+            np.testing.assert_allclose(got[~nan_windows], want[~nan_windows], rtol=1e-5,
+                                       atol=1e-6)
+
+
 @pytest.mark.parametrize("width", [1, 7, 127, 128])
 def test_tail_widths(backend, width, rng):
     x = rng.standard_normal((1, 3, 5, width)).astype(np.float32)
