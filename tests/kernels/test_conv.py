@@ -220,6 +220,19 @@ def test_non_contiguous_and_out(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pads_larger_than_the_input(backend, group, stride, rng):
+    x = rng.standard_normal((2, 4, 3, 2)).astype(np.float32)
+    for k in (1, 3, 5):
+        w = rng.standard_normal((4, 4 // group, k, k)).astype(np.float32)
+        pads = (6, 0, 2, 7)
+        got = conv2d(x, w, None, (stride, stride), pads, group=group, activation="relu",
+                     backend=backend)
+        want = np.maximum(naive_conv(x, w, None, (stride, stride), pads, (1, 1), group), 0)
+        _close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("group", [1, 4])
 def test_out_may_be_x(backend, group, rng):
     x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
     w = rng.standard_normal((4, 4 // group, 3, 3)).astype(np.float32)
