@@ -15,7 +15,7 @@ from . import _dispatch
 from ._ref.conv import (ACT_CLIP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_NONE, ACT_PRELU,
                         ACT_SIGMOID, ACT_SILU, ACT_TANH)
 
-__all__ = ["conv2d", "conv_transpose2d", "conv_output_shape", "resolve_pads",
+__all__ = ["conv2d", "conv2d_plan", "conv_transpose2d", "conv_output_shape", "resolve_pads",
            "ACTIVATIONS"]
 
 _COLS_BUDGET = 384 << 10
@@ -201,61 +201,100 @@ def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
     if geo is None:
         geo = _remember(_GEOM_CACHE, key, _conv_geometry(x.shape, w.shape, strides, pads,
                                                          dilations, group, auto_pad))
-    group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
-    n, c = x.shape[:2]
-    m, cg, kh, kw = w.shape
+    m = w.shape[0]
     ekey = _hashable(activation, activation_params, m, dtype)
     epi = _EPI_CACHE.get(ekey) if ekey is not None else None
     if epi is None:   # the cached slopes array is only ever read
         epi = _remember(_EPI_CACHE, ekey, _epilogue(activation, activation_params, m, dtype))
-    code, p0, p1, slopes = epi
+    code, slopes = epi[0], epi[3]
     if w.dtype != dtype or not w.flags.c_contiguous:
         w = np.ascontiguousarray(w, dtype=dtype)
     if bias is not None:
         b = _bias(bias, m, dtype)
     else:   # zeros: the (cached, read-only) slopes of every activation but prelu are zeros
         b = np.zeros(m, dtype) if code == ACT_PRELU else slopes
-    out, y = _target(out, (n, m, oh, ow), dtype, x)
-    if y.size == 0:
-        return out
-    if not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)
-    pt, pl = pads[0], pads[1]
-
-    if group == c and m == c:                      # depthwise, multiplier 1
-        _dispatch.impl("conv", "depthwise_conv2d", backend)(
-            x, w.reshape(c, kh, kw), b, sh, sw, pt, pl, dh, dw, code, p0, p1, slopes, y)
-    else:
-        L = oh * ow
-        y3 = y.reshape(n, m, L)
-        if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):
-            w2 = w.reshape(m, c)
-            for i in range(n):
-                np.matmul(w2, x[i].reshape(c, L), out=y3[i])
-        else:
-            im2col = _dispatch.impl("conv", "im2col", backend)
-            mg, K = m // group, cg * kh * kw
-            w3 = w.reshape(group, mg, K)
-            # blocks of output rows whose columns stay in L2 (~384 KB) while the GEMM reads
-            # them, but at least 256 GEMM columns: 1.2-1.4x faster than one big im2col
-            rb = max(_COLS_BUDGET // (K * ow * x.itemsize), -(-256 // ow))
-            rb = min(rb, oh)
-            cols = np.empty((K, rb * ow), dtype=dtype)
-            for i in range(n):
-                for g in range(group):
-                    xg = x[i, g * cg:(g + 1) * cg]
-                    yg = y3[i, g * mg:(g + 1) * mg]
-                    for o0 in range(0, oh, rb):
-                        r = min(rb, oh - o0)
-                        cb = cols[:, :r * ow] if r == rb else np.empty((K, r * ow), dtype)
-                        # rows o0.. of the output: the same im2col with the top pad shifted
-                        im2col(xg, kh, kw, sh, sw, pt - o0 * sh, pl, dh, dw, r, ow, cb)
-                        np.matmul(w3[g], cb, out=yg[:, o0 * ow:(o0 + r) * ow])
-        if code != ACT_NONE or bias is not None:
-            _dispatch.impl("conv", "bias_act", backend)(y3, b, code, p0, p1, slopes)
+    out, y = _target(out, (x.shape[0], m) + geo[4], dtype, x)
+    if y.size:
+        _run(np.ascontiguousarray(x), w, b, geo, epi, bias is not None, y, backend)
     if y is not out:
         out[...] = y
     return out
+
+
+def _run(x, w, b, geo, epi, has_bias, y, backend):
+    """The kernel sequence of one convolution: x, w C-contiguous, y C-contiguous and not
+    overlapping x; geo / epi as _conv_geometry / _epilogue return them."""
+    group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
+    code, p0, p1, slopes = epi
+    n, c = x.shape[:2]
+    m, cg, kh, kw = w.shape
+    dtype = x.dtype
+    pt, pl = pads[0], pads[1]
+    if group == c and m == c:                      # depthwise, multiplier 1
+        _dispatch.impl("conv", "depthwise_conv2d", backend)(
+            x, w.reshape(c, kh, kw), b, sh, sw, pt, pl, dh, dw, code, p0, p1, slopes, y)
+        return
+    L = oh * ow
+    y3 = y.reshape(n, m, L)
+    if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):
+        w2 = w.reshape(m, c)
+        for i in range(n):
+            np.matmul(w2, x[i].reshape(c, L), out=y3[i])
+    else:
+        im2col = _dispatch.impl("conv", "im2col", backend)
+        mg, K = m // group, cg * kh * kw
+        w3 = w.reshape(group, mg, K)
+        # blocks of output rows whose columns stay in L2 (~384 KB) while the GEMM reads
+        # them, but at least 256 GEMM columns: 1.2-1.4x faster than one big im2col
+        rb = max(_COLS_BUDGET // (K * ow * x.itemsize), -(-256 // ow))
+        rb = min(rb, oh)
+        cols = np.empty((K, rb * ow), dtype=dtype)
+        for i in range(n):
+            for g in range(group):
+                xg = x[i, g * cg:(g + 1) * cg]
+                yg = y3[i, g * mg:(g + 1) * mg]
+                for o0 in range(0, oh, rb):
+                    r = min(rb, oh - o0)
+                    cb = cols[:, :r * ow] if r == rb else np.empty((K, r * ow), dtype)
+                    # rows o0.. of the output: the same im2col with the top pad shifted
+                    im2col(xg, kh, kw, sh, sw, pt - o0 * sh, pl, dh, dw, r, ow, cb)
+                    np.matmul(w3[g], cb, out=yg[:, o0 * ow:(o0 + r) * ow])
+    if code != ACT_NONE or has_bias:
+        _dispatch.impl("conv", "bias_act", backend)(y3, b, code, p0, p1, slopes)
+
+
+def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                group=1, auto_pad="NOTSET", activation=None, activation_params=(),
+                dtype=np.float32, backend=None):
+    """conv2d prepared once for a fixed input shape (e.g. by the ONNX runtime's planner).
+
+    Validates everything and lays out the weights now; returns ``run(x, out=None)``, which
+    only checks x's shape / dtype and runs the kernels (the same paths as conv2d). ``out``,
+    when given, must be a C-contiguous array of the output shape and dtype not overlapping
+    x (not checked: this is the fast path). ``run.out_shape`` is (N, M, OH, OW).
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in V.FLOAT_DTYPES:
+        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
+    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    w = np.ascontiguousarray(V.float_array(w, "w", ndim=4), dtype=dtype)
+    geo = _conv_geometry(x_shape, w.shape, strides, pads, dilations, group, auto_pad)
+    m = w.shape[0]
+    epi = _epilogue(activation, activation_params, m, dtype)
+    b = _bias(bias, m, dtype) if bias is not None else np.zeros(m, dtype)
+    has_bias = bias is not None
+    oshape = (x_shape[0], m) + geo[4]
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(oshape, dtype) if out is None else out
+        if y.size:
+            _run(np.ascontiguousarray(x), w, b, geo, epi, has_bias, y, backend)
+        return y
+    run.out_shape = oshape
+    return run
 
 
 # ----------------------------------------------------------------------------- transpose

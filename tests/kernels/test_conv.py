@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from edgedl.errors import DTypeError, ShapeError, ValidationError
-from edgedl.kernels.conv import (ACTIVATIONS, conv2d, conv_output_shape, conv_transpose2d,
-                                 resolve_pads)
+from edgedl.kernels.conv import (ACTIVATIONS, conv2d, conv2d_plan, conv_output_shape,
+                                 conv_transpose2d, resolve_pads)
 
 from conftest import ARM_EMULATED
 
@@ -257,6 +257,26 @@ def test_repeated_calls_with_changing_arguments(backend, rng):
             _close(got, np_act(base, act, tuple(params)), np.float32)
             seen.append(got.shape)
     assert len(set(seen)) == 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_plan_matches_conv2d(backend, dtype, rng):
+    for trial in range(12):
+        cfg = random_config(rng, depthwise=trial % 3 == 0)
+        x, w, b = make_inputs(rng, cfg, dtype, bias=trial % 2 == 0)
+        kw = dict(strides=cfg["strides"], pads=cfg["pads"], dilations=cfg["dilations"],
+                  group=cfg["group"], activation="clip", activation_params=(-0.5, 0.8))
+        run = conv2d_plan(x.shape, w, b, dtype=dtype, backend=backend, **kw)
+        want = conv2d(x, w, b, backend="numpy", **kw)
+        assert run.out_shape == want.shape
+        _close(run(x), want, dtype)
+        out = np.full(want.shape, np.nan, dtype)
+        assert run(x, out) is out
+        _close(out, want, dtype)
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x[:, :, :-1])
+    with pytest.raises(ValidationError, match="group"):
+        conv2d_plan((1, 4, 8, 8), np.zeros((4, 1, 3, 3), np.float32), group=3)
 
 
 def test_1x1_gemm_path_and_empty_batch(backend, rng):
