@@ -20,6 +20,14 @@ BACKEND_ORDER = ("cython", "numba", "numpy")
 #: semantics (e.g. max-pool over a NaN), only reassociation/contractions are allowed.
 NUMBA_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
+# OpenMP workers that spin-wait between kernels steal the cores the next kernel (and BLAS,
+# and everything else on a small board) needs: measured on a busy 2-core machine, FastestDet at
+# 2 threads took 1076 ms with libgomp's default spinning, 67 ms with GOMP_SPINCOUNT=10000 and
+# 28 ms passive (12 ms at 1 thread either way). libgomp reads this when it loads, so it must be
+# set before the first compiled kernel is imported; a user's own setting wins.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.RLock()
 _unavailable = {}          # backend -> reason it is missing
