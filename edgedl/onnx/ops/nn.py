@@ -1,7 +1,5 @@
 """Neural-network ops: Conv (with a fused epilogue), ConvTranspose, BatchNormalization, pooling,
 LRN, MatMul/Gemm, Resize/Upsample, NonMaxSuppression."""
-import threading
-
 import numpy as np
 
 from . import ints, op, takes_out
@@ -37,41 +35,6 @@ def _lift_pads(p, nsp):
 
 
 # ----------------------------------------------------------------------------- conv
-_tls = threading.local()
-
-
-def _scratch(shape, dtype):
-    """A per-thread scratch array (im2col columns), kept between calls and runs: a fresh
-    multi-MB allocation per conv costs page faults on every run."""
-    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = getattr(_tls, "buf", None)
-    if buf is None or buf.nbytes < n:
-        buf = _tls.buf = np.empty(n, np.uint8)
-    return buf[:n].view(dtype).reshape(shape)
-
-
-#: im2col column matrices above this many bytes are built a band of output rows at a time
-#: (about _TILE_BYTES each): measured 2-3x faster for the big early layers of detectors
-#: (e.g. 12->16 3x3 at 208x208: 14.7 -> 7.2 ms), neutral for the rest.
-_TILE_ABOVE = 4 << 20
-_TILE_BYTES = 256 << 10
-
-
-def _row_tiles(cols_bytes, K, oh, ow, h, sh, pt, kh, dh):
-    """[(r0, r1, input row lo, hi, top pad)] bands of output rows, or None for one piece."""
-    if cols_bytes <= _TILE_ABOVE or oh < 2:
-        return None
-    per_row = cols_bytes // oh
-    rows = max(1, _TILE_BYTES // per_row, -(-512 // ow))     # >= 512 GEMM columns
-    tiles = []
-    for r0 in range(0, oh, rows):
-        r1 = min(oh, r0 + rows)
-        lo = r0 * sh - pt
-        hi = (r1 - 1) * sh - pt + (kh - 1) * dh + 1
-        tiles.append((r0, r1, max(lo, 0), min(hi, h), max(-lo, 0)))
-    return tiles
-
-
 #: Epilogues the conv twins compute with a scalar exp: run the activation kernel (vectorised)
 #: in place on the conv output instead.
 _POST_ACTS = {"sigmoid": ("sigmoid", ()), "silu": ("swish", (1.0,)), "tanh": ("tanh", ())}
@@ -120,104 +83,33 @@ def conv(ctx):
 
 
 def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
-    """Conv with everything resolved once for a fixed input shape: weights laid out for the
-    GEMM, pads, output shape, epilogue, and the twin kernels picked. Per call it only runs
-    the kernels (the public conv2d wrapper re-validates all of this on every call)."""
-    from ...kernels import _dispatch
-    cv = _kernels("conv")
-    ACT_NONE = 0
+    """Conv resolved once for a fixed input shape by conv.conv2d_plan (validation, weight
+    layout, pads, kernel path); per call only the kernels run, into the planner's buffer."""
     b = ctx.backend
     dt = ctx.dtypes[0]
-    n, c, h, wd = ctx.shapes[0]
-    w = np.ascontiguousarray(ctx.consts[1], dtype=dt)
-    m, cg, kh, kw = w.shape
-    if c != cg * group or m % group:
-        raise ctx.fail(f"weights {w.shape} do not match input {ctx.shapes[0]} with "
-                       f"group={group}")
-    has_bias = ctx.has(2)
-    bias = np.ascontiguousarray(ctx.consts[2], dtype=dt) if has_bias else np.zeros(m, dt)
-    sh, sw = strides
-    dh, dw = dil
-    pads = cv.resolve_pads((h, wd), (kh, kw), (sh, sw), (dh, dw), auto_pad, tuple(pads))
-    oh, ow = cv.conv_output_shape((h, wd), (kh, kw), (sh, sw), pads, (dh, dw))
-    if oh < 1 or ow < 1:
-        raise ctx.fail(f"output would be empty ({oh}x{ow}) for input {h}x{wd}")
     post = None
     if act in _POST_ACTS:
+        from ...kernels import _dispatch
         twin, params = _POST_ACTS[act]
         fn, params = _dispatch.impl("activations", twin, b), tuple(dt.type(p) for p in params)
         post = (lambda a, o: fn(a, *params, o)) if params else fn
-        code, p0, p1, slopes = ACT_NONE, 0.0, 0.0, np.zeros(m, dt)
-    else:
-        code, p0, p1, slopes = cv._epilogue(act, act_params, m, dt)
-    pt, pl = pads[0], pads[1]
-    L = oh * ow
-    oshape = (n, m, oh, ow)
-    bias_act = _dispatch.impl("conv", "bias_act", b)
-    epilogue = code != ACT_NONE or has_bias
-
-    def finish(y):
-        if epilogue:
-            bias_act(y.reshape(n, m, L), bias, code, p0, p1, slopes)
-        if post is not None:
-            flat = y.reshape(-1)
-            post(flat, flat)
-        return y
-
-    if group == c and m == c:                                   # depthwise
-        dwk = _dispatch.impl("conv", "depthwise_conv2d", b)
-        w3 = np.ascontiguousarray(w.reshape(c, kh, kw))
-
-        @takes_out
-        def f_dw(x, *_, out=None):
-            y = np.empty(oshape, dt) if out is None else out
-            dwk(np.ascontiguousarray(x), w3, bias, sh, sw, pt, pl, dh, dw, code, p0, p1,
-                slopes, y)
-            if post is not None:
-                flat = y.reshape(-1)
-                post(flat, flat)
-            return y
-        return f_dw
-    if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):   # 1x1
-        w2 = np.ascontiguousarray(w.reshape(m, c))
-
-        @takes_out
-        def f_1x1(x, *_, out=None):
-            y = np.empty(oshape, dt) if out is None else out
-            x3 = np.ascontiguousarray(x).reshape(n, c, L)
-            y3 = y.reshape(n, m, L)
-            for i in range(n):
-                np.matmul(w2, x3[i], out=y3[i])
-            return finish(y)
-        return f_1x1
-    im2col = _dispatch.impl("conv", "im2col", b)
-    mg, K = m // group, cg * kh * kw
-    w3 = np.ascontiguousarray(w.reshape(group, mg, K))
-    tiles = _row_tiles(K * L * np.dtype(dt).itemsize, K, oh, ow, h, sh, pt, kh, dh)
+        act, act_params = None, ()
+    try:
+        run = _kernels("conv").conv2d_plan(
+            ctx.shapes[0], ctx.consts[1], ctx.consts[2] if ctx.has(2) else None, strides,
+            pads, dil, group, auto_pad, act, act_params, dtype=dt, backend=b)
+    except ValueError as e:
+        raise ctx.fail(str(e)) from e
+    if post is None:
+        return takes_out(lambda x, *_, out=None: run(x, out))
 
     @takes_out
-    def f_gemm(x, *_, out=None):
-        x = np.ascontiguousarray(x)
-        y = np.empty(oshape, dt) if out is None else out
-        y3 = y.reshape(n, m, L)
-        if tiles is None:
-            cols = _scratch((K, L), dt)
-            for i in range(n):
-                for g in range(group):
-                    im2col(x[i, g * cg:(g + 1) * cg], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
-                           cols)
-                    np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg])
-            return finish(y)
-        # big column matrices: a band of output rows at a time, so the columns stay in cache
-        for i in range(n):
-            for g in range(group):
-                for r0, r1, lo, hi, top in tiles:
-                    cols = _scratch((K, (r1 - r0) * ow), dt)
-                    xs = np.ascontiguousarray(x[i, g * cg:(g + 1) * cg, lo:hi])
-                    im2col(xs, kh, kw, sh, sw, top, pl, dh, dw, r1 - r0, ow, cols)
-                    np.matmul(w3[g], cols, out=y3[i, g * mg:(g + 1) * mg, r0 * ow:r1 * ow])
-        return finish(y)
-    return f_gemm
+    def f(x, *_, out=None):
+        y = run(x, out)
+        flat = y.reshape(-1)
+        post(flat, flat)
+        return y
+    return f
 
 
 @op("ConvTranspose")
