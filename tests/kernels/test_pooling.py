@@ -258,6 +258,29 @@ def test_nan_and_inf(backend, dtype, rng):
         assert np.isnan(P.global_max_pool2d(z, backend=backend)).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(2, 2), (7, 9), (16, 33), (20, 20)])
+def test_2x2_stride2_fast_path(backend, dtype, hw, rng):
+    """The 2x2 stride-2 unpadded fast path (odd sizes drop the last row/column; ceil_mode and
+    end pads keep the general path) equals the reference, NaN in any of the four taps."""
+    x = rng.standard_normal((2, 3) + hw).astype(dtype)
+    x[0, 0].flat[rng.integers(0, x[0, 0].size, 3)] = np.nan
+    x[1, 2, 0, 1] = np.nan
+    x[1, 1, 1, 0] = -np.inf
+    for cfg in [dict(), dict(ceil_mode=True), dict(pads=(0, 0, 1, 1))]:
+        for f in (P.max_pool2d, P.avg_pool2d):
+            y = f(x, (2, 2), (2, 2), backend=backend, **cfg)
+            ref = f(x, (2, 2), (2, 2), backend="numpy", **cfg)
+            if f is P.max_pool2d:
+                np.testing.assert_array_equal(y, ref)
+            else:   # the summation order may differ
+                tol = 2e-6 if dtype == np.float32 else 1e-14
+                np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    y = P.max_pool2d(x, (2, 2), (2, 2), backend=backend)
+    assert np.isnan(y[1, 2, 0, 0]) and y.dtype == dtype
+    assert np.isnan(P.avg_pool2d(x, (2, 2), (2, 2), backend=backend)[1, 2, 0, 0])
+
+
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 def test_nan_vs_onnxruntime(op, rng):
     """Where onnxruntime gives NaN, so does edgedl; windows without NaN agree. (onnxruntime's

@@ -199,14 +199,53 @@ def _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, is_
 
 
 @njit
+def _is_2x2s2(x, kernel_shape, strides, pads, dilations, out):
+    """2x2 window, stride 2, no padding, every window inside the plane (YuNet's MaxPools)."""
+    return (kernel_shape[0] == 2 and kernel_shape[1] == 2 and strides[0] == 2 and
+            strides[1] == 2 and dilations[0] == 1 and dilations[1] == 1 and pads[0] == 0 and
+            pads[1] == 0 and 2 * out.shape[2] <= x.shape[2] and 2 * out.shape[3] <= x.shape[3])
+
+
+@njit(parallel=True)
+def _pool_2x2s2(x, out, is_max):
+    """One pass, four loads per output; max is the exact NaN-propagating one (no per-plane
+    NaN check needed), average divides by 4 (every tap is in the image)."""
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    xf = x.reshape(n * c * h * w)
+    of = out.reshape(n * c * oh * ow)
+    u = np.uint64
+    quarter = x.dtype.type(0.25)
+    for p in prange(n * c):
+        for o in range(oh):
+            a = u(p * h * w + 2 * o * w)
+            b = a + u(w)
+            d = u(p * oh * ow + o * ow)
+            if is_max:
+                for q in range(u(ow)):
+                    of[d + q] = _nanmax(_nanmax(xf[a + u(2) * q], xf[a + u(2) * q + u(1)]),
+                                        _nanmax(xf[b + u(2) * q], xf[b + u(2) * q + u(1)]))
+            else:
+                for q in range(u(ow)):
+                    of[d + q] = ((xf[a + u(2) * q] + xf[a + u(2) * q + u(1)]) +
+                                 (xf[b + u(2) * q] + xf[b + u(2) * q + u(1)])) * quarter
+
+
+@njit
 def max_pool2d(x, kernel_shape, strides, pads, dilations, out):
-    _pool(x, kernel_shape, strides, pads, dilations, False, out, True)
+    if _is_2x2s2(x, kernel_shape, strides, pads, dilations, out):
+        _pool_2x2s2(x, out, True)
+    else:
+        _pool(x, kernel_shape, strides, pads, dilations, False, out, True)
     return out
 
 
 @njit
 def avg_pool2d(x, kernel_shape, strides, pads, dilations, count_include_pad, out):
-    _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, False)
+    if _is_2x2s2(x, kernel_shape, strides, pads, dilations, out):
+        _pool_2x2s2(x, out, False)
+    else:
+        _pool(x, kernel_shape, strides, pads, dilations, count_include_pad, out, False)
     return out
 
 
