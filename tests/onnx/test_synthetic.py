@@ -205,6 +205,26 @@ def test_softmax_non_last_axis(backend, rng, opset):
     _check(m, [{"x": rng.standard_normal((2, 5, 3, 4)).astype(np.float32) * 3}], backend)
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_softmax_between_transposes(backend, rng, opset):
+    """FastestDet's Transpose -> Softmax(last axis) -> Transpose (the Softmax runs on the
+    transposed view in memory order), a flattening opset-11 Softmax on a transposed view, and
+    one on a flipped (negative-stride) view, feeding a Concat."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 2, 1]),
+             helper.make_node("Softmax", ["t"], ["s"], axis=3),
+             helper.make_node("Transpose", ["s"], ["u"], perm=[0, 3, 2, 1]),
+             helper.make_node("Concat", ["x", "u"], ["y"], axis=1),
+             helper.make_node("Transpose", ["x"], ["t2"], perm=[0, 2, 1, 3]),
+             helper.make_node("LogSoftmax", ["t2"], ["z"], axis=2),
+             helper.make_node("Slice", ["x", "st", "en", "ax", "step"], ["f"]),
+             helper.make_node("Softmax", ["f"], ["v"], axis=3)]
+    inits = [("st", np.array([-1], np.int64)), ("en", np.array([-100], np.int64)),
+             ("ax", np.array([3], np.int64)), ("step", np.array([-1], np.int64))]
+    m = _model(nodes, [_vi("x", [1, 6, 5, 7])], [_vi("y", None), _vi("z", None),
+                                                 _vi("v", None)], inits, opset=opset)
+    _check(m, [{"x": rng.standard_normal((1, 6, 5, 7)).astype(np.float32) * 3}], backend)
+
+
 def test_declared_shape_differs_from_fed(backend, rng):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2]),
              helper.make_node("MaxPool", ["c"], ["p1"], kernel_shape=[3, 3], strides=[2, 2],

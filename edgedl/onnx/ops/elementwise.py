@@ -245,10 +245,28 @@ def prelu(ctx):
     return lambda x, s: k(x, onnx_slope(s).astype(x.dtype, copy=False), backend=b)
 
 
+def _softmax_in_memory_order(k, x, ax, b):
+    """Softmax over axis ``ax`` of a transposed view of a C-contiguous array (FastestDet's
+    Transpose -> Softmax -> Transpose): run it on that array, at the axis ``ax`` is there, and
+    return the same view of the result, instead of copying x into C order first (the kernel
+    is as fast on a middle axis, and the following Transpose then gives C order back).
+    None if x is not such a view."""
+    order = sorted(range(x.ndim), key=lambda i: -x.strides[i])    # stable
+    base = x.transpose(order)
+    if not base.flags.c_contiguous:
+        return None
+    y = k(base, axis=order.index(ax), backend=b)
+    return y.transpose(np.argsort(order))
+
+
 def _flat_softmax(k, axis, b):
     # before opset 13: coerce to 2-D at `axis`, softmax over the flattened tail
     def f(x):
         ax = axis + x.ndim if axis < 0 else axis
+        if ax == x.ndim - 1 and not x.flags.c_contiguous and x.size:
+            y = _softmax_in_memory_order(k, x, ax, b)      # a single axis: opset 13's op
+            if y is not None:
+                return y
         lead = int(np.prod(x.shape[:ax], dtype=np.int64))
         y = k(np.ascontiguousarray(x).reshape(lead, -1), axis=-1, backend=b)
         return y.reshape(x.shape)
