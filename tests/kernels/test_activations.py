@@ -132,6 +132,20 @@ def test_overlapping_out(backend):
     np.testing.assert_allclose(a[1:], want, rtol=2e-6)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "swish", "tanh", "elu", "selu", "softplus",
+                                  "hard_swish", "mish"])
+def test_inplace_long(backend, name, rng):
+    """In place over several of the numba twins' in-place blocks (and a tail) gives exactly
+    the out-of-place result, NaN included."""
+    x = (rng.standard_normal(2 * 2048 + 37) * 6).astype(np.float32)
+    x[[0, 2048, 4131]] = np.nan
+    kw = _params(name, rng, x)
+    want = _call(name, x, backend, **kw)
+    x2 = x.copy()
+    assert _call(name, x2, backend, out=x2, **kw) is x2
+    np.testing.assert_array_equal(x2, want)
+
+
 # ----------------------------------------------------------------------------- vs onnxruntime
 ORT = {   # name -> (op_type, opset, attrs from our kwargs)
     "relu": ("Relu", 14, lambda kw: {}),
