@@ -153,11 +153,22 @@ do_cross() {
 }
 
 # 4. Start-up in emulated arm64 (ratios only: emulated times are not benchmarks).
+# Installed with pip --target into /opt/edl-startup (root-owned: read-only for a user), from a
+# copy under /out, so it runs alongside the other steps without touching /src or the venv.
 do_startup() {
-  setup arm64
+  if [ -f "$(rootfs arm64)/.arm_setup_done" ] && [ -d "$ARM_OUT/shared" ]; then :; else setup arm64; fi
   log "startup: edgedl warmup, import + first inference vs steady state, read-only install"
-  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_NUM_THREADS=1" arm arm64 run '
-    pip install --no-build-isolation . >/tmp/pip.log 2>&1 || { tail -40 /tmp/pip.log; exit 1; }
+  local s=$ARM_OUT/startup-src
+  rm -rf "$s"; mkdir -p "$s"
+  tar -C "$ARM_SRC" --exclude=.git --exclude=build --exclude='build-*' --exclude=__pycache__ \
+      --exclude='*.so' --exclude='*.egg-info' -cf - . | tar -C "$s" -xf -
+  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_NUM_THREADS=1 PYTHONPATH=/opt/edl-startup" \
+    arm arm64 exec /bin/bash -c '
+    rm -rf /opt/edl-startup /tmp/edl-startup-build; cp -a /out/startup-src /tmp/edl-startup-build
+    pip install --no-build-isolation --no-deps --target /opt/edl-startup /tmp/edl-startup-build \
+      >/tmp/pip-startup.log 2>&1 || { tail -40 /tmp/pip-startup.log; exit 1; }
+    chmod -R go-w /opt/edl-startup
+    edgedl() { python -m edgedl "$@"; }
     cd /tmp
     cat >/tmp/first.py <<EOF
 import sys, time
@@ -178,7 +189,7 @@ print(f"  {sys.argv[2]:6s}: import+load {load:.2f} s, first run {first:.2f} s, s
 EOF
     m=/out/shared/models/fastestdet.onnx
     has_session() { python -c "import edgedl.onnx.session" 2>/dev/null; }
-    echo "== as root (package dir writable, numba cache in site-packages)"
+    echo "== as root (package dir writable, numba cache in the package)"
     TIMEFORMAT="edgedl warmup, empty cache: %R s"; time edgedl warmup >/dev/null
     TIMEFORMAT="edgedl warmup, warm cache:  %R s"; time edgedl warmup >/dev/null
     if has_session; then
@@ -190,10 +201,11 @@ EOF
     echo "== read-only install: as nobody, HOME=/tmp/h"
     rm -rf /tmp/h; mkdir -p /tmp/h; chown 65534 /tmp/h
     asuser() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp/h "$@"; }
+    python -c "import edgedl; assert edgedl.__file__.startswith(\"/opt/edl-startup/\"), edgedl.__file__"
     asuser python -c "import os, edgedl; from edgedl import _config
-print(\"site-packages writable:\", os.access(_config._PKG_DIR, os.W_OK), \"-> numba cache:\", _config.numba_cache_location())"
-    TIMEFORMAT="edgedl warmup as nobody, empty user cache: %R s"; time asuser edgedl warmup >/dev/null
-    TIMEFORMAT="edgedl warmup as nobody, warm user cache:  %R s"; time asuser edgedl warmup >/dev/null
+print(\"package dir writable:\", os.access(_config._PKG_DIR, os.W_OK), \"-> numba cache:\", _config.numba_cache_location())"
+    TIMEFORMAT="edgedl warmup as nobody, empty user cache: %R s"; time asuser python -m edgedl warmup >/dev/null
+    TIMEFORMAT="edgedl warmup as nobody, warm user cache:  %R s"; time asuser python -m edgedl warmup >/dev/null
     echo "numba index files in the user cache: $(find /tmp/h -name "*.nbi" | wc -l)"
     has_session && asuser python /tmp/first.py $m numba'
 }
