@@ -225,6 +225,27 @@ def test_softmax_between_transposes(backend, rng, opset):
     _check(m, [{"x": rng.standard_normal((1, 6, 5, 7)).astype(np.float32) * 3}], backend)
 
 
+@pytest.mark.parametrize("opset", [11, 18])
+def test_pad_into_planned_buffer(backend, rng, opset):
+    """Constant Pad (FastestDet's before an AveragePool) written into the planner's recycled
+    buffer: zero and non-zero values, pads on some axes only (opset 18), two runs."""
+    ax = ["axes"] if opset >= 18 else []
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Pad", ["r", "p0"], ["a"], mode="constant"),
+             helper.make_node("AveragePool", ["a"], ["y"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("Pad", ["r", "p1", "v"] + ax, ["b"], mode="constant"),
+             helper.make_node("Relu", ["b"], ["z"])]
+    p1 = [0, 2, 1, 3] if opset >= 18 else [0, 0, 0, 2, 0, 0, 1, 3]
+    inits = [("p0", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+             ("p1", np.array(p1, np.int64)), ("v", np.array(1.5, np.float32))]
+    if opset >= 18:
+        inits.append(("axes", np.array([1, 3], np.int64)))
+    m = _model(nodes, [_vi("x", [1, 4, 9, 10])], [_vi("y", None), _vi("z", None)], inits,
+               opset=opset)
+    _check(m, [{"x": rng.standard_normal((1, 4, 9, 10)).astype(np.float32)}
+               for _ in range(2)], backend)
+
+
 def test_declared_shape_differs_from_fed(backend, rng):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2]),
              helper.make_node("MaxPool", ["c"], ["p1"], kernel_shape=[3, 3], strides=[2, 2],
