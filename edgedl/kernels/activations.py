@@ -6,6 +6,8 @@ gradient) and runs on ``backend=`` (None = the current backend). ``<name>_grad(x
 returns dy * f'(x). The kernels themselves live in ``_ref``/``_numba``/``edgedl._cy``; this
 module validates once, reshapes to the twins' calling convention and dispatches.
 """
+import math
+
 import numpy as np
 
 from .. import _validate as _v
@@ -76,7 +78,9 @@ def _axis(x, axis):
         raise ShapeError(f"axis must be in [{-x.ndim}, {x.ndim}) for x of shape {x.shape}, "
                          f"got {axis}")
     axis %= x.ndim
-    return (int(np.prod(x.shape[:axis])), x.shape[axis], int(np.prod(x.shape[axis + 1:])))
+    # math.prod, not np.prod: right after a kernel the interpreter runs cache-cold and a
+    # NumPy reduction costs ~30 us there, more than a small kernel's own time
+    return math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:])
 
 
 def _softmax_like(name, x, dy, axis, out, backend):
@@ -93,6 +97,12 @@ def _prelu_slope(x, slope):
     ONNX PRelu's unidirectional (NumPy, right-aligned) broadcasting to x.
     """
     slope = _v.float_array(slope, "slope").astype(x.dtype, copy=False)
+    c = x.shape[1] if x.ndim >= 2 else 0
+    if (slope.size == c and slope.flags.c_contiguous
+            and slope.shape in ((c,), (c,) + (1,) * (x.ndim - 2))):
+        # the common per-channel slope, (C,) or ONNX's (C, 1, 1): no NumPy calls (cold, they
+        # cost tens of us after a kernel, as much as the kernel on small inputs)
+        return (x.shape[0], c, math.prod(x.shape[2:])), slope.reshape(c)
     if slope.size == 1:
         slope = slope.reshape(())
     if slope.ndim == 1 and x.ndim >= 2 and slope.shape[0] == x.shape[1]:
@@ -111,7 +121,7 @@ def _prelu_slope(x, slope):
     # the slope varies over axes a..b-1 only: x is then (outer, C, inner) with C = that block
     block = np.broadcast_to(slope.reshape(sp)[(0,) * a], x.shape[a:b] + sp[b:])
     block = np.ascontiguousarray(block).reshape(-1)
-    outer, inner = int(np.prod(x.shape[:a])), int(np.prod(x.shape[b:]))
+    outer, inner = math.prod(x.shape[:a]), math.prod(x.shape[b:])
     return (outer, block.size, inner), block
 
 

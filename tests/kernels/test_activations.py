@@ -202,7 +202,8 @@ def test_prelu_broadcasting(backend, rng):
     x = _x(rng, (2, 3, 4, 5), np.float32)
     for slope in (np.float32(0.2), rng.uniform(-1, 1, (3,)), rng.uniform(-1, 1, (4, 1)),
                   rng.uniform(-1, 1, (5,)).astype(np.float32), rng.uniform(-1, 1, (3, 1, 5)),
-                  rng.uniform(-1, 1, (1, 3, 4, 5))):
+                  rng.uniform(-1, 1, (1, 3, 4, 5)), rng.uniform(-1, 1, (3, 1, 1)),
+                  rng.uniform(-1, 1, 6).astype(np.float32)[::2]):   # strided per-channel
         s = np.asarray(slope, np.float32)
         # a 1-D slope of length x.shape[1] is per channel (axis 1); others broadcast as NumPy
         sb = s.reshape(1, 3, 1, 1) if s.shape == (3,) else s
