@@ -4,7 +4,10 @@
 2. written-out activations recognised: ``x * Clip(x + 3, 0, 6) / 6`` (and the ``* (1/6)``,
    ``Clip(..) / 6 * x`` and ``x * HardSigmoid(x, 1/6, 0.5)`` spellings) -> HardSwish,
    ``x * Sigmoid(x)`` -> Silu (an internal op);
-3. an activation that is the only reader of a Conv's output fused into the Conv epilogue.
+3. an activation that is the only reader of a Conv's output fused into the Conv epilogue;
+4. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
+   one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
+   13's one-axis semantics also before opset 13, where the Softmax axis was the last one).
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
@@ -236,6 +239,30 @@ def fuse_conv_activations(rw):
         rw.refresh()
 
 
+def fuse_transposed_softmax(rw):
+    g = rw.g
+    for sm in list(g.nodes):
+        if sm.op_type not in ("Softmax", "LogSoftmax") or len(sm.inputs) != 1:
+            continue
+        t1 = rw.prod.get(sm.inputs[0])
+        t2 = rw.only_reader(sm.outputs[0])
+        if t1 is None or t1.op_type != "Transpose" or rw.only_reader(t1.outputs[0]) is not sm \
+                or t2 is None or t2.op_type != "Transpose":
+            continue
+        p, q = t1.attrs.get("perm"), t2.attrs.get("perm")
+        if p is None or q is None or len(p) != len(q) or \
+                sorted(p) != list(range(len(p))) or any(p[q[i]] != i for i in range(len(p))):
+            continue
+        nd = len(p)
+        axis = int(sm.attrs.get("axis", 1 if g.opset < 13 else -1))
+        axis += nd if axis < 0 else 0
+        if not 0 <= axis < nd or (g.opset < 13 and axis != nd - 1):
+            continue        # before opset 13 only a last-axis softmax is a one-axis one
+        new = Node(sm.op_type, t1.inputs[:1], t2.outputs,
+                   {"axis": int(p[axis]), "_single_axis": 1}, sm.name)
+        _replace(rw, [t1, sm, t2], new, t2)
+
+
 def optimize(graph, fuse=True):
     """Apply the rewrites in place; returns the graph."""
     if not fuse:
@@ -244,5 +271,6 @@ def optimize(graph, fuse=True):
     fold_batchnorm(rw)
     rewrite_activations(rw)
     fuse_conv_activations(rw)
+    fuse_transposed_softmax(rw)
     graph.remove_dead()
     return graph

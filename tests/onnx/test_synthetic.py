@@ -207,9 +207,10 @@ def test_softmax_non_last_axis(backend, rng, opset):
 
 @pytest.mark.parametrize("opset", [11, 13])
 def test_softmax_between_transposes(backend, rng, opset):
-    """FastestDet's Transpose -> Softmax(last axis) -> Transpose (the Softmax runs on the
-    transposed view in memory order), a flattening opset-11 Softmax on a transposed view, and
-    one on a flipped (negative-stride) view, feeding a Concat."""
+    """FastestDet's Transpose -> Softmax(last axis) -> inverse Transpose feeding a Concat
+    (fused into one softmax over axis 1); a last-axis Softmax on a transposed view (runs in
+    the view's memory order), a flattening opset-11 LogSoftmax on a transposed view, and a
+    Softmax on a flipped (negative-stride) view."""
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 2, 1]),
              helper.make_node("Softmax", ["t"], ["s"], axis=3),
              helper.make_node("Transpose", ["s"], ["u"], perm=[0, 3, 2, 1]),
@@ -217,12 +218,19 @@ def test_softmax_between_transposes(backend, rng, opset):
              helper.make_node("Transpose", ["x"], ["t2"], perm=[0, 2, 1, 3]),
              helper.make_node("LogSoftmax", ["t2"], ["z"], axis=2),
              helper.make_node("Slice", ["x", "st", "en", "ax", "step"], ["f"]),
-             helper.make_node("Softmax", ["f"], ["v"], axis=3)]
+             helper.make_node("Softmax", ["f"], ["v"], axis=3),
+             helper.make_node("Transpose", ["x"], ["t3"], perm=[0, 2, 3, 1]),
+             helper.make_node("Softmax", ["t3"], ["s3"], axis=3),
+             helper.make_node("Relu", ["s3"], ["w"])]
     inits = [("st", np.array([-1], np.int64)), ("en", np.array([-100], np.int64)),
              ("ax", np.array([3], np.int64)), ("step", np.array([-1], np.int64))]
     m = _model(nodes, [_vi("x", [1, 6, 5, 7])], [_vi("y", None), _vi("z", None),
-                                                 _vi("v", None)], inits, opset=opset)
-    _check(m, [{"x": rng.standard_normal((1, 6, 5, 7)).astype(np.float32) * 3}], backend)
+                                                 _vi("v", None), _vi("w", None)], inits,
+               opset=opset)
+    sess = _check(m, [{"x": rng.standard_normal((1, 6, 5, 7)).astype(np.float32) * 3}],
+                  backend)
+    fused = [n for n in sess._graph.nodes if n.op_type == "Softmax" and n.outputs == ["u"]]
+    assert len(fused) == 1 and fused[0].inputs == ["x"] and fused[0].attrs["axis"] == 1
 
 
 @pytest.mark.parametrize("opset", [11, 18])

@@ -278,7 +278,7 @@ def softmax(ctx):
     k = getattr(_kernels("activations"),
                 "softmax" if ctx.node.op_type == "Softmax" else "log_softmax")
     b = ctx.backend
-    if ctx.opset < 13:
+    if ctx.opset < 13 and not ctx.attr("_single_axis"):
         return _flat_softmax(k, int(ctx.attr("axis", 1)), b)
     axis = int(ctx.attr("axis", -1))
     return takes_out(lambda x, out=None: k(x, axis=axis, out=out, backend=b))
