@@ -1,6 +1,7 @@
 """The ``edgedl`` command: demo, detect, info, bench, warmup, and one-line errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -43,8 +44,10 @@ def test_demo_writes_annotated_image(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, out, err = run(capsys, "detect")
     assert rc == 0, err
-    assert "astronaut.jpg (512x512): 1 detection" in out
-    assert "person" in out
+    # the most confident detection (row 0) is the astronaut; with cv2-style bilinear input
+    # FastestDet also reports her upper body at 0.65 (the model's own cv2 pipeline does too)
+    assert "astronaut.jpg (512x512): " in out
+    assert re.search(r"^ +0 +person ", out, re.M), out
     written = tmp_path / "edgedl-out" / "astronaut_detections.jpg"
     assert f"wrote {os.path.join('edgedl-out', written.name)}" in out
     from PIL import Image

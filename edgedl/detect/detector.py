@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import ModelError, ValidationError
 from . import presets as _presets
 from .decoders import decoder
-from .preprocess import load_image, normalize, resize
+from .preprocess import load_image, to_input
 
 
 @dataclass
@@ -98,15 +98,14 @@ class Detector:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     # ------------------------------------------------------------------ pipeline steps
-    def preprocess(self, image):
-        """One image -> (input tensor with batch axis 1, Transform)."""
+    def preprocess(self, image, out=None):
+        """One image -> (input tensor with batch axis 1, Transform); written into ``out`` if
+        given (an array of the input's shape and dtype)."""
         cfg = self.config
-        img = load_image(image)
-        small, t = resize(img, self.width, self.height, cfg["resize"], cfg["placement"],
-                          cfg["pad_value"])
-        x = normalize(small, cfg["channel_order"], cfg["scale"], cfg["mean"], cfg["std"],
-                      cfg["layout"], self.dtype)
-        return x, t
+        return to_input(load_image(image), self.width, self.height, cfg["resize"],
+                        cfg["placement"], cfg["pad_value"], cfg["channel_order"], cfg["scale"],
+                        cfg["mean"], cfg["std"], cfg["layout"], self.dtype, out=out,
+                        backend=self.backend)
 
     def postprocess(self, outputs, transform):
         """Outputs of one image (batch axis removed) -> Detections in original pixels."""

@@ -93,38 +93,151 @@ class Transform:
         return p
 
 
+def _geometry(h0, w0, width, height, mode, placement):
+    """(nw, nh, px, py): size and top-left corner of the resized image inside the input."""
+    choice(mode, "resize", ("stretch", "letterbox"))
+    choice(placement, "placement", ("topleft", "center"))
+    if mode == "stretch":
+        return width, height, 0, 0
+    r = min(width / w0, height / h0)
+    nw, nh = max(1, min(width, round(w0 * r))), max(1, min(height, round(h0 * r)))
+    px, py = (0, 0) if placement == "topleft" else ((width - nw) // 2, (height - nh) // 2)
+    return nw, nh, px, py
+
+
+_PLANS = {}       # (h0, w0, nh, nw, dtype) -> resize tables (a camera sends one size)
+
+
+def _plan(h0, w0, nh, nw, dtype):
+    """Bilinear tables of an (h0, w0) -> (nh, nw) resize, half-pixel centres, edge-clamped:
+    what cv2.resize(..., INTER_LINEAR) computes (no antialiasing filter).
+
+    Returns (rows, cols, ih, wh, iw, ww): ``rows``/``cols`` are the source rows / columns the
+    taps touch (None when that is all of them; a big photo shrunk to 320 px needs few), and
+    ``ih``/``iw`` index into that gathered sub-image.
+    """
+    key = (h0, w0, nh, nw, np.dtype(dtype).str)
+    hit = _PLANS.get(key)
+    if hit is None:
+        from ..kernels.resize import linear_taps
+        tabs = []
+        for n_out, n_in in ((nh, h0), (nw, w0)):
+            # coordinates in float64 (the kernel's float32 ONNX ones are off by ~1e-5 px)
+            xs = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+            idx, wt = linear_taps(xs, n_in)
+            used = np.unique(idx)
+            if len(used) < n_in:
+                idx = np.searchsorted(used, idx)
+            else:
+                used = None
+            tabs.append((used, np.ascontiguousarray(idx, np.int64),
+                         np.ascontiguousarray(wt, dtype)))
+        (rows, ih, wh), (cols, iw, ww) = tabs
+        hit = (rows, cols, ih, wh, iw, ww)
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        _PLANS[key] = hit
+    return hit
+
+
+def _border(x, nchw, px, py, nw, nh, values):
+    """Fill everything of input ``x`` (1, C, H, W) or (1, H, W, C) outside the placed image."""
+    for c, v in enumerate(values):
+        ch = x[0, c] if nchw else x[0, :, :, c]
+        ch[:py] = v
+        ch[py + nh:] = v
+        ch[py:py + nh, :px] = v
+        ch[py:py + nh, px + nw:] = v
+
+
+def to_input(image, width, height, resize_mode="stretch", placement="topleft", pad_value=0,
+             channel_order="rgb", scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+             layout="nchw", dtype=np.float32, out=None, backend=None):
+    """H×W×3 uint8 RGB image -> network input with batch axis, and its :class:`Transform`.
+
+    Resize (stretch or letterbox, bilinear with half-pixel centres like cv2.resize
+    INTER_LINEAR, on edgedl's resize kernel) and ``(x * scale - mean) / std`` in
+    ``channel_order`` and ``layout``. The uint8 pixels the taps touch are converted to float
+    once, in the model's channel order; the affine runs on the (small) resized image (it
+    commutes with the blend: the weights sum to 1); letterbox padding writes only the border.
+    ``out`` (the right shape and dtype) is written and returned instead of a new array.
+    """
+    choice(channel_order, "channel_order", ("rgb", "bgr"))
+    choice(layout, "layout", ("nchw", "nhwc"))
+    a, b = _affine(scale, mean, std)
+    h0, w0 = image.shape[:2]
+    nw, nh, px, py = _geometry(h0, w0, width, height, resize_mode, placement)
+    dtype = np.dtype(dtype)
+    nchw = layout == "nchw"
+    shape = (1, 3, height, width) if nchw else (1, height, width, 3)
+    if out is None:
+        out = np.empty(shape, dtype)
+    elif out.shape != shape or out.dtype != dtype:
+        raise ShapeError(f"out must be a {dtype} array of shape {shape}, got {out.dtype} "
+                         f"{out.shape}")
+    order = [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]
+    # the placed image, as (C, nh, nw) views of out
+    region = (out[0, :, py:py + nh, px:px + nw] if nchw else
+              out[0, py:py + nh, px:px + nw].transpose(2, 0, 1))
+    if (nh, nw) == (h0, w0):
+        for c, k in enumerate(order):
+            np.copyto(region[c], image[:, :, k], casting="unsafe")
+    else:
+        rows, cols, ih, wh, iw, ww = _plan(h0, w0, nh, nw, dtype)
+        src = image if rows is None else image[rows]
+        src = src if cols is None else src[:, cols]
+        f = np.empty((1, 3) + src.shape[:2], dtype)
+        for c, k in enumerate(order):
+            np.copyto(f[0, c], src[:, :, k], casting="unsafe")
+        from ..kernels import _dispatch
+        blend = _dispatch.impl("resize", "resize_taps", backend)
+        if region.flags.c_contiguous:
+            blend(f, ih, wh, iw, ww, region[None])
+        elif region[0].flags.c_contiguous:       # letterboxed, full rows: channel by channel
+            for c in range(3):
+                blend(f[:, c:c + 1], ih, wh, iw, ww, region[None, c:c + 1])
+        else:                                    # the kernel writes C-contiguous arrays only
+            tmp = np.empty((1, 3, nh, nw), dtype)
+            blend(f, ih, wh, iw, ww, tmp)
+            region[...] = tmp[0]
+    for c in range(3):
+        if a[c] != 1:
+            region[c] *= a[c]
+        if b[c]:
+            region[c] += b[c]
+    if (nw, nh) != (width, height):
+        pad = np.broadcast_to(np.asarray(pad_value, np.float64).clip(0, 255).round(), (3,))
+        _border(out, nchw, px, py, nw, nh, (pad[order] * a + b).astype(dtype))
+    return out, Transform(nw / w0, nh / h0, float(px), float(py), int(w0), int(h0))
+
+
 def resize(image, width, height, mode="stretch", placement="topleft", pad_value=0):
     """Resize an H×W×3 uint8 image to ``height``×``width``; returns (uint8 array, Transform).
 
     ``mode="letterbox"`` keeps the aspect ratio and pads the rest with ``pad_value``, the image
-    placed at the top-left corner or centred (``placement="center"``). Bilinear (Pillow,
-    antialiased when shrinking).
+    placed at the top-left corner or centred (``placement="center"``). Bilinear with half-pixel
+    centres, rounded to uint8 (as cv2.resize INTER_LINEAR; :func:`to_input` is the same
+    without the rounding).
     """
-    choice(mode, "resize", ("stretch", "letterbox"))
-    choice(placement, "placement", ("topleft", "center"))
-    Image = _pil()
     h0, w0 = image.shape[:2]
-    if mode == "stretch":
-        nw, nh, px, py = width, height, 0, 0
-    else:
-        r = min(width / w0, height / h0)
-        nw, nh = max(1, min(width, round(w0 * r))), max(1, min(height, round(h0 * r)))
-        px, py = (0, 0) if placement == "topleft" else ((width - nw) // 2, (height - nh) // 2)
-    if (nw, nh) == (w0, h0):
-        small = image
-    else:
-        # reducing_gap: big photos are first shrunk by an integer factor (Pillow's reduce),
-        # 12 MP -> 352 px in 78 instead of 120 ms, "indistinguishable" per Pillow's docs;
-        # no effect below a 3x downscale
-        small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR,
-                                                         reducing_gap=3.0))
-    if (nw, nh) == (width, height):
-        out = small
-    else:
-        out = np.empty((height, width, 3), np.uint8)
-        out[...] = np.asarray(pad_value, dtype=np.float64).clip(0, 255).astype(np.uint8)
-        out[py:py + nh, px:px + nw] = small
-    return out, Transform(nw / w0, nh / h0, float(px), float(py), int(w0), int(h0))
+    nw, nh, px, py = _geometry(h0, w0, width, height, mode, placement)
+    if (nw, nh) == (w0, h0) == (width, height):
+        return image, Transform(1.0, 1.0, 0.0, 0.0, int(w0), int(h0))
+    x, t = to_input(image, width, height, mode, placement, pad_value, layout="nhwc")
+    return np.clip(np.rint(x[0]), 0, 255).astype(np.uint8), t
+
+
+def _affine(scale, mean, std):
+    """(a, b) float64 (3,): ``(x * scale - mean) / std == x * a + b``, per channel."""
+    mean = np.asarray(mean, np.float64).reshape(-1)
+    std = np.asarray(std, np.float64).reshape(-1)
+    if mean.size not in (1, 3) or std.size not in (1, 3):
+        raise ValidationError(f"mean and std must have 1 or 3 values, got {mean.size} and "
+                              f"{std.size}")
+    if np.any(std == 0):
+        raise ValidationError(f"std must not contain 0, got {std.tolist()}")
+    return (np.broadcast_to(scale / std, (3,)).astype(np.float64),
+            np.broadcast_to(-mean / std, (3,)).astype(np.float64))
 
 
 def normalize(image, channel_order="rgb", scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
@@ -136,17 +249,10 @@ def normalize(image, channel_order="rgb", scale=1.0, mean=(0.0, 0.0, 0.0), std=(
     """
     choice(channel_order, "channel_order", ("rgb", "bgr"))
     choice(layout, "layout", ("nchw", "nhwc"))
-    mean = np.asarray(mean, np.float64).reshape(-1)
-    std = np.asarray(std, np.float64).reshape(-1)
-    if mean.size not in (1, 3) or std.size not in (1, 3):
-        raise ValidationError(f"mean and std must have 1 or 3 values, got {mean.size} and "
-                              f"{std.size}")
-    if np.any(std == 0):
-        raise ValidationError(f"std must not contain 0, got {std.tolist()}")
+    a, b = _affine(scale, mean, std)
     src = image[:, :, ::-1] if channel_order == "bgr" else image
     # one affine per channel: x * a + b with a = scale / std, b = -mean / std
-    a = np.broadcast_to(scale / std, (3,)).astype(dtype)
-    b = np.broadcast_to(-mean / std, (3,)).astype(dtype)
+    a, b = a.astype(dtype), b.astype(dtype)
     if layout == "nchw":
         x = np.empty((1, 3) + image.shape[:2], dtype)
         for c in range(3):
@@ -165,6 +271,5 @@ def preprocess(image, width, height, resize_mode="stretch", placement="topleft",
                channel_order="rgb", scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                layout="nchw", dtype=np.float32):
     """Load, resize and normalise one image: returns (input tensor with batch axis, Transform)."""
-    img = load_image(image)
-    small, t = resize(img, width, height, resize_mode, placement, pad_value)
-    return normalize(small, channel_order, scale, mean, std, layout, dtype), t
+    return to_input(load_image(image), width, height, resize_mode, placement, pad_value,
+                    channel_order, scale, mean, std, layout, dtype)

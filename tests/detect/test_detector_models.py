@@ -47,18 +47,37 @@ def clip(box, w, h):
             min(max(box[3], 0), h)]
 
 
+def bilinear(img, w, h):
+    """cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR) without its rounding to uint8:
+    half-pixel centres, source coordinates clamped to the image, no antialiasing. The models'
+    own inference scripts resize with cv2 (FastestDet, YOLOX, YuNet via OpenCV, UltraFace),
+    and so does edgedl; float64 here, so the input matches edgedl's to float32 precision."""
+    h0, w0 = img.shape[:2]
+
+    def taps(n_out, n_in):
+        x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(x).astype(np.int64)
+        return i0, np.minimum(i0 + 1, n_in - 1), x - i0
+
+    y0, y1, ty = taps(h, h0)
+    x0, x1, tx = taps(w, w0)
+    f = img.astype(np.float64)
+    rows = f[y0] * (1 - ty)[:, None, None] + f[y1] * ty[:, None, None]
+    return rows[:, x0] * (1 - tx)[None, :, None] + rows[:, x1] * tx[None, :, None]
+
+
 def letterbox(img, size, pad):
     """Keep-ratio resize placed top-left; returns the padded HxWx3 array and the ratio."""
     h0, w0 = img.shape[:2]
     r = min(size / w0, size / h0)
     nw, nh = round(w0 * r), round(h0 * r)
-    out = np.full((size, size, 3), pad, np.uint8)
-    out[:nh, :nw] = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+    out = np.full((size, size, 3), pad, np.float64)
+    out[:nh, :nw] = bilinear(img, nw, nh)
     return out, r
 
 
 def stretch(img, w, h):
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+    return bilinear(img, w, h)
 
 
 def nchw(a):

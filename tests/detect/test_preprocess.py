@@ -7,6 +7,7 @@ from PIL import Image
 
 from edgedl.detect import (Detections, Transform, available_presets, draw_detections,
                            load_image, load_preset, normalize, preprocess, resize)
+from edgedl.detect.preprocess import to_input
 from edgedl.detect.presets import resolve, resolve_labels
 from edgedl.errors import DTypeError, ShapeError, ValidationError
 
@@ -88,6 +89,74 @@ def test_resize_bad_arguments():
         resize(img, 4, 4, "crop")
     with pytest.raises(ValidationError, match="placement"):
         resize(img, 4, 4, "letterbox", "middle")
+
+
+def _bilinear(img, w, h):
+    """cv2.resize INTER_LINEAR in float64 without rounding: half-pixel centres, clamped."""
+    h0, w0 = img.shape[:2]
+
+    def taps(n_out, n_in):
+        x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(x).astype(np.int64)
+        return i0, np.minimum(i0 + 1, n_in - 1), x - i0
+
+    y0, y1, ty = taps(h, h0)
+    x0, x1, tx = taps(w, w0)
+    f = img.astype(np.float64)
+    rows = f[y0] * (1 - ty)[:, None, None] + f[y1] * ty[:, None, None]
+    return rows[:, x0] * (1 - tx)[None, :, None] + rows[:, x1] * tx[None, :, None]
+
+
+@pytest.mark.parametrize("hw", [(37, 53), (300, 451), (40, 40), (512, 96), (1000, 23)])
+@pytest.mark.parametrize("mode,placement", [("stretch", "topleft"), ("letterbox", "topleft"),
+                                            ("letterbox", "center")])
+def test_to_input_matches_float_bilinear(hw, mode, placement, backend, rng):
+    """Resize + normalise in one call == cv2-style bilinear, then the affine, then padding
+    (up- and downscales, big shrinks that gather few source rows, portrait and landscape)."""
+    img = rng.integers(0, 256, hw + (3,), dtype=np.uint8)
+    W, H = 48, 40
+    scale, mean, std, pad = 1 / 255, [0.1, 0.2, 0.3], [0.5, 0.25, 2.0], (10, 20, 30)
+    for order in ("rgb", "bgr"):
+        for layout in ("nchw", "nhwc"):
+            x, t = to_input(img, W, H, mode, placement, pad, order, scale, mean, std, layout,
+                            backend=backend)
+            nw, nh = round(hw[1] * t.scale_x), round(hw[0] * t.scale_y)
+            px, py = int(t.pad_x), int(t.pad_y)
+            want = np.empty((H, W, 3))
+            want[...] = pad
+            want[py:py + nh, px:px + nw] = _bilinear(img, nw, nh)
+            if order == "bgr":
+                want = want[:, :, ::-1]
+            want = (want * scale - mean) / std
+            want = want.transpose(2, 0, 1)[None] if layout == "nchw" else want[None]
+            assert x.dtype == np.float32 and x.shape == want.shape
+            np.testing.assert_allclose(x, want, atol=2e-5)
+
+
+def test_to_input_out_identity_and_float64(rng):
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    buf = np.full((1, 3, 20, 30), np.nan, np.float64)
+    x, t = to_input(img, 30, 20, "letterbox", channel_order="bgr", mean=[1, 2, 3],
+                    dtype=np.float64, out=buf)
+    assert x is buf and t.scale_x == 1 and t.pad_x == 0
+    np.testing.assert_array_equal(x[0], img[:, :, ::-1].transpose(2, 0, 1) - [[[1]], [[2]],
+                                                                              [[3]]])
+    # reused: a second image overwrites all of it (letterbox border included)
+    x, _ = to_input(img[:10], 30, 20, "letterbox", "center", 7, dtype=np.float64, out=buf)
+    assert not np.isnan(x).any() and np.all(x[0, :, :5] == 7)
+    with pytest.raises(ShapeError, match="out must be"):
+        to_input(img, 30, 20, out=np.empty((1, 3, 20, 30), np.float32)[..., :-1])
+
+
+def test_resize_is_cv2_inter_linear(rng):
+    """The uint8 resize rounds the same bilinear: cv2.resize INTER_LINEAR up to its 11-bit
+    fixed-point weights (one grey level)."""
+    cv2 = pytest.importorskip("cv2")
+    img = rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)
+    for w, h in ((40, 30), (200, 101), (83, 20)):
+        out, _ = resize(img, w, h)
+        ref = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        assert np.abs(out.astype(int) - ref).max() <= 1
 
 
 # ----------------------------------------------------------------------------- normalise
