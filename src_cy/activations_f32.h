@@ -113,8 +113,9 @@ EDL_SIMD_KERNEL static void edl_mish_f32(const float *restrict x, float *restric
 
 /* Softmax (or log-softmax) of `rows` contiguous rows of length n (y may be x).
  * The row max is an integer max over an order-preserving map of the float bits (integer
- * reductions vectorise without fast-math) with an OR flagging NaN/inf; the sum of exp uses an
- * OpenMP simd reduction (ignored, i.e. serial, in builds without OpenMP). */
+ * reductions vectorise without fast-math) with an OR flagging NaN/inf; the exps are summed by
+ * edl_sum_f32 in explicit 16-lane vectors (an OpenMP simd reduction ends in 16 serial adds,
+ * which cost as much as the exps on rows of 80). */
 #define EDL_KEY_NEG_INF ((int32_t)0x807fffff)           /* edl_f32_key(-inf) */
 static inline int32_t edl_f32_key(float v) {           /* monotonic float -> int32 map */
     int32_t b;
@@ -122,6 +123,36 @@ static inline int32_t edl_f32_key(float v) {           /* monotonic float -> int
     return b ^ ((b >> 31) & 0x7fffffff);
 }
 
+typedef float edl_v16f __attribute__((vector_size(64)));
+typedef float edl_v4f __attribute__((vector_size(16)));
+
+/* sum of y[0..n) in 16 lanes, reduced by halving (a short tree, not 16 serial adds) */
+static inline float edl_sum_f32(const float *restrict y, edl_idx n) {
+    edl_v16f a = {0}, b = {0}, v;
+    edl_idx i = 0;
+    for (; i + 32 <= n; i += 32) {
+        memcpy(&v, y + i, sizeof v);
+        a += v;
+        memcpy(&v, y + i + 16, sizeof v);
+        b += v;
+    }
+    for (; i + 16 <= n; i += 16) {
+        memcpy(&v, y + i, sizeof v);
+        a += v;
+    }
+    a += b;
+    edl_v4f q0, q1, q2, q3;
+    memcpy(&q0, (char *)&a, 16);
+    memcpy(&q1, (char *)&a + 16, 16);
+    memcpy(&q2, (char *)&a + 32, 16);
+    memcpy(&q3, (char *)&a + 48, 16);
+    q0 = (q0 + q2) + (q1 + q3);
+    float s = (q0[0] + q0[2]) + (q0[1] + q0[3]);
+    for (; i < n; i++) s += y[i];
+    return s;
+}
+
+#define EDL_SM_BLOCK 512
 EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float *restrict y,
                                                  edl_idx rows, edl_idx n, int log_mode) {
     for (edl_idx r = 0; r < rows; r++) {
@@ -134,7 +165,7 @@ EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float 
             key = k > key ? k : key;
             bad |= (k >= 0x7f800000) | (k <= EDL_KEY_NEG_INF);   /* +-inf or NaN */
         }
-        float m = edl_f32_from_bits(key ^ ((key >> 31) & 0x7fffffff)), s = 0.0f;
+        float m = edl_f32_from_bits(key ^ ((key >> 31) & 0x7fffffff));
         if (bad) {             /* rare: NaN, +inf or all -inf give NaN rows, as NumPy */
             int nan_row = 0;
             for (i = 0; i < n; i++) nan_row |= (xr[i] != xr[i]) | (xr[i] == INFINITY);
@@ -143,19 +174,18 @@ EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float 
                 continue;
             }
         }
-        if (log_mode) {
-#pragma omp simd reduction(+:s)
-            for (i = 0; i < n; i++) s += edl_exp_neg(xr[i] - m);
+        if (log_mode) {           /* y may be x: the exps go to an L1 scratch block */
+            float e[EDL_SM_BLOCK], s = 0.0f;
+            for (edl_idx i0 = 0; i0 < n; i0 += EDL_SM_BLOCK) {
+                edl_idx w = n - i0 < EDL_SM_BLOCK ? n - i0 : EDL_SM_BLOCK;
+                for (i = 0; i < w; i++) e[i] = edl_exp_neg(xr[i0 + i] - m);
+                s += edl_sum_f32(e, w);
+            }
             float ls = logf(s);   /* (x - m) is exact: subtract log(s) separately */
             for (i = 0; i < n; i++) yr[i] = (xr[i] - m) - ls;
-        } else {
-#pragma omp simd reduction(+:s)
-            for (i = 0; i < n; i++) {
-                float e = edl_exp_neg(xr[i] - m);
-                yr[i] = e;
-                s += e;
-            }
-            float inv = 1.0f / s;
+        } else {                  /* store the exps, sum them, scale: x is not read again */
+            for (i = 0; i < n; i++) yr[i] = edl_exp_neg(xr[i] - m);
+            float inv = 1.0f / edl_sum_f32(yr, n);
             for (i = 0; i < n; i++) yr[i] *= inv;
         }
     }
