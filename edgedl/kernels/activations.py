@@ -25,14 +25,29 @@ def _flat(a):
     return (a if a.flags.c_contiguous else np.ascontiguousarray(a)).reshape(-1)
 
 
+# Right after a kernel the interpreter runs cache-cold (the arrays evicted it from L2), and each
+# generic check (an ABC isinstance, dtype equality, np.prod) then costs microseconds: the common
+# case is recognised by a few identity tests, anything else takes the full _validate path.
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _inputs(x, dy):
-    x = _v.float_array(x, "x")
+    if not (type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64)):
+        x = _v.float_array(x, "x")
     if dy is not None:
         dy = _v.float_array(dy, "dy")
         if dy.shape != x.shape:
             raise ShapeError(f"dy must have the shape of x {x.shape}, got {dy.shape}")
         _v.same_dtype(x, dy, "x", "dy")
     return x, dy
+
+
+def _output(out, x):
+    """``out`` checked against x's shape and dtype, or a new array when None."""
+    if (type(out) is np.ndarray and out.dtype is x.dtype and out.shape == x.shape
+            and out.flags.writeable):
+        return out
+    return _v.output(out, x.shape, x.dtype)
 
 
 def _unalias(a, out):
@@ -65,7 +80,7 @@ def _run(name, shape3, x, dy, out, backend, args):
 
 def _elementwise(name, x, dy, out, backend, params=()):
     x, dy = _inputs(x, dy)
-    out = _v.output(out, x.shape, x.dtype)
+    out = _output(out, x)
     t = x.dtype.type
     return _run(name, None, x, dy, out, backend, tuple(t(p) for p in params))
 
@@ -73,7 +88,8 @@ def _elementwise(name, x, dy, out, backend, params=()):
 def _axis(x, axis):
     if x.ndim < 1:
         raise ShapeError(f"x must have rank >= 1 for a softmax, got a 0-d array")
-    axis = _v.integer(axis, "axis")
+    if type(axis) is not int:
+        axis = _v.integer(axis, "axis")
     if not -x.ndim <= axis < x.ndim:
         raise ShapeError(f"axis must be in [{-x.ndim}, {x.ndim}) for x of shape {x.shape}, "
                          f"got {axis}")
@@ -86,7 +102,7 @@ def _axis(x, axis):
 def _softmax_like(name, x, dy, axis, out, backend):
     x, dy = _inputs(x, dy)
     shape3 = _axis(x, axis)
-    out = _v.output(out, x.shape, x.dtype)
+    out = _output(out, x)
     return _run(name, shape3, x, dy, out, backend, ())
 
 
@@ -96,7 +112,8 @@ def _prelu_slope(x, slope):
     A 1-D slope of length x.shape[1] applies along axis 1 (DESIGN.md); anything else follows
     ONNX PRelu's unidirectional (NumPy, right-aligned) broadcasting to x.
     """
-    slope = _v.float_array(slope, "slope").astype(x.dtype, copy=False)
+    if not (type(slope) is np.ndarray and slope.dtype is x.dtype):
+        slope = _v.float_array(slope, "slope").astype(x.dtype, copy=False)
     c = x.shape[1] if x.ndim >= 2 else 0
     if (slope.size == c and slope.flags.c_contiguous
             and slope.shape in ((c,), (c,) + (1,) * (x.ndim - 2))):
@@ -128,7 +145,7 @@ def _prelu_slope(x, slope):
 def _prelu_like(name, x, dy, slope, out, backend):
     x, dy = _inputs(x, dy)
     shape3, s = _prelu_slope(x, slope)
-    out = _v.output(out, x.shape, x.dtype)
+    out = _output(out, x)
     return _run(name, shape3, x, dy, out, backend, (s,))
 
 
