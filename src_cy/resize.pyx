@@ -5,7 +5,7 @@ The wrapper validated the shapes and built the index tables (all inside the imag
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
@@ -68,4 +68,38 @@ def resize_taps(floating[:, :, :, ::1] x, int64_t[:, ::1] ih, floating[:, ::1] w
                     for a in range(kw):
                         acc = acc + ww[p, a] * tmp[iw[p, a]]
                     dst[p] = acc
+        free(tmp)
+
+
+def resize_linear_u8(const uint8_t[:, :, ::1] x, int64_t[:, ::1] ih, floating[:, ::1] wh,
+                     int64_t[:, ::1] iw, floating[:, ::1] ww, int64_t[::1] chan,
+                     floating[::1] a, floating[::1] b, floating[:, :, :] out):
+    cdef Py_ssize_t nc = x.shape[2], w3 = x.shape[1] * x.shape[2]
+    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2], c, o, p, k, sc
+    cdef const uint8_t* s0
+    cdef const uint8_t* s1
+    cdef const int64_t* ix = &iw[0, 0]
+    cdef const floating* wx = &ww[0, 0]
+    cdef floating* tmp
+    cdef floating w0, w1, ac, bc
+    if oh * ow == 0:
+        return
+    with nogil:
+        tmp = <floating*>malloc(w3 * sizeof(floating))
+        for o in range(oh):
+            # vertical blend of the two source rows, channels interleaved (contiguous) ...
+            s0 = &x[ih[o, 0], 0, 0]
+            s1 = &x[ih[o, 1], 0, 0]
+            w0 = wh[o, 0]
+            w1 = wh[o, 1]
+            for k in range(w3):
+                tmp[k] = w0 * s0[k] + w1 * s1[k]
+            # ... then the horizontal taps of each output plane, with its channel and affine
+            for c in range(out.shape[0]):
+                sc = chan[c]
+                ac = a[c]
+                bc = b[c]
+                for p in range(ow):
+                    out[c, o, p] = (wx[2 * p] * tmp[ix[2 * p] * nc + sc] +
+                                    wx[2 * p + 1] * tmp[ix[2 * p + 1] * nc + sc]) * ac + bc
         free(tmp)

@@ -156,10 +156,10 @@ def to_input(image, width, height, resize_mode="stretch", placement="topleft", p
     """H×W×3 uint8 RGB image -> network input with batch axis, and its :class:`Transform`.
 
     Resize (stretch or letterbox, bilinear with half-pixel centres like cv2.resize
-    INTER_LINEAR, on edgedl's resize kernel) and ``(x * scale - mean) / std`` in
-    ``channel_order`` and ``layout``. The uint8 pixels the taps touch are converted to float
-    once, in the model's channel order; the affine runs on the (small) resized image (it
-    commutes with the blend: the weights sum to 1); letterbox padding writes only the border.
+    INTER_LINEAR) and ``(x * scale - mean) / std`` in ``channel_order`` and ``layout``, in one
+    pass of the ``resize_linear_u8`` kernel from the uint8 pixels (of a big photo only the rows
+    and columns the taps touch are gathered first) into the input tensor; letterbox padding
+    writes only the border.
     ``out`` (the right shape and dtype) is written and returned instead of a new array.
     """
     choice(channel_order, "channel_order", ("rgb", "bgr"))
@@ -175,36 +175,16 @@ def to_input(image, width, height, resize_mode="stretch", placement="topleft", p
     elif out.shape != shape or out.dtype != dtype:
         raise ShapeError(f"out must be a {dtype} array of shape {shape}, got {out.dtype} "
                          f"{out.shape}")
-    order = [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]
-    # the placed image, as (C, nh, nw) views of out
+    order = np.array([2, 1, 0] if channel_order == "bgr" else [0, 1, 2], np.int64)
+    # the placed image, as a (C, nh, nw) view of out
     region = (out[0, :, py:py + nh, px:px + nw] if nchw else
               out[0, py:py + nh, px:px + nw].transpose(2, 0, 1))
-    if (nh, nw) == (h0, w0):
-        for c, k in enumerate(order):
-            np.copyto(region[c], image[:, :, k], casting="unsafe")
-    else:
-        rows, cols, ih, wh, iw, ww = _plan(h0, w0, nh, nw, dtype)
-        src = image if rows is None else image[rows]
-        src = src if cols is None else src[:, cols]
-        f = np.empty((1, 3) + src.shape[:2], dtype)
-        for c, k in enumerate(order):
-            np.copyto(f[0, c], src[:, :, k], casting="unsafe")
-        from ..kernels import _dispatch
-        blend = _dispatch.impl("resize", "resize_taps", backend)
-        if region.flags.c_contiguous:
-            blend(f, ih, wh, iw, ww, region[None])
-        elif region[0].flags.c_contiguous:       # letterboxed, full rows: channel by channel
-            for c in range(3):
-                blend(f[:, c:c + 1], ih, wh, iw, ww, region[None, c:c + 1])
-        else:                                    # the kernel writes C-contiguous arrays only
-            tmp = np.empty((1, 3, nh, nw), dtype)
-            blend(f, ih, wh, iw, ww, tmp)
-            region[...] = tmp[0]
-    for c in range(3):
-        if a[c] != 1:
-            region[c] *= a[c]
-        if b[c]:
-            region[c] += b[c]
+    rows, cols, ih, wh, iw, ww = _plan(h0, w0, nh, nw, dtype)
+    src = image if rows is None else image[rows]
+    src = np.ascontiguousarray(src if cols is None else src[:, cols])
+    from ..kernels import _dispatch
+    _dispatch.impl("resize", "resize_linear_u8", backend)(
+        src, ih, wh, iw, ww, order, a.astype(dtype), b.astype(dtype), region)
     if (nw, nh) != (width, height):
         pad = np.broadcast_to(np.asarray(pad_value, np.float64).clip(0, 255).round(), (3,))
         _border(out, nchw, px, py, nw, nh, (pad[order] * a + b).astype(dtype))

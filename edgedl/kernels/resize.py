@@ -197,3 +197,12 @@ def _warmup(backend):
     x = np.zeros((1, 1, 3, 3), np.float32)
     resize2d(x, (6, 6), backend=backend)
     resize2d(x, (6, 6), mode="linear", backend=backend)
+    # the image-input kernel of edgedl.detect (into a C-contiguous and a strided output)
+    img = np.zeros((3, 3, 3), np.uint8)
+    i, w = linear_taps(source_coords(6, 3, 2.0, "half_pixel"), 3)
+    w = w.astype(np.float32)
+    ab = np.ones(3, np.float32)
+    out = np.empty((3, 6, 8), np.float32)
+    chan = np.arange(3, dtype=np.int64)
+    for o in (out[:, :, :6].copy(), out[:, :, :6]):
+        _dispatch.impl("resize", "resize_linear_u8", backend)(img, i, w, i, w, chan, ab, ab, o)

@@ -130,6 +130,35 @@ def test_twins_vs_reference(backend, dtype, mode, rng):
     np.testing.assert_array_equal(up, x.repeat(2, axis=2).repeat(2, axis=3))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_u8_image_kernel(backend, dtype, rng):
+    """resize_linear_u8 (uint8 H x W x 3 -> float planes, channel pick + affine, for image
+    inputs) == the float resize_taps reference on the picked planes, then the affine; into a
+    strided (NHWC) output view too."""
+    from edgedl.kernels import _dispatch
+    from edgedl.kernels._ref.resize import resize_taps
+    from edgedl.kernels.resize import linear_taps, source_coords
+    kern = _dispatch.impl("resize", "resize_linear_u8", backend)
+    for (h, w), (oh, ow) in (((9, 17), (4, 30)), ((40, 3), (41, 1)), ((1, 1), (3, 2))):
+        x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ih, wh = linear_taps(source_coords(oh, h, oh / h, "half_pixel"), h)
+        iw, ww = linear_taps(source_coords(ow, w, ow / w, "half_pixel"), w)
+        wh, ww = wh.astype(dtype), ww.astype(dtype)
+        chan = np.array([2, 0, 1], np.int64)
+        a, b = np.array([0.5, 2.0, -1.0], dtype), np.array([1.0, 0.0, -3.0], dtype)
+        planes = np.ascontiguousarray(x.transpose(2, 0, 1)[chan][None], dtype)
+        want = np.empty((1, 3, oh, ow), dtype)
+        resize_taps(planes, ih, wh, iw, ww, want)
+        want = want[0] * a[:, None, None] + b[:, None, None]
+        got = np.empty((3, oh, ow), dtype)
+        kern(x, ih, wh, iw, ww, chan, a, b, got)
+        _close(got, want, 1e-10 if dtype == np.float64 else 2e-4)   # values to 510
+        nhwc = np.zeros((oh + 2, ow, 3), dtype)
+        kern(x, ih, wh, iw, ww, chan, a, b, nhwc[1:-1].transpose(2, 0, 1))
+        _close(nhwc[1:-1].transpose(2, 0, 1), want, 1e-10 if dtype == np.float64 else 2e-4)
+        assert not nhwc[0].any() and not nhwc[-1].any()
+
+
 def test_non_contiguous_out_and_empty(backend, rng):
     base = rng.standard_normal((2, 6, 10, 16)).astype(np.float32)
     x = base[:, ::2, :, ::2]

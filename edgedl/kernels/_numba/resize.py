@@ -2,6 +2,7 @@
 import numpy as np
 from numba import prange
 
+from edgedl._config import njit
 from edgedl.kernels._numba.conv import _PAR_WORK, _both
 
 
@@ -62,3 +63,25 @@ _resize_taps_s, _resize_taps_p = _both(_resize_taps)
 
 def resize_taps(x, ih, wh, iw, ww, out):
     (_resize_taps_p if out.size * (ih.shape[1] + iw.shape[1]) >= _PAR_WORK else _resize_taps_s)(x, ih, wh, iw, ww, out)
+
+
+@njit
+def resize_linear_u8(x, ih, wh, iw, ww, chan, a, b, out):
+    w3 = x.shape[1] * x.shape[2]
+    nc = x.shape[2]
+    oh, ow = out.shape[1], out.shape[2]
+    flat = x.reshape(x.shape[0], w3)
+    tmp = np.empty(w3, out.dtype)
+    for o in range(oh):
+        # vertical blend of the two source rows, all channels interleaved (contiguous) ...
+        s0, s1 = flat[ih[o, 0]], flat[ih[o, 1]]
+        w0, w1 = wh[o, 0], wh[o, 1]
+        for k in range(w3):
+            tmp[k] = w0 * s0[k] + w1 * s1[k]
+        # ... then the horizontal taps of each output plane, with its channel and affine
+        for c in range(out.shape[0]):
+            sc, ac, bc = chan[c], a[c], b[c]
+            dst = out[c, o]
+            for p in range(ow):
+                dst[p] = (ww[p, 0] * tmp[iw[p, 0] * nc + sc] +
+                          ww[p, 1] * tmp[iw[p, 1] * nc + sc]) * ac + bc
