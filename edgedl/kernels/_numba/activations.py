@@ -114,24 +114,41 @@ def _ov_log1p01(u):
     return lambda u: math.log1p(u)
 
 
-def _row_max(xr):
-    """max of a contiguous 1-D row, NaN if it holds a NaN."""
+def _key_view(x2):
+    """The bits of a float32 array as int32 (for _row_max), the array itself otherwise."""
 
 
-@overload(_row_max)
-def _ov_row_max(xr):
+@overload(_key_view, inline="always")
+def _ov_key_view(x2):
+    if x2.dtype == types.float32:
+        return lambda x2: x2.view(np.int32)
+    return lambda x2: x2
+
+
+def _row_max(xr, br):
+    """max of a contiguous 1-D row (br: its _key_view), NaN if it holds a NaN."""
+
+
+_I31, _IMAX = np.int32(31), np.int32(0x7fffffff)
+_KEY_INF, _KEY_NEG_INF = np.int32(0x7f800000), np.int32(-2139095041)
+
+
+@overload(_row_max, inline="always")
+def _ov_row_max(xr, br):
     if xr.dtype == types.float32:
-        def impl(xr):
+        def impl(xr, br):
             # integer max over an order-preserving map of the bits: vectorises (a float max
-            # reduction needs no-NaN flags); NaN / +inf anywhere are flagged separately
-            b = xr.view(np.int32)
+            # reduction needs no-NaN flags); NaN / +inf anywhere are flagged separately. Every
+            # step stays int32 (numba widens int32 arithmetic to int64 otherwise), and the int
+            # view is taken once per array, not per row (a view per row costs more than the max)
             key = np.int32(-2147483648)
-            bad = False
-            for i in range(b.size):
-                k = b[i] ^ ((b[i] >> 31) & np.int32(0x7fffffff))
-                key = k if k > key else key
-                bad |= (k >= np.int32(0x7f800000)) | (k <= np.int32(-2139095041))
-            m = _f32_from_bits(key ^ ((key >> 31) & np.int32(0x7fffffff)))
+            bad = np.int32(0)
+            for i in range(br.size):
+                v = br[i]
+                k = np.int32(v ^ np.int32((v >> _I31) & _IMAX))
+                key = max(key, k)
+                bad |= np.int32(k >= _KEY_INF) | np.int32(k <= _KEY_NEG_INF)
+            m = _f32_from_bits(key ^ ((key >> _I31) & _IMAX))
             if bad:
                 for i in range(xr.size):
                     if xr[i] != xr[i]:
@@ -139,7 +156,7 @@ def _ov_row_max(xr):
             return m
         return impl
 
-    def impl64(xr):
+    def impl64(xr, br):
         m = xr[0]
         for i in range(xr.size):
             v = xr[i]
@@ -497,9 +514,10 @@ def _softmax_rows(x, out, log_mode):
     outer, n = x.shape[0], x.shape[1]
     x2 = x.reshape(outer, n)
     o2 = out.reshape(outer, n)
+    b2 = _key_view(x2)
     for r in range(outer):
         xr, yr = x2[r], o2[r]
-        m = _row_max(xr)
+        m = _row_max(xr, b2[r])
         if not (m > -np.inf and m < np.inf):          # NaN / inf rows: NaN, as NumPy
             for i in range(n):
                 yr[i] = np.nan
@@ -514,10 +532,10 @@ def _softmax_rows(x, out, log_mode):
             for i in range(n):          # digits near the max of a row of huge values
                 yr[i] = yr[i] - ls
         else:
+            for i in range(n):          # exps, then their sum: two simple loops vectorise
+                yr[i] = _exp_neg(xr[i] - m)     # better than one (x is not read again)
             for i in range(n):
-                e = _exp_neg(xr[i] - m)
-                yr[i] = e
-                s += e
+                s += yr[i]
             inv = _ONE / s
             for i in range(n):
                 yr[i] = yr[i] * inv
