@@ -2,8 +2,8 @@
 
 Paths: depthwise (group == C == M) runs a direct twin kernel; 1x1 stride-1 unpadded dense
 convolution is one GEMM per image; everything else is im2col (twin) + GEMM per image and
-group. The GEMM is NumPy's BLAS (``np.matmul`` with ``out=``) for every backend; the twins do
-im2col / col2im, the depthwise loops and the epilogue.
+group. The GEMM is NumPy's BLAS (one BLAS thread; ``_gemm`` splits it over edgedl's threads)
+for every backend; the twins do im2col / col2im, the depthwise loops and the epilogue.
 """
 import numbers
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _validate as V
 from ..errors import ShapeError, ValidationError
-from . import _dispatch
+from . import _dispatch, _gemm
 from ._ref.conv import (ACT_CLIP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_NONE, ACT_PRELU,
                         ACT_SIGMOID, ACT_SILU, ACT_TANH)
 
@@ -242,7 +242,7 @@ def _run(x, w, b, geo, epi, has_bias, y, backend):
     if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):
         w2 = w.reshape(m, c)
         for i in range(n):
-            np.matmul(w2, x[i].reshape(c, L), out=y3[i])
+            _gemm.matmul_into(w2, x[i].reshape(c, L), y3[i])
     else:
         im2col = _dispatch.impl("conv", "im2col", backend)
         mg, K = m // group, cg * kh * kw
@@ -262,7 +262,7 @@ def _run(x, w, b, geo, epi, has_bias, y, backend):
                     cb = cols[:, :r * ow] if r == rb else np.empty((K, r * ow), dtype)
                     # rows o0.. of the output: the same im2col with the top pad shifted
                     im2col(xg, kh, kw, sh, sw, pt - o0 * sh, pl, dh, dw, r, ow, cb)
-                    np.matmul(w3[g], cb, out=yg[:, o0 * ow:(o0 + r) * ow])
+                    _gemm.matmul_into(w3[g], cb, yg[:, o0 * ow:(o0 + r) * ow])
     if code != ACT_NONE or has_bias:
         _dispatch.impl("conv", "bias_act", backend)(y3, b, code, p0, p1, slopes)
 
@@ -382,7 +382,7 @@ def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilatio
     y[...] = b[:, None, None]     # col2im accumulates onto the bias (one pass fewer)
     for i in range(n):
         for g in range(group):
-            np.matmul(wt[g], x[i, g * cg:(g + 1) * cg].reshape(cg, L), out=cols)
+            _gemm.matmul_into(wt[g], x[i, g * cg:(g + 1) * cg].reshape(cg, L), cols)
             col2im(cols, kh, kw, sh, sw, pads[0], pads[1], dh, dw, h, wd,
                    y[i, g * mg:(g + 1) * mg])
     if y is not out:

@@ -13,7 +13,8 @@ import onnx
 
 from .. import _config
 from ..errors import InputError, ModelError
-from . import _blas, fuse as _fuse, graph as _graph, plan as _plan
+from ..kernels import _gemm
+from . import fuse as _fuse, graph as _graph, plan as _plan
 from .ops import OPS
 
 _MAX_PLANS = 8
@@ -104,7 +105,7 @@ class InferenceSession:
         if self._num_threads is not None:
             prev = _config.get_num_threads()
             _config.set_num_threads(self._num_threads)
-        _blas.set_threads(_config.get_num_threads())    # the conv GEMMs follow it too
+        _gemm.single_threaded_blas()   # the conv GEMMs are split over edgedl's threads
         if backend != "numpy":
             _config.apply_threads(backend)     # the plan calls twin kernels directly
         try:

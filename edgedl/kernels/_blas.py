@@ -1,7 +1,8 @@
 """Thread count of NumPy's BLAS (OpenBLAS), which the conv kernels' GEMMs run on.
 
-edgedl's thread setting must cover the GEMMs too, or a "1-thread" run uses every core. Found
-through the library NumPy loaded (no threadpoolctl dependency); a no-op where not found.
+``_gemm`` keeps it at 1 and splits the GEMMs over edgedl's own threads: a "1-thread" run must
+not use every core, and OpenBLAS's static split stalls on a busy machine. Found through the
+library NumPy loaded (no threadpoolctl dependency); a no-op where not found.
 """
 import ctypes
 import threading

@@ -1,0 +1,150 @@
+"""The conv kernels' GEMMs: NumPy's BLAS on one thread, split over edgedl's own threads.
+
+OpenBLAS splits a GEMM statically over its threads, so on a busy machine one preempted worker
+stalls the whole GEMM (FastestDet at 2 threads with another process on a core: 6.5 ms at one
+thread, 72 ms with OpenBLAS on 2). Here the output is cut into more chunks than threads and the
+threads (the caller too) take chunks as they come free, so a preempted thread delays only the
+chunk it holds. np.matmul releases the GIL, so plain Python threads run the chunks in parallel.
+"""
+import collections
+import os
+import threading
+
+import numpy as np
+
+from .. import _config
+from . import _blas
+
+# Multiply-adds (M*N*K) below which the caller computes the GEMM alone (waking a worker and the
+# per-chunk Python overhead cost ~20-40 us), and the least work of one chunk.
+_MIN_WORK = 1 << 21
+_CHUNK_WORK = 1 << 19
+_ALIGN = 16     # chunk edges on 16 columns (64 bytes of float32): whole SIMD blocks / lines
+
+
+def single_threaded_blas():
+    """Keep NumPy's BLAS on one thread (edgedl's threads split the GEMMs instead)."""
+    _blas.set_threads(1)
+
+
+class _Job:
+    """One GEMM split along one side of the output; threads calling run() take chunks of it
+    until none is left. Chunks are guided (remaining / threads, then smaller, >= ``least``):
+    few BLAS calls (each split costs some efficiency) yet a balanced end. While no helper has
+    turned up (all cores busy elsewhere), the caller takes everything left in one call."""
+    __slots__ = ("a", "b", "out", "by_cols", "size", "least", "threads", "pos", "busy",
+                 "helped", "lock", "done", "error")
+
+    def __init__(self, a, b, out, by_cols, size, least, threads):
+        self.a, self.b, self.out, self.by_cols = a, b, out, by_cols
+        self.size, self.least, self.threads = size, least, threads
+        self.pos = self.busy = 0
+        self.helped = False
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error = None
+
+    def _take(self, caller, align):
+        with self.lock:
+            if not caller:
+                self.helped = True
+            s = self.pos
+            rest = self.size - s
+            if rest <= 0:
+                return None
+            if caller and s and not self.helped:
+                e = self.size
+            else:
+                want = max(self.least, -(-rest // self.threads // align) * align)
+                e = self.size if rest - want < self.least else s + want
+            self.pos = e
+            self.busy += 1
+        return slice(s, e)
+
+    def run(self, caller=False):
+        a, b, out = self.a, self.b, self.out
+        align = _ALIGN if self.by_cols else 4
+        while True:
+            s = self._take(caller, align)
+            if s is None:
+                return
+            try:
+                if self.by_cols:
+                    np.matmul(a, b[:, s], out=out[:, s])
+                else:
+                    np.matmul(a[s], b, out=out[s])
+            except BaseException as e:    # re-raised in the calling thread
+                self.error = e
+            with self.lock:
+                self.busy -= 1
+                if self.busy == 0 and self.pos >= self.size:
+                    self.done.set()
+
+
+class _Pool:
+    """Persistent daemon workers that wait for jobs on one queue (started lazily)."""
+
+    def __init__(self):
+        self.cv = threading.Condition(threading.Lock())
+        self.queue = collections.deque()
+        self.workers = 0
+
+    def submit(self, job, helpers):
+        with self.cv:
+            while self.workers < helpers:
+                threading.Thread(target=self._work, name="edgedl-gemm", daemon=True).start()
+                self.workers += 1
+            self.queue.extend([job] * helpers)
+            self.cv.notify(helpers)
+
+    def _work(self):
+        while True:
+            with self.cv:
+                while not self.queue:
+                    self.cv.wait()
+                job = self.queue.popleft()
+            job.run()
+
+
+_pool = _Pool()
+
+
+def _reset_after_fork():
+    global _pool
+    _pool = _Pool()      # the child has none of the parent's worker threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def matmul_into(a, b, out, threads=None):
+    """``np.matmul(a, b, out=out)`` for 2-D a (M, K), b (K, N), out (M, N), on up to
+    ``threads`` threads (default edgedl.get_num_threads()).
+
+    Small GEMMs run on the caller alone. ``out`` must not overlap a or b. Safe to call from
+    several Python threads at once.
+    """
+    if _blas._current != 1:
+        _blas.set_threads(1)
+    m, k = a.shape
+    n = b.shape[1]
+    t = _config.get_num_threads() if threads is None else threads
+    work = m * n * k
+    if t < 2 or work < _MIN_WORK:
+        np.matmul(a, b, out=out)
+        return out
+    # split the longer side (conv: N = output pixels, usually)
+    by_cols = n >= m
+    size, align = (n, _ALIGN) if by_cols else (m, 4)
+    least = max(align, -(-size * _CHUNK_WORK // work // align) * align)
+    if size < 2 * least:
+        np.matmul(a, b, out=out)
+        return out
+    job = _Job(a, b, out, by_cols, size, least, t)
+    _pool.submit(job, min(t, size // least) - 1)
+    job.run(caller=True)
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
+    return out
