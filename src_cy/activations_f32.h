@@ -152,9 +152,48 @@ static inline float edl_sum_f32(const float *restrict y, edl_idx n) {
     return s;
 }
 
+typedef int32_t edl_v16i __attribute__((vector_size(64)));
+
+/* a > b ? a : b, lane-wise (a NaN in a never wins); a macro: no vector arguments by value */
+#define EDL_VMAX(a, b) \
+    ((edl_v16f)(((edl_v16i)(a) & ((a) > (b))) | ((edl_v16i)(b) & ~((a) > (b)))))
+
+/* 16 vectors v[r] -> one vector whose lane r reduces v[r] (max or sum) over its 16 lanes: a
+ * transposing tree of 15 shuffle pairs, where 16 separate horizontal reductions take 64 steps */
+#if defined(__clang__)
+#define EDL_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define EDL_SHUF(a, b, ...) __builtin_shuffle(a, b, (edl_v16i){__VA_ARGS__})
+#endif
+#define EDL_TREE(NAME, OP)                                                                    \
+static inline void NAME(const edl_v16f *v, edl_v16f *out) {                                                  \
+    edl_v16f c[8], d[4], e[2];                                                                \
+    for (int k = 0; k < 8; k++)                                                               \
+        c[k] = OP(EDL_SHUF(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7,                    \
+                           16, 17, 18, 19, 20, 21, 22, 23),                                   \
+                  EDL_SHUF(v[2 * k], v[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15,              \
+                           24, 25, 26, 27, 28, 29, 30, 31));                                  \
+    for (int k = 0; k < 4; k++)                                                               \
+        d[k] = OP(EDL_SHUF(c[2 * k], c[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11,                  \
+                           16, 17, 18, 19, 24, 25, 26, 27),                                   \
+                  EDL_SHUF(c[2 * k], c[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15,                \
+                           20, 21, 22, 23, 28, 29, 30, 31));                                  \
+    for (int k = 0; k < 2; k++)                                                               \
+        e[k] = OP(EDL_SHUF(d[2 * k], d[2 * k + 1], 0, 1, 4, 5, 8, 9, 12, 13,                  \
+                           16, 17, 20, 21, 24, 25, 28, 29),                                   \
+                  EDL_SHUF(d[2 * k], d[2 * k + 1], 2, 3, 6, 7, 10, 11, 14, 15,                \
+                           18, 19, 22, 23, 26, 27, 30, 31));                                  \
+    *out = OP(EDL_SHUF(e[0], e[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), \
+              EDL_SHUF(e[0], e[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)); \
+}
+#define EDL_ADD(a, b) ((a) + (b))
+EDL_TREE(edl_tree_max, EDL_VMAX)
+EDL_TREE(edl_tree_sum, EDL_ADD)
+
 #define EDL_SM_BLOCK 512
-EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float *restrict y,
-                                                 edl_idx rows, edl_idx n, int log_mode) {
+/* one row at a time (its own clones: not inlined, a plain static would be the baseline ISA) */
+EDL_SIMD_KERNEL static void edl_softmax_rows1_f32(const float *restrict x, float *restrict y,
+                                                  edl_idx rows, edl_idx n, int log_mode) {
     for (edl_idx r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
@@ -189,6 +228,77 @@ EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float 
             for (i = 0; i < n; i++) yr[i] *= inv;
         }
     }
+}
+
+/* Rows in blocks of 16 (for rows short enough that a block stays in L1): each row's maximum and
+ * sum are first kept as 16-lane partial vectors, and one transposing tree reduces the 16 rows
+ * at once; the per-row horizontal reductions otherwise cost as much as the exps on rows of 80. */
+EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float *restrict y,
+                                                 edl_idx rows, edl_idx n, int log_mode) {
+    edl_idx r0 = 0, i;
+    /* log-softmax re-reads x after the block's sums: measured slower from rows of ~128 on */
+    if (n <= (log_mode ? 96 : EDL_SM_BLOCK)) {
+        const edl_idx nv = n - n % 16;
+        for (; r0 + 16 <= rows; r0 += 16) {
+            edl_v16f part[16], chk[16], v, mv, cv, sv;
+            float e[EDL_SM_BLOCK];
+            int nan_row[16] = {0};
+            for (int r = 0; r < 16; r++) {
+                const float *xr = x + (r0 + r) * n;
+                edl_v16f m, c = {0};
+                for (int l = 0; l < 16; l++) m[l] = -INFINITY;
+                for (i = 0; i < nv; i += 16) {
+                    memcpy(&v, xr + i, sizeof v);
+                    m = EDL_VMAX(v, m);
+                    c += v - v;                      /* NaN once a NaN or +-inf is seen */
+                }
+                for (; i < n; i++) {
+                    m[0] = xr[i] > m[0] ? xr[i] : m[0];
+                    c[0] += xr[i] - xr[i];
+                }
+                part[r] = m;
+                chk[r] = c;
+            }
+            edl_tree_max(part, &mv);
+            edl_tree_sum(chk, &cv);
+            for (int r = 0; r < 16; r++) {
+                const float *xr = x + (r0 + r) * n;
+                float *yr = y + (r0 + r) * n, m = mv[r];
+                edl_v16f s = {0};
+                if (cv[r] != 0.0f) {         /* rare: NaN, +inf or all -inf: NaN rows */
+                    for (i = 0; i < n; i++) nan_row[r] |= (xr[i] != xr[i]) | (xr[i] == INFINITY);
+                    nan_row[r] |= m == -INFINITY;
+                    if (nan_row[r]) {
+                        for (i = 0; i < n; i++) yr[i] = NAN;
+                        part[r] = s;
+                        continue;
+                    }
+                }
+                float *er = log_mode ? e : yr;  /* y may be x: log mode keeps x intact */
+                for (i = 0; i < n; i++) er[i] = edl_exp_neg(xr[i] - m);
+                for (i = 0; i < nv; i += 16) {
+                    memcpy(&v, er + i, sizeof v);
+                    s += v;
+                }
+                for (; i < n; i++) s[0] += er[i];
+                part[r] = s;
+            }
+            edl_tree_sum(part, &sv);
+            for (int r = 0; r < 16; r++) {
+                const float *xr = x + (r0 + r) * n;
+                float *yr = y + (r0 + r) * n, m = mv[r];
+                if (nan_row[r]) continue;
+                if (log_mode) {
+                    float ls = logf(sv[r]);     /* (x - m) is exact: subtract log(s) apart */
+                    for (i = 0; i < n; i++) yr[i] = (xr[i] - m) - ls;
+                } else {
+                    float inv = 1.0f / sv[r];
+                    for (i = 0; i < n; i++) yr[i] *= inv;
+                }
+            }
+        }
+    }
+    edl_softmax_rows1_f32(x + r0 * n, y + r0 * n, rows - r0, n, log_mode);
 }
 
 /* Softmax (or log-softmax) of an (n, inner) block over n, vectorised along inner in column
