@@ -275,8 +275,8 @@ cdef void _epilogue(floating* v, Py_ssize_t n, floating b, int act, floating lo,
             v[k] = _tanh(v[k] + b)
 
 
-def bias_act(floating[:, :, ::1] y, floating[::1] bias, int act, double p0, double p1,
-             floating[::1] slopes):
+def bias_act(floating[:, :, ::1] y, const floating[::1] bias, int act, double p0, double p1,
+             const floating[::1] slopes):
     cdef Py_ssize_t n = y.shape[0], m = y.shape[1], L = y.shape[2], q
     if n * m * L == 0:
         return
@@ -286,13 +286,13 @@ def bias_act(floating[:, :, ::1] y, floating[::1] bias, int act, double p0, doub
                   slopes[q % m])
 
 
-def im2col(floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+def im2col(const floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
            Py_ssize_t ow, floating[:, ::1] cols):
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2]
     cdef Py_ssize_t r, ch, i, j, oy, ox, iy, off, lo, hi
     cdef floating* dst
-    cdef floating* src
+    cdef const floating* src
     if c * kh * kw * oh * ow == 0:
         return
     for r in prange(c * kh * kw, nogil=True, schedule="static",
@@ -321,13 +321,13 @@ def im2col(floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, P
                 dst[ox] = 0
 
 
-def col2im(floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+def col2im(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t ih,
            Py_ssize_t iw, floating[:, :, ::1] out):
     cdef Py_ssize_t m = out.shape[0], oh = out.shape[1], ow = out.shape[2]
     cdef Py_ssize_t mm, i, j, r, y, xx, oy, off, lo, hi
     cdef floating* dst
-    cdef floating* src
+    cdef const floating* src
     if m * ih * iw == 0:
         return
     for mm in prange(m, nogil=True, schedule="static",
@@ -395,10 +395,11 @@ cdef inline void _acc1(const floating* src, floating wv, floating* row, Py_ssize
             row[ox] += wv * src[ox * sw + off]
 
 
-def depthwise_conv2d(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[::1] bias,
+def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
+                     const floating[::1] bias,
                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                      Py_ssize_t dh, Py_ssize_t dw, int act, double p0, double p1,
-                     floating[::1] slopes, floating[:, :, :, ::1] out):
+                     const floating[::1] slopes, floating[:, :, :, ::1] out):
     """Each channel plane is first copied into a zero-bordered buffer (only if padded), so
     that every output row is a branch-free pass over whole rows of windows."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
@@ -460,9 +461,10 @@ def depthwise_conv2d(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[:
         free(buf)
 
 
-cdef void _depthwise_s2(floating[:, :, :, ::1] x, floating[:, :, ::1] w, floating[::1] bias,
+cdef void _depthwise_s2(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
+                        const floating[::1] bias,
                         Py_ssize_t sh, Py_ssize_t ph, Py_ssize_t pw, int act, floating lo,
-                        floating hi, floating[::1] slopes,
+                        floating hi, const floating[::1] slopes,
                         floating[:, :, :, ::1] out) noexcept:
     """3x3 / 5x5 at column stride 2, dilation 1: each plane copied into a zero-bordered
     buffer split by column parity (see EDL_CONV_ROWS_S2), whole windows per output."""

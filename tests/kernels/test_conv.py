@@ -242,6 +242,35 @@ def test_out_may_be_x(backend, group, rng):
     _close(x, want, np.float32)
 
 
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("group,wshape", [(8, (8, 1, 3, 3)), (1, (6, 8, 3, 3)),
+                                          (1, (6, 8, 1, 1))])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_read_only_inputs(backend, group, wshape, stride, rng):
+    """Read-only x, w and bias (np.frombuffer, onnx.numpy_helper arrays) are accepted by
+    conv2d, conv2d_plan and conv_transpose2d on every backend."""
+    x = _read_only(rng.standard_normal((1, 8, 10, 10)).astype(np.float32))
+    w = _read_only(rng.standard_normal(wshape).astype(np.float32))
+    b = _read_only(rng.standard_normal(wshape[0]).astype(np.float32))
+    kw = dict(strides=(stride, stride), pads=(1, 1, 1, 1), group=group)
+    want = conv2d(x.copy(), w.copy(), b.copy(), activation="relu", backend="numpy", **kw)
+    got = conv2d(x, w, b, activation="relu", backend=backend, **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    run = conv2d_plan(x.shape, w, b, activation="relu", backend=backend, **kw)
+    np.testing.assert_allclose(run(x), want, rtol=1e-4, atol=1e-5)
+    wt = _read_only(rng.standard_normal((8, 2, 2, 2)).astype(np.float32))
+    y = conv_transpose2d(x, wt, _read_only(np.ones(2, np.float32)), strides=(2, 2),
+                           backend=backend)
+    ref = conv_transpose2d(x.copy(), wt.copy(), np.ones(2, np.float32), strides=(2, 2),
+                             backend="numpy")
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_repeated_calls_with_changing_arguments(backend, rng):
     """conv2d caches validated geometry / epilogue per call signature: every argument that
     changes the result must be part of it (and lists work like tuples)."""
