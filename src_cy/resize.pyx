@@ -15,7 +15,7 @@ cdef enum:
     _PAR_ELEMS = 1 << 17
 
 
-def resize_nearest(floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
+def resize_nearest(const floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
                    floating[:, :, :, ::1] out):
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], oh = out.shape[2], ow = out.shape[3]
     cdef Py_ssize_t q, o, p
@@ -36,7 +36,7 @@ def resize_nearest(floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
                 dst[p] = src[iw[p]]
 
 
-def resize_taps(floating[:, :, :, ::1] x, int64_t[:, ::1] ih, floating[:, ::1] wh,
+def resize_taps(const floating[:, :, :, ::1] x, int64_t[:, ::1] ih, floating[:, ::1] wh,
                 int64_t[:, ::1] iw, floating[:, ::1] ww, floating[:, :, :, ::1] out):
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], w = x.shape[3]
     cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3], kh = ih.shape[1], kw = iw.shape[1]

@@ -177,6 +177,16 @@ def test_non_contiguous_out_and_empty(backend, rng):
     assert resize2d(x, (0, 5), backend=backend).shape == (2, 3, 0, 5)
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_read_only_input(backend, mode, rng):
+    """A read-only x (np.frombuffer, a model constant) is accepted on every backend."""
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    want = resize2d(x, (10, 12), mode, backend="numpy")
+    x.flags.writeable = False
+    np.testing.assert_allclose(resize2d(x, (10, 12), mode, backend=backend), want,
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_resize_errors():
     x = np.zeros((1, 2, 4, 4), np.float32)
     with pytest.raises(ShapeError, match="rank 4"):
