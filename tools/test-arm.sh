@@ -70,7 +70,7 @@ install_and_test() {   # ARCH EXTRAS PIP_FLAGS REQUIRE PYTEST_ARGS [SHELL_CMD be
     cp \"\$(python -c 'import edgedl, os; print(os.path.dirname(edgedl.__file__))')\"/_cy/*.so /out/pip-$arch/
     # hide the source package, so tests and their subprocesses all use the installed one
     cd /src && mv edgedl edgedl.src && $pre
-    pytest -q -p no:cacheprovider --tb=short $args"
+    pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 $args"
   log "$arch: install + tests took $((SECONDS - t)) s (emulated)"
 }
 
@@ -149,7 +149,7 @@ do_cross() {
     set -e; cd /out/cross-src
     python tools/import_built.py edgedl/_cy
     python -c "import edgedl._cy._runtime as m; assert m.__file__.startswith(\"/out/\"), m.__file__"
-    python -m pytest -q -p no:cacheprovider --tb=short -k "not numba" tests/kernels tests/test_registry.py'
+    python -m pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 -k "not numba" tests/kernels tests/test_registry.py'
 }
 
 # 4. Start-up in emulated arm64 (ratios only: emulated times are not benchmarks).
