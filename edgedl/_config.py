@@ -146,7 +146,11 @@ def _env_threads():
         if n < 1:
             raise BackendError(f"EDGEDL_NUM_THREADS must be a positive integer, got {env!r}")
         return n
-    return os.cpu_count() or 1
+    # One thread by default: measured on the four shared detectors (2-core x86, idle machine),
+    # 2 threads were 1.0-1.1x the 1-thread time with spinning OpenMP workers and 1.3-1.8x with
+    # passive ones, and far slower when another process holds a core. Opt in with
+    # set_num_threads / EDGEDL_NUM_THREADS for large single kernels, where it does pay.
+    return 1
 
 
 def get_num_threads():
