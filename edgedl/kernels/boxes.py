@@ -313,7 +313,8 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
         flat = rows.ravel()
         idx = np.flatnonzero(flat > st)
         r, col = _row_desc_order(idx // n, idx % n, flat[idx], bsz * ncls, n)
-        counts = np.bincount(r, minlength=bsz * ncls).astype(np.int64)
+        # intp: on 32-bit ARM bincount/repeat refuse int64 ("cannot cast int64 to int32")
+        counts = np.bincount(r.astype(np.intp), minlength=bsz * ncls).astype(np.int64)
         order = col + offs[r]
     if order.size == 0:
         return np.empty((0, 3), dtype=np.int64)
@@ -322,7 +323,7 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
     keep = np.empty(order.size, dtype=np.uint8)
     _kernel("nms", backend)(c, order, bounds, thr, mo, keep)
     sel = keep.view(bool)
-    seg = np.repeat(np.arange(bsz * ncls, dtype=np.int64), counts)[sel]
+    seg = np.repeat(np.arange(bsz * ncls, dtype=np.int64), counts.astype(np.intp))[sel]
     res = np.empty((seg.size, 3), dtype=np.int64)
     res[:, 0] = seg // ncls
     res[:, 1] = seg % ncls

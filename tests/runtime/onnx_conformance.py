@@ -1,6 +1,6 @@
 """Run onnx's node test cases (onnx.backend.test.case.node) through edgedl.onnx.backend.
 
-Shared by tests/onnx/test_conformance.py; ``python tests/onnx/onnx_conformance.py`` prints every
+Shared by tests/runtime/test_conformance.py; ``python tests/runtime/onnx_conformance.py`` prints every
 failing case (to maintain conformance_excluded.txt).
 """
 import os
