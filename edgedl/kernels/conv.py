@@ -406,12 +406,29 @@ def _warmup(backend):
         _warmup_calls(backend)
 
 
+# Every epilogue the ONNX planner can fuse, with example parameters.
+_WARMUP_EPILOGUES = [(None, ()), ("relu", ()), ("relu6", ()), ("clip", (0.0, 6.0)),
+                     ("leaky_relu", (0.1,)), ("prelu", (np.full(2, 0.25, np.float32),)),
+                     ("hard_sigmoid", (0.2, 0.5)), ("hard_swish", ()), ("sigmoid", ()),
+                     ("silu", ()), ("tanh", ())]
+
+
 def _warmup_calls(backend):
-    x = np.zeros((1, 2, 5, 5), np.float32)
-    conv2d(x, np.zeros((2, 1, 3, 3), np.float32), np.zeros(2, np.float32), group=2,
-           activation="relu", backend=backend)
-    conv2d(x, np.zeros((2, 2, 3, 3), np.float32), np.zeros(2, np.float32), activation="relu",
-           backend=backend)
+    # Every path a model may take (a missed one costs seconds of JIT at the first inference
+    # on a Pi): each epilogue, depthwise 3x3/5x5 at stride 1/2, dense 1x1 and 3x3 at stride 1/2.
+    x = np.zeros((1, 2, 9, 9), np.float32)
+    b = np.zeros(2, np.float32)
+    for act, params in _WARMUP_EPILOGUES:
+        conv2d(x, np.zeros((2, 1, 3, 3), np.float32), b, group=2, pads=(1, 1, 1, 1),
+               activation=act, activation_params=params, backend=backend)
+    for k in (3, 5):
+        for s in (1, 2):
+            p = k // 2
+            conv2d(x, np.zeros((2, 1, k, k), np.float32), b, strides=(s, s), pads=(p,) * 4,
+                   group=2, activation="relu", backend=backend)
+    for k, s in ((1, 1), (3, 1), (3, 2)):
+        conv2d(x, np.zeros((2, 2, k, k), np.float32), b, strides=(s, s), activation="relu",
+               backend=backend)
     conv_transpose2d(x, np.zeros((2, 2, 2, 2), np.float32), strides=(2, 2), backend=backend)
     from . import resize
     resize._warmup(backend)
