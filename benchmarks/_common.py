@@ -82,3 +82,11 @@ def copy_roofline(x):
     """A callable copying ``x`` into a preallocated array: the read+write bandwidth bound."""
     out = np.empty_like(x)
     return lambda: np.copyto(out, x)
+
+
+def show_now(config, write_table):
+    """Print a benchmark file's own table right away, even without -s: ``write_table(print)``
+    runs with pytest's output capture suspended."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        write_table(print)

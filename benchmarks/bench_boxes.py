@@ -28,6 +28,7 @@ from edgedl.kernels import boxes as B  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from ort_util import ort_session, single_node_model  # noqa: E402
+from _common import show_now
 
 BACKENDS = list(BACKEND_ORDER)
 NMS_SIZES = [100, 1000, 5000, 20000]
@@ -47,7 +48,8 @@ def one_thread(request):
         pass
     yield
     edgedl.set_num_threads(prev)
-    _report(request.config)
+    if RESULTS:
+        show_now(request.config, _table)
 
 
 # ----------------------------------------------------------------------------- data
@@ -193,14 +195,6 @@ def test_assign_anchors(benchmark, size, runtime):
 
 
 # ----------------------------------------------------------------------------- report
-def _report(config):
-    if not RESULTS:
-        return
-    capman = config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():     # shown even without -s
-        _table(print)
-
-
 def _table(w):
     groups = list(dict.fromkeys(g for g, _ in RESULTS))
     w("")

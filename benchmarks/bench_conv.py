@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
 from edgedl.kernels.conv import conv2d, conv_output_shape  # noqa: E402
+from _common import show_now
 
 # name -> (C, H, W, M, k, stride, group, activation)
 SHAPES = {
@@ -58,7 +59,8 @@ def one_thread(request):
     edgedl.set_num_threads(1)
     yield
     edgedl.set_num_threads(prev)
-    _report(request.config)
+    if RESULTS:
+        show_now(request.config, _table)
 
 
 def _case(name):
@@ -206,14 +208,6 @@ def test_resize2d(benchmark, name, runtime):
         def fn():
             return resize2d(x, (oh, ow), mode, ct, nm, out=out, backend=runtime)
     _time(benchmark, name, runtime, fn, want)
-
-
-def _report(config):
-    if not RESULTS:
-        return
-    capman = config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():     # shown even without -s
-        _table(print)
 
 
 def _table(w):

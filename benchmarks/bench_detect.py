@@ -17,6 +17,7 @@ import pytest
 import edgedl
 from edgedl._config import BACKEND_ORDER, why_unavailable
 from edgedl.detect import Detector, load_image
+from _common import show_now
 
 MODELS = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano"]
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
@@ -34,7 +35,8 @@ def one_thread(request):
     edgedl.set_num_threads(1)
     yield
     edgedl.set_num_threads(prev)
-    _report(request.config)
+    if RESULTS:
+        show_now(request.config, _table)
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +114,6 @@ def test_end_to_end(benchmark, shared, image, model, runtime):
     benchmark.pedantic(det, args=(image,), rounds=7 if runtime != "numpy" else 3,
                        warmup_rounds=1)
     _record(benchmark, model, "end_to_end", runtime)
-
-
-def _report(config):
-    if not RESULTS:
-        return
-    capman = config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():     # shown even without -s
-        _table(print)
 
 
 def _table(w):

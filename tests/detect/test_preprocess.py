@@ -11,6 +11,8 @@ from edgedl.detect.preprocess import to_input
 from edgedl.detect.presets import resolve, resolve_labels
 from edgedl.errors import DTypeError, ShapeError, ValidationError
 
+from bilinear_ref import bilinear
+
 
 # ----------------------------------------------------------------------------- loading
 def test_load_image_sources(tmp_path, rng):
@@ -91,22 +93,6 @@ def test_resize_bad_arguments():
         resize(img, 4, 4, "letterbox", "middle")
 
 
-def _bilinear(img, w, h):
-    """cv2.resize INTER_LINEAR in float64 without rounding: half-pixel centres, clamped."""
-    h0, w0 = img.shape[:2]
-
-    def taps(n_out, n_in):
-        x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        i0 = np.floor(x).astype(np.int64)
-        return i0, np.minimum(i0 + 1, n_in - 1), x - i0
-
-    y0, y1, ty = taps(h, h0)
-    x0, x1, tx = taps(w, w0)
-    f = img.astype(np.float64)
-    rows = f[y0] * (1 - ty)[:, None, None] + f[y1] * ty[:, None, None]
-    return rows[:, x0] * (1 - tx)[None, :, None] + rows[:, x1] * tx[None, :, None]
-
-
 @pytest.mark.parametrize("hw", [(37, 53), (300, 451), (40, 40), (512, 96), (1000, 23)])
 @pytest.mark.parametrize("mode,placement", [("stretch", "topleft"), ("letterbox", "topleft"),
                                             ("letterbox", "center")])
@@ -124,7 +110,7 @@ def test_to_input_matches_float_bilinear(hw, mode, placement, backend, rng):
             px, py = int(t.pad_x), int(t.pad_y)
             want = np.empty((H, W, 3))
             want[...] = pad
-            want[py:py + nh, px:px + nw] = _bilinear(img, nw, nh)
+            want[py:py + nh, px:px + nw] = bilinear(img, nw, nh)
             if order == "bgr":
                 want = want[:, :, ::-1]
             want = (want * scale - mean) / std
