@@ -12,10 +12,13 @@ Usage in a bench file::
 Each table prints medians in microseconds and its ratio columns; the machine is shared and
 noisy, so compare ratios measured in the same run rather than absolute times.
 """
+import contextlib
 import os
 import sys
 
 import numpy as np
+
+import edgedl
 
 TABLES = []
 
@@ -90,3 +93,21 @@ def show_now(config, write_table):
     capman = config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():
         write_table(print)
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the block with edgedl on one thread (the benchmarks' setting), then restore it."""
+    prev = edgedl.get_num_threads()
+    edgedl.set_num_threads(1)
+    try:
+        yield
+    finally:
+        edgedl.set_num_threads(prev)
+
+
+def fill_roofline(table, copy_times, col="copy"):
+    """Put the copy time of each row's size (row key = (kernel, size)) in ``col``."""
+    for row in table.rows:
+        if row[1] in copy_times:
+            table.record(row, col, copy_times[row[1]])

@@ -18,7 +18,8 @@ import pytest  # noqa: E402
 import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
 
-from _common import Table, copy_roofline, ort_single_node, timed  # noqa: E402
+from _common import (Table, copy_roofline, fill_roofline, ort_single_node,  # noqa: E402
+                     single_thread, timed)
 
 SIZES = {"1x64x80x80": (1, 64, 80, 80), "1x16x320x320": (1, 16, 320, 320)}
 
@@ -55,13 +56,9 @@ COPY = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    prev = edgedl.get_num_threads()
-    edgedl.set_num_threads(1)
-    yield
-    edgedl.set_num_threads(prev)
-    for (kernel, size) in TABLE.rows:          # fill the roofline column of every row
-        if size in COPY:
-            TABLE.record((kernel, size), "copy", COPY[size])
+    with single_thread():
+        yield
+    fill_roofline(TABLE, COPY)
 
 
 def _input(shape):

@@ -28,7 +28,7 @@ from edgedl.kernels import boxes as B  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from ort_util import ort_session, single_node_model  # noqa: E402
-from _common import show_now
+from _common import show_now, single_thread
 
 BACKENDS = list(BACKEND_ORDER)
 NMS_SIZES = [100, 1000, 5000, 20000]
@@ -39,15 +39,13 @@ RESULTS = {}          # (group, runtime) -> median seconds
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread(request):
-    prev = edgedl.get_num_threads()
-    edgedl.set_num_threads(1)
     try:
         import cv2
         cv2.setNumThreads(1)
     except ImportError:
         pass
-    yield
-    edgedl.set_num_threads(prev)
+    with single_thread():
+        yield
     if RESULTS:
         show_now(request.config, _table)
 

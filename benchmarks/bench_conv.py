@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
 from edgedl.kernels.conv import conv2d, conv_output_shape  # noqa: E402
-from _common import show_now
+from _common import show_now, single_thread
 
 # name -> (C, H, W, M, k, stride, group, activation)
 SHAPES = {
@@ -55,10 +55,8 @@ _ROUNDS = 25
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread(request):
-    prev = edgedl.get_num_threads()
-    edgedl.set_num_threads(1)
-    yield
-    edgedl.set_num_threads(prev)
+    with single_thread():
+        yield
     if RESULTS:
         show_now(request.config, _table)
 

@@ -17,7 +17,7 @@ import pytest
 import edgedl
 from edgedl._config import BACKEND_ORDER, why_unavailable
 from edgedl.detect import Detector, load_image
-from _common import show_now
+from _common import show_now, single_thread
 
 MODELS = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano"]
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
@@ -31,10 +31,8 @@ def _shared():
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread(request):
-    prev = edgedl.get_num_threads()
-    edgedl.set_num_threads(1)
-    yield
-    edgedl.set_num_threads(prev)
+    with single_thread():
+        yield
     if RESULTS:
         show_now(request.config, _table)
 

@@ -20,7 +20,8 @@ import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
 from edgedl.kernels import pooling as P  # noqa: E402
 
-from _common import Table, copy_roofline, ort_single_node, timed  # noqa: E402
+from _common import (Table, copy_roofline, fill_roofline, ort_single_node,  # noqa: E402
+                     single_thread, timed)
 
 SIZES = {"1x64x80x80": (1, 64, 80, 80), "1x16x320x320": (1, 16, 320, 320)}
 
@@ -51,13 +52,9 @@ COPY = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    prev = edgedl.get_num_threads()
-    edgedl.set_num_threads(1)
-    yield
-    edgedl.set_num_threads(prev)
-    for (case, size) in TABLE.rows:          # fill the roofline column of every row
-        if size in COPY:
-            TABLE.record((case, size), "copy", COPY[size])
+    with single_thread():
+        yield
+    fill_roofline(TABLE, COPY)
 
 
 def _input(shape):
