@@ -8,7 +8,9 @@ works on a zero-bordered copy of each plane: no branches in inner loops.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport exp, expf, tanh, tanhf
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
+
+import numpy as np
 
 
 
@@ -187,10 +189,25 @@ cdef extern from *:
     void edl_conv_tanh_f(float* v, Py_ssize_t n) noexcept nogil
 
 
+cdef extern from "edl_gemm.h":
+    int edl_gemm_mr() noexcept nogil
+    int edl_gemm_nr() noexcept nogil
+    Py_ssize_t edl_gemm_panels(Py_ssize_t M, int mr) noexcept nogil
+    void edl_gemm_pack_a(const float* a, Py_ssize_t M, Py_ssize_t K, Py_ssize_t lda,
+                         float* ap) noexcept nogil
+    int edl_gemm_cols(const float* ap, Py_ssize_t M, Py_ssize_t K, const float* b,
+                      Py_ssize_t ldb, float* c, Py_ssize_t ldc, Py_ssize_t j0,
+                      Py_ssize_t j1) noexcept nogil
+
+
 # Below this much work (elements or multiply-adds) a loop runs on the calling thread only:
 # waking an OpenMP team costs ~5 us on an idle machine and ~100 us on a loaded 2-core one.
 cdef enum:
     _PAR_ELEMS = 1 << 17
+    # conv_gemm: multiply-adds below which one thread does it all (~40 us of FMAs), and
+    # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
+    _PAR_MACS = 1 << 22
+    _GEMM_BLOCK_BYTES = 160 << 10
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
@@ -286,31 +303,22 @@ def bias_act(floating[:, :, ::1] y, const floating[::1] bias, int act, double p0
                   slopes[q % m])
 
 
-def im2col(const floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
-           Py_ssize_t ow, floating[:, ::1] cols):
-    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2]
-    cdef Py_ssize_t r, ch, i, j, oy, ox, iy, off, lo, hi
-    cdef floating* dst
+cdef void _im2col_row(const floating* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r,
+                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                      Py_ssize_t oh, Py_ssize_t ow, floating* dst) noexcept nogil:
+    """Row r (channel r // (kh*kw), tap (i, j)) of im2col(x) for oh output rows, into dst."""
+    cdef Py_ssize_t ch = r // (kh * kw), i = (r // kw) % kh, j = r % kw
+    cdef Py_ssize_t off = j * dw - pw, lo = _tap_lo(sw, off), hi = _tap_hi(w, ow, sw, off)
+    cdef Py_ssize_t oy, ox, iy
     cdef const floating* src
-    if c * kh * kw * oh * ow == 0:
-        return
-    for r in prange(c * kh * kw, nogil=True, schedule="static",
-                    use_threads_if=c * kh * kw * oh * ow >= _PAR_ELEMS):
-        ch = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        off = j * dw - pw
-        lo = _tap_lo(sw, off)
-        hi = _tap_hi(w, ow, sw, off)
-        for oy in range(oh):
-            dst = &cols[r, oy * ow]
-            iy = oy * sh - ph + i * dh
-            if iy < 0 or iy >= h:
-                for ox in range(ow):
-                    dst[ox] = 0
-                continue
-            src = &x[ch, iy, 0]
+    for oy in range(oh):
+        iy = oy * sh - ph + i * dh
+        if iy < 0 or iy >= h:
+            for ox in range(ow):
+                dst[ox] = 0
+        else:
+            src = x + (ch * h + iy) * w
             for ox in range(lo):
                 dst[ox] = 0
             if floating is float:
@@ -319,6 +327,18 @@ def im2col(const floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t
                 edl_gather_d(src + lo * sw + off, sw, dst + lo, hi - lo)
             for ox in range(hi, ow):
                 dst[ox] = 0
+        dst += ow
+
+
+def im2col(const floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+           Py_ssize_t ow, floating[:, ::1] cols):
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], r
+    if c * kh * kw * oh * ow == 0:
+        return
+    for r in prange(c * kh * kw, nogil=True, schedule="static",
+                    use_threads_if=c * kh * kw * oh * ow >= _PAR_ELEMS):
+        _im2col_row(&x[0, 0, 0], h, w, r, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, &cols[r, 0])
 
 
 def col2im(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -500,3 +520,94 @@ cdef void _depthwise_s2(const floating[:, :, :, ::1] x, const floating[:, :, ::1
                         edl_full5s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
                 _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
+
+
+def pack_conv_weights(const floating[:, ::1] w):
+    """(M, K) weights -> conv_gemm's operand: float32 in the GEMM micro-kernel's panels
+    (see edl_gemm.h), float64 as a flat copy (that path uses NumPy's BLAS)."""
+    cdef Py_ssize_t m = w.shape[0], k = w.shape[1]
+    cdef int mr = edl_gemm_mr()
+    cdef float[::1] view
+    if floating is double:
+        return np.array(w).reshape(-1)     # conv_gemm takes it flat
+    else:
+        ap = np.zeros(edl_gemm_panels(m, mr) * k * mr, np.float32)
+        view = ap
+        if m * k:
+            edl_gemm_pack_a(&w[0, 0], m, k, k, &view[0])
+        return ap
+
+
+def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floating[::1] bias,
+              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+              Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act, double p0, double p1,
+              const floating[::1] slopes, floating[:, :, ::1] y):
+    cdef Py_ssize_t m = y.shape[0], K = x.shape[0] * kh * kw, L = y.shape[1] * y.shape[2]
+    if floating is float:
+        if wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
+            raise ValueError(f"conv_gemm: wp has {wp.shape[0]} values; it must come from "
+                             f"pack_conv_weights of ({m}, {K}) float32 weights")
+        if m * L and _conv_gemm_f32(x, wp, bias, kh, kw, sh, sw, ph, pw, dh, dw, act,
+                                    <float>p0, <float>p1, slopes, y):
+            raise MemoryError("conv_gemm: out of memory for the column buffers")
+    else:
+        from edgedl.kernels._ref.conv import _gemm_blocked, _needs_epilogue
+        ya = np.asarray(y)
+        _gemm_blocked(im2col, np.asarray(x), np.asarray(wp).reshape(m, K), kh, kw, sh, sw,
+                      ph, pw, dh, dw, ya)
+        if _needs_epilogue(np.asarray(bias), act):
+            bias_act(ya.reshape(1, m, L), bias, act, p0, p1, slopes)
+
+
+cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const float[::1] bias,
+                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act,
+                        float lo, float hi, const float[::1] slopes,
+                        float[:, :, ::1] y) noexcept:
+    """im2col, GEMM and epilogue fused per block of output columns; blocks are shared out to
+    the threads as they come free (a preempted thread holds up only its block).
+    1x1 stride-1 unpadded convs read x in place. Returns 0, or 1 if a malloc failed."""
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
+    cdef Py_ssize_t m = y.shape[0], oh = y.shape[1], ow = y.shape[2]
+    cdef Py_ssize_t K = c * kh * kw, L = oh * ow, nr = edl_gemm_nr()
+    cdef bint pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+                           and oh == h and ow == wd)
+    # a block is a run of columns (pointwise) or of whole output rows (im2col), at least NR
+    # columns wide, with its im2col columns within the L2 budget
+    cdef Py_ssize_t unit = 1 if pointwise else ow, steps = L if pointwise else oh
+    cdef Py_ssize_t per = max(_GEMM_BLOCK_BYTES // (max(K, 1) * 4 * unit), (nr + unit - 1) // unit)
+    cdef Py_ssize_t nb = max(steps // per, 1), most = (steps + nb - 1) // nb
+    cdef bint epi = act != 0
+    cdef Py_ssize_t blk, s0, s1, j0, j1, r, i
+    cdef int err = 0
+    cdef float* buf = NULL
+    cdef float* yb = &y[0, 0, 0]
+    cdef const float* xb = &x[0, 0, 0]
+    for i in range(m):
+        epi = epi or bias[i] != 0
+    with nogil, parallel(use_threads_if=nb > 1 and m * K * L >= _PAR_MACS):
+        if not pointwise:
+            buf = <float*>malloc(max(K, 1) * most * ow * sizeof(float))   # K = 0: C = 0
+        for blk in prange(nb, schedule="dynamic"):
+            s0 = blk * steps // nb
+            s1 = (blk + 1) * steps // nb
+            if pointwise:
+                j0, j1 = s0, s1
+                if edl_gemm_cols(&wp[0], m, K, xb, L, yb, L, j0, j1):
+                    err += 1
+            elif buf == NULL:
+                err += 1
+                continue
+            else:
+                j0, j1 = s0 * ow, s1 * ow
+                # rows s0.. of the output: the same im2col with the top pad shifted
+                for r in range(K):
+                    _im2col_row(xb, h, wd, r, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
+                                s1 - s0, ow, buf + r * (j1 - j0))
+                if edl_gemm_cols(&wp[0], m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0):
+                    err += 1
+            if epi:           # while the block is still in cache
+                for r in range(m):
+                    _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])
+        free(buf)
+    return err != 0

@@ -1,14 +1,17 @@
 """2-D convolution (ONNX Conv / ConvTranspose, NCHW) with a fused bias + activation epilogue.
 
-Paths: depthwise (group == C == M) runs a direct twin kernel; 1x1 stride-1 unpadded dense
-convolution is one GEMM per image; everything else is im2col (twin) + GEMM per image and
-group. The GEMM is NumPy's BLAS (one BLAS thread; ``_gemm`` splits it over edgedl's threads)
-for every backend; the twins do im2col / col2im, the depthwise loops and the epilogue.
+Paths: depthwise (group == C == M) runs a direct twin kernel; every other convolution is a
+GEMM of its weights (packed once per backend) with the im2col columns, per image and group
+(``conv_gemm``; 1x1 stride-1 unpadded ones read x in place). The Cython twin fuses im2col,
+its own float32 GEMM micro-kernels and the epilogue per block of columns; the NumPy and
+numba twins (and float64) use NumPy's BLAS (one BLAS thread; ``_gemm`` splits it over
+edgedl's threads). ConvTranspose is a BLAS GEMM + col2im in every backend.
 """
 import numbers
 
 import numpy as np
 
+from .. import _config
 from .. import _validate as V
 from ..errors import ShapeError, ValidationError
 from . import _dispatch, _gemm
@@ -18,10 +21,6 @@ from ._ref.conv import (ACT_CLIP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_NONE, AC
 __all__ = ["conv2d", "conv2d_plan", "conv_transpose2d", "conv_output_shape", "resolve_pads",
            "ACTIVATIONS"]
 
-_COLS_BUDGET = 384 << 10
-# GEMMs with few output rows (a stem conv: 16-24 filters over K = 27..108) read each
-# column block only once: smaller blocks (~L2/4 in all) ran 15-25% faster there
-_COLS_BUDGET_SMALL_M, _SMALL_M = 128 << 10, 32
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 #: activation name -> number of parameters it takes
 ACTIVATIONS = {None: 0, "relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1, "prelu": 1,
@@ -218,15 +217,16 @@ def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
         b = np.zeros(m, dtype) if code == ACT_PRELU else slopes
     out, y = _target(out, (x.shape[0], m) + geo[4], dtype, x)
     if y.size:
-        _run(np.ascontiguousarray(x), w, b, geo, epi, bias is not None, y, backend)
+        _run(np.ascontiguousarray(x), w, b, geo, epi, y, backend)
     if y is not out:
         out[...] = y
     return out
 
 
-def _run(x, w, b, geo, epi, has_bias, y, backend):
+def _run(x, w, b, geo, epi, y, backend, packed=None):
     """The kernel sequence of one convolution: x, w C-contiguous, y C-contiguous and not
-    overlapping x; geo / epi as _conv_geometry / _epilogue return them."""
+    overlapping x; geo / epi as _conv_geometry / _epilogue return them; ``packed`` a dict
+    that keeps the packed weights of each backend (conv2d_plan), or None (pack now)."""
     group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
     code, p0, p1, slopes = epi
     n, c = x.shape[:2]
@@ -237,34 +237,28 @@ def _run(x, w, b, geo, epi, has_bias, y, backend):
         _dispatch.impl("conv", "depthwise_conv2d", backend)(
             x, w.reshape(c, kh, kw), b, sh, sw, pt, pl, dh, dw, code, p0, p1, slopes, y)
         return
-    L = oh * ow
-    y3 = y.reshape(n, m, L)
-    if group == 1 and kh == kw == 1 and sh == sw == 1 and pads == (0, 0, 0, 0):
-        w2 = w.reshape(m, c)
-        for i in range(n):
-            _gemm.matmul_into(w2, x[i].reshape(c, L), y3[i])
-    else:
-        im2col = _dispatch.impl("conv", "im2col", backend)
-        mg, K = m // group, cg * kh * kw
-        w3 = w.reshape(group, mg, K)
-        # blocks of output rows whose columns stay in L2 (~384 KB) while the GEMM reads
-        # them, but at least 256 GEMM columns: 1.2-1.4x faster than one big im2col
-        budget = _COLS_BUDGET_SMALL_M if mg < _SMALL_M else _COLS_BUDGET
-        rb = max(budget // (K * ow * x.itemsize), -(-256 // ow))
-        rb = min(rb, oh)
-        cols = np.empty((K, rb * ow), dtype=dtype)
-        for i in range(n):
-            for g in range(group):
-                xg = x[i, g * cg:(g + 1) * cg]
-                yg = y3[i, g * mg:(g + 1) * mg]
-                for o0 in range(0, oh, rb):
-                    r = min(rb, oh - o0)
-                    cb = cols[:, :r * ow] if r == rb else np.empty((K, r * ow), dtype)
-                    # rows o0.. of the output: the same im2col with the top pad shifted
-                    im2col(xg, kh, kw, sh, sw, pt - o0 * sh, pl, dh, dw, r, ow, cb)
-                    _gemm.matmul_into(w3[g], cb, yg[:, o0 * ow:(o0 + r) * ow])
-    if code != ACT_NONE or has_bias:
-        _dispatch.impl("conv", "bias_act", backend)(y3, b, code, p0, p1, slopes)
+    conv_gemm = _dispatch.impl("conv", "conv_gemm", backend)
+    wp = _packed_weights(w, group, backend, packed)
+    mg = m // group
+    for i in range(n):
+        for g in range(group):
+            conv_gemm(x[i, g * cg:(g + 1) * cg], wp[g], b[g * mg:(g + 1) * mg], kh, kw, sh, sw,
+                      pt, pl, dh, dw, code, p0, p1, slopes[g * mg:(g + 1) * mg],
+                      y[i, g * mg:(g + 1) * mg])
+
+
+def _packed_weights(w, group, backend, cache):
+    """Per group, the (M/group, C/group*kh*kw) weights in the layout the backend's conv_gemm
+    reads; kept in ``cache`` (a dict per backend) when one is given."""
+    backend = _config.resolve_backend(backend)
+    wp = cache.get(backend) if cache is not None else None
+    if wp is None:
+        pack = _dispatch.impl("conv", "pack_conv_weights", backend)
+        wg = w.reshape(group, w.shape[0] // group, -1)
+        wp = [pack(wg[g]) for g in range(group)]
+        if cache is not None:
+            cache[backend] = wp
+    return wp
 
 
 def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
@@ -286,7 +280,7 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     m = w.shape[0]
     epi = _epilogue(activation, activation_params, m, dtype)
     b = _bias(bias, m, dtype) if bias is not None else np.zeros(m, dtype)
-    has_bias = bias is not None
+    packed = {}
     oshape = (x_shape[0], m) + geo[4]
 
     def run(x, out=None):
@@ -295,7 +289,7 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
                              f"got {x.shape} {x.dtype}")
         y = np.empty(oshape, dtype) if out is None else out
         if y.size:
-            _run(np.ascontiguousarray(x), w, b, geo, epi, has_bias, y, backend)
+            _run(np.ascontiguousarray(x), w, b, geo, epi, y, backend, packed)
         return y
     run.out_shape = oshape
     return run

@@ -321,6 +321,63 @@ def test_1x1_gemm_path_and_empty_batch(backend, rng):
     np.testing.assert_array_equal(y, 1.0)   # an empty sum plus the bias
 
 
+# the GEMM path's edges: panels of MR filters and strips of NR columns overlap at the end
+# (MR, NR = 8, 32 with AVX-512; 4, 24 with AVX2; 4 or 8, 8 on 128-bit SIMD), fewer filters
+# than MR get a scratch tile, fewer columns than NR a padded copy
+@pytest.mark.parametrize("m", [1, 3, 4, 7, 8, 9, 17, 33])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (3, 7), (4, 8), (5, 7), (6, 6), (3, 11),
+                                (10, 10), (9, 37)])
+@pytest.mark.parametrize("kind", ["1x1", "3x3s1", "3x3s2"])
+def test_gemm_path_edges(backend, m, hw, kind, rng):
+    c = 5
+    k, s, p = {"1x1": (1, 1, 0), "3x3s1": (3, 1, 1), "3x3s2": (3, 2, 1)}[kind]
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = rng.standard_normal((m, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    for bias, act in ((b, "relu6"), (None, None)):
+        got = conv2d(x, w, bias, (s, s), (p,) * 4, activation=act, backend=backend)
+        want = naive_conv(x, w, bias, (s, s), (p,) * 4, (1, 1), 1)
+        _close(got, np.clip(want, 0, 6) if act else want, np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["1x1", "3x3s1", "3x3s2", "grouped"])
+def test_gemm_path_large_and_threaded(backend, threads, kind, rng):
+    """Big enough for several column blocks shared out to the threads."""
+    import edgedl
+    shape, w_shape, s, p, g = {
+        "1x1": ((2, 64, 40, 41), (40, 64, 1, 1), 1, 0, 1),
+        "3x3s1": ((1, 32, 30, 29), (24, 32, 3, 3), 1, 1, 1),
+        "3x3s2": ((1, 16, 61, 60), (20, 16, 3, 3), 2, 1, 1),
+        "grouped": ((1, 32, 24, 24), (48, 16, 3, 3), 1, 1, 2)}[kind]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    saved = edgedl.get_num_threads()
+    edgedl.set_num_threads(threads)
+    try:
+        got = conv2d(x, w, b, (s, s), (p,) * 4, group=g, activation="silu", backend=backend)
+    finally:
+        edgedl.set_num_threads(saved)
+    want = naive_conv(x, w, b, (s, s), (p,) * 4, (1, 1), g)
+    _close(got, want / (1 + np.exp(-want)), np.float32)
+
+
+def test_conv_gemm_rejects_foreign_weights(backend):
+    from edgedl.kernels import _dispatch
+    x = np.zeros((4, 6, 6), np.float32)
+    y = np.zeros((8, 6, 6), np.float32)
+    z = np.zeros(8, np.float32)
+    pack = _dispatch.impl("conv", "pack_conv_weights", backend)
+    conv_gemm = _dispatch.impl("conv", "conv_gemm", backend)
+    wp = pack(np.ones((8, 36), np.float32))
+    conv_gemm(x + 1, wp, z, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, z, y)
+    assert y[:, 2:4, 2:4].min() == y.max() == 36          # all 4 channels x 9 taps
+    if backend == "cython":   # unchecked pointers: a wrong-size operand must be refused
+        with pytest.raises(ValueError, match="pack_conv_weights"):
+            conv_gemm(x, wp[:-1], z, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0.0, 0.0, z, y)
+
+
 def test_conv2d_errors():
     x = np.zeros((1, 4, 8, 8), np.float32)
     w = np.zeros((6, 4, 3, 3), np.float32)

@@ -10,6 +10,8 @@ from numba import prange
 
 from edgedl._config import njit
 
+from .._ref.conv import _gemm_blocked, _needs_epilogue, pack_conv_weights  # noqa: F401 (twin)
+
 
 # Each public kernel is compiled twice, serial and parallel, and picks by the amount of
 # work: numba's thread pool costs ~20 us per call on an idle machine and up to milliseconds
@@ -322,6 +324,13 @@ _col2im_s, _col2im_p = _both(_col2im)
 
 def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
     (_col2im_p if cols.size >= _PAR_WORK else _col2im_s)(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out)
+
+
+def conv_gemm(x, wp, bias, kh, kw, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, y):
+    # NumPy's BLAS for the GEMM (numba's np.dot would need SciPy), numba for the rest
+    _gemm_blocked(im2col, x, wp, kh, kw, sh, sw, ph, pw, dh, dw, y)
+    if _needs_epilogue(bias, act):
+        bias_act(y.reshape(1, y.shape[0], -1), bias, act, p0, p1, slopes)
 
 
 _depthwise_conv2d_s, _depthwise_conv2d_p = _both(_depthwise_conv2d)
