@@ -31,18 +31,24 @@
 #define EDL_UNROLL
 #endif
 
-/* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j] */
-#define EDL_GEMM_MICRO(NAME, ATTR, VB, MR, NV)                                              \
-typedef float NAME##_vec __attribute__((vector_size(VB)));                                \
-ATTR static void NAME(ptrdiff_t K, const float *restrict a, const float *restrict b,      \
-                      ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc) {                  \
+/* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j].
+ * The _pk twin also stores the rows of B it reads, contiguously, at pk (K x NV*W): the first
+ * filter panel of a strip packs it for the others at no extra pass. */
+#define EDL_GEMM_DEF(FN, VT, ATTR, VB, MR, NV, PK)                                          \
+ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict b,        \
+                    ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk) { \
     enum { W = (VB) / 4 };                                                                 \
-    NAME##_vec acc[MR][NV];                                                                \
+    VT acc[MR][NV];                                                                        \
+    (void)pk;                                                                              \
     EDL_UNROLL for (int i = 0; i < (MR); i++)                                              \
-        EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] = (NAME##_vec){0};            \
+        EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] = (VT){0};                    \
     for (ptrdiff_t k = 0; k < K; k++) {                                                   \
-        NAME##_vec bv[NV];                                                                 \
+        VT bv[NV];                                                                         \
         EDL_UNROLL for (int v = 0; v < (NV); v++) memcpy(&bv[v], b + v * W, VB);         \
+        if (PK) {                                                                          \
+            EDL_UNROLL for (int v = 0; v < (NV); v++) memcpy(pk + v * W, &bv[v], VB);    \
+            pk += (NV) * W;                                                                \
+        }                                                                                  \
         EDL_UNROLL for (int i = 0; i < (MR); i++) {                                        \
             const float ai = a[i];                     /* broadcast by the vector op */    \
             EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] += bv[v] * ai;             \
@@ -53,9 +59,13 @@ ATTR static void NAME(ptrdiff_t K, const float *restrict a, const float *restric
     EDL_UNROLL for (int i = 0; i < (MR); i++)                                              \
         EDL_UNROLL for (int v = 0; v < (NV); v++) memcpy(c + i * ldc + v * W, &acc[i][v], VB); \
 }
+#define EDL_GEMM_MICRO(NAME, ATTR, VB, MR, NV)                                              \
+typedef float NAME##_vec __attribute__((vector_size(VB)));                                \
+EDL_GEMM_DEF(NAME, NAME##_vec, ATTR, VB, MR, NV, 0)                                        \
+EDL_GEMM_DEF(NAME##_pk, NAME##_vec, ATTR, VB, MR, NV, 1)
 
 typedef void (*edl_gemm_micro_fn)(ptrdiff_t, const float *, const float *, ptrdiff_t,
-                                  float *, ptrdiff_t);
+                                  float *, ptrdiff_t, float *);
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
     && !defined(EDL_NO_CLONES)
@@ -77,8 +87,9 @@ EDL_GEMM_MICRO(edl_gemm_avx2_3, EDL_AVX2, 32, 4, 3)
 EDL_GEMM_MICRO(edl_gemm_base_1, EDL_CONTRACT, 16, EDL_BASE_MR, 1)
 EDL_GEMM_MICRO(edl_gemm_base_2, EDL_CONTRACT, 16, EDL_BASE_MR, 2)
 
-/* fn[v - 1]: the MR x (v * W) micro-kernel, v = 1..NV; NR = NV * W columns */
-typedef struct { edl_gemm_micro_fn fn[3]; int mr, nr, w, nv; } edl_gemm_kernel;
+/* fn[v - 1]: the MR x (v * W) micro-kernel, v = 1..NV, pk[v - 1] its packing twin;
+ * NR = NV * W columns */
+typedef struct { edl_gemm_micro_fn fn[3], pk[3]; int mr, nr, w, nv; } edl_gemm_kernel;
 
 /* The micro-kernels for this CPU (decided once; cheap to call again). */
 static edl_gemm_kernel edl_gemm_select(void) {
@@ -92,16 +103,20 @@ static edl_gemm_kernel edl_gemm_select(void) {
     }
     if (isa == 2) {
         k.fn[0] = edl_gemm_avx512_1; k.fn[1] = edl_gemm_avx512_2; k.fn[2] = edl_gemm_avx512_3;
+        k.pk[0] = edl_gemm_avx512_1_pk; k.pk[1] = edl_gemm_avx512_2_pk;
+        k.pk[2] = edl_gemm_avx512_3_pk;
         k.mr = 8; k.w = 16; k.nv = 3; k.nr = 48;
         return k;
     }
     if (isa == 1) {
         k.fn[0] = edl_gemm_avx2_1; k.fn[1] = edl_gemm_avx2_2; k.fn[2] = edl_gemm_avx2_3;
+        k.pk[0] = edl_gemm_avx2_1_pk; k.pk[1] = edl_gemm_avx2_2_pk; k.pk[2] = edl_gemm_avx2_3_pk;
         k.mr = 4; k.w = 8; k.nv = 3; k.nr = 24;
         return k;
     }
 #endif
     k.fn[0] = edl_gemm_base_1; k.fn[1] = k.fn[2] = edl_gemm_base_2;
+    k.pk[0] = edl_gemm_base_1_pk; k.pk[1] = k.pk[2] = edl_gemm_base_2_pk;
     k.mr = EDL_BASE_MR; k.w = 4; k.nv = 2; k.nr = 8;
     return k;
 }
@@ -128,50 +143,71 @@ static void edl_gemm_pack_a(const float *a, ptrdiff_t M, ptrdiff_t K, ptrdiff_t 
     }
 }
 
-/* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K). Fewer than NR columns are
- * first copied into a zero-padded strip. Returns 0, or -1 if that copy's malloc failed. */
+/* One strip of C, `width` = v * W columns: C[r, 0:width] for every panel of packed A, from
+ * B rows at b + k * ldb. The first panel also copies the strip into `strip` (K x width,
+ * contiguous) and the others read that copy: read in place, every panel went back to L2
+ * for rows ~ldb apart, which the prefetchers do not follow. */
+static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, ptrdiff_t M,
+                           ptrdiff_t K, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                           ptrdiff_t width, float *strip) {
+    int mr = kr->mr;
+    float tile[8 * 48];                       /* one MR x NR tile when M < MR */
+    for (ptrdiff_t p = 0, np = edl_gemm_panels(M, mr); p < np; p++) {
+        ptrdiff_t r0 = p * mr;
+        if (r0 > M - mr) r0 = M - mr;          /* overlaps the previous panel */
+        float *dst = r0 >= 0 ? c + r0 * ldc : tile;
+        ptrdiff_t ldd = r0 >= 0 ? ldc : kr->nr;
+        if (p == 0 && np > 1)
+            kr->pk[v - 1](K, ap, b, ldb, dst, ldd, strip);
+        else if (p == 0)
+            kr->fn[v - 1](K, ap, b, ldb, dst, ldd, NULL);
+        else
+            kr->fn[v - 1](K, ap + p * K * mr, strip, width, dst, ldd, NULL);
+        if (r0 < 0)                            /* M < MR: zero rows in the panel */
+            for (ptrdiff_t i = 0; i < M; i++)
+                memcpy(c + i * ldc, tile + i * kr->nr, (size_t)width * sizeof(float));
+    }
+}
+
+/* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K), strip by strip of NR
+ * columns. Fewer than NR columns are first copied into a zero-padded strip.
+ * Returns 0, or -1 if the strip buffer's malloc failed. */
 static int edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
                          ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1) {
     edl_gemm_kernel kr = edl_gemm_select();
-    int mr = kr.mr, nr = kr.nr;
-    ptrdiff_t np = edl_gemm_panels(M, mr), n = j1 - j0;
-    float tile[8 * 48];                       /* one MR x NR tile when it cannot go to C */
-    float *strip = NULL;
+    int nr = kr.nr;
+    ptrdiff_t n = j1 - j0;
+    float *strip, *pad = NULL;
     if (n <= 0) return 0;
+    strip = (float *)malloc((size_t)(K * nr) * sizeof(float) * (n < nr ? 2 : 1));
+    if (!strip) return -1;
     if (n < nr) {
-        strip = (float *)malloc((size_t)(K * nr) * sizeof(float));
-        if (!strip) return -1;
+        float tile[8 * 48];
+        pad = strip + K * nr;
         for (ptrdiff_t k = 0; k < K; k++) {
-            memcpy(strip + k * nr, b + k * ldb + j0, (size_t)n * sizeof(float));
-            memset(strip + k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
+            memcpy(pad + k * nr, b + k * ldb + j0, (size_t)n * sizeof(float));
+            memset(pad + k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
         }
-    }
-    for (ptrdiff_t p = 0; p < np; p++) {
-        const float *a = ap + p * K * mr;
-        ptrdiff_t r0 = p * mr, rows = mr;
-        if (r0 > M - mr) r0 = M - mr;          /* overlaps the previous panel */
-        if (r0 < 0) { r0 = 0; rows = M; }      /* M < MR: zero rows in the panel */
-        if (strip) {
-            kr.fn[kr.nv - 1](K, a, strip, nr, tile, nr);
+        /* every panel into the tile, then its valid part into C */
+        for (ptrdiff_t p = 0, np = edl_gemm_panels(M, kr.mr); p < np; p++) {
+            ptrdiff_t r0 = p * kr.mr, rows = kr.mr;
+            if (r0 > M - kr.mr) r0 = M - kr.mr;
+            if (r0 < 0) { r0 = 0; rows = M; }
+            kr.fn[kr.nv - 1](K, ap + p * K * kr.mr, pad, nr, tile, nr, NULL);
             for (ptrdiff_t i = 0; i < rows; i++)
                 memcpy(c + (r0 + i) * ldc + j0, tile + i * nr, (size_t)n * sizeof(float));
-            continue;
         }
-        for (ptrdiff_t j = j0; j < j1; j += nr) {
-            /* the last strip: the narrowest kernel that covers it, ending at j1 (it overlaps
-               the previous strip by less than one vector) */
-            ptrdiff_t nv = kr.nv, rest = j1 - j;
-            if (rest < nr) nv = (rest + kr.w - 1) / kr.w;
-            ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
-            edl_gemm_micro_fn fn = kr.fn[nv - 1];
-            if (rows == mr) {
-                fn(K, a, b + js, ldb, c + r0 * ldc + js, ldc);
-            } else {
-                fn(K, a, b + js, ldb, tile, nr);
-                for (ptrdiff_t i = 0; i < rows; i++)
-                    memcpy(c + i * ldc + js, tile + i * nr, (size_t)width * sizeof(float));
-            }
-        }
+        free(strip);
+        return 0;
+    }
+    for (ptrdiff_t j = j0; j < j1; j += nr) {
+        /* the last strip: the narrowest kernel that covers it, ending at j1 (it overlaps
+           the previous strip by less than one vector) */
+        int nv = kr.nv;
+        ptrdiff_t rest = j1 - j;
+        if (rest < nr) nv = (int)((rest + kr.w - 1) / kr.w);
+        ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
+        edl_gemm_strip(&kr, nv, ap, M, K, b + js, ldb, c + js, ldc, width, strip);
     }
     free(strip);
     return 0;
