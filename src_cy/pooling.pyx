@@ -15,6 +15,40 @@ from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc
 
 
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include "edl_math.h"
+    /* One output row of a 2x2 stride-2 pool from input rows a, b (n outputs). EDL_SIMD_KERNEL:
+       AVX2 / AVX-512 clones de-interleave the pairs with shuffles (2x faster than SSE2).
+       Max propagates NaN like _nanmax. */
+    #define EDL_POOL2X2(T, S)                                                                  \
+    EDL_SIMD_KERNEL static void edl_max2x2_##S(const T *restrict a, const T *restrict b,      \
+                                               T *restrict d, ptrdiff_t n) {                  \
+        for (ptrdiff_t q = 0; q < n; q++) {                                                   \
+            T u = a[2 * q], v = a[2 * q + 1], s = b[2 * q], t = b[2 * q + 1];                 \
+            T m = v > u ? v : u;                                                              \
+            m = v != v ? v : m;                                                               \
+            T r = t > s ? t : s;                                                              \
+            r = t != t ? t : r;                                                               \
+            T y = r > m ? r : m;                                                              \
+            d[q] = r != r ? r : y;                                                            \
+        }                                                                                     \
+    }                                                                                         \
+    EDL_SIMD_KERNEL static void edl_avg2x2_##S(const T *restrict a, const T *restrict b,      \
+                                               T *restrict d, ptrdiff_t n) {                  \
+        for (ptrdiff_t q = 0; q < n; q++)                                                     \
+            d[q] = ((a[2 * q] + a[2 * q + 1]) + (b[2 * q] + b[2 * q + 1])) * (T)0.25;         \
+    }
+    EDL_POOL2X2(float, f)
+    EDL_POOL2X2(double, d)
+    """
+    void edl_max2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
+    void edl_max2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
+    void edl_avg2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
+    void edl_avg2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
+
+
 cdef inline floating _nanmax(floating acc, floating v) noexcept nogil:
     # NaN-propagating max: a NaN in acc stays (v > NaN is false), a NaN in v enters.
     # Two selects, no short-circuit `or`: gcc turns them into maxps + cmpunordps + blend.
@@ -147,22 +181,22 @@ cdef void _plane(const floating* src, floating* dst, floating* vpad, const float
 cdef void _plane_2x2s2(const floating* src, floating* dst, Py_ssize_t w, Py_ssize_t oh,
                        Py_ssize_t ow, bint is_max) noexcept nogil:
     """2x2 window, stride 2, no padding, every window inside the plane (YuNet's MaxPools):
-    one pass, four loads per output (gcc vectorises the stride-2 loads). Max is the exact
-    NaN-propagating one, so no per-plane NaN check is needed."""
-    cdef Py_ssize_t o, q
+    one pass, four loads per output. Max is the exact NaN-propagating one, so no per-plane
+    NaN check is needed."""
+    cdef Py_ssize_t o
     cdef const floating* a
-    cdef const floating* b
-    cdef floating* d
     for o in range(oh):
         a = src + 2 * o * w
-        b = a + w
-        d = dst + o * ow
-        if is_max:
-            for q in range(ow):
-                d[q] = _nanmax(_nanmax(a[2 * q], a[2 * q + 1]), _nanmax(b[2 * q], b[2 * q + 1]))
+        if floating is float:
+            if is_max:
+                edl_max2x2_f(a, a + w, dst + o * ow, ow)
+            else:
+                edl_avg2x2_f(a, a + w, dst + o * ow, ow)
         else:
-            for q in range(ow):
-                d[q] = ((a[2 * q] + a[2 * q + 1]) + (b[2 * q] + b[2 * q + 1])) * <floating> 0.25
+            if is_max:
+                edl_max2x2_d(a, a + w, dst + o * ow, ow)
+            else:
+                edl_avg2x2_d(a, a + w, dst + o * ow, ow)
 
 
 cdef void _counts(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t k, Py_ssize_t stride,

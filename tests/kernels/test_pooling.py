@@ -239,6 +239,23 @@ def test_count_include_pad_ceil_window(backend):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [8, 9, 34, 66])
+def test_2x2_stride_2_fast_path(backend, dtype, width, rng):
+    """The unpadded 2x2 s2 path (YuNet's MaxPools): odd sizes drop the last row / column,
+    a NaN at any of the four taps of a window reaches its output, -inf stays -inf."""
+    x = rng.standard_normal((2, 3, 7, width + 1)).astype(dtype)
+    for t in range(4):                     # a NaN at tap t of window (0, t)
+        x[0, 0, t // 2, 2 * t + t % 2] = np.nan
+    x[1, 2] = -np.inf
+    for f in (P.max_pool2d, P.avg_pool2d):
+        got = f(x, (2, 2), (2, 2), backend=backend)
+        assert got.shape == (2, 3, 3, (width + 1) // 2)
+        np.testing.assert_allclose(got, f(x, (2, 2), (2, 2), backend="numpy"), rtol=1e-6,
+                                   atol=1e-6)   # the average of 4: sums in another order
+        assert np.isnan(got[0, 0, 0, :4]).all() and not np.isnan(got[0, 0, 1:]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_inf(backend, dtype, rng):
     """A window holding a NaN gives NaN (max and average), -inf stays -inf."""
     x = rng.standard_normal((1, 2, 9, 9)).astype(dtype)
