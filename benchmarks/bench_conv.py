@@ -4,11 +4,15 @@ also conv_transpose2d and resize2d (the FPN / upsampling ops of the same detecto
 Run: pytest benchmarks/bench_conv.py --benchmark-only [-k dw3]
 
 One thread everywhere: edgedl.set_num_threads(1), onnxruntime intra_op_num_threads=1, and
-OpenBLAS (numpy's GEMM, used by the 1x1 and im2col paths of every backend) limited to one
-thread through OPENBLAS_NUM_THREADS, set below before numpy is imported if not already set.
-The closing table gives medians, GFLOP/s (2 * MACs / median; the CPU's fp32 peak is ~100
-GFLOP/s per core, numpy's sgemm reaches ~80) and each runtime's time relative to onnxruntime
-(median / median, and min / min in brackets: the machine is shared and noisy).
+OpenBLAS (numpy's GEMM, used by the numba and NumPy backends' dense convs; the Cython one
+has its own float32 GEMM) limited to one thread through OPENBLAS_NUM_THREADS, set below
+before numpy is imported if not already set.
+The closing table gives medians, GFLOP/s (2 * MACs / median) and each runtime's time
+relative to onnxruntime (median / median, and min / min in brackets: the machine is shared
+and noisy). The physical limit here: 2 AVX-512 FMAs per cycle = 64 FLOP/cycle, ~166 GFLOP/s
+per core at the 2.6 GHz base clock (OpenBLAS's sgemm reaches ~150 on 512^3; edgedl's conv
+GEMM 110-175 on 64-channel 1x1 convs). Depthwise convs are bandwidth-bound (9 MACs per
+value read): compare them with a copy of the input, not with the FLOP peak.
 """
 import os
 
@@ -26,6 +30,8 @@ from _common import show_now, single_thread
 # name -> (C, H, W, M, k, stride, group, activation)
 SHAPES = {
     "1x1 64->64 @80": (64, 80, 80, 64, 1, 1, 1, "relu"),
+    "1x1 16->16 @160": (16, 160, 160, 16, 1, 1, 1, "relu"),
+    "3x3 12->16 @208": (12, 208, 208, 16, 3, 1, 1, "relu"),
     "3x3 3->16 s2 @352": (3, 352, 352, 16, 3, 2, 1, "relu"),
     "dw3 s1 64ch @80": (64, 80, 80, 64, 3, 1, 64, "relu"),
     "dw3 s2 64ch @80": (64, 80, 80, 64, 3, 2, 64, "relu"),
