@@ -444,8 +444,8 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
     if s2:
         _depthwise_s2(x, w, bias, sh, ph, pw, act, lo, hi, slopes, out)
         return
-    if (unit and sh == 1 and kh == kw and (kh == 3 or kh == 5) and ph == pw == kh // 2
-            and oh == h and ow == wd and wd > kw):
+    if (unit and sh == 1 and kh == kw == 3 and ph == pw == 1
+            and oh == h and ow == wd and wd > 3):
         if _depthwise_same(x, w, bias, act, lo, hi, slopes, out):
             raise MemoryError("depthwise_conv2d: out of memory for a row of zeros")
         return
@@ -622,66 +622,44 @@ cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const flo
 cdef int _depthwise_same(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
                          const floating[::1] bias, int act, floating lo, floating hi,
                          const floating[::1] slopes, floating[:, :, :, ::1] out) noexcept:
-    """3x3 / 5x5, stride 1, "same" padding (k // 2 on every side): the interior columns
-    read the input rows in place (rows above / below the plane are a row of zeros), the k // 2
-    columns at each edge are summed tap by tap. No padded copy of the plane (a quarter of
-    the time of the copying path). Returns 0, or 1 if the zero row's calloc failed."""
+    """3x3, stride 1, padding 1 on every side: the interior columns read the input rows in
+    place (rows above / below the plane are a row of zeros), the two edge columns are
+    written out tap by tap. No padded copy of the plane (that copy was a fifth of the time).
+    (5x5 keeps the copying path: its 4 edge columns of 5 rows cost more than the copy.)
+    Returns 0, or 1 if the zero row's calloc failed."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
-    cdef Py_ssize_t k_ = w.shape[1], p = k_ // 2
     cdef Py_ssize_t q, oy
     cdef int err = 0
     cdef floating* zero = NULL
     cdef floating* row
     cdef const floating* xp
-    with nogil, parallel(use_threads_if=n * c * h * wd * k_ * k_ >= _PAR_ELEMS):
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* wc
+    with nogil, parallel(use_threads_if=n * c * h * wd * 9 >= _PAR_ELEMS):
         zero = <floating*>calloc(wd, sizeof(floating))
         for q in prange(n * c, schedule="static"):
             if zero == NULL:
                 err += 1
                 continue
             xp = &x[q // c, q % c, 0, 0]
+            wc = &w[q % c, 0, 0]
             for oy in range(h):
                 row = &out[q // c, q % c, oy, 0]
-                # input rows oy - p .. oy + p (a row of zeros outside the plane)
-                _same_row(xp + (oy - p) * wd if oy >= p else zero,
-                          xp + (oy - p + 1) * wd if oy >= p - 1 else zero,
-                          xp + (oy - p + 2) * wd if oy + 2 - p < h else zero,
-                          xp + (oy - p + 3) * wd if oy + 3 - p < h else zero,
-                          xp + (oy - p + 4) * wd if oy + 4 - p < h else zero,
-                          &w[q % c, 0, 0], k_, wd, row)
+                x0 = xp + (oy - 1) * wd if oy >= 1 else zero
+                x1 = xp + oy * wd
+                x2 = xp + (oy + 1) * wd if oy + 1 < h else zero
+                if floating is float:
+                    edl_full3_f(x0, x1, x2, wc, row + 1, wd - 2)
+                else:
+                    edl_full3_d(x0, x1, x2, wc, row + 1, wd - 2)
+                # the two edge columns, straight-line (a loop over taps cost as much as
+                # the rest of the row)
+                row[0] = (wc[1] * x0[0] + wc[2] * x0[1] + wc[4] * x1[0] + wc[5] * x1[1]
+                          + wc[7] * x2[0] + wc[8] * x2[1])
+                row[wd - 1] = (wc[0] * x0[wd - 2] + wc[1] * x0[wd - 1] + wc[3] * x1[wd - 2]
+                               + wc[4] * x1[wd - 1] + wc[6] * x2[wd - 2] + wc[7] * x2[wd - 1])
                 _epilogue(row, wd, bias[q % c], act, lo, hi, slopes[q % c])
         free(zero)
     return err != 0
-
-
-cdef inline void _same_row(const floating* x0, const floating* x1, const floating* x2,
-                           const floating* x3, const floating* x4, const floating* wc,
-                           Py_ssize_t k_, Py_ssize_t wd, floating* row) noexcept nogil:
-    """One output row of _depthwise_same from its k input rows (x3, x4 unused for 3x3)."""
-    cdef Py_ssize_t p = k_ // 2, t, ox, i, j
-    cdef const floating* rows[5]
-    cdef floating acc
-    if floating is float:
-        if k_ == 3:
-            edl_full3_f(x0, x1, x2, wc, row + 1, wd - 2)
-        else:
-            edl_full5_f(x0, x1, x2, x3, x4, wc, row + 2, wd - 4)
-    else:
-        if k_ == 3:
-            edl_full3_d(x0, x1, x2, wc, row + 1, wd - 2)
-        else:
-            edl_full5_d(x0, x1, x2, x3, x4, wc, row + 2, wd - 4)
-    if k_ == 3:     # the two edge columns, straight-line (a loop cost as much as the row)
-        row[0] = (wc[1] * x0[0] + wc[2] * x0[1] + wc[4] * x1[0] + wc[5] * x1[1]
-                  + wc[7] * x2[0] + wc[8] * x2[1])
-        row[wd - 1] = (wc[0] * x0[wd - 2] + wc[1] * x0[wd - 1] + wc[3] * x1[wd - 2]
-                       + wc[4] * x1[wd - 1] + wc[6] * x2[wd - 2] + wc[7] * x2[wd - 1])
-        return
-    rows[0], rows[1], rows[2], rows[3], rows[4] = x0, x1, x2, x3, x4
-    for t in range(2 * p):                     # the p columns at each edge
-        ox = t if t < p else wd - 2 * p + t
-        acc = 0
-        for i in range(k_):                    # taps j inside the row: ox - p + j in [0, wd)
-            for j in range(max(0, p - ox), min(k_, wd + p - ox)):
-                acc = acc + wc[i * k_ + j] * rows[i][ox - p + j]
-        row[ox] = acc
