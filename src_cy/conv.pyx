@@ -209,6 +209,8 @@ cdef enum:
     # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
     _PAR_MACS = 1 << 22
     _GEMM_BLOCK_BYTES = 160 << 10
+    # depthwise stride 1: output rows narrower than this run as one flat row per plane
+    _FLAT_W = 48
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
@@ -445,16 +447,27 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
         _depthwise_s2(x, w, bias, sh, ph, pw, act, lo, hi, slopes, out)
         return
     if (unit and sh == 1 and kh == kw == 3 and ph == pw == 1
-            and oh == h and ow == wd and wd > 3):
+            and oh == h and ow == wd and ow >= _FLAT_W):
         if _depthwise_same(x, w, bias, act, lo, hi, slopes, out):
             raise MemoryError("depthwise_conv2d: out of memory for a row of zeros")
         return
     if not padded:
         wp = wd
+    # Narrow planes at stride 1: the whole plane as one long row of windows over the flat
+    # (padded) plane, wp - ow junk outputs per row dropped when copied out: rows of 22
+    # spent more on per-row calls and tails than on the windows.
+    cdef bint flat = unit and sh == 1 and kh == kw and (kh == 3 or kh == 5) and ow < _FLAT_W
+    cdef floating* tmp = NULL
+    cdef int err = 0
     with nogil, parallel(use_threads_if=n * c * oh * ow * kh * kw >= _PAR_ELEMS):
         if padded:
             buf = <floating*>calloc(hp * wp, sizeof(floating))   # borders stay zero
+        if flat:
+            tmp = <floating*>malloc(oh * wp * sizeof(floating))
         for q in prange(n * c, schedule="static"):
+            if (padded and buf == NULL) or (flat and tmp == NULL):
+                err += 1
+                continue
             xp = &x[q // c, q % c, 0, 0]
             if padded:
                 for r in range(rows_in):
@@ -464,6 +477,16 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
                         row[k] = src[k]
                 xp = buf
             wc = &w[q % c, 0, 0]
+            if flat:
+                if kh == 3:
+                    _full3(xp, wc, tmp, wp, (oh - 1) * wp + ow)
+                else:
+                    _full5(xp, wc, tmp, wp, (oh - 1) * wp + ow)
+                for oy in range(oh):
+                    memcpy(&out[q // c, q % c, oy, 0], tmp + oy * wp, ow * sizeof(floating))
+                _epilogue(&out[q // c, q % c, 0, 0], oh * ow, bias[q % c], act, lo, hi,
+                          slopes[q % c])
+                continue
             for oy in range(oh):
                 row = &out[q // c, q % c, oy, 0]
                 src = xp + oy * sh * wp
@@ -485,6 +508,9 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
                                       j * dw)
                 _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
+        free(tmp)
+    if err:
+        raise MemoryError("depthwise_conv2d: out of memory for the plane buffers")
 
 
 cdef void _depthwise_s2(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
