@@ -20,13 +20,18 @@ BACKEND_ORDER = ("cython", "numba", "numpy")
 #: semantics (e.g. max-pool over a NaN), only reassociation/contractions are allowed.
 NUMBA_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
-# OpenMP workers that spin-wait between kernels steal the cores the next kernel (and BLAS,
-# and everything else on a small board) needs: measured on a busy 2-core machine, FastestDet at
-# 2 threads took 1076 ms with libgomp's default spinning, 67 ms with GOMP_SPINCOUNT=10000 and
-# 28 ms passive (12 ms at 1 thread either way). libgomp reads this when it loads, so it must be
-# set before the first compiled kernel is imported; a user's own setting wins.
+# How long idle OpenMP workers spin before they sleep. libgomp's default (300000 spins,
+# ~ms) steals the cores the next kernel needs on a busy board: FastestDet at 2 threads on a
+# loaded 2-core machine took 1076 ms with it, 67 ms with GOMP_SPINCOUNT=10000, 28 ms passive
+# (12 ms at 1 thread). Passive waiting makes every parallel region wake its workers through
+# the kernel, though, and a model runs ~100 short regions: at 2 threads on an idle 2-core
+# machine the four shared detectors took 1.3-1.7x their 1-thread time passive, 0.72-0.81x
+# with a 10000-spin wait (which covers the gap between two kernels). Threads are opt-in
+# (default 1: no workers, no spinning), so the short spin serves those who ask for them.
+# libgomp reads this when it loads, i.e. before the first compiled kernel is imported; a
+# user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.RLock()
