@@ -5,9 +5,10 @@ Run: pytest benchmarks/bench_models.py --benchmark-only -s
  or: python benchmarks/bench_models.py [model ...]     (the paired table and profiles only)
 
 The machine is shared and noisy, so besides pytest-benchmark's per-runtime timings the summary
-re-measures each model with edgedl and onnxruntime runs *interleaved* (one of each, repeated)
-and quotes the ratio of those medians. Targets (issue 4): geometric mean of edgedl/ORT <= 1.5
-at one thread, no model above 2; faster at 2 threads than at 1.
+re-measures each model with edgedl and onnxruntime in alternating blocks of runs and quotes
+the ratio of those medians. Targets (issue 4): geometric mean of edgedl/ORT <= 1.5 at one
+thread, no model above 2; faster at 2 threads than at 1 (the last column: edgedl's time over
+its own 1-thread time; meaningful only while nothing else runs on the second core).
 """
 import math
 import os
@@ -61,18 +62,21 @@ def _runner(runtime, model, threads):
     return lambda: sess.run(None, feed)
 
 
-def paired(model, threads, rounds=30):
-    """Median seconds of edgedl and onnxruntime, runs interleaved (same noise for both)."""
+def paired(model, threads, rounds=30, block=5):
+    """Median seconds of edgedl and onnxruntime, in alternating blocks of ``block`` runs (the
+    same noise for both). Idle workers of either runtime spin for a while after a run (ORT's
+    pool, libgomp) and would steal the other's cores at 2 threads: so each block starts after
+    a 20 ms pause with one untimed run."""
     fe, fo = _runner("edgedl", model, threads), _runner("onnxruntime", model, threads)
     te, to = [], []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fe()
-        t1 = time.perf_counter()
-        fo()
-        t2 = time.perf_counter()
-        te.append(t1 - t0)
-        to.append(t2 - t1)
+    for _ in range(max(1, rounds // block)):
+        for f, acc in ((fe, te), (fo, to)):
+            time.sleep(0.02)
+            f()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                f()
+                acc.append(time.perf_counter() - t0)
     return float(np.median(te)), float(np.median(to))
 
 
@@ -86,14 +90,19 @@ def profile(model, runs=20):
 
 
 def summary(models=MODELS, rounds=30):
-    lines = [f"backend {edgedl.get_backend()}; medians of {rounds} interleaved runs",
-             f"{'model':18s} {'thr':>3s} {'edgedl ms':>10s} {'ORT ms':>8s} {'ratio':>6s}"]
+    lines = [f"backend {edgedl.get_backend()}; medians of {rounds} runs per runtime, in "
+             f"alternating blocks",
+             f"{'model':18s} {'thr':>3s} {'edgedl ms':>10s} {'ORT ms':>8s} {'ratio':>6s} "
+             f"{'edgedl vs 1 thr':>16s}"]
     ratios = {t: [] for t in THREADS}
     for m in models:
+        one = None
         for t in THREADS:
-            e, o = paired(m, t, rounds if t == 1 else max(5, rounds // 3))
+            e, o = paired(m, t, rounds)
+            one = e if one is None else one
             ratios[t].append(e / o)
-            lines.append(f"{m:18s} {t:3d} {e * 1e3:10.2f} {o * 1e3:8.2f} {e / o:6.2f}")
+            lines.append(f"{m:18s} {t:3d} {e * 1e3:10.2f} {o * 1e3:8.2f} {e / o:6.2f} "
+                         f"{e / one:16.2f}")
     for t in THREADS:
         g = math.exp(sum(math.log(r) for r in ratios[t]) / len(ratios[t]))
         lines.append(f"geometric mean edgedl/ORT at {t} thread(s): {g:.2f} "
