@@ -560,6 +560,7 @@ def pack_conv_weights(const floating[:, ::1] w):
     cdef Py_ssize_t m = w.shape[0], k = w.shape[1]
     cdef int mr = edl_gemm_mr()
     cdef float[::1] view
+    import numpy as np      # here, not at import: the built modules import without NumPy
     if floating is double:
         return np.array(w).reshape(-1)     # conv_gemm takes it flat
     else:
@@ -583,6 +584,7 @@ def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floatin
                                     <float>p0, <float>p1, slopes, y):
             raise MemoryError("conv_gemm: out of memory for the column buffers")
     else:
+        import numpy as np
         from edgedl.kernels._ref.conv import _gemm_blocked, _needs_epilogue
         ya = np.asarray(y)
         _gemm_blocked(im2col, np.asarray(x), np.asarray(wp).reshape(m, K), kh, kw, sh, sw,
