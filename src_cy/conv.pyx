@@ -11,8 +11,6 @@ from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-import numpy as np
-
 
 
 cdef extern from *:
