@@ -15,8 +15,9 @@
  * get zero rows in their panel and a scratch tile, fewer than NR columns a padded copy.
  *
  * Micro-kernels are written once with GCC vector types and instantiated per ISA: AVX-512
- * (8 x 48: 24 of the 32 zmm registers accumulate; 8 x 32 ran at 2/3 of its speed), AVX2+FMA (4 x 24) and a 128-bit baseline (SSE2 / NEON) on x86-64, picked at
- * run time (no -march: wheels stay portable); elsewhere only the baseline.
+ * (8 x 48: 24 of the 32 zmm registers accumulate; 8 x 32 ran at 2/3 of its speed), AVX2+FMA
+ * (4 x 24) and a 128-bit baseline (SSE2) on x86-64, picked at run time (no -march: wheels
+ * stay portable); elsewhere only the 128-bit one (NEON on aarch64: 8 x 8, 16 accumulators).
  */
 #ifndef EDL_GEMM_H
 #define EDL_GEMM_H
@@ -179,7 +180,8 @@ static int edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float 
     ptrdiff_t n = j1 - j0;
     float *strip, *pad = NULL;
     if (n <= 0) return 0;
-    strip = (float *)malloc((size_t)(K * nr) * sizeof(float) * (n < nr ? 2 : 1));
+    /* K = 0 (no input channels) still gets a non-NULL buffer: C is then all zeros */
+    strip = (float *)malloc((size_t)((K > 0 ? K : 1) * nr) * sizeof(float) * (n < nr ? 2 : 1));
     if (!strip) return -1;
     if (n < nr) {
         float tile[8 * 48];
