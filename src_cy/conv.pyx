@@ -11,6 +11,8 @@ from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
+from edl_omp cimport omp_get_max_threads
+
 
 
 cdef extern from *:
@@ -203,9 +205,9 @@ cdef extern from "edl_gemm.h":
 # waking an OpenMP team costs ~5 us on an idle machine and ~100 us on a loaded 2-core one.
 cdef enum:
     _PAR_ELEMS = 1 << 17
-    # conv_gemm: multiply-adds below which one thread does it all (~40 us of FMAs), and
+    # conv_gemm: multiply-adds below which one thread does it all (~10 us of FMAs), and
     # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
-    _PAR_MACS = 1 << 22
+    _PAR_MACS = 1 << 20
     _GEMM_BLOCK_BYTES = 160 << 10
     # depthwise stride 1: output rows narrower than this run as one flat row per plane
     _FLAT_W = 48
@@ -607,8 +609,15 @@ cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const flo
     # a block is a run of columns (pointwise) or of whole output rows (im2col), at least NR
     # columns wide, with its im2col columns within the L2 budget
     cdef Py_ssize_t unit = 1 if pointwise else ow, steps = L if pointwise else oh
-    cdef Py_ssize_t per = max(_GEMM_BLOCK_BYTES // (max(K, 1) * 4 * unit), (nr + unit - 1) // unit)
-    cdef Py_ssize_t nb = max(steps // per, 1), most = (steps + nb - 1) // nb
+    cdef Py_ssize_t least = (nr + unit - 1) // unit
+    cdef Py_ssize_t per = max(_GEMM_BLOCK_BYTES // (max(K, 1) * 4 * unit), least)
+    cdef Py_ssize_t nb = max(steps // per, 1), most
+    cdef bint par = m * K * L >= _PAR_MACS
+    cdef int threads = omp_get_max_threads()
+    if par and threads > 1 and nb < 2 * threads:
+        # small K: the L2 budget alone would leave one block; two per thread share out well
+        nb = max(nb, min(2 * threads, steps // least))
+    most = (steps + nb - 1) // nb
     cdef bint epi = act != 0
     cdef Py_ssize_t blk, s0, s1, j0, j1, r, i
     cdef int err = 0
@@ -617,7 +626,7 @@ cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const flo
     cdef const float* xb = &x[0, 0, 0]
     for i in range(m):
         epi = epi or bias[i] != 0
-    with nogil, parallel(use_threads_if=nb > 1 and m * K * L >= _PAR_MACS):
+    with nogil, parallel(use_threads_if=nb > 1 and par):
         if not pointwise:
             buf = <float*>malloc(max(K, 1) * most * ow * sizeof(float))   # K = 0: C = 0
         for blk in prange(nb, schedule="dynamic"):
