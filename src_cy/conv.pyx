@@ -196,9 +196,10 @@ cdef extern from "edl_gemm.h":
     Py_ssize_t edl_gemm_panels(Py_ssize_t M, int mr) noexcept nogil
     void edl_gemm_pack_a(const float* a, Py_ssize_t M, Py_ssize_t K, Py_ssize_t lda,
                          float* ap) noexcept nogil
-    int edl_gemm_cols(const float* ap, Py_ssize_t M, Py_ssize_t K, const float* b,
-                      Py_ssize_t ldb, float* c, Py_ssize_t ldc, Py_ssize_t j0,
-                      Py_ssize_t j1) noexcept nogil
+    Py_ssize_t edl_gemm_scratch(Py_ssize_t M, Py_ssize_t K) noexcept nogil
+    void edl_gemm_cols(const float* ap, Py_ssize_t M, Py_ssize_t K, const float* b,
+                       Py_ssize_t ldb, float* c, Py_ssize_t ldc, Py_ssize_t j0, Py_ssize_t j1,
+                       float* scratch) noexcept nogil
 
 
 # Below this much work (elements or multiply-adds) a loop runs on the calling thread only:
@@ -622,31 +623,32 @@ cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const flo
     cdef Py_ssize_t blk, s0, s1, j0, j1, r, i
     cdef int err = 0
     cdef float* buf = NULL
+    cdef float* scratch
+    cdef Py_ssize_t cols = 0 if pointwise else max(K, 1) * most * ow
     cdef float* yb = &y[0, 0, 0]
     cdef const float* xb = &x[0, 0, 0]
     for i in range(m):
         epi = epi or bias[i] != 0
     with nogil, parallel(use_threads_if=nb > 1 and par):
-        if not pointwise:
-            buf = <float*>malloc(max(K, 1) * most * ow * sizeof(float))   # K = 0: C = 0
+        # per thread, once: the im2col columns of a block and the GEMM's scratch
+        buf = <float*>malloc((cols + edl_gemm_scratch(m, K)) * sizeof(float))
+        scratch = buf + cols
         for blk in prange(nb, schedule="dynamic"):
+            if buf == NULL:
+                err += 1
+                continue
             s0 = blk * steps // nb
             s1 = (blk + 1) * steps // nb
             if pointwise:
                 j0, j1 = s0, s1
-                if edl_gemm_cols(&wp[0], m, K, xb, L, yb, L, j0, j1):
-                    err += 1
-            elif buf == NULL:
-                err += 1
-                continue
+                edl_gemm_cols(&wp[0], m, K, xb, L, yb, L, j0, j1, scratch)
             else:
                 j0, j1 = s0 * ow, s1 * ow
                 # rows s0.. of the output: the same im2col with the top pad shifted
                 for r in range(K):
                     _im2col_row(xb, h, wd, r, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
                                 s1 - s0, ow, buf + r * (j1 - j0))
-                if edl_gemm_cols(&wp[0], m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0):
-                    err += 1
+                edl_gemm_cols(&wp[0], m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch)
             if epi:           # while the block is still in cache
                 for r in range(m):
                     _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])

@@ -170,37 +170,34 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
     }
 }
 
+/* Floats of scratch edl_gemm_cols needs: a packed strip of B, and for blocks narrower than
+ * NR a zero-padded copy of B and an M x NR block of C. The caller allocates it once (per
+ * thread), not per block. */
+static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
+    return (2 * (K > 0 ? K : 1) + M) * edl_gemm_nr();
+}
+
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K), strip by strip of NR
- * columns. Fewer than NR columns are first copied into a zero-padded strip.
- * Returns 0, or -1 if the strip buffer's malloc failed. */
-static int edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
-                         ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1) {
+ * columns; `scratch` holds edl_gemm_scratch(M, K) floats. Fewer than NR columns are
+ * computed from a zero-padded copy of B into scratch, then copied into C. */
+static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
+                          ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
+                          float *scratch) {
     edl_gemm_kernel kr = edl_gemm_select();
     int nr = kr.nr;
     ptrdiff_t n = j1 - j0;
-    float *strip, *pad = NULL;
-    if (n <= 0) return 0;
-    /* K = 0 (no input channels) still gets a non-NULL buffer: C is then all zeros */
-    strip = (float *)malloc((size_t)((K > 0 ? K : 1) * nr) * sizeof(float) * (n < nr ? 2 : 1));
-    if (!strip) return -1;
+    float *strip = scratch;
+    if (n <= 0) return;
     if (n < nr) {
-        float tile[8 * 48];
-        pad = strip + K * nr;
+        float *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
         for (ptrdiff_t k = 0; k < K; k++) {
             memcpy(pad + k * nr, b + k * ldb + j0, (size_t)n * sizeof(float));
             memset(pad + k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
         }
-        /* every panel into the tile, then its valid part into C */
-        for (ptrdiff_t p = 0, np = edl_gemm_panels(M, kr.mr); p < np; p++) {
-            ptrdiff_t r0 = p * kr.mr, rows = kr.mr;
-            if (r0 > M - kr.mr) r0 = M - kr.mr;
-            if (r0 < 0) { r0 = 0; rows = M; }
-            kr.fn[kr.nv - 1](K, ap + p * K * kr.mr, pad, nr, tile, nr, NULL);
-            for (ptrdiff_t i = 0; i < rows; i++)
-                memcpy(c + (r0 + i) * ldc + j0, tile + i * nr, (size_t)n * sizeof(float));
-        }
-        free(strip);
-        return 0;
+        edl_gemm_strip(&kr, kr.nv, ap, M, K, pad, nr, cb, nr, nr, strip);
+        for (ptrdiff_t i = 0; i < M; i++)
+            memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
+        return;
     }
     for (ptrdiff_t j = j0; j < j1; j += nr) {
         /* the last strip: the narrowest kernel that covers it, ending at j1 (it overlaps
@@ -211,8 +208,6 @@ static int edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float 
         ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
         edl_gemm_strip(&kr, nv, ap, M, K, b + js, ldb, c + js, ldc, width, strip);
     }
-    free(strip);
-    return 0;
 }
 
 #endif
