@@ -3,7 +3,7 @@
  * Contiguous x -> y, n elements; y may be x itself (same-index elementwise access only, which is
  * why `restrict` is safe here) but must not otherwise overlap it (the Python wrapper copies).
  * Every loop is branch-free so gcc vectorises it; EDL_SIMD_KERNEL adds AVX2/AVX-512 clones.
- * NaN inputs give NaN (re-selected at the end, the exp helpers do not carry it).
+ * NaN inputs give NaN: the exp helpers carry it through (edl_math.h).
  */
 #ifndef EDL_ACTIVATIONS_F32_H
 #define EDL_ACTIVATIONS_F32_H
@@ -48,34 +48,29 @@ EDL_SIMD_KERNEL static void edl_hard_swish_f32(const float *restrict x, float *r
     }
 }
 
-/* sigmoid(b v) from e = exp(-|b v|): d = 1/(1+e) for b v >= 0, e d below (one division) */
-static inline float edl_sigmoid_e(float bv, float e) {
-    float d = 1.0f / (1.0f + e);
-    return bv >= 0.0f ? d : e * d;
-}
-
+/* sigmoid(v) = 1 / (1 + exp(-v)): accurate on both sides (for v << 0 the division keeps the
+ * relative accuracy of exp), 0 from v = -88.4 down, no branch or select */
 EDL_SIMD_KERNEL static void edl_sigmoid_f32(const float *restrict x, float *restrict y,
                                             edl_idx n) {
-    for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], e = edl_exp_neg(-fabsf(v)), s = edl_sigmoid_e(v, e);
-        y[i] = v == v ? s : v;
-    }
+    for (edl_idx i = 0; i < n; i++) y[i] = 1.0f / (1.0f + edl_exp_sat(-x[i]));
 }
 
 EDL_SIMD_KERNEL static void edl_swish_f32(const float *restrict x, float *restrict y, edl_idx n,
                                           float beta) {
-    for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], bv = beta * v, e = edl_exp_neg(-fabsf(bv)), s = v * edl_sigmoid_e(bv, e);
-        y[i] = v == v ? s : v;
+    for (edl_idx i = 0; i < n; i++) {   /* v * sigmoid: v / (1 + e) made gcc split the division */
+        float v = x[i], d = 1.0f / (1.0f + edl_exp_sat(-beta * v));
+        y[i] = v * d;
     }
 }
 
-/* tanh|v| = t / (-2 - t), t = expm1(-2|v|): no cancellation anywhere */
+/* tanh|v| = t / (-2 - t), t = expm1(-2|v|): no cancellation anywhere. The one-FMA reduction
+ * is enough: its error only matters when exp(-2|v|) is small next to 1 (within 2.5 ulp). */
 EDL_SIMD_KERNEL static void edl_tanh_f32(const float *restrict x, float *restrict y, edl_idx n) {
     for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], t = edl_expm1_neg(-2.0f * fabsf(v)), a = t / (-2.0f - t);
-        a = copysignf(a, v);                  /* a bit operation, cheaper than a select */
-        y[i] = v == v ? a : v;
+        float v = x[i], s, q;
+        edl_exp_core(edl_exp_clamp_lo(-2.0f * fabsf(v)), &s, &q, 0);
+        float t = s * q + (s - 1.0f);
+        y[i] = copysignf(t / (-2.0f - t), v);   /* a bit operation, cheaper than a select */
     }
 }
 
@@ -83,9 +78,8 @@ EDL_SIMD_KERNEL static void edl_tanh_f32(const float *restrict x, float *restric
 EDL_SIMD_KERNEL static void edl_selu_f32(const float *restrict x, float *restrict y, edl_idx n,
                                          float alpha, float gamma) {
     for (edl_idx i = 0; i < n; i++) {
-        float v = x[i], m = edl_expm1_neg(v < 0.0f ? v : 0.0f);
-        float a = gamma * (v > 0.0f ? v : alpha * m);
-        y[i] = v == v ? a : v;
+        float v = x[i], m = edl_expm1_neg(v > 0.0f ? 0.0f : v);   /* NaN v stays NaN */
+        y[i] = gamma * (v > 0.0f ? v : alpha * m);
     }
 }
 
@@ -94,8 +88,7 @@ EDL_SIMD_KERNEL static void edl_softplus_f32(const float *restrict x, float *res
                                              edl_idx n) {
     for (edl_idx i = 0; i < n; i++) {
         float v = x[i], e = edl_exp_neg(-fabsf(v));
-        float a = (v > 0.0f ? v : 0.0f) + edl_log1p01f(e);
-        y[i] = v == v ? a : v;
+        y[i] = (v > 0.0f ? v : 0.0f) + edl_log1p01f(e);
     }
 }
 
@@ -106,8 +99,7 @@ EDL_SIMD_KERNEL static void edl_mish_f32(const float *restrict x, float *restric
         float v = x[i], e = edl_exp_neg(-fabsf(v));
         float pn = 1.0f + 2.0f * e, nn = e * (e + 2.0f);
         float num = v > 0.0f ? pn : nn, den = v > 0.0f ? pn + 2.0f * e * e : nn + 2.0f;
-        float a = v * num / den;
-        y[i] = v == v ? a : v;
+        y[i] = v * num / den;
     }
 }
 
@@ -232,7 +224,10 @@ EDL_SIMD_KERNEL static void edl_softmax_rows1_f32(const float *restrict x, float
 
 /* Rows in blocks of 16 (for rows short enough that a block stays in L1): each row's maximum and
  * sum are first kept as 16-lane partial vectors, and one transposing tree reduces the 16 rows
- * at once; the per-row horizontal reductions otherwise cost as much as the exps on rows of 80. */
+ * at once; the per-row horizontal reductions otherwise cost as much as the exps on rows of 80.
+ * No NaN / inf scan: the max skips NaN, and a row with a NaN, a +inf or only -inf gets a NaN
+ * exp (NaN - m, inf - inf, -inf + inf), so its sum is not >= 1 (the maximum's exp is 1):
+ * exactly the rows that are all NaN in NumPy. */
 EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float *restrict y,
                                                  edl_idx rows, edl_idx n, int log_mode) {
     edl_idx r0 = 0, i;
@@ -240,41 +235,29 @@ EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float 
     if (n <= (log_mode ? 96 : EDL_SM_BLOCK)) {
         const edl_idx nv = n - n % 16;
         for (; r0 + 16 <= rows; r0 += 16) {
-            edl_v16f part[16], chk[16], v, mv, cv, sv;
+            edl_v16f part[16], v, mv, sv;
             float e[EDL_SM_BLOCK];
-            int nan_row[16] = {0};
             for (int r = 0; r < 16; r++) {
                 const float *xr = x + (r0 + r) * n;
-                edl_v16f m, c = {0};
+                edl_v16f m;
                 for (int l = 0; l < 16; l++) m[l] = -INFINITY;
                 for (i = 0; i < nv; i += 16) {
                     memcpy(&v, xr + i, sizeof v);
                     m = EDL_VMAX(v, m);
-                    c += v - v;                      /* NaN once a NaN or +-inf is seen */
                 }
-                for (; i < n; i++) {
-                    m[0] = xr[i] > m[0] ? xr[i] : m[0];
-                    c[0] += xr[i] - xr[i];
-                }
+                for (; i < n; i++) m[0] = xr[i] > m[0] ? xr[i] : m[0];
                 part[r] = m;
-                chk[r] = c;
             }
             edl_tree_max(part, &mv);
-            edl_tree_sum(chk, &cv);
             for (int r = 0; r < 16; r++) {
                 const float *xr = x + (r0 + r) * n;
                 float *yr = y + (r0 + r) * n, m = mv[r];
                 edl_v16f s = {0};
-                if (cv[r] != 0.0f) {         /* rare: NaN, +inf or all -inf: NaN rows */
-                    for (i = 0; i < n; i++) nan_row[r] |= (xr[i] != xr[i]) | (xr[i] == INFINITY);
-                    nan_row[r] |= m == -INFINITY;
-                    if (nan_row[r]) {
-                        for (i = 0; i < n; i++) yr[i] = NAN;
-                        part[r] = s;
-                        continue;
-                    }
-                }
                 float *er = log_mode ? e : yr;  /* y may be x: log mode keeps x intact */
+                /* fetch the next block's row while this one computes (the block is computed
+                 * from L1, and the hardware prefetcher does not run that far ahead) */
+                if (r0 + 16 + r < rows)
+                    for (i = 0; i < n; i += 16) __builtin_prefetch(xr + 16 * n + i, 0, 3);
                 for (i = 0; i < n; i++) er[i] = edl_exp_neg(xr[i] - m);
                 for (i = 0; i < nv; i += 16) {
                     memcpy(&v, er + i, sizeof v);
@@ -287,8 +270,9 @@ EDL_SIMD_KERNEL static void edl_softmax_rows_f32(const float *restrict x, float 
             for (int r = 0; r < 16; r++) {
                 const float *xr = x + (r0 + r) * n;
                 float *yr = y + (r0 + r) * n, m = mv[r];
-                if (nan_row[r]) continue;
-                if (log_mode) {
+                if (!(sv[r] >= 1.0f)) {         /* rare: NaN, +inf or all -inf */
+                    for (i = 0; i < n; i++) yr[i] = NAN;
+                } else if (log_mode) {
                     float ls = logf(sv[r]);     /* (x - m) is exact: subtract log(s) apart */
                     for (i = 0; i < n; i++) yr[i] = (xr[i] - m) - ls;
                 } else {

@@ -33,49 +33,55 @@
 #define EDL_EXP_LO (-87.33654f)   /* log(FLT_MIN): 2^n is a normal number above it */
 
 static inline float edl_f32_from_bits(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
+static inline int32_t edl_f32_bits(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
 
-/* For x <= 0: exp(x) = s * (1 + q), s = 2^n exactly, q = expm1(r), r = x - n ln2, |r| <= ln2/2.
- * s = 0 below EDL_EXP_LO. A NaN x gives finite garbage: callers re-select NaN at the end. */
-static inline void edl_exp_parts_neg(float x, float *s, float *q) {
-    float xc = x >= EDL_EXP_LO ? x : EDL_EXP_LO;
-    /* n = round(x / ln2): adding 1.5 * 2^23 rounds to an integer */
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = xc - n * 0.693359375f;               /* ln2 = C1 + C2, n * C1 exact */
-    r = r - n * -2.12194440e-4f;
+/* exp(x) = s * (1 + q), s = 2^n exactly, q = expm1(r), r = x - n ln2, |r| <= ln2/2, for
+ * EDL_EXP_LO <= x < 88.8 (callers clamp; n in -126..128, n = 128 makes s = +inf). A NaN x stays
+ * NaN through q (callers clamp as max(LO, x), which keeps it): no NaN re-select needed.
+ * `exact_r`: r = x - n ln2 in two Cody-Waite steps (exp to 1.5 ulp for every n); without it one
+ * FMA with ln2 rounded, whose error n * 1.9e-9 is harmless where exp(x) is small next to 1. */
+static inline void edl_exp_core(float xc, float *s, float *q, int exact_r) {
+    /* t = round(x / ln2) + 127 + 1.5 * 2^23: adding the bias rounds to an integer, and t's low
+     * mantissa bits then hold n + 127 (in 1..255), so a shift makes 2^n without a conversion */
+    float t = xc * 1.44269504088896341f + 12583039.0f;
+    float n = t - 12583039.0f;
+    float r = exact_r ? (xc - n * 0.693359375f) - n * -2.12194440e-4f   /* n * C1 exact */
+                      : xc - n * 0.693147182f;
     float r2 = r * r;
     /* expm1(r) = r + r^2 P(r), P near-minimax on [-ln2/2, ln2/2] (Estrin: short chains) */
     float a = 4.9999988079e-01f + r * 1.6666518152e-01f;
     float b = 4.1669528931e-02f + r * 8.3689158782e-03f;
     float p = a + r2 * (b + r2 * 1.3751621591e-03f);
     *q = r + r2 * p;
-    float ss = edl_f32_from_bits(((int32_t)n + 127) << 23);
-    *s = x >= EDL_EXP_LO ? ss : 0.0f;
+    *s = edl_f32_from_bits((int32_t)((uint32_t)edl_f32_bits(t) << 23));
 }
 
-/* exp(x) for x <= 0 (NaN in, garbage out) */
+/* max(LO, x): a NaN x stays NaN (the comparison is false) */
+static inline float edl_exp_clamp_lo(float x) { return EDL_EXP_LO > x ? EDL_EXP_LO : x; }
+
+/* exp(x) for x <= 0, 0 below EDL_EXP_LO; NaN propagates */
 static inline float edl_exp_neg(float x) {
     float s, q;
-    edl_exp_parts_neg(x, &s, &q);
-    return s * q + s;
+    edl_exp_core(edl_exp_clamp_lo(x), &s, &q, 1);
+    float e = s * q + s;
+    return x < EDL_EXP_LO ? 0.0f : e;
 }
 
-/* exp(x) - 1 for x <= 0, without cancellation near 0 (for n = 0 it is q itself) */
+/* exp(x) - 1 for x <= 0, without cancellation near 0 (for n = 0 it is q itself); below
+ * EDL_EXP_LO it is -1 already (s * (q + 1) < 2^-125 vanishes next to 1); NaN propagates */
 static inline float edl_expm1_neg(float x) {
     float s, q;
-    edl_exp_parts_neg(x, &s, &q);
+    edl_exp_core(edl_exp_clamp_lo(x), &s, &q, 1);
     return s * q + (s - 1.0f);
 }
 
-/* exp(x) for any x <= 88 (larger x are clamped to 88); NaN propagates. */
-static inline float edl_expf(float x) {
-    float xc = x <= 0.0f ? x : 0.0f;
-    float k = x <= 0.0f ? 0.0f : (x <= 88.0f ? x : 88.0f);
-    /* exp(x) = exp(x - k') * exp(k'): handle x > 0 as 2^m * exp(x - m ln2) */
-    float m = (k * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float s, q;
-    edl_exp_parts_neg(xc + ((k - m * 0.693359375f) - m * -2.12194440e-4f), &s, &q);
-    float y = (s * q + s) * edl_f32_from_bits(((int32_t)m + 127) << 23);
-    return x == x ? y : x;
+/* exp(x) for the 1 / (1 + exp(x)) of sigmoids: within 2 ulp from EDL_EXP_LO to 88.37, +inf
+ * above (exact ends for the sigmoid: 1 / (1 + inf) = 0, and 1 + 2^-126 = 1 below LO) */
+static inline float edl_exp_sat(float x) {
+    float xc = edl_exp_clamp_lo(x), s, q;
+    xc = 88.8f < xc ? 88.8f : xc;                  /* min(88.8, xc), NaN kept */
+    edl_exp_core(xc, &s, &q, 1);
+    return s * (q + 1.0f);                          /* s = inf at n = 128: inf, not NaN */
 }
 
 /* log(1 + u) for 0 <= u <= 1: 2 atanh(z), z = u / (2 + u) <= 1/3, odd series to z^13 */
