@@ -32,16 +32,21 @@ def shared_path():
     return None
 
 
-@pytest.fixture(params=BACKEND_ORDER)
-def backend(request):
-    """Every backend; a missing one is skipped with its reason (a failure under CI)."""
-    name = request.param
+def require_backend(name):
+    """Skip the calling test when backend ``name`` is missing (fail under CI, which sets
+    EDGEDL_REQUIRE_BACKENDS); returns name."""
     reason = why_unavailable(name)
     if reason is not None:
         if os.environ.get("EDGEDL_REQUIRE_BACKENDS", "") not in ("", "0"):
             pytest.fail(f"backend {name} required but unavailable: {reason}")
         pytest.skip(f"backend {name} unavailable: {reason}")
     return name
+
+
+@pytest.fixture(params=BACKEND_ORDER)
+def backend(request):
+    """Every backend; a missing one is skipped with its reason (a failure under CI)."""
+    return require_backend(request.param)
 
 
 @pytest.fixture(scope="session")

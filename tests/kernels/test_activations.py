@@ -8,7 +8,7 @@ import edgedl
 from edgedl.errors import BackendError, DTypeError, ShapeError, ValidationError
 from edgedl.kernels import activations as A
 
-from conftest import ARM_EMULATED, tail_sizes
+from conftest import ARM_EMULATED, require_backend, tail_sizes
 
 DTYPES = [np.float32, np.float64]
 
@@ -395,3 +395,78 @@ def test_lists_and_scalars_are_accepted():
     np.testing.assert_allclose(edgedl.relu([-1, 2]), [0, 2])
     assert edgedl.sigmoid(0.0) == 0.5
     assert edgedl.relu([-1.5, 2.5]).dtype == np.float64
+
+
+# The float32 fast path (wrapper -> edgedl._cy.activations.fast_f32) must decline every case it
+# cannot do as the general path would, and agree with it on every case it does.
+def _fast_cases(rng):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32) * 4
+    yield "plain", x, lambda: None
+    yield "fresh out, 0-d", np.float32(rng.standard_normal()) * np.ones((), np.float32), \
+        lambda: None
+    yield "empty", np.ones((0, 4), np.float32), lambda: None
+    yield "strided x", x[:, ::2], lambda: None
+    yield "strided out", x, lambda: np.empty((3, 4, 10), np.float32)[..., ::2]
+    yield "in place", x.copy(), "x"
+    yield "big (prange)", rng.standard_normal((3, 70000)).astype(np.float32) * 4, lambda: None
+
+
+@pytest.mark.parametrize("name", ["relu", "clip", "elu", "sigmoid", "tanh", "swish", "mish",
+                                  "softmax", "log_softmax"])
+def test_fast_path_matches_general(name, rng):
+    require_backend("cython")
+    kw = {"clip": {"lo": -1.0, "hi": 2.0}, "elu": {"alpha": 0.7}, "swish": {"beta": 1.3},
+          "softmax": {"axis": 1}, "log_softmax": {"axis": -1}}.get(name, {})
+    f = getattr(edgedl, name)
+    for case, x, make_out in _fast_cases(rng):
+        if name in ("softmax", "log_softmax") and x.ndim < 2:
+            continue
+        want = f(x.astype(np.float64), backend="numpy", **kw)
+        out = x if make_out == "x" else make_out()
+        got = f(x, out=out, backend="cython", **kw)
+        assert got.dtype == np.float32 and got.shape == x.shape, case
+        if out is not None:
+            assert got is out, case
+        np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-6, err_msg=f"{name} {case}")
+
+
+def test_fast_path_declines_bad_out():
+    require_backend("cython")
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    with pytest.raises(ShapeError):                 # same size, other shape
+        edgedl.tanh(x, out=np.empty((4, 3), np.float32), backend="cython")
+    with pytest.raises(ShapeError):
+        edgedl.softmax(x, out=np.empty(12, np.float32), backend="cython")
+    with pytest.raises(DTypeError):
+        edgedl.tanh(x, out=np.empty((3, 4), np.float64), backend="cython")
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises(ValidationError, match="read-only"):
+        edgedl.sigmoid(x, out=ro, backend="cython")
+    a = np.arange(-8, 8, dtype=np.float32)          # partial overlap: x is copied first
+    want = edgedl.tanh(a[1:].copy(), backend="numpy")
+    edgedl.tanh(a[1:], out=a[:-1], backend="cython")
+    np.testing.assert_allclose(a[:-1], want, rtol=3e-6)
+    from edgedl._cy import activations as cy
+    with pytest.raises(ValueError, match="op code"):
+        cy.fast_f32(-1, x, x.copy(), 1)
+
+
+def test_fast_path_applies_thread_count_per_thread():
+    # OpenMP thread counts are per calling thread: a new Python thread must still run the
+    # fast path with get_num_threads() (checked through the runtime's view of that thread)
+    require_backend("cython")
+    import threading
+    from edgedl._cy import _runtime
+    x = np.ones(1 << 17, np.float32)
+    prev = edgedl.get_num_threads()
+    seen = []
+    try:
+        edgedl.set_num_threads(2)
+        t = threading.Thread(target=lambda: (edgedl.tanh(x, backend="cython"),
+                                             seen.append(_runtime.get_max_threads())))
+        t.start()
+        t.join()
+    finally:
+        edgedl.set_num_threads(prev)
+    assert seen == [2 if _runtime.openmp_enabled() else 1]
