@@ -4,8 +4,9 @@
  * (N = every output pixel); OpenBLAS packs B for each call and runs such shapes at 30-90
  * GFLOP/s here, half of the core's FMA rate. This one reads B in place (no packing: a
  * column block of B stays in L2 while every filter panel passes over it), keeps an
- * MR x NR tile of C in registers for the whole K loop, and leaves the caller a block of C
- * still in cache for the bias + activation epilogue.
+ * MR x NR tile of C in registers for the whole K loop and adds the bias (and a relu / clip
+ * clamp) there before the store; other activations are left to the caller, on a block of C
+ * still in cache.
  *
  * A is packed once per weight tensor into panels of MR rows (k-major: panel[k * MR + i]),
  * so the micro-kernel reads it as one stream. Edges need no masked code: the last panel
@@ -32,12 +33,19 @@
 #define EDL_UNROLL
 #endif
 
-/* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j].
+/* The conv epilogues a tile applies in registers before its store (the others take a pass
+ * over the block of C afterwards): + bias[row], then optionally a clamp to [lo, hi] (relu,
+ * relu6, clip) that keeps NaN, as the conv epilogue does. */
+typedef struct { const float *bias; int clamp; float lo, hi; } edl_gemm_epi;
+
+/* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j],
+ * then the epilogue when `epi` is not NULL (epi->bias: the tile's MR rows).
  * The _pk twin also stores the rows of B it reads, contiguously, at pk (K x NV*W): the first
  * filter panel of a strip packs it for the others at no extra pass. */
-#define EDL_GEMM_DEF(FN, VT, ATTR, VB, MR, NV, PK)                                          \
+#define EDL_GEMM_DEF(FN, VT, IVT, ATTR, VB, MR, NV, PK)                                     \
 ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict b,        \
-                    ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk) { \
+                    ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk,  \
+                    const edl_gemm_epi *epi) {                                            \
     enum { W = (VB) / 4 };                                                                 \
     VT acc[MR][NV];                                                                        \
     (void)pk;                                                                              \
@@ -57,16 +65,34 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
         a += (MR);                                                                         \
         b += ldb;                                                                          \
     }                                                                                      \
+    if (epi) {                                                                             \
+        EDL_UNROLL for (int i = 0; i < (MR); i++) {                                        \
+            const float bi = epi->bias[i];                                                 \
+            EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] += bi;                    \
+        }                                                                                  \
+        if (epi->clamp) {            /* t = lo > t ? lo : t; t = hi < t ? hi : t */        \
+            const VT lo = (VT){0} + epi->lo, hi = (VT){0} + epi->hi;                      \
+            EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
+                EDL_UNROLL for (int v = 0; v < (NV); v++) {                                \
+                    VT t = acc[i][v];                                                      \
+                    IVT m = lo > t;                                                        \
+                    t = (VT)(((IVT)lo & m) | ((IVT)t & ~m));                               \
+                    m = hi < t;                                                            \
+                    acc[i][v] = (VT)(((IVT)hi & m) | ((IVT)t & ~m));                       \
+                }                                                                          \
+        }                                                                                  \
+    }                                                                                      \
     EDL_UNROLL for (int i = 0; i < (MR); i++)                                              \
         EDL_UNROLL for (int v = 0; v < (NV); v++) memcpy(c + i * ldc + v * W, &acc[i][v], VB); \
 }
 #define EDL_GEMM_MICRO(NAME, ATTR, VB, MR, NV)                                              \
 typedef float NAME##_vec __attribute__((vector_size(VB)));                                \
-EDL_GEMM_DEF(NAME, NAME##_vec, ATTR, VB, MR, NV, 0)                                        \
-EDL_GEMM_DEF(NAME##_pk, NAME##_vec, ATTR, VB, MR, NV, 1)
+typedef int32_t NAME##_ivec __attribute__((vector_size(VB)));                             \
+EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 0)                           \
+EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 1)
 
 typedef void (*edl_gemm_micro_fn)(ptrdiff_t, const float *, const float *, ptrdiff_t,
-                                  float *, ptrdiff_t, float *);
+                                  float *, ptrdiff_t, float *, const edl_gemm_epi *);
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
     && !defined(EDL_NO_CLONES)
@@ -145,25 +171,37 @@ static void edl_gemm_pack_a(const float *a, ptrdiff_t M, ptrdiff_t K, ptrdiff_t 
 }
 
 /* One strip of C, `width` = v * W columns: C[r, 0:width] for every panel of packed A, from
- * B rows at b + k * ldb. The first panel also copies the strip into `strip` (K x width,
- * contiguous) and the others read that copy: read in place, every panel went back to L2
- * for rows ~ldb apart, which the prefetchers do not follow. */
+ * B rows at b + k * ldb, with the epilogue `epi` (NULL: none; its bias has M rows). The first
+ * panel also copies the strip into `strip` (K x width, contiguous) and the others read that
+ * copy: read in place, every panel went back to L2 for rows ~ldb apart, which the
+ * prefetchers do not follow. */
 static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, ptrdiff_t M,
                            ptrdiff_t K, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
-                           ptrdiff_t width, float *strip) {
+                           ptrdiff_t width, float *strip, const edl_gemm_epi *epi) {
     int mr = kr->mr;
     float tile[8 * 48];                       /* one MR x NR tile when M < MR */
+    float bias_pad[8] = {0};                  /* and its bias rows */
     for (ptrdiff_t p = 0, np = edl_gemm_panels(M, mr); p < np; p++) {
         ptrdiff_t r0 = p * mr;
         if (r0 > M - mr) r0 = M - mr;          /* overlaps the previous panel */
         float *dst = r0 >= 0 ? c + r0 * ldc : tile;
         ptrdiff_t ldd = r0 >= 0 ? ldc : kr->nr;
+        edl_gemm_epi pe, *pep = NULL;
+        if (epi) {
+            pe = *epi;
+            if (r0 >= 0) pe.bias = epi->bias + r0;
+            else {
+                for (ptrdiff_t i = 0; i < M; i++) bias_pad[i] = epi->bias[i];
+                pe.bias = bias_pad;
+            }
+            pep = &pe;
+        }
         if (p == 0 && np > 1)
-            kr->pk[v - 1](K, ap, b, ldb, dst, ldd, strip);
+            kr->pk[v - 1](K, ap, b, ldb, dst, ldd, strip, pep);
         else if (p == 0)
-            kr->fn[v - 1](K, ap, b, ldb, dst, ldd, NULL);
+            kr->fn[v - 1](K, ap, b, ldb, dst, ldd, NULL, pep);
         else
-            kr->fn[v - 1](K, ap + p * K * mr, strip, width, dst, ldd, NULL);
+            kr->fn[v - 1](K, ap + p * K * mr, strip, width, dst, ldd, NULL, pep);
         if (r0 < 0)                            /* M < MR: zero rows in the panel */
             for (ptrdiff_t i = 0; i < M; i++)
                 memcpy(c + i * ldc, tile + i * kr->nr, (size_t)width * sizeof(float));
@@ -178,11 +216,12 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
 }
 
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K), strip by strip of NR
- * columns; `scratch` holds edl_gemm_scratch(M, K) floats. Fewer than NR columns are
- * computed from a zero-padded copy of B into scratch, then copied into C. */
+ * columns, with the epilogue `epi` (NULL: none); `scratch` holds edl_gemm_scratch(M, K)
+ * floats. Fewer than NR columns are computed from a zero-padded copy of B into scratch,
+ * then copied into C. */
 static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
                           ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
-                          float *scratch) {
+                          float *scratch, const edl_gemm_epi *epi) {
     edl_gemm_kernel kr = edl_gemm_select();
     int nr = kr.nr;
     ptrdiff_t n = j1 - j0;
@@ -194,7 +233,7 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
             memcpy(pad + k * nr, b + k * ldb + j0, (size_t)n * sizeof(float));
             memset(pad + k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
         }
-        edl_gemm_strip(&kr, kr.nv, ap, M, K, pad, nr, cb, nr, nr, strip);
+        edl_gemm_strip(&kr, kr.nv, ap, M, K, pad, nr, cb, nr, nr, strip, epi);
         for (ptrdiff_t i = 0; i < M; i++)
             memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
         return;
@@ -206,7 +245,7 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
         ptrdiff_t rest = j1 - j;
         if (rest < nr) nv = (int)((rest + kr.w - 1) / kr.w);
         ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
-        edl_gemm_strip(&kr, nv, ap, M, K, b + js, ldb, c + js, ldc, width, strip);
+        edl_gemm_strip(&kr, nv, ap, M, K, b + js, ldb, c + js, ldc, width, strip, epi);
     }
 }
 

@@ -151,6 +151,27 @@ def test_every_activation_epilogue(backend, act, depthwise, dtype, rng):
     _close(got, want, dtype)
 
 
+# NaN in, NaN out through every fused epilogue (the Cython epilogue once clamped NaN to lo for
+# relu / relu6 / clip / hard_sigmoid where NumPy and numba keep it): dense im2col GEMM, 1x1
+# GEMM (bias + clamp in the micro-kernel), depthwise 3x3 "same" (rows >= 48) and strided.
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a] + [None])
+@pytest.mark.parametrize("kind", ["dense3x3", "pointwise", "dw_same", "dw_s2"])
+def test_nan_propagates_through_epilogues(backend, act, kind, rng):
+    c, m, k, group, stride = {"dense3x3": (3, 10, 3, 1, 1), "pointwise": (4, 10, 1, 1, 1),
+                              "dw_same": (4, 4, 3, 4, 1), "dw_s2": (4, 4, 3, 4, 2)}[kind]
+    x = rng.standard_normal((1, c, 12, 50)).astype(np.float32)
+    x[0, :, 3, 7] = np.nan
+    w = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    params = {"clip": (-0.7, 1.3), "leaky_relu": (0.1,), "hard_sigmoid": (0.25, 0.4),
+              "prelu": (rng.standard_normal(m),)}.get(act, ())
+    args = (x, w, b, (stride, stride), (k // 2,) * 4, (1, 1), group)
+    got = conv2d(*args, activation=act, activation_params=params, backend=backend)
+    want = conv2d(*args, activation=act, activation_params=params, backend="numpy")
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
 def test_activation_defaults_and_scalar_prelu(backend, rng):
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32) * 4
     w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
