@@ -11,7 +11,7 @@ from ..errors import ShapeError, ValidationError
 from . import _dispatch
 
 __all__ = ["max_pool2d", "avg_pool2d", "global_avg_pool2d", "global_max_pool2d",
-           "pool_output_shape", "pool_pads", "AUTO_PADS"]
+           "pool2d_plan", "pool_output_shape", "pool_pads", "AUTO_PADS"]
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -67,8 +67,15 @@ def pool_output_shape(in_hw, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), di
                            bool(ceil_mode)) for a in range(2))
 
 
-def _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
-    """Validate the attributes -> (kernel, strides, resolved pads, dilations, (OH, OW))."""
+def _flag(v, name):
+    if not isinstance(v, (bool, int, np.integer)) or int(v) not in (0, 1):
+        raise ValidationError(f"{name} must be a bool (or 0/1), got {v!r}")
+    return bool(v)
+
+
+def _geometry(shape, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
+    """Validate the attributes for an input of ``shape`` (N, C, H, W) -> (kernel, strides,
+    resolved pads, dilations, (OH, OW))."""
     kernel_shape = V.int_tuple(kernel_shape, "kernel_shape", 2, lo=1)
     strides = V.int_tuple(1 if strides is None else strides, "strides", 2, lo=1)
     dilations = V.int_tuple(1 if dilations is None else dilations, "dilations", 2, lo=1)
@@ -76,8 +83,7 @@ def _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
     if not isinstance(auto_pad, str):
         raise ValidationError(f"auto_pad must be a string, got {auto_pad!r}")
     auto_pad = V.choice(auto_pad.upper(), "auto_pad", AUTO_PADS)
-    if not isinstance(ceil_mode, (bool, int, np.integer)) or int(ceil_mode) not in (0, 1):
-        raise ValidationError(f"ceil_mode must be a bool (or 0/1), got {ceil_mode!r}")
+    ceil_mode = _flag(ceil_mode, "ceil_mode")
     for a, name in enumerate(("top", "left")):
         for p, side in ((pads[a], name), (pads[a + 2], ("bottom", "right")[a])):
             if p >= kernel_shape[a]:
@@ -85,10 +91,10 @@ def _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
                     f"pads must be smaller than kernel_shape (as onnxruntime requires): pad "
                     f"{side}={p} >= kernel_shape[{a}]={kernel_shape[a]} (pads={pads}, "
                     f"kernel_shape={kernel_shape})")
-    hw = x.shape[2:]
+    hw = shape[2:]
     if min(hw) == 0:
         raise ShapeError(f"x must have a non-empty spatial size (only N or C may be 0), got "
-                         f"shape {x.shape}")
+                         f"shape {tuple(shape)}")
     pads = pool_pads(hw, kernel_shape, strides, auto_pad, pads)
     out_hw = pool_output_shape(hw, kernel_shape, strides, pads, dilations, ceil_mode)
     if min(out_hw) < 1:
@@ -125,6 +131,14 @@ def _finish(out, buf):
     return out
 
 
+def _avg_extent(hw, pads):
+    """SAME_* with kernel < stride can give a negative end pad; onnxruntime's AveragePool then
+    ignores the last -pad rows/columns of the image (its MaxPool does not): -> (the (H, W)
+    the kernel reads, pads with those ends at 0)."""
+    h, w = hw[0] + min(pads[2], 0), hw[1] + min(pads[3], 0)
+    return (max(h, 0), max(w, 0)), pads[:2] + (max(pads[2], 0), max(pads[3], 0))
+
+
 # ----------------------------------------------------------------------------- kernels
 def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
                ceil_mode=False, auto_pad="NOTSET", out=None, backend=None):
@@ -135,8 +149,8 @@ def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     A window holding a NaN gives NaN.
     """
     x, backend = _input(x, backend)
-    ks, st, pd, dl, out_hw = _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode,
-                                       auto_pad)
+    ks, st, pd, dl, out_hw = _geometry(x.shape, kernel_shape, strides, pads, dilations,
+                                       ceil_mode, auto_pad)
     out, buf = _target(out, x.shape[:2] + out_hw, x)
     if buf.size:
         _dispatch.impl("pooling", "max_pool2d", backend)(x, ks, st, pd, dl, buf)
@@ -152,23 +166,57 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     in-image elements of the window, True by the number of its taps inside the padded extent.
     """
     x, backend = _input(x, backend)
-    ks, st, pd, dl, out_hw = _geometry(x, kernel_shape, strides, pads, dilations, ceil_mode,
-                                       auto_pad)
-    if not isinstance(count_include_pad, (bool, int, np.integer)) or \
-            int(count_include_pad) not in (0, 1):
-        raise ValidationError(f"count_include_pad must be a bool (or 0/1), got "
-                              f"{count_include_pad!r}")
+    ks, st, pd, dl, out_hw = _geometry(x.shape, kernel_shape, strides, pads, dilations,
+                                       ceil_mode, auto_pad)
+    cip = _flag(count_include_pad, "count_include_pad")
     out, buf = _target(out, x.shape[:2] + out_hw, x)
     if pd[2] < 0 or pd[3] < 0:
-        # SAME_* with kernel < stride can give a negative end pad; onnxruntime's AveragePool
-        # then ignores the last -pad rows/columns of the image (its MaxPool does not)
-        h_eff, w_eff = x.shape[2] + min(pd[2], 0), x.shape[3] + min(pd[3], 0)
-        x = np.ascontiguousarray(x[:, :, :max(h_eff, 0), :max(w_eff, 0)])
-        pd = pd[:2] + (max(pd[2], 0), max(pd[3], 0))
+        (h, w), pd = _avg_extent(x.shape[2:], pd)
+        x = np.ascontiguousarray(x[:, :, :h, :w])
     if buf.size:
-        _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl,
-                                                         bool(count_include_pad), buf)
+        _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl, cip, buf)
     return _finish(out, buf)
+
+
+def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
+                dilations=(1, 1), ceil_mode=False, auto_pad="NOTSET", count_include_pad=False,
+                dtype=np.float32, backend=None):
+    """max_pool2d (``kind`` "max") or avg_pool2d ("avg") prepared once for a fixed input shape
+    (the ONNX runtime's planner): validates everything now and returns ``run(x, out=None)``,
+    which only checks x's shape and dtype. ``out``, when given, must be a C-contiguous array
+    of ``run.out_shape`` and x's dtype not overlapping x (not checked: this is the fast path;
+    the public functions' per-call validation cost ~25 us).
+    """
+    if kind not in ("max", "avg"):
+        raise ValidationError(f"kind must be 'max' or 'avg', got {kind!r}")
+    dtype = np.dtype(dtype)
+    if dtype not in V.FLOAT_DTYPES:
+        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
+    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    ks, st, pd, dl, out_hw = _geometry(x_shape, kernel_shape, strides, pads, dilations,
+                                       ceil_mode, auto_pad)
+    oshape = x_shape[:2] + out_hw
+    name, extra, crop = "max_pool2d", (), None
+    if kind == "avg":
+        name, extra = "avg_pool2d", (_flag(count_include_pad, "count_include_pad"),)
+        if pd[2] < 0 or pd[3] < 0:
+            crop, pd = _avg_extent(x_shape[2:], pd)
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(oshape, dtype) if out is None else out
+        if y.size:
+            bk = _config.resolve_backend(backend)
+            if crop is not None:
+                x = x[:, :, :crop[0], :crop[1]]
+            if not x.flags.c_contiguous or (bk == "numba" and not x.flags.writeable):
+                x = np.array(x, order="C")      # see _input
+            _dispatch.impl("pooling", name, bk)(x, ks, st, pd, dl, *extra, y)
+        return y
+    run.out_shape = oshape
+    return run
 
 
 def _global(x, out, backend, name):

@@ -136,6 +136,43 @@ def test_backend_vs_reference(backend, kind, dtype, rng):
         done += 1
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_plan_matches_the_public_functions(backend, kind, rng):
+    # pool2d_plan (the ONNX runtime's path) validates once: over random configurations,
+    # including SAME_* with kernel < stride (avg crops the image), strided and read-only x
+    done = 0
+    while done < 30:
+        cfg = _random_config(rng)
+        x = rng.standard_normal((int(rng.integers(1, 3)), int(rng.integers(1, 5)),
+                                 int(rng.integers(1, 20)), int(rng.integers(1, 20))))
+        x = x.astype(np.float32)
+        if _valid_or_none(x.shape[2:], cfg) is None:
+            continue
+        cip = bool(rng.integers(0, 2))
+        run = P.pool2d_plan(x.shape, kind, **cfg, count_include_pad=cip, backend=backend)
+        want = _call(kind, x, cfg, cip, backend="numpy")
+        assert run.out_shape == want.shape
+        xv = x
+        if done % 3 == 1:
+            xv = np.repeat(x, 2, axis=3)[:, :, :, ::2]          # strided view
+        elif done % 3 == 2:
+            xv = x.copy()
+            xv.flags.writeable = False
+        out = np.empty(run.out_shape, np.float32)
+        assert run(xv, out) is out
+        np.testing.assert_allclose(out, want, **_tol(np.float32), err_msg=f"{kind} {cfg}")
+        np.testing.assert_allclose(run(xv), want, **_tol(np.float32))
+        done += 1
+    with pytest.raises(ShapeError, match="as planned"):
+        run(np.zeros((9,) + x.shape[1:], np.float32))
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x.astype(np.float64))
+    with pytest.raises(ValidationError, match="kind"):
+        P.pool2d_plan(x.shape, "min", (2, 2))
+    with pytest.raises(ValidationError, match="pads must be smaller"):
+        P.pool2d_plan((1, 1, 8, 8), kind, (2, 2), pads=(2, 0, 0, 0))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["avg", "max"])
 def test_global_vs_reference(backend, kind, dtype, rng):
