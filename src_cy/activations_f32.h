@@ -158,7 +158,7 @@ typedef int32_t edl_v16i __attribute__((vector_size(64)));
 #define EDL_SHUF(a, b, ...) __builtin_shuffle(a, b, (edl_v16i){__VA_ARGS__})
 #endif
 #define EDL_TREE(NAME, OP)                                                                    \
-static inline void NAME(const edl_v16f *v, edl_v16f *out) {                                                  \
+static inline void NAME(const edl_v16f *v, edl_v16f *out) {                            \
     edl_v16f c[8], d[4], e[2];                                                                \
     for (int k = 0; k < 8; k++)                                                               \
         c[k] = OP(EDL_SHUF(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7,                    \
