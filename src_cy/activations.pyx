@@ -11,13 +11,8 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, log1p, fabs, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp
-from cpython.buffer cimport PyBuffer_Release, PyBUF_ND, PyBUF_WRITABLE
+from edl_buffer cimport get_buffer, PyBuffer_Release, PyBUF_ND, PyBUF_WRITABLE, PyErr_Clear
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
-
-cdef extern from "Python.h":
-    # PyObject_GetBuffer without Cython's `except -1`: a refusal is an answer here, not an error
-    int _get_buffer "PyObject_GetBuffer"(object obj, Py_buffer *view, int flags)
-    void PyErr_Clear()
 
 cdef extern from "edl_math.h" nogil:
     float edl_exp_neg(float x)
@@ -423,10 +418,10 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
     cdef char *hi
     if not (RELU <= op <= MISH or op == SM or op == LSM):
         raise ValueError(f"fast_f32: {op} is not a forward op code of FAST_OPS")
-    if _get_buffer(x, &bx, PyBUF_ND) < 0:
+    if get_buffer(x, &bx, PyBUF_ND) < 0:
         PyErr_Clear()
         return False
-    if _get_buffer(out, &bo, PyBUF_ND | PyBUF_WRITABLE) < 0:
+    if get_buffer(out, &bo, PyBUF_ND | PyBUF_WRITABLE) < 0:
         PyErr_Clear()
         PyBuffer_Release(&bx)
         return False

@@ -11,7 +11,9 @@ from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-from edl_omp cimport omp_get_max_threads
+from edl_buffer cimport (get_buffer, PyBuffer_Release, PyBUF_FORMAT, PyBUF_ND, PyBUF_WRITABLE,
+                         PyErr_Clear)
+from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 
 
@@ -618,8 +620,10 @@ def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floatin
         if wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
             raise ValueError(f"conv_gemm: wp has {wp.shape[0]} values; it must come from "
                              f"pack_conv_weights of ({m}, {K}) float32 weights")
-        if m * L and _conv_gemm_f32(x, wp, bias, kh, kw, sh, sw, ph, pw, dh, dw, act,
-                                    <float>p0, <float>p1, slopes, y):
+        if m * L and _conv_gemm_f32(&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2], &wp[0],
+                                    &bias[0], kh, kw, sh, sw, ph, pw, dh, dw, act,
+                                    <float>p0, <float>p1, &slopes[0], &y[0, 0, 0], m,
+                                    y.shape[1], y.shape[2]):
             raise MemoryError("conv_gemm: out of memory for the column buffers")
     else:
         import numpy as np
@@ -631,16 +635,90 @@ def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floatin
             bias_act(ya.reshape(1, m, L), bias, act, p0, p1, slopes)
 
 
-cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const float[::1] bias,
-                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act,
-                        float lo, float hi, const float[::1] slopes,
-                        float[:, :, ::1] y) noexcept:
+cdef bint _f32_array(const Py_buffer* b, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2,
+                     Py_ssize_t d3) noexcept:
+    """b is a float32 (native order) buffer of shape (d0, d1, d2, d3)."""
+    cdef const char* f = b.format
+    if f[0] == b'@' or f[0] == b'=':
+        f += 1
+    return (f[0] == b'f' and f[1] == 0 and b.ndim == 4 and b.shape[0] == d0
+            and b.shape[1] == d1 and b.shape[2] == d2 and b.shape[3] == d3)
+
+
+cdef class ConvGemmF32:
+    """conv_gemm of one float32 image bound to its packed weights, bias, epilogue and geometry
+    (conv2d_plan's fast path, which the ONNX runtime takes for nearly every conv).
+
+    ``call(x, y, nthreads)`` runs it and returns True when x is a C-contiguous float32
+    (1, C, H, W) array and y a writable C-contiguous float32 (1, M, OH, OW) one not
+    overlapping x; otherwise it returns False and touches nothing (the caller then takes the
+    general path, which raises the right errors). Two plain buffer requests replace the
+    twin's fused-type dispatch and five typed memoryviews, and the caller's shape / dtype /
+    contiguity checks: a model's conv calls run with the interpreter cache-cold.
+    """
+    cdef const float[::1] wp, bias, slopes
+    cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
+    cdef int act
+    cdef float lo, hi
+
+    def __init__(self, const float[::1] wp, const float[::1] bias, const float[::1] slopes,
+                 Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t m, Py_ssize_t oh,
+                 Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act,
+                 double p0, double p1):
+        cdef Py_ssize_t K = c * kh * kw
+        if wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
+            raise ValueError(f"ConvGemmF32: wp has {wp.shape[0]} values; it must come from "
+                             f"pack_conv_weights of ({m}, {K}) float32 weights")
+        if bias.shape[0] != m or slopes.shape[0] != m or min(c, h, w, m, oh, ow) < 1:
+            raise ValueError("ConvGemmF32: bias and slopes need M values, every size >= 1")
+        self.wp, self.bias, self.slopes = wp, bias, slopes
+        self.c, self.h, self.w, self.m, self.oh, self.ow = c, h, w, m, oh, ow
+        self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw = (
+            kh, kw, sh, sw, ph, pw, dh, dw)
+        self.act, self.lo, self.hi = act, <float>p0, <float>p1
+
+    def __call__(self, x, y, int nthreads):
+        cdef Py_buffer bx, by
+        cdef int r = 0
+        cdef bint ok
+        if get_buffer(x, &bx, PyBUF_ND | PyBUF_FORMAT) < 0:
+            PyErr_Clear()
+            return False
+        if get_buffer(y, &by, PyBUF_ND | PyBUF_FORMAT | PyBUF_WRITABLE) < 0:
+            PyErr_Clear()
+            PyBuffer_Release(&bx)
+            return False
+        ok = (_f32_array(&bx, 1, self.c, self.h, self.w)
+              and _f32_array(&by, 1, self.m, self.oh, self.ow)
+              and (<char*>bx.buf + bx.len <= <char*>by.buf
+                   or <char*>by.buf + by.len <= <char*>bx.buf))
+        if ok:
+            if omp_get_max_threads() != nthreads:
+                omp_set_num_threads(nthreads)
+            with nogil:
+                r = _conv_gemm_f32(<const float*>bx.buf, self.c, self.h, self.w,
+                                   &self.wp[0], &self.bias[0], self.kh, self.kw, self.sh,
+                                   self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
+                                   self.lo, self.hi, &self.slopes[0], <float*>by.buf,
+                                   self.m, self.oh, self.ow)
+        PyBuffer_Release(&by)
+        PyBuffer_Release(&bx)
+        if r:
+            raise MemoryError("conv_gemm: out of memory for the column buffers")
+        return ok
+
+
+cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
+                        const float* wp, const float* bias, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
+                        const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
+                        Py_ssize_t ow) noexcept nogil:
     """im2col, GEMM and epilogue fused per block of output columns; blocks are shared out to
-    the threads as they come free (a preempted thread holds up only its block).
+    the threads as they come free (a preempted thread holds up only its block). x (c, h, wd)
+    and y (m, oh, ow) C-contiguous, wp packed for M = m, K = c * kh * kw.
     1x1 stride-1 unpadded convs read x in place. Returns 0, or 1 if a malloc failed."""
-    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
-    cdef Py_ssize_t m = y.shape[0], oh = y.shape[1], ow = y.shape[2]
     cdef Py_ssize_t K = c * kh * kw, L = oh * ow, nr = edl_gemm_nr()
     cdef bint pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
                            and oh == h and ow == wd)
@@ -664,19 +742,17 @@ cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const flo
     cdef float* buf = NULL
     cdef float* scratch
     cdef Py_ssize_t cols = 0 if pointwise else max(K, 1) * most * ow
-    cdef float* yb = &y[0, 0, 0]
-    cdef const float* xb = &x[0, 0, 0]
     for i in range(m):
         epi = epi or bias[i] != 0
     if epi and (act == 0 or act == 1):
         # bias (+ relu / clip) in the GEMM's registers: no pass over C afterwards
-        gepi.bias = &bias[0]
+        gepi.bias = bias
         gepi.clamp = act == 1
         gepi.lo = lo
         gepi.hi = hi
         pgepi = &gepi
         epi = False
-    with nogil, parallel(use_threads_if=nb > 1 and par):
+    with parallel(use_threads_if=nb > 1 and par):
         # per thread, once: the im2col columns of a block and the GEMM's scratch
         buf = <float*>malloc((cols + edl_gemm_scratch(m, K)) * sizeof(float))
         scratch = buf + cols
@@ -688,15 +764,14 @@ cdef int _conv_gemm_f32(const float[:, :, ::1] x, const float[::1] wp, const flo
             s1 = (blk + 1) * steps // nb
             if pointwise:
                 j0, j1 = s0, s1
-                edl_gemm_cols(&wp[0], m, K, xb, L, yb, L, j0, j1, scratch, pgepi)
+                edl_gemm_cols(wp, m, K, xb, L, yb, L, j0, j1, scratch, pgepi)
             else:
                 j0, j1 = s0 * ow, s1 * ow
                 # rows s0.. of the output: the same im2col with the top pad shifted
                 for r in range(K):
                     _im2col_row(xb, h, wd, r, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
                                 s1 - s0, ow, buf + r * (j1 - j0))
-                edl_gemm_cols(&wp[0], m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch,
-                              pgepi)
+                edl_gemm_cols(wp, m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch, pgepi)
             if epi:           # while the block is still in cache
                 for r in range(m):
                     _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])

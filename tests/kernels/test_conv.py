@@ -7,7 +7,7 @@ from edgedl.errors import DTypeError, ShapeError, ValidationError
 from edgedl.kernels.conv import (ACTIVATIONS, conv2d, conv2d_plan, conv_output_shape,
                                  conv_transpose2d, resolve_pads)
 
-from conftest import ARM_EMULATED
+from conftest import ARM_EMULATED, require_backend
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-4, np.float64: 1e-10}
@@ -327,6 +327,44 @@ def test_conv2d_plan_matches_conv2d(backend, dtype, rng):
         run(x[:, :, :-1])
     with pytest.raises(ValidationError, match="group"):
         conv2d_plan((1, 4, 8, 8), np.zeros((4, 1, 3, 3), np.float32), group=3)
+
+
+def test_plan_fast_path_declines_what_it_cannot_run(rng):
+    # conv2d_plan(backend="cython") on one float32 image runs through ConvGemmF32, which checks
+    # x and out itself: everything it declines must still come out right (or raise) through
+    # the general path
+    require_backend("cython")
+    from edgedl._cy import conv as cy
+    x = rng.standard_normal((1, 6, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((10, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    kw = dict(pads=(1, 1, 1, 1), activation="relu")
+    want = conv2d(x, w, b, backend="numpy", **kw)
+    run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
+    fast = run._fast
+    assert isinstance(fast, cy.ConvGemmF32)
+    assert fast(x, np.empty(want.shape, np.float32), 1)            # it is bound and runs
+    _close(run(x), want, np.float32)
+    xs = np.repeat(x, 2, axis=3)[..., ::2]                          # strided x
+    assert not fast(xs, np.empty(want.shape, np.float32), 1)
+    _close(run(xs), want, np.float32)
+    out = np.empty((1, 10, 9, 22), np.float32)[..., ::2]            # strided out
+    assert not fast(x, out, 1)
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x.astype(np.float64))
+    ro = np.empty(want.shape, np.float32)
+    ro.flags.writeable = False
+    assert not fast(x, ro, 1)
+    assert not fast(x, np.empty(want.shape, np.float64), 1)
+    assert not fast(x[:, :5], np.empty(want.shape, np.float32), 1)  # other shape
+    big = np.zeros(x.size + want.size, np.float32)                  # out overlapping x
+    xo, yo = big[:x.size].reshape(x.shape), big[x.size - 7:x.size - 7 + want.size]
+    xo[...] = x
+    assert not fast(xo, yo.reshape(want.shape), 1)
+    with pytest.raises(ValueError, match="pack_conv_weights"):
+        cy.ConvGemmF32(np.zeros(5, np.float32), b, b, 6, 9, 11, 10, 9, 11, 3, 3, 1, 1, 1, 1,
+                       1, 1, 1, 0.0, 1.0)
+    assert conv2d_plan(x.shape, w, b, **kw)._fast is None          # backend not named
 
 
 def test_1x1_gemm_path_and_empty_batch(backend, rng):
