@@ -463,10 +463,28 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                      Py_ssize_t dh, Py_ssize_t dw, int act, double p0, double p1,
                      const floating[::1] slopes, floating[:, :, :, ::1] out):
-    """Each channel plane is first copied into a zero-bordered buffer (only if padded), so
-    that every output row is a branch-free pass over whole rows of windows."""
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
-    cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], oh = out.shape[2], ow = out.shape[3]
+    cdef int err
+    if x.shape[0] * x.shape[1] * out.shape[2] * out.shape[3] == 0:
+        return
+    with nogil:
+        err = _depthwise(&x[0, 0, 0, 0], x.shape[0] * x.shape[1], x.shape[1], x.shape[2],
+                         x.shape[3], &w[0, 0, 0], w.shape[1], w.shape[2], &bias[0], sh, sw,
+                         ph, pw, dh, dw, act, <floating>p0, <floating>p1, &slopes[0],
+                         &out[0, 0, 0, 0], out.shape[2], out.shape[3])
+    if err:
+        raise MemoryError("depthwise_conv2d: out of memory for the plane buffers")
+
+
+cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
+                    Py_ssize_t wd, const floating* w, Py_ssize_t kh, Py_ssize_t kw,
+                    const floating* bias, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                    Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act, floating lo,
+                    floating hi, const floating* slopes, floating* out, Py_ssize_t oh,
+                    Py_ssize_t ow) noexcept nogil:
+    """Depthwise conv of `planes` = N * C planes x (h, wd) -> out (oh, ow), weights (C, kh,
+    kw); everything C-contiguous. Each channel plane is first copied into a zero-bordered
+    buffer (only if padded), so that every output row is a branch-free pass over whole rows
+    of windows. Returns 0, or 1 if a buffer's allocation failed."""
     # the padded input region the outputs read: rows [-ph, hp - ph), columns [-pw, wp - pw)
     cdef Py_ssize_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
     cdef Py_ssize_t wp = (ow - 1) * sw + (kw - 1) * dw + 1
@@ -475,22 +493,17 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
     cdef bint unit = sw == 1 and dh == 1 and dw == 1
     cdef bint s2 = sw == 2 and dh == 1 and dw == 1 and kh == kw and (kw == 3 or kw == 5)
     cdef Py_ssize_t q, oy, i, j, k, r
-    cdef floating lo = <floating>p0, hi = <floating>p1
     cdef floating* buf = NULL
     cdef floating* row
     cdef const floating* xp
     cdef const floating* src
     cdef const floating* wc
-    if n * c * oh * ow == 0:
-        return
     if s2:
-        _depthwise_s2(x, w, bias, sh, ph, pw, act, lo, hi, slopes, out)
-        return
+        return _depthwise_s2(x, planes, c, h, wd, w, kh, bias, sh, ph, pw, act, lo, hi,
+                             slopes, out, oh, ow)
     if (unit and sh == 1 and kh == kw == 3 and ph == pw == 1
             and oh == h and ow == wd and ow >= _FLAT_W):
-        if _depthwise_same(x, w, bias, act, lo, hi, slopes, out):
-            raise MemoryError("depthwise_conv2d: out of memory for a row of zeros")
-        return
+        return _depthwise_same(x, planes, c, h, wd, w, bias, act, lo, hi, slopes, out)
     if not padded:
         wp = wd
     # Narrow planes at stride 1: the whole plane as one long row of windows over the flat
@@ -499,16 +512,16 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
     cdef bint flat = unit and sh == 1 and kh == kw and (kh == 3 or kh == 5) and ow < _FLAT_W
     cdef floating* tmp = NULL
     cdef int err = 0
-    with nogil, parallel(use_threads_if=n * c * oh * ow * kh * kw >= _PAR_ELEMS):
+    with parallel(use_threads_if=planes * oh * ow * kh * kw >= _PAR_ELEMS):
         if padded:
             buf = <floating*>calloc(hp * wp, sizeof(floating))   # borders stay zero
         if flat:
             tmp = <floating*>malloc(oh * wp * sizeof(floating))
-        for q in prange(n * c, schedule="static"):
+        for q in prange(planes, schedule="static"):
             if (padded and buf == NULL) or (flat and tmp == NULL):
                 err += 1
                 continue
-            xp = &x[q // c, q % c, 0, 0]
+            xp = x + q * h * wd
             if padded:
                 for r in range(rows_in):
                     src = xp + r * wd
@@ -516,19 +529,19 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
                     for k in range(cols_in):
                         row[k] = src[k]
                 xp = buf
-            wc = &w[q % c, 0, 0]
+            wc = w + (q % c) * kh * kw
             if flat:
                 if kh == 3:
                     _full3(xp, wc, tmp, wp, (oh - 1) * wp + ow)
                 else:
                     _full5(xp, wc, tmp, wp, (oh - 1) * wp + ow)
                 for oy in range(oh):
-                    memcpy(&out[q // c, q % c, oy, 0], tmp + oy * wp, ow * sizeof(floating))
-                _epilogue(&out[q // c, q % c, 0, 0], oh * ow, bias[q % c], act, lo, hi,
+                    memcpy(out + (q * oh + oy) * ow, tmp + oy * wp, ow * sizeof(floating))
+                _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi,
                           slopes[q % c])
                 continue
             for oy in range(oh):
-                row = &out[q // c, q % c, oy, 0]
+                row = out + (q * oh + oy) * ow
                 src = xp + oy * sh * wp
                 if unit and kh == 3 and kw == 3:
                     _full3(src, wc, row, wp, ow)
@@ -549,37 +562,39 @@ def depthwise_conv2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w
                 _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
         free(tmp)
-    if err:
-        raise MemoryError("depthwise_conv2d: out of memory for the plane buffers")
+    return err != 0
 
 
-cdef void _depthwise_s2(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
-                        const floating[::1] bias,
-                        Py_ssize_t sh, Py_ssize_t ph, Py_ssize_t pw, int act, floating lo,
-                        floating hi, const floating[::1] slopes,
-                        floating[:, :, :, ::1] out) noexcept:
+cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
+                       Py_ssize_t wd, const floating* w, Py_ssize_t k_, const floating* bias,
+                       Py_ssize_t sh, Py_ssize_t ph, Py_ssize_t pw, int act, floating lo,
+                       floating hi, const floating* slopes, floating* out, Py_ssize_t oh,
+                       Py_ssize_t ow) noexcept nogil:
     """3x3 / 5x5 at column stride 2, dilation 1: each plane copied into a zero-bordered
-    buffer split by column parity (see EDL_CONV_ROWS_S2), whole windows per output."""
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
-    cdef Py_ssize_t k_ = w.shape[1], oh = out.shape[2], ow = out.shape[3]
+    buffer split by column parity (see EDL_CONV_ROWS_S2), whole windows per output.
+    Returns 0, or 1 if the buffer's calloc failed."""
     cdef Py_ssize_t hp = (oh - 1) * sh + k_, wp = (ow - 1) * 2 + k_
     cdef Py_ssize_t wq = (wp + 1) // 2, rs = 2 * wq
     cdef Py_ssize_t rows_in = min(h, hp - ph), cols_in = min(wd, wp - pw)
     cdef Py_ssize_t q, oy, r
+    cdef int err = 0
     cdef floating* buf = NULL
     cdef floating* row
     cdef const floating* wc
-    with nogil, parallel(use_threads_if=n * c * oh * ow * k_ * k_ >= _PAR_ELEMS):
+    with parallel(use_threads_if=planes * oh * ow * k_ * k_ >= _PAR_ELEMS):
         buf = <floating*>calloc(hp * rs, sizeof(floating))   # borders stay zero
-        for q in prange(n * c, schedule="static"):
+        for q in prange(planes, schedule="static"):
+            if buf == NULL:
+                err += 1
+                continue
             for r in range(rows_in):
                 if floating is float:
-                    edl_split2_f(&x[q // c, q % c, r, 0], cols_in, buf + (r + ph) * rs, wq, pw)
+                    edl_split2_f(x + (q * h + r) * wd, cols_in, buf + (r + ph) * rs, wq, pw)
                 else:
-                    edl_split2_d(&x[q // c, q % c, r, 0], cols_in, buf + (r + ph) * rs, wq, pw)
-            wc = &w[q % c, 0, 0]
+                    edl_split2_d(x + (q * h + r) * wd, cols_in, buf + (r + ph) * rs, wq, pw)
+            wc = w + (q % c) * k_ * k_
             for oy in range(oh):
-                row = &out[q // c, q % c, oy, 0]
+                row = out + (q * oh + oy) * ow
                 if floating is float:
                     if k_ == 3:
                         edl_full3s2_f(buf + oy * sh * rs, rs, wq, wc, row, ow)
@@ -592,6 +607,7 @@ cdef void _depthwise_s2(const floating[:, :, :, ::1] x, const floating[:, :, ::1
                         edl_full5s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
                 _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
+    return err != 0
 
 
 def pack_conv_weights(const floating[:, ::1] w):
@@ -645,34 +661,40 @@ cdef bint _f32_array(const Py_buffer* b, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
             and b.shape[1] == d1 and b.shape[2] == d2 and b.shape[3] == d3)
 
 
-cdef class ConvGemmF32:
-    """conv_gemm of one float32 image bound to its packed weights, bias, epilogue and geometry
-    (conv2d_plan's fast path, which the ONNX runtime takes for nearly every conv).
+cdef class ConvF32:
+    """A float32 conv of one image bound to its weights, bias, epilogue and geometry
+    (conv2d_plan's fast path, which the ONNX runtime takes for nearly every conv): dense
+    (conv_gemm, ``wp`` packed by pack_conv_weights) or depthwise (``wp`` the (C, kh, kw)
+    weights flattened).
 
     ``call(x, y, nthreads)`` runs it and returns True when x is a C-contiguous float32
     (1, C, H, W) array and y a writable C-contiguous float32 (1, M, OH, OW) one not
     overlapping x; otherwise it returns False and touches nothing (the caller then takes the
     general path, which raises the right errors). Two plain buffer requests replace the
-    twin's fused-type dispatch and five typed memoryviews, and the caller's shape / dtype /
+    twin's fused-type dispatch and its typed memoryviews, and the caller's shape / dtype /
     contiguity checks: a model's conv calls run with the interpreter cache-cold.
     """
     cdef const float[::1] wp, bias, slopes
     cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
     cdef int act
+    cdef bint depthwise
     cdef float lo, hi
 
-    def __init__(self, const float[::1] wp, const float[::1] bias, const float[::1] slopes,
-                 Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t m, Py_ssize_t oh,
-                 Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act,
-                 double p0, double p1):
+    def __init__(self, bint depthwise, const float[::1] wp, const float[::1] bias,
+                 const float[::1] slopes, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                 Py_ssize_t m, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                 Py_ssize_t dw, int act, double p0, double p1):
         cdef Py_ssize_t K = c * kh * kw
-        if wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
-            raise ValueError(f"ConvGemmF32: wp has {wp.shape[0]} values; it must come from "
+        if depthwise and (m != c or wp.shape[0] != K):
+            raise ValueError(f"ConvF32: depthwise weights need M = C = {c} and C * kh * kw "
+                             f"= {K} values, got M = {m} and {wp.shape[0]}")
+        if not depthwise and wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
+            raise ValueError(f"ConvF32: wp has {wp.shape[0]} values; it must come from "
                              f"pack_conv_weights of ({m}, {K}) float32 weights")
         if bias.shape[0] != m or slopes.shape[0] != m or min(c, h, w, m, oh, ow) < 1:
-            raise ValueError("ConvGemmF32: bias and slopes need M values, every size >= 1")
-        self.wp, self.bias, self.slopes = wp, bias, slopes
+            raise ValueError("ConvF32: bias and slopes need M values, every size >= 1")
+        self.depthwise, self.wp, self.bias, self.slopes = depthwise, wp, bias, slopes
         self.c, self.h, self.w, self.m, self.oh, self.ow = c, h, w, m, oh, ow
         self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw = (
             kh, kw, sh, sw, ph, pw, dh, dw)
@@ -697,15 +719,22 @@ cdef class ConvGemmF32:
             if omp_get_max_threads() != nthreads:
                 omp_set_num_threads(nthreads)
             with nogil:
-                r = _conv_gemm_f32(<const float*>bx.buf, self.c, self.h, self.w,
-                                   &self.wp[0], &self.bias[0], self.kh, self.kw, self.sh,
+                if self.depthwise:
+                    r = _depthwise(<const float*>bx.buf, self.c, self.c, self.h, self.w,
+                                   &self.wp[0], self.kh, self.kw, &self.bias[0], self.sh,
                                    self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
                                    self.lo, self.hi, &self.slopes[0], <float*>by.buf,
-                                   self.m, self.oh, self.ow)
+                                   self.oh, self.ow)
+                else:
+                    r = _conv_gemm_f32(<const float*>bx.buf, self.c, self.h, self.w,
+                                       &self.wp[0], &self.bias[0], self.kh, self.kw, self.sh,
+                                       self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
+                                       self.lo, self.hi, &self.slopes[0], <float*>by.buf,
+                                       self.m, self.oh, self.ow)
         PyBuffer_Release(&by)
         PyBuffer_Release(&bx)
         if r:
-            raise MemoryError("conv_gemm: out of memory for the column buffers")
+            raise MemoryError("conv: out of memory for its buffers")
         return ok
 
 
@@ -779,15 +808,15 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     return err != 0
 
 
-cdef int _depthwise_same(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
-                         const floating[::1] bias, int act, floating lo, floating hi,
-                         const floating[::1] slopes, floating[:, :, :, ::1] out) noexcept:
+cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
+                         Py_ssize_t wd, const floating* w, const floating* bias, int act,
+                         floating lo, floating hi, const floating* slopes,
+                         floating* out) noexcept nogil:
     """3x3, stride 1, padding 1 on every side: the interior columns read the input rows in
     place (rows above / below the plane are a row of zeros), the two edge columns are
     written out tap by tap. No padded copy of the plane (that copy was a fifth of the time).
     (5x5 keeps the copying path: its 4 edge columns of 5 rows cost more than the copy.)
     Returns 0, or 1 if the zero row's calloc failed."""
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef Py_ssize_t q, oy
     cdef int err = 0
     cdef floating* zero = NULL
@@ -797,16 +826,16 @@ cdef int _depthwise_same(const floating[:, :, :, ::1] x, const floating[:, :, ::
     cdef const floating* x1
     cdef const floating* x2
     cdef const floating* wc
-    with nogil, parallel(use_threads_if=n * c * h * wd * 9 >= _PAR_ELEMS):
+    with parallel(use_threads_if=planes * h * wd * 9 >= _PAR_ELEMS):
         zero = <floating*>calloc(wd, sizeof(floating))
-        for q in prange(n * c, schedule="static"):
+        for q in prange(planes, schedule="static"):
             if zero == NULL:
                 err += 1
                 continue
-            xp = &x[q // c, q % c, 0, 0]
-            wc = &w[q % c, 0, 0]
+            xp = x + q * h * wd
+            wc = w + (q % c) * 9
             for oy in range(h):
-                row = &out[q // c, q % c, oy, 0]
+                row = out + (q * h + oy) * wd
                 x0 = xp + (oy - 1) * wd if oy >= 1 else zero
                 x1 = xp + oy * wd
                 x2 = xp + (oy + 1) * wd if oy + 1 < h else zero
@@ -824,7 +853,7 @@ cdef int _depthwise_same(const floating[:, :, :, ::1] x, const floating[:, :, ::
                 # re-reading it at once from row missed store forwarding on every vector
                 if oy >= 1:
                     _epilogue(row - wd, wd, bias[q % c], act, lo, hi, slopes[q % c])
-            _epilogue(&out[q // c, q % c, h - 1, 0], wd, bias[q % c], act, lo, hi,
+            _epilogue(out + (q * h + h - 1) * wd, wd, bias[q % c], act, lo, hi,
                       slopes[q % c])
         free(zero)
     return err != 0

@@ -269,20 +269,23 @@ def _packed_weights(w, group, backend, cache):
     return wp
 
 
-def _fast_gemm(w, b, geo, epi, x_shape, backend, packed):
-    """conv2d_plan's one-call path, edgedl._cy.conv.ConvGemmF32 (float32, one image, dense
-    conv on the Cython backend named explicitly, as the ONNX runtime does), or None. It checks
-    x and out itself and declines anything else; the plan's general path then runs."""
+def _fast_conv(w, b, geo, epi, x_shape, backend, packed):
+    """conv2d_plan's one-call path, edgedl._cy.conv.ConvF32 (float32, one image, dense or
+    depthwise, on the Cython backend named explicitly, as the ONNX runtime does), or None.
+    It checks x and out itself and declines anything else; the plan's general path then
+    runs."""
     group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
     m, cg, kh, kw = w.shape
+    c = cg * group
+    depthwise = group == c and m == c
     if (backend is None or _config.resolve_backend(backend) != "cython" or x_shape[0] != 1
-            or group != 1 or min(x_shape) < 1):
+            or not (group == 1 or depthwise) or min(x_shape) < 1):
         return None
     code, p0, p1, slopes = epi
-    wp = _packed_weights(w, 1, "cython", packed)[0]
-    return _dispatch.twin_module("conv", "cython").ConvGemmF32(
-        wp, b, slopes, cg, x_shape[2], x_shape[3], m, oh, ow, kh, kw, sh, sw, pads[0],
-        pads[1], dh, dw, code, p0, p1)
+    wp = w.reshape(-1) if depthwise else _packed_weights(w, 1, "cython", packed)[0]
+    return _dispatch.twin_module("conv", "cython").ConvF32(
+        depthwise, wp, b, slopes, c, x_shape[2], x_shape[3], m, oh, ow, kh, kw, sh, sw,
+        pads[0], pads[1], dh, dw, code, p0, p1)
 
 
 def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
@@ -307,7 +310,7 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     packed = {}
     oshape = (x_shape[0], m) + geo[4]
     calls = {}      # resolved backend -> call(x, y), everything else bound
-    fast = _fast_gemm(w, b, geo, epi, x_shape, backend, packed) if dtype == np.float32 else None
+    fast = _fast_conv(w, b, geo, epi, x_shape, backend, packed) if dtype == np.float32 else None
 
     def run(x, out=None):
         y = np.empty(oshape, dtype) if out is None else out

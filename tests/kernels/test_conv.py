@@ -330,7 +330,7 @@ def test_conv2d_plan_matches_conv2d(backend, dtype, rng):
 
 
 def test_plan_fast_path_declines_what_it_cannot_run(rng):
-    # conv2d_plan(backend="cython") on one float32 image runs through ConvGemmF32, which checks
+    # conv2d_plan(backend="cython") on one float32 image runs through ConvF32, which checks
     # x and out itself: everything it declines must still come out right (or raise) through
     # the general path
     require_backend("cython")
@@ -342,7 +342,7 @@ def test_plan_fast_path_declines_what_it_cannot_run(rng):
     want = conv2d(x, w, b, backend="numpy", **kw)
     run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
     fast = run._fast
-    assert isinstance(fast, cy.ConvGemmF32)
+    assert isinstance(fast, cy.ConvF32)
     assert fast(x, np.empty(want.shape, np.float32), 1)            # it is bound and runs
     _close(run(x), want, np.float32)
     xs = np.repeat(x, 2, axis=3)[..., ::2]                          # strided x
@@ -362,9 +362,29 @@ def test_plan_fast_path_declines_what_it_cannot_run(rng):
     xo[...] = x
     assert not fast(xo, yo.reshape(want.shape), 1)
     with pytest.raises(ValueError, match="pack_conv_weights"):
-        cy.ConvGemmF32(np.zeros(5, np.float32), b, b, 6, 9, 11, 10, 9, 11, 3, 3, 1, 1, 1, 1,
-                       1, 1, 1, 0.0, 1.0)
+        cy.ConvF32(False, np.zeros(5, np.float32), b, b, 6, 9, 11, 10, 9, 11, 3, 3, 1, 1,
+                   1, 1, 1, 1, 1, 0.0, 1.0)
     assert conv2d_plan(x.shape, w, b, **kw)._fast is None          # backend not named
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("stride, dil", [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("width", [20, 60])
+def test_plan_fast_path_depthwise(k, stride, dil, width, rng):
+    # every depthwise kernel path (same 3x3 at rows >= 48, flat narrow planes, stride 2,
+    # generic) through ConvF32, against NumPy
+    require_backend("cython")
+    x = rng.standard_normal((1, 5, 13, width)).astype(np.float32)
+    w = rng.standard_normal((5, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    p = (k // 2) * dil
+    kw = dict(strides=(stride, stride), pads=(p, p, p, p), dilations=(dil, dil), group=5,
+              activation="hard_swish")
+    run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
+    assert run._fast is not None
+    out = np.full(run.out_shape, np.nan, np.float32)
+    assert run(x, out) is out
+    _close(out, conv2d(x, w, b, backend="numpy", **kw), np.float32)
 
 
 def test_1x1_gemm_path_and_empty_batch(backend, rng):
