@@ -153,48 +153,68 @@ cdef extern from *:
     static inline void edl_conv_silu_f(float *v, ptrdiff_t n) { edl_swish_f32(v, v, n, 1.0f); }
     static inline void edl_conv_tanh_f(float *v, ptrdiff_t n) { edl_tanh_f32(v, v, n); }
     #pragma GCC diagnostic pop
-    /* float32 epilogue, in place: v = act(v + b) (acts as in _epilogue). Its own clones: the
-       same loops in Cython ran 4 floats at a time (baseline SSE), ~10% of YuNet's time. */
-    EDL_SIMD_KERNEL static void edl_epilogue_f(float *v, ptrdiff_t n, float b, int act,
-                                               float lo, float hi, float s) {
-        ptrdiff_t k;
-        switch (act) {
-        case 0:
-            for (k = 0; k < n; k++) v[k] += b;
-            return;
-        case 1:                      /* clamps written so that NaN stays NaN */
-            for (k = 0; k < n; k++) {
-                float t = v[k] + b;
-                t = lo > t ? lo : t;
-                v[k] = hi < t ? hi : t;
+    /* float32 epilogue over `rows` rows of n: dst = act(src + b) (acts as in _epilogue);
+       src == dst (strides too) is in place. Its own clones: the same loops in Cython ran 4
+       floats at a time (baseline SSE), ~10% of YuNet's time. Rows let a narrow depthwise
+       plane be copied out of its padded buffer in the same pass, in one call. */
+    EDL_SIMD_KERNEL static void edl_epilogue_rows_f(const float *src, ptrdiff_t ss, float *dst,
+                                                    ptrdiff_t ds, ptrdiff_t rows, ptrdiff_t n,
+                                                    float b, int act, float lo, float hi,
+                                                    float s) {
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const float *v = src + r * ss;
+            float *o = dst + r * ds;
+            ptrdiff_t k;
+            switch (act) {
+            case 0:
+                for (k = 0; k < n; k++) o[k] = v[k] + b;
+                break;
+            case 1:                      /* clamps written so that NaN stays NaN */
+                for (k = 0; k < n; k++) {
+                    float t = v[k] + b;
+                    t = lo > t ? lo : t;
+                    o[k] = hi < t ? hi : t;
+                }
+                break;
+            case 2:
+                for (k = 0; k < n; k++) {
+                    float t = v[k] + b;
+                    o[k] = t >= 0.0f ? t : t * s;
+                }
+                break;
+            case 3:
+                for (k = 0; k < n; k++) {
+                    float t = lo * (v[k] + b) + hi;
+                    t = 0.0f > t ? 0.0f : t;
+                    o[k] = 1.0f < t ? 1.0f : t;
+                }
+                break;
+            case 4:
+                for (k = 0; k < n; k++) {
+                    float t = v[k] + b, g = t * (1.0f / 6.0f) + 0.5f;
+                    g = 0.0f > g ? 0.0f : g;
+                    o[k] = t * (1.0f < g ? 1.0f : g);
+                }
+                break;
+            default:
+                for (k = 0; k < n; k++) o[k] = v[k] + b;
+                if (act == 5) edl_conv_sigmoid_f(o, n);
+                else if (act == 6) edl_conv_silu_f(o, n);
+                else edl_conv_tanh_f(o, n);
             }
-            return;
-        case 2:
-            for (k = 0; k < n; k++) {
-                float t = v[k] + b;
-                v[k] = t >= 0.0f ? t : t * s;
-            }
-            return;
-        case 3:
-            for (k = 0; k < n; k++) {
-                float t = lo * (v[k] + b) + hi;
-                t = 0.0f > t ? 0.0f : t;
-                v[k] = 1.0f < t ? 1.0f : t;
-            }
-            return;
-        case 4:
-            for (k = 0; k < n; k++) {
-                float t = v[k] + b, g = t * (1.0f / 6.0f) + 0.5f;
-                g = 0.0f > g ? 0.0f : g;
-                v[k] = t * (1.0f < g ? 1.0f : g);
-            }
-            return;
-        default:
-            for (k = 0; k < n; k++) v[k] += b;
-            if (act == 5) edl_conv_sigmoid_f(v, n);
-            else if (act == 6) edl_conv_silu_f(v, n);
-            else edl_conv_tanh_f(v, n);
         }
+    }
+    static inline void edl_epilogue_f(float *v, ptrdiff_t n, float b, int act, float lo,
+                                      float hi, float s) {
+        edl_epilogue_rows_f(v, 0, v, 0, 1, n, b, act, lo, hi, s);
+    }
+    /* rows x n floats, row strides ss / ds, in one call: the per-row memcpy calls cost more
+       than the copy itself on the rows of 10-40 of a narrow depthwise plane */
+    EDL_SIMD_KERNEL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+    static void edl_copy_rows_f(const float *restrict src, ptrdiff_t ss, float *restrict dst,
+                                ptrdiff_t ds, ptrdiff_t rows, ptrdiff_t n) {
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (ptrdiff_t k = 0; k < n; k++) dst[r * ds + k] = src[r * ss + k];
     }
     """
     void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
@@ -231,6 +251,11 @@ cdef extern from *:
                       Py_ssize_t n) noexcept nogil
     void edl_epilogue_f(float* v, Py_ssize_t n, float b, int act, float lo, float hi,
                         float s) noexcept nogil
+    void edl_epilogue_rows_f(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
+                             Py_ssize_t rows, Py_ssize_t n, float b, int act, float lo,
+                             float hi, float s) noexcept nogil
+    void edl_copy_rows_f(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
+                         Py_ssize_t rows, Py_ssize_t n) noexcept nogil
 
 
 cdef extern from "edl_gemm.h":
@@ -523,11 +548,14 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
                 continue
             xp = x + q * h * wd
             if padded:
-                for r in range(rows_in):
-                    src = xp + r * wd
-                    row = buf + (r + ph) * wp + pw
-                    for k in range(cols_in):
-                        row[k] = src[k]
+                if floating is float:
+                    edl_copy_rows_f(xp, wd, buf + ph * wp + pw, wp, rows_in, cols_in)
+                else:
+                    for r in range(rows_in):
+                        src = xp + r * wd
+                        row = buf + (r + ph) * wp + pw
+                        for k in range(cols_in):
+                            row[k] = src[k]
                 xp = buf
             wc = w + (q % c) * kh * kw
             if flat:
@@ -535,10 +563,14 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
                     _full3(xp, wc, tmp, wp, (oh - 1) * wp + ow)
                 else:
                     _full5(xp, wc, tmp, wp, (oh - 1) * wp + ow)
-                for oy in range(oh):
-                    memcpy(out + (q * oh + oy) * ow, tmp + oy * wp, ow * sizeof(floating))
-                _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi,
-                          slopes[q % c])
+                if floating is float:      # copied out of tmp by the epilogue's pass
+                    edl_epilogue_rows_f(tmp, wp, out + q * oh * ow, ow, oh, ow, bias[q % c],
+                                        act, lo, hi, slopes[q % c])
+                else:
+                    for oy in range(oh):
+                        memcpy(out + (q * oh + oy) * ow, tmp + oy * wp, ow * sizeof(floating))
+                    _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi,
+                              slopes[q % c])
                 continue
             for oy in range(oh):
                 row = out + (q * oh + oy) * ow
@@ -769,7 +801,7 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t blk, s0, s1, j0, j1, r, i
     cdef int err = 0
     cdef float* buf = NULL
-    cdef float* scratch
+    cdef float* scratch = NULL
     cdef Py_ssize_t cols = 0 if pointwise else max(K, 1) * most * ow
     for i in range(m):
         epi = epi or bias[i] != 0
