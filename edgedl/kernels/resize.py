@@ -11,7 +11,7 @@ from .. import _validate as V
 from ..errors import ShapeError, ValidationError
 from . import _dispatch
 
-__all__ = ["resize2d", "COORDINATE_MODES", "NEAREST_MODES", "MODES"]
+__all__ = ["resize2d", "resize2d_plan", "COORDINATE_MODES", "NEAREST_MODES", "MODES"]
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
@@ -176,10 +176,18 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
     out = V.output(out, (n, c, oh, ow), x.dtype)
     if out.size == 0:
         return out
-    tabs, outside = plan
     y = out
     if not out.flags.c_contiguous or np.may_share_memory(out, x):
         y = np.empty(out.shape, x.dtype)
+    _run(x, plan, mode, backend, y)
+    if y is not out:
+        out[...] = y
+    return out
+
+
+def _run(x, plan, mode, backend, y):
+    """The kernel of one resize into C-contiguous y (not overlapping x)."""
+    tabs, outside = plan
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     name = "resize_nearest" if mode == "nearest" else "resize_taps"
@@ -188,9 +196,36 @@ def resize2d(x, out_hw, mode="nearest", coordinate_transformation_mode="half_pix
         # TF CropAndResize: samples outside the image take extrapolation_value
         y[:, :, outside[0], :] = outside[2]
         y[:, :, :, outside[1]] = outside[2]
-    if y is not out:
-        out[...] = y
-    return out
+
+
+def resize2d_plan(x_shape, out_hw, mode="nearest", coordinate_transformation_mode="half_pixel",
+                  nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+                  extrapolation_value=0.0, scales_hw=None, roi=None, dtype=np.float32,
+                  backend=None):
+    """resize2d prepared once for a fixed input shape (the ONNX runtime's planner): validates
+    and builds the coordinate tables now; returns ``run(x, out=None)``, which only checks x's
+    shape and dtype. ``out``, when given, must be a C-contiguous array of ``run.out_shape``
+    and x's dtype not overlapping x (not checked: this is the fast path).
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in V.FLOAT_DTYPES:
+        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
+    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    (oh, ow), plan = _tables(x_shape[2:], out_hw, mode, coordinate_transformation_mode,
+                             nearest_mode, cubic_coeff_a, exclude_outside, extrapolation_value,
+                             scales_hw, roi, dtype)
+    oshape = x_shape[:2] + (oh, ow)
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(oshape, dtype) if out is None else out
+        if y.size:
+            _run(x, plan, mode, backend, y)
+        return y
+    run.out_shape = oshape
+    return run
 
 
 def _warmup(backend):

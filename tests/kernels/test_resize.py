@@ -213,3 +213,30 @@ def test_resize_errors():
         resize2d(np.zeros((1, 2, 0, 4), np.float32), (8, 8))
     with pytest.raises(ShapeError, match="out must have shape"):
         resize2d(x, (8, 8), out=np.zeros((1, 2, 8, 9), np.float32))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_plan_matches_resize2d(backend, mode, rng):
+    # resize2d_plan (the ONNX runtime's path for constant scales / sizes) builds the tables
+    # once: every coordinate mode, sizes and scales, tf_crop_and_resize's extrapolation,
+    # strided x, out given or not
+    from edgedl.kernels.resize import resize2d_plan
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    roi = np.array([0.1, 0.2, 0.9, 1.3])
+    for k, ct in enumerate(COORDINATE_MODES):
+        size = SIZES[k % len(SIZES)]
+        scales = (size[0] / 7, size[1] / 9) if k % 2 else None
+        kw = dict(nearest_mode=NEAREST_MODES[k % 4], extrapolation_value=-2.0, roi=roi,
+                  scales_hw=scales)
+        want = resize2d(x, size, mode, ct, backend="numpy", **kw)
+        run = resize2d_plan(x.shape, size, mode, ct, backend=backend, **kw)
+        assert run.out_shape == want.shape
+        xv = x if k % 3 else np.repeat(x, 2, axis=3)[..., ::2]
+        _close(run(xv), want, 1e-5)
+        out = np.full(want.shape, np.nan, np.float32)
+        assert run(xv, out) is out
+        _close(out, want, 1e-5)
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x[:1])
+    with pytest.raises(ValidationError, match="mode"):
+        resize2d_plan(x.shape, (3, 3), "area")

@@ -292,40 +292,43 @@ def gemm(ctx):
 def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of, sizes_of,
                roi_of, axes=None, policy="stretch"):
     """A function x, *inputs -> resized x on resize2d (scaling only on the two last axes)."""
-    k = _kernels("resize").resize2d
+    rk = _kernels("resize")
+    k = rk.resize2d
     b = ctx.backend
     mode = {"bilinear": "linear", "trilinear": "linear"}.get(mode, mode)
 
-    def f(x, *inputs):
-        nd = x.ndim
+    def geometry(x_shape, inputs):
+        """-> (output shape, scales of the last two axes or None, roi of H, W or None)"""
+        shape = tuple(x_shape)
+        nd = len(shape)
         ax = list(range(nd)) if axes is None else [a + nd if a < 0 else a for a in axes]
         scales = scales_of(inputs)
         sizes = sizes_of(inputs)
         full_scales = [1.0] * nd
-        full_sizes = list(x.shape)
+        full_sizes = list(shape)
         if sizes is not None and len(sizes):
             sizes = ints(sizes)
             if policy != "stretch":
-                r = [sizes[i] / x.shape[a] for i, a in enumerate(ax)]
+                r = [sizes[i] / shape[a] for i, a in enumerate(ax)]
                 s = min(r) if policy == "not_larger" else max(r)
                 for a in ax:
                     full_scales[a] = s
-                    full_sizes[a] = int(np.floor(x.shape[a] * s + 0.5))
+                    full_sizes[a] = int(np.floor(shape[a] * s + 0.5))
             else:
                 for i, a in enumerate(ax):
                     full_sizes[a] = sizes[i]
-                    full_scales[a] = sizes[i] / x.shape[a]
+                    full_scales[a] = sizes[i] / shape[a]
             scl = None if policy == "stretch" else full_scales
         else:
             sc = [float(v) for v in np.asarray(scales).reshape(-1)]
             for i, a in enumerate(ax):
                 full_scales[a] = sc[i]
-                full_sizes[a] = int(np.floor(x.shape[a] * sc[i]))
+                full_sizes[a] = int(np.floor(shape[a] * sc[i]))
             scl = full_scales
-        if nd < 2 or any(full_sizes[a] != x.shape[a] or full_scales[a] != 1.0
+        if nd < 2 or any(full_sizes[a] != shape[a] or full_scales[a] != 1.0
                          for a in range(nd - 2)):
             raise ctx.fail("only the two last axes can be resized (e.g. H, W of NCHW); got "
-                           f"scales {full_scales} for input shape {x.shape}")
+                           f"scales {full_scales} for input shape {shape}")
         roi = roi_of(inputs)
         roi_hw = None
         if roi is not None and ctm == "tf_crop_and_resize":
@@ -336,10 +339,27 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
                 n = len(ax)
                 pos = [ax.index(nd - 2), ax.index(nd - 1)]
                 roi_hw = (r[pos[0]], r[pos[1]], r[n + pos[0]], r[n + pos[1]])
-        x4 = x.reshape((-1, 1) + x.shape[-2:]) if nd != 4 else x
+        return full_sizes, None if scl is None else (scl[-2], scl[-1]), roi_hw
+
+    inputs_at_plan = tuple(ctx.consts[i] if ctx.has(i) else None
+                           for i in range(1, len(ctx.node.inputs)))
+    if (ctx.static and len(ctx.shapes[0]) == 4 and ctx.dtypes[0] in _FLOATS
+            and all(ctx.is_const(i) for i in range(1, len(ctx.node.inputs)) if ctx.has(i))):
+        # constant scales / sizes / roi and a fixed shape: tables built once
+        full_sizes, scales_hw, roi_hw = geometry(ctx.shapes[0], inputs_at_plan)
+        try:
+            run = rk.resize2d_plan(ctx.shapes[0], full_sizes[-2:], mode, ctm, nearest_mode,
+                                   cubic_a, exclude, extrap, scales_hw, roi_hw, ctx.dtypes[0],
+                                   b)
+        except ValueError as e:
+            raise ctx.fail(str(e)) from e
+        return takes_out(lambda x, *_, out=None: run(x, out))
+
+    def f(x, *inputs):
+        full_sizes, scales_hw, roi_hw = geometry(x.shape, inputs)
+        x4 = x.reshape((-1, 1) + x.shape[-2:]) if x.ndim != 4 else x
         y = k(x4, (full_sizes[-2], full_sizes[-1]), mode, ctm, nearest_mode, cubic_a, exclude,
-              extrap, scales_hw=None if scl is None else (scl[-2], scl[-1]), roi=roi_hw,
-              backend=b)
+              extrap, scales_hw=scales_hw, roi=roi_hw, backend=b)
         return y.reshape(full_sizes)
     return f
 
