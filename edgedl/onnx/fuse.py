@@ -7,7 +7,9 @@
 3. an activation that is the only reader of a Conv's output fused into the Conv epilogue;
 4. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
-   13's one-axis semantics also before opset 13, where the Softmax axis was the last one).
+   13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
+5. a zero Pad of H, W read only by an AveragePool without pads of its own (FastestDet) ->
+   one AveragePool with those pads, counted (count_include_pad=1).
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
@@ -263,6 +265,60 @@ def fuse_transposed_softmax(rw):
         _replace(rw, [t1, sm, t2], new, t2)
 
 
+def _zero_pad_hw(rw, pad):
+    """A Pad node's (top, left, bottom, right) when it pads a rank-4 tensor with zeros on
+    H, W only (constant mode, pads >= 0, constant pads / value / axes), else None."""
+    if pad.attrs.get("mode", "constant") != "constant":
+        return None
+    if rw.g.opset < 11:
+        pads = pad.attrs.get("pads" if rw.g.opset >= 2 else "paddings")
+        value, axes = float(pad.attrs.get("value", 0.0)), None
+    else:
+        ins = pad.inputs + ["", "", ""]
+        pads, axes = rw.const(ins[1]), rw.const(ins[3])
+        value = rw.scalar(ins[2]) if ins[2] else 0.0
+        if ins[3] and axes is None:
+            return None
+    if pads is None or value != 0.0:
+        return None
+    pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+    n = len(pads) // 2
+    if axes is None and n != 4:
+        return None
+    width = dict.fromkeys(range(4), (0, 0))
+    for i, a in enumerate(range(4) if axes is None else np.asarray(axes).reshape(-1)):
+        a = int(a) + 4 if int(a) < 0 else int(a)
+        if not 0 <= a < 4:
+            return None
+        width[a] = (pads[i], pads[n + i])
+    if min(pads) < 0 or width[0] != (0, 0) or width[1] != (0, 0):
+        return None
+    (t, b), (le, r) = width[2], width[3]
+    return t, le, b, r
+
+
+def fuse_pad_into_avgpool(rw):
+    g = rw.g
+    for pool in list(g.nodes):
+        if pool.op_type != "AveragePool" or not pool.inputs:
+            continue
+        pad = rw.prod.get(pool.inputs[0])
+        if pad is None or pad.op_type != "Pad" or rw.only_reader(pad.outputs[0]) is not pool:
+            continue
+        a = pool.attrs
+        ks = [int(k) for k in a.get("kernel_shape", [])]
+        if (len(ks) != 2 or a.get("auto_pad", "NOTSET") not in ("NOTSET", "")
+                or any(int(p) for p in a.get("pads", [0] * 4)) or int(a.get("ceil_mode", 0))
+                or any(int(d) != 1 for d in a.get("dilations", [1, 1]))):
+            continue    # with ceil_mode, windows starting in the padding differ
+        hw = _zero_pad_hw(rw, pad)
+        if hw is None or hw[0] >= ks[0] or hw[2] >= ks[0] or hw[1] >= ks[1] or hw[3] >= ks[1]:
+            continue    # pads must stay below the kernel (the pooling kernels' rule)
+        attrs = dict(a, pads=list(hw), count_include_pad=1)
+        new = Node("AveragePool", pad.inputs[:1], pool.outputs, attrs, pool.name)
+        _replace(rw, [pad, pool], new, pool)
+
+
 def optimize(graph, fuse=True):
     """Apply the rewrites in place; returns the graph."""
     if not fuse:
@@ -272,5 +328,6 @@ def optimize(graph, fuse=True):
     rewrite_activations(rw)
     fuse_conv_activations(rw)
     fuse_transposed_softmax(rw)
+    fuse_pad_into_avgpool(rw)
     graph.remove_dead()
     return graph

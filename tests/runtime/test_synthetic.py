@@ -254,6 +254,59 @@ def test_pad_into_planned_buffer(backend, rng, opset):
                for _ in range(2)], backend)
 
 
+@pytest.mark.parametrize("opset", [11, 18])
+def test_zero_pad_fused_into_average_pool(backend, rng, opset):
+    """Zero Pad of H, W -> AveragePool without pads (FastestDet) becomes one AveragePool
+    counting those pads; every variant that is not equivalent keeps its Pad: a non-zero
+    value, a channel pad, ceil_mode, pads >= kernel, a second reader, MaxPool."""
+    def pad(name, src, pads, value=None):
+        ins = [src, f"{name}_p"] + ([f"{name}_v"] if value is not None else [])
+        nodes = [helper.make_node("Pad", ins, [name], mode="constant")]
+        inits = [(f"{name}_p", np.array(pads, np.int64))]
+        if value is not None:
+            inits.append((f"{name}_v", np.array(value, np.float32)))
+        return nodes, inits
+
+    def avg(src, y, **kw):
+        return helper.make_node("AveragePool", [src], [y], kernel_shape=[3, 3], **kw)
+
+    fused, kept = [], []
+    nodes, inits = [], []
+    for i, (pads, value, kw, other) in enumerate([
+            ([0, 0, 1, 1, 0, 0, 1, 1], None, dict(strides=[2, 2]), None),          # fused
+            ([0, 0, 0, 1, 0, 0, 2, 0], 0.0, dict(count_include_pad=0), None),       # fused
+            ([0, 0, 1, 1, 0, 0, 1, 1], 1.0, {}, None),                              # value
+            ([0, 1, 1, 1, 0, 0, 1, 1], None, {}, None),                             # channel
+            ([0, 0, 1, 1, 0, 0, 1, 1], None, dict(ceil_mode=1, strides=[2, 2]), None),
+            ([0, 0, 3, 0, 0, 0, 0, 0], None, {}, None),                             # >= kernel
+            ([0, 0, 1, 1, 0, 0, 1, 1], None, {}, "Relu"),                           # 2 readers
+            ([0, 0, 1, 1, 0, 0, 1, 1], None, {}, "MaxPool")]):
+        pn, pi = pad(f"a{i}", "x", pads, value)
+        nodes += pn
+        inits += pi
+        if other == "MaxPool":
+            nodes.append(helper.make_node("MaxPool", [f"a{i}"], [f"y{i}"], kernel_shape=[3, 3]))
+        else:
+            nodes.append(avg(f"a{i}", f"y{i}", **kw))
+        if other == "Relu":
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"r{i}"]))
+        (fused if i < 2 else kept).append(f"y{i}")
+    outs = [_vi(f"y{i}", None) for i in range(8)] + [_vi("r6", None)]
+    if opset >= 18:     # the same pads given on axes 2, 3 only
+        nodes += [helper.make_node("Pad", ["x", "hp", "", "hw"], ["h"], mode="constant"),
+                  avg("h", "y8")]
+        inits += [("hp", np.array([1, 0, 2, 1], np.int64)), ("hw", np.array([2, 3], np.int64))]
+        outs.append(_vi("y8", None))
+        fused.append("y8")
+    m = _model(nodes, [_vi("x", [1, 3, 9, 10])], outs, inits, opset=opset)
+    sess = _check(m, [{"x": rng.standard_normal((1, 3, 9, 10)).astype(np.float32)}], backend)
+    made = {n.outputs[0]: n for n in sess._graph.nodes}
+    for y in fused:
+        assert made[y].inputs == ["x"] and made[y].attrs["count_include_pad"] == 1, y
+    for y in kept:
+        assert made[made[y].inputs[0]].op_type == "Pad", y
+
+
 def test_declared_shape_differs_from_fed(backend, rng):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2]),
              helper.make_node("MaxPool", ["c"], ["p1"], kernel_shape=[3, 3], strides=[2, 2],
