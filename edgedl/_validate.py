@@ -117,3 +117,20 @@ def choice(v, name, options):
     if v not in options:
         raise ValidationError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
     return v
+
+
+# ----------------------------------------------------------------------------- plans
+def plan_input(x_shape, dtype):
+    """A plan's fixed input (conv2d_plan, pool2d_plan, resize2d_plan): (x_shape as 4 ints
+    >= 0, dtype float32 or float64)."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
+    return int_tuple(x_shape, "x_shape", 4, lo=0), dtype
+
+
+def check_planned(x, x_shape, dtype):
+    """A plan's only per-call check: x has the planned shape and dtype."""
+    if x.shape != x_shape or x.dtype != dtype:
+        raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), got "
+                         f"{x.shape} {x.dtype}")

@@ -298,10 +298,7 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     when given, must be a C-contiguous array of the output shape and dtype not overlapping
     x (not checked: this is the fast path). ``run.out_shape`` is (N, M, OH, OW).
     """
-    dtype = np.dtype(dtype)
-    if dtype not in V.FLOAT_DTYPES:
-        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
-    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    x_shape, dtype = V.plan_input(x_shape, dtype)
     w = np.ascontiguousarray(V.float_array(w, "w", ndim=4), dtype=dtype)
     geo = _conv_geometry(x_shape, w.shape, strides, pads, dilations, group, auto_pad)
     m = w.shape[0]
@@ -316,9 +313,7 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
         y = np.empty(oshape, dtype) if out is None else out
         if fast is not None and fast(x, y, _config.get_num_threads()):
             return y
-        if x.shape != x_shape or x.dtype != dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
+        V.check_planned(x, x_shape, dtype)
         if y.size:
             bk = _config.resolve_backend(backend)
             call = calls.get(bk)

@@ -189,10 +189,7 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
     """
     if kind not in ("max", "avg"):
         raise ValidationError(f"kind must be 'max' or 'avg', got {kind!r}")
-    dtype = np.dtype(dtype)
-    if dtype not in V.FLOAT_DTYPES:
-        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
-    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    x_shape, dtype = V.plan_input(x_shape, dtype)
     ks, st, pd, dl, out_hw = _geometry(x_shape, kernel_shape, strides, pads, dilations,
                                        ceil_mode, auto_pad)
     oshape = x_shape[:2] + out_hw
@@ -203,9 +200,7 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
             crop, pd = _avg_extent(x_shape[2:], pd)
 
     def run(x, out=None):
-        if x.shape != x_shape or x.dtype != dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
+        V.check_planned(x, x_shape, dtype)
         y = np.empty(oshape, dtype) if out is None else out
         if y.size:
             bk = _config.resolve_backend(backend)

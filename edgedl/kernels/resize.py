@@ -207,19 +207,14 @@ def resize2d_plan(x_shape, out_hw, mode="nearest", coordinate_transformation_mod
     shape and dtype. ``out``, when given, must be a C-contiguous array of ``run.out_shape``
     and x's dtype not overlapping x (not checked: this is the fast path).
     """
-    dtype = np.dtype(dtype)
-    if dtype not in V.FLOAT_DTYPES:
-        raise ValidationError(f"dtype must be float32 or float64, got {dtype}")
-    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    x_shape, dtype = V.plan_input(x_shape, dtype)
     (oh, ow), plan = _tables(x_shape[2:], out_hw, mode, coordinate_transformation_mode,
                              nearest_mode, cubic_coeff_a, exclude_outside, extrapolation_value,
                              scales_hw, roi, dtype)
     oshape = x_shape[:2] + (oh, ow)
 
     def run(x, out=None):
-        if x.shape != x_shape or x.dtype != dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
+        V.check_planned(x, x_shape, dtype)
         y = np.empty(oshape, dtype) if out is None else out
         if y.size:
             _run(x, plan, mode, backend, y)
