@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, log1p, fabs, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp
-from edl_buffer cimport get_buffer, PyBuffer_Release, PyBUF_ND, PyBUF_WRITABLE, PyErr_Clear
+from edl_buffer cimport disjoint, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 cdef extern from "edl_math.h" nogil:
@@ -414,22 +414,13 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
     cdef Py_buffer bx, bo
     cdef bint ok = False
     cdef int r = 0
-    cdef char *lo
-    cdef char *hi
     if not (RELU <= op <= MISH or op == SM or op == LSM):
         raise ValueError(f"fast_f32: {op} is not a forward op code of FAST_OPS")
-    if get_buffer(x, &bx, PyBUF_ND) < 0:
-        PyErr_Clear()
+    if not get_pair(x, &bx, out, &bo, 0):
         return False
-    if get_buffer(out, &bo, PyBUF_ND | PyBUF_WRITABLE) < 0:
-        PyErr_Clear()
-        PyBuffer_Release(&bx)
-        return False
-    lo = <char *>bx.buf
-    hi = <char *>bo.buf
     ok = (bx.itemsize == 4 and bo.itemsize == 4 and bx.ndim == bo.ndim and bx.len == bo.len
           and (bx.ndim == 0 or memcmp(bx.shape, bo.shape, bx.ndim * sizeof(Py_ssize_t)) == 0)
-          and (lo == hi or lo + bx.len <= hi or hi + bo.len <= lo)
+          and disjoint(&bx, &bo, True)
           and (op < SM or outer * n * inner * 4 == bx.len))
     if ok and bx.len:
         if omp_get_max_threads() != nthreads:
@@ -441,8 +432,7 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
             else:
                 _apply_ptr(op, <const float *>bx.buf, <const float *>bx.buf, <float *>bo.buf,
                            bx.len // 4, <float>a, <float>b)
-    PyBuffer_Release(&bo)
-    PyBuffer_Release(&bx)
+    release_pair(&bx, &bo)
     if r:
         raise MemoryError("softmax: out of memory for the scratch rows")
     return ok

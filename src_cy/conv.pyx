@@ -11,8 +11,7 @@ from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
-from edl_buffer cimport (get_buffer, PyBuffer_Release, PyBUF_FORMAT, PyBUF_ND, PyBUF_WRITABLE,
-                         PyErr_Clear)
+from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 
@@ -665,9 +664,7 @@ def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floatin
               const floating[::1] slopes, floating[:, :, ::1] y):
     cdef Py_ssize_t m = y.shape[0], K = x.shape[0] * kh * kw, L = y.shape[1] * y.shape[2]
     if floating is float:
-        if wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
-            raise ValueError(f"conv_gemm: wp has {wp.shape[0]} values; it must come from "
-                             f"pack_conv_weights of ({m}, {K}) float32 weights")
+        _check_packed("conv_gemm", wp.shape[0], m, K)
         if m * L and _conv_gemm_f32(&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2], &wp[0],
                                     &bias[0], kh, kw, sh, sw, ph, pw, dh, dw, act,
                                     <float>p0, <float>p1, &slopes[0], &y[0, 0, 0], m,
@@ -681,6 +678,14 @@ def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floatin
                       ph, pw, dh, dw, ya)
         if _needs_epilogue(np.asarray(bias), act):
             bias_act(ya.reshape(1, m, L), bias, act, p0, p1, slopes)
+
+
+cdef int _check_packed(str who, Py_ssize_t n, Py_ssize_t m, Py_ssize_t K) except -1:
+    """n values of packed weights must be pack_conv_weights' layout of (m, K) float32."""
+    if n != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
+        raise ValueError(f"{who}: wp has {n} values; it must come from pack_conv_weights of "
+                         f"({m}, {K}) float32 weights")
+    return 0
 
 
 cdef bint _f32_array(const Py_buffer* b, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2,
@@ -721,9 +726,8 @@ cdef class ConvF32:
         if depthwise and (m != c or wp.shape[0] != K):
             raise ValueError(f"ConvF32: depthwise weights need M = C = {c} and C * kh * kw "
                              f"= {K} values, got M = {m} and {wp.shape[0]}")
-        if not depthwise and wp.shape[0] != edl_gemm_panels(m, edl_gemm_mr()) * K * edl_gemm_mr():
-            raise ValueError(f"ConvF32: wp has {wp.shape[0]} values; it must come from "
-                             f"pack_conv_weights of ({m}, {K}) float32 weights")
+        if not depthwise:
+            _check_packed("ConvF32", wp.shape[0], m, K)
         if bias.shape[0] != m or slopes.shape[0] != m or min(c, h, w, m, oh, ow) < 1:
             raise ValueError("ConvF32: bias and slopes need M values, every size >= 1")
         self.depthwise, self.wp, self.bias, self.slopes = depthwise, wp, bias, slopes
@@ -736,17 +740,10 @@ cdef class ConvF32:
         cdef Py_buffer bx, by
         cdef int r = 0
         cdef bint ok
-        if get_buffer(x, &bx, PyBUF_ND | PyBUF_FORMAT) < 0:
-            PyErr_Clear()
-            return False
-        if get_buffer(y, &by, PyBUF_ND | PyBUF_FORMAT | PyBUF_WRITABLE) < 0:
-            PyErr_Clear()
-            PyBuffer_Release(&bx)
+        if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
             return False
         ok = (_f32_array(&bx, 1, self.c, self.h, self.w)
-              and _f32_array(&by, 1, self.m, self.oh, self.ow)
-              and (<char*>bx.buf + bx.len <= <char*>by.buf
-                   or <char*>by.buf + by.len <= <char*>bx.buf))
+              and _f32_array(&by, 1, self.m, self.oh, self.ow) and disjoint(&bx, &by, False))
         if ok:
             if omp_get_max_threads() != nthreads:
                 omp_set_num_threads(nthreads)
@@ -763,8 +760,7 @@ cdef class ConvF32:
                                        self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
                                        self.lo, self.hi, &self.slopes[0], <float*>by.buf,
                                        self.m, self.oh, self.ow)
-        PyBuffer_Release(&by)
-        PyBuffer_Release(&bx)
+        release_pair(&bx, &by)
         if r:
             raise MemoryError("conv: out of memory for its buffers")
         return ok

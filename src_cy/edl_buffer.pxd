@@ -1,4 +1,4 @@
-# Plain buffer requests for the fast entries (activations.fast_f32, conv.ConvGemmF32): cheaper
+# Plain buffer requests for the fast entries (activations.fast_f32, conv.ConvF32): cheaper
 # than typed memoryviews when the interpreter runs cache-cold.
 from cpython.buffer cimport PyBuffer_Release, PyBUF_FORMAT, PyBUF_ND, PyBUF_WRITABLE
 
@@ -6,3 +6,29 @@ cdef extern from "Python.h":
     # PyObject_GetBuffer without Cython's `except -1`: a refusal is an answer here, not an error
     int get_buffer "PyObject_GetBuffer"(object obj, Py_buffer *view, int flags)
     void PyErr_Clear()
+
+
+cdef inline bint get_pair(object x, Py_buffer *bx, object y, Py_buffer *by,
+                          int extra_flags) noexcept:
+    """x's buffer and y's writable one (PyBUF_ND | extra_flags), or neither: False with the
+    refusal cleared (the caller then takes its general path)."""
+    if get_buffer(x, bx, PyBUF_ND | extra_flags) < 0:
+        PyErr_Clear()
+        return False
+    if get_buffer(y, by, PyBUF_ND | PyBUF_WRITABLE | extra_flags) < 0:
+        PyErr_Clear()
+        PyBuffer_Release(bx)
+        return False
+    return True
+
+
+cdef inline void release_pair(Py_buffer *bx, Py_buffer *by) noexcept:
+    PyBuffer_Release(by)
+    PyBuffer_Release(bx)
+
+
+cdef inline bint disjoint(const Py_buffer *a, const Py_buffer *b, bint same_ok) noexcept:
+    """a and b do not overlap (or, with same_ok, are exactly the same memory: in place)."""
+    cdef const char *pa = <const char *>a.buf
+    cdef const char *pb = <const char *>b.buf
+    return (same_ok and pa == pb and a.len == b.len) or pa + a.len <= pb or pb + b.len <= pa
