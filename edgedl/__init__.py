@@ -29,6 +29,7 @@ _LAZY = {
     "edgedl.onnx.session": ["InferenceSession"],
     "edgedl.detect": ["Detector", "Detections"],
     "edgedl._warmup": ["warmup"],
+    "edgedl._memory": ["set_memory_limit", "get_memory_limit"],
 }
 _WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
 

@@ -50,3 +50,8 @@ class UnsupportedOpsError(EdgeDLError, NotImplementedError):
 
 class InputError(EdgeDLError, ValueError):
     """A feed passed to ``InferenceSession.run`` has a wrong name, dtype or rank."""
+
+
+class ResourceError(EdgeDLError, MemoryError):
+    """An allocation would exceed edgedl's memory limit (see ``edgedl.set_memory_limit``);
+    the message names what (tensor, node, image), the bytes it needs and the limit."""
