@@ -11,6 +11,10 @@ import numpy as np
 from .errors import DTypeError, ShapeError, ValidationError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: largest stride / pad / dilation / kernel size a kernel accepts: ONNX allows any int64, but
+#: products of two such values (an output index times a stride, a tap times a dilation) must
+#: stay inside the kernels' 64-bit index arithmetic.
+MAX_GEOMETRY = 2**31 - 1
 
 
 def float_array(x, name="x", min_ndim=0, ndim=None):
@@ -100,8 +104,8 @@ def integer(v, name, lo=None, hi=None):
     return v
 
 
-def int_tuple(v, name, length, lo=None):
-    """A tuple of ``length`` Python ints (a single int is repeated)."""
+def int_tuple(v, name, length, lo=None, hi=None):
+    """A tuple of ``length`` Python ints (a single int is repeated), each in [lo, hi]."""
     if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
         v = (int(v),) * length
     try:
@@ -110,7 +114,22 @@ def int_tuple(v, name, length, lo=None):
         raise ValidationError(f"{name} must be a sequence of {length} integers, got {v!r}")
     if len(v) != length:
         raise ValidationError(f"{name} must have {length} values, got {len(v)}: {v}")
-    return tuple(integer(e, f"{name}[{i}]", lo=lo) for i, e in enumerate(v))
+    return tuple(integer(e, f"{name}[{i}]", lo=lo, hi=hi) for i, e in enumerate(v))
+
+
+def geometry(v, name, length, lo):
+    """Strides, pads, dilations, kernel sizes: ``int_tuple`` within [lo, MAX_GEOMETRY]."""
+    return int_tuple(v, name, length, lo=lo, hi=MAX_GEOMETRY)
+
+
+def effective_strides(strides, out_hw, kernel_hw=None, dilations=None):
+    """What the kernels are given: a stride along an axis with one output is never used
+    (that output reads from offset 0), nor a dilation along a kernel of size 1; both become
+    1, so that absurd values (2**31) never enter the kernels' index arithmetic or buffers."""
+    st = tuple(1 if o == 1 else s for s, o in zip(strides, out_hw))
+    if kernel_hw is None:
+        return st
+    return st, tuple(1 if k == 1 else d for d, k in zip(dilations, kernel_hw))
 
 
 def choice(v, name, options):

@@ -285,9 +285,12 @@ cdef enum:
     _FLAT_W = 48
 
 
-cdef inline Py_ssize_t _tap_lo(Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
-    """First destination o with o*stride + off >= 0."""
-    return 0 if off >= 0 else (-off + stride - 1) // stride
+cdef inline Py_ssize_t _tap_lo(Py_ssize_t n_dst, Py_ssize_t stride,
+                               Py_ssize_t off) noexcept nogil:
+    """First destination o with o*stride + off >= 0, at most n_dst: a tap that lies wholly in
+    a large padding (off far below 0) has none, and its zero-fill [0, lo) must stay inside
+    the n_dst destinations (unclamped, it wrote past the row: heap corruption)."""
+    return 0 if off >= 0 else min(n_dst, (-off + stride - 1) // stride)
 
 
 cdef inline Py_ssize_t _tap_hi(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t stride,
@@ -297,7 +300,7 @@ cdef inline Py_ssize_t _tap_hi(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t st
     Together: [lo, hi) are the destinations whose source index is inside [0, n_src).
     (Values, not out-pointers: prange makes assigned variables thread-private.)
     """
-    cdef Py_ssize_t last = n_src - 1 - off, lo = _tap_lo(stride, off), hi
+    cdef Py_ssize_t last = n_src - 1 - off, lo = _tap_lo(n_dst, stride, off), hi
     hi = 0 if last < 0 else min(n_dst, last // stride + 1)
     return hi if hi > lo else lo
 
@@ -376,7 +379,7 @@ cdef void _im2col_row(const floating* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t 
                       Py_ssize_t oh, Py_ssize_t ow, floating* dst) noexcept nogil:
     """Row r (channel r // (kh*kw), tap (i, j)) of im2col(x) for oh output rows, into dst."""
     cdef Py_ssize_t ch = r // (kh * kw), i = (r // kw) % kh, j = r % kw
-    cdef Py_ssize_t off = j * dw - pw, lo = _tap_lo(sw, off), hi = _tap_hi(w, ow, sw, off)
+    cdef Py_ssize_t off = j * dw - pw, lo = _tap_lo(ow, sw, off), hi = _tap_hi(w, ow, sw, off)
     cdef Py_ssize_t oy, ox, iy
     cdef const floating* src
     for oy in range(oh):
@@ -423,7 +426,7 @@ def col2im(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t
             for j in range(kw):
                 r = (mm * kh + i) * kw + j
                 off = j * dw - pw
-                lo = _tap_lo(sw, off)
+                lo = _tap_lo(iw, sw, off)
                 hi = _tap_hi(ow, iw, sw, off)
                 for y in range(ih):
                     oy = y * sh - ph + i * dh

@@ -109,7 +109,7 @@ cdef inline void _tap_range(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t stride
                             Py_ssize_t off, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """[lo, hi): outputs o < n_out whose tap reads o*stride + off inside [0, n_in)."""
     cdef Py_ssize_t last = n_in - 1 - off
-    lo[0] = 0 if off >= 0 else (-off + stride - 1) // stride
+    lo[0] = 0 if off >= 0 else min(n_out, (-off + stride - 1) // stride)
     hi[0] = 0 if last < 0 else min(n_out, last // stride + 1)
     if hi[0] < lo[0]:
         hi[0] = lo[0]

@@ -62,9 +62,9 @@ def conv_output_shape(in_hw, kernel_hw, strides=(1, 1), pads=(0, 0, 0, 0), dilat
 
 
 def _geometry(strides, pads, dilations, auto_pad):
-    strides = V.int_tuple(strides, "strides", 2, lo=1)
-    dilations = V.int_tuple(dilations, "dilations", 2, lo=1)
-    pads = V.int_tuple(pads, "pads", 4, lo=0)
+    strides = V.geometry(strides, "strides", 2, lo=1)
+    dilations = V.geometry(dilations, "dilations", 2, lo=1)
+    pads = V.geometry(pads, "pads", 4, lo=0)
     V.choice(auto_pad, "auto_pad", AUTO_PADS)
     return strides, pads, dilations
 
@@ -183,7 +183,19 @@ def _conv_geometry(xshape, wshape, strides, pads, dilations, group, auto_pad):
     if oh < 1 or ow < 1:
         raise ShapeError(f"conv2d output would be empty: input {h}x{wd}, pads {pads}, kernel "
                          f"{kh}x{kw}, dilations {dil} give {oh}x{ow}")
+    st, dil = V.effective_strides(st, (oh, ow), (kh, kw), dil)
     return group, st, dil, pads, (oh, ow)
+
+
+def _direct_depthwise(geo, kernel_hw, in_hw):
+    """Whether the direct depthwise kernels fit this geometry: they copy each plane into a
+    zero-bordered buffer of the padded extent the outputs read, which huge pads / dilations
+    (a hostile model) would blow up to gigabytes for a tiny output. The GEMM path's buffers
+    scale with the output instead."""
+    _, (sh, sw), (dh, dw), _, (oh, ow) = geo
+    hp = (oh - 1) * sh + (kernel_hw[0] - 1) * dh + 1
+    wp = (ow - 1) * sw + (kernel_hw[1] - 1) * dw + 1
+    return hp * wp <= 4 * (in_hw[0] * in_hw[1] + oh * ow) + 4096
 
 
 def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
@@ -217,13 +229,13 @@ def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
         b = np.zeros(m, dtype) if code == ACT_PRELU else slopes
     out, y = _target(out, (x.shape[0], m) + geo[4], dtype, x)
     if y.size:
-        _bind(w, b, geo, epi, x.shape[0], backend)(np.ascontiguousarray(x), y)
+        _bind(w, b, geo, epi, x.shape[0], x.shape[2:], backend)(np.ascontiguousarray(x), y)
     if y is not out:
         out[...] = y
     return out
 
 
-def _bind(w, b, geo, epi, n, backend, packed=None):
+def _bind(w, b, geo, epi, n, x_hw, backend, packed=None):
     """The kernel calls of one convolution as ``call(x, y)`` with everything else bound:
     x (n, C, H, W) and w C-contiguous, y C-contiguous and not overlapping x; geo / epi as
     _conv_geometry / _epilogue return them; ``packed`` a dict that keeps the packed weights
@@ -235,7 +247,7 @@ def _bind(w, b, geo, epi, n, backend, packed=None):
     m, cg, kh, kw = w.shape
     pt, pl = pads[0], pads[1]
     c = cg * group
-    if group == c and m == c:                      # depthwise, multiplier 1
+    if group == c and m == c and _direct_depthwise(geo, (kh, kw), x_hw):   # depthwise
         fn = _dispatch.impl("conv", "depthwise_conv2d", backend)
         args = (w.reshape(c, kh, kw), b, sh, sw, pt, pl, dh, dw, code, p0, p1, slopes)
         return lambda x, y: fn(x, *args, y)
@@ -278,6 +290,8 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed):
     m, cg, kh, kw = w.shape
     c = cg * group
     depthwise = group == c and m == c
+    if depthwise and not _direct_depthwise(geo, (kh, kw), x_shape[2:]):
+        return None
     if (backend is None or _config.resolve_backend(backend) != "cython" or x_shape[0] != 1
             or not (group == 1 or depthwise) or min(x_shape) < 1):
         return None
@@ -318,7 +332,8 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
             bk = _config.resolve_backend(backend)
             call = calls.get(bk)
             if call is None:
-                call = calls[bk] = _bind(w, b, geo, epi, x_shape[0], bk, packed)
+                call = calls[bk] = _bind(w, b, geo, epi, x_shape[0], x_shape[2:], bk,
+                                             packed)
             _config.apply_threads(bk)
             call(x if x.flags.c_contiguous else np.ascontiguousarray(x), y)
         return y
@@ -384,9 +399,9 @@ def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilatio
     if kh < 1 or kw < 1 or mg < 1:
         raise ShapeError(f"w must have a non-empty kernel and M/group >= 1, got {w.shape}")
     (sh, sw), pads, (dh, dw) = _geometry(strides, pads, dilations, auto_pad)
-    opad = V.int_tuple(output_padding, "output_padding", 2, lo=0)
+    opad = V.geometry(output_padding, "output_padding", 2, lo=0)
     if output_shape is not None:
-        output_shape = V.int_tuple(output_shape, "output_shape", 2, lo=1)
+        output_shape = V.geometry(output_shape, "output_shape", 2, lo=1)
     pads, (oh, ow) = conv_transpose_geometry((h, wd), (kh, kw), (sh, sw), pads, (dh, dw), opad,
                                              output_shape, auto_pad)
     if oh < 1 or ow < 1:

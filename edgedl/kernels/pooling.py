@@ -76,10 +76,10 @@ def _flag(v, name):
 def _geometry(shape, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad):
     """Validate the attributes for an input of ``shape`` (N, C, H, W) -> (kernel, strides,
     resolved pads, dilations, (OH, OW))."""
-    kernel_shape = V.int_tuple(kernel_shape, "kernel_shape", 2, lo=1)
-    strides = V.int_tuple(1 if strides is None else strides, "strides", 2, lo=1)
-    dilations = V.int_tuple(1 if dilations is None else dilations, "dilations", 2, lo=1)
-    pads = V.int_tuple(0 if pads is None else pads, "pads", 4, lo=0)
+    kernel_shape = V.geometry(kernel_shape, "kernel_shape", 2, lo=1)
+    strides = V.geometry(1 if strides is None else strides, "strides", 2, lo=1)
+    dilations = V.geometry(1 if dilations is None else dilations, "dilations", 2, lo=1)
+    pads = V.geometry(0 if pads is None else pads, "pads", 4, lo=0)
     if not isinstance(auto_pad, str):
         raise ValidationError(f"auto_pad must be a string, got {auto_pad!r}")
     auto_pad = V.choice(auto_pad.upper(), "auto_pad", AUTO_PADS)
@@ -102,6 +102,7 @@ def _geometry(shape, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad
             f"pooling output would be empty: input spatial size {tuple(hw)} with "
             f"kernel_shape={kernel_shape}, strides={strides}, pads={pads}, "
             f"dilations={dilations}, ceil_mode={bool(ceil_mode)} gives output {out_hw}")
+    strides, dilations = V.effective_strides(strides, out_hw, kernel_shape, dilations)
     return kernel_shape, strides, pads, dilations, out_hw
 
 

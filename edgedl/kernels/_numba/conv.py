@@ -30,7 +30,7 @@ def _both(fn):
 @njit
 def _tap_range(n_src, n_dst, stride, off):
     """[lo, hi): destinations o with 0 <= o*stride + off < n_src (o < n_dst)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    lo = 0 if off >= 0 else min(n_dst, (-off + stride - 1) // stride)
     last = n_src - 1 - off
     hi = 0 if last < 0 else min(n_dst, last // stride + 1)
     return lo, max(lo, hi)

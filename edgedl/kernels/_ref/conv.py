@@ -35,7 +35,7 @@ def _taps(n_in, n_out, k, stride, pad, dil):
     res = []
     for i in range(k):
         off = i * dil - pad
-        lo = 0 if off >= 0 else (-off + stride - 1) // stride
+        lo = 0 if off >= 0 else min(n_out, (-off + stride - 1) // stride)
         last = n_in - 1 - off
         hi = 0 if last < 0 else min(n_out, last // stride + 1)
         res.append((lo, max(lo, hi), off))

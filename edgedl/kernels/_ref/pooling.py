@@ -24,7 +24,7 @@ import numpy as np
 
 def _tap_range(n_in, n_out, stride, off):
     """[lo, hi): outputs o < n_out whose tap reads o*stride + off inside [0, n_in)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    lo = 0 if off >= 0 else min(n_out, (-off + stride - 1) // stride)
     last = n_in - 1 - off
     hi = 0 if last < 0 else min(n_out, last // stride + 1)
     return lo, max(lo, hi)
