@@ -4,6 +4,7 @@ Kernels behind the wrappers (NumPy reference, numba and Cython twins) assume the
 valid; the Cython ones skip bounds checks because of it. So every check lives here, once.
 Messages name the argument, what was expected and what was given.
 """
+import math
 import numbers
 
 import numpy as np
@@ -15,6 +16,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: products of two such values (an output index times a stride, a tap times a dilation) must
 #: stay inside the kernels' 64-bit index arithmetic.
 MAX_GEOMETRY = 2**31 - 1
+#: outputs above this size are checked against the memory limit (edgedl._memory) first
+_CHECKED_BYTES = 64 << 20
 
 
 def float_array(x, name="x", min_ndim=0, ndim=None):
@@ -59,6 +62,10 @@ def output(out, shape, dtype, name="out"):
     """A preallocated output: a new array if ``out`` is None, else ``out`` checked."""
     shape = tuple(shape)
     if out is None:
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if nbytes > _CHECKED_BYTES:     # a size that came from hostile geometry: one sentence
+            from ._memory import check_alloc
+            check_alloc(nbytes, f"the output {name} of shape {shape} ({np.dtype(dtype)})")
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise DTypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
