@@ -7,11 +7,12 @@ import contextlib
 import contextvars
 import importlib
 import importlib.util
+import numbers
 import os
 import sys
 import threading
 
-from .errors import BackendError
+from .errors import BackendError, ValidationError
 
 #: Backends, fastest first (the default is the first available one).
 BACKEND_ORDER = ("cython", "numba", "numpy")
@@ -40,6 +41,7 @@ _available = None          # cached list
 _global_backend = None     # set by set_backend / EDGEDL_BACKEND
 _ctx_backend = contextvars.ContextVar("edgedl_backend", default=None)
 _num_threads = None
+_ctx_threads = contextvars.ContextVar("edgedl_num_threads", default=None)
 _applied = threading.local()   # per-thread: thread count already applied to numba/OpenMP
 _numba = None
 numba_lock = None          # a lock around parallel numba calls when its layer is not thread-safe
@@ -141,16 +143,30 @@ def _available_set():
 
 
 # ----------------------------------------------------------------------------- threads
+#: The most threads edgedl accepts. libgomp puts per-thread start data for a parallel region
+#: on the calling thread's stack (alloca): ~10^5 threads overflow it and the process dies
+#: with SIGSEGV inside GOMP_parallel, and thousands of threads exhaust memory long before.
+#: No edge board gains from more threads than 4 per core.
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_num_threads(n, what="num_threads"):
+    """``n`` as an int in [1, MAX_THREADS], else a ValidationError naming ``what`` (the
+    argument, option or environment variable it came from) and the accepted range."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
+        raise ValidationError(f"{what} must be an integer from 1 to {MAX_THREADS} (4 per core, "
+                              f"at least 64), got {n!r}")
+    return int(n)
+
+
 def _env_threads():
     env = os.environ.get("EDGEDL_NUM_THREADS")
     if env:
         try:
-            n = int(env)
+            env = int(env)
         except ValueError:
-            raise BackendError(f"EDGEDL_NUM_THREADS must be a positive integer, got {env!r}")
-        if n < 1:
-            raise BackendError(f"EDGEDL_NUM_THREADS must be a positive integer, got {env!r}")
-        return n
+            pass                     # reported as the text it is
+        return check_num_threads(env, "EDGEDL_NUM_THREADS")
     # One thread by default: measured on the four shared detectors (2-core x86, idle machine),
     # 2 threads were 1.0-1.1x the 1-thread time with spinning OpenMP workers and 1.3-1.8x with
     # passive ones, and far slower when another process holds a core. Opt in with
@@ -159,7 +175,11 @@ def _env_threads():
 
 
 def get_num_threads():
-    """Threads a kernel may use (numba prange / OpenMP)."""
+    """Threads a kernel may use (numba prange / OpenMP): the innermost use_num_threads of
+    this thread / task, else the process-wide setting."""
+    n = _ctx_threads.get()
+    if n is not None:
+        return n
     global _num_threads
     if _num_threads is None:
         _num_threads = _env_threads()
@@ -167,11 +187,23 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Set the number of threads kernels may use (>= 1)."""
+    """Set the process-wide number of threads kernels may use (1 to MAX_THREADS)."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise BackendError(f"num_threads must be a positive integer, got {n!r}")
-    _num_threads = int(n)
+    _num_threads = check_num_threads(n)
+
+
+@contextlib.contextmanager
+def use_num_threads(n):
+    """Use ``n`` threads inside the ``with`` block, in this thread / asyncio task only
+    (None: no change). A session's ``num_threads`` applies this way to its own runs."""
+    if n is None:
+        yield get_num_threads()
+        return
+    token = _ctx_threads.set(check_num_threads(n))
+    try:
+        yield n
+    finally:
+        _ctx_threads.reset(token)
 
 
 def apply_threads(backend):

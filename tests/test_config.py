@@ -11,7 +11,7 @@ import pytest
 
 import edgedl
 from edgedl import _config
-from edgedl.errors import BackendError
+from edgedl.errors import BackendError, ValidationError
 
 
 def _run(code, env=None, timeout=300):
@@ -82,8 +82,11 @@ def test_env_backend_and_threads():
 
 
 def test_bad_env_threads_is_a_clear_error():
-    r = _run("import edgedl; edgedl.get_num_threads()", env={"EDGEDL_NUM_THREADS": "zero"})
-    assert r.returncode != 0 and "EDGEDL_NUM_THREADS must be a positive integer" in r.stderr
+    for bad in ("zero", "0", "-3", "1.5", "1000000"):
+        r = _run("import edgedl; edgedl.get_num_threads()", env={"EDGEDL_NUM_THREADS": bad})
+        assert r.returncode == 1, (bad, r.returncode, r.stderr[-500:])
+        assert "ValidationError: EDGEDL_NUM_THREADS must be an integer from 1 to " in r.stderr
+        assert bad in r.stderr.splitlines()[-1]
 
 
 def test_set_num_threads():
@@ -91,11 +94,79 @@ def test_set_num_threads():
     try:
         edgedl.set_num_threads(1)
         assert edgedl.get_num_threads() == 1
-        for bad in (0, -2, 1.5, "2", True):
-            with pytest.raises(BackendError):
+        edgedl.set_num_threads(np.int64(2))          # any integer type
+        assert edgedl.get_num_threads() == 2 and type(edgedl.get_num_threads()) is int
+        edgedl.set_num_threads(_config.MAX_THREADS)
+        for bad in (0, -2, 1.5, "2", True, None, _config.MAX_THREADS + 1, 10**6, 2**63):
+            with pytest.raises(ValidationError, match=r"num_threads must be an integer from "
+                                                      rf"1 to {_config.MAX_THREADS}"):
                 edgedl.set_num_threads(bad)
+        assert edgedl.get_num_threads() == _config.MAX_THREADS     # unchanged by a refusal
     finally:
         edgedl.set_num_threads(before)
+    assert _config.MAX_THREADS >= max(64, 4 * os.cpu_count())
+
+
+@pytest.mark.parametrize("how", ["set_num_threads", "env", "session"])
+def test_huge_thread_count_is_refused_before_openmp(how):
+    """10^6 threads crashed the process (SIGSEGV in libgomp's GOMP_parallel, which puts
+    per-thread start data on the stack); now refused in _config before any kernel sees it."""
+    require_cython = _config.why_unavailable("cython")
+    if require_cython:
+        pytest.skip(require_cython)
+    r = _run(f"""
+        import numpy as np, edgedl
+        from edgedl.errors import ValidationError
+        how = {how!r}
+        try:
+            if how == "set_num_threads":
+                edgedl.set_num_threads(1_000_000)
+            elif how == "session":
+                from onnx import helper, TensorProto
+                x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+                y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+                g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+                edgedl.InferenceSession(helper.make_model(g).SerializeToString(),
+                                        num_threads=1_000_000)
+            x = np.ones((1, 32, 80, 80), np.float32)
+            w = np.ones((32, 32, 3, 3), np.float32)
+            edgedl.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), backend="cython")
+            print("ran")
+        except ValidationError as e:
+            print("refused:", e)
+    """, env={"EDGEDL_NUM_THREADS": "1000000"} if how == "env" else {})
+    assert r.returncode == 0, f"process died ({r.returncode}): {r.stderr[-1000:]}"
+    what = {"set_num_threads": "num_threads", "env": "EDGEDL_NUM_THREADS",
+            "session": "num_threads"}[how]
+    assert r.stdout.startswith(f"refused: {what} must be an integer from 1 to "), r.stdout
+    assert "got 1000000" in r.stdout
+
+
+def test_use_num_threads_is_per_thread_and_restores():
+    before = edgedl.get_num_threads()
+    seen = {}
+    inside = threading.Event()
+    done = threading.Event()
+
+    def other():
+        inside.wait(5)
+        seen["other"] = edgedl.get_num_threads()
+        done.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with _config.use_num_threads(before + 2):
+        with _config.use_num_threads(None):           # None: no change
+            assert edgedl.get_num_threads() == before + 2
+        inside.set()
+        done.wait(5)
+        seen["main"] = edgedl.get_num_threads()
+    t.join()
+    assert seen == {"main": before + 2, "other": before}
+    assert edgedl.get_num_threads() == before
+    with pytest.raises(ValidationError, match="num_threads"):
+        with _config.use_num_threads(0):
+            pass
 
 
 def test_show_config_says_what_is_there():
@@ -230,3 +301,115 @@ def test_openmp_wait_policy_default_and_user_setting(user):
     want = {(): "None 10000", ("OMP_WAIT_POLICY",): "ACTIVE None",
             ("GOMP_SPINCOUNT",): "None 77"}[tuple(user)]
     assert r.stdout.split("\n")[0] == want
+
+
+# ----------------------------------------------------------------------------- sessions
+def _conv_model(convs=3, c=16, hw=48):
+    """A chain of 3x3 convs big enough that the conv GEMMs are split over threads."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(1)
+    nodes, inits, prev = [], [], "x"
+    for i in range(convs):
+        w = (rng.standard_normal((c * 2 if i % 2 == 0 else c, c * 2 if i % 2 else c, 3, 3))
+             * 0.1).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Sigmoid", [f"c{i}"], [f"y{i}"]))
+        prev = f"y{i}"
+    cout = c * 2 if convs % 2 else c
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])
+    y = helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, cout, hw, hw])
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m.SerializeToString(), rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+
+
+def _seen_threads(sess):
+    """Wrap ``sess._run`` to record, mid-run, the thread count of the running thread and of
+    another thread started then."""
+    seen = []
+    run = sess._run
+
+    def spy(*a):
+        box = []
+        t = threading.Thread(target=lambda: box.append(edgedl.get_num_threads()))
+        t.start()
+        t.join()
+        seen.append((edgedl.get_num_threads(), box[0]))
+        return run(*a)
+    sess._run = spy
+    return seen
+
+
+def test_session_thread_count_is_its_own():
+    model, x = _conv_model(convs=1, hw=8)
+    before = edgedl.get_num_threads()
+    sess = edgedl.InferenceSession(model, num_threads=before + 2)
+    seen = _seen_threads(sess)
+    sess.run(None, {"x": x})
+    with _config.use_num_threads(before + 1):        # the caller's own setting is kept
+        sess.run(None, {"x": x})
+        assert edgedl.get_num_threads() == before + 1
+    # the run used the session's count; everyone else kept theirs during and after it
+    assert seen == [(before + 2, before)] * 2
+    assert edgedl.get_num_threads() == before
+    for bad in (0, -1, 10**6, 2.0):
+        with pytest.raises(ValidationError, match=r"^num_threads must be an integer from 1"):
+            edgedl.InferenceSession(model, num_threads=bad)
+
+
+def test_session_honours_sess_options_intra_op_num_threads():
+    import types
+    model, x = _conv_model(convs=1, hw=8)
+    before = edgedl.get_num_threads()
+    opts = [types.SimpleNamespace(intra_op_num_threads=before + 3)]
+    try:
+        import onnxruntime as ort           # the real options object, when the oracle is here
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = before + 3
+        opts.append(o)
+    except ImportError:
+        pass
+    for o in opts:
+        sess = edgedl.InferenceSession(model, sess_options=o)
+        seen = _seen_threads(sess)
+        sess.run(None, {"x": x})
+        assert seen == [(before + 3, before)]
+    # num_threads wins over the options; 0 (onnxruntime's "default") keeps edgedl's setting
+    for kw, want in (({"num_threads": before + 1}, before + 1), ({}, before)):
+        o = types.SimpleNamespace(intra_op_num_threads=0 if not kw else before + 3)
+        sess = edgedl.InferenceSession(model, sess_options=o, **kw)
+        seen = _seen_threads(sess)
+        sess.run(None, {"x": x})
+        assert seen == [(want, before)]
+    with pytest.raises(ValidationError, match="sess_options.intra_op_num_threads must be an "
+                                              "integer from 1"):
+        edgedl.InferenceSession(model, sess_options=types.SimpleNamespace(
+            intra_op_num_threads=-1))
+
+
+def test_shared_session_is_deterministic_across_threads(backend):
+    """Same input, same bits: 4 Python threads running one 2-thread session vs serial runs.
+    (numba / numpy differed in the last bits: the conv GEMMs' chunk edges moved with the
+    scheduling, and OpenBLAS rounds differently for different chunk widths.)"""
+    model, x = _conv_model()
+    sess = edgedl.InferenceSession(model, backend=backend, num_threads=2)
+    want = sess.run(None, {"x": x})[0]
+    got, errors = [], []
+
+    def work():
+        try:
+            for _ in range(3):
+                got.append(sess.run(None, {"x": x})[0])
+        except Exception as e:    # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    got += [sess.run(None, {"x": x})[0] for _ in range(3)]
+    assert not errors and len(got) == 15
+    assert all(np.array_equal(g, want) for g in got), \
+        [float(np.abs(g - want).max()) for g in got]

@@ -5,6 +5,10 @@ stalls the whole GEMM (FastestDet at 2 threads with another process on a core: 6
 thread, 72 ms with OpenBLAS on 2). Here the output is cut into more chunks than threads and the
 threads (the caller too) take chunks as they come free, so a preempted thread delays only the
 chunk it holds. np.matmul releases the GIL, so plain Python threads run the chunks in parallel.
+
+Chunk edges depend only on the shape and the thread count, never on which thread turns up
+when: OpenBLAS rounds a column's sums differently in GEMMs of different widths, so edges that
+moved with the scheduling made the same input give different last bits run after run.
 """
 import collections
 import os
@@ -30,42 +34,36 @@ def single_threaded_blas():
 class _Job:
     """One GEMM split along one side of the output; threads calling run() take chunks of it
     until none is left. Chunks are guided (remaining / threads, then smaller, >= ``least``):
-    few BLAS calls (each split costs some efficiency) yet a balanced end. While no helper has
-    turned up (all cores busy elsewhere), the caller takes everything left in one call."""
+    few BLAS calls (each split costs some efficiency) yet a balanced end. Their sequence is
+    fixed by (size, least, threads) alone, so the result is too (see the module note)."""
     __slots__ = ("a", "b", "out", "by_cols", "size", "least", "threads", "pos", "busy",
-                 "helped", "lock", "done", "error")
+                 "lock", "done", "error")
 
     def __init__(self, a, b, out, by_cols, size, least, threads):
         self.a, self.b, self.out, self.by_cols = a, b, out, by_cols
         self.size, self.least, self.threads = size, least, threads
         self.pos = self.busy = 0
-        self.helped = False
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.error = None
 
-    def _take(self, caller, align):
+    def _take(self, align):
         with self.lock:
-            if not caller:
-                self.helped = True
             s = self.pos
             rest = self.size - s
             if rest <= 0:
                 return None
-            if caller and s and not self.helped:
-                e = self.size
-            else:
-                want = max(self.least, -(-rest // self.threads // align) * align)
-                e = self.size if rest - want < self.least else s + want
+            want = max(self.least, -(-rest // self.threads // align) * align)
+            e = self.size if rest - want < self.least else s + want
             self.pos = e
             self.busy += 1
         return slice(s, e)
 
-    def run(self, caller=False):
+    def run(self):
         a, b, out = self.a, self.b, self.out
         align = _ALIGN if self.by_cols else 4
         while True:
-            s = self._take(caller, align)
+            s = self._take(align)
             if s is None:
                 return
             try:
@@ -143,7 +141,7 @@ def matmul_into(a, b, out, threads=None):
         return out
     job = _Job(a, b, out, by_cols, size, least, t)
     _pool.submit(job, min(t, size // least) - 1)
-    job.run(caller=True)
+    job.run()                # the caller works too
     job.done.wait()
     if job.error is not None:
         raise job.error

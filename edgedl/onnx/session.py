@@ -49,8 +49,10 @@ class InferenceSession:
     current one at run time). ``num_threads``: threads while running (None = edgedl's setting).
     ``profile=True`` records per-node times (see :meth:`profile_report`). ``fuse=False``
     disables the graph rewrites (BatchNorm folding, activation fusion) — for testing.
-    ``sess_options``/``providers`` are accepted and ignored, so code written for onnxruntime
-    runs unchanged.
+    ``sess_options`` (an onnxruntime SessionOptions or alike): its ``intra_op_num_threads``
+    (> 0) is the thread count when ``num_threads`` is None; the rest of it and ``providers``
+    are ignored, so code written for onnxruntime runs unchanged. The thread count applies to
+    this session's runs only, in the calling thread.
     """
 
     def __init__(self, model, backend=None, num_threads=None, profile=False, fuse=True,
@@ -59,12 +61,8 @@ class InferenceSession:
         # Pi) is loaded with the session, like onnxruntime sets up its kernels, not in run()
         if _config.resolve_backend(backend) == "numba":
             _config.load_numba()
-        if num_threads is not None and (isinstance(num_threads, bool) or
-                                        not isinstance(num_threads, int) or num_threads < 1):
-            raise ValueError(f"num_threads must be a positive integer or None, got "
-                             f"{num_threads!r}")
         self._backend = backend
-        self._num_threads = num_threads
+        self._num_threads = _session_threads(num_threads, sess_options)
         self._profile = bool(profile)
         g = _graph.load(model, OPS)
         self._graph = _fuse.optimize(g, fuse=fuse)
@@ -103,19 +101,13 @@ class InferenceSession:
         feed = self._check_feed(input_feed)
         backend = _config.resolve_backend(self._backend)
         key = (backend,) + tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
-        prev = None
-        if self._num_threads is not None:
-            prev = _config.get_num_threads()
-            _config.set_num_threads(self._num_threads)
         _gemm.single_threaded_blas()   # the conv GEMMs are split over edgedl's threads
-        if backend != "numpy":
-            _config.apply_threads(backend)     # the plan calls twin kernels directly
-        try:
+        # the session's thread count holds for this call in this thread only, never globally
+        with _config.use_num_threads(self._num_threads):
+            if backend != "numpy":
+                _config.apply_threads(backend)     # the plan calls twin kernels directly
             with np.errstate(all="ignore"):     # inf/nan are ONNX results, not warnings
                 return self._run(key, backend, feed, names)
-        finally:
-            if prev is not None:
-                _config.set_num_threads(prev)
 
     # ------------------------------------------------------------------ internals
     def _run(self, key, backend, feed, names):
@@ -208,6 +200,17 @@ class InferenceSession:
         lines = [f"{'op':28s} {'ms/run':>8s} {'count':>6s} {'share':>6s}"]
         lines += [f"{k:28s} {t:8.3f} {c:6d} {s:6.1%}" for k, t, c, s in rows]
         return "\n".join(lines)
+
+
+def _session_threads(num_threads, sess_options):
+    """The session's own thread count: ``num_threads``, else onnxruntime's
+    ``sess_options.intra_op_num_threads`` when above 0 (0 = default), else None."""
+    if num_threads is not None:
+        return _config.check_num_threads(num_threads, "num_threads")
+    n = getattr(sess_options, "intra_op_num_threads", 0)
+    if n == 0 or n is None:
+        return None
+    return _config.check_num_threads(n, "sess_options.intra_op_num_threads")
 
 
 def _owned(v, feed, plan=None):
