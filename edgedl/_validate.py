@@ -66,7 +66,12 @@ def output(out, shape, dtype, name="out"):
         if nbytes > _CHECKED_BYTES:     # a size that came from hostile geometry: one sentence
             from ._memory import check_alloc
             check_alloc(nbytes, f"the output {name} of shape {shape} ({np.dtype(dtype)})")
-        return np.empty(shape, dtype=dtype)
+        try:
+            return np.empty(shape, dtype=dtype)
+        except (MemoryError, ValueError):
+            from .errors import ResourceError
+            raise ResourceError(f"cannot allocate the output {name} of shape {shape} "
+                                f"({np.dtype(dtype)}): {nbytes} bytes") from None
     if not isinstance(out, np.ndarray):
         raise DTypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:

@@ -107,7 +107,7 @@ _TABLES_MAX = 256
 def _tables(hw, out_hw, mode, ct, nearest_mode, cubic_coeff_a, exclude_outside,
             extrapolation_value, scales_hw, roi, dtype):
     """Validate the attributes and build the index / weight tables of one resize."""
-    oh, ow = V.int_tuple(out_hw, "out_hw", 2, lo=0)
+    oh, ow = V.int_tuple(out_hw, "out_hw", 2, lo=0, hi=V.MAX_GEOMETRY)
     V.choice(mode, "mode", MODES)
     V.choice(ct, "coordinate_transformation_mode", COORDINATE_MODES)
     V.choice(nearest_mode, "nearest_mode", NEAREST_MODES)
@@ -125,7 +125,7 @@ def _tables(hw, out_hw, mode, ct, nearest_mode, cubic_coeff_a, exclude_outside,
         sh = np.float32(oh) / np.float32(h) if h else 1.0
         sw = np.float32(ow) / np.float32(w) if w else 1.0
     else:
-        sh, sw = (V.real(s, f"scales_hw[{i}]", lo=0, lo_open=True)
+        sh, sw = (V.real(s, f"scales_hw[{i}]", lo=0, lo_open=True, hi=float(V.MAX_GEOMETRY))
                   for i, s in enumerate(scales_hw))
     roi_h, roi_w = _roi_hw(roi)
     if oh * ow == 0 or h * w == 0:
