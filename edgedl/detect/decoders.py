@@ -215,20 +215,22 @@ def decode_yolox(outputs, names, cfg, width, height):
                        ids[keep])
 
 
-def _anchor_points(cfg, width, height, n, offset=0.0, repeat=1):
-    """Concatenated grid centres (n, 2) and their strides (n,) for cfg["strides"] (cached)."""
-    key = ("_points", width, height, offset, repeat, tuple(cfg["strides"]))
+def _anchor_points(cfg, width, height, n, offset=0.0, repeat=1, strides=None):
+    """Concatenated grid centres (n, 2) and their strides (n,) for ``strides`` (default
+    cfg["strides"]), cached in the configuration."""
+    strides = list(cfg["strides"] if strides is None else strides)
+    key = ("_points", width, height, offset, repeat, tuple(strides))
     hit = cfg.get("_cache", {}).get(key)
     if hit is None:
         cs, ss = [], []
-        for (fw, fh), s in zip(grid_sizes(width, height, cfg["strides"]), cfg["strides"]):
+        for (fw, fh), s in zip(grid_sizes(width, height, strides), strides):
             c = grid_centers(fw, fh, s, offset, repeat)
             cs.append(c)
             ss.append(np.full(len(c), s, np.float32))
         hit = (np.concatenate(cs), np.concatenate(ss))
         cfg.setdefault("_cache", {})[key] = hit
     if len(hit[0]) != n:
-        raise ModelError(f"{cfg['family']}: strides {list(cfg['strides'])} on a {width}x{height} "
+        raise ModelError(f"{cfg['family']}: strides {strides} on a {width}x{height} "
                          f"input give {len(hit[0])} points, but the model output has {n} rows")
     return hit
 
@@ -261,10 +263,13 @@ def decode_yunet(outputs, names, cfg, width, height):
 
 # ----------------------------------------------------------------------------- yolov5
 def decode_yolov5(outputs, names, cfg, width, height):
-    """YOLOv5-style anchor grid. Per stride, one raw head output in one of three layouts:
-    (na*(5+C), H, W) (YOLOv5 NCHW head), (na, H, W, 5+C) (YOLOv5 export), or
-    (H, W, na*4 + na + C) (Yolo-FastestV2: boxes, then objectness, then classes shared by the
-    anchors). xy = (2*sig(t) - 0.5 + grid) * s, wh = (2*sig(t))**2 * anchor;
+    """YOLOv5-style anchor grid. Per stride, one raw head output in one of four layouts:
+    (na*(5+C), H, W) (YOLOv5 NCHW head), (na, H, W, 5+C) (YOLOv5 export), (H, W, na*4 + na + C)
+    (Yolo-FastestV2: boxes, then objectness, then classes shared by the anchors), or rows
+    (H*W*na, 5+C) (flattened heads, one per stride or all strides concatenated; the rows run
+    anchor by anchor, ``row_order`` "anchor_major", as YOLOv5's view(na, H, W, 5+C), or cell by
+    cell, "cell_major"; the strides are told apart by their row counts).
+    xy = (2*sig(t) - 0.5 + grid) * s, wh = (2*sig(t))**2 * anchor;
     score = obj**obj_power * cls**cls_power. With ``decoded`` the single output is
     (N, 5 + C) with cx, cy, w, h in input pixels (Detect layer in graph).
     ``apply_sigmoid`` False when the graph already applied the activations."""
@@ -278,19 +283,25 @@ def decode_yolov5(outputs, names, cfg, width, height):
     strides, anchors = cfg["strides"], np.asarray(cfg["anchors"], np.float64)
     na = anchors.shape[1] // 2
     act = _sigmoid if cfg["apply_sigmoid"] else (lambda t: t)
+    grids = grid_sizes(width, height, strides)
+    if all(o.ndim == 2 for o in outputs):
+        heads = _rows_by_stride(outputs, grids, strides, na, cfg["row_order"])
+    else:
+        heads = []
+        for o, (fw, fh) in zip(_by_grid(outputs, width, height, strides), grids):
+            if o.ndim == 4:                                  # (na, H, W, 5+C)
+                t = o.transpose(1, 2, 0, 3)
+                heads.append((t[..., :4], t[..., 4], t[..., 5:]))
+            elif o.shape[1:] == (fh, fw) and o.shape[0] % na == 0 and o.shape[0] // na > 5:
+                t = o.reshape(na, -1, fh, fw).transpose(2, 3, 0, 1)     # (H, W, na, 5+C)
+                heads.append((t[..., :4], t[..., 4], t[..., 5:]))
+            else:                                             # (H, W, na*4 + na + C)
+                cls = o[..., None, 5 * na:]
+                heads.append((o[..., :4 * na].reshape(fh, fw, na, 4), o[..., 4 * na:5 * na],
+                              np.broadcast_to(cls, (fh, fw, na, cls.shape[-1]))))
     allb, alls, alli = [], [], []
-    for o, (fw, fh), s, anc in zip(_by_grid(outputs, width, height, strides),
-                                   grid_sizes(width, height, strides), strides, anchors):
-        if o.ndim == 4:                                  # (na, H, W, 5+C)
-            t = o.transpose(1, 2, 0, 3)
-            box, obj, cls = t[..., :4], t[..., 4], t[..., 5:]
-        elif o.shape[1:] == (fh, fw) and o.shape[0] % na == 0 and o.shape[0] // na > 5:
-            t = o.reshape(na, -1, fh, fw).transpose(2, 3, 0, 1)     # (H, W, na, 5+C)
-            box, obj, cls = t[..., :4], t[..., 4], t[..., 5:]
-        else:                                             # (H, W, na*4 + na + C)
-            box = o[..., :4 * na].reshape(fh, fw, na, 4)
-            obj = o[..., 4 * na:5 * na]
-            cls = np.broadcast_to(o[..., None, 5 * na:], (fh, fw, na, o.shape[-1] - 5 * na))
+    for (box, obj, cls), (fw, fh), s, anc in zip(heads, grids, strides, anchors):
+        # rows are cells x anchors (cell-major, anchor fastest)
         obj = act(obj.reshape(-1))
         cls = act(cls.reshape(len(obj), -1))
         score, ids = _best_class(cls, obj, cfg["obj_power"], cfg["cls_power"])
@@ -306,6 +317,30 @@ def decode_yolov5(outputs, names, cfg, width, height):
         alls.append(score[keep])
         alli.append(ids[keep])
     return _candidates(np.concatenate(allb), np.concatenate(alls), np.concatenate(alli))
+
+
+def _rows_by_stride(outputs, grids, strides, na, row_order):
+    """Flattened (rows, 5+C) heads -> per stride (box, obj, cls) in cell-major row order.
+
+    One output per stride is matched by its row count (H*W*na); a single output holding every
+    stride is split in stride order."""
+    counts = [fw * fh * na for fw, fh in grids]
+    by_rows = {len(o): o for o in outputs}
+    if all(n in by_rows for n in counts):
+        parts = [by_rows[n] for n in counts]
+    elif len(outputs) == 1 and len(outputs[0]) == sum(counts):
+        parts = np.split(outputs[0], np.cumsum(counts)[:-1])
+    else:
+        raise ModelError(f"yolov5: strides {list(strides)} with {na} anchors on this input need "
+                         f"outputs of {counts} rows (or one of {sum(counts)}), got output shapes "
+                         f"{[tuple(o.shape) for o in outputs]}")
+    heads = []
+    for p, (fw, fh) in zip(parts, grids):
+        if row_order == "anchor_major":               # (na, H, W) -> (H, W, na)
+            p = p.reshape(na, fh * fw, -1).transpose(1, 0, 2)
+        p = p.reshape(fh * fw * na, -1)
+        heads.append((p[:, :4], p[:, 4], p[:, 5:]))
+    return heads
 
 
 def _by_grid(outputs, width, height, strides):
@@ -338,31 +373,100 @@ def decode_yolov8(outputs, names, cfg, width, height):
 
 
 # ----------------------------------------------------------------------------- nanodet / picodet
-def decode_gfl(outputs, names, cfg, width, height):
-    """NanoDet-Plus / PicoDet (GFL): class scores (sigmoid in graph) and, per side, a
-    distribution over ``reg_max + 1`` bins; distance = sum(softmax(bins) * k) * stride,
-    box = distance2bbox(centre, distances). Either one output (N, C + 4 * (reg_max + 1))
-    over all strides (NanoDet-Plus) or per-stride cls (N_s, C) and reg (N_s, 4*(reg_max+1))
-    outputs (PicoDet without post-process). Centres are (grid + center_offset) * stride."""
+#: stride sets tried, in order, when a preset leaves ``strides`` empty (deduced from the rows)
+_STRIDE_SETS = ([8, 16, 32], [8, 16, 32, 64], [8, 16, 32, 64, 128])
+
+
+def deduce_strides(rows, width, height, per_cell=1):
+    """The stride of each level from its row count (powers of two 4..128), or, for one count
+    holding every level, the first stride set of ``_STRIDE_SETS`` whose grids add up to it.
+    None if nothing fits."""
+    cand = [4, 8, 16, 32, 64, 128]
+    per = {fw * fh * per_cell: s for (fw, fh), s in zip(grid_sizes(width, height, cand), cand)}
+    if len(rows) > 1:
+        found = [per.get(r) for r in rows]
+        return None if None in found else found
+    for ss in _STRIDE_SETS:
+        if sum(fw * fh * per_cell for fw, fh in grid_sizes(width, height, ss)) == rows[0]:
+            return list(ss)
+    return None
+
+
+def _gfl_layout(outputs, cfg, width, height):
+    """(cls (N, C), reg (N, 4*(reg_max+1)), strides, per_level): the GFL head's outputs in
+    stride order, merged or per level, and the strides (given or deduced)."""
     nb = cfg["reg_max"] + 1
     if len(outputs) == 1:
         p = outputs[0].reshape(-1, outputs[0].shape[-1])
-        cls, reg = p[:, :-4 * nb], p[:, -4 * nb:]
+        cls, reg, rows, per_level = p[:, :-4 * nb], p[:, -4 * nb:], [len(p)], False
     else:
-        cls_l, reg_l = [], []
-        for o, nm in zip(outputs, names):
-            (reg_l if o.shape[-1] == 4 * nb else cls_l).append(o.reshape(-1, o.shape[-1]))
+        cls_l, reg_l, merged = [], [], []
+        for o in outputs:
+            o = o.reshape(-1, o.shape[-1])
+            if o.shape[-1] == 4 * nb:
+                reg_l.append(o)
+            elif o.shape[-1] > 4 * nb and not cls_l:        # per-level merged cls + reg
+                merged.append(o)
+            else:
+                cls_l.append(o)
+        if merged and not cls_l and not reg_l:
+            cls_l = [m[:, :-4 * nb] for m in merged]
+            reg_l = [m[:, -4 * nb:] for m in merged]
         key = lambda a: -len(a)                       # stride ascending = rows descending
-        cls, reg = np.concatenate(sorted(cls_l, key=key)), np.concatenate(sorted(reg_l, key=key))
+        cls_l, reg_l = sorted(cls_l, key=key), sorted(reg_l, key=key)
+        if [len(c) for c in cls_l] != [len(r) for r in reg_l]:
+            raise ModelError(f"{cfg['family']}: per-level class and box outputs do not pair up "
+                             f"(rows {[len(c) for c in cls_l]} vs {[len(r) for r in reg_l]}); "
+                             f"output shapes: {[tuple(o.shape) for o in outputs]}")
+        cls, reg = np.concatenate(cls_l), np.concatenate(reg_l)
+        rows, per_level = [len(c) for c in cls_l], True
+    strides = list(cfg["strides"])
+    cells = [fw * fh for fw, fh in grid_sizes(width, height, strides)]
+    if cells != rows and [sum(cells)] != rows:
+        # the configured strides cannot be these outputs' (e.g. NanoDet-m's three levels
+        # under the four of NanoDet-Plus's defaults): the row counts decide
+        strides = deduce_strides(rows, width, height)
+        if strides is None:
+            raise ModelError(f"{cfg['family']}: strides {list(cfg['strides'])} do not fit the "
+                             f"output rows {rows} on a {width}x{height} input, and no stride "
+                             f"set does (tried {[list(x) for x in _STRIDE_SETS]})")
+    return cls, reg, strides, per_level
+
+
+def nanodet_generation(cfg, strides, per_level):
+    """"m" (NanoDet-m, the first generation: centres at (grid + 0.5) * stride) or "plus"
+    (NanoDet-Plus: centres at grid * stride). ``generation`` "auto" takes "m" for per-level
+    outputs or three strides (NanoDet-m's heads) and "plus" for four merged levels."""
+    g = cfg.get("generation", "auto")
+    if g == "auto":
+        g = "m" if per_level or len(strides) == 3 else "plus"
+    return g
+
+
+def decode_gfl(outputs, names, cfg, width, height):
+    """NanoDet / PicoDet (GFL heads): class scores (sigmoid in graph) and, per side, a
+    distribution over ``reg_max + 1`` bins; distance = sum(softmax(bins) * k) * stride,
+    box = distance2bbox(centre, distances). The outputs: one (N, C + 4 * (reg_max + 1)) over
+    all strides (NanoDet-Plus, NanoDet-m merged export), per-stride cls (N_s, C) and reg
+    (N_s, 4*(reg_max+1)) (NanoDet-m's cls_pred_stride_8 / dis_pred_stride_8, PicoDet without
+    post-process), or per-stride merged (N_s, C + 4*(reg_max+1)). ``strides`` that cannot be
+    the outputs' (their grids do not add up to the rows) are deduced from the row counts. Centres are (grid + center_offset) * stride; for ``nanodet`` a
+    ``center_offset`` of None follows the ``generation`` (see :func:`nanodet_generation`)."""
+    nb = cfg["reg_max"] + 1
+    cls, reg, strides, per_level = _gfl_layout(outputs, cfg, width, height)
+    offset = cfg["center_offset"]
+    if offset is None:
+        offset = 0.5 if nanodet_generation(cfg, strides, per_level) == "m" else 0.0
     if cfg["score_activation"] == "sigmoid":
         cls = _sigmoid(cls)
-    centers, strides = _anchor_points(cfg, width, height, len(cls), cfg["center_offset"])
+    centers, pt_strides = _anchor_points(cfg, width, height, len(cls), offset,
+                                         strides=strides)
     score, ids = _best_class(cls)
     keep = _filter(score, cfg["score_threshold"])
     bins = reg[keep].reshape(len(keep), 4, nb).astype(np.float32)
     e = np.exp(bins - bins.max(axis=2, keepdims=True))
     dist = (e / e.sum(axis=2, keepdims=True)) @ np.arange(nb, dtype=np.float32)
-    dist *= strides[keep, None]
+    dist *= pt_strides[keep, None]
     b = _boxes_kernels().distance2bbox(np.ascontiguousarray(centers[keep]),
                                        np.ascontiguousarray(dist, np.float32))
     return _candidates(b, score[keep], ids[keep])
@@ -399,6 +503,180 @@ def decode_scrfd(outputs, names, cfg, width, height):
     return _candidates(np.concatenate(allb), scores, np.zeros(len(scores), np.int64), kps)
 
 
+# ----------------------------------------------------------------------------- centernet
+def _drop_nonfinite(c):
+    """Candidates without the rows whose box, score or keypoints are NaN / inf (a model that
+    emits them has no box there; NMS would refuse the batch)."""
+    ok = np.isfinite(c.boxes).all(axis=1) & np.isfinite(c.scores)
+    if c.keypoints is not None:
+        ok &= np.isfinite(c.keypoints).all(axis=(1, 2))
+    if ok.all():
+        return c
+    return Candidates(c.boxes[ok], c.scores[ok], c.class_ids[ok],
+                      None if c.keypoints is None else c.keypoints[ok])
+
+
+def _centernet_maps(outputs, names):
+    """{role: (C, h, w) map}: heatmap, size, offset and (optional) landmarks, by output name
+    where the names say it (hm/heatmap, wh/scale/size, reg/offset, hps/landmark/lm), else by
+    order: the first map is the heatmap, then size before offset (CenterFace's 537..540)."""
+    if not outputs or any(o.ndim < 2 for o in outputs):
+        raise ModelError(f"centernet expects (C, H, W) maps, got "
+                         f"{[tuple(o.shape) for o in outputs]}")
+    maps = [((nm or "").lower(), o.reshape((-1,) + o.shape[-2:]))
+            for o, nm in zip(outputs, names)]
+    keys = {"heatmap": ("heatmap", "hm", "heat"), "size": ("wh", "scale", "size"),
+            "offset": ("reg", "offset", "off"), "landmarks": ("hps", "landmark", "lm", "kps")}
+    roles, rest = {}, []
+    for nm, m in maps:
+        role = next((r for r, ks in keys.items() if r not in roles and nm in ks), None)
+        if role is None:
+            role = next((r for r, ks in keys.items() if r not in roles
+                         and any(k in nm for k in ks)), None)
+        (rest.append(m) if role is None else roles.__setitem__(role, m))
+    for r in ("heatmap", "size", "offset", "landmarks"):
+        if r not in roles and rest:
+            want = None if r == "heatmap" else (2 if r in ("size", "offset") else None)
+            pick = next((m for m in rest if want is None or m.shape[0] == want), None)
+            if pick is not None:
+                roles[r] = pick
+                rest = [m for m in rest if m is not pick]
+    if "heatmap" not in roles or "size" not in roles:
+        raise ModelError(f"centernet needs a heatmap and a size map, got "
+                         f"{[(nm, tuple(m.shape)) for nm, m in maps]}")
+    h = roles["heatmap"].shape[1:]
+    for r, m in roles.items():
+        if m.shape[1:] != h:
+            raise ModelError(f"centernet: the {r} map is {m.shape[1:]}, the heatmap {h}")
+    if roles["size"].shape[0] != 2 or ("offset" in roles and roles["offset"].shape[0] != 2):
+        raise ModelError(f"centernet: size and offset maps need 2 channels, got "
+                         f"{[(r, m.shape[0]) for r, m in roles.items()]}")
+    return roles
+
+
+def centernet_variant(cfg, roles):
+    """"centerface" or "centernet": ``variant`` "auto" takes CenterFace for one class with a
+    10-channel landmark map (its 5 landmarks), CenterNet otherwise."""
+    v = cfg["variant"]
+    if v == "auto":
+        lm = roles.get("landmarks")
+        v = "centerface" if (roles["heatmap"].shape[0] == 1 and lm is not None
+                             and lm.shape[0] == 10) else "centernet"
+    return v
+
+
+def decode_centernet(outputs, names, cfg, width, height):
+    """CenterNet-style heatmap detectors. Peaks: heatmap cells equal to the maximum of their
+    3x3 neighbourhood (edgedl's max_pool2d; ``peak_nms`` False keeps every cell), above the
+    threshold, best ``top_k``. Down ratio = input size / map size.
+
+    variant "centernet" (objects as points): size (w, h) in map cells, offset (x, y),
+    centre = (cell + offset) * r, landmarks (2K channels, x, y interleaved) = centre cell +
+    offsets, times r. variant "centerface": scale (log h, log w) -> exp() * r, offset (y, x),
+    centre = (cell + offset + 0.5) * r, x1/y1 clipped to the input, landmarks (y, x) pairs as
+    fractions of the box from its clipped top-left corner (CenterFace's own decode).
+    ``score_activation`` "sigmoid" when the graph leaves the heatmap raw."""
+    roles = _centernet_maps(outputs, names)
+    variant = centernet_variant(cfg, roles)
+    heat = roles["heatmap"].astype(np.float32)
+    if cfg["score_activation"] == "sigmoid":
+        heat = _sigmoid(heat)
+    nc, fh, fw = heat.shape
+    rx, ry = width / fw, height / fh
+    if cfg["peak_nms"]:
+        from ..kernels.pooling import max_pool2d
+        pooled = max_pool2d(np.ascontiguousarray(heat[None]), (3, 3), (1, 1), (1, 1, 1, 1))[0]
+        flat = np.where(heat == pooled, heat, 0).reshape(-1)
+    else:
+        flat = heat.reshape(-1)
+    keep = _filter(flat, cfg["score_threshold"])
+    if len(keep) > cfg["top_k"]:
+        keep = keep[np.argsort(-flat[keep], kind="stable")[:cfg["top_k"]]]
+    cls, cell = np.divmod(keep, fh * fw)
+    row, col = np.divmod(cell, fw)
+    size = roles["size"].reshape(2, -1)[:, cell].astype(np.float64)
+    off = (roles["offset"].reshape(2, -1)[:, cell].astype(np.float64) if "offset" in roles
+           else np.zeros((2, len(cell))))
+    lm = roles.get("landmarks")
+    lm = None if lm is None else lm.reshape(lm.shape[0] // 2, 2, -1)[:, :, cell].astype(
+        np.float64)                                             # (K, 2, n)
+    kps = None
+    if variant == "centerface":
+        bh, bw = np.exp(size[0]) * ry, np.exp(size[1]) * rx
+        x1 = np.clip((col + off[1] + 0.5) * rx - bw / 2, 0, width)
+        y1 = np.clip((row + off[0] + 0.5) * ry - bh / 2, 0, height)
+        boxes = np.stack([x1, y1, np.minimum(x1 + bw, width), np.minimum(y1 + bh, height)], 1)
+        if lm is not None:
+            kps = np.stack([lm[:, 1] * bw + x1, lm[:, 0] * bh + y1], axis=-1).transpose(1, 0, 2)
+    else:
+        cx, cy = (col + off[0]) * rx, (row + off[1]) * ry
+        boxes = _cxcywh_to_xyxy(cx, cy, size[0] * rx, size[1] * ry)
+        if lm is not None:
+            kps = np.stack([(col + lm[:, 0]) * rx, (row + lm[:, 1]) * ry],
+                           axis=-1).transpose(1, 0, 2)
+    return _drop_nonfinite(_candidates(boxes, flat[keep], cls, kps))
+
+
+# ----------------------------------------------------------------------------- db (text)
+def decode_db(outputs, names, cfg, width, height):
+    """DB text detection (PaddleOCR's PP-OCR det): a probability map (1, H, W) (sigmoid in
+    graph). Pixels above ``mask_threshold`` (optionally dilated by a 2x2 max, ``dilate``) form
+    8-connected regions (edgedl's region kernels); each region's minimum-area rectangle of
+    pixel centres is kept when its short side is >= ``min_size`` and its score, the mean
+    probability over the region's pixels (PaddleOCR's "slow" score mode, holes aside), is
+    >= ``score_threshold``; the rectangle is then grown by d = area * ``unclip_ratio`` /
+    perimeter on every side (what the polygon offset of PaddleOCR's unclip amounts to for a
+    rectangle) and dropped when its short side is < min_size + 2. At most ``max_candidates``
+    regions, in raster order. Boxes: the rectangle's axis-aligned bounds; keypoints: its four
+    corners, clockwise from the top-left (PaddleOCR's order), clipped to the input."""
+    from ..kernels import regions
+    p = outputs[0]
+    if p.ndim < 2 or p.size != p.shape[-1] * p.shape[-2]:
+        raise ModelError(f"db expects one (1, H, W) probability map, got {p.shape}")
+    prob = p.reshape(p.shape[-2:])
+    mask = prob > cfg["mask_threshold"]                       # NaN: off
+    if cfg["dilate"]:
+        # cv2.dilate with a 2x2 kernel (anchor at its centre): max of the 2x2 up-left window
+        from ..kernels.pooling import max_pool2d
+        m = max_pool2d(mask[None, None].astype(np.float32), (2, 2), (1, 1), (1, 1, 0, 0))
+        mask = m[0, 0] > 0
+    labels, n = regions.label_regions(mask, 8)
+    if n == 0:
+        return _candidates(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64),
+                           np.zeros((0, 4, 2)))
+    counts, sums = regions.region_sums(labels, np.where(mask, prob, 0).astype(np.float32), n)
+    rects = regions.min_area_rects(labels, n)[:cfg["max_candidates"]]
+    score = (sums / np.maximum(counts, 1))[:len(rects)]
+    w, h = rects[:, 2], rects[:, 3]
+    ok = (np.minimum(w, h) >= cfg["min_size"]) & (score >= cfg["score_threshold"])
+    ok &= np.isfinite(score)
+    rects, score = rects[ok].copy(), score[ok]
+    w, h = rects[:, 2], rects[:, 3]
+    d = w * h * cfg["unclip_ratio"] / np.maximum(2 * (w + h), 1e-12)
+    rects[:, 2] += 2 * d
+    rects[:, 3] += 2 * d
+    big = np.minimum(rects[:, 2], rects[:, 3]) >= cfg["min_size"] + 2
+    rects, score = rects[big], score[big]
+    quad = _clockwise_from_top_left(regions.rect_corners(rects))
+    quad[..., 0] = np.clip(quad[..., 0], 0, width)
+    quad[..., 1] = np.clip(quad[..., 1], 0, height)
+    boxes = np.concatenate([quad.min(axis=1), quad.max(axis=1)], axis=1)
+    return _candidates(boxes, score, np.zeros(len(score), np.int64), quad)
+
+
+def _clockwise_from_top_left(q):
+    """(n, 4, 2) rectangle corners -> PaddleOCR's order (get_mini_boxes): of the two leftmost
+    corners the upper is first and the lower last, of the two rightmost the upper second."""
+    order = np.argsort(q[:, :, 0], axis=1, kind="stable")
+    q = np.take_along_axis(q, order[:, :, None], axis=1)
+    left, right = q[:, :2], q[:, 2:]
+    lt = np.argsort(left[:, :, 1], axis=1, kind="stable")
+    rt = np.argsort(right[:, :, 1], axis=1, kind="stable")
+    left = np.take_along_axis(left, lt[:, :, None], axis=1)
+    right = np.take_along_axis(right, rt[:, :, None], axis=1)
+    return np.stack([left[:, 0], right[:, 0], right[:, 1], left[:, 1]], axis=1)
+
+
 # ----------------------------------------------------------------------------- registry
 COMMON_DEFAULTS = {
     "input_name": None, "input_width": None, "input_height": None,
@@ -431,15 +709,19 @@ FAMILIES = {
     "yolov5": (decode_yolov5, dict(_LETTERBOX_114, **{
         "placement": "center", "scale": 1 / 255, "score_threshold": 0.25,
         "strides": [8, 16, 32], "decoded": False, "apply_sigmoid": True,
+        "row_order": "anchor_major",
         "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
                     [116, 90, 156, 198, 373, 326]],
         "obj_power": 1.0, "cls_power": 1.0, "labels": "coco80"})),
     "yolov8": (decode_yolov8, dict(_LETTERBOX_114, **{
         "placement": "center", "scale": 1 / 255, "score_threshold": 0.25, "iou_threshold": 0.7,
         "labels": "coco80"})),
+    # strides that do not fit the output rows are deduced from them; center_offset None = by
+    # generation (NanoDet-m: 0.5, NanoDet-Plus: 0.0; "auto" tells them apart, see
+    # nanodet_generation)
     "nanodet": (decode_gfl, dict(_IMAGENET_BGR, **{
         "channel_order": "bgr", "score_threshold": 0.35, "iou_threshold": 0.6,
-        "strides": [8, 16, 32, 64], "reg_max": 7, "center_offset": 0.0,
+        "strides": [8, 16, 32, 64], "reg_max": 7, "generation": "auto", "center_offset": None,
         "score_activation": "none", "labels": "coco80"})),
     "picodet": (decode_gfl, {
         "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -449,6 +731,18 @@ FAMILIES = {
         "resize": "letterbox", "mean": [127.5] * 3, "std": [128.0] * 3,
         "iou_threshold": 0.4, "strides": [8, 16, 32], "num_anchors": 2,
         "score_activation": "none", "labels": ["face"]}),
+    # CenterFace's preprocessing (RGB, raw 0..255, stretch) and thresholds; CenterNet proper
+    # wants mean/std, letterbox and score_activation "sigmoid" (its export leaves hm raw)
+    "centernet": (decode_centernet, {
+        "score_threshold": 0.35, "iou_threshold": 0.3, "variant": "auto", "peak_nms": True,
+        "top_k": 100, "score_activation": "none", "labels": None}),
+    # PaddleOCR's det defaults (BGR, ImageNet mean/std on /255, DBPostProcess's values);
+    # no NMS (text lines may overlap): iou_threshold 1
+    "db": (decode_db, {
+        "channel_order": "bgr", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225], "score_threshold": 0.6, "iou_threshold": 1.0,
+        "mask_threshold": 0.3, "unclip_ratio": 1.5, "min_size": 3, "dilate": False,
+        "max_candidates": 1000, "max_detections": 1000, "labels": ["text"]}),
 }
 
 
