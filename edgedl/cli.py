@@ -42,15 +42,13 @@ def _parser():
     d.add_argument("paths", nargs="*", metavar="[MODEL] IMAGE",
                    help="an .onnx model (default: the bundled FastestDet) then images "
                         "(default: the bundled demo photo)")
-    g = d.add_mutually_exclusive_group()
-    g.add_argument("--preset", help="bundled preset name or a JSON preset file")
-    g.add_argument("--family", help="decoder family with its default settings")
     d.add_argument("--out", metavar="DIR", default=None,
                    help="where annotated images go (default ./edgedl-out)")
     d.add_argument("--json", action="store_true",
                    help="print detections as JSON (images are then written only with --out)")
-    d.add_argument("--score-threshold", type=float, default=None)
-    d.add_argument("--iou-threshold", type=float, default=None)
+    d.add_argument("--help-families", action="store_true",
+                   help="print every detector family and configuration key, then exit")
+    _config_options(d)
     _common(d)
 
     b = sub.add_parser("bench", help="kernel latency table, or a model's end-to-end latency")
@@ -59,14 +57,65 @@ def _parser():
     b.add_argument("--preset", help="preset for the detector pipeline timing of MODEL")
     _common(b)
 
-    i = sub.add_parser("info", help="inputs, outputs, ops, parameters and FLOPs of a model "
-                                    "(no MODEL: versions and backends)")
+    i = sub.add_parser("info", help="inputs, outputs, ops, parameters and FLOPs of a model, "
+                                    "and how edgedl detects with it (no MODEL: versions and "
+                                    "backends)")
     i.add_argument("model", nargs="?")
+    _config_options(i)
 
     w = sub.add_parser("warmup", help="compile the numba cache ahead of time")
     w.add_argument("--backend", default="numba")
     sub.add_parser("info-config", help="print versions, backends, threads and cache dir")
     return p
+
+
+def _config_options(p):
+    """--preset, --family and one option per configuration key of the family tables."""
+    from .detect.autoconfig import all_keys, cli_flag, describe
+    g = p.add_argument_group(
+        "detector configuration", "default: read from the model and the family's reference "
+        "preprocessing; --family, then --preset, then these options override it "
+        "(edgedl detect --help-families lists every key)")
+    g.add_argument("--preset", help="bundled preset name or a JSON preset file")
+    g.add_argument("--family", help="decoder family (default: inferred from the model)")
+    g.add_argument("--input-size", metavar="WxH", help="network input size, e.g. 320x320")
+    for key in all_keys():
+        if key not in ("input_width", "input_height"):
+            meaning, metavar = describe(key)
+            g.add_argument(cli_flag(key), dest="cfg_" + key, metavar=metavar, default=None,
+                           help=meaning.replace("%", "%%"))
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any configuration key (repeatable), e.g. --set reg_max=15")
+
+
+def _config_kw(args):
+    """The Detector's keyword arguments from the configuration options."""
+    from .detect.autoconfig import all_keys, parse_size, parse_value
+    kw, over = {}, {}
+    if args.preset:
+        kw["preset"] = args.preset
+    if args.family:
+        kw["family"] = args.family
+    if args.input_size:
+        over["input_width"], over["input_height"] = parse_size(args.input_size)
+    for key in all_keys():
+        text = getattr(args, "cfg_" + key, None)
+        if text is not None:
+            over[key] = parse_value(key, text)
+    for item in args.set:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--set takes KEY=VALUE, got {item!r}")
+        key = key.strip().replace("-", "_")
+        over[key] = parse_value(key, text)
+    labels = over.get("labels")
+    if isinstance(labels, str) and not os.path.exists(labels) and "/" not in labels \
+            and os.sep not in labels and not labels.endswith(".txt"):
+        from .detect.presets import available_label_sets
+        if labels not in available_label_sets():
+            over["labels"] = [labels]        # one name: a one-class model
+    kw.update(over)
+    return kw
 
 
 def _common(p):
@@ -116,33 +165,37 @@ def main(argv=None):
 
 # ----------------------------------------------------------------------------- detect
 def _load_detector(model, **kw):
+    import warnings
     from .detect import Detector
-    from .errors import EdgeDLError
+    from .detect.autoconfig import cli_message
+    from .errors import EdgeDLError, ValidationError
     if not os.path.exists(model):
         raise UserError(f"model not found: {model}")
     try:
-        return Detector(model, **kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            det = Detector(model, **kw)
+    except ValidationError as e:       # configuration: name flags, not Python keywords
+        raise UserError(cli_message(_one_line(e))) from e
     except (EdgeDLError, FileNotFoundError):
         raise
     except Exception as e:             # a broken file can raise anything from protobuf / onnx
         raise UserError(f"cannot load model {model}: {_one_line(e)}") from e
+    for w in caught:
+        print(f"edgedl: warning: {cli_message(str(w.message))}", file=sys.stderr)
+    return det
 
 
 def cmd_detect(args):
     from .detect import draw_detections, load_image
+    if args.help_families:
+        from .detect.autoconfig import families_reference
+        print(families_reference(), end="")
+        return 0
     paths = list(args.paths)
     model = paths.pop(0) if paths and paths[0].lower().endswith(".onnx") else DEMO_MODEL
     images = paths or [DEMO_IMAGE]
-    kw = {}
-    if args.preset:
-        kw["preset"] = args.preset
-    if args.family:
-        kw["family"] = args.family
-    if args.score_threshold is not None:
-        kw["score_threshold"] = args.score_threshold
-    if args.iou_threshold is not None:
-        kw["iou_threshold"] = args.iou_threshold
-    det = _load_detector(model, **kw)
+    det = _load_detector(model, **_config_kw(args))
     out_dir = args.out or (None if args.json else "edgedl-out")
     results = []
     for path in images:
@@ -397,10 +450,53 @@ def cmd_info(args):
               f"multiply-add = 2 FLOPs; symbolic dims taken as 1)")
     else:
         print("FLOPs: unknown (shapes could not be inferred)")
+    _print_detector(args, proto)
     if unsupported:
         print(f"edgedl cannot run this model yet: unsupported {', '.join(sorted(unsupported))}")
         return 1
     return 0
+
+
+def _print_detector(args, proto):
+    """How ``edgedl detect`` would configure this model: family and why, every setting with
+    its source, and the model's metadata."""
+    import warnings
+    from .detect import autoconfig
+    from .errors import ValidationError
+    meta = autoconfig.read_metadata(proto)
+    print("metadata:" + ("" if meta else " none"))
+    for k, v in meta.items():
+        v = " ".join(v.split())
+        print(f"  {k:20s} {v[:100] + ' ...' if len(v) > 100 else v}")
+    kw = _config_kw(args)
+    preset, family = kw.pop("preset", None), kw.pop("family", None)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            facts = autoconfig.model_facts(autoconfig.ProtoIO(proto), proto, args.model)
+            conf = autoconfig.configure(facts, preset, family, kw)
+    except ValidationError as e:
+        print(f"detector: not configured: {autoconfig.cli_message(_one_line(e))}")
+        return
+    print(f"detector: family {conf.family} ({conf.reason})")
+    if conf.preset_name:
+        how = "given" if preset else "bundled, found by the model's inputs and outputs"
+        print(f"  preset {conf.preset_name} ({how})")
+    for w in caught:
+        print(f"  warning: {autoconfig.cli_message(str(w.message))}")
+    print("configuration (model = read from the model, family = family default, preset, "
+          "user):")
+    for k, v in conf.settings.items():
+        if k == "family" or k.startswith("_"):
+            continue
+        shown = json.dumps(v) if not isinstance(v, float) else f"{v:.6g}"
+        if k == "labels" and v:
+            shown = f"{len(v)} names: {', '.join(v)}"
+        if len(shown) > 70:
+            shown = shown[:66] + " ..."
+        print(f"  {k:18s} {shown:48s} {conf.sources.get(k, '')}")
+    if conf.num_classes is not None:
+        print(f"  classes: {conf.num_classes}")
 
 
 def _numel(dims):

@@ -5,10 +5,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validate import choice
 from ..errors import ModelError, ValidationError
-from . import presets as _presets
-from .decoders import decoder
+from . import autoconfig as _auto
+from .decoders import Candidates, decoder
 from .preprocess import load_image, to_input
+
+
+def _bgr_to_rgb(image):
+    if not isinstance(image, np.ndarray):
+        raise ValidationError(f"channel_order='bgr' applies to arrays (paths and PIL images "
+                              f"are read as RGB), got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image[:, :, ::-1]
+    return image                        # grey: no order; load_image checks the rest
+
+
+def _sane(cand):
+    """Drop candidates with a non-finite box or score; order each box's corners."""
+    ok = np.isfinite(cand.scores) & np.isfinite(cand.boxes).all(axis=1)
+    if not ok.all():
+        cand = Candidates(cand.boxes[ok], cand.scores[ok], cand.class_ids[ok],
+                          None if cand.keypoints is None else cand.keypoints[ok])
+    b = cand.boxes
+    if len(b) and ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
+        b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])],
+                           axis=1)
+        cand = Candidates(b, cand.scores, cand.class_ids, cand.keypoints)
+    return cand
 
 
 @dataclass
@@ -42,19 +66,27 @@ class Detections:
 
 
 class Detector:
-    """An object detector from an ONNX model and a preset.
+    """An object detector from an ONNX model, configured from the model itself.
 
     ``Detector(model, preset=None, family=None, *, session=None, backend=None,
-    num_threads=None, **overrides)``. ``model`` is a path, bytes or ModelProto; ``preset`` a
-    bundled preset name (``edgedl.detect.available_presets()``), a JSON file or a dict;
-    ``family`` a decoder family with its defaults; keyword ``overrides`` replace single
-    settings (``score_threshold=0.4``). Without preset and family, a bundled preset named like
-    the model file is used. ``session`` replaces ``edgedl.InferenceSession`` with any object
+    num_threads=None, **overrides)``. ``model`` is a path, bytes or ModelProto. With no
+    preset and no family the configuration comes from the model: its family from the graph's
+    outputs (``edgedl.detect.autoconfig``; two fitting families is an error naming both), its
+    input size, layout and labels from its declared input and ``metadata_props``, and the
+    family's reference preprocessing as defaults; a bundled preset whose ``match`` block fits
+    the model's inputs and outputs is used too. ``preset`` is a bundled preset name
+    (``edgedl.detect.available_presets()``), a JSON file or a dict; ``family`` a decoder family;
+    keyword ``overrides`` replace single settings (``score_threshold=0.4``, ``labels=...``).
+    Layers: family defaults, then the model, then the preset, then overrides; ``config`` is
+    the result and ``sources`` says where each setting came from (``model``, ``family``,
+    ``preset``, ``user``). ``session`` replaces ``edgedl.InferenceSession`` with any object
     offering onnxruntime's API (``get_inputs``, ``get_outputs``, ``run``).
 
-    ``det(image)`` takes a path, a PIL image or an H×W×3 uint8 RGB array and returns
-    :class:`Detections`; a list of images gives a list. ``det.timings`` holds the last call's
-    preprocess / inference / postprocess seconds.
+    ``det(image, channel_order="rgb")`` takes a path, a PIL image or an H×W×3 uint8 array —
+    arrays are taken as RGB; pass ``channel_order="bgr"`` for an OpenCV (BGR) array — and
+    returns :class:`Detections` (boxes clipped to the image, finite, x1 <= x2, y1 <= y2); a
+    list of images gives a list. ``det.timings`` holds the last call's preprocess / inference
+    / postprocess seconds.
     """
 
     def __init__(self, model, preset=None, family=None, *, session=None, backend=None,
@@ -62,37 +94,41 @@ class Detector:
         name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
         if name is not None and session is None and not os.path.exists(name):
             raise FileNotFoundError(f"model: no such file: {name}")
-        self.config = _presets.resolve(preset, family, overrides, name)
-        self.family = self.config["family"]
-        self.backend = backend
-        self._decode = decoder(self.family)
+        proto = None
+        if model is not None and (name is None or os.path.exists(name)):
+            from ..onnx.graph import read_model
+            proto = read_model(model)            # once: metadata, the head's ops, the session
+        # configured before the session is built: a configuration error comes first and fast
+        facts = _auto.model_facts(session if session is not None else _auto.ProtoIO(proto),
+                                  proto, name)
+        conf = _auto.configure(facts, preset, family, overrides)
         if session is None:
             from ..onnx.session import InferenceSession
-            session = InferenceSession(model, backend=backend, num_threads=num_threads)
+            session = InferenceSession(proto, backend=backend, num_threads=num_threads)
         self.session = session
-        self.labels = _presets.resolve_labels(self.config["labels"])
-        self._setup_io()
+        self.backend = backend
+        self.config, self.sources = conf.settings, conf.sources
+        self.family, self.family_reason = conf.family, conf.reason
+        self.num_classes, self.metadata = conf.num_classes, conf.metadata
+        self.labels = self.config["labels"]
+        self._decode = decoder(self.family)
+        self._setup_io(facts)
         self.timings = {}
 
-    def _setup_io(self):
+    def _setup_io(self, facts):
         cfg = self.config
         inputs = self.session.get_inputs()
         want = cfg["input_name"]
-        inp = next((i for i in inputs if i.name == want), None) if want else inputs[0]
+        inp = next((i for i in inputs if i.name == want), None)
         if inp is None:
-            raise ValidationError(f"input_name {want!r} is not a model input; inputs: "
+            raise ValidationError(f"`input_name` {want!r} is not a model input; inputs: "
                                   f"{[i.name for i in inputs]}")
         self.input_name = inp.name
         shape = list(inp.shape or [])
         if len(shape) != 4:
             raise ModelError(f"input {inp.name!r} must be a 4-D image tensor, got shape {shape}")
-        hw = shape[2:4] if cfg["layout"] == "nchw" else shape[1:3]
+        self.height, self.width = cfg["input_height"], cfg["input_width"]
         fixed = lambda d: isinstance(d, (int, np.integer)) and d > 0
-        self.height = cfg["input_height"] or (int(hw[0]) if fixed(hw[0]) else None)
-        self.width = cfg["input_width"] or (int(hw[1]) if fixed(hw[1]) else None)
-        if self.width is None or self.height is None:
-            raise ValidationError(f"input {inp.name!r} has a dynamic size {shape}: give "
-                                  f"input_width= and input_height=")
         self.batch = int(shape[0]) if fixed(shape[0]) else None      # None: any batch
         self.dtype = np.float64 if "double" in str(getattr(inp, "type", "")) else np.float32
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -111,17 +147,22 @@ class Detector:
         """Outputs of one image (batch axis removed) -> Detections in original pixels."""
         cfg = self.config
         cand = self._decode(outputs, self.output_names, cfg, self.width, self.height)
+        cand = _sane(cand)
         keep = self._nms(cand)
         boxes = transform.boxes_to_original(cand.boxes[keep], cfg["clip"])
         kps = None if cand.keypoints is None else transform.points_to_original(
             cand.keypoints[keep])
         ids = cand.class_ids[keep]
-        labels = [self._label(c) for c in ids]
-        return Detections(boxes, cand.scores[keep], ids, labels, kps)
+        return Detections(boxes, cand.scores[keep], ids, self._labels_of(ids), kps)
 
-    def _label(self, c):
-        return self.labels[c] if self.labels is not None and 0 <= c < len(self.labels) \
-            else str(int(c))
+    def _labels_of(self, ids):
+        if self.labels is None:
+            return [str(int(c)) for c in ids]
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self.labels)):
+            # the class count could not be read from the model: a list of another length
+            raise ValidationError(f"`labels` has {len(self.labels)} names but the model "
+                                  f"reported class {int(ids.max())}: give one name per class")
+        return [self.labels[c] for c in ids]
 
     def _nms(self, cand):
         n = len(cand.scores)
@@ -143,14 +184,18 @@ class Detector:
         return self.session.run(None, {self.input_name: x})
 
     # ------------------------------------------------------------------ call
-    def __call__(self, image):
+    def __call__(self, image, channel_order="rgb"):
         if isinstance(image, (list, tuple)):
-            return self.detect_batch(image)
-        return self.detect_batch([image])[0]
+            return self.detect_batch(image, channel_order)
+        return self.detect_batch([image], channel_order)[0]
 
-    def detect_batch(self, images):
-        """A list of images -> a list of Detections (batched when the model allows it)."""
+    def detect_batch(self, images, channel_order="rgb"):
+        """A list of images -> a list of Detections (batched when the model allows it).
+        ``channel_order`` is that of array images: "rgb" (default) or "bgr" (OpenCV)."""
+        choice(channel_order, "channel_order", ("rgb", "bgr"))
         t0 = time.perf_counter()
+        if channel_order == "bgr":
+            images = [_bgr_to_rgb(im) for im in images]
         pre = [self.preprocess(im) for im in images]
         t1 = time.perf_counter()
         if self.batch == 1 or len(pre) <= 1:

@@ -15,8 +15,10 @@ from .decoders import FAMILIES, family_defaults
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
-#: descriptive keys a preset may carry besides the settings
-META_KEYS = ("family", "name", "description", "source", "license")
+#: keys a preset may carry besides the settings: descriptive ones, ``match`` (the model's
+#: input / output names and shapes, how a bundled preset is found by content) and ``_dir``
+#: (set on loading a file: its labels files resolve there)
+META_KEYS = ("family", "name", "description", "source", "license", "match", "_dir")
 
 
 def available_presets():
@@ -47,6 +49,7 @@ def load_preset(preset):
     if not isinstance(data, dict):
         raise ValidationError(f"preset {path} must hold a JSON object, got {type(data).__name__}")
     data.setdefault("name", os.path.basename(path)[:-5])
+    data["_dir"] = os.path.dirname(os.path.abspath(path))
     return data
 
 
@@ -84,47 +87,84 @@ def resolve(preset=None, family=None, overrides=None, model_name=None):
 
 
 def _check(cfg):
-    """Validate the values that steer preprocessing and NMS (names the key on error)."""
-    choice(cfg["resize"], "resize", ("stretch", "letterbox"))
-    choice(cfg["placement"], "placement", ("topleft", "center"))
-    choice(cfg["channel_order"], "channel_order", ("rgb", "bgr"))
-    choice(cfg["layout"], "layout", ("nchw", "nhwc"))
-    cfg["score_threshold"] = real(cfg["score_threshold"], "score_threshold", 0.0, 1.0)
-    cfg["iou_threshold"] = real(cfg["iou_threshold"], "iou_threshold", 0.0, 1.0)
-    cfg["scale"] = real(cfg["scale"], "scale", 0.0, lo_open=True)
-    cfg["max_detections"] = integer(cfg["max_detections"], "max_detections", lo=1)
+    """Validate the values that steer preprocessing and NMS (names the `key` on error)."""
+    q = lambda k: f"`{k}`"
+    choice(cfg["resize"], q("resize"), ("stretch", "letterbox"))
+    choice(cfg["placement"], q("placement"), ("topleft", "center"))
+    choice(cfg["channel_order"], q("channel_order"), ("rgb", "bgr"))
+    choice(cfg["layout"], q("layout"), ("nchw", "nhwc"))
+    cfg["score_threshold"] = real(cfg["score_threshold"], q("score_threshold"), 0.0, 1.0)
+    cfg["iou_threshold"] = real(cfg["iou_threshold"], q("iou_threshold"), 0.0, 1.0)
+    cfg["scale"] = real(cfg["scale"], q("scale"), 0.0, lo_open=True)
+    cfg["max_detections"] = integer(cfg["max_detections"], q("max_detections"), lo=1)
     for k in ("input_width", "input_height"):
         if cfg[k] is not None:
-            cfg[k] = integer(cfg[k], k, lo=1)
+            cfg[k] = integer(cfg[k], q(k), lo=1)
     for k in ("mean", "std"):
         v = cfg[k]
-        v = [v] * 3 if isinstance(v, numbers.Real) else list(v)
-        if len(v) not in (1, 3):
-            raise ValidationError(f"{k} must have 1 or 3 values, got {v}")
-        cfg[k] = [real(e, f"{k}[{i}]") for i, e in enumerate(v)]
+        v = [v] * 3 if isinstance(v, numbers.Real) else v
+        if not isinstance(v, (list, tuple)) or len(v) not in (1, 3):
+            raise ValidationError(f"{q(k)} must have 1 or 3 values, got {v!r}")
+        cfg[k] = [real(e, f"{q(k)}[{i}]") for i, e in enumerate(v)]
     if any(s == 0 for s in cfg["std"]):
-        raise ValidationError(f"std must not contain 0, got {cfg['std']}")
+        raise ValidationError(f"`std` must not contain 0, got {cfg['std']}")
     if "strides" in cfg:
-        cfg["strides"] = [integer(s, "strides[i]", lo=1) for s in cfg["strides"]]
+        v = cfg["strides"]
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValidationError(f"`strides` must be a list of integers, got {v!r}")
+        cfg["strides"] = [integer(s, f"`strides`[{i}]", lo=1) for i, s in enumerate(v)]
     if "score_activation" in cfg:
-        choice(cfg["score_activation"], "score_activation", ("none", "sigmoid", "softmax"))
+        choice(cfg["score_activation"], q("score_activation"), ("none", "sigmoid", "softmax"))
     return cfg
 
 
 _LABEL_SETS = {}
 
 
-def resolve_labels(labels):
-    """``labels`` of a preset: None, a list of names, or the name of a bundled label file
-    (``coco80``) -> a list of names or None."""
+def _read_names(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [ln.strip() for ln in f if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValidationError(f"cannot read {what} {path}: {e}") from None
+
+
+def resolve_labels(labels, base_dir=None):
+    """``labels`` -> a list of names or None: None, a list of names, the name of a bundled
+    set (``coco80``) or a text file with one name a line.
+
+    ``base_dir`` is the folder of the preset that named the file: the file resolves there and
+    may not lie outside it. Without it (a path the user typed) the path is taken as given.
+    """
     if labels is None:
         return None
-    if isinstance(labels, str):
-        if labels not in _LABEL_SETS:
-            path = os.path.join(DATA_DIR, labels + ".txt")
-            if not os.path.exists(path):
-                raise ValidationError(f"unknown label set {labels!r} (no {path})")
-            with open(path, encoding="utf-8") as f:
-                _LABEL_SETS[labels] = [ln.strip() for ln in f if ln.strip()]
-        return list(_LABEL_SETS[labels])
-    return [str(x) for x in labels]
+    if isinstance(labels, (list, tuple)):
+        return [str(x) for x in labels]
+    if not isinstance(labels, (str, os.PathLike)):
+        raise ValidationError(f"labels must be a list of names, a bundled set name or a text "
+                              f"file, got {type(labels).__name__}")
+    text = os.fspath(labels)
+    bundled = os.path.join(DATA_DIR, text + ".txt")
+    is_set = os.sep not in text and "/" not in text and os.path.exists(bundled)
+    if base_dir is not None and not is_set:
+        root = os.path.realpath(base_dir)
+        path = os.path.realpath(os.path.join(root, text))
+        if os.path.commonpath([root, path]) != root:
+            raise ValidationError(f"labels file {text!r} of a preset must lie inside the "
+                                  f"preset's folder {root}")
+        if not os.path.isfile(path):
+            raise ValidationError(f"labels file {text!r} not found in the preset's folder "
+                                  f"{root}")
+        return _read_names(path, "labels file")
+    if not is_set and os.path.isfile(text):
+        return _read_names(text, "labels file")
+    if not is_set:
+        raise ValidationError(f"unknown label set {text!r}: not a bundled set "
+                              f"({', '.join(available_label_sets())}) nor a file")
+    if text not in _LABEL_SETS:
+        _LABEL_SETS[text] = _read_names(bundled, "label set")
+    return list(_LABEL_SETS[text])
+
+
+def available_label_sets():
+    return sorted(f[:-4] for f in os.listdir(DATA_DIR) if f.endswith(".txt"))

@@ -151,7 +151,7 @@ def test_nanodet_plus_single_output():
     d, _ = run("nanodet", (64, 64), [("output", p)])
     assert_boxes(d, [[16, 16, 64, 32]])
     assert d.class_ids.tolist() == [1]
-    assert d.labels == ["bicycle"]                      # COCO names by default
+    assert d.labels == ["1"]          # COCO names only on an 80-class model (issue #11)
 
 
 def test_picodet_per_stride_outputs():
@@ -247,8 +247,11 @@ def test_letterbox_center_maps_boxes_back():
 def test_nhwc_layout_and_dynamic_size():
     p = np.zeros((1, 5, 84), np.float32)
     sess = FakeSession(("N", "H", "W", 3), [("o", p)])
-    with pytest.raises(ValidationError, match="input_width"):
-        Detector(None, family="yolov8", session=sess, layout="nhwc")
+    with pytest.raises(ValidationError, match="input_width"):     # 10 rows: no size fits
+        Detector(None, family="yolov8", session=FakeSession(("N", "H", "W", 3),
+                                                            [("o", p[:, :, :10])]))
+    # 84 rows are the cells of strides 8/16/32 on a 64 x 64 input: the size is read from them
+    assert Detector(None, family="yolov8", session=sess).width == 64
     det = Detector(None, family="yolov8", session=sess, layout="nhwc", input_width=64,
                    input_height=64)
     out = det([np.zeros((10, 10, 3), np.uint8)] * 3)           # dynamic batch: one run

@@ -1,0 +1,889 @@
+"""Configuration from the model: which family decodes it, its input, its labels.
+
+``model_facts`` reads what a model declares (inputs, outputs, ``metadata_props``, the ops of
+its head); ``RULES`` holds one rule per family that looks at those facts and returns a
+:class:`Match` with a reason and the settings it read (strides, what the graph decodes, the
+class count); ``configure`` layers the sources into one configuration and remembers where
+each setting came from:
+
+    family defaults  <-  read from the model  <-  preset  <-  user
+
+A bundled preset is found by the model's content (input / output names and shapes), never by
+its file name, and overrides inference only where it differs. Setting names in error messages
+are written `like_this`, so the command line can show them as its flags.
+"""
+import ast
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+from ..errors import ModelError, ValidationError
+from . import decoders
+from . import presets as _presets
+
+# ----------------------------------------------------------------------------- keys
+#: key -> (meaning, command-line value). Keys of new families without an entry still get an
+#: option and a line in the reference ("no description").
+KEYS = {
+    "input_name": ("model input fed with the image (default: the first input)", "NAME"),
+    "input_width": ("network input width in pixels (default: the model's declared input, or "
+                    "its metadata `imgsz`)", "W"),
+    "input_height": ("network input height in pixels (as input_width)", "H"),
+    "resize": ("stretch to the input size, or letterbox (keep the aspect ratio, pad)",
+               "stretch|letterbox"),
+    "placement": ("where a letterboxed image sits: topleft or center", "topleft|center"),
+    "pad_value": ("letterbox padding value (0..255, before scale/mean/std)", "V"),
+    "channel_order": ("channel order the model expects (images are read as RGB)", "rgb|bgr"),
+    "scale": ("pixel multiplier before mean/std: input = (pixel * scale - mean) / std", "S"),
+    "mean": ("per-channel mean subtracted after scale (1 or 3 values)", "M[,M,M]"),
+    "std": ("per-channel divisor after the mean (1 or 3 values)", "S[,S,S]"),
+    "layout": ("input layout nchw or nhwc (default: from the declared input)", "nchw|nhwc"),
+    "score_threshold": ("keep candidates scoring above this", "T"),
+    "iou_threshold": ("NMS: suppress boxes overlapping a better one by more than this IoU",
+                      "T"),
+    "class_agnostic": ("NMS across classes (true) or per class (false)", "true|false"),
+    "max_detections": ("at most this many detections per image", "N"),
+    "clip": ("clip boxes to the image", "true|false"),
+    "labels": ("class names: a text file (one name a line), a bundled set (coco80) or a "
+               "comma-separated list; must have one name per class", "FILE|SET|A,B,..."),
+    "strides": ("feature-map strides of the output levels (default: read from the output "
+                "shapes where possible)", "8,16,32"),
+    "obj_power": ("score = objectness**obj_power * class**cls_power", "P"),
+    "cls_power": ("see obj_power", "P"),
+    "decoded": ("the graph already decodes boxes to input pixels (read from the graph)",
+                "true|false"),
+    "boxes_decoded": ("ssd: boxes are already xyxy (decoded in graph) rather than prior "
+                      "deltas", "true|false"),
+    "normalized": ("ssd: decoded boxes are in [0, 1] rather than pixels", "true|false"),
+    "background_class": ("ssd: index of the background score column (none: no background)",
+                         "K|none"),
+    "score_activation": ("activation still to apply to the scores: none (done in graph), "
+                         "sigmoid or softmax", "none|sigmoid|softmax"),
+    "variances": ("ssd: prior-box variances (center, size)", "V,V"),
+    "min_sizes": ("ssd: prior sizes per level, JSON", "[[10,16],[32],...]"),
+    "steps": ("ssd: prior steps per level", "8,16,32,64"),
+    "apply_sigmoid": ("yolov5: apply the sigmoid to raw head outputs (false when the graph "
+                      "did)", "true|false"),
+    "anchors": ("yolov5: anchor w,h pairs per level in input pixels, JSON",
+                "[[10,13,...],...]"),
+    "reg_max": ("GFL heads: bins per box side minus one", "N"),
+    "center_offset": ("GFL heads: cell centre = (grid + offset) * stride", "O"),
+    "num_anchors": ("scrfd: anchors per cell", "N"),
+}
+
+#: metadata keys read (ONNX metadata_props)
+_META_LABEL_KEYS = ("names", "character", "labels")
+
+
+def describe(key):
+    return KEYS.get(key, ("(no description)", "VALUE"))
+
+
+# ----------------------------------------------------------------------------- facts
+def _fixed(d):
+    return int(d) if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None
+
+
+@dataclass
+class Output:
+    name: str
+    shape: list          # without the batch axis when the output has one (rank >= 3)
+
+
+@dataclass
+class ModelFacts:
+    """What a model declares: enough to pick a family without running it."""
+    name: str
+    input_name: str
+    input_shape: list
+    input_type: str
+    outputs: list
+    metadata: dict
+    layout: str = "nchw"
+    width: int = None
+    height: int = None
+    size_from: str = None         # "input" or "metadata"
+    graph: "HeadGraph" = None
+
+    def describe_outputs(self):
+        return ", ".join(f"{o.name} {list(o.shape)}" for o in self.outputs)
+
+
+_SHAPE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast"}
+
+
+class HeadGraph:
+    """The ops near the outputs: what the graph already decodes."""
+
+    def __init__(self, proto):
+        g = proto.graph
+        self.producer = {o: n for n in g.node for o in n.output if o}
+        self.dims = {t.name: list(t.dims) for t in g.initializer}
+
+    def _skip(self, name):
+        n = self.producer.get(name)
+        while n is not None and n.op_type in _SHAPE_OPS and n.input:
+            name = n.input[0]
+            n = self.producer.get(name)
+        return n
+
+    def head_ops(self, name):
+        """Op types between an output and the last multi-channel Conv / MatMul before it
+        (a 1-output-channel Conv, such as YOLOv8's DFL, is part of the head)."""
+        seen, ops, todo = set(), set(), [name]
+        while todo and len(seen) < 2000:
+            n = self.producer.get(todo.pop())
+            if n is None or id(n) in seen:
+                continue
+            seen.add(id(n))
+            if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+                w = self.dims.get(n.input[1]) if len(n.input) > 1 else None
+                if not w or w[0] != 1:
+                    continue
+            ops.add(n.op_type)
+            todo.extend(i for i in n.input if i)
+        return ops
+
+    def concat_kinds(self, name):
+        """Producer op types of the innermost Concat feeding an output (its first branch at
+        every level), e.g. ['Conv', 'Sigmoid', 'Sigmoid'] for YOLOX's (box, obj, cls)."""
+        n = self._skip(name)
+        kinds = None
+        while n is not None and n.op_type == "Concat":
+            parts = [self._skip(i) for i in n.input]
+            kinds = [p.op_type if p is not None else "input" for p in parts]
+            if parts and parts[0] is not None and parts[0].op_type == "Concat":
+                n = parts[0]
+            else:
+                break
+        return kinds
+
+
+def read_metadata(proto=None, session=None):
+    """ONNX metadata_props as a dict (from the proto, or an onnxruntime-like session)."""
+    if proto is not None:
+        return {p.key: p.value for p in proto.metadata_props}
+    try:
+        meta = session.get_modelmeta()
+        return dict(getattr(meta, "custom_metadata_map", None) or {})
+    except Exception:            # a session without get_modelmeta: no metadata
+        return {}
+
+
+class _Arg:
+    def __init__(self, vi):
+        t = vi.type.tensor_type
+        self.name = vi.name
+        self.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in t.shape.dim] if t.HasField("shape") else None
+        self.type = "tensor(double)" if t.elem_type == 11 else "tensor(float)" \
+            if t.elem_type == 1 else f"tensor(type {t.elem_type})"
+
+
+class ProtoIO:
+    """``get_inputs`` / ``get_outputs`` of a ModelProto (initializers are not inputs), for
+    facts without a session (``edgedl info``)."""
+
+    def __init__(self, proto):
+        inits = {t.name for t in proto.graph.initializer}
+        self._inputs = [_Arg(vi) for vi in proto.graph.input if vi.name not in inits]
+        self._outputs = [_Arg(vi) for vi in proto.graph.output]
+
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+
+def model_facts(session, proto=None, name=None):
+    """Facts of a model from its session (``get_inputs`` / ``get_outputs``) and, when
+    available, its ModelProto (metadata and the head's ops)."""
+    inputs = session.get_inputs()
+    if not inputs:
+        raise ModelError(f"model {name or '<in memory>'} has no inputs")
+    inp = inputs[0]
+    outs = []
+    for o in session.get_outputs():
+        shape = list(o.shape or [])
+        if len(shape) >= 3 and (shape[0] == 1 or _fixed(shape[0]) is None):
+            shape = shape[1:]
+        outs.append(Output(o.name, shape))
+    f = ModelFacts(name or "<in memory>", inp.name, list(inp.shape or []),
+                   str(getattr(inp, "type", "")), outs, read_metadata(proto, session),
+                   graph=HeadGraph(proto) if proto is not None else None)
+    s = f.input_shape
+    if len(s) == 4:
+        c1, c3 = _fixed(s[1]), _fixed(s[3])
+        f.layout = "nhwc" if c3 in (1, 3) and c1 not in (1, 3) else "nchw"
+        h, w = (s[2], s[3]) if f.layout == "nchw" else (s[1], s[2])
+        if _fixed(h) and _fixed(w):
+            f.height, f.width, f.size_from = int(h), int(w), "input"
+    if f.width is None:
+        size = _meta_imgsz(f.metadata)
+        if size:
+            f.height, f.width = size
+            f.size_from = "metadata"
+    return f
+
+
+def _literal(text):
+    """A Python / JSON literal from metadata text (ast.literal_eval: never eval)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+
+def _meta_imgsz(meta):
+    v = _literal(meta["imgsz"]) if "imgsz" in meta else None
+    if isinstance(v, int):
+        v = [v, v]
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_fixed(x) for x in v):
+        return int(v[0]), int(v[1])           # Ultralytics: [height, width]
+    return None
+
+
+def metadata_labels(meta):
+    """(labels list, metadata key) from Ultralytics ``names``, Paddle ``character`` or
+    ``labels``; (None, None) when the model carries none."""
+    for key in _META_LABEL_KEYS:
+        if key not in meta:
+            continue
+        text = meta[key]
+        v = _literal(text)
+        if isinstance(v, dict):
+            try:
+                ids = sorted(int(k) for k in v)
+            except (TypeError, ValueError):
+                continue
+            if ids == list(range(len(ids))):
+                return [str(v[k] if k in v else v[str(k)]) for k in ids], key
+            continue
+        if isinstance(v, (list, tuple)):
+            return [str(x) for x in v], key
+        sep = "\n" if "\n" in text else ","
+        names = [s.strip() for s in text.split(sep) if s.strip()]
+        if names:
+            return names, key
+    return None, None
+
+
+# ----------------------------------------------------------------------------- rules
+@dataclass
+class Match:
+    family: str
+    reason: str
+    settings: dict = field(default_factory=dict)
+    num_classes: int = None
+
+
+def _cells(width, height, strides, per_cell=1):
+    return sum(math.ceil(width / s) * math.ceil(height / s) for s in strides) * per_cell
+
+
+def _fit_rows(f, n, strides, per_cell=1):
+    """True when ``n`` rows are the cells of ``strides`` on the input (or, with a symbolic
+    input, on some square input, which then becomes the size read from the model)."""
+    if not _fixed(n):
+        return False
+    if f.width and f.height:
+        return _cells(f.width, f.height, strides, per_cell) == n
+    return any(_cells(t, t, strides, per_cell) == n for t in range(32, 2049, 32))
+
+
+def _size_from_rows(f, n, strides, per_cell=1):
+    if f.width and f.height:
+        return {}
+    t = next(t for t in range(32, 2049, 32) if _cells(t, t, strides, per_cell) == n)
+    return {"input_width": t, "input_height": t}
+
+
+def _ints(shape):
+    return all(_fixed(d) for d in shape)
+
+
+def _is_ultralytics(f):
+    return "names" in f.metadata and ("imgsz" in f.metadata or "stride" in f.metadata)
+
+
+def _rule_fastestdet(f):
+    if len(f.outputs) != 1 or len(f.outputs[0].shape) != 3:
+        return None
+    c, h, w = f.outputs[0].shape
+    if not (_fixed(c) and c >= 6):
+        return None
+    if f.width and (h, w) != (math.ceil(f.height / 16), math.ceil(f.width / 16)):
+        return None
+    return Match("fastestdet", f"one ({c}, {h}, {w}) map at stride 16: objectness, 4 box "
+                               f"values, {c - 5} class scores", {}, c - 5)
+
+
+def _rule_ssd(f):
+    if len(f.outputs) != 2 or any(len(o.shape) != 2 for o in f.outputs):
+        return None
+    a, b = f.outputs
+    role = lambda o: ("boxes" if any(k in o.name.lower() for k in ("box", "loc")) else
+                      "scores" if any(k in o.name.lower() for k in ("score", "conf")) else None)
+    if role(a) == "scores" or (role(b) == "boxes") or (role(a) is None and a.shape[1] != 4):
+        a, b = b, a
+    if a.shape[1] != 4 or a.shape[0] != b.shape[0] or not (_fixed(b.shape[1]) and
+                                                            b.shape[1] >= 2):
+        return None
+    st = {}
+    if f.graph is not None:
+        st["boxes_decoded"] = "Exp" in f.graph.head_ops(a.name)
+        done = f.graph.head_ops(b.name) & {"Softmax", "Sigmoid"}
+        st["score_activation"] = "none" if done else "softmax"
+        how = (f"boxes {'decoded in graph (Exp)' if st['boxes_decoded'] else 'raw prior deltas'}"
+               f", scores {'activated in graph' if done else 'raw logits'}")
+    else:
+        st["boxes_decoded"] = "loc" not in a.name.lower()
+        how = f"boxes {'decoded' if st['boxes_decoded'] else 'prior deltas'} (by output name)"
+    return Match("ssd", f"two outputs with the same {a.shape[0]} rows: boxes {a.name!r} "
+                        f"(N, 4) and scores {b.name!r} (N, {b.shape[1]}) with a background "
+                        f"column; {how}", st, b.shape[1] - 1)
+
+
+def _single_rows(f):
+    """(N, D) of a lone rank-2 output, else None."""
+    if len(f.outputs) != 1 or len(f.outputs[0].shape) != 2:
+        return None
+    n, d = f.outputs[0].shape
+    return (n, d) if _fixed(n) and _fixed(d) else None
+
+
+def _rule_yolox(f):
+    nd = _single_rows(f)
+    if nd is None or nd[1] < 6 or not _fit_rows(f, nd[0], (8, 16, 32)) or _is_ultralytics(f):
+        return None
+    st = _size_from_rows(f, nd[0], (8, 16, 32))
+    why = ""
+    if f.graph is not None:
+        name = f.outputs[0].name
+        kinds, ops = f.graph.concat_kinds(name), f.graph.head_ops(name)
+        if "Softmax" in ops or (kinds and kinds[0] == "Sigmoid"):
+            return None                  # a DFL head (yolov8) or scores first (nanodet)
+        st["decoded"] = "Exp" in ops
+        why = f"; boxes {'decoded in graph (Exp)' if st['decoded'] else 'raw'}"
+        if kinds:
+            why += f", head concat {'+'.join(kinds)} = box, objectness, classes"
+    return Match("yolox", f"one ({nd[0]}, {nd[1]}) output: one row per cell of strides "
+                          f"8/16/32, 4 box + objectness + {nd[1] - 5} classes{why}",
+                 st, nd[1] - 5)
+
+
+_NA = 3          # anchors per cell of YOLOv5-style heads
+
+
+def _rule_yolov5(f):
+    nd = _single_rows(f)
+    if nd is not None:
+        if nd[1] < 6 or not _fit_rows(f, nd[0], (8, 16, 32), _NA):
+            return None
+        st = dict(_size_from_rows(f, nd[0], (8, 16, 32), _NA), decoded=True)
+        return Match("yolov5", f"one ({nd[0]}, {nd[1]}) output: 3 anchors per cell of strides "
+                               f"8/16/32, decoded in graph, {nd[1] - 5} classes", st,
+                     nd[1] - 5)
+    if len(f.outputs) < 2 or not f.width:
+        return None
+    levels = []
+    for o in f.outputs:
+        hit = _yolov5_level(f, o.shape)
+        if hit is None:
+            return None
+        levels.append(hit)
+    strides = sorted(s for s, _, _ in levels)
+    ncls = {c for _, c, _ in levels}
+    if len(set(strides)) != len(strides) or len(ncls) != 1 or min(ncls) < 1:
+        return None
+    st = {"strides": strides, "decoded": False}
+    why = ""
+    if f.graph is not None:
+        tails = [f.graph._skip(o.name) for o in f.outputs]
+        st["apply_sigmoid"] = not all(t is not None and t.op_type == "Sigmoid" for t in tails)
+        why = "; sigmoid " + ("still to apply" if st["apply_sigmoid"] else "in graph")
+    kinds = sorted({k for _, _, k in levels})
+    return Match("yolov5", f"{len(levels)} raw anchor-grid outputs ({', '.join(kinds)}) at "
+                           f"strides {strides}, {_NA} anchors, {min(ncls)} classes{why}", st,
+                 min(ncls))
+
+
+def _yolov5_level(f, shape):
+    """(stride, classes, layout) of one per-stride YOLOv5-style output, or None."""
+    grids = {(math.ceil(f.height / s), math.ceil(f.width / s)): s for s in (8, 16, 32, 64, 128)}
+    if not _ints(shape):
+        return None
+    if len(shape) == 4 and shape[0] == _NA and tuple(shape[1:3]) in grids:
+        return grids[tuple(shape[1:3])], shape[3] - 5, "(na, H, W, 5+C)"
+    if len(shape) == 3 and tuple(shape[1:]) in grids and shape[0] % _NA == 0 and \
+            shape[0] // _NA > 5:
+        return grids[tuple(shape[1:])], shape[0] // _NA - 5, "(na*(5+C), H, W)"
+    if len(shape) == 3 and tuple(shape[:2]) in grids and shape[2] > 5 * _NA:
+        return grids[tuple(shape[:2])], shape[2] - 5 * _NA, "(H, W, na*5+C)"
+    if len(shape) == 2 and shape[1] > 5:
+        for (h, w), s in grids.items():
+            if h * w * _NA == shape[0]:
+                return s, shape[1] - 5, "(H*W*na, 5+C)"
+    return None
+
+
+def _rule_yolov8(f):
+    nd = _single_rows(f)
+    if nd is None:
+        return None
+    a, b = nd
+    transposed = a > b
+    n, d = (a, b) if transposed else (b, a)
+    if d < 5 or not _fit_rows(f, n, (8, 16, 32)):
+        return None
+    st = _size_from_rows(f, n, (8, 16, 32))
+    ops = f.graph.head_ops(f.outputs[0].name) if f.graph is not None else set()
+    evidence = ("Ultralytics metadata" if _is_ultralytics(f) else
+                "DFL softmax in graph" if "Softmax" in ops else None)
+    if transposed and evidence is None and f.graph is not None:
+        return None                          # (N, 5+C) without DFL: yolox / yolov5 layouts
+    layout = f"({n}, {d}) transposed" if transposed else f"({d}, {n})"
+    return Match("yolov8", f"one {layout} output: cx, cy, w, h + {d - 4} classes per cell of "
+                           f"strides 8/16/32, no objectness"
+                           + (f" ({evidence})" if evidence else ""), st, d - 4)
+
+
+def _gfl_strides(f, n):
+    for strides in ((8, 16, 32, 64), (8, 16, 32)):
+        if _fit_rows(f, n, strides):
+            return list(strides)
+    return None
+
+
+def _rule_nanodet(f):
+    nd = _single_rows(f)
+    if nd is None or _is_ultralytics(f):
+        return None
+    nb = 4 * (decoders.family_defaults("nanodet")["reg_max"] + 1)
+    strides = _gfl_strides(f, nd[0])
+    if strides is None or nd[1] <= nb:
+        return None
+    why = ""
+    if f.graph is not None:
+        kinds = f.graph.concat_kinds(f.outputs[0].name)
+        if not kinds or kinds[0] != "Sigmoid" or "Softmax" in f.graph.head_ops(
+                f.outputs[0].name):
+            return None
+        why = f"; head concat {'+'.join(kinds)} = class scores (sigmoid in graph), box bins"
+    st = dict(_size_from_rows(f, nd[0], strides), strides=strides)
+    return Match("nanodet", f"one ({nd[0]}, {nd[1]}) output: one row per cell of strides "
+                            f"{strides}, {nd[1] - nb} classes + 4x{nb // 4} GFL bins{why}",
+                 st, nd[1] - nb)
+
+
+def _per_level(f, groups):
+    """Group rank-2 outputs by row count -> {rows: [Output]}, or None if any is not (N, D)."""
+    if any(len(o.shape) != 2 or not _ints(o.shape) for o in f.outputs):
+        return None
+    for o in f.outputs:
+        groups.setdefault(o.shape[0], []).append(o)
+    return groups
+
+
+def _level_strides(f, rows, per_cell):
+    """Strides of the levels with these row counts (input size needed), or None."""
+    if not f.width:
+        return None
+    by_rows = {math.ceil(f.width / s) * math.ceil(f.height / s) * per_cell: s
+               for s in (8, 16, 32, 64, 128)}
+    if not all(r in by_rows for r in rows):
+        return None
+    return sorted(by_rows[r] for r in rows)
+
+
+def _rule_picodet(f):
+    nb = 4 * (decoders.family_defaults("picodet")["reg_max"] + 1)
+    groups = _per_level(f, {})
+    if not groups or len(groups) < 3 or len(f.outputs) != 2 * len(groups):
+        return None
+    ncls = set()
+    for outs in groups.values():
+        dims = sorted(o.shape[1] for o in outs)
+        if len(dims) != 2 or nb not in dims:
+            return None
+        ncls.add(dims[0] if dims[1] == nb else dims[1])
+    strides = _level_strides(f, groups, 1)
+    if strides is None or len(ncls) != 1:
+        return None
+    st = {"strides": strides}
+    if f.graph is not None:
+        cls = [o for o in f.outputs if o.shape[1] != nb or min(ncls) == nb]
+        tails = [f.graph._skip(o.name) for o in cls]
+        st["score_activation"] = "none" if all(
+            t is not None and t.op_type == "Sigmoid" for t in tails) else "sigmoid"
+    return Match("picodet", f"{len(f.outputs)} outputs, per stride {strides} class scores "
+                            f"(N, {min(ncls)}) and GFL box bins (N, {nb})", st, min(ncls))
+
+
+def _rule_yunet(f):
+    groups = _per_level(f, {})
+    if not groups or len(f.outputs) != 4 * len(groups):
+        return None
+    for outs in groups.values():
+        dims = sorted(o.shape[1] for o in outs)
+        if dims[:3] != [1, 1, 4] or dims[3] % 2:
+            return None
+    strides = _level_strides(f, groups, 1)
+    if strides is None:
+        return None
+    return Match("yunet", f"{len(f.outputs)} outputs, per stride {strides} cls (N, 1), obj "
+                          f"(N, 1), bbox (N, 4), kps (N, {dims[3]})", {"strides": strides}, 1)
+
+
+def _rule_scrfd(f):
+    groups = _per_level(f, {})
+    if not groups or len(f.outputs) not in (2 * len(groups), 3 * len(groups)):
+        return None
+    for outs in groups.values():
+        dims = sorted(o.shape[1] for o in outs)
+        if dims[:2] != [1, 4] or (len(dims) == 3 and dims[2] % 2):
+            return None
+    for na in (2, 1):
+        strides = _level_strides(f, groups, na)
+        if strides is not None:
+            kps = " and keypoints" if len(f.outputs) == 3 * len(groups) else ""
+            return Match("scrfd", f"{len(f.outputs)} outputs, per stride {strides} score "
+                                  f"(N, 1), bbox distances (N, 4){kps}, {na} anchors per cell",
+                         {"strides": strides, "num_anchors": na}, 1)
+    return None
+
+
+def _rule_centernet(f):
+    outs = f.outputs
+    if len(outs) not in (3, 4) or any(len(o.shape) != 3 for o in outs):
+        return None
+    if len({tuple(o.shape[1:]) for o in outs}) != 1:
+        return None
+    named = {}
+    for o in outs:
+        nm = o.name.lower()
+        role = ("heatmap" if "heat" in nm or nm in ("hm", "hmap") else "scale" if (
+            "scale" in nm or "wh" in nm or "size" in nm) else "offset" if ("off" in nm or
+            "reg" in nm) else "landmarks" if "landmark" in nm or "lm" in nm else None)
+        if role:
+            named[role] = o
+    if len(named) != len(outs):            # by channel count: C, 2, 2 [, 10]
+        two = [o for o in outs if o.shape[0] == 2]
+        ten = [o for o in outs if o.shape[0] == 10]
+        rest = [o for o in outs if o.shape[0] not in (2, 10)]
+        if len(two) != 2 or len(rest) != 1 or len(ten) != len(outs) - 3:
+            return None
+        named = {"heatmap": rest[0], "scale": two[0], "offset": two[1]}
+    hm = named["heatmap"]
+    if not _fixed(hm.shape[0]) or any(o.shape[0] != 2 for k, o in named.items()
+                                      if k in ("scale", "offset")):
+        return None
+    h, w = hm.shape[1:]
+    if f.width and (h, w) != (math.ceil(f.height / 4), math.ceil(f.width / 4)):
+        return None
+    lm = " + landmarks (10)" if len(outs) == 4 else ""
+    return Match("centernet", f"heatmap ({hm.shape[0]}, {h}, {w}) + scale (2) + offset (2)"
+                              f"{lm} at stride 4", {}, hm.shape[0])
+
+
+def _rule_db(f):
+    if len(f.outputs) != 1 or len(f.outputs[0].shape) != 3:
+        return None
+    c, h, w = f.outputs[0].shape
+    s = f.input_shape
+    ih, iw = (s[2], s[3]) if len(s) == 4 and f.layout == "nchw" else (
+        (s[1], s[2]) if len(s) == 4 else (None, None))
+    if c != 1 or (h, w) != (ih, iw) or h is None:
+        return None
+    return Match("db", f"one (1, {h}, {w}) probability map the size of the input", {}, 1)
+
+
+#: one rule per family: facts -> Match or None
+RULES = {
+    "fastestdet": _rule_fastestdet, "ssd": _rule_ssd, "yolox": _rule_yolox,
+    "yunet": _rule_yunet, "yolov5": _rule_yolov5, "yolov8": _rule_yolov8,
+    "nanodet": _rule_nanodet, "picodet": _rule_picodet, "scrfd": _rule_scrfd,
+    "centernet": _rule_centernet, "db": _rule_db,
+}
+
+
+def matches(facts):
+    """Every family whose rule accepts the model."""
+    found = []
+    for fam, rule in RULES.items():
+        m = rule(facts)
+        if m is not None:
+            found.append(m)
+    return found
+
+
+def infer_family(facts):
+    """The one family that fits the model's outputs, or a ValidationError saying why not."""
+    if facts.metadata.get("task", "detect") != "detect":
+        raise ValidationError(f"model {facts.name} is an Ultralytics {facts.metadata['task']!r} "
+                              f"model; edgedl decodes detection models (task 'detect')")
+    found = matches(facts)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ValidationError(
+            f"cannot tell the detector family of model {facts.name} from its outputs "
+            f"({facts.describe_outputs()}): give `family` "
+            f"({', '.join(sorted(decoders.FAMILIES))}) or `preset`")
+    raise ValidationError(
+        f"model {facts.name} fits several families: "
+        + "; ".join(f"{m.family} ({m.reason})" for m in found)
+        + ": give `family` to choose")
+
+
+# ----------------------------------------------------------------------------- configure
+@dataclass
+class Config:
+    """A resolved configuration and where each setting came from."""
+    settings: dict                 # key -> value (the Detector's config)
+    sources: dict                  # key -> "model" | "family" | "preset" | "user"
+    family: str
+    reason: str                    # why this family
+    num_classes: int = None
+    metadata: dict = field(default_factory=dict)
+    preset_name: str = None
+
+
+def bundled_preset_for(facts):
+    """The bundled preset whose ``match`` block fits the model's inputs and outputs, or None."""
+    outs = {o.name: o.shape for o in facts.outputs}
+    for name in _presets.available_presets():
+        p = _presets.load_preset(name)
+        m = p.get("match")
+        if not m:
+            continue
+        ok = all(list(facts.input_shape) == list(s) and facts.input_name == k
+                 for k, s in m.get("inputs", {}).items())
+        ok = ok and set(m.get("outputs", {})) == set(outs) and all(
+            list(outs[k]) == list(s)[1:] if len(s) >= 3 else list(outs[k]) == list(s)
+            for k, s in m["outputs"].items())
+        if ok:
+            return p
+    return None
+
+
+def configure(facts, preset=None, family=None, overrides=None, bundled=True):
+    """family defaults <- model <- preset <- user overrides, validated, with sources.
+
+    ``preset`` None: a bundled preset is used when the model's content matches one (unless
+    ``bundled`` is False). Labels come back as a list of names, or None (numeric).
+    """
+    p, preset_dir = {}, None
+    if preset is not None:
+        p = _presets.load_preset(preset)
+        preset_dir = p.get("_dir")
+    elif bundled and family is None:
+        p = bundled_preset_for(facts) or {}
+        preset_dir = p.get("_dir")
+    fam = family if family is not None else p.get("family")
+    if family is not None and p.get("family") not in (None, family):
+        raise ValidationError(f"`family` {family!r} contradicts the preset's family "
+                              f"{p['family']!r}")
+    if fam is None:
+        if preset is not None:
+            raise ValidationError(f"the preset {p.get('name', '')!r} has no \"family\" key; "
+                                  f"give `family`")
+        match = infer_family(facts)
+    else:
+        decoders.family_defaults(fam)             # a clear error for an unknown family
+        rule = RULES.get(fam)
+        match = rule(facts) if rule else None
+        given = "given" if family is not None else f"from preset {p.get('name')!r}"
+        match = Match(fam, f"{given}; " + (f"the outputs agree: {match.reason}" if match else
+                                           "the output shapes were not checked against it"),
+                      match.settings if match else {},
+                      match.num_classes if match else None)
+    fam = match.family
+    cfg = decoders.family_defaults(fam)
+    src = dict.fromkeys(cfg, "family")
+
+    def put(k, v, origin):
+        if k not in cfg:
+            raise ValidationError(f"unknown {origin} key {k!r} for family {fam!r}; known "
+                                  f"keys: {', '.join(sorted(cfg))}")
+        if origin == "preset" and cfg[k] == v:
+            return                                  # agrees: keep where it came from
+        cfg[k] = v
+        src[k] = origin
+
+    # read from the model
+    model = {"input_name": facts.input_name, "layout": facts.layout}
+    if facts.width:
+        model.update(input_width=facts.width, input_height=facts.height)
+    model.update(match.settings)
+    labels, key = metadata_labels(facts.metadata)
+    if labels is not None:
+        model["labels"] = labels
+    for k, v in model.items():
+        if k in cfg:
+            put(k, v, "model")
+    for k, v in p.items():
+        if k not in _presets.META_KEYS:
+            put(k, v, "preset")
+    for k, v in (overrides or {}).items():
+        put(k, v, "user")
+    cfg["family"] = fam
+    if cfg["input_width"] is None or cfg["input_height"] is None:
+        raise ValidationError(
+            f"model {facts.name}: input {facts.input_name!r} has a symbolic size "
+            f"{facts.input_shape} and nothing in the model fixes it: give `input_width` and "
+            f"`input_height`")
+    cfg = _presets._check(cfg)
+    cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
+                            facts, key)
+    return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
+                  p.get("name"))
+
+
+def _labels(value, origin, preset_dir, num_classes, facts, meta_key):
+    names = _presets.resolve_labels(value, base_dir=preset_dir if origin == "preset" else None)
+    if names is None or num_classes is None or len(names) == num_classes:
+        return names
+    where = {"user": "the given `labels`", "preset": "the preset's `labels`",
+             "model": f"the model's metadata {meta_key!r}",
+             "family": "the family's default `labels`"}[origin]
+    msg = (f"{where} has {len(names)} names but model {facts.name} has {num_classes} "
+           f"class{'es' * (num_classes != 1)}")
+    if origin in ("user", "preset"):
+        raise ValidationError(msg + f": give one name per class in `labels`")
+    warnings.warn(msg + "; showing class numbers instead", stacklevel=4)
+    return None
+
+
+# ----------------------------------------------------------------------------- reference
+def all_keys():
+    """Every configuration key -> the families that use it (in family-table order)."""
+    keys = {}
+    for fam in decoders.FAMILIES:
+        for k in decoders.family_defaults(fam):
+            keys.setdefault(k, []).append(fam)
+    return keys
+
+
+def families_reference():
+    """docs/families.md: every family (decoder, defaults, how it is recognised) and key."""
+    lines = ["# Detector families and configuration keys", "",
+             "Generated by `edgedl.detect.autoconfig.families_reference()` (also "
+             "`edgedl detect --help-families`); do not edit by hand.", "",
+             "A configuration is built in layers: family defaults, then what is read from the "
+             "model (input size, layout, strides, what the graph decodes, labels from "
+             "`metadata_props`), then a preset (a bundled one is found by the model's content), "
+             "then your settings (`Detector(..., key=value)`, or on the command line the option "
+             "below or `--set key=value`). `edgedl info MODEL` shows the result and where each "
+             "setting came from.", "", "## Families", ""]
+    for fam, (fn, _) in decoders.FAMILIES.items():
+        doc = " ".join((fn.__doc__ or "").split())
+        rule = RULES.get(fam)
+        lines.append(f"### {fam}")
+        lines.append("")
+        lines.append(doc or "(no description)")
+        lines.append("")
+        lines.append("Recognised from the model: " + (
+            _RULE_TEXT.get(fam, "yes.") if rule else f"no (give `--family {fam}`)."))
+        lines.append("")
+        own = {k: v for k, v in decoders.family_defaults(fam).items()
+               if k not in decoders.COMMON_DEFAULTS or decoders.COMMON_DEFAULTS[k] != v}
+        if own:
+            lines.append("Defaults that differ from the common ones: " + ", ".join(
+                f"`{k}` = `{_show(v)}`" for k, v in own.items()))
+            lines.append("")
+    lines += ["## Keys", "", "| key | option | meaning | common default | families |",
+              "|---|---|---|---|---|"]
+    keys = all_keys()
+    for k, fams in keys.items():
+        meaning, metavar = describe(k)
+        common = _show(decoders.COMMON_DEFAULTS[k]) if k in decoders.COMMON_DEFAULTS else "-"
+        used = "all" if len(fams) == len(decoders.FAMILIES) else ", ".join(fams)
+        lines.append(f"| `{k}` | `{cli_flag(k)} {metavar}` | {meaning.replace('|', '/')} | "
+                     f"`{common}` | {used} |")
+    return "\n".join(lines) + "\n"
+
+
+_RULE_TEXT = {
+    "fastestdet": "one (1, 5+C, H/16, W/16) output.",
+    "ssd": "two outputs with the same rows, (1, N, 4) boxes and (1, N, C) scores; an Exp "
+           "in the boxes' head means decoded in graph.",
+    "yolox": "one (1, N, 5+C) output, N = cells of strides 8/16/32; box, objectness, classes "
+             "concatenated in that order (no DFL softmax).",
+    "yunet": "per stride cls (N, 1), obj (N, 1), bbox (N, 4), kps (N, 2K).",
+    "yolov5": "one (1, 3N, 5+C) decoded output, or one raw output per stride in any of "
+              "(1, 3, H, W, 5+C), (1, 3(5+C), H, W), (1, H, W, 3*5+C), (H*W*3, 5+C).",
+    "yolov8": "one (1, 4+C, N) output, N = cells of strides 8/16/32 (transposed only with "
+              "Ultralytics metadata or a DFL softmax in graph).",
+    "nanodet": "one (1, N, C + 32) output, N = cells of strides 8/16/32/64 or 8/16/32, class "
+               "scores (sigmoid) first.",
+    "picodet": "per stride class scores (N, C) and box bins (N, 32).",
+    "scrfd": "per stride score (N, 1), bbox (N, 4) [and kps (N, 10)], 1 or 2 anchors per cell.",
+    "centernet": "heatmap (1, C, H/4, W/4) + scale (1, 2, ..) + offset (1, 2, ..) "
+                 "[+ landmarks (1, 10, ..)].",
+    "db": "one (1, 1, H, W) map the size of the input.",
+}
+
+
+def _show(v):
+    return json.dumps(v) if not isinstance(v, float) else f"{v:.6g}"
+
+
+# ----------------------------------------------------------------------------- command line
+def cli_flag(key):
+    return "--input-size" if key in ("input_width", "input_height") else \
+        "--" + key.replace("_", "-")
+
+
+def cli_message(msg):
+    """A configuration error for a command-line user: `key` -> its flag."""
+    msg = msg.replace("`input_width` and `input_height`", "--input-size WxH")
+    msg = msg.replace("`input_width`", "--input-size WxH").replace("`input_height`",
+                                                                      "--input-size WxH")
+    msg = msg.replace("`family`", "--family").replace("`preset`", "--preset")
+    for k in sorted(all_keys(), key=len, reverse=True):
+        msg = msg.replace(f"`{k}`", cli_flag(k))
+    return msg
+
+
+def parse_value(key, text):
+    """A command-line value -> a Python value: JSON / Python literal, true/false/none,
+    a comma-separated list of numbers or names, or the text itself."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    v = _literal(t)
+    if isinstance(v, (int, float, list, tuple, dict)) and not isinstance(v, bool):
+        return list(v) if isinstance(v, tuple) else v
+    if "," in t:
+        parts = [s.strip() for s in t.split(",")]
+        nums = [_literal(s) for s in parts]
+        if all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in nums):
+            return nums
+        return parts
+    return t
+
+
+def parse_size(text):
+    """'320x240' (W x H) or '320' -> (width, height)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2 or min(nums) < 1:
+        raise ValidationError(f"--input-size must be WxH (e.g. 320x320), got {text!r}")
+    return nums[0], nums[1]
