@@ -4,16 +4,24 @@ Parsing is done by the ``onnx`` package; everything after it (validation, Consta
 into constants, external data, dead-node removal, the unsupported-op report) happens here, so the
 planner works on plain Python objects and NumPy arrays.
 """
+import heapq
 import os
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .._memory import check_alloc
 from ..errors import ModelError, UnsupportedOpsError
 
 #: Domains whose ops we implement ('' and 'ai.onnx' are the same default domain).
 DEFAULT_DOMAINS = ("", "ai.onnx")
+#: Default-domain opsets we load: what onnx 1.23 and onnxruntime 1.32 know (onnxruntime warns
+#: below 7; the handlers keep the older attribute spellings). A newer opset may change an
+#: op's meaning, so it is refused until the handlers have been checked against it.
+OPSET_RANGE = (1, 28)
+#: IR versions we read (0 = unset, accepted as onnxruntime does; 14 = onnx 1.23's IR).
+IR_RANGE = (0, 14)
 
 
 class Node:
@@ -101,9 +109,14 @@ def _dims(type_proto):
     return dims
 
 
-def _value_info(vi):
+def _value_info(vi, what):
     elem = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
-    return ValueInfo(vi.name, elem, _dims(vi.type))
+    dims = _dims(vi.type)
+    for ax, d in enumerate(dims or ()):
+        if isinstance(d, int) and d < 0:
+            raise ModelError(f"{what} {vi.name!r} declares dimension {d} at axis {ax} (shape "
+                             f"{dims}); dimensions must be >= 0 or symbolic")
+    return ValueInfo(vi.name, elem, dims)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -153,7 +166,8 @@ def _external_tensors(graph):
 
 
 def _load_external(proto, base_dir):
-    """Read external-data tensors, refusing any location outside the model's folder."""
+    """Read external-data tensors, refusing any location outside the model's folder, data
+    whose size disagrees with the tensor's dims, and data above the memory limit."""
     for t in _external_tensors(proto.graph):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -169,23 +183,81 @@ def _load_external(proto, base_dir):
         if os.path.isabs(loc) or os.path.commonpath([base, full]) != base:
             raise ModelError(f"tensor {t.name!r}: external data location {loc!r} is outside "
                              f"the model's folder {base_dir!r}; refused")
+        _, nbytes = _tensor_size(t, "tensor")
         try:
             offset = int(info.get("offset", 0) or 0)
             length = int(info["length"]) if info.get("length") else None
-            with open(full, "rb") as f:
-                f.seek(offset)
-                data = f.read() if length is None else f.read(length)
+            if offset < 0 or (length is not None and length < 0):
+                raise ValueError(f"negative offset {offset} or length {length}")
+            in_file = max(os.path.getsize(full) - offset, 0)
         except (OSError, ValueError) as e:
             raise ModelError(f"tensor {t.name!r}: cannot read external data {loc!r}: {e}") from e
-        if length is not None and len(data) != length:
+        # without a length the tensor's own size is read, as onnxruntime does
+        need = length if length is not None else nbytes if nbytes is not None else in_file
+        if nbytes is not None and need != nbytes:
+            raise ModelError(f"tensor {t.name!r}: its dims {list(t.dims)} need {nbytes} bytes "
+                             f"but external data {loc!r} has {need}")
+        if need > in_file:
             raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
-                             f"({len(data)} of {length} bytes)")
+                             f"({in_file} of {need} bytes)")
+        check_alloc(need, f"tensor {t.name!r} (external data {loc!r})")
+        try:
+            with open(full, "rb") as f:
+                f.seek(offset)
+                data = f.read(need)
+        except OSError as e:
+            raise ModelError(f"tensor {t.name!r}: cannot read external data {loc!r}: {e}") from e
+        if len(data) != need:
+            raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
+                             f"({len(data)} of {need} bytes)")
         t.raw_data = data
         del t.external_data[:]
         t.data_location = onnx.TensorProto.DEFAULT
 
 
+_T = onnx.TensorProto
+#: Element types stored below one byte per element (packed): sizes are left to the decoder.
+_SUB_BYTE = {getattr(_T, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2",
+                                      "FLOAT6E2M3", "FLOAT6E3M2") if hasattr(_T, n)}
+#: The typed field holding a tensor's values when it has no raw_data, and values per element
+#: (every other type uses int32_data, one per element).
+_FIELD = {_T.FLOAT: ("float_data", 1), _T.COMPLEX64: ("float_data", 2),
+          _T.DOUBLE: ("double_data", 1), _T.COMPLEX128: ("double_data", 2),
+          _T.INT64: ("int64_data", 1), _T.UINT32: ("uint64_data", 1),
+          _T.UINT64: ("uint64_data", 1), _T.STRING: ("string_data", 1)}
+
+
+def _tensor_size(t, what):
+    """(elements, bytes of raw data) of a TensorProto from its dims (bytes None when the
+    type has no fixed width); ModelError on a negative dim."""
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise ModelError(f"{what} {t.name!r} has negative dimensions {dims}")
+    n = 1
+    for d in dims:
+        n *= int(d)        # Python ints: no overflow
+    dt = _np_dtype(t.data_type)
+    if t.data_type in _SUB_BYTE or dt is None or dt == object:
+        return n, None
+    return n, n * dt.itemsize
+
+
 def to_array(t, what="initializer"):
+    """A TensorProto as an owned NumPy array, its data size checked against its dims and the
+    memory limit first."""
+    n, nbytes = _tensor_size(t, what)
+    if t.HasField("raw_data"):
+        if nbytes is not None and len(t.raw_data) != nbytes:
+            raise ModelError(f"{what} {t.name!r}: raw_data has {len(t.raw_data)} bytes, its "
+                             f"dims {list(t.dims)} x {_np_dtype(t.data_type)} need {nbytes}")
+    elif t.data_type not in _SUB_BYTE:
+        field, per = _FIELD.get(t.data_type, ("int32_data", 1))
+        got = len(getattr(t, field))
+        if got != n * per:
+            raise ModelError(f"{what} {t.name!r} has {got} values in {field}, its dims "
+                             f"{list(t.dims)} need {n * per}")
+    check_alloc(n * 8 if nbytes is None else nbytes,
+                f"{what} {t.name!r} (shape {list(t.dims)})")
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:
@@ -230,19 +302,66 @@ def _constant_value(node):
 
 
 # ----------------------------------------------------------------------------- graph
+def _opsets(proto):
+    """domain -> version of the model's opset imports; the default-domain opset checked
+    against OPSET_RANGE and the IR version against IR_RANGE."""
+    ir = proto.ir_version
+    if not IR_RANGE[0] <= ir <= IR_RANGE[1]:
+        raise ModelError(f"model ir_version is {ir}; edgedl reads IR versions "
+                         f"{IR_RANGE[0]}-{IR_RANGE[1]}")
+    opsets = {}
+    for o in proto.opset_import:
+        dom = "" if o.domain in DEFAULT_DOMAINS else o.domain
+        if opsets.get(dom, o.version) != o.version:
+            raise ModelError(f"opset_import lists domain {o.domain or 'ai.onnx'!r} twice, with "
+                             f"versions {opsets[dom]} and {o.version}")
+        opsets[dom] = o.version
+    opset = opsets.get("")
+    if opset is None and ir < 3:
+        opset = opsets[""] = 1          # before IR 3 models had no opset imports
+    if opset is None:
+        raise ModelError("model imports no default-domain ('' / ai.onnx) opset")
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ModelError(f"model imports default-domain (ai.onnx) opset {opset}; edgedl "
+                         f"implements opsets {OPSET_RANGE[0]}-{OPSET_RANGE[1]}")
+    return opset, opsets
+
+
+def _node_label(n):
+    return f"node {n.name!r} ({n.op_type})"
+
+
+def _check_unique(g, nodes):
+    """Every value has one definition (SSA, as onnxruntime checks): no name declared twice as
+    a graph input or initializer, nor produced by a node and also by another node, an
+    initializer or a graph input. An initializer may also be listed as a graph input (IR < 4
+    models list every weight there)."""
+    seen = set()
+    for vi in g.input:
+        if vi.name in seen:
+            raise ModelError(f"graph input {vi.name!r} is declared twice")
+        seen.add(vi.name)
+    where = {name: "a graph input" for name in seen}
+    seen = set()
+    for t in g.initializer:
+        if t.name in seen:
+            raise ModelError(f"initializer {t.name!r} is defined twice")
+        seen.add(t.name)
+        where[t.name] = "an initializer"
+    for n in nodes:
+        for o in n.outputs:
+            if not o:
+                continue
+            if o in where:
+                raise ModelError(f"tensor {o!r} is defined twice: by {where[o]} and as an "
+                                 f"output of {_node_label(n)}")
+            where[o] = _node_label(n)
+
+
 def build_graph(proto, supported):
     """Graph from a ModelProto. ``supported`` is the set of op types with handlers."""
     g = proto.graph
-    opsets = {}
-    for o in proto.opset_import:
-        opsets[o.domain or ""] = o.version
-    if "ai.onnx" in opsets:
-        opsets.setdefault("", opsets["ai.onnx"])
-    opset = opsets.get("", None)
-    if opset is None:
-        opset = 1 if proto.ir_version < 3 else None
-    if opset is None:
-        raise ModelError("model imports no default-domain ('' / ai.onnx) opset")
+    opset, opsets = _opsets(proto)
 
     consts = {}
     for t in g.initializer:
@@ -265,6 +384,7 @@ def build_graph(proto, supported):
         nodes.append(node)
     if unsupported:
         raise UnsupportedOpsError(unsupported)
+    _check_unique(g, nodes)
 
     # Constant nodes become constants (real exports keep weights there).
     rest = []
@@ -276,13 +396,19 @@ def build_graph(proto, supported):
         else:
             rest.append(n)
 
-    inputs = [_value_info(vi) for vi in g.input if vi.name not in consts]
-    outputs = [_value_info(vi) for vi in g.output]
+    inputs = [_value_info(vi, "graph input") for vi in g.input if vi.name not in consts]
+    outputs = [_value_info(vi, "graph output") for vi in g.output]
     if not outputs:
         raise ModelError("the graph has no outputs (malformed or truncated model)")
     for vi in inputs:
         if vi.dtype is None:
             raise ModelError(f"graph input {vi.name!r} has no tensor element type")
+        if vi.dims is not None and all(isinstance(d, int) for d in vi.dims):
+            size = vi.dtype.itemsize
+            for d in vi.dims:
+                size *= d
+            check_alloc(size, f"graph input {vi.name!r} (declared shape {vi.dims}, "
+                              f"{vi.dtype})")
 
     graph = Graph(_toposort(rest, set(consts) | {vi.name for vi in inputs}), consts,
                   inputs, outputs, opset, proto.ir_version, opsets)
@@ -292,31 +418,151 @@ def build_graph(proto, supported):
     if missing:
         raise ModelError(f"graph outputs {missing} are produced by no node, input or "
                          "initializer (malformed or truncated model)")
+    _check_weights(graph)
     graph.remove_dead()
     return graph
 
 
 def _toposort(nodes, available):
-    """Nodes in an order where every input is produced before use; ModelError if impossible."""
+    """Nodes in an order where every input is produced before use; ModelError if impossible.
+
+    Kahn's algorithm with consumer lists: each node waits for a count of missing inputs, and
+    a node becomes ready when its last one is produced, so the work is linear in the edges.
+    The ready queue is a heap of original positions: a list that is already sorted comes out
+    unchanged (the planner and the fusions see the exporter's order)."""
     available = set(available) | {""}
-    done, order, pending = set(), [], list(nodes)
-    while pending:
-        progress, left = False, []
-        for n in pending:
-            if all(i in available for i in n.inputs):
-                order.append(n)
-                available.update(n.outputs)
-                progress = True
-            else:
-                left.append(n)
-        if not progress:
-            n = left[0]
-            miss = [i for i in n.inputs if i not in available]
-            raise ModelError(f"node {n.name!r} ({n.op_type}) reads {miss}, which no node, "
-                             "graph input or initializer produces (malformed, truncated or "
-                             "cyclic graph)")
-        pending = left
+    waiting = [0] * len(nodes)          # per node: inputs not produced yet
+    consumers = {}                      # value -> positions of the nodes waiting for it
+    ready = []
+    for k, n in enumerate(nodes):
+        for i in set(n.inputs):
+            if i not in available:
+                consumers.setdefault(i, []).append(k)
+                waiting[k] += 1
+        if not waiting[k]:
+            ready.append(k)
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(nodes[k])
+        for o in nodes[k].outputs:
+            for j in consumers.pop(o, ()) if o else ():
+                waiting[j] -= 1
+                if not waiting[j]:
+                    heapq.heappush(ready, j)
+    if len(order) < len(nodes):
+        produced = available | {o for n in nodes for o in n.outputs}
+        stuck = [n for k, n in enumerate(nodes) if waiting[k]]
+        for n in stuck:
+            miss = [i for i in n.inputs if i not in produced]
+            if miss:
+                raise ModelError(f"{_node_label(n)} reads {miss}, which no node, graph input "
+                                 "or initializer produces (malformed or truncated graph)")
+        n = stuck[0]
+        raise ModelError(f"{_node_label(n)} is on a cycle (or reads a value computed from "
+                         f"one): the graph is not acyclic ({len(stuck)} nodes never become "
+                         "ready)")
     return order
+
+
+# ----------------------------------------------------------------------------- weights
+def _known_shape(graph, name, declared):
+    """The shape of a value when load time knows it: constants, and graph inputs with fixed
+    declared dims (symbolic dims as None); else None."""
+    if name in graph.consts:
+        return tuple(np.shape(graph.consts[name]))
+    return declared.get(name)
+
+
+def _check_weights(graph):
+    """Weight shapes against attributes and known input shapes, as onnxruntime checks them
+    (it does at run time; here they fail at load, naming the node)."""
+    declared = {vi.name: tuple(d if isinstance(d, int) else None for d in vi.dims)
+                for vi in graph.inputs if vi.dims is not None}
+    for n in graph.nodes:
+        check = _WEIGHT_CHECKS.get(n.op_type)
+        if check is not None:
+            shapes = [_known_shape(graph, i, declared) if i else None for i in n.inputs]
+            check(n, shapes + [None] * 3)
+
+
+def _ints_attr(n, name):
+    v = n.attrs.get(name)
+    return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+def _fail(n, msg):
+    return ModelError(f"{_node_label(n)}: {msg}")
+
+
+def _check_conv(n, shapes, transpose=False):
+    x, w, b = shapes[:3]
+    if w is None:
+        return
+    if len(w) < 3:
+        raise _fail(n, f"weight {n.inputs[1]!r} must have rank >= 3 "
+                       f"([{'C_in, C_out/group' if transpose else 'C_out, C_in/group'}, "
+                       f"kernel...]), got shape {list(w)}")
+    nsp = len(w) - 2
+    ks = _ints_attr(n, "kernel_shape")
+    if ks is not None and ks != list(w[2:]):
+        raise _fail(n, f"kernel_shape {ks} disagrees with weight {n.inputs[1]!r} of shape "
+                       f"{list(w)} (its kernel is {list(w[2:])})")
+    for name, want in (("strides", nsp), ("dilations", nsp), ("pads", 2 * nsp)):
+        v = _ints_attr(n, name)
+        if v is not None and len(v) != want:
+            raise _fail(n, f"{name} {v} must have {want} values for a {nsp}-D kernel "
+                           f"(weight shape {list(w)})")
+    group = int(n.attrs.get("group", 1))
+    if group < 1:
+        raise _fail(n, f"group must be >= 1, got {group}")
+    # Conv: W is [M, C/group, k...]; ConvTranspose: W is [C, M/group, k...]
+    if w[0] % group:
+        raise _fail(n, f"weight {n.inputs[1]!r} of shape {list(w)}: its "
+                       f"{'input' if transpose else 'output'} channels {w[0]} are not a "
+                       f"multiple of group {group}")
+    c_in = w[0] if transpose else w[1] * group
+    m = w[1] * group if transpose else w[0]
+    if x is not None:
+        if len(x) != len(w):
+            raise _fail(n, f"input {n.inputs[0]!r} of shape {list(x)} must have the weight's "
+                           f"rank {len(w)} (weight shape {list(w)})")
+        if x[1] is not None and x[1] != c_in:
+            raise _fail(n, f"input {n.inputs[0]!r} has {x[1]} channels (shape {list(x)}); "
+                           f"weight {n.inputs[1]!r} of shape {list(w)} with group {group} "
+                           f"expects {c_in}")
+    if b is not None and tuple(b) != (m,):
+        raise _fail(n, f"bias {n.inputs[2]!r} must have shape [{m}] (one per output "
+                       f"channel), got {list(b)}")
+
+
+def _inner(n, a, b, ka, kb, how=""):
+    if ka is not None and kb is not None and ka != kb:
+        raise _fail(n, f"inner dimensions of A {list(a)} and B {list(b)}{how} differ: "
+                       f"{ka} != {kb}")
+
+
+def _check_gemm(n, shapes):
+    a, b = shapes[:2]
+    for i, s in ((0, a), (1, b)):
+        if s is not None and len(s) != 2:
+            raise _fail(n, f"input {n.inputs[i]!r} must be 2-D, got shape {list(s)}")
+    if a is not None and b is not None:
+        ta, tb = int(n.attrs.get("transA", 0)), int(n.attrs.get("transB", 0))
+        _inner(n, a, b, a[1 - bool(ta)], b[bool(tb)], f" (transA={ta}, transB={tb})")
+
+
+def _check_matmul(n, shapes):
+    a, b = shapes[:2]
+    if a is None or b is None or not len(a) or not len(b):
+        return
+    _inner(n, a, b, a[-1], b[0] if len(b) == 1 else b[-2])
+
+
+_WEIGHT_CHECKS = {"Conv": _check_conv,
+                  "ConvTranspose": lambda n, s: _check_conv(n, s, transpose=True),
+                  "Gemm": _check_gemm, "MatMul": _check_matmul}
 
 
 def load(model, supported):

@@ -171,6 +171,13 @@ class InferenceSession:
             if vi.dims is not None and a.ndim != len(vi.dims):
                 raise InputError(f"input {name!r} must have rank {len(vi.dims)} (declared "
                                  f"shape {vi.dims}), got rank {a.ndim} (shape {a.shape})")
+            # fixed declared dims are enforced as onnxruntime does; symbolic ones are free
+            bad = [ax for ax, d in enumerate(vi.dims or ()) if isinstance(d, int) and
+                   a.shape[ax] != d]
+            if bad:
+                raise InputError(f"input {name!r} has shape {list(a.shape)} but the model "
+                                 f"declares {vi.dims}: axis {bad[0]} must be "
+                                 f"{vi.dims[bad[0]]}, got {a.shape[bad[0]]}")
             feed[name] = a
         return feed
 

@@ -81,6 +81,15 @@ def test_bad_feeds():
         s.run(["nope"], {"x": x})
     with pytest.raises(InputError):
         s.run(None, [x])
+    with pytest.raises(InputError, match=r"declares \['n', 3, 8, 8\]: axis 1 must be 3, got 4"):
+        s.run(None, {"x": np.ones((1, 4, 8, 8), np.float32)})
+    with pytest.raises(InputError, match="axis 3 must be 8, got 9"):
+        s.run(None, {"x": np.ones((1, 3, 8, 9), np.float32)})
+    s.run(None, {"x": np.ones((5, 3, 8, 8), np.float32)})     # symbolic batch: free
+    m = _small_model()
+    for d in m.graph.input[0].type.tensor_type.shape.dim:
+        d.dim_param = "d"
+    s = edgedl.InferenceSession(m)
     with pytest.raises(ModelError):       # 4 channels for a 3-channel conv: clear, no crash
         s.run(None, {"x": np.ones((1, 4, 8, 8), np.float32)})
 
