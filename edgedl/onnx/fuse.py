@@ -23,6 +23,7 @@ class _Rewriter:
     def __init__(self, graph):
         self.g = graph
         self.outputs = {o.name for o in graph.outputs}
+        self.removed = set()     # nodes _replace took out (a set: `in g.nodes` is O(n))
         self.refresh()
 
     def refresh(self):
@@ -115,6 +116,7 @@ def _replace(rw, remove, new_node, at):
     for n in remove:
         if n is not at:
             g.nodes.remove(n)
+    rw.removed.update(remove)
     rw.refresh()
 
 
@@ -133,7 +135,7 @@ def _div_by_6(rw, node, value):
 def rewrite_activations(rw):
     g = rw.g
     for node in list(g.nodes):
-        if node not in g.nodes:
+        if node in rw.removed:
             continue
         # ---- x * Sigmoid(x) -> Silu(x)
         if node.op_type == "Sigmoid":
