@@ -19,6 +19,13 @@ SRC = os.path.join("src_cy")
 # they do not change results (no -ffast-math: NaN and signed-zero semantics stay IEEE).
 BASE_CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c99",
                "-Wno-unused-function", "-Wno-unreachable-code"]
+# EDGEDL_CY_SANITIZE=1 (tools/sanitize.sh): AddressSanitizer + UBSan build, -O1 -g for readable
+# reports; UB aborts. Import it only with libasan preloaded, never install it.
+SANITIZE = (["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+             "-fno-omit-frame-pointer", "-g", "-O1"]
+            if os.environ.get("EDGEDL_CY_SANITIZE", "") not in ("", "0") else [])
+if SANITIZE:
+    BASE_CFLAGS = [f for f in BASE_CFLAGS if f != "-O3"] + SANITIZE
 
 
 def _cc():
@@ -57,9 +64,10 @@ def extensions():
             continue
         exts.append(Extension(
             f"edgedl._cy.{name}", [pyx], include_dirs=[SRC],
-            extra_compile_args=BASE_CFLAGS + omp, extra_link_args=omp,
+            extra_compile_args=BASE_CFLAGS + omp, extra_link_args=omp + SANITIZE[:1],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]))
     return cythonize(exts, include_path=[SRC], language_level=3, nthreads=0,
+                     emit_linenums=bool(SANITIZE),   # sanitizer reports name .pyx lines
                      compiler_directives={"binding": True, "embedsignature": True,
                                           "cdivision": True, "initializedcheck": False})
 
