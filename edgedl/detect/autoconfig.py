@@ -68,9 +68,24 @@ KEYS = {
                       "did)", "true|false"),
     "anchors": ("yolov5: anchor w,h pairs per level in input pixels, JSON",
                 "[[10,13,...],...]"),
+    "row_order": ("yolov5 flattened rows: anchor_major (YOLOv5's view(na, H, W, 5+C)) or "
+                  "cell_major", "anchor_major|cell_major"),
     "reg_max": ("GFL heads: bins per box side minus one", "N"),
-    "center_offset": ("GFL heads: cell centre = (grid + offset) * stride", "O"),
+    "center_offset": ("GFL heads: cell centre = (grid + offset) * stride (nanodet: none = by "
+                      "generation)", "O|none"),
+    "generation": ("nanodet: m (NanoDet-m, centres at +0.5 stride), plus (NanoDet-Plus) or "
+                   "auto (told from the outputs)", "auto|m|plus"),
     "num_anchors": ("scrfd: anchors per cell", "N"),
+    "variant": ("centernet: centernet, centerface, or auto (CenterFace for one class with 5 "
+                "landmarks)", "auto|centernet|centerface"),
+    "peak_nms": ("centernet: keep only heatmap cells that are the maximum of their 3x3 "
+                 "neighbourhood", "true|false"),
+    "top_k": ("centernet: at most this many heatmap peaks", "K"),
+    "mask_threshold": ("db: probability above which a pixel is text", "T"),
+    "unclip_ratio": ("db: grow each text box by area * ratio / perimeter", "R"),
+    "min_size": ("db: drop text boxes with a shorter side (pixels)", "N"),
+    "dilate": ("db: dilate the text mask by 2x2 first", "true|false"),
+    "max_candidates": ("db: at most this many text regions", "N"),
 }
 
 #: metadata keys read (ONNX metadata_props)
@@ -386,10 +401,14 @@ def _rule_yolov5(f):
     if nd is not None:
         if nd[1] < 6 or not _fit_rows(f, nd[0], (8, 16, 32), _NA):
             return None
-        st = dict(_size_from_rows(f, nd[0], (8, 16, 32), _NA), decoded=True)
+        # the Detect layer's decode multiplies by the grid / anchors; a raw head only
+        # reshapes and concatenates (without the graph: YOLOv5's default export, decoded)
+        ops = f.graph.head_ops(f.outputs[0].name) if f.graph is not None else {"Mul"}
+        st = dict(_size_from_rows(f, nd[0], (8, 16, 32), _NA),
+                  decoded=bool(ops & {"Mul", "Pow", "Add", "Exp"}))
         return Match("yolov5", f"one ({nd[0]}, {nd[1]}) output: 3 anchors per cell of strides "
-                               f"8/16/32, decoded in graph, {nd[1] - 5} classes", st,
-                     nd[1] - 5)
+                               f"8/16/32, {'decoded in graph' if st['decoded'] else 'raw'}, "
+                               f"{nd[1] - 5} classes", st, nd[1] - 5)
     if len(f.outputs) < 2 or not f.width:
         return None
     levels = []
@@ -462,10 +481,12 @@ def _gfl_strides(f, n):
 
 
 def _rule_nanodet(f):
-    nd = _single_rows(f)
-    if nd is None or _is_ultralytics(f):
-        return None
     nb = 4 * (decoders.family_defaults("nanodet")["reg_max"] + 1)
+    nd = _single_rows(f)
+    if nd is None:
+        return _gfl_per_level(f, "nanodet", nb)
+    if _is_ultralytics(f):
+        return None
     strides = _gfl_strides(f, nd[0])
     if strides is None or nd[1] <= nb:
         return None
@@ -480,6 +501,39 @@ def _rule_nanodet(f):
     return Match("nanodet", f"one ({nd[0]}, {nd[1]}) output: one row per cell of strides "
                             f"{strides}, {nd[1] - nb} classes + 4x{nb // 4} GFL bins{why}",
                  st, nd[1] - nb)
+
+
+def _gfl_per_level(f, family, nb):
+    """GFL heads with outputs per stride: class scores (N, C) and box bins (N, 4 * bins) per
+    level. NanoDet-m names them cls_pred_stride_8 / dis_pred_stride_8 and has 3 levels;
+    PaddleDetection's PicoDet has 4 and Paddle tensor names. Three unnamed levels fit both."""
+    groups = _per_level(f, {})
+    if not groups or len(groups) < 3 or len(f.outputs) != 2 * len(groups):
+        return None
+    ncls = set()
+    for outs in groups.values():
+        dims = sorted(o.shape[1] for o in outs)
+        if dims.count(nb) < 1:
+            return None
+        ncls.add(dims[0] if dims[1] == nb else dims[1])
+    strides = _level_strides(f, groups, 1)
+    if strides is None or len(ncls) != 1:
+        return None
+    nanodet_names = any("stride" in o.name.lower() for o in f.outputs)
+    fits = (family == "nanodet" if nanodet_names else
+            True if len(groups) == 3 else family == "picodet")
+    if not fits:
+        return None
+    st = {"strides": strides}
+    if f.graph is not None:
+        c = min(ncls)
+        cls = [o for o in f.outputs if o.shape[1] == c] if c != nb else f.outputs[::2]
+        tails = [f.graph._skip(o.name) for o in cls]
+        st["score_activation"] = "none" if all(
+            t is not None and t.op_type == "Sigmoid" for t in tails) else "sigmoid"
+    names = " (named by stride)" if nanodet_names else ""
+    return Match(family, f"{len(f.outputs)} outputs{names}, per stride {strides} class scores "
+                         f"(N, {min(ncls)}) and GFL box bins (N, {nb})", st, min(ncls))
 
 
 def _per_level(f, groups):
@@ -503,27 +557,7 @@ def _level_strides(f, rows, per_cell):
 
 
 def _rule_picodet(f):
-    nb = 4 * (decoders.family_defaults("picodet")["reg_max"] + 1)
-    groups = _per_level(f, {})
-    if not groups or len(groups) < 3 or len(f.outputs) != 2 * len(groups):
-        return None
-    ncls = set()
-    for outs in groups.values():
-        dims = sorted(o.shape[1] for o in outs)
-        if len(dims) != 2 or nb not in dims:
-            return None
-        ncls.add(dims[0] if dims[1] == nb else dims[1])
-    strides = _level_strides(f, groups, 1)
-    if strides is None or len(ncls) != 1:
-        return None
-    st = {"strides": strides}
-    if f.graph is not None:
-        cls = [o for o in f.outputs if o.shape[1] != nb or min(ncls) == nb]
-        tails = [f.graph._skip(o.name) for o in cls]
-        st["score_activation"] = "none" if all(
-            t is not None and t.op_type == "Sigmoid" for t in tails) else "sigmoid"
-    return Match("picodet", f"{len(f.outputs)} outputs, per stride {strides} class scores "
-                            f"(N, {min(ncls)}) and GFL box bins (N, {nb})", st, min(ncls))
+    return _gfl_per_level(f, "picodet", 4 * (decoders.family_defaults("picodet")["reg_max"] + 1))
 
 
 def _rule_yunet(f):
@@ -588,8 +622,14 @@ def _rule_centernet(f):
     if f.width and (h, w) != (math.ceil(f.height / 4), math.ceil(f.width / 4)):
         return None
     lm = " + landmarks (10)" if len(outs) == 4 else ""
+    st, why = {}, ""
+    if f.graph is not None:
+        t = f.graph._skip(hm.name)
+        st["score_activation"] = "none" if t is not None and t.op_type == "Sigmoid" else \
+            "sigmoid"
+        why = f"; heatmap sigmoid {'in graph' if st['score_activation'] == 'none' else 'to apply'}"
     return Match("centernet", f"heatmap ({hm.shape[0]}, {h}, {w}) + scale (2) + offset (2)"
-                              f"{lm} at stride 4", {}, hm.shape[0])
+                              f"{lm} at stride 4{why}", st, hm.shape[0])
 
 
 def _rule_db(f):
@@ -599,7 +639,8 @@ def _rule_db(f):
     s = f.input_shape
     ih, iw = (s[2], s[3]) if len(s) == 4 and f.layout == "nchw" else (
         (s[1], s[2]) if len(s) == 4 else (None, None))
-    if c != 1 or (h, w) != (ih, iw) or h is None:
+    both_symbolic = not any(_fixed(d) for d in (h, w, ih, iw)) and ih is not None
+    if c != 1 or h is None or ((h, w) != (ih, iw) and not both_symbolic):
         return None
     return Match("db", f"one (1, {h}, {w}) probability map the size of the input", {}, 1)
 
@@ -740,6 +781,11 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
             f"{facts.input_shape} and nothing in the model fixes it: give `input_width` and "
             f"`input_height`")
     cfg = _presets._check(cfg)
+    if fam == "yolov5" and not cfg["decoded"] and len(cfg["anchors"]) != len(cfg["strides"]):
+        raise ValidationError(
+            f"model {facts.name} has {len(cfg['strides'])} output strides {cfg['strides']} but "
+            f"`anchors` lists {len(cfg['anchors'])} levels: give `anchors` (w, h pairs per "
+            f"level, as the model was trained)")
     cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
                             facts, key)
     return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
@@ -798,15 +844,18 @@ def families_reference():
             lines.append("Defaults that differ from the common ones: " + ", ".join(
                 f"`{k}` = `{_show(v)}`" for k, v in own.items()))
             lines.append("")
-    lines += ["## Keys", "", "| key | option | meaning | common default | families |",
-              "|---|---|---|---|---|"]
-    keys = all_keys()
-    for k, fams in keys.items():
+    lines += ["## Keys", "", "Every key is also `--set key=value`; `input_width` and "
+              "`input_height` are `--input-size WxH` together.", "",
+              "| key | option | meaning | default | families |", "|---|---|---|---|---|"]
+    for k, fams in all_keys().items():
         meaning, metavar = describe(k)
-        common = _show(decoders.COMMON_DEFAULTS[k]) if k in decoders.COMMON_DEFAULTS else "-"
+        if k in decoders.COMMON_DEFAULTS:
+            default = f"`{_show(decoders.COMMON_DEFAULTS[k])}` (see the families)"
+        else:
+            default = "; ".join(f"{f}: `{_show(decoders.family_defaults(f)[k])}`" for f in fams)
         used = "all" if len(fams) == len(decoders.FAMILIES) else ", ".join(fams)
-        lines.append(f"| `{k}` | `{cli_flag(k)} {metavar}` | {meaning.replace('|', '/')} | "
-                     f"`{common}` | {used} |")
+        lines.append(f"| `{k}` | `{cli_flag(k)} {metavar.replace('|', '/')}` | "
+                     f"{meaning.replace('|', '/')} | {default} | {used} |")
     return "\n".join(lines) + "\n"
 
 
