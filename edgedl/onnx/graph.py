@@ -109,13 +109,12 @@ def _dims(type_proto):
     return dims
 
 
-def _value_info(vi, what):
+def _value_info(vi):
     elem = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
     dims = _dims(vi.type)
-    for ax, d in enumerate(dims or ()):
-        if isinstance(d, int) and d < 0:
-            raise ModelError(f"{what} {vi.name!r} declares dimension {d} at axis {ax} (shape "
-                             f"{dims}); dimensions must be >= 0 or symbolic")
+    if dims is not None:
+        # some converters write -1 for a dynamic dim; onnxruntime reads it as unknown, too
+        dims = [None if isinstance(d, int) and d < 0 else d for d in dims]
     return ValueInfo(vi.name, elem, dims)
 
 
@@ -396,8 +395,8 @@ def build_graph(proto, supported):
         else:
             rest.append(n)
 
-    inputs = [_value_info(vi, "graph input") for vi in g.input if vi.name not in consts]
-    outputs = [_value_info(vi, "graph output") for vi in g.output]
+    inputs = [_value_info(vi) for vi in g.input if vi.name not in consts]
+    outputs = [_value_info(vi) for vi in g.output]
     if not outputs:
         raise ModelError("the graph has no outputs (malformed or truncated model)")
     for vi in inputs:

@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from ..errors import ModelError
-from .ops import OPS, Ctx
+from .._memory import check_alloc
+from ..errors import ModelError, ResourceError
+from .ops import OPS, Ctx, ints
 
 #: Ops whose output shape depends on input *values*; shapes downstream are not static.
 DATA_DEPENDENT = {"NonZero", "NonMaxSuppression", "TopK", "Range", "ConstantOfShape", "Expand",
@@ -37,6 +38,8 @@ class Plan:
 
     def new_arena(self):
         """The recycled buffers for one run, as the typed views the steps write into."""
+        check_alloc(sum(self.buffer_sizes), f"the plan's {len(self.buffer_sizes)} recycled "
+                                             "buffers")
         bufs = [np.empty(n, np.uint8) for n in self.buffer_sizes]
         return [bufs[b][off:off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
                 for b, off, dt, shape in self.views]
@@ -52,6 +55,38 @@ def _as_tuple(r, n):
     if isinstance(r, list):
         return tuple(r)
     return (r,)
+
+
+def _value_sized_output(node, vals):
+    """Bytes of the output of an op whose size comes from constant *values* rather than
+    shapes (a 1 KB model can ask ConstantOfShape for terabytes), so the memory guard runs
+    before the handler allocates; None for other ops or when the handler will refuse the
+    arguments anyway."""
+    op = node.op_type
+    try:
+        if op == "ConstantOfShape":
+            shape = ints(vals[0])
+            item = np.asarray(node.attrs.get("value", np.zeros(1, np.float32))).dtype.itemsize
+        elif op == "Expand":
+            shape = np.broadcast_shapes(np.shape(vals[0]), tuple(ints(vals[1])))
+            item = np.asarray(vals[0]).dtype.itemsize
+        elif op == "Tile":
+            shape = [a * b for a, b in zip(np.shape(vals[0]), ints(vals[1]))]
+            item = np.asarray(vals[0]).dtype.itemsize
+        elif op == "Range":
+            start, limit, delta = (np.asarray(v).item() for v in vals[:3])
+            shape = [max(int(np.ceil((limit - start) / delta)), 0)]
+            item = np.asarray(vals[0]).dtype.itemsize
+        else:
+            return None
+    except Exception:
+        return None
+    n = 1
+    for d in shape:
+        if d < 0:
+            return None
+        n *= int(d)
+    return n * item
 
 
 def build(graph, feed, backend):
@@ -80,6 +115,10 @@ def build(graph, feed, backend):
         ins = ins[:n]
         vals = [None if not i else known[i] if i in known else live[i] for i in ins]
         consts = [known.get(i) if i else None for i in ins]
+        label = f"{node.op_type} node {node.name!r}"
+        nbytes = _value_sized_output(node, vals)
+        if nbytes is not None:
+            check_alloc(nbytes, f"the output of {label}")
         try:
             ctx = Ctx(node, graph.opset, consts,
                       [None if v is None else np.shape(v) for v in vals],
@@ -90,6 +129,9 @@ def build(graph, feed, backend):
             res = _as_tuple(raw, len(node.outputs))
         except ModelError:
             raise
+        except MemoryError as e:     # a kernel's guard (ResourceError) or numpy's allocation
+            raise ResourceError(f"{label}: {e or type(e).__name__} (input shapes "
+                                f"{[np.shape(v) for v in vals]})") from e
         except Exception as e:
             raise ModelError(f"{node.op_type} node {node.name!r} failed while planning "
                              f"(input shapes {[np.shape(v) for v in vals]}): "
@@ -238,12 +280,14 @@ def _assign_buffers(plan, wants, alias, graph_outs, shapes):
     for r, k in last.items():
         release.setdefault(k, []).append(r)
 
-    def take(need):
+    def take(need, k):
         fit = [b for b in free if sizes[b] >= need]
         if fit:
             b = min(fit, key=lambda b: sizes[b])
             free.remove(b)
             return b
+        check_alloc(need, f"the planned buffer of {nodes[k].op_type} node "
+                          f"{nodes[k].name!r}'s output")
         sizes.append(need)
         return len(sizes) - 1
 
@@ -256,12 +300,12 @@ def _assign_buffers(plan, wants, alias, graph_outs, shapes):
                 cname = nodes[c].outputs[0]
                 if cname not in owner:
                     cshape, cdt = wants[c]
-                    owner[cname] = take(max(int(np.prod(cshape)) * cdt.itemsize, 1))
+                    owner[cname] = take(max(int(np.prod(cshape)) * cdt.itemsize, 1), c)
                 plan.steps[k][4] = len(plan.views)
                 plan.views.append((owner[cname], off, dt, shape))
             else:
                 if name not in owner:
-                    owner[name] = take(max(int(np.prod(shape)) * dt.itemsize, 1))
+                    owner[name] = take(max(int(np.prod(shape)) * dt.itemsize, 1), k)
                 plan.steps[k][4] = len(plan.views)
                 plan.views.append((owner[name], 0, dt, shape))
                 if k in copies:
