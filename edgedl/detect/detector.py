@@ -89,6 +89,17 @@ class Detector:
     / postprocess seconds.
     """
 
+    def __new__(cls, model=None, *args, **kwargs):
+        # three models given together: the MTCNN cascade (edgedl.detect.cascade), which has
+        # this class's call interface
+        if cls is Detector and isinstance(model, (list, tuple)):
+            from .cascade import MTCNN
+            if len(model) != 3:
+                raise ValidationError(f"a list of models is a cascade of three (MTCNN's P-, R- "
+                                      f"and O-Net), got {len(model)}")
+            return MTCNN(*model, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, model, preset=None, family=None, *, session=None, backend=None,
                  num_threads=None, **overrides):
         name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
