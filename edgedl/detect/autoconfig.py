@@ -13,6 +13,7 @@ its file name, and overrides inference only where it differs. Setting names in e
 are written `like_this`, so the command line can show them as its flags.
 """
 import ast
+import dataclasses
 import json
 import math
 import os
@@ -740,7 +741,17 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
         decoders.family_defaults(fam)             # a clear error for an unknown family
         rule = RULES.get(fam)
         match = rule(facts) if rule else None
+        if match is None and rule is not None and facts.graph is not None:
+            # the shapes fit but the head's ops looked like another family's: the user's word
+            match = rule(dataclasses.replace(facts, graph=None))
         given = "given" if family is not None else f"from preset {p.get('name')!r}"
+        others = [] if match is not None or rule is None else matches(facts)
+        if others:          # the outputs are another family's: a silent wrong decode
+            raise ValidationError(
+                f"family {fam!r} ({given}) does not fit model {facts.name}: its outputs "
+                f"({facts.describe_outputs()}) are "
+                + "; ".join(f"{m.family}'s ({m.reason})" for m in others)
+                + ": give `family` " + " or ".join(repr(m.family) for m in others))
         match = Match(fam, f"{given}; " + (f"the outputs agree: {match.reason}" if match else
                                            "the output shapes were not checked against it"),
                       match.settings if match else {},
