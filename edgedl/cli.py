@@ -22,6 +22,28 @@ class UserError(Exception):
     """A mistake on the command line: reported in one line, no traceback."""
 
 
+class UsageError(UserError):
+    """A bad option value: one line, exit status 2 (as argparse's own errors)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"edgedl: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text, most=100_000):
+    """An option's count: an integer from 1 to ``most``."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= most:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {most}, got {text!r}")
+    return n
+
+
 def _one_line(e):
     """An exception as one readable line."""
     from .errors import UnsupportedOpsError
@@ -34,7 +56,7 @@ def _one_line(e):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="edgedl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
@@ -53,7 +75,7 @@ def _parser():
 
     b = sub.add_parser("bench", help="kernel latency table, or a model's end-to-end latency")
     b.add_argument("model", nargs="?", help="an .onnx model (default: the kernel table)")
-    b.add_argument("--repeat", type=int, default=None, help="timed runs per measurement")
+    b.add_argument("--repeat", type=_count, default=None, help="timed runs per measurement")
     b.add_argument("--preset", help="preset for the detector pipeline timing of MODEL")
     _common(b)
 
@@ -64,7 +86,7 @@ def _parser():
     _config_options(i)
 
     w = sub.add_parser("warmup", help="compile the numba cache ahead of time")
-    w.add_argument("--backend", default="numba")
+    w.add_argument("--backend", default=None, help="the backend to compile (default numba)")
     sub.add_parser("info-config", help="print versions, backends, threads and cache dir")
     return p
 
@@ -105,7 +127,7 @@ def _config_kw(args):
     for item in args.set:
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
-            raise UserError(f"--set takes KEY=VALUE, got {item!r}")
+            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
         key = key.strip().replace("-", "_")
         over[key] = parse_value(key, text)
     labels = over.get("labels")
@@ -124,7 +146,10 @@ def _common(p):
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:         # --help (0), or a bad option already reported (2)
+        return 0 if e.code is None else e.code
     if args.cmd == "detect":
         # A one-shot command: OpenMP's default spin-waiting costs seconds when the cores are
         # busy (measured: the demo 6 s -> 1.6 s on 2 loaded cores). Read when the OpenMP
@@ -132,6 +157,7 @@ def main(argv=None):
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     try:
         import edgedl
+        _check_options(args)
         if getattr(args, "backend", None) and args.cmd != "warmup":
             edgedl.set_backend(args.backend)
         if getattr(args, "threads", None) is not None:
@@ -143,7 +169,7 @@ def main(argv=None):
         if args.cmd == "info" and args.model:
             return cmd_info(args)
         if args.cmd == "warmup":
-            times = edgedl.warmup(args.backend, verbose=True)
+            times = edgedl.warmup(args.backend or "numba", verbose=True)
             print(f"warmed {len(times)} kernel families")
             return 0
         edgedl.show_config()
@@ -151,8 +177,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("edgedl: interrupted", file=sys.stderr)
         return 130
+    except UsageError as e:
+        print(f"edgedl: error: {e}", file=sys.stderr)
+        return 2
     except (UserError, OSError, ValueError, TypeError, ImportError, NotImplementedError,
-            RuntimeError) as e:
+            RuntimeError, MemoryError) as e:
         from .errors import EdgeDLError
         if not isinstance(e, (UserError, EdgeDLError, OSError)) and \
                 os.environ.get("EDGEDL_DEBUG"):
@@ -161,6 +190,40 @@ def main(argv=None):
             f" ({type(e).__name__}; set EDGEDL_DEBUG=1 for a traceback)"
         print(f"edgedl: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 1
+
+
+def _check_options(args):
+    """Option values argparse cannot check alone (they need edgedl), before any work: a bad
+    one is a UsageError (exit status 2)."""
+    from . import _config
+    from .errors import EdgeDLError
+    try:
+        if getattr(args, "backend", None) is not None:
+            _config._check_backend(args.backend)         # unknown, or unavailable here
+    except EdgeDLError as e:
+        raise UsageError(f"--backend: {e}") from None
+    try:
+        if getattr(args, "threads", None) is not None:
+            _config.check_num_threads(args.threads, "--threads")
+        _config.get_num_threads()      # EDGEDL_NUM_THREADS, EDGEDL_BACKEND: named in the message
+        if getattr(args, "backend", None) is None:
+            _config.get_backend()
+    except EdgeDLError as e:
+        raise UsageError(str(e)) from None
+    if hasattr(args, "set"):           # the detector configuration options parse
+        try:
+            _config_kw(args)
+        except EdgeDLError as e:
+            raise UsageError(_one_line(e)) from None
+    paths = getattr(args, "paths", None) or []
+    model = getattr(args, "model", None) or \
+        (paths[0] if paths and paths[0].lower().endswith(".onnx") else None)
+    if model is not None and not os.path.isfile(model):
+        raise UsageError(f"model not found: {model}" if not os.path.exists(model) else
+                         f"model {model} is not a file")
+    out = getattr(args, "out", None)
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a folder")
 
 
 # ----------------------------------------------------------------------------- detect
@@ -176,7 +239,7 @@ def _load_detector(model, **kw):
             warnings.simplefilter("always")
             det = Detector(model, **kw)
     except ValidationError as e:       # configuration: name flags, not Python keywords
-        raise UserError(cli_message(_one_line(e))) from e
+        raise UsageError(cli_message(_one_line(e))) from e
     except (EdgeDLError, FileNotFoundError):
         raise
     except Exception as e:             # a broken file can raise anything from protobuf / onnx
@@ -197,21 +260,17 @@ def cmd_detect(args):
     images = paths or [DEMO_IMAGE]
     det = _load_detector(model, **_config_kw(args))
     out_dir = args.out or (None if args.json else "edgedl-out")
+    saves = _output_paths(images, out_dir, protect=[model]) if out_dir else [None] * len(images)
     results = []
-    for path in images:
+    for path, saved in zip(images, saves):
         if not os.path.exists(path):
             raise UserError(f"image not found: {path}")
         img = load_image(path)
         t0 = time.perf_counter()
         d = det(img)
         ms = (time.perf_counter() - t0) * 1e3
-        saved = None
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-            stem, ext = os.path.splitext(os.path.basename(path))
-            ext = ext.lower() if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"
-            saved = os.path.join(out_dir, f"{stem}_detections{ext}")
-            draw_detections(img, d).save(saved)
+        if saved:
+            _save_atomic(draw_detections(img, d), saved)
         results.append({"image": path, "width": int(img.shape[1]), "height": int(img.shape[0]),
                         "ms": round(ms, 2), "detections": d.to_list(), "annotated": saved})
         if not args.json:
@@ -221,6 +280,66 @@ def cmd_detect(args):
                   indent=1)
         print()
     return 0
+
+
+_KEEP_EXT = (".jpg", ".jpeg", ".png")
+
+
+def _file_key(path):
+    """What two spellings of one file have in common (symlinked folders, case on
+    case-insensitive file systems)."""
+    return os.path.normcase(os.path.realpath(path)).lower()
+
+
+def _output_paths(inputs, out_dir, protect=()):
+    """The annotated image's path of each input: under ``out_dir``, the inputs' folders
+    mirrored below their common folder (a/x.jpg and b/x.jpg -> out/a/, out/b/), named
+    ``<stem>_detections<ext>``; an extension other than jpg / png stays in the name
+    (x.gif -> x_gif_detections.png). Never the path of an input (nor of ``protect``), never
+    one path twice: a clash takes -2, -3, ... in input order."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in inputs]
+    try:
+        root = os.path.commonpath(dirs)
+    except ValueError:                 # nothing in common (another drive): flat names
+        root = None
+    taken = {_file_key(p) for p in list(inputs) + list(protect)}
+    paths = []
+    for path, folder in zip(inputs, dirs):
+        stem, ext = os.path.splitext(os.path.basename(path))
+        if ext.lower() in _KEEP_EXT:
+            ext = ext.lower()
+        else:
+            stem, ext = (f"{stem}_{ext[1:].lower()}" if ext else stem), ".png"
+        sub = os.path.relpath(folder, root) if root else "."
+        base = os.path.normpath(os.path.join(out_dir, sub, f"{stem}_detections"))
+        cand, k = base + ext, 1
+        while _file_key(cand) in taken:
+            k += 1
+            cand = f"{base}-{k}{ext}"
+        taken.add(_file_key(cand))
+        paths.append(cand)
+    return paths
+
+
+def _save_atomic(image, path):
+    """Save a PIL image under a temporary name in the same folder, then rename it over
+    ``path``: no reader ever sees a half-written file, and an interrupted run leaves no
+    damaged one (the rename also replaces a link rather than writing through it)."""
+    from PIL import Image
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fmt = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{id(image):x}.tmp")
+    try:
+        with open(tmp, "xb") as f:     # new file, created with the user's umask
+            image.save(f, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _print_table(path, img, d, det, ms, saved):
