@@ -7,12 +7,14 @@ NCHW or NHWC. :class:`Transform` remembers the resize so boxes and keypoints fou
 network input map back to original pixels.
 """
 import os
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._validate import choice
-from ..errors import DTypeError, ShapeError, ValidationError
+from ..errors import DTypeError, EdgeDLError, ResourceError, ShapeError, ValidationError
 
 
 def _pil():
@@ -27,24 +29,18 @@ def _pil():
 def load_image(image, name="image"):
     """``image`` (a path, a PIL image or an array) as an H×W×3 uint8 RGB array.
 
-    Arrays must be uint8, H×W (grey), H×W×1 (grey) or H×W×3 (RGB); grey becomes 3-channel,
-    PIL images of any mode are converted to RGB (alpha dropped).
+    Arrays must be uint8, H×W (grey), H×W×1 (grey) or H×W×3 (RGB); grey becomes 3-channel.
+    PIL images of any mode become RGB as cv2.imread would see them (alpha dropped); 16-bit
+    grey (mode I;16, a 16-bit PNG) is scaled to 8 bits, as is 32-bit ``I`` holding values
+    above 255, and float ``F`` in [0, 1] (larger values are taken as 0..255). A file above
+    Pillow's decompression-bomb limit, or one whose pixels would exceed edgedl's memory
+    limit, is a ResourceError naming the file and its size.
     """
     Image = _pil()
     if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{name}: no such file: {path}")
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-                image.load()
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ValidationError(f"{name}: cannot read {path} as an image ({e})") from None
+        return _read_image(Image, os.fspath(image), name)
     if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image)
+        return _pil_to_rgb(image, name)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise DTypeError(f"{name} must be a uint8 array (H×W×3 RGB), got dtype {image.dtype}")
@@ -60,6 +56,62 @@ def load_image(image, name="image"):
         return image
     raise ValidationError(f"{name} must be a file path, a PIL image or an H×W×3 uint8 array, "
                           f"got {type(image).__name__}")
+
+
+def _read_image(Image, path, name):
+    """Decode the file at ``path`` (its first frame) into H×W×3 uint8 RGB."""
+    from PIL import ImageMode
+    from .._memory import check_alloc, format_bytes
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name}: no such file: {path}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 M pixels and refuses from 179 M; below its refusal the
+            # memory guard decides (a 108 MP phone photo is a real image, not an attack)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                m = ImageMode.getmode(im.mode)
+                per_pixel = np.dtype(m.typestr).itemsize * len(m.bands) + 3   # decoded + RGB
+                check_alloc(w * h * per_pixel, f"{name} {path} ({w}x{h} pixels, mode {im.mode})")
+                im.load()
+                return _pil_to_rgb(im, name)
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = (f"{int(pixels.group(1)):,} pixels ({format_bytes(int(pixels.group(1)) * 3)} "
+                f"as RGB)" if pixels else "too many pixels")
+        raise ResourceError(f"{name}: {path} ({os.path.getsize(path):,} bytes) has {size}, "
+                            f"above Pillow's decompression-bomb limit of "
+                            f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels (PIL.Image.MAX_IMAGE_PIXELS"
+                            f" x 2): refused") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, EdgeDLError):
+            raise
+        raise ValidationError(f"{name}: cannot read {path} as an image ({e})") from None
+
+
+def _pil_to_rgb(im, name):
+    """A PIL image of any mode -> H×W×3 uint8 RGB. Pillow's own convert("RGB") clips wider
+    grey values at 255: a 16-bit PNG came out all white, a float image all black."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F":
+            a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+            a = a * 255.0 if a.max(initial=0.0) <= 1.0 else a
+        elif mode == "I" and a.max(initial=0) <= 255:
+            a = a.astype(np.float64)                   # 8-bit values held in 32 bits
+        else:
+            a = np.clip(a, 0, 65535) / 257.0           # 16-bit range -> 0..255 exactly
+        grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except ValueError as e:
+            raise ValidationError(f"{name}: cannot convert a {mode} image to RGB ({e})") \
+                from None
+    return np.asarray(im)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,86 @@ def test_load_image_errors(tmp_path):
         load_image(42)
 
 
+def _grey_ramp():
+    return (np.arange(48 * 64).reshape(48, 64) * 7 % 256).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["I;16 png", "I;16B", "I tif", "I 8-bit", "F tif",
+                                  "F 0..255"])
+def test_load_image_scales_wide_grey_to_8_bits(tmp_path, kind):
+    """A 16-bit PNG came out all white (Pillow's convert clips at 255), float all black."""
+    g = _grey_ramp()
+    im = {"I;16 png": lambda: Image.fromarray(g.astype(np.uint16) * 257),
+          "I;16B": lambda: Image.frombytes("I;16B", (64, 48), (g.astype(">u2") * 257).tobytes()),
+          "I tif": lambda: Image.fromarray(g.astype(np.int32) * 257),
+          "I 8-bit": lambda: Image.fromarray(g.astype(np.int32)),
+          "F tif": lambda: Image.fromarray(g.astype(np.float32) / 255),
+          "F 0..255": lambda: Image.fromarray(g.astype(np.float32))}[kind]()
+    if kind.endswith(("png", "tif")):
+        path = tmp_path / ("x." + kind.split()[-1])
+        im.save(path)
+        assert Image.open(path).mode == im.mode          # the file really is that wide
+        im = path
+    out = load_image(im)
+    assert out.dtype == np.uint8 and out.shape == (48, 64, 3)
+    np.testing.assert_array_equal(out, np.repeat(g[:, :, None], 3, axis=2))
+
+
+def test_load_image_other_modes(tmp_path):
+    g = _grey_ramp()
+    rgb = np.dstack([g, 255 - g, g // 2])
+    cases = {
+        "la.png": (Image.fromarray(np.dstack([g, 255 - g]), "LA"), np.dstack([g] * 3)),
+        "pa.png": (Image.fromarray(g).convert("P"), np.dstack([g] * 3)),
+        "one.png": (Image.fromarray(g >= 128), np.dstack([np.where(g >= 128, 255, 0)] * 3)),
+        "cmyk.tif": (Image.fromarray(rgb).convert("CMYK"), rgb),
+        "rgba.png": (Image.fromarray(np.dstack([rgb, g]), "RGBA"), rgb),
+    }
+    for name, (im, want) in cases.items():
+        kw = {"transparency": 3} if name == "pa.png" else {}     # P with transparency
+        im.save(tmp_path / name, **kw)
+        out = load_image(tmp_path / name)
+        assert out.dtype == np.uint8 and out.shape == (48, 64, 3), name
+        np.testing.assert_array_equal(out, want.astype(np.uint8), err_msg=name)
+
+
+def _png_header(width, height):
+    """A PNG that declares width x height (8-bit grey) and holds no pixels."""
+    import struct
+    import zlib
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
+                                                               0, 0, 0)) + chunk(b"IEND", b""))
+
+
+def test_load_image_decompression_bomb_is_one_sentence(tmp_path):
+    from edgedl.errors import ResourceError
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(20000, 20000))
+    with pytest.raises(ResourceError) as e:
+        load_image(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "400,000,000 pixels" in msg
+    assert "decompression-bomb limit" in msg and "bytes" in msg
+
+
+def test_load_image_checks_memory_before_decoding(tmp_path):
+    from edgedl import _memory
+    from edgedl.errors import ResourceError
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(path)
+    _memory.set_memory_limit(100_000)
+    try:
+        with pytest.raises(ResourceError, match=r"big.png \(400x300 pixels, mode L\) would "
+                                                 r"need 480000 bytes"):
+            load_image(path)
+    finally:
+        _memory.reset_memory_limit()
+    assert load_image(path).shape == (300, 400, 3)
+
+
 # ----------------------------------------------------------------------------- resize
 def test_stretch_resize_and_identity():
     img = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3)
