@@ -160,3 +160,100 @@ def test_python_m_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgedl", "detect", "missing.png"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 1 and r.stderr.strip() == "edgedl: error: image not found: missing.png"
+
+
+# ----------------------------------------------------------------------------- configuration
+def _small_model(path, out_shape, in_shape=("N", 3, "H", "W"), metadata=None):
+    """Conv (1x1) + Sigmoid: an input -> one declared output; runnable when the shapes agree."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    c = out_shape[1]
+    w = helper.make_tensor("w", TensorProto.FLOAT, [c, 3, 1, 1], [0.1] * (3 * c))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["t"]),
+             helper.make_node("Sigmoid", ["t"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     list(in_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                         list(out_shape))], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    if metadata:
+        helper.set_model_props(m, metadata)
+    onnx.save(m, str(path))
+    return str(path)
+
+
+@needs_onnx
+def test_detect_renamed_model_needs_no_options(capsys, tmp_path, shared_dir):
+    model = tmp_path / "my_face_model.onnx"
+    import shutil
+    shutil.copy(shared_dir / "models" / "yunet_n_320.onnx", model)
+    img = str(shared_dir / "images" / "astronaut.png")
+    rc, out, err = run(capsys, "detect", str(model), img, "--json", "--backend", "numpy")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["family"] == "yunet"
+    dets = doc["results"][0]["detections"]
+    assert len(dets) == 1 and dets[0]["label"] == "face"
+
+
+@needs_onnx
+def test_info_prints_inferred_configuration_and_sources(capsys, tmp_path, shared_dir):
+    import shutil
+    model = tmp_path / "renamed.onnx"
+    shutil.copy(shared_dir / "models" / "yolox_nano.onnx", model)
+    rc, out, err = run(capsys, "info", str(model), "--set", "score_threshold=0.4",
+                       "--input-size", "320x320", "--channel-order", "rgb")
+    assert rc == 0, err
+    assert "detector: family yolox (" in out and "3549" in out      # the reason
+    assert "preset yolox_nano (bundled, found by the model's inputs and outputs)" in out
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith("  ")}
+    assert rows["score_threshold"][1:] == ["0.4", "user"]
+    assert rows["input_width"][1:] == ["320", "user"] and rows["channel_order"][-1] == "user"
+    assert rows["input_name"][-1] == "model" and rows["decoded"][-1] == "model"
+    assert rows["resize"][-1] == "family"
+    assert "metadata: none" in out
+
+
+@needs_onnx
+def test_info_reads_metadata_and_warns_on_label_count(capsys, tmp_path):
+    meta = {"names": "{0: 'cat', 1: 'dog'}", "imgsz": "[64, 64]", "task": "detect"}
+    model = _small_model(tmp_path / "v8.onnx", [1, 6, 84], metadata=meta)
+    rc, out, err = run(capsys, "info", model)
+    assert "names" in out and "{0: 'cat', 1: 'dog'}" in out
+    assert "detector: family yolov8" in out and "Ultralytics metadata" in out
+    assert "2 names: cat, dog" in out and "input_width        64" in out
+    model = _small_model(tmp_path / "x.onnx", [1, 6, 84], in_shape=(1, 3, 64, 64))
+    rc, out, err = run(capsys, "info", model)
+    assert "warning: the family's default --labels has 80 names but model" in out
+    assert "2 classes; showing class numbers instead" in out
+
+
+@needs_onnx
+def test_config_errors_name_flags_not_keywords(capsys, tmp_path):
+    img = cli.DEMO_IMAGE
+    db = _small_model(tmp_path / "text.onnx", ["N", 1, "H", "W"])
+    rc, out, err = run(capsys, "detect", db, img)
+    assert_user_error(rc, out, err, "give --input-size WxH")
+    rc, out, err = run(capsys, "detect", db, img, "--input-size", "64x48", "--json",
+                       "--backend", "numpy")
+    assert rc == 0, err
+    assert json.loads(out)["family"] == "db"
+    fixed = _small_model(tmp_path / "f.onnx", [1, 1, 64, 64], in_shape=(1, 3, 64, 64))
+    for argv, text in [(["--labels", "a,b"], "--labels has 2 names"),
+                       (["--set", "nope=1"], "unknown user key 'nope'"),
+                       (["--set", "iou_threshold"], "--set takes KEY=VALUE"),
+                       (["--score-threshold", "2"], "--score-threshold must be <= 1.0"),
+                       (["--resize", "squash"], "--resize must be one of"),
+                       (["--input-size", "big"], "--input-size must be WxH"),
+                       (["--family", "yolox"], "family 'yolox' (given) does not fit")]:
+        rc, out, err = run(capsys, "detect", fixed, img, *argv)
+        assert_user_error(rc, out, err, text)
+        assert "`" not in err and not re.search(r"\b[a-z_]+=\s", err), err
+
+
+def test_help_families_prints_the_reference(capsys):
+    from edgedl.detect.autoconfig import families_reference
+    rc, out, err = run(capsys, "detect", "--help-families")
+    assert rc == 0 and out == families_reference()
+    assert "### yolov8" in out and "`--strides 8,16,32`" in out
