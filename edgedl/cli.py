@@ -1,7 +1,7 @@
 """The ``edgedl`` command: detect objects, benchmark kernels and models, inspect a model.
 
   edgedl detect                       run the bundled demo (FastestDet on a bundled photo)
-  edgedl detect MODEL IMAGE ...       detect with your model (preset picked by file name,
+  edgedl detect MODEL IMAGE ...       detect with your model (configured from the model;
                                       or --preset / --family)
   edgedl bench [MODEL]                kernel x backend latency table, or a model's latency
   edgedl info [MODEL]                 a model's inputs, outputs, ops, parameters, FLOPs

@@ -1,6 +1,6 @@
 """Detector pipelines: preprocessing, per-family decoders, NMS, drawing.
 
->>> det = edgedl.Detector("fastestdet.onnx")              # preset picked by file name
+>>> det = edgedl.Detector("fastestdet.onnx")              # configured from the model
 >>> d = det("photo.jpg")                                   # Detections in original pixels
 >>> d.boxes, d.scores, d.class_ids, d.labels, d.keypoints
 
