@@ -148,12 +148,13 @@ class MTCNN:
     def _resized(self, image, width, height, round_u8=False):
         """uint8 RGB (h, w, 3) -> normalised float32 (height, width, 3) in the model's channel
         order: OpenCV's INTER_AREA (the reference's resize) on edgedl's separable resize
-        kernel: overlap-area weights on a shrinking axis, bilinear on a growing one."""
+        kernel (see _area_taps)."""
         from ..kernels import _dispatch
         cfg = self.config
         h0, w0 = image.shape[:2]
-        ih, wh = _area_taps(h0, height)
-        iw, ww = _area_taps(w0, width)
+        shrink = height <= h0 and width <= w0
+        ih, wh = _area_taps(h0, height, shrink)
+        iw, ww = _area_taps(w0, width, shrink)
         src = np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32)
         out = np.empty((1, 3, height, width), np.float32)
         _dispatch.impl("resize", "resize_taps", self.backend)(src, ih, wh, iw, ww, out)
@@ -324,17 +325,24 @@ class MTCNN:
                 f"{[self.config[k] for k in ('pnet_threshold', 'rnet_threshold', 'score_threshold')]})")
 
 
-def _area_taps(n_in, n_out):
-    """(indices, weights) (n_out, K) of one axis: OpenCV INTER_AREA's overlap weights when
-    shrinking (output o covers input [o * r, (o + 1) * r), r = n_in / n_out), bilinear with
-    half-pixel centres when growing."""
-    from ..kernels.resize import linear_taps
+def _area_taps(n_in, n_out, shrink):
+    """(indices, weights) (n_out, K) of one axis of OpenCV's INTER_AREA: overlap weights
+    (output o covers input [o * r, (o + 1) * r), r = n_in / n_out) when both axes shrink
+    (``shrink``), else its two-tap form (sx = floor(o * r), weight of sx + 1 the fractional
+    part of (o + 1) - (sx + 1) / r, 0 when that is <= 0 or at the last pixel)."""
     r = n_in / n_out
-    if r <= 1.0:
-        idx, wt = linear_taps((np.arange(n_out) + 0.5) * r - 0.5, n_in)
-        return np.ascontiguousarray(idx, np.int64), np.ascontiguousarray(wt, np.float32)
+    o = np.arange(n_out)
+    if not shrink:
+        sx = np.floor(o * r)
+        fx = (o + 1) - (sx + 1) / r
+        fx = np.where(fx <= 0, 0.0, fx - np.floor(fx))
+        last = sx >= n_in - 1
+        sx, fx = np.where(last, n_in - 1, sx).astype(np.int64), np.where(last, 0.0, fx)
+        idx = np.stack([sx, np.minimum(sx + 1, n_in - 1)], axis=1)
+        return np.ascontiguousarray(idx), np.ascontiguousarray(
+            np.stack([1 - fx, fx], axis=1), np.float32)
     k = int(math.ceil(r)) + 1
-    a = np.arange(n_out)[:, None] * r
+    a = o[:, None] * r
     i = np.floor(a) + np.arange(k)[None, :]
     wt = np.clip(np.minimum(a + r, i + 1) - np.maximum(a, i), 0, None) / r
     idx = np.minimum(i, n_in - 1).astype(np.int64)

