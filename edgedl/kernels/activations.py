@@ -140,7 +140,7 @@ def _softmax_like(name, x, dy, axis, out, backend):
 def _prelu_slope(x, slope):
     """(outer, C, inner) and slope as a contiguous (C,) array of x's dtype.
 
-    A 1-D slope of length x.shape[1] applies along axis 1 (DESIGN.md); anything else follows
+    A 1-D slope of length x.shape[1] applies along axis 1 (the public API contract); anything else follows
     ONNX PRelu's unidirectional (NumPy, right-aligned) broadcasting to x.
     """
     if not (type(slope) is np.ndarray and slope.dtype is x.dtype):
