@@ -232,11 +232,15 @@ def test_info_reads_metadata_and_warns_on_label_count(capsys, tmp_path):
 @needs_onnx
 def test_config_errors_name_flags_not_keywords(capsys, tmp_path):
     img = cli.DEMO_IMAGE
-    db = _small_model(tmp_path / "text.onnx", ["N", 1, "H", "W"])
-    rc, out, err = run(capsys, "detect", db, img)
+    grid = _small_model(tmp_path / "grid.onnx", ["N", 7, "h", "w"])    # FastestDet-like
+    rc, out, err = run(capsys, "detect", grid, img)
     assert_user_error(rc, out, err, "give --input-size WxH")
-    rc, out, err = run(capsys, "detect", db, img, "--input-size", "64x48", "--json",
+    rc, out, err = run(capsys, "detect", grid, img, "--input-size", "64x48", "--json",
                        "--backend", "numpy")
+    assert rc == 0, err
+    assert json.loads(out)["family"] == "fastestdet"
+    db = _small_model(tmp_path / "text.onnx", ["N", 1, "H", "W"])     # sized per image
+    rc, out, err = run(capsys, "detect", db, img, "--json", "--backend", "numpy")
     assert rc == 0, err
     assert json.loads(out)["family"] == "db"
     fixed = _small_model(tmp_path / "f.onnx", [1, 1, 64, 64], in_shape=(1, 3, 64, 64))

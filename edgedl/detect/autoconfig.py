@@ -695,6 +695,13 @@ class Config:
     num_classes: int = None
     metadata: dict = field(default_factory=dict)
     preset_name: str = None
+    per_image_size: tuple = None   # (longest-side limit, multiple): input sized per image
+
+
+#: families whose reference code sizes each image itself, used when the model's input is
+#: symbolic and nothing fixes it: (longest side at most, both sides a multiple of) —
+#: PaddleOCR's DB det (det_limit_side_len 960, det_limit_type "max", multiples of 32)
+PER_IMAGE_SIZE = {"db": (960, 32)}
 
 
 def bundled_preset_for(facts):
@@ -786,7 +793,11 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
     for k, v in (overrides or {}).items():
         put(k, v, "user")
     cfg["family"] = fam
-    if cfg["input_width"] is None or cfg["input_height"] is None:
+    per_image = None
+    if (cfg["input_width"] is None and cfg["input_height"] is None and fam in PER_IMAGE_SIZE
+            and facts.width is None):
+        per_image = PER_IMAGE_SIZE[fam]
+    elif cfg["input_width"] is None or cfg["input_height"] is None:
         raise ValidationError(
             f"model {facts.name}: input {facts.input_name!r} has a symbolic size "
             f"{facts.input_shape} and nothing in the model fixes it: give `input_width` and "
@@ -800,7 +811,7 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
     cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
                             facts, key)
     return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
-                  p.get("name"))
+                  p.get("name"), per_image)
 
 
 def _labels(value, origin, preset_dir, num_classes, facts, meta_key):
@@ -887,7 +898,9 @@ _RULE_TEXT = {
     "scrfd": "per stride score (N, 1), bbox (N, 4) [and kps (N, 10)], 1 or 2 anchors per cell.",
     "centernet": "heatmap (1, C, H/4, W/4) + scale (1, 2, ..) + offset (1, 2, ..) "
                  "[+ landmarks (1, 10, ..)].",
-    "db": "one (1, 1, H, W) map the size of the input.",
+    "db": "one (1, 1, H, W) map the size of the input. With a symbolic input and no "
+          "`--input-size`, each image is fed at its own size, as PaddleOCR does: longest "
+          "side at most 960, both sides rounded to multiples of 32.",
 }
 
 

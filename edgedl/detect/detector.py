@@ -21,6 +21,11 @@ def _bgr_to_rgb(image):
     return image                        # grey: no order; load_image checks the rest
 
 
+def _fed_size(x, layout):
+    """(width, height) of a network input tensor."""
+    return (x.shape[3], x.shape[2]) if layout == "nchw" else (x.shape[2], x.shape[1])
+
+
 def _sane(cand):
     """Drop candidates with a non-finite box or score; order each box's corners."""
     ok = np.isfinite(cand.scores) & np.isfinite(cand.boxes).all(axis=1)
@@ -121,6 +126,7 @@ class Detector:
         self.config, self.sources = conf.settings, conf.sources
         self.family, self.family_reason = conf.family, conf.reason
         self.num_classes, self.metadata = conf.num_classes, conf.metadata
+        self.per_image_size = conf.per_image_size
         self.labels = self.config["labels"]
         self._decode = decoder(self.family)
         self._setup_io(facts)
@@ -138,6 +144,7 @@ class Detector:
         shape = list(inp.shape or [])
         if len(shape) != 4:
             raise ModelError(f"input {inp.name!r} must be a 4-D image tensor, got shape {shape}")
+        # None: a symbolic input sized per image by the family's reference rule (db)
         self.height, self.width = cfg["input_height"], cfg["input_width"]
         fixed = lambda d: isinstance(d, (int, np.integer)) and d > 0
         self.batch = int(shape[0]) if fixed(shape[0]) else None      # None: any batch
@@ -145,19 +152,35 @@ class Detector:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     # ------------------------------------------------------------------ pipeline steps
+    def input_size(self, image):
+        """(width, height) of the network input for an H×W×3 image: the configured size, or
+        for a symbolic input that nothing fixes, the family's per-image rule (PaddleOCR's
+        DB: longest side at most ``limit``, both sides rounded to a multiple)."""
+        if self.per_image_size is None:
+            return self.width, self.height
+        limit, mult = self.per_image_size
+        h, w = image.shape[:2]
+        r = min(1.0, limit / max(h, w))
+        return (max(mult, int(round(int(w * r) / mult) * mult)),
+                max(mult, int(round(int(h * r) / mult) * mult)))
+
     def preprocess(self, image, out=None):
         """One image -> (input tensor with batch axis 1, Transform); written into ``out`` if
         given (an array of the input's shape and dtype)."""
         cfg = self.config
-        return to_input(load_image(image), self.width, self.height, cfg["resize"],
+        image = load_image(image)
+        width, height = self.input_size(image)
+        return to_input(image, width, height, cfg["resize"],
                         cfg["placement"], cfg["pad_value"], cfg["channel_order"], cfg["scale"],
                         cfg["mean"], cfg["std"], cfg["layout"], self.dtype, out=out,
                         backend=self.backend)
 
-    def postprocess(self, outputs, transform):
-        """Outputs of one image (batch axis removed) -> Detections in original pixels."""
+    def postprocess(self, outputs, transform, size=None):
+        """Outputs of one image (batch axis removed) -> Detections in original pixels;
+        ``size`` the (width, height) the image was fed at (default: the configured size)."""
         cfg = self.config
-        cand = self._decode(outputs, self.output_names, cfg, self.width, self.height)
+        width, height = size or (self.width, self.height)
+        cand = self._decode(outputs, self.output_names, cfg, width, height)
         cand = _sane(cand)
         keep = self._nms(cand)
         boxes = transform.boxes_to_original(cand.boxes[keep], cfg["clip"])
@@ -209,7 +232,7 @@ class Detector:
             images = [_bgr_to_rgb(im) for im in images]
         pre = [self.preprocess(im) for im in images]
         t1 = time.perf_counter()
-        if self.batch == 1 or len(pre) <= 1:
+        if self.batch == 1 or len(pre) <= 1 or self.per_image_size is not None:
             runs = [self._run(x) for x, _ in pre]
             per_image = [[o[0] if o.ndim >= 3 else o for o in outs] for outs in runs]
         else:
@@ -223,7 +246,8 @@ class Detector:
                 outs = self._run(np.concatenate(chunk))
                 per_image += [[o[i] if o.ndim >= 3 else o for o in outs] for i in range(n)]
         t2 = time.perf_counter()
-        res = [self.postprocess(outs, t) for outs, (_, t) in zip(per_image, pre)]
+        res = [self.postprocess(outs, t, _fed_size(x, self.config["layout"]))
+               for outs, (x, t) in zip(per_image, pre)]
         t3 = time.perf_counter()
         self.timings = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}
         return res
@@ -235,6 +259,7 @@ class Detector:
         return draw_detections(img, self(img) if detections is None else detections)
 
     def __repr__(self):
-        return (f"Detector(family={self.family!r}, input={self.width}x{self.height}, "
+        size = f"{self.width}x{self.height}" if self.width else "per image"
+        return (f"Detector(family={self.family!r}, input={size}, "
                 f"score_threshold={self.config['score_threshold']}, "
                 f"iou_threshold={self.config['iou_threshold']})")

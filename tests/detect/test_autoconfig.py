@@ -209,12 +209,39 @@ def test_symbolic_size_from_metadata_rows_or_the_user():
     assert (conf.settings["input_width"], conf.settings["input_height"]) == (64, 64)
     assert conf.sources["input_width"] == "model"
     # nothing fixes it: ask, naming the setting (the CLI names its flag)
-    m = make_model([("prob", [1, 1, "H2", "W2"], "sigmoid")], input_shape=sym)
+    m = make_model([("scores", [1, "N", 3], "softmax"), ("boxes", [1, "N", 4], "exp")],
+                   input_shape=sym)
     with pytest.raises(ValidationError, match="symbolic size") as e:
         autoconfig.configure(facts_of(m))
     assert "--input-size WxH" in autoconfig.cli_message(str(e.value))
     conf = autoconfig.configure(facts_of(m), overrides={"input_width": 96, "input_height": 64})
-    assert conf.family == "db" and conf.sources["input_width"] == "user"
+    assert conf.family == "ssd" and conf.sources["input_width"] == "user"
+    # DB text detection sizes each image itself (PaddleOCR's rule), unless a size is given
+    db = make_model([("prob", [1, 1, "H2", "W2"], "sigmoid")], input_shape=sym)
+    conf = autoconfig.configure(facts_of(db))
+    assert conf.family == "db" and conf.per_image_size == (960, 32)
+    assert conf.settings["input_width"] is None
+    conf = autoconfig.configure(facts_of(db), overrides={"input_width": 96, "input_height": 64})
+    assert conf.per_image_size is None
+
+
+def test_db_input_sized_per_image():
+    mb = make_model([("prob", [1, 1, "H2", "W2"], "sigmoid")], input_shape=("N", 3, "H", "W"))
+    fed = []
+
+    class Sess(FakeSession):
+        def run(self, names, feed):
+            x = next(iter(feed.values()))
+            fed.append(x.shape)
+            return [np.zeros((x.shape[0], 1) + x.shape[2:], np.float32)]
+
+    det = Detector(mb, session=Sess(mb, None))
+    assert det.width is None and "per image" in repr(det)
+    out = det([np.zeros((400, 600, 3), np.uint8), np.zeros((1000, 2000, 3), np.uint8)])
+    assert len(out) == 2
+    # PaddleOCR DetResizeForTest (limit 960, "max", Python's round: 12.5 -> 12):
+    # 600x400 -> 608x384; 2000x1000 -> 960x480
+    assert fed == [(1, 3, 384, 608), (1, 3, 480, 960)]
 
 
 def test_layout_and_input_from_the_declared_input():
