@@ -375,7 +375,9 @@ def build_graph(proto, supported):
         attrs = {a.name: attr_value(a) for a in n.attribute}
         node = Node(n.op_type, n.input, n.output, attrs, n.name or f"{n.op_type}_{i}",
                     n.domain)
-        if node.domain not in DEFAULT_DOMAINS or node.op_type not in supported:
+        # an op type onnx does not define (e.g. edgedl's internal Silu) is not supported
+        if node.domain not in DEFAULT_DOMAINS or node.op_type not in supported or \
+                not onnx.defs.has(node.op_type):
             key = node.op_type if node.domain in DEFAULT_DOMAINS else \
                 f"{node.domain}.{node.op_type}"
             unsupported.setdefault(key, []).append(n.name)
@@ -383,6 +385,12 @@ def build_graph(proto, supported):
         nodes.append(node)
     if unsupported:
         raise UnsupportedOpsError(unsupported)
+    for n in nodes:
+        if not onnx.defs.has(n.op_type, opset, ""):
+            first = next((v for v in range(opset + 1, onnx.defs.onnx_opset_version() + 1)
+                          if onnx.defs.has(n.op_type, v, "")), "a later version")
+            raise ModelError(f"{_node_label(n)}: {n.op_type} is not in ai.onnx opset {opset} "
+                             f"(the model's); it was introduced in opset {first}")
     _check_unique(g, nodes)
 
     # Constant nodes become constants (real exports keep weights there).

@@ -136,6 +136,10 @@ HOSTILE = [
     ("matmul_inner", lambda: _model([helper.make_node("MatMul", ["x", "b"], ["y"], name="m")],
                                     [("b", _w(7, 2))], inputs=[_vi("x", ["n", 4, 3])]),
      ModelError, r"node 'm' \(MatMul\): inner dimensions of A \[None, 4, 3\] and B \[7, 2\]"),
+    ("op_newer_than_opset", lambda: _model([helper.make_node("HardSwish", ["x"], ["y"],
+                                                             name="hs")], opset=13),
+     ModelError, r"node 'hs' \(HardSwish\): HardSwish is not in ai.onnx opset 13 \(the "
+                 r"model's\); it was introduced in opset 14"),
     ("dangling", lambda: _model([helper.make_node("Add", ["x", "nope"], ["y"], name="a")]),
      ModelError, r"node 'a' \(Add\) reads \['nope'\], which no node"),
     ("cycle", lambda: _model([helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
