@@ -87,6 +87,15 @@ KEYS = {
     "min_size": ("db: drop text boxes with a shorter side (pixels)", "N"),
     "dilate": ("db: dilate the text mask by 2x2 first", "true|false"),
     "max_candidates": ("db: at most this many text regions", "N"),
+    "swap_xy": ("mtcnn: the models see transposed images (the reference's convention)",
+                "true|false"),
+    "min_face_size": ("mtcnn: smallest face in pixels (sets the pyramid's first scale)", "PX"),
+    "scale_factor": ("mtcnn: scale between pyramid levels", "F"),
+    "pnet_threshold": ("mtcnn: P-Net face probability threshold", "T"),
+    "pnet_nms": ("mtcnn: NMS IoU within one pyramid level", "T"),
+    "pnet_merge_nms": ("mtcnn: NMS IoU over all levels' P-Net boxes", "T"),
+    "rnet_threshold": ("mtcnn: R-Net face probability threshold", "T"),
+    "rnet_nms": ("mtcnn: NMS IoU after the R-Net", "T"),
 }
 
 #: metadata keys read (ONNX metadata_props)
@@ -283,6 +292,8 @@ def metadata_labels(meta):
             continue
         if isinstance(v, (list, tuple)):
             return [str(x) for x in v], key
+        if key == "names":                 # Ultralytics writes a dict literal: nothing else
+            continue
         sep = "\n" if "\n" in text else ","
         names = [s.strip() for s in text.split(sep) if s.strip()]
         if names:
@@ -508,7 +519,9 @@ def _gfl_per_level(f, family, nb):
     """GFL heads with outputs per stride: class scores (N, C) and box bins (N, 4 * bins) per
     level. NanoDet-m names them cls_pred_stride_8 / dis_pred_stride_8 and has 3 levels;
     PaddleDetection's PicoDet has 4 and Paddle tensor names. Three unnamed levels fit both."""
-    groups = _per_level(f, {})
+    groups = _per_level(f)
+    if groups and family == "nanodet" and len(groups) == len(f.outputs) >= 3:
+        return _nanodet_merged_levels(f, groups, nb)
     if not groups or len(groups) < 3 or len(f.outputs) != 2 * len(groups):
         return None
     ncls = set()
@@ -521,8 +534,7 @@ def _gfl_per_level(f, family, nb):
     if strides is None or len(ncls) != 1:
         return None
     nanodet_names = any("stride" in o.name.lower() for o in f.outputs)
-    fits = (family == "nanodet" if nanodet_names else
-            True if len(groups) == 3 else family == "picodet")
+    fits = family == "nanodet" if nanodet_names else (len(groups) == 3 or family == "picodet")
     if not fits:
         return None
     st = {"strides": strides}
@@ -537,10 +549,22 @@ def _gfl_per_level(f, family, nb):
                          f"(N, {min(ncls)}) and GFL box bins (N, {nb})", st, min(ncls))
 
 
-def _per_level(f, groups):
+def _nanodet_merged_levels(f, groups, nb):
+    """NanoDet-m exported with one (N_s, C + 4 * bins) output per stride."""
+    dims = {o.shape[1] for o in f.outputs}
+    strides = _level_strides(f, groups, 1)
+    if len(dims) != 1 or min(dims) <= nb or strides is None:
+        return None
+    c = min(dims) - nb
+    return Match("nanodet", f"{len(f.outputs)} outputs, per stride {strides} class scores and "
+                            f"GFL box bins merged (N, {c} + {nb})", {"strides": strides}, c)
+
+
+def _per_level(f):
     """Group rank-2 outputs by row count -> {rows: [Output]}, or None if any is not (N, D)."""
     if any(len(o.shape) != 2 or not _ints(o.shape) for o in f.outputs):
         return None
+    groups = {}
     for o in f.outputs:
         groups.setdefault(o.shape[0], []).append(o)
     return groups
@@ -562,7 +586,7 @@ def _rule_picodet(f):
 
 
 def _rule_yunet(f):
-    groups = _per_level(f, {})
+    groups = _per_level(f)
     if not groups or len(f.outputs) != 4 * len(groups):
         return None
     for outs in groups.values():
@@ -577,7 +601,7 @@ def _rule_yunet(f):
 
 
 def _rule_scrfd(f):
-    groups = _per_level(f, {})
+    groups = _per_level(f)
     if not groups or len(f.outputs) not in (2 * len(groups), 3 * len(groups)):
         return None
     for outs in groups.values():
@@ -857,8 +881,8 @@ def families_reference():
         lines.append("")
         lines.append(doc or "(no description)")
         lines.append("")
-        lines.append("Recognised from the model: " + (
-            _RULE_TEXT.get(fam, "yes.") if rule else f"no (give `--family {fam}`)."))
+        lines.append("Recognised from the model: " + _RULE_TEXT.get(
+            fam, "yes." if rule else f"no (give `--family {fam}`)."))
         lines.append("")
         own = {k: v for k, v in decoders.family_defaults(fam).items()
                if k not in decoders.COMMON_DEFAULTS or decoders.COMMON_DEFAULTS[k] != v}
@@ -898,6 +922,8 @@ _RULE_TEXT = {
     "scrfd": "per stride score (N, 1), bbox (N, 4) [and kps (N, 10)], 1 or 2 anchors per cell.",
     "centernet": "heatmap (1, C, H/4, W/4) + scale (1, 2, ..) + offset (1, 2, ..) "
                  "[+ landmarks (1, 10, ..)].",
+    "mtcnn": "no: a cascade of three models (P-, R-, O-Net), given together as "
+             "`Detector([pnet, rnet, onet])`.",
     "db": "one (1, 1, H, W) map the size of the input. With a symbolic input and no "
           "`--input-size`, each image is fed at its own size, as PaddleOCR does: longest "
           "side at most 960, both sides rounded to multiples of 32.",

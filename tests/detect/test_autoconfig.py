@@ -109,6 +109,8 @@ LAYOUTS = {
     "yolov5_fastestv2_rows": [("r16", [48, 7], "raw"), ("r32", [12, 7], "raw")],
     "yolov8": [("output0", [1, 6, 84], "dfl")],
     "nanodet": [("output", [1, 85, 34], ["sigmoid", "raw"])],
+    "nanodet_m_levels": [(f"out_{s}", [n, 34], ["sigmoid", "raw"])
+                         for s, n in ((8, 64), (16, 16), (32, 4))],
     "picodet": [(f"{r}_{s}", [1, n, d], "sigmoid" if r == "cls" else "raw")
                 for s, n in ((8, 64), (16, 16), (32, 4), (64, 1))
                 for r, d in (("cls", 2), ("reg", 32))],
@@ -124,7 +126,7 @@ LAYOUTS = {
 FAMILY_OF = {k: k.split("_")[0] for k in LAYOUTS}
 ANCHORS2 = {"anchors": [[12, 18, 37, 49, 52, 132], [115, 73, 119, 199, 242, 238]]}
 CLASSES = {"fastestdet": 2, "ssd": 2, "yolox": 2, "yolov5": 2, "yolov5_per_stride": 2,
-           "yolov5_fastestv2_rows": 2, "yolov8": 2, "nanodet": 2, "picodet": 2, "yunet": 1,
+           "yolov5_fastestv2_rows": 2, "yolov8": 2, "nanodet": 2, "nanodet_m_levels": 2, "picodet": 2, "yunet": 1,
            "scrfd": 1, "centernet": 1, "db": 1}
 
 
@@ -266,7 +268,7 @@ def test_ultralytics_metadata_gives_labels_and_refuses_other_tasks():
 def test_metadata_is_parsed_never_evaluated(tmp_path):
     marker = tmp_path / "ran"
     evil = {"names": f"__import__('pathlib').Path({str(marker)!r}).touch()", "imgsz": "[64]"}
-    labels, key = autoconfig.metadata_labels(evil)
+    assert autoconfig.metadata_labels(evil) == (None, None)     # not a literal: ignored
     assert not marker.exists()
     assert autoconfig.metadata_labels({"character": "a\nb\nc"}) == (["a", "b", "c"],
                                                                      "character")
