@@ -34,43 +34,57 @@ def single_threaded_blas():
 class _Job:
     """One GEMM split along one side of the output; threads calling run() take chunks of it
     until none is left. Chunks are guided (remaining / threads, then smaller, >= ``least``):
-    few BLAS calls (each split costs some efficiency) yet a balanced end. Their sequence is
-    fixed by (size, least, threads) alone, so the result is too (see the module note)."""
+    few BLAS calls (each split costs some efficiency) yet a balanced end. While no helper has
+    turned up (all cores busy elsewhere), the caller claims everything left at once, so it
+    never waits for a late helper; it still computes that rest chunk by chunk on the same
+    edges (see the module note)."""
     __slots__ = ("a", "b", "out", "by_cols", "size", "least", "threads", "pos", "busy",
-                 "lock", "done", "error")
+                 "helped", "lock", "done", "error")
 
     def __init__(self, a, b, out, by_cols, size, least, threads):
         self.a, self.b, self.out, self.by_cols = a, b, out, by_cols
         self.size, self.least, self.threads = size, least, threads
         self.pos = self.busy = 0
+        self.helped = False
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.error = None
 
-    def _take(self, align):
+    def _edge(self, s, align):
+        """The end of the chunk starting at ``s``: a function of (s, size, least, threads)
+        only, never of which thread asks or when."""
+        rest = self.size - s
+        want = max(self.least, -(-rest // self.threads // align) * align)
+        return self.size if rest - want < self.least else s + want
+
+    def _take(self, caller, align):
         with self.lock:
+            if not caller:
+                self.helped = True
             s = self.pos
-            rest = self.size - s
-            if rest <= 0:
+            if s >= self.size:
                 return None
-            want = max(self.least, -(-rest // self.threads // align) * align)
-            e = self.size if rest - want < self.least else s + want
+            e = self.size if caller and s and not self.helped else self._edge(s, align)
             self.pos = e
             self.busy += 1
-        return slice(s, e)
+        return s, e
 
-    def run(self):
+    def run(self, caller=False):
         a, b, out = self.a, self.b, self.out
         align = _ALIGN if self.by_cols else 4
         while True:
-            s = self._take(align)
-            if s is None:
+            got = self._take(caller, align)
+            if got is None:
                 return
+            s, end = got
             try:
-                if self.by_cols:
-                    np.matmul(a, b[:, s], out=out[:, s])
-                else:
-                    np.matmul(a[s], b, out=out[s])
+                while s < end:
+                    edge = self._edge(s, align)
+                    if self.by_cols:
+                        np.matmul(a, b[:, s:edge], out=out[:, s:edge])
+                    else:
+                        np.matmul(a[s:edge], b, out=out[s:edge])
+                    s = edge
             except BaseException as e:    # re-raised in the calling thread
                 self.error = e
             with self.lock:
@@ -141,7 +155,7 @@ def matmul_into(a, b, out, threads=None):
         return out
     job = _Job(a, b, out, by_cols, size, least, t)
     _pool.submit(job, min(t, size // least) - 1)
-    job.run()                # the caller works too
+    job.run(caller=True)
     job.done.wait()
     if job.error is not None:
         raise job.error
