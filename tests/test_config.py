@@ -413,3 +413,27 @@ def test_shared_session_is_deterministic_across_threads(backend):
     assert not errors and len(got) == 15
     assert all(np.array_equal(g, want) for g in got), \
         [float(np.abs(g - want).max()) for g in got]
+
+
+@pytest.mark.parametrize("shape", [(32, 288, 6400), (96, 27, 4096), (2048, 64, 40)])
+def test_gemm_split_same_bits_whoever_computes_it(shape, monkeypatch):
+    """The two extreme schedules of a 2-thread GEMM give the same bits: the caller alone (no
+    helper ever comes) and a helper that takes every chunk before the caller starts."""
+    from edgedl.kernels import _gemm
+    m, k, n = shape
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    outs = []
+
+    def helper_first(job, helpers):
+        t = threading.Thread(target=job.run)
+        t.start()
+        t.join()
+    for submit in (lambda job, helpers: None, helper_first):
+        monkeypatch.setattr(_gemm._pool, "submit", submit)
+        out = np.empty((m, n), np.float32)
+        _gemm.matmul_into(a, b, out, threads=2)
+        outs.append(out)
+    np.testing.assert_allclose(outs[0], a @ b, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(outs[0], outs[1])
