@@ -188,3 +188,23 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     os.symlink(other, target)
     cli._save_atomic(im, str(target))
     assert other.read_bytes() == b"not mine" and not os.path.islink(target)
+
+
+# ----------------------------------------------------------------------------- images
+@needs_onnx
+def test_16_bit_png_and_bomb_from_the_command_line(capsys, tmp_path, monkeypatch):
+    """A 16-bit PNG was read as an all-white image (0 detections, no warning); an image above
+    Pillow's decompression-bomb limit ended in a traceback."""
+    grey = np.asarray(Image.open(cli.DEMO_IMAGE).convert("L"), np.uint16) * 257
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    Image.open(cli.DEMO_IMAGE).convert("L").save(tmp_path / "flat.png")
+    res = _detect_json(capsys, tmp_path / "deep.png", tmp_path / "flat.png")
+    assert res[0]["detections"] and res[0]["detections"] == res[1]["detections"]
+    # the limit lowered so that a 100x100 image is a "bomb" (tests/detect has a real one)
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    rc, out, err = run(capsys, "detect", str(tmp_path / "bomb.png"), "--out", str(tmp_path))
+    assert rc == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "bomb.png" in lines[0] and "10,000 pixels" in lines[0], err
