@@ -126,6 +126,67 @@ def _input(x, backend):
     return x, backend
 
 
+def _trim_axis(n, k, s, pb, d, o):
+    """Taps [i0, i1] of a k-tap axis that can read one of the n inputs for some of the o
+    outputs (tap i of output j reads j*s - pb + i*d); (i0, i1) with i1 = i0 if none can."""
+    i0 = max(0, -((-(pb - (o - 1) * s)) // d))      # ceil((pb - (o-1)*s) / d)
+    i1 = min(k - 1, (n - 1 + pb) // d)
+    return i0, max(i0, i1)
+
+
+def _axis_counts(n, k, s, pb, pe, d, o):
+    """Per output: taps inside the image, and inside the padded extent [-pb, n + pe)."""
+    j = np.arange(o, dtype=np.int64) * s
+    lo = np.clip(-((-(pb - j)) // d), 0, k)                # first tap at or after row 0
+    hi = np.clip((n - 1 + pb - j) // d + 1, 0, k)          # one past the last tap before n
+    padded = np.clip(-((-(n + pb + pe - j)) // d), 0, k)   # taps before n + pe
+    return np.maximum(hi - lo, 0), padded
+
+
+def _trim_taps(hw, ks, st, pd, dl, out_hw, count_include_pad=False):
+    """The windows cut down to the taps that can read the image: a hostile kernel_shape
+    (up to 2**31 - 1 with SAME padding) would otherwise cost every backend a loop (and numba
+    a buffer) over all its taps, nearly all of them in the padding. MaxPool and an
+    AveragePool that divides by the in-image count are unchanged by dropping taps that
+    never read the image; with count_include_pad the divisor counts padded taps too, so the
+    trimmed pool divides by the in-image count and ``scale`` (in-image / padded count per
+    output, or None) corrects it. -> (((start, length) of H, of W) of x to read, kernel,
+    pads, scale or None). Ordinary pools (every tap reads the image) come back unchanged."""
+    crop, kernel, pads, trimmed = [], [], list(pd), False
+    for a in range(2):
+        n, k, s, d, o = hw[a], ks[a], st[a], dl[a], out_hw[a]
+        i0, i1 = _trim_axis(n, k, s, pd[a], d, o)
+        if i0 == 0 and i1 == k - 1:
+            crop.append((0, n)), kernel.append(k)
+            continue
+        trimmed = True
+        pb = pd[a] - i0 * d          # the trimmed window's first tap
+        start = max(0, -pb)          # a first tap inside the image: read from there
+        pb, kt = max(0, pb), i1 - i0 + 1
+        crop.append((start, n - start)), kernel.append(kt)
+        pads[a] = pb
+        pads[a + 2] = max(0, (o - 1) * s + (kt - 1) * d + 1 - (n - start) - pb)
+    if not trimmed:
+        return tuple(crop), ks, pd, None
+    scale = None
+    if count_include_pad:
+        (vh, ph), (vw, pw) = (_axis_counts(hw[a], ks[a], st[a], pd[a], pd[a + 2], dl[a],
+                                           out_hw[a]) for a in range(2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fh = np.where(vh > 0, vh / np.maximum(ph, 1), 0.0)
+            fw = np.where(vw > 0, vw / np.maximum(pw, 1), 0.0)
+        scale = fh[:, None] * fw[None, :]      # float64; multiplied into x's dtype
+    return tuple(crop), tuple(kernel), tuple(pads), scale
+
+
+def _crop(x, crop):
+    """x's (H, W) window ((start, length), (start, length)), contiguous as the kernels read."""
+    (r0, rn), (c0, cn) = crop
+    if (r0, rn, c0, cn) == (0, x.shape[2], 0, x.shape[3]):
+        return x
+    return np.ascontiguousarray(x[:, :, r0:r0 + rn, c0:c0 + cn])
+
+
 def _finish(out, buf):
     if buf is not out:
         out[...] = buf
@@ -154,7 +215,8 @@ def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
                                        ceil_mode, auto_pad)
     out, buf = _target(out, x.shape[:2] + out_hw, x)
     if buf.size:
-        _dispatch.impl("pooling", "max_pool2d", backend)(x, ks, st, pd, dl, buf)
+        crop, ks, pd, _ = _trim_taps(x.shape[2:], ks, st, pd, dl, out_hw)
+        _dispatch.impl("pooling", "max_pool2d", backend)(_crop(x, crop), ks, st, pd, dl, buf)
     return _finish(out, buf)
 
 
@@ -175,7 +237,11 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
         (h, w), pd = _avg_extent(x.shape[2:], pd)
         x = np.ascontiguousarray(x[:, :, :h, :w])
     if buf.size:
-        _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl, cip, buf)
+        crop, ks, pd, scale = _trim_taps(x.shape[2:], ks, st, pd, dl, out_hw, cip)
+        _dispatch.impl("pooling", "avg_pool2d", backend)(_crop(x, crop), ks, st, pd, dl,
+                                                        cip and scale is None, buf)
+        if scale is not None:
+            buf *= scale
     return _finish(out, buf)
 
 
@@ -194,11 +260,16 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
     ks, st, pd, dl, out_hw = _geometry(x_shape, kernel_shape, strides, pads, dilations,
                                        ceil_mode, auto_pad)
     oshape = x_shape[:2] + out_hw
-    name, extra, crop = "max_pool2d", (), None
+    name, extra, hw = "max_pool2d", (), x_shape[2:]
+    cip = kind == "avg" and _flag(count_include_pad, "count_include_pad")
+    if kind == "avg" and (pd[2] < 0 or pd[3] < 0):
+        hw, pd = _avg_extent(hw, pd)
+    crop, ks, pd, scale = _trim_taps(hw, ks, st, pd, dl, out_hw, cip)
+    crop = ((crop[0][0], crop[0][0] + crop[0][1]), (crop[1][0], crop[1][0] + crop[1][1]))
+    if crop == ((0, x_shape[2]), (0, x_shape[3])):
+        crop = None
     if kind == "avg":
-        name, extra = "avg_pool2d", (_flag(count_include_pad, "count_include_pad"),)
-        if pd[2] < 0 or pd[3] < 0:
-            crop, pd = _avg_extent(x_shape[2:], pd)
+        name, extra = "avg_pool2d", (cip and scale is None,)
 
     def run(x, out=None):
         V.check_planned(x, x_shape, dtype)
@@ -206,10 +277,12 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
         if y.size:
             bk = _config.resolve_backend(backend)
             if crop is not None:
-                x = x[:, :, :crop[0], :crop[1]]
+                x = x[:, :, crop[0][0]:crop[0][1], crop[1][0]:crop[1][1]]
             if not x.flags.c_contiguous or (bk == "numba" and not x.flags.writeable):
                 x = np.array(x, order="C")      # see _input
             _dispatch.impl("pooling", name, bk)(x, ks, st, pd, dl, *extra, y)
+            if scale is not None:
+                y *= scale
         return y
     run.out_shape = oshape
     return run
