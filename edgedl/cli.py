@@ -215,12 +215,15 @@ def _check_options(args):
             _config_kw(args)
         except EdgeDLError as e:
             raise UsageError(_one_line(e)) from None
-    paths = getattr(args, "paths", None) or []
-    model = getattr(args, "model", None) or \
-        (paths[0] if paths and paths[0].lower().endswith(".onnx") else None)
-    if model is not None and not os.path.isfile(model):
-        raise UsageError(f"model not found: {model}" if not os.path.exists(model) else
-                         f"model {model} is not a file")
+    models = [args.model] if getattr(args, "model", None) else []
+    for path in getattr(args, "paths", None) or []:     # detect: the leading .onnx paths
+        if not path.lower().endswith(".onnx"):
+            break
+        models.append(path)
+    for model in models:
+        if not os.path.isfile(model):
+            raise UsageError(f"model not found: {model}" if not os.path.exists(model) else
+                             f"model {model} is not a file")
     out = getattr(args, "out", None)
     if out is not None and os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out}: exists and is not a folder")
