@@ -4,7 +4,8 @@ Run: pytest benchmarks/bench_detect.py --benchmark-only [-k yunet]
 
 For each of the four shared models, and the PP-OCRv4 text detector (``db`` family, 736x736:
 the short side PP-OCR resizes to) when rapidocr-onnxruntime is installed, on astronaut.png
-(512x512, decoded once, so PNG decoding is not counted): ``preprocess`` (resize + normalise), ``postprocess`` (decode + NMS + mapping
+(512x512, decoded once, so PNG decoding is not counted): ``preprocess`` (resize +
+normalise), ``postprocess`` (decode + NMS + mapping
 back, on stored outputs), and the whole pipeline ``end_to_end`` on each edgedl backend and on
 onnxruntime as the peer (same Detector, session injected). One thread everywhere.
 The closing table gives medians, the pre+post share of end-to-end time (target: <= 20 %,

@@ -321,8 +321,8 @@ class MTCNN:
         return draw_detections(img, self(img) if detections is None else detections)
 
     def __repr__(self):
-        return (f"MTCNN(min_face_size={self.config['min_face_size']}, thresholds="
-                f"{[self.config[k] for k in ('pnet_threshold', 'rnet_threshold', 'score_threshold')]})")
+        t = [self.config[k] for k in ("pnet_threshold", "rnet_threshold", "score_threshold")]
+        return f"MTCNN(min_face_size={self.config['min_face_size']}, thresholds={t})"
 
 
 def _area_taps(n_in, n_out, shrink):

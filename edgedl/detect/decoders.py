@@ -450,8 +450,9 @@ def decode_gfl(outputs, names, cfg, width, height):
     all strides (NanoDet-Plus, NanoDet-m merged export), per-stride cls (N_s, C) and reg
     (N_s, 4*(reg_max+1)) (NanoDet-m's cls_pred_stride_8 / dis_pred_stride_8, PicoDet without
     post-process), or per-stride merged (N_s, C + 4*(reg_max+1)). ``strides`` that cannot be
-    the outputs' (their grids do not add up to the rows) are deduced from the row counts. Centres are (grid + center_offset) * stride; for ``nanodet`` a
-    ``center_offset`` of None follows the ``generation`` (see :func:`nanodet_generation`)."""
+    the outputs' (their grids do not add up to the rows) are deduced from the row counts.
+    Centres are (grid + center_offset) * stride; for ``nanodet`` a ``center_offset`` of None
+    follows the ``generation`` (see :func:`nanodet_generation`)."""
     nb = cfg["reg_max"] + 1
     cls, reg, strides, per_level = _gfl_layout(outputs, cfg, width, height)
     offset = cfg["center_offset"]

@@ -462,7 +462,8 @@ def test_db_synthetic_map(backend):
     prob[0, 0, 10:16, 8:60] = 0.9                 # a text line: 52 x 6 pixels
     yy, xx = np.mgrid[0:h, 0:w]                   # a slanted one (~20 degrees)
     t = np.deg2rad(20)
-    u, v = (xx - 60) * np.cos(t) + (yy - 40) * np.sin(t), -(xx - 60) * np.sin(t) + (yy - 40) * np.cos(t)
+    u = (xx - 60) * np.cos(t) + (yy - 40) * np.sin(t)
+    v = -(xx - 60) * np.sin(t) + (yy - 40) * np.cos(t)
     prob[0, 0][(np.abs(u) <= 20) & (np.abs(v) <= 4)] = 0.8
     prob[0, 0, 55, 5] = 0.99                      # a speck: too small
     prob[0, 0, 58:62, 70:90] = 0.4                # weak: mean below the box threshold
