@@ -62,8 +62,9 @@ def _parser():
 
     d = sub.add_parser("detect", help="detect objects in images (no arguments: the demo)")
     d.add_argument("paths", nargs="*", metavar="[MODEL] IMAGE",
-                   help="an .onnx model (default: the bundled FastestDet) then images "
-                        "(default: the bundled demo photo)")
+                   help="an .onnx model (default: the bundled FastestDet; three models: an "
+                        "MTCNN cascade's P-, R- and O-Net) then images (default: the bundled "
+                        "demo photo)")
     d.add_argument("--out", metavar="DIR", default=None,
                    help="where annotated images go (default ./edgedl-out)")
     d.add_argument("--json", action="store_true",
@@ -235,8 +236,9 @@ def _load_detector(model, **kw):
     from .detect import Detector
     from .detect.autoconfig import cli_message
     from .errors import EdgeDLError, ValidationError
-    if not os.path.exists(model):
-        raise UserError(f"model not found: {model}")
+    for m in model if isinstance(model, list) else [model]:
+        if not os.path.exists(m):
+            raise UserError(f"model not found: {m}")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -259,11 +261,18 @@ def cmd_detect(args):
         print(families_reference(), end="")
         return 0
     paths = list(args.paths)
-    model = paths.pop(0) if paths and paths[0].lower().endswith(".onnx") else DEMO_MODEL
+    models = []
+    while paths and paths[0].lower().endswith(".onnx"):
+        models.append(paths.pop(0))
+    if len(models) not in (0, 1, 3):
+        raise UsageError(f"give one model, or three for a cascade (MTCNN's P-, R- and O-Net), "
+                         f"got {len(models)}: {', '.join(models)}")
+    model = models if len(models) == 3 else models[0] if models else DEMO_MODEL
     images = paths or [DEMO_IMAGE]
     det = _load_detector(model, **_config_kw(args))
     out_dir = args.out or (None if args.json else "edgedl-out")
-    saves = _output_paths(images, out_dir, protect=[model]) if out_dir else [None] * len(images)
+    protect = models or [model]
+    saves = _output_paths(images, out_dir, protect=protect) if out_dir else [None] * len(images)
     results = []
     for path, saved in zip(images, saves):
         if not os.path.exists(path):
@@ -592,13 +601,15 @@ def _print_detector(args, proto):
         print(f"  {k:20s} {v[:100] + ' ...' if len(v) > 100 else v}")
     kw = _config_kw(args)
     preset, family = kw.pop("preset", None), kw.pop("family", None)
+    facts = autoconfig.model_facts(autoconfig.ProtoIO(proto), proto, args.model)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            facts = autoconfig.model_facts(autoconfig.ProtoIO(proto), proto, args.model)
             conf = autoconfig.configure(facts, preset, family, kw)
     except ValidationError as e:
         print(f"detector: not configured: {autoconfig.cli_message(_one_line(e))}")
+        for m in autoconfig.matches(facts):
+            print(f"  the outputs fit {m.family} ({m.reason})")
         return
     print(f"detector: family {conf.family} ({conf.reason})")
     if conf.preset_name:

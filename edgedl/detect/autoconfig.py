@@ -670,12 +670,64 @@ def _rule_db(f):
     return Match("db", f"one (1, {h}, {w}) probability map the size of the input", {}, 1)
 
 
+def _rule_mtcnn(f):
+    """MTCNN's P-Net alone: box offsets and face probabilities on one grid, 4 and 2 channels
+    (last, or first for NCHW exports)."""
+    if len(f.outputs) != 2 or any(len(o.shape) != 3 for o in f.outputs):
+        return None
+    for ch in (lambda sh: sh[2], lambda sh: sh[0]):
+        if sorted(ch(o.shape) for o in f.outputs) == [2, 4]:
+            return Match("mtcnn", "two maps on one grid with 4 (box offsets) and 2 (face "
+                                  "probabilities) channels: an MTCNN P-Net, decoded alone at "
+                                  "one scale (give P-, R- and O-Net together for the cascade)",
+                         {}, 1)
+    return None
+
+
+def _rule_yolov10(f):
+    """Box selection in the graph (YOLOv10, Ultralytics end2end, YOLOv7 --end2end): (K, 6)
+    or (K, 7) rows that are not one per cell of a grid."""
+    if len(f.outputs) != 1 or len(f.outputs[0].shape) != 2:
+        return None
+    k, d = f.outputs[0].shape
+    if d not in (6, 7):
+        return None
+    ops = f.graph.head_ops(f.outputs[0].name) if f.graph is not None else set()
+    picked = ops & {"TopK", "NonMaxSuppression", "GatherElements", "GatherND"}
+    grid = _fixed(k) and any(_fit_rows(f, k, s, n) for s in ((8, 16, 32), (8, 16, 32, 64))
+                             for n in (1, _NA))
+    if grid and not picked:
+        return None
+    ncls = len(metadata_labels(f.metadata)[0] or []) or None
+    how = f"selected in graph ({', '.join(sorted(picked))})" if picked else \
+        "not one per grid cell"
+    layout = ("x1, y1, x2, y2, score, class" if d == 6 else
+              "batch, x1, y1, x2, y2, class, score")
+    return Match("yolov10", f"one ({k}, {d}) output: rows {layout}, {how}", {}, ncls)
+
+
+def _rule_retinaface(f):
+    """RetinaFace: loc (N, 4), conf (N, 2), landms (N, 10) on 2 priors per cell of strides
+    8/16/32."""
+    if len(f.outputs) != 3 or any(len(o.shape) != 2 for o in f.outputs):
+        return None
+    if sorted(o.shape[1] for o in f.outputs) != [2, 4, 10] or \
+            len({o.shape[0] for o in f.outputs}) != 1:
+        return None
+    n = f.outputs[0].shape[0]
+    if f.width and _fixed(n) and not _fit_rows(f, n, (8, 16, 32), 2):
+        return None
+    return Match("retinaface", f"loc (N, 4), conf (N, 2), landms (N, 10) with the same {n} "
+                               f"rows: 2 priors per cell of strides 8/16/32", {}, 1)
+
+
 #: one rule per family: facts -> Match or None
 RULES = {
     "fastestdet": _rule_fastestdet, "ssd": _rule_ssd, "yolox": _rule_yolox,
     "yunet": _rule_yunet, "yolov5": _rule_yolov5, "yolov8": _rule_yolov8,
     "nanodet": _rule_nanodet, "picodet": _rule_picodet, "scrfd": _rule_scrfd,
-    "centernet": _rule_centernet, "db": _rule_db,
+    "centernet": _rule_centernet, "db": _rule_db, "mtcnn": _rule_mtcnn,
+    "yolov10": _rule_yolov10, "retinaface": _rule_retinaface,
 }
 
 
@@ -683,6 +735,8 @@ def matches(facts):
     """Every family whose rule accepts the model."""
     found = []
     for fam, rule in RULES.items():
+        if fam not in decoders.FAMILIES:
+            continue
         m = rule(facts)
         if m is not None:
             found.append(m)
@@ -777,12 +831,11 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
             match = rule(dataclasses.replace(facts, graph=None))
         given = "given" if family is not None else f"from preset {p.get('name')!r}"
         others = [] if match is not None or rule is None else matches(facts)
-        if others:          # the outputs are another family's: a silent wrong decode
-            raise ValidationError(
-                f"family {fam!r} ({given}) does not fit model {facts.name}: its outputs "
-                f"({facts.describe_outputs()}) are "
-                + "; ".join(f"{m.family}'s ({m.reason})" for m in others)
-                + ": give `family` " + " or ".join(repr(m.family) for m in others))
+        if others:          # the user's word stands, but not silently
+            warnings.warn(
+                f"`family` {fam!r} ({given}) does not fit model {facts.name} by its outputs "
+                f"({facts.describe_outputs()}); they look like "
+                + "; ".join(f"{m.family}'s ({m.reason})" for m in others), stacklevel=3)
         match = Match(fam, f"{given}; " + (f"the outputs agree: {match.reason}" if match else
                                            "the output shapes were not checked against it"),
                       match.settings if match else {},
@@ -840,6 +893,13 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
 
 def _labels(value, origin, preset_dir, num_classes, facts, meta_key):
     names = _presets.resolve_labels(value, base_dir=preset_dir if origin == "preset" else None)
+    if names is not None and num_classes is None and origin == "family" and len(names) > 1:
+        # the outputs do not say how many classes there are: the family's default list
+        # (COCO-80) could name the classes of another dataset
+        warnings.warn(f"model {facts.name} does not show how many classes it has, so the "
+                      f"family's default `labels` may not be its own; showing class numbers "
+                      f"(give `labels`)", stacklevel=4)
+        return None
     if names is None or num_classes is None or len(names) == num_classes:
         return names
     where = {"user": "the given `labels`", "preset": "the preset's `labels`",
@@ -922,8 +982,13 @@ _RULE_TEXT = {
     "scrfd": "per stride score (N, 1), bbox (N, 4) [and kps (N, 10)], 1 or 2 anchors per cell.",
     "centernet": "heatmap (1, C, H/4, W/4) + scale (1, 2, ..) + offset (1, 2, ..) "
                  "[+ landmarks (1, 10, ..)].",
-    "mtcnn": "no: a cascade of three models (P-, R-, O-Net), given together as "
-             "`Detector([pnet, rnet, onet])`.",
+    "yolov10": "one (1, K, 6) or (1, K, 7) output whose rows are not one per grid cell, or "
+               "picked in graph (TopK / NonMaxSuppression); labels from Ultralytics metadata.",
+    "retinaface": "loc (1, N, 4), conf (1, N, 2), landms (1, N, 10), N = 2 priors per cell "
+                  "of strides 8/16/32.",
+    "mtcnn": "a P-Net alone (two maps with 4 and 2 channels on one grid); the detector is "
+             "the cascade of three models (P-, R-, O-Net) given together: "
+             "`Detector([pnet, rnet, onet])`, `edgedl detect P.onnx R.onnx O.onnx IMAGE`.",
     "db": "one (1, 1, H, W) map the size of the input. With a symbolic input and no "
           "`--input-size`, each image is fed at its own size, as PaddleOCR does: longest "
           "side at most 960, both sides rounded to multiples of 32.",
