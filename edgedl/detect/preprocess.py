@@ -72,7 +72,8 @@ def _read_image(Image, path, name):
             with Image.open(path) as im:
                 w, h = im.size
                 m = ImageMode.getmode(im.mode)
-                per_pixel = np.dtype(m.typestr).itemsize * len(m.bands) + 3   # decoded + RGB
+                # decoded, one converted copy (wide grey), the RGB result
+                per_pixel = 2 * np.dtype(m.typestr).itemsize * len(m.bands) + 3
                 check_alloc(w * h * per_pixel, f"{name} {path} ({w}x{h} pixels, mode {im.mode})")
                 im.load()
                 return _pil_to_rgb(im, name)
@@ -97,14 +98,13 @@ def _pil_to_rgb(im, name):
     if mode.startswith("I;16") or mode in ("I", "F"):
         a = np.asarray(im)
         if mode == "F":
-            a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-            a = a * 255.0 if a.max(initial=0.0) <= 1.0 else a
+            a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
+            grey = np.rint(a * 255 if a.max(initial=0.0) <= 1 else a).clip(0, 255)
         elif mode == "I" and a.max(initial=0) <= 255:
-            a = a.astype(np.float64)                   # 8-bit values held in 32 bits
-        else:
-            a = np.clip(a, 0, 65535) / 257.0           # 16-bit range -> 0..255 exactly
-        grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+            grey = a.clip(0, 255)                      # 8-bit values held in 32 bits
+        else:                                          # 16-bit: round(v / 257), exactly
+            grey = (a.clip(0, 65535).astype(np.uint32) + 128) // 257
+        return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
     if mode != "RGB":
         try:
             im = im.convert("RGB")

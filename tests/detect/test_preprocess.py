@@ -121,7 +121,7 @@ def test_load_image_checks_memory_before_decoding(tmp_path):
     _memory.set_memory_limit(100_000)
     try:
         with pytest.raises(ResourceError, match=r"big.png \(400x300 pixels, mode L\) would "
-                                                 r"need 480000 bytes"):
+                                                 r"need 600000 bytes"):
             load_image(path)
     finally:
         _memory.reset_memory_limit()
