@@ -122,17 +122,24 @@ LAYOUTS = {
     "centernet": [("heatmap", [1, 1, 16, 16], "sigmoid"), ("scale", [1, 2, 16, 16], "raw"),
                   ("offset", [1, 2, 16, 16], "raw"), ("landmark", [1, 10, 16, 16], "raw")],
     "db": [("prob", [1, 1, 64, 64], "sigmoid")],
+    "yolov10": [("output0", [1, 300, 6], "raw")],
+    "retinaface": [("loc", [1, 168, 4], "raw"), ("conf", [1, 168, 2], "softmax"),
+                   ("landms", [1, 168, 10], "raw")],
+    "mtcnn": [("conv2d_4", [1, 27, 27, 4], "raw"), ("softmax", [1, 27, 27, 2], "softmax")],
 }
 FAMILY_OF = {k: k.split("_")[0] for k in LAYOUTS}
 ANCHORS2 = {"anchors": [[12, 18, 37, 49, 52, 132], [115, 73, 119, 199, 242, 238]]}
 CLASSES = {"fastestdet": 2, "ssd": 2, "yolox": 2, "yolov5": 2, "yolov5_per_stride": 2,
            "yolov5_fastestv2_rows": 2, "yolov8": 2, "nanodet": 2, "nanodet_m_levels": 2, "picodet": 2, "yunet": 1,
-           "scrfd": 1, "centernet": 1, "db": 1}
+           "scrfd": 1, "centernet": 1, "db": 1, "yolov10": None, "retinaface": 1,
+           "mtcnn": 1}
 
 
 def _model(key, **kw):
     if key == "yolov8":
         kw.setdefault("metadata", ULTRA)
+    if key == "mtcnn":
+        kw.setdefault("input_shape", (1, 64, 64, 3))
     return make_model(LAYOUTS[key], **kw)
 
 
@@ -151,6 +158,9 @@ def test_each_family_is_recognised_with_a_reason(key):
     assert conf.family == FAMILY_OF[key] and conf.reason == m.reason
     assert (conf.settings["input_width"], conf.settings["input_height"]) == (64, 64)
     assert conf.sources["input_width"] == "model" and conf.sources["layout"] == "model"
+    assert conf.settings["layout"] == ("nhwc" if key == "mtcnn" else "nchw")
+    if CLASSES[key] is None:           # the class count is unknown: no default names
+        assert conf.settings["labels"] is None
 
 
 @pytest.mark.filterwarnings("ignore:the family's default")
