@@ -206,9 +206,10 @@ def _check_options(args):
     try:
         if getattr(args, "threads", None) is not None:
             _config.check_num_threads(args.threads, "--threads")
-        _config.get_num_threads()      # EDGEDL_NUM_THREADS, EDGEDL_BACKEND: named in the message
+        else:
+            _config.get_num_threads()          # EDGEDL_NUM_THREADS (named in the message)
         if getattr(args, "backend", None) is None:
-            _config.get_backend()
+            _config.get_backend()              # EDGEDL_BACKEND
     except EdgeDLError as e:
         raise UsageError(str(e)) from None
     if hasattr(args, "set"):           # the detector configuration options parse
