@@ -122,12 +122,15 @@ def test_huge_thread_count_is_refused_before_openmp(how):
             if how == "set_num_threads":
                 edgedl.set_num_threads(1_000_000)
             elif how == "session":
-                from onnx import helper, TensorProto
-                x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-                y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-                g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-                edgedl.InferenceSession(helper.make_model(g).SerializeToString(),
-                                        num_threads=1_000_000)
+                from onnx import helper, TensorProto, numpy_helper
+                x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 80, 80])
+                y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 80, 80])
+                w = numpy_helper.from_array(np.ones((32, 32, 3, 3), np.float32), "w")
+                g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"],
+                                                        pads=[1, 1, 1, 1])], "g", [x], [y], [w])
+                s = edgedl.InferenceSession(helper.make_model(g).SerializeToString(),
+                                            backend="cython", num_threads=1_000_000)
+                s.run(None, dict(x=np.ones((1, 32, 80, 80), np.float32)))
             x = np.ones((1, 32, 80, 80), np.float32)
             w = np.ones((32, 32, 3, 3), np.float32)
             edgedl.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), backend="cython")
