@@ -1,0 +1,720 @@
+"""Read ONNX files without the ``onnx`` or ``protobuf`` packages: pure Python + NumPy.
+
+``import onnx`` costs ~0.85 s and onnx has no 32-bit ARM wheels, so the runtime reads models
+with this module. It decodes the protobuf wire format into light objects that carry the same
+field names and semantics as onnx's generated classes for the subset the runtime uses::
+
+    m = parse_model(open("model.onnx", "rb").read(), "model.onnx")
+    for t in m.graph.initializer:
+        w = to_array(t, base_dir)            # numpy_helper.to_array, validated
+    for n in m.graph.node:
+        attrs = {a.name: attribute_value(a) for a in n.attribute}   # helper.get_attribute_value
+
+Semantics kept from protobuf (proto2, as onnx.proto is): an absent singular field reads as its
+default ('' / 0 / an empty message, shared: do not mutate it) and ``HasField`` is False; a
+repeated field is a list; a oneof keeps its last member (``WhichOneof``); a singular message
+seen twice is merged; a known field with an unexpected wire type and unknown fields are
+skipped; an int32 field keeps the low 32 bits of its varint, an unknown enum value reads as
+absent. Differences: TensorProto's bulk fields (float_data, int32_data, int64_data,
+double_data, uint64_data) are 1-D NumPy arrays, not lists (one read-only view of the file for
+packed floats); string fields that are not UTF-8, groups (wire types 3/4) and messages nested
+deeper than MAX_DEPTH are refused; doc strings, training info and device configurations are
+skipped.
+
+Every malformed input raises one ModelError naming the byte offset, the field path and what is
+wrong; lengths are checked against the bytes left before anything is sliced or allocated.
+"""
+import os
+import struct
+
+import numpy as np
+
+from .._memory import check_alloc
+from ..errors import ModelError
+
+#: Deepest message nesting read: protobuf's own default limit, so whatever onnx parses, this
+#: parses (a subgraph costs 3 levels: GraphProto > NodeProto > AttributeProto > GraphProto).
+MAX_DEPTH = 100
+
+_M64 = (1 << 64) - 1
+# kinds of scalar fields, and how they arrive on the wire
+_INT64, _INT32, _UINT64, _ENUM, _FLOAT, _DOUBLE, _STRING, _BYTES, _MSG = range(9)
+_SINGLE, _LIST, _ARRAY = 0, 1, 2          # singular / repeated as list / repeated as ndarray
+_VARINTS = (_INT64, _INT32, _UINT64, _ENUM)
+#: dtype of a packed ndarray field, by kind
+_ARRAY_DTYPE = {_FLOAT: np.dtype("<f4"), _DOUBLE: np.dtype("<f8"), _INT32: np.dtype(np.int32),
+                _INT64: np.dtype(np.int64), _UINT64: np.dtype(np.uint64)}
+
+
+class _Malformed(Exception):
+    """Internal: a wire-format error at a byte offset; ``path`` grows as it unwinds."""
+
+    def __init__(self, offset, what):
+        super().__init__(what)
+        self.offset, self.what, self.path = offset, what, []
+
+
+class _Enum:
+    """The part of protobuf's EnumTypeWrapper the runtime uses: ``Name``, ``Value``."""
+
+    def __init__(self, names):
+        self._names = dict(names)                       # value -> name
+        self._values = {v: k for k, v in self._names.items()}
+
+    def Name(self, number):
+        try:
+            return self._names[number]
+        except (KeyError, TypeError):
+            raise ValueError(f"enum has no name defined for value {number!r}") from None
+
+    def Value(self, name):
+        try:
+            return self._values[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"enum has no value defined for name {name!r}") from None
+
+    def items(self):
+        return list(self._values.items())
+
+    def values(self):
+        return list(self._names)
+
+
+class Message:
+    """Base of the message classes. Present singular fields live in the instance's
+    ``__dict__``; absent ones fall back to the class default."""
+    _FIELDS = {}         # field number -> (name, kind, repeated, message class or enum values)
+    _BY_NAME = {}        # field name -> the same tuple
+    _LISTS = ()          # names of the repeated fields kept as lists
+    _ONEOF = {}          # member field name -> oneof name
+
+    def __init__(self):
+        d = self.__dict__
+        for name in self._LISTS:
+            d[name] = []
+
+    def HasField(self, name):
+        spec = self._BY_NAME.get(name)
+        if spec is not None and spec[2] == _SINGLE:
+            return name in self.__dict__
+        if name in self._ONEOF.values():
+            return self.WhichOneof(name) is not None
+        raise ValueError(f'Protocol message {type(self).__name__} has no singular "{name}" '
+                         "field.")
+
+    def WhichOneof(self, group):
+        members = [f for f, g in self._ONEOF.items() if g == group]
+        if not members:
+            raise ValueError(f'Protocol message {type(self).__name__} has no "{group}" field.')
+        for f in members:
+            if f in self.__dict__:
+                return f
+        return None
+
+    def __repr__(self):
+        shown = []
+        for name, kind, rep, _ in self._FIELDS.values():
+            v = getattr(self, name)
+            if (name not in self.__dict__) if rep == _SINGLE else not len(v):
+                continue
+            if kind == _BYTES and rep == _SINGLE and len(v) > 32:
+                v = f"<{len(v)} bytes>"
+            elif rep == _ARRAY:
+                v = f"<{v.dtype} array of {v.size}>"
+            shown.append(f"{name}={v!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class _Default:
+    """Class attribute of a message field: protobuf's default instance (empty, shared; do not
+    mutate it), made on first read."""
+
+    def __init__(self, cls):
+        self._cls, self._value = cls, None
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            return self
+        if self._value is None:
+            self._value = self._cls()
+        return self._value
+
+
+_SCALAR_DEFAULT = {_STRING: "", _BYTES: b"", _FLOAT: 0.0, _DOUBLE: 0.0}
+
+
+def _message(name, fields=None, oneof=None, consts=None):
+    """A Message subclass; ``fields`` {number: (field name, kind, repeated[, message class
+    or enum values])} may be given later with _define (recursive types)."""
+    cls = type(name, (Message,), dict(consts or {}))
+    if fields is not None:
+        _define(cls, fields, oneof)
+    return cls
+
+
+def _define(cls, fields, oneof=None):
+    cls._FIELDS = {num: (f[0], f[1], f[2], f[3] if len(f) > 3 else None)
+                   for num, f in fields.items()}
+    cls._BY_NAME = {s[0]: s for s in cls._FIELDS.values()}
+    cls._LISTS = tuple(s[0] for s in cls._FIELDS.values() if s[2] == _LIST)
+    cls._ONEOF = dict(oneof or {})
+    for fname, kind, rep, sub in cls._FIELDS.values():
+        if rep == _ARRAY:
+            empty = np.empty(0, _ARRAY_DTYPE[kind])
+            empty.flags.writeable = False
+            setattr(cls, fname, empty)
+        elif rep == _SINGLE:
+            setattr(cls, fname, _Default(sub) if kind == _MSG else _SCALAR_DEFAULT.get(kind, 0))
+
+
+_DATA_TYPES = ["UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64",
+               "STRING", "BOOL", "FLOAT16", "DOUBLE", "UINT32", "UINT64", "COMPLEX64",
+               "COMPLEX128", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+               "FLOAT8E5M2FNUZ", "UINT4", "INT4", "FLOAT4E2M1", "FLOAT8E8M0", "UINT2", "INT2",
+               "FLOAT6E2M3", "FLOAT6E3M2"]
+_ATTR_TYPES = {"UNDEFINED": 0, "FLOAT": 1, "INT": 2, "STRING": 3, "TENSOR": 4, "GRAPH": 5,
+               "FLOATS": 6, "INTS": 7, "STRINGS": 8, "TENSORS": 9, "GRAPHS": 10,
+               "SPARSE_TENSOR": 11, "SPARSE_TENSORS": 12, "TYPE_PROTO": 13, "TYPE_PROTOS": 14}
+DataType = _Enum(enumerate(_DATA_TYPES))
+AttributeType = _Enum((v, k) for k, v in _ATTR_TYPES.items())
+DataLocation = _Enum({0: "DEFAULT", 1: "EXTERNAL"})
+
+# The schema: onnx.proto (IR 14) minus doc strings, denotations, training info, device
+# configurations and quantization annotations (skipped as unknown fields).
+StringStringEntryProto = _message("StringStringEntryProto", {
+    1: ("key", _STRING, _SINGLE), 2: ("value", _STRING, _SINGLE)})
+OperatorSetIdProto = _message("OperatorSetIdProto", {
+    1: ("domain", _STRING, _SINGLE), 2: ("version", _INT64, _SINGLE)})
+Segment = _message("Segment", {1: ("begin", _INT64, _SINGLE), 2: ("end", _INT64, _SINGLE)})
+TensorProto = _message("TensorProto", {
+    1: ("dims", _INT64, _LIST),
+    2: ("data_type", _INT32, _SINGLE),
+    3: ("segment", _MSG, _SINGLE, Segment),
+    4: ("float_data", _FLOAT, _ARRAY),
+    5: ("int32_data", _INT32, _ARRAY),
+    6: ("string_data", _BYTES, _LIST),
+    7: ("int64_data", _INT64, _ARRAY),
+    8: ("name", _STRING, _SINGLE),
+    9: ("raw_data", _BYTES, _SINGLE),
+    10: ("double_data", _DOUBLE, _ARRAY),
+    11: ("uint64_data", _UINT64, _ARRAY),
+    13: ("external_data", _MSG, _LIST, StringStringEntryProto),
+    14: ("data_location", _ENUM, _SINGLE, frozenset(DataLocation.values())),
+    16: ("metadata_props", _MSG, _LIST, StringStringEntryProto),
+}, consts=dict(DataType=DataType, DataLocation=DataLocation, Segment=Segment,
+               DEFAULT=0, EXTERNAL=1, **{n: v for v, n in enumerate(_DATA_TYPES)}))
+SparseTensorProto = _message("SparseTensorProto", {
+    1: ("values", _MSG, _SINGLE, TensorProto), 2: ("indices", _MSG, _SINGLE, TensorProto),
+    3: ("dims", _INT64, _LIST)})
+Dimension = _message("Dimension", {
+    1: ("dim_value", _INT64, _SINGLE), 2: ("dim_param", _STRING, _SINGLE)},
+    oneof={"dim_value": "value", "dim_param": "value"})
+TensorShapeProto = _message("TensorShapeProto", {1: ("dim", _MSG, _LIST, Dimension)},
+                            consts={"Dimension": Dimension})
+TypeProto = _message("TypeProto")          # recursive: fields defined below
+TensorTypeProto = _message("Tensor", {
+    1: ("elem_type", _INT32, _SINGLE), 2: ("shape", _MSG, _SINGLE, TensorShapeProto)})
+SparseTensorTypeProto = _message("SparseTensor", dict(TensorTypeProto._FIELDS))
+SequenceTypeProto = _message("Sequence", {1: ("elem_type", _MSG, _SINGLE, TypeProto)})
+OptionalTypeProto = _message("Optional", {1: ("elem_type", _MSG, _SINGLE, TypeProto)})
+MapTypeProto = _message("Map", {1: ("key_type", _INT32, _SINGLE),
+                                2: ("value_type", _MSG, _SINGLE, TypeProto)})
+OpaqueTypeProto = _message("Opaque", {1: ("domain", _STRING, _SINGLE),
+                                      2: ("name", _STRING, _SINGLE)})
+_TYPE_FIELDS = {1: ("tensor_type", _MSG, _SINGLE, TensorTypeProto),
+                4: ("sequence_type", _MSG, _SINGLE, SequenceTypeProto),
+                5: ("map_type", _MSG, _SINGLE, MapTypeProto),
+                7: ("opaque_type", _MSG, _SINGLE, OpaqueTypeProto),
+                8: ("sparse_tensor_type", _MSG, _SINGLE, SparseTensorTypeProto),
+                9: ("optional_type", _MSG, _SINGLE, OptionalTypeProto)}
+_define(TypeProto, _TYPE_FIELDS, {s[0]: "value" for s in _TYPE_FIELDS.values()})
+for _c in (TensorTypeProto, SparseTensorTypeProto, SequenceTypeProto, MapTypeProto,
+           OptionalTypeProto, OpaqueTypeProto):
+    setattr(TypeProto, _c.__name__, _c)
+ValueInfoProto = _message("ValueInfoProto", {
+    1: ("name", _STRING, _SINGLE), 2: ("type", _MSG, _SINGLE, TypeProto),
+    4: ("metadata_props", _MSG, _LIST, StringStringEntryProto)})
+GraphProto = _message("GraphProto")        # recursive through AttributeProto
+AttributeProto = _message("AttributeProto", {
+    1: ("name", _STRING, _SINGLE),
+    21: ("ref_attr_name", _STRING, _SINGLE),
+    20: ("type", _ENUM, _SINGLE, frozenset(AttributeType.values())),
+    2: ("f", _FLOAT, _SINGLE),
+    3: ("i", _INT64, _SINGLE),
+    4: ("s", _BYTES, _SINGLE),
+    5: ("t", _MSG, _SINGLE, TensorProto),
+    6: ("g", _MSG, _SINGLE, GraphProto),
+    22: ("sparse_tensor", _MSG, _SINGLE, SparseTensorProto),
+    14: ("tp", _MSG, _SINGLE, TypeProto),
+    7: ("floats", _FLOAT, _LIST),
+    8: ("ints", _INT64, _LIST),
+    9: ("strings", _BYTES, _LIST),
+    10: ("tensors", _MSG, _LIST, TensorProto),
+    11: ("graphs", _MSG, _LIST, GraphProto),
+    23: ("sparse_tensors", _MSG, _LIST, SparseTensorProto),
+    15: ("type_protos", _MSG, _LIST, TypeProto),
+}, consts=dict(AttributeType=AttributeType, **_ATTR_TYPES))
+NodeProto = _message("NodeProto", {
+    1: ("input", _STRING, _LIST), 2: ("output", _STRING, _LIST), 3: ("name", _STRING, _SINGLE),
+    4: ("op_type", _STRING, _SINGLE), 7: ("domain", _STRING, _SINGLE),
+    8: ("overload", _STRING, _SINGLE), 5: ("attribute", _MSG, _LIST, AttributeProto),
+    9: ("metadata_props", _MSG, _LIST, StringStringEntryProto)})
+_define(GraphProto, {
+    1: ("node", _MSG, _LIST, NodeProto), 2: ("name", _STRING, _SINGLE, None),
+    5: ("initializer", _MSG, _LIST, TensorProto),
+    15: ("sparse_initializer", _MSG, _LIST, SparseTensorProto),
+    11: ("input", _MSG, _LIST, ValueInfoProto), 12: ("output", _MSG, _LIST, ValueInfoProto),
+    13: ("value_info", _MSG, _LIST, ValueInfoProto),
+    16: ("metadata_props", _MSG, _LIST, StringStringEntryProto)})
+FunctionProto = _message("FunctionProto", {
+    1: ("name", _STRING, _SINGLE), 4: ("input", _STRING, _LIST), 5: ("output", _STRING, _LIST),
+    6: ("attribute", _STRING, _LIST), 11: ("attribute_proto", _MSG, _LIST, AttributeProto),
+    7: ("node", _MSG, _LIST, NodeProto), 9: ("opset_import", _MSG, _LIST, OperatorSetIdProto),
+    10: ("domain", _STRING, _SINGLE), 13: ("overload", _STRING, _SINGLE),
+    12: ("value_info", _MSG, _LIST, ValueInfoProto),
+    14: ("metadata_props", _MSG, _LIST, StringStringEntryProto)})
+ModelProto = _message("ModelProto", {
+    1: ("ir_version", _INT64, _SINGLE),
+    8: ("opset_import", _MSG, _LIST, OperatorSetIdProto),
+    2: ("producer_name", _STRING, _SINGLE), 3: ("producer_version", _STRING, _SINGLE),
+    4: ("domain", _STRING, _SINGLE), 5: ("model_version", _INT64, _SINGLE),
+    7: ("graph", _MSG, _SINGLE, GraphProto),
+    14: ("metadata_props", _MSG, _LIST, StringStringEntryProto),
+    25: ("functions", _MSG, _LIST, FunctionProto)})
+
+
+# ----------------------------------------------------------------------------- wire format
+def _varint(buf, pos, end):
+    """(value, next position) of the varint at ``pos``; value may exceed 64 bits (callers
+    mask)."""
+    result = shift = 0
+    start = pos
+    while pos < end:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise _Malformed(start, "varint longer than 10 bytes")
+    raise _Malformed(start, "truncated varint (the data ends inside it)")
+
+
+def _signed(v, kind):
+    if kind == _INT32 or kind == _ENUM:
+        v &= 0xFFFFFFFF
+        return v - (1 << 32) if v >= 1 << 31 else v
+    v &= _M64
+    if kind == _UINT64:
+        return v
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _varints_np(buf, start, end, kind):
+    """Packed varints in [start, end) decoded with NumPy (no per-value Python loop)."""
+    check_alloc((end - start) * 32, f"packed field of {end - start} bytes")
+    a = np.frombuffer(buf, np.uint8, end - start, start)
+    term = a < 0x80
+    if not term[-1]:
+        raise _Malformed(end - 1, "truncated varint at the end of a packed field")
+    ends = np.flatnonzero(term)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lens = ends - starts + 1
+    if lens.max() > 10:
+        k = int(np.argmax(lens > 10))
+        raise _Malformed(start + int(starts[k]), "varint longer than 10 bytes")
+    shift = (np.arange(a.size) - np.repeat(starts, lens)).astype(np.uint64) * np.uint64(7)
+    v = np.bitwise_or.reduceat((a & 0x7F).astype(np.uint64) << shift, starts)
+    if kind == _INT32 or kind == _ENUM:
+        return (v & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32)
+    return v.view(np.int64) if kind == _INT64 else v
+
+
+def _packed(buf, start, end, kind, rep):
+    """A packed repeated scalar field: an ndarray (rep == _ARRAY) or a list."""
+    n = end - start
+    if kind == _FLOAT or kind == _DOUBLE:
+        size = 4 if kind == _FLOAT else 8
+        if n % size:
+            raise _Malformed(start, f"packed {'float' if size == 4 else 'double'} field of "
+                                    f"{n} bytes is not a multiple of {size}")
+        arr = np.frombuffer(buf, _ARRAY_DTYPE[kind], n // size, start)
+        return arr if rep == _ARRAY else arr.tolist()
+    if rep == _ARRAY or n > 32:
+        arr = _varints_np(buf, start, end, kind) if n else np.empty(0, _ARRAY_DTYPE[kind])
+        return arr if rep == _ARRAY else arr.tolist()
+    out = []
+    while start < end:
+        v, start = _varint(buf, start, end)
+        out.append(_signed(v, kind))
+    return out
+
+
+def _text(buf, start, end):
+    try:
+        return str(buf[start:end], "utf-8")
+    except UnicodeDecodeError as e:
+        raise _Malformed(start + e.start, "string field is not valid UTF-8") from None
+
+
+def _parse(msg, buf, pos, end, depth):
+    """Fill ``msg`` from the bytes buf[pos:end] (merging, as protobuf's MergeFrom)."""
+    if depth > MAX_DEPTH:
+        raise _Malformed(pos, f"messages nested deeper than {MAX_DEPTH} levels")
+    fields = msg._FIELDS
+    oneof = msg._ONEOF
+    d = msg.__dict__
+    chunks = None                  # ndarray field -> parts, joined at the end
+    name = None
+    try:
+        while pos < end:
+            start = pos
+            key = buf[pos]
+            pos += 1
+            if key >= 0x80:
+                key, pos = _varint(buf, start, end)
+                if key > 0xFFFFFFFF:
+                    raise _Malformed(start, f"field key {key} is out of range")
+            num, wt = key >> 3, key & 7
+            if num == 0:
+                raise _Malformed(start, "field number 0 is invalid")
+            spec = fields.get(num)
+            name = spec[0] if spec is not None else None
+            if wt == 2:                                    # length-delimited
+                if pos >= end:
+                    raise _Malformed(pos, "truncated length")
+                n = buf[pos]
+                pos += 1
+                if n >= 0x80:
+                    n, pos = _varint(buf, pos - 1, end)
+                if n > end - pos:
+                    raise _Malformed(start, f"field {num} claims {n} bytes, only {end - pos} "
+                                            "are left")
+                start = pos
+                pos += n
+                if spec is None:
+                    continue                   # unknown field: skipped, as protobuf does
+                _, kind, rep, sub = spec
+                if kind == _MSG:
+                    if rep:
+                        child = sub()
+                        d[name].append(child)
+                    else:
+                        child = d.get(name)
+                        if child is None:
+                            child = sub()
+                        if oneof:
+                            _set(msg, name, child)
+                        else:
+                            d[name] = child
+                    _parse(child, buf, start, pos, depth + 1)
+                elif kind == _STRING:
+                    v = _text(buf, start, pos)
+                    if rep:
+                        d[name].append(v)
+                    elif oneof:
+                        _set(msg, name, v)
+                    else:
+                        d[name] = v
+                elif kind == _BYTES:
+                    if rep:
+                        d[name].append(buf[start:pos])
+                    else:
+                        d[name] = buf[start:pos]
+                elif rep == _ARRAY:                    # packed bulk tensor data
+                    if chunks is None:
+                        chunks = {}
+                    chunks.setdefault(name, []).append(_packed(buf, start, pos, kind, rep))
+                elif rep:                              # packed attribute floats / ints
+                    d[name].extend(_packed(buf, start, pos, kind, rep))
+                # else: a packed encoding of a singular field is an unknown field
+                continue
+            if wt == 0:
+                v = buf[pos] if pos < end else 0x80
+                if v < 0x80:
+                    pos += 1
+                else:
+                    v, pos = _varint(buf, pos, end)
+                if spec is None or spec[1] not in _VARINTS:
+                    continue
+                kind = spec[1]
+                v = _signed(v, kind)
+                if kind == _ENUM and v not in spec[3]:
+                    continue                           # proto2 closed enum: unknown value
+            elif wt == 5 or wt == 1:
+                pos += 4 if wt == 5 else 8
+                if pos > end:
+                    raise _Malformed(start, f"field {num}: truncated "
+                                            f"{'fixed32' if wt == 5 else 'fixed64'} value")
+                if spec is None or spec[1] != (_FLOAT if wt == 5 else _DOUBLE):
+                    continue
+                v = struct.unpack_from("<f" if wt == 5 else "<d", buf, pos - (4 if wt == 5 else 8))[0]
+            elif wt == 3 or wt == 4:
+                raise _Malformed(start, f"field {num} uses protobuf groups (wire type {wt}), "
+                                        "which ONNX never writes")
+            else:
+                raise _Malformed(start, f"field {num} has invalid wire type {wt}")
+            rep = spec[2]
+            if rep == _ARRAY:                          # unpacked bulk values, in order
+                if chunks is None:
+                    chunks = {}
+                parts = chunks.setdefault(name, [])
+                if not parts or not isinstance(parts[-1], list):
+                    parts.append([])
+                parts[-1].append(v)
+            elif rep:
+                d[name].append(v)
+            elif oneof:
+                _set(msg, name, v)
+            else:
+                d[name] = v
+    except _Malformed as e:
+        e.path.append(f"{type(msg).__name__}.{name}" if name else type(msg).__name__)
+        raise
+    if chunks:
+        for name, parts in chunks.items():
+            dt = _ARRAY_DTYPE[msg._BY_NAME[name][1]]
+            if name in d:                          # a merge: earlier values first
+                parts.insert(0, d[name])
+            arrs = [np.asarray(p, dtype=dt) for p in parts]
+            d[name] = arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+    return msg
+
+
+def _set(msg, name, value):
+    """Set a singular field; a oneof member clears its siblings."""
+    group = msg._ONEOF.get(name)
+    if group is not None:
+        for other, g in msg._ONEOF.items():
+            if g == group and other != name:
+                msg.__dict__.pop(other, None)
+    msg.__dict__[name] = value
+
+
+def parse(cls, data, where="<bytes>"):
+    """A ``cls`` (e.g. TensorProto for a .pb tensor file) from its serialized bytes;
+    ModelError naming ``where``, the byte offset and the field path when malformed."""
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    elif not isinstance(data, bytes):
+        raise ModelError(f"{where}: expected bytes, got {type(data).__name__}")
+    try:
+        return _parse(cls(), data, 0, len(data), 1)
+    except _Malformed as e:
+        path = " > ".join(reversed(e.path)) or cls.__name__
+        raise ModelError(f"ONNX {cls.__name__[:-5].lower() or 'message'} {where} is malformed "
+                         f"at byte {e.offset} (in {path}): {e.what}") from None
+
+
+def parse_model(data, where="<bytes>"):
+    """A ModelProto from the bytes of an .onnx file (external data is not read here: see
+    to_array / load_external_data). ModelError when empty, malformed or without a graph."""
+    if not data:
+        raise ModelError(f"ONNX model {where} is empty")
+    m = parse(ModelProto, data, where)
+    if not m.HasField("graph"):
+        raise ModelError(f"ONNX model {where} has no graph (not an ONNX model, or truncated)")
+    return m
+
+
+def load_model(path):
+    """parse_model of a file; its folder is the base for external data."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ModelError(f"cannot read ONNX model {os.fspath(path)!r}: {e}") from e
+    return parse_model(data, os.fspath(path))
+
+
+# ----------------------------------------------------------------------------- tensors
+#: NumPy dtype of each element type the runtime supports (others: bfloat16, float8, 4/2/6-bit
+#: have no NumPy dtype without ml_dtypes).
+_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
+       7: np.int64, 8: object, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32,
+       13: np.uint64, 14: np.complex64, 15: np.complex128}
+_NP = {k: np.dtype(v) for k, v in _NP.items()}
+#: typed field holding values when there is no raw_data, and values per element; every
+#: other type uses int32_data, one per element (as numpy_helper.to_array reads them)
+_FIELD = {1: ("float_data", 1), 14: ("float_data", 2), 11: ("double_data", 1),
+          15: ("double_data", 2), 7: ("int64_data", 1), 12: ("uint64_data", 1),
+          13: ("uint64_data", 1), 8: ("string_data", 1)}
+
+
+def np_dtype(elem_type):
+    """The NumPy dtype of an ONNX element type, or None (unknown, or no NumPy dtype)."""
+    return _NP.get(elem_type)
+
+
+def type_name(elem_type):
+    """'FLOAT', 'INT64', ... (onnx's TensorProto.DataType.Name), or 'type <n>'."""
+    try:
+        return DataType.Name(elem_type)
+    except ValueError:
+        return f"type {elem_type}"
+
+
+def tensor_size(t, what="tensor"):
+    """(elements, bytes of raw data or None for strings) of a TensorProto from its dims;
+    ModelError on a negative dim or an element type without a NumPy dtype."""
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise ModelError(f"{what} {t.name!r} has negative dimensions {dims}")
+    dt = np_dtype(t.data_type)
+    if dt is None:
+        raise ModelError(f"{what} {t.name!r} has element type {type_name(t.data_type)} "
+                         f"({t.data_type}), which edgedl does not support")
+    n = 1
+    for d in dims:
+        n *= d                      # Python ints: no overflow
+    return n, None if dt == object else n * dt.itemsize
+
+
+def read_external(t, base_dir, what="tensor"):
+    """The bytes of an external-data tensor: its location confined to ``base_dir`` (the
+    model's folder), offset/length checked against the file and the tensor's size, the
+    memory limit checked before reading (the rules of graph.py's loader)."""
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location")
+    if base_dir is None:
+        raise ModelError(f"{what} {t.name!r} has external data ({loc!r}) but the model was "
+                         "not given as a path, so its folder is unknown")
+    if not loc:
+        raise ModelError(f"{what} {t.name!r} has external data without a location")
+    base = os.path.realpath(base_dir)
+    full = os.path.realpath(os.path.join(base, loc))
+    if os.path.isabs(loc) or os.path.commonpath([base, full]) != base:
+        raise ModelError(f"{what} {t.name!r}: external data location {loc!r} is outside "
+                         f"the model's folder {base_dir!r}; refused")
+    _, nbytes = tensor_size(t, what)
+    try:
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info["length"]) if info.get("length") else None
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError(f"negative offset {offset} or length {length}")
+        in_file = max(os.path.getsize(full) - offset, 0)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{what} {t.name!r}: cannot read external data {loc!r}: {e}") from e
+    # without a length the tensor's own size is read, as onnxruntime does
+    need = length if length is not None else nbytes if nbytes is not None else in_file
+    if nbytes is not None and need != nbytes:
+        raise ModelError(f"{what} {t.name!r}: its dims {list(t.dims)} need {nbytes} bytes "
+                         f"but external data {loc!r} has {need}")
+    if need > in_file:
+        raise ModelError(f"{what} {t.name!r}: external data {loc!r} is truncated "
+                         f"({in_file} of {need} bytes)")
+    check_alloc(need, f"{what} {t.name!r} (external data {loc!r})")
+    try:
+        with open(full, "rb") as f:
+            f.seek(offset)
+            data = f.read(need)
+    except OSError as e:
+        raise ModelError(f"{what} {t.name!r}: cannot read external data {loc!r}: {e}") from e
+    if len(data) != need:
+        raise ModelError(f"{what} {t.name!r}: external data {loc!r} is truncated "
+                         f"({len(data)} of {need} bytes)")
+    return data
+
+
+def uses_external_data(t):
+    return t.data_location == TensorProto.EXTERNAL
+
+
+def to_array(t, base_dir=None, what="tensor"):
+    """A TensorProto as an owned, writable NumPy array: numpy_helper.to_array's values and
+    dtype, after checking the data size against the dims and the memory limit. External
+    data is read from ``base_dir`` (see read_external). ModelError on a segment, an
+    unsupported element type, a size mismatch or a string that is not UTF-8."""
+    if t.HasField("segment"):
+        raise ModelError(f"{what} {t.name!r} is segmented, which edgedl does not support")
+    n, nbytes = tensor_size(t, what)
+    dims = list(t.dims)
+    dt = _NP[t.data_type]
+    if t.data_type == TensorProto.STRING:
+        if len(t.string_data) != n:
+            raise ModelError(f"{what} {t.name!r} has {len(t.string_data)} values in "
+                             f"string_data, its dims {dims} need {n}")
+        try:
+            return np.array([s.decode("utf-8") for s in t.string_data],
+                            dtype=object).reshape(dims)
+        except UnicodeDecodeError as e:
+            raise ModelError(f"{what} {t.name!r}: a string is not valid UTF-8: {e}") from None
+    raw = read_external(t, base_dir, what) if uses_external_data(t) else \
+        t.raw_data if t.HasField("raw_data") else None
+    if raw is not None:
+        if len(raw) != nbytes:
+            raise ModelError(f"{what} {t.name!r}: raw_data has {len(raw)} bytes, its dims "
+                             f"{dims} x {dt} need {nbytes}")
+        check_alloc(nbytes, f"{what} {t.name!r} (shape {dims})")
+        if dt == np.bool_:     # any non-zero byte is True (never a bool holding 2)
+            return (np.frombuffer(raw, np.uint8) != 0).reshape(dims)
+        return np.frombuffer(raw, dt.newbyteorder("<")).astype(dt).reshape(dims)
+    field, per = _FIELD.get(t.data_type, ("int32_data", 1))
+    vals = getattr(t, field)
+    if len(vals) != n * per:
+        raise ModelError(f"{what} {t.name!r} has {len(vals)} values in {field}, its dims "
+                         f"{dims} need {n * per}")
+    check_alloc(nbytes, f"{what} {t.name!r} (shape {dims})")
+    if per == 2:                                       # complex: (real, imaginary) pairs
+        return np.array(vals, dtype=vals.dtype.newbyteorder("=")).view(dt).reshape(dims)
+    if dt == np.bool_:
+        return (vals.astype(np.uint8) != 0).reshape(dims)
+    if dt == np.float16:                               # the bits in the low 16 of each int32
+        return vals.astype(np.uint16).view(dt).reshape(dims)
+    return vals.astype(dt).reshape(dims)               # a new array; ints wrap as numpy's
+
+
+def attribute_value(a):
+    """helper.get_attribute_value: the Python value of an AttributeProto (bytes for
+    STRING(S), TensorProto / GraphProto objects for tensors and graphs, lists for the
+    plural types, None for UNDEFINED); ModelError for a reference attribute (inside
+    functions only)."""
+    if a.ref_attr_name:
+        raise ModelError(f"attribute {a.name!r} refers to attribute {a.ref_attr_name!r} of "
+                         "an enclosing function; it has no value of its own")
+    field = _ATTR_FIELD.get(a.type)
+    if field is None:
+        return None
+    v = getattr(a, field)
+    return list(v) if isinstance(v, list) else v
+
+
+_ATTR_FIELD = {1: "f", 2: "i", 3: "s", 4: "t", 5: "g", 11: "sparse_tensor", 13: "tp",
+               6: "floats", 7: "ints", 8: "strings", 9: "tensors", 10: "graphs",
+               12: "sparse_tensors", 14: "type_protos"}
+
+
+def iter_graphs(g):
+    """``g`` first, then every subgraph in its node attributes (If / Loop / Scan bodies),
+    at any depth."""
+    todo = [g]
+    while todo:
+        g = todo.pop()
+        yield g
+        for n in g.node:
+            for a in n.attribute:
+                if a.HasField("g"):
+                    todo.append(a.g)
+                todo.extend(a.graphs)
+
+
+def load_external_data(model, base_dir):
+    """Read every external-data tensor of ``model`` (initializers and tensor attributes, in
+    every subgraph) into its raw_data, as onnx.load does: afterwards data_location is
+    DEFAULT and external_data is empty."""
+    for g in iter_graphs(model.graph):
+        tensors = list(g.initializer)
+        for n in g.node:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors.extend(a.tensors)
+        for t in tensors:
+            if uses_external_data(t):
+                t.raw_data = read_external(t, base_dir, "tensor")
+                del t.external_data[:]
+                t.data_location = TensorProto.DEFAULT
+    return model
