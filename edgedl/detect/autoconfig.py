@@ -810,8 +810,10 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
     if preset is not None:
         p = _presets.load_preset(preset)
         preset_dir = p.get("_dir")
-    elif bundled and family is None:
+    elif bundled:
         p = bundled_preset_for(facts) or {}
+        if family is not None and p.get("family") != family:
+            p = {}                       # the user's family wins over a bundled preset
         preset_dir = p.get("_dir")
     fam = family if family is not None else p.get("family")
     if family is not None and p.get("family") not in (None, family):
@@ -879,6 +881,7 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
             f"model {facts.name}: input {facts.input_name!r} has a symbolic size "
             f"{facts.input_shape} and nothing in the model fixes it: give `input_width` and "
             f"`input_height`")
+    _check_types(cfg, src, fam)
     cfg = _presets._check(cfg)
     if fam == "yolov5" and not cfg["decoded"] and len(cfg["anchors"]) != len(cfg["strides"]):
         raise ValidationError(
@@ -889,6 +892,31 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
                             facts, key)
     return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
                   p.get("name"), per_image)
+
+
+def _check_types(cfg, src, fam):
+    """Settings from a preset or the user have the type of the family's default, for every
+    key (the value checks of presets._check and the decoders come after)."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    kinds = [(bool, lambda v: isinstance(v, bool), "true or false"),
+             (int, lambda v: number(v) and float(v).is_integer(), "an integer"),
+             (float, number, "a number"),
+             (str, lambda v: isinstance(v, str), "text"),
+             ((list, tuple), lambda v: isinstance(v, (list, tuple)), "a list")]
+    defaults = decoders.family_defaults(fam)
+    for k, v in cfg.items():
+        d = defaults.get(k)
+        if src.get(k) not in ("preset", "user") or d is None or v is None or k == "labels":
+            continue
+        if k in ("mean", "std") and number(v):
+            continue                                    # one value for every channel
+        for typ, ok, want in kinds:
+            if isinstance(d, typ):
+                if not ok(v):
+                    raise ValidationError(f"`{k}` must be {want} (family {fam!r}), got {v!r}")
+                if typ is int:
+                    cfg[k] = int(v)
+                break
 
 
 def _labels(value, origin, preset_dir, num_classes, facts, meta_key):

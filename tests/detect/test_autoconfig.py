@@ -321,6 +321,7 @@ def test_preset_labels_file_stays_in_its_folder(tmp_path):
 
 
 # ----------------------------------------------------------------------------- layering
+@pytest.mark.filterwarnings("ignore:the family's default")
 def test_layers_and_sources():
     f = facts_of(_model("yolox"))
     preset = {"family": "yolox", "score_threshold": 0.3, "iou_threshold": 0.5, "labels": None}
@@ -336,6 +337,15 @@ def test_layers_and_sources():
         autoconfig.configure(f, preset, family="yolov8")
     with pytest.raises(ValidationError, match="unknown user key 'nope'"):
         autoconfig.configure(f, overrides={"nope": 1})
+    # every key has its family default's type (new families' keys too)
+    db = facts_of(_model("db"))
+    for key, bad, want in [("unclip_ratio", "abc", "a number"), ("dilate", 1, "true or false"),
+                           ("min_size", 2.5, "an integer"), ("strides", "8", "a list")]:
+        with pytest.raises(ValidationError, match=f"`{key}` must be {want}"):
+            autoconfig.configure(db if key != "strides" else f, overrides={key: bad})
+    conf = autoconfig.configure(db, overrides={"min_size": 3.0, "mean": 127.5})
+    assert conf.settings["min_size"] == 3 and type(conf.settings["min_size"]) is int
+    assert conf.settings["mean"] == [127.5] * 3
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +376,8 @@ def test_shared_models_recognised_by_content(model, renamed, shared_dir):
                "yunet_n_320": {"class_agnostic"}}.get(model, set())
     assert differs <= allowed, differs
     assert {k for k, v in conf.sources.items() if v == "preset"} <= allowed
+    # the same family given: the bundled preset still applies; another family: it does not
+    assert autoconfig.configure(f, family=preset["family"]).preset_name == model
 
 
 @pytest.mark.parametrize("model", SHARED)
