@@ -27,17 +27,15 @@ def _fed_size(x, layout):
 
 
 def _sane(cand):
-    """Drop candidates with a non-finite box or score; order each box's corners."""
-    ok = np.isfinite(cand.scores) & np.isfinite(cand.boxes).all(axis=1)
-    if not ok.all():
-        cand = Candidates(cand.boxes[ok], cand.scores[ok], cand.class_ids[ok],
-                          None if cand.keypoints is None else cand.keypoints[ok])
+    """Drop candidates that are no box: a non-finite box or score, or x2 < x1 / y2 < y1
+    (a negative size from wild regression outputs)."""
     b = cand.boxes
-    if len(b) and ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
-        b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])],
-                           axis=1)
-        cand = Candidates(b, cand.scores, cand.class_ids, cand.keypoints)
-    return cand
+    ok = np.isfinite(cand.scores) & np.isfinite(b).all(axis=1) & (b[:, 2] >= b[:, 0]) & \
+        (b[:, 3] >= b[:, 1])
+    if ok.all():
+        return cand
+    return Candidates(b[ok], cand.scores[ok], cand.class_ids[ok],
+                      None if cand.keypoints is None else cand.keypoints[ok])
 
 
 @dataclass
@@ -89,7 +87,8 @@ class Detector:
 
     ``det(image, channel_order="rgb")`` takes a path, a PIL image or an H×W×3 uint8 array —
     arrays are taken as RGB; pass ``channel_order="bgr"`` for an OpenCV (BGR) array — and
-    returns :class:`Detections` (boxes clipped to the image, finite, x1 <= x2, y1 <= y2); a
+    returns :class:`Detections` (boxes clipped to the image, finite, x1 <= x2, y1 <= y2:
+    candidates that are no box are dropped before NMS); a
     list of images gives a list. ``det.timings`` holds the last call's preprocess / inference
     / postprocess seconds.
     """
@@ -129,10 +128,10 @@ class Detector:
         self.per_image_size = conf.per_image_size
         self.labels = self.config["labels"]
         self._decode = decoder(self.family)
-        self._setup_io(facts)
+        self._setup_io()
         self.timings = {}
 
-    def _setup_io(self, facts):
+    def _setup_io(self):
         cfg = self.config
         inputs = self.session.get_inputs()
         want = cfg["input_name"]

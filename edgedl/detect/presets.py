@@ -54,7 +54,9 @@ def load_preset(preset):
 
 
 def resolve(preset=None, family=None, overrides=None, model_name=None):
-    """The full configuration: family defaults <- preset <- overrides, validated.
+    """The full configuration: family defaults <- preset <- overrides, validated, without
+    looking at a model (kept for callers of the first API; ``Detector`` configures from the
+    model with ``autoconfig.configure``).
 
     With neither ``preset`` nor ``family``, a bundled preset named like the model file is used.
     """
