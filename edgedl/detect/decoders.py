@@ -285,7 +285,8 @@ def decode_yolov5(outputs, names, cfg, width, height):
     act = _sigmoid if cfg["apply_sigmoid"] else (lambda t: t)
     grids = grid_sizes(width, height, strides)
     if all(o.ndim == 2 for o in outputs):
-        heads = _rows_by_stride(outputs, grids, strides, na, cfg["row_order"])
+        heads = _rows_by_stride(outputs, grids, strides, na, cfg["row_order"],
+                                cfg["apply_sigmoid"])
     else:
         heads = []
         for o, (fw, fh) in zip(_by_grid(outputs, width, height, strides), grids):
@@ -319,17 +320,26 @@ def decode_yolov5(outputs, names, cfg, width, height):
     return _candidates(np.concatenate(allb), np.concatenate(alls), np.concatenate(alli))
 
 
-def _rows_by_stride(outputs, grids, strides, na, row_order):
+def _rows_by_stride(outputs, grids, strides, na, row_order, apply_sigmoid):
     """Flattened (rows, 5+C) heads -> per stride (box, obj, cls) in cell-major row order.
 
     One output per stride is matched by its row count (H*W*na); a single output holding every
-    stride is split in stride order."""
+    stride is split in stride order. That single output has the shape of the usual YOLOv5
+    export with its Detect layer (decoded boxes), so it is taken as raw rows only with the
+    activations in the graph (``apply_sigmoid`` false) and box values that can be theirs."""
     counts = [fw * fh * na for fw, fh in grids]
     by_rows = {len(o): o for o in outputs}
-    if all(n in by_rows for n in counts):
+    if len(outputs) > 1 and all(n in by_rows for n in counts):
         parts = [by_rows[n] for n in counts]
     elif len(outputs) == 1 and len(outputs[0]) == sum(counts):
-        parts = np.split(outputs[0], np.cumsum(counts)[:-1])
+        p = outputs[0]
+        if apply_sigmoid or (p.size and np.nanmax(np.abs(p[:, :4])) > 1.0):
+            raise ModelError(
+                f"yolov5: one ({len(p)}, {p.shape[1]}) output is the usual export with the "
+                f"Detect layer in the graph: set decoded true; raw rows with the activations "
+                f"applied (Yolo-FastestV2 style) need apply_sigmoid false and box values in "
+                f"[0, 1] (max here {float(np.nanmax(np.abs(p[:, :4]))) if p.size else 0:.3g})")
+        parts = np.split(p, np.cumsum(counts)[:-1])
     else:
         raise ModelError(f"yolov5: strides {list(strides)} with {na} anchors on this input need "
                          f"outputs of {counts} rows (or one of {sum(counts)}), got output shapes "

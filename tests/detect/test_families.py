@@ -194,6 +194,24 @@ def test_yolov5_flattened_rows(backend, form):
     assert_same(d, *ref)
 
 
+def test_yolov5_one_decoded_looking_output_is_not_taken_as_raw_rows():
+    """One (N, 5+C) output with N = all cells x anchors is also the usual YOLOv5 export with
+    decoded boxes: decoding it as raw rows would be silently wrong, so it needs the user's
+    word (decoded true, or apply_sigmoid false with values that can be sigmoids)."""
+    from edgedl.errors import ModelError
+    heads = _yolo_rows((64, 64), 3, YOLO_OBJECTS, "anchor_major")
+    rows = np.concatenate(heads)
+    model = const_model([("output", rows)], (1, 3, 64, 64))
+    with pytest.raises(ModelError, match="decoded true"):
+        detect(model, "yolov5", (64, 64), "numpy", decoded=False, labels=["a", "b", "c"])
+    pixels = rows.copy()
+    pixels[:, :4] *= 64                                      # decoded boxes: pixel values
+    model = const_model([("output", pixels)], (1, 3, 64, 64))
+    with pytest.raises(ModelError, match="apply_sigmoid false"):
+        detect(model, "yolov5", (64, 64), "numpy", decoded=False, apply_sigmoid=False,
+               labels=["a", "b", "c"])
+
+
 def test_yolov5_rows_that_fit_no_stride_raise():
     from edgedl.errors import ModelError
     model = const_model([("out", np.zeros((50, 8), np.float32))], (1, 3, 64, 64))
@@ -845,3 +863,19 @@ def test_retinaface(backend):
     boxes, *rest = ref_retinaface(*[o[0] for o in ort_outputs(model, (1, 3, h, w))], w, h)
     assert len(boxes) >= 2
     assert_same(d, np.clip(boxes, 0, [w, h, w, h]), *rest, kp_atol=1e-3)
+
+
+def test_mtcnn_pnet_alone_and_tiny_images(backend):
+    """family mtcnn on one model is the P-Net at one scale; images below the 12-pixel window
+    give no detections (no pyramid level), not an error."""
+    pnet, rnet, onet = _mtcnn_models()
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[10:40, 20:50] = 255
+    d = Detector(pnet, family="mtcnn", backend=backend, input_width=64, input_height=48)(img)
+    assert_sane(d, 64, 48)
+    assert len(d) >= 1 and d.labels[0] == "face"
+    cx = (d.boxes[:, 0] + d.boxes[:, 2]) / 2
+    assert ((cx > 10) & (cx < 60)).all()                  # windows mostly on the square
+    cascade = Detector([pnet, rnet, onet], backend=backend)
+    for shape in [(5, 5, 3), (11, 40, 3), (12, 12)]:
+        assert len(cascade(np.full(shape, 255, np.uint8))) == 0 or shape == (12, 12)
