@@ -625,7 +625,7 @@ def _print_detector(args, proto):
             continue
         shown = json.dumps(v) if not isinstance(v, float) else f"{v:.6g}"
         if k == "labels" and v:
-            shown = f"{len(v)} names: {', '.join(v)}"
+            shown = f"{len(v)} name{'s' * (len(v) != 1)}: {', '.join(v)}"
         if len(shown) > 70:
             shown = shown[:66] + " ..."
         print(f"  {k:18s} {shown:48s} {conf.sources.get(k, '')}")

@@ -282,3 +282,19 @@ def test_detect_three_models_run_the_mtcnn_cascade(capsys, shared_dir):
     assert_user_error(*run(capsys, "detect", p, r, img), "three for a cascade")
     rc, out, err = run(capsys, "info", p)
     assert "give --input-size WxH" in out and "the outputs fit mtcnn (" in out and "P-Net" in out
+
+
+@needs_onnx
+def test_family_and_preset_combine_and_one_label(capsys, tmp_path, shared_dir):
+    model = str(shared_dir / "models" / "ultraface_rfb320.onnx")
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"family": "ssd", "score_threshold": 0.8}))
+    rc, out, err = run(capsys, "info", model, "--family", "ssd", "--preset", str(preset),
+                       "--iou-threshold", "0.5", "--labels", "person")
+    assert rc == 0, err
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith("  ")}
+    assert rows["score_threshold"][1:] == ["0.8", "preset"]
+    assert rows["iou_threshold"][1:] == ["0.5", "user"]
+    assert "1 name: person" in out and rows["labels"][-1] == "user"
+    rc, out, err = run(capsys, "info", model, "--family", "yolox", "--preset", str(preset))
+    assert "not configured: --family 'yolox' contradicts the preset's family 'ssd'" in out
