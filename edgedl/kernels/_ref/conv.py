@@ -146,7 +146,7 @@ def _gemm_blocked(im2col, x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
     cols = np.empty((K, rb * ow), dtype=x.dtype)
     for o0 in range(0, oh, rb):
         r = min(rb, oh - o0)
-        cb = cols[:, :r * ow]
+        cb = cols.reshape(-1)[:K * r * ow].reshape(K, r * ow)    # contiguous, as im2col needs
         # rows o0.. of the output: the same im2col with the top pad shifted
         im2col(x, kh, kw, sh, sw, ph - o0 * sh, pw, dh, dw, r, ow, cb)
         _gemm.matmul_into(w, cb, y2[:, o0 * ow:(o0 + r) * ow])
