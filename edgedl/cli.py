@@ -58,6 +58,8 @@ def _one_line(e):
 def _parser():
     p = _Parser(
         prog="edgedl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"edgedl {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     d = sub.add_parser("detect", help="detect objects in images (no arguments: the demo)")

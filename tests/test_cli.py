@@ -298,3 +298,9 @@ def test_family_and_preset_combine_and_one_label(capsys, tmp_path, shared_dir):
     assert "1 name: person" in out and rows["labels"][-1] == "user"
     rc, out, err = run(capsys, "info", model, "--family", "yolox", "--preset", str(preset))
     assert "not configured: --family 'yolox' contradicts the preset's family 'ssd'" in out
+
+
+def test_version(capsys):
+    import edgedl
+    rc, out, err = run(capsys, "--version")
+    assert rc == 0 and out.strip() == f"edgedl {edgedl.__version__}", (rc, out, err)
