@@ -10,6 +10,7 @@ Score thresholding happens first, so the arithmetic of the box decode runs on th
 candidates only; the box arithmetic itself uses the box kernels (``decode_boxes``,
 ``distance2bbox``) where a family's encoding is theirs.
 """
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,6 +33,16 @@ def _candidates(boxes, scores, class_ids, keypoints=None):
                       np.asarray(class_ids, np.int64).reshape(-1),
                       None if keypoints is None else
                       np.ascontiguousarray(keypoints, np.float32))
+
+
+def _quiet(decode):
+    """Broken model outputs (inf, NaN, 1e30) make NaN / inf intermediates that the decoder
+    drops afterwards (``_drop_nonfinite``); numpy's warnings about them would be noise."""
+    @functools.wraps(decode)
+    def run(*args):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return decode(*args)
+    return run
 
 
 def _boxes_kernels():
@@ -262,6 +273,7 @@ def decode_yunet(outputs, names, cfg, width, height):
 
 
 # ----------------------------------------------------------------------------- yolov5
+@_quiet
 def decode_yolov5(outputs, names, cfg, width, height):
     """YOLOv5-style anchor grid. Per stride, one raw head output in one of four layouts:
     (na*(5+C), H, W) (YOLOv5 NCHW head), (na, H, W, 5+C) (YOLOv5 export), (H, W, na*4 + na + C)
@@ -317,7 +329,8 @@ def decode_yolov5(outputs, names, cfg, width, height):
         allb.append(_cxcywh_to_xyxy(cx, cy, w, h))
         alls.append(score[keep])
         alli.append(ids[keep])
-    return _candidates(np.concatenate(allb), np.concatenate(alls), np.concatenate(alli))
+    return _drop_nonfinite(_candidates(np.concatenate(allb), np.concatenate(alls),
+                                       np.concatenate(alli)))
 
 
 def _rows_by_stride(outputs, grids, strides, na, row_order, apply_sigmoid):
@@ -453,6 +466,7 @@ def nanodet_generation(cfg, strides, per_level):
     return g
 
 
+@_quiet
 def decode_gfl(outputs, names, cfg, width, height):
     """NanoDet / PicoDet (GFL heads): class scores (sigmoid in graph) and, per side, a
     distribution over ``reg_max + 1`` bins; distance = sum(softmax(bins) * k) * stride,
@@ -478,9 +492,11 @@ def decode_gfl(outputs, names, cfg, width, height):
     e = np.exp(bins - bins.max(axis=2, keepdims=True))
     dist = (e / e.sum(axis=2, keepdims=True)) @ np.arange(nb, dtype=np.float32)
     dist *= pt_strides[keep, None]
+    ok = np.isfinite(dist).all(axis=1)                # broken bins: no box there
+    keep, dist = keep[ok], dist[ok]
     b = _boxes_kernels().distance2bbox(np.ascontiguousarray(centers[keep]),
                                        np.ascontiguousarray(dist, np.float32))
-    return _candidates(b, score[keep], ids[keep])
+    return _drop_nonfinite(_candidates(b, score[keep], ids[keep]))
 
 
 # ----------------------------------------------------------------------------- scrfd
@@ -576,6 +592,7 @@ def centernet_variant(cfg, roles):
     return v
 
 
+@_quiet
 def decode_centernet(outputs, names, cfg, width, height):
     """CenterNet-style heatmap detectors. Peaks: heatmap cells equal to the maximum of their
     3x3 neighbourhood (edgedl's max_pool2d; ``peak_nms`` False keeps every cell), above the
@@ -629,6 +646,7 @@ def decode_centernet(outputs, names, cfg, width, height):
 
 
 # ----------------------------------------------------------------------------- db (text)
+@_quiet
 def decode_db(outputs, names, cfg, width, height):
     """DB text detection (PaddleOCR's PP-OCR det): a probability map (1, H, W) (sigmoid in
     graph). Pixels above ``mask_threshold`` (optionally dilated by a 2x2 max, ``dilate``) form
@@ -689,6 +707,7 @@ def _clockwise_from_top_left(q):
 
 
 # ----------------------------------------------------------------------------- end-to-end yolo
+@_quiet
 def decode_yolo_end2end(outputs, names, cfg, width, height):
     """Exports with the box selection in the graph: YOLOv10 (NMS-free) and Ultralytics
     end-to-end exports, (K, 6) rows x1, y1, x2, y2, score, class in input pixels; YOLOv7's
@@ -706,12 +725,13 @@ def decode_yolo_end2end(outputs, names, cfg, width, height):
         raise ModelError(f"{cfg['family']} expects (K, 6) rows x1, y1, x2, y2, score, class or "
                          f"(K, 7) rows batch, x1, y1, x2, y2, class, score; got {p.shape}")
     keep = _filter(score, cfg["score_threshold"])
-    keep = keep[np.isfinite(cls[keep])]
+    keep = keep[np.isfinite(cls[keep]) & (np.abs(cls[keep]) < 2 ** 31)]   # a class id
     return _drop_nonfinite(_candidates(boxes[keep], score[keep],
                                        np.rint(cls[keep]).astype(np.int64)))
 
 
 # ----------------------------------------------------------------------------- retinaface
+@_quiet
 def decode_retinaface(outputs, names, cfg, width, height):
     """RetinaFace (biubug6/Pytorch_Retinaface exports): loc (N, 4) SSD deltas, conf (N, 2)
     (softmax in graph; column 1 is the face) and landms (N, 10) on the priors of ``min_sizes``
@@ -765,6 +785,7 @@ def mtcnn_pnet_boxes(prob, reg, scale, threshold):
     return np.concatenate([q1, q2, prob[row, col][:, None], reg[row, col]], axis=1).reshape(-1, 9)
 
 
+@_quiet
 def decode_mtcnn(outputs, names, cfg, width, height):
     """MTCNN's P-Net alone, at one scale (the network input): face probabilities (H, W, 2)
     and box offsets (H, W, 4) (channels last, or first for NCHW exports), transposed maps

@@ -919,3 +919,83 @@ def test_centerface_real_model(backend, image, shared_dir):
     boxes = np.clip(boxes * np.tile(s, 2), 0, [w, h, w, h])
     assert_same(d, boxes, scores, ids, kps * s, kp_atol=0.05)
     assert len(d) == (0 if image == "chelsea.png" else 1)
+
+
+# ----------------------------------------------------------------------------- hostile outputs
+class _Arg:
+    def __init__(self, name, shape):
+        self.name, self.shape, self.type = name, shape, "tensor(float)"
+
+
+class _FixedSession:
+    """onnxruntime's API over fixed outputs."""
+
+    def __init__(self, size, outputs):
+        self.size, self.outputs = size, outputs
+
+    def get_inputs(self):
+        return [_Arg("x", [1, 3, self.size[1], self.size[0]])]
+
+    def get_outputs(self):
+        return [_Arg(n, list(a.shape)) for n, a in self.outputs]
+
+    def run(self, names, feed):
+        return [a.copy() for _, a in self.outputs]
+
+
+def _family_outputs(family):
+    """(settings, size, [(name, array)]) in each new family's layout, at 64x64."""
+    if family == "yolov5":
+        heads = _yolo_rows((64, 64), 3, YOLO_OBJECTS, "anchor_major")
+        return (dict(apply_sigmoid=False, decoded=False, labels=list("abc")), (64, 64),
+                [(f"out{s}", p[None]) for s, p in zip(STRIDES, heads)])
+    if family == "nanodet":
+        cls_l, reg_l = _gfl_levels((64, 64), [8, 16, 32], 2, NANO_OBJECTS)
+        p = np.concatenate([np.concatenate(cls_l), np.concatenate(reg_l)], 1)[None]
+        return dict(score_activation="none", labels=["a", "b"]), (64, 64), [("output", p)]
+    if family == "centernet":
+        outs, _ = _centerface_maps((64, 64), FACES[:1])
+        return dict(score_activation="none", labels=["face"]), (64, 64), outs
+    if family == "db":
+        p = np.zeros((1, 1, 64, 64), np.float32)
+        p[0, 0, 10:20, 5:50] = 0.9
+        return {}, (64, 64), [("p", p)]
+    if family == "yolov10":
+        p = np.zeros((1, 8, 6), np.float32)
+        p[0, 0] = [5, 6, 30, 40, 0.9, 1]
+        return dict(labels=["a", "b"]), (64, 64), [("output0", p)]
+    if family == "retinaface":
+        n = len(_retina_priors(64, 64))
+        conf = np.zeros((1, n, 2), np.float32)
+        conf[0, 3, 1] = 0.9
+        return ({}, (64, 64), [("loc", np.zeros((1, n, 4), np.float32)), ("conf", conf),
+                               ("landms", np.zeros((1, n, 10), np.float32))])
+    h = w = 27                                   # mtcnn: a P-Net at one scale, NHWC maps
+    prob = np.zeros((1, h, w, 2), np.float32)
+    prob[0, 5, 6, 1] = 0.9
+    return (dict(input_width=64, input_height=64), (64, 64),
+            [("conv2d_4", np.zeros((1, h, w, 4), np.float32)), ("softmax", prob)])
+
+
+NEW_FAMILIES = ["yolov5", "nanodet", "centernet", "db", "yolov10", "retinaface", "mtcnn"]
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, 1.0])
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_hostile_outputs_give_sane_boxes_or_a_clear_error(family, fill):
+    """Every value of every output replaced by NaN, +-inf, +-1e30, 0 or 1 (and only the first
+    output, the others kept): no crash, no NaN / inf box, boxes inside the image; a refusal
+    is an EdgeDLError."""
+    from edgedl.errors import EdgeDLError
+    kw, size, outs = _family_outputs(family)
+    for which in ("all", "first"):
+        bad = [(n, np.full_like(a, fill) if which == "all" or i == 0 else a)
+               for i, (n, a) in enumerate(outs)]
+        det = Detector(None, family=family, session=_FixedSession(size, bad), **kw)
+        try:
+            d = det(np.zeros((size[1], size[0], 3), np.uint8))
+        except EdgeDLError:
+            continue
+        assert_sane(d, *size)
+        if d.keypoints is not None:
+            assert np.isfinite(d.keypoints).all()
