@@ -147,7 +147,11 @@ class Detector:
         self.height, self.width = cfg["input_height"], cfg["input_width"]
         fixed = lambda d: isinstance(d, (int, np.integer)) and d > 0
         self.batch = int(shape[0]) if fixed(shape[0]) else None      # None: any batch
-        self.dtype = np.float64 if "double" in str(getattr(inp, "type", "")) else np.float32
+        typ = str(getattr(inp, "type", "") or "tensor(float)")
+        if typ not in ("tensor(float)", "tensor(double)"):
+            raise ModelError(f"input {inp.name!r} takes {typ}; the detector feeds float32 or "
+                             f"float64 images")
+        self.dtype = np.float64 if typ == "tensor(double)" else np.float32
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     # ------------------------------------------------------------------ pipeline steps

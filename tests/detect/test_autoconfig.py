@@ -18,7 +18,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from edgedl.detect import Detector, autoconfig  # noqa: E402
 from edgedl.detect.presets import available_presets, load_preset  # noqa: E402
-from edgedl.errors import ValidationError  # noqa: E402
+from edgedl.errors import ModelError, ValidationError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = ["fastestdet", "ultraface_rfb320", "yunet_n_320", "yolox_nano"]
@@ -460,6 +460,16 @@ def test_box_sanity_in_every_family(key):
         except EdgeDLError:
             pass
     assert found > 0 or key == "db"
+
+
+def test_non_float_input_is_refused():
+    m = onnx.load_from_string(_model("yolox"))
+    m.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT8
+    mb = m.SerializeToString()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ModelError, match=r"takes tensor\(uint8\)"):
+            Detector(mb, session=FakeSession(mb, None))
 
 
 def test_channel_order_per_call():
