@@ -150,3 +150,81 @@ def test_zz_summary():
     for what, be, first, warm in RESULTS:
         w = f"{warm:10.3f} s" if warm is not None else ""
         print(f"{what:16s} {be:8s} {first:12.3f} s {w:>12s}")
+
+
+# ----------------------------------------------------------------------------- ONNX reader
+# Issue 17 point 3: edgedl's own protobuf reader (edgedl/onnx/proto.py) vs the onnx package.
+# Each child imports one reader and reads one model (parse + every initializer to NumPy).
+# The reader is loaded from its file: edgedl/onnx/__init__.py imports onnx until the loader
+# is switched over to it, which would count onnx's import against it.
+READER_IMPORT = {
+    "edgedl": "import importlib.util, sys\n"
+              "spec = importlib.util.spec_from_file_location('edgedl.onnx.proto', {file!r})\n"
+              "P = importlib.util.module_from_spec(spec); sys.modules[spec.name] = P\n"
+              "spec.loader.exec_module(P)",
+    "onnx": "import onnx\nfrom onnx import numpy_helper",
+}
+READER_READ = {
+    "edgedl": "m = P.load_model({path!r})\narrs = [P.to_array(t) for t in m.graph.initializer]",
+    "onnx": "m = onnx.load({path!r})\n"
+            "arrs = [numpy_helper.to_array(t) for t in m.graph.initializer]",
+}
+READER_CHILD = """
+import json, time
+t0 = time.perf_counter()
+{imp}
+t1 = time.perf_counter()
+{read}
+t2 = time.perf_counter()
+{read}
+t3 = time.perf_counter()
+assert len(arrs) > 50 and 'onnx' not in __import__('sys').modules or {reader!r} == 'onnx'
+print(json.dumps(dict(import_s=t1 - t0, read_s=t2 - t1, again_s=t3 - t2)))
+"""
+READERS = []
+READER_MODELS = ["fastestdet", "yunet_n_320", "ultraface_rfb320", "yolox_nano"]
+
+
+def _reader_child(reader, path):
+    import edgedl.onnx.proto as _p  # noqa: F401  (only its file name: the child loads it)
+    code = textwrap.dedent(READER_CHILD).format(
+        imp=READER_IMPORT[reader].format(file=_p.__file__), read=READER_READ[reader].format(
+            path=str(path)), reader=reader)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", READER_MODELS)
+def test_onnx_reader(benchmark, model):
+    """Import + first read in fresh processes (median of 5 each), edgedl's reader vs onnx."""
+    from bench_models import _shared
+    if _shared() is None:
+        pytest.skip("../shared/models not found")
+    pytest.importorskip("onnx")
+    path = _shared() / "models" / f"{model}.onnx"
+
+    def both():
+        return {rd: [_reader_child(rd, path) for _ in range(5)] for rd in ("edgedl", "onnx")}
+    runs = benchmark.pedantic(both, rounds=1, iterations=1)
+    med = {rd: {k: sorted(r[k] for r in rs)[2] for k in rs[0]} for rd, rs in runs.items()}
+    benchmark.extra_info.update({f"{rd}_{k}": v for rd, m in med.items() for k, v in m.items()})
+    READERS.append((model, med))
+    e, o = med["edgedl"], med["onnx"]
+    print(f"\n{model}: import {e['import_s'] * 1e3:.0f} ms (onnx {o['import_s'] * 1e3:.0f}), "
+          f"read {e['read_s'] * 1e3:.1f} ms (onnx {o['read_s'] * 1e3:.1f}), again "
+          f"{e['again_s'] * 1e3:.1f} ms (onnx {o['again_s'] * 1e3:.1f})")
+
+
+def test_zz_reader_summary():
+    if not READERS:
+        pytest.skip("nothing measured")
+    print("\n\nONNX reader: fresh processes, medians of 5 (read = parse + every initializer "
+          "to NumPy; again = a second read in the same process)")
+    print(f"{'model':18s} {'reader':7s} {'import':>9s} {'read':>9s} {'again':>9s} "
+          f"{'import+read':>12s}")
+    for model, med in READERS:
+        for rd, m in med.items():
+            print(f"{model:18s} {rd:7s} {m['import_s'] * 1e3:7.0f}ms {m['read_s'] * 1e3:7.1f}ms "
+                  f"{m['again_s'] * 1e3:7.1f}ms {(m['import_s'] + m['read_s']) * 1e3:10.0f}ms")

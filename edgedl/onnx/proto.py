@@ -41,6 +41,7 @@ _M64 = (1 << 64) - 1
 _INT64, _INT32, _UINT64, _ENUM, _FLOAT, _DOUBLE, _STRING, _BYTES, _MSG = range(9)
 _SINGLE, _LIST, _ARRAY = 0, 1, 2          # singular / repeated as list / repeated as ndarray
 _VARINTS = (_INT64, _INT32, _UINT64, _ENUM)
+_CHUNK = 1 << 18                          # varints decoded per NumPy pass
 #: dtype of a packed ndarray field, by kind
 _ARRAY_DTYPE = {_FLOAT: np.dtype("<f4"), _DOUBLE: np.dtype("<f8"), _INT32: np.dtype(np.int32),
                 _INT64: np.dtype(np.int64), _UINT64: np.dtype(np.uint64)}
@@ -312,22 +313,29 @@ def _signed(v, kind):
 
 
 def _varints_np(buf, start, end, kind):
-    """Packed varints in [start, end) decoded with NumPy (no per-value Python loop)."""
-    check_alloc((end - start) * 32, f"packed field of {end - start} bytes")
+    """Packed varints in [start, end) decoded with NumPy (no per-value Python loop), in
+    chunks of about _CHUNK bytes so the temporaries stay small."""
     a = np.frombuffer(buf, np.uint8, end - start, start)
-    term = a < 0x80
-    if not term[-1]:
+    if a[-1] >= 0x80:
         raise _Malformed(end - 1, "truncated varint at the end of a packed field")
-    ends = np.flatnonzero(term)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lens = ends - starts + 1
-    if lens.max() > 10:
-        k = int(np.argmax(lens > 10))
-        raise _Malformed(start + int(starts[k]), "varint longer than 10 bytes")
-    shift = (np.arange(a.size) - np.repeat(starts, lens)).astype(np.uint64) * np.uint64(7)
-    v = np.bitwise_or.reduceat((a & 0x7F).astype(np.uint64) << shift, starts)
+    ends = np.flatnonzero(a < 0x80)
+    check_alloc(ends.size * 8, f"packed field of {ends.size} values")
+    parts, lo = [], 0
+    for k in range(0, ends.size, _CHUNK):
+        e = ends[k:k + _CHUNK]
+        starts = np.empty_like(e)
+        starts[0] = lo
+        starts[1:] = e[:-1] + 1
+        lens = e - starts + 1
+        if lens.max() > 10:
+            raise _Malformed(start + int(starts[np.argmax(lens > 10)]),
+                             "varint longer than 10 bytes")
+        shift = (np.arange(lo, e[-1] + 1) - np.repeat(starts, lens)).astype(np.uint64) * \
+            np.uint64(7)
+        payload = (a[lo:e[-1] + 1] & 0x7F).astype(np.uint64) << shift
+        parts.append(np.bitwise_or.reduceat(payload, starts - lo))
+        lo = int(e[-1]) + 1
+    v = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if kind == _INT32 or kind == _ENUM:
         return (v & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32)
     return v.view(np.int64) if kind == _INT64 else v
