@@ -283,19 +283,25 @@ def attr_value(a):
     return v
 
 
+_CONSTANT_ATTRS = {"value": None, "value_float": np.float32, "value_floats": np.float32,
+                   "value_int": np.int64, "value_ints": np.int64}
+
+
 def _constant_value(node):
-    """The value of a Constant node (every opset's attribute spelling)."""
+    """The value of a Constant node (every opset's attribute spelling), checked: the schema
+    check skips Constant nodes, as onnxruntime does."""
     a = node.attrs
-    if "value" in a:
-        return a["value"]
-    if "value_float" in a:
-        return np.array(a["value_float"], dtype=np.float32)
-    if "value_floats" in a:
-        return np.array(a["value_floats"], dtype=np.float32)
-    if "value_int" in a:
-        return np.array(a["value_int"], dtype=np.int64)
-    if "value_ints" in a:
-        return np.array(a["value_ints"], dtype=np.int64)
+    for name, dtype in _CONSTANT_ATTRS.items():
+        if name not in a:
+            continue
+        v = a[name]
+        ok = isinstance(v, np.ndarray) if dtype is None else \
+            all(isinstance(e, (int, float)) for e in (v if isinstance(v, list) else [v]))
+        if not ok:
+            raise ModelError(f"Constant node {node.name!r}: attribute {name!r} must be a "
+                             f"{'tensor' if dtype is None else 'number or list of numbers'}"
+                             f", got {type(v).__name__}")
+        return v if dtype is None else np.array(v, dtype=dtype)
     raise ModelError(f"Constant node {node.name!r} has no supported value attribute "
                      f"(got {sorted(a)})")
 
@@ -328,6 +334,42 @@ def _opsets(proto):
 
 def _node_label(n):
     return f"node {n.name!r} ({n.op_type})"
+
+
+def _check_schema(n, name, opset, schemas):
+    """A NodeProto against its op's schema at the model's opset, as onnxruntime checks it:
+    the op exists at that opset, every attribute is known and of its type (a float `group`
+    or a string `kernel_shape` would otherwise be misread), required ones are present."""
+    label = f"node {name!r} ({n.op_type})"
+    schema = schemas.get(n.op_type)
+    if schema is None:
+        try:
+            schema = schemas[n.op_type] = onnx.defs.get_schema(n.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            first = next((v for v in range(opset + 1, onnx.defs.onnx_opset_version() + 1)
+                          if onnx.defs.has(n.op_type, v, "")), "a later version")
+            raise ModelError(f"{label}: {n.op_type} is not in ai.onnx opset {opset} (the "
+                             f"model's); it was introduced in opset {first}") from None
+    if n.op_type == "Constant":
+        return   # onnxruntime takes any opset's value_* spelling, and so does _constant_value
+    spec = schema.attributes
+    seen = set()
+    for a in n.attribute:
+        if a.name in seen:
+            raise ModelError(f"{label}: attribute {a.name!r} is given twice")
+        seen.add(a.name)
+        if a.name not in spec:
+            raise ModelError(f"{label}: unknown attribute {a.name!r} ({n.op_type} at opset "
+                             f"{opset} takes {sorted(spec)})")
+        want = spec[a.name].type.value
+        if a.type != want:
+            names = onnx.AttributeProto.AttributeType
+            got = names.Name(a.type) if a.type in names.values() else str(a.type)
+            raise ModelError(f"{label}: attribute {a.name!r} must be {names.Name(want)}, "
+                             f"got {got}")
+    missing = sorted(k for k, v in spec.items() if v.required and k not in seen)
+    if missing:
+        raise ModelError(f"{label}: required attribute(s) {missing} missing")
 
 
 def _check_unique(g, nodes):
@@ -370,27 +412,22 @@ def build_graph(proto, supported):
     for t in g.sparse_initializer:
         raise ModelError(f"sparse initializer {t.values.name!r} is not supported")
 
-    nodes, unsupported = [], {}
+    protos, unsupported = [], {}
     for i, n in enumerate(g.node):
-        attrs = {a.name: attr_value(a) for a in n.attribute}
-        node = Node(n.op_type, n.input, n.output, attrs, n.name or f"{n.op_type}_{i}",
-                    n.domain)
         # an op type onnx does not define (e.g. edgedl's internal Silu) is not supported
-        if node.domain not in DEFAULT_DOMAINS or node.op_type not in supported or \
-                not onnx.defs.has(node.op_type):
-            key = node.op_type if node.domain in DEFAULT_DOMAINS else \
-                f"{node.domain}.{node.op_type}"
+        if n.domain not in DEFAULT_DOMAINS or n.op_type not in supported or \
+                not onnx.defs.has(n.op_type):
+            key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}.{n.op_type}"
             unsupported.setdefault(key, []).append(n.name)
             continue
-        nodes.append(node)
+        protos.append((n, n.name or f"{n.op_type}_{i}"))
     if unsupported:
         raise UnsupportedOpsError(unsupported)
-    for n in nodes:
-        if not onnx.defs.has(n.op_type, opset, ""):
-            first = next((v for v in range(opset + 1, onnx.defs.onnx_opset_version() + 1)
-                          if onnx.defs.has(n.op_type, v, "")), "a later version")
-            raise ModelError(f"{_node_label(n)}: {n.op_type} is not in ai.onnx opset {opset} "
-                             f"(the model's); it was introduced in opset {first}")
+    schemas, nodes = {}, []
+    for n, name in protos:
+        _check_schema(n, name, opset, schemas)
+        attrs = {a.name: attr_value(a) for a in n.attribute}
+        nodes.append(Node(n.op_type, n.input, n.output, attrs, name, n.domain))
     _check_unique(g, nodes)
 
     # Constant nodes become constants (real exports keep weights there).

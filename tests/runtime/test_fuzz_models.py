@@ -98,6 +98,13 @@ def mutate_attribute(m, rng):
         return "attr: none"
     n, a = _pick(rng, cands)
     label = f"{n.op_type} {n.name!r} {a.name}"
+    if rng.random() < 0.15:          # another type under the same name, or an unknown name
+        from onnx import helper
+        v = _pick(rng, [1.5, "x", [1.0, 2.0], [b"a"], 3, [1, 2]])
+        name = a.name if rng.random() < 0.8 else "bogus"
+        n.attribute.remove(a)
+        n.attribute.append(helper.make_attribute(name, v))
+        return f"{n.op_type} {n.name!r} attribute {name} -> {v!r}"
     if a.type == a.INTS:
         r = rng.random()
         if r < 0.6 and len(a.ints):

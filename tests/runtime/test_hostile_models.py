@@ -44,6 +44,16 @@ def _tensor(t):
     return t if isinstance(t, TensorProto) else numpy_helper.from_array(t[1], t[0])
 
 
+def _with_attr(m, attr):
+    m.graph.node[0].attribute.append(attr)
+    return m
+
+
+def _with(node, **attrs):
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
+    return node
+
+
 def _w(*shape):
     return np.full(shape, 0.1, np.float32)
 
@@ -140,6 +150,23 @@ HOSTILE = [
                                                              name="hs")], opset=13),
      ModelError, r"node 'hs' \(HardSwish\): HardSwish is not in ai.onnx opset 13 \(the "
                  r"model's\); it was introduced in opset 14"),
+    ("unknown_attribute", lambda: _model([_conv(foo=1)], [("w", _w(4, 3, 3, 3))]),
+     ModelError, r"node 'c1' \(Conv\): unknown attribute 'foo' \(Conv at opset 13 takes "),
+    ("float_group", lambda: _model([_conv(group=1.0)], [("w", _w(4, 3, 3, 3))]),
+     ModelError, r"node 'c1' \(Conv\): attribute 'group' must be INT, got FLOAT"),
+    ("string_kernel_shape", lambda: _model([_conv(kernel_shape="33")], [("w", _w(4, 3, 3, 3))]),
+     ModelError, r"attribute 'kernel_shape' must be INTS, got STRING"),
+    ("untyped_attribute", lambda: _with_attr(_model([_conv()], [("w", _w(4, 3, 3, 3))]),
+                                             onnx.AttributeProto(name="group", i=2)),
+     ModelError, r"attribute 'group' must be INT, got UNDEFINED"),
+    ("required_attribute", lambda: _model([helper.make_node("MaxPool", ["x"], ["y"],
+                                                            name="mp")]),
+     ModelError, r"node 'mp' \(MaxPool\): required attribute\(s\) \['kernel_shape'\] "
+                 r"missing"),
+    ("constant_string_value", lambda: _model(
+        [_with(helper.make_node("Constant", [], ["c"], name="k"), value_floats="abc"),
+         helper.make_node("Add", ["x", "c"], ["y"])]),
+     ModelError, r"Constant node 'k': attribute 'value_floats' must be a number or list"),
     ("dangling", lambda: _model([helper.make_node("Add", ["x", "nope"], ["y"], name="a")]),
      ModelError, r"node 'a' \(Add\) reads \['nope'\], which no node"),
     ("cycle", lambda: _model([helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
