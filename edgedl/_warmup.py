@@ -9,7 +9,7 @@ import time
 
 from . import _config
 
-FAMILIES = ("activations", "pooling", "boxes", "conv")
+FAMILIES = ("activations", "pooling", "boxes", "conv", "regions")
 
 
 def warmup(backend="numba", verbose=False):

@@ -107,3 +107,13 @@ def rect_corners(rects):
     v = np.stack([-s, c], axis=1) * (0.5 * r[:, 3:4])        # half side h
     ctr = r[:, :2]
     return np.stack([ctr - u - v, ctr + u - v, ctr + u + v, ctr - u + v], axis=1)
+
+
+def _warmup(backend):
+    """Compile / load the kernels once (``edgedl.warmup``): a tiny map with two regions."""
+    m = np.zeros((4, 5), np.uint8)
+    m[0, :2] = m[2:, 3:] = 1
+    for conn in (4, 8):
+        labels, n = label_regions(m, conn, backend=backend)
+    region_sums(labels, np.ones(m.shape, np.float32), n, backend=backend)
+    min_area_rects(labels, n, backend=backend)

@@ -164,3 +164,7 @@ def test_bad_arguments_raise_clear_errors():
         R.region_sums(lab, np.ones((1, 2), np.int32), 2)
     with pytest.raises(ShapeError, match="out"):
         R.label_regions(np.zeros((3, 3), bool), out=np.zeros((2, 2), np.int32))
+
+
+def test_warmup_runs(backend):
+    R._warmup(backend)
