@@ -203,8 +203,11 @@ class _Arg:
         self.name = vi.name
         self.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                       for d in t.shape.dim] if t.HasField("shape") else None
-        self.type = "tensor(double)" if t.elem_type == 11 else "tensor(float)" \
-            if t.elem_type == 1 else f"tensor(type {t.elem_type})"
+        from onnx import TensorProto          # a ModelProto is at hand: onnx is installed
+        try:
+            self.type = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})"
+        except ValueError:
+            self.type = f"tensor(type {t.elem_type})"
 
 
 class ProtoIO:
