@@ -890,7 +890,10 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
         raise ValidationError(
             f"model {facts.name} has {len(cfg['strides'])} output strides {cfg['strides']} but "
             f"`anchors` lists {len(cfg['anchors'])} levels: give `anchors` (w, h pairs per "
-            f"level, as the model was trained)")
+            f"level, as the model was trained"
+            + ("; Yolo-FastestV2's COCO ones are [[12.64, 19.39, 37.88, 51.48, 55.71, 138.31], "
+               "[126.91, 78.23, 131.57, 214.55, 279.92, 258.87]]"
+               if cfg["strides"] == [16, 32] else "") + ")")
     cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
                             facts, key)
     return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
