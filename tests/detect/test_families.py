@@ -439,12 +439,15 @@ def test_centernet_nan_heatmap_gives_no_box(backend):
 
 
 # ----------------------------------------------------------------------------- db
-def ref_db(prob, size, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5, min_size=3):
+def ref_db(prob, size, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5, min_size=3,
+           dilate=False):
     """PaddleOCR's DBPostProcess with OpenCV (an oracle): regions, minAreaRect of their
     pixels, mean probability over the region, unclip of the rectangle by area * ratio /
-    perimeter, minAreaRect again."""
+    perimeter, minAreaRect again; ``dilate``: its use_dilation (cv2.dilate, 2x2 ones)."""
     cv2 = pytest.importorskip("cv2")
     mask = (prob > thresh).astype(np.uint8)
+    if dilate:
+        mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
     n, lab = cv2.connectedComponents(mask, connectivity=8)
     boxes, scores, quads = [], [], []
     for k in range(1, n):
@@ -499,6 +502,25 @@ def test_db_synthetic_map(backend):
     q = d.keypoints[int(np.argmax(iou(d.boxes, [line])))]
     np.testing.assert_allclose(q, [[line[0], line[1]], [line[2], line[1]], [line[2], line[3]],
                                    [line[0], line[3]]], atol=1e-4)
+
+
+def test_db_dilation_is_opencvs(backend):
+    """use_dilation (rapidocr's default): the 2x2 dilation on edgedl's max_pool2d joins what
+    cv2.dilate joins (two bars one pixel apart become one region)."""
+    w, h = 64, 40
+    prob = np.zeros((1, 1, h, w), np.float32)
+    prob[0, 0, 8:14, 5:30] = 0.9
+    prob[0, 0, 8:14, 31:60] = 0.8                 # a one-pixel gap
+    prob[0, 0, 25:31, 10:50] = 0.7
+    prob[0, 0, 32:36, 10:50] = 0.95               # a one-row gap below it
+    model = const_model([("p", prob)], (1, 3, h, w))
+    p = ort_outputs(model, (1, 3, h, w))[0][0, 0]
+    for dilate in (False, True):
+        d = detect(model, "db", (w, h), backend, dilate=dilate)
+        ref = ref_db(p, (w, h), dilate=dilate)
+        assert len(d) == (4 if not dilate else 2)
+        assert_same(d, *ref[:3])
+        _quads_match(d, ref[3], atol=1e-3)
 
 
 @pytest.mark.parametrize("fill", [0.0, 1.0, np.nan])
