@@ -38,8 +38,8 @@ KEYS = {
     "pad_value": ("letterbox padding value (0..255, before scale/mean/std)", "V"),
     "channel_order": ("channel order the model expects (images are read as RGB)", "rgb|bgr"),
     "scale": ("pixel multiplier before mean/std: input = (pixel * scale - mean) / std", "S"),
-    "mean": ("per-channel mean subtracted after scale (1 or 3 values)", "M[,M,M]"),
-    "std": ("per-channel divisor after the mean (1 or 3 values)", "S[,S,S]"),
+    "mean": ("per-channel mean subtracted after scale (1 or 3 values)", "M,M,M"),
+    "std": ("per-channel divisor after the mean (1 or 3 values)", "S,S,S"),
     "layout": ("input layout nchw or nhwc (default: from the declared input)", "nchw|nhwc"),
     "score_threshold": ("keep candidates scoring above this", "T"),
     "iou_threshold": ("NMS: suppress boxes overlapping a better one by more than this IoU",
@@ -63,12 +63,12 @@ KEYS = {
     "score_activation": ("activation still to apply to the scores: none (done in graph), "
                          "sigmoid or softmax", "none|sigmoid|softmax"),
     "variances": ("ssd: prior-box variances (center, size)", "V,V"),
-    "min_sizes": ("ssd: prior sizes per level, JSON", "[[10,16],[32],...]"),
+    "min_sizes": ("ssd: prior sizes per level, JSON, e.g. [[10,16,24],[32,48]]", "JSON"),
     "steps": ("ssd: prior steps per level", "8,16,32,64"),
     "apply_sigmoid": ("yolov5: apply the sigmoid to raw head outputs (false when the graph "
                       "did)", "true|false"),
-    "anchors": ("yolov5: anchor w,h pairs per level in input pixels, JSON",
-                "[[10,13,...],...]"),
+    "anchors": ("yolov5: anchor w,h pairs per level in input pixels, JSON, e.g. "
+                "[[10,13,16,30,33,23],[30,61,62,45,59,119]]", "JSON"),
     "row_order": ("yolov5 flattened rows: anchor_major (YOLOv5's view(na, H, W, 5+C)) or "
                   "cell_major", "anchor_major|cell_major"),
     "reg_max": ("GFL heads: bins per box side minus one", "N"),
