@@ -59,7 +59,7 @@ def label_regions(mask, connectivity=8, out=None, backend=None):
     m = _mask(mask)
     if m.size >= 2 ** 31 - 1:                     # labels are int32
         raise ValidationError(f"mask has {m.size} pixels; at most 2**31 - 2 can be labelled")
-    connectivity = V.choice(connectivity, "connectivity", (4, 8))
+    connectivity = V.choice(V.integer(connectivity, "connectivity"), "connectivity", (4, 8))
     res = V.output(out, m.shape, np.int32)
     tmp = res if res.flags.c_contiguous else np.empty(m.shape, np.int32)
     if m.size == 0:

@@ -151,8 +151,9 @@ def test_bad_arguments_raise_clear_errors():
         R.label_regions(np.zeros((3, 3), np.float32))
     with pytest.raises(ShapeError, match="mask"):
         R.label_regions(np.zeros((1, 3, 3), bool))
-    with pytest.raises(ValidationError, match="connectivity"):
-        R.label_regions(np.zeros((3, 3), bool), connectivity=6)
+    for bad in (6, 8.0, True, "8"):
+        with pytest.raises(ValidationError, match="connectivity"):
+            R.label_regions(np.zeros((3, 3), bool), connectivity=bad)
     lab = np.array([[0, 2]], np.int32)
     with pytest.raises(ValidationError, match=r"\[0, n\]"):
         R.min_area_rects(lab, 1)
