@@ -350,6 +350,13 @@ def _check_schema(n, name, opset, schemas):
                           if onnx.defs.has(n.op_type, v, "")), "a later version")
             raise ModelError(f"{label}: {n.op_type} is not in ai.onnx opset {opset} (the "
                              f"model's); it was introduced in opset {first}") from None
+    for what, got, lo, hi in (("inputs", len(n.input), schema.min_input, schema.max_input),
+                              ("outputs", len(n.output), schema.min_output,
+                               schema.max_output)):
+        if not lo <= got <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 1 << 30 else f">= {lo}"
+            raise ModelError(f"{label}: has {got} {what}; {n.op_type} at opset {opset} takes "
+                             f"{want}")
     if n.op_type == "Constant":
         return   # onnxruntime takes any opset's value_* spelling, and so does _constant_value
     spec = schema.attributes
