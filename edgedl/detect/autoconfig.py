@@ -1085,3 +1085,10 @@ def parse_size(text):
     if len(nums) != 2 or min(nums) < 1:
         raise ValidationError(f"--input-size must be WxH (e.g. 320x320), got {text!r}")
     return nums[0], nums[1]
+
+
+if __name__ == "__main__":         # python -m edgedl.detect.autoconfig docs/families.md
+    import sys
+    with open(sys.argv[1] if len(sys.argv) > 1 else "docs/families.md", "w",
+              encoding="utf-8") as out:
+        out.write(families_reference())
