@@ -529,13 +529,37 @@ def parse_model(data, where="<bytes>"):
 
 
 def load_model(path):
-    """parse_model of a file; its folder is the base for external data."""
+    """parse_model of a file (external data is left in place: see read_model)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ModelError(f"cannot read ONNX model {os.fspath(path)!r}: {e}") from e
     return parse_model(data, os.fspath(path))
+
+
+def read_model(model):
+    """graph.py's ``read_model`` on this reader: a ModelProto from a path, bytes, one of
+    ours, or anything with ``SerializeToString`` (an ``onnx.ModelProto``, without importing
+    onnx); external data read from the model's folder (a path only)."""
+    base_dir = None
+    if isinstance(model, ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        proto = parse_model(bytes(model), "<bytes>")
+    elif isinstance(model, (str, os.PathLike)):
+        proto = load_model(model)
+        base_dir = os.path.dirname(os.path.abspath(os.fspath(model)))
+    elif callable(getattr(model, "SerializeToString", None)):
+        try:
+            data = model.SerializeToString()
+        except Exception as e:        # e.g. protobuf's 2 GB limit
+            raise ModelError(f"cannot serialize the {type(model).__name__} given: {e}") from e
+        proto = parse_model(data, f"<{type(model).__name__}>")
+    else:
+        raise ModelError(f"model must be a path, bytes or onnx.ModelProto, got "
+                         f"{type(model).__name__}")
+    return load_external_data(proto, base_dir)
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -661,7 +685,8 @@ def to_array(t, base_dir=None, what="tensor"):
             return (np.frombuffer(raw, np.uint8) != 0).reshape(dims)
         return np.frombuffer(raw, dt.newbyteorder("<")).astype(dt).reshape(dims)
     field, per = _FIELD.get(t.data_type, ("int32_data", 1))
-    vals = getattr(t, field)
+    # an ndarray already (no copy); a list for an onnx TensorProto, which works here too
+    vals = np.asarray(getattr(t, field), dtype=_ARRAY_DTYPE[TensorProto._BY_NAME[field][1]])
     if len(vals) != n * per:
         raise ModelError(f"{what} {t.name!r} has {len(vals)} values in {field}, its dims "
                          f"{dims} need {n * per}")
@@ -687,12 +712,13 @@ def attribute_value(a):
     if field is None:
         return None
     v = getattr(a, field)
-    return list(v) if isinstance(v, list) else v
+    return list(v) if a.type in _PLURAL else v
 
 
 _ATTR_FIELD = {1: "f", 2: "i", 3: "s", 4: "t", 5: "g", 11: "sparse_tensor", 13: "tp",
                6: "floats", 7: "ints", 8: "strings", 9: "tensors", 10: "graphs",
                12: "sparse_tensors", 14: "type_protos"}
+_PLURAL = {6, 7, 8, 9, 10, 12, 14}
 
 
 def iter_graphs(g):
