@@ -494,11 +494,11 @@ def test_channel_order_per_call():
 
 # ----------------------------------------------------------------------------- reference
 def test_families_reference_is_up_to_date():
-    """docs/families.md is generated: python -m edgedl.detect.autoconfig docs/families.md"""
+    """docs/families.md is generated: edgedl detect --help-families > docs/families.md"""
     text = autoconfig.families_reference()
     path = os.path.join(REPO, "docs", "families.md")
     with open(path, encoding="utf-8") as f:
-        assert f.read() == text, "docs/families.md is stale: python -m edgedl.detect.autoconfig docs/families.md"
+        assert f.read() == text, "docs/families.md is stale: edgedl detect --help-families > docs/families.md"
     for key, fams in autoconfig.all_keys().items():
         assert f"`{key}`" in text
     for fam in autoconfig.decoders.FAMILIES:
