@@ -379,3 +379,12 @@ def test_planned_buffers_above_limit():
     edgedl.set_memory_limit(100_000)
     with pytest.raises(ResourceError, match=r"would need (4000000|8000000) bytes"):
         s.run(None, {"x": np.ones((1000, 1000), np.float32)})
+
+
+def test_allocation_failure_while_planning_is_one_resource_error():
+    # no limit: numpy itself refuses 4 PiB, and the planner names the node
+    edgedl.set_memory_limit(None)
+    m = _model([helper.make_node("Tile", ["x", "r"], ["y"], name="tile")],
+               [("r", np.array([1 << 48], np.int64))], inputs=[_vi("x", [4])])
+    with pytest.raises(ResourceError, match=r"Tile node 'tile': Unable to allocate"):
+        edgedl.InferenceSession(m).run(None, {"x": np.ones(4, np.float32)})
