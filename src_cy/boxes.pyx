@@ -5,9 +5,10 @@ every shape, dtype and value. Arithmetic stays in the box dtype (float32 boxes i
 with the same formulas, in the same order, as the reference.
 """
 from cython cimport floating
-from libc.math cimport atan2, atan2f, exp, expf, log, logf, log1p, log1pf, pow, powf, INFINITY
+from libc.math cimport (atan2, atan2f, exp, expf, log, logf, log1p, log1pf, pow, powf, sqrt,
+                        fabs,                         INFINITY)
 from libc.stdint cimport int8_t, int64_t, uint8_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memmove
 
 cdef double _DIOU_EPS = 1e-7
@@ -232,88 +233,304 @@ cdef inline bint _suppresses(const floating* kb, floating x1, floating y1, float
     return (w > 0) & (h > 0) & (<double>iou > thr)
 
 
-def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::1] bounds,
-        double iou_threshold, int64_t max_output, uint8_t[::1] keep):
-    """Greedy NMS per segment with an x1-sorted kept set (see the numba twin's docstring:
-    IoU(i, j) <= IoU of the x-extents bounds the x1 distance of boxes that can suppress)."""
-    cdef Py_ssize_t nseg = bounds.shape[0] - 1, npos = order.shape[0]
-    cdef Py_ssize_t s, p, q, lo, hi, mid, ins, k, longest = 0
-    cdef int64_t j
-    cdef double t = iou_threshold, xj, wj, wmax, r
+cdef enum:
+    _GRID_MIN = 2048    # shorter segments: _nms_xwindow (faster there on clustered boxes)
+    _SAMPLE = 255       # candidates sampled for the median box size
+
+# Grid NMS constants (the numba twin has the same):
+cdef double _BIG = 8.0          # boxes this many times the median size go to the big boxes
+cdef double _TINY = 1e-30       # areas below: the list too (denormal IoUs round anyhow)
+cdef double _SLACK = 1e-5       # IoU rounding allowance in the distance bound
+
+
+cdef struct _Grid:
+    double x0, y0, ix, iy       # origin (lowest centre) and cells per unit along x, y
+    double l0, il               # lowest log(area) and levels per unit of log(area)
+    double bw, bh               # wider / taller boxes go to the list of big boxes
+    Py_ssize_t gx, gy, gl       # cells along x, y; area levels
+
+
+cdef int _cmp_double(const void* a, const void* b) noexcept nogil:
+    cdef double x = (<const double*>a)[0], y = (<const double*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef inline Py_ssize_t _cell(double v, double v0, double inv, Py_ssize_t g) noexcept nogil:
+    """The cell of coordinate v: floor((v - v0) * inv) clamped to [0, g - 1]. Monotone in v,
+    so a centre within [c - r, c + r] lies in the cells of c - r .. c + r."""
+    cdef double t
+    if g == 1:
+        return 0
+    t = (v - v0) * inv
+    if not (t > 0):
+        return 0
+    return <Py_ssize_t>t if t < <double>(g - 1) else g - 1
+
+
+cdef Py_ssize_t _cells_along(double extent, double size, Py_ssize_t m) noexcept nogil:
+    """About extent / size cells, 1 to m; 1 if the extent is 0 or overflows."""
+    cdef double t
+    if not (extent > 0) or extent == INFINITY:
+        return 1
+    t = extent / size
+    return 1 if t < 1 else (<Py_ssize_t>t if t < m else m)
+
+
+cdef double _median_size(double* v, Py_ssize_t n, double extent, Py_ssize_t m) noexcept nogil:
+    """The median of v[:n] (sorted in place); extent / sqrt(m) if that is 0 (mostly
+    zero-size boxes)."""
+    qsort(v, n, sizeof(double), _cmp_double)
+    return v[n // 2] if v[n // 2] > 0 else extent / sqrt(<double>m)
+
+
+cdef inline bint _live(floating a) noexcept nogil:
+    """A box of area 0 (or inf / NaN from overflow) has IoU 0 or NaN with every box, so it
+    never suppresses nor is suppressed: NMS keeps it and never tests it."""
+    return a > 0 and a < INFINITY
+
+
+cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, double tl,
+                     double cell, double* samp, _Grid* g) noexcept nogil:
+    """Cells over the live candidates' centres, of ``cell`` x the median box size, times
+    levels of log(area) as wide as log(1 / tl), at most 2m in all."""
+    cdef double x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY
+    cdef double l0 = INFINITY, l1 = -INFINITY, c, mw, mh
+    cdef floating a
+    cdef Py_ssize_t p, ns
+    cdef const floating* b
+    for p in range(m):
+        b = bx + 4 * order[p]
+        a = (b[2] - b[0]) * (b[3] - b[1])
+        if _live(a):
+            c = b[0] + 0.5 * (<double>b[2] - b[0])
+            x0 = min(x0, c)
+            x1 = max(x1, c)
+            c = b[1] + 0.5 * (<double>b[3] - b[1])
+            y0 = min(y0, c)
+            y1 = max(y1, c)
+            if tl > 0:
+                c = log(<double>a)
+                l0 = min(l0, c)
+                l1 = max(l1, c)
+    ns = min(m, <Py_ssize_t>_SAMPLE)
+    for p in range(ns):
+        b = bx + 4 * order[(p * m) // ns]
+        samp[p] = <double>b[2] - <double>b[0]
+        samp[ns + p] = <double>b[3] - <double>b[1]
+    mw = _median_size(samp, ns, x1 - x0, m)
+    mh = _median_size(samp + ns, ns, y1 - y0, m)
+    g.gl = _cells_along(l1 - l0, -log(tl), 64) if tl > 0 else 1
+    g.gx = _cells_along(x1 - x0, cell * mw, m)
+    g.gy = _cells_along(y1 - y0, cell * mh, m)
+    while g.gx * g.gy * g.gl > 2 * m:     # halve the longer side (gl <= 64 <= 2m)
+        if g.gx >= g.gy:
+            g.gx = (g.gx + 1) // 2
+        else:
+            g.gy = (g.gy + 1) // 2
+    g.x0, g.y0, g.l0 = x0, y0, l0
+    g.ix = g.gx / (x1 - x0) if g.gx > 1 else 0
+    g.iy = g.gy / (y1 - y0) if g.gy > 1 else 0
+    g.il = g.gl / (l1 - l0) if g.gl > 1 else 0
+    g.bw = _BIG * mw if mw > 0 else INFINITY
+    g.bh = _BIG * mh if mh > 0 else INFINITY
+
+
+cdef inline bint _scan(const floating* kb, const Py_ssize_t* nxt, Py_ssize_t e, floating x1,
+                       floating y1, floating x2, floating y2, floating aj,
+                       double t) noexcept nogil:
+    """Does a kept box of the list starting at e suppress the candidate?"""
+    while e >= 0:
+        if _suppresses(kb + 5 * e, x1, y1, x2, y2, aj, t):
+            return True
+        e = nxt[e]
+    return False
+
+
+cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, double t,
+                       int64_t max_output, uint8_t* keep, floating* kb, Py_ssize_t* nxt,
+                       Py_ssize_t* head, double* samp) noexcept nogil:
+    """Greedy NMS of one segment, exact, near-linear for spread boxes.
+
+    A kept box goes into the grid cell of its centre (a list through ``nxt``, newest first
+    from head[cell]), or into the list of big / tiny boxes (head[G]) which every candidate
+    scans. IoU(a, b) > t needs the x-extents' IoU > t; with S = (wa + wb) / 2 and d the
+    centres' distance that IoU is at most (S - d) / (S + d), so d < S (1 - t) / (1 + t), and
+    t < wb / wa < 1 / t with wb at most the widest box in the grid (likewise in y): a
+    candidate tests only the cells of that window around its centre (t lowered by _SLACK
+    for float rounding)."""
+    cdef _Grid g
+    cdef Py_ssize_t p, c, k = 0, cx, cy, cx0, cx1, cy0, cy1, big, own, ncell, lv, lvl
+    cdef const floating* b
+    cdef floating x1, y1, x2, y2, aj
+    cdef double w, h, mx, my, rx, ry, wmax = 0, hmax = 0
+    cdef double tl = t - _SLACK if t > _SLACK else 0
+    cdef double f = 0.5 * (1 - tl) / (1 + tl)
+    cdef bint sup
+    # cells about the window of a median box (t >= 0.5: half-width f (1 + 1/t) x its size)
+    _make_grid(bx, order, m, tl, max(f * (1 + min(1 / tl, 2.0)) if tl > 0 else 1.5, 0.05),
+               samp, &g)
+    ncell = g.gx * g.gy
+    big = ncell * g.gl
+    for c in range(big + 1):
+        head[c] = -1
+    for p in range(m):
+        if max_output >= 0 and k >= max_output:
+            break
+        b = bx + 4 * order[p]
+        x1, y1, x2, y2 = b[0], b[1], b[2], b[3]
+        aj = (x2 - x1) * (y2 - y1)
+        keep[p] = 1
+        if not _live(aj):
+            k += 1                      # kept, never registered (slot k stays unused)
+            continue
+        w = <double>x2 - x1
+        h = <double>y2 - y1
+        mx = x1 + 0.5 * w
+        my = y1 + 0.5 * h
+        rx = f * (w + (min(w / tl, wmax) if tl > 0 else wmax))
+        ry = f * (h + (min(h / tl, hmax) if tl > 0 else hmax))
+        rx = rx * (1 + 1e-6) + 1e-12 * fabs(mx)
+        ry = ry * (1 + 1e-6) + 1e-12 * fabs(my)
+        cx0 = _cell(mx - rx, g.x0, g.ix, g.gx)
+        cx1 = _cell(mx + rx, g.x0, g.ix, g.gx)
+        cy0 = _cell(my - ry, g.y0, g.iy, g.gy)
+        cy1 = _cell(my + ry, g.y0, g.iy, g.gy)
+        # IoU > t needs areas within a factor 1 / t: the levels next to lv
+        lv = _cell(log(<double>aj), g.l0, g.il, g.gl) if g.gl > 1 else 0
+        # own cell first (the usual suppressor is near), then the big boxes, then the window
+        own = lv * ncell + _cell(my, g.y0, g.iy, g.gy) * g.gx + _cell(mx, g.x0, g.ix, g.gx)
+        sup = (_scan(kb, nxt, head[own], x1, y1, x2, y2, aj, t)
+               or _scan(kb, nxt, head[big], x1, y1, x2, y2, aj, t))
+        for lvl in range(max(lv - 1, 0), min(lv + 2, g.gl)):
+            cy = cy0
+            while cy <= cy1 and not sup:
+                for cx in range(cx0, cx1 + 1):
+                    c = lvl * ncell + cy * g.gx + cx
+                    if c != own and _scan(kb, nxt, head[c], x1, y1, x2, y2, aj, t):
+                        sup = True
+                        break
+                cy += 1
+            if sup:
+                break
+        if sup:
+            keep[p] = 0
+            continue
+        if w > g.bw or h > g.bh or aj < _TINY:
+            own = big
+        else:
+            wmax = max(wmax, w)
+            hmax = max(hmax, h)
+        kb[5 * k] = x1                  # kept boxes packed by slot: fewer cache misses
+        kb[5 * k + 1] = y1
+        kb[5 * k + 2] = x2
+        kb[5 * k + 3] = y2
+        kb[5 * k + 4] = aj
+        nxt[k] = head[own]
+        head[own] = k
+        k += 1
+
+
+cdef void _nms_xwindow(const floating* bx, const int64_t* order, Py_ssize_t m, double t,
+                       int64_t max_output, uint8_t* keep, floating* kb,
+                       double* kx1) noexcept nogil:
+    """Greedy NMS of one short segment with the kept boxes held sorted by x1 (the fast path
+    for a few thousand boxes; its insertion is O(kept)). IoU(i, j) <= IoU of the x-extents,
+    which bounds how far apart the x1 of two boxes with IoU > t can be: d < (1 - t) *
+    w_earlier and d < (1 - t) / t * w_later (w_earlier / w_later: width of the box starting
+    left / right). So a candidate only tests kept boxes in a small x1 window around its own
+    x1, nearest first (the usual suppressor), found by binary search. The window is widened by
+    a relative 1e-4 so rounding can never hide a suppressor."""
+    cdef Py_ssize_t p, q, lo, hi, mid, ins, k = 0
+    cdef double xj, wj, wmax = 0.0, r
     cdef double fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4
     cdef double fl = fe / t if t > 0 else INFINITY
+    cdef const floating* b
     cdef floating x1, y1, x2, y2, aj
     cdef bint sup
-    cdef double* kx1
-    cdef floating* kb
+    for p in range(m):
+        if max_output >= 0 and k >= max_output:
+            break
+        b = bx + 4 * order[p]
+        x1, y1, x2, y2 = b[0], b[1], b[2], b[3]
+        aj = (x2 - x1) * (y2 - y1)
+        xj = x1
+        wj = <double>x2 - xj
+        lo = 0
+        hi = k
+        while lo < hi:                  # first kept with x1 > xj
+            mid = (lo + hi) >> 1
+            if kx1[mid] <= xj:
+                lo = mid + 1
+            else:
+                hi = mid
+        ins = lo
+        sup = False
+        r = min(fe * wmax, fl * wj)     # kept boxes starting left of j
+        q = ins - 1
+        while q >= 0 and xj - kx1[q] <= r:
+            if _suppresses(kb + 5 * q, x1, y1, x2, y2, aj, t):
+                sup = True
+                break
+            q -= 1
+        if not sup:
+            r = fe * wj                 # kept boxes starting right of j
+            q = ins
+            while q < k and kx1[q] - xj <= r:
+                if _suppresses(kb + 5 * q, x1, y1, x2, y2, aj, t):
+                    sup = True
+                    break
+                q += 1
+        if sup:
+            continue
+        if k > ins:
+            memmove(&kx1[ins + 1], &kx1[ins], (k - ins) * sizeof(double))
+            memmove(&kb[5 * (ins + 1)], &kb[5 * ins], 5 * (k - ins) * sizeof(floating))
+        kx1[ins] = xj
+        kb[5 * ins] = x1
+        kb[5 * ins + 1] = y1
+        kb[5 * ins + 2] = x2
+        kb[5 * ins + 3] = y2
+        kb[5 * ins + 4] = aj
+        k += 1
+        wmax = max(wmax, wj)
+        keep[p] = 1
+
+
+def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::1] bounds,
+        double iou_threshold, int64_t max_output, uint8_t[::1] keep):
+    """Greedy NMS per segment, the exact greedy result: segments shorter than _GRID_MIN with
+    an x1-sorted kept set (_nms_xwindow), longer ones on a grid (_nms_grid, near-linear when
+    the boxes are spread)."""
+    cdef Py_ssize_t nseg = bounds.shape[0] - 1, npos = order.shape[0], s, p, m, longest = 0
     for p in range(npos):
         keep[p] = 0
     if npos == 0:
         return
     for s in range(nseg):
         longest = max(longest, bounds[s + 1] - bounds[s])
-    kx1 = <double*>malloc(longest * sizeof(double) + 1)
-    kb = <floating*>malloc(5 * longest * sizeof(floating) + 1)
-    if kx1 == NULL or kb == NULL:
-        free(kx1)
+    cdef floating* kb = <floating*>malloc(5 * longest * sizeof(floating) + 1)
+    cdef Py_ssize_t* nxt = <Py_ssize_t*>malloc(longest * sizeof(Py_ssize_t) + 1)
+    cdef Py_ssize_t* head = <Py_ssize_t*>malloc((2 * longest + 2) * sizeof(Py_ssize_t))
+    cdef double* samp = <double*>malloc(2 * _SAMPLE * sizeof(double))
+    if kb == NULL or nxt == NULL or head == NULL or samp == NULL:
         free(kb)
+        free(nxt)
+        free(head)
+        free(samp)
         raise MemoryError()
     with nogil:
         for s in range(nseg):
-            k = 0
-            wmax = 0.0
-            for p in range(bounds[s], bounds[s + 1]):
-                if max_output >= 0 and k >= max_output:
-                    break
-                j = order[p]
-                x1 = boxes[j, 0]
-                y1 = boxes[j, 1]
-                x2 = boxes[j, 2]
-                y2 = boxes[j, 3]
-                aj = (x2 - x1) * (y2 - y1)
-                xj = x1
-                wj = <double>x2 - xj
-                lo = 0
-                hi = k
-                while lo < hi:                  # first kept with x1 > xj
-                    mid = (lo + hi) >> 1
-                    if kx1[mid] <= xj:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                ins = lo
-                sup = False
-                r = min(fe * wmax, fl * wj)     # kept boxes starting left of j
-                q = ins - 1
-                while q >= 0 and xj - kx1[q] <= r:
-                    if _suppresses(kb + 5 * q, x1, y1, x2, y2, aj, t):
-                        sup = True
-                        break
-                    q -= 1
-                if not sup:
-                    r = fe * wj                 # kept boxes starting right of j
-                    q = ins
-                    while q < k and kx1[q] - xj <= r:
-                        if _suppresses(kb + 5 * q, x1, y1, x2, y2, aj, t):
-                            sup = True
-                            break
-                        q += 1
-                if sup:
-                    continue
-                if k > ins:
-                    memmove(&kx1[ins + 1], &kx1[ins], (k - ins) * sizeof(double))
-                    memmove(&kb[5 * (ins + 1)], &kb[5 * ins], 5 * (k - ins) * sizeof(floating))
-                kx1[ins] = xj
-                kb[5 * ins] = x1
-                kb[5 * ins + 1] = y1
-                kb[5 * ins + 2] = x2
-                kb[5 * ins + 3] = y2
-                kb[5 * ins + 4] = aj
-                k += 1
-                wmax = max(wmax, wj)
-                keep[p] = 1
-    free(kx1)
+            m = bounds[s + 1] - bounds[s]
+            if m < _GRID_MIN:           # kx1: the head buffer, as doubles (m <= its length)
+                _nms_xwindow(&boxes[0, 0], &order[0] + bounds[s], m, iou_threshold,
+                             max_output, &keep[0] + bounds[s], kb, <double*>head)
+            else:
+                _nms_grid(&boxes[0, 0], &order[0] + bounds[s], m, iou_threshold, max_output,
+                          &keep[0] + bounds[s], kb, nxt, head, samp)
     free(kb)
+    free(nxt)
+    free(head)
+    free(samp)
 
 
 cdef inline floating _iou_pair(const floating[:, ::1] boxes, const floating* area, Py_ssize_t i,
