@@ -23,6 +23,16 @@ skipped.
 
 Every malformed input raises one ModelError naming the byte offset, the field path and what is
 wrong; lengths are checked against the bytes left before anything is sliced or allocated.
+
+API: ``parse_model(bytes, where)``, ``load_model(path)``, ``read_model(path | bytes |
+ModelProto | onnx.ModelProto)`` (graph.py's read_model: external data loaded),
+``parse(cls, bytes)`` (e.g. a TensorProto .pb file), ``to_array(tensor, base_dir, what)``,
+``attribute_value(attr)``, ``np_dtype(elem_type)``, ``type_name(elem_type)``,
+``tensor_size``, ``read_external``, ``load_external_data``, ``iter_graphs``; the message
+classes ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, SparseTensorProto,
+ValueInfoProto, TypeProto (.Tensor, ...), TensorShapeProto (.Dimension), OperatorSetIdProto,
+StringStringEntryProto, FunctionProto, with onnx's enum constants (TensorProto.FLOAT,
+TensorProto.DataType.Name, TensorProto.EXTERNAL, AttributeProto.GRAPH, ...).
 """
 import os
 import struct
@@ -89,10 +99,16 @@ class Message:
     _LISTS = ()          # names of the repeated fields kept as lists
     _ONEOF = {}          # member field name -> oneof name
 
-    def __init__(self):
+    def __init__(self, **fields):
         d = self.__dict__
         for name in self._LISTS:
             d[name] = []
+        for name, value in fields.items():           # TensorProto(name="w", dims=[2, 3])
+            if name not in self._BY_NAME:
+                raise TypeError(f"{type(self).__name__} has no field {name!r}")
+            spec = self._BY_NAME[name]
+            setattr(self, name, np.asarray(value, _ARRAY_DTYPE[spec[1]]) if spec[2] == _ARRAY
+                    else list(value) if spec[2] == _LIST else value)
 
     def HasField(self, name):
         spec = self._BY_NAME.get(name)
