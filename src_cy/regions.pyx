@@ -176,15 +176,17 @@ cdef void _min_rect(const int64_t* hx, const int64_t* hy, Py_ssize_t nh,
     rects[r, 4] = atan2(buy, bux)
 
 
-cdef inline bint _run_end(const int32_t[:, ::1] labels, Py_ssize_t y, Py_ssize_t x,
-                          Py_ssize_t w, int32_t k) noexcept nogil:
-    return (x == 0 or labels[y, x - 1] != k or x == w - 1 or labels[y, x + 1] != k)
+cdef inline bint _run_end(const int32_t* row, Py_ssize_t x, Py_ssize_t w,
+                          int32_t k) noexcept nogil:
+    """Pixel x of a row (label k) starts or ends a horizontal run."""
+    return (x == 0 or row[x - 1] != k or x == w - 1 or row[x + 1] != k)
 
 
 def min_area_rects(const int32_t[:, ::1] labels, double[:, ::1] rects):
     cdef Py_ssize_t n = rects.shape[0], h = labels.shape[0], w = labels.shape[1]
     cdef Py_ssize_t y, x, k, a, total, biggest = 0, nh
     cdef int32_t lab
+    cdef const int32_t* row
     # the two ends of every horizontal run, grouped by region in raster order (counting sort)
     cdef int64_t* start = <int64_t*>calloc(n + 2, sizeof(int64_t))
     cdef int64_t* fill = <int64_t*>malloc((n + 2) * sizeof(int64_t))
@@ -197,9 +199,10 @@ def min_area_rects(const int32_t[:, ::1] labels, double[:, ::1] rects):
             raise MemoryError()
         with nogil:
             for y in range(h):
+                row = &labels[y, 0]
                 for x in range(w):
-                    lab = labels[y, x]
-                    if lab != 0 and _run_end(labels, y, x, w, lab):
+                    lab = row[x]
+                    if lab != 0 and _run_end(row, x, w, lab):
                         start[lab + 1] += 1
             for k in range(1, n + 2):
                 start[k] += start[k - 1]
@@ -217,9 +220,10 @@ def min_area_rects(const int32_t[:, ::1] labels, double[:, ::1] rects):
             for k in range(n + 2):
                 fill[k] = start[k]
             for y in range(h):
+                row = &labels[y, 0]
                 for x in range(w):
-                    lab = labels[y, x]
-                    if lab != 0 and _run_end(labels, y, x, w, lab):
+                    lab = row[x]
+                    if lab != 0 and _run_end(row, x, w, lab):
                         px[fill[lab]] = x
                         py[fill[lab]] = y
                         fill[lab] += 1
