@@ -675,9 +675,20 @@ def to_array(t, base_dir=None, what="tensor"):
     """A TensorProto as an owned, writable NumPy array: numpy_helper.to_array's values and
     dtype, after checking the data size against the dims and the memory limit. External
     data is read from ``base_dir`` (see read_external). ModelError on a segment, an
-    unsupported element type, a size mismatch or a string that is not UTF-8."""
+    unsupported element type, a size mismatch, dims NumPy cannot represent or a string that
+    is not UTF-8. Takes onnx's own TensorProto, too."""
     if t.HasField("segment"):
         raise ModelError(f"{what} {t.name!r} is segmented, which edgedl does not support")
+    flat = _flat_values(t, base_dir, what)
+    dims = list(t.dims)
+    try:
+        return flat.reshape(dims)
+    except ValueError as e:      # e.g. [0, 2**62, 2**62]: no data, but too big for NumPy
+        raise ModelError(f"{what} {t.name!r}: dims {dims} cannot be represented: {e}") from None
+
+
+def _flat_values(t, base_dir, what):
+    """The values of ``t`` as a new 1-D array of its dtype, sizes checked."""
     n, nbytes = tensor_size(t, what)
     dims = list(t.dims)
     dt = _NP[t.data_type]
@@ -686,8 +697,7 @@ def to_array(t, base_dir=None, what="tensor"):
             raise ModelError(f"{what} {t.name!r} has {len(t.string_data)} values in "
                              f"string_data, its dims {dims} need {n}")
         try:
-            return np.array([s.decode("utf-8") for s in t.string_data],
-                            dtype=object).reshape(dims)
+            return np.array([s.decode("utf-8") for s in t.string_data], dtype=object)
         except UnicodeDecodeError as e:
             raise ModelError(f"{what} {t.name!r}: a string is not valid UTF-8: {e}") from None
     raw = read_external(t, base_dir, what) if uses_external_data(t) else \
@@ -698,8 +708,8 @@ def to_array(t, base_dir=None, what="tensor"):
                              f"{dims} x {dt} need {nbytes}")
         check_alloc(nbytes, f"{what} {t.name!r} (shape {dims})")
         if dt == np.bool_:     # any non-zero byte is True (never a bool holding 2)
-            return (np.frombuffer(raw, np.uint8) != 0).reshape(dims)
-        return np.frombuffer(raw, dt.newbyteorder("<")).astype(dt).reshape(dims)
+            return np.frombuffer(raw, np.uint8) != 0
+        return np.frombuffer(raw, dt.newbyteorder("<")).astype(dt)
     field, per = _FIELD.get(t.data_type, ("int32_data", 1))
     # an ndarray already (no copy); a list for an onnx TensorProto, which works here too
     vals = np.asarray(getattr(t, field), dtype=_ARRAY_DTYPE[TensorProto._BY_NAME[field][1]])
@@ -708,12 +718,12 @@ def to_array(t, base_dir=None, what="tensor"):
                          f"{dims} need {n * per}")
     check_alloc(nbytes, f"{what} {t.name!r} (shape {dims})")
     if per == 2:                                       # complex: (real, imaginary) pairs
-        return np.array(vals, dtype=vals.dtype.newbyteorder("=")).view(dt).reshape(dims)
+        return vals.astype(vals.dtype.newbyteorder("=")).view(dt)
     if dt == np.bool_:
-        return (vals.astype(np.uint8) != 0).reshape(dims)
+        return vals.astype(np.uint8) != 0
     if dt == np.float16:                               # the bits in the low 16 of each int32
-        return vals.astype(np.uint16).view(dt).reshape(dims)
-    return vals.astype(dt).reshape(dims)               # a new array; ints wrap as numpy's
+        return vals.astype(np.uint16).view(dt)
+    return vals.astype(dt)                             # a new array; ints wrap as numpy's
 
 
 def attribute_value(a):

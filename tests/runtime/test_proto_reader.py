@@ -589,6 +589,9 @@ def test_tensor_size_mismatches_and_unsupported_types():
     t.raw_data = b"\0" * 4
     with pytest.raises(ModelError, match="need 4398046511104"):
         P.to_array(P.parse(P.TensorProto, t.SerializeToString()))
+    t = TensorProto(name="z", data_type=TensorProto.FLOAT, dims=[0, 1 << 62, 1 << 62])
+    with pytest.raises(ModelError, match="cannot be represented"):
+        P.to_array(P.parse(P.TensorProto, t.SerializeToString()))
     t = helper.make_tensor("s", TensorProto.STRING, [1], [b"\xff"])
     with pytest.raises(ModelError, match="not valid UTF-8"):
         P.to_array(P.parse(P.TensorProto, t.SerializeToString()))
