@@ -6,6 +6,8 @@
 #   bash tools/sanitize.sh --quick          # conv, pooling, resize kernels + fuzz/hostile tests, -x
 #   bash tools/sanitize.sh -- tests/kernels/test_conv.py -k cython    # these pytest arguments
 #   bash tools/sanitize.sh --keep ...       # keep the work folder (the instrumented copy)
+#   SANITIZE_DIR=/tmp/san bash tools/sanitize.sh --reuse ...   # rerun tests on the build kept
+#                                           # there (sources not refreshed: after a failure only)
 #
 # What it does, none of it in the checkout (other people build and test there):
 #  1. copies the working tree (uncommitted edits included; no .git, .so, generated .c, caches)
@@ -35,11 +37,12 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-QUICK=0 KEEP=0 ARGS=()
+QUICK=0 KEEP=0 REUSE=0 ARGS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
+    --reuse) REUSE=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; ARGS+=("$@"); break ;;
     *) ARGS+=("$1") ;;
@@ -52,6 +55,10 @@ log() { printf '\n[sanitize %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 CC=${CC:-gcc}
 LIBASAN=$($CC -print-file-name=libasan.so)
 [ -f "$LIBASAN" ] || { echo "sanitize.sh: $CC has no libasan.so (install libasan / gcc)" >&2; exit 2; }
+# libstdc++ preloaded too: python does not link it, and ASan's __cxa_throw interceptor then finds
+# no real one and aborts ("CHECK failed ... real___cxa_throw") the first time a C++ library
+# (onnxruntime, the tests' oracle) throws an exception.
+LIBSTDCXX=$($CC -print-file-name=libstdc++.so)
 
 if [ -n "${SANITIZE_DIR:-}" ]; then
   WORK=$SANITIZE_DIR KEEP=1
@@ -61,26 +68,32 @@ else
 fi
 [ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 SRC=$WORK/src REPORTS=$WORK/reports
-rm -rf "$SRC" "$REPORTS" "$WORK/numba-cache"
-mkdir -p "$SRC" "$REPORTS"
+if [ "$REUSE" = 1 ] && ls "$SRC"/edgedl/_cy/*.so >/dev/null 2>&1; then
+  log "reusing the instrumented build in $SRC (sources NOT refreshed)"
+  rm -rf "$REPORTS"
+  mkdir -p "$REPORTS"
+else
+  rm -rf "$SRC" "$REPORTS" "$WORK/numba-cache"
+  mkdir -p "$SRC" "$REPORTS"
 
-log "copy the working tree to $SRC"
-tar -C "$REPO" -cf - --exclude=./.git --exclude=./build --exclude='./build-*' --exclude='*.so' \
-  --exclude='*.c' --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
-  --exclude='*.egg-info' . | tar -C "$SRC" -xf -
+  log "copy the working tree to $SRC"
+  tar -C "$REPO" -cf - --exclude=./.git --exclude=./build --exclude='./build-*' --exclude='*.so' \
+    --exclude='*.c' --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
+    --exclude='*.egg-info' . | tar -C "$SRC" -xf -
 
-log "build the extensions with ASan + UBSan (log: $WORK/build.log)"
-t=$SECONDS
-if ! (cd "$SRC" && CC=$CC EDGEDL_CY_SANITIZE=1 nice python setup.py build_ext --inplace \
-        >"$WORK/build.log" 2>&1); then
-  tail -40 "$WORK/build.log" >&2
-  echo "sanitize.sh: the instrumented build failed" >&2
-  exit 2
+  log "build the extensions with ASan + UBSan (log: $WORK/build.log)"
+  t=$SECONDS
+  if ! (cd "$SRC" && CC=$CC EDGEDL_CY_SANITIZE=1 nice python setup.py build_ext --inplace \
+          >"$WORK/build.log" 2>&1); then
+    tail -40 "$WORK/build.log" >&2
+    echo "sanitize.sh: the instrumented build failed" >&2
+    exit 2
+  fi
+  log "built in $((SECONDS - t)) s: $(cd "$SRC/edgedl/_cy" && ls -- *.so | sed 's/\..*//' | xargs)"
 fi
-log "built in $((SECONDS - t)) s: $(cd "$SRC/edgedl/_cy" && ls -- *.so | sed 's/\..*//' | xargs)"
 
 export PYTHONPATH=$SRC${PYTHONPATH:+:$PYTHONPATH}
-export LD_PRELOAD=$LIBASAN${LD_PRELOAD:+:$LD_PRELOAD}
+export LD_PRELOAD=$LIBASAN${LIBSTDCXX:+:$LIBSTDCXX}${LD_PRELOAD:+:$LD_PRELOAD}
 # libubsan needs no preload: it may load after the program starts; it logs beside ASan.
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$REPORTS/asan
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$REPORTS/ubsan
@@ -149,24 +162,20 @@ for b in cython numba; do
 done
 
 if [ ${#ARGS[@]} -eq 0 ]; then
-  if [ "$QUICK" = 1 ]; then
+  if [ "$QUICK" = 1 ]; then   # the kernels with the issue's bug class, and the kernels' fuzzing
     ARGS=(-x tests/kernels/test_conv.py tests/kernels/test_pooling.py tests/kernels/test_resize.py)
-  else
+    extra=(tests/kernels/*fuzz*.py tests/kernels/*hostile*.py)
+  else                        # + fuzz / hostile-input tests elsewhere (e.g. tests/test_*cli*)
     ARGS=(tests/kernels tests/runtime)
+    extra=(tests/*fuzz*.py tests/*hostile*.py tests/*/*fuzz*.py tests/*/*hostile*.py)
   fi
-  # fuzz / hostile-input tests elsewhere (e.g. tests/test_hostile_cli.py), not already covered
-  for f in $(ls tests/*fuzz*.py tests/*hostile*.py tests/*/*fuzz*.py tests/*/*hostile*.py \
-               2>/dev/null | sort -u); do
+  for f in "${extra[@]}"; do
+    [ -f "$f" ] || continue
     case " ${ARGS[*]} " in
       *" $(dirname "$f") "*|*" $f "*) ;;
       *) ARGS+=("$f") ;;
     esac
   done
-  if [ "$QUICK" = 1 ]; then   # quick: the kernels' fuzz tests only, not the runtime's
-    for f in tests/kernels/*fuzz*.py tests/kernels/*hostile*.py; do
-      [ -f "$f" ] && ARGS+=("$f")
-    done
-  fi
 fi
 
 log "pytest ${ARGS[*]}  (ASan + UBSan + NUMBA_BOUNDSCHECK=1; a fresh numba cache compiles first)"
@@ -184,7 +193,7 @@ oob=$(grep -c "index is out of bounds" "$WORK/pytest.log" || true)
 if [ "$n" -gt 0 ]; then
   for f in "$REPORTS"/*; do   # the error and its stack, where the memory came from, summary
     log "sanitizer report $f"
-    sed -n '1,/^$/p' "$f" | head -25
+    sed -n '1,/^$/p' "$f" | head -25 || true   # (head closing the pipe is no error)
     grep -A5 -E '^(allocated|freed|previously allocated) by' "$f" || true
     grep '^SUMMARY' "$f" || true
   done
