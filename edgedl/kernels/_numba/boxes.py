@@ -155,17 +155,239 @@ def _suppresses(kb, q, x1, y1, x2, y2, aj, z, thr):
     return np.float64(iou) > thr
 
 
+# Grid NMS (see the Cython twin, src_cy/boxes.pyx, for the reasoning): same constants.
+_GRID_MIN = 2048    # shorter segments: _nms_xwindow (faster there on clustered boxes)
+_SAMPLE = 255       # candidates sampled for the median box size
+_BIG = 8.0          # boxes this many times the median size go to the big boxes
+_TINY = 1e-30       # areas below: the list too (denormal IoUs round anyhow)
+_SLACK = 1e-5       # IoU rounding allowance in the distance bound
+
+
+@njit
+def _nms_xwindow(boxes, order, lo, m, t, max_output, keep, kb, kx1, z):
+    """Greedy NMS of one short segment with the kept boxes held sorted by x1.
+
+    IoU(i, j) <= IoU of their x-extents, which bounds how far apart the x1 of two boxes with
+    IoU > t can be: d < (1 - t) * w_earlier and d < (1 - t) / t * w_later (w_earlier/w_later:
+    width of the box starting left/right). So a candidate only tests kept boxes in a small x1
+    window around its own x1, nearest first (the usual suppressor), found by binary search.
+    The window is widened by a relative 1e-4 so rounding can never hide a suppressor.
+    """
+    fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4       # factor on w_earlier
+    fl = fe / t if t > 0.0 else np.inf         # factor on w_later
+    k = 0
+    wmax = 0.0
+    for p in range(lo, lo + m):
+        if max_output >= 0 and k >= max_output:
+            break
+        j = order[p]
+        x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+        aj = (x2 - x1) * (y2 - y1)
+        xj = np.float64(x1)
+        wj = np.float64(x2) - xj
+        # binary search: first kept with x1 > xj
+        a, b = 0, k
+        while a < b:
+            mid = (a + b) >> 1
+            if kx1[mid] <= xj:
+                a = mid + 1
+            else:
+                b = mid
+        ins = a
+        sup = False
+        # kept boxes starting left of j: d < fe * w_i <= fe * wmax, and d < fl * wj
+        r = min(fe * wmax, fl * wj)
+        q = ins - 1
+        while q >= 0 and xj - kx1[q] <= r:
+            if _suppresses(kb, q, x1, y1, x2, y2, aj, z, t):
+                sup = True
+                break
+            q -= 1
+        if not sup:
+            # kept boxes starting right of j: d < fe * wj
+            r = fe * wj
+            q = ins
+            while q < k and kx1[q] - xj <= r:
+                if _suppresses(kb, q, x1, y1, x2, y2, aj, z, t):
+                    sup = True
+                    break
+                q += 1
+        if sup:
+            continue
+        for q in range(k, ins, -1):
+            kx1[q] = kx1[q - 1]
+            for c in range(5):
+                kb[q, c] = kb[q - 1, c]
+        kx1[ins] = xj
+        kb[ins, 0], kb[ins, 1], kb[ins, 2], kb[ins, 3], kb[ins, 4] = x1, y1, x2, y2, aj
+        k += 1
+        wmax = max(wmax, wj)
+        keep[p] = 1
+
+
+@njit
+def _cell(v, v0, inv, g):
+    """The cell of coordinate v: floor((v - v0) * inv) clamped to [0, g - 1] (monotone)."""
+    if g == 1:
+        return 0
+    t = (v - v0) * inv
+    if not (t > 0):
+        return 0
+    return int(t) if t < g - 1 else g - 1
+
+
+@njit
+def _cells_along(extent, size, m):
+    """About extent / size cells, 1 to m; 1 if the extent is 0 or overflows."""
+    if not (extent > 0) or extent == np.inf:
+        return 1
+    t = extent / size
+    if t < 1:
+        return 1
+    return int(t) if t < m else m
+
+
+@njit
+def _median_size(v, extent, m):
+    """The median of v; extent / sqrt(m) if that is 0 (mostly zero-size boxes)."""
+    v = np.sort(v)
+    med = v[v.shape[0] // 2]
+    return med if med > 0 else extent / math.sqrt(m)
+
+
+@njit
+def _live(a):
+    """Area 0 (or inf / NaN from overflow): IoU 0 or NaN with every box, so the box never
+    suppresses nor is suppressed: kept and never tested."""
+    return a > 0 and a < np.inf
+
+
+@njit
+def _make_grid(boxes, order, lo, m, tl, cell):
+    """(x0, y0, ix, iy, l0, il, bw, bh, gx, gy, gl): cells over the live candidates'
+    centres of ``cell`` x the median box size, times levels of log(area) as wide as
+    log(1 / tl), at most 2m in all."""
+    x0 = y0 = l0 = np.inf
+    x1 = y1 = l1 = -np.inf
+    for p in range(lo, lo + m):
+        j = order[p]
+        a = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
+        if _live(a):
+            c = boxes[j, 0] + 0.5 * (np.float64(boxes[j, 2]) - boxes[j, 0])
+            x0 = min(x0, c)
+            x1 = max(x1, c)
+            c = boxes[j, 1] + 0.5 * (np.float64(boxes[j, 3]) - boxes[j, 1])
+            y0 = min(y0, c)
+            y1 = max(y1, c)
+            if tl > 0:
+                c = math.log(np.float64(a))
+                l0 = min(l0, c)
+                l1 = max(l1, c)
+    ns = min(m, _SAMPLE)
+    sw = np.empty(ns, np.float64)
+    sh = np.empty(ns, np.float64)
+    for p in range(ns):
+        j = order[lo + (p * m) // ns]
+        sw[p] = np.float64(boxes[j, 2]) - np.float64(boxes[j, 0])
+        sh[p] = np.float64(boxes[j, 3]) - np.float64(boxes[j, 1])
+    mw = _median_size(sw, x1 - x0, m)
+    mh = _median_size(sh, y1 - y0, m)
+    gl = _cells_along(l1 - l0, -math.log(tl), 64) if tl > 0 else 1
+    gx = _cells_along(x1 - x0, cell * mw, m)
+    gy = _cells_along(y1 - y0, cell * mh, m)
+    while gx * gy * gl > 2 * m:        # halve the longer side (gl <= 64 <= 2m)
+        if gx >= gy:
+            gx = (gx + 1) // 2
+        else:
+            gy = (gy + 1) // 2
+    ix = gx / (x1 - x0) if gx > 1 else 0.0
+    iy = gy / (y1 - y0) if gy > 1 else 0.0
+    il = gl / (l1 - l0) if gl > 1 else 0.0
+    bw = _BIG * mw if mw > 0 else np.inf
+    bh = _BIG * mh if mh > 0 else np.inf
+    return x0, y0, ix, iy, l0, il, bw, bh, gx, gy, gl
+
+
+@njit
+def _scan(kb, nxt, e, x1, y1, x2, y2, aj, z, t):
+    """Does a kept box of the list starting at e suppress the candidate?"""
+    while e >= 0:
+        if _suppresses(kb, e, x1, y1, x2, y2, aj, z, t):
+            return True
+        e = nxt[e]
+    return False
+
+
+@njit
+def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
+    """Greedy NMS of one segment, exact, near-linear for spread boxes (the Cython twin's
+    _nms_grid explains the window): kept boxes in lists per (area level, centre cell)
+    through ``nxt``, the big / tiny ones in the list head[G] that every candidate scans."""
+    tl = t - _SLACK if t > _SLACK else 0.0
+    f = 0.5 * (1 - tl) / (1 + tl)
+    cell = max(f * (1 + min(1 / tl, 2.0)) if tl > 0 else 1.5, 0.05)
+    x0, y0, ix, iy, l0, il, bw, bh, gx, gy, gl = _make_grid(boxes, order, lo, m, tl, cell)
+    ncell = gx * gy
+    big = ncell * gl
+    head[:big + 1] = -1
+    k = 0
+    wmax = 0.0
+    hmax = 0.0
+    for p in range(lo, lo + m):
+        if max_output >= 0 and k >= max_output:
+            break
+        j = order[p]
+        x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+        aj = (x2 - x1) * (y2 - y1)
+        keep[p] = 1
+        if not _live(aj):
+            k += 1                      # kept, never registered (slot k stays unused)
+            continue
+        w = np.float64(x2) - np.float64(x1)
+        h = np.float64(y2) - np.float64(y1)
+        mx = x1 + 0.5 * w
+        my = y1 + 0.5 * h
+        rx = f * (w + (min(w / tl, wmax) if tl > 0 else wmax))
+        ry = f * (h + (min(h / tl, hmax) if tl > 0 else hmax))
+        rx = rx * (1 + 1e-6) + 1e-12 * abs(mx)
+        ry = ry * (1 + 1e-6) + 1e-12 * abs(my)
+        cx0 = _cell(mx - rx, x0, ix, gx)
+        cx1 = _cell(mx + rx, x0, ix, gx)
+        cy0 = _cell(my - ry, y0, iy, gy)
+        cy1 = _cell(my + ry, y0, iy, gy)
+        lv = _cell(math.log(np.float64(aj)), l0, il, gl) if gl > 1 else 0
+        own = lv * ncell + _cell(my, y0, iy, gy) * gx + _cell(mx, x0, ix, gx)
+        sup = (_scan(kb, nxt, head[own], x1, y1, x2, y2, aj, z, t)
+               or _scan(kb, nxt, head[big], x1, y1, x2, y2, aj, z, t))
+        for lvl in range(max(lv - 1, 0), min(lv + 2, gl)):
+            for cy in range(cy0, cy1 + 1):
+                for cx in range(cx0, cx1 + 1):
+                    c = lvl * ncell + cy * gx + cx
+                    if c != own and _scan(kb, nxt, head[c], x1, y1, x2, y2, aj, z, t):
+                        sup = True
+                        break
+                if sup:
+                    break
+            if sup:
+                break
+        if sup:
+            keep[p] = 0
+            continue
+        if w > bw or h > bh or aj < _TINY:
+            own = big
+        else:
+            wmax = max(wmax, w)
+            hmax = max(hmax, h)
+        kb[k, 0], kb[k, 1], kb[k, 2], kb[k, 3], kb[k, 4] = x1, y1, x2, y2, aj
+        nxt[k] = head[own]
+        head[own] = k
+        k += 1
+
+
 @njit
 def nms(boxes, order, bounds, iou_threshold, max_output, keep):
-    """Greedy NMS per segment, exact greedy result with far fewer IoU tests.
-
-    Kept boxes are held sorted by x1 (coordinates and area copied, contiguous). IoU(i, j) <=
-    IoU of their x-extents, which bounds how far apart the x1 of two boxes with IoU > t can
-    be: d < (1 - t) * w_earlier and d < (1 - t) / t * w_later (w_earlier/w_later: width of the
-    box starting left/right). So a candidate only tests kept boxes in a small x1 window around
-    its own x1, nearest first (the usual suppressor), found by binary search. The window is
-    widened by a relative 1e-4 so rounding can never hide a suppressor.
-    """
+    """Greedy NMS per segment, the exact greedy result: segments shorter than _GRID_MIN with
+    an x1-sorted kept set (_nms_xwindow), longer ones on a grid (_nms_grid)."""
     nseg = bounds.shape[0] - 1
     keep[:] = 0
     if order.shape[0] == 0:
@@ -173,61 +395,17 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
     longest = 0
     for s in range(nseg):
         longest = max(longest, bounds[s + 1] - bounds[s])
-    kx1 = np.empty(longest, np.float64)
     kb = np.empty((longest, 5), boxes.dtype)
     z = _c(boxes, 0.0)
-    t = iou_threshold
-    fe = (1.0 - t) * (1.0 + 1e-4) + 1e-4       # factor on w_earlier
-    fl = fe / t if t > 0.0 else np.inf         # factor on w_later
+    kx1 = np.empty(longest, np.float64)
+    nxt = np.empty(longest if longest >= _GRID_MIN else 0, np.int64)
+    head = np.empty(2 * longest + 2 if longest >= _GRID_MIN else 0, np.int64)
     for s in range(nseg):
-        k = 0
-        wmax = 0.0
-        for p in range(bounds[s], bounds[s + 1]):
-            if max_output >= 0 and k >= max_output:
-                break
-            j = order[p]
-            x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
-            aj = (x2 - x1) * (y2 - y1)
-            xj = np.float64(x1)
-            wj = np.float64(x2) - xj
-            # binary search: first kept with x1 > xj
-            lo, hi = 0, k
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if kx1[mid] <= xj:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            ins = lo
-            sup = False
-            # kept boxes starting left of j: d < fe * w_i <= fe * wmax, and d < fl * wj
-            r = min(fe * wmax, fl * wj)
-            q = ins - 1
-            while q >= 0 and xj - kx1[q] <= r:
-                if _suppresses(kb, q, x1, y1, x2, y2, aj, z, t):
-                    sup = True
-                    break
-                q -= 1
-            if not sup:
-                # kept boxes starting right of j: d < fe * wj
-                r = fe * wj
-                q = ins
-                while q < k and kx1[q] - xj <= r:
-                    if _suppresses(kb, q, x1, y1, x2, y2, aj, z, t):
-                        sup = True
-                        break
-                    q += 1
-            if sup:
-                continue
-            for q in range(k, ins, -1):
-                kx1[q] = kx1[q - 1]
-                for c in range(5):
-                    kb[q, c] = kb[q - 1, c]
-            kx1[ins] = xj
-            kb[ins, 0], kb[ins, 1], kb[ins, 2], kb[ins, 3], kb[ins, 4] = x1, y1, x2, y2, aj
-            k += 1
-            wmax = max(wmax, wj)
-            keep[p] = 1
+        lo, m = bounds[s], bounds[s + 1] - bounds[s]
+        if m < _GRID_MIN:
+            _nms_xwindow(boxes, order, lo, m, iou_threshold, max_output, keep, kb, kx1, z)
+        else:
+            _nms_grid(boxes, order, lo, m, iou_threshold, max_output, keep, kb, nxt, head, z)
 
 
 @njit
