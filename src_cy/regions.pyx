@@ -33,6 +33,9 @@ cdef inline int32_t _union(int32_t* parent, int32_t a, int32_t b) noexcept nogil
 def label_regions(const uint8_t[:, ::1] mask, int connectivity, int32_t[:, ::1] labels):
     cdef Py_ssize_t h = mask.shape[0], w = mask.shape[1], y, x, xx, dx
     cdef int32_t m = 0, n = 0, cur, nb, k, r
+    cdef const uint8_t* mrow
+    cdef int32_t* lrow
+    cdef int32_t* prow
     cdef int32_t* parent = <int32_t*>malloc((h * w + 1) * sizeof(int32_t))
     cdef int32_t* final = <int32_t*>malloc((h * w + 1) * sizeof(int32_t))
     if parent == NULL or final == NULL:
@@ -43,27 +46,28 @@ def label_regions(const uint8_t[:, ::1] mask, int connectivity, int32_t[:, ::1] 
         parent[0] = 0
         final[0] = 0
         for y in range(h):
+            mrow = &mask[y, 0]
+            lrow = &labels[y, 0]
+            prow = &labels[y - 1, 0] if y > 0 else NULL
             for x in range(w):
-                if mask[y, x] == 0:
-                    labels[y, x] = 0
+                if mrow[x] == 0:
+                    lrow[x] = 0
                     continue
-                cur = 0
-                # already-scanned neighbours: left, and the row above
-                if x > 0 and labels[y, x - 1] != 0:
-                    cur = labels[y, x - 1]
-                if y > 0:
+                cur = lrow[x - 1] if x > 0 else 0
+                # the row above: up-left, up, up-right (8-connectivity) or up (4)
+                if prow != NULL:
                     for dx in range(-1, 2):
                         if dx != 0 and connectivity == 4:
                             continue
                         xx = x + dx
-                        if 0 <= xx < w and labels[y - 1, xx] != 0:
-                            nb = labels[y - 1, xx]
+                        if 0 <= xx < w and prow[xx] != 0 and prow[xx] != cur:
+                            nb = prow[xx]
                             cur = nb if cur == 0 else _union(parent, cur, nb)
                 if cur == 0:
                     m += 1
                     parent[m] = m
                     cur = m
-                labels[y, x] = cur
+                lrow[x] = cur
         # renumber roots in increasing order: a non-root's root is smaller, numbered already
         for k in range(1, m + 1):
             r = _find(parent, k)
@@ -73,8 +77,9 @@ def label_regions(const uint8_t[:, ::1] mask, int connectivity, int32_t[:, ::1] 
             else:
                 final[k] = final[r]
         for y in range(h):
+            lrow = &labels[y, 0]
             for x in range(w):
-                labels[y, x] = final[labels[y, x]]
+                lrow[x] = final[lrow[x]]
     free(parent)
     free(final)
     return n

@@ -42,16 +42,14 @@ def label_regions(mask, connectivity, labels):
             if mask[y, x] == 0:
                 labels[y, x] = 0
                 continue
-            cur = 0
-            # already-scanned neighbours: left, and the row above (up-left, up, up-right)
-            if x > 0 and labels[y, x - 1]:
-                cur = labels[y, x - 1]
+            cur = labels[y, x - 1] if x > 0 else 0
+            # the row above: up-left, up, up-right (8-connectivity) or up (4)
             if y > 0:
                 for dx in range(-1, 2):
                     if dx != 0 and connectivity == 4:
                         continue
                     xx = x + dx
-                    if 0 <= xx < w and labels[y - 1, xx]:
+                    if 0 <= xx < w and labels[y - 1, xx] != 0 and labels[y - 1, xx] != cur:
                         nb = labels[y - 1, xx]
                         cur = nb if cur == 0 else _union(parent, cur, nb)
             if cur == 0:
