@@ -137,6 +137,8 @@ class ModelFacts:
 
 
 _SHAPE_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast"}
+#: ops whose inputs after the first are shapes, indices or sizes
+_DATA_FIRST = {"Slice", "Expand", "Tile", "Gather", "Pad", "Resize", "Split", "TopK"}
 
 
 class HeadGraph:
@@ -155,8 +157,8 @@ class HeadGraph:
         return n
 
     def head_ops(self, name):
-        """Op types between an output and the last multi-channel Conv / MatMul before it
-        (a 1-output-channel Conv, such as YOLOv8's DFL, is part of the head)."""
+        """Op types between an output and the last Conv / MatMul before it (YOLOv8's DFL, a
+        1-output-channel Conv over a Softmax, is part of the head)."""
         seen, ops, todo = set(), set(), [name]
         while todo and len(seen) < 2000:
             n = self.producer.get(todo.pop())
@@ -165,10 +167,15 @@ class HeadGraph:
             seen.add(id(n))
             if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
                 w = self.dims.get(n.input[1]) if len(n.input) > 1 else None
-                if not w or w[0] != 1:
+                src = self._skip(n.input[0])
+                if not (w and w[0] == 1 and src is not None and src.op_type == "Softmax"):
                     continue
+            if n.op_type == "Shape":
+                continue                      # shape arithmetic is not a decode
             ops.add(n.op_type)
-            todo.extend(i for i in n.input if i)
+            # data only: the shape / index inputs of a Reshape, Slice, ... are computed
+            data = n.input[:1] if n.op_type in _SHAPE_OPS | _DATA_FIRST else n.input
+            todo.extend(i for i in data if i)
         return ops
 
     def concat_kinds(self, name):
@@ -397,10 +404,13 @@ def _rule_yolox(f):
     if f.graph is not None:
         name = f.outputs[0].name
         kinds, ops = f.graph.concat_kinds(name), f.graph.head_ops(name)
-        if "Softmax" in ops or (kinds and kinds[0] == "Sigmoid"):
-            return None                  # a DFL head (yolov8) or scores first (nanodet)
-        st["decoded"] = "Exp" in ops
-        why = f"; boxes {'decoded in graph (Exp)' if st['decoded'] else 'raw'}"
+        if kinds and kinds[0] == "Sigmoid":
+            return None                  # class scores first: nanodet
+        # a decode in graph: exp() of the sizes, grid offsets and strides (YOLOX's
+        # decode_in_inference, YOLOv6); a raw head only activates and concatenates
+        arith = sorted(ops & {"Exp", "Mul", "Add", "Sub"})
+        st["decoded"] = bool(arith)
+        why = f"; boxes {'decoded in graph (' + ', '.join(arith) + ')' if arith else 'raw'}"
         if kinds:
             why += f", head concat {'+'.join(kinds)} = box, objectness, classes"
     return Match("yolox", f"one ({nd[0]}, {nd[1]}) output: one row per cell of strides "

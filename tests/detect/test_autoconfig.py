@@ -181,6 +181,18 @@ def test_what_the_graph_decodes_is_read():
     assert nano.settings["strides"] == [8, 16, 32, 64]
 
 
+@pytest.mark.filterwarnings("ignore:the family's default")
+def test_transposed_dfl_rows_are_ambiguous_without_ultralytics_metadata():
+    # (N, 4 + C) after a DFL softmax: YOLOv8 transposed, or a YOLOv6-style (N, 5 + C) row
+    m = make_model([("output0", [1, 84, 7], "dfl")])
+    with pytest.raises(ValidationError, match="several families") as e:
+        autoconfig.configure(facts_of(m))
+    assert "yolox (" in str(e.value) and "yolov8 (" in str(e.value)
+    assert "decoded in graph (Mul)" in str(e.value)
+    m = make_model([("output0", [1, 84, 7], "dfl")], metadata=ULTRA)
+    assert autoconfig.configure(facts_of(m)).family == "yolov8"
+
+
 def test_yolov5_two_strides_need_anchors():
     f = facts_of(_model("yolov5_fastestv2_rows"))
     with pytest.raises(ValidationError, match=r"2 output strides \[16, 32\].*`anchors`"):
