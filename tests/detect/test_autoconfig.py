@@ -527,3 +527,33 @@ def test_parse_value_and_size():
     assert autoconfig.parse_size("416") == (416, 416)
     with pytest.raises(ValidationError, match="--input-size"):
         autoconfig.parse_size("big")
+
+
+def test_real_ppocr_det_needs_no_options():
+    """PP-OCRv4 det (rapidocr-onnxruntime's copy; symbolic input): recognised as db, each
+    image fed at PaddleOCR's size for it; two drawn lines of text, two boxes around them."""
+    import importlib.util
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None:
+        pytest.skip("rapidocr-onnxruntime (ships PP-OCRv4 det) is not installed")
+    path = os.path.join(spec.submodule_search_locations[0], "models",
+                        "ch_PP-OCRv4_det_infer.onnx")
+    if not os.path.exists(path):
+        pytest.skip(f"no PP-OCR det model at {path}")
+    from PIL import Image, ImageDraw, ImageFont
+    img = Image.new("RGB", (300, 150), "white")
+    draw = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=22)
+    except TypeError:                             # Pillow < 10.1: no sizes
+        font = ImageFont.load_default()
+    draw.text((14, 20), "EDGE DETECTION", fill="black", font=font)
+    draw.text((40, 90), "text on a Pi", fill="black", font=font)
+    det = Detector(path)
+    assert det.family == "db" and det.per_image_size == (960, 32)
+    assert det.input_size(np.zeros((150, 300, 3), np.uint8)) == (288, 160)
+    d = det(np.asarray(img))
+    assert d.labels == ["text", "text"]
+    top, bottom = sorted(d.boxes.tolist(), key=lambda b: b[1])
+    assert top[1] < 30 < top[3] < 60 and top[0] < 20
+    assert 80 < bottom[3] and bottom[1] < 100 and 30 < bottom[0] < 50
