@@ -631,6 +631,9 @@ def _print_detector(args, proto):
         if len(shown) > 70:
             shown = shown[:66] + " ..."
         print(f"  {k:18s} {shown:48s} {conf.sources.get(k, '')}")
+    size = (f"{conf.settings['input_width']}x{conf.settings['input_height']}"
+            if conf.settings["input_width"] else "per image")
+    print(f"  input size: {size} ({conf.size_from})")
     if conf.num_classes is not None:
         print(f"  classes: {conf.num_classes}")
 

@@ -212,7 +212,7 @@ def test_info_prints_inferred_configuration_and_sources(capsys, tmp_path, shared
     assert rows["input_width"][1:] == ["320", "user"] and rows["channel_order"][-1] == "user"
     assert rows["input_name"][-1] == "model" and rows["decoded"][-1] == "model"
     assert rows["resize"][-1] == "family"
-    assert "metadata: none" in out
+    assert "metadata: none" in out and "input size: 320x320 (given)" in out
 
 
 @needs_onnx
@@ -223,6 +223,7 @@ def test_info_reads_metadata_and_warns_on_label_count(capsys, tmp_path):
     assert "names" in out and "{0: 'cat', 1: 'dog'}" in out
     assert "detector: family yolov8" in out and "Ultralytics metadata" in out
     assert "2 names: cat, dog" in out and "input_width        64" in out
+    assert "input size: 64x64 (metadata imgsz)" in out
     model = _small_model(tmp_path / "x.onnx", [1, 6, 84], in_shape=(1, 3, 64, 64))
     rc, out, err = run(capsys, "info", model)
     assert "warning: the family's default --labels has 80 names but model" in out

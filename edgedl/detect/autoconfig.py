@@ -787,6 +787,7 @@ class Config:
     metadata: dict = field(default_factory=dict)
     preset_name: str = None
     per_image_size: tuple = None   # (longest-side limit, multiple): input sized per image
+    size_from: str = None          # where the input size came from, in words
 
 
 #: families whose reference code sizes each image itself, used when the model's input is
@@ -906,8 +907,13 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
                if cfg["strides"] == [16, 32] else "") + ")")
     cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
                             facts, key)
+    size_from = ("sized per image by the family's rule" if per_image else
+                 {"user": "given", "preset": "the preset", "family": "the family default"}.get(
+                     src["input_width"]) or
+                 {"input": "the declared input", "metadata": "metadata imgsz"}.get(
+                     facts.size_from, "the output rows"))
     return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
-                  p.get("name"), per_image)
+                  p.get("name"), per_image, size_from)
 
 
 def _check_types(cfg, src, fam):
