@@ -204,17 +204,18 @@ def read_metadata(proto=None, session=None):
         return {}
 
 
+_ELEM_TYPES = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+               7: "int64", 9: "bool", 10: "float16", 11: "double", 16: "bfloat16"}
+
+
 class _Arg:
     def __init__(self, vi):
         t = vi.type.tensor_type
         self.name = vi.name
         self.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                       for d in t.shape.dim] if t.HasField("shape") else None
-        from onnx import TensorProto          # a ModelProto is at hand: onnx is installed
-        try:
-            self.type = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})"
-        except ValueError:
-            self.type = f"tensor(type {t.elem_type})"
+        # onnxruntime's type names (without importing onnx: edgedl's own reader may be in use)
+        self.type = f"tensor({_ELEM_TYPES.get(t.elem_type, f'type {t.elem_type}')})"
 
 
 class ProtoIO:
