@@ -576,7 +576,8 @@ def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_thresh
                 if alive[j]:
                     iou = _iou_pair(boxes, area, best, j)
                     if method == 0:
-                        scores[j] *= exp(-(iou * iou) / sigma)
+                        if iou > 0:             # exp(-0) = 1: most pairs need no exp
+                            scores[j] *= exp(-(iou * iou) / sigma)
                     elif iou > iou_threshold:
                         scores[j] *= 1.0 - iou
     free(area)

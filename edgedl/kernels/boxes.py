@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _validate as V
+from .. import _config, _validate as V
 from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
 from ._ref.boxes import KINDS
@@ -39,15 +39,57 @@ class AssignResult(NamedTuple):
     max_iou: np.ndarray     #: float [N]: best IoU of each anchor over the gts (0 without gts)
 
 
+#: The NumPy reference's NMS is O(N^2) (vectorised over the remaining candidates per kept
+#: box): it refuses more than this many candidate pairs (sum over classes of N_c^2), about
+#: 3 s for 20000 spread boxes. soft_nms is O(N^2) on every backend (each pick scans every
+#: remaining box): at most _SOFT_MAX boxes, _SOFT_MAX_REF on the reference (~2-3 s each).
+_REF_MAX_PAIRS = 20000 ** 2
+_SOFT_MAX = 20000
+_SOFT_MAX_REF = 10000
+
+
 # ----------------------------------------------------------------------------- checks
-def _boxes(x, name, ndim=2):
-    """A finite, C-contiguous float32/float64 array of shape (..., 4)."""
+def _boxes(x, name, ndim=2, ordered=True):
+    """A finite, C-contiguous float32/float64 array of shape (..., 4); with ``ordered``
+    (xyxy boxes) every row must have x1 <= x2 and y1 <= y2."""
     x = V.float_array(x, name, ndim=ndim)
     if x.shape[-1] != 4:
         raise ShapeError(f"{name} must have shape ({', '.join(['*'] * (ndim - 1))}, 4) "
                          f"(xyxy boxes), got {x.shape}")
     V.finite(x, name)
+    if ordered:
+        _ordered(x, name)
     return np.ascontiguousarray(x)
+
+
+def _ordered(x, name, strict=False):
+    """Refuse inverted xyxy rows (x2 < x1 or y2 < y1; with ``strict`` also empty ones),
+    naming the first bad row."""
+    if not x.size:
+        return
+    w, h = x[..., 2] - x[..., 0], x[..., 3] - x[..., 1]
+    bad = (w <= 0) | (h <= 0) if strict else (w < 0) | (h < 0)
+    if bad.any():
+        row = np.argwhere(bad)[0]
+        at = int(row[0]) if row.size == 1 else tuple(int(i) for i in row)
+        need = "a positive width and height (x2 > x1, y2 > y1)" if strict else \
+            "x1 <= x2 and y1 <= y2"
+        raise ValidationError(f"{name}[{at}] = {x[tuple(row)].tolist()} is not a valid xyxy box: "
+                              f"expected {need}")
+
+
+def _check_ref_size(backend, counts, what):
+    """The NumPy reference's O(N^2) NMS refuses more than _REF_MAX_PAIRS candidate pairs, so
+    it cannot run for minutes; the compiled backends have no limit."""
+    if _config.resolve_backend(backend) != "numpy":
+        return
+    pairs = int(np.dot(counts.astype(np.float64), counts.astype(np.float64)))
+    if pairs > _REF_MAX_PAIRS:
+        raise ValidationError(
+            f"{what} on the numpy reference backend is O(N^2) and limited to "
+            f"{_REF_MAX_PAIRS:.0e} candidate pairs (sum over classes of N^2; N = 20000 in one "
+            f"class), got {pairs:.3g} ({int(counts.sum())} candidates): use backend='cython' or "
+            f"'numba'")
 
 
 def _scores(s, n, name="scores"):
@@ -182,7 +224,10 @@ def nms(boxes, scores, iou_threshold, score_threshold=None, max_output=None, bac
     Candidates (scores > score_threshold, if given) are visited by score descending, ties by
     lower index; a candidate is dropped when its IoU with an already kept box is strictly
     greater than iou_threshold. At most max_output boxes are kept. Same kept set as
-    torchvision.ops.nms.
+    torchvision.ops.nms. A box of zero area is always kept and never suppresses (IoU 0).
+    Inverted boxes (x2 < x1 or y2 < y1) are refused. The numba / Cython backends are
+    near-linear for boxes spread over an image (10^6 in a few seconds); the numpy reference is
+    O(N^2) and refuses more than 20000 candidates (per class: sum of N_c^2 <= 20000^2).
     """
     boxes = _boxes(boxes, "boxes")
     scores = _scores(scores, boxes.shape[0])
@@ -191,6 +236,7 @@ def nms(boxes, scores, iou_threshold, score_threshold=None, max_output=None, bac
     order = _candidates(scores, score_threshold)
     if order.size == 0 or mo == 0:
         return _EMPTY_I64.copy()
+    _check_ref_size(backend, np.array([order.size]), "nms")
     keep = np.empty(order.shape[0], dtype=np.uint8)
     bounds = np.array([0, order.shape[0]], dtype=np.int64)
     _kernel("nms", backend)(boxes, order, bounds, thr, mo, keep)
@@ -225,6 +271,7 @@ def batched_nms(boxes, scores, class_ids, iou_threshold, score_threshold=None, m
     cs = cls[perm]
     cuts = np.flatnonzero(cs[1:] != cs[:-1]) + 1
     bounds = np.concatenate(([0], cuts, [cs.size])).astype(np.int64)
+    _check_ref_size(backend, np.diff(bounds), "batched_nms")
     keep = np.empty(glob.size, dtype=np.uint8)
     _kernel("nms", backend)(boxes, glob[perm], bounds, thr, -1, keep)
     keep_glob = np.empty_like(keep)
@@ -240,7 +287,8 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001,
     Repeatedly picks the highest current score (> score_threshold; ties -> lower index) and
     decays the others: gaussian ``s *= exp(-iou**2 / sigma)`` (iou_threshold unused), linear
     ``s *= 1 - iou`` where iou > iou_threshold. Scores are decayed in float64 and returned in
-    the dtype of ``scores``.
+    the dtype of ``scores``. O(N^2): at most 20000 boxes (10000 on the numpy backend), else a
+    ValidationError.
     """
     boxes = _boxes(boxes, "boxes")
     scores = _scores(scores, boxes.shape[0])
@@ -250,6 +298,11 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001,
     st = V.real(score_threshold, "score_threshold")
     m = {"gaussian": 0, "linear": 1}[V.choice(method, "method", ("gaussian", "linear"))]
     n = boxes.shape[0]
+    lim = _SOFT_MAX_REF if _config.resolve_backend(backend) == "numpy" else _SOFT_MAX
+    if n > lim:
+        raise ValidationError(f"soft_nms is O(N^2) and limited to {lim} boxes on this backend "
+                              f"(numpy: {_SOFT_MAX_REF}, numba / cython: {_SOFT_MAX}), got "
+                              f"{n}: filter by score first, or run it per class")
     picked = np.empty(n, dtype=np.int64)
     picked_scores = np.empty(n, dtype=np.float64)
     work = scores.astype(np.float64)
@@ -266,9 +319,11 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
     center_point_box=1), scores [B, C, N]. Returns int64 [K, 3] rows (batch, class, box) in
     batch, class, then selection order. Scalars may be Python numbers or 1-element arrays;
     max_output_boxes_per_class <= 0 gives an empty result; only scores > score_threshold
-    (strictly) are candidates; iou_threshold must lie in [0, 1].
+    (strictly) are candidates; iou_threshold must lie in [0, 1]. Corners may come in either
+    order (the op allows it; they are sorted with min / max as onnxruntime does). On the numpy
+    backend at most 20000^2 candidate pairs (sum over (batch, class) of N^2).
     """
-    boxes = _boxes(boxes, "boxes", ndim=3)
+    boxes = _boxes(boxes, "boxes", ndim=3, ordered=False)   # any diagonal corner pair
     scores = V.float_array(scores, "scores", ndim=3)
     bsz, n = boxes.shape[0], boxes.shape[1]
     if scores.shape[0] != bsz or scores.shape[2] != n:
@@ -318,6 +373,7 @@ def non_max_suppression(boxes, scores, max_output_boxes_per_class=0, iou_thresho
         order = col + offs[r]
     if order.size == 0:
         return np.empty((0, 3), dtype=np.int64)
+    _check_ref_size(backend, counts, "non_max_suppression")
     bounds = np.zeros(bsz * ncls + 1, dtype=np.int64)
     np.cumsum(counts, out=bounds[1:])
     keep = np.empty(order.size, dtype=np.uint8)
@@ -491,9 +547,9 @@ def encode_boxes(gt, priors, variances=(0.1, 0.2), backend=None):
     V.finite(gt, "gt")
     _same_dtype(gt, priors, "gt", "priors")
     g2 = _rows_with_priors(gt, priors, "gt", "priors", 4)
-    for arr, nm in ((priors, "priors"), (g2, "gt")):
-        if arr.size and not ((arr[:, 2] > arr[:, 0]) & (arr[:, 3] > arr[:, 1])).all():
-            raise ValidationError(f"{nm} must have positive widths and heights (x2 > x1, y2 > y1)")
+    # log(w_gt / w_prior): both need positive widths and heights
+    _ordered(priors, "priors", strict=True)
+    _ordered(gt, "gt", strict=True)
     v = _variances(variances)
     out = np.empty(g2.shape, dtype=gt.dtype)
     if out.size:

@@ -629,7 +629,7 @@ def test_bad_inputs():
         B.sigmoid_focal_loss(s, s, gamma=-1)
     with pytest.raises(ShapeError, match="weights"):
         B.sigmoid_focal_loss(s, s, weights=np.ones(3))
-    with pytest.raises(ValidationError, match="positive widths"):
+    with pytest.raises(ValidationError, match=r"priors\[0\].*positive width"):
         B.encode_boxes(good, np.array([[0, 0, 0, 1], [0, 0, 1, 1]], np.float32))
     with pytest.raises(ValidationError, match="variances"):
         B.encode_boxes(good, good, variances=(0.1, 0.2, 0.3))

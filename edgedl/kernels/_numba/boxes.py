@@ -443,7 +443,8 @@ def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picke
             if alive[j]:
                 iou = np.float64(_iou_pair(boxes, area, best, j))
                 if method == 0:
-                    scores[j] *= math.exp(-(iou * iou) / sigma)
+                    if iou > 0:                 # exp(-0) = 1: most pairs need no exp
+                        scores[j] *= math.exp(-(iou * iou) / sigma)
                 elif iou > iou_threshold:
                     scores[j] *= 1.0 - iou
     return count
