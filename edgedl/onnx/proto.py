@@ -42,8 +42,9 @@ import numpy as np
 from .._memory import check_alloc
 from ..errors import ModelError
 
-#: Deepest message nesting read: protobuf's own default limit, so whatever onnx parses, this
-#: parses (a subgraph costs 3 levels: GraphProto > NodeProto > AttributeProto > GraphProto).
+#: Deepest message nesting read, below the top message: protobuf's own default limit, so
+#: exactly what onnx parses, this parses (each subgraph level costs 3: NodeProto >
+#: AttributeProto > GraphProto, so 33 nested If / Loop bodies).
 MAX_DEPTH = 100
 
 _M64 = (1 << 64) - 1
@@ -526,7 +527,7 @@ def parse(cls, data, where="<bytes>"):
     elif not isinstance(data, bytes):
         raise ModelError(f"{where}: expected bytes, got {type(data).__name__}")
     try:
-        return _parse(cls(), data, 0, len(data), 1)
+        return _parse(cls(), data, 0, len(data), 0)
     except _Malformed as e:
         path = " > ".join(reversed(e.path)) or cls.__name__
         raise ModelError(f"ONNX {cls.__name__[:-5].lower() or 'message'} {where} is malformed "
