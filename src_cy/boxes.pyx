@@ -162,9 +162,16 @@ cdef int _iou_matrix_blocked(const floating[:, ::1] a, const floating[:, ::1] b,
 
 cdef floating _iou_kind(floating ax1, floating ay1, floating ax2, floating ay2, floating bx1,
                         floating by1, floating bx2, floating by2, int kind) noexcept nogil:
-    """One IoU-family value (kind 0 iou, 1 giou, 2 diou, 3 ciou), formulas of the reference."""
-    cdef floating w, h, inter, u, iou, ew, eh, c, diag, dx, dy, diou, d, v, alpha
+    """One IoU-family value (kind 0 iou, 1 giou, 2 diou, 3 ciou), formulas of the reference
+    (a pair whose largest |coordinate| m overflows 16 m^2 is divided by m for kinds 1-3)."""
+    cdef floating w, h, inter, u, iou, ew, eh, c, diag, dx, dy, diou, d, v, alpha, m
     cdef floating eps = <floating>_DIOU_EPS
+    if kind != 0:
+        m = _max(_max(_max(fabs(ax1), fabs(ay1)), _max(fabs(ax2), fabs(ay2))),
+                 _max(_max(fabs(bx1), fabs(by1)), _max(fabs(bx2), fabs(by2))))
+        if m * m * <floating>16 == INFINITY:
+            ax1, ay1, ax2, ay2 = ax1 / m, ay1 / m, ax2 / m, ay2 / m
+            bx1, by1, bx2, by2 = bx1 / m, by1 / m, bx2 / m, by2 / m
     w = _max(_min(ax2, bx2) - _max(ax1, bx1), <floating>0)
     h = _max(_min(ay2, by2) - _max(ay1, by1), <floating>0)
     inter = w * h

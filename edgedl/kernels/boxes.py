@@ -67,8 +67,8 @@ def _ordered(x, name, strict=False):
     naming the first bad row."""
     if not x.size:
         return
-    w, h = x[..., 2] - x[..., 0], x[..., 3] - x[..., 1]
-    bad = (w <= 0) | (h <= 0) if strict else (w < 0) | (h < 0)
+    x1, y1, x2, y2 = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
+    bad = (x2 <= x1) | (y2 <= y1) if strict else (x2 < x1) | (y2 < y1)
     if bad.any():
         row = np.argwhere(bad)[0]
         at = int(row[0]) if row.size == 1 else tuple(int(i) for i in row)

@@ -84,8 +84,16 @@ def _col_max(col, nb):
 def _iou_kind(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, kind, cst):
     """One IoU-family value (kind 0..3), same formulas as the reference.
 
-    cst = (0, 1, 2, eps, 4 / pi^2) in the box dtype."""
-    z, one, two, eps, fpi = cst
+    cst = (0, 1, 2, eps, 4 / pi^2, 16) in the box dtype. GIoU / DIoU / CIoU of a pair whose
+    largest |coordinate| m overflows 16 m^2 are computed on the pair divided by m (they are
+    scale-invariant), so they stay finite, as in the reference."""
+    z, one, two, eps, fpi, sixteen = cst
+    if kind != 0:
+        m = max(max(max(abs(ax1), abs(ay1)), max(abs(ax2), abs(ay2))),
+                max(max(abs(bx1), abs(by1)), max(abs(bx2), abs(by2))))
+        if m * m * sixteen == np.inf:
+            ax1, ay1, ax2, ay2 = ax1 / m, ay1 / m, ax2 / m, ay2 / m
+            bx1, by1, bx2, by2 = bx1 / m, by1 / m, bx2 / m, by2 / m
     w = max(min(ax2, bx2) - max(ax1, bx1), z)
     h = max(min(ay2, by2) - max(ay1, by1), z)
     inter = w * h
@@ -114,7 +122,8 @@ def _iou_kind(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, kind, cst):
 
 @njit
 def _consts(a):
-    return (_c(a, 0.0), _c(a, 1.0), _c(a, 2.0), _c(a, _DIOU_EPS), _c(a, _FOUR_OVER_PI2))
+    return (_c(a, 0.0), _c(a, 1.0), _c(a, 2.0), _c(a, _DIOU_EPS), _c(a, _FOUR_OVER_PI2),
+            _c(a, 16.0))
 
 
 @njit

@@ -5,7 +5,8 @@ ordering, thresholds rounded to the box dtype where the op demands it, prealloca
 these functions only compute. The numba and Cython twins take the same arguments.
 
 IoU of two xyxy boxes, identical in every backend and in the box dtype (float32 boxes are
-computed in float32, as torchvision.ops.nms and onnxruntime's NonMaxSuppression do)::
+computed in float32, as torchvision.ops.nms and onnxruntime's NonMaxSuppression do; an area
+that overflows to inf gives IoU 0, or NaN inside NMS, which never suppresses)::
 
     w = max(0, min(x2a, x2b) - max(x1a, x1b)),  h likewise,  inter = w * h
     union = (area_a + area_b) - inter,           iou = inter / union   (0 when union <= 0)
@@ -30,6 +31,8 @@ def _iou_family(a, b, kind):
     """IoU-family values of broadcast pairs ``a[..., 4]`` / ``b[..., 4]`` in their dtype."""
     dt = a.dtype
     zero = dt.type(0)
+    if kind:
+        a, b = _unit_scale(a, b)
     w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), zero)
     h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), zero)
     inter = w * h
@@ -62,6 +65,20 @@ def _iou_family(a, b, kind):
     v = dt.type(4.0 / math.pi ** 2) * d * d
     alpha = v / ((dt.type(1) - iou) + v + dt.type(_DIOU_EPS))
     return diou - alpha * v
+
+
+def _unit_scale(a, b):
+    """GIoU / DIoU / CIoU are scale-invariant: a pair whose largest |coordinate| m would
+    overflow the squares and areas (16 m^2 = inf in the box dtype) is divided by m, so those
+    values stay finite (no inf - inf = NaN). Other pairs are untouched."""
+    a, b = np.broadcast_arrays(a, b)
+    mag = np.maximum(np.abs(a).max(-1), np.abs(b).max(-1))
+    with np.errstate(over="ignore"):
+        huge = np.isinf(mag * mag * a.dtype.type(16))
+    if not huge.any():
+        return a, b
+    sc = np.where(huge, mag, a.dtype.type(1))[..., None]
+    return a / sc, b / sc
 
 
 def box_iou(a, b, kind, out):
