@@ -396,7 +396,7 @@ def _parse(msg, buf, pos, end, depth):
     name = None
     try:
         while pos < end:
-            start = pos
+            start, name = pos, None
             key = buf[pos]
             pos += 1
             if key >= 0x80:
@@ -470,13 +470,14 @@ def _parse(msg, buf, pos, end, depth):
                 if kind == _ENUM and v not in spec[3]:
                     continue                           # proto2 closed enum: unknown value
             elif wt == 5 or wt == 1:
-                pos += 4 if wt == 5 else 8
-                if pos > end:
+                size = 4 if wt == 5 else 8
+                if end - pos < size:
                     raise _Malformed(start, f"field {num}: truncated "
                                             f"{'fixed32' if wt == 5 else 'fixed64'} value")
+                pos += size
                 if spec is None or spec[1] != (_FLOAT if wt == 5 else _DOUBLE):
                     continue
-                v = struct.unpack_from("<f" if wt == 5 else "<d", buf, pos - (4 if wt == 5 else 8))[0]
+                v = struct.unpack_from("<f" if wt == 5 else "<d", buf, pos - size)[0]
             elif wt == 3 or wt == 4:
                 raise _Malformed(start, f"field {num} uses protobuf groups (wire type {wt}), "
                                         "which ONNX never writes")
