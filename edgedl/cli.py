@@ -238,7 +238,7 @@ def _load_detector(model, **kw):
     import warnings
     from .detect import Detector
     from .detect.autoconfig import cli_message
-    from .errors import EdgeDLError, ValidationError
+    from .errors import EdgeDLError, ModelError, ValidationError
     for m in model if isinstance(model, list) else [model]:
         if not os.path.exists(m):
             raise UserError(f"model not found: {m}")
@@ -248,6 +248,8 @@ def _load_detector(model, **kw):
             det = Detector(model, **kw)
     except ValidationError as e:       # configuration: name flags, not Python keywords
         raise UsageError(cli_message(_one_line(e))) from e
+    except ModelError as e:            # the model and its settings disagree: flags too
+        raise UserError(cli_message(_one_line(e))) from e
     except (EdgeDLError, FileNotFoundError):
         raise
     except Exception as e:             # a broken file can raise anything from protobuf / onnx

@@ -906,6 +906,7 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
             + ("; Yolo-FastestV2's COCO ones are [[12.64, 19.39, 37.88, 51.48, 55.71, 138.31], "
                "[126.91, 78.23, 131.57, 214.55, 279.92, 258.87]]"
                if cfg["strides"] == [16, 32] else "") + ")")
+    _check_priors(cfg, fam, facts)
     cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
                             facts, key)
     size_from = ("sized per image by the family's rule" if per_image else
@@ -915,6 +916,24 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
                      facts.size_from, "the output rows"))
     return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
                   p.get("name"), per_image, size_from)
+
+
+def _check_priors(cfg, fam, facts):
+    """Prior-box families: the priors of `min_sizes` / `steps` must be as many as the box
+    rows (else every box would sit on another prior's place: say so now, not at run time)."""
+    if not (fam == "retinaface" or (fam == "ssd" and not cfg["boxes_decoded"])):
+        return
+    rows = [o.shape[0] for o in facts.outputs if len(o.shape) == 2 and o.shape[1] == 4]
+    w, h = cfg["input_width"], cfg["input_height"]
+    if len(rows) != 1 or not _fixed(rows[0]) or not w:
+        return
+    n = sum(math.ceil(w / st) * math.ceil(h / st) * len(sz)
+            for sz, st in zip(cfg["min_sizes"], cfg["steps"]))
+    if n != rows[0]:
+        raise ModelError(
+            f"model {facts.name} has {rows[0]} boxes but `min_sizes` {cfg['min_sizes']} at "
+            f"`steps` {cfg['steps']} give {n} priors on a {w}x{h} input: give the model's "
+            f"`min_sizes` and `steps`")
 
 
 def _check_types(cfg, src, fam):

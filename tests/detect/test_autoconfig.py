@@ -169,7 +169,7 @@ def test_what_the_graph_decodes_is_read():
     assert ssd.settings["boxes_decoded"] is True and ssd.settings["score_activation"] == "none"
     assert ssd.sources["boxes_decoded"] == "model"
     raw = make_model([("conf", [1, 100, 3], "raw"), ("loc", [1, 100, 4], "raw")])
-    m = autoconfig.matches(facts_of(raw))[0]
+    m = autoconfig.matches(facts_of(raw))[0]       # (100 rows fit no default priors)
     assert m.settings == {"boxes_decoded": False, "score_activation": "softmax"}
     assert autoconfig.configure(facts_of(_model("yolov5"))).settings["decoded"] is True
     per = autoconfig.configure(facts_of(_model("yolov5_per_stride")))
@@ -191,6 +191,17 @@ def test_transposed_dfl_rows_are_ambiguous_without_ultralytics_metadata():
     assert "decoded in graph (Mul)" in str(e.value)
     m = make_model([("output0", [1, 84, 7], "dfl")], metadata=ULTRA)
     assert autoconfig.configure(facts_of(m)).family == "yolov8"
+
+
+def test_prior_count_is_checked_when_configured():
+    raw = make_model([("conf", [1, 100, 3], "raw"), ("loc", [1, 100, 4], "raw")])
+    with pytest.raises(ModelError, match=r"100 boxes but `min_sizes`.*give the model's"):
+        autoconfig.configure(facts_of(raw))
+    # 64x64, steps 8/16/32 with 1/1/2 sizes: 64 + 16 + 8 = 88 priors
+    ok = make_model([("conf", [1, 88, 3], "raw"), ("loc", [1, 88, 4], "raw")])
+    conf = autoconfig.configure(facts_of(ok), overrides={
+        "min_sizes": [[16], [32], [64, 96]], "steps": [8, 16, 32]})
+    assert conf.settings["boxes_decoded"] is False
 
 
 def test_yolov5_two_strides_need_anchors():
