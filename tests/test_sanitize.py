@@ -146,8 +146,9 @@ def _need_toolchain():
 def _run_sub(env, backend):
     """This file as a subprocess running the cases on ``backend`` (all of them when
     EDGEDL_SANITIZE=1, else numba skips its slow compiles)."""
-    env = {**os.environ, **env,
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    # the edgedl this pytest imports (installed or editable): no source tree on PYTHONPATH,
+    # which has no compiled modules after a plain `pip install .`
+    env = {**os.environ, **env}
     env.pop("EDGEDL_BACKEND", None)
     which = "all" if _ENV not in ("", "0") else "cheap"
     return subprocess.run([sys.executable, __file__, backend, which], env=env, cwd=str(REPO),
