@@ -16,7 +16,6 @@ import ast
 import dataclasses
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 

@@ -47,9 +47,9 @@ class _Graph:
         return y
 
     def head(self, kind):
-        """A head branch: 'raw' (a conv), 'sigmoid', 'exp', 'softmax' (a DFL: softmax, then
-        a 1-output-channel conv, as YOLOv8's), 'mul' (a decode's arithmetic), or a list: a
-        Concat of those branches."""
+        """A head branch after a conv: 'raw', 'sigmoid', 'exp', 'softmax', 'mul' (a decode's
+        arithmetic), 'dfl' (YOLOv8's: softmax, a 1-output-channel conv, then boxes times
+        strides beside sigmoid class scores), or a list: a Concat of those branches."""
         if isinstance(kind, list):
             return self.op("Concat", *[self.head(k) for k in kind], axis=1)
         x = self.conv()
@@ -130,9 +130,9 @@ LAYOUTS = {
 FAMILY_OF = {k: k.split("_")[0] for k in LAYOUTS}
 ANCHORS2 = {"anchors": [[12, 18, 37, 49, 52, 132], [115, 73, 119, 199, 242, 238]]}
 CLASSES = {"fastestdet": 2, "ssd": 2, "yolox": 2, "yolov5": 2, "yolov5_per_stride": 2,
-           "yolov5_fastestv2_rows": 2, "yolov8": 2, "nanodet": 2, "nanodet_m_levels": 2, "picodet": 2, "yunet": 1,
-           "scrfd": 1, "centernet": 1, "db": 1, "yolov10": None, "retinaface": 1,
-           "mtcnn": 1}
+           "yolov5_fastestv2_rows": 2, "yolov8": 2, "nanodet": 2, "nanodet_m_levels": 2,
+           "picodet": 2, "yunet": 1, "scrfd": 1, "centernet": 1, "db": 1, "yolov10": None,
+           "retinaface": 1, "mtcnn": 1}
 
 
 def _model(key, **kw):
@@ -521,7 +521,8 @@ def test_families_reference_is_up_to_date():
     text = autoconfig.families_reference()
     path = os.path.join(REPO, "docs", "families.md")
     with open(path, encoding="utf-8") as f:
-        assert f.read() == text, "docs/families.md is stale: edgedl detect --help-families > docs/families.md"
+        assert f.read() == text, \
+            "docs/families.md is stale: edgedl detect --help-families > docs/families.md"
     for key, fams in autoconfig.all_keys().items():
         assert f"`{key}`" in text
     for fam in autoconfig.decoders.FAMILIES:
