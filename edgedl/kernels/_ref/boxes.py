@@ -27,6 +27,7 @@ def _area(b):
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
+@np.errstate(over="ignore", invalid="ignore")   # an overflowing area gives IoU 0, by design
 def _iou_family(a, b, kind):
     """IoU-family values of broadcast pairs ``a[..., 4]`` / ``b[..., 4]`` in their dtype."""
     dt = a.dtype
@@ -100,7 +101,8 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
     limit). A candidate is suppressed when its IoU with a kept box is > iou_threshold.
     """
     keep[:] = 0
-    area = _area(boxes)
+    with np.errstate(over="ignore", invalid="ignore"):
+        area = _area(boxes)
     for s in range(len(bounds) - 1):
         lo, hi = int(bounds[s]), int(bounds[s + 1])
         idx = order[lo:hi]
@@ -117,6 +119,7 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
             alive[p + 1:] &= ~_suppresses(boxes, area, i, rest, iou_threshold)
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def _suppresses(boxes, area, i, js, thr):
     """Boolean array: kept box i suppresses boxes js (same formula as every twin)."""
     bi, bj = boxes[i], boxes[js]
@@ -138,7 +141,8 @@ def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picke
     where iou > iou_threshold.
     """
     n = boxes.shape[0]
-    area = _area(boxes)
+    with np.errstate(over="ignore", invalid="ignore"):
+        area = _area(boxes)
     alive = np.ones(n, dtype=bool)
     count = 0
     while True:
@@ -163,6 +167,7 @@ def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picke
     return count
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def _iou_of(boxes, area, i, js):
     bi, bj = boxes[i], boxes[js]
     zero = boxes.dtype.type(0)
