@@ -16,8 +16,11 @@ import ast
 import dataclasses
 import json
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..errors import ModelError, ValidationError
 from . import decoders
@@ -938,8 +941,9 @@ def _check_priors(cfg, fam, facts):
 def _check_types(cfg, src, fam):
     """Settings from a preset or the user have the type of the family's default, for every
     key (the value checks of presets._check and the decoders come after)."""
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    kinds = [(bool, lambda v: isinstance(v, bool), "true or false"),
+    flag = lambda v: isinstance(v, (bool, np.bool_))
+    number = lambda v: isinstance(v, numbers.Real) and not flag(v)       # NumPy scalars too
+    kinds = [(bool, flag, "true or false"),
              (int, lambda v: number(v) and float(v).is_integer(), "an integer"),
              (float, number, "a number"),
              (str, lambda v: isinstance(v, str), "text"),
@@ -955,8 +959,8 @@ def _check_types(cfg, src, fam):
             if isinstance(d, typ):
                 if not ok(v):
                     raise ValidationError(f"`{k}` must be {want} (family {fam!r}), got {v!r}")
-                if typ is int:
-                    cfg[k] = int(v)
+                if typ in (bool, int, float):
+                    cfg[k] = typ(v)
                 break
 
 

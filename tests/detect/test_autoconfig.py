@@ -366,8 +366,11 @@ def test_layers_and_sources():
                            ("min_size", 2.5, "an integer"), ("strides", "8", "a list")]:
         with pytest.raises(ValidationError, match=f"`{key}` must be {want}"):
             autoconfig.configure(db if key != "strides" else f, overrides={key: bad})
-    conf = autoconfig.configure(db, overrides={"min_size": 3.0, "mean": 127.5})
+    conf = autoconfig.configure(db, overrides={"min_size": 3.0, "mean": 127.5,
+                                               "unclip_ratio": np.float32(2.0),
+                                               "dilate": np.bool_(True)})
     assert conf.settings["min_size"] == 3 and type(conf.settings["min_size"]) is int
+    assert type(conf.settings["unclip_ratio"]) is float and conf.settings["dilate"] is True
     assert conf.settings["mean"] == [127.5] * 3
 
 
