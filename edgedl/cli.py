@@ -63,14 +63,42 @@ def _parser():
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     d = sub.add_parser("detect", help="detect objects in images (no arguments: the demo)")
-    d.add_argument("paths", nargs="*", metavar="[MODEL] IMAGE",
+    d.add_argument("paths", nargs="*", metavar="[MODEL] SOURCE",
                    help="an .onnx model (default: the bundled FastestDet; three models: an "
-                        "MTCNN cascade's P-, R- and O-Net) then images (default: the bundled "
-                        "demo photo)")
+                        "MTCNN cascade's P-, R- and O-Net) then sources: images, folders, "
+                        "quoted globs, .txt lists of paths, - (one image on stdin), videos, "
+                        "cameras (0 or /dev/video0) (default: the bundled demo photo)")
+    d.add_argument("--source", action="append", default=[], metavar="SOURCE",
+                   help="another source (repeatable), e.g. --source 0 for the first camera")
+    d.add_argument("--recursive", action="store_true", help="read folders' sub-folders too")
+    d.add_argument("--stride", type=_count, default=1, metavar="N",
+                   help="videos: detect on every N-th frame (default every frame)")
     d.add_argument("--out", metavar="DIR", default=None,
-                   help="where annotated images go (default ./edgedl-out)")
+                   help="where results go (default: a new edgedl-out/runN per run)")
+    d.add_argument("--exist-ok", action="store_true",
+                   help="write into the latest edgedl-out/runN instead of a new one")
     d.add_argument("--json", action="store_true",
-                   help="print detections as JSON (images are then written only with --out)")
+                   help="print one JSON line per image or video frame as it is done (annotated "
+                        "images are then written only with --out)")
+    d.add_argument("--save-txt", action="store_true",
+                   help="YOLO-format labels/<name>.txt per image: class cx cy w h score")
+    d.add_argument("--save-json", action="store_true",
+                   help="one COCO-style predictions.json for the run")
+    d.add_argument("--save-crops", action="store_true",
+                   help="each detection cut out under crops/<label>/")
+    d.add_argument("--classes", action="append", default=[], metavar="NAMES|IDS",
+                   help="keep only these classes (names or ids, comma-separated, repeatable)")
+    d.add_argument("--conf", dest="cfg_score_threshold", metavar="T", default=None,
+                   help="alias of --score-threshold")
+    d.add_argument("--iou", dest="cfg_iou_threshold", metavar="T", default=None,
+                   help="alias of --iou-threshold")
+    d.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first source that fails (default: report it, go on)")
+    d.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, per-image lines nor summary")
+    d.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on a Dask cluster, e.g. tcp://host:8786 (edgedl[dask]; the "
+                        "workers must see the sources)")
     d.add_argument("--help-families", action="store_true",
                    help="print every detector family and configuration key, then exit")
     _config_options(d)
@@ -260,7 +288,8 @@ def _load_detector(model, **kw):
 
 
 def cmd_detect(args):
-    from .detect import draw_detections, load_image
+    from . import batch
+    from .errors import ValidationError
     if args.help_families:
         from .detect.autoconfig import families_reference
         print(families_reference(), end="")
@@ -273,30 +302,68 @@ def cmd_detect(args):
         raise UsageError(f"give one model, or three for a cascade (MTCNN's P-, R- and O-Net), "
                          f"got {len(models)}: {', '.join(models)}")
     model = models if len(models) == 3 else models[0] if models else DEMO_MODEL
-    images = paths or [DEMO_IMAGE]
-    det = _load_detector(model, **_config_kw(args))
-    out_dir = args.out or (None if args.json else "edgedl-out")
-    protect = models or [model]
-    saves = _output_paths(images, out_dir, protect=protect) if out_dir else [None] * len(images)
-    results = []
-    for path, saved in zip(images, saves):
-        if not os.path.exists(path):
-            raise UserError(f"image not found: {path}")
-        img = load_image(path)
-        t0 = time.perf_counter()
-        d = det(img)
-        ms = (time.perf_counter() - t0) * 1e3
-        if saved:
-            _save_atomic(draw_detections(img, d), saved)
-        results.append({"image": path, "width": int(img.shape[1]), "height": int(img.shape[0]),
-                        "ms": round(ms, 2), "detections": d.to_list(), "annotated": saved})
-        if not args.json:
-            _print_table(path, img, d, det, ms, saved)
-    if args.json:
-        json.dump({"model": model, "family": det.family, "results": results}, sys.stdout,
-                  indent=1)
-        print()
-    return 0
+    specs = paths + args.source or [DEMO_IMAGE]
+    config = _config_kw(args)
+    t0 = time.perf_counter()
+    det = _load_detector(model, **config)
+    try:
+        class_ids = batch.resolve_classes(args.classes, det.labels)
+    except ValidationError as e:
+        raise UsageError(str(e)) from None
+    sources = batch.expand_sources(specs, args.recursive)
+    startup = None if args.dask else time.perf_counter() - t0 + batch.warm_up(det)
+    images = not args.json or args.out is not None
+    out_dir = args.out or (batch.next_run_dir("edgedl-out", args.exist_ok) if images or
+                           args.save_txt or args.save_json or args.save_crops else None)
+    outputs = batch.Outputs(out_dir, sources, images=images, txt=args.save_txt,
+                            crops=args.save_crops, coco=args.save_json, labels=det.labels,
+                            protect=models or [model]) if out_dir else None
+    # a few images: the full table per image; more: one line each (none under a bar)
+    few = len(sources) <= 3 and not any(s.kind in ("video", "camera") for s in sources)
+    progress = batch.Progress(None if few else batch.count_units(sources, args.stride),
+                              quiet=args.quiet or few)
+    tell = sys.stderr if args.json else sys.stdout
+
+    def on_record(rec):
+        if args.json:
+            print(json.dumps(rec), flush=True)
+        if "error" in rec:
+            progress.write(f"edgedl: error: {rec['error']}")
+        elif args.json or args.quiet:
+            pass
+        elif few:
+            _print_table(rec, det)
+        elif not progress.on:
+            n = len(rec["detections"])
+            frame = f" frame {rec['frame']}" if "frame" in rec else ""
+            print(f"{rec['source']}{frame}: {n} detection{'s' * (n != 1)}"
+                  f"{_label_counts(rec)} in {sum(rec['time_ms'].values()):.1f} ms", flush=True)
+
+    summary = batch.Summary(startup_s=startup, out_dir=out_dir)
+    try:
+        if args.dask:
+            key = batch._key(model, args.backend, args.threads or 1, config)
+            batch._run_dask(batch._client(args.dask), sources, key, args.stride, class_ids,
+                            outputs, on_record, summary)
+        else:
+            batch.run(sources, det, outputs, stride=args.stride, classes=class_ids,
+                      fail_fast=args.fail_fast, on_record=on_record, progress=progress,
+                      summary=summary)
+    finally:
+        if outputs is not None and not few and not args.quiet:
+            for s, saved in zip(sources, outputs.annotated):
+                if saved and s.kind in ("video", "camera") and os.path.exists(saved):
+                    print(f"wrote {saved}", file=tell)
+    if not args.quiet and not (few and summary.images + summary.failures <= 1):
+        print(summary.line(), file=tell)
+    return 1 if summary.failures else 0
+
+
+def _label_counts(rec):
+    counts = {}
+    for d in rec["detections"]:
+        counts[d["label"]] = counts.get(d["label"], 0) + 1
+    return " (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")" if counts else ""
 
 
 _KEEP_EXT = (".jpg", ".jpeg", ".png")
@@ -359,26 +426,28 @@ def _save_atomic(image, path):
         raise
 
 
-def _print_table(path, img, d, det, ms, saved):
-    t = det.timings
-    n = len(d)
-    print(f"{os.path.basename(path)} ({img.shape[1]}x{img.shape[0]}): {n} detection"
-          f"{'s' * (n != 1)} in {ms:.1f} ms (preprocess {t['preprocess'] * 1e3:.1f}, "
-          f"inference {t['inference'] * 1e3:.1f}, postprocess {t['postprocess'] * 1e3:.1f}) "
-          f"[{det.family}]")
+def _print_table(rec, det):
+    t, dets = rec["time_ms"], rec["detections"]
+    n = len(dets)
+    frame = f" frame {rec['frame']}" if "frame" in rec else ""
+    print(f"{os.path.basename(rec['source'])}{frame} ({rec['width']}x{rec['height']}): {n} "
+          f"detection{'s' * (n != 1)} in {sum(t.values()):.1f} ms (preprocess "
+          f"{t['preprocess']:.1f}, inference {t['inference']:.1f}, postprocess "
+          f"{t['postprocess']:.1f}) [{det.family}]")
     if n:
-        width = max(5, max(len(s) for s in d.labels))
+        width = max(5, max(len(d["label"]) for d in dets))
+        kps = any("keypoints" in d for d in dets)
         print(f"  {'#':>2}  {'label':{width}s}  {'score':>5s}  {'x1':>7s} {'y1':>7s} "
-              f"{'x2':>7s} {'y2':>7s}" + ("  keypoints" if d.keypoints is not None else ""))
-        for i, row in enumerate(d.to_list()):
+              f"{'x2':>7s} {'y2':>7s}" + ("  keypoints" if kps else ""))
+        for i, row in enumerate(dets):
             x1, y1, x2, y2 = row["box"]
             line = (f"  {i:2d}  {row['label']:{width}s}  {row['score']:5.2f}  {x1:7.1f} "
                     f"{y1:7.1f} {x2:7.1f} {y2:7.1f}")
             if "keypoints" in row:
                 line += "  " + " ".join(f"({x:.0f},{y:.0f})" for x, y in row["keypoints"])
             print(line)
-    if saved:
-        print(f"wrote {saved}")
+    if rec.get("annotated"):
+        print(f"wrote {rec['annotated']}")
 
 
 # ----------------------------------------------------------------------------- bench

@@ -22,6 +22,11 @@ def run(capsys, *argv):
     return rc, out, err
 
 
+def _records(out):
+    """``--json`` output: one JSON object per line."""
+    return [json.loads(line) for line in out.splitlines()]
+
+
 def assert_user_error(rc, out, err, text):
     assert rc != 0
     assert "Traceback" not in err and "Traceback" not in out
@@ -55,8 +60,8 @@ def test_demo_writes_annotated_image(capsys, tmp_path, monkeypatch):
     # FastestDet also reports her upper body at 0.65 (the model's own cv2 pipeline does too)
     assert "astronaut.jpg (512x512): " in out
     assert re.search(r"^ +0 +person ", out, re.M), out
-    written = tmp_path / "edgedl-out" / "astronaut_detections.jpg"
-    assert f"wrote {os.path.join('edgedl-out', written.name)}" in out
+    written = tmp_path / "edgedl-out" / "run1" / "astronaut_detections.jpg"    # run2 next time
+    assert f"wrote {os.path.join('edgedl-out', 'run1', written.name)}" in out
     from PIL import Image
     assert Image.open(written).size == (512, 512)
 
@@ -68,13 +73,12 @@ def test_detect_json_with_model_and_images(capsys, tmp_path, shared_dir):
     rc, out, err = run(capsys, "detect", model, *imgs, "--json", "--backend", "numpy",
                        "--threads", "1")
     assert rc == 0, err
-    doc = json.loads(out)
-    assert doc["family"] == "yunet"
-    faces = [len(r["detections"]) for r in doc["results"]]
+    recs = _records(out)                                   # JSON lines, one per image
+    faces = [len(r["detections"]) for r in recs]
     assert faces == [1, 0]
-    d = doc["results"][0]["detections"][0]
+    d = recs[0]["detections"][0]
     assert d["label"] == "face" and len(d["keypoints"]) == 5 and d["score"] > 0.5
-    assert doc["results"][0]["annotated"] is None          # --json alone writes no image
+    assert "annotated" not in recs[0]                      # --json alone writes no image
     assert not (tmp_path / "edgedl-out").exists()
 
 
@@ -90,7 +94,7 @@ def test_detect_options_reach_the_detector(capsys, tmp_path):
 def test_detect_user_errors(capsys, tmp_path, unsupported_model):
     assert_user_error(*run(capsys, "detect", str(tmp_path / "nope.onnx"), "x.png"),
                       "model not found")
-    assert_user_error(*run(capsys, "detect", str(tmp_path / "nope.png")), "image not found")
+    assert_user_error(*run(capsys, "detect", str(tmp_path / "nope.png")), "no such file")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\x00garbage")
     assert_user_error(*run(capsys, "detect", str(bad)), "cannot read")
@@ -159,7 +163,8 @@ def test_python_m_entry_point(tmp_path):
     assert "person" in r.stdout
     r = subprocess.run([sys.executable, "-m", "edgedl", "detect", "missing.png"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert r.returncode == 1 and r.stderr.strip() == "edgedl: error: image not found: missing.png"
+    assert r.returncode == 1 and r.stderr.strip() == \
+        "edgedl: error: no such file or folder: missing.png"
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -191,9 +196,10 @@ def test_detect_renamed_model_needs_no_options(capsys, tmp_path, shared_dir):
     img = str(shared_dir / "images" / "astronaut.png")
     rc, out, err = run(capsys, "detect", str(model), img, "--json", "--backend", "numpy")
     assert rc == 0, err
-    doc = json.loads(out)
-    assert doc["family"] == "yunet"
-    dets = doc["results"][0]["detections"]
+    rc, text, err = run(capsys, "detect", str(model), img, "--backend", "numpy", "--out",
+                        str(tmp_path))
+    assert "[yunet]" in text
+    dets = _records(out)[0]["detections"]
     assert len(dets) == 1 and dets[0]["label"] == "face"
 
 
@@ -236,14 +242,14 @@ def test_config_errors_name_flags_not_keywords(capsys, tmp_path):
     grid = _small_model(tmp_path / "grid.onnx", ["N", 7, "h", "w"])    # FastestDet-like
     rc, out, err = run(capsys, "detect", grid, img)
     assert_user_error(rc, out, err, "give --input-size WxH")
-    rc, out, err = run(capsys, "detect", grid, img, "--input-size", "64x48", "--json",
-                       "--backend", "numpy")
+    rc, out, err = run(capsys, "detect", grid, img, "--input-size", "64x48", "--out",
+                       str(tmp_path), "--backend", "numpy")
     assert rc == 0, err
-    assert json.loads(out)["family"] == "fastestdet"
+    assert "[fastestdet]" in out
     db = _small_model(tmp_path / "text.onnx", ["N", 1, "H", "W"])     # sized per image
-    rc, out, err = run(capsys, "detect", db, img, "--json", "--backend", "numpy")
+    rc, out, err = run(capsys, "detect", db, img, "--out", str(tmp_path), "--backend", "numpy")
     assert rc == 0, err
-    assert json.loads(out)["family"] == "db"
+    assert "[db]" in out
     fixed = _small_model(tmp_path / "f.onnx", [1, 1, 64, 64], in_shape=(1, 3, 64, 64))
     for argv, text in [(["--labels", "a,b"], "--labels has 2 names"),
                        (["--set", "nope=1"], "unknown user key 'nope'"),
@@ -277,9 +283,7 @@ def test_detect_three_models_run_the_mtcnn_cascade(capsys, shared_dir):
     img = str(shared_dir / "images" / "astronaut.png")
     rc, out, err = run(capsys, "detect", p, r, o, img, "--json", "--backend", "numpy")
     assert rc == 0, err
-    doc = json.loads(out)
-    assert doc["family"] == "mtcnn" and [d["label"] for d in doc["results"][0]["detections"]] \
-        == ["face"]
+    assert [d["label"] for d in _records(out)[0]["detections"]] == ["face"]
     assert_user_error(*run(capsys, "detect", p, r, img), "three for a cascade")
     rc, out, err = run(capsys, "info", p)
     assert "give --input-size WxH" in out and "the outputs fit mtcnn (" in out and "P-Net" in out

@@ -104,7 +104,7 @@ def _photo(path, size):
 def _detect_json(capsys, *argv):
     rc, out, err = run(capsys, "detect", *map(str, argv), "--json")
     assert rc == 0, err
-    return json.loads(out)["results"]
+    return [json.loads(line) for line in out.splitlines()]      # JSON lines
 
 
 @needs_onnx
