@@ -23,6 +23,13 @@ DATA_DEPENDENT = {"NonZero", "NonMaxSuppression", "TopK", "Range", "ConstantOfSh
                   "ReduceLogSumExp"}
 #: Ops whose output is known from the input's shape alone.
 SHAPE_ONLY = {"Shape", "Size"}
+#: Ops whose inputs (those in the slice) share one element type T: onnxruntime refuses a mix
+#: at load, where NumPy would silently promote it (float32 + int64 -> float64).
+SAME_TYPE = dict.fromkeys(["Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater",
+                           "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min",
+                           "Sum", "Mean", "Concat", "MatMul", "Gemm", "Conv", "ConvTranspose",
+                           "PRelu", "Clip"], slice(None))
+SAME_TYPE["Where"] = slice(1, 3)
 
 
 class Plan:
@@ -116,6 +123,14 @@ def build(graph, feed, backend):
         vals = [None if not i else known[i] if i in known else live[i] for i in ins]
         consts = [known.get(i) if i else None for i in ins]
         label = f"{node.op_type} node {node.name!r}"
+        if node.op_type in SAME_TYPE:
+            typed = [(i, np.asarray(v).dtype) for i, v in
+                     zip(ins[SAME_TYPE[node.op_type]], vals[SAME_TYPE[node.op_type]])
+                     if v is not None]
+            if len({dt for _, dt in typed}) > 1:
+                raise ModelError(f"{label}: inputs {[i for i, _ in typed]} have element types "
+                                 f"{[str(dt) for _, dt in typed]}; {node.op_type} needs one "
+                                 "type for them")
         nbytes = _value_sized_output(node, vals)
         if nbytes is not None:
             check_alloc(nbytes, f"the output of {label}")

@@ -9,8 +9,9 @@ each case, so the parent knows which case a crash or hang belongs to, and a fres
 on with the next case. Seeds are deterministic.
 
 Default: 300 cases (~30-60 s). ``EDGEDL_FUZZ_LONG=1``: 3000; ``EDGEDL_FUZZ_CASES=n`` sets the
-count and ``EDGEDL_FUZZ_SEED=s`` the first seed. Replay one case in this process (to get a
-traceback or run it under gdb): ``python tests/runtime/test_fuzz_models.py SEED``.
+count, ``EDGEDL_FUZZ_SEED=s`` the first seed, ``EDGEDL_FUZZ_THREADS=n`` the children's
+thread count (1), ``EDGEDL_BACKEND`` their backend. Replay one case in this process (to get
+a traceback or run it under gdb): ``python tests/runtime/test_fuzz_models.py SEED``.
 """
 import os
 import random
@@ -297,7 +298,8 @@ def fuzz(seeds, timeout=CASE_TIMEOUT):
     """Run ``seeds`` in child processes; returns ({seed: outcome}, [failure lines])."""
     code = (f"import sys; sys.path.insert(0, {HERE!r}); import test_fuzz_models as f; "
             "f.child_main([int(s) for s in sys.stdin.read().split()])")
-    env = dict(os.environ, EDGEDL_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    env = dict(os.environ, EDGEDL_NUM_THREADS=os.environ.get("EDGEDL_FUZZ_THREADS", "1"),
+               PYTHONFAULTHANDLER="1")
     outcomes, failures = {}, []
     todo = list(seeds)
     while todo:

@@ -388,3 +388,13 @@ def test_allocation_failure_while_planning_is_one_resource_error():
                [("r", np.array([1 << 48], np.int64))], inputs=[_vi("x", [4])])
     with pytest.raises(ResourceError, match=r"Tile node 'tile': Unable to allocate"):
         edgedl.InferenceSession(m).run(None, {"x": np.ones(4, np.float32)})
+
+
+def test_mixed_element_types_refused_not_promoted():
+    # NumPy would return float64 for float32 + int64; ONNX's Add needs one type T
+    m = _model([helper.make_node("Add", ["x", "k"], ["y"], name="add")],
+               [("k", np.array([2], np.int64))])
+    with pytest.raises(ModelError, match=r"Add node 'add': inputs \['x', 'k'\] have element "
+                                         r"types \['float32', 'int64'\]"):
+        edgedl.InferenceSession(m).run(None, {"x": X})
+    assert _ort_refuses(m, {"x": X})
