@@ -62,6 +62,9 @@ def _value(rng):
 def mutate_dims(m, rng):
     if rng.random() < 0.4 and m.graph.input:
         vi = _pick(rng, m.graph.input)
+        if rng.random() < 0.15:      # another element type (string, bfloat16, unknown, ...)
+            vi.type.tensor_type.elem_type = _pick(rng, [0, 2, 7, 8, 9, 10, 11, 16, 17, 99])
+            return f"input {vi.name} elem_type -> {vi.type.tensor_type.elem_type}"
         dims = vi.type.tensor_type.shape.dim
         if not dims:
             return "dims: none"
