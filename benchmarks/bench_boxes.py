@@ -5,6 +5,9 @@ Run: pytest benchmarks/bench_boxes.py --benchmark-only [-k nms]
 - nms on N = 100 .. 20000 clustered detector-like boxes (IoU 0.5) vs OpenCV
   ``cv2.dnn.NMSBoxes``, onnxruntime's NonMaxSuppression (single-node session) and the classic
   vectorised NumPy NMS (Fast R-CNN's py_cpu_nms);
+- nms on 10^5 and 10^6 boxes spread over a 3840x2160 frame (sizes 10-200 px, IoU 0.5): the
+  compiled backends' grid path (the numpy reference refuses > 20000 boxes; the peers are
+  O(N^2) there and left out);
 - batched_nms, 5000 boxes in 80 classes, vs ``cv2.dnn.NMSBoxesBatched`` and onnxruntime
   (scores [1, 80, N], each box scoring only in its class);
 - box_iou and assign_anchors at 8400x20, 25200x50, 100000x10 vs NumPy broadcasting (the numpy
@@ -142,6 +145,24 @@ def test_nms(benchmark, n, runtime):
         else np.asarray(got).ravel()
     assert set(got.tolist()) == set(want.tolist())   # every peer keeps the same set here
     _run(benchmark, f"nms N={n}", runtime, fn, slow)
+
+
+def spread(n, seed=0):
+    """n boxes with centres uniform over a 3840x2160 frame, sizes 10-200 px, random scores."""
+    rng = np.random.default_rng(seed)
+    c = rng.random((n, 2)) * [3840, 2160]
+    wh = rng.uniform(10, 200, (n, 2))
+    boxes = np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
+    return boxes, rng.random(n).astype(np.float32)
+
+
+@pytest.mark.parametrize("runtime", [b for b in BACKENDS if b != "numpy"])
+@pytest.mark.parametrize("n", [100_000, 1_000_000], ids=["1e5", "1e6"])
+def test_nms_spread(benchmark, n, runtime):
+    _skip_missing(runtime)
+    boxes, scores = spread(n)
+    fn = lambda: B.nms(boxes, scores, 0.5, backend=runtime)          # noqa: E731
+    _run(benchmark, f"nms spread N={n:.0e}", runtime, fn, slow=True)
 
 
 @pytest.mark.parametrize("runtime", BACKENDS + ["opencv", "onnxruntime"])
