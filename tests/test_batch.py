@@ -204,3 +204,37 @@ def test_runner_keeps_order_and_overlaps(shared_dir, tmp_path):
     assert [r["source"] for r in recs] == [str(p) for p in imgs]
     assert s.images == 12 and s.failures == 0
     assert [r["detections"] for r in recs] == [det(str(p)).to_list() for p in imgs]
+
+
+def test_labels_never_overlap_nor_leave_the_image():
+    """Crowded boxes at the edges ("rson 0.65" was a label cut at the left edge)."""
+    from edgedl.detect.draw import layout_labels
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        w, h = rng.integers(200, 700, 2)
+        n = int(rng.integers(1, 25))
+        n = min(n, int(w * h / 4 / (110 * 18)))        # labels that fit with room to spare
+        xy = rng.uniform(-20, [w, h], (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 120, (n, 2))], 1)
+        sizes = [(int(rng.integers(30, 110)), 18) for _ in range(n)]
+        corners = layout_labels(boxes, sizes, int(w), int(h))
+        rects = [(x, y, x + tw, y + th) for (x, y), (tw, th) in zip(corners, sizes)]
+        assert all(0 <= r[0] and 0 <= r[1] and r[2] <= w and r[3] <= h for r in rects)
+        for i in range(n):
+            for j in range(i):
+                a, b = rects[i], rects[j]
+                assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), \
+                    (trial, a, b)
+
+
+def test_drawing_colours_per_class_and_scale():
+    from edgedl.detect import Detections, draw_detections
+    from edgedl.detect.draw import PALETTE
+    d = Detections(np.array([[0, 0, 50, 40], [10, 5, 60, 45]], np.float32),
+                   np.array([0.9, 0.8], np.float32), np.array([3, 7]), ["person", "dog"])
+    for size in (120, 1200):
+        im = np.asarray(draw_detections(np.zeros((size, size, 3), np.uint8), d))
+        assert tuple(im[30, 0]) == PALETTE[3]               # the class-3 box's left edge
+    big = np.asarray(draw_detections(np.zeros((1200, 1200, 3), np.uint8), d))
+    # line width grows with the image: the left edge is several pixels thick at 1200 px
+    assert tuple(big[30, 4]) == PALETTE[3] and tuple(im[30, 0]) == PALETTE[3]
