@@ -51,6 +51,8 @@ def one_thread(request):
         yield
     if RESULTS:
         show_now(request.config, _table)
+    if BATCH:
+        show_now(request.config, _batch_table)
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +286,96 @@ def _table(w):
 
 def _ms(v):
     return f"{v * 1e3:7.2f}" if v is not None else f"{'-':>7s}"
+
+
+# ----------------------------------------------------------------------------- many images
+# Issue 12: a 50-image folder (the shared images duplicated), FastestDet, JSON lines only.
+# The runner decodes on threads ahead of the detector and writes behind it: the time from the
+# first read to the last record written should stay <= 1.5x the summed detect() times
+# (start-up excluded: the detector is built and warmed first). "sequential" is the same work
+# with no overlap (decode, detect, write, one after the other), for comparison. The Dask rows
+# report images/s on a LocalCluster of 1 and 2 single-threaded worker processes (the first
+# task of each worker builds its detector: they are timed after one warm pass).
+BATCH = {}
+
+
+@pytest.fixture(scope="module")
+def folder50(shared, tmp_path_factory):
+    import shutil
+    d = tmp_path_factory.mktemp("folder50")
+    names = sorted(p.name for p in (shared / "images").iterdir() if p.suffix in (".png", ".jpg"))
+    for k in range(50):
+        n = names[k % len(names)]
+        shutil.copy(shared / "images" / n, d / f"{k:02d}_{n}")
+    return d
+
+
+def _json_sink():
+    import io
+    import json
+    buf = io.StringIO()
+    return lambda rec: buf.write(json.dumps(rec) + "\n")
+
+
+def test_folder_pipelined(benchmark, shared, folder50):
+    from edgedl import batch
+    det = detector(shared, "fastestdet", edgedl.backends()[0])
+    batch.warm_up(det)
+    sources = batch.expand_sources([folder50])
+    out = {}
+
+    def once():
+        out["s"] = batch.run(sources, det, on_record=_json_sink())
+    benchmark.group = "folder of 50 images (JSON lines)"
+    benchmark.pedantic(once, rounds=3, warmup_rounds=1)
+    s = out["s"]
+    BATCH["pipelined"] = (s.wall_s, s.detect_s, s.images)
+
+
+def test_folder_sequential(benchmark, shared, folder50):
+    from edgedl import batch
+    det = detector(shared, "fastestdet", edgedl.backends()[0])
+    sink = _json_sink()
+    paths = [str(p) for p in sorted(folder50.iterdir())]
+    acc = {}
+
+    def once():
+        import time
+        t0, spent = time.perf_counter(), 0.0
+        for p in paths:
+            img = load_image(p)
+            t = time.perf_counter()
+            d = det(img)
+            spent += time.perf_counter() - t
+            sink({"source": p, "detections": d.to_list()})
+        acc["s"] = (time.perf_counter() - t0, spent, len(paths))
+    benchmark.group = "folder of 50 images (JSON lines)"
+    benchmark.pedantic(once, rounds=3, warmup_rounds=1)
+    BATCH["sequential"] = acc["s"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_folder_dask(benchmark, shared, folder50, workers):
+    distributed = pytest.importorskip("distributed", reason="edgedl[dask] is not installed")
+    from edgedl import batch
+    model = str(shared / "models" / "fastestdet.onnx")
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        batch.detect_many([folder50], model, client=client)          # builds the detectors
+        benchmark.group = "folder of 50 images, Dask"
+        benchmark.pedantic(batch.detect_many, args=([folder50], model), kwargs={
+            "client": client}, rounds=3)
+        BATCH[f"dask {workers} worker{'s' * (workers > 1)}"] = (
+            benchmark.stats.stats.median, None, 50)
+
+
+def _batch_table(w):
+    if not BATCH:
+        return
+    w("")
+    w("50-image folder, fastestdet, JSON lines only (last round): first read -> last record "
+      "written vs summed detect() time")
+    for name, (wall, det_s, n) in BATCH.items():
+        ratio = f"  wall / detect = {wall / det_s:.2f}" if det_s else ""
+        w(f"{name:18s} {wall * 1e3:9.1f} ms  {n / wall:7.1f} images/s{ratio}")
