@@ -699,8 +699,12 @@ def detect_many(paths, model, client=None, *, out=None, images=False, txt=False,
                    summary=summary).records
     if stride < 1:
         raise ValidationError(f"stride must be an integer >= 1, got {stride}")
-    return _run_dask(_client(client), sources, key, stride, class_ids, outputs, keep,
-                     summary).records
+    c = _client(client)
+    try:
+        return _run_dask(c, sources, key, stride, class_ids, outputs, keep, summary).records
+    finally:
+        if c is not client:                # ours (from an address): closed with the run
+            c.close()
 
 
 def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summary):

@@ -343,8 +343,12 @@ def cmd_detect(args):
     try:
         if args.dask:
             key = batch._key(model, args.backend, args.threads or 1, config)
-            batch._run_dask(batch._client(args.dask), sources, key, args.stride, class_ids,
-                            outputs, on_record, summary)
+            client = batch._client(args.dask)
+            try:
+                batch._run_dask(client, sources, key, args.stride, class_ids, outputs,
+                                on_record, summary)
+            finally:
+                client.close()
         else:
             batch.run(sources, det, outputs, stride=args.stride, classes=class_ids,
                       fail_fast=args.fail_fast, on_record=on_record, progress=progress,
