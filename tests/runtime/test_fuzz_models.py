@@ -12,6 +12,11 @@ Default: 300 cases (~30-60 s). ``EDGEDL_FUZZ_LONG=1``: 3000; ``EDGEDL_FUZZ_CASES
 count, ``EDGEDL_FUZZ_SEED=s`` the first seed, ``EDGEDL_FUZZ_THREADS=n`` the children's
 thread count (1), ``EDGEDL_BACKEND`` their backend. Replay one case in this process (to get
 a traceback or run it under gdb): ``python tests/runtime/test_fuzz_models.py SEED``.
+
+Long runs (2 shared cores, mutations as of this file): cython 1 thread seeds 0-2999, numba
+3000-3999, cython 2 threads 4000-4999, numpy 5000-5999: 6000 cases, 0 crashes, 0 hangs,
+0 non-edgedl exceptions; outcomes ~76% ModelError, ~24% ok, 0.2-0.4% ResourceError (1 GiB
+child limit), a few UnsupportedOpsError (a flipped op-type byte).
 """
 import os
 import random
