@@ -628,21 +628,22 @@ def _cached_detector(key):
     return hit
 
 
-def _remote_source(source, key, stride, classes):
-    """A Dask task: every record of one source, on the worker's cached detector."""
+def _remote_sources(sources, key, stride, classes):
+    """A Dask task: every record of a few sources, on the worker's cached detector."""
     det, lock = _cached_detector(key)
     records = []
     with lock:
-        for job in _jobs([source], stride, _Inline(), threading.Event()):
+        for job in _jobs(sources, stride, _Inline(), threading.Event()):
             image, err = job.result()
             rec = _head(job)
             if err is None:
                 try:
                     rec.update(_detect(det, image, classes)[1])
                 except Exception as e:
-                    err = _message(e, source.name)
-            records.append({**_head(job), "error": err} if err is not None else rec)
-    return records
+                    err = _message(e, job.source.name)
+            records.append((job.index, {**_head(job), "error": err} if err is not None
+                            else rec))
+    return records              # (position in ``sources``, record)
 
 
 class _Inline:
@@ -664,12 +665,12 @@ def _client(client):
 
 def detect_many(paths, model, client=None, *, out=None, images=False, txt=False, crops=False,
                 coco=False, stride=1, classes=None, recursive=False, backend=None,
-                num_threads=1, on_record=None, **config):
+                num_threads=1, on_record=None, chunk=8, **config):
     """Detect on many images / videos; returns every record (the JSON lines of
     ``edgedl detect --json``) in input order.
 
     ``client``: a ``distributed.Client`` or a scheduler address (``"tcp://host:8786"``) runs
-    one task per source on the cluster, the detector built once per worker process from
+    a task per ``chunk`` sources on the cluster, the detector built once per worker process from
     ``model`` + ``config`` (workers must see the files); None runs here, pipelined. ``out``
     with ``images`` / ``txt`` / ``crops`` / ``coco`` writes the files of a local run (written
     here, by the client; annotated images and crops re-read the image, videos get frame
@@ -701,18 +702,22 @@ def detect_many(paths, model, client=None, *, out=None, images=False, txt=False,
         raise ValidationError(f"stride must be an integer >= 1, got {stride}")
     c = _client(client)
     try:
-        return _run_dask(c, sources, key, stride, class_ids, outputs, keep, summary).records
+        return _run_dask(c, sources, key, stride, class_ids, outputs, keep, summary,
+                         chunk).records
     finally:
         if c is not client:                # ours (from an address): closed with the run
             c.close()
 
 
-def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summary):
-    """One task per source; records handed on in input order as they arrive."""
+def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summary,
+              chunk=8):
+    """A task per ``chunk`` sources (a task costs ~10 ms of scheduling: more than a small
+    model's inference); records handed on in input order as they arrive."""
     from distributed import as_completed
     t0 = time.perf_counter()
-    futures = [client.submit(_remote_source, s, key, stride, class_ids, pure=False)
-               for s in sources]
+    starts = list(range(0, len(sources), max(1, chunk)))
+    futures = [client.submit(_remote_sources, sources[s:s + chunk], key, stride, class_ids,
+                             pure=False) for s in starts]
     index = {f.key: i for i, f in enumerate(futures)}
     ready, nxt = {}, 0
     try:
@@ -720,10 +725,11 @@ def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summa
             ready[index[f.key]] = f.result()
             f.release()                    # fetched: a worker lost later costs nothing
             while nxt in ready:
-                for rec in ready.pop(nxt):
+                for k, rec in ready.pop(nxt):
+                    i = starts[nxt] + k
                     summary.add(rec, sum(rec.get("time_ms", {}).values()) / 1e3)
                     if outputs is not None and "error" not in rec:
-                        outputs.submit(_Job(nxt, sources[nxt], rec.get("frame")), None,
+                        outputs.submit(_Job(i, sources[i], rec.get("frame")), None,
                                        _from_record(rec), rec)
                     on_record(rec)
                 nxt += 1
