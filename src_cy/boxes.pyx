@@ -246,7 +246,7 @@ cdef enum:
 
 # Grid NMS constants (the numba twin has the same):
 cdef double _BIG = 8.0          # boxes this many times the median size go to the big boxes
-cdef double _TINY = 1e-30       # areas below: the list too (denormal IoUs round anyhow)
+cdef double _TINY = 1e-30       # smaller candidates: the plain overlap window, all levels
 cdef double _SLACK = 1e-5       # IoU rounding allowance in the distance bound
 
 
@@ -358,13 +358,15 @@ cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, doub
                        Py_ssize_t* head, double* samp) noexcept nogil:
     """Greedy NMS of one segment, exact, near-linear for spread boxes.
 
-    A kept box goes into the grid cell of its centre (a list through ``nxt``, newest first
-    from head[cell]), or into the list of big / tiny boxes (head[G]) which every candidate
-    scans. IoU(a, b) > t needs the x-extents' IoU > t; with S = (wa + wb) / 2 and d the
-    centres' distance that IoU is at most (S - d) / (S + d), so d < S (1 - t) / (1 + t), and
-    t < wb / wa < 1 / t with wb at most the widest box in the grid (likewise in y): a
-    candidate tests only the cells of that window around its centre (t lowered by _SLACK
-    for float rounding)."""
+    A kept box goes into the list of its (log-area level, centre cell) (through ``nxt``,
+    newest first from head[...]), or, if over _BIG times the median size, into the list of
+    big boxes head[G] which every candidate scans. IoU(a, b) > t needs the x-extents' IoU > t;
+    with S = (wa + wb) / 2 and d the centres' distance that IoU is at most (S - d) / (S + d),
+    so d < S (1 - t) / (1 + t), and t < wb / wa < 1 / t with wb at most the widest box in the
+    grid (likewise in y), and the areas within a factor 1 / t (the next levels): a candidate
+    tests only the cells of that window around its centre in 3 levels (t lowered by _SLACK
+    for float rounding). A candidate of area < _TINY (denormal products break the rounding
+    bound) tests every box it overlaps: d < S, all levels."""
     cdef _Grid g
     cdef Py_ssize_t p, c, k = 0, cx, cy, cx0, cx1, cy0, cy1, big, own, ncell, lv, lvl
     cdef const floating* b
@@ -372,7 +374,7 @@ cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, doub
     cdef double w, h, mx, my, rx, ry, wmax = 0, hmax = 0
     cdef double tl = t - _SLACK if t > _SLACK else 0
     cdef double f = 0.5 * (1 - tl) / (1 + tl)
-    cdef bint sup
+    cdef bint sup, tiny
     # cells about the window of a median box (t >= 0.5: half-width f (1 + 1/t) x its size)
     _make_grid(bx, order, m, tl, max(f * (1 + min(1 / tl, 2.0)) if tl > 0 else 1.5, 0.05),
                samp, &g)
@@ -394,8 +396,14 @@ cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, doub
         h = <double>y2 - y1
         mx = x1 + 0.5 * w
         my = y1 + 0.5 * h
-        rx = f * (w + (min(w / tl, wmax) if tl > 0 else wmax))
-        ry = f * (h + (min(h / tl, hmax) if tl > 0 else hmax))
+        # a tiny area rounds to denormals, where the IoU bound fails: overlap is all we know
+        tiny = aj < _TINY
+        if tiny or tl == 0:
+            rx = 0.5 * (w + wmax)
+            ry = 0.5 * (h + hmax)
+        else:
+            rx = f * (w + min(w / tl, wmax))
+            ry = f * (h + min(h / tl, hmax))
         rx = rx * (1 + 1e-6) + 1e-12 * fabs(mx)
         ry = ry * (1 + 1e-6) + 1e-12 * fabs(my)
         cx0 = _cell(mx - rx, g.x0, g.ix, g.gx)
@@ -408,7 +416,7 @@ cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, doub
         own = lv * ncell + _cell(my, g.y0, g.iy, g.gy) * g.gx + _cell(mx, g.x0, g.ix, g.gx)
         sup = (_scan(kb, nxt, head[own], x1, y1, x2, y2, aj, t)
                or _scan(kb, nxt, head[big], x1, y1, x2, y2, aj, t))
-        for lvl in range(max(lv - 1, 0), min(lv + 2, g.gl)):
+        for lvl in range(0 if tiny else max(lv - 1, 0), g.gl if tiny else min(lv + 2, g.gl)):
             cy = cy0
             while cy <= cy1 and not sup:
                 for cx in range(cx0, cx1 + 1):
@@ -422,7 +430,7 @@ cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, doub
         if sup:
             keep[p] = 0
             continue
-        if w > g.bw or h > g.bh or aj < _TINY:
+        if w > g.bw or h > g.bh:
             own = big
         else:
             wmax = max(wmax, w)

@@ -168,7 +168,7 @@ def _suppresses(kb, q, x1, y1, x2, y2, aj, z, thr):
 _GRID_MIN = 2048    # shorter segments: _nms_xwindow (faster there on clustered boxes)
 _SAMPLE = 255       # candidates sampled for the median box size
 _BIG = 8.0          # boxes this many times the median size go to the big boxes
-_TINY = 1e-30       # areas below: the list too (denormal IoUs round anyhow)
+_TINY = 1e-30       # smaller candidates: the plain overlap window, all levels
 _SLACK = 1e-5       # IoU rounding allowance in the distance bound
 
 
@@ -331,7 +331,7 @@ def _scan(kb, nxt, e, x1, y1, x2, y2, aj, z, t):
 def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
     """Greedy NMS of one segment, exact, near-linear for spread boxes (the Cython twin's
     _nms_grid explains the window): kept boxes in lists per (area level, centre cell)
-    through ``nxt``, the big / tiny ones in the list head[G] that every candidate scans."""
+    through ``nxt``, the big ones in the list head[G] that every candidate scans."""
     tl = t - _SLACK if t > _SLACK else 0.0
     f = 0.5 * (1 - tl) / (1 + tl)
     cell = max(f * (1 + min(1 / tl, 2.0)) if tl > 0 else 1.5, 0.05)
@@ -356,8 +356,14 @@ def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
         h = np.float64(y2) - np.float64(y1)
         mx = x1 + 0.5 * w
         my = y1 + 0.5 * h
-        rx = f * (w + (min(w / tl, wmax) if tl > 0 else wmax))
-        ry = f * (h + (min(h / tl, hmax) if tl > 0 else hmax))
+        # a tiny area rounds to denormals, where the IoU bound fails: overlap is all we know
+        tiny = aj < _TINY
+        if tiny or tl == 0:
+            rx = 0.5 * (w + wmax)
+            ry = 0.5 * (h + hmax)
+        else:
+            rx = f * (w + min(w / tl, wmax))
+            ry = f * (h + min(h / tl, hmax))
         rx = rx * (1 + 1e-6) + 1e-12 * abs(mx)
         ry = ry * (1 + 1e-6) + 1e-12 * abs(my)
         cx0 = _cell(mx - rx, x0, ix, gx)
@@ -368,7 +374,7 @@ def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
         own = lv * ncell + _cell(my, y0, iy, gy) * gx + _cell(mx, x0, ix, gx)
         sup = (_scan(kb, nxt, head[own], x1, y1, x2, y2, aj, z, t)
                or _scan(kb, nxt, head[big], x1, y1, x2, y2, aj, z, t))
-        for lvl in range(max(lv - 1, 0), min(lv + 2, gl)):
+        for lvl in range(0 if tiny else max(lv - 1, 0), gl if tiny else min(lv + 2, gl)):
             for cy in range(cy0, cy1 + 1):
                 for cx in range(cx0, cx1 + 1):
                     c = lvl * ncell + cy * gx + cx
@@ -382,7 +388,7 @@ def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
         if sup:
             keep[p] = 0
             continue
-        if w > bw or h > bh or aj < _TINY:
+        if w > bw or h > bh:
             own = big
         else:
             wmax = max(wmax, w)
