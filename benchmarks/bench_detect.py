@@ -333,7 +333,6 @@ def test_folder_pipelined(benchmark, shared, folder50):
 
 
 def test_folder_sequential(benchmark, shared, folder50):
-    from edgedl import batch
     det = detector(shared, "fastestdet", edgedl.backends()[0])
     sink = _json_sink()
     paths = [str(p) for p in sorted(folder50.iterdir())]
@@ -357,14 +356,14 @@ def test_folder_sequential(benchmark, shared, folder50):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_folder_dask(benchmark, shared, folder50, workers):
     distributed = pytest.importorskip("distributed", reason="edgedl[dask] is not installed")
-    from edgedl import batch
     model = str(shared / "models" / "fastestdet.onnx")
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        batch.detect_many([folder50], model, client=client)          # builds the detectors
+        from edgedl.batch import detect_many
+        detect_many([folder50], model, client=client)                # builds the detectors
         benchmark.group = "folder of 50 images, Dask"
-        benchmark.pedantic(batch.detect_many, args=([folder50], model), kwargs={
+        benchmark.pedantic(detect_many, args=([folder50], model), kwargs={
             "client": client}, rounds=3)
         BATCH[f"dask {workers} worker{'s' * (workers > 1)}"] = (
             benchmark.stats.stats.median, None, 50)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgedl import cli
-from edgedl.detect import Detector, load_image
+from edgedl.detect import Detector
 from edgedl.detect import video
 
 av = pytest.importorskip("av", reason="PyAV (edgedl[video]) is not installed")
