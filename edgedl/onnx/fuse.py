@@ -23,12 +23,47 @@ class _Rewriter:
     def __init__(self, graph):
         self.g = graph
         self.outputs = {o.name for o in graph.outputs}
-        self.removed = set()     # nodes _replace took out (a set: `in g.nodes` is O(n))
+        # A rewrite marks nodes removed / replaced and updates cons / prod for just those
+        # nodes; g.nodes is rebuilt once per pass (compact). Editing the list and rebuilding
+        # the maps per rewrite made loading quadratic: 4000 fused SiLUs took 80 s.
+        self.removed = set()
+        self.swap = {}           # replaced node -> the node taking its place
         self.refresh()
 
     def refresh(self):
         self.cons = self.g.consumers()
         self.prod = self.g.producers()
+
+    def forget(self, nodes):
+        """Take nodes out of cons / prod (before they change or go)."""
+        for n in nodes:
+            for i in set(n.inputs):
+                if i in self.cons:
+                    self.cons[i] = [c for c in self.cons[i] if c is not n]
+            for o in n.outputs:
+                if o and self.prod.get(o) is n:
+                    del self.prod[o]
+
+    def learn(self, nodes):
+        """Put new or changed nodes into cons / prod."""
+        for n in nodes:
+            for i in n.inputs:
+                if i:
+                    self.cons.setdefault(i, []).append(n)
+            for o in n.outputs:
+                if o:
+                    self.prod[o] = n
+
+    def compact(self):
+        """Apply this pass's replacements and removals to g.nodes in one sweep."""
+        nodes = []
+        for n in self.g.nodes:
+            while n in self.swap:
+                n = self.swap[n]
+            if n not in self.removed:
+                nodes.append(n)
+        self.g.nodes = nodes
+        self.swap.clear()
 
     def only_reader(self, value):
         """The single node reading ``value`` (None if 0 or >1 readers, or a graph output)."""
@@ -103,21 +138,19 @@ def fold_batchnorm(rw):
         g.consts[bname] = (b0 * a + c).astype(w.dtype)
         conv.inputs = [conv.inputs[0], wname, bname]
         conv.outputs = [bn.outputs[0]]
-        g.nodes.remove(bn)
+        rw.removed.add(bn)
         changed = True
     if changed:
+        rw.compact()
         rw.refresh()
 
 
 def _replace(rw, remove, new_node, at):
-    g = rw.g
-    idx = g.nodes.index(at)
-    g.nodes[idx] = new_node
-    for n in remove:
-        if n is not at:
-            g.nodes.remove(n)
+    """``new_node`` takes ``at``'s place in the order; the other ``remove`` nodes go."""
+    rw.forget(remove)
+    rw.learn([new_node])
     rw.removed.update(remove)
-    rw.refresh()
+    rw.swap[at] = new_node
 
 
 def _div_by_6(rw, node, value):
@@ -237,10 +270,11 @@ def fuse_conv_activations(rw):
             spec = ("silu", ())
         else:
             continue
+        rw.forget([conv, act])
         conv.attrs["_act"], conv.attrs["_act_params"] = spec
         conv.outputs = list(act.outputs[:1])
-        g.nodes.remove(act)
-        rw.refresh()
+        rw.learn([conv])
+        rw.removed.add(act)
 
 
 def fuse_transposed_softmax(rw):
@@ -326,10 +360,9 @@ def optimize(graph, fuse=True):
     if not fuse:
         return graph
     rw = _Rewriter(graph)
-    fold_batchnorm(rw)
-    rewrite_activations(rw)
-    fuse_conv_activations(rw)
-    fuse_transposed_softmax(rw)
-    fuse_pad_into_avgpool(rw)
+    for rewrite in (fold_batchnorm, rewrite_activations, fuse_conv_activations,
+                    fuse_transposed_softmax, fuse_pad_into_avgpool):
+        rewrite(rw)
+        rw.compact()
     graph.remove_dead()
     return graph

@@ -256,6 +256,20 @@ def test_toposort_shuffled_8000_node_chain():
     np.testing.assert_array_equal(y, np.zeros(4, np.float32))     # -Relu(-Relu(x)) = 0
 
 
+def test_many_fusions_load_linearly():
+    # 4000 x * Sigmoid(x) -> Silu rewrites, listed out of order: each rewrite rebuilt the
+    # consumer maps and edited the node list (80 s); now ~0.5 s
+    n = 4000
+    nodes = [node for k in range(n) for node in (
+        helper.make_node("Sigmoid", [f"t{k}"], [f"s{k}"]),
+        helper.make_node("Mul", [f"t{k}", f"s{k}"], [f"t{k + 1}"], name=f"m{k}"))]
+    random.Random(4).shuffle(nodes)
+    m = helper.make_model(helper.make_graph(nodes, "g", [_vi("t0", [4])], [_vi(f"t{n}", [4])]),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    g = edgedl.InferenceSession(m)._graph
+    assert [(x.op_type, x.name) for x in g.nodes] == [("Silu", f"m{k}") for k in range(n)]
+
+
 def test_toposort_keeps_a_sorted_order():
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="p"),
              helper.make_node("Relu", ["x"], ["b"], name="q"),
