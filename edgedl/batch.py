@@ -400,11 +400,12 @@ class Outputs:
 
     File names mirror the inputs' relative paths (``edgedl.cli._output_paths``): no input is
     ever overwritten, no two results share a name, every file is written under a temporary
-    name and renamed. Writing happens on one background thread, in order.
+    name and renamed. Still images are written on ``writers`` background threads (PNG and
+    JPEG encoding release the GIL), video frames on one more, in order.
     """
 
     def __init__(self, out_dir, sources, *, images=True, txt=False, crops=False, coco=False,
-                 labels=None, protect=(), backlog=16):
+                 labels=None, protect=(), backlog=16, writers=2):
         from .cli import _file_key, _output_paths
         self.out_dir, self.labels = out_dir, labels
         self.images, self.txt, self.crops, self.coco = images, txt, crops, coco
@@ -428,7 +429,8 @@ class Outputs:
         self._taken |= {_file_key(s.path) for s in sources if s.path}
         self._videos = {}                  # source index -> VideoWriter
         self._coco = {"images": [], "annotations": []}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="edgedl-write")
+        self._pool = ThreadPoolExecutor(writers, thread_name_prefix="edgedl-write")
+        self._vpool = ThreadPoolExecutor(1, thread_name_prefix="edgedl-video")
         self._pending, self._backlog = [], backlog
         self.errors = []
 
@@ -467,8 +469,8 @@ class Outputs:
         draw = self.images and pixels
         while len(self._pending) >= self._backlog:       # bounded memory
             self._pending.pop(0).result()
-        self._pending.append(self._pool.submit(self._write, job, image, d, rec, draw, txt,
-                                               crops))
+        pool = self._pool if job.frame is None else self._vpool
+        self._pending.append(pool.submit(self._write, job, image, d, rec, draw, txt, crops))
 
     def _write(self, job, image, d, rec, draw, txt, crops):
         from .cli import _save_atomic
@@ -520,10 +522,11 @@ class Outputs:
         try:
             for f in self._pending:
                 f.result()
-            self._pool.submit(lambda: [w.close() for w in self._videos.values()]).result()
+            self._vpool.submit(lambda: [w.close() for w in self._videos.values()]).result()
             self._videos.clear()
         finally:
             self._pool.shutdown(wait=True)
+            self._vpool.shutdown(wait=True)
             for w in self._videos.values():      # a failed run: no half-written video
                 w.abort()
         if self.coco:
