@@ -288,7 +288,7 @@ class Summary:
             text += f"; {self.images / self.wall_s:.1f} images/s"
         if self.startup_s is not None:
             text += f" (start-up {self.startup_s * 1e3:.0f} ms not counted)"
-        if self.out_dir:
+        if self.out_dir and os.path.isdir(self.out_dir):
             text += f"; results in {self.out_dir}"
         return text
 
@@ -713,7 +713,7 @@ def detect_many(paths, model, client=None, *, out=None, images=False, txt=False,
 
 
 def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summary,
-              chunk=8):
+              chunk=8, fail_fast=False):
     """A task per ``chunk`` sources (a task costs ~10 ms of scheduling: more than a small
     model's inference); records handed on in input order as they arrive."""
     from distributed import as_completed
@@ -735,12 +735,20 @@ def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summa
                         outputs.submit(_Job(i, sources[i], rec.get("frame")), None,
                                        _from_record(rec), rec)
                     on_record(rec)
+                    if fail_fast and "error" in rec:
+                        raise _Stop
                 nxt += 1
+    except _Stop:
+        client.cancel(futures)
     finally:
         if outputs is not None:
             outputs.close()
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+class _Stop(Exception):
+    """--fail-fast on a cluster: the first failure ends the run."""
 
 
 def _from_record(rec):

@@ -344,10 +344,15 @@ def cmd_detect(args):
         if args.dask:
             key = batch._key(model, args.backend, args.threads or 1, config)
             client = batch._client(args.dask)
+
+            def on_remote(rec):
+                progress.update()
+                on_record(rec)
             try:
                 batch._run_dask(client, sources, key, args.stride, class_ids, outputs,
-                                on_record, summary)
+                                on_remote, summary, fail_fast=args.fail_fast)
             finally:
+                progress.close()
                 client.close()
         else:
             batch.run(sources, det, outputs, stride=args.stride, classes=class_ids,

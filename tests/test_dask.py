@@ -83,3 +83,11 @@ def test_cli_dask(capsys, cluster, folder):
     assert rc == 1
     lines = out.splitlines()
     assert len(lines) == 2 and '"person"' in lines[0] and '"error"' in lines[1]
+
+
+def test_cli_dask_fail_fast(capsys, cluster, folder):
+    c, _ = cluster
+    rc = cli.main(["detect", str(folder / "17_broken.jpg"), str(folder / "00_astronaut.png"),
+                   "--json", "--dask", c.scheduler_address, "--fail-fast"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and len(out.splitlines()) == 1 and '"error"' in out
