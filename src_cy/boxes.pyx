@@ -250,11 +250,19 @@ cdef double _TINY = 1e-30       # smaller candidates: the plain overlap window, 
 cdef double _SLACK = 1e-5       # IoU rounding allowance in the distance bound
 
 
+cdef enum:
+    _LEVELS = 64        # most log(area) levels
+
+
 cdef struct _Grid:
-    double x0, y0, ix, iy       # origin (lowest centre) and cells per unit along x, y
-    double l0, il               # lowest log(area) and levels per unit of log(area)
+    double x0, y0, l0, il       # origin (lowest centre), lowest log(area), levels per unit
     double bw, bh               # wider / taller boxes go to the list of big boxes
-    Py_ssize_t gx, gy, gl       # cells along x, y; area levels
+    Py_ssize_t gl               # log(area) levels, each its own grid of cells:
+    double ix[_LEVELS]          #   cells per unit along x, y
+    double iy[_LEVELS]
+    Py_ssize_t gx[_LEVELS]      #   cells along x, y
+    Py_ssize_t gy[_LEVELS]
+    Py_ssize_t off[_LEVELS + 1] #   first list head of the level; off[gl]: the big boxes
 
 
 cdef int _cmp_double(const void* a, const void* b) noexcept nogil:
@@ -298,12 +306,14 @@ cdef inline bint _live(floating a) noexcept nogil:
 
 cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, double tl,
                      double cell, double* samp, _Grid* g) noexcept nogil:
-    """Cells over the live candidates' centres, of ``cell`` x the median box size, times
-    levels of log(area) as wide as log(1 / tl), at most 2m in all."""
+    """Levels of log(area) as wide as log(1 / tl) (one if tl = 0), each a grid over the live
+    candidates' centres with cells of ``cell`` x the level's box size (the median box size,
+    scaled by the square root of the level's area over the median area); at most 2m cells
+    in all. With tl = 0, boxes over _BIG times the median size go to the big boxes."""
     cdef double x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY
-    cdef double l0 = INFINITY, l1 = -INFINITY, c, mw, mh
+    cdef double l0 = INFINITY, l1 = -INFINITY, c, mw, mh, r
     cdef floating a
-    cdef Py_ssize_t p, ns
+    cdef Py_ssize_t p, ns, lv, total
     cdef const floating* b
     for p in range(m):
         b = bx + 4 * order[p]
@@ -326,20 +336,33 @@ cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, dou
         samp[ns + p] = <double>b[3] - <double>b[1]
     mw = _median_size(samp, ns, x1 - x0, m)
     mh = _median_size(samp + ns, ns, y1 - y0, m)
-    g.gl = _cells_along(l1 - l0, -log(tl), 64) if tl > 0 else 1
-    g.gx = _cells_along(x1 - x0, cell * mw, m)
-    g.gy = _cells_along(y1 - y0, cell * mh, m)
-    while g.gx * g.gy * g.gl > 2 * m:     # halve the longer side (gl <= 64 <= 2m)
-        if g.gx >= g.gy:
-            g.gx = (g.gx + 1) // 2
-        else:
-            g.gy = (g.gy + 1) // 2
-    g.x0, g.y0, g.l0 = x0, y0, l0
-    g.ix = g.gx / (x1 - x0) if g.gx > 1 else 0
-    g.iy = g.gy / (y1 - y0) if g.gy > 1 else 0
+    g.gl = _cells_along(l1 - l0, -log(tl), _LEVELS) if tl > 0 else 1
     g.il = g.gl / (l1 - l0) if g.gl > 1 else 0
-    g.bw = _BIG * mw if mw > 0 else INFINITY
-    g.bh = _BIG * mh if mh > 0 else INFINITY
+    g.x0, g.y0, g.l0 = x0, y0, l0
+    for lv in range(g.gl):
+        r = 1
+        if g.gl > 1 and mw > 0 and mh > 0:
+            r = exp(0.5 * (l0 + (lv + 0.5) / g.il - log(mw) - log(mh)))
+        g.gx[lv] = _cells_along(x1 - x0, cell * mw * r, m)
+        g.gy[lv] = _cells_along(y1 - y0, cell * mh * r, m)
+    while True:                         # at most 2m cells: halve the longer sides
+        total = 0
+        for lv in range(g.gl):
+            total += g.gx[lv] * g.gy[lv]
+        if total <= 2 * m:              # (gl <= 64 <= 2m always fits)
+            break
+        for lv in range(g.gl):
+            if g.gx[lv] >= g.gy[lv]:
+                g.gx[lv] = (g.gx[lv] + 1) // 2
+            else:
+                g.gy[lv] = (g.gy[lv] + 1) // 2
+    g.off[0] = 0
+    for lv in range(g.gl):
+        g.off[lv + 1] = g.off[lv] + g.gx[lv] * g.gy[lv]
+        g.ix[lv] = g.gx[lv] / (x1 - x0) if g.gx[lv] > 1 else 0
+        g.iy[lv] = g.gy[lv] / (y1 - y0) if g.gy[lv] > 1 else 0
+    g.bw = _BIG * mw if mw > 0 and tl == 0 else INFINITY
+    g.bh = _BIG * mh if mh > 0 and tl == 0 else INFINITY
 
 
 cdef inline bint _scan(const floating* kb, const Py_ssize_t* nxt, Py_ssize_t e, floating x1,
@@ -354,34 +377,38 @@ cdef inline bint _scan(const floating* kb, const Py_ssize_t* nxt, Py_ssize_t e, 
 
 
 cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, double t,
-                       int64_t max_output, uint8_t* keep, floating* kb, Py_ssize_t* nxt,
-                       Py_ssize_t* head, double* samp) noexcept nogil:
+                    int64_t max_output, uint8_t* keep, floating* kb, Py_ssize_t* nxt,
+                    Py_ssize_t* head, double* samp) noexcept nogil:
     """Greedy NMS of one segment, exact, near-linear for spread boxes.
 
     A kept box goes into the list of its (log-area level, centre cell) (through ``nxt``,
-    newest first from head[...]), or, if over _BIG times the median size, into the list of
-    big boxes head[G] which every candidate scans. IoU(a, b) > t needs the x-extents' IoU > t;
-    with S = (wa + wb) / 2 and d the centres' distance that IoU is at most (S - d) / (S + d),
-    so d < S (1 - t) / (1 + t), and t < wb / wa < 1 / t with wb at most the widest box in the
-    grid (likewise in y), and the areas within a factor 1 / t (the next levels): a candidate
-    tests only the cells of that window around its centre in 3 levels (t lowered by _SLACK
-    for float rounding). A candidate of area < _TINY (denormal products break the rounding
-    bound) tests every box it overlaps: d < S, all levels."""
+    newest first from head[...]), or (t = 0 only), if over _BIG times the median size, into
+    the list of big boxes which every candidate scans. IoU(a, b) > t needs the x-extents' IoU
+    > t; with S = (wa + wb) / 2 and d the centres' distance that IoU is at most
+    (S - d) / (S + d), so d < S (1 - t) / (1 + t), and t < wb / wa < 1 / t with wb at most the
+    widest box of the level (likewise in y), and the areas within a factor 1 / t (the next
+    levels): a candidate tests only the cells of that window around its centre in 3 levels
+    (t lowered by _SLACK for float rounding). A candidate of area < _TINY (denormal products
+    break the rounding bound) or with t = 0 tests every box it overlaps: d < S, all levels."""
     cdef _Grid g
-    cdef Py_ssize_t p, c, k = 0, cx, cy, cx0, cx1, cy0, cy1, big, own, ncell, lv, lvl
+    cdef Py_ssize_t p, c, k = 0, cx, cy, cx0, cx1, cy0, cy1, big, own, lv, lvl, l_lo, l_hi
     cdef const floating* b
     cdef floating x1, y1, x2, y2, aj
-    cdef double w, h, mx, my, rx, ry, wmax = 0, hmax = 0
+    cdef double w, h, mx, my, rx, ry
+    cdef double wmax[_LEVELS]
+    cdef double hmax[_LEVELS]
     cdef double tl = t - _SLACK if t > _SLACK else 0
     cdef double f = 0.5 * (1 - tl) / (1 + tl)
-    cdef bint sup, tiny
-    # cells about the window of a median box (t >= 0.5: half-width f (1 + 1/t) x its size)
+    cdef bint sup, wide
+    # cells about the window of a box (t >= 0.5: half-width f (1 + 1/t) x its size)
     _make_grid(bx, order, m, tl, max(f * (1 + min(1 / tl, 2.0)) if tl > 0 else 1.5, 0.05),
                samp, &g)
-    ncell = g.gx * g.gy
-    big = ncell * g.gl
+    big = g.off[g.gl]
     for c in range(big + 1):
         head[c] = -1
+    for lv in range(g.gl):
+        wmax[lv] = 0
+        hmax[lv] = 0
     for p in range(m):
         if max_output >= 0 and k >= max_output:
             break
@@ -396,45 +423,47 @@ cdef void _nms_grid(const floating* bx, const int64_t* order, Py_ssize_t m, doub
         h = <double>y2 - y1
         mx = x1 + 0.5 * w
         my = y1 + 0.5 * h
-        # a tiny area rounds to denormals, where the IoU bound fails: overlap is all we know
-        tiny = aj < _TINY
-        if tiny or tl == 0:
-            rx = 0.5 * (w + wmax)
-            ry = 0.5 * (h + hmax)
-        else:
-            rx = f * (w + min(w / tl, wmax))
-            ry = f * (h + min(h / tl, hmax))
-        rx = rx * (1 + 1e-6) + 1e-12 * fabs(mx)
-        ry = ry * (1 + 1e-6) + 1e-12 * fabs(my)
-        cx0 = _cell(mx - rx, g.x0, g.ix, g.gx)
-        cx1 = _cell(mx + rx, g.x0, g.ix, g.gx)
-        cy0 = _cell(my - ry, g.y0, g.iy, g.gy)
-        cy1 = _cell(my + ry, g.y0, g.iy, g.gy)
-        # IoU > t needs areas within a factor 1 / t: the levels next to lv
         lv = _cell(log(<double>aj), g.l0, g.il, g.gl) if g.gl > 1 else 0
-        # own cell first (the usual suppressor is near), then the big boxes, then the window
-        own = lv * ncell + _cell(my, g.y0, g.iy, g.gy) * g.gx + _cell(mx, g.x0, g.ix, g.gx)
+        # a tiny area rounds to denormals, where the IoU bound fails: overlap is all we know
+        wide = aj < _TINY or tl == 0
+        l_lo = 0 if wide else max(lv - 1, 0)
+        l_hi = g.gl if wide else min(lv + 2, g.gl)
+        # own cell first (the usual suppressor is near), then the big boxes, then the windows
+        own = g.off[lv] + (_cell(my, g.y0, g.iy[lv], g.gy[lv]) * g.gx[lv]
+                           + _cell(mx, g.x0, g.ix[lv], g.gx[lv]))
         sup = (_scan(kb, nxt, head[own], x1, y1, x2, y2, aj, t)
                or _scan(kb, nxt, head[big], x1, y1, x2, y2, aj, t))
-        for lvl in range(0 if tiny else max(lv - 1, 0), g.gl if tiny else min(lv + 2, g.gl)):
+        lvl = l_lo
+        while lvl < l_hi and not sup:
+            if wide:
+                rx = 0.5 * (w + wmax[lvl])
+                ry = 0.5 * (h + hmax[lvl])
+            else:
+                rx = f * (w + min(w / tl, wmax[lvl]))
+                ry = f * (h + min(h / tl, hmax[lvl]))
+            rx = rx * (1 + 1e-6) + 1e-12 * fabs(mx)
+            ry = ry * (1 + 1e-6) + 1e-12 * fabs(my)
+            cx0 = _cell(mx - rx, g.x0, g.ix[lvl], g.gx[lvl])
+            cx1 = _cell(mx + rx, g.x0, g.ix[lvl], g.gx[lvl])
+            cy0 = _cell(my - ry, g.y0, g.iy[lvl], g.gy[lvl])
+            cy1 = _cell(my + ry, g.y0, g.iy[lvl], g.gy[lvl])
             cy = cy0
             while cy <= cy1 and not sup:
                 for cx in range(cx0, cx1 + 1):
-                    c = lvl * ncell + cy * g.gx + cx
+                    c = g.off[lvl] + cy * g.gx[lvl] + cx
                     if c != own and _scan(kb, nxt, head[c], x1, y1, x2, y2, aj, t):
                         sup = True
                         break
                 cy += 1
-            if sup:
-                break
+            lvl += 1
         if sup:
             keep[p] = 0
             continue
         if w > g.bw or h > g.bh:
             own = big
         else:
-            wmax = max(wmax, w)
-            hmax = max(hmax, h)
+            wmax[lv] = max(wmax[lv], w)
+            hmax[lv] = max(hmax[lv], h)
         kb[5 * k] = x1                  # kept boxes packed by slot: fewer cache misses
         kb[5 * k + 1] = y1
         kb[5 * k + 2] = x2

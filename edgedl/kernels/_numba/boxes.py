@@ -170,6 +170,7 @@ _SAMPLE = 255       # candidates sampled for the median box size
 _BIG = 8.0          # boxes this many times the median size go to the big boxes
 _TINY = 1e-30       # smaller candidates: the plain overlap window, all levels
 _SLACK = 1e-5       # IoU rounding allowance in the distance bound
+_LEVELS = 64        # most log(area) levels
 
 
 @njit
@@ -273,9 +274,11 @@ def _live(a):
 
 @njit
 def _make_grid(boxes, order, lo, m, tl, cell):
-    """(x0, y0, ix, iy, l0, il, bw, bh, gx, gy, gl): cells over the live candidates'
-    centres of ``cell`` x the median box size, times levels of log(area) as wide as
-    log(1 / tl), at most 2m in all."""
+    """(x0, y0, l0, il, bw, bh, gl, ix, iy, gx, gy, off): levels of log(area) as wide as
+    log(1 / tl) (one if tl = 0), each a grid over the live candidates' centres with cells of
+    ``cell`` x the level's box size (the median, scaled by the square root of the level's
+    area over the median area), at most 2m cells in all; off[lv]: the level's first list
+    head, off[gl] the big boxes' (over _BIG times the median size, with tl = 0 only)."""
     x0 = y0 = l0 = np.inf
     x1 = y1 = l1 = -np.inf
     for p in range(lo, lo + m):
@@ -301,20 +304,34 @@ def _make_grid(boxes, order, lo, m, tl, cell):
         sh[p] = np.float64(boxes[j, 3]) - np.float64(boxes[j, 1])
     mw = _median_size(sw, x1 - x0, m)
     mh = _median_size(sh, y1 - y0, m)
-    gl = _cells_along(l1 - l0, -math.log(tl), 64) if tl > 0 else 1
-    gx = _cells_along(x1 - x0, cell * mw, m)
-    gy = _cells_along(y1 - y0, cell * mh, m)
-    while gx * gy * gl > 2 * m:        # halve the longer side (gl <= 64 <= 2m)
-        if gx >= gy:
-            gx = (gx + 1) // 2
-        else:
-            gy = (gy + 1) // 2
-    ix = gx / (x1 - x0) if gx > 1 else 0.0
-    iy = gy / (y1 - y0) if gy > 1 else 0.0
+    gl = _cells_along(l1 - l0, -math.log(tl), _LEVELS) if tl > 0 else 1
     il = gl / (l1 - l0) if gl > 1 else 0.0
-    bw = _BIG * mw if mw > 0 else np.inf
-    bh = _BIG * mh if mh > 0 else np.inf
-    return x0, y0, ix, iy, l0, il, bw, bh, gx, gy, gl
+    gx = np.empty(gl, np.int64)
+    gy = np.empty(gl, np.int64)
+    for lv in range(gl):
+        r = 1.0
+        if gl > 1 and mw > 0 and mh > 0:
+            r = math.exp(0.5 * (l0 + (lv + 0.5) / il - math.log(mw) - math.log(mh)))
+        gx[lv] = _cells_along(x1 - x0, cell * mw * r, m)
+        gy[lv] = _cells_along(y1 - y0, cell * mh * r, m)
+    while (gx * gy).sum() > 2 * m:      # halve the longer sides (gl <= 64 <= 2m fits)
+        for lv in range(gl):
+            if gx[lv] >= gy[lv]:
+                gx[lv] = (gx[lv] + 1) // 2
+            else:
+                gy[lv] = (gy[lv] + 1) // 2
+    off = np.zeros(gl + 1, np.int64)
+    ix = np.zeros(gl, np.float64)
+    iy = np.zeros(gl, np.float64)
+    for lv in range(gl):
+        off[lv + 1] = off[lv] + gx[lv] * gy[lv]
+        if gx[lv] > 1:
+            ix[lv] = gx[lv] / (x1 - x0)
+        if gy[lv] > 1:
+            iy[lv] = gy[lv] / (y1 - y0)
+    bw = _BIG * mw if mw > 0 and tl == 0 else np.inf
+    bh = _BIG * mh if mh > 0 and tl == 0 else np.inf
+    return x0, y0, l0, il, bw, bh, gl, ix, iy, gx, gy, off
 
 
 @njit
@@ -330,18 +347,18 @@ def _scan(kb, nxt, e, x1, y1, x2, y2, aj, z, t):
 @njit
 def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
     """Greedy NMS of one segment, exact, near-linear for spread boxes (the Cython twin's
-    _nms_grid explains the window): kept boxes in lists per (area level, centre cell)
-    through ``nxt``, the big ones in the list head[G] that every candidate scans."""
+    _nms_grid explains the windows): kept boxes in lists per (area level, centre cell)
+    through ``nxt``; with t = 0 the big ones in the list head[off[gl]] that every candidate
+    scans."""
     tl = t - _SLACK if t > _SLACK else 0.0
     f = 0.5 * (1 - tl) / (1 + tl)
     cell = max(f * (1 + min(1 / tl, 2.0)) if tl > 0 else 1.5, 0.05)
-    x0, y0, ix, iy, l0, il, bw, bh, gx, gy, gl = _make_grid(boxes, order, lo, m, tl, cell)
-    ncell = gx * gy
-    big = ncell * gl
+    x0, y0, l0, il, bw, bh, gl, ix, iy, gx, gy, off = _make_grid(boxes, order, lo, m, tl, cell)
+    big = off[gl]
     head[:big + 1] = -1
+    wmax = np.zeros(gl, np.float64)
+    hmax = np.zeros(gl, np.float64)
     k = 0
-    wmax = 0.0
-    hmax = 0.0
     for p in range(lo, lo + m):
         if max_output >= 0 and k >= max_output:
             break
@@ -356,43 +373,45 @@ def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
         h = np.float64(y2) - np.float64(y1)
         mx = x1 + 0.5 * w
         my = y1 + 0.5 * h
-        # a tiny area rounds to denormals, where the IoU bound fails: overlap is all we know
-        tiny = aj < _TINY
-        if tiny or tl == 0:
-            rx = 0.5 * (w + wmax)
-            ry = 0.5 * (h + hmax)
-        else:
-            rx = f * (w + min(w / tl, wmax))
-            ry = f * (h + min(h / tl, hmax))
-        rx = rx * (1 + 1e-6) + 1e-12 * abs(mx)
-        ry = ry * (1 + 1e-6) + 1e-12 * abs(my)
-        cx0 = _cell(mx - rx, x0, ix, gx)
-        cx1 = _cell(mx + rx, x0, ix, gx)
-        cy0 = _cell(my - ry, y0, iy, gy)
-        cy1 = _cell(my + ry, y0, iy, gy)
         lv = _cell(math.log(np.float64(aj)), l0, il, gl) if gl > 1 else 0
-        own = lv * ncell + _cell(my, y0, iy, gy) * gx + _cell(mx, x0, ix, gx)
+        # a tiny area rounds to denormals, where the IoU bound fails: overlap is all we know
+        wide = aj < _TINY or tl == 0
+        l_lo = 0 if wide else max(lv - 1, 0)
+        l_hi = gl if wide else min(lv + 2, gl)
+        own = off[lv] + _cell(my, y0, iy[lv], gy[lv]) * gx[lv] + _cell(mx, x0, ix[lv], gx[lv])
         sup = (_scan(kb, nxt, head[own], x1, y1, x2, y2, aj, z, t)
                or _scan(kb, nxt, head[big], x1, y1, x2, y2, aj, z, t))
-        for lvl in range(0 if tiny else max(lv - 1, 0), gl if tiny else min(lv + 2, gl)):
+        lvl = l_lo
+        while lvl < l_hi and not sup:
+            if wide:
+                rx = 0.5 * (w + wmax[lvl])
+                ry = 0.5 * (h + hmax[lvl])
+            else:
+                rx = f * (w + min(w / tl, wmax[lvl]))
+                ry = f * (h + min(h / tl, hmax[lvl]))
+            rx = rx * (1 + 1e-6) + 1e-12 * abs(mx)
+            ry = ry * (1 + 1e-6) + 1e-12 * abs(my)
+            cx0 = _cell(mx - rx, x0, ix[lvl], gx[lvl])
+            cx1 = _cell(mx + rx, x0, ix[lvl], gx[lvl])
+            cy0 = _cell(my - ry, y0, iy[lvl], gy[lvl])
+            cy1 = _cell(my + ry, y0, iy[lvl], gy[lvl])
             for cy in range(cy0, cy1 + 1):
                 for cx in range(cx0, cx1 + 1):
-                    c = lvl * ncell + cy * gx + cx
+                    c = off[lvl] + cy * gx[lvl] + cx
                     if c != own and _scan(kb, nxt, head[c], x1, y1, x2, y2, aj, z, t):
                         sup = True
                         break
                 if sup:
                     break
-            if sup:
-                break
+            lvl += 1
         if sup:
             keep[p] = 0
             continue
         if w > bw or h > bh:
             own = big
         else:
-            wmax = max(wmax, w)
-            hmax = max(hmax, h)
+            wmax[lv] = max(wmax[lv], w)
+            hmax[lv] = max(hmax[lv], h)
         kb[k, 0], kb[k, 1], kb[k, 2], kb[k, 3], kb[k, 4] = x1, y1, x2, y2, aj
         nxt[k] = head[own]
         head[own] = k
