@@ -136,11 +136,16 @@ def _decode(source, data=None):
     try:
         if data is not None:
             from PIL import Image
+            if not data:
+                return None, "stdin: no data (pipe one image file to `-`)"
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 return load_image(im, "stdin"), None
         return load_image(source.path), None
     except Exception as e:               # unreadable, not an image, truncated, too big
+        if data is not None:             # Pillow's message names a BytesIO object
+            return None, (f"stdin: cannot read its {len(data):,} bytes as an image "
+                          f"({type(e).__name__})")
         return None, _message(e, source.name)
 
 
@@ -718,6 +723,10 @@ def _run_dask(client, sources, key, stride, class_ids, outputs, on_record, summa
     model's inference); records handed on in input order as they arrive."""
     from distributed import as_completed
     t0 = time.perf_counter()
+    # this process's stdin and cameras are not the workers'
+    sources = [Source(s.name, "error", error=f"{s.name}: {s.kind} is read here, not on a "
+                      f"cluster: run it without --dask")
+               if s.kind in ("stdin", "camera") else s for s in sources]
     starts = list(range(0, len(sources), max(1, chunk)))
     futures = [client.submit(_remote_sources, sources[s:s + chunk], key, stride, class_ids,
                              pure=False) for s in starts]

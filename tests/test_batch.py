@@ -76,6 +76,10 @@ def test_stdin_image(capsys, monkeypatch, shared_dir, tmp_path):
     (rec,) = records(out)
     assert rec["source"] == "-" and [d["label"] for d in rec["detections"]] == ["cat"]
     assert (rec["width"], rec["height"]) == (451, 300)
+    for data, text in ((b"", "stdin: no data"), (b"garbage", "stdin: cannot read its 7 bytes")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        rc, out, err = run(capsys, "detect", "-", "--json")
+        assert rc == 1 and records(out)[0]["error"].startswith(text), out
 
 
 def test_bad_files_are_reported_and_skipped(capsys, tmp_path, folder, monkeypatch):
