@@ -649,7 +649,7 @@ def cmd_info(args):
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
     print(f"{args.model}: IR {proto.ir_version}, opset {opsets}, producer "
           f"{proto.producer_name or '?'} {proto.producer_version}".rstrip())
-    shapes = _infer_shapes(proto)
+    shapes = _infer_shapes(args.model)
     print("inputs:")
     for vi in g.input:
         if vi.name not in inits:
@@ -743,20 +743,18 @@ def _dims_of(type_proto):
 
 
 def _type_str(vi):
-    import onnx
-    elem = vi.type.tensor_type.elem_type
+    from .onnx.proto import type_name
+    return f"{type_name(vi.type.tensor_type.elem_type).lower()} {_dims_of(vi.type)}"
+
+
+def _infer_shapes(path):
+    """{value name: shape list} from onnx shape inference with symbolic input dims set to 1
+    (the onnx package's; without it, or when it fails, FLOPs are "unknown")."""
     try:
-        name = onnx.TensorProto.DataType.Name(elem).lower()
-    except ValueError:
-        name = "?"
-    return f"{name} {_dims_of(vi.type)}"
-
-
-def _infer_shapes(proto):
-    """{value name: shape list} from onnx shape inference with symbolic input dims set to 1."""
-    import onnx
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
+        import onnx
+        m = onnx.load(path)
+    except Exception:
+        return {}
     for vi in m.graph.input:
         if vi.type.HasField("tensor_type"):
             for d in vi.type.tensor_type.shape.dim:

@@ -1,12 +1,7 @@
 """ONNX runtime on edgedl's kernels: load, plan, run (the onnxruntime Python API).
 
-Needs the ``onnx`` package for parsing; where it cannot be installed (e.g. 32-bit ARM) the
-kernels still work and importing this package raises one clear error.
+Models are read by edgedl's own protobuf reader (``proto.py``): loading and running a model
+needs only NumPy, also where the ``onnx`` package cannot be installed (32-bit Pi OS). The onnx
+package serves the tools around it: ``edgedl.onnx.backend`` (onnx's test runner), shape
+inference in ``edgedl info``, writing models.
 """
-try:
-    import onnx as _onnx  # noqa: F401
-except ImportError as e:   # pragma: no cover - exercised on armhf
-    from ..errors import MissingDependencyError
-    raise MissingDependencyError(
-        "edgedl.onnx needs the 'onnx' package (pip install onnx); it is not installed or "
-        f"failed to import: {e}") from e

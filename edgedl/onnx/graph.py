@@ -5,14 +5,15 @@ into constants, external data, dead-node removal, the unsupported-op report) hap
 planner works on plain Python objects and NumPy arrays.
 """
 import heapq
+import json
 import os
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from .._memory import check_alloc
 from ..errors import ModelError, UnsupportedOpsError
+from . import proto as P
+from .proto import read_model  # noqa: F401  (the loader's entry: cli, detect)
 
 #: Domains whose ops we implement ('' and 'ai.onnx' are the same default domain).
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -86,10 +87,7 @@ class Graph:
 
 
 def _np_dtype(elem_type):
-    try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
-    except Exception:
-        return None
+    return P.np_dtype(elem_type)
 
 
 def _dims(type_proto):
@@ -119,167 +117,38 @@ def _value_info(vi):
 
 
 # ----------------------------------------------------------------------------- reading
-def read_model(model):
-    """A ModelProto from a path, bytes or ModelProto; ModelError on anything unreadable."""
-    base_dir = None
-    if isinstance(model, onnx.ModelProto):
-        proto = model
-    elif isinstance(model, (bytes, bytearray, memoryview)):
-        proto = _parse(bytes(model), "<bytes>")
-    elif isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ModelError(f"cannot read ONNX model {path!r}: {e}") from e
-        proto = _parse(data, path)
-        base_dir = os.path.dirname(os.path.abspath(path))
-    else:
-        raise ModelError(f"model must be a path, bytes or onnx.ModelProto, got "
-                         f"{type(model).__name__}")
-    _load_external(proto, base_dir)
-    return proto
-
-
-def _parse(data, where):
-    if not data:
-        raise ModelError(f"ONNX model {where} is empty")
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except Exception as e:
-        raise ModelError(f"ONNX model {where} is malformed or truncated: {e}") from e
-    if not proto.HasField("graph"):
-        raise ModelError(f"ONNX model {where} has no graph (not an ONNX model, or truncated)")
-    return proto
-
-
-def _external_tensors(graph):
-    for t in graph.initializer:
-        yield t
-    for n in graph.node:
-        for a in n.attribute:
-            if a.HasField("t"):
-                yield a.t
-
-
-def _load_external(proto, base_dir):
-    """Read external-data tensors, refusing any location outside the model's folder, data
-    whose size disagrees with the tensor's dims, and data above the memory limit."""
-    for t in _external_tensors(proto.graph):
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location")
-        if base_dir is None:
-            raise ModelError(f"tensor {t.name!r} has external data ({loc!r}) but the model was "
-                             "not given as a path, so its folder is unknown")
-        if not loc:
-            raise ModelError(f"tensor {t.name!r} has external data without a location")
-        base = os.path.realpath(base_dir)
-        full = os.path.realpath(os.path.join(base, loc))
-        if os.path.isabs(loc) or os.path.commonpath([base, full]) != base:
-            raise ModelError(f"tensor {t.name!r}: external data location {loc!r} is outside "
-                             f"the model's folder {base_dir!r}; refused")
-        _, nbytes = _tensor_size(t, "tensor")
-        try:
-            offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else None
-            if offset < 0 or (length is not None and length < 0):
-                raise ValueError(f"negative offset {offset} or length {length}")
-            in_file = max(os.path.getsize(full) - offset, 0)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"tensor {t.name!r}: cannot read external data {loc!r}: {e}") from e
-        # without a length the tensor's own size is read, as onnxruntime does
-        need = length if length is not None else nbytes if nbytes is not None else in_file
-        if nbytes is not None and need != nbytes:
-            raise ModelError(f"tensor {t.name!r}: its dims {list(t.dims)} need {nbytes} bytes "
-                             f"but external data {loc!r} has {need}")
-        if need > in_file:
-            raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
-                             f"({in_file} of {need} bytes)")
-        check_alloc(need, f"tensor {t.name!r} (external data {loc!r})")
-        try:
-            with open(full, "rb") as f:
-                f.seek(offset)
-                data = f.read(need)
-        except OSError as e:
-            raise ModelError(f"tensor {t.name!r}: cannot read external data {loc!r}: {e}") from e
-        if len(data) != need:
-            raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
-                             f"({len(data)} of {need} bytes)")
-        t.raw_data = data
-        del t.external_data[:]
-        t.data_location = onnx.TensorProto.DEFAULT
-
-
-_T = onnx.TensorProto
-#: Element types stored below one byte per element (packed): sizes are left to the decoder.
-_SUB_BYTE = {getattr(_T, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2",
-                                      "FLOAT6E2M3", "FLOAT6E3M2") if hasattr(_T, n)}
-#: The typed field holding a tensor's values when it has no raw_data, and values per element
-#: (every other type uses int32_data, one per element).
-_FIELD = {_T.FLOAT: ("float_data", 1), _T.COMPLEX64: ("float_data", 2),
-          _T.DOUBLE: ("double_data", 1), _T.COMPLEX128: ("double_data", 2),
-          _T.INT64: ("int64_data", 1), _T.UINT32: ("uint64_data", 1),
-          _T.UINT64: ("uint64_data", 1), _T.STRING: ("string_data", 1)}
-
-
-def _tensor_size(t, what):
-    """(elements, bytes of raw data) of a TensorProto from its dims (bytes None when the
-    type has no fixed width); ModelError on a negative dim."""
-    dims = list(t.dims)
-    if any(d < 0 for d in dims):
-        raise ModelError(f"{what} {t.name!r} has negative dimensions {dims}")
-    n = 1
-    for d in dims:
-        n *= int(d)        # Python ints: no overflow
-    dt = _np_dtype(t.data_type)
-    if t.data_type in _SUB_BYTE or dt is None or dt == object:
-        return n, None
-    return n, n * dt.itemsize
+# Models are read by edgedl's own protobuf reader (proto.py: no onnx import, which costs ~0.9 s
+# of start-up and does not exist on 32-bit Pi OS); it reads external data with the model's
+# folder as the only allowed place, checking sizes and the memory limit first.
 
 
 def to_array(t, what="initializer"):
     """A TensorProto as an owned NumPy array, its data size checked against its dims and the
     memory limit first."""
-    n, nbytes = _tensor_size(t, what)
-    if t.HasField("raw_data"):
-        if nbytes is not None and len(t.raw_data) != nbytes:
-            raise ModelError(f"{what} {t.name!r}: raw_data has {len(t.raw_data)} bytes, its "
-                             f"dims {list(t.dims)} x {_np_dtype(t.data_type)} need {nbytes}")
-    elif t.data_type not in _SUB_BYTE:
-        field, per = _FIELD.get(t.data_type, ("int32_data", 1))
-        got = len(getattr(t, field))
-        if got != n * per:
-            raise ModelError(f"{what} {t.name!r} has {got} values in {field}, its dims "
-                             f"{list(t.dims)} need {n * per}")
-    check_alloc(n * 8 if nbytes is None else nbytes,
-                f"{what} {t.name!r} (shape {list(t.dims)})")
-    try:
-        arr = numpy_helper.to_array(t)
-    except Exception as e:
-        raise ModelError(f"{what} {t.name!r} cannot be decoded (malformed or truncated): "
-                         f"{e}") from e
+    arr = P.to_array(t, None, what)
     if arr.dtype == object:
-        raise ModelError(f"{what} {t.name!r} has unsupported element type {t.data_type}")
-    return np.array(arr)   # own, writable copy
+        raise ModelError(f"{what} {t.name!r} has unsupported element type "
+                         f"{P.type_name(t.data_type)}")
+    return arr
 
 
 def attr_value(a):
     """An AttributeProto as a Python value (tensors as NumPy arrays)."""
-    if a.type == onnx.AttributeProto.TENSOR:
+    A = P.AttributeProto
+    if a.type == A.TENSOR:
         return to_array(a.t, "attribute")
-    if a.type == onnx.AttributeProto.TENSORS:
+    if a.type == A.TENSORS:
         return [to_array(t, "attribute") for t in a.tensors]
-    if a.type == onnx.AttributeProto.GRAPH or a.type == onnx.AttributeProto.GRAPHS:
+    if a.type == A.GRAPH or a.type == A.GRAPHS:
         return a   # control flow is not supported; kept for the report
-    v = helper.get_attribute_value(a)
+    v = P.attribute_value(a)
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
-    elif isinstance(v, list) and v and isinstance(v[0], bytes):
-        v = [s.decode("utf-8", "replace") for s in v]
+    elif isinstance(v, list):     # plain Python values, as the handlers expect
+        v = [e.decode("utf-8", "replace") if isinstance(e, bytes)
+             else e.item() if isinstance(e, np.generic) else e for e in v]
+    elif isinstance(v, np.generic):
+        v = v.item()
     return v
 
 
@@ -336,6 +205,28 @@ def _node_label(n):
     return f"node {n.name!r} ({n.op_type})"
 
 
+#: The schemas of the default-domain ops edgedl implements, per version: generated from the
+#: onnx package by tools/gen_op_schemas.py (importing onnx.defs at load would cost ~0.9 s).
+#: {op: [[since_version, min_in, max_in, min_out, max_out, {attr: [type, required]}], ...]}
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_schemas.json")) as _f:
+    _SCHEMAS = json.load(_f)["ops"]
+
+
+class _Schema:
+    __slots__ = ("since_version", "min_input", "max_input", "min_output", "max_output",
+                 "attributes")
+
+    def __init__(self, row):
+        (self.since_version, self.min_input, self.max_input, self.min_output,
+         self.max_output, self.attributes) = row
+
+
+def _schema(op_type, opset):
+    """The op's schema in force at ``opset``, or None when the op came later."""
+    rows = [r for r in _SCHEMAS[op_type] if r[0] <= opset]
+    return _Schema(rows[-1]) if rows else None
+
+
 def _check_schema(n, name, opset, schemas):
     """A NodeProto against its op's schema at the model's opset, as onnxruntime checks it:
     the op exists at that opset, every attribute is known and of its type (a float `group`
@@ -343,13 +234,11 @@ def _check_schema(n, name, opset, schemas):
     label = f"node {name!r} ({n.op_type})"
     schema = schemas.get(n.op_type)
     if schema is None:
-        try:
-            schema = schemas[n.op_type] = onnx.defs.get_schema(n.op_type, opset, "")
-        except onnx.defs.SchemaError:
-            first = next((v for v in range(opset + 1, onnx.defs.onnx_opset_version() + 1)
-                          if onnx.defs.has(n.op_type, v, "")), "a later version")
+        schema = schemas[n.op_type] = _schema(n.op_type, opset)
+        if schema is None:
+            first = _SCHEMAS[n.op_type][0][0]
             raise ModelError(f"{label}: {n.op_type} is not in ai.onnx opset {opset} (the "
-                             f"model's); it was introduced in opset {first}") from None
+                             f"model's); it was introduced in opset {first}")
     for what, got, lo, hi in (("inputs", len(n.input), schema.min_input, schema.max_input),
                               ("outputs", len(n.output), schema.min_output,
                                schema.max_output)):
@@ -368,13 +257,13 @@ def _check_schema(n, name, opset, schemas):
         if a.name not in spec:
             raise ModelError(f"{label}: unknown attribute {a.name!r} ({n.op_type} at opset "
                              f"{opset} takes {sorted(spec)})")
-        want = spec[a.name].type.value
+        want = spec[a.name][0]
         if a.type != want:
-            names = onnx.AttributeProto.AttributeType
+            names = P.AttributeProto.AttributeType
             got = names.Name(a.type) if a.type in names.values() else str(a.type)
             raise ModelError(f"{label}: attribute {a.name!r} must be {names.Name(want)}, "
                              f"got {got}")
-    missing = sorted(k for k, v in spec.items() if v.required and k not in seen)
+    missing = sorted(k for k, v in spec.items() if v[1] and k not in seen)
     if missing:
         raise ModelError(f"{label}: required attribute(s) {missing} missing")
 
@@ -423,7 +312,7 @@ def build_graph(proto, supported):
     for i, n in enumerate(g.node):
         # an op type onnx does not define (e.g. edgedl's internal Silu) is not supported
         if n.domain not in DEFAULT_DOMAINS or n.op_type not in supported or \
-                not onnx.defs.has(n.op_type):
+                n.op_type not in _SCHEMAS:
             key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}.{n.op_type}"
             unsupported.setdefault(key, []).append(n.name)
             continue

@@ -9,12 +9,11 @@ import threading
 import time
 
 import numpy as np
-import onnx
 
 from .. import _config
 from ..errors import InputError, ModelError
 from ..kernels import _gemm
-from . import fuse as _fuse, graph as _graph, plan as _plan
+from . import fuse as _fuse, graph as _graph, plan as _plan, proto as _proto
 from .ops import OPS
 
 _MAX_PLANS = 8
@@ -23,7 +22,7 @@ _MAX_PLANS = 8
 def onnx_type_string(elem_type):
     """ONNX element type -> onnxruntime's type string, e.g. 'tensor(float)'."""
     try:
-        name = onnx.TensorProto.DataType.Name(elem_type).lower()
+        name = _proto.DataType.Name(elem_type).lower()
     except ValueError:
         name = "undefined"
     return f"tensor({name})"
