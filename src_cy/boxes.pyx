@@ -313,7 +313,7 @@ cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, dou
     cdef double x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY
     cdef double l0 = INFINITY, l1 = -INFINITY, c, mw, mh, r
     cdef floating a
-    cdef Py_ssize_t p, ns, lv, total
+    cdef Py_ssize_t p, ns, lv, total, most
     cdef const floating* b
     for p in range(m):
         b = bx + 4 * order[p]
@@ -345,17 +345,19 @@ cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, dou
             r = exp(0.5 * (l0 + (lv + 0.5) / g.il - log(mw) - log(mh)))
         g.gx[lv] = _cells_along(x1 - x0, cell * mw * r, m)
         g.gy[lv] = _cells_along(y1 - y0, cell * mh * r, m)
-    while True:                         # at most 2m cells: halve the longer sides
+    while True:             # at most 2m cells: halve the longer side of the finest level
         total = 0
+        most = 0
         for lv in range(g.gl):
             total += g.gx[lv] * g.gy[lv]
+            if g.gx[lv] * g.gy[lv] > g.gx[most] * g.gy[most]:
+                most = lv
         if total <= 2 * m:              # (gl <= 64 <= 2m always fits)
             break
-        for lv in range(g.gl):
-            if g.gx[lv] >= g.gy[lv]:
-                g.gx[lv] = (g.gx[lv] + 1) // 2
-            else:
-                g.gy[lv] = (g.gy[lv] + 1) // 2
+        if g.gx[most] >= g.gy[most]:
+            g.gx[most] = (g.gx[most] + 1) // 2
+        else:
+            g.gy[most] = (g.gy[most] + 1) // 2
     g.off[0] = 0
     for lv in range(g.gl):
         g.off[lv + 1] = g.off[lv] + g.gx[lv] * g.gy[lv]

@@ -314,12 +314,12 @@ def _make_grid(boxes, order, lo, m, tl, cell):
             r = math.exp(0.5 * (l0 + (lv + 0.5) / il - math.log(mw) - math.log(mh)))
         gx[lv] = _cells_along(x1 - x0, cell * mw * r, m)
         gy[lv] = _cells_along(y1 - y0, cell * mh * r, m)
-    while (gx * gy).sum() > 2 * m:      # halve the longer sides (gl <= 64 <= 2m fits)
-        for lv in range(gl):
-            if gx[lv] >= gy[lv]:
-                gx[lv] = (gx[lv] + 1) // 2
-            else:
-                gy[lv] = (gy[lv] + 1) // 2
+    while (gx * gy).sum() > 2 * m:      # halve the longer side of the finest level
+        most = np.argmax(gx * gy)       # (gl <= 64 <= 2m always fits)
+        if gx[most] >= gy[most]:
+            gx[most] = (gx[most] + 1) // 2
+        else:
+            gy[most] = (gy[most] + 1) // 2
     off = np.zeros(gl + 1, np.int64)
     ix = np.zeros(gl, np.float64)
     iy = np.zeros(gl, np.float64)
