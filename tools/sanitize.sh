@@ -32,6 +32,7 @@
 # abort_on_error=1: the first report aborts that process (pytest itself for an in-process kernel
 # test), so the run stops at the first memory error; its report is printed at the end.
 #
+# Extra pytest options without replacing the default paths: PYTEST_ADDOPTS="--deselect ...".
 # Settings: SANITIZE_DIR (work folder; kept if given), EDGEDL_SHARED (models/images, default
 # ../shared beside the checkout), CC (compiler, default gcc).
 set -euo pipefail
@@ -95,7 +96,9 @@ fi
 export PYTHONPATH=$SRC${PYTHONPATH:+:$PYTHONPATH}
 export LD_PRELOAD=$LIBASAN${LIBSTDCXX:+:$LIBSTDCXX}${LD_PRELOAD:+:$LD_PRELOAD}
 # libubsan needs no preload: it may load after the program starts; it logs beside ASan.
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$REPORTS/asan
+# allocator_may_return_null=1: an impossible malloc (tests ask numpy for petabytes on purpose)
+# returns NULL -> MemoryError as without ASan, instead of an "allocation-size-too-big" abort.
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:log_path=$REPORTS/asan
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$REPORTS/ubsan
 export NUMBA_BOUNDSCHECK=1
 export EDGEDL_CACHE_DIR=$WORK/numba-cache NUMBA_CACHE_DIR=$WORK/numba-cache
@@ -117,7 +120,8 @@ for so in sos:
     mod = importlib.import_module(f"edgedl._cy.{name}")
     assert os.path.samefile(mod.__file__, so), f"edgedl._cy.{name} from {mod.__file__}"
     with open(so, "rb") as f:
-        assert b"__asan_report" in f.read(), f"{so} is not instrumented"
+        data = f.read()
+    assert b"__asan_report" in data and b"__ubsan_handle" in data, f"{so} is not instrumented"
 nb = _config.load_numba()
 assert nb.config.BOUNDSCHECK == 1, "numba bounds checking is off"
 assert _config.numba_cache_location() == os.environ["EDGEDL_CACHE_DIR"]
