@@ -5,6 +5,7 @@
 
 Load (graph.py) -> rewrites (fuse.py) -> one plan per input-shape signature (plan.py).
 """
+import collections
 import threading
 import time
 
@@ -17,6 +18,7 @@ from . import fuse as _fuse, graph as _graph, plan as _plan, proto as _proto
 from .ops import OPS
 
 _MAX_PLANS = 8
+_PROFILE_RUNS = 1000    # per-run node times kept for profile_report's medians
 
 
 def onnx_type_string(elem_type):
@@ -71,8 +73,7 @@ class InferenceSession:
         self._output_names = [vi.name for vi in g.outputs]
         self._plans = {}
         self._lock = threading.Lock()
-        self._times = {}        # signature -> per-step seconds
-        self._runs = {}
+        self._times = {}        # signature -> per-run lists of per-step seconds (the last runs)
 
     # ------------------------------------------------------------------ onnxruntime API
     def get_inputs(self):
@@ -119,16 +120,16 @@ class InferenceSession:
                     if len(self._plans) >= _MAX_PLANS:
                         self._plans.pop(next(iter(self._plans)))
                     self._plans[key] = p
-                    self._times[key] = [0.0] * len(p.steps)
-                    self._runs[key] = 0
+                    self._times[key] = collections.deque(maxlen=_PROFILE_RUNS)
                     return [_owned(values[n], feed) for n in names]
         feed_slots = [(p.in_slots[n], a) for n, a in feed.items()]
 
         def collect(vals):
             return [_owned(vals[p.out_slots[n]], feed, p) for n in names]
         if self._profile:
-            self._runs[key] += 1
-            return _plan.run_profiled(p, feed_slots, collect, self._times[key])
+            times = [0.0] * len(p.steps)
+            self._times[key].append(times)
+            return _plan.run_profiled(p, feed_slots, collect, times)
         return _plan.run(p, feed_slots, collect)
 
     def _check_outputs(self, output_names):
@@ -182,21 +183,23 @@ class InferenceSession:
 
     # ------------------------------------------------------------------ profiling
     def profile_report(self, by="op_type"):
-        """Per-op-type (or per-node with ``by="node"``) totals over the profiled runs:
-        a list of (name, total ms per run, count, share of the run) sorted by time."""
+        """Per-op-type (or per-node with ``by="node"``) times over the profiled runs (the last
+        1000 of each input signature): a list of (name, ms per run, count, share of the run)
+        sorted by time, each node's time the median over runs (a busy box makes means lie)."""
         if not self._profile:
             raise RuntimeError("create the session with profile=True to record node times")
         totals = {}
         for key, p in self._plans.items():
-            runs = self._runs.get(key, 0)
+            runs = self._times.get(key)
             if not runs:
                 continue
-            for node, t in zip(p.nodes, self._times[key]):
+            medians = np.median(np.array(runs), axis=0)
+            for node, t in zip(p.nodes, medians):
                 label = node.op_type if by == "op_type" else f"{node.name} ({node.op_type})"
                 if node.op_type == "Conv" and by == "op_type" and node.attrs.get("_act"):
                     label = f"Conv+{node.attrs['_act']}"
                 tot, cnt = totals.get(label, (0.0, 0))
-                totals[label] = (tot + t * 1e3 / runs, cnt + 1)
+                totals[label] = (tot + float(t) * 1e3, cnt + 1)
         whole = sum(t for t, _ in totals.values()) or 1.0
         rows = [(k, t, c, t / whole) for k, (t, c) in totals.items()]
         return sorted(rows, key=lambda r: -r[1])
