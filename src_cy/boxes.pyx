@@ -240,18 +240,14 @@ cdef inline bint _suppresses(const floating* kb, floating x1, floating y1, float
     return (w > 0) & (h > 0) & (<double>iou > thr)
 
 
+# Grid NMS constants (the numba twin has the same):
 cdef enum:
     _GRID_MIN = 2048    # shorter segments: _nms_xwindow (faster there on clustered boxes)
     _SAMPLE = 255       # candidates sampled for the median box size
-
-# Grid NMS constants (the numba twin has the same):
-cdef double _BIG = 8.0          # boxes this many times the median size go to the big boxes
+    _LEVELS = 64        # most log(area) levels
+cdef double _BIG = 8.0          # t = 0: boxes this many times the median size are "big"
 cdef double _TINY = 1e-30       # smaller candidates: the plain overlap window, all levels
 cdef double _SLACK = 1e-5       # IoU rounding allowance in the distance bound
-
-
-cdef enum:
-    _LEVELS = 64        # most log(area) levels
 
 
 cdef struct _Grid:

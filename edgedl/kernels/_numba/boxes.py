@@ -167,7 +167,7 @@ def _suppresses(kb, q, x1, y1, x2, y2, aj, z, thr):
 # Grid NMS (see the Cython twin, src_cy/boxes.pyx, for the reasoning): same constants.
 _GRID_MIN = 2048    # shorter segments: _nms_xwindow (faster there on clustered boxes)
 _SAMPLE = 255       # candidates sampled for the median box size
-_BIG = 8.0          # boxes this many times the median size go to the big boxes
+_BIG = 8.0          # t = 0: boxes this many times the median size are "big"
 _TINY = 1e-30       # smaller candidates: the plain overlap window, all levels
 _SLACK = 1e-5       # IoU rounding allowance in the distance bound
 _LEVELS = 64        # most log(area) levels
