@@ -586,45 +586,209 @@ cdef inline floating _iou_pair(const floating[:, ::1] boxes, const floating* are
     return inter / u if u > 0 else 0
 
 
+cdef inline Py_ssize_t _better(const double* s, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """The pick of two tournament entries: higher score, ties -> lower index (-1: none)."""
+    if b < 0:
+        return a
+    if a < 0:
+        return b
+    return a if s[a] > s[b] or (s[a] == s[b] and a < b) else b
+
+
+cdef inline void _replay(Py_ssize_t* tree, Py_ssize_t leaf, const double* s) noexcept nogil:
+    """Score of ``leaf`` changed: replay its matches up to the root tree[1]."""
+    cdef Py_ssize_t node = leaf >> 1
+    while node >= 1:
+        tree[node] = _better(s, tree[2 * node], tree[2 * node + 1])
+        node >>= 1
+
+
+cdef Py_ssize_t _decay(const floating[:, ::1] boxes, double* scores, const floating* area,
+                       const Py_ssize_t* ids, Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t best,
+                       double iou_threshold, double sigma, int method, Py_ssize_t* chg,
+                       Py_ssize_t nchg) noexcept nogil:
+    """Decay the alive boxes ids[e0:e1] by their IoU with the pick, as the O(N^2) loop; the
+    changed ones are appended to chg[nchg:]; returns the new nchg."""
+    cdef Py_ssize_t e, j
+    cdef double iou, old
+    for e in range(e0, e1):
+        j = ids[e]
+        if (scores[j] == -INFINITY or boxes[j, 0] >= boxes[best, 2]
+                or boxes[j, 2] <= boxes[best, 0]):
+            continue
+        iou = _iou_pair(boxes, area, best, j)
+        old = scores[j]
+        if method == 0:
+            if iou > 0:
+                scores[j] *= exp(-(iou * iou) / sigma)
+        elif iou > iou_threshold:
+            scores[j] *= 1.0 - iou
+        if scores[j] != old:
+            chg[nchg] = j
+            nchg += 1
+    return nchg
+
+
+cdef void _soft_nms_grid(const floating[:, ::1] boxes, double* scores, const floating* area,
+                         double iou_threshold, double sigma, double score_threshold,
+                         int method, int64_t* picked, double* picked_scores,
+                         Py_ssize_t* count, Py_ssize_t* tree, Py_ssize_t pw, Py_ssize_t* start,
+                         Py_ssize_t* ids, Py_ssize_t* slot, Py_ssize_t* chg, int64_t* order,
+                         double* samp) noexcept nogil:
+    """Soft-NMS with the same picks and scores as the O(N^2) loop: the highest score comes
+    from a tournament tree (leaves tree[pw + i], replayed on every change), and a pick only
+    decays the boxes it overlaps (IoU 0 leaves a score as it is), found in a static grid:
+    _make_grid's log-area levels (x4 each) of centre cells, every live box in a CSR list
+    (start / ids). A box overlaps the pick only if its centre is within half the sum of the
+    widths (heights): each level is searched in the cells of that window, or all its boxes
+    when they are fewer than those cells. A pick that changes more scores than the tree has
+    levels per leaf (a huge box) rebuilds the tree once instead of replaying each leaf."""
+    cdef Py_ssize_t n = boxes.shape[0], i, best, lv, c, cx, cx0, cx1, cy, cy0, cy1, nb, nchg
+    cdef Py_ssize_t depth = 1
+    cdef _Grid g
+    cdef double w, h, mx, my, rx, ry
+    cdef double wmax[_LEVELS]
+    cdef double hmax[_LEVELS]
+    for i in range(n):
+        order[i] = i
+    _make_grid(&boxes[0, 0], order, n, 0.25, 1.0, samp, &g)
+    nb = g.off[g.gl]
+    for c in range(nb + 1):
+        start[c] = 0
+    for lv in range(g.gl):
+        wmax[lv] = 0
+        hmax[lv] = 0
+    for i in range(n):                  # the list (level, cell) of each live box
+        if not _live(area[i]):
+            slot[i] = -1                # IoU 0 with every box: never decayed
+            continue
+        w = <double>boxes[i, 2] - boxes[i, 0]
+        h = <double>boxes[i, 3] - boxes[i, 1]
+        lv = _cell(log(<double>area[i]), g.l0, g.il, g.gl) if g.gl > 1 else 0
+        wmax[lv] = max(wmax[lv], w)
+        hmax[lv] = max(hmax[lv], h)
+        slot[i] = g.off[lv] + (_cell(boxes[i, 1] + 0.5 * h, g.y0, g.iy[lv], g.gy[lv]) * g.gx[lv]
+                               + _cell(boxes[i, 0] + 0.5 * w, g.x0, g.ix[lv], g.gx[lv]))
+        start[slot[i] + 1] += 1
+    for c in range(nb):
+        start[c + 1] += start[c]
+    for i in range(n):
+        if slot[i] >= 0:
+            ids[start[slot[i]]] = i
+            start[slot[i]] += 1
+    for c in range(nb, 0, -1):          # each start[c] now holds its list's end
+        start[c] = start[c - 1]
+    start[0] = 0
+    for i in range(pw):
+        tree[pw + i] = i if i < n else -1
+    for i in range(pw - 1, 0, -1):
+        tree[i] = _better(scores, tree[2 * i], tree[2 * i + 1])
+    while (<Py_ssize_t>1 << depth) < pw:
+        depth += 1
+    count[0] = 0
+    while True:
+        best = tree[1]
+        if best < 0 or scores[best] == -INFINITY or not (scores[best] > score_threshold):
+            break
+        picked[count[0]] = best
+        picked_scores[count[0]] = scores[best]
+        count[0] += 1
+        scores[best] = -INFINITY
+        _replay(tree, pw + best, scores)
+        if slot[best] < 0:
+            continue
+        w = <double>boxes[best, 2] - boxes[best, 0]
+        h = <double>boxes[best, 3] - boxes[best, 1]
+        mx = boxes[best, 0] + 0.5 * w
+        my = boxes[best, 1] + 0.5 * h
+        nchg = 0
+        for lv in range(g.gl):
+            rx = 0.5 * (w + wmax[lv]) * (1 + 1e-6) + 1e-12 * fabs(mx)
+            ry = 0.5 * (h + hmax[lv]) * (1 + 1e-6) + 1e-12 * fabs(my)
+            cx0 = _cell(mx - rx, g.x0, g.ix[lv], g.gx[lv])
+            cx1 = _cell(mx + rx, g.x0, g.ix[lv], g.gx[lv])
+            cy0 = _cell(my - ry, g.y0, g.iy[lv], g.gy[lv])
+            cy1 = _cell(my + ry, g.y0, g.iy[lv], g.gy[lv])
+            if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) >= start[g.off[lv + 1]] - start[g.off[lv]]:
+                nchg = _decay(boxes, scores, area, ids, start[g.off[lv]], start[g.off[lv + 1]],
+                              best, iou_threshold, sigma, method, chg, nchg)
+                continue
+            for cy in range(cy0, cy1 + 1):
+                c = g.off[lv] + cy * g.gx[lv]
+                nchg = _decay(boxes, scores, area, ids, start[c + cx0], start[c + cx1 + 1],
+                              best, iou_threshold, sigma, method, chg, nchg)
+        if nchg * depth > pw:
+            for i in range(pw - 1, 0, -1):
+                tree[i] = _better(scores, tree[2 * i], tree[2 * i + 1])
+        else:
+            for i in range(nchg):
+                _replay(tree, pw + chg[i], scores)
+
+
 def soft_nms(const floating[:, ::1] boxes, double[::1] scores, double iou_threshold,
              double sigma, double score_threshold, int method, int64_t[::1] picked,
              double[::1] picked_scores):
-    """O(N^2) like the reference, with cheap steps: a picked box's work score becomes -inf
-    (alive scores are finite), and boxes apart in x (IoU 0: no decay) cost two compares."""
-    cdef Py_ssize_t n = boxes.shape[0], i, j, best, count = 0
+    """O(N^2) like the reference below _GRID_MIN boxes, with cheap steps: a picked box's work
+    score becomes -inf (alive scores are finite), and boxes apart in x (IoU 0: no decay) cost
+    two compares; from _GRID_MIN boxes _soft_nms_grid (same picks and scores)."""
+    cdef Py_ssize_t n = boxes.shape[0], i, j, best, count = 0, pw = 1
     cdef double bs, iou
     cdef floating bx1, bx2
     cdef floating* area = <floating*>malloc(n * sizeof(floating) + 1)
+    cdef Py_ssize_t* buf = NULL
+    cdef int64_t* order = NULL
+    cdef double* samp = NULL
     if area == NULL:
         raise MemoryError()
+    while pw < n:
+        pw *= 2
+    if n >= _GRID_MIN:                  # tree (2 pw), start (2n + 2), ids, slot, chg (n each)
+        buf = <Py_ssize_t*>malloc((2 * pw + 5 * n + 2) * sizeof(Py_ssize_t))
+        order = <int64_t*>malloc(n * sizeof(int64_t))
+        samp = <double*>malloc(2 * _SAMPLE * sizeof(double))
+        if buf == NULL or order == NULL or samp == NULL:
+            free(area)
+            free(buf)
+            free(order)
+            free(samp)
+            raise MemoryError()
     with nogil:
         for i in range(n):
             area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
-        while count < n:
-            best = -1
-            bs = -INFINITY
-            for i in range(n):              # first maximum: ties -> lower index
-                if scores[i] > bs:
-                    best = i
-                    bs = scores[i]
-            if best < 0 or not (bs > score_threshold):
-                break
-            picked[count] = best
-            picked_scores[count] = bs
-            count += 1
-            scores[best] = -INFINITY
-            bx1 = boxes[best, 0]
-            bx2 = boxes[best, 2]
-            for j in range(n):
-                if scores[j] == -INFINITY or boxes[j, 0] >= bx2 or boxes[j, 2] <= bx1:
-                    continue
-                iou = _iou_pair(boxes, area, best, j)
-                if method == 0:
-                    if iou > 0:             # exp(-0) = 1: most pairs need no exp
-                        scores[j] *= exp(-(iou * iou) / sigma)
-                elif iou > iou_threshold:
-                    scores[j] *= 1.0 - iou
+        if n >= _GRID_MIN:
+            _soft_nms_grid(boxes, &scores[0], area, iou_threshold, sigma, score_threshold,
+                           method, &picked[0], &picked_scores[0], &count, buf, pw,
+                           buf + 2 * pw, buf + 2 * pw + 2 * n + 2, buf + 2 * pw + 3 * n + 2,
+                           buf + 2 * pw + 4 * n + 2, order, samp)
+        else:
+            while count < n:
+                best = -1
+                bs = -INFINITY
+                for i in range(n):          # first maximum: ties -> lower index
+                    if scores[i] > bs:
+                        best = i
+                        bs = scores[i]
+                if best < 0 or not (bs > score_threshold):
+                    break
+                picked[count] = best
+                picked_scores[count] = bs
+                count += 1
+                scores[best] = -INFINITY
+                bx1 = boxes[best, 0]
+                bx2 = boxes[best, 2]
+                for j in range(n):
+                    if scores[j] == -INFINITY or boxes[j, 0] >= bx2 or boxes[j, 2] <= bx1:
+                        continue
+                    iou = _iou_pair(boxes, area, best, j)
+                    if method == 0:
+                        if iou > 0:             # exp(-0) = 1: most pairs need no exp
+                            scores[j] *= exp(-(iou * iou) / sigma)
+                    elif iou > iou_threshold:
+                        scores[j] *= 1.0 - iou
     free(area)
+    free(buf)
+    free(order)
+    free(samp)
     return count
 
 

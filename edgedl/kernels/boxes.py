@@ -22,7 +22,8 @@ boxes (GIoU and DIoU in [-1, 1]; CIoU in [-1.5, 1]: its aspect term reaches 1/2 
 near -1). Size: NMS on the numba / Cython backends is near-linear for boxes spread over an
 image (from 2048 candidates per class: a grid of box centres per log-area level; 10^6 boxes
 in about a second); the NumPy reference is O(N^2) and refuses more than 20000^2 candidate
-pairs; soft_nms is O(N^2) on every backend and refuses more than 20000 boxes (numpy: 10000).
+pairs; soft_nms decays every box a pick overlaps (O(N^2) with huge boxes; the numba / Cython
+backends find them on a grid from 2048 boxes) and refuses more than 20000 (numpy: 10000).
 """
 import math
 from typing import NamedTuple
@@ -51,8 +52,10 @@ class AssignResult(NamedTuple):
 
 #: The NumPy reference's NMS is O(N^2) (vectorised over the remaining candidates per kept
 #: box): it refuses more than this many candidate pairs (sum over classes of N_c^2), about
-#: 3 s for 20000 spread boxes. soft_nms is O(N^2) on every backend (each pick scans every
-#: remaining box): at most _SOFT_MAX boxes, _SOFT_MAX_REF on the reference (~2-3 s each).
+#: 3 s for 20000 spread boxes. soft_nms decays every box a pick overlaps, O(N^2) when huge
+#: boxes overlap everything (the reference always scans every remaining box): at most
+#: _SOFT_MAX boxes (spread: ~0.2 s compiled; boxes of 1-3000 px: ~2 s), _SOFT_MAX_REF on the
+#: reference (~1.5 s).
 _REF_MAX_PAIRS = 20000 ** 2
 _SOFT_MAX = 20000
 _SOFT_MAX_REF = 10000
@@ -297,8 +300,8 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001,
     Repeatedly picks the highest current score (> score_threshold; ties -> lower index) and
     decays the others: gaussian ``s *= exp(-iou**2 / sigma)`` (iou_threshold unused), linear
     ``s *= 1 - iou`` where iou > iou_threshold. Scores are decayed in float64 and returned in
-    the dtype of ``scores``. O(N^2): at most 20000 boxes (10000 on the numpy backend), else a
-    ValidationError.
+    the dtype of ``scores``. Every box a pick overlaps is decayed, so up to O(N^2) work: at
+    most 20000 boxes (10000 on the numpy backend), else a ValidationError.
     """
     boxes = _boxes(boxes, "boxes")
     scores = _scores(scores, boxes.shape[0])
@@ -310,7 +313,7 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001,
     n = boxes.shape[0]
     lim = _SOFT_MAX_REF if _config.resolve_backend(backend) == "numpy" else _SOFT_MAX
     if n > lim:
-        raise ValidationError(f"soft_nms is O(N^2) and limited to {lim} boxes on this backend "
+        raise ValidationError(f"soft_nms is up to O(N^2) and limited to {lim} boxes on this backend "
                               f"(numpy: {_SOFT_MAX_REF}, numba / cython: {_SOFT_MAX}), got "
                               f"{n}: filter by score first, or run it per class")
     picked = np.empty(n, dtype=np.int64)

@@ -182,8 +182,8 @@ def test_hostile_nms_matches_reference(be, data, thr, st_, mo):
        shift=st.integers(1, 60))
 @pytest.mark.parametrize("be", ["numba", "cython"])
 def test_hostile_nms_grid_path_matches_reference(be, data, thr, shift):
-    # >= 2048 candidates take the compiled backends' grid path: tile the hostile set with
-    # shifted copies (overlapping or not, depending on the shift)
+    # >= 2048 candidates take the compiled backends' grid paths of nms and soft_nms: tile
+    # the hostile set with shifted copies (overlapping or not, depending on the shift)
     _compiled(be)
     b, s = data
     if len(s) == 0:
@@ -198,6 +198,11 @@ def test_hostile_nms_grid_path_matches_reference(be, data, thr, shift):
     st_ = np.tile(s, reps) * np.repeat(np.linspace(1, 0.5, reps), len(s)).astype(s.dtype)
     np.testing.assert_array_equal(B.nms(bt, st_, thr, backend=be),
                                   B.nms(bt, st_, thr, backend="numpy"))
+    method = "linear" if shift % 2 else "gaussian"
+    i1, s1 = B.soft_nms(bt, st_, thr, 0.5, 0.001, method, backend=be)
+    i2, s2 = B.soft_nms(bt, st_, thr, 0.5, 0.001, method, backend="numpy")
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-5)
 
 
 @HOSTILE

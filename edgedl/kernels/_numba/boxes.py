@@ -453,13 +453,143 @@ def _iou_pair(boxes, area, i, j):
 
 
 @njit
+def _better(s, a, b):
+    """The pick of two tournament entries: higher score, ties -> lower index (-1: none)."""
+    if b < 0:
+        return a
+    if a < 0:
+        return b
+    return a if s[a] > s[b] or (s[a] == s[b] and a < b) else b
+
+
+@njit
+def _replay(tree, leaf, s):
+    """Score of ``leaf`` changed: replay its matches up to the root tree[1]."""
+    node = leaf >> 1
+    while node >= 1:
+        tree[node] = _better(s, tree[2 * node], tree[2 * node + 1])
+        node >>= 1
+
+
+@njit
+def _decay(boxes, scores, area, ids, e0, e1, best, iou_threshold, sigma, method, chg, nchg):
+    """Decay the alive boxes ids[e0:e1] by their IoU with the pick, as the O(N^2) loop; the
+    changed ones are appended to chg[nchg:]; returns the new nchg."""
+    for e in range(e0, e1):
+        j = ids[e]
+        if scores[j] == -np.inf or boxes[j, 0] >= boxes[best, 2] or boxes[j, 2] <= boxes[best, 0]:
+            continue
+        iou = np.float64(_iou_pair(boxes, area, best, j))
+        old = scores[j]
+        if method == 0:
+            if iou > 0:
+                scores[j] *= math.exp(-(iou * iou) / sigma)
+        elif iou > iou_threshold:
+            scores[j] *= 1.0 - iou
+        if scores[j] != old:
+            chg[nchg] = j
+            nchg += 1
+    return nchg
+
+
+@njit
+def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, method, picked,
+                   picked_scores):
+    """Soft-NMS with the same picks and scores as the O(N^2) loop (the Cython twin's
+    _soft_nms_grid explains it): a tournament tree for the highest score, a static grid of
+    log-area levels (x4) of centre cells so a pick only decays the boxes it overlaps."""
+    n = boxes.shape[0]
+    order = np.arange(n)
+    x0, y0, l0, il, bw, bh, gl, ix, iy, gx, gy, off = _make_grid(boxes, order, 0, n, 0.25, 1.0)
+    nb = off[gl]
+    start = np.zeros(nb + 1, np.int64)
+    slot = np.empty(n, np.int64)
+    wmax = np.zeros(gl, np.float64)
+    hmax = np.zeros(gl, np.float64)
+    for i in range(n):                  # the list (level, cell) of each live box
+        if not _live(area[i]):
+            slot[i] = -1                # IoU 0 with every box: never decayed
+            continue
+        w = np.float64(boxes[i, 2]) - np.float64(boxes[i, 0])
+        h = np.float64(boxes[i, 3]) - np.float64(boxes[i, 1])
+        lv = _cell(math.log(np.float64(area[i])), l0, il, gl) if gl > 1 else 0
+        wmax[lv] = max(wmax[lv], w)
+        hmax[lv] = max(hmax[lv], h)
+        slot[i] = off[lv] + (_cell(boxes[i, 1] + 0.5 * h, y0, iy[lv], gy[lv]) * gx[lv]
+                             + _cell(boxes[i, 0] + 0.5 * w, x0, ix[lv], gx[lv]))
+        start[slot[i] + 1] += 1
+    for c in range(nb):
+        start[c + 1] += start[c]
+    ids = np.empty(n, np.int64)
+    fill = start.copy()
+    for i in range(n):
+        if slot[i] >= 0:
+            ids[fill[slot[i]]] = i
+            fill[slot[i]] += 1
+    pw = 1
+    depth = 0
+    while pw < n:
+        pw *= 2
+        depth += 1
+    tree = np.empty(2 * pw, np.int64)
+    for i in range(pw):
+        tree[pw + i] = i if i < n else -1
+    for i in range(pw - 1, 0, -1):
+        tree[i] = _better(scores, tree[2 * i], tree[2 * i + 1])
+    chg = np.empty(n, np.int64)
+    count = 0
+    while True:
+        best = tree[1]
+        if best < 0 or scores[best] == -np.inf or not (scores[best] > score_threshold):
+            break
+        picked[count] = best
+        picked_scores[count] = scores[best]
+        count += 1
+        scores[best] = -np.inf
+        _replay(tree, pw + best, scores)
+        if slot[best] < 0:
+            continue
+        w = np.float64(boxes[best, 2]) - np.float64(boxes[best, 0])
+        h = np.float64(boxes[best, 3]) - np.float64(boxes[best, 1])
+        mx = boxes[best, 0] + 0.5 * w
+        my = boxes[best, 1] + 0.5 * h
+        nchg = 0
+        for lv in range(gl):
+            rx = 0.5 * (w + wmax[lv]) * (1 + 1e-6) + 1e-12 * abs(mx)
+            ry = 0.5 * (h + hmax[lv]) * (1 + 1e-6) + 1e-12 * abs(my)
+            cx0 = _cell(mx - rx, x0, ix[lv], gx[lv])
+            cx1 = _cell(mx + rx, x0, ix[lv], gx[lv])
+            cy0 = _cell(my - ry, y0, iy[lv], gy[lv])
+            cy1 = _cell(my + ry, y0, iy[lv], gy[lv])
+            if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) >= start[off[lv + 1]] - start[off[lv]]:
+                nchg = _decay(boxes, scores, area, ids, start[off[lv]], start[off[lv + 1]], best,
+                              iou_threshold, sigma, method, chg, nchg)
+                continue
+            for cy in range(cy0, cy1 + 1):
+                c = off[lv] + cy * gx[lv]
+                nchg = _decay(boxes, scores, area, ids, start[c + cx0], start[c + cx1 + 1], best,
+                              iou_threshold, sigma, method, chg, nchg)
+        if nchg * depth > pw:           # many changes (a huge box): rebuild the tree once
+            for i in range(pw - 1, 0, -1):
+                tree[i] = _better(scores, tree[2 * i], tree[2 * i + 1])
+        else:
+            for i in range(nchg):
+                _replay(tree, pw + chg[i], scores)
+    return count
+
+
+@njit
 def soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method, picked, picked_scores):
-    """O(N^2) like the reference, with cheap steps: a picked box's work score becomes -inf
-    (alive scores are finite), and boxes apart in x (IoU 0: no decay) cost two compares."""
+    """O(N^2) like the reference below _GRID_MIN boxes, with cheap steps: a picked box's work
+    score becomes -inf (alive scores are finite), and boxes apart in x (IoU 0: no decay) cost
+    two compares; from _GRID_MIN boxes _soft_nms_grid (same picks and scores)."""
     n = boxes.shape[0]
     area = np.empty(n, boxes.dtype)
     for i in range(n):
         area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+    if n >= _GRID_MIN:
+        return _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, method,
+                              picked, picked_scores)
     count = 0
     while count < n:
         best = -1
