@@ -38,6 +38,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ -f "$REPO/setup.py" ] && [ -d "$REPO/src_cy" ] || {
+  echo "sanitize.sh: $REPO is not an edgedl checkout (run tools/sanitize.sh from one)" >&2; exit 2; }
 QUICK=0 KEEP=0 REUSE=0 ARGS=()
 while [ $# -gt 0 ]; do
   case $1 in
