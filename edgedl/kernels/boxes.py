@@ -11,8 +11,9 @@ torchvision.ops.nms and onnxruntime's NonMaxSuppression (``inter / ((area_a + ar
 inter)``); a box is suppressed when ``float64(iou) > iou_threshold``. ``nms`` takes the
 threshold as a double (as torchvision does); ``non_max_suppression`` rounds it to float32 first
 (the ONNX input is a float tensor), so it reproduces onnxruntime bit for bit. The numba twins
-are compiled with edgedl's fastmath set (FMA contraction), which can move an IoU by one ulp: a
-decision exactly at the threshold may then differ from the other backends.
+are compiled with edgedl's fastmath set (FMA contraction), which can move a box_iou value by
+one ulp; the IoU behind NMS and soft-NMS decisions is compiled strictly, so every backend
+keeps the same boxes.
 
 Hostile input: NaN / inf coordinates and inverted xyxy boxes (x2 < x1 or y2 < y1) are refused
 with a ValidationError naming the argument and the first bad row (non_max_suppression, as the

@@ -151,7 +151,13 @@ def box_iou_aligned(a, b, kind, out):
 
 
 # ----------------------------------------------------------------------------- NMS
-@njit
+# The IoU behind an NMS / soft-NMS decision is compiled without fastmath: a contraction
+# moved IoUs at the threshold by an ulp (e.g. 0.50000006 -> 0.5 against t = 0.5), and the
+# kept set must equal the other backends' exactly.
+_STRICT = dict(fastmath=False)
+
+
+@njit(**_STRICT)
 def _suppresses(kb, q, x1, y1, x2, y2, aj, z, thr):
     """Kept box kb[q] (x1, y1, x2, y2, area) suppresses the candidate: float64(iou) > thr.
 
@@ -442,7 +448,7 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
             _nms_grid(boxes, order, lo, m, iou_threshold, max_output, keep, kb, nxt, head, z)
 
 
-@njit
+@njit(**_STRICT)
 def _iou_pair(boxes, area, i, j):
     z = area[i] - area[i]
     w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), z)
