@@ -314,9 +314,9 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001,
     n = boxes.shape[0]
     lim = _SOFT_MAX_REF if _config.resolve_backend(backend) == "numpy" else _SOFT_MAX
     if n > lim:
-        raise ValidationError(f"soft_nms is up to O(N^2) and limited to {lim} boxes on this backend "
-                              f"(numpy: {_SOFT_MAX_REF}, numba / cython: {_SOFT_MAX}), got "
-                              f"{n}: filter by score first, or run it per class")
+        raise ValidationError(f"soft_nms is up to O(N^2) and limited to {lim} boxes on this "
+                              f"backend (numpy: {_SOFT_MAX_REF}, numba / cython: {_SOFT_MAX}), "
+                              f"got {n}: filter by score first, or run it per class")
     picked = np.empty(n, dtype=np.int64)
     picked_scores = np.empty(n, dtype=np.float64)
     work = scores.astype(np.float64)

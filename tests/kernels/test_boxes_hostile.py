@@ -242,3 +242,17 @@ def test_non_max_suppression_accepts_any_corner_order(backend):
     s = np.array([[[0.9, 0.8, 0.7]]], np.float32)
     np.testing.assert_array_equal(B.non_max_suppression(b, s, 5, 0.5, backend=backend),
                                   [[0, 0, 0], [0, 0, 2]])
+
+
+def test_iou_an_ulp_above_threshold(backend):
+    # float32 IoU fl(...) = 0.50000006 > 0.5: suppressed / decayed on every backend (numba's
+    # fastmath once contracted it to 0.5; found by the long hypothesis run)
+    rows = [["0x1.adea8ap-10", "-0x1.8777e2p-13", "0x1.fc8f32p-10", "0x1.db5ac4p-14"],
+            ["0x1.93b3a6p-10", "-0x1.f751p-14", "0x1.fc8f32p-10", "0x1.797cc4p-13"]]
+    b = np.array([[float.fromhex(v) for v in r] for r in rows], np.float32)
+    s = np.array([0.9, 0.5], np.float32)
+    assert B.box_iou(b[:1], b[1:], backend="numpy")[0, 0] == np.float32(0.50000006)
+    np.testing.assert_array_equal(B.nms(b, s, 0.5, backend=backend), [0])
+    idx, sc = B.soft_nms(b, s, 0.5, 0.5, 0.001, "linear", backend=backend)
+    np.testing.assert_array_equal(idx, [0, 1])
+    assert sc[1] == np.float32(0.5 * (1 - float(np.float32(0.50000006))))
