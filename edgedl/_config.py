@@ -21,6 +21,12 @@ BACKEND_ORDER = ("cython", "numba", "numpy")
 #: semantics (e.g. max-pool over a NaN), only reassociation/contractions are allowed.
 NUMBA_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
+#: numba kernels with a parallel twin run it from this much work on (elements, or elements x
+#: taps): numba's thread pool costs ~20 us per call on an idle machine and up to milliseconds
+#: on a loaded one, far more than a small convolution takes. Warm-up sets it to 0 for a moment
+#: to compile the parallel twins too.
+NUMBA_PAR_WORK = 1 << 17
+
 # How long idle OpenMP workers spin before they sleep. libgomp's default (300000 spins,
 # ~ms) steals the cores the next kernel needs on a busy board: FastestDet at 2 threads on a
 # loaded 2-core machine took 1076 ms with it, 67 ms with GOMP_SPINCOUNT=10000, 28 ms passive

@@ -675,11 +675,11 @@ def conv_gemm(const floating[:, :, ::1] x, const floating[::1] wp, const floatin
             raise MemoryError("conv_gemm: out of memory for the column buffers")
     else:
         import numpy as np
-        from edgedl.kernels._ref.conv import _gemm_blocked, _needs_epilogue
+        from edgedl.kernels._gemm import conv_gemm_blocked, needs_epilogue
         ya = np.asarray(y)
-        _gemm_blocked(im2col, np.asarray(x), np.asarray(wp).reshape(m, K), kh, kw, sh, sw,
-                      ph, pw, dh, dw, ya)
-        if _needs_epilogue(np.asarray(bias), act):
+        conv_gemm_blocked(im2col, np.asarray(x), np.asarray(wp).reshape(m, K), kh, kw, sh,
+                          sw, ph, pw, dh, dw, ya)
+        if needs_epilogue(np.asarray(bias), act):
             bias_act(ya.reshape(1, m, L), bias, act, p0, p1, slopes)
 
 

@@ -431,18 +431,23 @@ def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilatio
     return out
 
 
+def single_threaded_blas():
+    """Keep NumPy's BLAS on one thread: the conv GEMMs are split over edgedl's own threads
+    (an InferenceSession calls this once)."""
+    _gemm.single_threaded_blas()
+
+
 def _warmup(backend):
     """Compile/load every conv (and resize) kernel for float32 (numba: serial and parallel
     variants, by lowering their work threshold for a moment)."""
     if backend == "numba":
-        from ._numba import conv as nconv, resize as nresize
         _warmup_calls(backend)
-        saved = nconv._PAR_WORK, nresize._PAR_WORK
-        nconv._PAR_WORK = nresize._PAR_WORK = 0
+        saved = _config.NUMBA_PAR_WORK
+        _config.NUMBA_PAR_WORK = 0
         try:
             _warmup_calls(backend)
         finally:
-            nconv._PAR_WORK, nresize._PAR_WORK = saved
+            _config.NUMBA_PAR_WORK = saved
     else:
         _warmup_calls(backend)
 

@@ -8,15 +8,10 @@ import types
 import numpy as np
 from numba import prange
 
+from edgedl import _config
 from edgedl._config import njit
 
-from .._ref.conv import _gemm_blocked, _needs_epilogue, pack_conv_weights  # noqa: F401 (twin)
-
-
-# Each public kernel is compiled twice, serial and parallel, and picks by the amount of
-# work: numba's thread pool costs ~20 us per call on an idle machine and up to milliseconds
-# on a loaded one, far more than a small convolution takes.
-_PAR_WORK = 1 << 17
+from .. import _gemm
 
 
 def _both(fn):
@@ -309,27 +304,32 @@ _bias_act_s, _bias_act_p = _both(_bias_act)
 
 
 def bias_act(y, bias, act, p0, p1, slopes):
-    (_bias_act_p if y.size >= _PAR_WORK else _bias_act_s)(y, bias, act, p0, p1, slopes)
+    (_bias_act_p if y.size >= _config.NUMBA_PAR_WORK else _bias_act_s)(y, bias, act, p0, p1, slopes)
 
 
 _im2col_s, _im2col_p = _both(_im2col)
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
-    (_im2col_p if cols.size >= _PAR_WORK else _im2col_s)(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
+    (_im2col_p if cols.size >= _config.NUMBA_PAR_WORK else _im2col_s)(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
 
 
 _col2im_s, _col2im_p = _both(_col2im)
 
 
 def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out):
-    (_col2im_p if cols.size >= _PAR_WORK else _col2im_s)(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out)
+    (_col2im_p if cols.size >= _config.NUMBA_PAR_WORK else _col2im_s)(cols, kh, kw, sh, sw, ph, pw, dh, dw, ih, iw, out)
+
+
+def pack_conv_weights(w):
+    """(M, K) weights -> conv_gemm's operand (NumPy's BLAS reads them as they are)."""
+    return np.ascontiguousarray(w)
 
 
 def conv_gemm(x, wp, bias, kh, kw, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, y):
     # NumPy's BLAS for the GEMM (numba's np.dot would need SciPy), numba for the rest
-    _gemm_blocked(im2col, x, wp, kh, kw, sh, sw, ph, pw, dh, dw, y)
-    if _needs_epilogue(bias, act):
+    _gemm.conv_gemm_blocked(im2col, x, wp, kh, kw, sh, sw, ph, pw, dh, dw, y)
+    if _gemm.needs_epilogue(bias, act):
         bias_act(y.reshape(1, y.shape[0], -1), bias, act, p0, p1, slopes)
 
 
@@ -337,4 +337,4 @@ _depthwise_conv2d_s, _depthwise_conv2d_p = _both(_depthwise_conv2d)
 
 
 def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
-    (_depthwise_conv2d_p if out.size * w.shape[1] * w.shape[2] >= _PAR_WORK else _depthwise_conv2d_s)(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out)
+    (_depthwise_conv2d_p if out.size * w.shape[1] * w.shape[2] >= _config.NUMBA_PAR_WORK else _depthwise_conv2d_s)(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out)

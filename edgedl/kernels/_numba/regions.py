@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 from ..._config import njit
-from .._ref.regions import AREA_RTOL
+
+AREA_RTOL = 1e-9    # as edgedl.kernels._ref.regions.AREA_RTOL (and src_cy/regions.pyx)
 
 
 @njit

@@ -2,8 +2,9 @@
 import numpy as np
 from numba import prange
 
+from edgedl import _config
 from edgedl._config import njit
-from edgedl.kernels._numba.conv import _PAR_WORK, _both
+from edgedl.kernels._numba.conv import _both
 
 
 def _resize_nearest(x, ih, iw, out):
@@ -55,14 +56,14 @@ _resize_nearest_s, _resize_nearest_p = _both(_resize_nearest)
 
 
 def resize_nearest(x, ih, iw, out):
-    (_resize_nearest_p if out.size >= _PAR_WORK else _resize_nearest_s)(x, ih, iw, out)
+    (_resize_nearest_p if out.size >= _config.NUMBA_PAR_WORK else _resize_nearest_s)(x, ih, iw, out)
 
 
 _resize_taps_s, _resize_taps_p = _both(_resize_taps)
 
 
 def resize_taps(x, ih, wh, iw, ww, out):
-    (_resize_taps_p if out.size * (ih.shape[1] + iw.shape[1]) >= _PAR_WORK else _resize_taps_s)(x, ih, wh, iw, ww, out)
+    (_resize_taps_p if out.size * (ih.shape[1] + iw.shape[1]) >= _config.NUMBA_PAR_WORK else _resize_taps_s)(x, ih, wh, iw, ww, out)
 
 
 @njit

@@ -10,15 +10,14 @@ into these pieces; the numba and Cython twins implement the same functions:
 - ``depthwise_conv2d``: direct depthwise convolution (group == C == M) with the epilogue.
 - ``pack_conv_weights`` / ``conv_gemm``: a dense convolution of one image (one group) as a
   GEMM of the (M, C*kh*kw) weights with its columns, plus the epilogue. The weights are packed
-  once into whatever layout the backend's GEMM reads (here: unchanged); the Cython twin
-  runs its own float32 GEMM with im2col, GEMM and epilogue fused per block of columns.
+  once into whatever layout the backend's GEMM reads (here: unchanged). This reference is one
+  im2col and one np.matmul; the numba twin blocks and threads it (edgedl.kernels._gemm), the
+  Cython twin runs its own float32 GEMM with im2col, GEMM and epilogue fused per block.
 
 Activation codes (``act``) and their parameters ``p0, p1`` / ``slopes`` are the ``ACT_*``
 constants below; the wrapper maps the public activation names onto them.
 """
 import numpy as np
-
-from .. import _gemm
 
 ACT_NONE = 0
 ACT_CLIP = 1          # min(max(y, p0), p1): relu (0, inf), relu6 (0, 6), clip
@@ -118,47 +117,18 @@ def depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, ou
         out[...] = _activate(acc, act, p0, p1, slopes)
 
 
-# Columns of one im2col block: they stay in L2 (~384 KB) while the GEMM reads them, but
-# blocks have at least 256 columns: 1.2-1.4x faster than one big im2col. GEMMs with few
-# output rows (a stem conv: 16-24 filters over K = 27..108) read each block only once:
-# smaller blocks (~L2/4 in all) ran 15-25% faster there.
-_COLS_BUDGET = 384 << 10
-_COLS_BUDGET_SMALL_M, _SMALL_M = 128 << 10, 32
-
-
 def pack_conv_weights(w):
-    """(M, K) weights -> the operand conv_gemm reads (NumPy's BLAS: the same array)."""
+    """(M, K) weights -> the operand conv_gemm reads (here: the same array)."""
     return np.ascontiguousarray(w)
-
-
-def _gemm_blocked(im2col, x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
-    """y (M, OH, OW) = w (M, K) @ im2col(x) with NumPy's BLAS (split over edgedl's threads),
-    one block of output rows at a time (the ``im2col`` twin of the calling backend)."""
-    c, h, wd = x.shape
-    m, oh, ow = y.shape
-    y2 = y.reshape(m, oh * ow)
-    if kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd):
-        _gemm.matmul_into(w, x.reshape(c, h * wd), y2)
-        return
-    K = w.shape[1]
-    budget = _COLS_BUDGET_SMALL_M if m < _SMALL_M else _COLS_BUDGET
-    rb = min(oh, max(budget // (K * ow * x.itemsize), -(-256 // ow)))
-    cols = np.empty((K, rb * ow), dtype=x.dtype)
-    for o0 in range(0, oh, rb):
-        r = min(rb, oh - o0)
-        cb = cols.reshape(-1)[:K * r * ow].reshape(K, r * ow)    # contiguous, as im2col needs
-        # rows o0.. of the output: the same im2col with the top pad shifted
-        im2col(x, kh, kw, sh, sw, ph - o0 * sh, pw, dh, dw, r, ow, cb)
-        _gemm.matmul_into(w, cb, y2[:, o0 * ow:(o0 + r) * ow])
-
-
-def _needs_epilogue(bias, act):
-    return act != ACT_NONE or bool(np.any(bias))
 
 
 def conv_gemm(x, wp, bias, kh, kw, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, y):
     """Dense conv of one image: x (C, H, W), wp = pack_conv_weights(w (M, C*kh*kw)),
-    y (M, OH, OW) = act(conv + bias[m]); all C-contiguous, y not overlapping x."""
-    _gemm_blocked(im2col, x, wp, kh, kw, sh, sw, ph, pw, dh, dw, y)
-    if _needs_epilogue(bias, act):
-        bias_act(y.reshape(1, y.shape[0], -1), bias, act, p0, p1, slopes)
+    y (M, OH, OW) = act(conv + bias[m]); all C-contiguous, y not overlapping x. Plainly
+    im2col + one matmul (the fast backends block and thread it: edgedl.kernels._gemm)."""
+    m, oh, ow = y.shape
+    cols = np.empty((wp.shape[1], oh * ow), x.dtype)
+    im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols)
+    np.matmul(wp, cols, out=y.reshape(m, oh * ow))
+    if act != ACT_NONE or np.any(bias):
+        bias_act(y.reshape(1, m, -1), bias, act, p0, p1, slopes)
