@@ -3,13 +3,16 @@
 Each public kernel module may define ``_warmup(backend)`` that calls its kernels once on tiny
 float32 inputs; this runs them all, so the first real inference does not pay JIT time.
 """
-import importlib
 import importlib.util
 import time
 
 from . import _config
+from .kernels import activations, boxes, conv, pooling, regions, resize
 
-FAMILIES = ("activations", "pooling", "boxes", "conv", "regions")
+# Every kernel family (tests/test_layering.py checks this against edgedl/kernels/): conv's
+# warm-up also runs resize's numba kernels in their parallel variants.
+FAMILIES = {"activations": activations, "pooling": pooling, "boxes": boxes, "conv": conv,
+            "regions": regions, "resize": resize}
 
 
 def warmup(backend="numba", verbose=False):
@@ -20,11 +23,7 @@ def warmup(backend="numba", verbose=False):
     if backend not in _config.backends():
         return {}
     times = {}
-    for fam in FAMILIES:
-        try:
-            mod = importlib.import_module(f"edgedl.kernels.{fam}")
-        except ImportError:
-            continue
+    for fam, mod in FAMILIES.items():
         fn = getattr(mod, "_warmup", None)
         if fn is None:
             continue

@@ -403,7 +403,7 @@ class Outputs:
     per video source), YOLO text files under ``labels/`` (``txt``), crops under
     ``crops/<label>/`` (``crops``), one COCO-style ``predictions.json`` (``coco``).
 
-    File names mirror the inputs' relative paths (``edgedl.cli._output_paths``): no input is
+    File names mirror the inputs' relative paths (``edgedl._files.output_paths``): no input is
     ever overwritten, no two results share a name, every file is written under a temporary
     name and renamed. Still images are written on ``writers`` background threads (PNG and
     JPEG encoding release the GIL), video frames on one more, in order.
@@ -411,7 +411,7 @@ class Outputs:
 
     def __init__(self, out_dir, sources, *, images=True, txt=False, crops=False, coco=False,
                  labels=None, protect=(), backlog=16, writers=2):
-        from .cli import _file_key, _output_paths
+        from ._files import file_key as _file_key, output_paths as _output_paths
         self.out_dir, self.labels = out_dir, labels
         self.images, self.txt, self.crops, self.coco = images, txt, crops, coco
         # a video's result is a video: named as if it were a .png, then given .mp4 (so an
@@ -478,7 +478,7 @@ class Outputs:
         self._pending.append(pool.submit(self._write, job, image, d, rec, draw, txt, crops))
 
     def _write(self, job, image, d, rec, draw, txt, crops):
-        from .cli import _save_atomic
+        from ._files import save_atomic as _save_atomic
         from .detect import draw_detections, load_image
         if image is None and (draw or crops):
             image = load_image(job.source.path)

@@ -375,69 +375,6 @@ def _label_counts(rec):
     return " (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")" if counts else ""
 
 
-_KEEP_EXT = (".jpg", ".jpeg", ".png")
-
-
-def _file_key(path):
-    """What two spellings of one file have in common (symlinked folders, case on
-    case-insensitive file systems)."""
-    return os.path.normcase(os.path.realpath(path)).lower()
-
-
-def _output_paths(inputs, out_dir, protect=()):
-    """The annotated image's path of each input: under ``out_dir``, the inputs' folders
-    mirrored below their common folder (a/x.jpg and b/x.jpg -> out/a/, out/b/), named
-    ``<stem>_detections<ext>``; an extension other than jpg / png stays in the name
-    (x.gif -> x_gif_detections.png). Never the path of an input (nor of ``protect``), never
-    one path twice: a clash takes -2, -3, ... in input order."""
-    dirs = [os.path.dirname(os.path.abspath(p)) for p in inputs]
-    try:
-        root = os.path.commonpath(dirs)
-    except ValueError:                 # nothing in common (another drive): flat names
-        root = None
-    taken = {_file_key(p) for p in list(inputs) + list(protect)}
-    paths = []
-    for path, folder in zip(inputs, dirs):
-        stem, ext = os.path.splitext(os.path.basename(path))
-        if ext.lower() in _KEEP_EXT:
-            ext = ext.lower()
-        else:
-            stem, ext = (f"{stem}_{ext[1:].lower()}" if ext else stem), ".png"
-        sub = os.path.relpath(folder, root) if root else "."
-        base = os.path.normpath(os.path.join(out_dir, sub, f"{stem}_detections"))
-        cand, k = base + ext, 1
-        while _file_key(cand) in taken:
-            k += 1
-            cand = f"{base}-{k}{ext}"
-        taken.add(_file_key(cand))
-        paths.append(cand)
-    return paths
-
-
-def _save_atomic(image, path):
-    """Save a PIL image under a temporary name in the same folder, then rename it over
-    ``path``: no reader ever sees a half-written file, and an interrupted run leaves no
-    damaged one (the rename also replaces a link rather than writing through it)."""
-    from PIL import Image
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fmt = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{id(image):x}.tmp")
-    try:
-        # PNG at zlib level 1: level 6 (Pillow's default) took ~100-200 ms per 512x512 photo,
-        # the bottleneck of a folder run, for files only ~10 % smaller
-        opts = {"compress_level": 1} if fmt == "PNG" else {}
-        with open(tmp, "xb") as f:     # new file, created with the user's umask
-            image.save(f, format=fmt, **opts)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _print_table(rec, det):
     t, dets = rec["time_ms"], rec["detections"]
     n = len(dets)
@@ -509,8 +446,8 @@ def _progress(i, n, text):
 def cmd_bench(args):
     if args.model:
         return _bench_model(args)
-    import importlib
     import edgedl
+    from ._warmup import FAMILIES
     repeat = args.repeat or 30
     backends = [args.backend] if args.backend else edgedl.backends()
     if "numpy" not in backends:
@@ -522,8 +459,8 @@ def cmd_bench(args):
     done = 0
     for fam, name, make, kw in cases:
         try:
-            fn = getattr(importlib.import_module(f"edgedl.kernels.{fam}"), name)
-        except (ImportError, AttributeError):
+            fn = getattr(FAMILIES[fam], name)
+        except (KeyError, AttributeError):
             done += len(backends)
             continue
         a = make()

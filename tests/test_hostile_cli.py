@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgedl import cli
+from edgedl import _files, cli
 
 needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None,
                                 reason="the onnx package is not installed")
@@ -146,22 +146,22 @@ def test_same_stem_inputs_get_one_result_each(capsys, tmp_path):
 def test_output_paths_rules(tmp_path):
     ins = [str(tmp_path / n) for n in ("x.JPG", "x.jpg", "x.jpeg", "X.png", "x.png", "x.tiff",
                                        "x", "sub/x.png")]
-    got = cli._output_paths(ins, str(tmp_path / "o"))
+    got = _files.output_paths(ins, str(tmp_path / "o"))
     names = [os.path.relpath(p, tmp_path / "o") for p in got]
     assert names == ["x_detections.jpg", "x_detections-2.jpg", "x_detections.jpeg",
                      "X_detections.png", "x_detections-2.png", "x_tiff_detections.png",
                      "x_detections-3.png",
                      os.path.join("sub", "x_detections.png")]
-    assert got == cli._output_paths(ins, str(tmp_path / "o"))        # deterministic
+    assert got == _files.output_paths(ins, str(tmp_path / "o"))        # deterministic
     # an output folder that is the input folder under another name (a symlink)
     (tmp_path / "in").mkdir()
     src = str(tmp_path / "in" / "p.jpg")
     victim = str(tmp_path / "in" / "p_detections.jpg")
     os.symlink(tmp_path / "in", tmp_path / "alias")
-    got = cli._output_paths([src, victim], str(tmp_path / "alias"))
+    got = _files.output_paths([src, victim], str(tmp_path / "alias"))
     assert got[0] == str(tmp_path / "alias" / "p_detections-2.jpg")
     # the model is protected too
-    assert cli._output_paths([src], str(tmp_path / "in"), protect=[victim]) == \
+    assert _files.output_paths([src], str(tmp_path / "in"), protect=[victim]) == \
         [str(tmp_path / "in" / "p_detections-2.jpg")]
 
 
@@ -175,18 +175,18 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        cli._save_atomic(im, str(target))
+        _files.save_atomic(im, str(target))
     assert target.read_bytes() == b"previous result"       # never half-written
     assert os.listdir(tmp_path) == [target.name]          # and no temporary left behind
     monkeypatch.undo()
-    cli._save_atomic(im, str(target))
+    _files.save_atomic(im, str(target))
     assert Image.open(target).size == (8, 8) and os.listdir(tmp_path) == [target.name]
     # a link at the output path is replaced, its target is not written through
     other = tmp_path / "other.png"
     other.write_bytes(b"not mine")
     target.unlink()
     os.symlink(other, target)
-    cli._save_atomic(im, str(target))
+    _files.save_atomic(im, str(target))
     assert other.read_bytes() == b"not mine" and not os.path.islink(target)
 
 

@@ -149,7 +149,7 @@ class MTCNN:
         """uint8 RGB (h, w, 3) -> normalised float32 (height, width, 3) in the model's channel
         order: OpenCV's INTER_AREA (the reference's resize) on edgedl's separable resize
         kernel (see _area_taps)."""
-        from ..kernels import _dispatch
+        from ..kernels.resize import resize_taps
         cfg = self.config
         h0, w0 = image.shape[:2]
         shrink = height <= h0 and width <= w0
@@ -157,7 +157,7 @@ class MTCNN:
         iw, ww = _area_taps(w0, width, shrink)
         src = np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32)
         out = np.empty((1, 3, height, width), np.float32)
-        _dispatch.impl("resize", "resize_taps", self.backend)(src, ih, wh, iw, ww, out)
+        resize_taps(src, ih, wh, iw, ww, out, backend=self.backend)
         if round_u8:
             np.clip(np.rint(out, out=out), 0, 255, out=out)
         order = [2, 1, 0] if cfg["channel_order"] == "bgr" else [0, 1, 2]

@@ -234,9 +234,9 @@ def to_input(image, width, height, resize_mode="stretch", placement="topleft", p
     rows, cols, ih, wh, iw, ww = _plan(h0, w0, nh, nw, dtype)
     src = image if rows is None else image[rows]
     src = np.ascontiguousarray(src if cols is None else src[:, cols])
-    from ..kernels import _dispatch
-    _dispatch.impl("resize", "resize_linear_u8", backend)(
-        src, ih, wh, iw, ww, order, a.astype(dtype), b.astype(dtype), region)
+    from ..kernels.resize import resize_linear_u8
+    resize_linear_u8(src, ih, wh, iw, ww, order, a.astype(dtype), b.astype(dtype), region,
+                     backend=backend)
     if (nw, nh) != (width, height):
         pad = np.broadcast_to(np.asarray(pad_value, np.float64).clip(0, 255).round(), (3,))
         _border(out, nchw, px, py, nw, nh, (pad[order] * a + b).astype(dtype))

@@ -1,1 +1,2 @@
-"""Public kernel wrappers, one module per family: activations, pooling, conv, boxes."""
+"""Public kernel wrappers, one module per family: activations, boxes, conv, pooling, regions,
+resize (each validates its arguments, then dispatches to the numpy / numba / Cython twin)."""

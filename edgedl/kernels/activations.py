@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .. import _config, _validate as _v
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
 
 _FAMILY = "activations"
@@ -361,6 +361,34 @@ def softmax_grad(x, dy, axis=-1, out=None, backend=None):
 def log_softmax_grad(x, dy, axis=-1, out=None, backend=None):
     """dy - softmax(x) * sum(dy) along ``axis``."""
     return _softmax_like("log_softmax_grad", x, dy, axis, out, backend)
+
+
+# ----------------------------------------------------------------------------- planned
+# Elementwise twins and their parameters, in the twins' order (relu ... mish but prelu).
+_PLANNED = {"relu": (), "relu6": (), "clip": ("lo", "hi"), "leaky_relu": ("alpha",),
+            "elu": ("alpha",), "selu": ("alpha", "gamma"), "sigmoid": (),
+            "hard_sigmoid": ("alpha", "beta"), "tanh": (), "softplus": (), "swish": ("beta",),
+            "hard_swish": (), "mish": ()}
+
+
+def activation_plan(name, params=(), dtype=np.float32, backend=None):
+    """The elementwise activation ``name`` prepared once (the ONNX planner's epilogue after a
+    convolution): validates the name and ``params`` (the wrapper's parameters in order, e.g.
+    ``("swish", (1.0,))``) now and returns ``run(x, out)``, which applies it to C-contiguous
+    1-D arrays of ``dtype`` (``out`` may be ``x``; not checked: this is the fast path)."""
+    _v.choice(name, "name", tuple(_PLANNED))
+    dtype = np.dtype(dtype)
+    if dtype not in (_F32, _F64):
+        raise DTypeError(f"dtype must be float32 or float64, got {dtype}")
+    names = _PLANNED[name]
+    if len(params) != len(names):
+        raise ValidationError(f"{name} takes {len(names)} parameters {names}, got "
+                                 f"{len(params)}")
+    if name == "clip":
+        params = _clip_bounds(*params)
+    args = tuple(dtype.type(_v.real(p, n)) for p, n in zip(params, names))
+    fn = _dispatch.impl(_FAMILY, name, backend)
+    return (lambda x, out: fn(x, *args, out)) if args else fn
 
 
 # ----------------------------------------------------------------------------- warm-up

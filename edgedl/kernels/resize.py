@@ -8,10 +8,11 @@ import numbers
 import numpy as np
 
 from .. import _validate as V
-from ..errors import ShapeError, ValidationError
+from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
 
-__all__ = ["resize2d", "resize2d_plan", "COORDINATE_MODES", "NEAREST_MODES", "MODES"]
+__all__ = ["resize2d", "resize2d_plan", "resize_taps", "resize_linear_u8", "COORDINATE_MODES",
+           "NEAREST_MODES", "MODES"]
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
@@ -223,6 +224,86 @@ def resize2d_plan(x_shape, out_hw, mode="nearest", coordinate_transformation_mod
     return run
 
 
+def _taps_table(idx, wts, names, n_in, n_out, dtype, k=None):
+    """A (n_out, K) tap table: int64 indices in [0, n_in) and weights of ``dtype``, both
+    C-contiguous (no copy when they already are)."""
+    iname, wname = names
+    idx, wts = np.asarray(idx), np.asarray(wts)
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"{iname} must hold integer indices, got {idx.dtype}")
+    if wts.dtype != dtype:
+        raise DTypeError(f"{wname} must have the output's dtype {dtype}, got {wts.dtype}")
+    V.check_shape(idx, (n_out, k), iname)
+    V.check_shape(wts, idx.shape, wname)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_in):
+        raise ValidationError(f"{iname} must index [0, {n_in}), got values in "
+                              f"[{idx.min()}, {idx.max()}]")
+    return np.ascontiguousarray(idx, np.int64), np.ascontiguousarray(wts)
+
+
+def _float_out(out, ndim):
+    out = V.float_array(out, "out", ndim=ndim)
+    if not out.flags.writeable:
+        raise ValidationError("out is read-only")
+    return out
+
+
+def resize_taps(x, ih, wh, iw, ww, out, backend=None):
+    """Separable resize of x (N, C, H, W) into out (N, C, OH, OW) with explicit filter taps:
+    out[n, c, o, p] = sum_j sum_k wh[o, j] * ww[p, k] * x[n, c, ih[o, j], iw[p, k]], ih/wh
+    (OH, K) and iw/ww (OW, K) (e.g. from :func:`linear_taps`, or an area filter's taps).
+    Writes ``out`` (x's dtype) and returns it."""
+    x = V.float_array(x, "x", ndim=4)
+    out = _float_out(out, 4)
+    V.same_dtype(x, out, "x", "out")
+    V.check_shape(out, x.shape[:2] + (None, None), "out")
+    ih, wh = _taps_table(ih, wh, ("ih", "wh"), x.shape[2], out.shape[2], x.dtype)
+    iw, ww = _taps_table(iw, ww, ("iw", "ww"), x.shape[3], out.shape[3], x.dtype)
+    if out.size == 0:
+        return out
+    y = out
+    if not out.flags.c_contiguous or np.may_share_memory(out, x):
+        y = np.empty(out.shape, x.dtype)
+    _dispatch.impl("resize", "resize_taps", backend)(np.ascontiguousarray(x), ih, wh, iw, ww, y)
+    if y is not out:
+        out[...] = y
+    return out
+
+
+def resize_linear_u8(x, ih, wh, iw, ww, chan, a, b, out, backend=None):
+    """Bilinear resize of an H x W x C uint8 image straight into float planes (the image
+    inputs of edgedl.detect, as cv2.resize INTER_LINEAR then a per-channel affine):
+    out[c, o, p] = a[c] * sum_j sum_k wh[o, j] * ww[p, k] * x[ih[o, j], iw[p, k], chan[c]]
+    + b[c], with 2 taps per axis (ih/wh (OH, 2), iw/ww (OW, 2), as from :func:`linear_taps`).
+    ``chan`` picks the input channel of each output plane (RGB -> BGR); ``a``, ``b`` and the
+    taps' weights have out's dtype; ``out`` (C', OH, OW) float32/float64 may be strided (a
+    view into a padded input). Writes ``out`` and returns it."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        raise DTypeError(f"x must be a uint8 NumPy array (an H x W x C image), got "
+                         f"{getattr(x, 'dtype', type(x).__name__)}")
+    V.check_ndim(x, "x", ndim=3)
+    out = _float_out(out, 3)
+    dt = out.dtype
+    ih, wh = _taps_table(ih, wh, ("ih", "wh"), x.shape[0], out.shape[1], dt, 2)
+    iw, ww = _taps_table(iw, ww, ("iw", "ww"), x.shape[1], out.shape[2], dt, 2)
+    chan, a, b = np.asarray(chan), np.asarray(a), np.asarray(b)
+    if chan.dtype.kind not in "iu":
+        raise DTypeError(f"chan must hold integer channel indices, got {chan.dtype}")
+    V.check_shape(chan, (out.shape[0],), "chan")
+    if chan.size and (chan.min() < 0 or chan.max() >= x.shape[2]):
+        raise ValidationError(f"chan must index x's {x.shape[2]} channels, got {chan.tolist()}")
+    for v, name in ((a, "a"), (b, "b")):
+        if v.dtype != dt:
+            raise DTypeError(f"{name} must have out's dtype {dt}, got {v.dtype}")
+        V.check_shape(v, (out.shape[0],), name)
+    if out.size == 0:
+        return out
+    _dispatch.impl("resize", "resize_linear_u8", backend)(
+        np.ascontiguousarray(x), ih, wh, iw, ww, np.ascontiguousarray(chan, np.int64),
+        np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    return out
+
+
 def _warmup(backend):
     x = np.zeros((1, 1, 3, 3), np.float32)
     resize2d(x, (6, 6), backend=backend)
@@ -235,4 +316,4 @@ def _warmup(backend):
     out = np.empty((3, 6, 8), np.float32)
     chan = np.arange(3, dtype=np.int64)
     for o in (out[:, :, :6].copy(), out[:, :, :6]):
-        _dispatch.impl("resize", "resize_linear_u8", backend)(img, i, w, i, w, chan, ab, ab, o)
+        resize_linear_u8(img, i, w, i, w, chan, ab, ab, o, backend=backend)

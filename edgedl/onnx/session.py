@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _config
 from ..errors import InputError, ModelError
-from ..kernels import _gemm
+from ..kernels import conv as _conv
 from . import fuse as _fuse, graph as _graph, plan as _plan, proto as _proto
 from .ops import OPS
 
@@ -101,7 +101,7 @@ class InferenceSession:
         feed = self._check_feed(input_feed)
         backend = _config.resolve_backend(self._backend)
         key = (backend,) + tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
-        _gemm.single_threaded_blas()   # the conv GEMMs are split over edgedl's threads
+        _conv.single_threaded_blas()   # the conv GEMMs are split over edgedl's threads
         # the session's thread count holds for this call in this thread only, never globally
         with _config.use_num_threads(self._num_threads):
             if backend != "numpy":

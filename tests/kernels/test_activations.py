@@ -470,3 +470,37 @@ def test_fast_path_applies_thread_count_per_thread():
     finally:
         edgedl.set_num_threads(prev)
     assert seen == [2 if _runtime.openmp_enabled() else 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_plan(backend, dtype, rng):
+    """activation_plan (the planner's in-place epilogue after a conv): every elementwise
+    activation, its parameters validated once, in place on a 1-D array, the twin's bits and the
+    wrapper's values."""
+    from edgedl.kernels import _dispatch
+    params = {"clip": (-1.0, 2.0), "leaky_relu": (0.1,), "elu": (0.5,),
+              "selu": (1.5, 1.1), "hard_sigmoid": (0.3, 0.4), "swish": (1.5,)}
+    x = (rng.standard_normal(1037) * 4).astype(dtype)
+    for name in A._PLANNED:
+        p = params.get(name, ())
+        run = A.activation_plan(name, p, dtype=dtype, backend=backend)
+        want = np.empty_like(x)
+        _dispatch.impl("activations", name, backend)(x, *(dtype(v) for v in p), want)
+        y = x.copy()
+        run(y, y)
+        np.testing.assert_array_equal(y, want, err_msg=name)
+        np.testing.assert_allclose(y, getattr(A, name)(x, *p, backend=backend),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_activation_plan_refuses_bad_arguments():
+    with pytest.raises(ValidationError, match="name must be one of"):
+        A.activation_plan("softmax")
+    with pytest.raises(ValidationError, match=r"leaky_relu takes 1 parameters \('alpha',\)"):
+        A.activation_plan("leaky_relu", ())
+    with pytest.raises(ValidationError, match="alpha"):
+        A.activation_plan("elu", ("a",))
+    with pytest.raises(DTypeError, match="dtype must be float32 or float64, got int32"):
+        A.activation_plan("relu", dtype=np.int32)
+    # every elementwise activation is plannable (prelu takes a per-channel slope array)
+    assert set(A._PLANNED) == set(A._NAMES) - {"prelu", "softmax", "log_softmax"}

@@ -1,6 +1,8 @@
 """resize2d: every backend x dtype x mode x coordinate_transformation_mode x nearest_mode vs
 onnxruntime Resize (and onnx's reference evaluator for tf_half_pixel_for_nearest, which
 onnxruntime does not implement), twins vs the NumPy reference, edge cases, errors."""
+import re
+
 import numpy as np
 import pytest
 
@@ -135,10 +137,11 @@ def test_linear_u8_image_kernel(backend, dtype, rng):
     """resize_linear_u8 (uint8 H x W x 3 -> float planes, channel pick + affine, for image
     inputs) == the float resize_taps reference on the picked planes, then the affine; into a
     strided (NHWC) output view too."""
-    from edgedl.kernels import _dispatch
     from edgedl.kernels._ref.resize import resize_taps
-    from edgedl.kernels.resize import linear_taps, source_coords
-    kern = _dispatch.impl("resize", "resize_linear_u8", backend)
+    from edgedl.kernels.resize import linear_taps, resize_linear_u8, source_coords
+
+    def kern(*args):
+        return resize_linear_u8(*args, backend=backend)
     for (h, w), (oh, ow) in (((9, 17), (4, 30)), ((40, 3), (41, 1)), ((1, 1), (3, 2))):
         x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         ih, wh = linear_taps(source_coords(oh, h, oh / h, "half_pixel"), h)
@@ -157,6 +160,73 @@ def test_linear_u8_image_kernel(backend, dtype, rng):
         kern(x, ih, wh, iw, ww, chan, a, b, nhwc[1:-1].transpose(2, 0, 1))
         _close(nhwc[1:-1].transpose(2, 0, 1), want, 1e-10 if dtype == np.float64 else 2e-4)
         assert not nhwc[0].any() and not nhwc[-1].any()
+
+
+def _u8_case(dtype=np.float32, h=6, w=5, oh=4, ow=7):
+    from edgedl.kernels.resize import linear_taps, source_coords
+    ih, wh = linear_taps(source_coords(oh, h, oh / h, "half_pixel"), h)
+    iw, ww = linear_taps(source_coords(ow, w, ow / w, "half_pixel"), w)
+    x = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+    one = np.ones(3, dtype)
+    return [x, ih, wh.astype(dtype), iw, ww.astype(dtype), np.arange(3), one, one,
+            np.empty((3, oh, ow), dtype)]
+
+
+@pytest.mark.parametrize("i, bad, err, words", [
+    (0, np.zeros((6, 5, 3), np.float32), DTypeError, "x must be a uint8"),
+    (0, np.zeros((6, 15), np.uint8), ShapeError, "x must have rank 3"),
+    (1, np.full((4, 2), 6), ValidationError, "ih must index [0, 6)"),
+    (1, np.zeros((4, 3), np.int64), ShapeError, "ih must have shape (4, 2)"),
+    (2, np.zeros((4, 2)), DTypeError, "wh must have the output's dtype float32"),
+    (3, np.full((7, 2), -1), ValidationError, "iw must index [0, 5)"),
+    (3, np.zeros((7, 2)), DTypeError, "iw must hold integer indices"),
+    (5, np.array([0, 1, 3]), ValidationError, "chan must index x's 3 channels"),
+    (5, np.arange(2), ShapeError, "chan must have shape (3)"),
+    (6, np.ones(3), DTypeError, "a must have out's dtype float32"),
+    (8, np.empty((3, 4, 7), np.int32), DTypeError, "out must have dtype float32 or float64"),
+])
+def test_linear_u8_refuses_bad_arguments(backend, i, bad, err, words):
+    """The public resize_linear_u8 validates before any backend runs (the Cython twin reads
+    the tables without bounds checks)."""
+    from edgedl.kernels.resize import resize_linear_u8
+    args = _u8_case()
+    args[i] = bad
+    with pytest.raises(err, match=re.escape(words)):
+        resize_linear_u8(*args, backend=backend)
+
+
+def test_linear_u8_wrapper_is_the_twin(backend):
+    """The wrapper adds checks only: the twin's exact bits, in place, returned."""
+    from edgedl.kernels import _dispatch
+    from edgedl.kernels.resize import resize_linear_u8
+    args = _u8_case()
+    want = args[-1].copy()
+    _dispatch.impl("resize", "resize_linear_u8", backend)(*args[:-1], want)
+    assert resize_linear_u8(*args, backend=backend) is args[-1]
+    np.testing.assert_array_equal(args[-1], want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_resize_taps_public(backend, dtype, rng):
+    """resize_taps with explicit taps == resize2d linear (the same taps), into a strided out;
+    bad tables are refused with the argument named."""
+    from edgedl.kernels.resize import linear_taps, resize_taps, source_coords
+    x = rng.standard_normal((2, 3, 9, 6)).astype(dtype)
+    ih, wh = linear_taps(source_coords(5, 9, 5 / 9, "half_pixel"), 9)
+    iw, ww = linear_taps(source_coords(11, 6, 11 / 6, "half_pixel"), 6)
+    want = resize2d(x, (5, 11), "linear", backend="numpy")
+    base = np.zeros((2, 3, 5, 22), dtype)
+    got = resize_taps(x, ih, wh.astype(dtype), iw, ww.astype(dtype), base[..., ::2],
+                      backend=backend)
+    assert got.base is base
+    _close(got, want, 1e-12 if dtype == np.float64 else 1e-5)
+    assert not base[..., 1::2].any()
+    with pytest.raises(ValidationError, match=re.escape("iw must index [0, 6)")):
+        resize_taps(x, ih, wh.astype(dtype), iw + 1, ww.astype(dtype), base[..., ::2],
+                    backend=backend)
+    other = np.float64 if dtype == np.float32 else np.float32
+    with pytest.raises(DTypeError, match="x and out must have the same dtype"):
+        resize_taps(x, ih, wh, iw, ww, np.empty((2, 3, 5, 11), other), backend=backend)
 
 
 def test_non_contiguous_out_and_empty(backend, rng):

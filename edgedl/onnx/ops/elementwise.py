@@ -1,17 +1,13 @@
 """Elementwise ops: arithmetic and comparisons on NumPy ufuncs (numpy broadcasting = ONNX
 multidirectional broadcasting), activations on edgedl.kernels.activations."""
-import importlib
 import math
 
 import numpy as np
 
+from ...kernels import activations as _acts
 from . import op, takes_out
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _kernels(family):
-    return importlib.import_module(f"edgedl.kernels.{family}")
 
 
 # ----------------------------------------------------------------------------- binary
@@ -127,7 +123,7 @@ def _act(ctx, name, *params, fallback=None):
         if fallback is None:
             raise ctx.fail(f"input dtype {dt} is not supported (float32/float64 only)")
         return fallback
-    k = getattr(_kernels("activations"), name)
+    k = getattr(_acts, name)
     b = ctx.backend
     if params:
         return takes_out(lambda x, *_, out=None: k(x, *params, out=out, backend=b))
@@ -216,7 +212,7 @@ def clip(ctx):
             return np.array(r, dtype=x.dtype)
         return f
     lo, hi = clip_bounds(ctx)
-    k = _kernels("activations")
+    k = _acts
     b = ctx.backend
     if lo == 0 and hi == 6:
         return takes_out(lambda x, *_, out=None: k.relu6(x, out=out, backend=b))
@@ -231,7 +227,7 @@ def clip(ctx):
 def prelu(ctx):
     if ctx.dtypes[0] not in _FLOATS:
         return lambda x, s: np.where(x < 0, x * s, x).astype(x.dtype)
-    k = _kernels("activations").prelu
+    k = _acts.prelu
     b = ctx.backend
     nd = len(ctx.shapes[0])
 
@@ -275,7 +271,7 @@ def _flat_softmax(k, axis, b):
 
 @op("Softmax", "LogSoftmax")
 def softmax(ctx):
-    k = getattr(_kernels("activations"),
+    k = getattr(_acts,
                 "softmax" if ctx.node.op_type == "Softmax" else "log_softmax")
     b = ctx.backend
     if ctx.opset < 13 and not ctx.attr("_single_axis"):

@@ -2,8 +2,10 @@
 LRN, MatMul/Gemm, Resize/Upsample, NonMaxSuppression."""
 import numpy as np
 
+from ...kernels import activations as _acts, boxes as _boxes, conv as _conv, pooling as _pool
+from ...kernels import resize as _resize
 from . import ints, op, takes_out
-from .elementwise import _FLOATS, _kernels
+from .elementwise import _FLOATS
 
 
 def _spatial(ctx, name, n, default):
@@ -57,7 +59,7 @@ def conv(ctx):
     if nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2)):
         return _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params)
 
-    k = _kernels("conv").conv2d
+    k = _conv.conv2d
     b = ctx.backend
     w_const = ctx.consts[1]
     if w_const is not None:
@@ -89,13 +91,10 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
     dt = ctx.dtypes[0]
     post = None
     if act in _POST_ACTS:
-        from ...kernels import _dispatch
-        twin, params = _POST_ACTS[act]
-        fn, params = _dispatch.impl("activations", twin, b), tuple(dt.type(p) for p in params)
-        post = (lambda a, o: fn(a, *params, o)) if params else fn
+        post = _acts.activation_plan(*_POST_ACTS[act], dtype=dt, backend=b)
         act, act_params = None, ()
     try:
-        run = _kernels("conv").conv2d_plan(
+        run = _conv.conv2d_plan(
             ctx.shapes[0], ctx.consts[1], ctx.consts[2] if ctx.has(2) else None, strides,
             pads, dil, group, auto_pad, act, act_params, dtype=dt, backend=b)
     except ValueError as e:
@@ -114,7 +113,7 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
 
 @op("ConvTranspose")
 def conv_transpose(ctx):
-    k = _kernels("conv").conv_transpose2d
+    k = _conv.conv_transpose2d
     xs = ctx.shapes[0]
     nsp = _as_2d(ctx, len(xs), "ConvTranspose")
     strides = _lift(_spatial(ctx, "strides", nsp, [1]), nsp, 1)
@@ -193,7 +192,7 @@ def pool(ctx):
         ctx.dtypes = [np.dtype(np.float64)]
         run = pool(ctx)
         return lambda x: run(x.astype(np.float64)).astype(x.dtype)
-    pk = _kernels("pooling")
+    pk = _pool
     b = ctx.backend
     if nsp == 2 and ctx.static:     # validated once; per call only the kernel runs
         try:
@@ -221,7 +220,7 @@ def pool(ctx):
 def global_pool(ctx):
     avg = ctx.node.op_type == "GlobalAveragePool"
     if len(ctx.shapes[0]) == 4 and ctx.dtypes[0] in _FLOATS:
-        k = getattr(_kernels("pooling"), "global_avg_pool2d" if avg else "global_max_pool2d")
+        k = getattr(_pool, "global_avg_pool2d" if avg else "global_max_pool2d")
         b = ctx.backend
         return lambda x: k(x, backend=b)
     axes = tuple(range(2, len(ctx.shapes[0])))
@@ -292,7 +291,7 @@ def gemm(ctx):
 def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of, sizes_of,
                roi_of, axes=None, policy="stretch"):
     """A function x, *inputs -> resized x on resize2d (scaling only on the two last axes)."""
-    rk = _kernels("resize")
+    rk = _resize
     k = rk.resize2d
     b = ctx.backend
     mode = {"bilinear": "linear", "trilinear": "linear"}.get(mode, mode)
@@ -404,7 +403,7 @@ def upsample(ctx):
 # ----------------------------------------------------------------------------- boxes
 @op("NonMaxSuppression")
 def nms(ctx):
-    k = _kernels("boxes").non_max_suppression
+    k = _boxes.non_max_suppression
     cpb = int(ctx.attr("center_point_box", 0))
     b = ctx.backend
 
