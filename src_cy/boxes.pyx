@@ -307,9 +307,9 @@ cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, dou
     scaled by the square root of the level's area over the median area); at most 2m cells
     in all. With tl = 0, boxes over _BIG times the median size go to the big boxes."""
     cdef double x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY
-    cdef double l0 = INFINITY, l1 = -INFINITY, c, mw, mh, r
+    cdef double l0 = INFINITY, l1 = -INFINITY, c, mw, mh, r, total
     cdef floating a
-    cdef Py_ssize_t p, ns, lv, total, most
+    cdef Py_ssize_t p, ns, lv, most
     cdef const floating* b
     for p in range(m):
         b = bx + 4 * order[p]
@@ -327,7 +327,7 @@ cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, dou
                 l1 = max(l1, c)
     ns = min(m, <Py_ssize_t>_SAMPLE)
     for p in range(ns):
-        b = bx + 4 * order[(p * m) // ns]
+        b = bx + 4 * order[p * (m // ns) + p * (m % ns) // ns]   # p m / ns, no overflow
         samp[p] = <double>b[2] - <double>b[0]
         samp[ns + p] = <double>b[3] - <double>b[1]
     mw = _median_size(samp, ns, x1 - x0, m)
@@ -342,13 +342,13 @@ cdef void _make_grid(const floating* bx, const int64_t* order, Py_ssize_t m, dou
         g.gx[lv] = _cells_along(x1 - x0, cell * mw * r, m)
         g.gy[lv] = _cells_along(y1 - y0, cell * mh * r, m)
     while True:             # at most 2m cells: halve the longer side of the finest level
-        total = 0
+        total = 0                       # (in double: gx * gy may overflow a 32-bit ssize_t)
         most = 0
         for lv in range(g.gl):
-            total += g.gx[lv] * g.gy[lv]
-            if g.gx[lv] * g.gy[lv] > g.gx[most] * g.gy[most]:
+            total += <double>g.gx[lv] * g.gy[lv]
+            if <double>g.gx[lv] * g.gy[lv] > <double>g.gx[most] * g.gy[most]:
                 most = lv
-        if total <= 2 * m:              # (gl <= 64 <= 2m always fits)
+        if total <= 2.0 * m:            # (gl <= 64 <= 2m always fits)
             break
         if g.gx[most] >= g.gy[most]:
             g.gx[most] = (g.gx[most] + 1) // 2

@@ -305,7 +305,7 @@ def _make_grid(boxes, order, lo, m, tl, cell):
     sw = np.empty(ns, np.float64)
     sh = np.empty(ns, np.float64)
     for p in range(ns):
-        j = order[lo + (p * m) // ns]
+        j = order[lo + p * (m // ns) + p * (m % ns) // ns]   # p m / ns, no overflow
         sw[p] = np.float64(boxes[j, 2]) - np.float64(boxes[j, 0])
         sh[p] = np.float64(boxes[j, 3]) - np.float64(boxes[j, 1])
     mw = _median_size(sw, x1 - x0, m)
