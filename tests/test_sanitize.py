@@ -205,6 +205,10 @@ def asan_conv(tmp_path_factory):
         except OSError:   # read-only home, or another run published first: use this build
             shutil.rmtree(tmp, ignore_errors=True)
             cached = folder
+        else:             # keep only this build (~10 MB each)
+            for old in cached.parent.iterdir():
+                if old.name != cached.name and "." not in old.name:
+                    shutil.rmtree(old, ignore_errors=True)
     built = list(cached.glob("conv.*"))
     assert built, f"no conv module in {cached}"
     assert b"__asan_report" in built[0].read_bytes(), f"{built[0]} is not instrumented"
