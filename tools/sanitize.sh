@@ -3,7 +3,7 @@
 # and bounds checking (numba), issue 15 point 6.
 #
 #   bash tools/sanitize.sh                  # tests/kernels tests/runtime + every fuzz/hostile test
-#   bash tools/sanitize.sh --quick          # conv, pooling, resize kernels + fuzz/hostile tests, -x
+#   bash tools/sanitize.sh --quick          # conv, pooling, resize + the kernels' fuzz tests, -x
 #   bash tools/sanitize.sh -- tests/kernels/test_conv.py -k cython    # these pytest arguments
 #   bash tools/sanitize.sh --keep ...       # keep the work folder (the instrumented copy)
 #   SANITIZE_DIR=/tmp/san bash tools/sanitize.sh --reuse ...   # rerun tests on the build kept
@@ -33,6 +33,9 @@
 # test), so the run stops at the first memory error; its report is printed at the end.
 #
 # Extra pytest options without replacing the default paths: PYTEST_ADDOPTS="--deselect ...".
+# Known clash: a child process that caps its address space (RLIMIT_AS, e.g. the model fuzzer's
+# children) cannot start under ASan, whose shadow memory reserves terabytes of it ("ERROR:
+# Failed to mmap"); such a harness must skip the cap when libasan is in LD_PRELOAD.
 # Settings: SANITIZE_DIR (work folder; kept if given), EDGEDL_SHARED (models/images, default
 # ../shared beside the checkout), CC (compiler, default gcc).
 set -euo pipefail
