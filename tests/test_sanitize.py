@@ -3,13 +3,15 @@
 - test_conv_pool_under_asan: the conv extension built with AddressSanitizer + UBSan (setup.py's
   EDGEDL_CY_SANITIZE=1) into a temp folder, then hostile conv / pool calls (huge pads and
   dilations, strides past the input, taps wholly in the padding) in a subprocess with libasan
-  preloaded, each compared with the NumPy reference: no sanitizer report, same answers.
+  preloaded, each compared with the NumPy reference: no sanitizer report, same answers. (Only
+  conv is instrumented here; the pool calls are checked against the reference only. Every
+  module is instrumented in tools/sanitize.sh, which runs these cases too.)
 - test_conv_pool_numba_boundscheck: the same calls on numba with NUMBA_BOUNDSCHECK=1 and a fresh
   cache (numba's cache key ignores the flag: an old cache would run unchecked code).
 
-Cost: the ASan build takes ~20 s of CPU once per change of src_cy/ or setup.py (it is cached
-in ~/.cache/edgedl/asan/), the numba run ~6 s (its slow pooling / direct-depthwise compiles are
-left to tools/sanitize.sh). Skipped without gcc + libasan + Cython, off Linux and under ARM
+Cost (2-core x86): the ASan build ~21 s once per change of conv.pyx, the shared .pxd/.h or
+setup.py (cached in ~/.cache/edgedl/asan/), the numba run 3-8 s (its slow pooling /
+direct-depthwise compiles are left to tools/sanitize.sh): 25 s fresh, ~5 s cached. Skipped without gcc + libasan + Cython, off Linux and under ARM
 emulation; EDGEDL_SANITIZE=0 skips all, EDGEDL_SANITIZE=1 runs every case on numba too and
 makes a missing toolchain a failure instead of a skip.
 
