@@ -538,6 +538,16 @@ cdef void _nms_xwindow(const floating* bx, const int64_t* order, Py_ssize_t m, d
         keep[p] = 1
 
 
+cdef void _keep_all(Py_ssize_t m, int64_t max_output, uint8_t* keep) noexcept nogil:
+    """t >= 1: IoU <= 1 in floating point too (inter = fl(w h) <= each area, as w, h do not
+    exceed the widths and heights and rounding is monotone; so fl(A + B) >= 2 inter and the
+    union >= inter), so every candidate is kept, up to max_output. (N copies of one box
+    would cost the grid N^2 / 2 tests.)"""
+    cdef Py_ssize_t p
+    for p in range(m if max_output < 0 else min(m, <Py_ssize_t>max_output)):
+        keep[p] = 1
+
+
 def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::1] bounds,
         double iou_threshold, int64_t max_output, uint8_t[::1] keep):
     """Greedy NMS per segment, the exact greedy result: segments shorter than _GRID_MIN with
@@ -563,7 +573,9 @@ def nms(const floating[:, ::1] boxes, const int64_t[::1] order, const int64_t[::
     with nogil:
         for s in range(nseg):
             m = bounds[s + 1] - bounds[s]
-            if m < _GRID_MIN:           # kx1: the head buffer, as doubles (m <= its length)
+            if iou_threshold >= 1:      # nothing is suppressed (see _keep_all)
+                _keep_all(m, max_output, &keep[0] + bounds[s])
+            elif m < _GRID_MIN:         # kx1: the head buffer, as doubles (m <= its length)
                 _nms_xwindow(&boxes[0, 0], &order[0] + bounds[s], m, iou_threshold,
                              max_output, &keep[0] + bounds[s], kb, <double*>head)
             else:

@@ -128,6 +128,25 @@ def test_nms_1e5_spread_boxes(be, rng):
     np.testing.assert_array_equal(keep, B.nms(b, s, 0.5, backend=other))
 
 
+def test_nms_many_duplicates(rng):
+    # copies of a few boxes: suppressed at once below t = 1; at t = 1 (IoU never exceeds 1,
+    # in floating point too) every copy is kept, without N^2 tests
+    base = np.concatenate([rng.random((50, 2)) * 100, rng.random((50, 2)) * 100 + 100], 1)
+    b = base[rng.integers(0, 50, 3000)].astype(np.float32)
+    s = rng.random(3000).astype(np.float32)
+    for thr in (0.0, 0.5, 0.999, 1.0):
+        want = B.nms(b, s, thr, backend="numpy")
+        for be in COMPILED:
+            require_backend(be)
+            np.testing.assert_array_equal(B.nms(b, s, thr, backend=be), want)
+            np.testing.assert_array_equal(B.nms(b, s, thr, max_output=7, backend=be), want[:7])
+    big = np.repeat(b[:1], 200_000, 0)
+    sb = rng.random(200_000).astype(np.float32)
+    for be in COMPILED:
+        assert len(B.nms(big, sb, 1.0, backend=be)) == 200_000
+        assert len(B.nms(big, sb, 0.99, backend=be)) == 1
+
+
 def test_zero_area_boxes_kept_on_grid_path(rng):
     # thousands of boxes, half of them zero-area (points and segments) on top of the others:
     # a zero-area box has IoU 0 with everything: never suppressed, never suppresses

@@ -442,7 +442,10 @@ def nms(boxes, order, bounds, iou_threshold, max_output, keep):
     head = np.empty(2 * longest + 2 if longest >= _GRID_MIN else 0, np.int64)
     for s in range(nseg):
         lo, m = bounds[s], bounds[s + 1] - bounds[s]
-        if m < _GRID_MIN:
+        if iou_threshold >= 1:
+            # IoU <= 1 in floating point too (the Cython twin's _keep_all): keep them all
+            keep[lo:lo + (m if max_output < 0 else min(m, max_output))] = 1
+        elif m < _GRID_MIN:
             _nms_xwindow(boxes, order, lo, m, iou_threshold, max_output, keep, kb, kx1, z)
         else:
             _nms_grid(boxes, order, lo, m, iou_threshold, max_output, keep, kb, nxt, head, z)
