@@ -5,9 +5,10 @@ configuration module only; numba, onnx and Pillow are imported when first needed
 """
 import importlib
 
-from ._config import (backends, get_backend, get_num_threads, set_backend, set_num_threads,
-                      show_config, use_backend)
-from .errors import EdgeDLError, UnsupportedOpsError
+from ._config import (  # noqa: F401  (the public surface)
+    backends, get_backend, get_num_threads, set_backend, set_num_threads, show_config,
+    use_backend)
+from .errors import EdgeDLError, UnsupportedOpsError  # noqa: F401  (the public surface)
 
 __version__ = "0.1.0"
 

@@ -981,7 +981,7 @@ def _labels(value, origin, preset_dir, num_classes, facts, meta_key):
     msg = (f"{where} has {len(names)} names but model {facts.name} has {num_classes} "
            f"class{'es' * (num_classes != 1)}")
     if origin in ("user", "preset"):
-        raise ValidationError(msg + f": give one name per class in `labels`")
+        raise ValidationError(msg + ": give one name per class in `labels`")
     warnings.warn(msg + "; showing class numbers instead", stacklevel=4)
     return None
 

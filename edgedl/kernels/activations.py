@@ -114,7 +114,7 @@ def _elementwise(name, x, dy, out, backend, params=()):
 
 def _axis(x, axis):
     if x.ndim < 1:
-        raise ShapeError(f"x must have rank >= 1 for a softmax, got a 0-d array")
+        raise ShapeError("x must have rank >= 1 for a softmax, got a 0-d array")
     if type(axis) is not int:
         axis = _v.integer(axis, "axis")
     if not -x.ndim <= axis < x.ndim:

@@ -33,7 +33,7 @@ SAME_TYPE["Where"] = slice(1, 3)
 
 
 class Plan:
-    __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "nodes", "first",
+    __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "nodes",
                  "buffer_sizes", "views", "arenas")
 
     def __init__(self):
@@ -56,7 +56,7 @@ def _first(fn):
     return lambda *a: fn(*a)[0]
 
 
-def _as_tuple(r, n):
+def _as_tuple(r):
     if isinstance(r, tuple):
         return r
     if isinstance(r, list):
@@ -141,7 +141,7 @@ def build(graph, feed, backend):
                       static=not any(i in dynamic for i in ins if i))
             fn = OPS[node.op_type](ctx)
             raw = fn(*vals)
-            res = _as_tuple(raw, len(node.outputs))
+            res = _as_tuple(raw)
         except ModelError:
             raise
         except MemoryError as e:     # a kernel's guard (ResourceError) or numpy's allocation
@@ -202,7 +202,6 @@ def build(graph, feed, backend):
         plan.template[s] = known[name]
     plan.in_slots = {vi.name: slot[vi.name] for vi in graph.inputs}
     plan.out_slots = {name: slot[name] for name in out_names}
-    plan.first = {}
     _set_frees(plan, set(plan.out_slots.values()) | set(const_slots.values()))
     _assign_buffers(plan, wants, alias, graph_outs, shapes)
     # an output that is a constant or a feed must be copied on return

@@ -190,18 +190,18 @@ def pool(ctx):
             raise ctx.fail(f"input dtype {ctx.dtypes[0]} is not supported")
         # small integers are exact in float64: pool there, cast back
         ctx.dtypes = [np.dtype(np.float64)]
-        run = pool(ctx)
-        return lambda x: run(x.astype(np.float64)).astype(x.dtype)
+        as_float = pool(ctx)
+        return lambda x: as_float(x.astype(np.float64)).astype(x.dtype)
     pk = _pool
     b = ctx.backend
     if nsp == 2 and ctx.static:     # validated once; per call only the kernel runs
         try:
-            run = pk.pool2d_plan(ctx.shapes[0], "max" if t == "MaxPool" else "avg", ks,
-                                 strides, pads, dil, ceil, auto_pad,
-                                 bool(ctx.attr("count_include_pad", 0)), ctx.dtypes[0], b)
+            planned = pk.pool2d_plan(ctx.shapes[0], "max" if t == "MaxPool" else "avg", ks,
+                                     strides, pads, dil, ceil, auto_pad,
+                                     bool(ctx.attr("count_include_pad", 0)), ctx.dtypes[0], b)
         except ValueError as e:
             raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda x, *_, out=None: planned(x, out))
     if t == "MaxPool":
         def run(x, out=None):
             return pk.max_pool2d(x, ks, strides, pads, dil, ceil, auto_pad, out=out, backend=b)
