@@ -7,12 +7,11 @@ Load (graph.py) -> rewrites (fuse.py) -> one plan per input-shape signature (pla
 """
 import collections
 import threading
-import time
 
 import numpy as np
 
 from .. import _config
-from ..errors import InputError, ModelError
+from ..errors import InputError, ValidationError
 from ..kernels import conv as _conv
 from . import fuse as _fuse, graph as _graph, plan as _plan, proto as _proto
 from .ops import OPS
@@ -43,6 +42,11 @@ class NodeArg:
         return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
 
 
+# onnxruntime.InferenceSession's keywords beyond its signature: accepted and ignored here, as
+# sess_options / providers / provider_options are, so code written for onnxruntime runs unchanged
+_ORT_KEYWORDS = ("disabled_optimizers", "enable_fallback", "read_config_from_model")
+
+
 class InferenceSession:
     """Run an ONNX model on edgedl's kernels.
 
@@ -51,13 +55,22 @@ class InferenceSession:
     ``profile=True`` records per-node times (see :meth:`profile_report`). ``fuse=False``
     disables the graph rewrites (BatchNorm folding, activation fusion) — for testing.
     ``sess_options`` (an onnxruntime SessionOptions or alike): its ``intra_op_num_threads``
-    (> 0) is the thread count when ``num_threads`` is None; the rest of it and ``providers``
-    are ignored, so code written for onnxruntime runs unchanged. The thread count applies to
-    this session's runs only, in the calling thread.
+    (> 0) is the thread count when ``num_threads`` is None; the rest of it, ``providers``,
+    ``provider_options`` and onnxruntime's other keywords are ignored, so code written for
+    onnxruntime runs unchanged; any other keyword is refused (ValidationError). The thread
+    count applies to this session's runs only, in the calling thread.
     """
 
     def __init__(self, model, backend=None, num_threads=None, profile=False, fuse=True,
                  sess_options=None, providers=None, provider_options=None, **kwargs):
+        unknown = sorted(set(kwargs) - set(_ORT_KEYWORDS))
+        if unknown:     # a typo (num_thread=2) must not pass silently
+            import inspect
+            known = [p for p in inspect.signature(InferenceSession).parameters if p != "kwargs"]
+            raise ValidationError(
+                f"InferenceSession got unknown keyword argument{'s' * (len(unknown) > 1)} "
+                f"{', '.join(unknown)}; it accepts {', '.join(known)} (and onnxruntime's "
+                f"{', '.join(_ORT_KEYWORDS)}, ignored)")
         # fails early on an unknown backend; numba (~0.45 s to import on x86, seconds on a
         # Pi) is loaded with the session, like onnxruntime sets up its kernels, not in run()
         if _config.resolve_backend(backend) == "numba":

@@ -38,6 +38,22 @@ def test_api_path_bytes_proto(tmp_path):
     assert s.run(["y"], {"x": x})[0].shape == (2, 2, 8, 8)
 
 
+def test_unknown_keywords_are_refused_with_the_accepted_ones():
+    """A typo must not pass silently; onnxruntime's own keywords are accepted (and ignored)."""
+    from edgedl.errors import ValidationError
+    m = _small_model()
+    with pytest.raises(ValidationError, match="unknown keyword argument num_thread; it accepts "
+                       "model, backend, num_threads, profile, fuse, sess_options, providers, "
+                       "provider_options"):
+        edgedl.InferenceSession(m, num_thread=2)
+    with pytest.raises(ValidationError, match="unknown keyword arguments a, b;"):
+        edgedl.InferenceSession(m, b=1, a=2)
+    s = edgedl.InferenceSession(m, sess_options=None, providers=["CPUExecutionProvider"],
+                                provider_options=[{}], disabled_optimizers=["x"],
+                                enable_fallback=0, read_config_from_model=0)
+    assert s.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})[0].shape == (1, 2, 8, 8)
+
+
 def test_malformed_and_truncated(tmp_path):
     data = _small_model().SerializeToString()
     for bad in (data[: len(data) // 2], data[:-7], b"\x00\x01garbage\xff" * 3, b""):
