@@ -22,6 +22,11 @@ if importlib.util.find_spec("onnx") is None:
     collect_ignore = ["runtime"]
 ARM_EMULATED = os.environ.get("ARM_EMULATED", "") not in ("", "0")
 
+# Tests start Python subprocesses (`python -c ...`, `python -m edgedl`) from the checkout: the
+# current folder first on their sys.path would import the source tree, which in a plain
+# (non-editable) install has no compiled extensions, instead of the installed package.
+os.environ.setdefault("PYTHONSAFEPATH", "1")
+
 
 def shared_path():
     """The shared/ folder beside the checkout (or $EDGEDL_SHARED), or None."""

@@ -289,7 +289,8 @@ def child_main(seeds):
     """Run cases in this (child) process, one line before and one after each."""
     import resource
     import edgedl
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):   # ASan reserves terabytes
+        resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
     edgedl.set_memory_limit(CHILD_MEMORY_LIMIT)
     for seed in seeds:
         print(f"start {seed}", flush=True)
