@@ -169,3 +169,13 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_warmup_runs(backend):
     R._warmup(backend)
+
+
+def test_numba_area_tolerance_is_the_references():
+    """The numba twin keeps its own AREA_RTOL (backends never import one another; the Cython
+    twin writes it as a cdef constant): it must equal the reference's."""
+    from conftest import require_backend
+    from edgedl.kernels import _dispatch
+    from edgedl.kernels._ref import regions as ref
+    require_backend("numba")
+    assert _dispatch.twin_module("regions", "numba").AREA_RTOL == ref.AREA_RTOL
