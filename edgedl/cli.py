@@ -637,6 +637,9 @@ def _print_detector(args, proto):
             warnings.simplefilter("always")
             conf = autoconfig.configure(facts, preset, family, kw)
     except ValidationError as e:
+        if kw or preset is not None or family is not None:
+            # a setting the user gave is wrong: a usage error (exit 2), as in `detect`
+            raise UsageError(autoconfig.cli_message(_one_line(e))) from None
         print(f"detector: not configured: {autoconfig.cli_message(_one_line(e))}")
         for m in autoconfig.matches(facts):
             print(f"  the outputs fit {m.family} ({m.reason})")

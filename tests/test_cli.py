@@ -302,10 +302,18 @@ def test_family_and_preset_combine_and_one_label(capsys, tmp_path, shared_dir):
     assert rows["iou_threshold"][1:] == ["0.5", "user"]
     assert "1 name: person" in out and rows["labels"][-1] == "user"
     rc, out, err = run(capsys, "info", model, "--family", "yolox", "--preset", str(preset))
-    assert "not configured: --family 'yolox' contradicts the preset's family 'ssd'" in out
+    assert rc == 2 and "--family 'yolox' contradicts the preset's family 'ssd'" in err, err
 
 
 def test_version(capsys):
     import edgedl
     rc, out, err = run(capsys, "--version")
     assert rc == 0 and out.strip() == f"edgedl {edgedl.__version__}", (rc, out, err)
+
+
+def test_info_with_a_bad_setting_is_a_usage_error(capsys, shared_dir):
+    rc, out, err = run(capsys, "info", str(shared_dir / "models" / "yunet_n_320.onnx"),
+                       "--score-threshold", "5")
+    assert rc == 2
+    assert err.strip().splitlines() == ["edgedl: error: --score-threshold must be <= 1.0, "
+                                        "got 5.0"], err
