@@ -192,6 +192,8 @@ cdef floating _iou_kind(floating ax1, floating ay1, floating ax2, floating ay2, 
     diou = iou - (dx * dx + dy * dy) / diag
     if kind == 2:
         return diou
+    if not (ax2 - ax1 > 0 and ay2 - ay1 > 0 and bx2 - bx1 > 0 and by2 - by1 > 0):
+        return diou       # a zero-area box has no aspect ratio: its term is 0
     d = _atan2(bx2 - bx1, by2 - by1) - _atan2(ax2 - ax1, ay2 - ay1)
     v = <floating>_FOUR_OVER_PI2 * d * d
     alpha = v / ((1 - iou) + v + eps)

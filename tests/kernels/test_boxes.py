@@ -59,6 +59,8 @@ def naive_iou(a, b, kind="iou"):
     diou = iou - rho2 / (cw * cw + ch * ch + 1e-7)
     if kind == "diou":
         return diou
+    if min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]) <= 0:
+        return diou       # a zero-area box has no aspect ratio: no aspect term (issue 15)
     v = 4 / math.pi ** 2 * (math.atan2(b[2] - b[0], b[3] - b[1])
                             - math.atan2(a[2] - a[0], a[3] - a[1])) ** 2
     return diou - v / (1 - iou + v + 1e-7) * v

@@ -198,9 +198,12 @@ def test_iou_family_degenerate_boxes(backend, dtype):
         got = B.box_iou(a, a, kind, backend=backend)
         al = B.box_iou_aligned(a, a[::-1].copy(), kind, backend=backend)
         assert np.isfinite(got).all() and np.isfinite(al).all(), kind
-        # GIoU, DIoU in [-1, 1]; CIoU's aspect term reaches 1/2 when DIoU is near -1
+        # GIoU, DIoU in [-1, 1]; CIoU's aspect term reaches 1/2 when DIoU is near -1, but a
+        # zero-area box has no aspect term: any pair with one is in [-1, 1]
         lo = -1.5 if kind == "ciou" else -1.0
         assert (got >= lo - 1e-6).all() and (got <= 1 + 1e-6).all(), kind
+        for g in (got[zero_area], got[:, zero_area]):
+            assert (g >= -1 - 1e-6).all() and (g <= 1 + 1e-6).all(), kind
         if kind == "iou":
             assert (got[zero_area] == 0).all() and (got[:, zero_area] == 0).all()
         np.testing.assert_allclose(got, B.box_iou(a, a, kind, backend="numpy"),

@@ -114,6 +114,8 @@ def _iou_kind(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, kind, cst):
     diou = iou - (dx * dx + dy * dy) / diag
     if kind == 2:
         return diou
+    if not (ax2 - ax1 > z and ay2 - ay1 > z and bx2 - bx1 > z and by2 - by1 > z):
+        return diou       # a zero-area box has no aspect ratio: its term is 0
     d = math.atan2(bx2 - bx1, by2 - by1) - math.atan2(ax2 - ax1, ay2 - ay1)
     v = fpi * d * d
     alpha = v / ((one - iou) + v + eps)

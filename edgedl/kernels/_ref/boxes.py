@@ -59,11 +59,13 @@ def _iou_family(a, b, kind):
     diou = iou - (dx * dx + dy * dy) / diag
     if kind == 2:
         return diou
-    # CIoU = diou - alpha * v, v = 4/pi^2 (atan(wb/hb) - atan(wa/ha))^2 (atan2: no NaN at h = 0)
+    # CIoU = diou - alpha * v, v = 4/pi^2 (atan(wb/hb) - atan(wa/ha))^2; a zero-area box has no
+    # aspect ratio: v = 0 then (a zero denominator's term is 0), so CIoU stays in [-1, 1]
     wa, ha = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1]
     wb, hb = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
     d = np.arctan2(wb, hb) - np.arctan2(wa, ha)
-    v = dt.type(4.0 / math.pi ** 2) * d * d
+    v = np.where((wa > zero) & (ha > zero) & (wb > zero) & (hb > zero),
+                 dt.type(4.0 / math.pi ** 2) * d * d, zero)
     alpha = v / ((dt.type(1) - iou) + v + dt.type(_DIOU_EPS))
     return diou - alpha * v
 
