@@ -152,6 +152,9 @@ def _run_sub(env, backend):
     # which has no compiled modules after a plain `pip install .`
     env = {**os.environ, **env}
     env.pop("EDGEDL_BACKEND", None)
+    # run as a script it needs its own folder on sys.path (for conftest), which conftest's
+    # PYTHONSAFEPATH=1 would drop; the checkout itself is not on the path either way
+    env.pop("PYTHONSAFEPATH", None)
     which = "all" if _ENV not in ("", "0") else "cheap"
     return subprocess.run([sys.executable, __file__, backend, which], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=900)
