@@ -41,21 +41,17 @@ def output_paths(inputs, out_dir, protect=()):
     return paths
 
 
-def save_atomic(image, path):
-    """Save a PIL image under a temporary name in the same folder, then rename it over
+def write_atomic(path, write, tag=""):
+    """Call ``write(f)`` on a new temporary file beside ``path``, then rename it over
     ``path``: no reader ever sees a half-written file, and an interrupted run leaves no
-    damaged one (the rename also replaces a link rather than writing through it)."""
-    from PIL import Image
+    damaged one (the rename also replaces a link rather than writing through it). ``tag``
+    keeps the temporary names of concurrent writers in one process apart."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fmt = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{id(image):x}.tmp")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}{tag}.tmp")
     try:
-        # PNG at zlib level 1: level 6 (Pillow's default) took ~100-200 ms per 512x512 photo,
-        # the bottleneck of a folder run, for files only ~10 % smaller
-        opts = {"compress_level": 1} if fmt == "PNG" else {}
         with open(tmp, "xb") as f:     # new file, created with the user's umask
-            image.save(f, format=fmt, **opts)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -63,3 +59,13 @@ def save_atomic(image, path):
         except OSError:
             pass
         raise
+
+
+def save_atomic(image, path):
+    """Save a PIL image atomically (see write_atomic) in the format its extension names.
+    PNG at zlib level 1: level 6 (Pillow's default) took ~100-200 ms per 512x512 photo, the
+    bottleneck of a folder run, for files only ~10 % smaller."""
+    from PIL import Image
+    fmt = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
+    opts = {"compress_level": 1} if fmt == "PNG" else {}
+    write_atomic(path, lambda f: image.save(f, format=fmt, **opts), f".{id(image):x}")

@@ -363,20 +363,9 @@ def count_units(sources, stride=1):
 
 # ----------------------------------------------------------------------------- writers
 def _write_atomic(path, data):
-    """``data`` (str or bytes) to a temporary file beside ``path``, renamed into place."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``data`` (str or bytes) written atomically (see _files.write_atomic)."""
+    from ._files import write_atomic
+    write_atomic(path, lambda f: f.write(data.encode() if isinstance(data, str) else data))
 
 
 def yolo_lines(d, width, height):

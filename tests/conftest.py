@@ -73,3 +73,17 @@ def rng(request):
 def tail_sizes():
     """Tail sizes every elementwise kernel is checked at (vector-width edges)."""
     return (0, 1, 7, 127, 128, 1000) if not ARM_EMULATED else (0, 1, 7, 127, 128)
+
+
+def run_cli(capsys, *argv):
+    """``edgedl ARGV...`` in this process: (exit status, stdout, stderr)."""
+    from edgedl import cli
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def json_records(out):
+    """The JSON lines ``edgedl detect --json`` printed."""
+    import json
+    return [json.loads(line) for line in out.splitlines()]

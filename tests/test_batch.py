@@ -11,6 +11,8 @@ import importlib.util
 
 import numpy as np
 import pytest
+
+from conftest import json_records, run_cli
 from PIL import Image
 
 from edgedl import batch, cli
@@ -19,14 +21,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnx") is None,
                                 reason="the onnx package is not installed")
 
 
-def run(capsys, *argv):
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def records(out):
-    return [json.loads(line) for line in out.splitlines()]
+run, records = run_cli, json_records
 
 
 @pytest.fixture
