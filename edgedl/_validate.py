@@ -6,6 +6,7 @@ Messages name the argument, what was expected and what was given.
 """
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -13,9 +14,9 @@ from .errors import DTypeError, ShapeError, ValidationError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: largest stride / pad / dilation / kernel size a kernel accepts: ONNX allows any int64, but
-#: products of two such values (an output index times a stride, a tap times a dilation) must
-#: stay inside the kernels' 64-bit index arithmetic.
-MAX_GEOMETRY = 2**31 - 1
+#: the kernels index with Py_ssize_t (32 bits on armhf): each value stays far inside it, and
+#: check_extent bounds what they add up to.
+MAX_GEOMETRY = min(2**31 - 1, sys.maxsize // 4)
 #: outputs above this size are checked against the memory limit (edgedl._memory) first
 _CHECKED_BYTES = 64 << 20
 
@@ -132,6 +133,18 @@ def int_tuple(v, name, length, lo=None, hi=None):
 def geometry(v, name, length, lo):
     """Strides, pads, dilations, kernel sizes: ``int_tuple`` within [lo, MAX_GEOMETRY]."""
     return int_tuple(v, name, length, lo=lo, hi=MAX_GEOMETRY)
+
+
+def check_extent(axis, n_in, n_out, k, stride, dil, pad_begin, pad_end):
+    """The span of indices a sliding-window kernel computes along one axis (every output's
+    start o * stride - pad_begin plus every tap's i * dil) must fit the kernels' Py_ssize_t
+    index arithmetic with room to spare (on 32-bit ARM that is 2**31): ValidationError."""
+    span = (n_out - 1) * stride + (k - 1) * dil + 1 + pad_begin + pad_end + n_in
+    if span > sys.maxsize // 2:
+        raise ValidationError(
+            f"geometry along {axis} spans {span} indices (input {n_in}, output {n_out}, kernel "
+            f"{k}, stride {stride}, dilation {dil}, pads {pad_begin}/{pad_end}), more than this "
+            f"platform's kernels index ({sys.maxsize // 2})")
 
 
 def effective_strides(strides, out_hw, kernel_hw=None, dilations=None):

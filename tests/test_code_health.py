@@ -11,12 +11,12 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+if not (ROOT / "edgedl" / "__init__.py").is_file():    # e.g. the emulated ARM runs
+    pytest.skip("these checks read the checkout's edgedl/ sources, absent here",
+                allow_module_level=True)
 
 # Reports left alone on purpose, each with its reason: (file, words of the message).
-KNOWN = {
-    ("edgedl/kernels/boxes.py", "local variable 'm' is assigned to but never used"):
-        "the box kernels are being reworked in another change (issue #16 leaves them to it)",
-}
+KNOWN = {}
 
 
 def test_pyflakes_finds_nothing():

@@ -25,6 +25,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PKG = ROOT / "edgedl"
+if not (PKG / "__init__.py").is_file():    # e.g. the emulated ARM runs test the installed copy
+    pytest.skip("the layering checks read the checkout's edgedl/ sources, absent here",
+                allow_module_level=True)
 
 FORBIDDEN = {"onnxruntime", "torch", "torchvision", "cv2", "tensorflow"}
 BACKENDS = {"edgedl.kernels._ref": "numpy", "edgedl.kernels._numba": "numba",

@@ -423,7 +423,7 @@ def assign_anchors(anchors, gt_boxes, pos_iou=0.7, neg_iou=0.3, min_pos_iou=0.3,
         raise ValidationError(f"neg_iou must be <= pos_iou, got neg_iou={neg}, pos_iou={pos}")
     if not isinstance(low_quality, (bool, np.bool_)):
         raise ValidationError(f"low_quality must be a bool, got {low_quality!r}")
-    n, m = anchors.shape[0], gt.shape[0]
+    n = anchors.shape[0]
     labels = np.empty(n, dtype=np.int8)
     gt_index = np.empty(n, dtype=np.int64)
     max_iou = np.empty(n, dtype=dt)

@@ -184,6 +184,8 @@ def _conv_geometry(xshape, wshape, strides, pads, dilations, group, auto_pad):
         raise ShapeError(f"conv2d output would be empty: input {h}x{wd}, pads {pads}, kernel "
                          f"{kh}x{kw}, dilations {dil} give {oh}x{ow}")
     st, dil = V.effective_strides(st, (oh, ow), (kh, kw), dil)
+    for a, (i_n, o_n, k) in enumerate(((h, oh, kh), (wd, ow, kw))):
+        V.check_extent(("height", "width")[a], i_n, o_n, k, st[a], dil[a], pads[a], pads[a + 2])
     return group, st, dil, pads, (oh, ow)
 
 
@@ -407,6 +409,9 @@ def conv_transpose2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilatio
     if oh < 1 or ow < 1:
         raise ShapeError(f"conv_transpose2d output would be empty ({oh}x{ow}); pads {pads} "
                          f"are too large")
+    for a, (i_n, o_n, k, s, d) in enumerate(((h, oh, kh, sh, dh), (wd, ow, kw, sw, dw))):
+        # col2im walks the input with the output's roles swapped
+        V.check_extent(("height", "width")[a], o_n, i_n, k, s, d, pads[a], pads[a + 2])
     m = mg * group
     dtype = x.dtype
     w = np.ascontiguousarray(w, dtype=dtype)

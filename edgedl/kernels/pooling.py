@@ -103,6 +103,9 @@ def _geometry(shape, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad
             f"kernel_shape={kernel_shape}, strides={strides}, pads={pads}, "
             f"dilations={dilations}, ceil_mode={bool(ceil_mode)} gives output {out_hw}")
     strides, dilations = V.effective_strides(strides, out_hw, kernel_shape, dilations)
+    for a in range(2):
+        V.check_extent(("height", "width")[a], hw[a], out_hw[a], kernel_shape[a], strides[a],
+                       dilations[a], abs(pads[a]), abs(pads[a + 2]))
     return kernel_shape, strides, pads, dilations, out_hw
 
 

@@ -168,7 +168,7 @@ def _u8_case(dtype=np.float32, h=6, w=5, oh=4, ow=7):
     iw, ww = linear_taps(source_coords(ow, w, ow / w, "half_pixel"), w)
     x = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
     one = np.ones(3, dtype)
-    return [x, ih, wh.astype(dtype), iw, ww.astype(dtype), np.arange(3), one, one,
+    return [x, ih, wh.astype(dtype), iw, ww.astype(dtype), np.arange(3, dtype=np.int64), one, one,
             np.empty((3, oh, ow), dtype)]
 
 
