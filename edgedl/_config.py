@@ -344,8 +344,10 @@ def show_config(file=None):
     p(f"current backend: {get_backend()}")
     p(f"threads: {get_num_threads()}")
     p(f"numba cache dir: {numba_cache_location()}")
+    # the package's version without importing it (import onnx alone costs ~0.9 s)
     try:
-        import onnx
-        p(f"onnx {onnx.__version__}")
-    except ImportError:
-        p("onnx MISSING (edgedl.onnx and edgedl.detect need it)")
+        from importlib.metadata import PackageNotFoundError, version
+        p(f"onnx {version('onnx')} (tools only: models are read by edgedl's own reader)")
+    except PackageNotFoundError:
+        p("onnx not installed: models load and run without it; onnx's test runner "
+          "(edgedl.onnx.backend) and `edgedl info`'s FLOP count need it")
