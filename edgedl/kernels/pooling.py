@@ -153,7 +153,7 @@ def _trim_taps(hw, ks, st, pd, dl, out_hw, count_include_pad=False):
     AveragePool that divides by the in-image count are unchanged by dropping taps that
     never read the image; with count_include_pad the divisor counts padded taps too, so the
     trimmed pool divides by the in-image count and ``scale`` (in-image / padded count per
-    output, or None) corrects it. -> (((start, length) of H, of W) of x to read, kernel,
+    output, or None) corrects it. -> (((start, stop) of H, of W) of x to read, kernel,
     pads, scale or None). Ordinary pools (every tap reads the image) come back unchanged."""
     crop, kernel, pads, trimmed = [], [], list(pd), False
     for a in range(2):
@@ -166,7 +166,7 @@ def _trim_taps(hw, ks, st, pd, dl, out_hw, count_include_pad=False):
         pb = pd[a] - i0 * d          # the trimmed window's first tap
         start = max(0, -pb)          # a first tap inside the image: read from there
         pb, kt = max(0, pb), i1 - i0 + 1
-        crop.append((start, n - start)), kernel.append(kt)
+        crop.append((start, n)), kernel.append(kt)
         pads[a] = pb
         pads[a + 2] = max(0, (o - 1) * s + (kt - 1) * d + 1 - (n - start) - pb)
     if not trimmed:
@@ -183,11 +183,11 @@ def _trim_taps(hw, ks, st, pd, dl, out_hw, count_include_pad=False):
 
 
 def _crop(x, crop):
-    """x's (H, W) window ((start, length), (start, length)), contiguous as the kernels read."""
-    (r0, rn), (c0, cn) = crop
-    if (r0, rn, c0, cn) == (0, x.shape[2], 0, x.shape[3]):
+    """x's (H, W) window ((start, stop), (start, stop)); the kernels read rows contiguously."""
+    (r0, r1), (c0, c1) = crop
+    if (r0, r1, c0, c1) == (0, x.shape[2], 0, x.shape[3]):
         return x
-    return np.ascontiguousarray(x[:, :, r0:r0 + rn, c0:c0 + cn])
+    return x[:, :, r0:r1, c0:c1]
 
 
 def _finish(out, buf):
@@ -219,7 +219,8 @@ def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     out, buf = _target(out, x.shape[:2] + out_hw, x)
     if buf.size:
         crop, ks, pd, _ = _trim_taps(x.shape[2:], ks, st, pd, dl, out_hw)
-        _dispatch.impl("pooling", "max_pool2d", backend)(_crop(x, crop), ks, st, pd, dl, buf)
+        x = np.ascontiguousarray(_crop(x, crop))
+        _dispatch.impl("pooling", "max_pool2d", backend)(x, ks, st, pd, dl, buf)
     return _finish(out, buf)
 
 
@@ -236,12 +237,13 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
                                        ceil_mode, auto_pad)
     cip = _flag(count_include_pad, "count_include_pad")
     out, buf = _target(out, x.shape[:2] + out_hw, x)
+    hw = x.shape[2:]
     if pd[2] < 0 or pd[3] < 0:
-        (h, w), pd = _avg_extent(x.shape[2:], pd)
-        x = np.ascontiguousarray(x[:, :, :h, :w])
+        hw, pd = _avg_extent(hw, pd)
     if buf.size:
-        crop, ks, pd, scale = _trim_taps(x.shape[2:], ks, st, pd, dl, out_hw, cip)
-        _dispatch.impl("pooling", "avg_pool2d", backend)(_crop(x, crop), ks, st, pd, dl,
+        crop, ks, pd, scale = _trim_taps(hw, ks, st, pd, dl, out_hw, cip)
+        x = np.ascontiguousarray(_crop(x, crop))
+        _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl,
                                                         cip and scale is None, buf)
         if scale is not None:
             buf *= scale
@@ -268,9 +270,6 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
     if kind == "avg" and (pd[2] < 0 or pd[3] < 0):
         hw, pd = _avg_extent(hw, pd)
     crop, ks, pd, scale = _trim_taps(hw, ks, st, pd, dl, out_hw, cip)
-    crop = ((crop[0][0], crop[0][0] + crop[0][1]), (crop[1][0], crop[1][0] + crop[1][1]))
-    if crop == ((0, x_shape[2]), (0, x_shape[3])):
-        crop = None
     if kind == "avg":
         name, extra = "avg_pool2d", (cip and scale is None,)
 
@@ -279,8 +278,7 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
         y = np.empty(oshape, dtype) if out is None else out
         if y.size:
             bk = _config.resolve_backend(backend)
-            if crop is not None:
-                x = x[:, :, crop[0][0]:crop[0][1], crop[1][0]:crop[1][1]]
+            x = _crop(x, crop)
             if not x.flags.c_contiguous or (bk == "numba" and not x.flags.writeable):
                 x = np.array(x, order="C")      # see _input
             _dispatch.impl("pooling", name, bk)(x, ks, st, pd, dl, *extra, y)
