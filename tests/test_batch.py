@@ -173,6 +173,13 @@ def test_progress_bar_and_summary(capsys, tmp_path, folder, monkeypatch):
     assert not batch.Progress(50, file=io.StringIO()).on
     assert not batch.Progress(50, quiet=True, file=Tty()).on
     assert not batch.Progress(2, file=Tty()).on
+    if importlib.util.find_spec("tqdm") is not None:           # edgedl[progress]: tqdm's bar
+        import tqdm
+        p = batch.Progress(4, file=Tty())
+        assert isinstance(p.bar, tqdm.tqdm)
+        for _ in range(4):
+            p.update()
+        p.close()
     monkeypatch.setitem(sys.modules, "tqdm", None)           # the plain fallback
     tty = Tty()
     p = batch.Progress(4, file=tty)
