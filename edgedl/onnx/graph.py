@@ -37,6 +37,11 @@ class Node:
         self.name = name
         self.domain = domain
 
+    @property
+    def key(self):
+        """The handler key (``op_key``): the op type, prefixed by a non-default domain."""
+        return op_key(self.op_type, self.domain)
+
     def __repr__(self):
         return f"Node({self.op_type} {self.name!r}: {self.inputs} -> {self.outputs})"
 
@@ -295,11 +300,34 @@ def _check_unique(g, nodes):
             where[o] = _node_label(n)
 
 
+def op_key(op_type, domain=""):
+    """The handler key of an op: its type in the default domain, ``"<domain>.<type>"`` in
+    any other (e.g. ``"com.microsoft.QLinearAdd"``, which onnxruntime's quantizer writes)."""
+    return op_type if domain in DEFAULT_DOMAINS else f"{domain}.{op_type}"
+
+
 def build_graph(proto, supported):
-    """Graph from a ModelProto. ``supported`` is the set of op types with handlers."""
+    """Graph from a ModelProto. ``supported``: the handler keys (see ``op_key``)."""
     g = proto.graph
     opset, opsets = _opsets(proto)
+    consts = _initializers(g)
+    nodes = _nodes(g, supported, opset)
+    _check_unique(g, nodes)
+    rest = _take_constant_nodes(nodes, consts)
+    inputs = [_value_info(vi) for vi in g.input if vi.name not in consts]
+    outputs = [_value_info(vi) for vi in g.output]
+    if not outputs:
+        raise ModelError("the graph has no outputs (malformed or truncated model)")
+    _check_inputs(inputs)
+    graph = Graph(_toposort(rest, set(consts) | {vi.name for vi in inputs}), consts,
+                  inputs, outputs, opset, proto.ir_version, opsets)
+    _check_outputs_produced(graph)
+    _check_weights(graph)
+    graph.remove_dead()
+    return graph
 
+
+def _initializers(g):
     consts = {}
     for t in g.initializer:
         if not t.name:
@@ -307,13 +335,17 @@ def build_graph(proto, supported):
         consts[t.name] = to_array(t)
     for t in g.sparse_initializer:
         raise ModelError(f"sparse initializer {t.values.name!r} is not supported")
+    return consts
 
+
+def _nodes(g, supported, opset):
+    """The graph's nodes as Node objects, each checked against its schema; every op without
+    a handler is reported at once (UnsupportedOpsError lists them all with node names)."""
     protos, unsupported = [], {}
     for i, n in enumerate(g.node):
-        # an op type onnx does not define (e.g. edgedl's internal Silu) is not supported
-        if n.domain not in DEFAULT_DOMAINS or n.op_type not in supported or \
-                n.op_type not in _SCHEMAS:
-            key = n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}.{n.op_type}"
+        key = op_key(n.op_type, n.domain)
+        # a default-domain op onnx does not define (e.g. edgedl's internal Silu) is refused
+        if key not in supported or (n.domain in DEFAULT_DOMAINS and n.op_type not in _SCHEMAS):
             unsupported.setdefault(key, []).append(n.name)
             continue
         protos.append((n, n.name or f"{n.op_type}_{i}"))
@@ -321,25 +353,28 @@ def build_graph(proto, supported):
         raise UnsupportedOpsError(unsupported)
     schemas, nodes = {}, []
     for n, name in protos:
-        _check_schema(n, name, opset, schemas)
+        if n.domain in DEFAULT_DOMAINS:     # other domains' handlers check their own nodes
+            _check_schema(n, name, opset, schemas)
         attrs = {a.name: attr_value(a) for a in n.attribute}
-        nodes.append(Node(n.op_type, n.input, n.output, attrs, name, n.domain))
-    _check_unique(g, nodes)
+        domain = "" if n.domain in DEFAULT_DOMAINS else n.domain
+        nodes.append(Node(n.op_type, n.input, n.output, attrs, name, domain))
+    return nodes
 
-    # Constant nodes become constants (real exports keep weights there).
+
+def _take_constant_nodes(nodes, consts):
+    """Constant nodes become constants (real exports keep weights there); the other nodes."""
     rest = []
     for n in nodes:
-        if n.op_type == "Constant":
-            if len(n.outputs) != 1 or not n.outputs[0]:
-                raise ModelError(f"Constant node {n.name!r} must have one output")
-            consts[n.outputs[0]] = np.array(_constant_value(n))
-        else:
+        if n.op_type != "Constant" or n.domain:
             rest.append(n)
+            continue
+        if len(n.outputs) != 1 or not n.outputs[0]:
+            raise ModelError(f"Constant node {n.name!r} must have one output")
+        consts[n.outputs[0]] = np.array(_constant_value(n))
+    return rest
 
-    inputs = [_value_info(vi) for vi in g.input if vi.name not in consts]
-    outputs = [_value_info(vi) for vi in g.output]
-    if not outputs:
-        raise ModelError("the graph has no outputs (malformed or truncated model)")
+
+def _check_inputs(inputs):
     for vi in inputs:
         if vi.dtype is None:
             raise ModelError(f"graph input {vi.name!r} has no tensor element type")
@@ -350,17 +385,14 @@ def build_graph(proto, supported):
             check_alloc(size, f"graph input {vi.name!r} (declared shape {vi.dims}, "
                               f"{vi.dtype})")
 
-    graph = Graph(_toposort(rest, set(consts) | {vi.name for vi in inputs}), consts,
-                  inputs, outputs, opset, proto.ir_version, opsets)
-    produced = set(graph.consts) | {vi.name for vi in inputs} | \
+
+def _check_outputs_produced(graph):
+    produced = set(graph.consts) | {vi.name for vi in graph.inputs} | \
         {o for n in graph.nodes for o in n.outputs}
-    missing = [o.name for o in outputs if o.name not in produced]
+    missing = [o.name for o in graph.outputs if o.name not in produced]
     if missing:
         raise ModelError(f"graph outputs {missing} are produced by no node, input or "
                          "initializer (malformed or truncated model)")
-    _check_weights(graph)
-    graph.remove_dead()
-    return graph
 
 
 def _toposort(nodes, available):

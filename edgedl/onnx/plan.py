@@ -1,13 +1,25 @@
-"""Planning: shape inference and constant folding by one traced run, then a flat step list.
+"""Planning: one traced run of the graph turned into a flat list of steps, then compiled.
 
-A plan is built for one input-shape signature. Building it runs the graph once on the real
-feed, node by node: a node whose inputs are all constants (initializers, Constant nodes, or
-the Shape of a tensor whose shape the signature fixes) is evaluated once and becomes a
-constant — so Shape / Gather / Concat / Unsqueeze / Cast / Range / Expand / ConstantOfShape /
-Slice chains disappear. Every other node's handler is built with its input shapes and
-constant inputs known, and becomes one step ``(fn, input slots, output slots, slots to free)``.
+A plan is built for one input-shape signature, in named passes:
+
+1. ``_Trace`` runs the graph once on the real feed, node by node. A node whose inputs are
+   all constants (initializers, Constant nodes, or the Shape of a tensor whose shape the
+   signature fixes) is evaluated once and becomes a constant, so Shape / Gather / Concat /
+   Unsqueeze / Cast / Range / Expand / ConstantOfShape / Slice chains disappear. Every other
+   node's handler is built with its input shapes and constant inputs known and becomes a
+   ``_Draft`` step (values by name, the output it may write into a recycled buffer).
+2. ``_number_slots``: every run-time value gets a slot (an index into the run's value list).
+3. ``_free_after_last_read``: each value is released after its last reader.
+4. ``_assign_buffers``: recyclable outputs share buffers by liveness; the inputs of a
+   channel Concat are written straight into the Concat's buffer (``_concat_groups``).
+5. ``_compile``: the steps become one generated Python function, values in local variables,
+   so a run costs no interpreter loop, list indexing or unpacking per node.
+
+The result is a ``Plan`` of typed ``Step`` records (what the profiler and error messages read)
+and the compiled ``run`` function (what executes).
 """
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +33,8 @@ DATA_DEPENDENT = {"NonZero", "NonMaxSuppression", "TopK", "Range", "ConstantOfSh
                   "Unsqueeze", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean",
                   "ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
                   "ReduceLogSumExp"}
+#: Ops whose output size depends on input values whatever the inputs are.
+ALWAYS_DYNAMIC = {"NonZero", "NonMaxSuppression"}
 #: Ops whose output is known from the input's shape alone.
 SHAPE_ONLY = {"Shape", "Size"}
 #: Ops whose inputs (those in the slice) share one element type T: onnxruntime refuses a mix
@@ -32,16 +46,30 @@ SAME_TYPE = dict.fromkeys(["Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater
 SAME_TYPE["Where"] = slice(1, 3)
 
 
+class Step(NamedTuple):
+    """One planned node: ``fn(*values of ins[, out=arena view])`` -> value(s) for ``outs``."""
+    fn: object          # the handler's function for this plan's shapes
+    ins: tuple          # input slots (None: an omitted optional input)
+    outs: tuple         # output slots (None: an output nobody reads)
+    frees: tuple        # slots released after this step (their last reader)
+    out_view: object    # index of the arena view passed as ``out=``, or None
+    node: object        # the graph Node (profiling, error messages)
+
+
 class Plan:
-    __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "nodes",
-                 "buffer_sizes", "views", "arenas")
+    __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "buffer_sizes",
+                 "views", "arenas", "run_steps")
 
     def __init__(self):
-        self.steps = []       # (fn, in_slots, out_slots, free_slots, view index or None)
-        self.nodes = []       # the Node of each step (profiling, errors)
+        self.steps = []         # Step records, in execution order
         self.buffer_sizes = []  # bytes of each recycled buffer
-        self.views = []       # per view index: (buffer, byte offset, dtype, shape)
-        self.arenas = []      # free arenas (one in use per concurrent run)
+        self.views = []         # per view index: (buffer, byte offset, dtype, shape)
+        self.arenas = []        # free arenas (one in use per concurrent run)
+        self.run_steps = None   # the compiled steps: run_steps(vals, arena)
+
+    @property
+    def nodes(self):
+        return [s.node for s in self.steps]
 
     def new_arena(self):
         """The recycled buffers for one run, as the typed views the steps write into."""
@@ -50,6 +78,16 @@ class Plan:
         bufs = [np.empty(n, np.uint8) for n in self.buffer_sizes]
         return [bufs[b][off:off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
                 for b, off, dt, shape in self.views]
+
+
+# ============================================================================ 1. trace
+class _Draft:
+    """A step while planning: values by name, the output buffer it wants (if any)."""
+    __slots__ = ("node", "fn", "ins", "outs", "want", "view")
+
+    def __init__(self, node, fn, ins, outs, want):
+        self.node, self.fn, self.ins, self.outs, self.want = node, fn, ins, outs, want
+        self.view = None        # arena view index, set by _assign_buffers
 
 
 def _first(fn):
@@ -64,28 +102,56 @@ def _as_tuple(r):
     return (r,)
 
 
+def _trimmed_inputs(node):
+    """The node's inputs without trailing omitted ('') ones."""
+    ins = node.inputs
+    n = len(ins)
+    while n and not ins[n - 1]:
+        n -= 1
+    return ins[:n]
+
+
+def _label(node):
+    return f"{node.op_type} node {node.name!r}"
+
+
+def _check_same_type(node, ins, vals):
+    """Inputs that must share one element type do (see SAME_TYPE)."""
+    part = SAME_TYPE.get(node.op_type)
+    if part is None:
+        return
+    typed = [(i, np.asarray(v).dtype) for i, v in zip(ins[part], vals[part]) if v is not None]
+    if len({dt for _, dt in typed}) > 1:
+        raise ModelError(f"{_label(node)}: inputs {[i for i, _ in typed]} have element types "
+                         f"{[str(dt) for _, dt in typed]}; {node.op_type} needs one type for "
+                         "them")
+
+
+def _value_sized_shape(op, node, vals):
+    """(shape, item size) of an op's output sized by constant *values*, else None."""
+    if op == "ConstantOfShape":
+        item = np.asarray(node.attrs.get("value", np.zeros(1, np.float32))).dtype.itemsize
+        return ints(vals[0]), item
+    item = np.asarray(vals[0]).dtype.itemsize
+    if op == "Expand":
+        return np.broadcast_shapes(np.shape(vals[0]), tuple(ints(vals[1]))), item
+    if op == "Tile":
+        return [a * b for a, b in zip(np.shape(vals[0]), ints(vals[1]))], item
+    if op == "Range":
+        start, limit, delta = (np.asarray(v).item() for v in vals[:3])
+        return [max(int(np.ceil((limit - start) / delta)), 0)], item
+    return None
+
+
 def _value_sized_output(node, vals):
     """Bytes of the output of an op whose size comes from constant *values* rather than
     shapes (a 1 KB model can ask ConstantOfShape for terabytes), so the memory guard runs
     before the handler allocates; None for other ops or when the handler will refuse the
     arguments anyway."""
-    op = node.op_type
+    if node.op_type not in ("ConstantOfShape", "Expand", "Tile", "Range"):
+        return None
     try:
-        if op == "ConstantOfShape":
-            shape = ints(vals[0])
-            item = np.asarray(node.attrs.get("value", np.zeros(1, np.float32))).dtype.itemsize
-        elif op == "Expand":
-            shape = np.broadcast_shapes(np.shape(vals[0]), tuple(ints(vals[1])))
-            item = np.asarray(vals[0]).dtype.itemsize
-        elif op == "Tile":
-            shape = [a * b for a, b in zip(np.shape(vals[0]), ints(vals[1]))]
-            item = np.asarray(vals[0]).dtype.itemsize
-        elif op == "Range":
-            start, limit, delta = (np.asarray(v).item() for v in vals[:3])
-            shape = [max(int(np.ceil((limit - start) / delta)), 0)]
-            item = np.asarray(vals[0]).dtype.itemsize
-        else:
-            return None
+        shape, item = _value_sized_shape(node.op_type, node, vals)
     except Exception:
         return None
     n = 1
@@ -96,170 +162,187 @@ def _value_sized_output(node, vals):
     return n * item
 
 
-def build(graph, feed, backend):
-    """Plan for the shapes in ``feed`` (name -> array); returns (plan, values of this run)."""
-    slot = {}
+def _evaluate(ctx, vals):
+    """Build the node's function and run it once: (fn, raw result). Errors name the node."""
+    node = ctx.node
+    try:
+        fn = OPS[node.key](ctx)
+        return fn, fn(*vals)
+    except ModelError:
+        raise
+    except MemoryError as e:     # a kernel's guard (ResourceError) or numpy's allocation
+        raise ResourceError(f"{_label(node)}: {e or type(e).__name__} (input shapes "
+                            f"{[np.shape(v) for v in vals]})") from e
+    except Exception as e:
+        raise ModelError(f"{_label(node)} failed while planning (input shapes "
+                         f"{[np.shape(v) for v in vals]}): {type(e).__name__}: {e}") from e
 
-    def slot_of(name):
-        s = slot.get(name)
-        if s is None:
-            s = slot[name] = len(slot)
-        return s
 
-    known = dict(graph.consts)       # constants (initializers and folded values)
-    live = dict(feed)                # run-time values of this traced run
-    dynamic = set()                  # values whose shape may change between runs
-    plan = Plan()
-    graph_outs = {o.name for o in graph.outputs}
-    alias = {}                       # value -> the recyclable buffers it may be a view of
-    wants = []                       # per step: (shape, dtype) of a recyclable output, or None
-    shapes = {n: np.shape(v) for n, v in feed.items()}
-    for node in graph.nodes:
-        ins = node.inputs
-        n = len(ins)
-        while n and not ins[n - 1]:
-            n -= 1
-        ins = ins[:n]
-        vals = [None if not i else known[i] if i in known else live[i] for i in ins]
-        consts = [known.get(i) if i else None for i in ins]
-        label = f"{node.op_type} node {node.name!r}"
-        if node.op_type in SAME_TYPE:
-            typed = [(i, np.asarray(v).dtype) for i, v in
-                     zip(ins[SAME_TYPE[node.op_type]], vals[SAME_TYPE[node.op_type]])
-                     if v is not None]
-            if len({dt for _, dt in typed}) > 1:
-                raise ModelError(f"{label}: inputs {[i for i, _ in typed]} have element types "
-                                 f"{[str(dt) for _, dt in typed]}; {node.op_type} needs one "
-                                 "type for them")
+class _Trace:
+    """Pass 1: the traced run. After ``add`` has seen every node: ``drafts`` (the steps),
+    ``known`` (constants, folded values included), ``live`` (this run's other values),
+    ``shapes``, ``alias`` (value -> the recyclable outputs it may be a view of)."""
+
+    def __init__(self, graph, feed, backend):
+        self.graph, self.backend = graph, backend
+        self.known = dict(graph.consts)
+        self.live = dict(feed)
+        self.shapes = {n: np.shape(v) for n, v in feed.items()}
+        self.dynamic = set()        # values whose shape may change between runs
+        self.alias = {}
+        self.drafts = []
+        self.graph_outs = {o.name for o in graph.outputs}
+
+    def value(self, name):
+        return self.known[name] if name in self.known else self.live[name]
+
+    def add(self, node):
+        ins = _trimmed_inputs(node)
+        vals = [self.value(i) if i else None for i in ins]
+        _check_same_type(node, ins, vals)
         nbytes = _value_sized_output(node, vals)
         if nbytes is not None:
-            check_alloc(nbytes, f"the output of {label}")
-        try:
-            ctx = Ctx(node, graph.opset, consts,
-                      [None if v is None else np.shape(v) for v in vals],
-                      [None if v is None else np.asarray(v).dtype for v in vals], backend,
-                      static=not any(i in dynamic for i in ins if i))
-            fn = OPS[node.op_type](ctx)
-            raw = fn(*vals)
-            res = _as_tuple(raw)
-        except ModelError:
-            raise
-        except MemoryError as e:     # a kernel's guard (ResourceError) or numpy's allocation
-            raise ResourceError(f"{label}: {e or type(e).__name__} (input shapes "
-                                f"{[np.shape(v) for v in vals]})") from e
-        except Exception as e:
-            raise ModelError(f"{node.op_type} node {node.name!r} failed while planning "
-                             f"(input shapes {[np.shape(v) for v in vals]}): "
-                             f"{type(e).__name__}: {e}") from e
-        outs = [o for o in node.outputs]
-        fold = all(not i or i in known for i in ins) or \
-            (node.op_type in SHAPE_ONLY and ins[0] not in dynamic)
-        if fold:
-            for o, v in zip(outs, res):
-                if o:
-                    known[o] = np.asarray(v)
-            continue
-        for o, v in zip(outs, res):
-            if o:
-                live[o] = v
-                shapes[o] = np.shape(v)
-        if len(outs) == 1 and isinstance(raw, (tuple, list)):
+            check_alloc(nbytes, f"the output of {_label(node)}")
+        ctx = Ctx(node, self.graph.opset, [self.known.get(i) if i else None for i in ins],
+                  [None if v is None else np.shape(v) for v in vals],
+                  [None if v is None else np.asarray(v).dtype for v in vals], self.backend,
+                  static=not any(i in self.dynamic for i in ins if i))
+        fn, raw = _evaluate(ctx, vals)
+        res = _as_tuple(raw)
+        if self._folds(node, ins):
+            self.known.update((o, np.asarray(v)) for o, v in zip(node.outputs, res) if o)
+            return
+        if len(node.outputs) == 1 and isinstance(raw, (tuple, list)):
             fn = _first(fn)
-        if node.op_type in DATA_DEPENDENT and any(ins[i] in live for i in range(1, n)
-                                                  if ins[i]) or \
-                node.op_type in ("NonZero", "NonMaxSuppression") or \
-                any(i in dynamic for i in ins if i):
-            dynamic.update(o for o in outs if o)
-        # which live buffers may each output alias (views: Reshape, Transpose, Slice, ...)
+        self._record(node, fn, ins, vals, res)
+
+    def _folds(self, node, ins):
+        """Is the node's output a constant of this plan?"""
+        return all(not i or i in self.known for i in ins) or \
+            (node.op_type in SHAPE_ONLY and ins[0] not in self.dynamic)
+
+    def _makes_dynamic(self, node, ins):
+        """May the node's output shape change between runs of this plan?"""
+        if node.op_type in ALWAYS_DYNAMIC or any(i in self.dynamic for i in ins if i):
+            return True
+        return node.op_type in DATA_DEPENDENT and any(i in self.live for i in ins[1:] if i)
+
+    def _record(self, node, fn, ins, vals, res):
+        outs = list(node.outputs)
         for o, v in zip(outs, res):
             if o:
-                alias[o] = set().union(*[alias.get(i, ()) for i, iv in zip(ins, vals)
-                                         if i in live and isinstance(v, np.ndarray) and
-                                         isinstance(iv, np.ndarray) and
-                                         np.may_share_memory(v, iv)])
-        want = None
-        o0 = outs[0] if len(outs) == 1 else None
-        if getattr(fn, "takes_out", False) and o0 and o0 not in dynamic and \
-                o0 not in graph_outs and isinstance(res[0], np.ndarray) and \
-                res[0].flags.c_contiguous and not alias[o0]:
-            want = (res[0].shape, res[0].dtype)
-            alias[o0] = {o0}
-        wants.append(want)
-        plan.steps.append([fn, [slot_of(i) if i else None for i in ins],
-                           [slot_of(o) if o else None for o in outs], []])
-        plan.nodes.append(node)
+                self.live[o] = v
+                self.shapes[o] = np.shape(v)
+        if self._makes_dynamic(node, ins):
+            self.dynamic.update(o for o in outs if o)
+        for o, v in zip(outs, res):
+            if o:
+                self.alias[o] = self._views_of(ins, vals, v)
+        want = self._recyclable(fn, outs, res)
+        if want is not None:
+            self.alias[outs[0]] = {outs[0]}
+        self.drafts.append(_Draft(node, fn, list(ins), outs, want))
 
-    # graph outputs: a slot each (constants and feeds get one too)
-    out_names = [o.name for o in graph.outputs]
-    for name in out_names:
-        slot_of(name)
-    for vi in graph.inputs:
-        slot_of(vi.name)
-    const_slots = {name: s for name, s in slot.items() if name in known}
-    plan.n_slots = len(slot)
-    plan.template = [None] * plan.n_slots
-    for name, s in const_slots.items():
-        plan.template[s] = known[name]
-    plan.in_slots = {vi.name: slot[vi.name] for vi in graph.inputs}
-    plan.out_slots = {name: slot[name] for name in out_names}
-    _set_frees(plan, set(plan.out_slots.values()) | set(const_slots.values()))
-    _assign_buffers(plan, wants, alias, graph_outs, shapes)
-    # an output that is a constant or a feed must be copied on return
-    values = {name: (known[name] if name in known else live[name]) for name in out_names}
-    return plan, values
+    def _views_of(self, ins, vals, v):
+        """The recyclable buffers an output may be a view of (Reshape, Transpose, Slice...)."""
+        if not isinstance(v, np.ndarray):
+            return set()
+        return set().union(*[self.alias.get(i, ()) for i, iv in zip(ins, vals)
+                             if i in self.live and isinstance(iv, np.ndarray) and
+                             np.may_share_memory(v, iv)])
+
+    def _recyclable(self, fn, outs, res):
+        """(shape, dtype) when the step's single output can live in a recycled buffer: the
+        function takes ``out=``, the shape is fixed, the value is its own contiguous array and
+        not a graph output (those are handed to the caller)."""
+        if not getattr(fn, "takes_out", False) or len(outs) != 1:
+            return None
+        o, r = outs[0], res[0]
+        if not o or o in self.dynamic or o in self.graph_outs or self.alias[o]:
+            return None
+        if not (isinstance(r, np.ndarray) and r.flags.c_contiguous):
+            return None
+        return r.shape, r.dtype
 
 
-def _set_frees(plan, keep):
-    """Release each run-time value after its last reader, so buffers can be recycled."""
+# ============================================================================ 2-4. slots, frees, buffers
+def _number_slots(trace, graph):
+    """Pass 2: value name -> slot, for every value a step, the caller or an output touches."""
+    slot = {}
+    names = [n for d in trace.drafts for n in d.ins + d.outs if n]
+    names += [o.name for o in graph.outputs] + [vi.name for vi in graph.inputs]
+    for n in names:
+        slot.setdefault(n, len(slot))
+    return slot
+
+
+def _free_after_last_read(drafts, slot, keep):
+    """Pass 3: per step, the slots whose last reader it is (never those in ``keep``)."""
     last = {}
-    for k, (fn, ins, outs, _) in enumerate(plan.steps):
-        for s in ins:
-            if s is not None:
-                last[s] = k
-        for s in outs:
-            if s is not None and s not in last:
-                last[s] = k          # produced but never read: free right away
+    for k, d in enumerate(drafts):
+        for n in d.ins:
+            if n:
+                last[slot[n]] = k
+        for n in d.outs:
+            if n:
+                last.setdefault(slot[n], k)   # produced but never read: free right away
+    frees = [[] for _ in drafts]
     for s, k in last.items():
         if s not in keep:
-            plan.steps[k][3].append(s)
-    plan.steps = [[fn, tuple(i for i in ins), tuple(outs), tuple(fr), None]
-                  for fn, ins, outs, fr in plan.steps]
+            frees[k].append(s)
+    return frees
 
 
-def _concat_groups(nodes, wants, alias, graph_outs, shapes):
-    """Concats whose inputs can be written in place: {producer step: (concat step, byte
-    offset)}. The slice of a channel-axis concat with leading dims of 1 is contiguous, so a
-    conv (or any step taking ``out=``) can write straight into it and the copy disappears."""
-    producer = {n.outputs[0]: k for k, n in enumerate(nodes) if wants[k] is not None}
+def _concat_layout(node, want):
+    """(axis, bytes per unit of the axis) of a recyclable Concat whose slices along the axis
+    are contiguous (every dim before it is 1), else None."""
+    shape, dt = want
+    axis = node.attrs.get("axis", 0)
+    axis = axis + len(shape) if axis < 0 else axis
+    if int(np.prod(shape[:axis])) != 1:
+        return None
+    return axis, int(np.prod(shape[axis + 1:])) * dt.itemsize
+
+
+def _concat_groups(drafts, trace):
+    """Concats whose inputs can be written in place: ({producer step: (concat step, byte
+    offset)}, {concat step: [(input index, slice) still copied]}). The slice of a channel-axis
+    concat with leading dims of 1 is contiguous, so a conv (or any step taking ``out=``) can
+    write straight into it and the copy disappears."""
+    producer = {d.outs[0]: k for k, d in enumerate(drafts) if d.want is not None}
     member, copies = {}, {}
-    for k, node in enumerate(nodes):
-        if node.op_type != "Concat" or wants[k] is None:
+    for k, d in enumerate(drafts):
+        if d.node.op_type != "Concat" or d.want is None:
             continue
-        shape, dt = wants[k]
-        axis = node.attrs.get("axis", 0)
-        axis = axis + len(shape) if axis < 0 else axis
-        if int(np.prod(shape[:axis])) != 1:
+        layout = _concat_layout(d.node, d.want)
+        if layout is None:
             continue
-        inner = int(np.prod(shape[axis + 1:])) * dt.itemsize
-        off, rest, mine = 0, [], {}
-        for idx, name in enumerate(node.inputs):
-            j = producer.get(name)
-            size = shapes[name][axis] if name in shapes else None
-            if size is None:
-                break
-            if (j is not None and j < k and j not in member and j not in mine and
-                    name not in graph_outs and node.inputs.count(name) == 1 and
-                    wants[j][1] == dt and alias.get(name) == {name}):
-                mine[j] = (k, off)
-            else:
-                rest.append((idx, (slice(None),) * axis + (slice(off // inner, off // inner
-                                                                 + size),)))
-            off += size * inner
-        else:
-            if mine:
-                member.update(mine)
-                copies[k] = rest
+        mine, rest = _concat_members(k, d, layout, producer, member, drafts, trace)
+        if mine:
+            member.update(mine)
+            copies[k] = rest
     return member, copies
+
+
+def _concat_members(k, d, layout, producer, member, drafts, trace):
+    """For Concat step k: ({producer: (k, offset)} written in place, [(index, slice)] copied);
+    ({}, []) when an input's size along the axis is unknown."""
+    axis, inner = layout
+    off, rest, mine = 0, [], {}
+    for idx, name in enumerate(d.ins):
+        if name not in trace.shapes:
+            return {}, []
+        size = trace.shapes[name][axis]
+        j = producer.get(name)
+        if (j is not None and j < k and j not in member and j not in mine and
+                name not in trace.graph_outs and d.ins.count(name) == 1 and
+                drafts[j].want[1] == d.want[1] and trace.alias.get(name) == {name}):
+            mine[j] = (k, off)
+        else:
+            start = off // inner
+            rest.append((idx, (slice(None),) * axis + (slice(start, start + size),)))
+        off += size * inner
+    return mine, rest
 
 
 def _concat_rest(copies):
@@ -271,66 +354,139 @@ def _concat_rest(copies):
     return f
 
 
-def _assign_buffers(plan, wants, alias, graph_outs, shapes):
-    """Give recyclable outputs buffers by liveness: a buffer is free again after the last
-    step reading it or any view of it; buffers holding a graph output (or a view returned as
-    one) are never recycled within a run. Best fit by size among the free buffers. Inputs of
-    a channel concat are written into the concat's buffer directly (see _concat_groups)."""
-    nodes = plan.nodes
-    member, copies = _concat_groups(nodes, wants, alias, graph_outs, shapes)
-    renamed = {nodes[j].outputs[0]: nodes[c].outputs[0] for j, (c, _) in member.items()}
-    if renamed:
-        alias = {v: {renamed.get(r, r) for r in rs} for v, rs in alias.items()}
+class _Buffers:
+    """Recycled buffers: best fit by size among the free ones, else a new one."""
+
+    def __init__(self):
+        self.sizes, self.free, self.owner = [], [], {}
+
+    def take(self, need, node):
+        fit = [b for b in self.free if self.sizes[b] >= need]
+        if fit:
+            b = min(fit, key=lambda b: self.sizes[b])
+            self.free.remove(b)
+            return b
+        check_alloc(need, f"the planned buffer of {_label(node)}'s output")
+        self.sizes.append(need)
+        return len(self.sizes) - 1
+
+    def of(self, name, want, node):
+        """The buffer holding value ``name`` (taken on first use)."""
+        if name not in self.owner:
+            shape, dt = want
+            self.owner[name] = self.take(max(int(np.prod(shape)) * dt.itemsize, 1), node)
+        return self.owner[name]
+
+
+def _release_points(drafts, alias, graph_outs):
+    """step -> the buffers (by value name) free after it: the last step reading the value or
+    any view of it; never within the run for values a graph output may view."""
     last = {}
-    for k, node in enumerate(nodes):
-        for i in node.inputs:
+    for k, d in enumerate(drafts):
+        for i in d.ins:
             for r in alias.get(i, ()):
                 last[r] = k
     for o in graph_outs:
         for r in alias.get(o, ()):
-            last[r] = len(nodes)
-    free, owner, sizes = [], {}, []
+            last[r] = len(drafts)
     release = {}
     for r, k in last.items():
         release.setdefault(k, []).append(r)
+    return release, last
 
-    def take(need, k):
-        fit = [b for b in free if sizes[b] >= need]
-        if fit:
-            b = min(fit, key=lambda b: sizes[b])
-            free.remove(b)
-            return b
-        check_alloc(need, f"the planned buffer of {nodes[k].op_type} node "
-                          f"{nodes[k].name!r}'s output")
-        sizes.append(need)
-        return len(sizes) - 1
 
-    for k, want in enumerate(wants):
-        if want is not None:
-            shape, dt = want
-            name = nodes[k].outputs[0]
+def _assign_buffers(plan, trace):
+    """Pass 4: give recyclable outputs buffers by liveness (see _Buffers, _release_points);
+    inputs of a channel concat are written into the concat's buffer (_concat_groups)."""
+    drafts = trace.drafts
+    member, copies = _concat_groups(drafts, trace)
+    renamed = {drafts[j].outs[0]: drafts[c].outs[0] for j, (c, _) in member.items()}
+    alias = {v: {renamed.get(r, r) for r in rs} for v, rs in trace.alias.items()}
+    release, last = _release_points(drafts, alias, trace.graph_outs)
+    bufs = _Buffers()
+    for k, d in enumerate(drafts):
+        if d.want is not None:
             if k in member:                       # writes into its concat's buffer
                 c, off = member[k]
-                cname = nodes[c].outputs[0]
-                if cname not in owner:
-                    cshape, cdt = wants[c]
-                    owner[cname] = take(max(int(np.prod(cshape)) * cdt.itemsize, 1), c)
-                plan.steps[k][4] = len(plan.views)
-                plan.views.append((owner[cname], off, dt, shape))
+                b = bufs.of(drafts[c].outs[0], drafts[c].want, drafts[c].node)
             else:
-                if name not in owner:
-                    owner[name] = take(max(int(np.prod(shape)) * dt.itemsize, 1), k)
-                plan.steps[k][4] = len(plan.views)
-                plan.views.append((owner[name], 0, dt, shape))
+                c, off = k, 0
+                b = bufs.of(d.outs[0], d.want, d.node)
                 if k in copies:
-                    plan.steps[k][0] = _concat_rest(copies[k])
-                if name not in last:              # never read: free at once
-                    free.append(owner[name])
+                    d.fn = _concat_rest(copies[k])
+                if d.outs[0] not in last:         # never read: free at once
+                    bufs.free.append(b)
+            d.view = len(plan.views)
+            plan.views.append((b, off, d.want[1], d.want[0]))
         for r in release.get(k, ()):
-            if r in owner:
-                free.append(owner[r])
-    plan.buffer_sizes = sizes
-    plan.steps = [tuple(st) for st in plan.steps]
+            if r in bufs.owner:
+                bufs.free.append(bufs.owner[r])
+    plan.buffer_sizes = bufs.sizes
+
+
+# ============================================================================ 5. compile
+def _step_lines(k, st):
+    """Step k as source lines: the call, its outputs bound, its freed values dropped."""
+    args = ", ".join("None" if s is None else f"v{s}" for s in st.ins)
+    if st.out_view is not None:
+        args += f"{', ' if args else ''}out=a{st.out_view}"
+    if len(st.outs) == 1:
+        target = "_" if st.outs[0] is None else f"v{st.outs[0]}"
+        lines = [f"{target} = f{k}({args})"]
+    else:
+        lines = [f"r = f{k}({args})"]
+        lines += [f"v{s} = r[{j}]" for j, s in enumerate(st.outs) if s is not None]
+    return lines + [f"v{s} = None" for s in st.frees]
+
+
+def _compile(steps, out_slots):
+    """The steps as one generated function ``run(vals, arena)``: each value a local variable,
+    each step one line (``v7 = f3(v2, v5, out=a1)``), a freed value set to None after its
+    last reader, the graph outputs written back to ``vals``. Per node this leaves the
+    handler's call itself, where an interpreted loop also paid ~1 us of list indexing,
+    unpacking and length tests."""
+    body = [line for k, st in enumerate(steps) for line in _step_lines(k, st)]
+    read = {s for st in steps for s in st.ins if s is not None}
+    produced = {s for st in steps for s in st.outs if s is not None}
+    views = sorted({st.out_view for st in steps if st.out_view is not None})
+    prologue = [f"v{s} = vals[{s}]" for s in sorted(read - produced)]
+    prologue += [f"a{v} = arena[{v}]" for v in views]
+    epilogue = [f"vals[{s}] = v{s}" for s in sorted(set(out_slots) & produced)]
+    names = "".join(f"f{k}, " for k in range(len(steps)))
+    src = ["def make(fns):", f"    {names}= fns" if steps else "    pass",
+           "    def run(vals, arena):"]
+    src += [f"        {line}" for line in prologue + body + epilogue]
+    src += ["        return vals", "    return run"]
+    namespace = {}
+    exec(compile("\n".join(src), "<edgedl plan>", "exec"), namespace)
+    return namespace["make"]([st.fn for st in steps])
+
+
+# ============================================================================ build / run
+def build(graph, feed, backend):
+    """Plan for the shapes in ``feed`` (name -> array); returns (plan, values of this run)."""
+    trace = _Trace(graph, feed, backend)
+    for node in graph.nodes:
+        trace.add(node)
+    plan = Plan()
+    slot = _number_slots(trace, graph)
+    const_slots = {name: s for name, s in slot.items() if name in trace.known}
+    plan.n_slots = len(slot)
+    plan.template = [None] * plan.n_slots
+    for name, s in const_slots.items():
+        plan.template[s] = trace.known[name]
+    plan.in_slots = {vi.name: slot[vi.name] for vi in graph.inputs}
+    plan.out_slots = {o.name: slot[o.name] for o in graph.outputs}
+    frees = _free_after_last_read(trace.drafts, slot,
+                                  set(plan.out_slots.values()) | set(const_slots.values()))
+    _assign_buffers(plan, trace)
+    plan.steps = [Step(d.fn, tuple(slot[i] if i else None for i in d.ins),
+                       tuple(slot[o] if o else None for o in d.outs), tuple(fr), d.view,
+                       d.node) for d, fr in zip(trace.drafts, frees)]
+    plan.run_steps = _compile(plan.steps, plan.out_slots.values())
+    # an output that is a constant or a feed must be copied on return (the session does)
+    values = {o.name: trace.value(o.name) for o in graph.outputs}
+    return plan, values
 
 
 def run(plan, feed_slots, collect):
@@ -341,54 +497,29 @@ def run(plan, feed_slots, collect):
         vals[s] = v
     arena = plan.arenas.pop() if plan.arenas else plan.new_arena()
     try:
-        _loop(plan.steps, vals, arena)
-        return collect(vals)
+        return collect(plan.run_steps(vals, arena))
     finally:
         plan.arenas.append(arena)
 
 
-def _loop(steps, vals, arena):
-    for fn, ins, outs, frees, ov in steps:
-        if ov is None:
-            r = fn(*[None if i is None else vals[i] for i in ins])
-        else:
-            r = fn(*[None if i is None else vals[i] for i in ins], out=arena[ov])
-        if len(outs) == 1:
-            vals[outs[0]] = r
-        else:
-            for o, v in zip(outs, r):
-                if o is not None:
-                    vals[o] = v
-        for s in frees:
-            vals[s] = None
-
-
 def run_profiled(plan, feed_slots, collect, times):
-    """Like run, adding each step's seconds to ``times[k]``.
-
-    The step body repeats ``_loop``'s on purpose: factoring it into a helper would add a Python
-    call per node to every unprofiled run, which is the hot path of tiny models."""
+    """Like run, one step at a time, adding each step's seconds to ``times[k]``."""
     vals = list(plan.template)
     for s, v in feed_slots:
         vals[s] = v
     clock = time.perf_counter
     arena = plan.arenas.pop() if plan.arenas else plan.new_arena()
-    for k, (fn, ins, outs, frees, ov) in enumerate(plan.steps):
-        t0 = clock()
-        if ov is None:
-            r = fn(*[None if i is None else vals[i] for i in ins])
-        else:
-            r = fn(*[None if i is None else vals[i] for i in ins], out=arena[ov])
-        times[k] += clock() - t0
-        if len(outs) == 1:
-            vals[outs[0]] = r
-        else:
-            for o, v in zip(outs, r):
+    try:
+        for k, (fn, ins, outs, frees, ov, _) in enumerate(plan.steps):
+            args = [None if i is None else vals[i] for i in ins]
+            t0 = clock()
+            r = fn(*args) if ov is None else fn(*args, out=arena[ov])
+            times[k] += clock() - t0
+            for o, v in zip(outs, (r,) if len(outs) == 1 else r):
                 if o is not None:
                     vals[o] = v
-        for s in frees:
-            vals[s] = None
-    try:
+            for s in frees:
+                vals[s] = None
         return collect(vals)
     finally:
         plan.arenas.append(arena)
