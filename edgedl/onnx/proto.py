@@ -99,6 +99,8 @@ class Message:
     _BY_NAME = {}        # field name -> the same tuple
     _LISTS = ()          # names of the repeated fields kept as lists
     _ONEOF = {}          # member field name -> oneof name
+    _ARRAYS = ()         # names of the repeated fields kept as ndarrays
+    _READERS = {}        # field key (number << 3 | wire type) -> its reader (see _readers)
 
     def __init__(self, **fields):
         d = self.__dict__
@@ -176,6 +178,8 @@ def _define(cls, fields, oneof=None):
     cls._BY_NAME = {s[0]: s for s in cls._FIELDS.values()}
     cls._LISTS = tuple(s[0] for s in cls._FIELDS.values() if s[2] == _LIST)
     cls._ONEOF = dict(oneof or {})
+    cls._ARRAYS = tuple(s[0] for s in cls._FIELDS.values() if s[2] == _ARRAY)
+    cls._READERS = _readers(cls)
     for fname, kind, rep, sub in cls._FIELDS.values():
         if rep == _ARRAY:
             empty = np.empty(0, _ARRAY_DTYPE[kind])
@@ -183,6 +187,174 @@ def _define(cls, fields, oneof=None):
             setattr(cls, fname, empty)
         elif rep == _SINGLE:
             setattr(cls, fname, _Default(sub) if kind == _MSG else _SCALAR_DEFAULT.get(kind, 0))
+
+
+# ----------------------------------------------------------------------------- field readers
+# A message class's _READERS maps each key it accepts (field number << 3 | wire type) to
+# read(msg, buf, v, pos, depth), where v is what _parse found: the varint's value (wire type
+# 0), the offset of the fixed64 / fixed32 value (1, 5), or the offset of the payload ending at
+# pos (2). A known field in a wire type its kind never uses has no reader, so it is skipped as
+# an unknown field (e.g. a packed encoding of a singular scalar).
+
+def _readers(cls):
+    """The readers of ``cls``'s fields, by key (built once per class, by _define)."""
+    table = {}
+    for num, spec in cls._FIELDS.items():
+        kind, rep = spec[1], spec[2]
+        if kind in _VARINTS:
+            table[num << 3] = _varint_reader(cls, spec)
+        elif kind in _FIXED_WIRE:
+            table[num << 3 | _FIXED_WIRE[kind]] = _fixed_reader(cls, spec)
+        else:                                          # message, string, bytes
+            table[num << 3 | 2] = _DELIMITED_READER[kind](cls, spec)
+            continue
+        if rep != _SINGLE:                             # a repeated scalar may come packed too
+            table[num << 3 | 2] = _packed_reader(spec)
+    return table
+
+
+def _keeper(cls, name, rep):
+    """keep(msg, value) for the fields that need more than an append or a set: a value of an
+    ndarray field joins its unpacked part, a oneof member clears its siblings; None for the
+    others (the readers append or set inline: they run once per field of a model)."""
+    if rep == _ARRAY:
+        return lambda msg, v: _unpacked_part(msg, name).append(v)
+    if rep == _SINGLE and name in cls._ONEOF:
+        return lambda msg, v: _set(msg, name, v)
+    return None
+
+
+def _message_reader(cls, spec):
+    name, _, rep, sub = spec
+    if rep:
+        def read(msg, buf, begin, end, depth):
+            child = sub()
+            msg.__dict__[name].append(child)
+            _parse(child, buf, begin, end, depth + 1)
+        return read
+    keep = _keeper(cls, name, rep)
+
+    def read_one(msg, buf, begin, end, depth):
+        child = msg.__dict__.get(name)          # a singular message seen again is merged
+        if child is None:
+            child = sub()
+        if keep is None:
+            msg.__dict__[name] = child
+        else:
+            keep(msg, child)
+        _parse(child, buf, begin, end, depth + 1)
+    return read_one
+
+
+def _string_reader(cls, spec):
+    name, _, rep, _ = spec
+    keep = _keeper(cls, name, rep)
+
+    def read(msg, buf, begin, end, depth):
+        try:
+            v = str(buf[begin:end], "utf-8")
+        except UnicodeDecodeError as e:
+            raise _Malformed(begin + e.start, "string field is not valid UTF-8") from None
+        if rep:
+            msg.__dict__[name].append(v)
+        elif keep is None:
+            msg.__dict__[name] = v
+        else:
+            keep(msg, v)
+    return read
+
+
+def _bytes_reader(cls, spec):
+    name, _, rep, _ = spec
+    if rep:
+        return lambda msg, buf, begin, end, depth: msg.__dict__[name].append(buf[begin:end])
+
+    def read(msg, buf, begin, end, depth):
+        msg.__dict__[name] = buf[begin:end]
+    return read
+
+
+_DELIMITED_READER = {_MSG: _message_reader, _STRING: _string_reader, _BYTES: _bytes_reader}
+_FIXED_WIRE = {_FLOAT: 5, _DOUBLE: 1}
+#: a varint's value as each kind reads it: v & mask, minus wrap when at least half
+_VARINT_RANGE = {_INT64: (_M64, 1 << 63, 1 << 64), _UINT64: (_M64, 1 << 64, 0),
+                 _INT32: (0xFFFFFFFF, 1 << 31, 1 << 32), _ENUM: (0xFFFFFFFF, 1 << 31, 1 << 32)}
+
+
+def _varint_reader(cls, spec):
+    name, kind, rep, allowed = spec        # allowed: a closed enum's values (else None)
+    mask, half, wrap = _VARINT_RANGE[kind]
+    keep = _keeper(cls, name, rep)
+
+    def read(msg, buf, v, pos, depth):
+        v &= mask
+        if v >= half:
+            v -= wrap
+        if allowed is not None and v not in allowed:
+            return                         # proto2 closed enum: an unknown value reads as absent
+        if rep == _LIST:
+            msg.__dict__[name].append(v)
+        elif keep is None:
+            msg.__dict__[name] = v
+        else:
+            keep(msg, v)
+    return read
+
+
+def _fixed_reader(cls, spec):
+    name, kind, rep, _ = spec
+    keep = _keeper(cls, name, rep)
+    fmt = "<f" if kind == _FLOAT else "<d"
+
+    def read(msg, buf, offset, pos, depth):
+        v = struct.unpack_from(fmt, buf, offset)[0]
+        if rep == _LIST:
+            msg.__dict__[name].append(v)
+        elif keep is None:
+            msg.__dict__[name] = v
+        else:
+            keep(msg, v)
+    return read
+
+
+def _packed_reader(spec):
+    """A repeated scalar field's packed encoding: its values extend the list, or become the
+    next part of the ndarray (bulk tensor data)."""
+    name, kind, rep, _ = spec
+    if rep == _ARRAY:
+        return lambda msg, buf, begin, end, depth: _array_parts(msg, name).append(
+            _packed(buf, begin, end, kind, rep))
+    return lambda msg, buf, begin, end, depth: msg.__dict__[name].extend(
+        _packed(buf, begin, end, kind, rep))
+
+
+def _array_parts(msg, name):
+    """The parts of ndarray field ``name`` read so far: a list in the message until
+    _join_arrays, after the field's earlier value when the message is merged into."""
+    d = msg.__dict__
+    parts = d.get(name)
+    if type(parts) is not list:
+        parts = d[name] = [] if parts is None else [parts]
+    return parts
+
+
+def _unpacked_part(msg, name):
+    """The list gathering the unpacked values of ``name`` that follow its last part."""
+    parts = _array_parts(msg, name)
+    if not parts or not isinstance(parts[-1], list):
+        parts.append([])
+    return parts[-1]
+
+
+def _join_arrays(msg):
+    """Each ndarray field read as parts becomes one array of its dtype, parts in order."""
+    d = msg.__dict__
+    for name in msg._ARRAYS:
+        parts = d.get(name)
+        if type(parts) is list:
+            dt = _ARRAY_DTYPE[msg._BY_NAME[name][1]]
+            arrs = [np.asarray(p, dtype=dt) for p in parts]
+            d[name] = arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
 
 
 _DATA_TYPES = ["UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64",
@@ -320,13 +492,10 @@ def _varint(buf, pos, end):
 
 
 def _signed(v, kind):
-    if kind == _INT32 or kind == _ENUM:
-        v &= 0xFFFFFFFF
-        return v - (1 << 32) if v >= 1 << 31 else v
-    v &= _M64
-    if kind == _UINT64:
-        return v
-    return v - (1 << 64) if v >= 1 << 63 else v
+    """A varint's value as a field of ``kind`` reads it (see _VARINT_RANGE)."""
+    mask, half, wrap = _VARINT_RANGE[kind]
+    v &= mask
+    return v - wrap if v >= half else v
 
 
 def _varints_np(buf, start, end, kind):
@@ -378,25 +547,16 @@ def _packed(buf, start, end, kind, rep):
     return out
 
 
-def _text(buf, start, end):
-    try:
-        return str(buf[start:end], "utf-8")
-    except UnicodeDecodeError as e:
-        raise _Malformed(start + e.start, "string field is not valid UTF-8") from None
-
-
 def _parse(msg, buf, pos, end, depth):
-    """Fill ``msg`` from the bytes buf[pos:end] (merging, as protobuf's MergeFrom)."""
+    """Fill ``msg`` from the bytes buf[pos:end] (merging, as protobuf's MergeFrom): split them
+    into fields, each read by the reader its class has for the field's key (see _readers)."""
     if depth > MAX_DEPTH:
         raise _Malformed(pos, f"messages nested deeper than {MAX_DEPTH} levels")
-    fields = msg._FIELDS
-    oneof = msg._ONEOF
-    d = msg.__dict__
-    chunks = None                  # ndarray field -> parts, joined at the end
-    name = None
+    readers = msg._READERS
+    num = 0
     try:
         while pos < end:
-            start, name = pos, None
+            start, num = pos, 0
             key = buf[pos]
             pos += 1
             if key >= 0x80:
@@ -406,9 +566,7 @@ def _parse(msg, buf, pos, end, depth):
             num, wt = key >> 3, key & 7
             if num == 0:
                 raise _Malformed(start, "field number 0 is invalid")
-            spec = fields.get(num)
-            name = spec[0] if spec is not None else None
-            if wt == 2:                                    # length-delimited
+            if wt == 2:                                    # length-delimited: v = its start
                 if pos >= end:
                     raise _Malformed(pos, "truncated length")
                 n = buf[pos]
@@ -418,96 +576,40 @@ def _parse(msg, buf, pos, end, depth):
                 if n > end - pos:
                     raise _Malformed(start, f"field {num} claims {n} bytes, only {end - pos} "
                                             "are left")
-                start = pos
-                pos += n
-                if spec is None:
-                    continue                   # unknown field: skipped, as protobuf does
-                _, kind, rep, sub = spec
-                if kind == _MSG:
-                    if rep:
-                        child = sub()
-                        d[name].append(child)
-                    else:
-                        child = d.get(name)
-                        if child is None:
-                            child = sub()
-                        if oneof:
-                            _set(msg, name, child)
-                        else:
-                            d[name] = child
-                    _parse(child, buf, start, pos, depth + 1)
-                elif kind == _STRING:
-                    v = _text(buf, start, pos)
-                    if rep:
-                        d[name].append(v)
-                    elif oneof:
-                        _set(msg, name, v)
-                    else:
-                        d[name] = v
-                elif kind == _BYTES:
-                    if rep:
-                        d[name].append(buf[start:pos])
-                    else:
-                        d[name] = buf[start:pos]
-                elif rep == _ARRAY:                    # packed bulk tensor data
-                    if chunks is None:
-                        chunks = {}
-                    chunks.setdefault(name, []).append(_packed(buf, start, pos, kind, rep))
-                elif rep:                              # packed attribute floats / ints
-                    d[name].extend(_packed(buf, start, pos, kind, rep))
-                # else: a packed encoding of a singular field is an unknown field
-                continue
-            if wt == 0:
+                v, pos = pos, pos + n
+            elif wt == 0:                                  # varint: v = its value
                 v = buf[pos] if pos < end else 0x80
                 if v < 0x80:
                     pos += 1
                 else:
                     v, pos = _varint(buf, pos, end)
-                if spec is None or spec[1] not in _VARINTS:
-                    continue
-                kind = spec[1]
-                v = _signed(v, kind)
-                if kind == _ENUM and v not in spec[3]:
-                    continue                           # proto2 closed enum: unknown value
-            elif wt == 5 or wt == 1:
-                size = 4 if wt == 5 else 8
-                if end - pos < size:
-                    raise _Malformed(start, f"field {num}: truncated "
-                                            f"{'fixed32' if wt == 5 else 'fixed64'} value")
-                pos += size
-                if spec is None or spec[1] != (_FLOAT if wt == 5 else _DOUBLE):
-                    continue
-                v = struct.unpack_from("<f" if wt == 5 else "<d", buf, pos - size)[0]
-            elif wt == 3 or wt == 4:
-                raise _Malformed(start, f"field {num} uses protobuf groups (wire type {wt}), "
-                                        "which ONNX never writes")
-            else:
-                raise _Malformed(start, f"field {num} has invalid wire type {wt}")
-            rep = spec[2]
-            if rep == _ARRAY:                          # unpacked bulk values, in order
-                if chunks is None:
-                    chunks = {}
-                parts = chunks.setdefault(name, [])
-                if not parts or not isinstance(parts[-1], list):
-                    parts.append([])
-                parts[-1].append(v)
-            elif rep:
-                d[name].append(v)
-            elif oneof:
-                _set(msg, name, v)
-            else:
-                d[name] = v
+            else:                                          # fixed64 / fixed32: v = its offset
+                v, pos = pos, _fixed_end(buf, pos, end, start, num, wt)
+            read = readers.get(key)
+            if read is not None:                           # else unknown: skipped, as protobuf
+                read(msg, buf, v, pos, depth)
     except _Malformed as e:
-        e.path.append(f"{type(msg).__name__}.{name}" if name else type(msg).__name__)
+        spec = msg._FIELDS.get(num)
+        e.path.append(f"{type(msg).__name__}.{spec[0]}" if spec else type(msg).__name__)
         raise
-    if chunks:
-        for name, parts in chunks.items():
-            dt = _ARRAY_DTYPE[msg._BY_NAME[name][1]]
-            if name in d:                          # a merge: earlier values first
-                parts.insert(0, d[name])
-            arrs = [np.asarray(p, dtype=dt) for p in parts]
-            d[name] = arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+    if msg._ARRAYS:
+        _join_arrays(msg)
     return msg
+
+
+def _fixed_end(buf, pos, end, start, num, wt):
+    """Where the fixed64 (wire type 1) or fixed32 (5) value at ``pos`` ends; groups (3, 4)
+    and the undefined wire types are refused."""
+    if wt == 5 or wt == 1:
+        size = 4 if wt == 5 else 8
+        if end - pos < size:
+            raise _Malformed(start, f"field {num}: truncated "
+                                    f"{'fixed32' if wt == 5 else 'fixed64'} value")
+        return pos + size
+    if wt == 3 or wt == 4:
+        raise _Malformed(start, f"field {num} uses protobuf groups (wire type {wt}), "
+                                "which ONNX never writes")
+    raise _Malformed(start, f"field {num} has invalid wire type {wt}")
 
 
 def _set(msg, name, value):
