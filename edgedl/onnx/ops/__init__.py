@@ -78,4 +78,4 @@ def ints(v):
     return [int(x) for x in np.asarray(v).reshape(-1)]
 
 
-from . import elementwise, nn, tensor  # noqa: E402,F401  (register handlers)
+from . import elementwise, nn, quant, tensor  # noqa: E402,F401  (register handlers)

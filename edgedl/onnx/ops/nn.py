@@ -366,6 +366,11 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
 @op("Resize")
 def resize(ctx):
     mode = ctx.attr("mode", "nearest")
+    if mode == "nearest" and ctx.dtypes[0] in (np.dtype(np.uint8), np.dtype(np.int8)):
+        # int8 models resize quantized values: nearest only copies them, exact in float32
+        ctx.dtypes = [np.dtype(np.float32)] + list(ctx.dtypes[1:])
+        as_float = resize(ctx)
+        return lambda x, *ins: as_float(x.astype(np.float32), *ins).astype(x.dtype)
     if ctx.opset < 11:
         return _resize_fn(ctx, mode, "asymmetric", "floor", -0.75, 0, 0.0,
                           lambda ins: ins[0], lambda ins: None, lambda ins: None)

@@ -1,0 +1,129 @@
+"""numba twins of edgedl.kernels._ref.quant (same names and arguments; see there for semantics).
+
+Plain loops: the GEMM runs row by row, each k adding one widened row of b times a scalar
+into an int32 accumulator row (LLVM vectorises that inner loop), rows in parallel.
+"""
+import numpy as np
+from numba import prange
+
+from edgedl._config import njit
+
+
+@njit
+def _sat(v, lo, hi):
+    return lo if v < lo else hi if v > hi else v
+
+
+@njit(parallel=True)
+def quantize_linear(x, scale, zero_point, out):
+    a, c, b = x.shape
+    info = np.iinfo(out.dtype)
+    lo, hi = np.float32(info.min), np.float32(info.max)
+    for p in prange(a * c):
+        ch = p % c
+        s = np.float32(scale[ch])
+        z = np.float32(zero_point[ch])
+        xr = x[p // c, ch]
+        yr = out[p // c, ch]
+        for q in range(b):
+            v = np.float32(np.rint(np.float32(xr[q]) / s)) + z
+            yr[q] = _sat(v, lo, hi)
+
+
+@njit(parallel=True)
+def dequantize_linear(x, scale, zero_point, out):
+    a, c, b = x.shape
+    for p in prange(a * c):
+        ch = p % c
+        s = np.float32(scale[ch])
+        z = np.int64(zero_point[ch])
+        xr = x[p // c, ch]
+        yr = out[p // c, ch]
+        for q in range(b):
+            yr[q] = np.float32(np.int64(xr[q]) - z) * s
+
+
+@njit(parallel=True)
+def im2col_q(x, fill, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+    c, h, w = x.shape
+    f = cols.dtype.type(fill)
+    for r in prange(c * kh * kw):
+        ch = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        for oy in range(oh):
+            iy = oy * sh - ph + i * dh
+            base = oy * ow
+            if iy < 0 or iy >= h:
+                for ox in range(ow):
+                    cols[r, base + ox] = f
+                continue
+            for ox in range(ow):
+                ix = ox * sw - pw + j * dw
+                cols[r, base + ox] = x[ch, iy, ix] if 0 <= ix < w else f
+
+
+@njit(parallel=True)
+def qgemm(a, a_zp, b, b_zp, acc):
+    m, k = a.shape
+    n = b.shape[1]
+    for i in prange(m):
+        row = acc[i]
+        row[:] = 0
+        azp = np.int32(a_zp[i])
+        # sum_k (a - azp) * b, then subtract b_zp[n] * sum_k (a - azp)
+        asum = np.int32(0)
+        for kk in range(k):
+            av = np.int32(a[i, kk]) - azp
+            asum += av
+            br = b[kk]
+            for q in range(n):
+                row[q] += av * np.int32(br[q])
+        for q in range(n):
+            row[q] -= asum * np.int32(b_zp[q])
+
+
+@njit(parallel=True)
+def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
+    c, h, wd = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh, ow = acc.shape[1], acc.shape[2]
+    xz = np.int32(x_zp)
+    for ch in prange(c):
+        wz = np.int32(w_zp[ch])
+        for oy in range(oh):
+            for ox in range(ow):
+                s = np.int32(0)
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j * dw
+                        if 0 <= ix < wd:
+                            s += (np.int32(x[ch, iy, ix]) - xz) * (np.int32(w[ch, i, j]) - wz)
+                acc[ch, oy, ox] = s
+
+
+@njit(parallel=True)
+def requantize(acc, bias, scale, zero_point, out):
+    a, c, b = acc.shape
+    info = np.iinfo(out.dtype)
+    lo, hi = np.float32(info.min), np.float32(info.max)
+    z = np.float32(zero_point)
+    for p in prange(a * c):
+        ch = p % c
+        s = np.float32(scale[ch])
+        bi = np.int32(bias[ch])
+        ar = acc[p // c, ch]
+        yr = out[p // c, ch]
+        for q in range(b):
+            v = np.float32(np.rint(np.float32(ar[q] + bi) * s)) + z
+            yr[q] = _sat(v, lo, hi)
+
+
+@njit
+def lookup(x, table, out):
+    xu = x.view(np.uint8)
+    for i in range(xu.shape[0]):
+        out[i] = table[xu[i]]

@@ -1,0 +1,95 @@
+"""NumPy reference of the int8 kernels (ONNX QuantizeLinear-10/13/19/21, DequantizeLinear,
+QLinearConv-10, ConvInteger-10, QLinearMatMul-10/21, MatMulInteger-10).
+
+The public wrapper (``edgedl.kernels.quant``) validates and broadcasts every argument, so these
+take plain arrays: per-channel parameters are 1-D along axis 1 of an (A, C, B) view, zero
+points are int32. Rounding is onnxruntime's: a float32 value, round half to even, saturate.
+
+- ``quantize_linear``: out = sat(rint(x / scale[c]) + zp[c]), x / scale in float32.
+- ``dequantize_linear``: out = float32(x - zp[c]) * scale[c].
+- ``im2col_q``: one image (C, H, W) of 8-bit ints -> columns (C*kh*kw, OH*OW); the padding
+  holds ``fill`` (the input zero point, so that it adds nothing once zp is subtracted).
+- ``qgemm``: acc (M, N) int32 = sum_k (a[m,k] - a_zp[m]) * (b[k,n] - b_zp[n]); a conv is
+  this GEMM of its (M, C*kh*kw) weights with the im2col columns.
+- ``qdepthwise``: the direct depthwise conv (group == C == M) into int32.
+- ``requantize``: out = sat(rint(float32(acc + bias[c]) * scale[c]) + zp).
+- ``lookup``: out[i] = table[x[i] as uint8] (a 256-entry table: activations of quantized
+  values, and the requantization of QLinearConcat's inputs).
+
+The integer products are summed here as float64 through NumPy's BLAS: every partial sum of
+8-bit products stays far below 2**53, so the result is exact (and fast enough to check
+whole models against).
+"""
+import numpy as np
+
+from .conv import _taps
+
+
+def _limits(dtype):
+    info = np.iinfo(dtype)
+    return info.min, info.max
+
+
+def quantize_linear(x, scale, zero_point, out):
+    """x float (A, C, B), scale float32 (C,), zero_point int32 (C,) -> out int8/uint8 (A, C, B)."""
+    lo, hi = _limits(out.dtype)
+    q = np.rint(x.astype(np.float32) / scale[None, :, None])
+    q = np.clip(q + zero_point[None, :, None].astype(np.float32), lo, hi)
+    out[...] = q.astype(out.dtype)
+
+
+def dequantize_linear(x, scale, zero_point, out):
+    """x int (A, C, B), scale float32 (C,), zero_point int32 (C,) -> out float32 (A, C, B)."""
+    d = x.astype(np.int64) - zero_point[None, :, None]
+    out[...] = d.astype(np.float32) * scale[None, :, None]
+
+
+def im2col_q(x, fill, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+    """x (C, H, W) -> cols (C*kh*kw, oh*ow) of x's dtype; padding = fill."""
+    c, h, w = x.shape
+    cols4 = cols.reshape(c, kh, kw, oh, ow)
+    cols4[...] = fill
+    for i, (r0, r1, roff) in enumerate(_taps(h, oh, kh, sh, ph, dh)):
+        for j, (c0, c1, coff) in enumerate(_taps(w, ow, kw, sw, pw, dw)):
+            if r1 > r0 and c1 > c0:
+                cols4[:, i, j, r0:r1, c0:c1] = x[:, r0 * sh + roff:(r1 - 1) * sh + roff + 1:sh,
+                                                 c0 * sw + coff:(c1 - 1) * sw + coff + 1:sw]
+
+
+def qgemm(a, a_zp, b, b_zp, acc):
+    """a (M, K), b (K, N) 8-bit ints; a_zp (M,), b_zp (N,) int32 -> acc (M, N) int32."""
+    af = a.astype(np.float64) - a_zp[:, None]
+    bf = b.astype(np.float64) - b_zp[None, :]
+    acc[...] = (af @ bf).astype(np.int32)
+
+
+def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
+    """x (C, H, W), w (C, kh, kw) 8-bit ints, x_zp int, w_zp (C,) int32 -> acc (C, OH, OW)
+    int32 = sum over taps of (x - x_zp) * (w - w_zp[c]), padding contributing 0."""
+    c, h, wd = x.shape
+    _, kh, kw = w.shape
+    oh, ow = acc.shape[1:]
+    xs = x.astype(np.int64) - x_zp
+    ws = w.astype(np.int64) - w_zp[:, None, None]
+    tot = np.zeros(acc.shape, np.int64)
+    for i, (r0, r1, roff) in enumerate(_taps(h, oh, kh, sh, ph, dh)):
+        for j, (c0, c1, coff) in enumerate(_taps(wd, ow, kw, sw, pw, dw)):
+            if r1 > r0 and c1 > c0:
+                tot[:, r0:r1, c0:c1] += ws[:, i, j, None, None] * xs[
+                    :, r0 * sh + roff:(r1 - 1) * sh + roff + 1:sh,
+                    c0 * sw + coff:(c1 - 1) * sw + coff + 1:sw]
+    acc[...] = tot.astype(np.int32)
+
+
+def requantize(acc, bias, scale, zero_point, out):
+    """acc int32 (A, C, B), bias int32 (C,), scale float32 (C,), zero_point int ->
+    out int8/uint8 (A, C, B)."""
+    lo, hi = _limits(out.dtype)
+    v = (acc.astype(np.int64) + bias[None, :, None]).astype(np.int32).astype(np.float32)
+    q = np.rint(v * scale[None, :, None]) + np.float32(zero_point)
+    out[...] = np.clip(q, lo, hi).astype(out.dtype)
+
+
+def lookup(x, table, out):
+    """x 1-D int8/uint8, table (256,) indexed by x's bits as uint8 -> out 1-D (table's dtype)."""
+    out[...] = table[x.view(np.uint8)]

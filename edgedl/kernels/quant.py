@@ -1,0 +1,474 @@
+"""Integer (int8 / uint8) kernels with ONNX semantics: QuantizeLinear, DequantizeLinear,
+DynamicQuantizeLinear, QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger, and the
+com.microsoft QLinear* ops onnxruntime's quantizer writes (Add, Mul, Sigmoid, LeakyRelu,
+Softmax, Concat, AveragePool, GlobalAveragePool) as wrappers over the same kernels.
+
+Arithmetic follows onnxruntime: products summed exactly in int32, then requantized through
+a float32 multiplier (x_scale * w_scale / y_scale), rounded half to even and saturated.
+Activations of quantized values are 256-entry lookup tables (dequantize, the float function,
+quantize), as onnxruntime builds them. Every scale must be a finite float > 0 and every zero
+point an 8-bit (or int32 where ONNX says so) integer of the right shape; anything else is a
+ValidationError / ShapeError / DTypeError naming the argument.
+"""
+import numpy as np
+
+from .. import _config
+from .. import _validate as V
+from ..errors import DTypeError, ShapeError, ValidationError
+from . import _dispatch
+from .conv import _conv_geometry
+
+__all__ = ["quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "requantize",
+           "qlinear_conv2d", "conv_integer2d", "qlinear_matmul", "matmul_integer",
+           "lookup_table", "lookup", "qlinear_binary", "qlinear_global_avg_pool2d", "QTYPES"]
+
+#: the quantized element types the integer kernels take
+QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+#: products of two 8-bit values minus their zero points are at most 255 * 255 in magnitude:
+#: sums of up to this many stay exact in int32
+MAX_K = (2**31 - 1) // (255 * 255)
+
+
+# ----------------------------------------------------------------------------- arguments
+def _qarray(x, name, dtypes=QTYPES):
+    if not isinstance(x, np.ndarray):
+        raise DTypeError(f"{name} must be a NumPy array of {'/'.join(map(str, dtypes))}, got "
+                         f"{type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise DTypeError(f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {x.dtype}")
+    return x
+
+
+def _scale(s, name, n=None):
+    """A scale: a finite float > 0, or n of them (per channel) -> float32 (1,) or (n,)."""
+    s = np.asarray(s)
+    if s.dtype.kind != "f":
+        raise DTypeError(f"{name} must be a float tensor, got dtype {s.dtype}")
+    if s.ndim > 1 or (s.size != 1 and (n is None or s.size != n)) or s.size == 0:
+        want = "a scalar" if n is None else f"a scalar or 1-D of length {n}"
+        raise ShapeError(f"{name} must be {want}, got shape {s.shape}")
+    s = s.astype(np.float32).reshape(-1)
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValidationError(f"{name} must be finite and > 0, got {s[:8].tolist()}")
+    return s
+
+
+def _zero_point(z, name, n=None, dtypes=QTYPES, default=np.uint8):
+    """A zero point: None (0 of ``default``), a scalar or n values of an integer type in
+    ``dtypes`` -> (int32 (1,) or (n,), its dtype)."""
+    if z is None:
+        return np.zeros(1, np.int32), np.dtype(default)
+    z = np.asarray(z)
+    if z.dtype not in dtypes:
+        raise DTypeError(f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {z.dtype}")
+    if z.ndim > 1 or (z.size != 1 and (n is None or z.size != n)) or z.size == 0:
+        want = "a scalar" if n is None else f"a scalar or 1-D of length {n}"
+        raise ShapeError(f"{name} must be {want}, got shape {z.shape}")
+    return z.astype(np.int32).reshape(-1), z.dtype
+
+
+def _axis(axis, ndim, name="axis"):
+    axis = V.integer(axis, name, lo=-max(ndim, 1), hi=max(ndim, 1) - 1)
+    return axis % max(ndim, 1)
+
+
+def _acb(x, axis, per_channel):
+    """x as the (A, C, B) view the per-channel kernels take (C = 1 when per tensor)."""
+    if not per_channel or x.ndim == 0:
+        return x.reshape(1, 1, -1)
+    a = int(np.prod(x.shape[:axis], dtype=np.int64))
+    return x.reshape(a, x.shape[axis], -1)
+
+
+def _params(scale, zp, x, axis, sname, zname, zdtypes=QTYPES, default=np.uint8):
+    """Validated (scale (C,), zp (C,), zp dtype, per_channel, axis) of a Q/DQ op."""
+    per = np.ndim(scale) == 1 and np.size(scale) != 1 or np.ndim(zp) == 1 and np.size(zp) != 1
+    if per and x.ndim == 0:
+        raise ShapeError(f"{sname} is per-axis but the input is a scalar")
+    axis = _axis(axis, x.ndim) if per else 0     # the axis matters only per channel
+    n = x.shape[axis] if per else None
+    s = _scale(scale, sname, n)
+    z, zdt = _zero_point(zp, zname, n, zdtypes, default)
+    if per:     # one of the two may be given per tensor: broadcast both along the axis
+        s = np.broadcast_to(s, (n,)).copy() if s.size == 1 else s
+        z = np.broadcast_to(z, (n,)).copy() if z.size == 1 else z
+    return s, z, zdt, per, axis
+
+
+def _contig(x):
+    return np.ascontiguousarray(x)
+
+
+def _kernel(name, backend):
+    return _dispatch.impl("quant", name, backend)
+
+
+def _numba_writable(x, backend):
+    """numba compiles a second specialisation for read-only arrays: copy those for it."""
+    if _config.resolve_backend(backend) == "numba" and not x.flags.writeable:
+        return x.copy()
+    return x
+
+
+# ----------------------------------------------------------------------------- Q / DQ
+def quantize_linear(x, scale, zero_point=None, axis=1, dtype=None, out=None, backend=None):
+    """ONNX QuantizeLinear (opsets 10-21): y = saturate(round(x / scale) + zero_point), round
+    half to even. ``scale`` / ``zero_point`` scalar (per tensor) or 1-D along ``axis``; the
+    output type is zero_point's (uint8 when omitted, or ``dtype``)."""
+    x = V.float_array(np.asarray(x) if np.isscalar(x) else x, "x")
+    s, z, zdt, per, axis = _params(scale, zero_point, x, axis, "y_scale", "y_zero_point",
+                                   default=np.uint8 if dtype is None else dtype)
+    if zero_point is None and dtype is not None:
+        zdt = np.dtype(dtype)
+        if zdt not in QTYPES:
+            raise DTypeError(f"dtype must be uint8 or int8, got {zdt}")
+    out = V.output(out, x.shape, zdt)
+    xv = _numba_writable(_contig(_acb(np.asarray(x, np.float32), axis, per)), backend)
+    y = np.empty(xv.shape, zdt)
+    _kernel("quantize_linear", backend)(xv, s, z, y)
+    out[...] = y.reshape(x.shape)
+    return out
+
+
+def dequantize_linear(x, scale, zero_point=None, axis=1, out=None, backend=None):
+    """ONNX DequantizeLinear (opsets 10-21): y = float32(x - zero_point) * scale; x uint8,
+    int8 or int32 (whose zero point must be 0); per tensor or per axis."""
+    x = _qarray(x, "x", QTYPES + (np.dtype(np.int32),))
+    s, z, zdt, per, axis = _params(scale, zero_point, x, axis, "x_scale", "x_zero_point",
+                                   QTYPES + (np.dtype(np.int32),), default=x.dtype)
+    if zero_point is not None and zdt != x.dtype:
+        raise DTypeError(f"x_zero_point must have x's dtype {x.dtype}, got {zdt}")
+    if x.dtype == np.int32 and np.any(z):
+        raise ValidationError("x_zero_point must be 0 for int32 x (ONNX DequantizeLinear)")
+    out = V.output(out, x.shape, np.float32)
+    xv = _numba_writable(_contig(_acb(x, axis, per)), backend)
+    y = np.empty(xv.shape, np.float32)
+    _kernel("dequantize_linear", backend)(xv, s, z, y)
+    out[...] = y.reshape(x.shape)
+    return out
+
+
+def dynamic_quantize_linear(x, backend=None):
+    """ONNX DynamicQuantizeLinear-11: uint8 y with scale = (max(0, x) - min(0, x)) / 255 and
+    zero point round(-min / scale) over the whole tensor -> (y, y_scale, y_zero_point)."""
+    x = V.float_array(x, "x")
+    x = np.asarray(x, np.float32)
+    V.finite(x, "x")
+    lo = np.float32(min(0.0, float(x.min()))) if x.size else np.float32(0)
+    hi = np.float32(max(0.0, float(x.max()))) if x.size else np.float32(0)
+    scale = np.float32((hi - lo) / np.float32(255))
+    if scale == 0:       # an all-zero tensor: any scale maps it to the zero point 0
+        scale = np.float32(1)
+    zp = np.uint8(np.clip(np.rint(np.float32(0) - lo / scale), 0, 255))
+    y = quantize_linear(x, scale, zp, backend=backend)
+    return y, np.array(scale, np.float32), np.array(zp, np.uint8)
+
+
+def requantize(acc, bias, scale, zero_point, dtype=np.uint8, axis=1, out=None, backend=None):
+    """int32 accumulators -> 8-bit: saturate(round(float32(acc + bias[c]) * scale[c]) + zp),
+    onnxruntime's requantization; bias (int32) and scale per channel along ``axis`` or one
+    value each; zero_point one integer of ``dtype`` (uint8 or int8)."""
+    acc = _qarray(acc, "acc", (np.dtype(np.int32),))
+    dtype = np.dtype(dtype)
+    if dtype not in QTYPES:
+        raise DTypeError(f"dtype must be uint8 or int8, got {dtype}")
+    axis = _axis(axis, acc.ndim)
+    c = acc.shape[axis] if acc.ndim else 1
+    s = _scale(scale, "scale", c)
+    b = np.zeros(1, np.int32) if bias is None else np.asarray(bias)
+    if b.dtype != np.int32:
+        raise DTypeError(f"bias must have dtype int32, got {b.dtype}")
+    if b.ndim > 1 or b.size not in (1, c):
+        raise ShapeError(f"bias must have 1 or {c} values, got shape {b.shape}")
+    per = s.size > 1 or b.size > 1
+    if per:
+        s = np.broadcast_to(s, (c,)).copy()
+        b = np.broadcast_to(b.reshape(-1), (c,)).copy()
+    zp = V.integer(int(np.asarray(zero_point).reshape(-1)[0]) if np.size(zero_point) == 1
+                   else zero_point, "zero_point", lo=np.iinfo(dtype).min, hi=np.iinfo(dtype).max)
+    out = V.output(out, acc.shape, dtype)
+    av = _numba_writable(_contig(_acb(acc, axis, per)), backend)
+    y = out if out.flags.c_contiguous else np.empty(acc.shape, dtype)
+    _kernel("requantize", backend)(av, b.reshape(-1).astype(np.int32), s, zp, y.reshape(av.shape))
+    if y is not out:
+        out[...] = y
+    return out
+
+
+# ----------------------------------------------------------------------------- conv
+def _conv_args(x, w, x_zero_point, w_zero_point, strides, pads, dilations, group, auto_pad):
+    x = _qarray(x, "x")
+    w = _qarray(w, "w")
+    V.check_ndim(x, "x", ndim=4)
+    V.check_ndim(w, "w", ndim=4)
+    m = w.shape[0]
+    xz, xzdt = _zero_point(x_zero_point, "x_zero_point", None, default=x.dtype)
+    if x_zero_point is not None and xzdt != x.dtype:
+        raise DTypeError(f"x_zero_point must have x's dtype {x.dtype}, got {xzdt}")
+    wz, wzdt = _zero_point(w_zero_point, "w_zero_point", m, default=w.dtype)
+    if w_zero_point is not None and wzdt != w.dtype:
+        raise DTypeError(f"w_zero_point must have w's dtype {w.dtype}, got {wzdt}")
+    geo = _conv_geometry(x.shape, w.shape, strides, pads, dilations, group, auto_pad)
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    if k > MAX_K:
+        raise ShapeError(f"w has {k} taps per output (C/group*kH*kW); int32 accumulation is "
+                         f"exact only up to {MAX_K}")
+    return x, w, int(xz[0]), np.broadcast_to(wz, (m,)).astype(np.int32), geo
+
+
+def _conv_acc(x, xz, w, wz, geo, backend):
+    """int32 (N, M, OH, OW) = sum over taps of (x - xz) * (w - wz[m])."""
+    group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    acc = np.empty((n, m, oh, ow), np.int32)
+    if acc.size == 0:
+        return acc
+    x = _numba_writable(_contig(x), backend)
+    w = _numba_writable(_contig(w), backend)
+    if group == c and m == c:     # depthwise
+        dwk = _kernel("qdepthwise", backend)
+        for i in range(n):
+            dwk(x[i], xz, w.reshape(c, kh, kw), wz, sh, sw, pads[0], pads[1], dh, dw, acc[i])
+        return acc
+    gemm = _kernel("qgemm", backend)
+    mg, L = m // group, oh * ow
+    wg = w.reshape(group, mg, cg * kh * kw)
+    xfill = np.full(L, xz, np.int32)
+    direct = kh == kw == sh == sw == 1 and not any(pads)
+    cols = None if direct else np.empty((cg * kh * kw, L), x.dtype)
+    im2col = None if direct else _kernel("im2col_q", backend)
+    for i in range(n):
+        for g in range(group):
+            xg = x[i, g * cg:(g + 1) * cg]
+            if direct:
+                b = xg.reshape(cg, L)
+            else:
+                im2col(xg, xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow, cols)
+                b = cols
+            gemm(wg[g], wz[g * mg:(g + 1) * mg], b, xfill,
+                 acc[i, g * mg:(g + 1) * mg].reshape(mg, L))
+    return acc
+
+
+def conv_integer2d(x, w, x_zero_point=None, w_zero_point=None, strides=(1, 1),
+                   pads=(0, 0, 0, 0), dilations=(1, 1), group=1, auto_pad="NOTSET",
+                   backend=None):
+    """ONNX ConvInteger-10 on NCHW: int32 sum of (x - x_zero_point) * (w - w_zero_point);
+    x_zero_point per tensor, w_zero_point per tensor or per output channel (M,)."""
+    x, w, xz, wz, geo = _conv_args(x, w, x_zero_point, w_zero_point, strides, pads, dilations,
+                                   group, auto_pad)
+    return _conv_acc(x, xz, w, wz, geo, backend)
+
+
+def conv_multiplier(x_scale, w_scale, y_scale, m):
+    """onnxruntime's requantization multiplier of a QLinearConv: float32 x_scale * w_scale[m]
+    / y_scale (per output channel)."""
+    xs = _scale(x_scale, "x_scale")
+    ws = _scale(w_scale, "w_scale", m)
+    ys = _scale(y_scale, "y_scale")
+    return np.broadcast_to((xs[0] * ws) / ys[0], (m,)).astype(np.float32)
+
+
+def _bias32(bias, m):
+    if bias is None:
+        return np.zeros(m, np.int32)
+    b = np.asarray(bias)
+    if b.dtype != np.int32:
+        raise DTypeError(f"bias must have dtype int32, got {b.dtype}")
+    V.check_shape(b, (m,), "bias")
+    return np.ascontiguousarray(b)
+
+
+def qlinear_conv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
+                   bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
+                   auto_pad="NOTSET", out=None, backend=None):
+    """ONNX QLinearConv-10 on NCHW: x uint8/int8 (per-tensor scale and zero point), w
+    int8/uint8 with per-tensor or per-output-channel scale and zero point, bias int32 (M,)
+    (in units of x_scale * w_scale), y of y_zero_point's type."""
+    x, w, xz, wz, geo = _conv_args(x, w, x_zero_point, w_zero_point, strides, pads, dilations,
+                                   group, auto_pad)
+    m = w.shape[0]
+    mult = conv_multiplier(x_scale, w_scale, y_scale, m)
+    yz, ydt = _zero_point(y_zero_point, "y_zero_point", None, default=x.dtype)
+    b = _bias32(bias, m)
+    acc = _conv_acc(x, xz, w, wz, geo, backend)
+    return requantize(acc, b, mult, int(yz[0]), ydt, axis=1, out=out, backend=backend)
+
+
+# ----------------------------------------------------------------------------- matmul
+def _mm_zp(z, name, n, dtype):
+    zz, zdt = _zero_point(z, name, n, default=dtype)
+    if z is not None and zdt != dtype:
+        raise DTypeError(f"{name} must have the dtype of its matrix ({dtype}), got {zdt}")
+    return np.broadcast_to(zz, (n,)).astype(np.int32)
+
+
+def _matmul_acc(a, b, a_zp, b_zp, backend):
+    """int32 of np.matmul(a - a_zp[row], b - b_zp[col]) with NumPy's broadcasting."""
+    a = _qarray(a, "a")
+    b = _qarray(b, "b")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"a and b must have rank >= 1, got shapes {a.shape} and {b.shape}")
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    m, k = a2.shape[-2:]
+    if b2.shape[-2] != k:
+        raise ShapeError(f"a and b do not multiply: shapes {a.shape} and {b.shape}")
+    if k > MAX_K:
+        raise ShapeError(f"inner dimension {k} exceeds {MAX_K} (int32 accumulation)")
+    n = b2.shape[-1]
+    try:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        raise ShapeError(f"a and b batch dimensions do not broadcast: shapes {a.shape} and "
+                         f"{b.shape}") from None
+    az = _mm_zp(a_zp, "a_zero_point", m, a.dtype)
+    bz = _mm_zp(b_zp, "b_zero_point", n, b.dtype)
+    ab = _numba_writable(np.ascontiguousarray(np.broadcast_to(a2, batch + (m, k))), backend)
+    bb = _numba_writable(np.ascontiguousarray(np.broadcast_to(b2, batch + (k, n))), backend)
+    acc = np.empty(batch + (m, n), np.int32)
+    gemm = _kernel("qgemm", backend)
+    af, bf, cf = ab.reshape(-1, m, k), bb.reshape(-1, k, n), acc.reshape(-1, m, n)
+    for i in range(cf.shape[0]):
+        gemm(af[i], az, bf[i], bz, cf[i])
+    shape = acc.shape
+    if a.ndim == 1:
+        shape = shape[:-2] + shape[-1:]
+    if b.ndim == 1:
+        shape = shape[:-1]
+    return acc.reshape(shape), m, n
+
+
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, backend=None):
+    """ONNX MatMulInteger-10: int32 matmul of (a - a_zero_point) and (b - b_zero_point);
+    a_zero_point per tensor or per row (M,), b_zero_point per tensor or per column (N,)."""
+    return _matmul_acc(a, b, a_zero_point, b_zero_point, backend)[0]
+
+
+def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point,
+                   out=None, backend=None):
+    """ONNX QLinearMatMul-10/21: the requantized matmul; a's parameters per tensor or per row,
+    b's per tensor or per column (not both per row and per column), y's per tensor."""
+    a = _qarray(a, "a")
+    b = _qarray(b, "b")
+    m = a.shape[-2] if a.ndim >= 2 else 1
+    n = b.shape[-1] if b.ndim >= 2 else 1
+    as_ = _scale(a_scale, "a_scale", m)
+    bs = _scale(b_scale, "b_scale", n)
+    ys = _scale(y_scale, "y_scale")
+    if as_.size > 1 and bs.size > 1:
+        raise ValidationError("a_scale per row and b_scale per column together are not "
+                              "supported (one requantization axis)")
+    yz, ydt = _zero_point(y_zero_point, "y_zero_point", None, default=a.dtype)
+    acc, m, n = _matmul_acc(a, b, a_zero_point, b_zero_point, backend)
+    mult = (as_ * bs) / ys[0]
+    if acc.ndim == 0:
+        acc = acc.reshape(1)
+    if bs.size > 1:
+        axis = acc.ndim - 1
+    elif as_.size > 1:
+        axis = acc.ndim - 2
+    else:
+        axis = max(acc.ndim - 1, 0)
+    y = requantize(acc, None, mult.astype(np.float32), int(yz[0]), ydt, axis=axis,
+                   backend=backend)
+    if out is not None:
+        out[...] = y
+        return out
+    return y
+
+
+# ----------------------------------------------------------------------------- tables
+def lookup_table(fn, x_scale, x_zero_point, x_dtype, y_scale, y_zero_point, y_dtype,
+                 backend=None):
+    """The 256-entry table of y = quantize(fn(dequantize(x))) indexed by x's bits as uint8
+    (onnxruntime's QLinearSigmoid / LeakyRelu / Concat requantization); ``fn`` maps a
+    float32 array to a float32 array."""
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype not in QTYPES:
+        raise DTypeError(f"x dtype must be uint8 or int8, got {x_dtype}")
+    xs = np.arange(256, dtype=np.uint16).astype(np.uint8).view(x_dtype)
+    f = dequantize_linear(xs, x_scale, np.asarray(x_zero_point, x_dtype), backend=backend)
+    yv = np.asarray(fn(f), np.float32)
+    return quantize_linear(yv, y_scale, np.asarray(y_zero_point, y_dtype), backend=backend)
+
+
+def lookup(x, table, out=None, backend=None):
+    """out = table[x's bits as uint8] elementwise; x uint8/int8, table (256,) uint8/int8."""
+    x = _qarray(x, "x")
+    table = _qarray(table, "table")
+    V.check_shape(table, (256,), "table")
+    out = V.output(out, x.shape, table.dtype)
+    xf = _contig(x).reshape(-1).view(np.uint8)
+    y = out if out.flags.c_contiguous else np.empty(x.shape, table.dtype)
+    _kernel("lookup", backend)(_numba_writable(xf, backend), _numba_writable(
+        np.ascontiguousarray(table), backend), y.reshape(-1))
+    if y is not out:
+        out[...] = y
+    return out
+
+
+# ----------------------------------------------------------------------------- com.microsoft
+def qlinear_binary(op, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale,
+                   c_zero_point):
+    """com.microsoft QLinearAdd / QLinearMul with NumPy broadcasting, in onnxruntime's float32
+    arithmetic: add = round(a_scale/c_scale * (a - za) + b_scale/c_scale * (b - zb)) + zc,
+    mul = round((a - za) * (b - zb) * (a_scale * b_scale / c_scale)) + zc, saturated."""
+    a = _qarray(a, "A")
+    b = _qarray(b, "B")
+    if a.dtype != b.dtype:
+        raise DTypeError(f"A and B must have one dtype, got {a.dtype} and {b.dtype}")
+    sa, sb, sc = (_scale(s, n) for s, n in ((a_scale, "A_scale"), (b_scale, "B_scale"),
+                                              (c_scale, "C_scale")))
+    za, zb, zc = (_zero_point(z, n, None, (a.dtype,), a.dtype)[0][0]
+                  for z, n in ((a_zero_point, "A_zero_point"), (b_zero_point, "B_zero_point"),
+                               (c_zero_point, "C_zero_point")))
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ShapeError(f"A and B do not broadcast: shapes {a.shape} and {b.shape}") from None
+    fa = (a.astype(np.int32) - za).astype(np.float32)
+    fb = (b.astype(np.int32) - zb).astype(np.float32)
+    if op == "add":
+        v = (sa[0] / sc[0]) * fa + (sb[0] / sc[0]) * fb
+    elif op == "mul":
+        v = fa * fb * ((sa[0] * sb[0]) / sc[0])
+    else:
+        raise ValidationError(f"op must be 'add' or 'mul', got {op!r}")
+    info = np.iinfo(a.dtype)
+    return np.clip(np.rint(v) + np.float32(zc), info.min, info.max).astype(a.dtype)
+
+
+def qlinear_global_avg_pool2d(x, x_scale, x_zero_point, y_scale, y_zero_point,
+                              channels_last=False, backend=None):
+    """com.microsoft QLinearGlobalAveragePool: the int32 sum of (x - zx) over the spatial
+    axes, requantized by x_scale / (y_scale * H*W) (onnxruntime's arithmetic)."""
+    x = _qarray(x, "X")
+    V.check_ndim(x, "X", min_ndim=3)
+    zx = _zero_point(x_zero_point, "x_zero_point", None, (x.dtype,), x.dtype)[0][0]
+    zy = _zero_point(y_zero_point, "y_zero_point", None, (x.dtype,), x.dtype)[0][0]
+    sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
+    axes = tuple(range(1, x.ndim - 1)) if channels_last else tuple(range(2, x.ndim))
+    hw = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    if hw == 0:
+        raise ShapeError(f"X must have a non-empty spatial size, got shape {x.shape}")
+    if hw > (2**31 - 1) // 255:
+        raise ShapeError(f"X's spatial size {hw} overflows the int32 sum")
+    acc = x.astype(np.int32).sum(axis=axes, keepdims=True, dtype=np.int64) - hw * int(zx)
+    mult = np.float32(sx[0] / (sy[0] * np.float32(hw)))
+    return requantize(acc.astype(np.int32), None, mult, int(zy), x.dtype, backend=backend)
+
+
+def _warmup(backend):
+    """Compile/load every int8 kernel (uint8 activations, int8 weights, both output types)."""
+    x = np.zeros((1, 2, 5, 5), np.uint8)
+    for wdt in (np.int8, np.uint8):
+        w = np.zeros((2, 2, 3, 3), wdt)
+        qlinear_conv2d(x, 0.1, np.uint8(0), w, 0.1, wdt(0), 0.1, np.uint8(0), pads=(1,) * 4,
+                       backend=backend)
+        qlinear_conv2d(x, 0.1, np.uint8(0), w[:, :1], 0.1, wdt(0), 0.1, np.uint8(0), group=2,
+                       backend=backend)
+    y = quantize_linear(np.zeros(8, np.float32), 0.1, np.int8(0), backend=backend)
+    dequantize_linear(y, 0.1, np.int8(0), backend=backend)
+    lookup(y, np.zeros(256, np.int8), backend=backend)

@@ -1,0 +1,267 @@
+"""Quantized ops: QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear, QLinearConv,
+ConvInteger, QLinearMatMul, MatMulInteger (ai.onnx) and the com.microsoft QLinear* ops that
+onnxruntime's QOperator quantizer writes (Add, Mul, Sigmoid, LeakyRelu, Softmax, Concat,
+AveragePool, GlobalAveragePool), all on edgedl.kernels.quant.
+
+QLinearConv / QLinearMatMul take their inputs exactly as the ONNX spec orders them, so a graph
+rewrite (DQ -> Conv -> Q into QLinearConv) can create these nodes directly. Bad scales or zero
+points (wrong shape or type, scale <= 0 or not finite) are a ModelError naming the node.
+"""
+import numpy as np
+
+from ...errors import EdgeDLError, ModelError
+from ...kernels import activations as _acts, pooling as _pool, quant as _q
+from . import ints, op
+from .nn import _spatial
+
+MS = "com.microsoft."
+
+
+def _guarded(ctx, f):
+    """f with the kernels' argument errors turned into a ModelError naming the node."""
+    def g(*args):
+        try:
+            return f(*args)
+        except ModelError:
+            raise
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+    return g
+
+
+def _axis_block(ctx):
+    if int(ctx.attr("block_size", 0) or 0) != 0:
+        raise ctx.fail("blocked quantization (block_size > 0) is not supported")
+    return int(ctx.attr("axis", 1))
+
+
+# ----------------------------------------------------------------------------- Q / DQ
+_OUTPUT_DTYPES = {2: np.uint8, 3: np.int8}   # TensorProto UINT8, INT8
+
+
+@op("QuantizeLinear")
+def quantize_linear(ctx):
+    axis = _axis_block(ctx)
+    b = ctx.backend
+    dtype = None
+    od = int(ctx.attr("output_dtype", 0) or 0)
+    if od:
+        if od not in _OUTPUT_DTYPES:
+            raise ctx.fail(f"output_dtype {od} is not supported (uint8 and int8 are)")
+        dtype = _OUTPUT_DTYPES[od]
+    zdt = ctx.dtypes[2] if ctx.has(2) else None
+    if zdt is not None and zdt not in _q.QTYPES:
+        raise ctx.fail(f"y_zero_point of type {zdt} is not supported (uint8 and int8 are)")
+    if ctx.dtypes[0] not in (np.dtype(np.float32),):
+        raise ctx.fail(f"input x of type {ctx.dtypes[0]} is not supported (float32 is)")
+
+    def f(x, scale, zp=None):
+        return _q.quantize_linear(x, scale, zp, axis=axis, dtype=dtype, backend=b)
+    return _guarded(ctx, f)
+
+
+@op("DequantizeLinear")
+def dequantize_linear(ctx):
+    axis = _axis_block(ctx)
+    b = ctx.backend
+    if ctx.dtypes[0] not in _q.QTYPES + (np.dtype(np.int32),):
+        raise ctx.fail(f"input x of type {ctx.dtypes[0]} is not supported (uint8, int8 and "
+                       "int32 are)")
+    if ctx.dtypes[1] not in (np.dtype(np.float32),):
+        raise ctx.fail(f"x_scale of type {ctx.dtypes[1]} is not supported (float32 is)")
+
+    def f(x, scale, zp=None):
+        return _q.dequantize_linear(x, scale, zp, axis=axis, backend=b)
+    return _guarded(ctx, f)
+
+
+@op("DynamicQuantizeLinear")
+def dynamic_quantize_linear(ctx):
+    b = ctx.backend
+    return _guarded(ctx, lambda x: _q.dynamic_quantize_linear(x, backend=b))
+
+
+# ----------------------------------------------------------------------------- conv / matmul
+def _conv_attrs(ctx):
+    if len(ctx.shapes[0]) != 4:
+        raise ctx.fail(f"only 2-D convolutions (rank-4 input) are supported, got rank "
+                       f"{len(ctx.shapes[0])}")
+    strides = _spatial(ctx, "strides", 2, [1])
+    dil = _spatial(ctx, "dilations", 2, [1])
+    pads = _spatial(ctx, "pads", 4, [0])
+    group = int(ctx.attr("group", 1))
+    auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+    return strides, pads, dil, group, auto_pad
+
+
+@op("QLinearConv")
+def qlinear_conv(ctx):
+    """Inputs as the ONNX spec: x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale,
+    y_zero_point, bias (optional, int32)."""
+    strides, pads, dil, group, auto_pad = _conv_attrs(ctx)
+    b = ctx.backend
+
+    def f(x, xs, xz, w, ws, wz, ys, yz, bias=None):
+        return _q.qlinear_conv2d(x, xs, xz, w, ws, wz, ys, yz, bias, strides, pads, dil,
+                                 group, auto_pad, backend=b)
+    return _guarded(ctx, f)
+
+
+@op("ConvInteger")
+def conv_integer(ctx):
+    strides, pads, dil, group, auto_pad = _conv_attrs(ctx)
+    b = ctx.backend
+
+    def f(x, w, xz=None, wz=None):
+        return _q.conv_integer2d(x, w, xz, wz, strides, pads, dil, group, auto_pad, backend=b)
+    return _guarded(ctx, f)
+
+
+@op("QLinearMatMul")
+def qlinear_matmul(ctx):
+    b = ctx.backend
+
+    def f(a, as_, az, bm, bs, bz, ys, yz):
+        return _q.qlinear_matmul(a, as_, az, bm, bs, bz, ys, yz, backend=b)
+    return _guarded(ctx, f)
+
+
+@op("MatMulInteger")
+def matmul_integer(ctx):
+    b = ctx.backend
+
+    def f(a, bm, az=None, bz=None):
+        return _q.matmul_integer(a, bm, az, bz, backend=b)
+    return _guarded(ctx, f)
+
+
+# ----------------------------------------------------------------------------- com.microsoft
+@op(MS + "QLinearAdd", MS + "QLinearMul")
+def qlinear_binary(ctx):
+    kind = "add" if ctx.node.op_type == "QLinearAdd" else "mul"
+
+    def f(a, sa, za, bm, sb, zb, sc, zc=None):
+        if zc is None:
+            zc = np.zeros((), a.dtype)
+        return _q.qlinear_binary(kind, a, sa, za, bm, sb, zb, sc, zc)
+    return _guarded(ctx, f)
+
+
+def _table_op(ctx, fn):
+    """A unary QLinear op (X, X_scale, X_zero_point, Y_scale, Y_zero_point) as a 256-entry
+    lookup table, built once when the parameters are constants (they are in quantized models)."""
+    b = ctx.backend
+    cache = {}
+
+    def f(x, xs, xz, ys, yz=None):
+        xz = np.zeros((), x.dtype) if xz is None else xz
+        yz = np.zeros((), x.dtype) if yz is None else yz
+        key = (np.asarray(xs).tobytes(), np.asarray(xz).tobytes(), np.asarray(ys).tobytes(),
+               np.asarray(yz).tobytes(), x.dtype.str)
+        t = cache.get(key)
+        if t is None:
+            t = cache[key] = _q.lookup_table(fn, xs, xz, x.dtype, ys, yz,
+                                             np.asarray(yz).dtype, backend=b)
+        return _q.lookup(x, t, backend=b)
+    return _guarded(ctx, f)
+
+
+@op(MS + "QLinearSigmoid")
+def qlinear_sigmoid(ctx):
+    b = ctx.backend
+    return _table_op(ctx, lambda v: _acts.sigmoid(v, backend=b))
+
+
+@op(MS + "QLinearLeakyRelu")
+def qlinear_leaky_relu(ctx):
+    alpha = float(ctx.attr("alpha", 0.01))
+    return _table_op(ctx, lambda v: np.where(v >= 0, v, v * np.float32(alpha)))
+
+
+@op(MS + "QLinearSoftmax")
+def qlinear_softmax(ctx):
+    """Dequantize, softmax along ``axis`` (the 2-D coerced form for opset < 13), quantize."""
+    b = ctx.backend
+    rank = len(ctx.shapes[0])
+    version = int(ctx.attr("opset", 13))
+    axis = int(ctx.attr("axis", -1 if version >= 13 else 1))
+    axis = axis + rank if axis < 0 else axis
+
+    def f(x, xs, xz, ys, yz=None):
+        yz = np.zeros((), x.dtype) if yz is None else yz
+        v = _q.dequantize_linear(x, xs, xz, backend=b)
+        if version < 13:
+            v2 = v.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+            v = _acts.softmax(v2, axis=-1, backend=b).reshape(x.shape)
+        else:
+            v = _acts.softmax(v, axis=axis, backend=b)
+        return _q.quantize_linear(v, ys, yz, backend=b)
+    return _guarded(ctx, f)
+
+
+@op(MS + "QLinearConcat")
+def qlinear_concat(ctx):
+    """Inputs Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per tensor: each input
+    whose parameters differ from the output's goes through a requantization table."""
+    axis = int(ctx.attr("axis"))
+    b = ctx.backend
+    if (ctx.n_in - 2) % 3 or ctx.n_in < 5:
+        raise ctx.fail(f"takes Y_scale, Y_zero_point and (X, X_scale, X_zero_point) triples, "
+                       f"got {ctx.n_in} inputs")
+    tables = {}
+
+    def f(ys, yz, *rest):
+        parts = []
+        for i in range(0, len(rest), 3):
+            x, xs, xz = rest[i:i + 3]
+            if x.dtype != np.asarray(yz).dtype:
+                raise ctx.fail(f"input {2 + i} has type {x.dtype}, the output {np.asarray(yz).dtype}")
+            if np.array_equal(xs, ys) and np.array_equal(xz, yz):
+                parts.append(x)
+                continue
+            t = tables.get(i)
+            if t is None:
+                t = tables[i] = _q.lookup_table(lambda v: v, xs, xz, x.dtype, ys, yz,
+                                                x.dtype, backend=b)
+            parts.append(_q.lookup(x, t, backend=b))
+        ax = axis + parts[0].ndim if axis < 0 else axis
+        return np.concatenate(parts, axis=ax)
+    return _guarded(ctx, f)
+
+
+@op(MS + "QLinearGlobalAveragePool")
+def qlinear_global_average_pool(ctx):
+    b = ctx.backend
+    cl = bool(ctx.attr("channels_last", 0))
+
+    def f(x, xs, xz, ys, yz):
+        return _q.qlinear_global_avg_pool2d(x, xs, xz, ys, yz, channels_last=cl, backend=b)
+    return _guarded(ctx, f)
+
+
+@op(MS + "QLinearAveragePool")
+def qlinear_average_pool(ctx):
+    """Dequantize, edgedl's AveragePool (ONNX attributes), quantize."""
+    b = ctx.backend
+    rank = len(ctx.shapes[0])
+    if rank != 4:
+        raise ctx.fail(f"only 2-D pooling (rank-4 input) is supported, got rank {rank}")
+    cl = bool(ctx.attr("channels_last", 0))
+    kernel = ints(ctx.attr("kernel_shape"))
+    strides = _spatial(ctx, "strides", 2, [1])
+    pads = _spatial(ctx, "pads", 4, [0])
+    auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+    ceil = bool(ctx.attr("ceil_mode", 0))
+    cip = bool(ctx.attr("count_include_pad", 0))
+
+    def f(x, xs, xz, ys, yz=None):
+        yz = np.zeros((), x.dtype) if yz is None else yz
+        v = _q.dequantize_linear(x, xs, xz, backend=b)
+        if cl:
+            v = np.ascontiguousarray(v.transpose(0, 3, 1, 2))
+        y = _pool.avg_pool2d(v, kernel, strides, pads, ceil_mode=ceil, auto_pad=auto_pad,
+                             count_include_pad=cip, backend=b)
+        if cl:
+            y = np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+        return _q.quantize_linear(y, ys, yz, backend=b)
+    return _guarded(ctx, f)
