@@ -294,15 +294,7 @@ def cmd_detect(args):
         from .detect.autoconfig import families_reference
         print(families_reference(), end="")
         return 0
-    paths = list(args.paths)
-    models = []
-    while paths and paths[0].lower().endswith(".onnx"):
-        models.append(paths.pop(0))
-    if len(models) not in (0, 1, 3):
-        raise UsageError(f"give one model, or three for a cascade (MTCNN's P-, R- and O-Net), "
-                         f"got {len(models)}: {', '.join(models)}")
-    model = models if len(models) == 3 else models[0] if models else DEMO_MODEL
-    specs = paths + args.source or [DEMO_IMAGE]
+    models, model, specs = _models_and_sources(args)
     config = _config_kw(args)
     t0 = time.perf_counter()
     det = _load_detector(model, **config)
@@ -312,18 +304,66 @@ def cmd_detect(args):
         raise UsageError(str(e)) from None
     sources = batch.expand_sources(specs, args.recursive)
     startup = None if args.dask else time.perf_counter() - t0 + batch.warm_up(det)
-    images = not args.json or args.out is not None
-    out_dir = args.out or (batch.next_run_dir("edgedl-out", args.exist_ok) if images or
-                           args.save_txt or args.save_json or args.save_crops else None)
-    outputs = batch.Outputs(out_dir, sources, images=images, txt=args.save_txt,
-                            crops=args.save_crops, coco=args.save_json, labels=det.labels,
-                            protect=models or [model]) if out_dir else None
-    # a few images: the full table per image; more: one line each (none under a bar)
-    few = len(sources) <= 3 and not any(s.kind in ("video", "camera") for s in sources)
+    outputs = _outputs(args, sources, det, protect=models or [model])
+    few = _few_images(sources)
     progress = batch.Progress(None if few else batch.count_units(sources, args.stride),
                               quiet=args.quiet or few)
     tell = sys.stderr if args.json else sys.stdout
+    on_record = _record_printer(args, det, few, progress)
+    summary = batch.Summary(startup_s=startup, out_dir=outputs and outputs.out_dir)
+    try:
+        if args.dask:
+            _detect_on_dask(args, model, config, sources, class_ids, outputs, on_record,
+                            progress, summary)
+        else:
+            batch.run(sources, det, outputs, stride=args.stride, classes=class_ids,
+                      fail_fast=args.fail_fast, on_record=on_record, progress=progress,
+                      summary=summary)
+    finally:
+        if outputs is not None and not few and not args.quiet:
+            _tell_videos_written(sources, outputs, tell)
+    if not args.quiet and not (few and summary.images + summary.failures <= 1):
+        print(summary.line(), file=tell)
+    return 1 if summary.failures else 0
 
+
+def _models_and_sources(args):
+    """(the models given, the model to load, the image / video specs): the leading .onnx
+    paths are one model, or three for a cascade; without them the demo model, without
+    sources the demo image."""
+    paths = list(args.paths)
+    models = []
+    while paths and paths[0].lower().endswith(".onnx"):
+        models.append(paths.pop(0))
+    if len(models) not in (0, 1, 3):
+        raise UsageError(f"give one model, or three for a cascade (MTCNN's P-, R- and O-Net), "
+                         f"got {len(models)}: {', '.join(models)}")
+    model = models if len(models) == 3 else models[0] if models else DEMO_MODEL
+    return models, model, paths + args.source or [DEMO_IMAGE]
+
+
+def _few_images(sources):
+    """A few still images get the full table each; more (or any video) one line each."""
+    return len(sources) <= 3 and not any(s.kind in ("video", "camera") for s in sources)
+
+
+def _outputs(args, sources, det, protect):
+    """The run's batch.Outputs, or None when nothing is written (--json alone): annotated
+    images unless --json, plus the --save-* files, under --out or the next edgedl-out/runN."""
+    from . import batch
+    images = not args.json or args.out is not None
+    out_dir = args.out or (batch.next_run_dir("edgedl-out", args.exist_ok) if images or
+                           args.save_txt or args.save_json or args.save_crops else None)
+    if not out_dir:
+        return None
+    return batch.Outputs(out_dir, sources, images=images, txt=args.save_txt,
+                         crops=args.save_crops, coco=args.save_json, labels=det.labels,
+                         protect=protect)
+
+
+def _record_printer(args, det, few, progress):
+    """on_record(rec): each image's result as asked: a JSON line (--json), an error line, the
+    table (a few images), or one line (more, when no progress bar shows)."""
     def on_record(rec):
         if args.json:
             print(json.dumps(rec), flush=True)
@@ -334,38 +374,39 @@ def cmd_detect(args):
         elif few:
             _print_table(rec, det)
         elif not progress.on:
-            n = len(rec["detections"])
-            frame = f" frame {rec['frame']}" if "frame" in rec else ""
-            print(f"{rec['source']}{frame}: {n} detection{'s' * (n != 1)}"
-                  f"{_label_counts(rec)} in {sum(rec['time_ms'].values()):.1f} ms", flush=True)
+            _print_line(rec)
+    return on_record
 
-    summary = batch.Summary(startup_s=startup, out_dir=out_dir)
+
+def _print_line(rec):
+    n = len(rec["detections"])
+    frame = f" frame {rec['frame']}" if "frame" in rec else ""
+    print(f"{rec['source']}{frame}: {n} detection{'s' * (n != 1)}"
+          f"{_label_counts(rec)} in {sum(rec['time_ms'].values()):.1f} ms", flush=True)
+
+
+def _detect_on_dask(args, model, config, sources, class_ids, outputs, on_record, progress,
+                    summary):
+    """The run on a Dask cluster (--dask): each worker loads its own detector."""
+    from . import batch
+    key = batch._key(model, args.backend, args.threads or 1, config)
+    client = batch._client(args.dask)
+
+    def on_remote(rec):
+        progress.update()
+        on_record(rec)
     try:
-        if args.dask:
-            key = batch._key(model, args.backend, args.threads or 1, config)
-            client = batch._client(args.dask)
-
-            def on_remote(rec):
-                progress.update()
-                on_record(rec)
-            try:
-                batch._run_dask(client, sources, key, args.stride, class_ids, outputs,
-                                on_remote, summary, fail_fast=args.fail_fast)
-            finally:
-                progress.close()
-                client.close()
-        else:
-            batch.run(sources, det, outputs, stride=args.stride, classes=class_ids,
-                      fail_fast=args.fail_fast, on_record=on_record, progress=progress,
-                      summary=summary)
+        batch._run_dask(client, sources, key, args.stride, class_ids, outputs,
+                        on_remote, summary, fail_fast=args.fail_fast)
     finally:
-        if outputs is not None and not few and not args.quiet:
-            for s, saved in zip(sources, outputs.annotated):
-                if saved and s.kind in ("video", "camera") and os.path.exists(saved):
-                    print(f"wrote {saved}", file=tell)
-    if not args.quiet and not (few and summary.images + summary.failures <= 1):
-        print(summary.line(), file=tell)
-    return 1 if summary.failures else 0
+        progress.close()
+        client.close()
+
+
+def _tell_videos_written(sources, outputs, tell):
+    for s, saved in zip(sources, outputs.annotated):
+        if saved and s.kind in ("video", "camera") and os.path.exists(saved):
+            print(f"wrote {saved}", file=tell)
 
 
 def _label_counts(rec):
@@ -579,7 +620,6 @@ def cmd_info(args):
     if not os.path.exists(args.model):
         raise UserError(f"model not found: {args.model}")
     from .onnx.graph import read_model
-    from .onnx.ops import OPS
     proto = read_model(args.model)
     g = proto.graph
     inits = {t.name: t for t in g.initializer}
@@ -594,13 +634,29 @@ def cmd_info(args):
     print("outputs:")
     for vi in g.output:
         print(f"  {vi.name:20s} {_type_str(vi)}")
+    unsupported = _print_ops(g)
+    _print_size(g, shapes, inits)
+    _print_detector(args, proto)
+    if unsupported:
+        print(f"edgedl cannot run this model yet: unsupported {', '.join(sorted(unsupported))}")
+        return 1
+    return 0
+
+
+def _print_ops(g):
+    """The op types by count, each marked supported or not; returns the unsupported ones."""
+    from .onnx.ops import OPS
     counts = {}
     for n in g.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    unsupported = [op for op in counts if op not in OPS]
     print(f"ops ({len(g.node)} nodes, {len(counts)} types):")
     for op, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {op:24s} {c:5d}  {'supported' if op in OPS else 'NOT SUPPORTED'}")
+    return [op for op in counts if op not in OPS]
+
+
+def _print_size(g, shapes, inits):
+    """Parameters (initializers and Constant values) and FLOPs per run."""
     params = sum(_numel(t.dims) for t in g.initializer)
     params += sum(_numel(a.t.dims) for n in g.node if n.op_type == "Constant"
                   for a in n.attribute if a.name == "value")
@@ -611,11 +667,6 @@ def cmd_info(args):
               f"multiply-add = 2 FLOPs; symbolic dims taken as 1)")
     else:
         print("FLOPs: unknown (shapes could not be inferred)")
-    _print_detector(args, proto)
-    if unsupported:
-        print(f"edgedl cannot run this model yet: unsupported {', '.join(sorted(unsupported))}")
-        return 1
-    return 0
 
 
 def _print_detector(args, proto):
@@ -650,22 +701,31 @@ def _print_detector(args, proto):
         print(f"  preset {conf.preset_name} ({how})")
     for w in caught:
         print(f"  warning: {autoconfig.cli_message(str(w.message))}")
+    _print_settings(conf)
+
+
+def _print_settings(conf):
+    """Every setting of a configuration with where it came from, the input size, classes."""
     print("configuration (model = read from the model, family = family default, preset, "
           "user):")
     for k, v in conf.settings.items():
-        if k == "family" or k.startswith("_"):
-            continue
-        shown = json.dumps(v) if not isinstance(v, float) else f"{v:.6g}"
-        if k == "labels" and v:
-            shown = f"{len(v)} name{'s' * (len(v) != 1)}: {', '.join(v)}"
-        if len(shown) > 70:
-            shown = shown[:66] + " ..."
-        print(f"  {k:18s} {shown:48s} {conf.sources.get(k, '')}")
+        if k != "family" and not k.startswith("_"):
+            print(f"  {k:18s} {_setting_text(k, v):48s} {conf.sources.get(k, '')}")
     size = (f"{conf.settings['input_width']}x{conf.settings['input_height']}"
             if conf.settings["input_width"] else "per image")
     print(f"  input size: {size} ({conf.size_from})")
     if conf.num_classes is not None:
         print(f"  classes: {conf.num_classes}")
+
+
+def _setting_text(key, value):
+    """A setting's value in at most 70 characters (labels: their count, then the names)."""
+    shown = json.dumps(value) if not isinstance(value, float) else f"{value:.6g}"
+    if key == "labels" and value:
+        shown = f"{len(value)} name{'s' * (len(value) != 1)}: {', '.join(value)}"
+    if len(shown) > 70:
+        shown = shown[:66] + " ..."
+    return shown
 
 
 def _numel(dims):
