@@ -9,13 +9,12 @@ from ._config import (  # noqa: F401  (the public surface)
     backends, get_backend, get_num_threads, set_backend, set_num_threads, show_config,
     use_backend)
 from .errors import EdgeDLError, UnsupportedOpsError  # noqa: F401  (the public surface)
+from .kernels import activation_table as _activation_table
 
 __version__ = "0.1.0"
 
-_ACTIVATIONS = [
-    "relu", "relu6", "clip", "leaky_relu", "prelu", "elu", "selu", "sigmoid", "hard_sigmoid",
-    "tanh", "softplus", "swish", "silu", "hard_swish", "mish", "softmax", "log_softmax",
-]
+# every activation of the family's table (pure data, imports nothing), each with its _grad
+_ACTIVATIONS = list(_activation_table.ACTIVATIONS)
 _LAZY = {
     "edgedl.kernels.activations": _ACTIVATIONS + [n + "_grad" for n in _ACTIVATIONS],
     "edgedl.kernels.pooling": ["max_pool2d", "avg_pool2d", "global_avg_pool2d",

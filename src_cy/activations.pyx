@@ -13,11 +13,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp
 from edl_buffer cimport disjoint, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
-
-cdef extern from "edl_math.h" nogil:
-    float edl_exp_neg(float x)
-    float edl_expm1_neg(float x)
-    float edl_log1p01f(float u)
+from edl_fmath cimport _exp_neg, _expm1_neg, _log1p01
+# the op codes: generated from edgedl/kernels/activation_table.py (tools/gen_act_codes.py)
+from edl_act_table cimport *
 
 cdef extern from "activations_f32.h" nogil:
     void edl_clip_f32(const float *x, float *y, Py_ssize_t n, float lo, float hi)
@@ -38,37 +36,9 @@ cdef extern from "activations_f32.h" nogil:
 
 cdef enum:
     CHUNK = 16384
-    # elementwise kernels
-    RELU, RELU6, CLIP, LEAKY, ELU, SELU, SIGMOID, HSIG, TANH, SOFTPLUS, SWISH, HSWISH, MISH,
-    RELU_G, RELU6_G, CLIP_G, LEAKY_G, ELU_G, SELU_G, SIGMOID_G, HSIG_G, TANH_G, SOFTPLUS_G,
-    SWISH_G, HSWISH_G, MISH_G
-    # softmax modes
-    SM, LSM, SM_G, LSM_G
 
 
 # ----------------------------------------------------------------------------- scalar math
-cdef inline floating _exp_neg(floating v) noexcept nogil:
-    """exp(v) for v <= 0 (float32: the vectorisable polynomial)."""
-    if floating is float:
-        return edl_exp_neg(v)
-    else:
-        return exp(v)
-
-
-cdef inline floating _expm1_neg(floating v) noexcept nogil:
-    if floating is float:
-        return edl_expm1_neg(v)
-    else:
-        return expm1(v)
-
-
-cdef inline floating _log1p01(floating u) noexcept nogil:
-    if floating is float:
-        return edl_log1p01f(u)
-    else:
-        return log1p(u)
-
-
 cdef inline floating _sig(floating v) noexcept nogil:
     cdef floating e = _exp_neg(-fabs(v))
     return 1 / (1 + e) if v >= 0 else e / (1 + e)
@@ -91,10 +61,10 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
     """y[:n] = op(x[:n]) (or its gradient times dy); a, b the op's parameters."""
     cdef Py_ssize_t i
     cdef floating v, e, d, t, s, num, den, nn
-    if op == RELU or op == RELU6 or op == CLIP:   # relu = clip(0, inf): NaN and -0.0 kept
-        if op == RELU:
+    if op == OP_RELU or op == OP_RELU6 or op == OP_CLIP:   # relu = clip(0, inf): NaN, -0.0 kept
+        if op == OP_RELU:
             a, b = 0, INFINITY
-        elif op == RELU6:
+        elif op == OP_RELU6:
             a, b = 0, 6
         if floating is float:
             edl_clip_f32(x, y, n, a, b)
@@ -103,29 +73,29 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
                 v = x[i]
                 v = a if v < a else v
                 y[i] = b if v > b else v
-    elif op == LEAKY:
+    elif op == OP_LEAKY_RELU:
         if floating is float:
             edl_leaky_f32(x, y, n, a)
         else:
             for i in range(n):
                 v = x[i]
                 y[i] = v if not v < 0 else a * v
-    elif op == ELU or op == SELU:
+    elif op == OP_ELU or op == OP_SELU:
         if floating is float:
-            edl_selu_f32(x, y, n, a, 1 if op == ELU else b)
+            edl_selu_f32(x, y, n, a, 1 if op == OP_ELU else b)
         else:
-            if op == ELU:
+            if op == OP_ELU:
                 b = 1
             for i in range(n):
                 v = x[i]
                 y[i] = b * (v if v > 0 else a * expm1(v if v < 0 else 0)) if v == v else v
-    elif op == SIGMOID:
+    elif op == OP_SIGMOID:
         if floating is float:
             edl_sigmoid_f32(x, y, n)
         else:
             for i in range(n):
                 y[i] = _nan(x[i], _sig(x[i]))
-    elif op == HSIG:
+    elif op == OP_HARD_SIGMOID:
         if floating is float:
             edl_hard_sigmoid_f32(x, y, n, a, b)
         else:
@@ -133,7 +103,7 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
                 v = a * x[i] + b
                 v = 0 if v < 0 else v
                 y[i] = 1 if v > 1 else v
-    elif op == TANH:
+    elif op == OP_TANH:
         if floating is float:
             edl_tanh_f32(x, y, n)
         else:
@@ -141,20 +111,20 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
                 t = expm1(-2 * fabs(x[i]))
                 t = -t / (2 + t)
                 y[i] = _nan(x[i], -t if x[i] < 0 else t)
-    elif op == SOFTPLUS:
+    elif op == OP_SOFTPLUS:
         if floating is float:
             edl_softplus_f32(x, y, n)
         else:
             for i in range(n):
                 v = x[i]
                 y[i] = _nan(v, (v if v > 0 else 0) + log1p(exp(-fabs(v))))
-    elif op == SWISH:
+    elif op == OP_SWISH:
         if floating is float:
             edl_swish_f32(x, y, n, a)
         else:
             for i in range(n):
                 y[i] = _nan(x[i], x[i] * _sig(a * x[i]))
-    elif op == HSWISH:
+    elif op == OP_HARD_SWISH:
         if floating is float:
             edl_hard_swish_f32(x, y, n)
         else:
@@ -163,7 +133,7 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
                 t = v * <floating>(1.0 / 6.0) + <floating>0.5
                 t = 0 if t < 0 else t
                 y[i] = v * (1 if t > 1 else t)
-    elif op == MISH:
+    elif op == OP_MISH:
         if floating is float:
             edl_mish_f32(x, y, n)
         else:
@@ -175,50 +145,50 @@ cdef void _chunk(int op, const floating *x, const floating *dy, floating *y, Py_
                 den = 1 + 2 * e + 2 * e * e if v > 0 else nn + 2
                 y[i] = _nan(v, v * num / den)
     # gradients: y = dy * f'(x), PyTorch's values at kinks
-    elif op == RELU_G:
+    elif op == OP_RELU_G:
         for i in range(n):
             y[i] = dy[i] if x[i] > 0 else 0
-    elif op == RELU6_G:
+    elif op == OP_RELU6_G:
         for i in range(n):
             y[i] = dy[i] if (x[i] > 0 and x[i] < 6) else 0
-    elif op == CLIP_G:
+    elif op == OP_CLIP_G:
         for i in range(n):
             y[i] = dy[i] if (x[i] >= a and x[i] <= b) else 0
-    elif op == LEAKY_G:
+    elif op == OP_LEAKY_RELU_G:
         for i in range(n):
             y[i] = dy[i] if x[i] > 0 else a * dy[i]
-    elif op == ELU_G or op == SELU_G:
-        if op == ELU_G:
+    elif op == OP_ELU_G or op == OP_SELU_G:
+        if op == OP_ELU_G:
             b = 1
         for i in range(n):
             v = x[i]
             e = _exp_neg(v if v < 0 else 0)
             y[i] = b * dy[i] * (1 if v > 0 else a * e)
-    elif op == SIGMOID_G:
+    elif op == OP_SIGMOID_G:
         for i in range(n):
             y[i] = dy[i] * _sig_d(x[i])
-    elif op == HSIG_G:
+    elif op == OP_HARD_SIGMOID_G:
         for i in range(n):
             v = a * x[i] + b
             y[i] = a * dy[i] if (v > 0 and v < 1) else 0
-    elif op == TANH_G:
+    elif op == OP_TANH_G:
         for i in range(n):
             e = _exp_neg(-2 * fabs(x[i]))         # 1 - tanh^2 = 4e / (1 + e)^2
             d = 1 / (1 + e)
             y[i] = dy[i] * (4 * e * d * d)
-    elif op == SOFTPLUS_G:
+    elif op == OP_SOFTPLUS_G:
         for i in range(n):
             y[i] = dy[i] * _sig(x[i])
-    elif op == SWISH_G:
+    elif op == OP_SWISH_G:
         for i in range(n):
             v = x[i]
             y[i] = dy[i] * (_sig(a * v) + a * v * _sig_d(a * v))
-    elif op == HSWISH_G:
+    elif op == OP_HARD_SWISH_G:
         for i in range(n):
             v = x[i]
             y[i] = 0 if v < -3 else (dy[i] * (v * <floating>(1.0 / 3.0) + <floating>0.5)
                                      if v <= 3 else dy[i])
-    elif op == MISH_G:
+    elif op == OP_MISH_G:
         for i in range(n):
             v = x[i]
             e = _exp_neg(-fabs(v))
@@ -279,7 +249,7 @@ cdef void _softmax_block(int mode, const floating *x, const floating *dy, floati
             if nan_col:
                 m[k] = NAN
                 flagged = True
-    if mode == SM:
+    if mode == OP_SOFTMAX:
         for j in range(n):
             o = j * inner
             for k in range(inner):
@@ -292,7 +262,7 @@ cdef void _softmax_block(int mode, const floating *x, const floating *dy, floati
             o = j * inner
             for k in range(inner):
                 y[o + k] = y[o + k] * s[k]
-    elif mode == LSM:
+    elif mode == OP_LOG_SOFTMAX:
         for j in range(n):
             o = j * inner
             for k in range(inner):
@@ -303,7 +273,7 @@ cdef void _softmax_block(int mode, const floating *x, const floating *dy, floati
             o = j * inner
             for k in range(inner):
                 y[o + k] = (x[o + k] - m[k]) - s[k]   # x - m exact: keep log(s) apart
-    elif mode == SM_G:                    # s * (dy - sum(dy * s)); y may be dy: recompute exp
+    elif mode == OP_SOFTMAX_G:            # s * (dy - sum(dy * s)); y may be dy: recompute exp
         for j in range(n):
             o = j * inner
             for k in range(inner):
@@ -345,29 +315,29 @@ cdef int _softmax_ptr(int mode, const floating *px, const floating *pd, floating
     if outer == 0 or n == 0 or inner == 0:
         return 0
     if floating is float:
-        if inner == 1 and (mode == SM or mode == LSM):
+        if inner == 1 and (mode == OP_SOFTMAX or mode == OP_LOG_SOFTMAX):
             rows = max(1, CHUNK // n)            # rows per parallel task
             if outer <= rows:
-                edl_softmax_rows_f32(px, po, outer, n, mode == LSM)
+                edl_softmax_rows_f32(px, po, outer, n, mode == OP_LOG_SOFTMAX)
                 return 0
             for o in prange((outer + rows - 1) // rows, schedule="static"):
                 r0 = o * rows
                 edl_softmax_rows_f32(px + r0 * n, po + r0 * n, min(rows, outer - r0), n,
-                                     mode == LSM)
+                                     mode == OP_LOG_SOFTMAX)
             return 0
     cdef Py_ssize_t width = inner
     if floating is float:
-        if mode == SM or mode == LSM:
+        if mode == OP_SOFTMAX or mode == OP_LOG_SOFTMAX:
             width = min(inner, EDL_COLS)        # the C loop works in column blocks
     for o in prange(outer, schedule="static",
                     num_threads=1 if outer * n * inner <= CHUNK else omp_get_max_threads()):
         scratch = <floating *>malloc(3 * width * sizeof(floating))
         if scratch != NULL:
             if floating is float:
-                if mode == SM or mode == LSM:
+                if mode == OP_SOFTMAX or mode == OP_LOG_SOFTMAX:
                     edl_softmax_cols_f32(px + o * n * inner, po + o * n * inner, n, inner,
                                          scratch, scratch + width, scratch + 2 * width,
-                                         mode == LSM)
+                                         mode == OP_LOG_SOFTMAX)
                 else:
                     _softmax_block(mode, px + o * n * inner, pd + o * n * inner,
                                    po + o * n * inner, n, inner, scratch, scratch + width,
@@ -398,13 +368,8 @@ cdef int _softmax(int mode, const floating[:, :, ::1] x, const floating[:, :, ::
 # ----------------------------------------------------------------------------- float32 fast entry
 # The wrappers' common case (float32, C-contiguous, out given or fresh) skips the twins' typed
 # memoryviews: right after a kernel the interpreter runs cache-cold, and acquiring two
-# memoryviews then costs ~6 us more than the two buffer requests below.
-FAST_OPS = {"relu": RELU, "relu6": RELU6, "clip": CLIP, "leaky_relu": LEAKY, "elu": ELU,
-            "selu": SELU, "sigmoid": SIGMOID, "hard_sigmoid": HSIG, "tanh": TANH,
-            "softplus": SOFTPLUS, "swish": SWISH, "hard_swish": HSWISH, "mish": MISH,
-            "softmax": SM, "log_softmax": LSM}
-
-
+# memoryviews then costs ~6 us more than the two buffer requests below. The op codes are the
+# table's (edgedl.kernels.activation_table: Activation.fast_code).
 def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t outer=0,
              Py_ssize_t n=0, Py_ssize_t inner=0):
     """out = op(x) for float32 arrays x and out (the caller checked both dtypes) when both are
@@ -414,19 +379,19 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
     cdef Py_buffer bx, bo
     cdef bint ok = False
     cdef int r = 0
-    if not (RELU <= op <= MISH or op == SM or op == LSM):
-        raise ValueError(f"fast_f32: {op} is not a forward op code of FAST_OPS")
+    if not (0 <= op < OP_N_ELEMENTWISE or op == OP_SOFTMAX or op == OP_LOG_SOFTMAX):
+        raise ValueError(f"fast_f32: {op} is not the code of a forward op")
     if not get_pair(x, &bx, out, &bo, 0):
         return False
     ok = (bx.itemsize == 4 and bo.itemsize == 4 and bx.ndim == bo.ndim and bx.len == bo.len
           and (bx.ndim == 0 or memcmp(bx.shape, bo.shape, bx.ndim * sizeof(Py_ssize_t)) == 0)
           and disjoint(&bx, &bo, True)
-          and (op < SM or outer * n * inner * 4 == bx.len))
+          and (op < OP_SOFTMAX or outer * n * inner * 4 == bx.len))
     if ok and bx.len:
         if omp_get_max_threads() != nthreads:
             omp_set_num_threads(nthreads)
         with nogil:
-            if op >= SM:
+            if op >= OP_SOFTMAX:
                 r = _softmax_ptr(op, <const float *>bx.buf, <const float *>bx.buf,
                                  <float *>bo.buf, outer, n, inner)
             else:
@@ -440,19 +405,19 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
 
 # ----------------------------------------------------------------------------- public twins
 def relu(const floating[::1] x, floating[::1] out):
-    _apply(RELU, x, x, out, 0, 0)
+    _apply(OP_RELU, x, x, out, 0, 0)
 
 
 def relu6(const floating[::1] x, floating[::1] out):
-    _apply(RELU6, x, x, out, 0, 0)
+    _apply(OP_RELU6, x, x, out, 0, 0)
 
 
 def clip(const floating[::1] x, double lo, double hi, floating[::1] out):
-    _apply(CLIP, x, x, out, lo, hi)
+    _apply(OP_CLIP, x, x, out, lo, hi)
 
 
 def leaky_relu(const floating[::1] x, double alpha, floating[::1] out):
-    _apply(LEAKY, x, x, out, alpha, 0)
+    _apply(OP_LEAKY_RELU, x, x, out, alpha, 0)
 
 
 def prelu(const floating[:, :, ::1] x, const floating[::1] slope, floating[:, :, ::1] out):
@@ -460,64 +425,64 @@ def prelu(const floating[:, :, ::1] x, const floating[::1] slope, floating[:, :,
 
 
 def elu(const floating[::1] x, double alpha, floating[::1] out):
-    _apply(ELU, x, x, out, alpha, 1)
+    _apply(OP_ELU, x, x, out, alpha, 1)
 
 
 def selu(const floating[::1] x, double alpha, double gamma, floating[::1] out):
-    _apply(SELU, x, x, out, alpha, gamma)
+    _apply(OP_SELU, x, x, out, alpha, gamma)
 
 
 def sigmoid(const floating[::1] x, floating[::1] out):
-    _apply(SIGMOID, x, x, out, 0, 0)
+    _apply(OP_SIGMOID, x, x, out, 0, 0)
 
 
 def hard_sigmoid(const floating[::1] x, double alpha, double beta, floating[::1] out):
-    _apply(HSIG, x, x, out, alpha, beta)
+    _apply(OP_HARD_SIGMOID, x, x, out, alpha, beta)
 
 
 def tanh(const floating[::1] x, floating[::1] out):
-    _apply(TANH, x, x, out, 0, 0)
+    _apply(OP_TANH, x, x, out, 0, 0)
 
 
 def softplus(const floating[::1] x, floating[::1] out):
-    _apply(SOFTPLUS, x, x, out, 0, 0)
+    _apply(OP_SOFTPLUS, x, x, out, 0, 0)
 
 
 def swish(const floating[::1] x, double beta, floating[::1] out):
-    _apply(SWISH, x, x, out, beta, 0)
+    _apply(OP_SWISH, x, x, out, beta, 0)
 
 
 def hard_swish(const floating[::1] x, floating[::1] out):
-    _apply(HSWISH, x, x, out, 0, 0)
+    _apply(OP_HARD_SWISH, x, x, out, 0, 0)
 
 
 def mish(const floating[::1] x, floating[::1] out):
-    _apply(MISH, x, x, out, 0, 0)
+    _apply(OP_MISH, x, x, out, 0, 0)
 
 
 def softmax(const floating[:, :, ::1] x, floating[:, :, ::1] out):
-    _softmax(SM, x, x, out)
+    _softmax(OP_SOFTMAX, x, x, out)
 
 
 def log_softmax(const floating[:, :, ::1] x, floating[:, :, ::1] out):
-    _softmax(LSM, x, x, out)
+    _softmax(OP_LOG_SOFTMAX, x, x, out)
 
 
 def relu_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(RELU_G, x, dy, out, 0, 0)
+    _apply(OP_RELU_G, x, dy, out, 0, 0)
 
 
 def relu6_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(RELU6_G, x, dy, out, 0, 0)
+    _apply(OP_RELU6_G, x, dy, out, 0, 0)
 
 
 def clip_grad(const floating[::1] x, const floating[::1] dy, double lo, double hi,
               floating[::1] out):
-    _apply(CLIP_G, x, dy, out, lo, hi)
+    _apply(OP_CLIP_G, x, dy, out, lo, hi)
 
 
 def leaky_relu_grad(const floating[::1] x, const floating[::1] dy, double alpha, floating[::1] out):
-    _apply(LEAKY_G, x, dy, out, alpha, 0)
+    _apply(OP_LEAKY_RELU_G, x, dy, out, alpha, 0)
 
 
 def prelu_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, const floating[::1] slope,
@@ -526,51 +491,51 @@ def prelu_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy, const 
 
 
 def elu_grad(const floating[::1] x, const floating[::1] dy, double alpha, floating[::1] out):
-    _apply(ELU_G, x, dy, out, alpha, 1)
+    _apply(OP_ELU_G, x, dy, out, alpha, 1)
 
 
 def selu_grad(const floating[::1] x, const floating[::1] dy, double alpha, double gamma,
               floating[::1] out):
-    _apply(SELU_G, x, dy, out, alpha, gamma)
+    _apply(OP_SELU_G, x, dy, out, alpha, gamma)
 
 
 def sigmoid_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(SIGMOID_G, x, dy, out, 0, 0)
+    _apply(OP_SIGMOID_G, x, dy, out, 0, 0)
 
 
 def hard_sigmoid_grad(const floating[::1] x, const floating[::1] dy, double alpha, double beta,
                       floating[::1] out):
-    _apply(HSIG_G, x, dy, out, alpha, beta)
+    _apply(OP_HARD_SIGMOID_G, x, dy, out, alpha, beta)
 
 
 def tanh_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(TANH_G, x, dy, out, 0, 0)
+    _apply(OP_TANH_G, x, dy, out, 0, 0)
 
 
 def softplus_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(SOFTPLUS_G, x, dy, out, 0, 0)
+    _apply(OP_SOFTPLUS_G, x, dy, out, 0, 0)
 
 
 def swish_grad(const floating[::1] x, const floating[::1] dy, double beta, floating[::1] out):
-    _apply(SWISH_G, x, dy, out, beta, 0)
+    _apply(OP_SWISH_G, x, dy, out, beta, 0)
 
 
 def hard_swish_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(HSWISH_G, x, dy, out, 0, 0)
+    _apply(OP_HARD_SWISH_G, x, dy, out, 0, 0)
 
 
 def mish_grad(const floating[::1] x, const floating[::1] dy, floating[::1] out):
-    _apply(MISH_G, x, dy, out, 0, 0)
+    _apply(OP_MISH_G, x, dy, out, 0, 0)
 
 
 def softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                  floating[:, :, ::1] out):
-    _softmax(SM_G, x, dy, out)
+    _softmax(OP_SOFTMAX_G, x, dy, out)
 
 
 def log_softmax_grad(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                      floating[:, :, ::1] out):
-    _softmax(LSM_G, x, dy, out)
+    _softmax(OP_LOG_SOFTMAX_G, x, dy, out)
 
 
 # ----------------------------------------------------------------------------- prelu

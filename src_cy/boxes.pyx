@@ -5,11 +5,11 @@ every shape, dtype and value. Arithmetic stays in the box dtype (float32 boxes i
 with the same formulas, in the same order, as the reference.
 """
 from cython cimport floating
-from libc.math cimport (atan2, atan2f, exp, expf, log, logf, log1p, log1pf, pow, powf, sqrt,
-                        fabs,                         INFINITY)
+from libc.math cimport atan2, atan2f, exp, log, pow, powf, sqrt, fabs, INFINITY
 from libc.stdint cimport int8_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memmove
+from edl_fmath cimport _exp, _log, _log1p
 
 cdef double _DIOU_EPS = 1e-7
 cdef double _FOUR_OVER_PI2 = 0.40528473456935108578   # 4 / pi^2
@@ -22,27 +22,6 @@ cdef inline floating _min(floating a, floating b) noexcept nogil:
 
 cdef inline floating _max(floating a, floating b) noexcept nogil:
     return a if a > b else b
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _log(floating x) noexcept nogil:
-    if floating is float:
-        return logf(x)
-    else:
-        return log(x)
-
-
-cdef inline floating _log1p(floating x) noexcept nogil:
-    if floating is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
 
 
 cdef inline floating _pow(floating x, floating y) noexcept nogil:

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include "edl_act_table.h"   /* EDL_EXP_*: the polynomial's numbers, shared with the numba twins */
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define EDL_CONTRACT __attribute__((optimize("fp-contract=fast")))
@@ -30,8 +31,6 @@
 #define EDL_SIMD_KERNEL EDL_CONTRACT
 #endif
 
-#define EDL_EXP_LO (-87.33654f)   /* log(FLT_MIN): 2^n is a normal number above it */
-
 static inline float edl_f32_from_bits(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
 static inline int32_t edl_f32_bits(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
 
@@ -43,15 +42,15 @@ static inline int32_t edl_f32_bits(float f) { int32_t i; memcpy(&i, &f, sizeof i
 static inline void edl_exp_core(float xc, float *s, float *q, int exact_r) {
     /* t = round(x / ln2) + 127 + 1.5 * 2^23: adding the bias rounds to an integer, and t's low
      * mantissa bits then hold n + 127 (in 1..255), so a shift makes 2^n without a conversion */
-    float t = xc * 1.44269504088896341f + 12583039.0f;
+    float t = xc * EDL_EXP_LOG2E + 12583039.0f;
     float n = t - 12583039.0f;
-    float r = exact_r ? (xc - n * 0.693359375f) - n * -2.12194440e-4f   /* n * C1 exact */
+    float r = exact_r ? (xc - n * EDL_EXP_C1) - n * EDL_EXP_C2   /* n * C1 exact */
                       : xc - n * 0.693147182f;
     float r2 = r * r;
     /* expm1(r) = r + r^2 P(r), P near-minimax on [-ln2/2, ln2/2] (Estrin: short chains) */
-    float a = 4.9999988079e-01f + r * 1.6666518152e-01f;
-    float b = 4.1669528931e-02f + r * 8.3689158782e-03f;
-    float p = a + r2 * (b + r2 * 1.3751621591e-03f);
+    float a = EDL_EXP_P0 + r * EDL_EXP_P1;
+    float b = EDL_EXP_P2 + r * EDL_EXP_P3;
+    float p = a + r2 * (b + r2 * EDL_EXP_P4);
     *q = r + r2 * p;
     *s = edl_f32_from_bits((int32_t)((uint32_t)edl_f32_bits(t) << 23));
 }

@@ -13,10 +13,12 @@ import numpy as np
 from .. import _config, _validate as _v
 from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
+from .activation_table import ACTIVATIONS as _TABLE, PLANNED as _TABLE_PLANNED
 
 _FAMILY = "activations"
-_SELU_ALPHA = 1.6732632423543772
-_SELU_GAMMA = 1.0507009873554805
+_SELU_ALPHA, _SELU_GAMMA = (p.default for p in _TABLE["selu"].params)
+# the Cython fast entry's op codes (the table's; src_cy/edl_act_table.h is generated from it)
+_FAST_CODES = {n: r.fast_code for n, r in _TABLE.items() if r.fast_code is not None}
 
 
 # ----------------------------------------------------------------------------- plumbing
@@ -78,7 +80,7 @@ def _run(name, shape3, x, dy, out, backend, args):
     return out
 
 
-_fast = None   # (edgedl._cy.activations.fast_f32, its op codes) once first needed
+_fast = None   # edgedl._cy.activations.fast_f32 once first needed
 
 
 def _fast_f32(name, x, out, backend, args):
@@ -95,10 +97,8 @@ def _fast_f32(name, x, out, backend, args):
     elif not (type(out) is np.ndarray and out.dtype is _F32):
         return None
     if _fast is None:
-        mod = _dispatch.twin_module(_FAMILY, "cython")
-        _fast = (mod.fast_f32, mod.FAST_OPS)
-    fn, ops = _fast
-    return out if fn(ops[name], x, out, _config.get_num_threads(), *args) else None
+        _fast = _dispatch.twin_module(_FAMILY, "cython").fast_f32
+    return out if _fast(_FAST_CODES[name], x, out, _config.get_num_threads(), *args) else None
 
 
 def _elementwise(name, x, dy, out, backend, params=()):
@@ -364,11 +364,8 @@ def log_softmax_grad(x, dy, axis=-1, out=None, backend=None):
 
 
 # ----------------------------------------------------------------------------- planned
-# Elementwise twins and their parameters, in the twins' order (relu ... mish but prelu).
-_PLANNED = {"relu": (), "relu6": (), "clip": ("lo", "hi"), "leaky_relu": ("alpha",),
-            "elu": ("alpha",), "selu": ("alpha", "gamma"), "sigmoid": (),
-            "hard_sigmoid": ("alpha", "beta"), "tanh": (), "softplus": (), "swish": ("beta",),
-            "hard_swish": (), "mish": ()}
+# Elementwise twins and their parameters, in the twins' order (the table's elementwise kind).
+_PLANNED = _TABLE_PLANNED
 
 
 def activation_plan(name, params=(), dtype=np.float32, backend=None):
@@ -411,6 +408,5 @@ def _warmup(backend):
             gfn(x, dy, backend=backend)
 
 
-_NAMES = ["relu", "relu6", "clip", "leaky_relu", "prelu", "elu", "selu", "sigmoid",
-          "hard_sigmoid", "tanh", "softplus", "swish", "hard_swish", "mish", "softmax",
-          "log_softmax"]
+# the twins (the table's activations but aliases such as silu = swish(beta=1))
+_NAMES = [n for n, r in _TABLE.items() if r.kind != "alias"]

@@ -15,16 +15,15 @@ from .. import _config
 from .. import _validate as V
 from ..errors import ShapeError, ValidationError
 from . import _dispatch, _gemm
-from ._ref.conv import (ACT_CLIP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_NONE, ACT_PRELU,
-                        ACT_SIGMOID, ACT_SILU, ACT_TANH)
+from .activation_table import EPILOGUE, FUSED
 
 __all__ = ["conv2d", "conv2d_plan", "conv_transpose2d", "conv_output_shape", "resolve_pads",
            "ACTIVATIONS"]
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
-#: activation name -> number of parameters it takes
-ACTIVATIONS = {None: 0, "relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1, "prelu": 1,
-               "hard_sigmoid": 2, "hard_swish": 0, "sigmoid": 0, "silu": 0, "tanh": 0}
+#: activation name -> number of parameters it takes (the activations of the table that fuse)
+ACTIVATIONS = {None: 0, **{n: len(r.params) for n, r in FUSED.items()}}
+_ACT_NONE, _ACT_PRELU = EPILOGUE["none"], EPILOGUE["prelu"]
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -69,53 +68,59 @@ def _geometry(strides, pads, dilations, auto_pad):
     return strides, pads, dilations
 
 
-def _epilogue(activation, params, m, dtype):
-    """Public activation name + params -> (act code, p0, p1, slopes array of length m)."""
+def _fused(activation):
+    """The table's record of a fusable activation name (any case), or None for None."""
     if activation is not None and not isinstance(activation, str):
         raise ValidationError(f"activation must be a string or None, got {activation!r}")
     act = activation.lower() if activation else None
     if act not in ACTIVATIONS:
         raise ValidationError(f"activation must be one of {sorted(k for k in ACTIVATIONS if k)} "
                               f"or None, got {activation!r}")
+    return FUSED.get(act)
+
+
+def _channel_slopes(s, m, slopes):
+    """prelu's slope: a scalar, or one value per output channel."""
+    if isinstance(s, numbers.Real) and not isinstance(s, bool):
+        slopes[:] = float(s)
+        return
+    s = np.asarray(s)
+    if s.dtype.kind not in "fiu" or s.size not in (1, m):
+        raise ValidationError(f"prelu slope must be a scalar or hold {m} per-channel "
+                              f"values (one per output channel), got shape {s.shape}")
+    slopes[:] = s.reshape(-1)
+
+
+def _epilogue(activation, params, m, dtype):
+    """Public activation name + params -> (act code, p0, p1, slopes array of length m), as
+    the table says: its epilogue code, fixed (p0, p1) or the parameters (defaults when none
+    are given and every parameter has one), slopes from the one parameter of a PReLU-like."""
+    rec = _fused(activation)
     params = tuple(params) if params is not None else ()
-    need = ACTIVATIONS[act]
-    defaults = {"leaky_relu": (0.01,), "hard_sigmoid": (0.2, 0.5)}
-    if not params and act in defaults:
-        params = defaults[act]
-    if len(params) != need:
-        raise ValidationError(f"activation {act!r} takes {need} parameter(s) in "
-                              f"activation_params, got {len(params)}: {params!r}")
     slopes = np.zeros(m, dtype=dtype)
-    p0 = p1 = 0.0
-    if act is None:
-        code = ACT_NONE
-    elif act in ("relu", "relu6", "clip"):
-        code = ACT_CLIP
-        p0, p1 = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}.get(act, params)
-        p0 = V.real(p0, "activation_params[0] (clip min)") if act == "clip" else p0
-        p1 = V.real(p1, "activation_params[1] (clip max)") if act == "clip" else p1
-    elif act == "leaky_relu":
-        code = ACT_PRELU
-        slopes[:] = V.real(params[0], "activation_params[0] (leaky_relu alpha)")
-    elif act == "prelu":
-        code = ACT_PRELU
-        s = params[0]
-        if isinstance(s, numbers.Real) and not isinstance(s, bool):
-            slopes[:] = float(s)
-        else:
-            s = np.asarray(s)
-            if s.dtype.kind not in "fiu" or s.size not in (1, m):
-                raise ValidationError(f"prelu slope must be a scalar or hold {m} per-channel "
-                                      f"values (one per output channel), got shape {s.shape}")
-            slopes[:] = s.reshape(-1)
-    elif act == "hard_sigmoid":
-        code = ACT_HARD_SIGMOID
-        p0 = V.real(params[0], "activation_params[0] (hard_sigmoid alpha)")
-        p1 = V.real(params[1], "activation_params[1] (hard_sigmoid beta)")
+    if rec is None:
+        need = 0
     else:
-        code = {"hard_swish": ACT_HARD_SWISH, "sigmoid": ACT_SIGMOID, "silu": ACT_SILU,
-                "tanh": ACT_TANH}[act]
-    return code, float(p0), float(p1), slopes
+        need = len(rec.params)
+        if not params and all(p.default is not None for p in rec.params):
+            params = tuple(p.default for p in rec.params)
+    if len(params) != need:
+        raise ValidationError(f"activation {rec and rec.name!r} takes {need} parameter(s) in "
+                              f"activation_params, got {len(params)}: {params!r}")
+    if rec is None:
+        return _ACT_NONE, 0.0, 0.0, slopes
+    names = [f"activation_params[{i}] ({rec.name} {p.name})" for i, p in enumerate(rec.params)]
+    p0 = p1 = 0.0
+    if rec.fuse_code == _ACT_PRELU:
+        if rec.kind == "channel":
+            _channel_slopes(params[0], m, slopes)
+        else:
+            slopes[:] = V.real(params[0], names[0])
+    elif rec.fuse_fixed is not None:
+        p0, p1 = rec.fuse_fixed
+    elif params:
+        p0, p1 = (V.real(p, n) for p, n in zip(params, names))
+    return rec.fuse_code, float(p0), float(p1), slopes
 
 
 def _bias(bias, m, dtype, name="bias"):
@@ -228,7 +233,7 @@ def conv2d(x, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
     if bias is not None:
         b = _bias(bias, m, dtype)
     else:   # zeros: the (cached, read-only) slopes of every activation but prelu are zeros
-        b = np.zeros(m, dtype) if code == ACT_PRELU else slopes
+        b = np.zeros(m, dtype) if code == _ACT_PRELU else slopes
     out, y = _target(out, (x.shape[0], m) + geo[4], dtype, x)
     if y.size:
         _bind(w, b, geo, epi, x.shape[0], x.shape[2:], backend)(np.ascontiguousarray(x), y)
@@ -457,11 +462,15 @@ def _warmup(backend):
         _warmup_calls(backend)
 
 
+def _example_params(rec):
+    """Parameters to warm an epilogue up with (a channel slope per warm-up channel)."""
+    if rec.kind == "channel":
+        return (np.full(2, 0.25, np.float32),)
+    return tuple(0.5 if p.default is None else p.default for p in rec.params)
+
+
 # Every epilogue the ONNX planner can fuse, with example parameters.
-_WARMUP_EPILOGUES = [(None, ()), ("relu", ()), ("relu6", ()), ("clip", (0.0, 6.0)),
-                     ("leaky_relu", (0.1,)), ("prelu", (np.full(2, 0.25, np.float32),)),
-                     ("hard_sigmoid", (0.2, 0.5)), ("hard_swish", ()), ("sigmoid", ()),
-                     ("silu", ()), ("tanh", ())]
+_WARMUP_EPILOGUES = [(None, ())] + [(n, _example_params(r)) for n, r in FUSED.items()]
 
 
 def _warmup_calls(backend):

@@ -2,7 +2,7 @@
 
 numba compiles ``math.exp`` to a libm call per element, which LLVM cannot vectorise (a naive
 numba sigmoid runs ~13x slower than onnxruntime's). For float32 the exp/expm1/log1p below are
-the same branch-free polynomial as ``src_cy/edl_math.h``: a Cody-Waite reduction, a degree-6
+the same branch-free polynomial as ``src_cy/edl_math.h`` (its numbers: activation_table.EXP_F32): a Cody-Waite reduction, a degree-6
 polynomial and 2^n built from its bits with a bitcast intrinsic, so the loops vectorise. float64
 keeps libm. The helpers are ``@overload``-ed per dtype, and compiled without fast-math flags
 (the rounding trick needs IEEE evaluation order) while the kernels use the project's flags.
@@ -11,23 +11,23 @@ import math
 
 import numpy as np
 
-from ..._config import load_numba, njit
+from ..._config import load_numba
 
 load_numba()   # edgedl's numba policy (cache dir, threading layer) before numba's modules
 from llvmlite import ir  # noqa: E402
 from numba.core import types  # noqa: E402
 from numba.extending import intrinsic, overload  # noqa: E402
 
+from ._table import EXP_F32, njit  # noqa: E402  (njit: cache names tagged by the table)
+
 # float32 constants: exact small integers keep float32 arithmetic in float32 (an int literal
 # would promote it to float64) and are exact in float64 kernels too.
 _f = np.float32
 _ZERO, _HALF, _ONE, _TWO, _THREE, _FOUR, _SIX = (_f(0), _f(0.5), _f(1), _f(2), _f(3), _f(4),
                                                   _f(6))
-_LO = _f(-87.33654)          # log(FLT_MIN): 2^n stays a normal number above it
-_LOG2E = _f(1.44269504088896341)
-_C1, _C2 = _f(0.693359375), _f(-2.12194440e-4)
-_P0, _P1, _P2, _P3, _P4 = (_f(4.9999988079e-01), _f(1.6666518152e-01), _f(4.1669528931e-02),
-                           _f(8.3689158782e-03), _f(1.3751621591e-03))
+# the exp polynomial's numbers: one definition, also written into src_cy/edl_act_table.h
+_LO, _LOG2E, _C1, _C2, _P0, _P1, _P2, _P3, _P4 = (
+    _f(EXP_F32[k]) for k in ("LO", "LOG2E", "C1", "C2", "P0", "P1", "P2", "P3", "P4"))
 
 
 @intrinsic

@@ -9,9 +9,13 @@ import numpy as np
 from numba import prange
 
 from edgedl import _config
-from edgedl._config import njit
-
 from .. import _gemm
+from ._table import EPILOGUE, njit
+
+# the conv epilogue codes (edgedl.kernels.activation_table; see _table for numba's cache)
+_NONE, _CLIP, _PRELU = EPILOGUE["none"], EPILOGUE["clip"], EPILOGUE["prelu"]
+_HSIG, _HSWISH = EPILOGUE["hard_sigmoid"], EPILOGUE["hard_swish"]
+_SIGMOID, _SILU, _TANH = EPILOGUE["sigmoid"], EPILOGUE["silu"], EPILOGUE["tanh"]
 
 
 def _both(fn):
@@ -36,33 +40,33 @@ def _epilogue(v, b, act, lo, hi, s):
     """In place on the 1-D v: v = act(v + b); lo, hi, s already of v's dtype."""
     n = v.shape[0]
     one = s * 0 + 1
-    if act == 0:
+    if act == _NONE:
         for k in range(n):
             v[k] += b
-    elif act == 1:
+    elif act == _CLIP:
         for k in range(n):
             v[k] = min(max(v[k] + b, lo), hi)
-    elif act == 2:
+    elif act == _PRELU:
         for k in range(n):
             t = v[k] + b
             v[k] = t if t >= 0 else t * s
-    elif act == 3:
+    elif act == _HSIG:
         for k in range(n):
             v[k] = min(max(lo * (v[k] + b) + hi, 0), one)
-    elif act == 4:
+    elif act == _HSWISH:
         sixth = one / 6
         half = one / 2
         for k in range(n):
             t = v[k] + b
             v[k] = t * min(max(t * sixth + half, 0), one)
-    elif act == 5:
+    elif act == _SIGMOID:
         for k in range(n):
             v[k] = one / (one + np.exp(-(v[k] + b)))
-    elif act == 6:
+    elif act == _SILU:
         for k in range(n):
             t = v[k] + b
             v[k] = t / (one + np.exp(-t))
-    elif act == 7:
+    elif act == _TANH:
         for k in range(n):
             v[k] = np.tanh(v[k] + b)
 

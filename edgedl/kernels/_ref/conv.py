@@ -14,19 +14,22 @@ into these pieces; the numba and Cython twins implement the same functions:
   im2col and one np.matmul; the numba twin blocks and threads it (edgedl.kernels._gemm), the
   Cython twin runs its own float32 GEMM with im2col, GEMM and epilogue fused per block.
 
-Activation codes (``act``) and their parameters ``p0, p1`` / ``slopes`` are the ``ACT_*``
-constants below; the wrapper maps the public activation names onto them.
+Activation codes (``act``) and their parameters ``p0, p1`` / ``slopes`` are the epilogue
+codes of ``edgedl.kernels.activation_table`` (``EPILOGUE``, named ``ACT_*`` below); the wrapper
+maps the public activation names onto them.
 """
 import numpy as np
 
-ACT_NONE = 0
-ACT_CLIP = 1          # min(max(y, p0), p1): relu (0, inf), relu6 (0, 6), clip
-ACT_PRELU = 2         # y if y >= 0 else slopes[m] * y: leaky_relu, prelu
-ACT_HARD_SIGMOID = 3  # max(0, min(1, p0 * y + p1))
-ACT_HARD_SWISH = 4    # y * max(0, min(1, y / 6 + 1 / 2))
-ACT_SIGMOID = 5
-ACT_SILU = 6          # y * sigmoid(y)
-ACT_TANH = 7
+from ..activation_table import EPILOGUE
+
+ACT_NONE = EPILOGUE["none"]
+ACT_CLIP = EPILOGUE["clip"]                  # min(max(y, p0), p1): relu (0, inf), relu6, clip
+ACT_PRELU = EPILOGUE["prelu"]                # y if y >= 0 else slopes[m] * y: leaky_relu, prelu
+ACT_HARD_SIGMOID = EPILOGUE["hard_sigmoid"]  # max(0, min(1, p0 * y + p1))
+ACT_HARD_SWISH = EPILOGUE["hard_swish"]      # y * max(0, min(1, y / 6 + 1 / 2))
+ACT_SIGMOID = EPILOGUE["sigmoid"]
+ACT_SILU = EPILOGUE["silu"]                  # y * sigmoid(y)
+ACT_TANH = EPILOGUE["tanh"]
 
 
 def _taps(n_in, n_out, k, stride, pad, dil):

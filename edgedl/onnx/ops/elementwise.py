@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from ...kernels import activations as _acts
+from ...kernels.activation_table import BY_ONNX
 from . import op, takes_out
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -130,60 +131,20 @@ def _act(ctx, name, *params, fallback=None):
     return takes_out(lambda x, *_, out=None: k(x, out=out, backend=b))
 
 
-@op("Relu")
-def relu(ctx):
-    return _act(ctx, "relu", fallback=lambda x: np.maximum(x, 0).astype(x.dtype))
+# ONNX op types with a handler of their own below (inputs as parameters, axes, slopes)
+_OWN_HANDLER = {"Clip", "PRelu", "Softmax", "LogSoftmax"}
 
 
-@op("Sigmoid")
-def sigmoid(ctx):
-    return _act(ctx, "sigmoid")
-
-
-@op("Tanh")
-def tanh(ctx):
-    return _act(ctx, "tanh")
-
-
-@op("Softplus")
-def softplus(ctx):
-    return _act(ctx, "softplus")
-
-
-@op("Mish")
-def mish(ctx):
-    return _act(ctx, "mish")
-
-
-@op("HardSwish")
-def hard_swish(ctx):
-    return _act(ctx, "hard_swish")
-
-
-@op("Silu")   # internal: x * Sigmoid(x) rewritten by the planner
-def silu(ctx):
-    return _act(ctx, "silu")
-
-
-@op("LeakyRelu")
-def leaky_relu(ctx):
-    return _act(ctx, "leaky_relu", float(ctx.attr("alpha", 0.01)))
-
-
-@op("Elu")
-def elu(ctx):
-    return _act(ctx, "elu", float(ctx.attr("alpha", 1.0)))
-
-
-@op("Selu")
-def selu(ctx):
-    return _act(ctx, "selu", float(ctx.attr("alpha", 1.67326319217681884765625)),
-                float(ctx.attr("gamma", 1.05070102214813232421875)))
-
-
-@op("HardSigmoid")
-def hard_sigmoid(ctx):
-    return _act(ctx, "hard_sigmoid", float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5)))
+@op(*(t for t in BY_ONNX if t not in _OWN_HANDLER))
+def activation(ctx):
+    """Relu, Sigmoid, LeakyRelu, Selu, ... (and the planner's internal Silu): the table's
+    activation, its parameters from the node's attributes with the table's ONNX defaults."""
+    rec = BY_ONNX[ctx.node.op_type]
+    params = tuple(float(ctx.attr(p.onnx_attr, p.attr_default)) for p in rec.params)
+    fallback = None
+    if rec.name == "relu":   # integer tensors too
+        fallback = lambda x: np.maximum(x, 0).astype(x.dtype)  # noqa: E731
+    return _act(ctx, rec.name, *params, fallback=fallback)
 
 
 def clip_bounds(ctx):

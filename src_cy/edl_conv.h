@@ -1,0 +1,203 @@
+/* C kernels of conv.pyx: depthwise row kernels, im2col gathers and the float32 epilogue.
+ * Static functions: each extension that includes this header gets its own copy. */
+#ifndef EDL_CONV_H
+#define EDL_CONV_H
+#include <stddef.h>
+#include <string.h>
+#include "edl_math.h"        /* includes edl_act_table.h: the EDL_ACT_* epilogue codes */
+#include "activations_f32.h"
+/* Depthwise row kernels: whole 3x3 / 5x5 windows at stride 1 (x0.. are the input rows of
+   the window, already padded), or one kernel row at any stride / dilation. EDL_SIMD_KERNEL
+   adds AVX2+FMA / AVX-512 clones picked at load time (portable build, no -march). */
+/* A row's tail (n % 8 outputs) as one more 8-wide chunk ending at n, recomputing a few
+   outputs (harmless: the whole-window kernels only assign): a scalar tail cost as much
+   as the vector part on rows of 20 or 40. */
+#define EDL_TAIL8(n, STMT)                                                               \
+    if ((n) & 7) {                                                                      \
+        if ((n) >= 8) { for (ptrdiff_t k = (n) - 8; k < (n); k++) STMT; }               \
+        else { for (ptrdiff_t k = 0; k < (n); k++) STMT; }                              \
+    }
+#define EDL_WIN5_STMT(T) {                                                               \
+        T a = c[0] * x0[k] + c[1] * x0[k + 1] + c[2] * x0[k + 2] + c[3] * x0[k + 3]     \
+            + c[4] * x0[k + 4];                                                         \
+        a += c[5] * x1[k] + c[6] * x1[k + 1] + c[7] * x1[k + 2] + c[8] * x1[k + 3]      \
+            + c[9] * x1[k + 4];                                                         \
+        a += c[10] * x2[k] + c[11] * x2[k + 1] + c[12] * x2[k + 2] + c[13] * x2[k + 3]  \
+            + c[14] * x2[k + 4];                                                        \
+        a += c[15] * x3[k] + c[16] * x3[k + 1] + c[17] * x3[k + 2] + c[18] * x3[k + 3]  \
+            + c[19] * x3[k + 4];                                                        \
+        row[k] = a + c[20] * x4[k] + c[21] * x4[k + 1] + c[22] * x4[k + 2]              \
+            + c[23] * x4[k + 3] + c[24] * x4[k + 4];                                    \
+    }
+#define EDL_CONV_ROWS(T, S)                                                               \
+EDL_SIMD_KERNEL static void edl_full3_##S(const T *x0, const T *x1, const T *x2,        \
+                                          const T *w, T *restrict row, ptrdiff_t n) {   \
+    const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];           \
+    const T w6 = w[6], w7 = w[7], w8 = w[8];                                            \
+    ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+    for (ptrdiff_t k = 0; k < nv; k++)                                                  \
+        row[k] = w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2] + w3 * x1[k]              \
+               + w4 * x1[k + 1] + w5 * x1[k + 2] + w6 * x2[k] + w7 * x2[k + 1]          \
+               + w8 * x2[k + 2];                                                        \
+    EDL_TAIL8(n, row[k] = w0 * x0[k] + w1 * x0[k + 1] + w2 * x0[k + 2] + w3 * x1[k]     \
+              + w4 * x1[k + 1] + w5 * x1[k + 2] + w6 * x2[k] + w7 * x2[k + 1]           \
+              + w8 * x2[k + 2])                                                         \
+}                                                                                       \
+EDL_SIMD_KERNEL static void edl_full5_##S(const T *x0, const T *x1, const T *x2,        \
+                                          const T *x3, const T *x4, const T *w,         \
+                                          T *restrict row, ptrdiff_t n) {               \
+    T c[25];                                                                            \
+    for (int i = 0; i < 25; i++) c[i] = w[i];                                           \
+    ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+    for (ptrdiff_t k = 0; k < nv; k++) EDL_WIN5_STMT(T);                                 \
+    EDL_TAIL8(n, EDL_WIN5_STMT(T))                                                       \
+}                                                                                       \
+EDL_SIMD_KERNEL static void edl_acc3_##S(const T *x, const T *w, T *restrict row,       \
+                                         ptrdiff_t n, ptrdiff_t sw, ptrdiff_t dw) {     \
+    const T w0 = w[0], w1 = w[1], w2 = w[2];                                            \
+    for (ptrdiff_t k = 0; k < n; k++)                                                   \
+        row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw];       \
+}                                                                                       \
+EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row,       \
+                                         ptrdiff_t n, ptrdiff_t sw, ptrdiff_t dw) {     \
+    const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];                      \
+    for (ptrdiff_t k = 0; k < n; k++)                                                   \
+        row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw]        \
+                + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
+}
+/* Stride 2: a padded row is stored split by column parity, e = even columns, then
+   o = odd ones (wq each); tap j of output k is then e[k + j/2] or o[k + j/2]: contiguous
+   loads instead of gathers. p: row r0's e; rs: row stride (2 wq). */
+#define EDL_S2WIN3(T) {                                                                  \
+        T a = 0;                                                                        \
+        for (int i = 0; i < 3; i++) {                                                   \
+            const T *e = p + i * rs, *o = e + wq;                                       \
+            a += w[3 * i] * e[k] + w[3 * i + 1] * o[k] + w[3 * i + 2] * e[k + 1];       \
+        }                                                                               \
+        row[k] = a;                                                                     \
+    }
+#define EDL_S2WIN5(T) {                                                                  \
+        T a = 0;                                                                        \
+        for (int i = 0; i < 5; i++) {                                                   \
+            const T *e = p + i * rs, *o = e + wq;                                       \
+            a += w[5 * i] * e[k] + w[5 * i + 1] * o[k] + w[5 * i + 2] * e[k + 1]        \
+               + w[5 * i + 3] * o[k + 1] + w[5 * i + 4] * e[k + 2];                     \
+        }                                                                               \
+        row[k] = a;                                                                     \
+    }
+#define EDL_CONV_ROWS_S2(T, S)                                                            \
+EDL_SIMD_KERNEL static void edl_full3s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
+                                            const T *w, T *restrict row, ptrdiff_t n) { \
+    ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+    for (ptrdiff_t k = 0; k < nv; k++) EDL_S2WIN3(T);                                   \
+    EDL_TAIL8(n, EDL_S2WIN3(T))                                                         \
+}                                                                                       \
+EDL_SIMD_KERNEL static void edl_full5s2_##S(const T *p, ptrdiff_t rs, ptrdiff_t wq,     \
+                                            const T *w, T *restrict row, ptrdiff_t n) { \
+    ptrdiff_t nv = n & ~(ptrdiff_t)7;                                                   \
+    for (ptrdiff_t k = 0; k < nv; k++) EDL_S2WIN5(T);                                   \
+    EDL_TAIL8(n, EDL_S2WIN5(T))                                                         \
+}                                                                                       \
+/* one input row (n values) into a split padded row: column c = pw + k */                \
+EDL_SIMD_KERNEL static void edl_split2_##S(const T *src, ptrdiff_t n, T *restrict e,    \
+                                           ptrdiff_t wq, ptrdiff_t pw) {                \
+    for (int p = 0; p < 2; p++) {                /* inputs k landing in parity p */     \
+        ptrdiff_t k0 = (p - pw) & 1, d0 = (pw + k0) >> 1;                               \
+        T *restrict dst = e + p * wq + d0;                                              \
+        const T *s = src + k0;                                                          \
+        ptrdiff_t cnt = n > k0 ? (n - k0 + 1) / 2 : 0;                                  \
+        for (ptrdiff_t t = 0; t < cnt; t++) dst[t] = s[2 * t];                          \
+    }                                                                                   \
+}
+/* im2col row: dst[k] = src[k * sw] for k < n; stride 1 is a memcpy, stride 2 gets
+   AVX2 / AVX-512 clones (de-interleaving shuffles instead of scalar loads) */
+#define EDL_GATHER(T, S)                                                                 \
+EDL_SIMD_KERNEL static void edl_gather2_##S(const T *restrict src, T *restrict dst,     \
+                                            ptrdiff_t n) {                              \
+    for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[2 * k];                              \
+}                                                                                       \
+static void edl_gather_##S(const T *restrict src, ptrdiff_t sw, T *restrict dst,        \
+                           ptrdiff_t n) {                                               \
+    if (n <= 0) return;                                                                 \
+    if (sw == 1) memcpy(dst, src, (size_t)n * sizeof(T));                               \
+    else if (sw == 2) edl_gather2_##S(src, dst, n);                                     \
+    else for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[k * sw];                        \
+}
+EDL_GATHER(float, f)
+EDL_GATHER(double, d)
+EDL_CONV_ROWS(float, f)
+EDL_CONV_ROWS(double, d)
+EDL_CONV_ROWS_S2(float, f)
+EDL_CONV_ROWS_S2(double, d)
+/* in-place activations (the functions allow y == x: same-index elementwise access) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wrestrict"
+static inline void edl_conv_sigmoid_f(float *v, ptrdiff_t n) { edl_sigmoid_f32(v, v, n); }
+static inline void edl_conv_silu_f(float *v, ptrdiff_t n) { edl_swish_f32(v, v, n, 1.0f); }
+static inline void edl_conv_tanh_f(float *v, ptrdiff_t n) { edl_tanh_f32(v, v, n); }
+#pragma GCC diagnostic pop
+/* float32 epilogue over `rows` rows of n: dst = act(src + b) (acts as in _epilogue);
+   src == dst (strides too) is in place. Its own clones: the same loops in Cython ran 4
+   floats at a time (baseline SSE), ~10% of YuNet's time. Rows let a narrow depthwise
+   plane be copied out of its padded buffer in the same pass, in one call. */
+EDL_SIMD_KERNEL static void edl_epilogue_rows_f(const float *src, ptrdiff_t ss, float *dst,
+                                                ptrdiff_t ds, ptrdiff_t rows, ptrdiff_t n,
+                                                float b, int act, float lo, float hi,
+                                                float s) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *v = src + r * ss;
+        float *o = dst + r * ds;
+        ptrdiff_t k;
+        switch (act) {
+        case EDL_ACT_NONE:
+            for (k = 0; k < n; k++) o[k] = v[k] + b;
+            break;
+        case EDL_ACT_CLIP:                      /* clamps written so that NaN stays NaN */
+            for (k = 0; k < n; k++) {
+                float t = v[k] + b;
+                t = lo > t ? lo : t;
+                o[k] = hi < t ? hi : t;
+            }
+            break;
+        case EDL_ACT_PRELU:
+            for (k = 0; k < n; k++) {
+                float t = v[k] + b;
+                o[k] = t >= 0.0f ? t : t * s;
+            }
+            break;
+        case EDL_ACT_HARD_SIGMOID:
+            for (k = 0; k < n; k++) {
+                float t = lo * (v[k] + b) + hi;
+                t = 0.0f > t ? 0.0f : t;
+                o[k] = 1.0f < t ? 1.0f : t;
+            }
+            break;
+        case EDL_ACT_HARD_SWISH:
+            for (k = 0; k < n; k++) {
+                float t = v[k] + b, g = t * (1.0f / 6.0f) + 0.5f;
+                g = 0.0f > g ? 0.0f : g;
+                o[k] = t * (1.0f < g ? 1.0f : g);
+            }
+            break;
+        default:
+            for (k = 0; k < n; k++) o[k] = v[k] + b;
+            if (act == EDL_ACT_SIGMOID) edl_conv_sigmoid_f(o, n);
+            else if (act == EDL_ACT_SILU) edl_conv_silu_f(o, n);
+            else edl_conv_tanh_f(o, n);
+        }
+    }
+}
+static inline void edl_epilogue_f(float *v, ptrdiff_t n, float b, int act, float lo,
+                                  float hi, float s) {
+    edl_epilogue_rows_f(v, 0, v, 0, 1, n, b, act, lo, hi, s);
+}
+/* rows x n floats, row strides ss / ds, in one call: the per-row memcpy calls cost more
+   than the copy itself on the rows of 10-40 of a narrow depthwise plane */
+EDL_SIMD_KERNEL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void edl_copy_rows_f(const float *restrict src, ptrdiff_t ss, float *restrict dst,
+                            ptrdiff_t ds, ptrdiff_t rows, ptrdiff_t n) {
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t k = 0; k < n; k++) dst[r * ds + k] = src[r * ss + k];
+}
+
+#endif
