@@ -17,32 +17,37 @@ import pytest  # noqa: E402
 
 import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
+from edgedl.kernels.activation_table import ACTIVATIONS  # noqa: E402
 
 from _common import (Table, copy_roofline, fill_roofline, ort_single_node,  # noqa: E402
                      single_thread, timed)
 
 SIZES = {"1x64x80x80": (1, 64, 80, 80), "1x16x320x320": (1, 16, 320, 320)}
 
-# kernel -> (edgedl kwargs, ONNX op, ONNX attrs / extra inputs, opset) ; None: no ONNX op
-KERNELS = {
-    "relu": ({}, ("Relu", {}, 14)),
-    "relu6": ({}, ("Clip", {"lo": 0.0, "hi": 6.0}, 13)),
-    "clip": ({"lo": -1.0, "hi": 1.0}, ("Clip", {"lo": -1.0, "hi": 1.0}, 13)),
-    "leaky_relu": ({"alpha": 0.1}, ("LeakyRelu", {"alpha": 0.1}, 16)),
-    "prelu": (None, ("PRelu", {}, 16)),
-    "hard_sigmoid": ({}, ("HardSigmoid", {}, 6)),
-    "hard_swish": ({}, ("HardSwish", {}, 14)),
-    "sigmoid": ({}, ("Sigmoid", {}, 13)),
-    "tanh": ({}, ("Tanh", {}, 13)),
-    "swish": ({}, None),
-    "elu": ({}, ("Elu", {}, 6)),
-    "selu": ({}, ("Selu", {}, 6)),
-    "softplus": ({}, ("Softplus", {}, 1)),
-    "mish": ({}, ("Mish", {}, 18)),
-    "softmax": ({"axis": -1}, ("Softmax", {"axis": -1}, 13)),
-    "log_softmax": ({"axis": -1}, ("LogSoftmax", {"axis": -1}, 13)),
-    "softmax:axis1": ({"axis": 1}, ("Softmax", {"axis": 1}, 13)),   # over channels
-}
+# example parameters where the defaults would not do (or are not the usual case)
+EXAMPLE_KW = {"clip": {"lo": -1.0, "hi": 1.0}, "leaky_relu": {"alpha": 0.1},
+              "softmax": {"axis": -1}, "log_softmax": {"axis": -1}}
+
+
+def _onnx(name, kw):
+    """(ONNX op, attrs or Clip's bounds, opset) of the activation, None when ONNX has none."""
+    rec = ACTIVATIONS[name]
+    if name == "relu6":
+        return "Clip", {"lo": 0.0, "hi": 6.0}, 13
+    if rec.onnx_op is None:
+        return None
+    if rec.onnx_op == "Clip":
+        return "Clip", dict(kw), 13
+    attrs = {p.onnx_attr: kw[p.name] for p in rec.params if p.name in kw}
+    return rec.onnx_op, attrs, max(rec.onnx_since, 13)
+
+
+# kernel -> (edgedl kwargs (None: prelu's slope), (ONNX op, attrs / Clip's bounds, opset) or
+# None): every activation of the table but aliases (silu = swish), and softmax over channels
+KERNELS = {name: (None if rec.kind == "channel" else EXAMPLE_KW.get(name, {}),
+                  _onnx(name, EXAMPLE_KW.get(name, {})))
+           for name, rec in ACTIVATIONS.items() if rec.kind != "alias"}
+KERNELS["softmax:axis1"] = ({"axis": 1}, ("Softmax", {"axis": 1}, 13))   # over channels
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
 
 TABLE = Table(

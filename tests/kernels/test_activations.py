@@ -7,6 +7,7 @@ import pytest
 import edgedl
 from edgedl.errors import BackendError, DTypeError, ShapeError, ValidationError
 from edgedl.kernels import activations as A
+from edgedl.kernels.activation_table import ACTIVATIONS as TABLE
 
 from conftest import ARM_EMULATED, require_backend, tail_sizes
 
@@ -147,20 +148,15 @@ def test_inplace_long(backend, name, rng):
 
 
 # ----------------------------------------------------------------------------- vs onnxruntime
-ORT = {   # name -> (op_type, opset, attrs from our kwargs)
-    "relu": ("Relu", 14, lambda kw: {}),
-    "leaky_relu": ("LeakyRelu", 16, lambda kw: {"alpha": kw["alpha"]}),
-    "elu": ("Elu", 6, lambda kw: {"alpha": kw["alpha"]}),
-    "selu": ("Selu", 6, lambda kw: dict(kw)),
-    "sigmoid": ("Sigmoid", 13, lambda kw: {}),
-    "hard_sigmoid": ("HardSigmoid", 6, lambda kw: dict(kw)),
-    "tanh": ("Tanh", 13, lambda kw: {}),
-    "softplus": ("Softplus", 1, lambda kw: {}),
-    "hard_swish": ("HardSwish", 14, lambda kw: {}),
-    "mish": ("Mish", 18, lambda kw: {}),
-    "softmax": ("Softmax", 13, lambda kw: {"axis": kw.get("axis", -1)}),
-    "log_softmax": ("LogSoftmax", 13, lambda kw: {"axis": kw.get("axis", -1)}),
-}
+def _ort_attrs(params):
+    return lambda kw: {p.onnx_attr: kw[p.name] for p in params if p.name in kw}
+
+
+# name -> (op_type, opset, attrs from our kwargs): the table's activations with an ONNX op of
+# attributes only (Clip takes inputs, PRelu a slope: tested apart, as relu6 = Clip(0, 6))
+ORT = {n: (r.onnx_op, max(r.onnx_since, 13), _ort_attrs(r.params))
+       for n, r in TABLE.items()
+       if r.onnx_op and r.onnx_since and r.kind in ("elementwise", "axis") and n != "clip"}
 
 
 def _ort(op, inputs, attrs, opset):
