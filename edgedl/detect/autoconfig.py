@@ -367,14 +367,37 @@ def _rule_fastestdet(f):
 def _rule_ssd(f):
     if len(f.outputs) != 2 or any(len(o.shape) != 2 for o in f.outputs):
         return None
-    a, b = f.outputs
-    role = lambda o: ("boxes" if any(k in o.name.lower() for k in ("box", "loc")) else
-                      "scores" if any(k in o.name.lower() for k in ("score", "conf")) else None)
-    if role(a) == "scores" or (role(b) == "boxes") or (role(a) is None and a.shape[1] != 4):
-        a, b = b, a
+    a, b = _ssd_boxes_first(*f.outputs)
     if a.shape[1] != 4 or a.shape[0] != b.shape[0] or not (_fixed(b.shape[1]) and
                                                             b.shape[1] >= 2):
         return None
+    st, how = _ssd_decoding(f, a, b)
+    return Match("ssd", f"two outputs with the same {a.shape[0]} rows: boxes {a.name!r} "
+                        f"(N, 4) and scores {b.name!r} (N, {b.shape[1]}) with a background "
+                        f"column; {how}", st, b.shape[1] - 1)
+
+
+def _ssd_role(o):
+    """"boxes" or "scores" by an SSD output's name, or None."""
+    name = o.name.lower()
+    if any(k in name for k in ("box", "loc")):
+        return "boxes"
+    if any(k in name for k in ("score", "conf")):
+        return "scores"
+    return None
+
+
+def _ssd_boxes_first(a, b):
+    """The two SSD outputs as (boxes, scores): by their names, else the one 4 wide first."""
+    if _ssd_role(a) == "scores" or _ssd_role(b) == "boxes" or (_ssd_role(a) is None and
+                                                                a.shape[1] != 4):
+        return b, a
+    return a, b
+
+
+def _ssd_decoding(f, a, b):
+    """({"boxes_decoded", "score_activation"}, why) from the head's ops in the graph; without
+    it, whether the boxes are decoded by the boxes output's name ("loc": prior deltas)."""
     st = {}
     if f.graph is not None:
         st["boxes_decoded"] = "Exp" in f.graph.head_ops(a.name)
@@ -385,9 +408,7 @@ def _rule_ssd(f):
     else:
         st["boxes_decoded"] = "loc" not in a.name.lower()
         how = f"boxes {'decoded' if st['boxes_decoded'] else 'prior deltas'} (by output name)"
-    return Match("ssd", f"two outputs with the same {a.shape[0]} rows: boxes {a.name!r} "
-                        f"(N, 4) and scores {b.name!r} (N, {b.shape[1]}) with a background "
-                        f"column; {how}", st, b.shape[1] - 1)
+    return st, how
 
 
 def _single_rows(f):
@@ -427,18 +448,29 @@ _NA = 3          # anchors per cell of YOLOv5-style heads
 def _rule_yolov5(f):
     nd = _single_rows(f)
     if nd is not None:
-        if nd[1] < 6 or not _fit_rows(f, nd[0], (8, 16, 32), _NA):
-            return None
-        # the Detect layer's decode multiplies by the grid / anchors; a raw head only
-        # reshapes and concatenates (without the graph: YOLOv5's default export, decoded)
-        ops = f.graph.head_ops(f.outputs[0].name) if f.graph is not None else {"Mul"}
-        st = dict(_size_from_rows(f, nd[0], (8, 16, 32), _NA),
-                  decoded=bool(ops & {"Mul", "Pow", "Add", "Exp"}))
-        return Match("yolov5", f"one ({nd[0]}, {nd[1]}) output: 3 anchors per cell of strides "
-                               f"8/16/32, {'decoded in graph' if st['decoded'] else 'raw'}, "
-                               f"{nd[1] - 5} classes", st, nd[1] - 5)
+        return _yolov5_rows(f, nd)
     if len(f.outputs) < 2 or not f.width:
         return None
+    return _yolov5_grids(f)
+
+
+def _yolov5_rows(f, nd):
+    """One (N, 5 + C) output: 3 anchors per cell of strides 8/16/32."""
+    if nd[1] < 6 or not _fit_rows(f, nd[0], (8, 16, 32), _NA):
+        return None
+    # the Detect layer's decode multiplies by the grid / anchors; a raw head only
+    # reshapes and concatenates (without the graph: YOLOv5's default export, decoded)
+    ops = f.graph.head_ops(f.outputs[0].name) if f.graph is not None else {"Mul"}
+    st = dict(_size_from_rows(f, nd[0], (8, 16, 32), _NA),
+              decoded=bool(ops & {"Mul", "Pow", "Add", "Exp"}))
+    return Match("yolov5", f"one ({nd[0]}, {nd[1]}) output: 3 anchors per cell of strides "
+                           f"8/16/32, {'decoded in graph' if st['decoded'] else 'raw'}, "
+                           f"{nd[1] - 5} classes", st, nd[1] - 5)
+
+
+def _yolov5_grids(f):
+    """One raw anchor-grid output per stride (any of the layouts _yolov5_level knows), all
+    with the same class count."""
     levels = []
     for o in f.outputs:
         hit = _yolov5_level(f, o.shape)
@@ -540,14 +572,9 @@ def _gfl_per_level(f, family, nb):
         return _nanodet_merged_levels(f, groups, nb)
     if not groups or len(groups) < 3 or len(f.outputs) != 2 * len(groups):
         return None
-    ncls = set()
-    for outs in groups.values():
-        dims = sorted(o.shape[1] for o in outs)
-        if dims.count(nb) < 1:
-            return None
-        ncls.add(dims[0] if dims[1] == nb else dims[1])
+    ncls = _gfl_classes(groups, nb)
     strides = _level_strides(f, groups, 1)
-    if strides is None or len(ncls) != 1:
+    if strides is None or ncls is None:
         return None
     nanodet_names = any("stride" in o.name.lower() for o in f.outputs)
     fits = family == "nanodet" if nanodet_names else (len(groups) == 3 or family == "picodet")
@@ -555,14 +582,30 @@ def _gfl_per_level(f, family, nb):
         return None
     st = {"strides": strides}
     if f.graph is not None:
-        c = min(ncls)
-        cls = [o for o in f.outputs if o.shape[1] == c] if c != nb else f.outputs[::2]
-        tails = [f.graph._skip(o.name) for o in cls]
-        st["score_activation"] = "none" if all(
-            t is not None and t.op_type == "Sigmoid" for t in tails) else "sigmoid"
+        st["score_activation"] = _gfl_score_activation(f, ncls, nb)
     names = " (named by stride)" if nanodet_names else ""
     return Match(family, f"{len(f.outputs)} outputs{names}, per stride {strides} class scores "
-                         f"(N, {min(ncls)}) and GFL box bins (N, {nb})", st, min(ncls))
+                         f"(N, {ncls}) and GFL box bins (N, {nb})", st, ncls)
+
+
+def _gfl_classes(groups, nb):
+    """The class count of per-level (scores, box bins) pairs: each level has a pair of
+    outputs, one ``nb`` wide, and all levels the same other width; else None."""
+    ncls = set()
+    for outs in groups.values():
+        dims = sorted(o.shape[1] for o in outs)
+        if dims.count(nb) < 1:
+            return None
+        ncls.add(dims[0] if dims[1] == nb else dims[1])
+    return ncls.pop() if len(ncls) == 1 else None
+
+
+def _gfl_score_activation(f, c, nb):
+    """"none" when every class-score output ends in Sigmoid in the graph, else "sigmoid"."""
+    cls = [o for o in f.outputs if o.shape[1] == c] if c != nb else f.outputs[::2]
+    tails = [f.graph._skip(o.name) for o in cls]
+    return "none" if all(t is not None and t.op_type == "Sigmoid" for t in tails) else \
+        "sigmoid"
 
 
 def _nanodet_merged_levels(f, groups, nb):
@@ -640,21 +683,9 @@ def _rule_centernet(f):
         return None
     if len({tuple(o.shape[1:]) for o in outs}) != 1:
         return None
-    named = {}
-    for o in outs:
-        nm = o.name.lower()
-        role = ("heatmap" if "heat" in nm or nm in ("hm", "hmap") else "scale" if (
-            "scale" in nm or "wh" in nm or "size" in nm) else "offset" if ("off" in nm or
-            "reg" in nm) else "landmarks" if "landmark" in nm or "lm" in nm else None)
-        if role:
-            named[role] = o
-    if len(named) != len(outs):            # by channel count: C, 2, 2 [, 10]
-        two = [o for o in outs if o.shape[0] == 2]
-        ten = [o for o in outs if o.shape[0] == 10]
-        rest = [o for o in outs if o.shape[0] not in (2, 10)]
-        if len(two) != 2 or len(rest) != 1 or len(ten) != len(outs) - 3:
-            return None
-        named = {"heatmap": rest[0], "scale": two[0], "offset": two[1]}
+    named = _centernet_maps_by_role(outs)
+    if named is None:
+        return None
     hm = named["heatmap"]
     if not _fixed(hm.shape[0]) or any(o.shape[0] != 2 for k, o in named.items()
                                       if k in ("scale", "offset")):
@@ -663,14 +694,52 @@ def _rule_centernet(f):
     if f.width and (h, w) != (math.ceil(f.height / 4), math.ceil(f.width / 4)):
         return None
     lm = " + landmarks (10)" if len(outs) == 4 else ""
-    st, why = {}, ""
-    if f.graph is not None:
-        t = f.graph._skip(hm.name)
-        st["score_activation"] = "none" if t is not None and t.op_type == "Sigmoid" else \
-            "sigmoid"
-        why = f"; heatmap sigmoid {'in graph' if st['score_activation'] == 'none' else 'to apply'}"
+    st, why = _heatmap_activation(f, hm)
     return Match("centernet", f"heatmap ({hm.shape[0]}, {h}, {w}) + scale (2) + offset (2)"
                               f"{lm} at stride 4{why}", st, hm.shape[0])
+
+
+def _heatmap_activation(f, hm):
+    """({"score_activation": ...}, why) from the graph: a heatmap ending in Sigmoid is
+    activated already; without the graph, ({}, "") (the family default)."""
+    if f.graph is None:
+        return {}, ""
+    t = f.graph._skip(hm.name)
+    act = "none" if t is not None and t.op_type == "Sigmoid" else "sigmoid"
+    return {"score_activation": act}, \
+        f"; heatmap sigmoid {'in graph' if act == 'none' else 'to apply'}"
+
+
+def _centernet_role(name):
+    """A CenterNet output's role by its name (heatmap, scale, offset, landmarks), or None."""
+    nm = name.lower()
+    if "heat" in nm or nm in ("hm", "hmap"):
+        return "heatmap"
+    if "scale" in nm or "wh" in nm or "size" in nm:
+        return "scale"
+    if "off" in nm or "reg" in nm:
+        return "offset"
+    if "landmark" in nm or "lm" in nm:
+        return "landmarks"
+    return None
+
+
+def _centernet_maps_by_role(outs):
+    """{role: output} of CenterNet's maps: by their names when each names its role, else by
+    channel count (C, 2, 2 [, 10]); None when neither fits."""
+    named = {}
+    for o in outs:
+        role = _centernet_role(o.name)
+        if role:
+            named[role] = o
+    if len(named) == len(outs):
+        return named
+    two = [o for o in outs if o.shape[0] == 2]
+    ten = [o for o in outs if o.shape[0] == 10]
+    rest = [o for o in outs if o.shape[0] not in (2, 10)]
+    if len(two) != 2 or len(rest) != 1 or len(ten) != len(outs) - 3:
+        return None
+    return {"heatmap": rest[0], "scale": two[0], "offset": two[1]}
 
 
 def _rule_db(f):
@@ -823,42 +892,74 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
     ``preset`` None: a bundled preset is used when the model's content matches one (unless
     ``bundled`` is False). Labels come back as a list of names, or None (numeric).
     """
-    p, preset_dir = {}, None
+    p = _choose_preset(facts, preset, family, bundled)
+    preset_dir = p.get("_dir")
+    match = _match_family(facts, preset, family, p)
+    fam = match.family
+    cfg, src, key = _merge_settings(facts, match, p, overrides)
+    per_image = _per_image_size(cfg, fam, facts)
+    _check_types(cfg, src, fam)
+    cfg = _presets._check(cfg)
+    _check_anchors(cfg, fam, facts)
+    _check_priors(cfg, fam, facts)
+    cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
+                            facts, key)
+    return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
+                  p.get("name"), per_image, _size_from(per_image, src, facts))
+
+
+def _choose_preset(facts, preset, family, bundled):
+    """The preset in use: the one given, else the bundled one matching the model (unless the
+    user's family differs), else {}."""
     if preset is not None:
-        p = _presets.load_preset(preset)
-        preset_dir = p.get("_dir")
-    elif bundled:
-        p = bundled_preset_for(facts) or {}
-        if family is not None and p.get("family") != family:
-            p = {}                       # the user's family wins over a bundled preset
-        preset_dir = p.get("_dir")
+        return _presets.load_preset(preset)
+    if not bundled:
+        return {}
+    p = bundled_preset_for(facts) or {}
+    if family is not None and p.get("family") != family:
+        return {}                        # the user's family wins over a bundled preset
+    return p
+
+
+def _match_family(facts, preset, family, p):
+    """The family's Match: inferred from the outputs, or the one the user / preset names."""
     fam = family if family is not None else p.get("family")
     if family is not None and p.get("family") not in (None, family):
         raise ValidationError(f"`family` {family!r} contradicts the preset's family "
                               f"{p['family']!r}")
-    if fam is None:
-        if preset is not None:
-            raise ValidationError(f"the preset {p.get('name', '')!r} has no \"family\" key; "
-                                  f"give `family`")
-        match = infer_family(facts)
-    else:
-        decoders.family_defaults(fam)             # a clear error for an unknown family
-        rule = RULES.get(fam)
-        match = rule(facts) if rule else None
-        if match is None and rule is not None and facts.graph is not None:
-            # the shapes fit but the head's ops looked like another family's: the user's word
-            match = rule(dataclasses.replace(facts, graph=None))
+    if fam is not None:
         given = "given" if family is not None else f"from preset {p.get('name')!r}"
-        others = [] if match is not None or rule is None else matches(facts)
-        if others:          # the user's word stands, but not silently
-            warnings.warn(
-                f"`family` {fam!r} ({given}) does not fit model {facts.name} by its outputs "
-                f"({facts.describe_outputs()}); they look like "
-                + "; ".join(f"{m.family}'s ({m.reason})" for m in others), stacklevel=3)
-        match = Match(fam, f"{given}; " + (f"the outputs agree: {match.reason}" if match else
-                                           "the output shapes were not checked against it"),
-                      match.settings if match else {},
-                      match.num_classes if match else None)
+        return _named_family_match(facts, fam, given)
+    if preset is not None:
+        raise ValidationError(f"the preset {p.get('name', '')!r} has no \"family\" key; "
+                              f"give `family`")
+    return infer_family(facts)
+
+
+def _named_family_match(facts, fam, given):
+    """A family the user (or preset) named: its rule's reading of the outputs when they fit,
+    a warning naming the families they do fit otherwise; the user's word stands."""
+    decoders.family_defaults(fam)             # a clear error for an unknown family
+    rule = RULES.get(fam)
+    match = rule(facts) if rule else None
+    if match is None and rule is not None and facts.graph is not None:
+        # the shapes fit but the head's ops looked like another family's: the user's word
+        match = rule(dataclasses.replace(facts, graph=None))
+    others = [] if match is not None or rule is None else matches(facts)
+    if others:          # the user's word stands, but not silently
+        warnings.warn(
+            f"`family` {fam!r} ({given}) does not fit model {facts.name} by its outputs "
+            f"({facts.describe_outputs()}); they look like "
+            + "; ".join(f"{m.family}'s ({m.reason})" for m in others), stacklevel=5)
+    if match is None:
+        return Match(fam, f"{given}; the output shapes were not checked against it", {}, None)
+    return Match(fam, f"{given}; the outputs agree: {match.reason}", match.settings,
+                 match.num_classes)
+
+
+def _merge_settings(facts, match, p, overrides):
+    """(settings, their sources, the metadata key of the labels): the family's defaults, then
+    what the model says, the preset, the user's overrides; an unknown key is an error."""
     fam = match.family
     cfg = decoders.family_defaults(fam)
     src = dict.fromkeys(cfg, "family")
@@ -889,17 +990,25 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
     for k, v in (overrides or {}).items():
         put(k, v, "user")
     cfg["family"] = fam
-    per_image = None
+    return cfg, src, key
+
+
+def _per_image_size(cfg, fam, facts):
+    """The family's per-image sizing rule when nothing fixes the input size (None when
+    something does); an error when the size is symbolic and the family has no such rule."""
     if (cfg["input_width"] is None and cfg["input_height"] is None and fam in PER_IMAGE_SIZE
             and facts.width is None):
-        per_image = PER_IMAGE_SIZE[fam]
-    elif cfg["input_width"] is None or cfg["input_height"] is None:
+        return PER_IMAGE_SIZE[fam]
+    if cfg["input_width"] is None or cfg["input_height"] is None:
         raise ValidationError(
             f"model {facts.name}: input {facts.input_name!r} has a symbolic size "
             f"{facts.input_shape} and nothing in the model fixes it: give `input_width` and "
             f"`input_height`")
-    _check_types(cfg, src, fam)
-    cfg = _presets._check(cfg)
+    return None
+
+
+def _check_anchors(cfg, fam, facts):
+    """A raw YOLOv5-style head needs one anchor level per output stride."""
     if fam == "yolov5" and not cfg["decoded"] and len(cfg["anchors"]) != len(cfg["strides"]):
         raise ValidationError(
             f"model {facts.name} has {len(cfg['strides'])} output strides {cfg['strides']} but "
@@ -908,16 +1017,16 @@ def configure(facts, preset=None, family=None, overrides=None, bundled=True):
             + ("; Yolo-FastestV2's COCO ones are [[12.64, 19.39, 37.88, 51.48, 55.71, 138.31], "
                "[126.91, 78.23, 131.57, 214.55, 279.92, 258.87]]"
                if cfg["strides"] == [16, 32] else "") + ")")
-    _check_priors(cfg, fam, facts)
-    cfg["labels"] = _labels(cfg["labels"], src["labels"], preset_dir, match.num_classes,
-                            facts, key)
-    size_from = ("sized per image by the family's rule" if per_image else
-                 {"user": "given", "preset": "the preset", "family": "the family default"}.get(
-                     src["input_width"]) or
-                 {"input": "the declared input", "metadata": "metadata imgsz"}.get(
-                     facts.size_from, "the output rows"))
-    return Config(cfg, src, fam, match.reason, match.num_classes, dict(facts.metadata),
-                  p.get("name"), per_image, size_from)
+
+
+def _size_from(per_image, src, facts):
+    """Where the input size came from, in words."""
+    if per_image:
+        return "sized per image by the family's rule"
+    return ({"user": "given", "preset": "the preset", "family": "the family default"}.get(
+        src["input_width"]) or
+        {"input": "the declared input", "metadata": "metadata imgsz"}.get(
+            facts.size_from, "the output rows"))
 
 
 def _check_priors(cfg, fam, facts):

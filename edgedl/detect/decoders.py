@@ -165,6 +165,23 @@ def decode_ssd(outputs, names, cfg, width, height):
     decoded with ``decode_boxes`` and ``variances``. ``score_activation`` applies a softmax
     or sigmoid when the graph does not. Class ids skip the background column.
     """
+    scores, boxes = _ssd_scores_boxes(outputs, names)
+    scores = _activate_ssd_scores(scores, cfg["score_activation"])
+    bg = cfg["background_class"]
+    fg = scores if bg is None else np.delete(scores, bg, axis=1)
+    score, ids = _best_class(fg)
+    keep = _filter(score, cfg["score_threshold"])
+    b = boxes[keep].astype(np.float32)
+    if not cfg["boxes_decoded"]:
+        b = _ssd_decode_deltas(b, keep, len(boxes), cfg, width, height)
+    if cfg["normalized"]:
+        b = b * np.array([width, height, width, height], np.float32)
+    return _candidates(b, score[keep], ids[keep])
+
+
+def _ssd_scores_boxes(outputs, names):
+    """SSD's (scores (N, C), boxes (N, 4)): by output name, else (two unnamed outputs) the
+    4-wide one holds the boxes."""
     named = {}
     for o, nm in zip(outputs, names):
         nm = (nm or "").lower()
@@ -179,34 +196,35 @@ def decode_ssd(outputs, names, cfg, width, height):
     if scores is None or boxes is None or len(scores) != len(boxes):
         raise ModelError(f"ssd expects scores (N, C) and boxes (N, 4) outputs, got "
                          f"{[(nm, tuple(o.shape)) for o, nm in zip(outputs, names)]}")
-    act = cfg["score_activation"]
+    return scores, boxes
+
+
+def _activate_ssd_scores(scores, act):
+    """The class scores after ``score_activation`` (softmax over the row, sigmoid, none)."""
     if act == "softmax":
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = e / e.sum(axis=1, keepdims=True)
-    elif act == "sigmoid":
-        scores = _sigmoid(scores)
-    bg = cfg["background_class"]
-    fg = scores if bg is None else np.delete(scores, bg, axis=1)
-    score, ids = _best_class(fg)
-    keep = _filter(score, cfg["score_threshold"])
-    b = boxes[keep].astype(np.float32)
-    if not cfg["boxes_decoded"]:
-        cache = cfg.setdefault("_cache", {})      # per Detector: priors depend on the input size
-        key = ("_priors", width, height)
-        pri = cache.get(key)
-        if pri is None:
-            pri = cache[key] = ssd_priors(width, height, cfg["min_sizes"], cfg["steps"])
-        if len(pri) != len(boxes):
-            raise ModelError(f"ssd: {len(pri)} priors from min_sizes/steps but the model "
-                             f"has {len(boxes)} boxes")
-        p = pri[keep]
-        pxyxy = _cxcywh_to_xyxy(p[:, 0], p[:, 1], p[:, 2], p[:, 3]).astype(np.float32)
-        # SSD does not clamp dw, dh: max_log_ratio=None
-        b = _boxes_kernels().decode_boxes(np.ascontiguousarray(b), pxyxy,
-                                          tuple(cfg["variances"]), max_log_ratio=None)
-    if cfg["normalized"]:
-        b = b * np.array([width, height, width, height], np.float32)
-    return _candidates(b, score[keep], ids[keep])
+        return e / e.sum(axis=1, keepdims=True)
+    if act == "sigmoid":
+        return _sigmoid(scores)
+    return scores
+
+
+def _ssd_decode_deltas(b, keep, n, cfg, width, height):
+    """The kept (dx, dy, dw, dh) rows ``b`` decoded on their priors (of ``min_sizes`` /
+    ``steps``, cached per input size); the priors must be as many as the ``n`` box rows."""
+    cache = cfg.setdefault("_cache", {})      # per Detector: priors depend on the input size
+    key = ("_priors", width, height)
+    pri = cache.get(key)
+    if pri is None:
+        pri = cache[key] = ssd_priors(width, height, cfg["min_sizes"], cfg["steps"])
+    if len(pri) != n:
+        raise ModelError(f"ssd: {len(pri)} priors from min_sizes/steps but the model "
+                         f"has {n} boxes")
+    p = pri[keep]
+    pxyxy = _cxcywh_to_xyxy(p[:, 0], p[:, 1], p[:, 2], p[:, 3]).astype(np.float32)
+    # SSD does not clamp dw, dh: max_log_ratio=None
+    return _boxes_kernels().decode_boxes(np.ascontiguousarray(b), pxyxy,
+                                         tuple(cfg["variances"]), max_log_ratio=None)
 
 
 # ----------------------------------------------------------------------------- yolox
@@ -423,26 +441,37 @@ def _gfl_layout(outputs, cfg, width, height):
         p = outputs[0].reshape(-1, outputs[0].shape[-1])
         cls, reg, rows, per_level = p[:, :-4 * nb], p[:, -4 * nb:], [len(p)], False
     else:
-        cls_l, reg_l, merged = [], [], []
-        for o in outputs:
-            o = o.reshape(-1, o.shape[-1])
-            if o.shape[-1] == 4 * nb:
-                reg_l.append(o)
-            elif o.shape[-1] > 4 * nb and not cls_l:        # per-level merged cls + reg
-                merged.append(o)
-            else:
-                cls_l.append(o)
-        if merged and not cls_l and not reg_l:
-            cls_l = [m[:, :-4 * nb] for m in merged]
-            reg_l = [m[:, -4 * nb:] for m in merged]
-        key = lambda a: -len(a)                       # stride ascending = rows descending
-        cls_l, reg_l = sorted(cls_l, key=key), sorted(reg_l, key=key)
-        if [len(c) for c in cls_l] != [len(r) for r in reg_l]:
-            raise ModelError(f"{cfg['family']}: per-level class and box outputs do not pair up "
-                             f"(rows {[len(c) for c in cls_l]} vs {[len(r) for r in reg_l]}); "
-                             f"output shapes: {[tuple(o.shape) for o in outputs]}")
-        cls, reg = np.concatenate(cls_l), np.concatenate(reg_l)
-        rows, per_level = [len(c) for c in cls_l], True
+        cls, reg, rows = _gfl_levels(outputs, cfg, nb)
+        per_level = True
+    return cls, reg, _fit_gfl_strides(cfg, rows, width, height), per_level
+
+
+def _gfl_levels(outputs, cfg, nb):
+    """(cls, reg, rows per level) of a GFL head with outputs per level: class scores and box
+    bins apart, or merged (C + 4 * nb) per level; levels in stride order."""
+    cls_l, reg_l, merged = [], [], []
+    for o in outputs:
+        o = o.reshape(-1, o.shape[-1])
+        if o.shape[-1] == 4 * nb:
+            reg_l.append(o)
+        elif o.shape[-1] > 4 * nb and not cls_l:        # per-level merged cls + reg
+            merged.append(o)
+        else:
+            cls_l.append(o)
+    if merged and not cls_l and not reg_l:
+        cls_l = [m[:, :-4 * nb] for m in merged]
+        reg_l = [m[:, -4 * nb:] for m in merged]
+    key = lambda a: -len(a)                       # stride ascending = rows descending
+    cls_l, reg_l = sorted(cls_l, key=key), sorted(reg_l, key=key)
+    if [len(c) for c in cls_l] != [len(r) for r in reg_l]:
+        raise ModelError(f"{cfg['family']}: per-level class and box outputs do not pair up "
+                         f"(rows {[len(c) for c in cls_l]} vs {[len(r) for r in reg_l]}); "
+                         f"output shapes: {[tuple(o.shape) for o in outputs]}")
+    return np.concatenate(cls_l), np.concatenate(reg_l), [len(c) for c in cls_l]
+
+
+def _fit_gfl_strides(cfg, rows, width, height):
+    """The configured strides when they fit the output rows, else the stride set that does."""
     strides = list(cfg["strides"])
     cells = [fw * fh for fw, fh in grid_sizes(width, height, strides)]
     if cells != rows and [sum(cells)] != rows:
@@ -453,7 +482,7 @@ def _gfl_layout(outputs, cfg, width, height):
             raise ModelError(f"{cfg['family']}: strides {list(cfg['strides'])} do not fit the "
                              f"output rows {rows} on a {width}x{height} input, and no stride "
                              f"set does (tried {[list(x) for x in _STRIDE_SETS]})")
-    return cls, reg, strides, per_level
+    return strides
 
 
 def nanodet_generation(cfg, strides, per_level):
@@ -552,22 +581,47 @@ def _centernet_maps(outputs, names):
                          f"{[tuple(o.shape) for o in outputs]}")
     maps = [((nm or "").lower(), o.reshape((-1,) + o.shape[-2:]))
             for o, nm in zip(outputs, names)]
-    keys = {"heatmap": ("heatmap", "hm", "heat"), "size": ("wh", "scale", "size"),
-            "offset": ("reg", "offset", "off"), "landmarks": ("hps", "landmark", "lm", "kps")}
+    roles, rest = _centernet_roles_by_name(maps)
+    _centernet_roles_by_order(roles, rest)
+    _check_centernet_maps(roles, maps)
+    return roles
+
+
+_CENTERNET_NAMES = {"heatmap": ("heatmap", "hm", "heat"), "size": ("wh", "scale", "size"),
+                    "offset": ("reg", "offset", "off"),
+                    "landmarks": ("hps", "landmark", "lm", "kps")}
+
+
+def _centernet_roles_by_name(maps):
+    """({role: map} of the maps whose name says their role, [the other maps]): a name equal
+    to a role's key word first, else one containing it; each role taken once."""
     roles, rest = {}, []
     for nm, m in maps:
-        role = next((r for r, ks in keys.items() if r not in roles and nm in ks), None)
+        free = [r for r in _CENTERNET_NAMES if r not in roles]
+        role = next((r for r in free if nm in _CENTERNET_NAMES[r]), None)
         if role is None:
-            role = next((r for r, ks in keys.items() if r not in roles
-                         and any(k in nm for k in ks)), None)
-        (rest.append(m) if role is None else roles.__setitem__(role, m))
+            role = next((r for r in free if any(k in nm for k in _CENTERNET_NAMES[r])), None)
+        if role is None:
+            rest.append(m)
+        else:
+            roles[role] = m
+    return roles, rest
+
+
+def _centernet_roles_by_order(roles, rest):
+    """The roles still free taken from the unnamed maps in order (heatmap, size, offset,
+    landmarks): size and offset only by a 2-channel map."""
     for r in ("heatmap", "size", "offset", "landmarks"):
         if r not in roles and rest:
-            want = None if r == "heatmap" else (2 if r in ("size", "offset") else None)
+            want = 2 if r in ("size", "offset") else None
             pick = next((m for m in rest if want is None or m.shape[0] == want), None)
             if pick is not None:
                 roles[r] = pick
                 rest = [m for m in rest if m is not pick]
+
+
+def _check_centernet_maps(roles, maps):
+    """A heatmap and a size map, every map on the heatmap's grid, size / offset 2 channels."""
     if "heatmap" not in roles or "size" not in roles:
         raise ModelError(f"centernet needs a heatmap and a size map, got "
                          f"{[(nm, tuple(m.shape)) for nm, m in maps]}")
@@ -578,7 +632,6 @@ def _centernet_maps(outputs, names):
     if roles["size"].shape[0] != 2 or ("offset" in roles and roles["offset"].shape[0] != 2):
         raise ModelError(f"centernet: size and offset maps need 2 channels, got "
                          f"{[(r, m.shape[0]) for r, m in roles.items()]}")
-    return roles
 
 
 def centernet_variant(cfg, roles):
