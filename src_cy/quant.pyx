@@ -13,6 +13,8 @@ from libc.math cimport nearbyintf
 
 ctypedef signed char s8_t
 ctypedef unsigned char u8_t
+ctypedef short s16_t
+ctypedef unsigned short u16_t
 
 ctypedef fused q8:
     s8_t
@@ -25,7 +27,15 @@ ctypedef fused q8b:
 ctypedef fused qin:
     s8_t
     u8_t
+    s16_t
+    u16_t
     int
+
+ctypedef fused qout:
+    s8_t
+    u8_t
+    s16_t
+    u16_t
 
 cdef enum:
     # below this many elements a loop runs on one thread (thread start-up would dominate)
@@ -38,20 +48,26 @@ cdef inline float _clampf(float v, float lo, float hi) noexcept nogil:
     return lo if v < lo else (hi if v > hi else v)
 
 
-cdef inline void _limits(q8 *dummy, float *lo, float *hi) noexcept nogil:
-    if q8 is s8_t:
+cdef inline void _limits(qout *dummy, float *lo, float *hi) noexcept nogil:
+    if qout is s8_t:
         lo[0] = -128.0
         hi[0] = 127.0
-    else:
+    elif qout is u8_t:
         lo[0] = 0.0
         hi[0] = 255.0
+    elif qout is s16_t:
+        lo[0] = -32768.0
+        hi[0] = 32767.0
+    else:
+        lo[0] = 0.0
+        hi[0] = 65535.0
 
 
 def quantize_linear(const float[:, :, ::1] x, const float[::1] scale, const int[::1] zero_point,
-                    q8[:, :, ::1] out):
+                    qout[:, :, ::1] out):
     cdef Py_ssize_t a = x.shape[0], c = x.shape[1], b = x.shape[2], p, q, ch
     cdef float lo, hi, s, z
-    _limits(<q8 *>NULL, &lo, &hi)
+    _limits(<qout *>NULL, &lo, &hi)
     if a * c * b == 0:
         return
     for p in prange(a * c, nogil=True, schedule="static", use_threads_if=a * c * b >= PAR_ELEMS):
@@ -59,7 +75,7 @@ def quantize_linear(const float[:, :, ::1] x, const float[::1] scale, const int[
         s = scale[ch]
         z = <float>zero_point[ch]
         for q in range(b):
-            out[p // c, ch, q] = <q8>_clampf(nearbyintf(x[p // c, ch, q] / s) + z, lo, hi)
+            out[p // c, ch, q] = <qout>_clampf(nearbyintf(x[p // c, ch, q] / s) + z, lo, hi)
 
 
 def dequantize_linear(const qin[:, :, ::1] x, const float[::1] scale, const int[::1] zero_point,
@@ -188,11 +204,11 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
 
 
 def requantize(const int[:, :, ::1] acc, const int[::1] bias, const float[::1] scale,
-               int zero_point, q8[:, :, ::1] out):
+               int zero_point, qout[:, :, ::1] out):
     cdef Py_ssize_t a = acc.shape[0], c = acc.shape[1], b = acc.shape[2], p, q, ch
     cdef float lo, hi, s, z = <float>zero_point
     cdef int bi
-    _limits(<q8 *>NULL, &lo, &hi)
+    _limits(<qout *>NULL, &lo, &hi)
     if a * c * b == 0:
         return
     for p in prange(a * c, nogil=True, schedule="static", use_threads_if=a * c * b >= PAR_ELEMS):
@@ -200,7 +216,7 @@ def requantize(const int[:, :, ::1] acc, const int[::1] bias, const float[::1] s
         s = scale[ch]
         bi = bias[ch]
         for q in range(b):
-            out[p // c, ch, q] = <q8>_clampf(
+            out[p // c, ch, q] = <qout>_clampf(
                 nearbyintf(<float>(acc[p // c, ch, q] + bi) * s) + z, lo, hi)
 
 

@@ -18,12 +18,14 @@ from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
 from .conv import _conv_geometry
 
-__all__ = ["quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "requantize",
+__all__ = ["QDQ_TYPES", "quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "requantize",
            "qlinear_conv2d", "conv_integer2d", "qlinear_matmul", "matmul_integer",
            "lookup_table", "lookup", "qlinear_binary", "qlinear_global_avg_pool2d", "QTYPES"]
 
 #: the quantized element types the integer kernels take
 QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+#: QuantizeLinear / DequantizeLinear also take the 16-bit types of opset 21
+QDQ_TYPES = QTYPES + (np.dtype(np.uint16), np.dtype(np.int16))
 #: products of two 8-bit values minus their zero points are at most 255 * 255 in magnitude:
 #: sums of up to this many stay exact in int32
 MAX_K = (2**31 - 1) // (255 * 255)
@@ -114,14 +116,15 @@ def _numba_writable(x, backend):
 def quantize_linear(x, scale, zero_point=None, axis=1, dtype=None, out=None, backend=None):
     """ONNX QuantizeLinear (opsets 10-21): y = saturate(round(x / scale) + zero_point), round
     half to even. ``scale`` / ``zero_point`` scalar (per tensor) or 1-D along ``axis``; the
-    output type is zero_point's (uint8 when omitted, or ``dtype``)."""
+    output type is zero_point's (uint8 when omitted, or ``dtype``): uint8, int8, uint16 or
+    int16."""
     x = V.float_array(np.asarray(x) if np.isscalar(x) else x, "x")
     s, z, zdt, per, axis = _params(scale, zero_point, x, axis, "y_scale", "y_zero_point",
-                                   default=np.uint8 if dtype is None else dtype)
+                                   QDQ_TYPES, default=np.uint8 if dtype is None else dtype)
     if zero_point is None and dtype is not None:
         zdt = np.dtype(dtype)
-        if zdt not in QTYPES:
-            raise DTypeError(f"dtype must be uint8 or int8, got {zdt}")
+        if zdt not in QDQ_TYPES:
+            raise DTypeError(f"dtype must be one of {', '.join(map(str, QDQ_TYPES))}, got {zdt}")
     out = V.output(out, x.shape, zdt)
     xv = _numba_writable(_contig(_acb(np.asarray(x, np.float32), axis, per)), backend)
     y = np.empty(xv.shape, zdt)
@@ -132,10 +135,10 @@ def quantize_linear(x, scale, zero_point=None, axis=1, dtype=None, out=None, bac
 
 def dequantize_linear(x, scale, zero_point=None, axis=1, out=None, backend=None):
     """ONNX DequantizeLinear (opsets 10-21): y = float32(x - zero_point) * scale; x uint8,
-    int8 or int32 (whose zero point must be 0); per tensor or per axis."""
-    x = _qarray(x, "x", QTYPES + (np.dtype(np.int32),))
+    int8, uint16, int16 or int32 (whose zero point must be 0); per tensor or per axis."""
+    x = _qarray(x, "x", QDQ_TYPES + (np.dtype(np.int32),))
     s, z, zdt, per, axis = _params(scale, zero_point, x, axis, "x_scale", "x_zero_point",
-                                   QTYPES + (np.dtype(np.int32),), default=x.dtype)
+                                   QDQ_TYPES + (np.dtype(np.int32),), default=x.dtype)
     if zero_point is not None and zdt != x.dtype:
         raise DTypeError(f"x_zero_point must have x's dtype {x.dtype}, got {zdt}")
     if x.dtype == np.int32 and np.any(z):

@@ -14,7 +14,9 @@ HardSigmoid HardSwish Tanh Softplus Mish Softmax LogSoftmax Exp Log Add Sub Mul 
 Abs Max Min MaxPool AveragePool GlobalAveragePool GlobalMaxPool Concat Reshape Transpose Flatten
 Split Slice Gather Squeeze Unsqueeze Shape Cast Constant ConstantOfShape Range Expand Identity
 Pad Resize Upsample MatMul Gemm NonMaxSuppression TopK ReduceMax ReduceMean ReduceSum ArgMax
-Tile Where Equal Less Greater Floor Ceil LRN Dropout""".split())
+Tile Where Equal Less Greater Floor Ceil LRN Dropout
+QuantizeLinear DequantizeLinear DynamicQuantizeLinear QLinearConv QLinearMatMul ConvInteger
+MatMulInteger""".split())
 
 _DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
                                  np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
@@ -25,7 +27,7 @@ EXCLUDED_FILE = os.path.join(HERE, "conformance_excluded.txt")
 def _ok_dtypes(case):
     for inputs, outputs in case.data_sets:
         for a in list(inputs) + list(outputs):
-            if not isinstance(a, np.ndarray) or a.dtype not in _DTYPES:
+            if not isinstance(a, (np.ndarray, np.generic)) or a.dtype not in _DTYPES:
                 return False
     return True
 

@@ -1,6 +1,8 @@
 """numba twins of edgedl.kernels._ref.quant (same names and arguments; see there for semantics).
 
-Plain loops: the GEMM runs row by row, each k adding one widened row of b times a scalar
+Plain loops. Quantize / dequantize / requantize compile without fast-math: onnxruntime's
+rounding needs the exact float32 division and product (``arcp`` would turn x / s into
+x * (1 / s), one LSB off now and then). The GEMM runs row by row, each k adding one widened row of b times a scalar
 into an int32 accumulator row (LLVM vectorises that inner loop), rows in parallel.
 """
 import numpy as np
@@ -14,7 +16,7 @@ def _sat(v, lo, hi):
     return lo if v < lo else hi if v > hi else v
 
 
-@njit(parallel=True)
+@njit(parallel=True, fastmath=False)
 def quantize_linear(x, scale, zero_point, out):
     a, c, b = x.shape
     info = np.iinfo(out.dtype)
@@ -30,7 +32,7 @@ def quantize_linear(x, scale, zero_point, out):
             yr[q] = _sat(v, lo, hi)
 
 
-@njit(parallel=True)
+@njit(parallel=True, fastmath=False)
 def dequantize_linear(x, scale, zero_point, out):
     a, c, b = x.shape
     for p in prange(a * c):
@@ -105,7 +107,7 @@ def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
                 acc[ch, oy, ox] = s
 
 
-@njit(parallel=True)
+@njit(parallel=True, fastmath=False)
 def requantize(acc, bias, scale, zero_point, out):
     a, c, b = acc.shape
     info = np.iinfo(out.dtype)

@@ -36,7 +36,7 @@ def _axis_block(ctx):
 
 
 # ----------------------------------------------------------------------------- Q / DQ
-_OUTPUT_DTYPES = {2: np.uint8, 3: np.int8}   # TensorProto UINT8, INT8
+_OUTPUT_DTYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}   # TensorProto codes
 
 
 @op("QuantizeLinear")
@@ -47,11 +47,13 @@ def quantize_linear(ctx):
     od = int(ctx.attr("output_dtype", 0) or 0)
     if od:
         if od not in _OUTPUT_DTYPES:
-            raise ctx.fail(f"output_dtype {od} is not supported (uint8 and int8 are)")
+            raise ctx.fail(f"output_dtype {od} is not supported (uint8, int8, uint16 and "
+                           "int16 are)")
         dtype = _OUTPUT_DTYPES[od]
     zdt = ctx.dtypes[2] if ctx.has(2) else None
-    if zdt is not None and zdt not in _q.QTYPES:
-        raise ctx.fail(f"y_zero_point of type {zdt} is not supported (uint8 and int8 are)")
+    if zdt is not None and zdt not in _q.QDQ_TYPES:
+        raise ctx.fail(f"y_zero_point of type {zdt} is not supported (uint8, int8, uint16 and "
+                       "int16 are)")
     if ctx.dtypes[0] not in (np.dtype(np.float32),):
         raise ctx.fail(f"input x of type {ctx.dtypes[0]} is not supported (float32 is)")
 
@@ -64,9 +66,9 @@ def quantize_linear(ctx):
 def dequantize_linear(ctx):
     axis = _axis_block(ctx)
     b = ctx.backend
-    if ctx.dtypes[0] not in _q.QTYPES + (np.dtype(np.int32),):
-        raise ctx.fail(f"input x of type {ctx.dtypes[0]} is not supported (uint8, int8 and "
-                       "int32 are)")
+    if ctx.dtypes[0] not in _q.QDQ_TYPES + (np.dtype(np.int32),):
+        raise ctx.fail(f"input x of type {ctx.dtypes[0]} is not supported (8- and 16-bit "
+                       "integers and int32 are)")
     if ctx.dtypes[1] not in (np.dtype(np.float32),):
         raise ctx.fail(f"x_scale of type {ctx.dtypes[1]} is not supported (float32 is)")
 
