@@ -1,8 +1,12 @@
 """The four shared detectors: edgedl.InferenceSession (default backend) vs onnxruntime, at 1 and
-2 threads, in the same run, plus where edgedl's time goes (per-op-type totals).
+2 threads, in the same run, plus where edgedl's time goes (per-op-type totals). The classic
+CNNs that ship inside the onnx wheel (``CLASSIC``: AlexNet ... ZFNet-512, weights written as
+ConstantOfShape nodes, BatchNormalization in opset 9 followed by Mul/Add in some) check that
+the planner's folds are not tuned to the four detectors (issue 13, target 1).
 
 Run: pytest benchmarks/bench_models.py --benchmark-only -s
- or: python benchmarks/bench_models.py [model ...]     (the paired table and profiles only)
+ or: python benchmarks/bench_models.py [model ...]     (the paired table and profiles only;
+     model names from MODELS or CLASSIC, or "classic" for all of CLASSIC)
 
 The machine is shared and noisy, so besides pytest-benchmark's per-runtime timings the summary
 re-measures each model with edgedl and onnxruntime in alternating blocks of runs and quotes
@@ -23,6 +27,9 @@ import edgedl
 MODELS = {"fastestdet": (1, 3, 352, 352), "yunet_n_320": (1, 3, 320, 320),
           "ultraface_rfb320": (1, 3, 240, 320), "yolox_nano": (1, 3, 416, 416)}
 THREADS = (1, 2)
+#: the onnx wheel's backend-test models (onnx/backend/test/data/light/light_<name>.onnx)
+CLASSIC = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
+           "shufflenet", "squeezenet", "vgg19", "zfnet512")
 
 
 def _shared():
@@ -34,11 +41,20 @@ def _shared():
     return None
 
 
-def _input(model):
+def _path(model):
+    if model in CLASSIC:
+        import onnx
+        return pathlib.Path(onnx.__file__).parent / "backend/test/data/light" / \
+            f"light_{model}.onnx"
+    return _shared() / "models" / f"{model}.onnx"
+
+
+def _input(model, sess=None):
     # a real image would not change the timing; a fixed random one keeps this self-contained
     rng = np.random.default_rng(0)
     hi = 1.0 if model == "fastestdet" else 255.0
-    return rng.uniform(0, hi, MODELS[model]).astype(np.float32)
+    shape = MODELS[model] if model in MODELS else sess.get_inputs()[0].shape
+    return rng.uniform(0, hi, shape).astype(np.float32)
 
 
 def _ort(path, threads):
@@ -51,12 +67,12 @@ def _ort(path, threads):
 
 
 def _runner(runtime, model, threads):
-    path = _shared() / "models" / f"{model}.onnx"
+    path = _path(model)
     if runtime == "onnxruntime":
         sess = _ort(path, threads)
     else:
         sess = edgedl.InferenceSession(str(path), num_threads=threads)
-    feed = {sess.get_inputs()[0].name: _input(model)}
+    feed = {sess.get_inputs()[0].name: _input(model, sess)}
     for _ in range(3):                                     # plan + warm caches
         sess.run(None, feed)
     return lambda: sess.run(None, feed)
@@ -81,33 +97,32 @@ def paired(model, threads, rounds=30, block=5):
 
 
 def profile(model, runs=20):
-    path = _shared() / "models" / f"{model}.onnx"
-    sess = edgedl.InferenceSession(str(path), num_threads=1, profile=True)
-    feed = {sess.get_inputs()[0].name: _input(model)}
+    sess = edgedl.InferenceSession(str(_path(model)), num_threads=1, profile=True)
+    feed = {sess.get_inputs()[0].name: _input(model, sess)}
     for _ in range(runs):
         sess.run(None, feed)
     return sess.format_profile()
 
 
-def summary(models=MODELS, rounds=30):
+def summary(models=MODELS, rounds=30, threads=THREADS, profiles=True):
     lines = [f"backend {edgedl.get_backend()}; medians of {rounds} runs per runtime, in "
              f"alternating blocks",
              f"{'model':18s} {'thr':>3s} {'edgedl ms':>10s} {'ORT ms':>8s} {'ratio':>6s} "
              f"{'edgedl vs 1 thr':>16s}"]
-    ratios = {t: [] for t in THREADS}
+    ratios = {t: [] for t in threads}
     for m in models:
         one = None
-        for t in THREADS:
+        for t in threads:
             e, o = paired(m, t, rounds)
             one = e if one is None else one
             ratios[t].append(e / o)
             lines.append(f"{m:18s} {t:3d} {e * 1e3:10.2f} {o * 1e3:8.2f} {e / o:6.2f} "
                          f"{e / one:16.2f}")
-    for t in THREADS:
+    for t in threads:
         g = math.exp(sum(math.log(r) for r in ratios[t]) / len(ratios[t]))
         lines.append(f"geometric mean edgedl/ORT at {t} thread(s): {g:.2f} "
                      f"(max {max(ratios[t]):.2f})")
-    for m in models:
+    for m in models if profiles else ():
         lines.append(f"\n{m}: edgedl per-op-type time at 1 thread")
         lines.append(profile(m))
     return "\n".join(lines)
@@ -139,6 +154,14 @@ def test_zz_summary(benchmark):
     print("\n" + text)
 
 
+def test_zz_classic_summary(benchmark):
+    """The onnx wheel's classic CNNs at 1 thread (targets: each <= 1.2x ORT, geo <= 1.0x)."""
+    pytest.importorskip("onnxruntime")
+    text = benchmark.pedantic(summary, args=(CLASSIC, 20, (1,), False), rounds=1, iterations=1)
+    print("\n" + text)
+
+
 if __name__ == "__main__":
     import sys
-    print(summary([m for m in sys.argv[1:]] or MODELS))
+    names = [m for a in sys.argv[1:] for m in (CLASSIC if a == "classic" else [a])]
+    print(summary(names or MODELS))

@@ -1,22 +1,32 @@
-"""Graph rewrites done once at load (they do not depend on input shapes):
+"""Graph rewrites done once at load (they do not depend on input shapes), in this order:
 
-1. BatchNormalization folded into the preceding Conv's weights and bias;
-2. written-out activations recognised: ``x * Clip(x + 3, 0, 6) / 6`` (and the ``* (1/6)``,
-   ``Clip(..) / 6 * x`` and ``x * HardSigmoid(x, 1/6, 0.5)`` spellings) -> HardSwish,
-   ``x * Sigmoid(x)`` -> Silu (an internal op);
-3. an activation that is the only reader of a Conv's output fused into the Conv epilogue;
-4. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
+1. constant folding: a node whose inputs are all constants is evaluated once (exporters that
+   write weights as ConstantOfShape, Unsqueeze'd or Cast constants, e.g. the onnx wheel's
+   classic CNNs, then look like any other model to the folds below);
+2. BatchNormalization (every opset's spelling) folded into the preceding Conv's weights and
+   bias; one not preceded by a Conv becomes a ``ScaleShift`` (an internal op: x * a + c per
+   channel, run as a depthwise 1x1 convolution with a fused epilogue);
+3. per-channel Mul / Add / Sub by a constant folded into a preceding Conv or ScaleShift (the
+   Mul/Add pairs some exporters write after BatchNormalization);
+4. written-out activations recognised: ``x * Sigmoid(x)`` -> Silu (an internal op),
+   ``x * HardSigmoid(x, 1/6, 0.5)`` and ``x * Clip(x + 3, 0, 6) / 6`` (with its ``* (1/6)``
+   and ``Clip(..) / 6 * x`` spellings) -> HardSwish;
+5. an activation that is the only reader of a Conv's or ScaleShift's output fused into its
+   epilogue (which activations fuse: ``kernels.activation_table``);
+6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
-5. a zero Pad of H, W read only by an AveragePool without pads of its own (FastestDet) ->
+7. a zero Pad of H, W read only by an AveragePool without pads of its own (FastestDet) ->
    one AveragePool with those pads, counted (count_include_pad=1).
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
 import numpy as np
 
+from ..kernels.activation_table import BY_ONNX
 from .graph import Node
 from .ops.nn import bn_coefficients
+from .plan import evaluate_constant
 
 
 class _Rewriter:
@@ -90,59 +100,12 @@ class _Rewriter:
             return a
         return None
 
-
-def _clip_bounds(rw, node):
-    if rw.g.opset < 11:
-        lo, hi = node.attrs.get("min"), node.attrs.get("max")
-        return lo, hi
-    ins = node.inputs + ["", ""]
-    lo = rw.scalar(ins[1]) if ins[1] else None
-    hi = rw.scalar(ins[2]) if ins[2] else None
-    if (ins[1] and lo is None) or (ins[2] and hi is None):
-        return "dynamic", "dynamic"
-    return lo, hi
-
-
-def _near(v, want):
-    return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
-
-
-def fold_batchnorm(rw):
-    g = rw.g
-    changed = False
-    for conv in list(g.nodes):
-        if conv.op_type != "Conv" or len(conv.inputs) < 2:
-            continue
-        bn = rw.only_reader(conv.outputs[0])
-        if bn is None or bn.op_type != "BatchNormalization" or bn.inputs[0] != conv.outputs[0]:
-            continue
-        if bn.attrs.get("training_mode", 0) or len([o for o in bn.outputs if o]) > 1:
-            continue
-        w = rw.const(conv.inputs[1])
-        params = [rw.const(n) for n in bn.inputs[1:5]]
-        bias = rw.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
-        has_bias_input = len(conv.inputs) > 2 and bool(conv.inputs[2])
-        if w is None or any(p is None for p in params) or (has_bias_input and bias is None):
-            continue
-        if w.dtype.kind != "f":
-            continue
-        m = w.shape[0]
-        if any(p.size != m for p in params):
-            continue
-        a, c = bn_coefficients(*[p.reshape(-1) for p in params], float(bn.attrs.get("epsilon",
-                                                                                  1e-5)))
-        b0 = np.zeros(m) if bias is None else bias.astype(np.float64)
-        wname, bname = conv.outputs[0] + "::w_bn", conv.outputs[0] + "::b_bn"
-        g.consts[wname] = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))
-                           ).astype(w.dtype)
-        g.consts[bname] = (b0 * a + c).astype(w.dtype)
-        conv.inputs = [conv.inputs[0], wname, bname]
-        conv.outputs = [bn.outputs[0]]
-        rw.removed.add(bn)
-        changed = True
-    if changed:
-        rw.compact()
-        rw.refresh()
+    def absorb(self, keep, gone):
+        """``keep`` takes over ``gone``'s (its only reader's) output; ``gone`` is removed."""
+        self.forget([keep, gone])
+        keep.outputs = list(gone.outputs[:1])
+        self.learn([keep])
+        self.removed.add(gone)
 
 
 def _replace(rw, remove, new_node, at):
@@ -153,130 +116,359 @@ def _replace(rw, remove, new_node, at):
     rw.swap[at] = new_node
 
 
+def _near(v, want):
+    return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
+
+
+# ----------------------------------------------------------------------------- 1. constants
+#: Ops that must not be evaluated once: their value differs from run to run.
+_NOT_FOLDED = {"RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def fold_constants(rw):
+    """Evaluate every node whose inputs are all constants (the planner would fold it on
+    each plan; folding at load lets the rewrites below see the weights)."""
+    g = rw.g
+    for node in g.nodes:
+        ins = [i for i in node.inputs if i]
+        if not ins or node.op_type in _NOT_FOLDED or node.domain or \
+                any(i not in g.consts for i in ins):
+            continue
+        values = evaluate_constant(g, node)
+        for o, v in zip(node.outputs, values):
+            if o:
+                g.consts[o] = v
+        rw.removed.add(node)
+    rw.compact()
+    rw.refresh()
+
+
+# ----------------------------------------------------------------------------- 2-3. affine folds
+def _bn_affine(rw, bn):
+    """(a, c) float64 per channel of an inference BatchNormalization with constant
+    parameters (y = x * a + c along axis 1), else None. Every opset: opset < 9's ``spatial``
+    must be 1 (per channel), ``is_test`` / ``momentum`` / ``consumed_inputs`` do not matter
+    for inference, training mode or extra outputs keep the node."""
+    if bn.attrs.get("training_mode", 0) or len([o for o in bn.outputs if o]) > 1:
+        return None
+    if not bn.attrs.get("spatial", 1) or len(bn.inputs) < 5:
+        return None
+    params = [rw.const(n) for n in bn.inputs[1:5]]
+    if any(p is None or p.dtype.kind != "f" for p in params):
+        return None
+    m = params[0].size
+    if any(p.ndim != 1 or p.size != m for p in params):
+        return None
+    return bn_coefficients(*params, float(bn.attrs.get("epsilon", 1e-5)))
+
+
+def _channel_vector(v, rank, channels):
+    """A constant operand of a per-channel Mul/Add on a rank-``rank`` tensor with
+    ``channels`` channels (axis 1), as a float64 (channels,) vector; None when it broadcasts
+    any other way (or would change the output's shape)."""
+    if v is None or v.dtype.kind != "f" or v.ndim > rank:
+        return None
+    if v.size == 1:
+        return np.full(channels, float(v.reshape(-1)[0]))
+    shape = (1,) * (rank - v.ndim) + v.shape
+    if rank < 2 or shape[1] != channels or any(d != 1 for k, d in enumerate(shape) if k != 1):
+        return None
+    return v.reshape(-1).astype(np.float64)
+
+
+def _affine_of(rw, node, value, rank, channels):
+    """(a, c) of ``node`` as y = value * a + c per channel, or None. Mul, Add and Sub (value
+    first) by a constant, and a BatchNormalization reading ``value``."""
+    if node.op_type == "BatchNormalization":
+        return _bn_affine(rw, node) if node.inputs[0] == value else None
+    other = rw.other_input(node, value) if len(node.inputs) == 2 else None
+    if node.op_type == "Sub" and node.inputs[0] != value:
+        other = None            # c - x is not x * 1 + c
+    if node.op_type not in ("Mul", "Add", "Sub") or other is None:
+        return None
+    v = _channel_vector(rw.const(other), rank, channels)
+    if v is None:
+        return None
+    one, zero = np.ones(channels), np.zeros(channels)
+    return {"Mul": (v, zero), "Add": (one, v), "Sub": (one, -v)}[node.op_type]
+
+
+def _conv_affine_target(rw, conv):
+    """(weights, rank, channels) of a Conv whose output an affine op may fold into."""
+    if conv.op_type != "Conv" or "_act" in conv.attrs or len(conv.inputs) < 2:
+        return None
+    w = rw.const(conv.inputs[1])
+    if w is None or w.dtype.kind != "f" or w.ndim < 3:
+        return None
+    if len(conv.inputs) > 2 and conv.inputs[2] and rw.const(conv.inputs[2]) is None:
+        return None
+    return w, w.ndim, w.shape[0]
+
+
+def _fold_into_conv(rw, conv, w, a, c):
+    g = rw.g
+    b0 = np.zeros(w.shape[0]) if len(conv.inputs) < 3 or not conv.inputs[2] else \
+        rw.const(conv.inputs[2]).astype(np.float64)
+    wname, bname = conv.outputs[0] + "::w_fold", conv.outputs[0] + "::b_fold"
+    g.consts[wname] = (w.astype(np.float64) * a.reshape((-1,) + (1,) * (w.ndim - 1))
+                       ).astype(w.dtype)
+    g.consts[bname] = (b0 * a + c).astype(w.dtype)
+    conv.inputs = [conv.inputs[0], wname, bname]
+
+
+def fold_affine_into_conv(rw):
+    """Conv -> BatchNormalization / per-channel Mul, Add, Sub by constants (any chain of
+    them, each the only reader of the previous output) -> one Conv with new weights."""
+    g = rw.g
+    changed = False
+    for conv in g.nodes:
+        target = _conv_affine_target(rw, conv)
+        if target is None:
+            continue
+        _, rank, m = target
+        while True:
+            nxt = rw.only_reader(conv.outputs[0])
+            ac = None if nxt is None else _affine_of(rw, nxt, conv.outputs[0], rank, m)
+            if ac is None:
+                break
+            _fold_into_conv(rw, conv, rw.const(conv.inputs[1]), *ac)
+            rw.absorb(conv, nxt)
+            changed = True
+    if changed:
+        rw.compact()
+        rw.refresh()
+
+
+#: Ops whose output has the rank of their first input.
+_SAME_RANK = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
+              "HardSwish", "Silu", "Elu", "Selu", "Softplus", "Mish", "Dropout", "Identity",
+              "BatchNormalization", "ScaleShift", "Concat", "MaxPool", "AveragePool",
+              "GlobalAveragePool", "GlobalMaxPool", "LRN", "Conv", "ConvTranspose"}
+
+
+def _rank_of(rw, value):
+    """The rank of ``value`` when load time can tell it (following rank-keeping ops back to a
+    constant or a declared graph input), else None."""
+    declared = {vi.name: vi.dims for vi in rw.g.inputs}
+    for _ in range(10000):      # a chain, not a search: each op has one first input
+        if value in rw.g.consts:
+            return rw.g.consts[value].ndim
+        if value in declared:
+            return None if declared[value] is None else len(declared[value])
+        node = rw.prod.get(value)
+        if node is None or node.op_type not in _SAME_RANK or node.domain:
+            return None
+        value = node.inputs[0]
+    return None
+
+
+def batchnorm_to_scale_shift(rw):
+    """An inference BatchNormalization left over (not after a Conv) -> ScaleShift(x, a, c),
+    absorbing the per-channel Mul / Add / Sub chain after it. ``_rank`` is the input's rank
+    when known (a per-channel operand is recognised at that rank; scalars at any rank)."""
+    g = rw.g
+    for bn in list(g.nodes):
+        ac = None if bn.op_type != "BatchNormalization" else _bn_affine(rw, bn)
+        if ac is None:
+            continue
+        a, c = ac
+        rank = _rank_of(rw, bn.inputs[0])
+        ss = Node("ScaleShift", bn.inputs[:1], bn.outputs[:1], {"_rank": rank or 0}, bn.name)
+        _replace(rw, [bn], ss, bn)
+        while True:
+            nxt = rw.only_reader(ss.outputs[0])
+            step = None if nxt is None else \
+                _affine_of(rw, nxt, ss.outputs[0], rank or 2, a.size)
+            if step is None or (rank is None and not _scalar_operand(rw, nxt)):
+                break
+            a, c = a * step[0], c * step[0] + step[1]
+            rw.absorb(ss, nxt)
+        dt = rw.const(bn.inputs[1]).dtype
+        names = [ss.outputs[0] + "::scale", ss.outputs[0] + "::shift"]
+        g.consts[names[0]], g.consts[names[1]] = a.astype(dt), c.astype(dt)
+        rw.forget([ss])
+        ss.inputs = ss.inputs[:1] + names
+        rw.learn([ss])
+
+
+def _scalar_operand(rw, node):
+    """Does binary ``node`` combine its input with a one-element constant?"""
+    return any(rw.const(i) is not None and rw.const(i).size == 1 for i in node.inputs[:2])
+
+
+# ----------------------------------------------------------------------------- 4. activations
+def _clip_bounds(rw, node):
+    if rw.g.opset < 11:
+        return node.attrs.get("min"), node.attrs.get("max")
+    ins = node.inputs + ["", ""]
+    lo = rw.scalar(ins[1]) if ins[1] else None
+    hi = rw.scalar(ins[2]) if ins[2] else None
+    if (ins[1] and lo is None) or (ins[2] and hi is None):
+        return "dynamic", "dynamic"
+    return lo, hi
+
+
+def _self_product(rw, node, op_type):
+    """The Mul reading ``node``'s output and ``node``'s first input (x * f(x)), or None."""
+    mul = rw.only_reader(node.outputs[0])
+    if mul is not None and mul.op_type == "Mul" and \
+            rw.other_input(mul, node.outputs[0]) == node.inputs[0]:
+        _replace(rw, [node, mul], Node(op_type, node.inputs[:1], mul.outputs, {}, mul.name),
+                 mul)
+        return True
+    return False
+
+
+def silu_from_sigmoid(rw, node):
+    """x * Sigmoid(x) -> Silu(x)."""
+    return node.op_type == "Sigmoid" and _self_product(rw, node, "Silu")
+
+
+def hard_swish_from_hard_sigmoid(rw, node):
+    """x * HardSigmoid(x, 1/6, 0.5) -> HardSwish(x)."""
+    if node.op_type != "HardSigmoid" or not (
+            _near(node.attrs.get("alpha", 0.2), 1 / 6) and
+            _near(node.attrs.get("beta", 0.5), 0.5)):
+        return False
+    return _self_product(rw, node, "HardSwish")
+
+
 def _div_by_6(rw, node, value):
-    """Is ``node`` value / 6 or value * (1/6)? Returns True/False."""
+    """Is ``node`` value / 6 or value * (1/6)?"""
     if node is None:
         return False
     if node.op_type == "Div" and node.inputs[0] == value:
         return _near(rw.scalar(node.inputs[1]), 6.0)
     if node.op_type == "Mul":
-        other = rw.other_input(node, value)
-        return _near(rw.scalar(other), 1.0 / 6.0)
+        return _near(rw.scalar(rw.other_input(node, value)), 1.0 / 6.0)
     return False
 
 
+def _plus_3(rw, add):
+    """x when ``add`` is x + 3 (either order), else None."""
+    a, b = add.inputs[:2]
+    if _near(rw.scalar(b), 3.0) and rw.const(a) is None:
+        return a
+    if _near(rw.scalar(a), 3.0) and rw.const(b) is None:
+        return b
+    return None
+
+
+def _hard_swish_tail(rw, x, c):
+    """After ``c`` = Clip(x + 3, 0, 6): the (Mul, Div) or (Div, Mul) pair ending the
+    x * c / 6 spellings, or None."""
+    nxt = rw.only_reader(c)
+    if nxt is None:
+        return None
+    if nxt.op_type == "Mul" and rw.other_input(nxt, c) == x:        # (x * clip) / 6
+        last = rw.only_reader(nxt.outputs[0])
+        return [nxt, last] if _div_by_6(rw, last, nxt.outputs[0]) else None
+    if _div_by_6(rw, nxt, c):                                        # x * (clip / 6)
+        last = rw.only_reader(nxt.outputs[0])
+        if last is not None and last.op_type == "Mul" and \
+                rw.other_input(last, nxt.outputs[0]) == x:
+            return [nxt, last]
+    return None
+
+
+def hard_swish_from_clip(rw, add):
+    """x * Clip(x + 3, 0, 6) / 6 and its spellings -> HardSwish(x)."""
+    if add.op_type != "Add":
+        return False
+    x = _plus_3(rw, add)
+    clip = None if x is None else rw.only_reader(add.outputs[0])
+    if clip is None or clip.op_type != "Clip":
+        return False
+    lo, hi = _clip_bounds(rw, clip)
+    if not (_near(lo, 0.0) and _near(hi, 6.0)):
+        return False
+    tail = _hard_swish_tail(rw, x, clip.outputs[0])
+    if tail is None:
+        return False
+    last = tail[-1]
+    _replace(rw, [add, clip] + tail, Node("HardSwish", [x], last.outputs, {}, last.name),
+             last)
+    return True
+
+
+_ACTIVATION_PATTERNS = (silu_from_sigmoid, hard_swish_from_hard_sigmoid, hard_swish_from_clip)
+
+
 def rewrite_activations(rw):
-    g = rw.g
-    for node in list(g.nodes):
-        if node in rw.removed:
-            continue
-        # ---- x * Sigmoid(x) -> Silu(x)
-        if node.op_type == "Sigmoid":
-            x = node.inputs[0]
-            mul = rw.only_reader(node.outputs[0])
-            if mul is not None and mul.op_type == "Mul" and \
-                    rw.other_input(mul, node.outputs[0]) == x:
-                _replace(rw, [node, mul], Node("Silu", [x], mul.outputs, {}, mul.name), mul)
-            continue
-        # ---- x * HardSigmoid(x, 1/6, 0.5) -> HardSwish(x)
-        if node.op_type == "HardSigmoid":
-            x = node.inputs[0]
-            if not (_near(node.attrs.get("alpha", 0.2), 1 / 6) and
-                    _near(node.attrs.get("beta", 0.5), 0.5)):
-                continue
-            mul = rw.only_reader(node.outputs[0])
-            if mul is not None and mul.op_type == "Mul" and \
-                    rw.other_input(mul, node.outputs[0]) == x:
-                _replace(rw, [node, mul], Node("HardSwish", [x], mul.outputs, {}, mul.name),
-                         mul)
-            continue
-        # ---- x * Clip(x + 3, 0, 6) / 6 and its spellings -> HardSwish(x)
-        if node.op_type != "Add":
-            continue
-        a, b = node.inputs[:2]
-        if _near(rw.scalar(b), 3.0) and rw.const(a) is None:
-            x = a
-        elif _near(rw.scalar(a), 3.0) and rw.const(b) is None:
-            x = b
-        else:
-            continue
-        clip = rw.only_reader(node.outputs[0])
-        if clip is None:
-            continue
-        if clip.op_type == "Clip":
-            lo, hi = _clip_bounds(rw, clip)
-            if not (_near(lo, 0.0) and _near(hi, 6.0)):
-                continue
-        else:
-            continue
-        c = clip.outputs[0]
-        nxt = rw.only_reader(c)
-        if nxt is None:
-            continue
-        chain = None
-        if nxt.op_type == "Mul" and rw.other_input(nxt, c) == x:        # (x * clip) / 6
-            last = rw.only_reader(nxt.outputs[0])
-            if _div_by_6(rw, last, nxt.outputs[0]):
-                chain = [node, clip, nxt, last]
-        elif _div_by_6(rw, nxt, c):                                      # x * (clip / 6)
-            last = rw.only_reader(nxt.outputs[0])
-            if last is not None and last.op_type == "Mul" and \
-                    rw.other_input(last, nxt.outputs[0]) == x:
-                chain = [node, clip, nxt, last]
-        if chain:
-            last = chain[-1]
-            _replace(rw, chain, Node("HardSwish", [x], last.outputs, {}, last.name), last)
+    for node in list(rw.g.nodes):
+        if node not in rw.removed:
+            any(pattern(rw, node) for pattern in _ACTIVATION_PATTERNS)
 
 
-def fuse_conv_activations(rw):
-    g = rw.g
-    for conv in list(g.nodes):
-        if conv.op_type != "Conv" or "_act" in conv.attrs:
-            continue
-        act = rw.only_reader(conv.outputs[0])
-        if act is None or act.inputs[0] != conv.outputs[0]:
-            continue
-        t, a = act.op_type, act.attrs
-        if t == "Relu":
-            spec = ("relu", ())
-        elif t == "Clip":
-            lo, hi = _clip_bounds(rw, act)
-            if lo == "dynamic":
-                continue
-            if _near(lo, 0.0) and _near(hi, 6.0):
-                spec = ("relu6", ())
-            elif _near(lo, 0.0) and hi is None:
-                spec = ("relu", ())
-            else:
-                spec = ("clip", (-np.inf if lo is None else float(lo),
-                                 np.inf if hi is None else float(hi)))
-        elif t == "LeakyRelu":
-            spec = ("leaky_relu", (float(a.get("alpha", 0.01)),))
-        elif t == "PRelu":
-            s = rw.const(act.inputs[1])
-            w = rw.const(conv.inputs[1])
-            if s is None or w is None or w.ndim != 4 or s.size not in (1, w.shape[0]):
-                continue
-            if s.size > 1 and not (s.ndim == 3 and s.shape == (w.shape[0], 1, 1)) and \
-                    not (s.ndim == 4 and s.shape == (1, w.shape[0], 1, 1)):
-                continue
-            spec = ("prelu", (s.reshape(-1).astype(w.dtype) if s.size > 1
-                              else float(s.reshape(-1)[0]),))
-        elif t == "HardSigmoid":
-            spec = ("hard_sigmoid", (float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))))
-        elif t in ("HardSwish", "Sigmoid", "Tanh"):
-            spec = ({"HardSwish": "hard_swish"}.get(t, t.lower()), ())
-        elif t == "Silu":
-            spec = ("silu", ())
-        else:
-            continue
-        rw.forget([conv, act])
-        conv.attrs["_act"], conv.attrs["_act_params"] = spec
-        conv.outputs = list(act.outputs[:1])
-        rw.learn([conv])
-        rw.removed.add(act)
+# ----------------------------------------------------------------------------- 5. epilogues
+def _clip_spec(rw, act):
+    lo, hi = _clip_bounds(rw, act)
+    if lo == "dynamic":
+        return None
+    if _near(lo, 0.0) and _near(hi, 6.0):
+        return "relu6", ()
+    if _near(lo, 0.0) and hi is None:
+        return "relu", ()
+    return "clip", (-np.inf if lo is None else float(lo), np.inf if hi is None else float(hi))
 
 
+def _prelu_spec(rw, act, channels, dtype):
+    """A PRelu with a constant scalar or per-channel slope, else None."""
+    s = rw.const(act.inputs[1])
+    if s is None or s.size not in (1, channels):
+        return None
+    if s.size > 1 and s.shape not in ((channels, 1, 1), (1, channels, 1, 1)):
+        return None
+    return "prelu", (s.reshape(-1).astype(dtype) if s.size > 1 else float(s.reshape(-1)[0]),)
+
+
+def _epilogue_spec(rw, act, channels, dtype):
+    """(activation name, params) of a node that can run as a conv epilogue, else None.
+    Which ops fuse and their attribute defaults come from the activation table."""
+    t = act.op_type
+    if t == "Clip":
+        return _clip_spec(rw, act)
+    if t == "PRelu":
+        return None if channels is None else _prelu_spec(rw, act, channels, dtype)
+    rec = BY_ONNX.get(t)
+    if rec is None or rec.fuse_code is None or act.domain:
+        return None
+    return rec.name, tuple(float(act.attrs.get(p.onnx_attr, p.attr_default))
+                           for p in rec.params)
+
+
+def _epilogue_host(rw, node):
+    """(channels, dtype) of a Conv / 4-D ScaleShift that can take a fused activation."""
+    if "_act" in node.attrs:
+        return None
+    if node.op_type == "Conv":
+        w = rw.const(node.inputs[1]) if len(node.inputs) > 1 else None
+        return (None, np.float32) if w is None else (w.shape[0], w.dtype)
+    if node.op_type == "ScaleShift" and node.attrs.get("_rank") == 4:
+        a = rw.const(node.inputs[1])
+        return a.size, a.dtype
+    return None
+
+
+def fuse_epilogue_activations(rw):
+    """An activation that is the only reader of a Conv's (or 4-D ScaleShift's) output runs
+    in its epilogue: ``_act`` / ``_act_params`` attributes, the activation node removed."""
+    for node in list(rw.g.nodes):
+        host = _epilogue_host(rw, node)
+        act = None if host is None else rw.only_reader(node.outputs[0])
+        if act is None or act.inputs[0] != node.outputs[0]:
+            continue
+        spec = _epilogue_spec(rw, act, *host)
+        if spec is None:
+            continue
+        node.attrs["_act"], node.attrs["_act_params"] = spec
+        rw.absorb(node, act)
+
+
+fuse_conv_activations = fuse_epilogue_activations   # the name before ScaleShift fused too
+
+
+# ----------------------------------------------------------------------------- 6-7. layout
 def fuse_transposed_softmax(rw):
     g = rw.g
     for sm in list(g.nodes):
@@ -301,22 +493,27 @@ def fuse_transposed_softmax(rw):
         _replace(rw, [t1, sm, t2], new, t2)
 
 
-def _zero_pad_hw(rw, pad):
-    """A Pad node's (top, left, bottom, right) when it pads a rank-4 tensor with zeros on
-    H, W only (constant mode, pads >= 0, constant pads / value / axes), else None."""
+def _pad_spec(rw, pad):
+    """(pads, value, axes) of a constant-mode Pad, or None when any of them is computed."""
     if pad.attrs.get("mode", "constant") != "constant":
         return None
     if rw.g.opset < 11:
         pads = pad.attrs.get("pads" if rw.g.opset >= 2 else "paddings")
-        value, axes = float(pad.attrs.get("value", 0.0)), None
-    else:
-        ins = pad.inputs + ["", "", ""]
-        pads, axes = rw.const(ins[1]), rw.const(ins[3])
-        value = rw.scalar(ins[2]) if ins[2] else 0.0
-        if ins[3] and axes is None:
-            return None
-    if pads is None or value != 0.0:
+        return pads, float(pad.attrs.get("value", 0.0)), None
+    ins = pad.inputs + ["", "", ""]
+    axes = rw.const(ins[3])
+    if ins[3] and axes is None:
         return None
+    return rw.const(ins[1]), (rw.scalar(ins[2]) if ins[2] else 0.0), axes
+
+
+def _zero_pad_hw(rw, pad):
+    """A Pad node's (top, left, bottom, right) when it pads a rank-4 tensor with zeros on
+    H, W only (constant mode, pads >= 0, constant pads / value / axes), else None."""
+    spec = _pad_spec(rw, pad)
+    if spec is None or spec[0] is None or spec[1] != 0.0:
+        return None
+    pads, _, axes = spec
     pads = [int(v) for v in np.asarray(pads).reshape(-1)]
     n = len(pads) // 2
     if axes is None and n != 4:
@@ -333,26 +530,43 @@ def _zero_pad_hw(rw, pad):
     return t, le, b, r
 
 
+def _plain_avgpool_kernel(pool):
+    """An AveragePool's 2-D kernel shape when it has no pads, ceil_mode or dilation of its
+    own (with ceil_mode, windows starting in the padding differ), else None."""
+    a = pool.attrs
+    ks = [int(k) for k in a.get("kernel_shape", [])]
+    if (len(ks) != 2 or a.get("auto_pad", "NOTSET") not in ("NOTSET", "")
+            or any(int(p) for p in a.get("pads", [0] * 4)) or int(a.get("ceil_mode", 0))
+            or any(int(d) != 1 for d in a.get("dilations", [1, 1]))):
+        return None
+    return ks
+
+
 def fuse_pad_into_avgpool(rw):
-    g = rw.g
-    for pool in list(g.nodes):
+    for pool in list(rw.g.nodes):
         if pool.op_type != "AveragePool" or not pool.inputs:
             continue
         pad = rw.prod.get(pool.inputs[0])
         if pad is None or pad.op_type != "Pad" or rw.only_reader(pad.outputs[0]) is not pool:
             continue
-        a = pool.attrs
-        ks = [int(k) for k in a.get("kernel_shape", [])]
-        if (len(ks) != 2 or a.get("auto_pad", "NOTSET") not in ("NOTSET", "")
-                or any(int(p) for p in a.get("pads", [0] * 4)) or int(a.get("ceil_mode", 0))
-                or any(int(d) != 1 for d in a.get("dilations", [1, 1]))):
-            continue    # with ceil_mode, windows starting in the padding differ
-        hw = _zero_pad_hw(rw, pad)
+        ks = _plain_avgpool_kernel(pool)
+        hw = None if ks is None else _zero_pad_hw(rw, pad)
         if hw is None or hw[0] >= ks[0] or hw[2] >= ks[0] or hw[1] >= ks[1] or hw[3] >= ks[1]:
             continue    # pads must stay below the kernel (the pooling kernels' rule)
-        attrs = dict(a, pads=list(hw), count_include_pad=1)
+        attrs = dict(pool.attrs, pads=list(hw), count_include_pad=1)
         new = Node("AveragePool", pad.inputs[:1], pool.outputs, attrs, pool.name)
         _replace(rw, [pad, pool], new, pool)
+
+
+#: The rewrites in order (each a pass over the graph; see the module docstring).
+REWRITES = (fold_constants, fold_affine_into_conv, batchnorm_to_scale_shift,
+            rewrite_activations, fuse_epilogue_activations, fuse_transposed_softmax,
+            fuse_pad_into_avgpool)
+
+
+def fold_batchnorm(rw):
+    """BatchNormalization (and per-channel Mul/Add) after a Conv folded into it."""
+    fold_affine_into_conv(rw)
 
 
 def optimize(graph, fuse=True):
@@ -360,9 +574,9 @@ def optimize(graph, fuse=True):
     if not fuse:
         return graph
     rw = _Rewriter(graph)
-    for rewrite in (fold_batchnorm, rewrite_activations, fuse_conv_activations,
-                    fuse_transposed_softmax, fuse_pad_into_avgpool):
+    for rewrite in REWRITES:
         rewrite(rw)
         rw.compact()
+        rw.refresh()
     graph.remove_dead()
     return graph

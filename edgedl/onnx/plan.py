@@ -178,6 +178,28 @@ def _evaluate(ctx, vals):
                          f"{[np.shape(v) for v in vals]}): {type(e).__name__}: {e}") from e
 
 
+def _prepare_and_run(node, vals, consts, opset, backend, static):
+    """Check the node's inputs, build its function for these shapes and constants, run it
+    once: (fn, raw result)."""
+    ins = _trimmed_inputs(node)
+    _check_same_type(node, ins, vals)
+    nbytes = _value_sized_output(node, vals)
+    if nbytes is not None:
+        check_alloc(nbytes, f"the output of {_label(node)}")
+    ctx = Ctx(node, opset, consts, [None if v is None else np.shape(v) for v in vals],
+              [None if v is None else np.asarray(v).dtype for v in vals], backend,
+              static=static)
+    return _evaluate(ctx, vals)
+
+
+def evaluate_constant(graph, node):
+    """The output values of a node whose inputs are all constants of ``graph``, computed once
+    on the reference backend (load-time constant folding, fuse.py); errors as in planning."""
+    vals = [graph.consts[i] if i else None for i in _trimmed_inputs(node)]
+    _, raw = _prepare_and_run(node, vals, vals, graph.opset, "numpy", static=True)
+    return [np.asarray(v) for v in _as_tuple(raw)]
+
+
 class _Trace:
     """Pass 1: the traced run. After ``add`` has seen every node: ``drafts`` (the steps),
     ``known`` (constants, folded values included), ``live`` (this run's other values),
@@ -199,15 +221,9 @@ class _Trace:
     def add(self, node):
         ins = _trimmed_inputs(node)
         vals = [self.value(i) if i else None for i in ins]
-        _check_same_type(node, ins, vals)
-        nbytes = _value_sized_output(node, vals)
-        if nbytes is not None:
-            check_alloc(nbytes, f"the output of {_label(node)}")
-        ctx = Ctx(node, self.graph.opset, [self.known.get(i) if i else None for i in ins],
-                  [None if v is None else np.shape(v) for v in vals],
-                  [None if v is None else np.asarray(v).dtype for v in vals], self.backend,
-                  static=not any(i in self.dynamic for i in ins if i))
-        fn, raw = _evaluate(ctx, vals)
+        fn, raw = _prepare_and_run(node, vals, [self.known.get(i) if i else None for i in ins],
+                                   self.graph.opset, self.backend,
+                                   static=not any(i in self.dynamic for i in ins if i))
         res = _as_tuple(raw)
         if self._folds(node, ins):
             self.known.update((o, np.asarray(v)) for o, v in zip(node.outputs, res) if o)

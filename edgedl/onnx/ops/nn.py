@@ -57,7 +57,8 @@ def conv(ctx):
     act_params = tuple(ctx.attr("_act_params", ()))
     dt = ctx.dtypes[0]
     if nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2)):
-        return _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params)
+        return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
+                             strides, pads, dil, group, auto_pad, act, act_params)
 
     k = _conv.conv2d
     b = ctx.backend
@@ -84,7 +85,7 @@ def conv(ctx):
     return f
 
 
-def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
+def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_params):
     """Conv resolved once for a fixed input shape by conv.conv2d_plan (validation, weight
     layout, pads, kernel path); per call only the kernels run, into the planner's buffer."""
     b = ctx.backend
@@ -94,9 +95,8 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
         post = _acts.activation_plan(*_POST_ACTS[act], dtype=dt, backend=b)
         act, act_params = None, ()
     try:
-        run = _conv.conv2d_plan(
-            ctx.shapes[0], ctx.consts[1], ctx.consts[2] if ctx.has(2) else None, strides,
-            pads, dil, group, auto_pad, act, act_params, dtype=dt, backend=b)
+        run = _conv.conv2d_plan(ctx.shapes[0], w, bias, strides, pads, dil, group, auto_pad,
+                                act, act_params, dtype=dt, backend=b)
     except ValueError as e:
         raise ctx.fail(str(e)) from e
     if post is None:
@@ -107,6 +107,35 @@ def _planned_conv(ctx, strides, pads, dil, group, auto_pad, act, act_params):
         y = run(x, out)
         flat = y.reshape(-1)
         post(flat, flat)
+        return y
+    return f
+
+
+@op("ScaleShift")   # internal: x * a + c per channel, from BatchNormalization (fuse.py)
+def scale_shift(ctx):
+    """y = x * a + c along axis 1 (a, c constant (C,) vectors), with the fused activation
+    (``_act``, only given at rank 4): a depthwise 1x1 convolution, whose epilogue applies
+    the activation in the same pass; other ranks and dtypes in NumPy."""
+    a, c = ctx.const(1), ctx.const(2)
+    dt, nd = ctx.dtypes[0], len(ctx.shapes[0])
+    act, act_params = ctx.attr("_act"), tuple(ctx.attr("_act_params", ()))
+    if nd == 4 and dt in _FLOATS:
+        w, bias = a.astype(dt).reshape(-1, 1, 1, 1), c.astype(dt)
+        if ctx.static:
+            return _planned_conv(ctx, w, bias, [1, 1], [0, 0, 0, 0], [1, 1], a.size,
+                                 "NOTSET", act, act_params)
+        return lambda x, *_: _conv.conv2d(x, w, bias, (1, 1), (0, 0, 0, 0), (1, 1), a.size,
+                                          "NOTSET", act, act_params, backend=ctx.backend)
+    if act is not None:
+        raise ctx.fail(f"a fused {act} needs a float32/float64 rank-4 input, got {dt} rank "
+                       f"{nd}")
+    shape = (-1,) + (1,) * (nd - 2)
+    a, c = a.astype(dt).reshape(shape), c.astype(dt).reshape(shape)
+
+    @takes_out
+    def f(x, *_, out=None):
+        y = np.multiply(x, a, out=out)
+        y += c
         return y
     return f
 
