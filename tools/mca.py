@@ -294,7 +294,9 @@ def format_table(rows, tools):
             out.append(f"-mcpu={r['cpu']}: scheduling model {r['model']}, dispatch width "
                        f"{r['dispatch_width']:.0f}, FMLA .4s ceiling "
                        f"{r['model_fma_ceiling']:.1f} FMA/cycle")
-    out.append("")
+    out += ["", "per loop iteration: instr = instructions, ld = load instructions, FMA = fp32 "
+            "multiply-adds, cyc/it = llvm-mca cycles;", "FMA/cyc over the nominal peak and over "
+            "the model's ceiling; cyc/out = cycles per float stored (outputs)", ""]
     hdr = (f"{'loop':44s} {'cpu':12s} {'instr':>5s} {'ld':>3s} {'FMA':>4s} {'cyc/it':>7s} "
            f"{'FMA/cyc':>7s} {'%nominal':>8s} {'%model':>7s} {'cyc/out':>7s}")
     out += [hdr, "-" * len(hdr)]
