@@ -310,7 +310,8 @@ def cmd_detect(args):
                               quiet=args.quiet or few)
     tell = sys.stderr if args.json else sys.stdout
     on_record = _record_printer(args, det, few, progress)
-    summary = batch.Summary(startup_s=startup, out_dir=outputs and outputs.out_dir)
+    summary = batch.Summary(startup_s=startup,
+                            out_dir=None if outputs is None else outputs.out_dir)
     try:
         if args.dask:
             _detect_on_dask(args, model, config, sources, class_ids, outputs, on_record,
