@@ -416,8 +416,9 @@ def lookup(x, table, out=None, backend=None):
 def qlinear_binary(op, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale,
                    c_zero_point):
     """com.microsoft QLinearAdd / QLinearMul with NumPy broadcasting, in onnxruntime's float32
-    arithmetic: add = round(a_scale/c_scale * (a - za) + b_scale/c_scale * (b - zb)) + zc,
-    mul = round((a - za) * (b - zb) * (a_scale * b_scale / c_scale)) + zc, saturated."""
+    arithmetic: add = round(zc - (ra*za + rb*zb) + ra*a + rb*b) with ra = a_scale / c_scale,
+    rb = b_scale / c_scale (its x86 kernel's order), mul = round((a - za) * (b - zb) *
+    (a_scale * b_scale / c_scale)) + zc, saturated."""
     a = _qarray(a, "A")
     b = _qarray(b, "B")
     if a.dtype != b.dtype:
@@ -431,11 +432,15 @@ def qlinear_binary(op, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_sca
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ShapeError(f"A and B do not broadcast: shapes {a.shape} and {b.shape}") from None
+    if op == "add":     # onnxruntime's x86 form: the zero points folded into one constant
+        ra, rb = sa[0] / sc[0], sb[0] / sc[0]
+        fixed = np.float32(zc) - (ra * np.float32(za) + rb * np.float32(zb))
+        v = (fixed + a.astype(np.float32) * ra) + b.astype(np.float32) * rb
+        info = np.iinfo(a.dtype)
+        return np.clip(np.rint(v), info.min, info.max).astype(a.dtype)
     fa = (a.astype(np.int32) - za).astype(np.float32)
     fb = (b.astype(np.int32) - zb).astype(np.float32)
-    if op == "add":
-        v = (sa[0] / sc[0]) * fa + (sb[0] / sc[0]) * fb
-    elif op == "mul":
+    if op == "mul":
         v = fa * fb * ((sa[0] * sb[0]) / sc[0])
     else:
         raise ValidationError(f"op must be 'add' or 'mul', got {op!r}")

@@ -1,0 +1,325 @@
+"""int8 kernels: the reference against a naive oracle, every backend against the reference
+(bit-exact), onnxruntime on single nodes (the ai.onnx ops and the com.microsoft QLinear ops its
+quantizer writes), and bad arguments -> clear errors (a ModelError naming the node in a model)."""
+import numpy as np
+import pytest
+
+from edgedl._config import BACKEND_ORDER, why_unavailable
+from edgedl.errors import DTypeError, ModelError, ShapeError, ValidationError
+from edgedl.kernels import quant as Q
+from edgedl.kernels._ref import quant as R
+
+from ort_util import ort_session, single_node_model
+
+AVAILABLE = [b for b in BACKEND_ORDER if why_unavailable(b) is None]
+U8, S8 = np.uint8, np.int8
+
+
+def _q(rng, shape, dtype):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape, dtype=dtype)
+
+
+def naive_conv_integer(x, xz, w, wz, strides, pads, dil, group):
+    """Output pixel by output pixel, in int64, straight from the definition."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    oh = (h + pads[0] + pads[2] - (kh - 1) * dil[0] - 1) // strides[0] + 1
+    ow = (wd + pads[1] + pads[3] - (kw - 1) * dil[1] - 1) // strides[1] + 1
+    xs = x.astype(np.int64) - xz
+    ws = w.astype(np.int64) - np.broadcast_to(wz, (m,))[:, None, None, None]
+    y = np.zeros((n, m, oh, ow), np.int64)
+    mg = m // group
+    for b in range(n):
+        for o in range(m):
+            g = o // mg
+            for i in range(oh):
+                for j in range(ow):
+                    s = 0
+                    for ci in range(cg):
+                        for u in range(kh):
+                            for v in range(kw):
+                                r = i * strides[0] - pads[0] + u * dil[0]
+                                q = j * strides[1] - pads[1] + v * dil[1]
+                                if 0 <= r < h and 0 <= q < wd:
+                                    s += xs[b, g * cg + ci, r, q] * ws[o, ci, u, v]
+                    y[b, o, i, j] = s
+    return y
+
+
+CONV_CASES = [  # (x shape, M, group, k, strides, pads, dilations)
+    ((1, 3, 7, 9), 4, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((2, 4, 6, 5), 6, 2, 3, (2, 1), (0, 1, 2, 0), (1, 2)),
+    ((1, 5, 8, 8), 5, 5, 3, (1, 1), (1, 1, 1, 1), (1, 1)),        # depthwise
+    ((1, 6, 9, 7), 6, 6, 5, (2, 2), (2, 2, 2, 2), (1, 1)),        # depthwise 5x5 s2
+    ((1, 8, 4, 4), 3, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),        # 1x1 direct
+    ((1, 2, 5, 6), 4, 1, 2, (3, 2), (0, 0, 1, 1), (2, 1)),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_reference_conv_matches_naive(case, rng):
+    xshape, m, group, k, st, pads, dil = case
+    x = _q(rng, xshape, U8)
+    w = _q(rng, (m, xshape[1] // group, k, k), S8)
+    wz = rng.integers(-5, 6, m).astype(S8)
+    got = Q.conv_integer2d(x, w, U8(17), wz, st, pads, dil, group, backend="numpy")
+    np.testing.assert_array_equal(got, naive_conv_integer(x, 17, w, wz, st, pads, dil, group))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("types", [(U8, S8), (S8, S8), (U8, U8)])
+def test_qlinear_conv_backends_match_reference(backend, case, types, rng):
+    xshape, m, group, k, st, pads, dil = case
+    xt, wt = types
+    x = _q(rng, xshape, xt)
+    w = _q(rng, (m, xshape[1] // group, k, k), wt)
+    args = (x, np.float32(0.05), xt(3), w, rng.uniform(1e-3, 2e-2, m).astype(np.float32),
+            np.zeros(m, wt), np.float32(0.3), xt(7), rng.integers(-3000, 3000, m).astype(
+                np.int32), st, pads, dil, group)
+    want = Q.qlinear_conv2d(*args, backend="numpy")
+    np.testing.assert_array_equal(Q.qlinear_conv2d(*args, backend=backend), want)
+    acc = Q.conv_integer2d(x, w, xt(3), None, st, pads, dil, group, backend=backend)
+    np.testing.assert_array_equal(acc, Q.conv_integer2d(x, w, xt(3), None, st, pads, dil,
+                                                        group, backend="numpy"))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("mkn", [(1, 1, 1), (3, 7, 5), (17, 127, 300), (4, 4, 513)])
+def test_qgemm_tails(backend, mkn, rng):
+    m, k, n = mkn
+    a, b = _q(rng, (m, k), S8), _q(rng, (k, n), U8)
+    az, bz = rng.integers(-3, 4, m).astype(np.int32), rng.integers(0, 255, n).astype(np.int32)
+    want = (a.astype(np.int64) - az[:, None]) @ (b.astype(np.int64) - bz[None, :])
+    for bk in ("numpy", backend):
+        acc = np.empty((m, n), np.int32)
+        from edgedl.kernels import _dispatch
+        _dispatch.impl("quant", "qgemm", bk)(a, az, b, bz, acc)
+        np.testing.assert_array_equal(acc, want)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8, np.uint16, np.int16])
+def test_quantize_dequantize_rounding_and_axis(backend, dtype, rng):
+    scale = np.float32([0.5, 0.25, 2.0])
+    info = np.iinfo(dtype)
+    zp = np.array([info.min + 1, 0 if info.min < 0 else 7, info.max - 3], dtype)
+    # exact ties (round half to even), saturation both ways, ordinary values
+    x = np.concatenate([np.arange(-6, 6, dtype=np.float32) + 0.5,
+                        np.float32([-1e6, 1e6, 0.0]),
+                        rng.normal(0, 50, 20).astype(np.float32)])
+    x = np.stack([x * s for s in (1, 0.5, 4)])[None]           # (1, 3, L), axis 1
+    y = Q.quantize_linear(x, scale, zp, axis=1, backend=backend)
+    assert y.dtype == dtype
+    ref = np.clip(np.rint(x / scale[None, :, None]) + zp[None, :, None], info.min, info.max)
+    np.testing.assert_array_equal(y, ref.astype(dtype))
+    d = Q.dequantize_linear(y, scale, zp, axis=1, backend=backend)
+    np.testing.assert_array_equal(
+        d, ((y.astype(np.int64) - zp[None, :, None]).astype(np.float32) * scale[None, :, None]))
+    # per tensor, axis -1
+    y1 = Q.quantize_linear(x, np.float32(0.5), dtype(0), axis=-1, backend=backend)
+    np.testing.assert_array_equal(y1, Q.quantize_linear(x, np.float32(0.5), dtype(0),
+                                                        backend="numpy"))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_requantize_and_lookup(backend, rng):
+    acc = rng.integers(-200000, 200000, (2, 5, 33)).astype(np.int32)
+    bias = rng.integers(-999, 999, 5).astype(np.int32)
+    scale = rng.uniform(1e-4, 1e-3, 5).astype(np.float32)
+    for dt, zp in ((U8, 128), (S8, -3)):
+        want = Q.requantize(acc, bias, scale, zp, dt, backend="numpy")
+        np.testing.assert_array_equal(Q.requantize(acc, bias, scale, zp, dt, backend=backend),
+                                      want)
+        v = np.rint((acc.astype(np.int64) + bias[:, None]).astype(np.float32)
+                    * scale[:, None]) + zp
+        np.testing.assert_array_equal(want, np.clip(v, *np.iinfo(dt).__dict__.values()
+                                                    if False else (np.iinfo(dt).min,
+                                                                   np.iinfo(dt).max)))
+    x = _q(rng, (3, 77), S8)
+    t = _q(rng, 256, U8)
+    np.testing.assert_array_equal(Q.lookup(x, t, backend=backend), t[x.view(U8)])
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_qlinear_matmul_batched(backend, rng):
+    a = _q(rng, (2, 3, 5, 9), U8)
+    b = _q(rng, (3, 9, 4), S8)
+    args = (a, 0.02, U8(100), b, np.float32([0.01, 0.02, 0.03, 0.04]), np.zeros(4, S8), 0.1,
+            U8(128))
+    want = Q.qlinear_matmul(*args, backend="numpy")
+    np.testing.assert_array_equal(Q.qlinear_matmul(*args, backend=backend), want)
+    acc = (a.astype(np.int64) - 100) @ b.astype(np.int64)
+    mult = (np.float32(0.02) * np.float32([0.01, 0.02, 0.03, 0.04])) / np.float32(0.1)
+    ref = np.clip(np.rint(acc.astype(np.float32) * mult) + 128, 0, 255)
+    np.testing.assert_array_equal(want, ref)
+
+
+# ----------------------------------------------------------------------------- onnxruntime
+def _run_both(op_type, inputs, attrs=None, opset=19, domain="", backend=None):
+    import edgedl
+    inputs = [(n, np.asarray(a)) for n, a in inputs]
+    model = single_node_model(op_type, inputs, attrs, opset=opset, domain=domain)
+    if domain:   # com.microsoft ops live beside a default-domain opset
+        from onnx import helper
+        model.opset_import.append(helper.make_opsetid("", 17))
+    feed = {n: np.asarray(a) for n, a in inputs if a is not None}
+    want = ort_session(model).run(None, feed)[0]
+    got = edgedl.InferenceSession(model.SerializeToString(), backend=backend).run(None, feed)[0]
+    return got, want
+
+
+def _close_lsb(got, want, exact=0.98):
+    """Within 1 LSB everywhere, equal nearly everywhere: the float32 arithmetic of onnxruntime's
+    QLinear kernels differs from ours in the order of a product or sum (or an FMA) now and
+    then, which moves a value within an ulp of a rounding tie by one step: with round-number
+    scales (0.05 / 0.1), where exact ties are common, about 1 element in 100."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    d = np.abs(got.astype(np.int64) - want.astype(np.int64))
+    assert d.max() <= 1, f"max difference {d.max()} LSB"
+    assert (d == 0).mean() >= exact, f"only {(d == 0).mean():.4f} of elements equal"
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("case", CONV_CASES[:4])
+def test_qlinear_conv_matches_onnxruntime(backend, case, rng):
+    xshape, m, group, k, st, pads, dil = case
+    x = _q(rng, xshape, U8)
+    w = rng.integers(-127, 128, (m, xshape[1] // group, k, k)).astype(S8)
+    ins = [("x", x), ("xs", np.float32(0.05)), ("xz", U8(3)), ("w", w),
+           ("ws", rng.uniform(1e-3, 2e-2, m).astype(np.float32)), ("wz", np.zeros(m, S8)),
+           ("ys", np.float32(0.3)), ("yz", U8(7)),
+           ("b", rng.integers(-3000, 3000, m).astype(np.int32))]
+    got, want = _run_both("QLinearConv", ins, dict(strides=list(st), pads=list(pads),
+                                                   dilations=list(dil), group=group),
+                          opset=10, backend=backend)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_matmul_ops_match_onnxruntime(backend, rng):
+    a, b = _q(rng, (3, 5, 16), U8), _q(rng, (16, 7), S8)
+    ins = [("a", a), ("as", np.float32(0.02)), ("az", U8(90)), ("b", b),
+           ("bs", np.float32(0.03)), ("bz", S8(0)), ("ys", np.float32(0.2)), ("yz", U8(10))]
+    got, want = _run_both("QLinearMatMul", ins, opset=10, backend=backend)
+    np.testing.assert_array_equal(got, want)
+    got, want = _run_both("MatMulInteger", [("a", a), ("b", b), ("az", U8(90)),
+                                            ("bz", S8(0))], opset=10, backend=backend)
+    np.testing.assert_array_equal(got, want)
+    got, want = _run_both("ConvInteger", [("x", _q(rng, (1, 2, 6, 6), U8)),
+                                          ("w", _q(rng, (3, 2, 3, 3), U8)), ("xz", U8(5)),
+                                          ("wz", U8(9))],
+                          dict(pads=[1, 1, 1, 1]), opset=10, backend=backend)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_dynamic_quantize_matches_onnxruntime(backend, rng):
+    for x in (rng.normal(0, 3, (4, 50)).astype(np.float32), np.zeros((3, 3), np.float32),
+              rng.uniform(1, 2, 9).astype(np.float32)):
+        import edgedl
+        model = single_node_model("DynamicQuantizeLinear", [("x", x)], opset=11, n_outputs=3)
+        want = ort_session(model).run(None, {"x": x})
+        got = edgedl.InferenceSession(model.SerializeToString(), backend=backend).run(
+            None, {"x": x})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def _ms_unary(x, op, attrs=None, backend=None):
+    ins = [("x", x), ("xs", np.float32(0.07)), ("xz", x.dtype.type(11)),
+           ("ys", np.float32(1 / 255 if op != "QLinearLeakyRelu" else 0.05)),
+           ("yz", x.dtype.type(0 if op != "QLinearLeakyRelu" else 20))]
+    return _run_both(op, ins, attrs, opset=1, domain="com.microsoft", backend=backend)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+def test_microsoft_ops_match_onnxruntime(backend, dtype, rng):
+    x = _q(rng, (1, 4, 6, 6), dtype)
+    _close_lsb(*_ms_unary(np.arange(256, dtype=np.uint16).astype(np.uint8).view(dtype)
+                          .reshape(1, 1, 16, 16), "QLinearSigmoid", backend=backend))
+    _close_lsb(*_ms_unary(x, "QLinearLeakyRelu", dict(alpha=0.1), backend=backend))
+    y = _q(rng, (1, 4, 1, 6), dtype)
+    for op in ("QLinearAdd", "QLinearMul"):
+        # calibrated (not round) scales, as in real models: exact rounding ties are rare
+        ins = [("a", x), ("as", np.float32(0.0517)), ("az", dtype(3)), ("b", y),
+               ("bs", np.float32(0.0213)), ("bz", dtype(-2 if dtype == S8 else 9)),
+               ("cs", np.float32(0.1093 if op == "QLinearAdd" else 0.4871)), ("cz", dtype(5))]
+        _close_lsb(*_run_both(op, ins, opset=1, domain="com.microsoft", backend=backend))
+    ins = [("ys", np.float32(0.1)), ("yz", dtype(4)), ("a", x), ("as", np.float32(0.1)),
+           ("az", dtype(4)), ("b", y), ("bs", np.float32(0.03)), ("bz", dtype(1))]
+    _close_lsb(*_run_both("QLinearConcat", ins, dict(axis=2), opset=1, domain="com.microsoft",
+                          backend=backend))
+    pool = [("x", x), ("xs", np.float32(0.05)), ("xz", dtype(3)), ("ys", np.float32(0.04)),
+            ("yz", dtype(2))]
+    _close_lsb(*_run_both("QLinearGlobalAveragePool", pool, dict(channels_last=0), opset=1,
+                          domain="com.microsoft", backend=backend))
+    _close_lsb(*_run_both("QLinearAveragePool", pool, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                                           pads=[1, 1, 1, 1]),
+                          opset=1, domain="com.microsoft", backend=backend), exact=0.95)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_qlinear_softmax_matches_onnxruntime(backend, rng):
+    x = _q(rng, (2, 5, 30), U8)
+    ins = [("x", x), ("xs", np.float32(0.1)), ("xz", U8(128)), ("ys", np.float32(1 / 256)),
+           ("yz", U8(0))]
+    _close_lsb(*_run_both("QLinearSoftmax", ins, dict(axis=-1, opset=13), opset=1,
+                          domain="com.microsoft", backend=backend), exact=0.95)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("scale,err", [(0.0, ValidationError), (-1.0, ValidationError),
+                                       (np.nan, ValidationError), (np.inf, ValidationError),
+                                       (np.float32([0.1, 0.2]), ShapeError),
+                                       (np.int32(1), DTypeError)])
+def test_bad_scales(scale, err):
+    x = np.zeros((1, 3, 2, 2), np.float32)
+    with pytest.raises(err, match="scale"):
+        Q.quantize_linear(x, scale, U8(0))
+    with pytest.raises(err, match="scale"):
+        Q.dequantize_linear(x.astype(U8), scale, U8(0))
+
+
+def test_bad_zero_points_and_weights():
+    x = np.zeros((1, 2, 4, 4), U8)
+    w = np.zeros((3, 2, 3, 3), S8)
+    with pytest.raises(DTypeError, match="y_zero_point"):
+        Q.quantize_linear(np.zeros(3, np.float32), 0.1, np.int32(0))
+    with pytest.raises(ShapeError, match="y_zero_point"):
+        Q.quantize_linear(np.zeros((1, 3), np.float32), 0.1, np.zeros(2, U8), axis=1)
+    with pytest.raises(DTypeError, match="x_zero_point"):
+        Q.qlinear_conv2d(x, 0.1, S8(0), w, 0.1, S8(0), 0.1, U8(0))
+    with pytest.raises(ShapeError, match="w_zero_point"):
+        Q.qlinear_conv2d(x, 0.1, U8(0), w, 0.1, np.zeros(2, S8), 0.1, U8(0))
+    with pytest.raises(ShapeError, match="w_scale"):
+        Q.qlinear_conv2d(x, 0.1, U8(0), w, np.ones(4, np.float32), S8(0), 0.1, U8(0))
+    with pytest.raises(DTypeError, match="bias"):
+        Q.qlinear_conv2d(x, 0.1, U8(0), w, 0.1, S8(0), 0.1, U8(0), bias=np.zeros(3, np.int64))
+    with pytest.raises(DTypeError, match="w"):
+        Q.qlinear_conv2d(x, 0.1, U8(0), w.astype(np.float32), 0.1, S8(0), 0.1, U8(0))
+    with pytest.raises(ValidationError, match="a_scale per row and b_scale per column"):
+        Q.qlinear_matmul(np.zeros((2, 3), U8), np.ones(2, np.float32), U8(0),
+                         np.zeros((3, 4), S8), np.ones(4, np.float32), S8(0), 1.0, U8(0))
+
+
+@pytest.mark.parametrize("bad", ["scale_zero", "scale_nan", "zp_shape", "zp_dtype"])
+def test_bad_model_parameters_name_the_node(bad):
+    import edgedl
+    from onnx import helper, numpy_helper
+    xs = {"scale_zero": 0.0, "scale_nan": np.nan}.get(bad, 0.05)
+    xz = {"zp_shape": np.zeros(3, U8), "zp_dtype": np.int32(0)}.get(bad, U8(3))
+    x = np.zeros((1, 2, 4, 4), U8)
+    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in
+             (("xs", np.float32(xs)), ("xz", xz), ("w", np.ones((2, 2, 1, 1), S8)),
+              ("ws", np.float32(0.1)), ("wz", S8(0)), ("ys", np.float32(0.2)),
+              ("yz", U8(0)))]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
+                            ["y"], name="the_qconv")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 2, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", 2, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ModelError, match="the_qconv"):
+        edgedl.InferenceSession(m.SerializeToString()).run(None, {"x": x})
