@@ -64,8 +64,9 @@ class EdgeDLBackend(Backend):
             if not name:
                 continue
             arr = np.asarray(arr)
-            vis.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+            to_elem = getattr(helper, "np_dtype_to_tensor_dtype", None)   # onnx >= 1.13
+            elem = to_elem(arr.dtype) if to_elem else onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[arr.dtype]
+            vis.append(helper.make_tensor_value_info(name, elem, arr.shape))
             feed[name] = arr
         outs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
         graph = helper.make_graph([node], "run_node", vis, outs)
