@@ -2,15 +2,15 @@
 
 onnxruntime is a test dependency only; edgedl itself never imports it.
 """
-import numpy as np
 import pytest
+
+from onnx_compat import elem_type
 
 _NP2ONNX = None
 
 
 def _onnx_type(dtype):
-    import onnx
-    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return elem_type(dtype)
 
 
 def single_node_model(op_type, inputs, attrs=None, opset=17, n_outputs=1, output_dtypes=None,

@@ -17,13 +17,25 @@ CASES = selected_cases()
 EXCLUDED = excluded()
 
 
+def _onnx_version():
+    import onnx
+    return tuple(int(p) for p in onnx.__version__.split(".")[:2])
+
+
+# The list is kept against the onnx of the [test] extra (>= 1.14, 532 cases selected). Debian
+# bookworm's onnx 1.12 (the 32-bit ARM test tool) has 369 of them and lacks some excluded ones.
+CURRENT_ONNX = _onnx_version() >= (1, 14)
+
+
 def test_pass_rate_and_allow_list():
     names = {c.name for c in CASES}
     stale = sorted(set(EXCLUDED) - names)
-    assert not stale, f"conformance_excluded.txt names cases that are not selected: {stale}"
+    if CURRENT_ONNX:
+        assert not stale, f"conformance_excluded.txt names cases that are not selected: {stale}"
     assert all(EXCLUDED.values()), "every excluded case needs a reason"
-    assert len(CASES) >= 400, f"only {len(CASES)} onnx node cases selected"
-    rate = 1 - len(EXCLUDED) / len(CASES)
+    least = 400 if CURRENT_ONNX else 350
+    assert len(CASES) >= least, f"only {len(CASES)} onnx node cases selected"
+    rate = 1 - len(set(EXCLUDED) & names) / len(CASES)
     assert rate >= 0.95, f"only {rate:.1%} of {len(CASES)} cases are not excluded"
 
 
@@ -58,10 +70,12 @@ def _light_models():
 
 # the biggest light models take seconds on the NumPy paths; keep the quick ones
 _LIGHT = [p for p in _light_models() if not any(k in p for k in ("vgg19", "alexnet",
-                                                                 "zfnet512"))]
+                                                                 "zfnet512"))] or [
+    pytest.param(None, marks=pytest.mark.skip(
+        reason="this onnx package ships no backend/test/data/light models (Debian's does not)"))]
 
 
-@pytest.mark.parametrize("path", _LIGHT, ids=lambda p: os.path.basename(p)[6:-5])
+@pytest.mark.parametrize("path", _LIGHT, ids=lambda p: os.path.basename(p)[6:-5] if p else "none")
 def test_light_model(path):
     """onnx's "light" model-zoo cases (weights from ConstantOfShape), fed as onnx's runner
     feeds them (arange / n), against the expected outputs shipped in the wheel."""

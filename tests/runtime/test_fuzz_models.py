@@ -31,6 +31,9 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))           # tests/ (conftest's shared_path)
+from onnx_compat import needs_onnx, np_dtype  # noqa: E402
+
+pytestmark = needs_onnx(why="the fuzzer mutates the models with the onnx package")
 
 #: (model file, weight): the cheap models more often, so the default run stays short.
 MODELS = [("yunet_n_320.onnx", 4), ("ultraface_rfb320.onnx", 3), ("fastestdet.onnx", 2),
@@ -242,7 +245,7 @@ def _feed(sess, rng):
     for i in sess.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in (i.shape or [])]
         elem = onnx.TensorProto.DataType.Value(i.type[len("tensor("):-1].upper())
-        dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        dt = np_dtype(elem)
         if int(np.prod(shape, dtype=np.float64)) * dt.itemsize > FEED_MAX_BYTES:
             return None
         if dt.kind == "f":

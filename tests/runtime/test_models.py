@@ -1,9 +1,9 @@
 """The four shared detectors on the shared images, every backend, against onnxruntime:
-max |edgedl - ORT| <= 1e-3 * max(1, max |ORT|) on every output (issue 4, section 6)."""
+max |edgedl - ORT| <= 1e-3 * max(1, max |ORT|) on every output (issue 4, section 6).
+The tests that do not compare with onnxruntime run without it and without onnx (32-bit ARM)."""
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx")
 PIL = pytest.importorskip("PIL.Image")
 
 import edgedl  # noqa: E402
@@ -50,7 +50,8 @@ _ort_cache, _sess_cache = {}, {}
 def _ort(shared_dir, model, image):
     key = (model, image)
     if key not in _ort_cache:
-        import onnx
+        pytest.importorskip("onnxruntime", reason="onnxruntime (the oracle) is not installed")
+        onnx = pytest.importorskip("onnx")
         path = shared_dir / "models" / f"{model}.onnx"
         sess = ort_session(onnx.load(str(path)))
         x = preprocess(model, _rgb(shared_dir / "images" / image))
@@ -89,11 +90,11 @@ def test_model_api_and_plan_reuse(shared_dir):
     assert inp.name == "input" and inp.shape == [1, 3, 320, 320]
     assert inp.type == "tensor(float)"
     assert [o.name for o in sess.get_outputs()][:3] == ["cls_8", "cls_16", "cls_32"]
-    x, ref = _ort(shared_dir, "yunet_n_320", "astronaut.png")
+    x = preprocess("yunet_n_320", _rgb(shared_dir / "images" / "astronaut.png"))
     a = sess.run(["obj_16", "cls_8"], {"input": x})
     b = sess.run(["obj_16", "cls_8"], {"input": x})      # second run: cached plan
     np.testing.assert_array_equal(a[0], b[0])
-    assert a[1].shape == ref["cls_8"].shape
+    assert a[1].shape == (1, 1600, 1)                    # the stride-8 grid: 40 x 40 cells
     a[0][...] = -1                                       # outputs belong to the caller
     np.testing.assert_array_equal(sess.run(["obj_16"], {"input": x})[0], b[0])
 

@@ -22,6 +22,12 @@ def test_schema_table_matches_onnx():
     with open(pathlib.Path(G.__file__).with_name("op_schemas.json")) as f:
         stored = json.load(f)
     fresh = json.loads(json.dumps(gen_op_schemas.table()))
+    last = fresh["onnx_opset_version"]
+    if last < stored["onnx_opset_version"]:
+        # an older onnx (Debian's 1.12 on 32-bit ARM, opset 17): its schemas are the table's
+        # versions up to its opset
+        stored["ops"] = {op: [v for v in vs if v[0] <= last] for op, vs in stored["ops"].items()}
+        stored["ops"] = {op: vs for op, vs in stored["ops"].items() if vs}
     assert stored["ops"] == fresh["ops"], (
         "edgedl/onnx/op_schemas.json is stale: run python tools/gen_op_schemas.py")
 

@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ import pytest
 from edgedl import _memory
 from edgedl.errors import ModelError, ResourceError
 from edgedl.onnx import proto as P
+from onnx_compat import np_dtype, onnx_version
 
 try:
     import onnx
@@ -58,7 +58,10 @@ def _same_scalar(a, b):
 def assert_same(mine, theirs, path="model"):
     """Every field of edgedl's message equals onnx's (presence, values, nested messages)."""
     assert type(mine).__name__ == type(theirs).__name__, path
+    known = theirs.DESCRIPTOR.fields_by_name if hasattr(theirs, "DESCRIPTOR") else None
     for name, kind, rep, _ in type(mine)._FIELDS.values():
+        if known is not None and name not in known:
+            continue                      # a field newer than this onnx (1.12 on 32-bit ARM)
         where = f"{path}.{name}"
         m, t = getattr(mine, name), getattr(theirs, name)
         if rep == P._SINGLE:
@@ -212,10 +215,8 @@ def test_runtime_graph_and_session_same_from_both_readers(shared_dir, monkeypatc
 
 
 def _node_cases():
-    from onnx.backend.test.case.node import collect_testcases
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return collect_testcases()
+    from onnx_conformance import node_cases
+    return node_cases()
 
 
 @needs_onnx
@@ -223,7 +224,7 @@ def test_onnx_node_cases_match_onnx():
     """Every node test case onnx generates (~1900 models: every op, attribute type and
     tensor data type of the spec), and the arrays of their data sets as TensorProtos."""
     cases = _node_cases()
-    assert len(cases) > 1000
+    assert len(cases) > (1000 if onnx_version() >= (1, 14) else 900)   # 924 in onnx 1.12
     dtypes = set()
     for c in cases:
         check_model_bytes(c.model.SerializeToString(), c.name)
@@ -263,7 +264,7 @@ def test_onnx_backend_data_files_match_onnx():
 def _values(dt, rng):
     if dt == T.STRING:
         return np.array(["", "a", "ünï", "x" * 40, "b", "c"], dtype=object).reshape(2, 3)
-    npdt = helper.tensor_dtype_to_np_dtype(dt)
+    npdt = np_dtype(dt)
     if npdt.kind == "b":
         return rng.integers(0, 2, (2, 3)).astype(bool)
     if npdt.kind in "iu":
@@ -289,11 +290,16 @@ ENCODINGS = [(dt, raw) for dt in SUPPORTED for raw in (False, True)
 @pytest.mark.parametrize("dt,raw", ENCODINGS, ids=[
     f"{T.DataType.Name(d)}-{'raw' if r else 'typed'}" for d, r in ENCODINGS])
 def test_every_data_type_and_encoding(dt, raw, rng):
+    if dt in (T.COMPLEX64, T.COMPLEX128) and not raw and onnx_version() < (1, 14):
+        pytest.skip("onnx 1.12's numpy_helper.to_array (the oracle) cannot decode typed complex")
     v = _values(dt, rng)
     if raw:
         t = numpy_helper.from_array(v, "t")
     else:
-        t = helper.make_tensor("t", dt, v.shape, v.flatten().tolist(), raw=False)
+        vals = v.flatten().tolist()
+        if dt == T.STRING:                # bytes: onnx 1.12 takes no str
+            vals = [x.encode() for x in vals]
+        t = helper.make_tensor("t", dt, v.shape, vals, raw=False)
     for variant in (t, _zero_size(t)):
         data = variant.SerializeToString()
         mine = P.parse(P.TensorProto, data)
@@ -330,7 +336,11 @@ def test_int32_data_carries_small_types_as_onnx_does():
         got, want = P.to_array(mine), numpy_helper.to_array(t)
         assert got.dtype == want.dtype
         if dt == T.BOOL:                 # onnx keeps the byte (a bool holding 2); edgedl 0/1
-            assert np.array_equal(got, want.view(np.uint8) != 0)
+            # an older onnx (1.12) takes any nonzero int32 as True (256 too): there compare
+            # only the values that fit a byte
+            wraps = want.view(np.uint8)[vals.index(256)] == 0
+            byte = slice(None) if wraps else np.array(vals) % 256 == vals
+            assert np.array_equal(got[byte], want.view(np.uint8)[byte] != 0)
         else:
             assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
 
@@ -497,7 +507,8 @@ def test_subgraphs_and_attribute_values():
         floats=[0.5, -1e30], ints=[-1, 1 << 40], strings=["a", "b"], tensors=[t, t],
         graphs=[inner, mid], sparse_tensor=sp,
         tp=helper.make_tensor_type_proto(T.FLOAT, ["N", 3]))
-    node.attribute.append(helper.make_attribute_ref("r", onnx.AttributeProto.INT))
+    node.attribute.append(onnx.AttributeProto(name="r", ref_attr_name="r",
+                                              type=onnx.AttributeProto.INT))
     g = helper.make_graph([node], "main", [helper.make_tensor_value_info("x", 1, ["N", 3])],
                           [helper.make_tensor_value_info("y", 1, None)], [t])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
