@@ -7,6 +7,8 @@
 #   bash tools/test-arm.sh cross           # 3. CMake cross-build on the host, disassembly check,
 #                                          #    kernel tests of those modules in emulated arm64
 #   bash tools/test-arm.sh startup         # 4. start-up figures in emulated arm64 (not run by default)
+#   bash tools/test-arm.sh wheels [ARGS]   # issue 17 item 2: the wheels and sdist in fresh roots
+#                                          #    (tools/test-arm-wheels.sh; not run by default)
 #
 # Needs root, Debian's apt and PyPI. The emulated roots are built by arm_chroot.sh (from
 # $EDGEDL_SHARED/tools or ../shared/tools beside the repo) on first use: ~8 min and ~1 GB each,
@@ -31,10 +33,13 @@ ARM_PYTEST=${ARM_PYTEST:-tests}
 ARM_PYTEST_HF=${ARM_PYTEST_HF:-$ARM_PYTEST}
 # Host-downloaded wheels for the venvs (arm_chroot.sh adds them to its defaults' venv).
 PIP_ARM64="numpy numba onnxruntime onnx cython pytest setuptools wheel pytest-benchmark hypothesis Pillow"
+PIP_ARM64="$PIP_ARM64 pyflakes radon opencv-python-headless av dask[distributed] tqdm"   # the rest of [test]
 PIP_ARMHF="pytest cython>=3.0 setuptools wheel pytest-benchmark hypothesis"   # Debian's cython3 is 0.29
 # libgomp1: the extensions use OpenMP (Raspberry Pi OS has it; a minimal Debian root does not).
 APT_ARM64="libgomp1"
-APT_ARMHF="libgomp1 python3-pil"                  # PyPI has no armv7 Pillow wheels
+# PyPI has no armv7 wheels of Pillow or onnx: Debian's (onnx 1.12) are the tests' model writer;
+# edgedl itself never imports onnx (do_armhf checks a model and the demo run with it blocked).
+APT_ARMHF="libgomp1 python3-pil python3-onnx"
 
 log() { printf '\n[test-arm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # arm ARCH CMD...: arm_chroot.sh with that architecture's settings.
@@ -90,14 +95,20 @@ do_armhf() {
     log "armhf: removing Debian's python3-numba (the target has no numba)"
     arm armhf exec apt-get remove -y -qq python3-numba python3-llvmlite >/dev/null
   fi
-  # onnx is absent here: tests/conftest.py leaves out the folders that need it.
+  # Debian's python3-onnx (1.12) is there for the tests, which write their models with it;
+  # the tests that need a newer onnx, onnxruntime (the oracle) or numba skip, saying so.
   install_and_test armhf "" "--no-build-isolation" 0 "$ARM_PYTEST_HF"
 
-  log "armhf: numba absent; a model loads and runs without the onnx package; the demo"
+  log "armhf: numba absent; with onnx (and protobuf) blocked: a model loads and runs, the demo"
   arm armhf run '
     cd /tmp
     python - <<EOF
-import io, os, sys
+import importlib.abc, io, os, runpy, sys
+class Blocked(importlib.abc.MetaPathFinder):   # as if onnx were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "onnx" or name.startswith("google.protobuf"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+sys.meta_path.insert(0, Blocked())
 import numpy as np, edgedl
 s = io.StringIO(); edgedl.show_config(s); print(s.getvalue())
 assert "numba" not in edgedl.backends() and "cython" in edgedl.backends(), edgedl.backends()
@@ -105,10 +116,16 @@ assert "backend numba   MISSING" in s.getvalue()
 model = os.path.join(os.path.dirname(edgedl.__file__), "data", "fastestdet.onnx")
 sess = edgedl.InferenceSession(model)
 y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 352, 352), np.float32)})[0]
-print("fastestdet output", y.shape, "onnx imported:", "onnx" in sys.modules)
-assert "onnx" not in sys.modules
-EOF
-    edgedl detect'
+print("fastestdet output", y.shape)
+sys.argv = ["edgedl", "detect"]
+try:
+    runpy.run_module("edgedl", run_name="__main__")
+except SystemExit as e:
+    assert not e.code, e.code
+bad = sorted(m for m in sys.modules if m.split(".")[0] == "onnx" or m.startswith("google.protobuf"))
+assert not bad, bad
+print("the model and the demo ran with onnx blocked")
+EOF'
 }
 
 do_cross() {
@@ -223,7 +240,8 @@ main() {
     armhf) do_armhf ;;
     cross) do_cross ;;
     startup) do_startup ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    wheels) shift; bash "$REPO/tools/test-arm-wheels.sh" "$@" ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
   esac
   log "test-arm.sh $what: OK in $((SECONDS - t0)) s"
 }
