@@ -1,4 +1,4 @@
-"""The aarch64 extension modules use only baseline ARMv8-A instructions (issue 6, item 3).
+"""The ARM extension modules use only baseline instructions (issue 6 item 3, issue 17 item 1).
 
 A Raspberry Pi 4 (Cortex-A72, ARMv8.0-A + CRC, no crypto) has no LSE atomics, RDM, FP16
 arithmetic, dot product, RCpc, SVE... A module using one of them dies with SIGILL there.
@@ -7,7 +7,15 @@ The check disassembles every aarch64 module found in:
   CMake cross-build and to the modules ``pip install .`` built in the emulated root), or
   ``build-arm64/edgedl/_cy`` of the repo;
 - the imported ``edgedl._cy`` package itself when running on aarch64.
-It is skipped with a message when there is no such module or no aarch64 objdump.
+- the wheels named by ``$EDGEDL_WHEELS`` (wheel files or folders of them, ``os.pathsep``-
+  separated; tools/build-wheels.sh sets it): each is unpacked and every aarch64 and 32-bit ARM
+  shared object in it is checked, the vendored libgomp included.
+It is skipped with a message when there is no such module or no objdump for it.
+
+32-bit ARM (armv7l wheels, Debian armhf) must stay within ARMv7-A + VFPv3 (+ NEON): no ARMv8
+AArch32 additions (VMAXNM, VRINT*, VSEL, LDA/STL, CRC32, crypto), no VFPv4 fused
+multiply-add, no half-precision conversions and no ARMv7VE integer divide, which a Pi 2's
+Cortex-A7 has but the armv7-a baseline (and Debian's own builds) do not assume.
 
 gcc's default ``-moutline-atomics`` links small ``__aarch64_*`` helpers (cas, swp, ldadd...)
 that test ``__aarch64_have_lse_atomics`` at run time and otherwise use LL/SC (ldxr/stxr): LSE
@@ -19,11 +27,13 @@ import platform
 import re
 import shutil
 import subprocess
+import zipfile
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EM_AARCH64 = 183
+EM_ARM = 40
 
 _LSE = re.compile(r"^(casp?|swp|ld(add|clr|eor|set|[su]m(ax|in))|st(add|clr|eor|set|[su]m(ax|in)))"
                   r"(a|al|l)?(b|h)?$")
@@ -45,6 +55,9 @@ _HALF = re.compile(r"\bh\d+\b|\.[48]h\b")         # FP16 operands (scalar h0, ve
 _SVE = re.compile(r"\bz\d+\.[bhsdq]\b|\bp\d+/[zm]\b")
 _FUNC = re.compile(r"^[0-9a-f]+ <(.+)>:$")
 _INSN = re.compile(r"^\s*[0-9a-f]+:\s+(?:[0-9a-f]{8}\s+)?([a-z][a-z0-9.]*)\s*(.*)$")
+# 32-bit ARM: Thumb-2 words are printed as "f8d3 1234" (with raw bytes), or just the mnemonic
+_INSN_ARM32 = re.compile(r"^\s*[0-9a-f]+:\s+(?:[0-9a-f]{4,8}(?: [0-9a-f]{4})?\s+)?"
+                         r"([a-z][a-z0-9.]*)\s*(.*)$")
 
 
 def classify(mnemonic, operands=""):
@@ -64,6 +77,44 @@ def classify(mnemonic, operands=""):
     if m.startswith("f") and not m.startswith("fcvt") and _HALF.search(operands):
         return "v8.2 FP16 arithmetic"
     return None
+
+
+_ARM32_V8 = re.compile(r"^(vmaxnm|vminnm|vrint[anpmxzr]|vsel(eq|ge|gt|vs)|vcvt[anpm]|"
+                       r"ld(a|aex)[bhd]?|st(l|lex)[bhd]?|sevl|hlt|dcps[123])$")
+
+
+def classify_arm32(mnemonic, operands=""):
+    """Why this 32-bit ARM instruction is beyond ARMv7-A + VFPv3 + NEON, or None if it is not."""
+    m = mnemonic.split(".")[0]
+    if _ARM32_V8.match(m):
+        return "ARMv8 AArch32"
+    if m.startswith(("aes", "sha1", "sha256")) or (m == "vmull" and ".p64" in mnemonic):
+        return "ARMv8 crypto"
+    if m.startswith("crc32"):
+        return "ARMv8 CRC32"
+    if m in ("vfma", "vfms", "vfnma", "vfnms"):
+        return "VFPv4 fused multiply-add"
+    if m in ("vcvtb", "vcvtt") or (m == "vcvt" and ".f16" in mnemonic):
+        return "half-precision extension"
+    if m in ("sdiv", "udiv"):
+        return "ARMv7VE integer divide"
+    return None
+
+
+def scan_arm32(disassembly):
+    """[(function, instruction, why)] for every 32-bit ARM instruction beyond the baseline."""
+    bad, func = [], "?"
+    for line in disassembly.splitlines():
+        f = _FUNC.match(line)
+        if f:
+            func = f.group(1)
+            continue
+        i = _INSN_ARM32.match(line)
+        if i:
+            why = classify_arm32(i.group(1), i.group(2))
+            if why is not None:
+                bad.append((func, f"{i.group(1)} {i.group(2)}".strip(), why))
+    return bad
 
 
 def scan(disassembly):
@@ -167,23 +218,89 @@ def test_scan_allows_lse_only_in_outline_helpers():
     assert bad == [("kernel", "ldaddal w0, w1, [x2]", "v8.1 LSE atomic")]
 
 
+@pytest.mark.parametrize("insn, ops, bad", [
+    ("vadd.f32", "d0, d1, d2", False), ("vmla.f32", "q0, q1, q2", False),
+    ("vcvt.s32.f32", "s0, s0", False), ("vcvtr.s32.f32", "s0, s0", False), ("ldrex", "r0, [r1]", False),
+    ("strexd", "r0, r2, r3, [r1]", False), ("dmb", "ish", False), ("vsqrt.f32", "s0, s1", False),
+    ("vmaxnm.f32", "s0, s1, s2", True), ("vrintz.f32", "s0, s1", True), ("vseleq.f32", "s0, s1, s2", True),
+    ("vcvta.s32.f32", "s0, s1", True), ("lda", "r0, [r1]", True), ("stlex", "r2, r0, [r1]", True),
+    ("crc32w", "r0, r0, r1", True), ("aese.8", "q0, q1", True), ("vfma.f32", "d0, d1, d2", True),
+    ("vcvtb.f32.f16", "s0, s1", True), ("vcvt.f16.f32", "d0, q1", True), ("sdiv", "r0, r1, r2", True),
+])
+def test_classify_arm32(insn, ops, bad):
+    assert (classify_arm32(insn, ops) is not None) == bad, (insn, ops, classify_arm32(insn, ops))
+
+
 # ---------------------------------------------------------------- the built modules
+def _check(mods, machine):
+    """Disassembly problems of the modules of one architecture (skips without an objdump)."""
+    if machine == EM_AARCH64:
+        objdump, kind = _objdump(), "aarch64"
+    else:
+        objdump, kind = shutil.which("arm-linux-gnueabihf-objdump") or shutil.which("llvm-objdump"), "arm"
+    if objdump is None:
+        pytest.skip(f"no {kind} objdump (apt-get install binutils-{'aarch64-linux-gnu' if kind == 'aarch64' else 'arm-linux-gnueabihf'})")
+    problems = []
+    for so in mods:
+        out = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(so)], capture_output=True,
+                             text=True, check=True).stdout
+        if machine == EM_AARCH64:
+            assert any(_INSN.match(l) for l in out.splitlines()), f"no instructions in {so}"
+            bad, helpers = scan(out)
+            problems += [f"{so.name}: {h} uses LSE with no LL/SC fallback"
+                         for h, ok in helpers.items() if not ok]
+        else:
+            assert any(_INSN_ARM32.match(l) for l in out.splitlines()), f"no instructions in {so}"
+            bad = scan_arm32(out)
+        problems += [f"{so.name}: {fn}: {insn} ({why})" for fn, insn, why in bad[:20]]
+    return problems
+
+
 def test_aarch64_modules_are_baseline_armv8():
     mods = _modules()
     if not mods:
         pytest.skip("no aarch64 extension modules to check: cross-build them with "
                     "`bash tools/test-arm.sh cross` (or cmake -DCMAKE_TOOLCHAIN_FILE="
                     "cmake/aarch64-linux-gnu.cmake -B build-arm64) or set EDGEDL_ARM_BUILD")
-    objdump = _objdump()
-    if objdump is None:
-        pytest.skip("no aarch64 objdump (apt-get install binutils-aarch64-linux-gnu)")
-    problems = []
-    for so in mods:
-        out = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(so)], capture_output=True,
-                             text=True, check=True).stdout
-        assert any(_INSN.match(l) for l in out.splitlines()), f"no instructions in {so}"
-        bad, helpers = scan(out)
-        problems += [f"{so.name}: {fn}: {insn} ({why})" for fn, insn, why in bad[:20]]
-        problems += [f"{so.name}: {h} uses LSE with no LL/SC fallback"
-                     for h, ok in helpers.items() if not ok]
+    problems = _check(mods, EM_AARCH64)
     assert not problems, "non-baseline ARMv8 instructions:\n" + "\n".join(problems)
+
+
+def _wheels():
+    found = []
+    for entry in os.environ.get("EDGEDL_WHEELS", "").split(os.pathsep):
+        p = pathlib.Path(entry) if entry else None
+        if p is not None and p.is_dir():
+            found += sorted(p.glob("*.whl"))
+        elif p is not None and p.suffix == ".whl":
+            found.append(p)
+    return found
+
+
+@pytest.fixture(scope="module")
+def wheel_objects(tmp_path_factory):
+    """{ELF machine: [shared objects]} of the ARM wheels in $EDGEDL_WHEELS, unpacked."""
+    wheels = _wheels()
+    if not wheels:
+        pytest.skip("no wheels to check: set EDGEDL_WHEELS to wheel files or folders "
+                    "(tools/build-wheels.sh does, after building them into dist/)")
+    by_machine = {}
+    for whl in wheels:
+        dest = tmp_path_factory.mktemp(whl.stem[:40])
+        with zipfile.ZipFile(whl) as z:
+            z.extractall(dest)
+        for so in dest.rglob("*.so*"):
+            if so.is_file():
+                by_machine.setdefault(_elf_machine(so), []).append(so)
+    return by_machine
+
+
+@pytest.mark.parametrize("machine", [EM_AARCH64, EM_ARM], ids=["aarch64", "armv7l"])
+def test_wheel_objects_are_baseline(wheel_objects, machine):
+    """Every aarch64 / armv7l shared object of the wheels, vendored libraries included."""
+    mods = wheel_objects.get(machine)
+    if not mods:
+        pytest.skip(f"no {'aarch64' if machine == EM_AARCH64 else 'armv7l'} wheel in $EDGEDL_WHEELS")
+    assert any(m.name.startswith("conv.") for m in mods), [m.name for m in mods]
+    problems = _check(mods, machine)
+    assert not problems, "non-baseline instructions in the wheels:\n" + "\n".join(problems)
