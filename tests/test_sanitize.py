@@ -173,7 +173,7 @@ def _check(r, backend):
 def _build_key(cc):
     """Hash of everything the instrumented conv module is built from (not the other .pyx)."""
     h = hashlib.sha256()
-    src = sorted(p for p in (REPO / "src_cy").iterdir() if p.suffix in (".pxd", ".h"))
+    src = sorted(p for p in (REPO / "src_cy").iterdir() if p.suffix in (".pxd", ".h", ".txt", ".py"))
     for p in [REPO / "setup.py", REPO / "src_cy" / "conv.pyx"] + src:
         h.update(p.name.encode() + p.read_bytes())
     import Cython
