@@ -1,5 +1,6 @@
 """Graph rewrites done once at load (they do not depend on input shapes), in this order:
 
+0. QDQ patterns onto integer kernels (qdq.py);
 1. constant folding: a node whose inputs are all constants is evaluated once (exporters that
    write weights as ConstantOfShape, Unsqueeze'd or Cast constants, e.g. the onnx wheel's
    classic CNNs, then look like any other model to the folds below);
@@ -27,102 +28,19 @@ from ..kernels.activation_table import BY_ONNX
 from .graph import Node
 from .ops.nn import bn_coefficients
 from .plan import evaluate_constant
-
-
-class _Rewriter:
-    def __init__(self, graph):
-        self.g = graph
-        self.outputs = {o.name for o in graph.outputs}
-        # A rewrite marks nodes removed / replaced and updates cons / prod for just those
-        # nodes; g.nodes is rebuilt once per pass (compact). Editing the list and rebuilding
-        # the maps per rewrite made loading quadratic: 4000 fused SiLUs took 80 s.
-        self.removed = set()
-        self.swap = {}           # replaced node -> the node taking its place
-        self.refresh()
-
-    def refresh(self):
-        self.cons = self.g.consumers()
-        self.prod = self.g.producers()
-
-    def forget(self, nodes):
-        """Take nodes out of cons / prod (before they change or go)."""
-        for n in nodes:
-            for i in set(n.inputs):
-                if i in self.cons:
-                    self.cons[i] = [c for c in self.cons[i] if c is not n]
-            for o in n.outputs:
-                if o and self.prod.get(o) is n:
-                    del self.prod[o]
-
-    def learn(self, nodes):
-        """Put new or changed nodes into cons / prod."""
-        for n in nodes:
-            for i in n.inputs:
-                if i:
-                    self.cons.setdefault(i, []).append(n)
-            for o in n.outputs:
-                if o:
-                    self.prod[o] = n
-
-    def compact(self):
-        """Apply this pass's replacements and removals to g.nodes in one sweep."""
-        nodes = []
-        for n in self.g.nodes:
-            while n in self.swap:
-                n = self.swap[n]
-            if n not in self.removed:
-                nodes.append(n)
-        self.g.nodes = nodes
-        self.swap.clear()
-
-    def only_reader(self, value):
-        """The single node reading ``value`` (None if 0 or >1 readers, or a graph output)."""
-        if value in self.outputs:
-            return None
-        c = self.cons.get(value, [])
-        return c[0] if len(c) == 1 else None
-
-    def const(self, name):
-        return self.g.consts.get(name) if name else None
-
-    def scalar(self, name):
-        v = self.const(name)
-        if v is None or v.size != 1 or v.dtype.kind not in "fiu":
-            return None
-        return float(v.reshape(-1)[0])
-
-    def other_input(self, node, value):
-        """For a binary node reading ``value``: its other input name (None if both are it)."""
-        a, b = node.inputs[:2]
-        if a == value and b != value:
-            return b
-        if b == value and a != value:
-            return a
-        return None
-
-    def absorb(self, keep, gone):
-        """``keep`` takes over ``gone``'s (its only reader's) output; ``gone`` is removed."""
-        self.forget([keep, gone])
-        keep.outputs = list(gone.outputs[:1])
-        self.learn([keep])
-        self.removed.add(gone)
-
-
-def _replace(rw, remove, new_node, at):
-    """``new_node`` takes ``at``'s place in the order; the other ``remove`` nodes go."""
-    rw.forget(remove)
-    rw.learn([new_node])
-    rw.removed.update(remove)
-    rw.swap[at] = new_node
-
-
-def _near(v, want):
-    return v is not None and abs(v - want) <= 1e-6 * max(1.0, abs(want))
+from .qdq import rewrite_qdq
+from .rewriter import Rewriter, near as _near, replace as _replace
 
 
 # ----------------------------------------------------------------------------- 1. constants
 #: Ops that must not be evaluated once: their value differs from run to run.
 _NOT_FOLDED = {"RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _read(rw, node):
+    """Does anything read the node's outputs? (A QDQ rewrite leaves its weights' DQ nodes
+    unread: folding them would make float copies of int8 weights.)"""
+    return any(o in rw.outputs or rw.cons.get(o) for o in node.outputs if o)
 
 
 def fold_constants(rw):
@@ -132,7 +50,7 @@ def fold_constants(rw):
     for node in g.nodes:
         ins = [i for i in node.inputs if i]
         if not ins or node.op_type in _NOT_FOLDED or node.domain or \
-                any(i not in g.consts for i in ins):
+                any(i not in g.consts for i in ins) or not _read(rw, node):
             continue
         values = evaluate_constant(g, node)
         for o, v in zip(node.outputs, values):
@@ -559,7 +477,7 @@ def fuse_pad_into_avgpool(rw):
 
 
 #: The rewrites in order (each a pass over the graph; see the module docstring).
-REWRITES = (fold_constants, fold_affine_into_conv, batchnorm_to_scale_shift,
+REWRITES = (rewrite_qdq, fold_constants, fold_affine_into_conv, batchnorm_to_scale_shift,
             rewrite_activations, fuse_epilogue_activations, fuse_transposed_softmax,
             fuse_pad_into_avgpool)
 
@@ -573,7 +491,7 @@ def optimize(graph, fuse=True):
     """Apply the rewrites in place; returns the graph."""
     if not fuse:
         return graph
-    rw = _Rewriter(graph)
+    rw = Rewriter(graph)
     for rewrite in REWRITES:
         rewrite(rw)
         rw.compact()
