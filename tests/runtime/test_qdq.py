@@ -1,0 +1,145 @@
+"""QDQ patterns rewritten onto integer ops at load (edgedl/onnx/qdq.py), each checked against
+onnxruntime (which runs its own QDQ transformer) on every backend, and the patterns that must
+keep their float ops (16-bit, per-tensor parameters computed at run time, a mismatched bias
+scale) still right."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+import edgedl  # noqa: E402
+from ort_util import ort_session  # noqa: E402
+from test_synthetic import _model, _vi  # noqa: E402
+
+U8 = TensorProto.UINT8
+
+
+def _q_dq(prefix, scale, zero, dtype=np.uint8):
+    return [(f"{prefix}_s", np.array(scale, np.float32)), (f"{prefix}_z", np.array(zero, dtype))]
+
+
+def _conv_model(rng, per_channel=True, bias=True, bias_scale=1.0, q_zero=True):
+    c_in, c_out = 3, 4
+    w = rng.integers(-100, 100, (c_out, c_in, 3, 3)).astype(np.int8)
+    ws = rng.uniform(0.002, 0.01, c_out if per_channel else ()).astype(np.float32)
+    inits = _q_dq("x", 0.02, 128) + [("w", w), ("w_s", ws),
+                                      ("w_z", np.zeros(ws.shape, np.int8))]
+    inits += _q_dq("y", 0.05, 100)
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "w_s", "w_z"], ["wf"], axis=0)]
+    conv_in = ["xf", "wf"]
+    if bias:
+        inits += [("b", rng.integers(-2000, 2000, c_out).astype(np.int32)),
+                  ("b_s", (np.float32(0.02) * ws * np.float32(bias_scale)).astype(np.float32)
+                   .reshape(-1))]
+        nodes.append(helper.make_node("DequantizeLinear", ["b", "b_s"], ["bf"], axis=0))
+        conv_in.append("bf")
+    nodes.append(helper.make_node("Conv", conv_in, ["yf"], pads=[1, 1, 1, 1]))
+    q_in = ["yf", "y_s", "y_z"] if q_zero else ["yf", "y_s"]
+    nodes.append(helper.make_node("QuantizeLinear", q_in, ["yq"]))
+    return _model(nodes, [_vi("xq", [1, c_in, 6, 7], U8)], [_vi("yq", None, U8)], inits)
+
+
+def _run_both(model, feed, backend, equal=0.999):
+    sess = edgedl.InferenceSession(model.SerializeToString(), backend=backend)
+    ref = ort_session(model).run(None, feed)
+    sess.run(None, feed)
+    got = sess.run(None, feed)
+    for g, r in zip(got, ref):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        diff = np.abs(g.astype(np.int32) - r.astype(np.int32)) if g.dtype.kind in "iu" \
+            else np.abs(g - r)
+        assert diff.max() <= 1, diff.max()          # one LSB at most
+        assert (diff == 0).mean() >= equal
+    return sess
+
+
+def _ops(sess):
+    return sorted(n.key for n in sess._graph.nodes)
+
+
+@pytest.mark.parametrize("per_channel, bias, q_zero", [(True, True, True), (False, True, True),
+                                                       (True, False, True),
+                                                       (False, False, False)])
+def test_conv_becomes_qlinear_conv(backend, rng, per_channel, bias, q_zero):
+    m = _conv_model(rng, per_channel, bias, q_zero=q_zero)
+    x = rng.integers(0, 256, (1, 3, 6, 7)).astype(np.uint8)
+    s = _run_both(m, {"xq": x}, backend)
+    assert _ops(s) == ["QLinearConv"]
+    # the weights stay int8 constants: no float copy of them in the graph
+    assert all(v.dtype != np.float32 or v.size < 8 for v in s._graph.consts.values())
+
+
+def test_a_bias_of_another_scale_keeps_the_float_path(backend, rng):
+    m = _conv_model(rng, bias_scale=1.5)
+    x = rng.integers(0, 256, (1, 3, 6, 7)).astype(np.uint8)
+    s = _run_both(m, {"xq": x}, backend)
+    assert "Conv" in _ops(s) and "QLinearConv" not in _ops(s)
+
+
+def _chain_model(op, **attrs):
+    """DQ(a) [, DQ(b)] -> op -> Q, parameters per tensor."""
+    two = op in ("Add", "Mul", "Concat")
+    inits = _q_dq("a", 0.03, 120) + _q_dq("b", 0.05, 90) + _q_dq("y", 0.04, 110)
+    nodes = [helper.make_node("DequantizeLinear", ["aq", "a_s", "a_z"], ["af"])]
+    ins = ["af"]
+    if two:
+        nodes.append(helper.make_node("DequantizeLinear", ["bq", "b_s", "b_z"], ["bf"]))
+        ins.append("bf")
+    if op == "Reshape":
+        inits.append(("shape", np.array([1, -1], np.int64)))
+        ins.append("shape")
+        inits = [(n, v) for n, v in inits if not n.startswith("y")] + \
+            _q_dq("y", 0.03, 120)              # a mover: the same parameters on both sides
+    if op == "MaxPool":
+        inits = [(n, v) for n, v in inits if not n.startswith("y")] + _q_dq("y", 0.03, 120)
+    nodes += [helper.make_node(op, ins, ["yf"], **attrs),
+              helper.make_node("QuantizeLinear", ["yf", "y_s", "y_z"], ["yq"])]
+    inputs = [_vi("aq", [1, 4, 5, 6], U8)] + ([_vi("bq", [1, 4, 5, 6], U8)] if two else [])
+    return _model(nodes, inputs, [_vi("yq", None, U8)], inits)
+
+
+@pytest.mark.parametrize("op, attrs, want", [
+    ("Add", {}, "com.microsoft.QLinearAdd"), ("Mul", {}, "com.microsoft.QLinearMul"),
+    ("Concat", {"axis": 1}, "com.microsoft.QLinearConcat"),
+    ("Sigmoid", {}, "com.microsoft.QLinearSigmoid"),
+    ("LeakyRelu", {"alpha": 0.1}, "com.microsoft.QLinearLeakyRelu"),
+    ("GlobalAveragePool", {}, "com.microsoft.QLinearGlobalAveragePool"),
+    ("AveragePool", {"kernel_shape": [2, 2]}, "com.microsoft.QLinearAveragePool"),
+    ("MaxPool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, "MaxPool"),
+    ("Reshape", {}, "Reshape")])
+def test_chains_become_integer_ops(backend, rng, op, attrs, want):
+    m = _chain_model(op, **attrs)
+    feed = {"aq": rng.integers(0, 256, (1, 4, 5, 6)).astype(np.uint8)}
+    if op in ("Add", "Mul", "Concat"):
+        feed["bq"] = rng.integers(0, 256, (1, 4, 5, 6)).astype(np.uint8)
+    # the average's float rounding (sum order, divide or multiply by 1/n) differs from
+    # onnxruntime's on the numpy and numba backends: one LSB on a few elements of the 80
+    s = _run_both(m, feed, backend, equal=0.9 if op == "AveragePool" else 0.999)
+    assert _ops(s) == [want]
+
+
+def test_sixteen_bit_and_run_time_scales_keep_the_float_ops(backend, rng):
+    """A uint16 Q/DQ pair and a scale computed at run time are not rewritten; the results
+    still match onnxruntime."""
+    nodes = [helper.make_node("DequantizeLinear", ["aq", "a_s", "a_z"], ["af"]),
+             helper.make_node("Sigmoid", ["af"], ["sf"]),
+             helper.make_node("QuantizeLinear", ["sf", "y_s", "y_z"], ["yq"]),
+             helper.make_node("Mul", ["s_in", "two"], ["s2"]),
+             helper.make_node("DequantizeLinear", ["bq", "s2", "b_z"], ["bf"]),
+             helper.make_node("Relu", ["bf"], ["rf"]),
+             helper.make_node("QuantizeLinear", ["rf", "y2_s", "y2_z"], ["y2q"])]
+    inits = [("a_s", np.array(0.001, np.float32)), ("a_z", np.array(30000, np.uint16)),
+             ("y_s", np.array(1 / 65535, np.float32)), ("y_z", np.array(0, np.uint16)),
+             ("two", np.array(2.0, np.float32)), ("b_z", np.array(10, np.uint8))] + \
+        _q_dq("y2", 0.05, 0)
+    m = _model(nodes, [_vi("aq", [2, 50], TensorProto.UINT16), _vi("bq", [2, 50], U8),
+                       _vi("s_in", [], TensorProto.FLOAT)],
+               [_vi("yq", None, TensorProto.UINT16), _vi("y2q", None, U8)], inits, opset=21,
+               ir=10)
+    feed = {"aq": rng.integers(0, 65536, (2, 50)).astype(np.uint16),
+            "bq": rng.integers(0, 256, (2, 50)).astype(np.uint8),
+            "s_in": np.array(0.02, np.float32)}
+    s = _run_both(m, feed, backend)
+    assert {"Sigmoid", "Relu"} <= set(_ops(s))
