@@ -41,9 +41,9 @@ def _step_of_outputs(path):
     prod = {o: n for n in m.graph.node for o in n.output}
     steps = {}
     for out in m.graph.output:
-        name, node, hops = out.name, prod.get(out.name), 0
+        node, hops = prod.get(out.name), 0
         while node is not None and node.op_type != "DequantizeLinear" and hops < 8:
-            name, node, hops = node.input[0], prod.get(node.input[0]), hops + 1
+            node, hops = prod.get(node.input[0]), hops + 1
         s = None
         if node is not None and node.op_type == "DequantizeLinear" and node.input[1] in inits:
             s = float(np.max(inits[node.input[1]]))
