@@ -212,6 +212,17 @@ def use_num_threads(n):
         _ctx_threads.reset(token)
 
 
+def push_num_threads(n):
+    """``use_num_threads`` without the context manager, for per-run hot paths (``n`` already
+    checked): returns the token ``pop_num_threads`` takes (None when ``n`` is None)."""
+    return None if n is None else _ctx_threads.set(n)
+
+
+def pop_num_threads(token):
+    if token is not None:
+        _ctx_threads.reset(token)
+
+
 def apply_threads(backend):
     """Make the calling thread's numba / OpenMP thread count match get_num_threads().
 

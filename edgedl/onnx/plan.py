@@ -58,7 +58,7 @@ class Step(NamedTuple):
 
 class Plan:
     __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "buffer_sizes",
-                 "views", "arenas", "run_steps")
+                 "views", "arenas", "run_steps", "const_ids")
 
     def __init__(self):
         self.steps = []         # Step records, in execution order
@@ -491,6 +491,7 @@ def build(graph, feed, backend):
     plan.template = [None] * plan.n_slots
     for name, s in const_slots.items():
         plan.template[s] = trace.known[name]
+    plan.const_ids = {id(v) for v in plan.template if v is not None}   # outputs to copy
     plan.in_slots = {vi.name: slot[vi.name] for vi in graph.inputs}
     plan.out_slots = {o.name: slot[o.name] for o in graph.outputs}
     frees = _free_after_last_read(trace.drafts, slot,

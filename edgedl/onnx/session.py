@@ -83,6 +83,10 @@ class InferenceSession:
         self._inputs = [NodeArg(vi) for vi in g.inputs]
         self._outputs = [NodeArg(vi) for vi in g.outputs]
         self._input_info = {vi.name: vi for vi in g.inputs}
+        # per input: (name, dtype, rank or None, ((axis, fixed dim), ...)) for _check_feed
+        self._input_specs = [(vi.name, vi.dtype, None if vi.dims is None else len(vi.dims),
+                              tuple((ax, d) for ax, d in enumerate(vi.dims or ())
+                                    if isinstance(d, int))) for vi in g.inputs]
         self._output_names = [vi.name for vi in g.outputs]
         self._plans = {}
         self._lock = threading.Lock()
@@ -116,11 +120,14 @@ class InferenceSession:
         key = (backend,) + tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
         _conv.single_threaded_blas()   # the conv GEMMs are split over edgedl's threads
         # the session's thread count holds for this call in this thread only, never globally
-        with _config.use_num_threads(self._num_threads):
+        token = _config.push_num_threads(self._num_threads)
+        try:
             if backend != "numpy":
                 _config.apply_threads(backend)     # the plan calls twin kernels directly
             with np.errstate(all="ignore"):     # inf/nan are ONNX results, not warnings
                 return self._run(key, backend, feed, names)
+        finally:
+            _config.pop_num_threads(token)
 
     # ------------------------------------------------------------------ internals
     def _run(self, key, backend, feed, names):
@@ -159,6 +166,21 @@ class InferenceSession:
         return names
 
     def _check_feed(self, input_feed):
+        """{name: array} in the model's input order, every input checked (see _full_check)."""
+        if type(input_feed) is dict and len(input_feed) == len(self._input_specs):
+            feed = {}
+            for name, dtype, ndim, fixed in self._input_specs:     # the common case, fast
+                a = input_feed.get(name)
+                if type(a) is not np.ndarray or a.dtype != dtype or \
+                        (ndim is not None and a.ndim != ndim) or \
+                        any(a.shape[ax] != d for ax, d in fixed):
+                    break
+                feed[name] = a
+            else:
+                return feed
+        return self._full_check(input_feed)
+
+    def _full_check(self, input_feed):
         if not isinstance(input_feed, dict):
             raise InputError(f"input_feed must be a dict {{input name: array}}, got "
                              f"{type(input_feed).__name__}")
@@ -240,6 +262,6 @@ def _owned(v, feed, plan=None):
     v = np.asarray(v)
     if v.base is not None or not v.flags.writeable or not v.flags.c_contiguous or \
             any(v is a for a in feed.values()) or \
-            (plan is not None and any(v is c for c in plan.template if c is not None)):
+            (plan is not None and id(v) in plan.const_ids):
         return np.array(v, order="C")
     return v
