@@ -45,11 +45,6 @@ MAX_COMPLEXITY = 20
 #: second test fails as soon as one is fixed or renamed, so remove its name here then (the
 #: set only shrinks, and is to be empty when issue #16 item 3 is done).
 PENDING = {
-    "kernels/_numba/activations:_softmax3",        # kernels: numba loops
-    "kernels/_numba/conv:_depthwise_conv2d",
-    "kernels/_numba/boxes:_nms_grid",
-    "kernels/_numba/boxes:_soft_nms_grid",
-    "kernels/_numba/boxes:assign_anchors",
     "onnx/ops/nn:_resize_fn.geometry",             # a closure (radon's CLI hides closures
                                                    # unless --show-closures): no owner yet
 }

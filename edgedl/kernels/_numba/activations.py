@@ -427,6 +427,95 @@ def mish(x, out):
 
 
 # ----------------------------------------------------------------------------- softmax
+# _softmax3's steps for one block x[o] (n, inner), reduced over n: m the column maxima, s the
+# sums of exp(x - m), g the sums the gradients need, e (inner == 1) the row's exps.
+@njit
+def _col_max(x, o, m):
+    """m[k] = max over j of x[o, j, k]; NaN where a column holds a NaN or an infinity (as
+    NumPy: the softmax of such a column is NaN)."""
+    n, inner = x.shape[1], x.shape[2]
+    for k in range(inner):
+        m[k] = x[o, 0, k]
+    for j in range(1, n):
+        for k in range(inner):
+            v = x[o, j, k]
+            if v > m[k] or v != v:
+                m[k] = v
+    for k in range(inner):
+        if not (m[k] > -np.inf and m[k] < np.inf):
+            m[k] = np.nan
+
+
+@njit
+def _row_sums(x, dy, o, m, e, s, g, mode):
+    """inner == 1, a contiguous row: one flat (vectorised) exp loop into e, then the sums."""
+    n = x.shape[1]
+    mk = m[0]
+    for j in range(n):
+        e[j] = _exp_neg(x[o, j, 0] - mk)
+    t = s[0]
+    for j in range(n):
+        t += e[j]
+    s[0] = t
+    if mode == 2:
+        t = g[0]
+        for j in range(n):
+            t += e[j] * dy[o, j, 0]
+        g[0] = t
+    elif mode == 3:
+        t = g[0]
+        for j in range(n):
+            t += dy[o, j, 0]
+        g[0] = t
+
+
+@njit
+def _col_sums(x, dy, o, m, s, g, mode):
+    n, inner = x.shape[1], x.shape[2]
+    for j in range(n):
+        for k in range(inner):
+            ev = _exp_neg(x[o, j, k] - m[k])
+            s[k] += ev
+            if mode == 2:
+                g[k] += ev * dy[o, j, k]
+            elif mode == 3:
+                g[k] += dy[o, j, k]
+
+
+@njit
+def _log_rows(x, o, m, s, out):
+    """(x - m) - log(s) in two passes: the flags allow reassociation, and x - (m + log s)
+    would lose everything near the max of a row of huge values."""
+    n, inner = x.shape[1], x.shape[2]
+    for k in range(inner):
+        s[k] = math.log(s[k])
+    for j in range(n):
+        for k in range(inner):
+            out[o, j, k] = x[o, j, k] - m[k]
+    for j in range(n):
+        for k in range(inner):
+            out[o, j, k] = out[o, j, k] - s[k]
+
+
+@njit
+def _scaled_rows(x, dy, o, m, e, s, g, mode, out):
+    """softmax = exp(x - m) / s, and the gradients of modes 2 and 3 from it."""
+    n, inner = x.shape[1], x.shape[2]
+    for k in range(inner):
+        if mode == 2:
+            g[k] = g[k] / s[k]                 # sum(dy * softmax)
+        s[k] = _ONE / s[k]
+    for j in range(n):
+        for k in range(inner):
+            mk = m[k]
+            r = (e[j] if inner == 1 else _exp_neg(x[o, j, k] - mk)) * s[k]
+            if mode == 2:
+                r = r * (dy[o, j, k] - g[k])
+            elif mode == 3:
+                r = dy[o, j, k] - r * g[k]
+            out[o, j, k] = r if mk == mk else mk
+
+
 @njit
 def _softmax3(x, dy, out, mode):
     """mode 0 softmax, 1 log-softmax, 2 softmax grad, 3 log-softmax grad; over axis 1."""
@@ -436,76 +525,17 @@ def _softmax3(x, dy, out, mode):
     g = np.empty(inner, x.dtype)
     e = np.empty(n, x.dtype)
     for o in range(outer):
-        for k in range(inner):
-            m[k] = x[o, 0, k]
-            s[k] = 0
-            g[k] = 0
-        for j in range(1, n):
-            for k in range(inner):
-                v = x[o, j, k]
-                if v > m[k] or v != v:
-                    m[k] = v
-        for k in range(inner):
-            if not (m[k] > -np.inf and m[k] < np.inf):   # NaN / inf: NaN, as NumPy
-                m[k] = np.nan
+        _col_max(x, o, m)
+        s[:] = 0
+        g[:] = 0
         if inner == 1:
-            # contiguous row: one flat (vectorised) exp loop, then the sums
-            mk = m[0]
-            for j in range(n):
-                e[j] = _exp_neg(x[o, j, 0] - mk)
-            t = s[0]
-            for j in range(n):
-                t += e[j]
-            s[0] = t
-            if mode == 2:
-                t = g[0]
-                for j in range(n):
-                    t += e[j] * dy[o, j, 0]
-                g[0] = t
-            elif mode == 3:
-                t = g[0]
-                for j in range(n):
-                    t += dy[o, j, 0]
-                g[0] = t
+            _row_sums(x, dy, o, m, e, s, g, mode)
         else:
-            for j in range(n):
-                for k in range(inner):
-                    ev = _exp_neg(x[o, j, k] - m[k])
-                    s[k] += ev
-                    if mode == 2:
-                        g[k] += ev * dy[o, j, k]
-                    elif mode == 3:
-                        g[k] += dy[o, j, k]
-        for k in range(inner):
-            if mode == 2:
-                g[k] = g[k] / s[k]                 # sum(dy * softmax)
-            if mode == 1:
-                s[k] = math.log(s[k])
-            else:
-                s[k] = _ONE / s[k]
+            _col_sums(x, dy, o, m, s, g, mode)
         if mode == 1:
-            # (x - m) - log(s) in two passes: the flags allow reassociation, and x - (m + log s)
-            # would lose everything near the max of a row of huge values
-            for j in range(n):
-                for k in range(inner):
-                    out[o, j, k] = x[o, j, k] - m[k]
-            for j in range(n):
-                for k in range(inner):
-                    out[o, j, k] = out[o, j, k] - s[k]
-            continue
-        for j in range(n):
-            for k in range(inner):
-                v = x[o, j, k]
-                mk = m[k]
-                if mode == 1:
-                    r = v
-                else:
-                    r = (e[j] if inner == 1 else _exp_neg(v - mk)) * s[k]
-                    if mode == 2:
-                        r = r * (dy[o, j, k] - g[k])
-                    elif mode == 3:
-                        r = dy[o, j, k] - r * g[k]
-                out[o, j, k] = r if mk == mk else mk
+            _log_rows(x, o, m, s, out)
+        else:
+            _scaled_rows(x, dy, o, m, e, s, g, mode, out)
 
 
 @njit

@@ -353,6 +353,28 @@ def _scan(kb, nxt, e, x1, y1, x2, y2, aj, z, t):
 
 
 @njit
+def _window(mx, my, rx, ry, x0, y0, ix, iy, gx, gy):
+    """(cx0, cx1, cy0, cy1): the cells of one level a box centred at (mx, my) reaches within
+    (rx, ry), widened by a rounding margin."""
+    rx = rx * (1 + 1e-6) + 1e-12 * abs(mx)
+    ry = ry * (1 + 1e-6) + 1e-12 * abs(my)
+    return (_cell(mx - rx, x0, ix, gx), _cell(mx + rx, x0, ix, gx),
+            _cell(my - ry, y0, iy, gy), _cell(my + ry, y0, iy, gy))
+
+
+@njit
+def _scan_cells(kb, nxt, head, base, gxl, cx0, cx1, cy0, cy1, own, x1, y1, x2, y2, aj, z, t):
+    """Does a kept box listed in the cells [cx0, cx1] x [cy0, cy1] of the level whose first
+    list head is ``base`` (but the cell ``own``, scanned already) suppress the candidate?"""
+    for cy in range(cy0, cy1 + 1):
+        for cx in range(cx0, cx1 + 1):
+            c = base + cy * gxl + cx
+            if c != own and _scan(kb, nxt, head[c], x1, y1, x2, y2, aj, z, t):
+                return True
+    return False
+
+
+@njit
 def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
     """Greedy NMS of one segment, exact, near-linear for spread boxes (the Cython twin's
     _nms_grid explains the windows): kept boxes in lists per (area level, centre cell)
@@ -392,25 +414,13 @@ def _nms_grid(boxes, order, lo, m, t, max_output, keep, kb, nxt, head, z):
         lvl = l_lo
         while lvl < l_hi and not sup:
             if wide:
-                rx = 0.5 * (w + wmax[lvl])
-                ry = 0.5 * (h + hmax[lvl])
+                rx, ry = 0.5 * (w + wmax[lvl]), 0.5 * (h + hmax[lvl])
             else:
-                rx = f * (w + min(w / tl, wmax[lvl]))
-                ry = f * (h + min(h / tl, hmax[lvl]))
-            rx = rx * (1 + 1e-6) + 1e-12 * abs(mx)
-            ry = ry * (1 + 1e-6) + 1e-12 * abs(my)
-            cx0 = _cell(mx - rx, x0, ix[lvl], gx[lvl])
-            cx1 = _cell(mx + rx, x0, ix[lvl], gx[lvl])
-            cy0 = _cell(my - ry, y0, iy[lvl], gy[lvl])
-            cy1 = _cell(my + ry, y0, iy[lvl], gy[lvl])
-            for cy in range(cy0, cy1 + 1):
-                for cx in range(cx0, cx1 + 1):
-                    c = off[lvl] + cy * gx[lvl] + cx
-                    if c != own and _scan(kb, nxt, head[c], x1, y1, x2, y2, aj, z, t):
-                        sup = True
-                        break
-                if sup:
-                    break
+                rx, ry = f * (w + min(w / tl, wmax[lvl])), f * (h + min(h / tl, hmax[lvl]))
+            cx0, cx1, cy0, cy1 = _window(mx, my, rx, ry, x0, y0, ix[lvl], iy[lvl], gx[lvl],
+                                         gy[lvl])
+            sup = _scan_cells(kb, nxt, head, off[lvl], gx[lvl], cx0, cx1, cy0, cy1, own,
+                              x1, y1, x2, y2, aj, z, t)
             lvl += 1
         if sup:
             keep[p] = 0
@@ -504,16 +514,13 @@ def _decay(boxes, scores, area, ids, e0, e1, best, iou_threshold, sigma, method,
 
 
 @njit
-def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, method, picked,
-                   picked_scores):
-    """Soft-NMS with the same picks and scores as the O(N^2) loop (the Cython twin's
-    _soft_nms_grid explains it): a tournament tree for the highest score, a static grid of
-    log-area levels (x4) of centre cells so a pick only decays the boxes it overlaps."""
+def _bucket(boxes, area, grid):
+    """The live boxes listed per (level, centre cell) of ``grid`` (_make_grid's tuple):
+    (slot of each box (-1: not live), start (each list's first index in ids, CSR), ids,
+    wmax, hmax (the widest / tallest box of each level))."""
+    x0, y0, l0, il, _, _, gl, ix, iy, gx, gy, off = grid
     n = boxes.shape[0]
-    order = np.arange(n)
-    x0, y0, l0, il, bw, bh, gl, ix, iy, gx, gy, off = _make_grid(boxes, order, 0, n, 0.25, 1.0)
-    nb = off[gl]
-    start = np.zeros(nb + 1, np.int64)
+    start = np.zeros(off[gl] + 1, np.int64)
     slot = np.empty(n, np.int64)
     wmax = np.zeros(gl, np.float64)
     hmax = np.zeros(gl, np.float64)
@@ -529,7 +536,7 @@ def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, m
         slot[i] = off[lv] + (_cell(boxes[i, 1] + 0.5 * h, y0, iy[lv], gy[lv]) * gx[lv]
                              + _cell(boxes[i, 0] + 0.5 * w, x0, ix[lv], gx[lv]))
         start[slot[i] + 1] += 1
-    for c in range(nb):
+    for c in range(off[gl]):
         start[c + 1] += start[c]
     ids = np.empty(n, np.int64)
     fill = start.copy()
@@ -537,6 +544,12 @@ def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, m
         if slot[i] >= 0:
             ids[fill[slot[i]]] = i
             fill[slot[i]] += 1
+    return slot, start, ids, wmax, hmax
+
+
+@njit
+def _tournament(scores, n):
+    """(tree, pw, depth): a tournament tree over the n scores, leaves at pw + i."""
     pw = 1
     depth = 0
     while pw < n:
@@ -547,6 +560,45 @@ def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, m
         tree[pw + i] = i if i < n else -1
     for i in range(pw - 1, 0, -1):
         tree[i] = _better(scores, tree[2 * i], tree[2 * i + 1])
+    return tree, pw, depth
+
+
+@njit
+def _decay_around(boxes, scores, area, grid, lists, best, iou_threshold, sigma, method, chg):
+    """Decay the boxes of every level's cells that the pick ``best`` reaches; returns how
+    many scores changed (their indices in chg)."""
+    x0, y0, _, _, _, _, gl, ix, iy, gx, gy, off = grid
+    _, start, ids, wmax, hmax = lists
+    w = np.float64(boxes[best, 2]) - np.float64(boxes[best, 0])
+    h = np.float64(boxes[best, 3]) - np.float64(boxes[best, 1])
+    mx = boxes[best, 0] + 0.5 * w
+    my = boxes[best, 1] + 0.5 * h
+    nchg = 0
+    for lv in range(gl):
+        cx0, cx1, cy0, cy1 = _window(mx, my, 0.5 * (w + wmax[lv]), 0.5 * (h + hmax[lv]), x0, y0,
+                                     ix[lv], iy[lv], gx[lv], gy[lv])
+        if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) >= start[off[lv + 1]] - start[off[lv]]:
+            nchg = _decay(boxes, scores, area, ids, start[off[lv]], start[off[lv + 1]], best,
+                          iou_threshold, sigma, method, chg, nchg)
+            continue
+        for cy in range(cy0, cy1 + 1):
+            c = off[lv] + cy * gx[lv]
+            nchg = _decay(boxes, scores, area, ids, start[c + cx0], start[c + cx1 + 1], best,
+                          iou_threshold, sigma, method, chg, nchg)
+    return nchg
+
+
+@njit
+def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, method, picked,
+                   picked_scores):
+    """Soft-NMS with the same picks and scores as the O(N^2) loop (the Cython twin's
+    _soft_nms_grid explains it): a tournament tree for the highest score, a static grid of
+    log-area levels (x4) of centre cells so a pick only decays the boxes it overlaps."""
+    n = boxes.shape[0]
+    grid = _make_grid(boxes, np.arange(n), 0, n, 0.25, 1.0)
+    lists = _bucket(boxes, area, grid)
+    slot = lists[0]
+    tree, pw, depth = _tournament(scores, n)
     chg = np.empty(n, np.int64)
     count = 0
     while True:
@@ -560,26 +612,8 @@ def _soft_nms_grid(boxes, scores, area, iou_threshold, sigma, score_threshold, m
         _replay(tree, pw + best, scores)
         if slot[best] < 0:
             continue
-        w = np.float64(boxes[best, 2]) - np.float64(boxes[best, 0])
-        h = np.float64(boxes[best, 3]) - np.float64(boxes[best, 1])
-        mx = boxes[best, 0] + 0.5 * w
-        my = boxes[best, 1] + 0.5 * h
-        nchg = 0
-        for lv in range(gl):
-            rx = 0.5 * (w + wmax[lv]) * (1 + 1e-6) + 1e-12 * abs(mx)
-            ry = 0.5 * (h + hmax[lv]) * (1 + 1e-6) + 1e-12 * abs(my)
-            cx0 = _cell(mx - rx, x0, ix[lv], gx[lv])
-            cx1 = _cell(mx + rx, x0, ix[lv], gx[lv])
-            cy0 = _cell(my - ry, y0, iy[lv], gy[lv])
-            cy1 = _cell(my + ry, y0, iy[lv], gy[lv])
-            if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) >= start[off[lv + 1]] - start[off[lv]]:
-                nchg = _decay(boxes, scores, area, ids, start[off[lv]], start[off[lv + 1]], best,
-                              iou_threshold, sigma, method, chg, nchg)
-                continue
-            for cy in range(cy0, cy1 + 1):
-                c = off[lv] + cy * gx[lv]
-                nchg = _decay(boxes, scores, area, ids, start[c + cx0], start[c + cx1 + 1], best,
-                              iou_threshold, sigma, method, chg, nchg)
+        nchg = _decay_around(boxes, scores, area, grid, lists, best, iou_threshold, sigma,
+                             method, chg)
         if nchg * depth > pw:           # many changes (a huge box): rebuild the tree once
             for i in range(pw - 1, 0, -1):
                 tree[i] = _better(scores, tree[2 * i], tree[2 * i + 1])
@@ -651,6 +685,69 @@ def _iou_col(ab, nb, soa, j, col):
 
 
 @njit
+def _assign_block(anchors, i0, nb, soa, ab, col, amax, aarg, gmax, pos_iou, neg_iou,
+                  labels, gt_index, max_iou):
+    """Anchors i0 .. i0 + nb - 1 in SoA (ab), gt by gt: their running max IoU and its gt
+    (vectorised over the anchors), each gt's best IoU so far into gmax; then their labels."""
+    for i in range(nb):
+        ab[0, i], ab[1, i] = anchors[i0 + i, 0], anchors[i0 + i, 1]
+        ab[2, i], ab[3, i] = anchors[i0 + i, 2], anchors[i0 + i, 3]
+        ab[4, i] = ((anchors[i0 + i, 2] - anchors[i0 + i, 0])
+                    * (anchors[i0 + i, 3] - anchors[i0 + i, 1]))
+        amax[i] = -np.inf
+        aarg[i] = 0
+    for j in range(gmax.shape[0]):
+        _iou_col(ab, nb, soa, j, col)
+        jj = np.int32(j)
+        for i in range(nb):        # strict >, gts in order: first maximum wins
+            aarg[i] += np.int32(col[i] > amax[i]) * (jj - aarg[i])
+            amax[i] = max(col[i], amax[i])
+        gmax[j] = max(gmax[j], _col_max(col, nb))
+    for i in range(nb):
+        mx = amax[i]
+        max_iou[i0 + i] = mx
+        lab = -1
+        gi = -1
+        if mx >= pos_iou:
+            lab = 1
+            gi = aarg[i]
+        elif mx >= 0.0 and mx < neg_iou:
+            lab = 0
+        labels[i0 + i] = lab
+        gt_index[i0 + i] = gi
+
+
+@njit
+def _promote_low_quality(anchors, soa, gmax, min_pos_iou, labels, gt_index, max_iou):
+    """Each gt whose best IoU reaches min_pos_iou makes the anchors with that IoU positive (a
+    later gt overwrites an earlier one), on recomputed rows of the anchors that can reach it."""
+    m = gmax.shape[0]
+    any_eligible = False
+    gmin = np.inf
+    for j in range(m):
+        if gmax[j] >= min_pos_iou:
+            any_eligible = True
+            gmin = min(gmin, np.float64(gmax[j]))
+        else:
+            gmax[j] = np.inf            # IoUs are <= 1: never matches
+    if not any_eligible:
+        return
+    row = np.empty(m, anchors.dtype)
+    for i in range(anchors.shape[0]):
+        if max_iou[i] < gmin:           # cannot reach any eligible gt's best IoU
+            continue
+        _iou_row(anchors, i, soa, row)
+        hit = False
+        for j in range(m):
+            hit |= row[j] == gmax[j]
+        if hit:
+            for j in range(m):
+                if row[j] == gmax[j]:    # a later gt overwrites an earlier one
+                    labels[i] = 1
+                    gt_index[i] = j
+
+
+@njit
 def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality,
                    labels, gt_index, max_iou):
     """Two streaming passes, no N x M matrix (see the Cython twin): anchor blocks in SoA, gt by
@@ -666,64 +763,16 @@ def assign_anchors(anchors, gt_boxes, pos_iou, neg_iou, min_pos_iou, low_quality
     if n == 0:
         return
     soa = _soa(gt_boxes)
-    row = np.empty(m, anchors.dtype)
     gmax = np.full(m, -np.inf, anchors.dtype)
     ab = np.empty((5, _BLK), anchors.dtype)
     col = np.empty(_BLK, anchors.dtype)
     amax = np.empty(_BLK, anchors.dtype)
     aarg = np.empty(_BLK, np.int32)
     for i0 in range(0, n, _BLK):
-        nb = min(_BLK, n - i0)
-        for i in range(nb):
-            ab[0, i], ab[1, i] = anchors[i0 + i, 0], anchors[i0 + i, 1]
-            ab[2, i], ab[3, i] = anchors[i0 + i, 2], anchors[i0 + i, 3]
-            ab[4, i] = ((anchors[i0 + i, 2] - anchors[i0 + i, 0])
-                        * (anchors[i0 + i, 3] - anchors[i0 + i, 1]))
-            amax[i] = -np.inf
-            aarg[i] = 0
-        for j in range(m):
-            _iou_col(ab, nb, soa, j, col)
-            jj = np.int32(j)
-            for i in range(nb):        # strict >, gts in order: first maximum wins
-                aarg[i] += np.int32(col[i] > amax[i]) * (jj - aarg[i])
-                amax[i] = max(col[i], amax[i])
-            gmax[j] = max(gmax[j], _col_max(col, nb))
-        for i in range(nb):
-            mx = amax[i]
-            max_iou[i0 + i] = mx
-            lab = -1
-            gi = -1
-            if mx >= pos_iou:
-                lab = 1
-                gi = aarg[i]
-            elif mx >= 0.0 and mx < neg_iou:
-                lab = 0
-            labels[i0 + i] = lab
-            gt_index[i0 + i] = gi
-    if not low_quality:
-        return
-    any_eligible = False
-    gmin = np.inf
-    for j in range(m):
-        if gmax[j] >= min_pos_iou:
-            any_eligible = True
-            gmin = min(gmin, np.float64(gmax[j]))
-        else:
-            gmax[j] = np.inf            # IoUs are <= 1: never matches
-    if not any_eligible:
-        return
-    for i in range(n):
-        if max_iou[i] < gmin:           # cannot reach any eligible gt's best IoU
-            continue
-        _iou_row(anchors, i, soa, row)
-        hit = False
-        for j in range(m):
-            hit |= row[j] == gmax[j]
-        if hit:
-            for j in range(m):
-                if row[j] == gmax[j]:    # a later gt overwrites an earlier one
-                    labels[i] = 1
-                    gt_index[i] = j
+        _assign_block(anchors, i0, min(_BLK, n - i0), soa, ab, col, amax, aarg, gmax, pos_iou,
+                      neg_iou, labels, gt_index, max_iou)
+    if low_quality:
+        _promote_low_quality(anchors, soa, gmax, min_pos_iou, labels, gt_index, max_iou)
 
 
 # ----------------------------------------------------------------------------- focal loss

@@ -222,6 +222,68 @@ def _tap(pr, sw, c, n):
     return pr[c - base * sw, base:base + n]
 
 
+# _depthwise_conv2d's helpers work on a whole plane: called per output row, their array
+# arguments cost more than a narrow row's work (1.8x on 20x20 planes, 1.1-1.2x on 80x80).
+@njit
+def _phase_split(xs, xp, ph, pw, sw, rows_in, cols_in):
+    """xp[ph + r, p, k] = padded row r's column sw*k + p (xp zeroed before): each input row's
+    columns by phase, so that every tap reads a contiguous slice."""
+    # no views per row, indices visibly >= 0 (max): the copies vectorise
+    pw0, sw1 = max(pw, 0), max(sw, 1)
+    for r in range(rows_in):
+        if sw == 1:
+            for t in range(cols_in):
+                xp[ph + r, 0, pw0 + t] = xs[r, t]
+            continue
+        for p in range(sw):          # input columns landing in phase p
+            k0 = max((p - pw) % sw, 0)
+            d0 = max((pw + k0) // sw, 0)
+            for t in range((cols_in - 1 - k0) // sw + 1):
+                xp[ph + r, p, d0 + t] = xs[r, k0 + t * sw1]
+
+
+@njit
+def _plane_rows(xp, wc, o, sh, kh, kw, dh, dw, sw, full, short, tmp, b, act, lo, hi, s):
+    """Every output row of one plane from its (padded, phase-split) input xp, then the
+    epilogue: whole 3x3 / 5x5 windows at stride 1 or 2 (a short stride-2 row computed 64 wide
+    into tmp and its first outputs copied out), else kernel row by kernel row."""
+    ow = o.shape[1]
+    for oy in range(o.shape[0]):
+        r0 = oy * sh
+        row = o[oy]
+        if full:
+            if kw == 3:
+                if sw == 1:
+                    _full3(xp, r0, wc, o, oy)
+                elif short:
+                    _full3s2(xp, r0, wc, tmp, 0)
+                else:
+                    _full3s2(xp, r0, wc, o, oy)
+            elif sw == 1:
+                _full5(xp, r0, wc, o, oy)
+            elif short:
+                _full5s2(xp, r0, wc, tmp, 0)
+            else:
+                _full5s2(xp, r0, wc, o, oy)
+            if short:
+                for t in range(ow):
+                    row[t] = tmp[0, t]
+        else:
+            row[:] = 0
+            for i in range(kh):
+                pr = xp[r0 + i * dh]
+                if kw == 3:
+                    _acc3(_tap(pr, sw, 0, ow), _tap(pr, sw, dw, ow), _tap(pr, sw, 2 * dw, ow),
+                          wc[i], row)
+                elif kw == 5:
+                    _acc5(_tap(pr, sw, 0, ow), _tap(pr, sw, dw, ow), _tap(pr, sw, 2 * dw, ow),
+                          _tap(pr, sw, 3 * dw, ow), _tap(pr, sw, 4 * dw, ow), wc[i], row)
+                else:
+                    for j in range(kw):
+                        _acc1(_tap(pr, sw, j * dw, ow), wc[i, j], row)
+        _epilogue(row, b, act, lo, hi, s)
+
+
 def _depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, out):
     """Each channel plane is copied into a zero-bordered, column-phase-split buffer
     P[r, p, k] = padded[r, sw*k + p] (skipped when unpadded at stride 1), so every tap reads a
@@ -249,59 +311,11 @@ def _depthwise_conv2d(x, w, bias, sh, sw, ph, pw, dh, dw, act, p0, p1, slopes, o
         tmp = np.empty((1, nr if short else 0), x.dtype)
         if copy:
             xp = np.zeros((hp, sw, wq), x.dtype)
-            xs = x[b, ch]
-            # no views per row, indices visibly >= 0 (max): the copies vectorise
-            pw0, sw1 = max(pw, 0), max(sw, 1)
-            for r in range(rows_in):
-                if sw == 1:
-                    for t in range(cols_in):
-                        xp[ph + r, 0, pw0 + t] = xs[r, t]
-                    continue
-                for p in range(sw):          # input columns landing in phase p
-                    k0 = max((p - pw) % sw, 0)
-                    d0 = max((pw + k0) // sw, 0)
-                    for t in range((cols_in - 1 - k0) // sw + 1):
-                        xp[ph + r, p, d0 + t] = xs[r, k0 + t * sw1]
+            _phase_split(x[b, ch], xp, ph, pw, sw, rows_in, cols_in)
         else:
             xp = x[b, ch].reshape((h, 1, wd))
-        wc = w[ch]
-        o = out[b, ch]
-        for oy in range(oh):
-            r0 = oy * sh
-            if full:
-                if kw == 3:
-                    if sw == 1:
-                        _full3(xp, r0, wc, o, oy)
-                    elif short:
-                        _full3s2(xp, r0, wc, tmp, 0)
-                    else:
-                        _full3s2(xp, r0, wc, o, oy)
-                elif sw == 1:
-                    _full5(xp, r0, wc, o, oy)
-                elif short:
-                    _full5s2(xp, r0, wc, tmp, 0)
-                else:
-                    _full5s2(xp, r0, wc, o, oy)
-                row = o[oy]
-                if short:
-                    for t in range(ow):
-                        row[t] = tmp[0, t]
-            else:
-                row = o[oy]
-                row[:] = 0
-                for i in range(kh):
-                    pr = xp[r0 + i * dh]
-                    if kw == 3:
-                        _acc3(_tap(pr, sw, 0, ow), _tap(pr, sw, dw, ow),
-                              _tap(pr, sw, 2 * dw, ow), wc[i], row)
-                    elif kw == 5:
-                        _acc5(_tap(pr, sw, 0, ow), _tap(pr, sw, dw, ow),
-                              _tap(pr, sw, 2 * dw, ow), _tap(pr, sw, 3 * dw, ow),
-                              _tap(pr, sw, 4 * dw, ow), wc[i], row)
-                    else:
-                        for j in range(kw):
-                            _acc1(_tap(pr, sw, j * dw, ow), wc[i, j], row)
-            _epilogue(row, bias[ch], act, lo, hi, slopes[ch])
+        _plane_rows(xp, w[ch], out[b, ch], sh, kh, kw, dh, dw, sw, full, short, tmp, bias[ch],
+                    act, lo, hi, slopes[ch])
 
 
 _bias_act_s, _bias_act_p = _both(_bias_act)
