@@ -213,3 +213,12 @@ def test_tests_benchmarks_and_conformance_cover_the_table():
     assert {k.split(":")[0] for k in bench.KERNELS} == \
         {n for n, r in T.ACTIVATIONS.items() if r.kind != "alias"}
     assert {op for op, r in T.BY_ONNX.items() if r.onnx_since} <= conf.OPS
+
+
+@_needs_checkout
+def test_readme_kernels_table_names_every_activation():
+    import re
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| activations |"))
+    missing = [n for n in T.ACTIVATIONS if not re.search(rf"\b{n}\b", row)]
+    assert not missing, f"README's kernels table omits {missing}"

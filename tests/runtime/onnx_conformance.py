@@ -9,10 +9,13 @@ import warnings
 
 import numpy as np
 
+from edgedl.kernels.activation_table import BY_ONNX
+
 #: The op types of issue 4's list: a case is selected when every node of its graph is one.
-OPS = set("""Conv ConvTranspose BatchNormalization Relu Clip LeakyRelu PRelu Elu Selu Sigmoid
-HardSigmoid HardSwish Tanh Softplus Mish Softmax LogSoftmax Exp Log Add Sub Mul Div Sqrt Pow Neg
-Abs Max Min MaxPool AveragePool GlobalAveragePool GlobalMaxPool Concat Reshape Transpose Flatten
+#: The activations' are those of edgedl's activation table (the planner's internal Silu aside).
+OPS = {op for op, rec in BY_ONNX.items() if rec.onnx_since} | set("""Conv ConvTranspose
+BatchNormalization Exp Log Add Sub Mul Div Sqrt Pow Neg Abs Max Min MaxPool AveragePool
+GlobalAveragePool GlobalMaxPool Concat Reshape Transpose Flatten
 Split Slice Gather Squeeze Unsqueeze Shape Cast Constant ConstantOfShape Range Expand Identity
 Pad Resize Upsample MatMul Gemm NonMaxSuppression TopK ReduceMax ReduceMean ReduceSum ArgMax
 Tile Where Equal Less Greater Floor Ceil LRN Dropout
