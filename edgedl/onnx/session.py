@@ -7,6 +7,7 @@ Load (graph.py) -> rewrites (fuse.py) -> one plan per input-shape signature (pla
 """
 import collections
 import threading
+import time
 
 import numpy as np
 
@@ -52,7 +53,10 @@ class InferenceSession:
 
     ``model``: a path, bytes or ``onnx.ModelProto``. ``backend``: kernel backend (None = the
     current one at run time). ``num_threads``: threads while running (None = edgedl's setting).
-    ``profile=True`` records per-node times (see :meth:`profile_report`). ``fuse=False``
+    ``adaptive_threads`` (default True): with more than one thread, each run uses either
+    all of them or one, whichever recent runs found faster (see ``ThreadGovernor``): a
+    neighbour process holding a core makes OpenMP's barriers wait on a descheduled thread,
+    and one thread is then faster. ``profile=True`` records per-node times (see :meth:`profile_report`). ``fuse=False``
     disables the graph rewrites (BatchNorm folding, activation fusion) — for testing.
     ``sess_options`` (an onnxruntime SessionOptions or alike): its ``intra_op_num_threads``
     (> 0) is the thread count when ``num_threads`` is None; the rest of it, ``providers``,
@@ -62,7 +66,8 @@ class InferenceSession:
     """
 
     def __init__(self, model, backend=None, num_threads=None, profile=False, fuse=True,
-                 sess_options=None, providers=None, provider_options=None, **kwargs):
+                 sess_options=None, providers=None, provider_options=None,
+                 adaptive_threads=True, **kwargs):
         unknown = sorted(set(kwargs) - set(_ORT_KEYWORDS))
         if unknown:     # a typo (num_thread=2) must not pass silently
             import inspect
@@ -78,6 +83,8 @@ class InferenceSession:
         self._backend = backend
         self._num_threads = _session_threads(num_threads, sess_options)
         self._profile = bool(profile)
+        self._adaptive = bool(adaptive_threads) and not self._profile
+        self._governors = {}
         g = _graph.load(model, OPS)
         self._graph = _fuse.optimize(g, fuse=fuse)
         self._inputs = [NodeArg(vi) for vi in g.inputs]
@@ -120,14 +127,32 @@ class InferenceSession:
         key = (backend,) + tuple((name, a.shape, a.dtype.str) for name, a in feed.items())
         _conv.single_threaded_blas()   # the conv GEMMs are split over edgedl's threads
         # the session's thread count holds for this call in this thread only, never globally
-        token = _config.push_num_threads(self._num_threads)
+        n = self._num_threads or _config.get_num_threads()
+        gov = self._governor(key, n) if backend != "numpy" and n > 1 else None
+        if gov is not None:
+            n = gov.choose()
+        token = _config.push_num_threads(n)
         try:
             if backend != "numpy":
                 _config.apply_threads(backend)     # the plan calls twin kernels directly
             with np.errstate(all="ignore"):     # inf/nan are ONNX results, not warnings
-                return self._run(key, backend, feed, names)
+                if gov is None:
+                    return self._run(key, backend, feed, names)
+                t0 = time.perf_counter()
+                out = self._run(key, backend, feed, names)
+                gov.record(n, time.perf_counter() - t0)
+                return out
         finally:
             _config.pop_num_threads(token)
+
+    def _governor(self, key, n):
+        """The thread governor of this input signature and thread count (None if disabled)."""
+        if not self._adaptive or key not in self._plans:
+            return None             # the first run plans (traced), it is not timed
+        gov = self._governors.get((key, n))
+        if gov is None:
+            gov = self._governors[(key, n)] = ThreadGovernor(n)
+        return gov
 
     # ------------------------------------------------------------------ internals
     def _run(self, key, backend, feed, names):
@@ -244,6 +269,44 @@ class InferenceSession:
         lines = [f"{'op':28s} {'ms/run':>8s} {'count':>6s} {'share':>6s}"]
         lines += [f"{k:28s} {t:8.3f} {c:6d} {s:6.1%}" for k, t, c, s in rows]
         return "\n".join(lines)
+
+
+class ThreadGovernor:
+    """Picks the thread count of each run: ``n`` or 1, whichever is faster now.
+
+    It keeps the last ``KEEP`` run times at each count and uses ``n`` threads only while
+    their median beats one thread's by ``MARGIN`` (else the spare core is better left to
+    others). The first runs alternate to measure both; after that the count not in use is
+    tried once every ``PROBE`` runs, so a change (a neighbour starting or ending a busy loop)
+    is noticed: at once when the count in use slows past the other's median, within a few
+    probes the other way. A probe is one run in ``PROBE``: the median latency never sees it.
+    """
+    KEEP, PROBE, MARGIN = 5, 32, 0.95
+
+    def __init__(self, n):
+        self.n = n
+        self.times = {1: collections.deque(maxlen=self.KEEP),
+                      n: collections.deque(maxlen=self.KEEP)}
+        self.runs = 0
+        self.use = n
+
+    def choose(self):
+        self.runs += 1
+        other = 1 if self.use == self.n else self.n
+        if len(self.times[other]) < 3:
+            return other if self.runs % 2 else self.use     # measure both at the start
+        return other if self.runs % self.PROBE == 0 else self.use
+
+    def record(self, n, seconds):
+        self.times[n].append(seconds)
+        many, one = self.times[self.n], self.times[1]
+        if len(many) >= 3 and len(one) >= 3:
+            self.use = self.n if _median(many) < self.MARGIN * _median(one) else 1
+
+
+def _median(xs):
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
 
 
 def _session_threads(num_threads, sess_options):

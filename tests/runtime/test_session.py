@@ -173,3 +173,51 @@ def test_fuse_off_matches_fuse_on(rng):
     a = edgedl.InferenceSession(_small_model(), fuse=False).run(None, {"x": x})[0]
     b = edgedl.InferenceSession(_small_model()).run(None, {"x": x})[0]
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_thread_governor_follows_the_faster_count():
+    """Alternates at first, then keeps the faster count; probes the other every PROBE runs
+    and switches when the one in use slows down (a neighbour takes a core)."""
+    from edgedl.onnx.session import ThreadGovernor
+    g = ThreadGovernor(2)
+    cost = {1: 10.0, 2: 6.0}                      # idle: 2 threads pay
+    picks = []
+    for _ in range(200):
+        n = g.choose()
+        picks.append(n)
+        g.record(n, cost[n])
+    assert picks[:6].count(1) == 3 and picks[:6].count(2) == 3
+    assert picks[10:].count(1) <= len(picks[10:]) // g.PROBE + 1      # probes only
+    cost[2] = 40.0                                # contention: 2 threads stall on barriers
+    picks = []
+    for _ in range(200):
+        n = g.choose()
+        picks.append(n)
+        g.record(n, cost[n])
+    assert picks[:5].count(2) <= 3 and picks[10:].count(2) <= len(picks[10:]) // g.PROBE + 1
+    cost[2] = 6.0                                 # the neighbour is gone: back within probes
+    picks = []
+    for _ in range(6 * g.PROBE):
+        n = g.choose()
+        picks.append(n)
+        g.record(n, cost[n])
+    assert picks[-g.PROBE:].count(2) >= g.PROBE - 1
+    g = ThreadGovernor(2)                         # no gain from 2 threads: use 1
+    for _ in range(100):
+        n = g.choose()
+        g.record(n, 10.0 if n == 1 else 9.8)
+    assert g.use == 1
+
+
+def test_sessions_with_threads_use_the_governor(rng):
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    s = edgedl.InferenceSession(_small_model(), num_threads=2)
+    ref = edgedl.InferenceSession(_small_model(), num_threads=1).run(None, {"x": x})[0]
+    for _ in range(8):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], ref)
+    (gov,) = s._governors.values()
+    assert gov.runs == 7 and len(gov.times[1]) >= 3 and len(gov.times[2]) >= 3
+    off = edgedl.InferenceSession(_small_model(), num_threads=2, adaptive_threads=False)
+    for _ in range(3):
+        off.run(None, {"x": x})
+    assert not off._governors
