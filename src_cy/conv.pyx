@@ -12,7 +12,6 @@ from libc.string cimport memcpy
 
 from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
-from edl_fmath cimport _exp, _tanh
 # the epilogue codes: generated from edgedl/kernels/activation_table.py (tools/gen_act_codes.py)
 from edl_act_table cimport *
 
@@ -52,6 +51,8 @@ cdef extern from "edl_conv.h":
                       Py_ssize_t n) noexcept nogil
     void edl_epilogue_f(float* v, Py_ssize_t n, float b, int act, float lo, float hi,
                         float s) noexcept nogil
+    void edl_epilogue_d(double* v, Py_ssize_t n, double b, int act, double lo, double hi,
+                        double s) noexcept nogil
     void edl_epilogue_rows_f(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
                              Py_ssize_t rows, Py_ssize_t n, float b, int act, float lo,
                              float hi, float s) noexcept nogil
@@ -107,47 +108,13 @@ cdef inline Py_ssize_t _tap_hi(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t st
     return hi if hi > lo else lo
 
 
-cdef inline floating _clamp(floating v, floating lo, floating hi) noexcept nogil:
-    # NaN stays NaN (the comparisons are false), as in the other backends
-    v = lo if lo > v else v
-    return hi if hi < v else v
-
-
-cdef void _epilogue(floating* v, Py_ssize_t n, floating b, int act, floating lo,
-                    floating hi, floating s) noexcept nogil:
-    """In place: v[k] = act(v[k] + b); float32 in edl_epilogue_f's clones, float64 here (one
-    branch per row, vectorisable loops)."""
-    cdef Py_ssize_t k
-    cdef floating t
+cdef inline void _epilogue(floating* v, Py_ssize_t n, floating b, int act, floating lo,
+                           floating hi, floating s) noexcept nogil:
+    """In place: v[k] = act(v[k] + b), in edl_conv.h (float32 with its SIMD clones)."""
     if floating is float:
         edl_epilogue_f(v, n, b, act, lo, hi, s)
-    elif act == ACT_NONE:
-        for k in range(n):
-            v[k] = v[k] + b
-    elif act == ACT_CLIP:
-        for k in range(n):
-            v[k] = _clamp(v[k] + b, lo, hi)
-    elif act == ACT_PRELU:
-        for k in range(n):
-            t = v[k] + b
-            v[k] = t if t >= 0 else t * s
-    elif act == ACT_HARD_SIGMOID:
-        for k in range(n):
-            v[k] = _clamp(lo * (v[k] + b) + hi, 0, 1)
-    elif act == ACT_HARD_SWISH:
-        for k in range(n):
-            t = v[k] + b
-            v[k] = t * _clamp(t * <floating>(1.0 / 6.0) + <floating>0.5, 0, 1)
-    elif act == ACT_SIGMOID:
-        for k in range(n):
-            v[k] = 1 / (1 + _exp(-(v[k] + b)))
-    elif act == ACT_SILU:
-        for k in range(n):
-            t = v[k] + b
-            v[k] = t / (1 + _exp(-t))
-    elif act == ACT_TANH:
-        for k in range(n):
-            v[k] = _tanh(v[k] + b)
+    else:
+        edl_epilogue_d(v, n, b, act, lo, hi, s)
 
 
 def bias_act(floating[:, :, ::1] y, const floating[::1] bias, int act, double p0, double p1,

@@ -191,6 +191,56 @@ static inline void edl_epilogue_f(float *v, ptrdiff_t n, float b, int act, float
                                   float hi, float s) {
     edl_epilogue_rows_f(v, 0, v, 0, 1, n, b, act, lo, hi, s);
 }
+/* float64 epilogue, in place: v = act(v + b), the cases of the float32 one with libm's exp and
+   tanh (no clones: float64 convs are rare) */
+static void edl_epilogue_d(double *v, ptrdiff_t n, double b, int act, double lo, double hi,
+                           double s) {
+    ptrdiff_t k;
+    switch (act) {
+    case EDL_ACT_NONE:
+        for (k = 0; k < n; k++) v[k] = v[k] + b;
+        break;
+    case EDL_ACT_CLIP:
+        for (k = 0; k < n; k++) {
+            double t = v[k] + b;
+            t = lo > t ? lo : t;
+            v[k] = hi < t ? hi : t;
+        }
+        break;
+    case EDL_ACT_PRELU:
+        for (k = 0; k < n; k++) {
+            double t = v[k] + b;
+            v[k] = t >= 0 ? t : t * s;
+        }
+        break;
+    case EDL_ACT_HARD_SIGMOID:
+        for (k = 0; k < n; k++) {
+            double t = lo * (v[k] + b) + hi;
+            t = 0.0 > t ? 0.0 : t;
+            v[k] = 1.0 < t ? 1.0 : t;
+        }
+        break;
+    case EDL_ACT_HARD_SWISH:
+        for (k = 0; k < n; k++) {
+            double t = v[k] + b, g = t * (1.0 / 6.0) + 0.5;
+            g = 0.0 > g ? 0.0 : g;
+            v[k] = t * (1.0 < g ? 1.0 : g);
+        }
+        break;
+    case EDL_ACT_SIGMOID:
+        for (k = 0; k < n; k++) v[k] = 1 / (1 + exp(-(v[k] + b)));
+        break;
+    case EDL_ACT_SILU:
+        for (k = 0; k < n; k++) {
+            double t = v[k] + b;
+            v[k] = t / (1 + exp(-t));
+        }
+        break;
+    case EDL_ACT_TANH:
+        for (k = 0; k < n; k++) v[k] = tanh(v[k] + b);
+        break;
+    }
+}
 /* rows x n floats, row strides ss / ds, in one call: the per-row memcpy calls cost more
    than the copy itself on the rows of 10-40 of a narrow depthwise plane */
 EDL_SIMD_KERNEL __attribute__((optimize("no-tree-loop-distribute-patterns")))
