@@ -380,7 +380,7 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
     cdef bint ok = False
     cdef int r = 0
     if not (0 <= op < OP_N_ELEMENTWISE or op == OP_SOFTMAX or op == OP_LOG_SOFTMAX):
-        raise ValueError(f"fast_f32: {op} is not the code of a forward op")
+        raise ValueError(f"fast_f32: {op} is not a forward op code of the activation table")
     if not get_pair(x, &bx, out, &bo, 0):
         return False
     ok = (bx.itemsize == 4 and bo.itemsize == 4 and bx.ndim == bo.ndim and bx.len == bo.len

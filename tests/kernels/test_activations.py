@@ -18,28 +18,24 @@ def _u(rng, lo, hi):
     return float(rng.uniform(lo, hi))
 
 
-# name -> random keyword parameters (besides x / dy)
-PARAMS = {
-    "relu": lambda r: {},
-    "relu6": lambda r: {},
+def _around_defaults(rec):
+    return lambda r: {p.name: p.default * _u(r, 0.5, 1.5) for p in rec.params}
+
+
+# name -> random keyword parameters (besides x / dy): the ranges below, else each parameter
+# drawn around its default (the table's); prelu's slope and softmax's axis depend on x's shape
+RANDOM = {
     "clip": lambda r: {"lo": _u(r, -3, 0), "hi": _u(r, 0.1, 3)},
     "leaky_relu": lambda r: {"alpha": _u(r, 0, 0.5)},
-    "prelu": None,   # slope depends on x's shape
     "elu": lambda r: {"alpha": _u(r, 0.1, 2)},
     "selu": lambda r: {"alpha": _u(r, 1, 2), "gamma": _u(r, 0.5, 1.5)},
-    "sigmoid": lambda r: {},
     "hard_sigmoid": lambda r: {"alpha": _u(r, 0.05, 0.5), "beta": _u(r, 0.2, 0.8)},
-    "tanh": lambda r: {},
-    "softplus": lambda r: {},
     "swish": lambda r: {"beta": _u(r, 0.2, 2)},
-    "silu": lambda r: {},
-    "hard_swish": lambda r: {},
-    "mish": lambda r: {},
-    "softmax": lambda r: {},
-    "log_softmax": lambda r: {},
 }
+PARAMS = {n: None if r.kind in ("channel", "axis") else RANDOM.get(n, _around_defaults(r))
+          for n, r in TABLE.items()}
 NAMES = list(PARAMS)
-SOFTMAX = ("softmax", "log_softmax")
+SOFTMAX = tuple(n for n, r in TABLE.items() if r.kind == "axis")
 
 
 def _params(name, rng, x):
@@ -478,7 +474,7 @@ def test_activation_plan(backend, dtype, rng):
               "selu": (1.5, 1.1), "hard_sigmoid": (0.3, 0.4), "swish": (1.5,)}
     x = (rng.standard_normal(1037) * 4).astype(dtype)
     for name in A._PLANNED:
-        p = params.get(name, ())
+        p = params.get(name, tuple(q.default for q in TABLE[name].params))
         run = A.activation_plan(name, p, dtype=dtype, backend=backend)
         want = np.empty_like(x)
         _dispatch.impl("activations", name, backend)(x, *(dtype(v) for v in p), want)
