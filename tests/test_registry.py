@@ -222,3 +222,20 @@ def test_readme_kernels_table_names_every_activation():
                if line.startswith("| activations |"))
     missing = [n for n in T.ACTIVATIONS if not re.search(rf"\b{n}\b", row)]
     assert not missing, f"README's kernels table omits {missing}"
+
+
+def test_numba_kernels_reading_the_table_are_tagged():
+    """The numba modules that compile the table's values in cache every kernel under a name
+    tagged by the table's digest (see edgedl/kernels/_numba/_table.py)."""
+    reason = why_unavailable("numba")
+    if reason is not None:
+        pytest.skip(reason)
+    edgedl._config.load_numba()
+    from numba.core.registry import CPUDispatcher
+    from edgedl.kernels._numba import activations, conv
+    for mod in (activations, conv):
+        kernels = {n: f for n, f in vars(mod).items()
+                   if isinstance(f, CPUDispatcher) and f.py_func.__module__ == mod.__name__}
+        assert kernels
+        for name, f in kernels.items():
+            assert f.py_func.__qualname__.endswith("_t" + T.TAG), f"{mod.__name__}.{name}"
