@@ -2,14 +2,32 @@
 """Cython twins of edgedl.kernels._ref.quant (same names and arguments; see there).
 
 The public wrapper validated every shape and dtype and made the arrays C-contiguous, hence no
-bounds checks. Plain C loops written so gcc vectorises them: the GEMM adds four widened
-8-bit rows of b, times four scalars of a, into an int32 accumulator row per pass, over column
-tiles that keep their slice of b in cache (tiles run in parallel). Requantization is
-onnxruntime's: float32 product, round half to even (lrintf in the default rounding mode),
-saturate.
+bounds checks. The inner loops are plain C in edl_quant.h that gcc vectorises: the GEMM packs
+each column tile of b as interleaved int16 pairs of rows (multiply-add pairs into int32: exact
+for 8-bit operands), four rows of a per pass; tiles run in parallel. Depthwise walks each
+tap's valid output range (no branches inside). Requantization is onnxruntime's: float32
+product, clamp, round half to even, saturate.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport nearbyintf
+from libc.stdlib cimport free, malloc
+
+cdef extern from "edl_quant.h" nogil:
+    # int32_t / short there are int / short here (the same C types on every target)
+    void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
+                         Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
+    void edl_qdw_tap_u8(int *d, const unsigned char *s, Py_ssize_t stride, int w, int z,
+                        Py_ssize_t n)
+    void edl_qdw_tap_s8(int *d, const signed char *s, Py_ssize_t stride, int w, int z,
+                        Py_ssize_t n)
+    void edl_requant_u8(const int *acc, int bias, float s, int z, float lo, float hi,
+                        unsigned char *out, Py_ssize_t n)
+    void edl_requant_s8(const int *acc, int bias, float s, int z, float lo, float hi,
+                        signed char *out, Py_ssize_t n)
+    void edl_requant_u16(const int *acc, int bias, float s, int z, float lo, float hi,
+                         unsigned short *out, Py_ssize_t n)
+    void edl_requant_s16(const int *acc, int bias, float s, int z, float lo, float hi,
+                         short *out, Py_ssize_t n)
 
 ctypedef signed char s8_t
 ctypedef unsigned char u8_t
@@ -120,60 +138,81 @@ def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_s
                     dst[oy * ow + ox] = src[ix] if 0 <= ix < w else f
 
 
-cdef void _gemm_tile(const q8 *a, const int *a_zp, const q8b *b, const int *b_zp, int *acc,
-                     Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t q0,
-                     Py_ssize_t nq) noexcept nogil:
-    """Columns [q0, q0 + nq) of acc = (a - a_zp) @ (b - b_zp)."""
-    cdef Py_ssize_t i, kk, q
-    cdef int a0, a1, a2, a3, asum
-    cdef int *row
-    cdef const q8b *b0
-    cdef const q8b *b1
-    cdef const q8b *b2
-    cdef const q8b *b3
+cdef void _gemm_tile(const short *a16, const int *asum, const q8b *b, const int *b_zp,
+                     int *acc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t q0,
+                     Py_ssize_t nq, short *bp) noexcept nogil:
+    """Columns [q0, q0 + nq) of acc = a16 @ (b - b_zp), a16 = a - a_zp (rows padded to even
+    length), asum its row sums; bp scratch for the packed tile."""
+    cdef Py_ssize_t kp2 = (k + 1) // 2, p, q, i
+    for p in range(kp2):
+        for q in range(nq):
+            bp[(p * nq + q) * 2] = <short>b[2 * p * n + q0 + q]
+            bp[(p * nq + q) * 2 + 1] = <short>b[(2 * p + 1) * n + q0 + q] if 2 * p + 1 < k \
+                else 0
+    edl_qgemm_pairs(a16, bp, acc + q0, n, m, kp2, nq)
     for i in range(m):
-        row = acc + i * n + q0
         for q in range(nq):
-            row[q] = 0
-        asum = 0
-        kk = 0
-        while kk + 4 <= k:
-            a0 = <int>a[i * k + kk] - a_zp[i]
-            a1 = <int>a[i * k + kk + 1] - a_zp[i]
-            a2 = <int>a[i * k + kk + 2] - a_zp[i]
-            a3 = <int>a[i * k + kk + 3] - a_zp[i]
-            asum = asum + a0 + a1 + a2 + a3
-            b0 = b + kk * n + q0
-            b1 = b0 + n
-            b2 = b1 + n
-            b3 = b2 + n
-            for q in range(nq):
-                row[q] += a0 * <int>b0[q] + a1 * <int>b1[q] + a2 * <int>b2[q] + a3 * <int>b3[q]
-            kk = kk + 4
-        while kk < k:
-            a0 = <int>a[i * k + kk] - a_zp[i]
-            asum = asum + a0
-            b0 = b + kk * n + q0
-            for q in range(nq):
-                row[q] += a0 * <int>b0[q]
-            kk = kk + 1
-        for q in range(nq):
-            row[q] -= asum * b_zp[q0 + q]
+            acc[i * n + q0 + q] -= asum[i] * b_zp[q0 + q]
 
 
 def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const int[::1] b_zp,
           int[:, ::1] acc):
-    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1], t, nt, q0
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1], t, nt, q0, i, kk, ka
+    cdef short *a16
+    cdef short *bp
+    cdef int *asum
+    cdef int s, failed = 0
+    cdef int *pfailed = &failed
     if m * n == 0:
         return
     if k == 0:
         acc[:, :] = 0
         return
-    nt = (n + TILE - 1) // TILE
-    for t in prange(nt, nogil=True, schedule="static", use_threads_if=m * k * n >= PAR_ELEMS * 8):
-        q0 = t * TILE
-        _gemm_tile(&a[0, 0], &a_zp[0], &b[0, 0], &b_zp[0], &acc[0, 0], m, k, n, q0,
-                   TILE if q0 + TILE <= n else n - q0)
+    ka = 2 * ((k + 1) // 2)
+    a16 = <short *>malloc(m * ka * sizeof(short))
+    asum = <int *>malloc(m * sizeof(int))
+    if a16 == NULL or asum == NULL:
+        free(a16)
+        free(asum)
+        raise MemoryError("qgemm: no memory for the packed rows of a")
+    with nogil:
+        for i in range(m):
+            s = 0
+            for kk in range(k):
+                a16[i * ka + kk] = <short>(<int>a[i, kk] - a_zp[i])
+                s = s + a16[i * ka + kk]
+            if ka > k:
+                a16[i * ka + k] = 0
+            asum[i] = s
+        nt = (n + TILE - 1) // TILE
+        with parallel(use_threads_if=m * k * n >= PAR_ELEMS * 8):
+            bp = <short *>malloc(ka * TILE * sizeof(short))
+            for t in prange(nt, schedule="static"):
+                q0 = t * TILE
+                if bp != NULL:
+                    _gemm_tile(a16, asum, &b[0, 0], &b_zp[0], &acc[0, 0], m, k, n, q0,
+                               TILE if q0 + TILE <= n else n - q0, bp)
+                else:
+                    pfailed[0] = 1
+            free(bp)
+    free(a16)
+    free(asum)
+    if failed:
+        raise MemoryError("qgemm: no memory for a packed tile of b")
+
+
+cdef inline Py_ssize_t _first(Py_ssize_t n_dst, Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
+    """First output o (at most n_dst) whose input o * stride + off is >= 0."""
+    return 0 if off >= 0 else min(n_dst, (-off + stride - 1) // stride)
+
+
+cdef inline Py_ssize_t _stop(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t stride,
+                             Py_ssize_t off, Py_ssize_t lo) noexcept nogil:
+    """One past the last output o < n_dst whose input o * stride + off is < n_src (>= lo)."""
+    cdef Py_ssize_t last = n_src - 1 - off
+    if last < 0:
+        return lo
+    return max(lo, min(n_dst, last // stride + 1))
 
 
 def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
@@ -181,8 +220,8 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
                Py_ssize_t dw, int[:, :, ::1] acc):
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
     cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], oh = acc.shape[1], ow = acc.shape[2]
-    cdef Py_ssize_t ch, oy, ox, i, j, iy, ix
-    cdef int wv, s
+    cdef Py_ssize_t ch, oy, ox, i, j, iy, off, lo, hi
+    cdef int wv
     if c * oh * ow == 0:
         return
     for ch in prange(c, nogil=True, schedule="static",
@@ -193,31 +232,43 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
         for i in range(kh):
             for j in range(kw):
                 wv = <int>w[ch, i, j] - w_zp[ch]
+                off = j * dw - pw
+                lo = _first(ow, sw, off)
+                hi = _stop(wd, ow, sw, off, lo)
+                if hi <= lo:
+                    continue
                 for oy in range(oh):
                     iy = oy * sh - ph + i * dh
                     if iy < 0 or iy >= h:
                         continue
-                    for ox in range(ow):
-                        ix = ox * sw - pw + j * dw
-                        if 0 <= ix < wd:
-                            acc[ch, oy, ox] += wv * (<int>x[ch, iy, ix] - x_zp)
+                    if q8 is u8_t:
+                        edl_qdw_tap_u8(&acc[ch, oy, lo], &x[ch, iy, lo * sw + off], sw, wv,
+                                       x_zp, hi - lo)
+                    else:
+                        edl_qdw_tap_s8(&acc[ch, oy, lo], &x[ch, iy, lo * sw + off], sw, wv,
+                                       x_zp, hi - lo)
 
 
 def requantize(const int[:, :, ::1] acc, const int[::1] bias, const float[::1] scale,
                int zero_point, qout[:, :, ::1] out):
-    cdef Py_ssize_t a = acc.shape[0], c = acc.shape[1], b = acc.shape[2], p, q, ch
-    cdef float lo, hi, s, z = <float>zero_point
-    cdef int bi
+    cdef Py_ssize_t a = acc.shape[0], c = acc.shape[1], b = acc.shape[2], p
+    cdef float lo, hi
     _limits(<qout *>NULL, &lo, &hi)
     if a * c * b == 0:
         return
     for p in prange(a * c, nogil=True, schedule="static", use_threads_if=a * c * b >= PAR_ELEMS):
-        ch = p % c
-        s = scale[ch]
-        bi = bias[ch]
-        for q in range(b):
-            out[p // c, ch, q] = <qout>_clampf(
-                nearbyintf(<float>(acc[p // c, ch, q] + bi) * s) + z, lo, hi)
+        if qout is u8_t:
+            edl_requant_u8(&acc[p // c, p % c, 0], bias[p % c], scale[p % c], zero_point, lo, hi,
+                           &out[p // c, p % c, 0], b)
+        elif qout is s8_t:
+            edl_requant_s8(&acc[p // c, p % c, 0], bias[p % c], scale[p % c], zero_point, lo, hi,
+                           &out[p // c, p % c, 0], b)
+        elif qout is u16_t:
+            edl_requant_u16(&acc[p // c, p % c, 0], bias[p % c], scale[p % c], zero_point, lo,
+                            hi, &out[p // c, p % c, 0], b)
+        else:
+            edl_requant_s16(&acc[p // c, p % c, 0], bias[p % c], scale[p % c], zero_point, lo,
+                            hi, &out[p // c, p % c, 0], b)
 
 
 def lookup(const unsigned char[::1] x, const q8[::1] table, q8[::1] out):

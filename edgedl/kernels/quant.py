@@ -18,9 +18,10 @@ from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
 from .conv import _conv_geometry
 
-__all__ = ["QDQ_TYPES", "quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "requantize",
-           "qlinear_conv2d", "conv_integer2d", "qlinear_matmul", "matmul_integer",
-           "lookup_table", "lookup", "qlinear_binary", "qlinear_global_avg_pool2d", "QTYPES"]
+__all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
+           "dynamic_quantize_linear", "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
+           "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
+           "qlinear_binary", "qlinear_global_avg_pool2d"]
 
 #: the quantized element types the integer kernels take
 QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -219,39 +220,58 @@ def _conv_args(x, w, x_zero_point, w_zero_point, strides, pads, dilations, group
     return x, w, int(xz[0]), np.broadcast_to(wz, (m,)).astype(np.int32), geo
 
 
-def _conv_acc(x, xz, w, wz, geo, backend):
-    """int32 (N, M, OH, OW) = sum over taps of (x - xz) * (w - wz[m])."""
+def _conv_runner(x_shape, xz, w, wz, geo, backend):
+    """``acc(x)`` -> int32 (N, M, OH, OW) = sum over taps of (x - xz) * (w - wz[m]) for x of
+    ``x_shape``, with the weights laid out and the kernels resolved once (per backend)."""
     group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
-    n, c, h, wd = x.shape
+    n, c, h, wd = x_shape
     m, cg, kh, kw = w.shape
-    acc = np.empty((n, m, oh, ow), np.int32)
-    if acc.size == 0:
-        return acc
-    x = _numba_writable(_contig(x), backend)
-    w = _numba_writable(_contig(w), backend)
-    if group == c and m == c:     # depthwise
-        dwk = _kernel("qdepthwise", backend)
-        for i in range(n):
-            dwk(x[i], xz, w.reshape(c, kh, kw), wz, sh, sw, pads[0], pads[1], dh, dw, acc[i])
-        return acc
-    gemm = _kernel("qgemm", backend)
+    w = np.ascontiguousarray(w)
+    oshape = (n, m, oh, ow)
     mg, L = m // group, oh * ow
-    wg = w.reshape(group, mg, cg * kh * kw)
-    xfill = np.full(L, xz, np.int32)
+    depthwise = group == c and m == c
     direct = kh == kw == sh == sw == 1 and not any(pads)
-    cols = None if direct else np.empty((cg * kh * kw, L), x.dtype)
-    im2col = None if direct else _kernel("im2col_q", backend)
-    for i in range(n):
-        for g in range(group):
-            xg = x[i, g * cg:(g + 1) * cg]
-            if direct:
-                b = xg.reshape(cg, L)
-            else:
-                im2col(xg, xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow, cols)
-                b = cols
-            gemm(wg[g], wz[g * mg:(g + 1) * mg], b, xfill,
-                 acc[i, g * mg:(g + 1) * mg].reshape(mg, L))
-    return acc
+    wg = w.reshape(c, kh, kw) if depthwise else w.reshape(group, mg, cg * kh * kw)
+    xfill = np.full(L, xz, np.int32)
+    bound = {}
+
+    def kernels(bk):
+        got = bound.get(bk)
+        if got is None:
+            ww = _numba_writable(wg, bk)
+            got = bound[bk] = (ww, _kernel("qdepthwise" if depthwise else "qgemm", bk),
+                               None if depthwise or direct else _kernel("im2col_q", bk))
+        return got
+
+    def acc_of(x):
+        acc = np.empty(oshape, np.int32)
+        if acc.size == 0:
+            return acc
+        bk = _config.resolve_backend(backend)
+        ww, k, im2col = kernels(bk)
+        x = _numba_writable(_contig(x), bk)
+        if depthwise:
+            for i in range(n):
+                k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, acc[i])
+            return acc
+        cols = None if direct else np.empty((cg * kh * kw, L), x.dtype)
+        for i in range(n):
+            for g in range(group):
+                xg = x[i, g * cg:(g + 1) * cg]
+                if direct:
+                    b = xg.reshape(cg, L)
+                else:
+                    im2col(xg, xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow, cols)
+                    b = cols
+                k(ww[g], wz[g * mg:(g + 1) * mg], b, xfill,
+                  acc[i, g * mg:(g + 1) * mg].reshape(mg, L))
+        return acc
+    acc_of.out_shape = oshape
+    return acc_of
+
+
+def _conv_acc(x, xz, w, wz, geo, backend):
+    return _conv_runner(x.shape, xz, w, wz, geo, backend)(x)
 
 
 def conv_integer2d(x, w, x_zero_point=None, w_zero_point=None, strides=(1, 1),
@@ -297,6 +317,38 @@ def qlinear_conv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, 
     b = _bias32(bias, m)
     acc = _conv_acc(x, xz, w, wz, geo, backend)
     return requantize(acc, b, mult, int(yz[0]), ydt, axis=1, out=out, backend=backend)
+
+
+def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_zero_point,
+                        y_scale, y_zero_point, bias=None, strides=(1, 1), pads=(0, 0, 0, 0),
+                        dilations=(1, 1), group=1, auto_pad="NOTSET", backend=None):
+    """qlinear_conv2d prepared once for a fixed input shape and constant parameters (the ONNX
+    planner's path): validates everything now; returns ``run(x, out=None)``, which checks
+    only x's shape and dtype and runs the kernels. ``run.out_shape`` is (N, M, OH, OW)."""
+    x_shape = tuple(int(d) for d in x_shape)
+    x_dtype = np.dtype(x_dtype)
+    x, w, xz, wz, geo = _conv_args(np.empty(x_shape, x_dtype), w, x_zero_point, w_zero_point,
+                                   strides, pads, dilations, group, auto_pad)
+    m = w.shape[0]
+    mult = conv_multiplier(x_scale, w_scale, y_scale, m)
+    yz, ydt = _zero_point(y_zero_point, "y_zero_point", None, default=x_dtype)
+    yz = int(yz[0])
+    b = np.array(_bias32(bias, m))      # a writable copy (numba specialises on read-only)
+    acc_of = _conv_runner(x_shape, xz, w, wz, geo, backend)
+    oshape = acc_of.out_shape
+    flat = (oshape[0], m, oshape[2] * oshape[3])
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != x_dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(oshape, ydt) if out is None else out
+        if y.size:
+            acc = acc_of(x)
+            _kernel("requantize", backend)(acc.reshape(flat), b, mult, yz, y.reshape(flat))
+        return y
+    run.out_shape = oshape
+    return run
 
 
 # ----------------------------------------------------------------------------- matmul

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import EdgeDLError, ModelError
 from ...kernels import activations as _acts, pooling as _pool, quant as _q
-from . import ints, op
+from . import ints, op, takes_out
 from .nn import _spatial
 
 MS = "com.microsoft."
@@ -102,6 +102,14 @@ def qlinear_conv(ctx):
     y_zero_point, bias (optional, int32)."""
     strides, pads, dil, group, auto_pad = _conv_attrs(ctx)
     b = ctx.backend
+    if ctx.static and all(ctx.is_const(i) for i in range(1, ctx.n_in)):
+        try:    # validated and laid out once; per call only the kernels run
+            run = _q.qlinear_conv2d_plan(ctx.shapes[0], ctx.dtypes[0], *ctx.consts[1:8],
+                                         ctx.consts[8] if ctx.has(8) else None, strides, pads,
+                                         dil, group, auto_pad, backend=b)
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+        return takes_out(lambda x, *_, out=None: run(x, out))
 
     def f(x, xs, xz, w, ws, wz, ys, yz, bias=None):
         return _q.qlinear_conv2d(x, xs, xz, w, ws, wz, ys, yz, bias, strides, pads, dil,
