@@ -55,6 +55,20 @@ EDL_Q_KERNEL static void edl_qgemm_pairs(const int16_t *restrict a, const int16_
     }
 }
 
+/* Rows b0, b1 (nq values each; b1 NULL: zeros) -> d[2q] = b0[q], d[2q + 1] = b1[q] as int16:
+   one row pair of a packed GEMM tile. */
+#define EDL_QPACK(NAME, T)                                                                   \
+EDL_Q_KERNEL static void NAME(const T *restrict b0, const T *restrict b1, int16_t *restrict d,\
+                              ptrdiff_t nq) {                                                \
+    if (b1 == NULL) {                                                                       \
+        for (ptrdiff_t q = 0; q < nq; q++) { d[2 * q] = b0[q]; d[2 * q + 1] = 0; }          \
+        return;                                                                             \
+    }                                                                                       \
+    for (ptrdiff_t q = 0; q < nq; q++) { d[2 * q] = b0[q]; d[2 * q + 1] = b1[q]; }          \
+}
+EDL_QPACK(edl_qpack_u8, uint8_t)
+EDL_QPACK(edl_qpack_s8, int8_t)
+
 /* d[q] += w * (s[q * stride] - z) for q < n (one tap of a depthwise row). */
 EDL_Q_KERNEL static void edl_qdw_tap_u8(int32_t *restrict d, const uint8_t *restrict s,
                                         ptrdiff_t stride, int32_t w, int32_t z, ptrdiff_t n) {

@@ -11,11 +11,14 @@ product, clamp, round half to even, saturate.
 from cython.parallel cimport parallel, prange
 from libc.math cimport nearbyintf
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 cdef extern from "edl_quant.h" nogil:
     # int32_t / short there are int / short here (the same C types on every target)
     void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
+    void edl_qpack_u8(const unsigned char *b0, const unsigned char *b1, short *d, Py_ssize_t nq)
+    void edl_qpack_s8(const signed char *b0, const signed char *b1, short *d, Py_ssize_t nq)
     void edl_qdw_tap_u8(int *d, const unsigned char *s, Py_ssize_t stride, int w, int z,
                         Py_ssize_t n)
     void edl_qdw_tap_s8(int *d, const signed char *s, Py_ssize_t stride, int w, int z,
@@ -111,10 +114,25 @@ def dequantize_linear(const qin[:, :, ::1] x, const float[::1] scale, const int[
             out[p // c, ch, q] = <float>(<long long>x[p // c, ch, q] - z) * s
 
 
+cdef inline Py_ssize_t _first(Py_ssize_t n_dst, Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
+    """First output o (at most n_dst) whose input o * stride + off is >= 0."""
+    return 0 if off >= 0 else min(n_dst, (-off + stride - 1) // stride)
+
+
+cdef inline Py_ssize_t _stop(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t stride,
+                             Py_ssize_t off, Py_ssize_t lo) noexcept nogil:
+    """One past the last output o < n_dst whose input o * stride + off is < n_src (>= lo)."""
+    cdef Py_ssize_t last = n_src - 1 - off
+    if last < 0:
+        return lo
+    return max(lo, min(n_dst, last // stride + 1))
+
+
 def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
              Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
              Py_ssize_t oh, Py_ssize_t ow, q8[:, ::1] cols):
-    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], r, ch, i, j, oy, ox, iy, ix
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], r, ch, i, j, oy, ox, iy
+    cdef Py_ssize_t off, lo, hi
     cdef q8 f = <q8>fill
     cdef q8 *dst
     cdef const q8 *src
@@ -125,17 +143,23 @@ def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_s
         ch = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
+        off = j * dw - pw
+        lo = _first(ow, sw, off)          # outputs [lo, hi) of each row read the image
+        hi = _stop(w, ow, sw, off, lo)
         dst = &cols[r, 0]
         for oy in range(oh):
             iy = oy * sh - ph + i * dh
             if iy < 0 or iy >= h:
-                for ox in range(ow):
-                    dst[oy * ow + ox] = f
+                memset(dst + oy * ow, <unsigned char>f, ow)
+                continue
+            src = &x[ch, iy, 0]
+            memset(dst + oy * ow, <unsigned char>f, lo)
+            if sw == 1:
+                memcpy(dst + oy * ow + lo, src + lo + off, hi - lo)
             else:
-                src = &x[ch, iy, 0]
-                for ox in range(ow):
-                    ix = ox * sw - pw + j * dw
-                    dst[oy * ow + ox] = src[ix] if 0 <= ix < w else f
+                for ox in range(lo, hi):
+                    dst[oy * ow + ox] = src[ox * sw + off]
+            memset(dst + oy * ow + hi, <unsigned char>f, ow - hi)
 
 
 cdef void _gemm_tile(const short *a16, const int *asum, const q8b *b, const int *b_zp,
@@ -145,10 +169,12 @@ cdef void _gemm_tile(const short *a16, const int *asum, const q8b *b, const int 
     length), asum its row sums; bp scratch for the packed tile."""
     cdef Py_ssize_t kp2 = (k + 1) // 2, p, q, i
     for p in range(kp2):
-        for q in range(nq):
-            bp[(p * nq + q) * 2] = <short>b[2 * p * n + q0 + q]
-            bp[(p * nq + q) * 2 + 1] = <short>b[(2 * p + 1) * n + q0 + q] if 2 * p + 1 < k \
-                else 0
+        if q8b is u8_t:
+            edl_qpack_u8(b + 2 * p * n + q0, b + (2 * p + 1) * n + q0 if 2 * p + 1 < k else NULL,
+                         bp + 2 * p * nq, nq)
+        else:
+            edl_qpack_s8(b + 2 * p * n + q0, b + (2 * p + 1) * n + q0 if 2 * p + 1 < k else NULL,
+                         bp + 2 * p * nq, nq)
     edl_qgemm_pairs(a16, bp, acc + q0, n, m, kp2, nq)
     for i in range(m):
         for q in range(nq):
@@ -199,20 +225,6 @@ def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const in
     free(asum)
     if failed:
         raise MemoryError("qgemm: no memory for a packed tile of b")
-
-
-cdef inline Py_ssize_t _first(Py_ssize_t n_dst, Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
-    """First output o (at most n_dst) whose input o * stride + off is >= 0."""
-    return 0 if off >= 0 else min(n_dst, (-off + stride - 1) // stride)
-
-
-cdef inline Py_ssize_t _stop(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t stride,
-                             Py_ssize_t off, Py_ssize_t lo) noexcept nogil:
-    """One past the last output o < n_dst whose input o * stride + off is < n_src (>= lo)."""
-    cdef Py_ssize_t last = n_src - 1 - off
-    if last < 0:
-        return lo
-    return max(lo, min(n_dst, last // stride + 1))
 
 
 def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
