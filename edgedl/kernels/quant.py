@@ -19,7 +19,8 @@ from . import _dispatch
 from .conv import _conv_geometry
 
 __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
-           "dynamic_quantize_linear", "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
+           "quantize_linear_plan", "dequantize_linear_plan", "dynamic_quantize_linear",
+           "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
            "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
            "qlinear_binary", "qlinear_global_avg_pool2d"]
 
@@ -150,6 +151,48 @@ def dequantize_linear(x, scale, zero_point=None, axis=1, out=None, backend=None)
     _kernel("dequantize_linear", backend)(xv, s, z, y)
     out[...] = y.reshape(x.shape)
     return out
+
+
+def _qdq_plan(kind, x_shape, x_dtype, scale, zero_point, axis, dtype, backend):
+    x_shape = tuple(int(d) for d in x_shape)
+    x = np.empty(x_shape, x_dtype)
+    if kind == "quantize_linear":
+        y0 = quantize_linear(x, scale, zero_point, axis, dtype, backend="numpy")
+        s, z, _, per, ax = _params(scale, zero_point, x, axis, "y_scale", "y_zero_point",
+                                   QDQ_TYPES, default=y0.dtype)
+    else:
+        y0 = dequantize_linear(x, scale, zero_point, axis, backend="numpy")
+        s, z, _, per, ax = _params(scale, zero_point, x, axis, "x_scale", "x_zero_point",
+                                   QDQ_TYPES + (np.dtype(np.int32),), default=x.dtype)
+    shape3, ydt = _acb(x, ax, per).shape, y0.dtype
+    s, z = np.array(s), np.array(z)     # writable copies (numba specialises on read-only)
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != x_dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(x_shape, ydt) if out is None else out
+        if y.size:
+            bk = _config.resolve_backend(backend)
+            _kernel(kind, bk)(_numba_writable(_contig(x), bk).reshape(shape3), s, z,
+                              y.reshape(shape3))
+        return y
+    run.out_shape = x_shape
+    return run
+
+
+def quantize_linear_plan(x_shape, scale, zero_point=None, axis=1, dtype=None, backend=None):
+    """quantize_linear for float32 x of a fixed shape and constant parameters, validated once:
+    returns ``run(x, out=None)`` (out C-contiguous, of the output shape and type)."""
+    return _qdq_plan("quantize_linear", x_shape, np.float32, scale, zero_point, axis, dtype,
+                     backend)
+
+
+def dequantize_linear_plan(x_shape, x_dtype, scale, zero_point=None, axis=1, backend=None):
+    """dequantize_linear for x of a fixed shape and type and constant parameters, validated
+    once: returns ``run(x, out=None)`` (out C-contiguous float32 of x's shape)."""
+    return _qdq_plan("dequantize_linear", x_shape, x_dtype, scale, zero_point, axis, None,
+                     backend)
 
 
 def dynamic_quantize_linear(x, backend=None):

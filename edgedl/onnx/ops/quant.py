@@ -57,6 +57,14 @@ def quantize_linear(ctx):
     if ctx.dtypes[0] not in (np.dtype(np.float32),):
         raise ctx.fail(f"input x of type {ctx.dtypes[0]} is not supported (float32 is)")
 
+    if ctx.static and all(ctx.is_const(i) for i in range(1, ctx.n_in)):
+        try:
+            run = _q.quantize_linear_plan(ctx.shapes[0], ctx.consts[1], ctx.consts[2]
+                                          if ctx.has(2) else None, axis, dtype, backend=b)
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+        return takes_out(lambda x, *_, out=None: run(x, out))
+
     def f(x, scale, zp=None):
         return _q.quantize_linear(x, scale, zp, axis=axis, dtype=dtype, backend=b)
     return _guarded(ctx, f)
@@ -71,6 +79,15 @@ def dequantize_linear(ctx):
                        "integers and int32 are)")
     if ctx.dtypes[1] not in (np.dtype(np.float32),):
         raise ctx.fail(f"x_scale of type {ctx.dtypes[1]} is not supported (float32 is)")
+
+    if ctx.static and all(ctx.is_const(i) for i in range(1, ctx.n_in)):
+        try:
+            run = _q.dequantize_linear_plan(ctx.shapes[0], ctx.dtypes[0], ctx.consts[1],
+                                            ctx.consts[2] if ctx.has(2) else None, axis,
+                                            backend=b)
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+        return takes_out(lambda x, *_, out=None: run(x, out))
 
     def f(x, scale, zp=None):
         return _q.dequantize_linear(x, scale, zp, axis=axis, backend=b)
