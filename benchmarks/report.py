@@ -15,7 +15,7 @@ settings); OpenCV DNN (``cv2.dnn.readNetFromONNX``, a benchmark-only peer, never
 edgedl) gets the same input tensor, and a model it cannot load or run is reported as such.
 The static ARM table of tools/mca.py is appended when its tools are installed.
 
-Needs onnxruntime and opencv-python-headless (the [test] extra) and matplotlib for the chart
+Needs onnxruntime and opencv-python-headless (the [bench] extra) and matplotlib for the chart
 (without it the markdown is still written). The machine this runs on is usually shared and
 busy: the header records the load average before and after.
 """
