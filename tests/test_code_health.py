@@ -40,14 +40,11 @@ def test_pyflakes_finds_nothing():
 #: Most complexity a function may have (radon's cyclomatic complexity: 1 + one per branch,
 #: loop, boolean operator, except clause, comprehension condition).
 MAX_COMPLEXITY = 20
-#: Functions still above MAX_COMPLEXITY whose refactoring is under way elsewhere, as
-#: "path under edgedl/ without .py:qualified name". Tolerated until their work lands; the
-#: second test fails as soon as one is fixed or renamed, so remove its name here then (the
-#: set only shrinks, and is to be empty when issue #16 item 3 is done).
-PENDING = {
-    "onnx/ops/nn:_resize_fn.geometry",             # a closure (radon's CLI hides closures
-                                                   # unless --show-closures): no owner yet
-}
+#: Functions above MAX_COMPLEXITY tolerated while their refactoring is under way, as
+#: "path under edgedl/ without .py:qualified name" (e.g. "onnx/ops/nn:_resize_fn.geometry"),
+#: each with a comment saying whose work it waits for. The second test fails as soon as one is
+#: fixed or renamed, so the set only shrinks; empty since issue #16 item 3 landed.
+PENDING = set()
 
 
 def _complexities():

@@ -317,6 +317,45 @@ def gemm(ctx):
 
 
 # ----------------------------------------------------------------------------- resize
+def _resize_to_sizes(shape, ax, sizes, policy):
+    """(output shape, scale per axis) for the ``sizes`` input on axes ``ax``: each axis to its
+    size ("stretch"), or one scale for them all that keeps the aspect ratio, the smaller
+    ("not_larger") or the larger ("not_smaller") of the per-axis ones."""
+    full_scales, full_sizes = [1.0] * len(shape), list(shape)
+    if policy != "stretch":
+        r = [sizes[i] / shape[a] for i, a in enumerate(ax)]
+        s = min(r) if policy == "not_larger" else max(r)
+        for a in ax:
+            full_scales[a] = s
+            full_sizes[a] = int(np.floor(shape[a] * s + 0.5))
+    else:
+        for i, a in enumerate(ax):
+            full_sizes[a] = sizes[i]
+            full_scales[a] = sizes[i] / shape[a]
+    return full_sizes, full_scales
+
+
+def _resize_by_scales(shape, ax, scales):
+    """(output shape, scale per axis) for the ``scales`` input on axes ``ax``."""
+    full_scales, full_sizes = [1.0] * len(shape), list(shape)
+    sc = [float(v) for v in np.asarray(scales).reshape(-1)]
+    for i, a in enumerate(ax):
+        full_scales[a] = sc[i]
+        full_sizes[a] = int(np.floor(shape[a] * sc[i]))
+    return full_sizes, full_scales
+
+
+def _resize_roi_hw(roi, nd, ax):
+    """(start H, start W, end H, end W) of tf_crop_and_resize's roi: starts then ends of every
+    axis, or of the ``ax`` axes only when the node has ``axes``."""
+    r = np.asarray(roi, dtype=np.float64).reshape(-1)
+    if ax is None:
+        return (r[nd - 2], r[nd - 1], r[2 * nd - 2], r[2 * nd - 1])
+    n = len(ax)
+    pos = [ax.index(nd - 2), ax.index(nd - 1)]
+    return (r[pos[0]], r[pos[1]], r[n + pos[0]], r[n + pos[1]])
+
+
 def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of, sizes_of,
                roi_of, axes=None, policy="stretch"):
     """A function x, *inputs -> resized x on resize2d (scaling only on the two last axes)."""
@@ -332,26 +371,11 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
         ax = list(range(nd)) if axes is None else [a + nd if a < 0 else a for a in axes]
         scales = scales_of(inputs)
         sizes = sizes_of(inputs)
-        full_scales = [1.0] * nd
-        full_sizes = list(shape)
         if sizes is not None and len(sizes):
-            sizes = ints(sizes)
-            if policy != "stretch":
-                r = [sizes[i] / shape[a] for i, a in enumerate(ax)]
-                s = min(r) if policy == "not_larger" else max(r)
-                for a in ax:
-                    full_scales[a] = s
-                    full_sizes[a] = int(np.floor(shape[a] * s + 0.5))
-            else:
-                for i, a in enumerate(ax):
-                    full_sizes[a] = sizes[i]
-                    full_scales[a] = sizes[i] / shape[a]
+            full_sizes, full_scales = _resize_to_sizes(shape, ax, ints(sizes), policy)
             scl = None if policy == "stretch" else full_scales
         else:
-            sc = [float(v) for v in np.asarray(scales).reshape(-1)]
-            for i, a in enumerate(ax):
-                full_scales[a] = sc[i]
-                full_sizes[a] = int(np.floor(shape[a] * sc[i]))
+            full_sizes, full_scales = _resize_by_scales(shape, ax, scales)
             scl = full_scales
         if nd < 2 or any(full_sizes[a] != shape[a] or full_scales[a] != 1.0
                          for a in range(nd - 2)):
@@ -360,13 +384,7 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
         roi = roi_of(inputs)
         roi_hw = None
         if roi is not None and ctm == "tf_crop_and_resize":
-            r = np.asarray(roi, dtype=np.float64).reshape(-1)
-            if axes is None:
-                roi_hw = (r[nd - 2], r[nd - 1], r[2 * nd - 2], r[2 * nd - 1])
-            else:
-                n = len(ax)
-                pos = [ax.index(nd - 2), ax.index(nd - 1)]
-                roi_hw = (r[pos[0]], r[pos[1]], r[n + pos[0]], r[n + pos[1]])
+            roi_hw = _resize_roi_hw(roi, nd, None if axes is None else ax)
         return full_sizes, None if scl is None else (scl[-2], scl[-1]), roi_hw
 
     inputs_at_plan = tuple(ctx.consts[i] if ctx.has(i) else None
