@@ -594,7 +594,7 @@ def _gfl_classes(groups, nb):
     ncls = set()
     for outs in groups.values():
         dims = sorted(o.shape[1] for o in outs)
-        if dims.count(nb) < 1:
+        if len(dims) != 2 or dims.count(nb) < 1:     # levels of unequal size: no GFL pairs
             return None
         ncls.add(dims[0] if dims[1] == nb else dims[1])
     return ncls.pop() if len(ncls) == 1 else None
