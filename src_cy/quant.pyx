@@ -288,3 +288,11 @@ def lookup(const unsigned char[::1] x, const q8[::1] table, q8[::1] out):
     with nogil:
         for i in range(n):
             out[i] = table[x[i]]
+
+
+def lookup2(const unsigned char[::1] a, const unsigned char[::1] b, const q8[::1] table,
+            q8[::1] out):
+    cdef Py_ssize_t n = a.shape[0], i
+    with nogil:
+        for i in range(n):
+            out[i] = table[(<Py_ssize_t>a[i] << 8) | b[i]]

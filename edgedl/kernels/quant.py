@@ -22,7 +22,7 @@ __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
            "quantize_linear_plan", "dequantize_linear_plan", "dynamic_quantize_linear",
            "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
            "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
-           "qlinear_binary", "qlinear_global_avg_pool2d"]
+           "qlinear_binary", "qlinear_binary_table", "lookup2", "qlinear_global_avg_pool2d"]
 
 #: the quantized element types the integer kernels take
 QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -541,6 +541,46 @@ def qlinear_binary(op, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_sca
         raise ValidationError(f"op must be 'add' or 'mul', got {op!r}")
     info = np.iinfo(a.dtype)
     return np.clip(np.rint(v) + np.float32(zc), info.min, info.max).astype(a.dtype)
+
+
+def qlinear_binary_table(op, a_scale, a_zero_point, b_scale, b_zero_point, c_scale,
+                         c_zero_point, dtype):
+    """The 65536-entry table of qlinear_binary(op, ...) over every pair of 8-bit values of
+    ``dtype``, indexed by a's bits * 256 + b's bits (for ``lookup2``)."""
+    dtype = np.dtype(dtype)
+    if dtype not in QTYPES:
+        raise DTypeError(f"dtype must be uint8 or int8, got {dtype}")
+    bits = np.arange(256, dtype=np.uint16).astype(np.uint8).view(dtype)
+    a, b = np.repeat(bits, 256), np.tile(bits, 256)
+    z = [np.zeros((), dtype) if v is None else v
+         for v in (a_zero_point, b_zero_point, c_zero_point)]
+    return qlinear_binary(op, a, a_scale, z[0], b, b_scale, z[1], c_scale, z[2])
+
+
+def lookup2(a, b, table, out=None, backend=None):
+    """out = table[a's bits * 256 + b's bits] elementwise with NumPy broadcasting; a, b of one
+    8-bit type, table (65536,) uint8/int8."""
+    a = _qarray(a, "a")
+    b = _qarray(b, "b")
+    table = _qarray(table, "table")
+    V.check_shape(table, (65536,), "table")
+    if a.dtype != b.dtype:
+        raise DTypeError(f"a and b must have one dtype, got {a.dtype} and {b.dtype}")
+    if a.shape != b.shape:
+        try:
+            a, b = np.broadcast_arrays(a, b)
+        except ValueError:
+            raise ShapeError(f"a and b do not broadcast: shapes {a.shape} and {b.shape}") \
+                from None
+    out = V.output(out, a.shape, table.dtype)
+    y = out if out.flags.c_contiguous else np.empty(a.shape, table.dtype)
+    bk = _config.resolve_backend(backend)
+    flat = [_numba_writable(_contig(v).reshape(-1).view(np.uint8), bk) for v in (a, b)]
+    _kernel("lookup2", bk)(flat[0], flat[1], _numba_writable(np.ascontiguousarray(table), bk),
+                           y.reshape(-1))
+    if y is not out:
+        out[...] = y
+    return out
 
 
 def qlinear_global_avg_pool2d(x, x_scale, x_zero_point, y_scale, y_zero_point,

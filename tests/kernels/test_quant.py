@@ -140,6 +140,19 @@ def test_requantize_and_lookup(backend, rng):
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+def test_binary_tables_match_the_formula(backend, dtype, rng):
+    a, b = _q(rng, (2, 3, 5, 7), dtype), _q(rng, (3, 1, 7), dtype)
+    z = (dtype(3), dtype(-2 if dtype == S8 else 9), dtype(5))
+    for op in ("add", "mul"):
+        t = Q.qlinear_binary_table(op, 0.0517, z[0], 0.0213, z[1], 0.1093, z[2], dtype)
+        want = Q.qlinear_binary(op, a, 0.0517, z[0], b, 0.0213, z[1], 0.1093, z[2])
+        np.testing.assert_array_equal(Q.lookup2(a, b, t, backend=backend), want)
+    with pytest.raises(DTypeError, match="one dtype"):
+        Q.lookup2(a, b.view(U8 if dtype == S8 else S8), t, backend=backend)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
 def test_qlinear_matmul_batched(backend, rng):
     a = _q(rng, (2, 3, 5, 9), U8)
     b = _q(rng, (3, 9, 4), S8)

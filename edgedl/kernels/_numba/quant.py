@@ -129,3 +129,9 @@ def lookup(x, table, out):
     xu = x.view(np.uint8)
     for i in range(xu.shape[0]):
         out[i] = table[xu[i]]
+
+
+@njit
+def lookup2(a, b, table, out):
+    for i in range(a.shape[0]):
+        out[i] = table[np.int64(a[i]) * 256 + np.int64(b[i])]

@@ -15,6 +15,8 @@ points are int32. Rounding is onnxruntime's: a float32 value, round half to even
 - ``requantize``: out = sat(rint(float32(acc + bias[c]) * scale[c]) + zp).
 - ``lookup``: out[i] = table[x[i] as uint8] (a 256-entry table: activations of quantized
   values, and the requantization of QLinearConcat's inputs).
+- ``lookup2``: out[i] = table[a[i] * 256 + b[i]], bits as uint8 (a 65536-entry table: the
+  com.microsoft QLinearAdd / QLinearMul of two 8-bit tensors).
 
 The integer products are summed here as float64 through NumPy's BLAS: every partial sum of
 8-bit products stays far below 2**53, so the result is exact (and fast enough to check
@@ -93,3 +95,8 @@ def requantize(acc, bias, scale, zero_point, out):
 def lookup(x, table, out):
     """x 1-D int8/uint8, table (256,) indexed by x's bits as uint8 -> out 1-D (table's dtype)."""
     out[...] = table[x.view(np.uint8)]
+
+
+def lookup2(a, b, table, out):
+    """a, b 1-D uint8 (the bits of 8-bit values), table (65536,) -> out 1-D (table's dtype)."""
+    out[...] = table[a.astype(np.intp) * 256 + b]
