@@ -18,22 +18,20 @@ One ``Activation`` record per public activation, in code order. What reads it:
 This module imports nothing from edgedl: every layer from the backends up may read it.
 """
 import zlib
-from typing import NamedTuple
+from collections import namedtuple
 
 _SELU_ALPHA = 1.6732632423543772
 _SELU_GAMMA = 1.0507009873554805
 _INF = float("inf")
 
 
-class Param(NamedTuple):
+class Param(namedtuple("Param", "name default onnx_attr onnx_default",
+                       defaults=(None, None, None))):
     """One parameter of an activation: the wrapper's keyword ``name`` and ``default``
     (None: no default; clip's None means unbounded), the ONNX attribute it comes from
     (``onnx_attr``, None when it is an input, e.g. PRelu's slope) and that attribute's default
     when it differs from the wrapper's (``onnx_default``: ONNX stores float32 defaults)."""
-    name: str
-    default: object = None
-    onnx_attr: object = None
-    onnx_default: object = None
+    __slots__ = ()
 
     @property
     def attr_default(self):
@@ -41,7 +39,11 @@ class Param(NamedTuple):
         return self.default if self.onnx_default is None else self.onnx_default
 
 
-class Activation(NamedTuple):
+# (collections.namedtuple, not typing.NamedTuple: edgedl's import reads this table, and the
+# typing version costs twice as much to create)
+class Activation(namedtuple("Activation", "name kind params onnx_op onnx_since fuse_code "
+                                          "fuse_fixed fast_code has_grad alias_of",
+                            defaults=((), None, None, None, None, None, True, None))):
     """One activation.
 
     kind: "elementwise" (a twin per name taking scalar parameters, planned as an epilogue),
@@ -51,16 +53,7 @@ class Activation(NamedTuple):
     fuse_fixed: the epilogue's (p0, p1) when fixed by the activation instead of its params.
     fast_code: the op code of the Cython float32 fast entry (``fast_f32``), None if none.
     """
-    name: str
-    kind: str
-    params: tuple = ()
-    onnx_op: object = None
-    onnx_since: object = None
-    fuse_code: object = None
-    fuse_fixed: object = None
-    fast_code: object = None
-    has_grad: bool = True
-    alias_of: object = None
+    __slots__ = ()
 
 
 #: conv epilogue codes, in code order (the index is the code the twins switch on)
