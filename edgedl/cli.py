@@ -6,6 +6,8 @@
   edgedl bench [MODEL]                kernel x backend latency table, or a model's latency
   edgedl info [MODEL]                 a model's inputs, outputs, ops, parameters, FLOPs
   edgedl warmup                       compile the numba cache ahead of time
+  edgedl quantize MODEL --calib DIR -o OUT.onnx
+                                      int8 (QDQ) model calibrated on images, on edgedl
 """
 import argparse
 import json
@@ -116,10 +118,41 @@ def _parser():
     i.add_argument("model", nargs="?")
     _config_options(i)
 
+    _quantize_parser(sub)
+
     w = sub.add_parser("warmup", help="compile the numba cache ahead of time")
     w.add_argument("--backend", default=None, help="the backend to compile (default numba)")
     sub.add_parser("info-config", help="print versions, backends, threads and cache dir")
     return p
+
+
+def _quantize_parser(sub):
+    from .quantize import ACTIVATION_TYPES, OBSERVERS
+    q = sub.add_parser("quantize", help="an int8 QDQ model of a float detector, calibrated on "
+                                        "images with edgedl (onnxruntime runs it too)")
+    q.add_argument("model", help="the float .onnx detector")
+    q.add_argument("--calib", action="append", required=True, metavar="DIR|IMAGE",
+                   help="calibration images: a folder or an image (repeatable); every third "
+                        "is held back for the accuracy check")
+    q.add_argument("-o", "--output", required=True, metavar="OUT.onnx",
+                   help="where the int8 model is written")
+    q.add_argument("--samples", action="store_true",
+                   help="add scikit-image's bundled sample photos (pip install scikit-image)")
+    q.add_argument("--observer", choices=OBSERVERS, default="minmax",
+                   help="how activation ranges are chosen (default minmax)")
+    q.add_argument("--percentile", type=float, default=99.999,
+                   help="--observer percentile: the quantile kept each side (default 99.999)")
+    q.add_argument("--activation-type", choices=ACTIVATION_TYPES, default="uint8",
+                   help="8-bit activations, asymmetric (default uint8)")
+    q.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per tensor (default: per output channel)")
+    q.add_argument("--holdout", type=float, default=1 / 3, metavar="FRACTION",
+                   help="share of the images held back for the check (default 1/3; 0: none)")
+    q.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                   help="a node name to keep in float (repeatable)")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _config_options(q)
+    _common(q)
 
 
 def _config_options(p):
@@ -199,6 +232,8 @@ def main(argv=None):
             return cmd_bench(args)
         if args.cmd == "info" and args.model:
             return cmd_info(args)
+        if args.cmd == "quantize":
+            return cmd_quantize(args)
         if args.cmd == "warmup":
             times = edgedl.warmup(args.backend or "numba", verbose=True)
             print(f"warmed {len(times)} kernel families")
@@ -614,6 +649,19 @@ def _bench_pipeline(args, sess):
     print(f"\ndetector pipeline on the demo photo ({det.family}): "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items())
           + f"; pre+post = {(med['preprocess'] + med['postprocess']) / total:.0%} of {total:.1f} ms")
+
+
+# ----------------------------------------------------------------------------- quantize
+def cmd_quantize(args):
+    from .quantize import quantize_static
+    res = quantize_static(
+        args.model, args.calib, args.output, per_channel=not args.per_tensor,
+        activation_type=args.activation_type, observer=args.observer,
+        percentile=args.percentile, holdout=args.holdout, samples=args.samples,
+        nodes_to_exclude=args.exclude, backend=args.backend, quiet=args.quiet,
+        **_config_kw(args))
+    print(res.summary())
+    return 0
 
 
 # ----------------------------------------------------------------------------- info

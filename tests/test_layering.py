@@ -60,7 +60,7 @@ def layer(mod):
         return 6, "cli"
     if mod in ("edgedl", "edgedl._warmup"):
         return 5, "package surface"
-    if _within(mod, "edgedl.detect") or mod == "edgedl.batch":
+    if _within(mod, "edgedl.detect") or mod in ("edgedl.batch", "edgedl.quantize"):
         return 4, "detect"
     if _within(mod, "edgedl.onnx"):
         return 3, "onnx"

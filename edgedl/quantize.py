@@ -1,0 +1,683 @@
+"""Post-training static quantization on edgedl alone: ``quantize_static`` and
+``edgedl quantize MODEL.onnx --calib IMAGES -o MODEL.int8.onnx``.
+
+The float model runs on edgedl (no onnxruntime) over calibration images prepared exactly as
+``edgedl detect`` prepares them (the Detector's own ``preprocess``). A copy of the graph whose
+outputs include every activation that feeds or leaves a quantizable op makes those tensors
+visible; an observer per tensor turns what it saw into a range, then a scale and zero point.
+The result is a QDQ model (QuantizeLinear / DequantizeLinear pairs around Conv, MatMul, Add,
+Mul, Concat, Sigmoid, LeakyRelu, average pooling; element movers such as MaxPool, Reshape,
+Transpose share their input's parameters), the layout onnxruntime's QDQ quantizer writes:
+per-channel symmetric int8 weights (axis 0), int32 biases with scale x_scale * w_scale,
+uint8 (asymmetric) or int8 activations. BatchNormalization after a Conv is folded into it
+first, and a Relu (or Clip from 0) right after a quantized op is absorbed into its output's
+quantization, whose range starts at 0. Both onnxruntime and edgedl load the result; edgedl's
+load-time QDQ rewrite (edgedl/onnx/qdq.py) runs it on its integer kernels.
+
+A third of the images (every third one, from the first) is held back: the int8 model's
+detections on them are matched against the float model's (IoU >= 0.5, same class) and the
+recall and mean score difference returned.
+"""
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import ValidationError
+
+OBSERVERS = ("minmax", "percentile")
+ACTIVATION_TYPES = ("uint8", "int8")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+#: ops computed in integers between their Q/DQ pairs: which inputs are activations
+_QUANTIZED = {"Conv": (0,), "MatMul": None, "Add": None, "Mul": None, "Concat": None,
+              "Sigmoid": (0,), "LeakyRelu": (0,), "AveragePool": (0,),
+              "GlobalAveragePool": (0,)}
+#: ops that only move or select elements: their output shares their input's parameters
+_MOVERS = {"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
+           "Gather", "DepthToSpace", "SpaceToDepth"}
+#: activations a quantized output's clamp already performs when its range starts at 0
+_CLAMPS = {"Relu", "Clip"}
+_FLOAT = 1          # onnx.TensorProto.FLOAT
+
+
+class QuantizeResult(NamedTuple):
+    """What ``quantize_static`` did: the written model, the images used (calibration and
+    held back) and the accuracy check on the held-back ones (``recall`` None when the float
+    model found nothing there)."""
+    out_path: str
+    calibration_images: int
+    held_back_images: int
+    quantized_tensors: int
+    recall: object
+    mean_score_diff: object
+    float_detections: int
+    matched: int
+
+    def summary(self):
+        rec = "n/a (no float detections)" if self.recall is None else f"{self.recall:.3f}"
+        diff = "n/a" if self.mean_score_diff is None else f"{self.mean_score_diff:+.4f}"
+        return (f"wrote {self.out_path}: {self.quantized_tensors} activations quantized, "
+                f"calibrated on {self.calibration_images} images; on {self.held_back_images} "
+                f"held-back images: recall {rec} ({self.matched}/{self.float_detections} float "
+                f"detections matched at IoU >= 0.5), mean score difference {diff}")
+
+
+# ----------------------------------------------------------------------------- images
+def _is_image_name(path):
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def collect_images(calib):
+    """``calib`` (a folder, an image file, an array, or a list of these) as a list of
+    (name, image) with image a path or an array. A folder gives its image files (by
+    extension, sorted); a folder without any, or a file that is not an image, is an error."""
+    if isinstance(calib, (str, os.PathLike, np.ndarray)):
+        calib = [calib]
+    items = []
+    for entry in calib:
+        if isinstance(entry, np.ndarray):
+            items.append((f"array {len(items)}", entry))
+        elif os.path.isdir(entry):
+            found = sorted(f for f in os.listdir(entry) if _is_image_name(f)
+                           and os.path.isfile(os.path.join(entry, f)))
+            if not found:
+                raise ValidationError(f"calibration folder {os.fspath(entry)} holds no images "
+                                      f"({', '.join(IMAGE_EXTENSIONS)})")
+            items += [(f, os.path.join(entry, f)) for f in found]
+        elif os.path.isfile(entry):
+            items.append((os.path.basename(entry), os.fspath(entry)))
+        else:
+            raise FileNotFoundError(f"calibration images: no such file or folder: {entry}")
+    if not items:
+        raise ValidationError("no calibration images given")
+    return items
+
+
+def sample_images():
+    """scikit-image's bundled sample photos (edgedl[test] installs scikit-image) as
+    (name, H×W×3 or H×W uint8 array), without the three that are also in the shared
+    images (astronaut, chelsea, coffee)."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise ImportError("the sample images need scikit-image: pip install scikit-image") \
+            from None
+    names = ("camera", "rocket", "coins", "moon", "page", "text", "immunohistochemistry",
+             "retina", "hubble_deep_field", "brick", "grass", "gravel", "colorwheel", "logo",
+             "cell", "clock")
+    out = []
+    for name in names:
+        try:
+            im = np.asarray(getattr(data, name)())
+        except Exception:           # a sample this version lacks or would download
+            continue
+        if im.ndim == 3 and im.shape[2] == 4:
+            im = im[:, :, :3]
+        out.append((name, np.ascontiguousarray(im.astype(np.uint8))))
+    return out
+
+
+def _load(name, image):
+    from .detect.preprocess import load_image
+    try:
+        return load_image(image, name)
+    except Exception as e:
+        raise ValidationError(f"calibration image {name} cannot be read as an image: "
+                              f"{e}") from e
+
+
+# ----------------------------------------------------------------------------- observers
+class MinMax:
+    """The smallest and largest value seen."""
+
+    def __init__(self):
+        self.lo, self.hi = np.inf, -np.inf
+
+    def update(self, x):
+        if x.size:
+            self.lo = min(self.lo, float(x.min()))
+            self.hi = max(self.hi, float(x.max()))
+
+    def range(self):
+        return (0.0, 0.0) if self.lo > self.hi else (self.lo, self.hi)
+
+
+class Percentile(MinMax):
+    """The ``percentile``-th quantiles of the values seen, each tail apart, from a histogram
+    over [-R, R] that doubles R (merging bin pairs, exactly) when a value falls outside."""
+
+    def __init__(self, percentile=99.999, bins=4096):
+        super().__init__()
+        self.q = percentile / 100.0
+        self.counts = np.zeros(bins, np.int64)
+        self.radius = 0.0
+
+    def update(self, x):
+        if not x.size:
+            return
+        super().update(x)
+        need = max(abs(self.lo), abs(self.hi))
+        if self.radius == 0.0:
+            self.radius = need or 1.0
+        while need > self.radius:
+            self._double()
+        h, _ = np.histogram(x, bins=self.counts.size, range=(-self.radius, self.radius))
+        self.counts += h
+
+    def _double(self):
+        n = self.counts.size
+        pairs = self.counts.reshape(-1, 2).sum(axis=1)
+        self.counts = np.zeros(n, np.int64)
+        self.counts[n // 4: n // 4 + n // 2] = pairs
+        self.radius *= 2.0
+
+    def range(self):
+        lo, hi = super().range()
+        total = self.counts.sum()
+        if total == 0:
+            return lo, hi
+        edges = np.linspace(-self.radius, self.radius, self.counts.size + 1)
+        cum = np.cumsum(self.counts) / total
+        qlo = edges[np.searchsorted(cum, 1.0 - self.q)]
+        qhi = edges[min(np.searchsorted(cum, self.q) + 1, self.counts.size)]
+        return max(lo, float(qlo)), min(hi, float(qhi))
+
+
+def _observer(kind, percentile):
+    if kind == "minmax":
+        return MinMax()
+    return Percentile(percentile)
+
+
+# ----------------------------------------------------------------------------- parameters
+def _qrange(activation_type):
+    return (0, 255) if activation_type == "uint8" else (-128, 127)
+
+
+def activation_params(lo, hi, activation_type="uint8"):
+    """(scale, zero point) of an asymmetric 8-bit activation over [lo, hi] (widened to
+    hold 0 exactly, as onnxruntime does: zero padding and ReLU's floor stay exact)."""
+    qmin, qmax = _qrange(activation_type)
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = (hi - lo) / (qmax - qmin)
+    if not np.isfinite(scale) or scale <= 1e-12:
+        scale = 1.0
+    zero = int(np.clip(np.rint(qmin - lo / scale), qmin, qmax))
+    dtype = np.uint8 if activation_type == "uint8" else np.int8
+    return np.float32(scale), dtype(zero)
+
+
+def weight_params(w, per_channel):
+    """Symmetric int8 weights ([-127, 127], zero point 0): (int8 array, float32 scales),
+    one scale per output channel (axis 0) or one for the tensor."""
+    w = np.asarray(w, np.float64)
+    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel and w.ndim > 1 \
+        else np.array(np.abs(w).max() if w.size else 0.0)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    shaped = scale.reshape((-1,) + (1,) * (w.ndim - 1)) if scale.ndim else scale
+    q = np.clip(np.rint(w / shaped.astype(np.float64)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def bias_int32(b, x_scale, w_scale):
+    """int32 bias with scale x_scale * w_scale (float32), zero point 0."""
+    scale = (np.float64(x_scale) * np.asarray(w_scale, np.float64)).astype(np.float32)
+    q = np.rint(np.asarray(b, np.float64) / scale.astype(np.float64))
+    info = np.iinfo(np.int32)
+    return np.clip(q, info.min, info.max).astype(np.int32), scale
+
+
+# ----------------------------------------------------------------------------- the graph
+class _Model:
+    """The float model as editable lists: nodes (NodeProtos), initializers as arrays."""
+
+    def __init__(self, proto):
+        from onnx import numpy_helper
+        self.proto = proto
+        g = proto.graph
+        self.inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.nodes = []
+        for n in g.node:
+            value = _constant_tensor(n)
+            if value is not None:
+                self.inits[n.output[0]] = value
+            else:
+                self.nodes.append(n)
+        self.inputs = [i.name for i in g.input if i.name not in self.inits]
+        self.outputs = [o.name for o in g.output]
+        self.exclude = set()
+
+    def readers(self, name):
+        return [n for n in self.nodes if name in n.input]
+
+    def producer(self, name):
+        return next((n for n in self.nodes if name in n.output), None)
+
+    def rename_output(self, old, new):
+        """``old`` (a node output) becomes ``new`` everywhere it is read or written."""
+        for n in self.nodes:
+            for seq in (n.input, n.output):
+                for i, v in enumerate(seq):
+                    if v == old:
+                        seq[i] = new
+
+    def to_proto(self, extra_nodes_first=(), nodes=None):
+        from onnx import numpy_helper
+        g = self.proto.graph
+        del g.node[:]
+        g.node.extend(list(extra_nodes_first) + list(nodes if nodes is not None else self.nodes))
+        del g.initializer[:]
+        used = {v for n in g.node for v in n.input} | set(self.outputs)
+        g.initializer.extend(numpy_helper.from_array(np.asarray(a), k)
+                             for k, a in self.inits.items() if k in used)
+        keep = [i for i in g.input if i.name not in self.inits]
+        del g.input[:]
+        g.input.extend(keep)
+        del g.value_info[:]
+        return self.proto
+
+
+def _constant_tensor(node):
+    """A Constant node's tensor value, else None."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    from onnx import numpy_helper
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+    return None
+
+
+def _prepared(model_path):
+    """The float model at opset >= 13 (per-axis Q/DQ), Constant nodes as initializers and
+    BatchNormalization folded into the Conv before it."""
+    import onnx
+    try:
+        proto = onnx.load(os.fspath(model_path))
+    except Exception as e:
+        raise ValidationError(f"cannot read the model {model_path}: {e}") from e
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        from onnx import version_converter
+        # initializers listed as graph inputs (IR 4) would stay overridable inputs
+        names = {t.name for t in proto.graph.initializer}
+        keep = [i for i in proto.graph.input if i.name not in names]
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        proto = version_converter.convert_version(proto, 13)
+    m = _Model(proto)
+    _fold_batchnorm(m)
+    return m
+
+
+def _fold_batchnorm(m):
+    for bn in [n for n in m.nodes if n.op_type == "BatchNormalization"]:
+        conv = m.producer(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or len(m.readers(bn.input[0])) != 1 or \
+                bn.input[0] in m.outputs or conv.input[1] not in m.inits or \
+                any(v not in m.inits for v in bn.input[1:5]) or len(conv.input) > 2 and \
+                conv.input[2] and conv.input[2] not in m.inits:
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (m.inits[v].astype(np.float64) for v in bn.input[1:5])
+        k = gamma / np.sqrt(var + eps)
+        w = m.inits[conv.input[1]].astype(np.float64)
+        b = m.inits[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and \
+            conv.input[2] else np.zeros(w.shape[0])
+        wname, bname = conv.output[0] + "_bnfold_w", conv.output[0] + "_bnfold_b"
+        m.inits[wname] = (w * k.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        m.inits[bname] = ((b - mean) * k + beta).astype(np.float32)
+        del conv.input[1:]
+        conv.input.extend([wname, bname])
+        out = bn.output[0]
+        m.nodes.remove(bn)
+        m.rename_output(conv.output[0], out)
+
+
+def _float_tensors(m):
+    """Names of the float32 values (shape inference's element types)."""
+    import onnx
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m.to_proto())
+    except Exception:
+        inferred = m.proto
+    g = inferred.graph
+    return {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
+            if vi.type.tensor_type.elem_type == _FLOAT}
+
+
+def _act_inputs(node, m):
+    """(activation inputs, constant float inputs) of a quantized node."""
+    which = _QUANTIZED[node.op_type]
+    names = [node.input[i] for i in which] if which else [v for v in node.input if v]
+    return ([v for v in names if v not in m.inits],
+            [v for v in names if v in m.inits])
+
+
+def _eligible(node, m, floats):
+    """A quantizable node whose tensors are all float (shape arithmetic is not), not
+    excluded by name."""
+    if node.op_type not in _QUANTIZED or node.domain not in ("", "ai.onnx") or \
+            node.name in m.exclude:
+        return False
+    acts, consts = _act_inputs(node, m)
+    if not acts or node.output[0] not in floats or any(v not in floats for v in acts):
+        return False
+    if node.op_type == "Conv":
+        return node.input[1] in m.inits and (len(node.input) < 3 or not node.input[2]
+                                             or node.input[2] in m.inits)
+    return all(m.inits[v].dtype == np.float32 for v in consts)
+
+
+def _absorb_clamps(m, floats):
+    """A Relu / Clip(0, ...) right after a quantizable node, as its only reader: removed,
+    the node writing the clamp's output (whose range, starting at 0, makes the quantizer's
+    saturation the clamp). Returns {clamp output: upper bound} (checked against the range)."""
+    bounds = {}
+    for act in [n for n in m.nodes if n.op_type in _CLAMPS]:
+        lo, hi = _clamp_bounds(act, m)
+        prod = m.producer(act.input[0])
+        if lo != 0.0 or prod is None or not _eligible(prod, m, floats) or \
+                len(m.readers(act.input[0])) != 1 or act.input[0] in m.outputs:
+            continue
+        out = act.output[0]
+        m.nodes.remove(act)
+        m.rename_output(prod.output[0], out)
+        bounds[out] = hi
+    return bounds
+
+
+def _clamp_bounds(act, m):
+    if act.op_type == "Relu":
+        return 0.0, np.inf
+    lo = next((a.f for a in act.attribute if a.name == "min"), -np.inf)
+    hi = next((a.f for a in act.attribute if a.name == "max"), np.inf)
+    vals = [m.inits.get(v) if v else None for v in list(act.input[1:3]) + [None, None]][:2]
+    if len(act.input) > 1 and act.input[1]:
+        lo = float(vals[0]) if vals[0] is not None else None
+    if len(act.input) > 2 and act.input[2]:
+        hi = float(vals[1]) if vals[1] is not None else None
+    return lo, hi
+
+
+def _plan(m, floats):
+    """{activation tensor: the tensor whose parameters it uses} and the quantized nodes."""
+    share, quantized = {}, []
+    for n in m.nodes:
+        if _eligible(n, m, floats):
+            quantized.append(n)
+            for v in _act_inputs(n, m)[0] + [n.output[0]]:
+                share.setdefault(v, v)
+    changed = True
+    while changed:
+        changed = False
+        for n in m.nodes:
+            if n.op_type not in _MOVERS or len(n.output) != 1 or not n.input or \
+                    n.input[0] not in floats or n.input[0] in m.inits:
+                continue
+            x, y = n.input[0], n.output[0]
+            if (x in share or y in share) and share.get(y) != share.get(x, x):
+                share.setdefault(x, x)
+                share[y] = share[x]
+                changed = True
+    return share, quantized
+
+
+# ----------------------------------------------------------------------------- calibration
+def _calibrate(proto, tensors, det, images, observer, backend, quiet):
+    """Run the float model ``proto`` (as it was before clamps were absorbed, with
+    ``tensors`` as extra outputs) on edgedl over ``images`` prepared by the detector
+    ``det``; {tensor: observer}."""
+    import onnx
+    from .batch import Progress
+    from .onnx.session import InferenceSession
+    inputs = {i.name for i in proto.graph.input}
+    have = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.helper.make_tensor_value_info(t, _FLOAT, None)
+                              for t in tensors if t not in have and t not in inputs)
+    sess = InferenceSession(proto.SerializeToString(), backend=backend)
+    names = [o.name for o in sess.get_inputs()]
+    fetch = [t for t in tensors if t not in inputs]
+    obs = {t: _observer(*observer) for t in tensors}
+    bar = Progress(len(images), quiet=quiet, least=1)
+    try:
+        for name, image in images:
+            x, _ = det.preprocess(_load(name, image))
+            outs = dict(zip(fetch, sess.run(fetch, {names[0]: x})))
+            outs.update((t, x) for t in tensors if t in inputs)
+            for t, v in outs.items():
+                obs[t].update(np.asarray(v))
+            bar.update()
+    finally:
+        bar.close()
+    return obs
+
+
+# ----------------------------------------------------------------------------- writing
+class _Writer:
+    """Q/DQ pairs and quantized constants added to the model."""
+
+    def __init__(self, m):
+        from onnx import helper
+        self.m, self.helper = m, helper
+        self.taken = {v for n in m.nodes for v in list(n.input) + list(n.output)} | \
+            set(m.inits) | set(m.inputs) | set(m.outputs)
+        self.first = []            # DQ nodes of constants and graph inputs' Q/DQ
+        self.after = {}            # value -> Q/DQ nodes placed after its producer
+
+    def name(self, base):
+        cand, k = base, 1
+        while cand in self.taken:
+            k += 1
+            cand = f"{base}_{k}"
+        self.taken.add(cand)
+        return cand
+
+    def const(self, base, value):
+        name = self.name(base)
+        self.m.inits[name] = value
+        return name
+
+    def dq_const(self, base, q, scale, zero, axis=None):
+        """A quantized constant and its DequantizeLinear; the float value's name."""
+        ins = [self.const(base + "_quantized", q), self.const(base + "_scale", scale),
+               self.const(base + "_zero_point", zero)]
+        out = self.name(base + "_dequantized")
+        kw = {"axis": axis} if axis is not None else {}
+        self.first.append(self.helper.make_node("DequantizeLinear", ins, [out],
+                                                self.name(base + "_DequantizeLinear"), **kw))
+        return out
+
+    def qdq(self, value, scale, zero):
+        """Q -> DQ after ``value``; the dequantized name (a graph output keeps its name:
+        its producer then writes a new one)."""
+        s = self.const(value + "_scale", scale)
+        z = self.const(value + "_zero_point", zero)
+        q = self.name(value + "_QuantizeLinear_Output")
+        if value in self.m.outputs:        # only the producer changes: readers read DQ
+            src, out = self.name(value + "_float"), value
+            prod = self.m.producer(value)
+            prod.output[list(prod.output).index(value)] = src
+        else:
+            src, out = value, self.name(value + "_DequantizeLinear_Output")
+        nodes = [self.helper.make_node("QuantizeLinear", [src, s, z], [q],
+                                       self.name(value + "_QuantizeLinear")),
+                 self.helper.make_node("DequantizeLinear", [q, s, z], [out],
+                                       self.name(value + "_DequantizeLinear"))]
+        if value in self.m.inputs:
+            self.first += nodes
+        else:
+            self.after[src] = nodes
+        return out
+
+
+def _write_qdq(m, share, quantized, params, per_channel, activation_type):
+    """The QDQ model: activations, weights, biases and float constants of the quantized
+    nodes; returns (proto, number of activation tensors quantized)."""
+    w = _Writer(m)
+    readers = {}
+    for t in share:
+        readers[t] = [(n, i) for n in m.nodes for i, v in enumerate(n.input) if v == t]
+    deq = {t: w.qdq(t, *params[share[t]]) for t in share}
+    for t, rs in readers.items():
+        if deq[t] != t:
+            for n, i in rs:
+                n.input[i] = deq[t]
+    done = {}
+    scale_of = {deq[t]: params[share[t]][0] for t in share}
+    for n in quantized:
+        _quantize_constants(n, w, m, scale_of, per_channel, activation_type, done)
+    nodes = []
+    for n in m.nodes:
+        nodes.append(n)
+        for v in n.output:
+            nodes += w.after.get(v, [])
+    return m.to_proto(w.first, nodes), len(share)
+
+
+def _quantize_constants(n, w, m, scale_of, per_channel, activation_type, done):
+    if n.op_type == "Conv":
+        _conv_weights(n, w, m, scale_of[n.input[0]], per_channel)
+        return
+    for i, v in enumerate(n.input):
+        if v not in m.inits or not v:
+            continue
+        if v not in done:
+            a = m.inits[v]
+            if n.op_type == "MatMul":          # a weight: symmetric int8, one scale
+                q, s = weight_params(a, per_channel=False)
+                done[v] = w.dq_const(v, q, s, np.int8(0))
+            else:                               # an operand: quantized as an activation
+                s, z = activation_params(a.min(initial=0.0), a.max(initial=0.0),
+                                         activation_type)
+                q = np.clip(np.rint(a / s) + z, *_qrange(activation_type)).astype(z.dtype)
+                done[v] = w.dq_const(v, q, s, z)
+        n.input[i] = done[v]
+
+
+def _conv_weights(n, w, m, x_scale, per_channel):
+    wf = m.inits[n.input[1]]
+    q, s = weight_params(wf, per_channel)
+    axis = 0 if s.ndim else None
+    zeros = np.zeros(s.shape, np.int8)
+    wname = n.input[1]
+    n.input[1] = w.dq_const(wname, q, s, zeros, axis)
+    if len(n.input) > 2 and n.input[2]:
+        bq, bs = bias_int32(m.inits[n.input[2]], x_scale, s)
+        n.input[2] = w.dq_const(n.input[2], bq, bs, np.zeros(bs.shape, np.int32), axis)
+
+
+def _params(share, obs, bounds, activation_type):
+    """{root tensor: (scale, zero point)}; a clamp absorbed by a quantized output whose range
+    ends above the clamp's upper bound is an error (it would not clamp)."""
+    out = {}
+    for root in set(share.values()):
+        lo, hi = obs[root].range()
+        if root in bounds:
+            lo, hi = 0.0, min(hi, bounds[root])
+        out[root] = activation_params(lo, hi, activation_type)
+    return out
+
+
+# ----------------------------------------------------------------------------- accuracy
+def match_detections(ref, got, iou=0.5):
+    """(matched, mean score difference got - ref) of ``got`` against ``ref`` (Detections):
+    each reference box, best first, takes the best unmatched box of its class at IoU >= iou."""
+    from .kernels.boxes import box_iou
+    if not len(ref) or not len(got):
+        return 0, []
+    m = box_iou(np.asarray(ref.boxes, np.float64), np.asarray(got.boxes, np.float64))
+    m[np.asarray(ref.class_ids)[:, None] != np.asarray(got.class_ids)[None, :]] = 0.0
+    used, diffs = set(), []
+    for i in np.argsort(-np.asarray(ref.scores), kind="stable"):
+        for j in np.argsort(-m[i], kind="stable"):
+            if m[i, j] < iou:
+                break
+            if j not in used:
+                used.add(j)
+                diffs.append(float(got.scores[j]) - float(ref.scores[i]))
+                break
+    return len(diffs), diffs
+
+
+def _accuracy(det, out_path, held, backend, det_kw):
+    from .detect import Detector
+    if not held:
+        return None, None, 0, 0
+    qdet = Detector(out_path, backend=backend, family=det.family, **det_kw)
+    total, diffs = 0, []
+    for name, image in held:
+        im = _load(name, image)
+        ref = det(im)
+        total += len(ref)
+        diffs += match_detections(ref, qdet(im))[1]
+    recall = len(diffs) / total if total else None
+    return recall, (float(np.mean(diffs)) if diffs else None), total, len(diffs)
+
+
+# ----------------------------------------------------------------------------- entry point
+def _check_args(observer, activation_type, holdout):
+    if observer not in OBSERVERS:
+        raise ValidationError(f"observer must be one of {', '.join(OBSERVERS)}, got "
+                              f"{observer!r}")
+    if activation_type not in ACTIVATION_TYPES:
+        raise ValidationError(f"activation_type must be uint8 or int8, got "
+                              f"{activation_type!r}")
+    if not 0 <= holdout < 1:
+        raise ValidationError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
+
+
+def split_holdout(items, holdout):
+    """(calibration, held back): every k-th item from the first held back, k = round(1 /
+    holdout) (a third: every third); nothing held back for holdout 0 or fewer than 2 items."""
+    if holdout <= 0 or len(items) < 2:
+        return list(items), []
+    k = max(2, int(round(1.0 / holdout)))
+    return ([x for i, x in enumerate(items) if i % k],
+            [x for i, x in enumerate(items) if not i % k])
+
+
+def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
+                    activation_type="uint8", observer="minmax", holdout=1 / 3,
+                    percentile=99.999, samples=False, nodes_to_exclude=(), backend=None,
+                    quiet=False,
+                    **detector_options):
+    """Quantize the float ONNX detector ``model_path`` into a QDQ model at ``out_path``.
+
+    ``calib_images``: a folder of images, an image file or array, or a list of these
+    (``samples=True`` adds scikit-image's bundled sample photos). Every third image
+    (``holdout``) is held back from calibration for the accuracy check. ``observer``: how
+    an activation's range is chosen: ``"minmax"`` or ``"percentile"`` (the ``percentile``-th
+    quantile each side). ``per_channel``: one weight scale per output
+    channel (else per tensor). ``activation_type``: ``"uint8"`` or ``"int8"`` (both
+    asymmetric). ``detector_options`` configure the Detector whose preprocessing prepares
+    the images (``family=``, ``preset=``, any configuration key). Returns a
+    :class:`QuantizeResult`.
+    """
+    _check_args(observer, activation_type, holdout)
+    from .detect import Detector
+    items = collect_images(calib_images)
+    if samples:
+        items += sample_images()
+    calib, held = split_holdout(items, holdout)
+    det = Detector(os.fspath(model_path), backend=backend, **detector_options)
+    m = _prepared(model_path)
+    m.exclude = set(nodes_to_exclude)
+    floats = _float_tensors(m)
+    import onnx
+    original = onnx.ModelProto()
+    original.CopyFrom(m.to_proto())
+    bounds = _absorb_clamps(m, floats)
+    share, quantized = _plan(m, floats)
+    obs = _calibrate(original, sorted(set(share.values())), det, calib,
+                     (observer, percentile), backend, quiet)
+    params = _params(share, obs, bounds, activation_type)
+    proto, count = _write_qdq(m, share, quantized, params, per_channel, activation_type)
+    onnx.checker.check_model(proto)
+    out_path = os.fspath(out_path)
+    from ._files import write_atomic
+    write_atomic(out_path, lambda f: f.write(proto.SerializeToString()))
+    det_kw = {k: v for k, v in detector_options.items() if k != "family"}
+    recall, diff, total, matched = _accuracy(det, out_path, held, backend, det_kw)
+    return QuantizeResult(out_path, len(calib), len(held), count, recall, diff, total, matched)
