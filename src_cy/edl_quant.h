@@ -184,6 +184,24 @@ EDL_Q_KERNEL static void NAME(const int32_t *restrict acc, int32_t bias, float s
         out[q] = (T)((int32_t)lrintf(v) + z);                                               \
     }                                                                                       \
 }
+/* out[q] = sat(round_half_even(x[q] / s) + z): onnxruntime's QuantizeLinear (a true division,
+   clamp to [lo - z, hi - z], then round). NaN becomes lo - z's value (as MINPS/MAXPS give). */
+#define EDL_QUANTIZE(NAME, T)                                                                \
+EDL_Q_KERNEL static void NAME(const float *restrict x, float s, int32_t z, float lo, float hi,\
+                              T *restrict out, ptrdiff_t n) {                                \
+    const float flo = lo - (float)z, fhi = hi - (float)z;                                   \
+    for (ptrdiff_t q = 0; q < n; q++) {                                                     \
+        float v = x[q] / s;                                                                 \
+        v = v > flo ? v : flo;                                                              \
+        v = v < fhi ? v : fhi;                                                              \
+        out[q] = (T)((int32_t)lrintf(v) + z);                                               \
+    }                                                                                       \
+}
+EDL_QUANTIZE(edl_quantize_u8, uint8_t)
+EDL_QUANTIZE(edl_quantize_s8, int8_t)
+EDL_QUANTIZE(edl_quantize_u16, uint16_t)
+EDL_QUANTIZE(edl_quantize_s16, int16_t)
+
 EDL_REQUANT(edl_requant_u8, uint8_t)
 EDL_REQUANT(edl_requant_s8, int8_t)
 EDL_REQUANT(edl_requant_u16, uint16_t)

@@ -9,7 +9,6 @@ tap's valid output range (no branches inside). Requantization is onnxruntime's: 
 product, clamp, round half to even, saturate.
 """
 from cython.parallel cimport parallel, prange
-from libc.math cimport nearbyintf
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -23,6 +22,14 @@ cdef extern from "edl_quant.h" nogil:
                         Py_ssize_t n)
     void edl_qdw_tap_s8(int *d, const signed char *s, Py_ssize_t stride, int w, int z,
                         Py_ssize_t n)
+    void edl_quantize_u8(const float *x, float s, int z, float lo, float hi, unsigned char *out,
+                         Py_ssize_t n)
+    void edl_quantize_s8(const float *x, float s, int z, float lo, float hi, signed char *out,
+                         Py_ssize_t n)
+    void edl_quantize_u16(const float *x, float s, int z, float lo, float hi,
+                          unsigned short *out, Py_ssize_t n)
+    void edl_quantize_s16(const float *x, float s, int z, float lo, float hi, short *out,
+                          Py_ssize_t n)
     void edl_requant_u8(const int *acc, int bias, float s, int z, float lo, float hi,
                         unsigned char *out, Py_ssize_t n)
     void edl_requant_s8(const int *acc, int bias, float s, int z, float lo, float hi,
@@ -65,10 +72,6 @@ cdef enum:
     TILE = 256
 
 
-cdef inline float _clampf(float v, float lo, float hi) noexcept nogil:
-    return lo if v < lo else (hi if v > hi else v)
-
-
 cdef inline void _limits(qout *dummy, float *lo, float *hi) noexcept nogil:
     if qout is s8_t:
         lo[0] = -128.0
@@ -86,17 +89,24 @@ cdef inline void _limits(qout *dummy, float *lo, float *hi) noexcept nogil:
 
 def quantize_linear(const float[:, :, ::1] x, const float[::1] scale, const int[::1] zero_point,
                     qout[:, :, ::1] out):
-    cdef Py_ssize_t a = x.shape[0], c = x.shape[1], b = x.shape[2], p, q, ch
-    cdef float lo, hi, s, z
+    cdef Py_ssize_t a = x.shape[0], c = x.shape[1], b = x.shape[2], p
+    cdef float lo, hi
     _limits(<qout *>NULL, &lo, &hi)
     if a * c * b == 0:
         return
     for p in prange(a * c, nogil=True, schedule="static", use_threads_if=a * c * b >= PAR_ELEMS):
-        ch = p % c
-        s = scale[ch]
-        z = <float>zero_point[ch]
-        for q in range(b):
-            out[p // c, ch, q] = <qout>_clampf(nearbyintf(x[p // c, ch, q] / s) + z, lo, hi)
+        if qout is u8_t:
+            edl_quantize_u8(&x[p // c, p % c, 0], scale[p % c], zero_point[p % c], lo, hi,
+                            &out[p // c, p % c, 0], b)
+        elif qout is s8_t:
+            edl_quantize_s8(&x[p // c, p % c, 0], scale[p % c], zero_point[p % c], lo, hi,
+                            &out[p // c, p % c, 0], b)
+        elif qout is u16_t:
+            edl_quantize_u16(&x[p // c, p % c, 0], scale[p % c], zero_point[p % c], lo, hi,
+                             &out[p // c, p % c, 0], b)
+        else:
+            edl_quantize_s16(&x[p // c, p % c, 0], scale[p % c], zero_point[p % c], lo, hi,
+                             &out[p // c, p % c, 0], b)
 
 
 def dequantize_linear(const qin[:, :, ::1] x, const float[::1] scale, const int[::1] zero_point,

@@ -106,7 +106,7 @@ def test_quantize_dequantize_rounding_and_axis(backend, dtype, rng):
     zp = np.array([info.min + 1, 0 if info.min < 0 else 7, info.max - 3], dtype)
     # exact ties (round half to even), saturation both ways, ordinary values
     x = np.concatenate([np.arange(-6, 6, dtype=np.float32) + 0.5,
-                        np.float32([-1e6, 1e6, 0.0]),
+                        np.float32([-1e6, 1e6, 0.0, -0.0]),
                         rng.normal(0, 50, 20).astype(np.float32)])
     x = np.stack([x * s for s in (1, 0.5, 4)])[None]           # (1, 3, L), axis 1
     y = Q.quantize_linear(x, scale, zp, axis=1, backend=backend)
@@ -120,6 +120,15 @@ def test_quantize_dequantize_rounding_and_axis(backend, dtype, rng):
     y1 = Q.quantize_linear(x, np.float32(0.5), dtype(0), axis=-1, backend=backend)
     np.testing.assert_array_equal(y1, Q.quantize_linear(x, np.float32(0.5), dtype(0),
                                                         backend="numpy"))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+def test_quantize_nan_and_inf_like_onnxruntime(backend):
+    x = np.float32([np.nan, np.inf, -np.inf, 1.0])
+    for dt, zp in ((U8, 10), (S8, -5)):
+        y = Q.quantize_linear(x, np.float32(0.5), dt(zp), backend=backend)
+        info = np.iinfo(dt)
+        np.testing.assert_array_equal(y, np.array([info.min, info.max, info.min, zp + 2], dt))
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)

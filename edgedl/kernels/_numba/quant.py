@@ -27,9 +27,12 @@ def quantize_linear(x, scale, zero_point, out):
         z = np.float32(zero_point[ch])
         xr = x[p // c, ch]
         yr = out[p // c, ch]
+        flo, fhi = lo - z, hi - z
         for q in range(b):
-            v = np.float32(np.rint(np.float32(xr[q]) / s)) + z
-            yr[q] = _sat(v, lo, hi)
+            v = np.float32(xr[q]) / s
+            v = v if v > flo else flo       # NaN -> the low end, as onnxruntime clamps
+            v = v if v < fhi else fhi
+            yr[q] = np.float32(np.rint(v)) + z
 
 
 @njit(parallel=True, fastmath=False)

@@ -5,7 +5,8 @@ The public wrapper (``edgedl.kernels.quant``) validates and broadcasts every arg
 take plain arrays: per-channel parameters are 1-D along axis 1 of an (A, C, B) view, zero
 points are int32. Rounding is onnxruntime's: a float32 value, round half to even, saturate.
 
-- ``quantize_linear``: out = sat(rint(x / scale[c]) + zp[c]), x / scale in float32.
+- ``quantize_linear``: out = sat(rint(x / scale[c]) + zp[c]), x / scale in float32 (NaN
+  gives the lowest value, as onnxruntime's clamp does).
 - ``dequantize_linear``: out = float32(x - zp[c]) * scale[c].
 - ``im2col_q``: one image (C, H, W) of 8-bit ints -> columns (C*kh*kw, OH*OW); the padding
   holds ``fill`` (the input zero point, so that it adds nothing once zp is subtracted).
@@ -35,9 +36,11 @@ def _limits(dtype):
 def quantize_linear(x, scale, zero_point, out):
     """x float (A, C, B), scale float32 (C,), zero_point int32 (C,) -> out int8/uint8 (A, C, B)."""
     lo, hi = _limits(out.dtype)
-    q = np.rint(x.astype(np.float32) / scale[None, :, None])
-    q = np.clip(q + zero_point[None, :, None].astype(np.float32), lo, hi)
-    out[...] = q.astype(out.dtype)
+    z = zero_point[None, :, None].astype(np.float32)
+    v = x.astype(np.float32) / scale[None, :, None]
+    # clamp to [lo - z, hi - z] first, as onnxruntime does: fmax sends NaN to the low end
+    v = np.fmin(np.fmax(v, np.float32(lo) - z), np.float32(hi) - z)
+    out[...] = (np.rint(v) + z).astype(out.dtype)
 
 
 def dequantize_linear(x, scale, zero_point, out):
