@@ -217,10 +217,12 @@ def pool(ctx):
     if ctx.dtypes[0] not in _FLOATS:
         if t != "MaxPool" or ctx.dtypes[0].kind not in "iu" or ctx.dtypes[0].itemsize > 4:
             raise ctx.fail(f"input dtype {ctx.dtypes[0]} is not supported")
-        # small integers are exact in float64: pool there, cast back
-        ctx.dtypes = [np.dtype(np.float64)]
+        # small integers are exact in float64 (8- and 16-bit ones in float32, the fast
+        # kernels: int8 models max-pool quantized tensors): pool there, cast back
+        ft = np.dtype(np.float32 if ctx.dtypes[0].itemsize <= 2 else np.float64)
+        ctx.dtypes = [ft]
         as_float = pool(ctx)
-        return lambda x: as_float(x.astype(np.float64)).astype(x.dtype)
+        return lambda x: as_float(x.astype(ft)).astype(x.dtype)
     pk = _pool
     b = ctx.backend
     if nsp == 2 and ctx.static:     # validated once; per call only the kernel runs
