@@ -1,0 +1,200 @@
+"""edgedl.quantize / `edgedl quantize`: post-training static quantization on edgedl alone.
+
+Fast: two shared models quantized on the four shared images (every third one held back:
+chelsea and grace_hopper; a face in the calibration set, one held back), the written QDQ model loaded by onnxruntime
+and edgedl (same int8 outputs within one step, >= 99.9% equal), its Convs turned into
+QLinearConv by edgedl's load-time rewrite, the built-in recall check on the held-back faces,
+and bad arguments. Slow (EDGEDL_SLOW=1): the four shared models calibrated on the shared
+images plus scikit-image's sample photos, recall >= 0.9 where it is met (see the xfails).
+"""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("PIL")
+
+from edgedl.errors import ValidationError  # noqa: E402
+from edgedl import quantize as Q  # noqa: E402
+
+#: share of int8 elements equal between onnxruntime and edgedl (all within one step)
+EXACT = 0.999
+FAST_MODELS = ("yunet_n_320", "ultraface_rfb320")      # ultraface: BatchNormalization folded
+
+
+@pytest.fixture(scope="module")
+def quantized(shared_dir, tmp_path_factory):
+    """{model: (QuantizeResult, path)} quantized once for the module."""
+    out = tmp_path_factory.mktemp("quantize")
+    images = [shared_dir / "images" / f for f in ("chelsea.png", "astronaut.png",
+                                                  "coffee.png", "grace_hopper.jpg")]
+    res = {}
+    for m in FAST_MODELS:
+        path = out / f"{m}.int8.onnx"
+        res[m] = (Q.quantize_static(shared_dir / "models" / f"{m}.onnx",
+                                    images, path, quiet=True), path)
+    return res
+
+
+def _feed(shared_dir, model):
+    from edgedl import Detector
+    det = Detector(str(shared_dir / "models" / f"{model}.onnx"))
+    x, _ = det.preprocess(str(shared_dir / "images" / "astronaut.png"))
+    return det.input_name, x
+
+
+def _with_integer_outputs(path):
+    """The model's bytes with every QuantizeLinear output (the int8 tensors) as a graph
+    output too (their names survive edgedl's rewrite: the QLinear op writes them)."""
+    import onnx
+    p = onnx.load(str(path))
+    qs = [n.output[0] for n in p.graph.node if n.op_type == "QuantizeLinear"]
+    p.graph.output.extend(onnx.helper.make_empty_tensor_value_info(q) for q in qs)
+    return p.SerializeToString(), qs
+
+
+@pytest.mark.parametrize("model", FAST_MODELS)
+def test_written_model_runs_on_onnxruntime_and_edgedl_alike(model, quantized, shared_dir):
+    ort = pytest.importorskip("onnxruntime")
+    import edgedl
+    res, path = quantized[model]
+    assert res.calibration_images == 2 and res.held_back_images == 2
+    name, x = _feed(shared_dir, model)
+    data, qs = _with_integer_outputs(path)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(qs, {name: x})
+    got = edgedl.InferenceSession(data).run(qs, {name: x})
+    equal = total = 0
+    for q, a, b in zip(qs, want, got):
+        assert a.dtype == b.dtype == np.uint8, q
+        steps = np.abs(a.astype(np.int32) - b)
+        assert steps.max() <= 1, f"{model} {q}: {steps.max()} steps apart"
+        equal, total = equal + np.sum(steps == 0), total + steps.size
+    assert equal / total >= EXACT, f"{model}: {equal / total:.4%} of int8 elements equal"
+
+
+@pytest.mark.parametrize("model", FAST_MODELS)
+def test_convs_run_as_qlinearconv_on_edgedl(model, quantized):
+    import edgedl
+    sess = edgedl.InferenceSession(str(quantized[model][1]))
+    ops = [n.op_type for n in sess._graph.nodes]
+    assert "Conv" not in ops, f"{model}: float Convs left after the QDQ rewrite"
+    assert ops.count("QLinearConv") >= 40
+
+
+@pytest.mark.parametrize("model", FAST_MODELS)
+def test_recall_on_held_back_face(model, quantized):
+    res = quantized[model][0]
+    assert res.float_detections >= 1          # grace_hopper's face
+    assert res.recall >= 0.9, res.summary()
+    assert abs(res.mean_score_diff) < 0.1
+
+
+def test_weights_per_channel_symmetric_and_bias_int32(quantized):
+    import onnx
+    from onnx import numpy_helper
+    p = onnx.load(str(quantized["yunet_n_320"][1]))
+    inits = {t.name: numpy_helper.to_array(t) for t in p.graph.initializer}
+    prod = {o: n for n in p.graph.node for o in n.output}
+    conv = next(n for n in p.graph.node if n.op_type == "Conv")
+    wdq, bdq, xdq = prod[conv.input[1]], prod[conv.input[2]], prod[conv.input[0]]
+    w, ws, wz = (inits[v] for v in wdq.input)
+    assert w.dtype == np.int8 and np.all(wz == 0) and ws.shape == (w.shape[0],)
+    assert np.abs(w).max() == 127 and w.min() >= -127
+    b, bs = inits[bdq.input[0]], inits[bdq.input[1]]
+    assert b.dtype == np.int32
+    np.testing.assert_allclose(bs, inits[xdq.input[1]] * ws, rtol=1e-6)
+
+
+def test_observers():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(200_000).astype(np.float32)
+    x[0] = 50.0                                   # one outlier
+    mm, pc = Q.MinMax(), Q.Percentile(99.9)
+    for part in np.array_split(x, 7):
+        mm.update(part)
+        pc.update(part)
+    assert mm.range() == (float(x.min()), 50.0)
+    lo, hi = pc.range()
+    want = np.quantile(x, [0.001, 0.999])
+    assert abs(lo - want[0]) < 0.05 and abs(hi - want[1]) < 0.05
+    assert Q.activation_params(-1.0, 3.0) == (np.float32(4 / 255), np.uint8(64))
+    s, z = Q.activation_params(0.5, 2.0, "int8")      # widened to hold 0: zero at -128
+    assert z == np.int8(-128) and s == np.float32(2 / 255)
+
+
+def test_split_holdout():
+    calib, held = Q.split_holdout(list(range(7)), 1 / 3)
+    assert held == [0, 3, 6] and calib == [1, 2, 4, 5]
+    assert Q.split_holdout([1, 2], 0) == ([1, 2], [])
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_arguments(shared_dir, tmp_path):
+    model = shared_dir / "models" / "yunet_n_320.onnx"
+    out = tmp_path / "o.onnx"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValidationError, match="holds no images"):
+        Q.quantize_static(model, tmp_path / "empty", out)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        Q.quantize_static(model, tmp_path / "missing", out)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(ValidationError, match="notes.txt cannot be read as an image"):
+        Q.quantize_static(model, [notes], out, holdout=0, quiet=True)
+    fake = tmp_path / "imgs"
+    fake.mkdir()
+    shutil.copy(shared_dir / "images" / "astronaut.png", fake)
+    (fake / "broken.jpg").write_bytes(b"\xff\xd8 no jpeg")
+    with pytest.raises(ValidationError, match="broken.jpg cannot be read"):
+        Q.quantize_static(model, fake, out, holdout=0, quiet=True)
+    with pytest.raises(ValidationError, match="observer must be one of minmax, percentile"):
+        Q.quantize_static(model, shared_dir / "images", out, observer="kl")
+    with pytest.raises(ValidationError, match="activation_type"):
+        Q.quantize_static(model, shared_dir / "images", out, activation_type="int16")
+    with pytest.raises(ValidationError, match="holdout"):
+        Q.quantize_static(model, shared_dir / "images", out, holdout=1.5)
+    assert not out.exists()
+
+
+def test_cli(shared_dir, tmp_path, capsys):
+    from edgedl.cli import main
+    model = str(shared_dir / "models" / "yunet_n_320.onnx")
+    out = tmp_path / "y.int8.onnx"
+    images = [str(shared_dir / "images" / f) for f in ("chelsea.png", "astronaut.png",
+                                                        "coffee.png", "grace_hopper.jpg")]
+    args = [a for im in images for a in ("--calib", im)]
+    assert main(["quantize", model, *args, "-o", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "recall 1.000" in text and "2 held-back images" in text
+    (tmp_path / "empty").mkdir()
+    assert main(["quantize", model, "--calib", str(tmp_path / "empty"), "-o", str(out)]) == 1
+    assert "holds no images" in capsys.readouterr().err
+    assert main(["quantize", model, "--calib", str(tmp_path), "-o", str(out),
+                 "--observer", "kl"]) == 2
+    assert "--observer: invalid choice" in capsys.readouterr().err
+    assert main(["quantize", str(tmp_path / "nope.onnx"), "--calib", str(tmp_path),
+                 "-o", str(out)]) == 2
+    assert "model not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- slow
+#: measured recall below 0.9 with per-tensor uint8 min-max activations (onnxruntime's own
+#: quantizer does no better on the same images: fastestdet 8/11, yolox_nano 3/29)
+_BELOW_TARGET = {"fastestdet", "yolox_nano"}
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEDL_SLOW"), reason="set EDGEDL_SLOW=1 (~1 min)")
+@pytest.mark.parametrize("model", ["fastestdet", "ultraface_rfb320", "yunet_n_320",
+                                   "yolox_nano"])
+def test_recall_on_shared_models_with_sample_images(model, shared_dir, tmp_path, request):
+    pytest.importorskip("skimage")
+    if model in _BELOW_TARGET:
+        request.applymarker(pytest.mark.xfail(reason="recall below 0.9 (see _BELOW_TARGET)",
+                                              strict=False))
+    res = Q.quantize_static(shared_dir / "models" / f"{model}.onnx", shared_dir / "images",
+                            tmp_path / "m.onnx", samples=True, quiet=True)
+    print(res.summary())
+    assert res.held_back_images == 7 and res.calibration_images == 13
+    assert res.recall is not None and res.recall >= 0.9, res.summary()
