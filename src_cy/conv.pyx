@@ -74,6 +74,11 @@ cdef extern from "edl_gemm.h":
     void edl_gemm_cols(const float* ap, Py_ssize_t M, Py_ssize_t K, const float* b,
                        Py_ssize_t ldb, float* c, Py_ssize_t ldc, Py_ssize_t j0, Py_ssize_t j1,
                        float* scratch, const edl_gemm_epi* epi) noexcept nogil
+    Py_ssize_t edl_gemm_kblocks(Py_ssize_t M, Py_ssize_t K) noexcept nogil
+    void edl_gemm_cols_k(const float* ap, Py_ssize_t M, Py_ssize_t K, Py_ssize_t k0,
+                         Py_ssize_t kc, const float* b, Py_ssize_t ldb, float* c,
+                         Py_ssize_t ldc, Py_ssize_t j0, Py_ssize_t j1, float* scratch,
+                         const edl_gemm_epi* epi, int first, int last) noexcept nogil
 
 
 # Below this much work (elements or multiply-adds) a loop runs on the calling thread only:
@@ -84,6 +89,9 @@ cdef enum:
     # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
     _PAR_MACS = 1 << 20
     _GEMM_BLOCK_BYTES = 160 << 10
+    # deep GEMMs (K blocked, see edl_gemm.h): the bytes of C one column block aims at (A
+    # is read once per block: 48-column blocks of a 256 x 2304 A ran at half speed)
+    _GEMM_DEEP_C_BYTES = 512 << 10
     # depthwise stride 1: output rows narrower than this run as one flat row per plane
     _FLAT_W = 48
 
@@ -542,6 +550,11 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t unit = 1 if pointwise else ow, steps = L if pointwise else oh
     cdef Py_ssize_t least = (nr + unit - 1) // unit
     cdef Py_ssize_t per = max(_GEMM_BLOCK_BYTES // (max(K, 1) * 4 * unit), least)
+    # deep: im2col one K block of a column block at a time (see the loop), the blocks sized
+    # by their C
+    cdef Py_ssize_t nkb = edl_gemm_kblocks(m, K)
+    if nkb > 1:
+        per = max(_GEMM_DEEP_C_BYTES // (m * 4 * unit), least)
     cdef Py_ssize_t nb = max(steps // per, 1), most
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
@@ -552,11 +565,11 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef bint epi = act != ACT_NONE
     cdef edl_gemm_epi gepi
     cdef edl_gemm_epi* pgepi = NULL
-    cdef Py_ssize_t blk, s0, s1, j0, j1, r, i
+    cdef Py_ssize_t blk, s0, s1, j0, j1, r, i, kb, k0, k1
     cdef int err = 0
     cdef float* buf = NULL
     cdef float* scratch = NULL
-    cdef Py_ssize_t cols = 0 if pointwise else max(K, 1) * most * ow
+    cdef Py_ssize_t cols = 0 if pointwise else max((K + nkb - 1) // nkb, 1) * most * ow
     for i in range(m):
         epi = epi or bias[i] != 0
     if epi and (act == ACT_NONE or act == ACT_CLIP):
@@ -582,11 +595,20 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                 edl_gemm_cols(wp, m, K, xb, L, yb, L, j0, j1, scratch, pgepi)
             else:
                 j0, j1 = s0 * ow, s1 * ow
-                # rows s0.. of the output: the same im2col with the top pad shifted
-                for r in range(K):
-                    _im2col_row(xb, h, wd, r, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
-                                s1 - s0, ow, buf + r * (j1 - j0))
-                edl_gemm_cols(wp, m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch, pgepi)
+                # rows s0.. of the output: the same im2col with the top pad shifted, one K
+                # block at a time
+                for kb in range(nkb):
+                    k0 = kb * K // nkb
+                    k1 = (kb + 1) * K // nkb
+                    for r in range(k0, k1):
+                        _im2col_row(xb, h, wd, r, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
+                                    s1 - s0, ow, buf + (r - k0) * (j1 - j0))
+                    if nkb == 1:
+                        edl_gemm_cols(wp, m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch,
+                                      pgepi)
+                    else:
+                        edl_gemm_cols_k(wp, m, K, k0, k1 - k0, buf, j1 - j0, yb + j0, L, 0,
+                                        j1 - j0, scratch, pgepi, kb == 0, kb == nkb - 1)
             if epi:           # while the block is still in cache
                 for r in range(m):
                     _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])

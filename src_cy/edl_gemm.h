@@ -38,19 +38,24 @@
  * relu6, clip) that keeps NaN, as the conv epilogue does. */
 typedef struct { const float *bias; int clamp; float lo, hi; } edl_gemm_epi;
 
-/* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j],
- * then the epilogue when `epi` is not NULL (epi->bias: the tile's MR rows).
+/* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j]
+ * (`load`: c[i * ldc + j] + that sum, the next K block of the same tile: the same
+ * summation order as one pass), then the epilogue when `epi` is not NULL (epi->bias: the
+ * tile's MR rows).
  * The _pk twin also stores the rows of B it reads, contiguously, at pk (K x NV*W): the first
  * filter panel of a strip packs it for the others at no extra pass. */
 #define EDL_GEMM_DEF(FN, VT, IVT, ATTR, VB, MR, NV, PK)                                     \
 ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict b,        \
                     ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk,  \
-                    const edl_gemm_epi *epi) {                                            \
+                    const edl_gemm_epi *epi, int load) {                                  \
     enum { W = (VB) / 4 };                                                                 \
     VT acc[MR][NV];                                                                        \
     (void)pk;                                                                              \
     EDL_UNROLL for (int i = 0; i < (MR); i++)                                              \
-        EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] = (VT){0};                    \
+        EDL_UNROLL for (int v = 0; v < (NV); v++) {                                        \
+            if (load) memcpy(&acc[i][v], c + i * ldc + v * W, VB);                         \
+            else acc[i][v] = (VT){0};                                                      \
+        }                                                                                  \
     for (ptrdiff_t k = 0; k < K; k++) {                                                   \
         VT bv[NV];                                                                         \
         EDL_UNROLL for (int v = 0; v < (NV); v++) memcpy(&bv[v], b + v * W, VB);         \
@@ -92,7 +97,7 @@ EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 0)                
 EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 1)
 
 typedef void (*edl_gemm_micro_fn)(ptrdiff_t, const float *, const float *, ptrdiff_t,
-                                  float *, ptrdiff_t, float *, const edl_gemm_epi *);
+                                  float *, ptrdiff_t, float *, const edl_gemm_epi *, int);
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
     && !defined(EDL_NO_CLONES)
@@ -171,13 +176,15 @@ static void edl_gemm_pack_a(const float *a, ptrdiff_t M, ptrdiff_t K, ptrdiff_t 
 }
 
 /* One strip of C, `width` = v * W columns: C[r, 0:width] for every panel of packed A, from
- * B rows at b + k * ldb, with the epilogue `epi` (NULL: none; its bias has M rows). The first
- * panel also copies the strip into `strip` (K x width, contiguous) and the others read that
- * copy: read in place, every panel went back to L2 for rows ~ldb apart, which the
- * prefetchers do not follow. */
-static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, ptrdiff_t M,
-                           ptrdiff_t K, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
-                           ptrdiff_t width, float *strip, const edl_gemm_epi *epi) {
+ * B rows at b + k * ldb, with the epilogue `epi` (NULL: none; its bias has M rows). Panel p
+ * of A is at ap + p * ps (ps = K * MR, or the whole depth's for one K block of it); `load`
+ * adds to C (the next K block; needs M >= MR). The first panel also copies the strip into
+ * `strip` (K x width, contiguous) and the others read that copy: read in place, every panel
+ * went back to L2 for rows ~ldb apart, which the prefetchers do not follow. */
+static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, ptrdiff_t ps,
+                           ptrdiff_t M, ptrdiff_t K, const float *b, ptrdiff_t ldb, float *c,
+                           ptrdiff_t ldc, ptrdiff_t width, float *strip,
+                           const edl_gemm_epi *epi, int load) {
     int mr = kr->mr;
     float tile[8 * 48];                       /* one MR x NR tile when M < MR */
     float bias_pad[8] = {0};                  /* and its bias rows */
@@ -197,11 +204,11 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
             pep = &pe;
         }
         if (p == 0 && np > 1)
-            kr->pk[v - 1](K, ap, b, ldb, dst, ldd, strip, pep);
+            kr->pk[v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load);
         else if (p == 0)
-            kr->fn[v - 1](K, ap, b, ldb, dst, ldd, NULL, pep);
+            kr->fn[v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load);
         else
-            kr->fn[v - 1](K, ap + p * K * mr, strip, width, dst, ldd, NULL, pep);
+            kr->fn[v - 1](K, ap + p * ps, strip, width, dst, ldd, NULL, pep, load);
         if (r0 < 0)                            /* M < MR: zero rows in the panel */
             for (ptrdiff_t i = 0; i < M; i++)
                 memcpy(c + i * ldc, tile + i * kr->nr, (size_t)width * sizeof(float));
@@ -227,6 +234,52 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
     return (2 * (K > 0 ? K : 1) + M) * edl_gemm_nr();
 }
 
+/* Depth of the K blocks: a strip of B (kc x NR) stays in L1 while every panel of A passes
+ * over it, and the M x kc block of A in L2 while every strip does. Unblocked, a deep GEMM
+ * (3x3 convs of 256+ channels: K = 2304+) streamed all of A from L3 for each strip of B. */
+#define EDL_GEMM_KC 192
+
+/* K blocks for an M x K GEMM (1: one pass); block kb is rows kb * K / n .. (kb + 1) * K / n.
+ * Only for M a multiple of MR: the last panel of other M overlaps its neighbour's rows,
+ * which the blocks would then add twice. */
+static inline ptrdiff_t edl_gemm_kblocks(ptrdiff_t M, ptrdiff_t K) {
+    return M % edl_gemm_mr() == 0 && K > 2 * EDL_GEMM_KC ? (K + EDL_GEMM_KC - 1) / EDL_GEMM_KC
+                                                          : 1;
+}
+
+/* One K block of C[:, j0:j1] += A[:, k0:k0+kc] @ B[k0:k0+kc, j0:j1]: `b` points at B's row k0,
+ * A is the whole packed A (depth K), M a multiple of MR. `first`: C = instead of +=; `last`: the
+ * epilogue `epi` too. Blocks must come in order over the same columns (their sums are then
+ * those of one pass). The ragged last strip would overlap its neighbour (and add twice): it
+ * takes a zero-padded copy of its columns and an M x NR block of C in scratch, kept from
+ * block to block and copied out with the last. */
+static void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t k0,
+                            ptrdiff_t kc, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                            ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi,
+                            int first, int last) {
+    edl_gemm_kernel kr = edl_gemm_select();
+    ptrdiff_t nr = kr.nr, ps = K * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
+    float *strip = scratch, *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
+    int tv = (int)((j1 - jf + kr.w - 1) / kr.w);     /* vectors of the ragged strip */
+    int prefetch = kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols */
+    const edl_gemm_epi *e = last ? epi : NULL;
+    ap += k0 * kr.mr;
+    for (ptrdiff_t j = j0; j < jf; j += nr) {
+        if (prefetch && j + nr < jf) edl_gemm_prefetch_strip(b + j + nr, ldb, kc, nr);
+        edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, c + j, ldc, nr, strip, e, !first);
+    }
+    if (jf < j1) {
+        for (ptrdiff_t k = 0; k < kc; k++) {
+            memcpy(pad + k * nr, b + k * ldb + jf, (size_t)(j1 - jf) * sizeof(float));
+            memset(pad + k * nr + (j1 - jf), 0, (size_t)(tv * kr.w - (j1 - jf)) * sizeof(float));
+        }
+        edl_gemm_strip(&kr, tv, ap, ps, M, kc, pad, nr, cb, nr, tv * kr.w, strip, e, !first);
+        if (last)
+            for (ptrdiff_t i = 0; i < M; i++)
+                memcpy(c + i * ldc + jf, cb + i * nr, (size_t)(j1 - jf) * sizeof(float));
+    }
+}
+
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K), strip by strip of NR
  * columns, with the epilogue `epi` (NULL: none); `scratch` holds edl_gemm_scratch(M, K)
  * floats. Fewer than NR columns are computed from a zero-padded copy of B into scratch,
@@ -236,7 +289,7 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
                           float *scratch, const edl_gemm_epi *epi) {
     edl_gemm_kernel kr = edl_gemm_select();
     int nr = kr.nr;
-    ptrdiff_t n = j1 - j0;
+    ptrdiff_t n = j1 - j0, ps = K * kr.mr;
     float *strip = scratch;
     if (n <= 0) return;
     if (n < nr) {
@@ -245,9 +298,18 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
             memcpy(pad + k * nr, b + k * ldb + j0, (size_t)n * sizeof(float));
             memset(pad + k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
         }
-        edl_gemm_strip(&kr, kr.nv, ap, M, K, pad, nr, cb, nr, nr, strip, epi);
+        edl_gemm_strip(&kr, kr.nv, ap, ps, M, K, pad, nr, cb, nr, nr, strip, epi, 0);
         for (ptrdiff_t i = 0; i < M; i++)
             memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
+        return;
+    }
+    ptrdiff_t nkb = edl_gemm_kblocks(M, K);
+    if (nkb > 1) {
+        for (ptrdiff_t kb = 0; kb < nkb; kb++) {
+            ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
+            edl_gemm_cols_k(ap, M, K, k0, k1 - k0, b + k0 * ldb, ldb, c, ldc, j0, j1,
+                            scratch, epi, kb == 0, kb == nkb - 1);
+        }
         return;
     }
     /* B read in place with rows far apart (1x1 convs): past ~32 rows the hardware
@@ -263,7 +325,7 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
         ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
         if (prefetch && j + nr < j1)      /* the next strip's K rows */
             edl_gemm_prefetch_strip(b + j + nr, ldb, K, j1 - j - nr < nr ? j1 - j - nr : nr);
-        edl_gemm_strip(&kr, nv, ap, M, K, b + js, ldb, c + js, ldc, width, strip, epi);
+        edl_gemm_strip(&kr, nv, ap, ps, M, K, b + js, ldb, c + js, ldc, width, strip, epi, 0);
     }
 }
 

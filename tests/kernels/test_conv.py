@@ -443,6 +443,33 @@ def test_gemm_path_large_and_threaded(backend, threads, kind, rng):
     _close(got, want / (1 + np.exp(-want)), np.float32)
 
 
+# K > 2 * EDL_GEMM_KC (384): the Cython GEMM runs in K blocks (the im2col too) when M is a
+# multiple of MR, a ragged last strip of columns in its own scratch block; other M in one pass
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m", [8, 9, 32, 33])
+@pytest.mark.parametrize("hw", [(7, 7), (5, 11), (12, 12), (2, 3)])
+@pytest.mark.parametrize("kind", ["1x1", "3x3s1", "3x3s2"])
+def test_gemm_path_deep_k(backend, threads, m, hw, kind, rng):
+    import edgedl
+    c, k, s, p = {"1x1": (400, 1, 1, 0), "3x3s1": (60, 3, 1, 1), "3x3s2": (90, 3, 2, 1)}[kind]
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = rng.standard_normal((m, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    saved = edgedl.get_num_threads()
+    edgedl.set_num_threads(threads)
+    try:
+        for bias, act in ((b, "relu"), (None, None), (b, "silu")):
+            run = conv2d_plan(x.shape, w, bias, (s, s), (p,) * 4, activation=act,
+                              backend=backend)
+            got = run(x)
+            want = naive_conv(x, w, bias, (s, s), (p,) * 4, (1, 1), 1)
+            want = {"relu": np.maximum(want, 0), None: want,
+                    "silu": want / (1 + np.exp(-want))}[act]
+            _close(got, want, np.float32)
+    finally:
+        edgedl.set_num_threads(saved)
+
+
 def test_conv_gemm_rejects_foreign_weights(backend):
     from edgedl.kernels import _dispatch
     x = np.zeros((4, 6, 6), np.float32)
