@@ -158,6 +158,8 @@ class Percentile(MinMax):
             return
         super().update(x)
         need = max(abs(self.lo), abs(self.hi))
+        if not np.isfinite(need):          # reported by the caller, naming the tensor
+            return
         if self.radius == 0.0:
             self.radius = need or 1.0
         while need > self.radius:
@@ -378,7 +380,7 @@ def _absorb_clamps(m, floats):
     for act in [n for n in m.nodes if n.op_type in _CLAMPS]:
         lo, hi = _clamp_bounds(act, m)
         prod = m.producer(act.input[0])
-        if lo != 0.0 or prod is None or not _eligible(prod, m, floats) or \
+        if lo != 0.0 or hi is None or prod is None or not _eligible(prod, m, floats) or \
                 len(m.readers(act.input[0])) != 1 or act.input[0] in m.outputs:
             continue
         out = act.output[0]
@@ -437,17 +439,20 @@ def _calibrate(proto, tensors, det, images, observer, backend, quiet):
     proto.graph.output.extend(onnx.helper.make_tensor_value_info(t, _FLOAT, None)
                               for t in tensors if t not in have and t not in inputs)
     sess = InferenceSession(proto.SerializeToString(), backend=backend)
-    names = [o.name for o in sess.get_inputs()]
     fetch = [t for t in tensors if t not in inputs]
     obs = {t: _observer(*observer) for t in tensors}
     bar = Progress(len(images), quiet=quiet, least=1)
     try:
         for name, image in images:
             x, _ = det.preprocess(_load(name, image))
-            outs = dict(zip(fetch, sess.run(fetch, {names[0]: x})))
+            outs = dict(zip(fetch, sess.run(fetch, {det.input_name: x})))
             outs.update((t, x) for t in tensors if t in inputs)
             for t, v in outs.items():
                 obs[t].update(np.asarray(v))
+                if not np.isfinite(obs[t].lo) or not np.isfinite(obs[t].hi):
+                    raise ValidationError(f"activation {t!r} is not finite on calibration "
+                                          f"image {name}: the float model cannot be "
+                                          f"calibrated there")
             bar.update()
     finally:
         bar.close()
@@ -617,7 +622,7 @@ def _accuracy(det, out_path, held, backend, det_kw):
 
 
 # ----------------------------------------------------------------------------- entry point
-def _check_args(observer, activation_type, holdout):
+def _check_args(observer, activation_type, holdout, percentile):
     if observer not in OBSERVERS:
         raise ValidationError(f"observer must be one of {', '.join(OBSERVERS)}, got "
                               f"{observer!r}")
@@ -626,6 +631,8 @@ def _check_args(observer, activation_type, holdout):
                               f"{activation_type!r}")
     if not 0 <= holdout < 1:
         raise ValidationError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
+    if not 50 < percentile <= 100:
+        raise ValidationError(f"percentile must be in (50, 100], got {percentile!r}")
 
 
 def split_holdout(items, holdout):
@@ -655,7 +662,7 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     the images (``family=``, ``preset=``, any configuration key). Returns a
     :class:`QuantizeResult`.
     """
-    _check_args(observer, activation_type, holdout)
+    _check_args(observer, activation_type, holdout, percentile)
     from .detect import Detector
     items = collect_images(calib_images)
     if samples:

@@ -116,6 +116,9 @@ def test_observers():
         mm.update(part)
         pc.update(part)
     assert mm.range() == (float(x.min()), 50.0)
+    inf = Q.Percentile()
+    inf.update(np.array([1.0, np.inf], np.float32))       # no endless range doubling
+    assert inf.hi == np.inf
     lo, hi = pc.range()
     want = np.quantile(x, [0.001, 0.999])
     assert abs(lo - want[0]) < 0.05 and abs(hi - want[1]) < 0.05
@@ -153,6 +156,9 @@ def test_bad_arguments(shared_dir, tmp_path):
         Q.quantize_static(model, shared_dir / "images", out, observer="kl")
     with pytest.raises(ValidationError, match="activation_type"):
         Q.quantize_static(model, shared_dir / "images", out, activation_type="int16")
+    with pytest.raises(ValidationError, match="percentile must be in"):
+        Q.quantize_static(model, shared_dir / "images", out, observer="percentile",
+                          percentile=5)
     with pytest.raises(ValidationError, match="holdout"):
         Q.quantize_static(model, shared_dir / "images", out, holdout=1.5)
     assert not out.exists()
