@@ -172,7 +172,7 @@ EDL_Q_KERNEL static void edl_qdw_tap_s8(int32_t *restrict d, const int8_t *restr
 }
 
 /* out[q] = sat(round_half_even(float(acc[q] + bias) * s) + z): the value is clamped to
-   [lo - z, hi - z] first (as onnxruntime does), then lrintf rounds it in the default mode. */
+   [lo - z, hi - z] first (as onnxruntime does), then rounded half to even (EDL_RND). */
 #define EDL_REQUANT(NAME, T)                                                                 \
 EDL_Q_KERNEL static void NAME(const int32_t *restrict acc, int32_t bias, float s, int32_t z, \
                               float lo, float hi, T *restrict out, ptrdiff_t n) {            \
@@ -181,9 +181,13 @@ EDL_Q_KERNEL static void NAME(const int32_t *restrict acc, int32_t bias, float s
         float v = (float)(acc[q] + bias) * s;                                               \
         v = v < flo ? flo : v;                                                              \
         v = v > fhi ? fhi : v;                                                              \
-        out[q] = (T)((int32_t)lrintf(v) + z);                                               \
+        out[q] = (T)((int32_t)((v + EDL_RND) - EDL_RND) + z);                                               \
     }                                                                                       \
 }
+/* Round half to even of |v| <= 2^22 in the default rounding mode: adding and subtracting
+   1.5 * 2^23 leaves no fraction bits (vectorises everywhere; lrintf's long result did not). */
+#define EDL_RND 12582912.0f
+
 /* out[q] = sat(round_half_even(x[q] / s) + z): onnxruntime's QuantizeLinear (a true division,
    clamp to [lo - z, hi - z], then round). NaN becomes lo - z's value (as MINPS/MAXPS give). */
 #define EDL_QUANTIZE(NAME, T)                                                                \
@@ -194,7 +198,7 @@ EDL_Q_KERNEL static void NAME(const float *restrict x, float s, int32_t z, float
         float v = x[q] / s;                                                                 \
         v = v > flo ? v : flo;                                                              \
         v = v < fhi ? v : fhi;                                                              \
-        out[q] = (T)((int32_t)lrintf(v) + z);                                               \
+        out[q] = (T)((int32_t)((v + EDL_RND) - EDL_RND) + z);                                               \
     }                                                                                       \
 }
 EDL_QUANTIZE(edl_quantize_u8, uint8_t)
