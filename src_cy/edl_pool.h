@@ -1,4 +1,4 @@
-/* C kernels of pooling.pyx: 2x2 stride-2 windows and three-tap folds with SIMD clones.
+/* C kernels of pooling.pyx: 2x2 stride-2 windows and k-source folds with SIMD clones.
  * Static functions: each extension that includes this header gets its own copy. */
 #ifndef EDL_POOL_H
 #define EDL_POOL_H
@@ -27,48 +27,92 @@ EDL_SIMD_KERNEL static void edl_avg2x2_##S(const T *restrict a, const T *restric
 }
 EDL_POOL2X2(float, f)
 EDL_POOL2X2(double, d)
-/* Three-tap folds with the AVX2 / AVX-512 clones (the generic _fold is SSE2 only): rows
-   a, b, c -> d (the vertical pass of a 3-row window), and s[2q..2q+2] -> d[q] (the
-   horizontal pass of a 3-wide window at stride 2). mode as _op: 0 sum, 1 max of a
-   NaN-free plane, 2 NaN-propagating max; the same association as _fold. */
+/* Folds with the AVX2 / AVX-512 clones: d[q] = op over i < n of src[i][q * stride], q < len,
+   n >= 1 sources (the rows of a window for the vertical pass, its shifted taps for the
+   horizontal one). mode: 0 sum, 1 max of a NaN-free plane (one maxps), 2 NaN-propagating max.
+   The first pass folds up to five sources (a 5x5 window in one load-op-store pass), each
+   later pass d and up to four more, so d is stored once per four or five sources. Stride 1
+   and 2 loops are written out so gcc vectorises them with constant strides (2: even/odd
+   de-interleave). */
 #define EDL_OP(M, A, B) ((M) == 0 ? (A) + (B) : (M) == 1 ? ((B) > (A) ? (B) : (A))     \
                          : ((B) != (B) ? (B) : ((B) > (A) ? (B) : (A))))
-#define EDL_FOLD3(T, S, M)                                                                 \
-EDL_SIMD_KERNEL static void edl_fold3_##S##M(const T *a, const T *b, const T *c,          \
-                                             T *restrict d, ptrdiff_t n) {                \
-    for (ptrdiff_t q = 0; q < n; q++) d[q] = EDL_OP(M, EDL_OP(M, a[q], b[q]), c[q]);     \
-}                                                                                         \
-EDL_SIMD_KERNEL static void edl_fold3s2_##S##M(const T *s, T *restrict d, ptrdiff_t n) { \
-    for (ptrdiff_t q = 0; q < n; q++)                                                     \
-        d[q] = EDL_OP(M, EDL_OP(M, s[2 * q], s[2 * q + 1]), s[2 * q + 2]);               \
+#define EDL_AT(P, ST) (P)[q * (ST)]
+#define EDL_FOLD_PASSES(T, M, ST)                                                          \
+    do {                                                                                  \
+        int i = n < 5 ? n : 5;                                                            \
+        const T *a = src[0], *b = src[i > 1], *c = src[2 * (i > 2)];                      \
+        const T *e = src[3 * (i > 3)], *f = src[4 * (i > 4)];                             \
+        ptrdiff_t q;                                                                      \
+        switch (i) {                                                                      \
+        case 1: for (q = 0; q < len; q++) d[q] = EDL_AT(a, ST); break;                    \
+        case 2: for (q = 0; q < len; q++) d[q] = EDL_OP(M, EDL_AT(a, ST), EDL_AT(b, ST)); \
+            break;                                                                        \
+        case 3: for (q = 0; q < len; q++)                                                 \
+                d[q] = EDL_OP(M, EDL_OP(M, EDL_AT(a, ST), EDL_AT(b, ST)), EDL_AT(c, ST)); \
+            break;                                                                        \
+        case 4: for (q = 0; q < len; q++)                                                 \
+                d[q] = EDL_OP(M, EDL_OP(M, EDL_AT(a, ST), EDL_AT(b, ST)),                 \
+                              EDL_OP(M, EDL_AT(c, ST), EDL_AT(e, ST)));                   \
+            break;                                                                        \
+        default: for (q = 0; q < len; q++)                                                \
+                d[q] = EDL_OP(M, EDL_OP(M, EDL_OP(M, EDL_AT(a, ST), EDL_AT(b, ST)),       \
+                                        EDL_OP(M, EDL_AT(c, ST), EDL_AT(e, ST))),         \
+                              EDL_AT(f, ST));                                             \
+        }                                                                                 \
+        while (i < n) {                                                                   \
+            int m = n - i < 4 ? n - i : 4;                                                \
+            a = src[i]; b = src[i + (m > 1)]; c = src[i + 2 * (m > 2)];                   \
+            e = src[i + 3 * (m > 3)];                                                     \
+            switch (m) {                                                                  \
+            case 1: for (q = 0; q < len; q++) d[q] = EDL_OP(M, d[q], EDL_AT(a, ST)); break; \
+            case 2: for (q = 0; q < len; q++)                                             \
+                    d[q] = EDL_OP(M, d[q], EDL_OP(M, EDL_AT(a, ST), EDL_AT(b, ST)));      \
+                break;                                                                    \
+            case 3: for (q = 0; q < len; q++)                                             \
+                    d[q] = EDL_OP(M, EDL_OP(M, d[q], EDL_AT(a, ST)),                      \
+                                  EDL_OP(M, EDL_AT(b, ST), EDL_AT(c, ST)));               \
+                break;                                                                    \
+            default: for (q = 0; q < len; q++)                                            \
+                    d[q] = EDL_OP(M, EDL_OP(M, d[q], EDL_OP(M, EDL_AT(a, ST), EDL_AT(b, ST))), \
+                                  EDL_OP(M, EDL_AT(c, ST), EDL_AT(e, ST)));               \
+            }                                                                             \
+            i += m;                                                                       \
+        }                                                                                 \
+    } while (0)
+#define EDL_FOLD(T, S, M)                                                                  \
+EDL_SIMD_KERNEL static void edl_fold_##S##M(const T *const *src, int n, ptrdiff_t stride, \
+                                            T *restrict d, ptrdiff_t len) {               \
+    if (stride == 1) EDL_FOLD_PASSES(T, M, 1);                                            \
+    else if (stride == 2) EDL_FOLD_PASSES(T, M, 2);                                       \
+    else EDL_FOLD_PASSES(T, M, stride);                                                   \
 }
-EDL_FOLD3(float, f, 0)
-EDL_FOLD3(float, f, 1)
-EDL_FOLD3(float, f, 2)
-EDL_FOLD3(double, d, 0)
-EDL_FOLD3(double, d, 1)
-EDL_FOLD3(double, d, 2)
-static void edl_fold3_f(const float *a, const float *b, const float *c, float *d,
-                        ptrdiff_t n, int mode) {
-    if (mode == 0) edl_fold3_f0(a, b, c, d, n);
-    else if (mode == 1) edl_fold3_f1(a, b, c, d, n);
-    else edl_fold3_f2(a, b, c, d, n);
+EDL_FOLD(float, f, 0)
+EDL_FOLD(float, f, 1)
+EDL_FOLD(float, f, 2)
+EDL_FOLD(double, d, 0)
+EDL_FOLD(double, d, 1)
+EDL_FOLD(double, d, 2)
+static void edl_fold_f(const float *const *src, int n, ptrdiff_t stride, float *d,
+                       ptrdiff_t len, int mode) {
+    if (mode == 0) edl_fold_f0(src, n, stride, d, len);
+    else if (mode == 1) edl_fold_f1(src, n, stride, d, len);
+    else edl_fold_f2(src, n, stride, d, len);
 }
-static void edl_fold3_d(const double *a, const double *b, const double *c, double *d,
-                        ptrdiff_t n, int mode) {
-    if (mode == 0) edl_fold3_d0(a, b, c, d, n);
-    else if (mode == 1) edl_fold3_d1(a, b, c, d, n);
-    else edl_fold3_d2(a, b, c, d, n);
+static void edl_fold_d(const double *const *src, int n, ptrdiff_t stride, double *d,
+                       ptrdiff_t len, int mode) {
+    if (mode == 0) edl_fold_d0(src, n, stride, d, len);
+    else if (mode == 1) edl_fold_d1(src, n, stride, d, len);
+    else edl_fold_d2(src, n, stride, d, len);
 }
-static void edl_fold3s2_f(const float *s, float *d, ptrdiff_t n, int mode) {
-    if (mode == 0) edl_fold3s2_f0(s, d, n);
-    else if (mode == 1) edl_fold3s2_f1(s, d, n);
-    else edl_fold3s2_f2(s, d, n);
+/* 1 if s[0..n) holds no NaN and no inf (x - x is 0 exactly for finite x): picks mode 1.
+   An OR of compares, so the vectorised loop carries no long dependency chain. */
+#define EDL_FINITE(T, S)                                                                   \
+EDL_SIMD_KERNEL static int edl_finite_##S(const T *s, ptrdiff_t n) {                      \
+    int bad = 0;                                                                          \
+    for (ptrdiff_t i = 0; i < n; i++) bad |= (s[i] - s[i]) != 0;                          \
+    return !bad;                                                                          \
 }
-static void edl_fold3s2_d(const double *s, double *d, ptrdiff_t n, int mode) {
-    if (mode == 0) edl_fold3s2_d0(s, d, n);
-    else if (mode == 1) edl_fold3s2_d1(s, d, n);
-    else edl_fold3s2_d2(s, d, n);
-}
+EDL_FINITE(float, f)
+EDL_FINITE(double, d)
 
 #endif

@@ -4,24 +4,26 @@
 The public wrapper validated everything and passes a C-contiguous x and out, so the kernels
 work on raw pointers. Max and average pooling are separable: per output row, a vertical pass
 folds the window's in-image input rows into a scratch row (padded with -inf / 0 so the next
-pass needs no bounds checks), then a horizontal pass folds kw shifted views of it. Each pass
-folds up to four sources per loop (one store per 3-4 loads) and gcc vectorises the stride-1
-loops. Max uses a plain maxps on planes without NaN/inf and the exact NaN-propagating max
-otherwise (a cheap per-plane check decides). Planes (N * C) run in parallel.
+pass needs no bounds checks), then a horizontal pass folds kw shifted views of it. Both passes
+are edl_pool.h's folds (up to five sources per loop, AVX2 / AVX-512 clones, stride 1 and 2
+vectorised). Max uses a plain maxps while the rows read hold no NaN/inf and the exact
+NaN-propagating max from the first row that does (each row is checked when first read).
+Planes (N * C) run in parallel.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 
 cdef extern from "edl_pool.h":
-    void edl_fold3_f(const float* a, const float* b, const float* c, float* d, Py_ssize_t n,
-                     int mode) noexcept nogil
-    void edl_fold3_d(const double* a, const double* b, const double* c, double* d,
-                     Py_ssize_t n, int mode) noexcept nogil
-    void edl_fold3s2_f(const float* s, float* d, Py_ssize_t n, int mode) noexcept nogil
-    void edl_fold3s2_d(const double* s, double* d, Py_ssize_t n, int mode) noexcept nogil
+    void edl_fold_f(const float** src, int n, Py_ssize_t stride, float* d, Py_ssize_t length,
+                    int mode) noexcept nogil
+    void edl_fold_d(const double** src, int n, Py_ssize_t stride, double* d,
+                    Py_ssize_t length, int mode) noexcept nogil
+    bint edl_finite_f(const float* s, Py_ssize_t n) noexcept nogil
+    bint edl_finite_d(const double* s, Py_ssize_t n) noexcept nogil
     void edl_max2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
     void edl_max2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
@@ -35,104 +37,39 @@ cdef inline floating _nanmax(floating acc, floating v) noexcept nogil:
     return v if v != v else m
 
 
-cdef inline void _tap_range(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t stride,
-                            Py_ssize_t off, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """[lo, hi): outputs o < n_out whose tap reads o*stride + off inside [0, n_in)."""
-    cdef Py_ssize_t last = n_in - 1 - off
-    lo[0] = 0 if off >= 0 else min(n_out, (-off + stride - 1) // stride)
-    hi[0] = 0 if last < 0 else min(n_out, last // stride + 1)
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
-
-
 cdef inline floating _fmax(floating acc, floating v) noexcept nogil:
     # max for NaN-free planes: exactly x86 maxps (a single instruction per vector)
     return v if v > acc else acc
 
 
-cdef bint _all_finite(const floating* s, Py_ssize_t m) noexcept nogil:
-    """False if the plane holds a NaN (or an inf: that only costs the slower exact path)."""
-    cdef floating acc[16]
-    cdef floating zero = 0      # typed: a literal 0 would promote float32 to double
-    cdef Py_ssize_t i, k, m16 = m - m % 16
-    for k in range(16):
-        acc[k] = 0
-    for i in range(0, m16, 16):
-        for k in range(16):
-            acc[k] += s[i + k] * zero   # 0 for finite values, NaN for NaN and +-inf
-    for i in range(m16, m):
-        acc[0] += s[i] * zero
-    for k in range(1, 16):
-        acc[0] += acc[k]
-    return acc[0] == 0
-
-
-cdef inline floating _op(floating a, floating b, int mode) noexcept nogil:
-    # 0: sum, 1: max of a NaN-free plane (maxps), 2: NaN-propagating max
-    if mode == 0:
-        return a + b
-    if mode == 1:
-        return _fmax(a, b)
-    return _nanmax(a, b)
-
-
-cdef void _fold(floating* d, const floating** src, int n, Py_ssize_t length, Py_ssize_t stride,
-                int mode) noexcept nogil:
-    """d[q] = op over i < n of src[i][q * stride], for q < length (n >= 1).
-
-    Up to four sources per pass, so d is loaded and stored once per three or four sources
-    (gcc unswitches the loops on mode/stride and vectorises the stride-1 ones)."""
-    cdef Py_ssize_t q
-    cdef const floating* a = src[0]
-    cdef const floating* b
-    cdef const floating* c
-    cdef const floating* e
-    cdef int i = 0, m
-    m = min(n, 4)
-    if m == 1:
-        for q in range(length):
-            d[q] = a[q * stride]
-    elif m == 2:
-        b = src[1]
-        for q in range(length):
-            d[q] = _op(a[q * stride], b[q * stride], mode)
-    elif m == 3:
-        b, c = src[1], src[2]
-        for q in range(length):
-            d[q] = _op(_op(a[q * stride], b[q * stride], mode), c[q * stride], mode)
+cdef inline void _fold(floating* d, const floating** src, int n, Py_ssize_t length,
+                       Py_ssize_t stride, int mode) noexcept nogil:
+    """d[q] = op over i < n of src[i][q * stride], for q < length (n >= 1): edl_fold_*."""
+    if floating is float:
+        edl_fold_f(src, n, stride, d, length, mode)
     else:
-        b, c, e = src[1], src[2], src[3]
-        for q in range(length):
-            d[q] = _op(_op(a[q * stride], b[q * stride], mode),
-                       _op(c[q * stride], e[q * stride], mode), mode)
-    i = m
-    while i < n:
-        m = min(n - i, 3)
-        a = src[i]
-        if m == 1:
-            for q in range(length):
-                d[q] = _op(d[q], a[q * stride], mode)
-        elif m == 2:
-            b = src[i + 1]
-            for q in range(length):
-                d[q] = _op(_op(d[q], a[q * stride], mode), b[q * stride], mode)
-        else:
-            b, c = src[i + 1], src[i + 2]
-            for q in range(length):
-                d[q] = _op(_op(d[q], a[q * stride], mode),
-                           _op(b[q * stride], c[q * stride], mode), mode)
-        i += m
+        edl_fold_d(src, n, stride, d, length, mode)
+
+
+cdef inline bint _finite(const floating* s, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return edl_finite_f(s, n)
+    else:
+        return edl_finite_d(s, n)
 
 
 cdef void _plane(const floating* src, floating* dst, floating* vpad, const floating** ptrs,
-                 Py_ssize_t lext, Py_ssize_t vlen, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
+                 unsigned char* seen, Py_ssize_t lext, Py_ssize_t vlen, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
                  Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                  Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
                  int mode) noexcept nogil:
     """One (h, w) plane -> (oh, ow). Per output row: the vertical pass folds the window's
     in-image rows into vpad (a row with lext / trailing cells of padding: -inf for max, 0 for
     sum), then the horizontal pass folds kw shifted views of vpad (no bounds checks needed).
-    ptrs: scratch for max(kh, kw) source pointers."""
+    ptrs: scratch for max(kh, kw) source pointers. mode 1 (max): each input row is checked for
+    NaN/inf when first read (seen: h flags), just before the fold reads it again from L1; the
+    first non-finite row switches this and every later output row to the exact max (mode 2),
+    while the rows already folded were all finite."""
     cdef Py_ssize_t o, i, j, r, c
     cdef int n_rows
     cdef floating fill = 0 if mode == 0 else -INFINITY
@@ -140,6 +77,8 @@ cdef void _plane(const floating* src, floating* dst, floating* vpad, const float
     cdef const floating* base = v - pl      # tap j of output q reads base[q*sw + j*dw]
     for c in range(vlen):
         vpad[c] = fill
+    if mode == 1:
+        memset(seen, 0, h)
     for o in range(oh):
         n_rows = 0
         for i in range(kh):
@@ -147,22 +86,15 @@ cdef void _plane(const floating* src, floating* dst, floating* vpad, const float
             if 0 <= r < h:
                 ptrs[n_rows] = src + r * w
                 n_rows += 1
+                if mode == 1 and not seen[r]:
+                    seen[r] = 1
+                    if not _finite(src + r * w, w):
+                        mode = 2
         if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
             for c in range(w):
                 v[c] = fill
-        elif n_rows == 3:
-            if floating is float:
-                edl_fold3_f(ptrs[0], ptrs[1], ptrs[2], v, w, mode)
-            else:
-                edl_fold3_d(ptrs[0], ptrs[1], ptrs[2], v, w, mode)
         else:
             _fold(v, ptrs, n_rows, w, 1, mode)
-        if kw == 3 and sw == 2 and dw == 1:
-            if floating is float:
-                edl_fold3s2_f(base, dst + o * ow, ow, mode)
-            else:
-                edl_fold3s2_d(base, dst + o * ow, ow, mode)
-            continue
         for j in range(kw):
             ptrs[j] = base + j * dw
         _fold(dst + o * ow, ptrs, <int> kw, ow, sw, mode)
@@ -241,7 +173,7 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
         raise MemoryError()
     cdef floating* scw = sc + oh
     cdef bint has_empty = 0
-    cdef int mode
+    cdef unsigned char* seen = NULL
     # scratch row: lext padding cells, the image row, then what the last window reads past it
     cdef Py_ssize_t lext = max(pl, 0)
     cdef Py_ssize_t vlen = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
@@ -259,16 +191,14 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
             scw[q] = 0 if vw[q] == 0 else 1.0 / (pw[q] if count_include_pad else vw[q])
             has_empty = has_empty or vw[q] == 0
         with parallel():
-            tmp = <floating*> malloc(vlen * sizeof(floating) + (kh + kw) * sizeof(void*))
+            tmp = <floating*> malloc(vlen * sizeof(floating) + (kh + kw) * sizeof(void*) + h)
             if tmp != NULL:
                 ptrs = <const floating**> (<char*> tmp + vlen * sizeof(floating))
+                seen = <unsigned char*> (ptrs + kh + kw)
                 for p in prange(planes, schedule="static"):
                     d = yp + p * oh * ow
-                    mode = 0
-                    if is_max:
-                        mode = 1 if _all_finite(xp + p * h * w, h * w) else 2
-                    _plane(xp + p * h * w, d, tmp, ptrs, lext, vlen, h, w, oh, ow, kh, kw, sh, sw,
-                           pt, pl, dh, dw, mode)
+                    _plane(xp + p * h * w, d, tmp, ptrs, seen, lext, vlen, h, w, oh, ow, kh, kw,
+                           sh, sw, pt, pl, dh, dw, 1 if is_max else 0)
                     if not is_max:
                         for r in range(oh):
                             for q in range(ow):

@@ -313,6 +313,26 @@ def test_nan_and_inf(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", [
+    dict(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+    dict(kernel_shape=(5, 5), pads=(2, 2, 2, 2)),
+    dict(kernel_shape=(2, 3), strides=(3, 1)),                     # rows no window reads
+    dict(kernel_shape=(3, 2), dilations=(2, 1), pads=(2, 0, 2, 0)),  # rows read out of order
+])
+def test_max_nan_or_inf_in_any_row(backend, dtype, cfg, rng):
+    """A NaN or an inf in any one row gives the reference's answer: the Cython kernel checks
+    each row when first read and takes the exact NaN-propagating max from there on."""
+    x0 = rng.standard_normal((1, 2, 9, 11)).astype(dtype)
+    for r in range(9):
+        for bad in (np.nan, np.inf, -np.inf):
+            x = x0.copy()
+            x[0, 1, r, (3 * r) % 11] = bad
+            np.testing.assert_array_equal(P.max_pool2d(x, backend=backend, **cfg),
+                                          P.max_pool2d(x, backend="numpy", **cfg),
+                                          err_msg=f"row {r}, {bad}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hw", [(2, 2), (7, 9), (16, 33), (20, 20)])
 def test_2x2_stride2_fast_path(backend, dtype, hw, rng):
     """The 2x2 stride-2 unpadded fast path (odd sizes drop the last row/column; ceil_mode and
