@@ -204,6 +204,58 @@ def _avg_extent(hw, pads):
     return (max(h, 0), max(w, 0)), pads[:2] + (max(pads[2], 0), max(pads[3], 0))
 
 
+def _prepare(x_shape, kind, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad,
+             count_include_pad):
+    """Everything a pool of input shape ``x_shape`` needs, validated: (output shape, crop of x,
+    (kernel, strides, pads, dilations) for the kernel, its extra arguments, scale or None)."""
+    ks, st, pd, dl, out_hw = _geometry(x_shape, kernel_shape, strides, pads, dilations,
+                                       ceil_mode, auto_pad)
+    hw, extra = x_shape[2:], ()
+    cip = kind == "avg" and _flag(count_include_pad, "count_include_pad")
+    if kind == "avg" and (pd[2] < 0 or pd[3] < 0):
+        hw, pd = _avg_extent(hw, pd)
+    crop, ks, pd, scale = _trim_taps(hw, ks, st, pd, dl, out_hw, cip)
+    if kind == "avg":
+        extra = (cip and scale is None,)
+    return tuple(x_shape[:2]) + out_hw, crop, (ks, st, pd, dl), extra, scale
+
+
+# _prepare's results by argument (public calls repeat the same few pools: validating the
+# attributes again costs ~20 us a call, as much as the kernel on a small input)
+_PREPARED = {}
+_PREPARED_MAX = 256
+
+
+def _plain_key(args):
+    """A key equal only for arguments that validate alike: each is an int, bool, str or None
+    (tagged with its type: True == 1) or a tuple / list of ints; None when one is not."""
+    key = []
+    for a in args:
+        t = type(a)
+        if t is tuple or t is list:
+            for e in a:
+                if type(e) is not int:
+                    return None
+            a = tuple(a)
+        elif t is not int and t is not bool and t is not str and a is not None:
+            return None
+        key.append((t, a))
+    return tuple(key)
+
+
+def _prepared(*args):
+    """_prepare(*args), remembered for plain arguments (only results: errors are raised anew)."""
+    key = _plain_key(args)
+    hit = _PREPARED.get(key) if key is not None else None
+    if hit is None:
+        hit = _prepare(*args)
+        if key is not None:
+            if len(_PREPARED) >= _PREPARED_MAX:
+                _PREPARED.clear()
+            _PREPARED[key] = hit
+    return hit
+
+
 # ----------------------------------------------------------------------------- kernels
 def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
                ceil_mode=False, auto_pad="NOTSET", out=None, backend=None):
@@ -214,13 +266,12 @@ def max_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     A window holding a NaN gives NaN.
     """
     x, backend = _input(x, backend)
-    ks, st, pd, dl, out_hw = _geometry(x.shape, kernel_shape, strides, pads, dilations,
-                                       ceil_mode, auto_pad)
-    out, buf = _target(out, x.shape[:2] + out_hw, x)
+    oshape, crop, geo, _, _ = _prepared(x.shape, "max", kernel_shape, strides, pads, dilations,
+                                        ceil_mode, auto_pad, False)
+    out, buf = _target(out, oshape, x)
     if buf.size:
-        crop, ks, pd, _ = _trim_taps(x.shape[2:], ks, st, pd, dl, out_hw)
         x = np.ascontiguousarray(_crop(x, crop))
-        _dispatch.impl("pooling", "max_pool2d", backend)(x, ks, st, pd, dl, buf)
+        _dispatch.impl("pooling", "max_pool2d", backend)(x, *geo, buf)
     return _finish(out, buf)
 
 
@@ -233,18 +284,13 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     in-image elements of the window, True by the number of its taps inside the padded extent.
     """
     x, backend = _input(x, backend)
-    ks, st, pd, dl, out_hw = _geometry(x.shape, kernel_shape, strides, pads, dilations,
-                                       ceil_mode, auto_pad)
-    cip = _flag(count_include_pad, "count_include_pad")
-    out, buf = _target(out, x.shape[:2] + out_hw, x)
-    hw = x.shape[2:]
-    if pd[2] < 0 or pd[3] < 0:
-        hw, pd = _avg_extent(hw, pd)
+    oshape, crop, geo, extra, scale = _prepared(x.shape, "avg", kernel_shape, strides, pads,
+                                                dilations, ceil_mode, auto_pad,
+                                                count_include_pad)
+    out, buf = _target(out, oshape, x)
     if buf.size:
-        crop, ks, pd, scale = _trim_taps(hw, ks, st, pd, dl, out_hw, cip)
         x = np.ascontiguousarray(_crop(x, crop))
-        _dispatch.impl("pooling", "avg_pool2d", backend)(x, ks, st, pd, dl,
-                                                        cip and scale is None, buf)
+        _dispatch.impl("pooling", "avg_pool2d", backend)(x, *geo, *extra, buf)
         if scale is not None:
             buf *= scale
     return _finish(out, buf)
@@ -262,16 +308,10 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
     if kind not in ("max", "avg"):
         raise ValidationError(f"kind must be 'max' or 'avg', got {kind!r}")
     x_shape, dtype = V.plan_input(x_shape, dtype)
-    ks, st, pd, dl, out_hw = _geometry(x_shape, kernel_shape, strides, pads, dilations,
-                                       ceil_mode, auto_pad)
-    oshape = x_shape[:2] + out_hw
-    name, extra, hw = "max_pool2d", (), x_shape[2:]
-    cip = kind == "avg" and _flag(count_include_pad, "count_include_pad")
-    if kind == "avg" and (pd[2] < 0 or pd[3] < 0):
-        hw, pd = _avg_extent(hw, pd)
-    crop, ks, pd, scale = _trim_taps(hw, ks, st, pd, dl, out_hw, cip)
-    if kind == "avg":
-        name, extra = "avg_pool2d", (cip and scale is None,)
+    oshape, crop, geo, extra, scale = _prepare(x_shape, kind, kernel_shape, strides, pads,
+                                               dilations, ceil_mode, auto_pad,
+                                               count_include_pad)
+    name = "max_pool2d" if kind == "max" else "avg_pool2d"
 
     def run(x, out=None):
         V.check_planned(x, x_shape, dtype)
@@ -281,7 +321,7 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
             x = _crop(x, crop)
             if not x.flags.c_contiguous or (bk == "numba" and not x.flags.writeable):
                 x = np.array(x, order="C")      # see _input
-            _dispatch.impl("pooling", name, bk)(x, ks, st, pd, dl, *extra, y)
+            _dispatch.impl("pooling", name, bk)(x, *geo, *extra, y)
             if scale is not None:
                 y *= scale
         return y
