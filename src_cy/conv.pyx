@@ -47,6 +47,10 @@ cdef extern from "edl_conv.h":
     void edl_split2_d(const double* src, Py_ssize_t n, double* e, Py_ssize_t wq,
                       Py_ssize_t pw) noexcept nogil
     void edl_gather_f(const float* src, Py_ssize_t sw, float* dst, Py_ssize_t n) noexcept nogil
+    void edl_im2col_s1_f(const float* plane, Py_ssize_t h, Py_ssize_t w, Py_ssize_t ro,
+                         Py_ssize_t off, Py_ssize_t rows, float* dst) noexcept nogil
+    void edl_im2col_s1_d(const double* plane, Py_ssize_t h, Py_ssize_t w, Py_ssize_t ro,
+                         Py_ssize_t off, Py_ssize_t rows, double* dst) noexcept nogil
     void edl_gather_d(const double* src, Py_ssize_t sw, double* dst,
                       Py_ssize_t n) noexcept nogil
     void edl_epilogue_f(float* v, Py_ssize_t n, float b, int act, float lo, float hi,
@@ -88,10 +92,11 @@ cdef enum:
     # conv_gemm: multiply-adds below which one thread does it all (~10 us of FMAs), and
     # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
     _PAR_MACS = 1 << 20
-    _GEMM_BLOCK_BYTES = 160 << 10
-    # deep GEMMs (K blocked, see edl_gemm.h): the bytes of C one column block aims at (A
-    # is read once per block: 48-column blocks of a 256 x 2304 A ran at half speed)
-    _GEMM_DEEP_C_BYTES = 512 << 10
+    _GEMM_BLOCK_BYTES = 384 << 10
+    # deep GEMMs (K blocked, see edl_gemm.h): the bytes of a column block's C and one K
+    # block of its im2col (A is read once per block: 48-column blocks of a 256 x 2304 A ran
+    # at half speed)
+    _GEMM_DEEP_BYTES = 768 << 10
     # depthwise stride 1: output rows narrower than this run as one flat row per plane
     _FLAT_W = 48
 
@@ -145,6 +150,12 @@ cdef void _im2col_row(const floating* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t 
     cdef Py_ssize_t off = j * dw - pw, lo = _tap_lo(ow, sw, off), hi = _tap_hi(w, ow, sw, off)
     cdef Py_ssize_t oy, ox, iy
     cdef const floating* src
+    if sh == 1 and sw == 1 and dw == 1 and ow == w:     # the shifted plane, one run
+        if floating is float:
+            edl_im2col_s1_f(x + ch * h * w, h, w, i * dh - ph, off, oh, dst)
+        else:
+            edl_im2col_s1_d(x + ch * h * w, h, w, i * dh - ph, off, oh, dst)
+        return
     for oy in range(oh):
         iy = oy * sh - ph + i * dh
         if iy < 0 or iy >= h:
@@ -551,10 +562,10 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t least = (nr + unit - 1) // unit
     cdef Py_ssize_t per = max(_GEMM_BLOCK_BYTES // (max(K, 1) * 4 * unit), least)
     # deep: im2col one K block of a column block at a time (see the loop), the blocks sized
-    # by their C
+    # by their C and that im2col
     cdef Py_ssize_t nkb = edl_gemm_kblocks(m, K)
     if nkb > 1:
-        per = max(_GEMM_DEEP_C_BYTES // (m * 4 * unit), least)
+        per = max(_GEMM_DEEP_BYTES // ((m + (K + nkb - 1) // nkb) * 4 * unit), least)
     cdef Py_ssize_t nb = max(steps // per, 1), most
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()

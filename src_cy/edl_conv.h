@@ -123,6 +123,38 @@ static void edl_gather_##S(const T *restrict src, ptrdiff_t sw, T *restrict dst,
     else if (sw == 2) edl_gather2_##S(src, dst, n);                                     \
     else for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[k * sw];                        \
 }
+/* im2col row of a stride-1 conv whose output rows are as wide as the input's (unit column
+   stride and dilation, "same" width): the tap's source is then the plane shifted by
+   ro rows and off columns, one contiguous run for the whole block of `rows` output rows:
+   one copy, then zeros where the tap falls in the padding (rows outside the plane, and
+   the columns wrapped in from the neighbouring rows). Per row, the general gather cost
+   more in calls than in copying on rows of 14-80. */
+#define EDL_IM2COL_S1(T, S)                                                              \
+static void edl_im2col_s1_##S(const T *plane, ptrdiff_t h, ptrdiff_t w, ptrdiff_t ro,   \
+                              ptrdiff_t off, ptrdiff_t rows, T *restrict dst) {        \
+    ptrdiff_t n = rows * w, base = ro * w + off;  /* dst[d] = plane[base + d] */         \
+    ptrdiff_t a = ro < 0 ? -ro : 0, z = h - ro < rows ? h - ro : rows;  /* valid rows */ \
+    if (a > rows) a = rows;                                                             \
+    if (z < a) z = a;                                                                   \
+    ptrdiff_t d0 = a * w, d1 = z * w;                                                   \
+    if (d0 < -base) d0 = -base;                   /* inside the plane */                 \
+    if (d1 > h * w - base) d1 = h * w - base;                                           \
+    if (d1 <= d0) d0 = d1 = 0;                    /* nothing: all zeros */               \
+    memset(dst, 0, (size_t)d0 * sizeof(T));                                             \
+    memcpy(dst + d0, plane + base + d0, (size_t)(d1 - d0) * sizeof(T));                 \
+    memset(dst + d1, 0, (size_t)(n - d1) * sizeof(T));                                  \
+    ptrdiff_t lo = off < 0 ? -off : 0, hi = off > 0 ? w - off : w;  /* valid columns */ \
+    if (lo > w) lo = w;                                                                 \
+    if (hi < lo) hi = lo;                                                               \
+    if (lo == 0 && hi == w) return;                                                     \
+    for (ptrdiff_t r = a; r < z; r++) {                                                 \
+        T *d = dst + r * w;                                                             \
+        for (ptrdiff_t k = 0; k < lo; k++) d[k] = 0;                                    \
+        for (ptrdiff_t k = hi; k < w; k++) d[k] = 0;                                    \
+    }                                                                                   \
+}
+EDL_IM2COL_S1(float, f)
+EDL_IM2COL_S1(double, d)
 EDL_GATHER(float, f)
 EDL_GATHER(double, d)
 EDL_CONV_ROWS(float, f)
