@@ -3,10 +3,12 @@
 Run: pytest benchmarks/bench_pooling.py --benchmark-only [-k maxpool_3x3]
 
 MaxPool 3x3 s2 p1, MaxPool 5x5 s1 p2 (SPPF), AvgPool 3x3 s1 p1, GlobalAveragePool and
-GlobalMaxPool at 1x64x80x80 and 1x16x320x320 on the cython, numba and numpy backends, against
-onnxruntime's single-node session.run (intra_op_num_threads=1) and np.copyto of the input
-size (the memory-bandwidth roofline). The closing table gives medians and the ratios of the
-cython (default) and numba backends to onnxruntime and of cython to the copy.
+GlobalMaxPool at 1x64x80x80 and 1x16x320x320 on the cython, numba and numpy backends (the
+public functions) and through pool2d_plan on cython with a preallocated output (what the ONNX
+runtime runs: "planned"), against onnxruntime's single-node session.run
+(intra_op_num_threads=1) and np.copyto of the input size (the memory-bandwidth roofline). The
+closing table gives medians and the ratios of the cython (default), planned and numba runs to
+onnxruntime and of cython to the copy.
 """
 import os
 
@@ -39,11 +41,24 @@ CASES = {
     "global_max_pool": (lambda x, b: P.global_max_pool2d(x, backend=b),
                         "GlobalMaxPool", {}, 1),
 }
-RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
+RUNTIMES = list(BACKEND_ORDER) + ["planned", "onnxruntime"]
+
+
+def _planned(case, x):
+    """pool2d_plan's run on cython with its output allocated once (None for global pools)."""
+    _, op, attrs, _ = CASES[case]
+    if op not in ("MaxPool", "AveragePool"):
+        return None
+    run = P.pool2d_plan(x.shape, "max" if op == "MaxPool" else "avg", attrs["kernel_shape"],
+                        attrs.get("strides"), attrs["pads"], backend="cython")
+    out = np.empty(run.out_shape, x.dtype)
+    return lambda: run(x, out)
 
 TABLE = Table(
-    "pooling, float32, 1 thread", cols=["cython", "numba", "numpy", "onnxruntime", "copy"],
+    "pooling, float32, 1 thread",
+    cols=["cython", "planned", "numba", "numpy", "onnxruntime", "copy"],
     ratios={"cy/ort": lambda r, t: t.ratio(r, "cython", "onnxruntime"),
+            "pl/ort": lambda r, t: t.ratio(r, "planned", "onnxruntime"),
             "nb/ort": lambda r, t: t.ratio(r, "numba", "onnxruntime"),
             "cy/copy": lambda r, t: t.ratio(r, "cython", "copy")},
     note="copy = np.copyto of the input array (read + write): the bandwidth roofline")
@@ -75,6 +90,14 @@ def test_pool(benchmark, case, runtime, size):
     if runtime == "onnxruntime":
         pytest.importorskip("onnxruntime")
         fn = ort_single_node(op, [("x", x)], attrs, opset)
+    elif runtime == "planned":
+        reason = why_unavailable("cython")
+        if reason is not None:
+            pytest.skip(reason)
+        fn = _planned(case, x)
+        if fn is None:
+            pytest.skip("no planned form")
+        np.testing.assert_allclose(fn(), call(x, "numpy"), rtol=1e-5, atol=1e-6)
     else:
         reason = why_unavailable(runtime)
         if reason is not None:
