@@ -18,6 +18,10 @@ cdef extern from "edl_quant.h" nogil:
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
     void edl_qpack_u8(const unsigned char *b0, const unsigned char *b1, short *d, Py_ssize_t nq)
     void edl_qpack_s8(const signed char *b0, const signed char *b1, short *d, Py_ssize_t nq)
+    void edl_qdw3_u8(const unsigned char *x0, const unsigned char *x1, const unsigned char *x2,
+                     const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdw3_s8(const signed char *x0, const signed char *x1, const signed char *x2,
+                     const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw_tap_u8(int *d, const unsigned char *s, Py_ssize_t stride, int w, int z,
                         Py_ssize_t n)
     void edl_qdw_tap_s8(int *d, const signed char *s, Py_ssize_t stride, int w, int z,
@@ -237,6 +241,50 @@ def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const in
         raise MemoryError("qgemm: no memory for a packed tile of b")
 
 
+cdef void _qdw3(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
+                Py_ssize_t ph, Py_ssize_t pw, int[:, :, ::1] acc):
+    """3x3 stride-1 depthwise: each plane copied into a buffer padded with the zero point (so
+    every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one fused
+    9-tap pass per output row."""
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
+    cdef Py_ssize_t oh = acc.shape[1], ow = acc.shape[2], hp = oh + 2, wp = ow + 2
+    cdef Py_ssize_t ch, r, iy, lo, hi, oy, t
+    cdef int wsum
+    cdef int *w9
+    cdef q8 *buf
+    cdef int failed = 0
+    cdef int *pfailed = &failed
+    with nogil, parallel(use_threads_if=c * oh * ow * 9 >= PAR_ELEMS):
+        buf = <q8 *>malloc(hp * wp * sizeof(q8))      # per thread: the plane and the taps
+        w9 = <int *>malloc(9 * sizeof(int))
+        for ch in prange(c, schedule="static"):
+            if buf == NULL or w9 == NULL:
+                pfailed[0] = 1
+                continue
+            wsum = 0
+            for t in range(9):
+                w9[t] = <int>w[ch, t // 3, t % 3] - w_zp[ch]
+                wsum = wsum + w9[t]
+            memset(buf, <unsigned char><q8>x_zp, hp * wp)
+            lo = max(0, pw)                       # buffer columns holding image columns
+            hi = min(wp, wd + pw)
+            for r in range(hp):
+                iy = r - ph
+                if 0 <= iy < h and hi > lo:
+                    memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
+            for oy in range(oh):
+                if q8 is u8_t:
+                    edl_qdw3_u8(buf + oy * wp, buf + (oy + 1) * wp, buf + (oy + 2) * wp, w9,
+                                x_zp * wsum, &acc[ch, oy, 0], ow)
+                else:
+                    edl_qdw3_s8(buf + oy * wp, buf + (oy + 1) * wp, buf + (oy + 2) * wp, w9,
+                                x_zp * wsum, &acc[ch, oy, 0], ow)
+        free(buf)
+        free(w9)
+    if failed:
+        raise MemoryError("qdepthwise: no memory for a padded plane")
+
+
 def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
                Py_ssize_t dw, int[:, :, ::1] acc):
@@ -245,6 +293,9 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
     cdef Py_ssize_t ch, oy, ox, i, j, iy, off, lo, hi
     cdef int wv
     if c * oh * ow == 0:
+        return
+    if kh == 3 and kw == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1:
+        _qdw3(x, x_zp, w, w_zp, ph, pw, acc)
         return
     for ch in prange(c, nogil=True, schedule="static",
                      use_threads_if=c * oh * ow * kh * kw >= PAR_ELEMS):
