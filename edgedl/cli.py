@@ -150,6 +150,9 @@ def _quantize_parser(sub):
                    help="share of the images held back for the check (default 1/3; 0: none)")
     q.add_argument("--exclude", action="append", default=[], metavar="NODE",
                    help="a node name to keep in float (repeatable)")
+    q.add_argument("--max-step-ratio", type=float, default=0.1, metavar="R",
+                   help="keep in float the activations whose 8-bit step exceeds R times "
+                        "their RMS on the calibration images (default 0.1; 0: none)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _config_options(q)
     _common(q)
@@ -658,7 +661,8 @@ def cmd_quantize(args):
         args.model, args.calib, args.output, per_channel=not args.per_tensor,
         activation_type=args.activation_type, observer=args.observer,
         percentile=args.percentile, holdout=args.holdout, samples=args.samples,
-        nodes_to_exclude=args.exclude, backend=args.backend, quiet=args.quiet,
+        nodes_to_exclude=args.exclude, max_step_ratio=args.max_step_ratio,
+        backend=args.backend, quiet=args.quiet,
         **_config_kw(args))
     print(res.summary())
     return 0

@@ -133,11 +133,21 @@ class MinMax:
 
     def __init__(self):
         self.lo, self.hi = np.inf, -np.inf
+        self.power, self.count = 0.0, 0         # sum of squares, values seen
 
     def update(self, x):
         if x.size:
             self.lo = min(self.lo, float(x.min()))
             self.hi = max(self.hi, float(x.max()))
+            flat = x.astype(np.float64).ravel()
+            self.power += float(flat @ flat)
+            self.count += x.size
+
+    def step_ratio(self, scale):
+        """The quantization step relative to the values' RMS: the noise 8 bits add (a
+        ratio r costs about 20*log10(r) - 10.8 dB of signal-to-noise)."""
+        rms = np.sqrt(self.power / max(self.count, 1))
+        return float(scale) / rms if rms > 0 else 0.0
 
     def range(self):
         return (0.0, 0.0) if self.lo > self.hi else (self.lo, self.hi)
@@ -248,7 +258,8 @@ class _Model:
                 self.nodes.append(n)
         self.inputs = [i.name for i in g.input if i.name not in self.inits]
         self.outputs = [o.name for o in g.output]
-        self.exclude = set()
+        self.exclude = set()        # node names kept in float (the caller's)
+        self.skip = set()           # ids of nodes kept in float (too coarse in 8 bits)
 
     def readers(self, name):
         return [n for n in self.nodes if name in n.input]
@@ -361,7 +372,7 @@ def _eligible(node, m, floats):
     """A quantizable node whose tensors are all float (shape arithmetic is not), not
     excluded by name."""
     if node.op_type not in _QUANTIZED or node.domain not in ("", "ai.onnx") or \
-            node.name in m.exclude:
+            node.name in m.exclude or id(node) in m.skip:
         return False
     acts, consts = _act_inputs(node, m)
     if not acts or node.output[0] not in floats or any(v not in floats for v in acts):
@@ -375,8 +386,9 @@ def _eligible(node, m, floats):
 def _absorb_clamps(m, floats):
     """A Relu / Clip(0, ...) right after a quantizable node, as its only reader: removed,
     the node writing the clamp's output (whose range, starting at 0, makes the quantizer's
-    saturation the clamp). Returns {clamp output: upper bound} (checked against the range)."""
-    bounds = {}
+    saturation the clamp). Returns ({clamp output: upper bound}, [(clamp, its producer)])
+    for _restore_clamps."""
+    bounds, absorbed = {}, []
     for act in [n for n in m.nodes if n.op_type in _CLAMPS]:
         lo, hi = _clamp_bounds(act, m)
         prod = m.producer(act.input[0])
@@ -387,7 +399,17 @@ def _absorb_clamps(m, floats):
         m.nodes.remove(act)
         m.rename_output(prod.output[0], out)
         bounds[out] = hi
-    return bounds
+        absorbed.append((act, prod))
+    return bounds, absorbed
+
+
+def _restore_clamps(m, absorbed, quantized):
+    """Put back the clamps whose producer stayed float (no quantized output to clamp)."""
+    kept = {id(n) for n in quantized}
+    for act, prod in absorbed:
+        if id(prod) not in kept:
+            prod.output[0] = act.input[0]
+            m.nodes.insert(m.nodes.index(prod) + 1, act)
 
 
 def _clamp_bounds(act, m):
@@ -585,6 +607,25 @@ def _params(share, obs, bounds, activation_type):
     return out
 
 
+def _keep_coarse_float(m, floats, share, quantized, obs, bounds, activation_type, ratio):
+    """The plan without the activations whose 8-bit step exceeds ``ratio`` of their RMS:
+    the nodes that read or write one stay float (repeated: a mover may pass the same
+    parameters on to a neighbour). Returns (share, quantized nodes, parameters)."""
+    params = _params(share, obs, bounds, activation_type)
+    for _ in range(8):
+        if not ratio:
+            break
+        coarse = {t for t in share if obs[t].step_ratio(params[share[t]][0]) > ratio}
+        skip = {id(n) for n in quantized if any(v in coarse for v in list(n.input) +
+                                                 list(n.output))}
+        if not skip:
+            break
+        m.skip |= skip
+        share, quantized = _plan(m, floats)
+        params = _params(share, obs, bounds, activation_type)
+    return share, quantized, params
+
+
 # ----------------------------------------------------------------------------- accuracy
 def match_detections(ref, got, iou=0.5):
     """(matched, mean score difference got - ref) of ``got`` against ``ref`` (Detections):
@@ -647,8 +688,8 @@ def split_holdout(items, holdout):
 
 def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
                     activation_type="uint8", observer="minmax", holdout=1 / 3,
-                    percentile=99.999, samples=False, nodes_to_exclude=(), backend=None,
-                    quiet=False,
+                    percentile=99.999, samples=False, nodes_to_exclude=(),
+                    max_step_ratio=0.1, backend=None, quiet=False,
                     **detector_options):
     """Quantize the float ONNX detector ``model_path`` into a QDQ model at ``out_path``.
 
@@ -658,7 +699,11 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     an activation's range is chosen: ``"minmax"`` or ``"percentile"`` (the ``percentile``-th
     quantile each side). ``per_channel``: one weight scale per output
     channel (else per tensor). ``activation_type``: ``"uint8"`` or ``"int8"`` (both
-    asymmetric). ``detector_options`` configure the Detector whose preprocessing prepares
+    asymmetric). ``max_step_ratio``: an activation whose quantization step exceeds this
+    share of its RMS on the calibration images (a wide range held by few values: about
+    31 dB signal-to-noise at 0.1) stays float, with the ops that read or write it
+    (0 or None: quantize every one). ``nodes_to_exclude``: node names kept in float.
+    ``detector_options`` configure the Detector whose preprocessing prepares
     the images (``family=``, ``preset=``, any configuration key). Returns a
     :class:`QuantizeResult`.
     """
@@ -670,16 +715,18 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     calib, held = split_holdout(items, holdout)
     det = Detector(os.fspath(model_path), backend=backend, **detector_options)
     m = _prepared(model_path)
-    m.exclude = set(nodes_to_exclude)
+    m.exclude = set(nodes_to_exclude) - {""}
     floats = _float_tensors(m)
     import onnx
     original = onnx.ModelProto()
     original.CopyFrom(m.to_proto())
-    bounds = _absorb_clamps(m, floats)
+    bounds, absorbed = _absorb_clamps(m, floats)
     share, quantized = _plan(m, floats)
-    obs = _calibrate(original, sorted(set(share.values())), det, calib,
-                     (observer, percentile), backend, quiet)
-    params = _params(share, obs, bounds, activation_type)
+    obs = _calibrate(original, sorted(share), det, calib, (observer, percentile), backend,
+                     quiet)
+    share, quantized, params = _keep_coarse_float(m, floats, share, quantized, obs, bounds,
+                                                  activation_type, max_step_ratio)
+    _restore_clamps(m, absorbed, quantized)
     proto, count = _write_qdq(m, share, quantized, params, per_channel, activation_type)
     onnx.checker.check_model(proto)
     out_path = os.fspath(out_path)

@@ -76,11 +76,17 @@ def test_written_model_runs_on_onnxruntime_and_edgedl_alike(model, quantized, sh
 
 @pytest.mark.parametrize("model", FAST_MODELS)
 def test_convs_run_as_qlinearconv_on_edgedl(model, quantized):
+    """Every Conv written with int8 weights runs as QLinearConv (the others are the ones
+    kept in float: max_step_ratio)."""
+    import onnx
     import edgedl
-    sess = edgedl.InferenceSession(str(quantized[model][1]))
-    ops = [n.op_type for n in sess._graph.nodes]
-    assert "Conv" not in ops, f"{model}: float Convs left after the QDQ rewrite"
-    assert ops.count("QLinearConv") >= 40
+    path = quantized[model][1]
+    p = onnx.load(str(path))
+    prod = {o: n.op_type for n in p.graph.node for o in n.output}
+    int8_convs = sum(n.op_type == "Conv" and prod.get(n.input[1]) == "DequantizeLinear"
+                     for n in p.graph.node)
+    ops = [n.op_type for n in edgedl.InferenceSession(str(path))._graph.nodes]
+    assert ops.count("QLinearConv") == int8_convs >= 40
 
 
 @pytest.mark.parametrize("model", FAST_MODELS)
@@ -89,6 +95,33 @@ def test_recall_on_held_back_face(model, quantized):
     assert res.float_detections >= 1          # grace_hopper's face
     assert res.recall >= 0.9, res.summary()
     assert abs(res.mean_score_diff) < 0.1
+
+
+def test_float_fallback_keeps_the_float_model(shared_dir, tmp_path):
+    """Every activation "too coarse" (max_step_ratio tiny): no Q/DQ at all, and the ReLUs
+    absorbed into quantized outputs at first are back (the model computes the float one)."""
+    import onnx
+    from edgedl import InferenceSession
+    src = shared_dir / "models" / "yunet_n_320.onnx"
+    out = tmp_path / "f.onnx"
+    res = Q.quantize_static(src, shared_dir / "images", out, max_step_ratio=1e-9, quiet=True)
+    assert res.quantized_tensors == 0 and res.recall == 1.0
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "QuantizeLinear" not in ops
+    assert ops.count("Relu") == [n.op_type for n in onnx.load(str(src)).graph.node].count("Relu")
+    name, x = _feed(shared_dir, "yunet_n_320")
+    for a, b in zip(InferenceSession(str(src)).run(None, {name: x}),
+                    InferenceSession(str(out)).run(None, {name: x})):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_nodes_to_exclude_stay_float(shared_dir, tmp_path):
+    import edgedl
+    out = tmp_path / "e.onnx"
+    Q.quantize_static(shared_dir / "models" / "yunet_n_320.onnx", shared_dir / "images", out,
+                      nodes_to_exclude=["Conv_0"], max_step_ratio=0, holdout=0, quiet=True)
+    nodes = edgedl.InferenceSession(str(out))._graph.nodes
+    assert [n.name for n in nodes if n.op_type == "Conv"] == ["Conv_0"]
 
 
 def test_weights_per_channel_symmetric_and_bias_int32(quantized):
