@@ -1,0 +1,119 @@
+"""int8 models: edgedl int8 vs onnxruntime int8 vs edgedl float32, one thread, in the same run.
+
+The four shared detectors quantized by onnxruntime.quantization (tests/int8_util.py: QOperator
+and QDQ per-channel, calibrated on the shared images). Each (model, form) is timed in
+alternating blocks of runs of every runtime (the machine is shared and noisy) and the medians'
+ratios are printed: int8 / ORT int8 (issue #14's target <= 1.0) and edgedl float32 / int8
+(target >= 1.5 faster).
+
+Run: python benchmarks/bench_int8.py [model ...] [--forms qoperator,qdq_per_channel]
+ or: pytest benchmarks/bench_int8.py --benchmark-only -s
+"""
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+import edgedl
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import int8_util as U  # noqa: E402
+
+FORMS = ("qoperator", "qdq_per_channel")
+
+
+def _shared():
+    env = os.environ.get("EDGEDL_SHARED")
+    here = pathlib.Path(__file__).resolve().parents[1]
+    for cand in ([pathlib.Path(env)] if env else []) + [here.parent / "shared", here / "shared"]:
+        if (cand / "models").is_dir():
+            return cand
+    return None
+
+
+def _ort(path):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return lambda feed: s.run(None, feed)
+
+
+def _edgedl(path):
+    s = edgedl.InferenceSession(str(path), backend="cython", num_threads=1)
+    return lambda feed: s.run(None, feed)
+
+
+def runners(shared, model, form, out_dir):
+    """{runtime: run(feed)} and the feed of one (model, form)."""
+    q = U.quantized(shared, model, form, out_dir)
+    f32 = pathlib.Path(shared) / "models" / f"{model}.onnx"
+    x = U.feed(shared, model, "grace_hopper.jpg")
+    name = edgedl.InferenceSession(str(f32)).get_inputs()[0].name
+    return {"edgedl int8": _edgedl(q), "ort int8": _ort(q), "edgedl f32": _edgedl(f32),
+            "ort f32": _ort(f32)}, {name: x}
+
+
+def paired(run, feed, rounds=20, block=5):
+    """Median seconds per runtime, measured in alternating blocks of ``block`` runs."""
+    times = {k: [] for k in run}
+    for f in run.values():
+        f(feed)     # plan build / warm-up
+    for _ in range(max(1, rounds // block)):
+        for k, f in run.items():
+            for _ in range(block):
+                t = time.perf_counter()
+                f(feed)
+                times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def summary(models=U.MODELS, forms=FORMS, rounds=20):
+    shared = _shared()
+    if shared is None:
+        print("../shared is missing: nothing to benchmark")
+        return {}
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        print(f"{'model':18} {'form':16} {'edgedl int8':>11} {'ort int8':>9} {'edgedl f32':>10} "
+              f"{'ort f32':>8} {'int8/ort8':>9} {'f32/int8':>8}   (ms, 1 thread)")
+        for m in models:
+            for form in forms:
+                run, feed = runners(shared, m, form, d)
+                t = paired(run, feed, rounds)
+                res[(m, form)] = t
+                print(f"{m:18} {form:16} {t['edgedl int8'] * 1e3:11.2f} "
+                      f"{t['ort int8'] * 1e3:9.2f} {t['edgedl f32'] * 1e3:10.2f} "
+                      f"{t['ort f32'] * 1e3:8.2f} {t['edgedl int8'] / t['ort int8']:9.2f} "
+                      f"{t['edgedl f32'] / t['edgedl int8']:8.2f}", flush=True)
+    return res
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("model", U.MODELS)
+def test_int8_latency(benchmark, model, form, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    shared = _shared()
+    if shared is None:
+        pytest.skip("../shared is missing")
+    run, feed = runners(shared, model, form, tmp_path_factory.mktemp("int8"))
+    t = paired(run, feed, rounds=10)
+    benchmark.extra_info.update({k: v * 1e3 for k, v in t.items()})
+    benchmark.pedantic(run["edgedl int8"], args=(feed,), rounds=10, warmup_rounds=1)
+    print(f"\n{model} {form}: int8/ort-int8 {t['edgedl int8'] / t['ort int8']:.2f}, "
+          f"f32/int8 {t['edgedl f32'] / t['edgedl int8']:.2f}")
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    forms = FORMS
+    for a in sys.argv[1:]:
+        if a.startswith("--forms="):
+            forms = tuple(a.split("=", 1)[1].split(","))
+    summary(tuple(args) or U.MODELS, forms)
