@@ -221,6 +221,17 @@ EDL_QUANTIZE(edl_quantize_s8, int8_t)
 EDL_QUANTIZE(edl_quantize_u16, uint16_t)
 EDL_QUANTIZE(edl_quantize_s16, int16_t)
 
+/* out[q] = float(x[q] - z) * s: DequantizeLinear (an exact integer difference, one rounding). */
+#define EDL_DEQUANTIZE(NAME, T)                                                              \
+EDL_Q_KERNEL static void NAME(const T *restrict x, float s, int32_t z, float *restrict out,  \
+                              ptrdiff_t n) {                                                 \
+    for (ptrdiff_t q = 0; q < n; q++) out[q] = (float)((int32_t)x[q] - z) * s;              \
+}
+EDL_DEQUANTIZE(edl_dequantize_u8, uint8_t)
+EDL_DEQUANTIZE(edl_dequantize_s8, int8_t)
+EDL_DEQUANTIZE(edl_dequantize_u16, uint16_t)
+EDL_DEQUANTIZE(edl_dequantize_s16, int16_t)
+
 EDL_REQUANT(edl_requant_u8, uint8_t)
 EDL_REQUANT(edl_requant_s8, int8_t)
 EDL_REQUANT(edl_requant_u16, uint16_t)
