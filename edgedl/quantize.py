@@ -53,6 +53,7 @@ class QuantizeResult(NamedTuple):
     mean_score_diff: object
     float_detections: int
     matched: int
+    int8_detections: int = 0
 
     def summary(self):
         rec = "n/a (no float detections)" if self.recall is None else f"{self.recall:.3f}"
@@ -60,7 +61,8 @@ class QuantizeResult(NamedTuple):
         return (f"wrote {self.out_path}: {self.quantized_tensors} activations quantized, "
                 f"calibrated on {self.calibration_images} images; on {self.held_back_images} "
                 f"held-back images: recall {rec} ({self.matched}/{self.float_detections} float "
-                f"detections matched at IoU >= 0.5), mean score difference {diff}")
+                f"detections matched at IoU >= 0.5, {self.int8_detections - self.matched} "
+                f"int8 ones unmatched), mean score difference {diff}")
 
 
 # ----------------------------------------------------------------------------- images
@@ -133,6 +135,7 @@ class MinMax:
 
     def __init__(self):
         self.lo, self.hi = np.inf, -np.inf
+        self.floor, self.ceil = np.inf, -np.inf     # the least range reported (widen)
         self.power, self.count = 0.0, 0         # sum of squares, values seen
 
     def update(self, x):
@@ -149,7 +152,15 @@ class MinMax:
         rms = np.sqrt(self.power / max(self.count, 1))
         return float(scale) / rms if rms > 0 else 0.0
 
+    def widen(self, lo, hi):
+        """The range reported holds [lo, hi] at least."""
+        self.floor, self.ceil = lo, hi
+
     def range(self):
+        lo, hi = self._range()
+        return min(lo, self.floor), max(hi, self.ceil)
+
+    def _range(self):
         return (0.0, 0.0) if self.lo > self.hi else (self.lo, self.hi)
 
 
@@ -184,8 +195,8 @@ class Percentile(MinMax):
         self.counts[n // 4: n // 4 + n // 2] = pairs
         self.radius *= 2.0
 
-    def range(self):
-        lo, hi = super().range()
+    def _range(self):
+        lo, hi = super()._range()
         total = self.counts.sum()
         if total == 0:
             return lo, hi
@@ -595,13 +606,25 @@ def _conv_weights(n, w, m, x_scale, per_channel):
         n.input[2] = w.dq_const(n.input[2], bq, bs, np.zeros(bs.shape, np.int32), axis)
 
 
+#: output ranges an op fixes whatever the calibration saw: a sigmoid's confident scores
+#: (near 1) may be rare in the calibration images, and clipped there they would cap scores
+_FIXED_RANGES = {"Sigmoid": (0.0, 1.0)}
+#: the least input range of a Sigmoid: logits of +-4.6 are scores of 0.01 and 0.99, so a
+#: detection head's logits calibrated on images without a confident object of some class
+#: or size still reach confident scores
+_SIGMOID_LOGIT = 4.6
+
+
 def _params(share, obs, bounds, activation_type):
-    """{root tensor: (scale, zero point)}; a clamp absorbed by a quantized output whose range
-    ends above the clamp's upper bound is an error (it would not clamp)."""
+    """{root tensor: (scale, zero point)} from the observed ranges; ``bounds``: {tensor:
+    upper bound} of absorbed clamps (the range starts at 0 and stops there at the latest)
+    and {tensor: (lo, hi)} of fixed ranges."""
     out = {}
     for root in set(share.values()):
         lo, hi = obs[root].range()
-        if root in bounds:
+        if isinstance(bounds.get(root), tuple):
+            lo, hi = bounds[root]
+        elif root in bounds:
             lo, hi = 0.0, min(hi, bounds[root])
         out[root] = activation_params(lo, hi, activation_type)
     return out
@@ -650,16 +673,16 @@ def match_detections(ref, got, iou=0.5):
 def _accuracy(det, out_path, held, backend, det_kw):
     from .detect import Detector
     if not held:
-        return None, None, 0, 0
+        return None, None, 0, 0, 0
     qdet = Detector(out_path, backend=backend, family=det.family, **det_kw)
-    total, diffs = 0, []
+    total, found, diffs = 0, 0, []
     for name, image in held:
         im = _load(name, image)
-        ref = det(im)
-        total += len(ref)
-        diffs += match_detections(ref, qdet(im))[1]
+        ref, got = det(im), qdet(im)
+        total, found = total + len(ref), found + len(got)
+        diffs += match_detections(ref, got)[1]
     recall = len(diffs) / total if total else None
-    return recall, (float(np.mean(diffs)) if diffs else None), total, len(diffs)
+    return recall, (float(np.mean(diffs)) if diffs else None), total, len(diffs), found
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -721,9 +744,14 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     original = onnx.ModelProto()
     original.CopyFrom(m.to_proto())
     bounds, absorbed = _absorb_clamps(m, floats)
+    bounds.update((n.output[0], _FIXED_RANGES[n.op_type]) for n in m.nodes
+                  if n.op_type in _FIXED_RANGES)
+    logits = {n.input[0] for n in m.nodes if n.op_type == "Sigmoid"}
     share, quantized = _plan(m, floats)
     obs = _calibrate(original, sorted(share), det, calib, (observer, percentile), backend,
                      quiet)
+    for t in logits & set(obs):
+        obs[t].widen(-_SIGMOID_LOGIT, _SIGMOID_LOGIT)
     share, quantized, params = _keep_coarse_float(m, floats, share, quantized, obs, bounds,
                                                   activation_type, max_step_ratio)
     _restore_clamps(m, absorbed, quantized)
@@ -733,5 +761,6 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     from ._files import write_atomic
     write_atomic(out_path, lambda f: f.write(proto.SerializeToString()))
     det_kw = {k: v for k, v in detector_options.items() if k != "family"}
-    recall, diff, total, matched = _accuracy(det, out_path, held, backend, det_kw)
-    return QuantizeResult(out_path, len(calib), len(held), count, recall, diff, total, matched)
+    recall, diff, total, matched, found = _accuracy(det, out_path, held, backend, det_kw)
+    return QuantizeResult(out_path, len(calib), len(held), count, recall, diff, total, matched,
+                          found)
