@@ -34,8 +34,17 @@ EDL_POOL2X2(double, d)
    later pass d and up to four more, so d is stored once per four or five sources. Stride 1
    and 2 loops are written out so gcc vectorises them with constant strides (2: even/odd
    de-interleave). */
-#define EDL_OP(M, A, B) ((M) == 0 ? (A) + (B) : (M) == 1 ? ((B) > (A) ? (B) : (A))     \
-                         : ((B) != (B) ? (B) : ((B) > (A) ? (B) : (A))))
+#define EDL_POOL_OP(T, S)                                                                  \
+static inline T edl_pool_op_##S(int m, T a, T b) {                                        \
+    if (m == 0) return a + b;                                                             \
+    T r = b > a ? b : a;            /* maxps */                                           \
+    return m == 2 && b != b ? b : r; /* + cmpunordps and a blend: a NaN in b enters */    \
+}
+EDL_POOL_OP(float, f)
+EDL_POOL_OP(double, d)
+/* (an inline function, not a macro: nested macro folds repeat their operands and gcc then
+   left the NaN-propagating max scalar) */
+#define EDL_OP(M, A, B) _Generic((A), float: edl_pool_op_f, default: edl_pool_op_d)(M, A, B)
 #define EDL_AT(P, ST) (P)[q * (ST)]
 #define EDL_FOLD_PASSES(T, M, ST)                                                          \
     do {                                                                                  \
