@@ -23,57 +23,71 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(EDL_NO_CLONES)
 #define EDL_QGEMM_AVX2 1
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The pair loop of edl_qgemm_pairs with AVX2's vpmaddwd (gcc's vectoriser widens with
-   vpmullw / vpmulhw / shuffles instead): 4 rows x 16 columns of int32 accumulators, one
+   vpmullw / vpmulhw / shuffles instead), or AVX-VNNI's vpdpwssd (the same multiply-add
+   pairs, accumulated in one instruction): 4 rows x 16 columns of int32 accumulators, one
    broadcast pair of a per row and two loads of b per step. Columns past the last multiple
-   of 16 are left to the caller. Run only where the CPU has AVX2 (edl_qgemm_pairs checks). */
-__attribute__((target("avx2"))) static ptrdiff_t edl_qgemm_pairs_avx2(
-        const int16_t *restrict a, const int16_t *restrict bp, int32_t *restrict acc,
-        ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kp2, ptrdiff_t nq) {
-    const ptrdiff_t ka = 2 * kp2, nv = nq & ~(ptrdiff_t)15;
-    ptrdiff_t i = 0;
-    for (; i + 4 <= m; i += 4) {
-        const int16_t *a0 = a + i * ka;
-        for (ptrdiff_t q = 0; q < nv; q += 16) {
-            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
-            __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-            for (ptrdiff_t p = 0; p < kp2; p++) {
-                const int16_t *b = bp + p * 2 * nq + 2 * q;
-                const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
-                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 16));
-                int32_t w[4];
-                for (int r = 0; r < 4; r++) memcpy(&w[r], a0 + r * ka + 2 * p, 4);
-                const __m256i w0 = _mm256_set1_epi32(w[0]), w1 = _mm256_set1_epi32(w[1]);
-                const __m256i w2 = _mm256_set1_epi32(w[2]), w3 = _mm256_set1_epi32(w[3]);
-                c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(b0, w0));
-                c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(b1, w0));
-                c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(b0, w1));
-                c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(b1, w1));
-                c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(b0, w2));
-                c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(b1, w2));
-                c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(b0, w3));
-                c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(b1, w3));
-            }
-            int32_t *r0 = acc + i * lda + q;
-            _mm256_storeu_si256((__m256i *)r0, c00);
-            _mm256_storeu_si256((__m256i *)(r0 + 8), c01);
-            _mm256_storeu_si256((__m256i *)(r0 + lda), c10);
-            _mm256_storeu_si256((__m256i *)(r0 + lda + 8), c11);
-            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda), c20);
-            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda + 8), c21);
-            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda), c30);
-            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda + 8), c31);
-        }
-    }
-    return nv;
+   of 16 are left to the caller. Run only where the CPU has the extension (checked below). */
+#define EDL_QGEMM_X86(NAME, TARGET, DOT)                                                     \
+__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
+        const int16_t *restrict a, const int16_t *restrict bp, int32_t *restrict acc,        \
+        ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kp2, ptrdiff_t nq) {                           \
+    const ptrdiff_t ka = 2 * kp2, nv = nq & ~(ptrdiff_t)15;                                 \
+    for (ptrdiff_t i = 0; i + 4 <= m; i += 4) {                                             \
+        const int16_t *a0 = a + i * ka;                                                     \
+        for (ptrdiff_t q = 0; q < nv; q += 16) {                                            \
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;          \
+            __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;                             \
+            for (ptrdiff_t p = 0; p < kp2; p++) {                                           \
+                const int16_t *b = bp + p * 2 * nq + 2 * q;                                 \
+                const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);                  \
+                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 16));           \
+                int32_t w[4];                                                               \
+                for (int r = 0; r < 4; r++) memcpy(&w[r], a0 + r * ka + 2 * p, 4);          \
+                const __m256i w0 = _mm256_set1_epi32(w[0]), w1 = _mm256_set1_epi32(w[1]);   \
+                const __m256i w2 = _mm256_set1_epi32(w[2]), w3 = _mm256_set1_epi32(w[3]);   \
+                c00 = DOT(c00, b0, w0); c01 = DOT(c01, b1, w0);                             \
+                c10 = DOT(c10, b0, w1); c11 = DOT(c11, b1, w1);                             \
+                c20 = DOT(c20, b0, w2); c21 = DOT(c21, b1, w2);                             \
+                c30 = DOT(c30, b0, w3); c31 = DOT(c31, b1, w3);                             \
+            }                                                                               \
+            int32_t *r0 = acc + i * lda + q;                                                \
+            _mm256_storeu_si256((__m256i *)r0, c00);                                        \
+            _mm256_storeu_si256((__m256i *)(r0 + 8), c01);                                  \
+            _mm256_storeu_si256((__m256i *)(r0 + lda), c10);                                \
+            _mm256_storeu_si256((__m256i *)(r0 + lda + 8), c11);                            \
+            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda), c20);                            \
+            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda + 8), c21);                        \
+            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda), c30);                            \
+            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda + 8), c31);                        \
+        }                                                                                   \
+    }                                                                                       \
+    return nv;                                                                              \
 }
+#define EDL_DOT_AVX2(c, b, w) _mm256_add_epi32((c), _mm256_madd_epi16((b), (w)))
+EDL_QGEMM_X86(edl_qgemm_pairs_avx2, "avx2", EDL_DOT_AVX2)
+#if __GNUC__ >= 11
+#define EDL_QGEMM_VNNI 1
+EDL_QGEMM_X86(edl_qgemm_pairs_vnni, "avx2,avxvnni", _mm256_dpwssd_avx_epi32)
+#endif
 
-static int edl_cpu_avx2(void) {
-    static int has = -1;
-    if (has < 0) has = __builtin_cpu_supports("avx2") ? 1 : 0;
-    return has;
+/* 0: neither, 1: AVX2, 2: AVX2 + AVX-VNNI; EDGEDL_INT8_ISA=avx2 forces the AVX2 path (to
+   measure it on a VNNI machine), =c the plain C loop. */
+static int edl_q_isa(void) {
+    static int isa = -1;
+    if (isa < 0) {
+        const char *force = getenv("EDGEDL_INT8_ISA");
+        isa = __builtin_cpu_supports("avx2") ? 1 : 0;
+#ifdef EDL_QGEMM_VNNI
+        if (isa && __builtin_cpu_supports("avxvnni")) isa = 2;
+#endif
+        if (force && strcmp(force, "avx2") == 0 && isa > 1) isa = 1;
+        if (force && strcmp(force, "c") == 0) isa = 0;
+    }
+    return isa;
 }
 #endif
 
@@ -119,9 +133,14 @@ static void edl_qgemm_pairs(const int16_t *restrict a, const int16_t *restrict b
                             int32_t *restrict acc, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kp2,
                             ptrdiff_t nq) {
 #ifdef EDL_QGEMM_AVX2
-    if (m >= 4 && nq >= 16 && edl_cpu_avx2()) {
-        ptrdiff_t m4 = m & ~(ptrdiff_t)3;
-        ptrdiff_t nv = edl_qgemm_pairs_avx2(a, bp, acc, lda, m4, kp2, nq);
+    int isa = m >= 4 && nq >= 16 ? edl_q_isa() : 0;
+    if (isa) {
+        ptrdiff_t m4 = m & ~(ptrdiff_t)3, nv;
+#ifdef EDL_QGEMM_VNNI
+        if (isa == 2) nv = edl_qgemm_pairs_vnni(a, bp, acc, lda, m4, kp2, nq);
+        else
+#endif
+        nv = edl_qgemm_pairs_avx2(a, bp, acc, lda, m4, kp2, nq);
         if (nv < nq) {      /* the last columns of the first m4 rows: bp's layout by column */
             for (ptrdiff_t i = 0; i < m4; i++) {
                 int32_t *r = acc + i * lda;

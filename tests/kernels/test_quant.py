@@ -342,3 +342,31 @@ def test_bad_model_parameters_name_the_node(bad):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(ModelError, match="the_qconv"):
         edgedl.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+
+
+@pytest.mark.parametrize("isa", ["avx2", "c"])
+def test_qgemm_forced_paths(isa):
+    """EDGEDL_INT8_ISA forces the Cython GEMM's AVX2 or plain C path (read once per process:
+    a subprocess each); both exact."""
+    import os
+    import subprocess
+    import sys
+    if why_unavailable("cython") is not None:
+        pytest.skip("cython backend unavailable")
+    code = ("import numpy as np\n"
+            "from edgedl.kernels import _dispatch\n"
+            "g = _dispatch.impl('quant', 'qgemm', 'cython')\n"
+            "r = np.random.default_rng(1)\n"
+            "for m, k, n in ((5, 7, 40), (66, 131, 273), (8, 2, 16)):\n"
+            "    a = r.integers(-128, 128, (m, k)).astype(np.int8)\n"
+            "    b = r.integers(0, 256, (k, n)).astype(np.uint8)\n"
+            "    az = r.integers(-3, 4, m).astype(np.int32)\n"
+            "    bz = r.integers(0, 9, n).astype(np.int32)\n"
+            "    acc = np.empty((m, n), np.int32)\n"
+            "    g(a, az, b, bz, acc)\n"
+            "    want = (a.astype(np.int64) - az[:, None]) @ (b.astype(np.int64) - bz)\n"
+            "    assert (acc == want).all(), (m, k, n)\n")
+    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
