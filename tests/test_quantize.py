@@ -56,7 +56,8 @@ def _with_integer_outputs(path):
 
 
 @pytest.mark.parametrize("model", FAST_MODELS)
-def test_written_model_runs_on_onnxruntime_and_edgedl_alike(model, quantized, shared_dir):
+def test_written_model_runs_on_onnxruntime_and_edgedl_alike(model, backend, quantized,
+                                                            shared_dir):
     ort = pytest.importorskip("onnxruntime")
     import edgedl
     res, path = quantized[model]
@@ -64,14 +65,15 @@ def test_written_model_runs_on_onnxruntime_and_edgedl_alike(model, quantized, sh
     name, x = _feed(shared_dir, model)
     data, qs = _with_integer_outputs(path)
     want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(qs, {name: x})
-    got = edgedl.InferenceSession(data).run(qs, {name: x})
+    got = edgedl.InferenceSession(data, backend=backend).run(qs, {name: x})
     equal = total = 0
     for q, a, b in zip(qs, want, got):
         assert a.dtype == b.dtype == np.uint8, q
         steps = np.abs(a.astype(np.int32) - b)
-        assert steps.max() <= 1, f"{model} {q}: {steps.max()} steps apart"
+        assert steps.max() <= 1, f"{model} {backend} {q}: {steps.max()} steps apart"
         equal, total = equal + np.sum(steps == 0), total + steps.size
-    assert equal / total >= EXACT, f"{model}: {equal / total:.4%} of int8 elements equal"
+    assert equal / total >= EXACT, \
+        f"{model} {backend}: {equal / total:.4%} of int8 elements equal"
 
 
 @pytest.mark.parametrize("model", FAST_MODELS)
