@@ -141,7 +141,20 @@ def gather(ctx):
         i = i + ctx.shapes[0][a] if i < 0 else i
         key = (slice(None),) * a + (i,)
         return lambda x, _: x[key]
-    return lambda x, idx: np.take(x, idx.astype(np.int64, copy=False), axis=axis)
+    return lambda x, idx: _take(x, idx, axis)
+
+
+def _take(x, idx, axis):
+    """np.take with ONNX's indices (negative from the end). A 32-bit NumPy takes intp indices
+    only: int64 ones are range-checked there before narrowing (a wrapped index would pick a
+    wrong element silently)."""
+    idx = idx.astype(np.int64, copy=False)
+    if np.dtype(np.intp).itemsize < 8:
+        n = x.shape[axis]
+        if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+            raise IndexError(f"Gather index out of range [{-n}, {n - 1}] for axis {axis}")
+        idx = idx.astype(np.intp)
+    return np.take(x, idx, axis=axis)
 
 
 @op("GatherElements")
