@@ -43,7 +43,8 @@ def test_load_and_run_without_importing_onnx():
         "bad = sorted(m for m in sys.modules if m == 'onnx' or m.startswith('onnx.')\n"
         "             or m.startswith('google.protobuf'))\n"
         "print(bad)\n")
-    model = REPO / "edgedl" / "data" / "fastestdet.onnx"
+    import edgedl                 # the package under test: installed, or this checkout
+    model = pathlib.Path(edgedl.__file__).parent / "data" / "fastestdet.onnx"
     r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -356,6 +356,10 @@ def test_uint64_and_int64_extremes():
     for x in (t, i, u32):
         mine = P.parse(P.TensorProto, x.SerializeToString())
         assert_same(mine, x, x.name)
+        if x is u32 and onnx_version() < (1, 14):
+            # onnx 1.12's to_array cannot convert 1 << 32 where a C long is 32-bit (armhf)
+            assert P.to_array(mine).tolist() == [(1 << 32) - 1, 0]
+            continue
         assert_same_array(mine, x, x.name)
 
 
