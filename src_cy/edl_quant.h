@@ -188,6 +188,21 @@ EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const 
 EDL_QDW3(edl_qdw3_u8, uint8_t)
 EDL_QDW3(edl_qdw3_s8, int8_t)
 
+/* The same at stride 2 along the row (x0.. point at the window's first column). */
+#define EDL_QDW3S2(NAME, T)                                                                  \
+EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const T *restrict x2,\
+                              const int32_t *restrict w, int32_t corr, int32_t *restrict d,  \
+                              ptrdiff_t n) {                                                 \
+    const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];         \
+    const int32_t w6 = w[6], w7 = w[7], w8 = w[8];                                          \
+    for (ptrdiff_t q = 0; q < n; q++)                                                       \
+        d[q] = w0 * x0[2 * q] + w1 * x0[2 * q + 1] + w2 * x0[2 * q + 2] + w3 * x1[2 * q]    \
+             + w4 * x1[2 * q + 1] + w5 * x1[2 * q + 2] + w6 * x2[2 * q] + w7 * x2[2 * q + 1]\
+             + w8 * x2[2 * q + 2] - corr;                                                   \
+}
+EDL_QDW3S2(edl_qdw3s2_u8, uint8_t)
+EDL_QDW3S2(edl_qdw3s2_s8, int8_t)
+
 /* d[q] += w * (s[q * stride] - z) for q < n (one tap of a depthwise row). */
 EDL_Q_KERNEL static void edl_qdw_tap_u8(int32_t *restrict d, const uint8_t *restrict s,
                                         ptrdiff_t stride, int32_t w, int32_t z, ptrdiff_t n) {

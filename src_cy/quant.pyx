@@ -22,6 +22,10 @@ cdef extern from "edl_quant.h" nogil:
                      const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw3_s8(const signed char *x0, const signed char *x1, const signed char *x2,
                      const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdw3s2_u8(const unsigned char *x0, const unsigned char *x1,
+                       const unsigned char *x2, const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdw3s2_s8(const signed char *x0, const signed char *x1, const signed char *x2,
+                       const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw_tap_u8(int *d, const unsigned char *s, Py_ssize_t stride, int w, int z,
                         Py_ssize_t n)
     void edl_qdw_tap_s8(int *d, const signed char *s, Py_ssize_t stride, int w, int z,
@@ -255,12 +259,13 @@ def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const in
 
 
 cdef void _qdw3(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
-                Py_ssize_t ph, Py_ssize_t pw, int[:, :, ::1] acc):
-    """3x3 stride-1 depthwise: each plane copied into a buffer padded with the zero point (so
-    every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one fused
-    9-tap pass per output row."""
+                Py_ssize_t st, Py_ssize_t ph, Py_ssize_t pw, int[:, :, ::1] acc):
+    """3x3 depthwise at stride st (1 or 2 on both axes): each plane copied into a buffer
+    padded with the zero point (so every tap is in range and (x - x_zp) sums as
+    sum(w * x) - x_zp * sum(w)), then one fused 9-tap pass per output row."""
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
-    cdef Py_ssize_t oh = acc.shape[1], ow = acc.shape[2], hp = oh + 2, wp = ow + 2
+    cdef Py_ssize_t oh = acc.shape[1], ow = acc.shape[2]
+    cdef Py_ssize_t hp = (oh - 1) * st + 3, wp = (ow - 1) * st + 3
     cdef Py_ssize_t ch, r, iy, lo, hi, oy, t
     cdef int wsum
     cdef int *w9
@@ -286,12 +291,21 @@ cdef void _qdw3(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 if 0 <= iy < h and hi > lo:
                     memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
             for oy in range(oh):
+                r = oy * st * wp
                 if q8 is u8_t:
-                    edl_qdw3_u8(buf + oy * wp, buf + (oy + 1) * wp, buf + (oy + 2) * wp, w9,
-                                x_zp * wsum, &acc[ch, oy, 0], ow)
+                    if st == 1:
+                        edl_qdw3_u8(buf + r, buf + r + wp, buf + r + 2 * wp, w9, x_zp * wsum,
+                                    &acc[ch, oy, 0], ow)
+                    else:
+                        edl_qdw3s2_u8(buf + r, buf + r + wp, buf + r + 2 * wp, w9,
+                                      x_zp * wsum, &acc[ch, oy, 0], ow)
                 else:
-                    edl_qdw3_s8(buf + oy * wp, buf + (oy + 1) * wp, buf + (oy + 2) * wp, w9,
-                                x_zp * wsum, &acc[ch, oy, 0], ow)
+                    if st == 1:
+                        edl_qdw3_s8(buf + r, buf + r + wp, buf + r + 2 * wp, w9, x_zp * wsum,
+                                    &acc[ch, oy, 0], ow)
+                    else:
+                        edl_qdw3s2_s8(buf + r, buf + r + wp, buf + r + 2 * wp, w9,
+                                      x_zp * wsum, &acc[ch, oy, 0], ow)
         free(buf)
         free(w9)
     if failed:
@@ -307,8 +321,8 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
     cdef int wv
     if c * oh * ow == 0:
         return
-    if kh == 3 and kw == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1:
-        _qdw3(x, x_zp, w, w_zp, ph, pw, acc)
+    if kh == 3 and kw == 3 and sh == sw and sh <= 2 and dh == 1 and dw == 1:
+        _qdw3(x, x_zp, w, w_zp, sh, ph, pw, acc)
         return
     for ch in prange(c, nogil=True, schedule="static",
                      use_threads_if=c * oh * ow * kh * kw >= PAR_ELEMS):
