@@ -91,6 +91,15 @@ EDL_POOL_OP(double, d)
 #define EDL_FOLD(T, S, M)                                                                  \
 EDL_SIMD_KERNEL static void edl_fold_##S##M(const T *const *src, int n, ptrdiff_t stride, \
                                             T *restrict d, ptrdiff_t len) {               \
+    if (n == 3 && stride <= 2) {    /* 3x3 windows: one short loop (rows of small planes) */ \
+        const T *a = src[0], *b = src[1], *c = src[2];                                    \
+        if (stride == 1)                                                                  \
+            for (ptrdiff_t q = 0; q < len; q++) d[q] = EDL_OP(M, EDL_OP(M, a[q], b[q]), c[q]); \
+        else                                                                              \
+            for (ptrdiff_t q = 0; q < len; q++)                                           \
+                d[q] = EDL_OP(M, EDL_OP(M, a[2 * q], b[2 * q]), c[2 * q]);                \
+        return;                                                                           \
+    }                                                                                     \
     if (stride == 1) EDL_FOLD_PASSES(T, M, 1);                                            \
     else if (stride == 2) EDL_FOLD_PASSES(T, M, 2);                                       \
     else EDL_FOLD_PASSES(T, M, stride);                                                   \

@@ -59,18 +59,19 @@ cdef inline bint _finite(const floating* s, Py_ssize_t n) noexcept nogil:
 
 
 cdef void _plane(const floating* src, floating* dst, floating* vpad, const floating** ptrs,
-                 unsigned char* seen, Py_ssize_t lext, Py_ssize_t vlen, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
-                 Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                 Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
-                 int mode) noexcept nogil:
+                 unsigned char* seen, Py_ssize_t lext, Py_ssize_t vlen, Py_ssize_t h,
+                 Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+                 Py_ssize_t dw, int mode) noexcept nogil:
     """One (h, w) plane -> (oh, ow). Per output row: the vertical pass folds the window's
     in-image rows into vpad (a row with lext / trailing cells of padding: -inf for max, 0 for
     sum), then the horizontal pass folds kw shifted views of vpad (no bounds checks needed).
-    ptrs: scratch for max(kh, kw) source pointers. mode 1 (max): each input row is checked for
-    NaN/inf when first read (seen: h flags), just before the fold reads it again from L1; the
-    first non-finite row switches this and every later output row to the exact max (mode 2),
-    while the rows already folded were all finite."""
-    cdef Py_ssize_t o, i, j, r, c
+    ptrs: scratch for max(kh, kw) source pointers. mode 1 (max): input rows are checked for
+    NaN/inf when first read (seen: h flags), just before the fold reads them again from L1 (a
+    plane of <= 4096 values all at once: a call per short row costs more than the check); a
+    non-finite row switches this and every later output row to the exact max (mode 2), while
+    the rows already folded were all checked finite."""
+    cdef Py_ssize_t o, i, j, r, c, nb
     cdef int n_rows
     cdef floating fill = 0 if mode == 0 else -INFINITY
     cdef floating* v = vpad + lext          # column 0 of the image row
@@ -87,8 +88,9 @@ cdef void _plane(const floating* src, floating* dst, floating* vpad, const float
                 ptrs[n_rows] = src + r * w
                 n_rows += 1
                 if mode == 1 and not seen[r]:
-                    seen[r] = 1
-                    if not _finite(src + r * w, w):
+                    nb = h - r if h * w <= 4096 else 1
+                    memset(seen + r, 1, nb)
+                    if not _finite(src + r * w, nb * w):
                         mode = 2
         if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
             for c in range(w):
