@@ -1,6 +1,7 @@
 """Graph rewrites done once at load (they do not depend on input shapes), in this order:
 
-0. QDQ patterns onto integer kernels (qdq.py);
+0. QDQ patterns onto integer kernels, and chains of 8-bit integer ops of one tensor (SiLU
+   as QLinearMul(x, QLinearSigmoid(x))) into one 256-entry lookup (qdq.py);
 1. constant folding: a node whose inputs are all constants is evaluated once (exporters that
    write weights as ConstantOfShape, Unsqueeze'd or Cast constants, e.g. the onnx wheel's
    classic CNNs, then look like any other model to the folds below);
@@ -28,7 +29,7 @@ from ..kernels.activation_table import BY_ONNX
 from .graph import Node
 from .ops.nn import bn_coefficients
 from .plan import evaluate_constant
-from .qdq import rewrite_qdq
+from .qdq import fuse_int8_lookups, rewrite_qdq
 from .rewriter import Rewriter, near as _near, replace as _replace
 
 
@@ -477,7 +478,7 @@ def fuse_pad_into_avgpool(rw):
 
 
 #: The rewrites in order (each a pass over the graph; see the module docstring).
-REWRITES = (rewrite_qdq, fold_constants, fold_affine_into_conv, batchnorm_to_scale_shift,
+REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_affine_into_conv, batchnorm_to_scale_shift,
             rewrite_activations, fuse_epilogue_activations, fuse_transposed_softmax,
             fuse_pad_into_avgpool)
 
@@ -487,14 +488,16 @@ def fold_batchnorm(rw):
     fold_affine_into_conv(rw)
 
 
-def optimize(graph, fuse=True):
-    """Apply the rewrites in place; returns the graph."""
+def optimize(graph, fuse=True, backend="numpy"):
+    """Apply the rewrites in place; returns the graph. ``backend``: the kernels that compute
+    the values a rewrite derives from integer ops (lookup tables), as the session will run
+    them (constant folding itself uses the reference)."""
     if not fuse:
         return graph
-    rw = Rewriter(graph)
+    rw = Rewriter(graph, backend)
     for rewrite in REWRITES:
         rewrite(rw)
         rw.compact()
+        graph.remove_dead()     # e.g. the DQ nodes a QDQ rewrite left unread
         rw.refresh()
-    graph.remove_dead()
     return graph

@@ -192,11 +192,12 @@ def _prepare_and_run(node, vals, consts, opset, backend, static):
     return _evaluate(ctx, vals)
 
 
-def evaluate_constant(graph, node):
+def evaluate_constant(graph, node, backend="numpy"):
     """The output values of a node whose inputs are all constants of ``graph``, computed once
-    on the reference backend (load-time constant folding, fuse.py); errors as in planning."""
+    (load-time constant folding, fuse.py: on the reference backend unless asked otherwise);
+    errors as in planning."""
     vals = [graph.consts[i] if i else None for i in _trimmed_inputs(node)]
-    _, raw = _prepare_and_run(node, vals, vals, graph.opset, "numpy", static=True)
+    _, raw = _prepare_and_run(node, vals, vals, graph.opset, backend, static=True)
     return [np.asarray(v) for v in _as_tuple(raw)]
 
 

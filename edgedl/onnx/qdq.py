@@ -24,7 +24,7 @@ import numpy as np
 from .graph import Node
 from .rewriter import replace
 
-_MS = "com.microsoft"
+_MS = "com.microsoft"  # onnxruntime's contrib ops domain
 _ACT_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 #: ops that only move or select elements: DQ -> op -> Q with one scale and zero point is
 #: the op on the integer tensor (its float values are the integers' images, exactly)
@@ -231,3 +231,61 @@ def rewrite_qdq(rw):
     for node in list(rw.g.nodes):
         if node not in rw.removed and not node.domain:
             any(pattern(rw, node) for pattern in _PATTERNS)
+
+
+# ----------------------------------------------------------------------------- lookup chains
+def _lookup_chain(rw, mul):
+    """(x, sigmoid node) when ``mul`` is QLinearMul(x, QLinearSigmoid(x)) (SiLU on 8-bit
+    tensors) with constant parameters and the sigmoid read by ``mul`` alone, else None."""
+    if mul.key != _MS + ".QLinearMul" or len(mul.inputs) < 7:
+        return None
+    a, b = mul.inputs[0], mul.inputs[3]
+    for x, s in ((a, b), (b, a)):
+        sig = rw.prod.get(s)
+        if sig is not None and sig.key == _MS + ".QLinearSigmoid" and sig.inputs[0] == x \
+                and rw.only_reader(s) is mul and x != s:
+            params = [i for i in sig.inputs[1:] + mul.inputs[1:3] + mul.inputs[4:] if i]
+            zero = rw.const(sig.inputs[2]) if len(sig.inputs) > 2 and sig.inputs[2] else None
+            if all(rw.const(i) is not None for i in params) and zero is not None and \
+                    zero.dtype in _ACT_TYPES:
+                return x, sig, zero.dtype
+    return None
+
+
+def _evaluate_chain(rw, nodes, x, x_dtype):
+    """The chain ``nodes`` (reading ``x``) evaluated on every 8-bit value of x, in the order
+    of x's bits as uint8: the 256-entry table that replaces it."""
+    from .plan import evaluate_constant
+    g = rw.g
+    values = {x: np.arange(256, dtype=np.uint16).astype(np.uint8).view(x_dtype)}
+    for n in nodes:
+        probe = Node(n.op_type, n.inputs, n.outputs, n.attrs, n.name, n.domain)
+        saved = {}
+        for i in n.inputs:
+            if i in values:
+                saved[i] = g.consts.get(i)
+                g.consts[i] = values[i]
+        try:
+            out = evaluate_constant(g, probe, rw.backend)
+        finally:
+            for i, v in saved.items():
+                if v is None:
+                    del g.consts[i]
+                else:
+                    g.consts[i] = v
+        values[n.outputs[0]] = out[0]
+    return values[nodes[-1].outputs[0]]
+
+
+def fuse_int8_lookups(rw):
+    """QLinearMul(x, QLinearSigmoid(x)) (SiLU on an 8-bit tensor: YOLOX writes 104 of them)
+    -> one QLookup(x, table): the two integer ops evaluated once on all 256 values of x, so
+    the result is theirs to the bit, at the cost of one table lookup per element."""
+    for mul in list(rw.g.nodes):
+        found = None if mul in rw.removed else _lookup_chain(rw, mul)
+        if found is None:
+            continue
+        x, sig, x_dtype = found
+        name = mul.outputs[0] + "::table"
+        rw.g.consts[name] = _evaluate_chain(rw, [sig, mul], x, x_dtype)
+        replace(rw, [sig, mul], Node("QLookup", [x, name], mul.outputs[:1], {}, mul.name), mul)

@@ -3,8 +3,9 @@ produces each value, kept current as nodes are replaced or removed."""
 
 
 class Rewriter:
-    def __init__(self, graph):
+    def __init__(self, graph, backend="numpy"):
         self.g = graph
+        self.backend = backend      # where values computed at load are computed
         self.outputs = {o.name for o in graph.outputs}
         # A rewrite marks nodes removed / replaced and updates cons / prod for just those
         # nodes; g.nodes is rebuilt once per pass (compact). Editing the list and rebuilding

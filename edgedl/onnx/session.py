@@ -86,7 +86,8 @@ class InferenceSession:
         self._adaptive = bool(adaptive_threads) and not self._profile
         self._governors = {}
         g = _graph.load(model, OPS)
-        self._graph = _fuse.optimize(g, fuse=fuse)
+        # tables fused from integer ops are computed by the kernels the runs will use
+        self._graph = _fuse.optimize(g, fuse=fuse, backend=_config.resolve_backend(backend))
         self._inputs = [NodeArg(vi) for vi in g.inputs]
         self._outputs = [NodeArg(vi) for vi in g.outputs]
         self._input_info = {vi.name: vi for vi in g.inputs}

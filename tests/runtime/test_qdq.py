@@ -143,3 +143,27 @@ def test_sixteen_bit_and_run_time_scales_keep_the_float_ops(backend, rng):
             "s_in": np.array(0.02, np.float32)}
     s = _run_both(m, feed, backend)
     assert {"Sigmoid", "Relu"} <= set(_ops(s))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_int8_silu_becomes_one_lookup(backend, rng, dtype):
+    """QLinearMul(x, QLinearSigmoid(x)) (YOLOX's SiLU in both int8 formats) -> one QLookup
+    whose table is the two ops evaluated on all 256 values: equal to onnxruntime's bits."""
+    t = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    z = 128 if dtype == np.uint8 else 0
+    nodes = [helper.make_node("QLinearSigmoid", ["x", "x_s", "x_z", "s_s", "s_z"], ["s"],
+                              domain="com.microsoft"),
+             helper.make_node("QLinearMul", ["x", "x_s", "x_z", "s", "s_s", "s_z", "y_s",
+                                             "y_z"], ["y"], domain="com.microsoft")]
+    inits = _q_dq("x", 0.05, z, dtype) + _q_dq("s", 1 / 255, z - 128 if z else -128, dtype) + \
+        _q_dq("y", 0.04, z // 2, dtype)
+    m = _model(nodes, [_vi("x", [1, 3, 7, 9], t)], [_vi("y", None, t)], inits,
+               extra_opsets=[("com.microsoft", 1)])
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (1, 3, 7, 9)).astype(dtype)
+    # within one LSB of onnxruntime, as the two ops are (tests/kernels/test_quant.py) ...
+    s = _run_both(m, {"x": x}, backend, equal=0.98)
+    assert _ops(s) == ["QLookup"]
+    # ... and to the bit what the two ops give on this backend
+    unfused = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], unfused.run(None, {"x": x})[0])

@@ -202,6 +202,12 @@ def _table_op(ctx, fn):
     return _guarded(ctx, f)
 
 
+@op("QLookup")   # internal: y = table[x] (chains of 8-bit integer ops fused at load, qdq.py)
+def qlookup(ctx):
+    table, b = ctx.const(1), ctx.backend
+    return _guarded(ctx, lambda x, *_: _q.lookup(x, table, backend=b))
+
+
 @op(MS + "QLinearSigmoid")
 def qlinear_sigmoid(ctx):
     b = ctx.backend
