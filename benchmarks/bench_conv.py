@@ -9,10 +9,12 @@ has its own float32 GEMM) limited to one thread through OPENBLAS_NUM_THREADS, se
 before numpy is imported if not already set.
 The closing table gives medians, GFLOP/s (2 * MACs / median) and each runtime's time
 relative to onnxruntime (median / median, and min / min in brackets: the machine is shared
-and noisy). The physical limit here: 2 AVX-512 FMAs per cycle = 64 FLOP/cycle, ~166 GFLOP/s
-per core at the 2.6 GHz base clock (OpenBLAS's sgemm reaches ~150 on 512^3; edgedl's conv
-GEMM 110-175 on 64-channel 1x1 convs). Depthwise convs are bandwidth-bound (9 MACs per
-value read): compare them with a copy of the input, not with the FLOP peak.
+and noisy). The physical limit here: 2 AVX-512 FMAs per cycle = 64 FLOP/cycle; a loop of 16
+independent zmm FMA chains measures ~239 GFLOP/s on one core (~3.7 GHz under load; OpenBLAS's
+sgemm reaches ~150 on 512^3, onnxruntime's convs 160-200, edgedl's conv GEMM alone, hot,
+175-200). Depthwise convs are bandwidth-bound (9 MACs per value read): compare them with a
+copy of the input, not with the FLOP peak. The "r50" / "vgg" cases are the deep convs of the
+classic CNNs (ResNet-50, VGG-19: K = 9 * C up to 4608), where the GEMM runs in K blocks.
 """
 import os
 
@@ -24,7 +26,7 @@ import pytest  # noqa: E402
 
 import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
-from edgedl.kernels.conv import conv2d, conv_output_shape  # noqa: E402
+from edgedl.kernels.conv import conv2d, conv2d_plan, conv_output_shape  # noqa: E402
 from _common import show_now, single_thread
 
 # name -> (C, H, W, M, k, stride, group, activation)
@@ -40,6 +42,12 @@ SHAPES = {
     "dw5 s1 64ch @80": (64, 80, 80, 64, 5, 1, 64, "relu"),
     "dw5 s2 128ch @40": (128, 40, 40, 128, 5, 2, 128, "relu"),
     "3x3 32->32 @40": (32, 40, 40, 32, 3, 1, 1, "relu"),
+    "3x3 64->64 @80": (64, 80, 80, 64, 3, 1, 1, "relu"),
+    "r50 3x3 64@56": (64, 56, 56, 64, 3, 1, 1, "relu"),
+    "r50 3x3 256@14": (256, 14, 14, 256, 3, 1, 1, "relu"),
+    "r50 3x3 512@7": (512, 7, 7, 512, 3, 1, 1, "relu"),
+    "r50 1x1 1024->256@14": (1024, 14, 14, 256, 1, 1, 1, "relu"),
+    "vgg 3x3 256@56": (256, 56, 56, 256, 3, 1, 1, "relu"),
 }
 # name -> (C, H, W, M, k, stride, pad): ConvTranspose, weights (C, M, k, k)
 TRANSPOSE = {
@@ -118,10 +126,13 @@ def test_conv2d(benchmark, name, runtime):
             pytest.skip(why_unavailable(runtime))
         out = np.empty((1, wt.shape[0]) + conv_output_shape(x.shape[2:], wt.shape[2:],
                                                              strides, pads), np.float32)
+        # planned, as a model runs it (conv2d lays out the weights on every call: 9 MB of
+        # them for the 512-channel 3x3)
+        run = conv2d_plan(x.shape, wt, b, strides, pads, group=group, activation=act,
+                          backend=runtime)
 
         def fn():
-            return conv2d(x, wt, b, strides, pads, group=group, activation=act, out=out,
-                          backend=runtime)
+            return run(x, out)
     ref = fn()   # JIT / session warm-up outside the timing, and a correctness check
     want = conv2d(x, wt, b, strides, pads, group=group, activation=act, backend="numpy")
     assert np.abs(ref - want).max() <= 1e-3 * max(1.0, np.abs(want).max())

@@ -186,19 +186,40 @@ static inline int edl_gemm_nr(void) { return edl_gemm_select().nr; }
 /* Number of MR-row panels for M rows, and the packed size in floats. */
 static inline ptrdiff_t edl_gemm_panels(ptrdiff_t M, int mr) { return (M + mr - 1) / mr; }
 
+/* Depth of the K blocks: a strip of B (kc x NR) stays in L1 while every panel of A passes
+ * over it, and the M x kc block of A in L2 while every strip does. Unblocked, a deep GEMM
+ * (3x3 convs of 256+ channels: K = 2304+) streamed all of A from L3 for each strip of B. */
+#define EDL_GEMM_KC 192
+
+/* K blocks for an M x K GEMM (1: one pass); block kb is rows kb * K / n .. (kb + 1) * K / n.
+ * The packed A of a blocked GEMM is laid out block by block (see edl_gemm_pack_a).
+ * Only for M a multiple of MR: the last panel of other M overlaps its neighbour's rows,
+ * which the blocks would then add twice. */
+static inline ptrdiff_t edl_gemm_kblocks(ptrdiff_t M, ptrdiff_t K) {
+    return M % edl_gemm_mr() == 0 && K > 2 * EDL_GEMM_KC ? (K + EDL_GEMM_KC - 1) / EDL_GEMM_KC
+                                                          : 1;
+}
+
 /* A (M x K, row stride lda) -> panels; panel p holds rows r0 = min(p*MR, M-MR) .. r0+MR-1
- * (rows past M are zero when M < MR). */
+ * (rows past M are zero when M < MR). With K blocks (edl_gemm_kblocks), block by block:
+ * block kb (rows k0..k1 of the depth) at ap + k0 * panels * MR, its panel p at + p * (k1 - k0)
+ * * MR, so that the M x kc block the GEMM reads is one run of memory (read from DRAM, the
+ * 6 KB pieces of the panels 150+ KB apart ran at a third of ORT's bandwidth); unblocked,
+ * panel p at ap + p * K * MR. */
 static void edl_gemm_pack_a(const float *a, ptrdiff_t M, ptrdiff_t K, ptrdiff_t lda,
                             float *restrict ap) {
     int mr = edl_gemm_mr();
-    ptrdiff_t np = edl_gemm_panels(M, mr);
-    for (ptrdiff_t p = 0; p < np; p++) {
-        ptrdiff_t r0 = p * mr;
-        if (M >= mr && r0 > M - mr) r0 = M - mr;
-        float *dst = ap + p * K * mr;
-        for (ptrdiff_t k = 0; k < K; k++)
-            for (int i = 0; i < mr; i++)
-                dst[k * mr + i] = r0 + i < M ? a[(r0 + i) * lda + k] : 0.0f;
+    ptrdiff_t np = edl_gemm_panels(M, mr), nkb = edl_gemm_kblocks(M, K);
+    for (ptrdiff_t kb = 0; kb < nkb; kb++) {
+        ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
+        for (ptrdiff_t p = 0; p < np; p++) {
+            ptrdiff_t r0 = p * mr;
+            if (M >= mr && r0 > M - mr) r0 = M - mr;
+            float *dst = ap + k0 * np * mr + p * (k1 - k0) * mr;
+            for (ptrdiff_t k = k0; k < k1; k++)
+                for (int i = 0; i < mr; i++)
+                    dst[(k - k0) * mr + i] = r0 + i < M ? a[(r0 + i) * lda + k] : 0.0f;
+        }
     }
 }
 
@@ -261,21 +282,8 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
     return (2 * (K > 0 ? K : 1) + M) * edl_gemm_nr();
 }
 
-/* Depth of the K blocks: a strip of B (kc x NR) stays in L1 while every panel of A passes
- * over it, and the M x kc block of A in L2 while every strip does. Unblocked, a deep GEMM
- * (3x3 convs of 256+ channels: K = 2304+) streamed all of A from L3 for each strip of B. */
-#define EDL_GEMM_KC 192
-
-/* K blocks for an M x K GEMM (1: one pass); block kb is rows kb * K / n .. (kb + 1) * K / n.
- * Only for M a multiple of MR: the last panel of other M overlaps its neighbour's rows,
- * which the blocks would then add twice. */
-static inline ptrdiff_t edl_gemm_kblocks(ptrdiff_t M, ptrdiff_t K) {
-    return M % edl_gemm_mr() == 0 && K > 2 * EDL_GEMM_KC ? (K + EDL_GEMM_KC - 1) / EDL_GEMM_KC
-                                                          : 1;
-}
-
 /* One K block of C[:, j0:j1] += A[:, k0:k0+kc] @ B[k0:k0+kc, j0:j1]: `b` points at B's row k0,
- * A is the whole packed A (depth K), M a multiple of MR. `first`: C = instead of +=; `last`: the
+ * A is the whole packed A (depth K, in blocks), M a multiple of MR. `first`: C = instead of +=; `last`: the
  * epilogue `epi` too. Blocks must come in order over the same columns (their sums are then
  * those of one pass). The ragged last strip would overlap its neighbour (and add twice): it
  * takes a zero-padded copy of its columns and an M x NR block of C in scratch, kept from
@@ -285,14 +293,21 @@ static void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t
                             ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi,
                             int first, int last) {
     edl_gemm_kernel kr = edl_gemm_select();
-    ptrdiff_t nr = kr.nr, ps = K * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
+    ptrdiff_t nr = kr.nr, ps = kc * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
     float *strip = scratch, *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
     int tv = (int)((j1 - jf + kr.w - 1) / kr.w);     /* vectors of the ragged strip */
     int prefetch = kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols */
     const edl_gemm_epi *e = last ? epi : NULL;
-    ap += k0 * kr.mr;
-    for (ptrdiff_t j = j0; j < jf; j += nr) {
+    ptrdiff_t np = edl_gemm_panels(M, kr.mr);
+    ap += k0 * np * kr.mr;                            /* this block's panels */
+    /* the next block of A (right after this one) into L2 while this one runs: from DRAM
+       (a model's weights) the GEMM otherwise waited on it panel by panel */
+    const char *nx = last ? NULL : (const char *)(ap + np * kc * kr.mr);
+    ptrdiff_t nbytes = np * kc * kr.mr * 4, step = nbytes / (jf > j0 ? (jf - j0) / nr : 1) + 64;
+    for (ptrdiff_t j = j0, o = 0; j < jf; j += nr) {
         if (prefetch && j + nr < jf) edl_gemm_prefetch_strip(b + j + nr, ldb, kc, nr);
+        for (ptrdiff_t e_ = o + step; nx && o < e_ && o < nbytes; o += 64)
+            __builtin_prefetch(nx + o, 0, 2);
         edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, c + j, ldc, nr, strip, e, !first);
     }
     if (jf < j1) {
@@ -319,6 +334,15 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
     ptrdiff_t n = j1 - j0, ps = K * kr.mr;
     float *strip = scratch;
     if (n <= 0) return;
+    ptrdiff_t nkb = edl_gemm_kblocks(M, K);
+    if (nkb > 1) {                 /* A is packed in K blocks: always by block */
+        for (ptrdiff_t kb = 0; kb < nkb; kb++) {
+            ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
+            edl_gemm_cols_k(ap, M, K, k0, k1 - k0, b + k0 * ldb, ldb, c, ldc, j0, j1,
+                            scratch, epi, kb == 0, kb == nkb - 1);
+        }
+        return;
+    }
     if (n < nr) {
         float *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
         for (ptrdiff_t k = 0; k < K; k++) {
@@ -328,15 +352,6 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
         edl_gemm_strip(&kr, kr.nv, ap, ps, M, K, pad, nr, cb, nr, nr, strip, epi, 0);
         for (ptrdiff_t i = 0; i < M; i++)
             memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
-        return;
-    }
-    ptrdiff_t nkb = edl_gemm_kblocks(M, K);
-    if (nkb > 1) {
-        for (ptrdiff_t kb = 0; kb < nkb; kb++) {
-            ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
-            edl_gemm_cols_k(ap, M, K, k0, k1 - k0, b + k0 * ldb, ldb, c, ldc, j0, j1,
-                            scratch, epi, kb == 0, kb == nkb - 1);
-        }
         return;
     }
     /* B read in place with rows far apart (1x1 convs): past ~32 rows the hardware
