@@ -104,15 +104,16 @@ cdef void _plane(const floating* src, floating* dst, floating* vpad, const float
 
 cdef void _plane_small(const floating* src, floating* dst, floating* buf, const floating** ptrs,
                        Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh,
-                       Py_ssize_t kw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dw,
+                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                       Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wp,
                        int mode) noexcept nogil:
-    """A small plane at stride 1 (sh = sw = dh = 1: SPP's 13x13 pools) in a few long folds
-    instead of two calls per short row (their loop tails cost more than the work): the plane
-    laid out with its padding in buf (hp x wp cells, fill elsewhere), the vertical fold of kh
-    rows for all oh output rows at once (rows are wp apart), the horizontal fold of kw taps
-    over that in one stream (a row's last window ends inside its own row: wp = ow + (kw-1)dw),
-    then the oh rows of ow values copied out. buf: (hp + oh) * wp cells."""
-    cdef Py_ssize_t hp = oh + kh - 1, wp = ow + (kw - 1) * dw, r, c, i
+    """A small plane (SPP's 13x13 pools) in a few long folds instead of two calls per short
+    row, whose loop tails cost more than the work: the plane laid out with its padding in buf
+    (hp x wp cells, fill elsewhere; wp a multiple of sw), the vertical fold of kh rows for all
+    oh output rows (one stream at sh = 1: rows are wp apart), the horizontal fold of kw taps
+    over those rows as one stream (a row's last window ends inside its own row), then the oh
+    rows of ow values copied out (wp / sw apart). buf: (hp + oh) * wp cells."""
+    cdef Py_ssize_t qp = wp // sw, r, c, i, o
     cdef Py_ssize_t c0 = max(0, -pl), c1 = min(w, wp - pl)   # image columns inside a row
     cdef floating fill = 0 if mode == 0 else -INFINITY
     cdef floating* v = buf + hp * wp
@@ -123,14 +124,20 @@ cdef void _plane_small(const floating* src, floating* dst, floating* buf, const 
     if c1 > c0:
         for r in range(max(0, -pt), min(h, hp - pt)):
             memcpy(buf + (r + pt) * wp + c0 + pl, src + r * w + c0, (c1 - c0) * sizeof(floating))
-    for i in range(kh):
-        ptrs[i] = buf + i * wp
-    _fold(v, ptrs, <int> kh, oh * wp, 1, mode)
+    if sh == 1:
+        for i in range(kh):
+            ptrs[i] = buf + i * dh * wp
+        _fold(v, ptrs, <int> kh, oh * wp, 1, mode)
+    else:
+        for o in range(oh):
+            for i in range(kh):
+                ptrs[i] = buf + (o * sh + i * dh) * wp
+            _fold(v + o * wp, ptrs, <int> kh, wp, 1, mode)
     for i in range(kw):
         ptrs[i] = v + i * dw
-    _fold(buf, ptrs, <int> kw, oh * wp - (kw - 1) * dw, 1, mode)
-    for r in range(oh):
-        memcpy(dst + r * ow, buf + r * wp, ow * sizeof(floating))
+    _fold(buf, ptrs, <int> kw, (oh - 1) * qp + ow, sw, mode)
+    for o in range(oh):
+        memcpy(dst + o * ow, buf + o * qp, ow * sizeof(floating))
 
 
 cdef void _plane_2x2s2(const floating* src, floating* dst, Py_ssize_t w, Py_ssize_t oh,
@@ -210,12 +217,12 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
     # scratch row: lext padding cells, the image row, then what the last window reads past it
     cdef Py_ssize_t lext = max(pl, 0)
     cdef Py_ssize_t vlen = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
-    # small planes at stride 1: _plane_small's padded plane and vertical result instead
-    cdef Py_ssize_t wp = ow + (kw - 1) * dw
-    cdef bint small = sh == 1 and sw == 1 and dh == 1 and h * w <= 4096 \
-        and (2 * oh + kh - 1) * wp <= 16384
+    # small planes: _plane_small's padded plane (hp x wp) and vertical result instead
+    cdef Py_ssize_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    cdef Py_ssize_t wp = ((ow - 1) * sw + (kw - 1) * dw + sw) // sw * sw
+    cdef bint small = h * w <= 4096 and (hp + oh) * wp <= 16384
     if small:
-        vlen = max(vlen, (2 * oh + kh - 1) * wp)
+        vlen = max(vlen, (hp + oh) * wp)
     vlen = (vlen + 7) // 8 * 8    # keeps the pointer scratch after it aligned
     cdef int failed[1]
     failed[0] = 0
@@ -237,8 +244,8 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
                 for p in prange(planes, schedule="static"):
                     d = yp + p * oh * ow
                     if small:
-                        _plane_small(xp + p * h * w, d, tmp, ptrs, h, w, oh, ow, kh, kw, pt, pl,
-                                     dw, 1 if is_max else 0)
+                        _plane_small(xp + p * h * w, d, tmp, ptrs, h, w, oh, ow, kh, kw, sh, sw,
+                                     pt, pl, dh, dw, hp, wp, 1 if is_max else 0)
                     else:
                         _plane(xp + p * h * w, d, tmp, ptrs, seen, lext, vlen, h, w, oh, ow, kh,
                                kw, sh, sw, pt, pl, dh, dw, 1 if is_max else 0)

@@ -313,16 +313,18 @@ def test_nan_and_inf(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("hw", [(13, 13), (9, 70), (70, 71)])
-def test_stride_1_small_and_large_planes(backend, hw, rng):
-    """Stride-1 pools on planes the Cython kernel folds whole (<= 4096 values) and row by row
-    (larger), max and average, with a NaN, against the reference."""
+def test_small_and_large_planes(backend, hw, rng):
+    """Pools on planes the Cython kernel folds whole (<= 4096 values) and row by row (larger),
+    max and average, with a NaN, against the reference."""
     x = rng.standard_normal((1, 3) + hw).astype(np.float32)
     x[0, 1, hw[0] // 2, hw[1] // 3] = np.nan
     for cfg in [dict(kernel_shape=(5, 5), pads=(2, 2, 2, 2)),
                 dict(kernel_shape=(13, 13), pads=(6, 6, 6, 6)),
                 dict(kernel_shape=(3, 3), pads=(1, 0, 2, 1)),
                 dict(kernel_shape=(2, 3), dilations=(1, 2), pads=(0, 1, 1, 2)),
-                dict(kernel_shape=(1, 4), pads=(0, 3, 0, 0))]:
+                dict(kernel_shape=(1, 4), pads=(0, 3, 0, 0)),
+                dict(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+                dict(kernel_shape=(3, 2), strides=(3, 2), dilations=(2, 3), pads=(2, 1, 0, 1))]:
         for kind in ("max", "avg"):
             np.testing.assert_allclose(_call(kind, x, cfg, backend=backend),
                                        _call(kind, x, cfg, backend="numpy"), rtol=1e-5,
