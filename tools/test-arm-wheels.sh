@@ -11,7 +11,8 @@
 #   no Cython and no libgomp1. pip installs the wheel: on aarch64 with the numba extra and its
 #   dependencies from PyPI wheels (numpy, numba, onnx, Pillow; downloaded by the host's pip,
 #   installed with --no-index); on armv7l with Debian's python3-numpy and python3-pil (PyPI has
-#   no armv7 wheels of them) and no numba. Then: the vendored libgomp is the one loaded,
+#   no armv7 wheels of them) and no numba (then Debian's python3-onnx, a test tool some kernel
+#   tests write their models with). Then: the vendored libgomp is the one loaded,
 #   `edgedl --version`, `edgedl info-config`, `edgedl warmup` (timed), `edgedl detect` (the
 #   demo), and tests/kernels (the sdist's copy) against the installed package.
 # - the sdist: a root WITH a compiler (the host's cross gcc, ARM_FASTCC=1) but no Cython: pip
@@ -72,7 +73,7 @@ EOF
   TIMEFORMAT="edgedl warmup, empty cache: %R s (emulated)"; time edgedl warmup >/tmp/warmup.log
   echo "== edgedl detect (the demo)"; edgedl detect
   mkdir -p /tmp/t && cp -r $PART/tests /tmp/t/ && cd /tmp/t
-  pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 '"$PYTEST_ARGS"'
+  python -m pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 '"$PYTEST_ARGS"'
 '
 
 no_compiler='
@@ -85,7 +86,7 @@ no_cython='
   echo "== no Cython in this root"'
 
 test_wheel() {   # ARCH MACHINE
-  local arch=$1 machine=$2 t=$SECONDS whl o root extra="" req=1 find=""
+  local arch=$1 machine=$2 t=$SECONDS whl o root extra="" req=1 find="" onnx_for_tests=""
   whl=$(one "edgedl-*manylinux*_$machine.whl")
   base_setup "$arch"
   o=$(stage "wheel-$arch" "$whl")
@@ -95,6 +96,9 @@ test_wheel() {   # ARCH MACHINE
     find="--find-links /out/wheel-$arch/deps"
   else
     req=0   # no numba on armv7l: the numba backend is reported absent (and skipped)
+    # after the install (so it cannot satisfy a dependency): Debian's onnx 1.12, which some
+    # kernel tests use to write their models, as tools/test-arm.sh's armhf run does
+    onnx_for_tests="apt-get install -y -qq python3-onnx >/tmp/apt.log 2>&1 || { tail /tmp/apt.log; exit 1; }"
   fi
   log "$machine wheel: $(basename "$whl") in a fresh root without a compiler"
   root=$(fresh_root "$arch" "wheel-$arch")
@@ -107,6 +111,7 @@ test_wheel() {   # ARCH MACHINE
     TIMEFORMAT='pip install: %R s (emulated)'
     time pip install -q --no-index $find '/out/wheel-$arch/$(basename "$whl")$extra'
     python -c 'import edgedl, sys; b = edgedl.backends(); print(\"backends:\", b); assert \"cython\" in b'
+    $onnx_for_tests
     $CHECKS" || rc=$?
   drop_root "$root"
   log "$machine wheel: exit $rc after $((SECONDS - t)) s (emulated)"
