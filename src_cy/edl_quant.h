@@ -74,6 +74,122 @@ EDL_QGEMM_X86(edl_qgemm_pairs_avx2, "avx2", EDL_DOT_AVX2)
 EDL_QGEMM_X86(edl_qgemm_pairs_vnni, "avx2,avxvnni", _mm256_dpwssd_avx_epi32)
 #endif
 
+/* u8 x s8 GEMM on VNNI's vpdpbusd: each int32 lane sums 4 products of an unsigned byte of b
+   and a signed byte of a (exact: no int16 step, unlike pmaddubsw), so b needs no widening
+   and each instruction does twice the pairs kernel's work. a: m rows of 4 * kq int8; bq: b
+   packed as [p][q][4] (the 4 k values of column q side by side), nq a multiple of 16.
+   acc[i][q] (row stride lda) = sum over k of a[i][k] * b[k][q]; 4 rows x 16 columns per
+   block, one row at a time for the last m % 4. */
+#define EDL_QGEMM_U8S8(NAME, TARGET, DOT)                                                    \
+__attribute__((target(TARGET))) static void NAME(                                            \
+        const int8_t *restrict a, const uint8_t *restrict bq, int32_t *restrict acc,         \
+        ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kq, ptrdiff_t nq) {                            \
+    const ptrdiff_t ka = 4 * kq;                                                            \
+    ptrdiff_t i = 0;                                                                        \
+    for (; i + 4 <= m; i += 4) {                                                            \
+        const int8_t *a0 = a + i * ka;                                                      \
+        for (ptrdiff_t q = 0; q < nq; q += 16) {                                            \
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;          \
+            __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;                             \
+            for (ptrdiff_t p = 0; p < kq; p++) {                                            \
+                const uint8_t *b = bq + p * 4 * nq + 4 * q;                                 \
+                const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);                  \
+                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));           \
+                int32_t w[4];                                                               \
+                for (int r = 0; r < 4; r++) memcpy(&w[r], a0 + r * ka + 4 * p, 4);          \
+                const __m256i w0 = _mm256_set1_epi32(w[0]), w1 = _mm256_set1_epi32(w[1]);   \
+                const __m256i w2 = _mm256_set1_epi32(w[2]), w3 = _mm256_set1_epi32(w[3]);   \
+                c00 = DOT(c00, b0, w0); c01 = DOT(c01, b1, w0);                             \
+                c10 = DOT(c10, b0, w1); c11 = DOT(c11, b1, w1);                             \
+                c20 = DOT(c20, b0, w2); c21 = DOT(c21, b1, w2);                             \
+                c30 = DOT(c30, b0, w3); c31 = DOT(c31, b1, w3);                             \
+            }                                                                               \
+            int32_t *r0 = acc + i * lda + q;                                                \
+            _mm256_storeu_si256((__m256i *)r0, c00);                                        \
+            _mm256_storeu_si256((__m256i *)(r0 + 8), c01);                                  \
+            _mm256_storeu_si256((__m256i *)(r0 + lda), c10);                                \
+            _mm256_storeu_si256((__m256i *)(r0 + lda + 8), c11);                            \
+            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda), c20);                            \
+            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda + 8), c21);                        \
+            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda), c30);                            \
+            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda + 8), c31);                        \
+        }                                                                                   \
+    }                                                                                       \
+    for (; i < m; i++) {                                                                    \
+        const int8_t *a0 = a + i * ka;                                                      \
+        for (ptrdiff_t q = 0; q < nq; q += 16) {                                            \
+            __m256i c0 = _mm256_setzero_si256(), c1 = c0;                                   \
+            for (ptrdiff_t p = 0; p < kq; p++) {                                            \
+                const uint8_t *b = bq + p * 4 * nq + 4 * q;                                 \
+                int32_t w;                                                                  \
+                memcpy(&w, a0 + 4 * p, 4);                                                  \
+                const __m256i w0 = _mm256_set1_epi32(w);                                    \
+                c0 = DOT(c0, _mm256_loadu_si256((const __m256i *)b), w0);                   \
+                c1 = DOT(c1, _mm256_loadu_si256((const __m256i *)(b + 32)), w0);            \
+            }                                                                               \
+            _mm256_storeu_si256((__m256i *)(acc + i * lda + q), c0);                        \
+            _mm256_storeu_si256((__m256i *)(acc + i * lda + q + 8), c1);                    \
+        }                                                                                   \
+    }                                                                                       \
+}
+EDL_QGEMM_U8S8(edl_qgemm_u8s8_avx512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni",
+               _mm256_dpbusd_epi32)
+#if __GNUC__ >= 11
+EDL_QGEMM_U8S8(edl_qgemm_u8s8_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
+#endif
+
+/* b rows k0 .. k0 + 3 (fewer at the end of k: zeros), columns [0, nq) of row stride ldb ->
+   d[q][4] for q < nq16 (zeros past nq): one step of the u8s8 GEMM's packed b. SSE2 byte and
+   word interleaves, 16 columns at a time. */
+static void edl_qpack4_u8(const uint8_t *restrict b, ptrdiff_t ldb, ptrdiff_t rows,
+                          ptrdiff_t nq, ptrdiff_t nq16, uint8_t *restrict d) {
+    const uint8_t *r[4];
+    for (int t = 0; t < 4; t++) r[t] = t < rows ? b + t * ldb : NULL;
+    ptrdiff_t q = 0;
+    for (; q + 16 <= nq; q += 16) {
+        const __m128i x0 = _mm_loadu_si128((const __m128i *)(r[0] + q));
+        const __m128i x1 = r[1] ? _mm_loadu_si128((const __m128i *)(r[1] + q)) : _mm_setzero_si128();
+        const __m128i x2 = r[2] ? _mm_loadu_si128((const __m128i *)(r[2] + q)) : _mm_setzero_si128();
+        const __m128i x3 = r[3] ? _mm_loadu_si128((const __m128i *)(r[3] + q)) : _mm_setzero_si128();
+        const __m128i lo01 = _mm_unpacklo_epi8(x0, x1), hi01 = _mm_unpackhi_epi8(x0, x1);
+        const __m128i lo23 = _mm_unpacklo_epi8(x2, x3), hi23 = _mm_unpackhi_epi8(x2, x3);
+        _mm_storeu_si128((__m128i *)(d + 4 * q), _mm_unpacklo_epi16(lo01, lo23));
+        _mm_storeu_si128((__m128i *)(d + 4 * q + 16), _mm_unpackhi_epi16(lo01, lo23));
+        _mm_storeu_si128((__m128i *)(d + 4 * q + 32), _mm_unpacklo_epi16(hi01, hi23));
+        _mm_storeu_si128((__m128i *)(d + 4 * q + 48), _mm_unpackhi_epi16(hi01, hi23));
+    }
+    for (; q < nq16; q++)
+        for (int t = 0; t < 4; t++) d[4 * q + t] = r[t] && q < nq ? r[t][q] : 0;
+}
+
+/* 0: no u8s8 kernel, 1: AVX-VNNI, 2: AVX-512 VNNI (256-bit vectors); EDGEDL_INT8_ISA=avx2 or
+   c turns it off (the int16 pairs path runs instead). */
+static int edl_q_u8s8(void) {
+    static int isa = -1;
+    if (isa < 0) {
+        const char *force = getenv("EDGEDL_INT8_ISA");
+        isa = 0;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512vnni")
+                && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+            isa = 2;
+#if __GNUC__ >= 11
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni"))
+            isa = 1;
+#endif
+        if (force && (strcmp(force, "avx2") == 0 || strcmp(force, "c") == 0)) isa = 0;
+    }
+    return isa;
+}
+
+static void edl_qgemm_u8s8(const int8_t *restrict a, const uint8_t *restrict bq,
+                           int32_t *restrict acc, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kq,
+                           ptrdiff_t nq) {
+#if __GNUC__ >= 11
+    if (edl_q_u8s8() == 1) { edl_qgemm_u8s8_avxvnni(a, bq, acc, lda, m, kq, nq); return; }
+#endif
+    edl_qgemm_u8s8_avx512(a, bq, acc, lda, m, kq, nq);
+}
+
 /* 0: neither, 1: AVX2, 2: AVX2 + AVX-VNNI; EDGEDL_INT8_ISA=avx2 forces the AVX2 path (to
    measure it on a VNNI machine), =c the plain C loop. */
 static int edl_q_isa(void) {
@@ -88,6 +204,18 @@ static int edl_q_isa(void) {
         if (force && strcmp(force, "c") == 0) isa = 0;
     }
     return isa;
+}
+#endif
+
+#ifndef EDL_QGEMM_AVX2     /* no u8s8 kernel: the callers take the pairs path */
+static int edl_q_u8s8(void) { return 0; }
+static void edl_qgemm_u8s8(const int8_t *a, const uint8_t *bq, int32_t *acc, ptrdiff_t lda,
+                           ptrdiff_t m, ptrdiff_t kq, ptrdiff_t nq) {
+    (void)a; (void)bq; (void)acc; (void)lda; (void)m; (void)kq; (void)nq;
+}
+static void edl_qpack4_u8(const uint8_t *b, ptrdiff_t ldb, ptrdiff_t rows, ptrdiff_t nq,
+                          ptrdiff_t nq16, uint8_t *d) {
+    (void)b; (void)ldb; (void)rows; (void)nq; (void)nq16; (void)d;
 }
 #endif
 

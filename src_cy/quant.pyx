@@ -16,6 +16,11 @@ cdef extern from "edl_quant.h" nogil:
     # int32_t / short there are int / short here (the same C types on every target)
     void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
+    int edl_q_u8s8()
+    void edl_qgemm_u8s8(const signed char *a, const unsigned char *bq, int *acc,
+                        Py_ssize_t lda, Py_ssize_t m, Py_ssize_t kq, Py_ssize_t nq)
+    void edl_qpack4_u8(const unsigned char *b, Py_ssize_t ldb, Py_ssize_t rows, Py_ssize_t nq,
+                       Py_ssize_t nq16, unsigned char *d)
     void edl_qpack_u8(const unsigned char *b0, const unsigned char *b1, short *d, Py_ssize_t nq)
     void edl_qpack_s8(const signed char *b0, const signed char *b1, short *d, Py_ssize_t nq)
     void edl_qdw3_u8(const unsigned char *x0, const unsigned char *x1, const unsigned char *x2,
@@ -256,6 +261,99 @@ def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const in
     free(asum)
     if failed:
         raise MemoryError("qgemm: no memory for a packed tile of b")
+
+
+cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
+                             const q8 *b, Py_ssize_t k, Py_ssize_t n, Py_ssize_t m,
+                             Py_ssize_t q0, Py_ssize_t nq, const int *corr, const float *scale,
+                             int zero_point, q8b *out, void *pack, int *tacc) noexcept nogil:
+    """Columns [q0, q0 + nq) of out = requantize(w @ b + corr): the tile's int32 products
+    in tacc (m rows), each row requantized while it is in cache."""
+    cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, p, i, ld
+    cdef float lo = -128.0 if q8b is s8_t else 0.0
+    cdef float hi = 127.0 if q8b is s8_t else 255.0
+    if u8s8:
+        ld = (nq + 15) & ~15
+        for p in range(kq):
+            edl_qpack4_u8(<const unsigned char *>(b + 4 * p * n + q0), n, min(4, k - 4 * p),
+                          nq, ld, <unsigned char *>pack + 4 * p * ld)
+        edl_qgemm_u8s8(w8, <const unsigned char *>pack, tacc, ld, m, kq, ld)
+    else:
+        ld = nq
+        for p in range(kp2):
+            if q8 is u8_t:
+                edl_qpack_u8(b + 2 * p * n + q0,
+                             b + (2 * p + 1) * n + q0 if 2 * p + 1 < k else NULL,
+                             <short *>pack + 2 * p * nq, nq)
+            else:
+                edl_qpack_s8(b + 2 * p * n + q0,
+                             b + (2 * p + 1) * n + q0 if 2 * p + 1 < k else NULL,
+                             <short *>pack + 2 * p * nq, nq)
+        edl_qgemm_pairs(a16, <const short *>pack, tacc, ld, m, kp2, nq)
+    for i in range(m):
+        if q8b is u8_t:
+            edl_requant_u8(tacc + i * ld, corr[i], scale[i], zero_point, lo, hi,
+                           out + i * n + q0, nq)
+        else:
+            edl_requant_s8(tacc + i * ld, corr[i], scale[i], zero_point, lo, hi,
+                           out + i * n + q0, nq)
+
+
+def qgemm_requant(const short[:, ::1] wd, const int[::1] corr, const float[::1] scale,
+                  int zero_point, const q8[:, ::1] b, q8b[:, ::1] out):
+    cdef Py_ssize_t m = wd.shape[0], k = wd.shape[1], n = b.shape[1]
+    cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, i, kk, t, nt, q0, ka
+    cdef bint u8s8 = False
+    cdef signed char *w8 = NULL
+    cdef short *a16 = NULL
+    cdef void *pack
+    cdef int *tacc
+    cdef int failed = 0
+    cdef int *pfailed = &failed
+    if m * n == 0:
+        return
+    if q8 is u8_t and k > 0 and edl_q_u8s8() > 0:     # vpdpbusd: w must fit int8
+        u8s8 = True
+        for i in range(m):
+            for kk in range(k):
+                if wd[i, kk] < -128 or wd[i, kk] > 127:
+                    u8s8 = False
+    if u8s8:
+        ka = 4 * kq
+        w8 = <signed char *>malloc(m * ka)
+        if w8 == NULL:
+            raise MemoryError("qgemm_requant: no memory for the packed weights")
+        memset(w8, 0, m * ka)
+        for i in range(m):
+            for kk in range(k):
+                w8[i * ka + kk] = <signed char>wd[i, kk]
+    else:
+        ka = 2 * kp2
+        a16 = <short *>malloc(max(1, m * ka) * sizeof(short))
+        if a16 == NULL:
+            raise MemoryError("qgemm_requant: no memory for the packed weights")
+        memset(a16, 0, m * ka * sizeof(short))
+        for i in range(m):
+            for kk in range(k):
+                a16[i * ka + kk] = wd[i, kk]
+    nt = (n + TILE - 1) // TILE
+    with nogil, parallel(use_threads_if=m * k * n >= PAR_ELEMS * 8):
+        pack = malloc(max(1, 4 * max(kq, kp2) * TILE))
+        tacc = <int *>malloc(m * TILE * sizeof(int))
+        for t in prange(nt, schedule="static"):
+            q0 = t * TILE
+            if pack != NULL and tacc != NULL:
+                _gemm_requant_tile(w8, a16, u8s8, &b[0, 0], k, n, m, q0,
+                                   TILE if q0 + TILE <= n else n - q0, &corr[0], &scale[0],
+                                   zero_point, &out[0, 0], pack, tacc)
+            else:
+                pfailed[0] = 1
+        free(pack)
+        free(tacc)
+    free(w8)
+    free(a16)
+    if failed:
+        raise MemoryError("qgemm_requant: no memory for a packed tile of b")
 
 
 cdef void _qdw3(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,

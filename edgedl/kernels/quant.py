@@ -362,6 +362,56 @@ def qlinear_conv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, 
     return requantize(acc, b, mult, int(yz[0]), ydt, axis=1, out=out, backend=backend)
 
 
+def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend):
+    """run(x, out=None) of a grouped / dense QLinearConv as one qgemm_requant per image and
+    group: the weights minus their zero points (int16) and corr = bias - xz * their row sums
+    made here, so the kernel multiplies the raw 8-bit columns and requantizes each tile as
+    it leaves the GEMM (no int32 tensor between them)."""
+    group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
+    n, c, h, wdt = x_shape
+    m, cg, kh, kw = w.shape
+    mg, L, k = m // group, oh * ow, cg * kh * kw
+    oshape = (n, m, oh, ow)
+    wd = (w.reshape(group, mg, k).astype(np.int16) - wz.reshape(group, mg, 1).astype(np.int16))
+    # exact in int64, then wrapped to int32 like the kernels' sums (the total fits int32)
+    corr = (bias.astype(np.int64) - xz * wd.sum(axis=2, dtype=np.int64).reshape(m))
+    corr = corr.astype(np.int32).reshape(group, mg)
+    mult = np.ascontiguousarray(mult, np.float32).reshape(group, mg)
+    direct = kh == kw == sh == sw == 1 and not any(pads)
+    bound = {}
+
+    def kernels(bk):
+        got = bound.get(bk)
+        if got is None:
+            got = bound[bk] = (_kernel("qgemm_requant", bk),
+                               None if direct else _kernel("im2col_q", bk))
+        return got
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != x_dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(oshape, ydt) if out is None else out
+        if y.size == 0:
+            return y
+        bk = _config.resolve_backend(backend)
+        gemm, im2col = kernels(bk)
+        x = _numba_writable(_contig(x), bk)
+        cols = None if direct else np.empty((k, L), x_dtype)
+        for i in range(n):
+            for g in range(group):
+                xg = x[i, g * cg:(g + 1) * cg]
+                if direct:
+                    bm = xg.reshape(cg, L)
+                else:
+                    im2col(xg, xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow, cols)
+                    bm = cols
+                gemm(wd[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))
+        return y
+    run.out_shape = oshape
+    return run
+
+
 def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_zero_point,
                         y_scale, y_zero_point, bias=None, strides=(1, 1), pads=(0, 0, 0, 0),
                         dilations=(1, 1), group=1, auto_pad="NOTSET", backend=None):
@@ -377,6 +427,9 @@ def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_z
     yz, ydt = _zero_point(y_zero_point, "y_zero_point", None, default=x_dtype)
     yz = int(yz[0])
     b = np.array(_bias32(bias, m))      # a writable copy (numba specialises on read-only)
+    group = geo[0]
+    if not (group == x_shape[1] and m == x_shape[1]):      # not depthwise: fused GEMM
+        return _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend)
     acc_of = _conv_runner(x_shape, xz, w, wz, geo, backend)
     oshape = acc_of.out_shape
     flat = (oshape[0], m, oshape[2] * oshape[3])

@@ -370,3 +370,64 @@ def test_qgemm_forced_paths(isa):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def _gemm_requant_case(rng, m, k, n, bdt, odt, wide):
+    """Arguments of qgemm_requant: weights minus zero points within int8 (the u8 x s8 VNNI
+    path) or beyond it (``wide``: the int16 pairs path), a scale that keeps most outputs
+    off the saturation limits."""
+    wd = rng.integers(-255 if wide else -128, 256 if wide else 128, (m, k)).astype(np.int16)
+    b = _q(rng, (k, n), bdt)
+    spread = 128.0 * 100.0 * np.sqrt(k) + 1.0
+    corr = rng.integers(-spread, spread, m).astype(np.int32)
+    scale = (rng.random(m) * 60.0 / spread + 1e-6).astype(np.float32)
+    zp = int(_q(rng, (), odt))
+    return wd, corr, scale, zp, b
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("bdt,odt,wide", [(U8, U8, False), (U8, S8, False), (S8, U8, False),
+                                          (U8, U8, True), (S8, S8, True)])
+def test_qgemm_requant_matches_reference(backend, bdt, odt, wide):
+    """The fused GEMM + requantization equals requantize(int64 product + corr) on ragged
+    shapes (k not a multiple of 4, n not of 16, m not of 4, tiles past 256 columns)."""
+    from edgedl.kernels import _dispatch
+    rng = np.random.default_rng(7)
+    for m, k, n in ((1, 1, 1), (3, 5, 17), (6, 27, 300), (9, 130, 513), (4, 4, 16)):
+        wd, corr, scale, zp, b = _gemm_requant_case(rng, m, k, n, bdt, odt, wide)
+        acc = (wd.astype(np.int64) @ b.astype(np.int64) + corr[:, None]).astype(np.int32)
+        want = np.empty((1, m, n), odt)
+        _dispatch.impl("quant", "requantize", "numpy")(acc[None], np.zeros(m, np.int32),
+                                                       scale, zp, want)
+        got = np.empty((m, n), odt)
+        _dispatch.impl("quant", "qgemm_requant", backend)(wd, corr, scale, zp, b, got)
+        np.testing.assert_array_equal(got, want[0], err_msg=str((m, k, n)))
+        if m * n > 100:
+            assert 0.05 < np.mean((got != np.iinfo(odt).min) & (got != np.iinfo(odt).max))
+
+
+@pytest.mark.parametrize("isa", ["avx2", "c"])
+def test_qgemm_requant_forced_paths(isa):
+    """EDGEDL_INT8_ISA=avx2 / c turn the u8 x s8 VNNI kernel off (the int16 pairs path runs):
+    the same bytes as the NumPy twin, in a subprocess each (the switch is read once)."""
+    import os
+    import subprocess
+    import sys
+    if why_unavailable("cython") is not None:
+        pytest.skip("cython backend unavailable")
+    code = ("import numpy as np\n"
+            "from edgedl.kernels import _dispatch\n"
+            "r = np.random.default_rng(3)\n"
+            "for m, k, n in ((5, 7, 40), (66, 131, 273)):\n"
+            "    wd = r.integers(-128, 128, (m, k)).astype(np.int16)\n"
+            "    b = r.integers(0, 256, (k, n)).astype(np.uint8)\n"
+            "    corr = r.integers(-9999, 9999, m).astype(np.int32)\n"
+            "    s = np.full(m, 1e-4, np.float32)\n"
+            "    got, want = np.empty((m, n), np.uint8), np.empty((m, n), np.uint8)\n"
+            "    _dispatch.impl('quant', 'qgemm_requant', 'cython')(wd, corr, s, 7, b, got)\n"
+            "    _dispatch.impl('quant', 'qgemm_requant', 'numpy')(wd, corr, s, 7, b, want)\n"
+            "    assert (got == want).all(), (m, k, n)\n")
+    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr

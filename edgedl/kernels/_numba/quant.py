@@ -88,6 +88,28 @@ def qgemm(a, a_zp, b, b_zp, acc):
             row[q] -= asum * np.int32(b_zp[q])
 
 
+@njit(parallel=True, fastmath=False)
+def qgemm_requant(wd, corr, scale, zero_point, b, out):
+    m, k = wd.shape
+    n = b.shape[1]
+    info = np.iinfo(out.dtype)
+    lo, hi = np.float32(info.min), np.float32(info.max)
+    z = np.float32(zero_point)
+    for i in prange(m):
+        row = np.zeros(n, np.int32)
+        for kk in range(k):
+            wv = np.int32(wd[i, kk])
+            br = b[kk]
+            for q in range(n):
+                row[q] += wv * np.int32(br[q])
+        s = np.float32(scale[i])
+        c = np.int32(corr[i])
+        yr = out[i]
+        for q in range(n):
+            v = np.float32(np.rint(np.float32(row[q] + c) * s)) + z
+            yr[q] = _sat(v, lo, hi)
+
+
 @njit(parallel=True)
 def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
     c, h, wd = x.shape

@@ -12,6 +12,9 @@ points are int32. Rounding is onnxruntime's: a float32 value, round half to even
   holds ``fill`` (the input zero point, so that it adds nothing once zp is subtracted).
 - ``qgemm``: acc (M, N) int32 = sum_k (a[m,k] - a_zp[m]) * (b[k,n] - b_zp[n]); a conv is
   this GEMM of its (M, C*kh*kw) weights with the im2col columns.
+- ``qgemm_requant``: out (M, N) 8-bit = requantize(wd @ b + corr[m]) with wd (M, K) int16
+  the weights minus their zero points and b the raw 8-bit columns (corr holds the bias minus
+  b's zero point times wd's row sums): a QLinearConv's GEMM and requantization in one call.
 - ``qdepthwise``: the direct depthwise conv (group == C == M) into int32.
 - ``requantize``: out = sat(rint(float32(acc + bias[c]) * scale[c]) + zp).
 - ``lookup``: out[i] = table[x[i] as uint8] (a 256-entry table: activations of quantized
@@ -66,6 +69,12 @@ def qgemm(a, a_zp, b, b_zp, acc):
     af = a.astype(np.float64) - a_zp[:, None]
     bf = b.astype(np.float64) - b_zp[None, :]
     acc[...] = (af @ bf).astype(np.int32)
+
+
+def qgemm_requant(wd, corr, scale, zero_point, b, out):
+    """wd (M, K) int16, corr (M,) int32, scale (M,) float32, b (K, N) 8-bit -> out (M, N)."""
+    acc = (wd.astype(np.float64) @ b.astype(np.float64)).astype(np.int64).astype(np.int32)
+    requantize(acc[None], corr, scale, zero_point, out[None])
 
 
 def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
