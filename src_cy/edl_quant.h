@@ -207,6 +207,45 @@ static int edl_q_isa(void) {
 }
 #endif
 
+#ifdef EDL_QGEMM_AVX2
+/* out[i] = t[x[i]] for a 256-byte table, 64 bytes per step: vpermi2b looks up the low 7 bits
+   in t[0:128] and in t[128:256], the top bit picks between the two (AVX-512 VBMI). */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_vbmi(
+        const uint8_t *restrict x, const uint8_t *restrict t, uint8_t *restrict out,
+        ptrdiff_t n) {
+    const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
+    const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
+    for (ptrdiff_t i = 0; i < n; i += 64) {
+        const __mmask64 live = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        const __m512i v = _mm512_maskz_loadu_epi8(live, x + i);
+        const __m512i lo = _mm512_permutex2var_epi8(t0, v, t1);
+        const __m512i hi = _mm512_permutex2var_epi8(t2, v, t3);
+        _mm512_mask_storeu_epi8(out + i, live,
+                                _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+    }
+}
+
+/* 1 where edl_lookup_vbmi runs (EDGEDL_INT8_ISA=avx2 / c turn it off). */
+static int edl_q_vbmi(void) {
+    static int has = -1;
+    if (has < 0) {
+        const char *force = getenv("EDGEDL_INT8_ISA");
+        has = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi");
+        if (force && (strcmp(force, "avx2") == 0 || strcmp(force, "c") == 0)) has = 0;
+    }
+    return has;
+}
+#endif
+
+/* out[i] = t[x[i]]: a 256-entry table (int8 activations as lookups). */
+static void edl_lookup(const uint8_t *restrict x, const uint8_t *restrict t,
+                       uint8_t *restrict out, ptrdiff_t n) {
+#ifdef EDL_QGEMM_AVX2
+    if (n >= 64 && edl_q_vbmi()) { edl_lookup_vbmi(x, t, out, n); return; }
+#endif
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = t[x[i]];
+}
+
 #ifndef EDL_QGEMM_AVX2     /* no u8s8 kernel: the callers take the pairs path */
 static int edl_q_u8s8(void) { return 0; }
 static void edl_qgemm_u8s8(const int8_t *a, const uint8_t *bq, int32_t *acc, ptrdiff_t lda,

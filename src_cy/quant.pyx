@@ -17,6 +17,8 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
     int edl_q_u8s8()
+    void edl_lookup(const unsigned char *x, const unsigned char *t, unsigned char *out,
+                    Py_ssize_t n)
     void edl_qgemm_u8s8(const signed char *a, const unsigned char *bq, int *acc,
                         Py_ssize_t lda, Py_ssize_t m, Py_ssize_t kq, Py_ssize_t nq)
     void edl_qpack4_u8(const unsigned char *b, Py_ssize_t ldb, Py_ssize_t rows, Py_ssize_t nq,
@@ -470,10 +472,10 @@ def requantize(const int[:, :, ::1] acc, const int[::1] bias, const float[::1] s
 
 
 def lookup(const unsigned char[::1] x, const q8[::1] table, q8[::1] out):
-    cdef Py_ssize_t n = x.shape[0], i
-    with nogil:
-        for i in range(n):
-            out[i] = table[x[i]]
+    if x.shape[0]:
+        with nogil:
+            edl_lookup(&x[0], <const unsigned char *>&table[0], <unsigned char *>&out[0],
+                       x.shape[0])
 
 
 def lookup2(const unsigned char[::1] a, const unsigned char[::1] b, const q8[::1] table,

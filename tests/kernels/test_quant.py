@@ -431,3 +431,15 @@ def test_qgemm_requant_forced_paths(isa):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+def test_lookup_ragged_lengths(backend, dtype):
+    """The table lookup (64 bytes a step with AVX-512 VBMI in Cython) at lengths around its
+    step: every element, the last partial step included."""
+    rng = np.random.default_rng(5)
+    table = _q(rng, 256, dtype)
+    for n in (1, 63, 64, 65, 130, 1000):
+        x = _q(rng, n, U8)
+        np.testing.assert_array_equal(Q.lookup(x, table, backend=backend), table[x])
