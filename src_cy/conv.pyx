@@ -150,7 +150,7 @@ cdef void _im2col_row(const floating* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t 
     cdef Py_ssize_t off = j * dw - pw, lo = _tap_lo(ow, sw, off), hi = _tap_hi(w, ow, sw, off)
     cdef Py_ssize_t oy, ox, iy
     cdef const floating* src
-    if sh == 1 and sw == 1 and dw == 1 and ow == w:     # the shifted plane, one run
+    if sh == 1 and sw == 1 and ow == w:     # the shifted plane, one run (any dilation)
         if floating is float:
             edl_im2col_s1_f(x + ch * h * w, h, w, i * dh - ph, off, oh, dst)
         else:

@@ -148,8 +148,8 @@ static void edl_gather_##S(const T *restrict src, ptrdiff_t sw, T *restrict dst,
     else if (sw == 2) edl_gather2_##S(src, dst, n);                                     \
     else for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[k * sw];                        \
 }
-/* im2col row of a stride-1 conv whose output rows are as wide as the input's (unit column
-   stride and dilation, "same" width): the tap's source is then the plane shifted by
+/* im2col row of a stride-1 conv whose output rows are as wide as the input's ("same"
+   width, any dilation): the tap's source is then the plane shifted by
    ro rows and off columns, one contiguous run for the whole block of `rows` output rows:
    one copy, then zeros where the tap falls in the padding (rows outside the plane, and
    the columns wrapped in from the neighbouring rows). Per row, the general gather cost

@@ -343,13 +343,17 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
         }
         return;
     }
-    if (n < nr) {
+    if (n < nr) {       /* the narrowest kernel over a zero-padded copy, rows `wd` wide */
         float *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
-        for (ptrdiff_t k = 0; k < K; k++) {
-            memcpy(pad + k * nr, b + k * ldb + j0, (size_t)n * sizeof(float));
-            memset(pad + k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
+        int nv = (int)((n + kr.w - 1) / kr.w);
+        ptrdiff_t wd = nv * kr.w;
+        for (ptrdiff_t k = 0; k < K; k++) {      /* short rows: no memcpy / memset calls */
+            const float *src = b + k * ldb + j0;
+            float *dst = pad + k * wd;
+            for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
+            for (ptrdiff_t j = n; j < wd; j++) dst[j] = 0.0f;
         }
-        edl_gemm_strip(&kr, kr.nv, ap, ps, M, K, pad, nr, cb, nr, nr, strip, epi, 0);
+        edl_gemm_strip(&kr, nv, ap, ps, M, K, pad, wd, cb, nr, wd, strip, epi, 0);
         for (ptrdiff_t i = 0; i < M; i++)
             memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
         return;

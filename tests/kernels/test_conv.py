@@ -470,6 +470,20 @@ def test_gemm_path_deep_k(backend, threads, m, hw, kind, rng):
         edgedl.set_num_threads(saved)
 
 
+# stride 1 with the output as wide as the input (any dilation, pads on one side or two): the
+# Cython im2col copies each tap as one shifted run of the plane, then zeros the padding
+@pytest.mark.parametrize("dil, pads", [(1, (1, 1, 1, 1)), (2, (2, 2, 2, 2)), (3, (3, 3, 3, 3)),
+                                       (5, (5, 5, 5, 5)), (1, (0, 2, 2, 0)), (2, (4, 0, 0, 4)),
+                                       (4, (1, 4, 7, 4))])
+@pytest.mark.parametrize("hw", [(1, 1), (3, 2), (6, 7), (30, 40)])
+def test_gemm_path_same_width_taps(backend, dil, pads, hw, rng):
+    x = rng.standard_normal((1, 5) + hw).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    got = conv2d(x, w, b, (1, 1), pads, (dil, dil), backend=backend)
+    _close(got, naive_conv(x, w, b, (1, 1), pads, (dil, dil), 1), np.float32)
+
+
 def test_conv_gemm_rejects_foreign_weights(backend):
     from edgedl.kernels import _dispatch
     x = np.zeros((4, 6, 6), np.float32)
