@@ -6,8 +6,11 @@ alternating blocks of runs of every runtime (the machine is shared and noisy) an
 ratios are printed: int8 / ORT int8 (issue #14's target <= 1.0) and edgedl float32 / int8
 (target >= 1.5 faster).
 
-Run: python benchmarks/bench_int8.py [model ...] [--forms qoperator,qdq_per_channel]
+Run: python benchmarks/bench_int8.py [model ...] [--forms=qoperator,qdq_per_channel]
+        [--isa=avx2] [--cache=DIR]
  or: pytest benchmarks/bench_int8.py --benchmark-only -s
+--isa=avx2 (or c) sets EDGEDL_INT8_ISA before any kernel runs: the AVX2 int16-pairs GEMM and
+scalar lookups instead of VNNI / VBMI. --cache=DIR keeps the quantized models between runs.
 """
 import os
 import pathlib
@@ -74,13 +77,15 @@ def paired(run, feed, rounds=20, block=5):
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def summary(models=U.MODELS, forms=FORMS, rounds=20):
+def summary(models=U.MODELS, forms=FORMS, rounds=20, cache=None):
     shared = _shared()
     if shared is None:
         print("../shared is missing: nothing to benchmark")
         return {}
     res = {}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = cache or tmp
+        print(f"int8 kernels: EDGEDL_INT8_ISA={os.environ.get('EDGEDL_INT8_ISA', '(auto)')}")
         print(f"{'model':18} {'form':16} {'edgedl int8':>11} {'ort int8':>9} {'edgedl f32':>10} "
               f"{'ort f32':>8} {'int8/ort8':>9} {'f32/int8':>8}   (ms, 1 thread)")
         for m in models:
@@ -112,8 +117,13 @@ def test_int8_latency(benchmark, model, form, tmp_path_factory):
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    forms = FORMS
+    forms, cache = FORMS, None
     for a in sys.argv[1:]:
         if a.startswith("--forms="):
             forms = tuple(a.split("=", 1)[1].split(","))
-    summary(tuple(args) or U.MODELS, forms)
+        elif a.startswith("--isa="):
+            os.environ["EDGEDL_INT8_ISA"] = a.split("=", 1)[1]
+        elif a.startswith("--cache="):
+            cache = a.split("=", 1)[1]
+            os.makedirs(cache, exist_ok=True)
+    summary(tuple(args) or U.MODELS, forms, cache=cache)

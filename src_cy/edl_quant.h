@@ -225,6 +225,39 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_vb
     }
 }
 
+/* 3x3 stride-1 depthwise rows on vpdpbusd: the 4-byte window x[q .. q + 3] of a row (one
+   16-byte load, vpshufb into the 8 windows of 8 outputs) times that kernel row's 3 int8
+   weights and a 0: one instruction per kernel row for 8 outputs. Returns how many outputs
+   it wrote (a multiple of 8); reads up to 13 bytes past x_r + n + 2. */
+#define EDL_QDW3_VNNI(NAME, TARGET, DOT)                                                     \
+__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
+        const uint8_t *restrict x0, const uint8_t *restrict x1, const uint8_t *restrict x2, \
+        const int32_t *restrict w, int32_t corr, int32_t *restrict d, ptrdiff_t n) {         \
+    const __m256i sh = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,     \
+                                        4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10);   \
+    __m256i wr[3];                                                                          \
+    for (int r = 0; r < 3; r++)                                                             \
+        wr[r] = _mm256_set1_epi32((int32_t)((uint32_t)(uint8_t)w[3 * r]                     \
+                                            | (uint32_t)(uint8_t)w[3 * r + 1] << 8          \
+                                            | (uint32_t)(uint8_t)w[3 * r + 2] << 16));      \
+    const __m256i c = _mm256_set1_epi32(-corr);                                             \
+    ptrdiff_t q = 0;                                                                        \
+    for (; q + 8 <= n; q += 8) {                                                            \
+        __m256i a = DOT(c, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(                 \
+            _mm_loadu_si128((const __m128i *)(x0 + q))), sh), wr[0]);                       \
+        a = DOT(a, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(                         \
+            _mm_loadu_si128((const __m128i *)(x1 + q))), sh), wr[1]);                       \
+        a = DOT(a, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(                         \
+            _mm_loadu_si128((const __m128i *)(x2 + q))), sh), wr[2]);                       \
+        _mm256_storeu_si256((__m256i *)(d + q), a);                                         \
+    }                                                                                       \
+    return q;                                                                               \
+}
+EDL_QDW3_VNNI(edl_qdw3_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm256_dpbusd_epi32)
+#if __GNUC__ >= 11
+EDL_QDW3_VNNI(edl_qdw3_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
+#endif
+
 /* 1 where edl_lookup_vbmi runs (EDGEDL_INT8_ISA=avx2 / c turn it off). */
 static int edl_q_vbmi(void) {
     static int has = -1;
@@ -355,6 +388,26 @@ EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const 
 EDL_QDW3(edl_qdw3_u8, uint8_t)
 EDL_QDW3(edl_qdw3_s8, int8_t)
 
+/* edl_qdw3_u8 with the VNNI rows where the CPU has them and w fits int8 (w8: checked by the
+   caller); the C loop finishes the last n % 8 (the rows need 16 readable bytes of slack). */
+static void edl_qdw3_u8_fast(const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                             const int32_t *w, int w8, int32_t corr, int32_t *d, ptrdiff_t n) {
+    ptrdiff_t q = 0;
+#ifdef EDL_QGEMM_AVX2
+    if (w8) {
+        const int isa = edl_q_u8s8();
+#if __GNUC__ >= 11
+        if (isa == 1) q = edl_qdw3_avxvnni(x0, x1, x2, w, corr, d, n);
+        else
+#endif
+        if (isa == 2) q = edl_qdw3_vnni512(x0, x1, x2, w, corr, d, n);
+    }
+#else
+    (void)w8;
+#endif
+    if (q < n) edl_qdw3_u8(x0 + q, x1 + q, x2 + q, w, corr, d + q, n - q);
+}
+
 /* The same at stride 2 along the row (x0.. point at the window's first column). */
 #define EDL_QDW3S2(NAME, T)                                                                  \
 EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const T *restrict x2,\
@@ -369,6 +422,27 @@ EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const 
 }
 EDL_QDW3S2(edl_qdw3s2_u8, uint8_t)
 EDL_QDW3S2(edl_qdw3s2_s8, int8_t)
+
+/* One output row of a kh x kw depthwise conv at column stride st from kh rows (row pitch wp)
+   of a plane padded with the zero point: d[q] = sum of w[i][j] * x[i][q * st + j] - corr,
+   tap by tap over an int32 row that stays in L1. */
+#define EDL_QDWK(NAME, T)                                                                    \
+EDL_Q_KERNEL static void NAME(const T *restrict x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, \
+                              ptrdiff_t st, const int32_t *restrict w, int32_t corr,         \
+                              int32_t *restrict d, ptrdiff_t n) {                            \
+    for (ptrdiff_t q = 0; q < n; q++) d[q] = -corr;                                         \
+    for (ptrdiff_t i = 0; i < kh; i++)                                                      \
+        for (ptrdiff_t j = 0; j < kw; j++) {                                                \
+            const int32_t wv = w[i * kw + j];                                               \
+            const T *restrict s = x + i * wp + j;                                           \
+            if (st == 1)                                                                    \
+                for (ptrdiff_t q = 0; q < n; q++) d[q] += wv * s[q];                        \
+            else                                                                            \
+                for (ptrdiff_t q = 0; q < n; q++) d[q] += wv * s[q * st];                   \
+        }                                                                                   \
+}
+EDL_QDWK(edl_qdwk_u8, uint8_t)
+EDL_QDWK(edl_qdwk_s8, int8_t)
 
 /* d[q] += w * (s[q * stride] - z) for q < n (one tap of a depthwise row). */
 EDL_Q_KERNEL static void edl_qdw_tap_u8(int32_t *restrict d, const uint8_t *restrict s,

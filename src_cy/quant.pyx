@@ -27,12 +27,19 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qpack_s8(const signed char *b0, const signed char *b1, short *d, Py_ssize_t nq)
     void edl_qdw3_u8(const unsigned char *x0, const unsigned char *x1, const unsigned char *x2,
                      const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdw3_u8_fast(const unsigned char *x0, const unsigned char *x1,
+                          const unsigned char *x2, const int *w, int w8, int corr, int *d,
+                          Py_ssize_t n)
     void edl_qdw3_s8(const signed char *x0, const signed char *x1, const signed char *x2,
                      const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw3s2_u8(const unsigned char *x0, const unsigned char *x1,
                        const unsigned char *x2, const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw3s2_s8(const signed char *x0, const signed char *x1, const signed char *x2,
                        const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdwk_u8(const unsigned char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t st, const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdwk_s8(const signed char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t st, const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw_tap_u8(int *d, const unsigned char *s, Py_ssize_t stride, int w, int z,
                         Py_ssize_t n)
     void edl_qdw_tap_s8(int *d, const signed char *s, Py_ssize_t stride, int w, int z,
@@ -358,32 +365,47 @@ def qgemm_requant(const short[:, ::1] wd, const int[::1] corr, const float[::1] 
         raise MemoryError("qgemm_requant: no memory for a packed tile of b")
 
 
-cdef void _qdw3(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
-                Py_ssize_t st, Py_ssize_t ph, Py_ssize_t pw, int[:, :, ::1] acc):
-    """3x3 depthwise at stride st (1 or 2 on both axes): each plane copied into a buffer
-    padded with the zero point (so every tap is in range and (x - x_zp) sums as
-    sum(w * x) - x_zp * sum(w)), then one fused 9-tap pass per output row."""
+cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
+                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
+                Py_ssize_t ow, int *acc, void *out, bint out_s8, const int *bias,
+                const float *scale, int zero_point) except *:
+    """Depthwise conv (dilation 1): each plane copied into a buffer padded with the zero point
+    (so every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one
+    pass per output row (3x3 at stride 1 or 2: the fused 9-tap kernels, VNNI rows where the
+    CPU has them) into acc (C, oh, ow) int32, or (out not NULL) into a row buffer requantized
+    at once into out (uint8, or int8 when out_s8) with bias[ch] and scale[ch]."""
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
-    cdef Py_ssize_t oh = acc.shape[1], ow = acc.shape[2]
-    cdef Py_ssize_t hp = (oh - 1) * st + 3, wp = (ow - 1) * st + 3
+    cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], nk = kh * kw
+    cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
     cdef Py_ssize_t ch, r, iy, lo, hi, oy, t
-    cdef int wsum
-    cdef int *w9
+    cdef bint k3 = kh == 3 and kw == 3 and sh == sw and sh <= 2
+    cdef int wsum, w8
+    cdef int *wk
+    cdef int *row
+    cdef int *d
     cdef q8 *buf
     cdef int failed = 0
     cdef int *pfailed = &failed
-    with nogil, parallel(use_threads_if=c * oh * ow * 9 >= PAR_ELEMS):
-        buf = <q8 *>malloc(hp * wp * sizeof(q8))      # per thread: the plane and the taps
-        w9 = <int *>malloc(9 * sizeof(int))
+    cdef float flo = -128.0 if out_s8 else 0.0
+    cdef float fhi = 127.0 if out_s8 else 255.0
+    with nogil, parallel(use_threads_if=c * oh * ow * nk >= PAR_ELEMS):
+        # per thread: the plane (+16 bytes the VNNI rows may read past its end), the taps,
+        # a requantization row
+        buf = <q8 *>malloc(hp * wp * sizeof(q8) + 16)
+        wk = <int *>malloc(nk * sizeof(int))
+        row = <int *>malloc(ow * sizeof(int))
         for ch in prange(c, schedule="static"):
-            if buf == NULL or w9 == NULL:
+            if buf == NULL or wk == NULL or row == NULL:
                 pfailed[0] = 1
                 continue
             wsum = 0
-            for t in range(9):
-                w9[t] = <int>w[ch, t // 3, t % 3] - w_zp[ch]
-                wsum = wsum + w9[t]
-            memset(buf, <unsigned char><q8>x_zp, hp * wp)
+            w8 = 1
+            for t in range(nk):
+                wk[t] = <int>w[ch, t // kw, t % kw] - w_zp[ch]
+                wsum = wsum + wk[t]
+                if wk[t] < -128 or wk[t] > 127:
+                    w8 = 0
+            memset(buf, <unsigned char><q8>x_zp, hp * wp + 16)
             lo = max(0, pw)                       # buffer columns holding image columns
             hi = min(wp, wd + pw)
             for r in range(hp):
@@ -391,23 +413,37 @@ cdef void _qdw3(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 if 0 <= iy < h and hi > lo:
                     memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
             for oy in range(oh):
-                r = oy * st * wp
-                if q8 is u8_t:
-                    if st == 1:
-                        edl_qdw3_u8(buf + r, buf + r + wp, buf + r + 2 * wp, w9, x_zp * wsum,
-                                    &acc[ch, oy, 0], ow)
+                r = oy * sh * wp
+                d = row if out != NULL else acc + (ch * oh + oy) * ow
+                if not k3:
+                    if q8 is u8_t:
+                        edl_qdwk_u8(buf + r, wp, kh, kw, sw, wk, x_zp * wsum, d, ow)
                     else:
-                        edl_qdw3s2_u8(buf + r, buf + r + wp, buf + r + 2 * wp, w9,
-                                      x_zp * wsum, &acc[ch, oy, 0], ow)
+                        edl_qdwk_s8(buf + r, wp, kh, kw, sw, wk, x_zp * wsum, d, ow)
+                elif q8 is u8_t:
+                    if sh == 1:
+                        edl_qdw3_u8_fast(buf + r, buf + r + wp, buf + r + 2 * wp, wk, w8,
+                                         x_zp * wsum, d, ow)
+                    else:
+                        edl_qdw3s2_u8(buf + r, buf + r + wp, buf + r + 2 * wp, wk,
+                                      x_zp * wsum, d, ow)
                 else:
-                    if st == 1:
-                        edl_qdw3_s8(buf + r, buf + r + wp, buf + r + 2 * wp, w9, x_zp * wsum,
-                                    &acc[ch, oy, 0], ow)
+                    if sh == 1:
+                        edl_qdw3_s8(buf + r, buf + r + wp, buf + r + 2 * wp, wk, x_zp * wsum,
+                                    d, ow)
                     else:
-                        edl_qdw3s2_s8(buf + r, buf + r + wp, buf + r + 2 * wp, w9,
-                                      x_zp * wsum, &acc[ch, oy, 0], ow)
+                        edl_qdw3s2_s8(buf + r, buf + r + wp, buf + r + 2 * wp, wk,
+                                      x_zp * wsum, d, ow)
+                if out != NULL:
+                    if out_s8:
+                        edl_requant_s8(row, bias[ch], scale[ch], zero_point, flo, fhi,
+                                       <signed char *>out + (ch * oh + oy) * ow, ow)
+                    else:
+                        edl_requant_u8(row, bias[ch], scale[ch], zero_point, flo, fhi,
+                                       <unsigned char *>out + (ch * oh + oy) * ow, ow)
         free(buf)
-        free(w9)
+        free(wk)
+        free(row)
     if failed:
         raise MemoryError("qdepthwise: no memory for a padded plane")
 
@@ -421,8 +457,9 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
     cdef int wv
     if c * oh * ow == 0:
         return
-    if kh == 3 and kw == 3 and sh == sw and sh <= 2 and dh == 1 and dw == 1:
-        _qdw3(x, x_zp, w, w_zp, sh, ph, pw, acc)
+    if dh == 1 and dw == 1:
+        _qdwp(x, x_zp, w, w_zp, sh, sw, ph, pw, oh, ow, &acc[0, 0, 0], <void *>NULL, False,
+              <const int *>NULL, <const float *>NULL, 0)
         return
     for ch in prange(c, nogil=True, schedule="static",
                      use_threads_if=c * oh * ow * kh * kw >= PAR_ELEMS):
@@ -447,6 +484,31 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
                     else:
                         edl_qdw_tap_s8(&acc[ch, oy, lo], &x[ch, iy, lo * sw + off], sw, wv,
                                        x_zp, hi - lo)
+
+
+def qdepthwise_requant(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w,
+                       const int[::1] w_zp, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, const int[::1] bias,
+                       const float[::1] scale, int zero_point, out):
+    cdef Py_ssize_t c = x.shape[0]
+    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
+    cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
+    cdef bint s8 = out.dtype.kind == "i"
+    if c * oh * ow == 0:
+        return
+    if dh == 1 and dw == 1:
+        _qdwp(x, x_zp, w, w_zp, sh, sw, ph, pw, oh, ow, <int *>NULL, <void *>&o8[0, 0, 0],
+              s8, &bias[0], &scale[0], zero_point)
+        return
+    import numpy as np
+    acc = np.empty((c, oh, ow), np.int32)
+    qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)
+    if out.dtype.kind == "i":
+        requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point,
+                              out.reshape(1, c, oh * ow))
+    else:
+        requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point,
+                              out.reshape(1, c, oh * ow))
 
 
 def requantize(const int[:, :, ::1] acc, const int[::1] bias, const float[::1] scale,

@@ -430,9 +430,25 @@ def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_z
     group = geo[0]
     if not (group == x_shape[1] and m == x_shape[1]):      # not depthwise: fused GEMM
         return _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend)
-    acc_of = _conv_runner(x_shape, xz, w, wz, geo, backend)
-    oshape = acc_of.out_shape
-    flat = (oshape[0], m, oshape[2] * oshape[3])
+    return _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend)
+
+
+def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend):
+    """run(x, out=None) of a depthwise QLinearConv: one qdepthwise_requant per image (the
+    Cython kernel requantizes each output row as it is made)."""
+    _, (sh, sw), (dh, dw), pads, (oh, ow) = geo
+    n, c = x_shape[:2]
+    kh, kw = w.shape[2:]
+    oshape = (n, c, oh, ow)
+    wc = np.ascontiguousarray(w.reshape(c, kh, kw))
+    wz = np.array(wz, np.int32)
+    bound = {}
+
+    def kernel(bk):
+        got = bound.get(bk)
+        if got is None:
+            got = bound[bk] = (_kernel("qdepthwise_requant", bk), _numba_writable(wc, bk))
+        return got
 
     def run(x, out=None):
         if x.shape != x_shape or x.dtype != x_dtype:
@@ -440,8 +456,11 @@ def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_z
                              f"got {x.shape} {x.dtype}")
         y = np.empty(oshape, ydt) if out is None else out
         if y.size:
-            acc = acc_of(x)
-            _kernel("requantize", backend)(acc.reshape(flat), b, mult, yz, y.reshape(flat))
+            bk = _config.resolve_backend(backend)
+            k, ww = kernel(bk)
+            x = _numba_writable(_contig(x), bk)
+            for i in range(n):
+                k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i])
         return y
     run.out_shape = oshape
     return run

@@ -443,3 +443,39 @@ def test_lookup_ragged_lengths(backend, dtype):
     for n in (1, 63, 64, 65, 130, 1000):
         x = _q(rng, n, U8)
         np.testing.assert_array_equal(Q.lookup(x, table, backend=backend), table[x])
+
+
+PLAN_CASES = CONV_CASES + [  # the planned kernels' own paths
+    ((1, 4, 11, 37), 4, 4, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # dw 3x3 s1: VNNI rows + tail
+    ((2, 3, 12, 21), 3, 3, 3, (2, 2), (1, 0, 0, 1), (1, 1)),      # dw 3x3 s2, asymmetric pads
+    ((1, 5, 13, 26), 5, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),      # dw 5x5 s1 (padded rows)
+    ((1, 4, 9, 10), 4, 4, 3, (1, 2), (0, 1, 2, 1), (1, 1)),       # dw, unequal strides
+    ((1, 3, 9, 9), 3, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),        # dw dilated (tap path)
+    ((1, 16, 10, 23), 7, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # 1x1, m and n ragged
+    ((1, 6, 14, 19), 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # grouped
+]
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("case", PLAN_CASES)
+@pytest.mark.parametrize("types", [(U8, S8, U8), (U8, S8, S8), (S8, S8, S8), (U8, U8, U8)])
+def test_qlinear_conv_plan_matches_reference(backend, case, types, rng):
+    """The planned QLinearConv (fused GEMM + requantization, depthwise rows requantized as
+    made) equals the unplanned reference, with weight zero points that push w - w_zp past
+    int8 for some channels (the int16 paths) and not for others."""
+    xshape, m, group, k, st, pads, dil = case
+    xt, wt, yt = types
+    x = _q(rng, xshape, xt)
+    w = _q(rng, (m, xshape[1] // group, k, k), wt)
+    wz = (rng.integers(0, 2, m) * rng.integers(-4, 5, m)).astype(wt) if wt == S8 else \
+        rng.integers(100, 140, m).astype(wt)
+    ws = rng.uniform(1e-3, 2e-2, m).astype(np.float32)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    params = (np.float32(0.05), xt(3), w, ws, wz, np.float32(0.3), yt(7), bias)
+    want = Q.qlinear_conv2d(x, *params[:6], yt(7), bias, st, pads, dil, group, backend="numpy")
+    run = Q.qlinear_conv2d_plan(x.shape, x.dtype, *params, st, pads, dil, group,
+                                backend=backend)
+    np.testing.assert_array_equal(run(x), want)
+    out = np.empty(run.out_shape, yt)
+    assert run(x, out) is out
+    np.testing.assert_array_equal(out, want)

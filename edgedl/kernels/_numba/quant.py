@@ -160,3 +160,12 @@ def lookup(x, table, out):
 def lookup2(a, b, table, out):
     for i in range(a.shape[0]):
         out[i] = table[np.int64(a[i]) * 256 + np.int64(b[i])]
+
+
+@njit
+def qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, zero_point,
+                       out):
+    c, oh, ow = out.shape
+    acc = np.empty((c, oh, ow), np.int32)
+    qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)
+    requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point, out.reshape(1, c, oh * ow))

@@ -15,6 +15,8 @@ points are int32. Rounding is onnxruntime's: a float32 value, round half to even
 - ``qgemm_requant``: out (M, N) 8-bit = requantize(wd @ b + corr[m]) with wd (M, K) int16
   the weights minus their zero points and b the raw 8-bit columns (corr holds the bias minus
   b's zero point times wd's row sums): a QLinearConv's GEMM and requantization in one call.
+- ``qdepthwise_requant``: qdepthwise, then requantize (bias, scale per channel) into out
+  (C, OH, OW) 8-bit: a depthwise QLinearConv in one call.
 - ``qdepthwise``: the direct depthwise conv (group == C == M) into int32.
 - ``requantize``: out = sat(rint(float32(acc + bias[c]) * scale[c]) + zp).
 - ``lookup``: out[i] = table[x[i] as uint8] (a 256-entry table: activations of quantized
@@ -93,6 +95,15 @@ def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
                     :, r0 * sh + roff:(r1 - 1) * sh + roff + 1:sh,
                     c0 * sw + coff:(c1 - 1) * sw + coff + 1:sw]
     acc[...] = tot.astype(np.int32)
+
+
+def qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, zero_point,
+                       out):
+    """qdepthwise into int32, then requantize: out (C, OH, OW) uint8/int8."""
+    acc = np.empty(out.shape, np.int32)
+    qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)
+    c = out.shape[0]
+    requantize(acc.reshape(1, c, -1), bias, scale, zero_point, out.reshape(1, c, -1))
 
 
 def requantize(acc, bias, scale, zero_point, out):
