@@ -9,7 +9,7 @@
 #   armhf: the same plus Debian's python3-numpy and python3-pil (PyPI has no armv7 wheels of
 #          them); Debian's numba, llvmlite and cython3 (pulled in by arm_chroot.sh's debian
 #          profile) are removed once.
-# Neither has libgomp1: a wheel must bring its own.
+# The arm64 one has no libgomp1: a wheel must bring its own.
 # shellcheck shell=bash
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -7,8 +7,9 @@
 #
 # Tests what tools/build-wheels.sh left in dist/ (EDGEDL_DIST), each in a FRESH copy of a pristine
 # emulated Debian bookworm root (tools/arm-roots.sh; the copy is deleted afterwards):
-# - a wheel: a root with NO compiler (ARM_FASTCC=0; gcc, cc and the cross gcc must be absent),
-#   no Cython and no libgomp1. pip installs the wheel: on aarch64 with the numba extra and its
+# - a wheel: a root with NO compiler (ARM_FASTCC=0; gcc, cc and the cross gcc must be absent)
+#   and no Cython (arm64: no libgomp1 either; armhf keeps the one Debian's numpy stack pulled
+#   in, but the wheel's vendored copy must be the one loaded). pip installs the wheel: on aarch64 with the numba extra and its
 #   dependencies from PyPI wheels (numpy, numba, onnx, Pillow; downloaded by the host's pip,
 #   installed with --no-index); on armv7l with Debian's python3-numpy and python3-pil (PyPI has
 #   no armv7 wheels of them) and no numba (then Debian's python3-onnx, a test tool some kernel
