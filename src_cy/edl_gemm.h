@@ -123,6 +123,59 @@ typedef int32_t NAME##_ivec __attribute__((vector_size(VB)));                   
 EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 0)                           \
 EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 1)
 
+/* NP panels x NT (<= 4) columns, for the last few columns of a K-blocked GEMM: each panel's
+ * MR rows are one vector (a load per k), each column's B value is broadcast; B is read in
+ * place and C stored column by column, no padded copy (a 16-wide kernel on one column did
+ * 16 times its work: 7x7 convs, N = 49 = 48 + 1). NP = 4 panels at once keep 4 * NT FMA
+ * chains in flight. Panel q of A at a + q * ps, its C rows at c + q * MR * ldc. The same
+ * products summed in the same order as the wide kernels (`load`, `epi` as there, epi->bias
+ * the NP * MR rows). */
+#define EDL_GEMM_NARROW(FN, ATTR, MR, NP, NT)                                                \
+ATTR static void FN(ptrdiff_t K, const float *restrict a, ptrdiff_t ps,                    \
+                    const float *restrict b, ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, \
+                    const edl_gemm_epi *epi, int load) {                                   \
+    typedef float vt __attribute__((vector_size((MR) * 4)));                              \
+    vt acc[NP][NT];                                                                        \
+    EDL_UNROLL for (int q = 0; q < (NP); q++)                                              \
+        EDL_UNROLL for (int j = 0; j < (NT); j++) {                                        \
+            acc[q][j] = (vt){0};                                                           \
+            if (load)                                                                      \
+                EDL_UNROLL for (int i = 0; i < (MR); i++)                                  \
+                    acc[q][j][i] = c[(q * (MR) + i) * ldc + j];                            \
+        }                                                                                  \
+    for (ptrdiff_t k = 0; k < K; k++) {                                                   \
+        EDL_UNROLL for (int q = 0; q < (NP); q++) {                                        \
+            vt av;                                                                         \
+            memcpy(&av, a + q * ps + k * (MR), sizeof av);                                 \
+            EDL_UNROLL for (int j = 0; j < (NT); j++) acc[q][j] += av * b[k * ldb + j];    \
+        }                                                                                  \
+    }                                                                                      \
+    EDL_UNROLL for (int q = 0; q < (NP); q++)                                              \
+        EDL_UNROLL for (int j = 0; j < (NT); j++)                                          \
+            EDL_UNROLL for (int i = 0; i < (MR); i++) {                                    \
+                float t = acc[q][j][i];                                                    \
+                if (epi) {                                                                 \
+                    t += epi->bias[q * (MR) + i];                                          \
+                    if (epi->clamp) {                 /* as the wide kernels: NaN stays */ \
+                        t = epi->lo > t ? epi->lo : t;                                     \
+                        t = epi->hi < t ? epi->hi : t;                                     \
+                    }                                                                      \
+                }                                                                          \
+                c[(q * (MR) + i) * ldc + j] = t;                                           \
+            }                                                                              \
+}
+#define EDL_GEMM_NARROWS(NAME, ATTR, MR)                                                     \
+EDL_GEMM_NARROW(NAME##_1_1, ATTR, MR, 1, 1) EDL_GEMM_NARROW(NAME##_1_2, ATTR, MR, 1, 2)    \
+EDL_GEMM_NARROW(NAME##_1_3, ATTR, MR, 1, 3) EDL_GEMM_NARROW(NAME##_1_4, ATTR, MR, 1, 4)    \
+EDL_GEMM_NARROW(NAME##_4_1, ATTR, MR, 4, 1) EDL_GEMM_NARROW(NAME##_4_2, ATTR, MR, 4, 2)    \
+EDL_GEMM_NARROW(NAME##_4_3, ATTR, MR, 4, 3) EDL_GEMM_NARROW(NAME##_4_4, ATTR, MR, 4, 4)
+#define EDL_GEMM_NARROW_SET(k, NAME)                                                         \
+    k.nw[0][0] = NAME##_1_1; k.nw[0][1] = NAME##_1_2; k.nw[0][2] = NAME##_1_3;              \
+    k.nw[0][3] = NAME##_1_4; k.nw[1][0] = NAME##_4_1; k.nw[1][1] = NAME##_4_2;              \
+    k.nw[1][2] = NAME##_4_3; k.nw[1][3] = NAME##_4_4;
+typedef void (*edl_gemm_narrow_fn)(ptrdiff_t, const float *, ptrdiff_t, const float *,
+                                   ptrdiff_t, float *, ptrdiff_t, const edl_gemm_epi *, int);
+
 typedef void (*edl_gemm_micro_fn)(ptrdiff_t, const float *, const float *, ptrdiff_t,
                                   float *, ptrdiff_t, float *, const edl_gemm_epi *, int);
 
@@ -137,6 +190,8 @@ EDL_GEMM_MICRO(edl_gemm_avx512_3, EDL_AVX512, 64, 8, 3)
 EDL_GEMM_MICRO(edl_gemm_avx2_1, EDL_AVX2, 32, 4, 1)
 EDL_GEMM_MICRO(edl_gemm_avx2_2, EDL_AVX2, 32, 4, 2)
 EDL_GEMM_MICRO(edl_gemm_avx2_3, EDL_AVX2, 32, 4, 3)
+EDL_GEMM_NARROWS(edl_gemm_avx512_n, EDL_AVX512, 8)
+EDL_GEMM_NARROWS(edl_gemm_avx2_n, EDL_AVX2, 4)
 #define EDL_BASE_MR 4
 #elif defined(__aarch64__)
 #define EDL_BASE_MR 8                         /* 32 NEON registers: 16 accumulators */
@@ -145,10 +200,15 @@ EDL_GEMM_MICRO(edl_gemm_avx2_3, EDL_AVX2, 32, 4, 3)
 #endif
 EDL_GEMM_MICRO(edl_gemm_base_1, EDL_CONTRACT, 16, EDL_BASE_MR, 1)
 EDL_GEMM_MICRO(edl_gemm_base_2, EDL_CONTRACT, 16, EDL_BASE_MR, 2)
+EDL_GEMM_NARROWS(edl_gemm_base_n, EDL_CONTRACT, EDL_BASE_MR)
 
 /* fn[v - 1]: the MR x (v * W) micro-kernel, v = 1..NV, pk[v - 1] its packing twin;
  * NR = NV * W columns */
-typedef struct { edl_gemm_micro_fn fn[3], pk[3]; int mr, nr, w, nv; } edl_gemm_kernel;
+typedef struct {
+    edl_gemm_micro_fn fn[3], pk[3];
+    edl_gemm_narrow_fn nw[2][4];      /* nw[0 or 1][t - 1]: 1 or 4 panels x t columns */
+    int mr, nr, w, nv;
+} edl_gemm_kernel;
 
 /* The micro-kernels for this CPU (decided once; cheap to call again). */
 static edl_gemm_kernel edl_gemm_select(void) {
@@ -164,18 +224,21 @@ static edl_gemm_kernel edl_gemm_select(void) {
         k.fn[0] = edl_gemm_avx512_1; k.fn[1] = edl_gemm_avx512_2; k.fn[2] = edl_gemm_avx512_3;
         k.pk[0] = edl_gemm_avx512_1_pk; k.pk[1] = edl_gemm_avx512_2_pk;
         k.pk[2] = edl_gemm_avx512_3_pk;
+        EDL_GEMM_NARROW_SET(k, edl_gemm_avx512_n)
         k.mr = 8; k.w = 16; k.nv = 3; k.nr = 48;
         return k;
     }
     if (isa == 1) {
         k.fn[0] = edl_gemm_avx2_1; k.fn[1] = edl_gemm_avx2_2; k.fn[2] = edl_gemm_avx2_3;
         k.pk[0] = edl_gemm_avx2_1_pk; k.pk[1] = edl_gemm_avx2_2_pk; k.pk[2] = edl_gemm_avx2_3_pk;
+        EDL_GEMM_NARROW_SET(k, edl_gemm_avx2_n)
         k.mr = 4; k.w = 8; k.nv = 3; k.nr = 24;
         return k;
     }
 #endif
     k.fn[0] = edl_gemm_base_1; k.fn[1] = k.fn[2] = edl_gemm_base_2;
     k.pk[0] = edl_gemm_base_1_pk; k.pk[1] = k.pk[2] = edl_gemm_base_2_pk;
+    EDL_GEMM_NARROW_SET(k, edl_gemm_base_n)
     k.mr = EDL_BASE_MR; k.w = 4; k.nv = 2; k.nr = 8;
     return k;
 }
@@ -310,7 +373,23 @@ static void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t
             __builtin_prefetch(nx + o, 0, 2);
         edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, c + j, ldc, nr, strip, e, !first);
     }
-    if (jf < j1) {
+    if (jf < j1 && j1 - jf <= 8) {          /* a few columns: the narrow kernels */
+        for (ptrdiff_t p = 0; p < np;) {
+            int g = np - p >= 4;                  /* 4 panels at once, or 1 */
+            edl_gemm_epi pe, *pep = NULL;
+            if (e) {
+                pe = *e;
+                pe.bias = e->bias + p * kr.mr;
+                pep = &pe;
+            }
+            for (ptrdiff_t j = jf; j < j1; j += 4) {
+                int t = j1 - j < 4 ? (int)(j1 - j) : 4;
+                kr.nw[g][t - 1](kc, ap + p * ps, ps, b + j, ldb, c + p * kr.mr * ldc + j, ldc,
+                                pep, !first);
+            }
+            p += g ? 4 : 1;
+        }
+    } else if (jf < j1) {
         for (ptrdiff_t k = 0; k < kc; k++) {
             memcpy(pad + k * nr, b + k * ldb + jf, (size_t)(j1 - jf) * sizeof(float));
             memset(pad + k * nr + (j1 - jf), 0, (size_t)(tv * kr.w - (j1 - jf)) * sizeof(float));
