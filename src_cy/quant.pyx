@@ -371,8 +371,8 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 const float *scale, int zero_point) except *:
     """Depthwise conv (dilation 1): each plane copied into a buffer padded with the zero point
     (so every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one
-    pass per output row (3x3 at stride 1 or 2: the fused 9-tap kernels, VNNI rows where the
-    CPU has them) into acc (C, oh, ow) int32, or (out not NULL) into a row buffer requantized
+    pass per output row, or one over the whole plane at stride 1 (3x3: the fused 9-tap
+    kernels, VNNI rows where the CPU has them) into acc (C, oh, ow) int32, or (out not NULL) into a row buffer requantized
     at once into out (uint8, or int8 when out_s8) with bias[ch] and scale[ch]."""
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
     cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], nk = kh * kw
@@ -389,11 +389,11 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
     cdef float flo = -128.0 if out_s8 else 0.0
     cdef float fhi = 127.0 if out_s8 else 255.0
     with nogil, parallel(use_threads_if=c * oh * ow * nk >= PAR_ELEMS):
-        # per thread: the plane (+16 bytes the VNNI rows may read past its end), the taps,
-        # a requantization row
-        buf = <q8 *>malloc(hp * wp * sizeof(q8) + 16)
+        # per thread: the plane (+ kw + 16 bytes that the stride-1 run and the VNNI rows
+        # read past its end, never used), the taps, the int32 rows (a plane at stride 1)
+        buf = <q8 *>malloc(hp * wp * sizeof(q8) + kw + 16)
         wk = <int *>malloc(nk * sizeof(int))
-        row = <int *>malloc(ow * sizeof(int))
+        row = <int *>malloc((oh * wp if sh == 1 and sw == 1 else ow) * sizeof(int))
         for ch in prange(c, schedule="static"):
             if buf == NULL or wk == NULL or row == NULL:
                 pfailed[0] = 1
@@ -405,13 +405,40 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 wsum = wsum + wk[t]
                 if wk[t] < -128 or wk[t] > 127:
                     w8 = 0
-            memset(buf, <unsigned char><q8>x_zp, hp * wp + 16)
+            memset(buf, <unsigned char><q8>x_zp, hp * wp + kw + 16)
             lo = max(0, pw)                       # buffer columns holding image columns
             hi = min(wp, wd + pw)
             for r in range(hp):
                 iy = r - ph
                 if 0 <= iy < h and hi > lo:
                     memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
+            if sh == 1 and sw == 1:
+                # stride 1: the output plane as one run of oh * wp values at the buffer's
+                # pitch (value oy * wp + ox reads buf[oy * wp + ox + i * wp + j]; the wp - ow
+                # values past each row are never read): a few long loops instead of a call
+                # per row, which short rows (a 22-wide plane) spent in loop overhead
+                if q8 is u8_t:
+                    if k3:
+                        edl_qdw3_u8_fast(buf, buf + wp, buf + 2 * wp, wk, w8, x_zp * wsum,
+                                         row, oh * wp)
+                    else:
+                        edl_qdwk_u8(buf, wp, kh, kw, 1, wk, x_zp * wsum, row, oh * wp)
+                else:
+                    if k3:
+                        edl_qdw3_s8(buf, buf + wp, buf + 2 * wp, wk, x_zp * wsum, row,
+                                    oh * wp)
+                    else:
+                        edl_qdwk_s8(buf, wp, kh, kw, 1, wk, x_zp * wsum, row, oh * wp)
+                for oy in range(oh):
+                    if out == NULL:
+                        memcpy(acc + (ch * oh + oy) * ow, row + oy * wp, ow * sizeof(int))
+                    elif out_s8:
+                        edl_requant_s8(row + oy * wp, bias[ch], scale[ch], zero_point, flo,
+                                       fhi, <signed char *>out + (ch * oh + oy) * ow, ow)
+                    else:
+                        edl_requant_u8(row + oy * wp, bias[ch], scale[ch], zero_point, flo,
+                                       fhi, <unsigned char *>out + (ch * oh + oy) * ow, ow)
+                continue
             for oy in range(oh):
                 r = oy * sh * wp
                 d = row if out != NULL else acc + (ch * oh + oy) * ow
@@ -421,19 +448,11 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                     else:
                         edl_qdwk_s8(buf + r, wp, kh, kw, sw, wk, x_zp * wsum, d, ow)
                 elif q8 is u8_t:
-                    if sh == 1:
-                        edl_qdw3_u8_fast(buf + r, buf + r + wp, buf + r + 2 * wp, wk, w8,
-                                         x_zp * wsum, d, ow)
-                    else:
-                        edl_qdw3s2_u8(buf + r, buf + r + wp, buf + r + 2 * wp, wk,
-                                      x_zp * wsum, d, ow)
+                    edl_qdw3s2_u8(buf + r, buf + r + wp, buf + r + 2 * wp, wk, x_zp * wsum,
+                                  d, ow)
                 else:
-                    if sh == 1:
-                        edl_qdw3_s8(buf + r, buf + r + wp, buf + r + 2 * wp, wk, x_zp * wsum,
-                                    d, ow)
-                    else:
-                        edl_qdw3s2_s8(buf + r, buf + r + wp, buf + r + 2 * wp, wk,
-                                      x_zp * wsum, d, ow)
+                    edl_qdw3s2_s8(buf + r, buf + r + wp, buf + r + 2 * wp, wk, x_zp * wsum,
+                                  d, ow)
                 if out != NULL:
                     if out_s8:
                         edl_requant_s8(row, bias[ch], scale[ch], zero_point, flo, fhi,
