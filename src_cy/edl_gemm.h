@@ -15,6 +15,12 @@
  * narrowest kernel that covers it, so at most one vector is recomputed); fewer than MR rows
  * get zero rows in their panel and a scratch tile, fewer than NR columns a padded copy.
  *
+ * Deep GEMMs (K > 2 * EDL_GEMM_KC, M a multiple of MR: the 3x3 convs of 256+ channels) run
+ * in K blocks of <= EDL_GEMM_KC, block after block over the same tiles (each adds to what
+ * the previous one stored: the sums of one pass, in the same order), with A packed block by
+ * block; there the overlapping edges would add twice, so the last columns take the narrow
+ * kernels (<= 8 columns) or a scratch block instead.
+ *
  * Micro-kernels are written once with GCC vector types and instantiated per ISA: AVX-512
  * (8 x 48: 24 of the 32 zmm registers accumulate; 8 x 32 ran at 2/3 of its speed), AVX2+FMA
  * (4 x 24) and a 128-bit baseline (SSE2) on x86-64, picked at run time (no -march: wheels
