@@ -22,7 +22,8 @@ __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
            "quantize_linear_plan", "dequantize_linear_plan", "dynamic_quantize_linear",
            "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
            "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
-           "qlinear_binary", "qlinear_binary_table", "lookup2", "qlinear_global_avg_pool2d"]
+           "qlinear_binary", "qlinear_binary_table", "lookup2", "qlinear_global_avg_pool2d",
+           "lookup_plan"]
 
 #: the quantized element types the integer kernels take
 QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -577,6 +578,31 @@ def lookup(x, table, out=None, backend=None):
     if y is not out:
         out[...] = y
     return out
+
+
+def lookup_plan(x_shape, x_dtype, table, backend=None):
+    """lookup for x of a fixed shape and 8-bit type with a constant table, validated once:
+    returns ``run(x, out=None)`` (out C-contiguous, of x's shape and the table's type)."""
+    x_shape = tuple(int(d) for d in x_shape)
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype not in QTYPES:
+        raise DTypeError(f"x must have dtype uint8 or int8, got {x_dtype}")
+    table = np.array(_qarray(table, "table"))      # a writable copy (numba: no read-only)
+    V.check_shape(table, (256,), "table")
+    n = int(np.prod(x_shape, dtype=np.int64))
+
+    def run(x, out=None):
+        if x.shape != x_shape or x.dtype != x_dtype:
+            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
+                             f"got {x.shape} {x.dtype}")
+        y = np.empty(x_shape, table.dtype) if out is None else out
+        if n:
+            bk = _config.resolve_backend(backend)
+            _kernel("lookup", bk)(_numba_writable(_contig(x), bk).reshape(n).view(np.uint8),
+                                  table, y.reshape(n))
+        return y
+    run.out_shape = x_shape
+    return run
 
 
 # ----------------------------------------------------------------------------- com.microsoft

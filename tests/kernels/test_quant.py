@@ -479,3 +479,33 @@ def test_qlinear_conv_plan_matches_reference(backend, case, types, rng):
     out = np.empty(run.out_shape, yt)
     assert run(x, out) is out
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("axis", [1, 2])
+def test_planned_concat_and_tables_match_onnxruntime(backend, axis, rng):
+    """QLinearConcat and QLinearSigmoid with constant scales and zero points (as in quantized
+    models: the planned paths, tables made at load, inputs written into their output slice)
+    against onnxruntime; one Concat input already in the output's parameters (a copy)."""
+    import edgedl
+    from onnx import helper, numpy_helper
+    a, b = _q(rng, (1, 3, 4, 5), U8), _q(rng, (1, 3, 4, 5), U8)
+    consts = {"ys": np.float32(0.1), "yz": U8(4), "as": np.float32(0.1), "az": U8(4),
+              "bs": np.float32(0.0371), "bz": U8(9), "ss": np.float32(1 / 256), "sz": U8(0)}
+    nodes = [helper.make_node("QLinearConcat", ["ys", "yz", "a", "as", "az", "b", "bs", "bz"],
+                              ["c"], domain="com.microsoft", axis=axis),
+             helper.make_node("QLinearSigmoid", ["c", "ys", "yz", "ss", "sz"], ["y"],
+                              domain="com.microsoft")]
+    shape = [1, 3, 4, 5]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, 2, shape)
+                                       for n in ("a", "b")],
+                          [helper.make_tensor_value_info(n, 2, None) for n in ("c", "y")],
+                          initializer=[numpy_helper.from_array(np.asarray(v), k)
+                                       for k, v in consts.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("com.microsoft", 1)])
+    feed = {"a": a, "b": b}
+    want = ort_session(m).run(None, feed)
+    got = edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, feed)
+    for g_, w_ in zip(got, want):
+        _close_lsb(g_, w_)

@@ -188,6 +188,16 @@ def _table_op(ctx, fn):
     lookup table, built once when the parameters are constants (they are in quantized models)."""
     b = ctx.backend
     cache = {}
+    if ctx.static and all(ctx.is_const(i) for i in range(1, ctx.n_in)):
+        c = [ctx.consts[i] if ctx.has(i) else None for i in range(1, 5)]
+        xdt = np.dtype(ctx.dtypes[0])
+        try:
+            xz = np.zeros((), xdt) if c[1] is None else c[1]
+            yz = np.zeros((), xdt) if c[3] is None else c[3]
+            t = _q.lookup_table(fn, c[0], xz, xdt, c[2], yz, np.asarray(yz).dtype, backend=b)
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+        return _lookup_planned(ctx, t)
 
     def f(x, xs, xz, ys, yz=None):
         xz = np.zeros((), x.dtype) if xz is None else xz
@@ -202,10 +212,23 @@ def _table_op(ctx, fn):
     return _guarded(ctx, f)
 
 
+def _lookup_planned(ctx, table):
+    """The planned lookup of input 0 through a constant table (validated now; per call only
+    the kernel), or None when shapes are not static."""
+    if not ctx.static:
+        return None
+    try:
+        run = _q.lookup_plan(ctx.shapes[0], ctx.dtypes[0], table, backend=ctx.backend)
+    except (EdgeDLError, ValueError, TypeError) as e:
+        raise ctx.fail(str(e)) from e
+    return takes_out(lambda x, *_, out=None: run(x, out))
+
+
 @op("QLookup")   # internal: y = table[x] (chains of 8-bit integer ops fused at load, qdq.py)
 def qlookup(ctx):
     table, b = ctx.const(1), ctx.backend
-    return _guarded(ctx, lambda x, *_: _q.lookup(x, table, backend=b))
+    return _lookup_planned(ctx, table) or _guarded(ctx, lambda x, *_: _q.lookup(x, table,
+                                                                               backend=b))
 
 
 @op(MS + "QLinearSigmoid")
@@ -251,6 +274,9 @@ def qlinear_concat(ctx):
         raise ctx.fail(f"takes Y_scale, Y_zero_point and (X, X_scale, X_zero_point) triples, "
                        f"got {ctx.n_in} inputs")
     tables = {}
+    planned = _concat_planned(ctx, axis)
+    if planned is not None:
+        return planned
 
     def f(ys, yz, *rest):
         parts = []
@@ -269,6 +295,55 @@ def qlinear_concat(ctx):
         ax = axis + parts[0].ndim if axis < 0 else axis
         return np.concatenate(parts, axis=ax)
     return _guarded(ctx, f)
+
+
+def _concat_planned(ctx, axis):
+    """QLinearConcat with constant scales and zero points and static shapes: each input's
+    requantization table made now, the inputs written straight into their slice of the
+    output (a copy, or the lookup's own output where the slice is contiguous)."""
+    n = (ctx.n_in - 2) // 3
+    if not (ctx.static and ctx.is_const(0) and ctx.is_const(1)
+            and all(ctx.is_const(3 + 3 * j) and ctx.is_const(4 + 3 * j) for j in range(n))):
+        return None
+    ys, yz = ctx.consts[0], ctx.consts[1]
+    ydt = np.asarray(yz).dtype
+    shapes = [tuple(ctx.shapes[2 + 3 * j]) for j in range(n)]
+    rank = len(shapes[0])
+    ax = axis + rank if axis < 0 else axis
+    if not 0 <= ax < rank or any(len(sh) != rank or sh[:ax] + sh[ax + 1:] !=
+                                 shapes[0][:ax] + shapes[0][ax + 1:] for sh in shapes):
+        raise ctx.fail(f"inputs of shapes {shapes} do not concatenate on axis {axis}")
+    runs, bounds, o = [], [], 0
+    for j, sh in enumerate(shapes):
+        xs, xz = ctx.consts[3 + 3 * j], ctx.consts[4 + 3 * j]
+        if np.dtype(ctx.dtypes[2 + 3 * j]) != ydt:
+            raise ctx.fail(f"input {2 + 3 * j} has type {np.dtype(ctx.dtypes[2 + 3 * j])}, "
+                           f"the output {ydt}")
+        if np.array_equal(xs, ys) and np.array_equal(xz, yz):
+            runs.append(None)
+        else:
+            try:
+                t = _q.lookup_table(lambda v: v, xs, xz, ydt, ys, yz, ydt, backend=ctx.backend)
+                runs.append(_q.lookup_plan(sh, ydt, t, backend=ctx.backend))
+            except (EdgeDLError, ValueError, TypeError) as e:
+                raise ctx.fail(str(e)) from e
+        bounds.append((o, o + sh[ax]))
+        o += sh[ax]
+    out_shape = shapes[0][:ax] + (o,) + shapes[0][ax + 1:]
+    contiguous = all(d == 1 for d in out_shape[:ax])    # each input's slice is one block
+
+    def f(*args, out=None):
+        y = np.empty(out_shape, ydt) if out is None else out
+        for j, (run, (a, b)) in enumerate(zip(runs, bounds)):
+            x, dst = args[2 + 3 * j], y[(slice(None),) * ax + (slice(a, b),)]
+            if run is None:
+                dst[...] = x
+            elif contiguous:
+                run(x, dst)
+            else:
+                dst[...] = run(x)
+        return y
+    return takes_out(f)
 
 
 @op(MS + "QLinearGlobalAveragePool")
