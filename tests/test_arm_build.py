@@ -10,8 +10,8 @@ The check disassembles every aarch64 module found in:
 - the wheels named by ``$EDGEDL_WHEELS`` (wheel files or folders of them, ``os.pathsep``-
   separated; tools/build-wheels.sh sets it): each is unpacked and every aarch64, 32-bit ARM and
   x86-64 shared object in it is checked, the vendored libgomp included (x86-64: AVX / AVX-512
-  only inside the functions picked at run time, the target_clones copies and the GEMM
-  micro-kernels of one ISA).
+  only inside the functions picked at run time, the target_clones copies and the micro-kernels
+  of one ISA, named after it).
 It is skipped with a message when there is no such module or no objdump for it.
 
 32-bit ARM (armv7l wheels, Debian armhf) must stay within ARMv7-A + VFPv3 (+ NEON): no ARMv8
@@ -123,9 +123,10 @@ def scan_arm32(disassembly):
 
 
 _X86_WIDE = re.compile(r"%[yz]mm\d+|%k[1-7]\b")
-# the functions allowed AVX: target_clones copies (name.arch_x86_64_v3.N / _v4) and the GEMM
-# micro-kernels written for one ISA (edl_gemm_avx2_*, edl_gemm_avx512_*)
-_X86_DISPATCHED = re.compile(r"\.arch_x86_64_v[34]\b|avx2|avx512")
+# the functions allowed AVX: target_clones copies (name.arch_x86_64_v3.N / _v4) and the
+# micro-kernels written for one ISA, called only after a CPU check (edl_gemm_avx2_*,
+# edl_gemm_avx512_*, edl_qgemm_*_vnni, ...)
+_X86_DISPATCHED = re.compile(r"\.arch_x86_64_v[34]\b|avx2|avx512|vnni")
 
 
 def scan_x86(disassembly):
