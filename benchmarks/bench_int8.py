@@ -63,17 +63,25 @@ def runners(shared, model, form, out_dir):
             "ort f32": _ort(f32)}, {name: x}
 
 
-def paired(run, feed, rounds=20, block=5):
-    """Median seconds per runtime, measured in alternating blocks of ``block`` runs."""
+def paired(run, feed, rounds=20, block=5, cpu=None):
+    """Median seconds per runtime, measured in alternating blocks of ``block`` runs; ``cpu``
+    (a dict) receives the medians of the calling thread's CPU time per run too (one thread
+    runs everything: on a shared box the wall time also counts the time others held the
+    core, which the CPU time leaves out)."""
     times = {k: [] for k in run}
+    ctimes = {k: [] for k in run}
     for f in run.values():
         f(feed)     # plan build / warm-up
     for _ in range(max(1, rounds // block)):
         for k, f in run.items():
             for _ in range(block):
+                c = time.thread_time()
                 t = time.perf_counter()
                 f(feed)
                 times[k].append(time.perf_counter() - t)
+                ctimes[k].append(time.thread_time() - c)
+    if cpu is not None:
+        cpu.update({k: float(np.median(v)) for k, v in ctimes.items()})
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
@@ -86,17 +94,20 @@ def summary(models=U.MODELS, forms=FORMS, rounds=20, cache=None):
     with tempfile.TemporaryDirectory() as tmp:
         d = cache or tmp
         print(f"int8 kernels: EDGEDL_INT8_ISA={os.environ.get('EDGEDL_INT8_ISA', '(auto)')}")
-        print(f"{'model':18} {'form':16} {'edgedl int8':>11} {'ort int8':>9} {'edgedl f32':>10} "
-              f"{'ort f32':>8} {'int8/ort8':>9} {'f32/int8':>8}   (ms, 1 thread)")
+        print(f"{'model':18} {'form':16} {'':4} {'edgedl int8':>11} {'ort int8':>9} "
+              f"{'edgedl f32':>10} {'ort f32':>8} {'int8/ort8':>9} {'f32/int8':>8}   "
+              "(ms per run, medians, 1 thread; wall and the thread's CPU time)")
         for m in models:
             for form in forms:
                 run, feed = runners(shared, m, form, d)
-                t = paired(run, feed, rounds)
+                cpu = {}
+                t = paired(run, feed, rounds, cpu=cpu)
                 res[(m, form)] = t
-                print(f"{m:18} {form:16} {t['edgedl int8'] * 1e3:11.2f} "
-                      f"{t['ort int8'] * 1e3:9.2f} {t['edgedl f32'] * 1e3:10.2f} "
-                      f"{t['ort f32'] * 1e3:8.2f} {t['edgedl int8'] / t['ort int8']:9.2f} "
-                      f"{t['edgedl f32'] / t['edgedl int8']:8.2f}", flush=True)
+                for what, v in (("wall", t), ("cpu", cpu)):
+                    print(f"{m:18} {form:16} {what:4} {v['edgedl int8'] * 1e3:11.2f} "
+                          f"{v['ort int8'] * 1e3:9.2f} {v['edgedl f32'] * 1e3:10.2f} "
+                          f"{v['ort f32'] * 1e3:8.2f} {v['edgedl int8'] / v['ort int8']:9.2f} "
+                          f"{v['edgedl f32'] / v['edgedl int8']:8.2f}", flush=True)
     return res
 
 

@@ -444,6 +444,16 @@ EDL_Q_KERNEL static void NAME(const T *restrict x, ptrdiff_t wp, ptrdiff_t kh, p
 EDL_QDWK(edl_qdwk_u8, uint8_t)
 EDL_QDWK(edl_qdwk_s8, int8_t)
 
+/* d[q] = s[q * stride] for q < n: one row of a strided im2col (gcc vectorises stride 2 with
+   byte shuffles / truncating moves; the generic loop otherwise). */
+EDL_Q_KERNEL static void edl_gather_u8(uint8_t *restrict d, const uint8_t *restrict s,
+                                       ptrdiff_t stride, ptrdiff_t n) {
+    if (stride == 2)
+        for (ptrdiff_t q = 0; q < n; q++) d[q] = s[2 * q];
+    else
+        for (ptrdiff_t q = 0; q < n; q++) d[q] = s[q * stride];
+}
+
 /* d[q] += w * (s[q * stride] - z) for q < n (one tap of a depthwise row). */
 EDL_Q_KERNEL static void edl_qdw_tap_u8(int32_t *restrict d, const uint8_t *restrict s,
                                         ptrdiff_t stride, int32_t w, int32_t z, ptrdiff_t n) {

@@ -36,6 +36,8 @@ cdef extern from "edl_quant.h" nogil:
                        const unsigned char *x2, const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw3s2_s8(const signed char *x0, const signed char *x1, const signed char *x2,
                        const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_gather_u8(unsigned char *d, const unsigned char *s, Py_ssize_t stride,
+                       Py_ssize_t n)
     void edl_qdwk_u8(const unsigned char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
                      Py_ssize_t st, const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdwk_s8(const signed char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
@@ -201,9 +203,9 @@ def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_s
             memset(dst + oy * ow, <unsigned char>f, lo)
             if sw == 1:
                 memcpy(dst + oy * ow + lo, src + lo + off, hi - lo)
-            else:
-                for ox in range(lo, hi):
-                    dst[oy * ow + ox] = src[ox * sw + off]
+            elif hi > lo:
+                edl_gather_u8(<unsigned char *>dst + oy * ow + lo,
+                              <const unsigned char *>src + lo * sw + off, sw, hi - lo)
             memset(dst + oy * ow + hi, <unsigned char>f, ow - hi)
 
 
