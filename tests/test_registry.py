@@ -6,6 +6,7 @@ import inspect
 import pathlib
 import pkgutil
 
+import numpy as np
 import pytest
 
 import edgedl
@@ -129,11 +130,23 @@ def test_alias_is_its_target():
 
 def test_conv_epilogues_follow_the_table():
     from edgedl.kernels import conv
-    from edgedl.kernels._ref import conv as ref_conv
+    from edgedl.kernels._ref import activations as ref_acts, conv as ref_conv
     assert conv.ACTIVATIONS == {None: 0, **{n: len(r.params) for n, r in T.FUSED.items()}}
     assert [a for a, _ in conv._WARMUP_EPILOGUES] == [None] + list(T.FUSED)
+    assert (ref_conv.ACT_NONE, ref_conv.ACT_CLIP, ref_conv.ACT_PRELU) == \
+        (T.EPILOGUE["none"], T.EPILOGUE["clip"], T.EPILOGUE["prelu"])
+    # every other epilogue's reference is its activation's (silu: swish with beta 1)
+    y = np.linspace(-5, 5, 24, dtype=np.float64).reshape(1, 2, 12)
     for code, name in enumerate(T.EPILOGUES):
-        assert getattr(ref_conv, "ACT_" + name.upper()) == code
+        if name in ("none", "clip", "prelu"):
+            continue
+        rec = T.ACTIVATIONS[name]
+        fn_name, fixed = rec.alias_of or (name, None)
+        params = fixed or tuple(p.default for p in rec.params)
+        want = np.empty_like(y)
+        getattr(ref_acts, fn_name)(y, *params, want)
+        np.testing.assert_array_equal(ref_conv._activate(y, code, *(params + (0.0, 0.0))[:2],
+                                                         None), want)
     for name, rec in T.FUSED.items():
         params = conv._WARMUP_EPILOGUES[[a for a, _ in conv._WARMUP_EPILOGUES].index(name)][1]
         assert conv._epilogue(name, params, 2, "float32")[0] == rec.fuse_code

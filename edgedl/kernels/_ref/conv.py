@@ -20,16 +20,21 @@ maps the public activation names onto them.
 """
 import numpy as np
 
-from ..activation_table import EPILOGUE
+from ..activation_table import ACTIVATIONS, EPILOGUE, EPILOGUES
+from . import activations as _acts
 
 ACT_NONE = EPILOGUE["none"]
 ACT_CLIP = EPILOGUE["clip"]                  # min(max(y, p0), p1): relu (0, inf), relu6, clip
 ACT_PRELU = EPILOGUE["prelu"]                # y if y >= 0 else slopes[m] * y: leaky_relu, prelu
-ACT_HARD_SIGMOID = EPILOGUE["hard_sigmoid"]  # max(0, min(1, p0 * y + p1))
-ACT_HARD_SWISH = EPILOGUE["hard_swish"]      # y * max(0, min(1, y / 6 + 1 / 2))
-ACT_SIGMOID = EPILOGUE["sigmoid"]
-ACT_SILU = EPILOGUE["silu"]                  # y * sigmoid(y)
-ACT_TANH = EPILOGUE["tanh"]
+
+
+def _epilogue_reference(code):
+    """The elementwise reference of epilogue ``code`` (hard_sigmoid, hard_swish, sigmoid,
+    silu, tanh, ...): the activation's own twin in _ref.activations, with the table's fixed
+    parameters for an alias (silu = swish(1.0)), and how many of (p0, p1) it takes."""
+    rec = ACTIVATIONS[EPILOGUES[code]]
+    name, fixed = rec.alias_of or (rec.name, None)
+    return getattr(_acts, name), fixed, len(rec.params)
 
 
 def _taps(n_in, n_out, k, stride, pad, dil):
@@ -84,16 +89,11 @@ def _activate(y, act, p0, p1, slopes):
     if act == ACT_PRELU:
         s = slopes.reshape((1, -1) + (1,) * (y.ndim - 2))
         return np.where(y >= 0, y, y * s)
-    if act == ACT_HARD_SIGMOID:
-        return np.clip(p0 * y + p1, 0, 1)
-    if act == ACT_HARD_SWISH:
-        return y * np.clip(y / 6 + 0.5, 0, 1)
-    if act == ACT_SIGMOID:
-        return 1 / (1 + np.exp(-y))
-    if act == ACT_SILU:
-        return y / (1 + np.exp(-y))
-    if act == ACT_TANH:
-        return np.tanh(y)
+    if 0 <= act < len(EPILOGUES):
+        fn, fixed, n = _epilogue_reference(act)
+        out = np.empty_like(y)
+        fn(y, *(fixed if fixed is not None else (p0, p1)[:n]), out)
+        return out
     raise ValueError(f"unknown activation code {act}")
 
 
