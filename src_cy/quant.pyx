@@ -17,6 +17,7 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
     int edl_q_u8s8()
+    Py_ssize_t edl_q_u8s8_cols()
     void edl_lookup(const unsigned char *x, const unsigned char *t, unsigned char *out,
                     Py_ssize_t n)
     void edl_qgemm_u8s8(const signed char *a, const unsigned char *bq, int *acc,
@@ -284,7 +285,7 @@ cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
     cdef float lo = -128.0 if q8b is s8_t else 0.0
     cdef float hi = 127.0 if q8b is s8_t else 255.0
     if u8s8:
-        ld = (nq + 15) & ~15
+        ld = (nq + edl_q_u8s8_cols() - 1) // edl_q_u8s8_cols() * edl_q_u8s8_cols()
         for p in range(kq):
             edl_qpack4_u8(<const unsigned char *>(b + 4 * p * n + q0), n, min(4, k - 4 * p),
                           nq, ld, <unsigned char *>pack + 4 * p * ld)
