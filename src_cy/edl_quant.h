@@ -315,6 +315,40 @@ EDL_QDW3_VNNI(edl_qdw3_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm
 EDL_QDW3_VNNI(edl_qdw3_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
 
+/* The same at stride 2: output q's window starts at x[2q]; each 128-bit lane holds 4 outputs'
+   windows, from 16 bytes at x + 2q (lane 0) and x + 2q + 8 (lane 1). Reads up to 7 bytes past
+   x_r + 2n + 1. */
+#define EDL_QDW3S2_VNNI(NAME, TARGET, DOT)                                                   \
+__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
+        const uint8_t *restrict x0, const uint8_t *restrict x1, const uint8_t *restrict x2, \
+        const int32_t *restrict w, int32_t corr, int32_t *restrict d, ptrdiff_t n) {         \
+    const __m256i sh = _mm256_setr_epi8(0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9,     \
+                                        0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9);    \
+    const uint8_t *xr[3] = {x0, x1, x2};                                                    \
+    __m256i wr[3];                                                                          \
+    for (int r = 0; r < 3; r++)                                                             \
+        wr[r] = _mm256_set1_epi32((int32_t)((uint32_t)(uint8_t)w[3 * r]                     \
+                                            | (uint32_t)(uint8_t)w[3 * r + 1] << 8          \
+                                            | (uint32_t)(uint8_t)w[3 * r + 2] << 16));      \
+    const __m256i c = _mm256_set1_epi32(-corr);                                             \
+    ptrdiff_t q = 0;                                                                        \
+    for (; q + 8 <= n; q += 8) {                                                            \
+        __m256i a = c;                                                                      \
+        for (int r = 0; r < 3; r++) {                                                       \
+            const __m256i v = _mm256_loadu2_m128i((const __m128i *)(xr[r] + 2 * q + 8),     \
+                                                  (const __m128i *)(xr[r] + 2 * q));        \
+            a = DOT(a, _mm256_shuffle_epi8(v, sh), wr[r]);                                  \
+        }                                                                                   \
+        _mm256_storeu_si256((__m256i *)(d + q), a);                                         \
+    }                                                                                       \
+    return q;                                                                               \
+}
+EDL_QDW3S2_VNNI(edl_qdw3s2_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni",
+                _mm256_dpbusd_epi32)
+#if __GNUC__ >= 11
+EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
+#endif
+
 /* 1 where edl_lookup_vbmi runs (EDGEDL_INT8_ISA=avx2 / c turn it off). */
 static int edl_q_vbmi(void) {
     static int has = -1;
@@ -480,6 +514,26 @@ EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const 
 }
 EDL_QDW3S2(edl_qdw3s2_u8, uint8_t)
 EDL_QDW3S2(edl_qdw3s2_s8, int8_t)
+
+/* edl_qdw3s2_u8 with the VNNI rows where they run (as edl_qdw3_u8_fast). */
+static void edl_qdw3s2_u8_fast(const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
+                               const int32_t *w, int w8, int32_t corr, int32_t *d,
+                               ptrdiff_t n) {
+    ptrdiff_t q = 0;
+#ifdef EDL_QGEMM_AVX2
+    if (w8) {
+        const int isa = edl_q_u8s8();
+#if __GNUC__ >= 11
+        if (isa == 1) q = edl_qdw3s2_avxvnni(x0, x1, x2, w, corr, d, n);
+        else
+#endif
+        if (isa == 2) q = edl_qdw3s2_vnni512(x0, x1, x2, w, corr, d, n);
+    }
+#else
+    (void)w8;
+#endif
+    if (q < n) edl_qdw3s2_u8(x0 + 2 * q, x1 + 2 * q, x2 + 2 * q, w, corr, d + q, n - q);
+}
 
 /* One output row of a kh x kw depthwise conv at column stride st from kh rows (row pitch wp)
    of a plane padded with the zero point: d[q] = sum of w[i][j] * x[i][q * st + j] - corr,

@@ -31,6 +31,9 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qdw3_u8_fast(const unsigned char *x0, const unsigned char *x1,
                           const unsigned char *x2, const int *w, int w8, int corr, int *d,
                           Py_ssize_t n)
+    void edl_qdw3s2_u8_fast(const unsigned char *x0, const unsigned char *x1,
+                            const unsigned char *x2, const int *w, int w8, int corr, int *d,
+                            Py_ssize_t n)
     void edl_qdw3_s8(const signed char *x0, const signed char *x1, const signed char *x2,
                      const int *w, int corr, int *d, Py_ssize_t n)
     void edl_qdw3s2_u8(const unsigned char *x0, const unsigned char *x1,
@@ -451,8 +454,8 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                     else:
                         edl_qdwk_s8(buf + r, wp, kh, kw, sw, wk, x_zp * wsum, d, ow)
                 elif q8 is u8_t:
-                    edl_qdw3s2_u8(buf + r, buf + r + wp, buf + r + 2 * wp, wk, x_zp * wsum,
-                                  d, ow)
+                    edl_qdw3s2_u8_fast(buf + r, buf + r + wp, buf + r + 2 * wp, wk, w8,
+                                       x_zp * wsum, d, ow)
                 else:
                     edl_qdw3s2_s8(buf + r, buf + r + wp, buf + r + 2 * wp, wk, x_zp * wsum,
                                   d, ow)
