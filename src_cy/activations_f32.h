@@ -49,7 +49,11 @@ EDL_SIMD_KERNEL static void edl_hard_swish_f32(const float *restrict x, float *r
 }
 
 /* sigmoid(v) = 1 / (1 + exp(-v)): accurate on both sides (for v << 0 the division keeps the
- * relative accuracy of exp), 0 from v = -88.4 down, no branch or select */
+ * relative accuracy of exp), 0 from v = -88.4 down, no branch or select. Within 2.5 ulp of the
+ * float64 sigmoid (swish 2.9). The divide stays: on an AVX-512 Xeon rcp14ps + one Newton step
+ * measured ~5% slower than vdivps (the loop is bound by the vector ports, not the divider; the
+ * divide is ~24% of the loop), and hand-written intrinsics (max/min clamps, vscalefps) were
+ * within noise of what gcc emits here. */
 EDL_SIMD_KERNEL static void edl_sigmoid_f32(const float *restrict x, float *restrict y,
                                             edl_idx n) {
     for (edl_idx i = 0; i < n; i++) y[i] = 1.0f / (1.0f + edl_exp_sat(-x[i]));
