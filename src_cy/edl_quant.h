@@ -138,8 +138,9 @@ EDL_QGEMM_U8S8(edl_qgemm_u8s8_avx512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni
 /* The same with 512-bit vectors where AVX-512 VNNI is there: 4 rows x 32 columns per block
    (nq a multiple of 32), twice the products per instruction. */
 __attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512vnni"))) static void
-edl_qgemm_u8s8_zmm(const int8_t *restrict a, const uint8_t *restrict bq, int32_t *restrict acc,
-                   ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kq, ptrdiff_t nq) {
+edl_qgemm_u8s8_avx512zmm(const int8_t *restrict a, const uint8_t *restrict bq,
+                         int32_t *restrict acc, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kq,
+                         ptrdiff_t nq) {
     const ptrdiff_t ka = 4 * kq;
     ptrdiff_t i = 0;
     for (; i + 4 <= m; i += 4) {
@@ -201,9 +202,12 @@ static void edl_qpack4_u8(const uint8_t *restrict b, ptrdiff_t ldb, ptrdiff_t ro
     ptrdiff_t q = 0;
     for (; q + 16 <= nq; q += 16) {
         const __m128i x0 = _mm_loadu_si128((const __m128i *)(r[0] + q));
-        const __m128i x1 = r[1] ? _mm_loadu_si128((const __m128i *)(r[1] + q)) : _mm_setzero_si128();
-        const __m128i x2 = r[2] ? _mm_loadu_si128((const __m128i *)(r[2] + q)) : _mm_setzero_si128();
-        const __m128i x3 = r[3] ? _mm_loadu_si128((const __m128i *)(r[3] + q)) : _mm_setzero_si128();
+        const __m128i x1 = r[1] ? _mm_loadu_si128((const __m128i *)(r[1] + q))
+                                : _mm_setzero_si128();
+        const __m128i x2 = r[2] ? _mm_loadu_si128((const __m128i *)(r[2] + q))
+                                : _mm_setzero_si128();
+        const __m128i x3 = r[3] ? _mm_loadu_si128((const __m128i *)(r[3] + q))
+                                : _mm_setzero_si128();
         const __m128i lo01 = _mm_unpacklo_epi8(x0, x1), hi01 = _mm_unpackhi_epi8(x0, x1);
         const __m128i lo23 = _mm_unpacklo_epi8(x2, x3), hi23 = _mm_unpackhi_epi8(x2, x3);
         _mm_storeu_si128((__m128i *)(d + 4 * q), _mm_unpacklo_epi16(lo01, lo23));
@@ -243,7 +247,7 @@ static void edl_qgemm_u8s8(const int8_t *restrict a, const uint8_t *restrict bq,
 #if __GNUC__ >= 11
     if (edl_q_u8s8() == 1) { edl_qgemm_u8s8_avxvnni(a, bq, acc, lda, m, kq, nq); return; }
 #endif
-    if (nq % 32 == 0) edl_qgemm_u8s8_zmm(a, bq, acc, lda, m, kq, nq);
+    if (nq % 32 == 0) edl_qgemm_u8s8_avx512zmm(a, bq, acc, lda, m, kq, nq);
     else edl_qgemm_u8s8_avx512(a, bq, acc, lda, m, kq, nq);
 }
 
@@ -267,7 +271,7 @@ static int edl_q_isa(void) {
 #ifdef EDL_QGEMM_AVX2
 /* out[i] = t[x[i]] for a 256-byte table, 64 bytes per step: vpermi2b looks up the low 7 bits
    in t[0:128] and in t[128:256], the top bit picks between the two (AVX-512 VBMI). */
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_vbmi(
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_avx512vbmi(
         const uint8_t *restrict x, const uint8_t *restrict t, uint8_t *restrict out,
         ptrdiff_t n) {
     const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
@@ -349,7 +353,7 @@ EDL_QDW3S2_VNNI(edl_qdw3s2_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni",
 EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
 
-/* 1 where edl_lookup_vbmi runs (EDGEDL_INT8_ISA=avx2 / c turn it off). */
+/* 1 where edl_lookup_avx512vbmi runs (EDGEDL_INT8_ISA=avx2 / c turn it off). */
 static int edl_q_vbmi(void) {
     static int has = -1;
     if (has < 0) {
@@ -365,7 +369,7 @@ static int edl_q_vbmi(void) {
 static void edl_lookup(const uint8_t *restrict x, const uint8_t *restrict t,
                        uint8_t *restrict out, ptrdiff_t n) {
 #ifdef EDL_QGEMM_AVX2
-    if (n >= 64 && edl_q_vbmi()) { edl_lookup_vbmi(x, t, out, n); return; }
+    if (n >= 64 && edl_q_vbmi()) { edl_lookup_avx512vbmi(x, t, out, n); return; }
 #endif
     for (ptrdiff_t i = 0; i < n; i++) out[i] = t[x[i]];
 }

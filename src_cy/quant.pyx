@@ -378,8 +378,9 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
     """Depthwise conv (dilation 1): each plane copied into a buffer padded with the zero point
     (so every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one
     pass per output row, or one over the whole plane at stride 1 (3x3: the fused 9-tap
-    kernels, VNNI rows where the CPU has them) into acc (C, oh, ow) int32, or (out not NULL) into a row buffer requantized
-    at once into out (uint8, or int8 when out_s8) with bias[ch] and scale[ch]."""
+    kernels, VNNI rows where the CPU has them) into acc (C, oh, ow) int32, or (out not NULL)
+    into a row buffer requantized at once into out (uint8, or int8 when out_s8) with
+    bias[ch] and scale[ch]."""
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
     cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], nk = kh * kw
     cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
