@@ -89,9 +89,11 @@ EDL_SIMD_KERNEL static void edl_tanh_f32(const float *restrict x, float *restric
     }
 }
 
-/* gamma * (v if v > 0 else alpha * expm1(v)); elu is gamma = 1 */
-EDL_SIMD_KERNEL static void edl_selu_f32(const float *restrict x, float *restrict y, edl_idx n,
-                                         float alpha, float gamma) {
+/* gamma * (v if v > 0 else alpha * expm1(v)); elu is gamma = 1. No jump threading (as the
+ * sigmoids): AVX2 clone 0.36 -> 0.32 ns/value, AVX-512 0.196 -> 0.188 */
+EDL_SIMD_KERNEL EDL_NO_THREAD static void edl_selu_f32(const float *restrict x,
+                                                       float *restrict y, edl_idx n,
+                                                       float alpha, float gamma) {
     for (edl_idx i = 0; i < n; i++) {
         float v = x[i], m = edl_expm1_neg(v > 0.0f ? 0.0f : v);   /* NaN v stays NaN */
         y[i] = gamma * (v > 0.0f ? v : alpha * m);
