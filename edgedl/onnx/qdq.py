@@ -153,28 +153,23 @@ def qlinear_conv(rw, conv):
     return _rewrite(rw, [conv, q.node], "QLinearConv", inputs, q, dict(conv.attrs))
 
 
-def qlinear_matmul(rw, mm):
-    if mm.op_type != "MatMul":
-        return False
-    ins, q = _activations(rw, mm, 2)
-    if ins is None:
-        return False
-    a, b = ins
-    inputs = [a.value, a.scale, _zero_point(rw, a), b.value, b.scale, _zero_point(rw, b),
-              q.scale, _zero_point(rw, q)]
-    return _rewrite(rw, [mm, q.node], "QLinearMatMul", inputs, q, {})
-
-
-def qlinear_binary(rw, node):
-    if node.op_type not in ("Add", "Mul") or len(node.inputs) != 2:
-        return False
+def _binary(rw, node, op_type, domain=""):
+    """DQ(a), DQ(b) -> node -> Q as ``op_type``(a, a_scale, a_zero, b, ..., y_scale, y_zero)."""
     ins, q = _activations(rw, node, 2)
     if ins is None:
         return False
-    a, b = ins
-    inputs = [a.value, a.scale, _zero_point(rw, a), b.value, b.scale, _zero_point(rw, b),
-              q.scale, _zero_point(rw, q)]
-    return _rewrite(rw, [node, q.node], f"QLinear{node.op_type}", inputs, q, {}, _MS)
+    inputs = [v for p in ins for v in (p.value, p.scale, _zero_point(rw, p))]
+    return _rewrite(rw, [node, q.node], op_type, inputs + [q.scale, _zero_point(rw, q)], q,
+                    {}, domain)
+
+
+def qlinear_matmul(rw, mm):
+    return mm.op_type == "MatMul" and _binary(rw, mm, "QLinearMatMul")
+
+
+def qlinear_binary(rw, node):
+    return node.op_type in ("Add", "Mul") and len(node.inputs) == 2 and \
+        _binary(rw, node, f"QLinear{node.op_type}", _MS)
 
 
 def qlinear_concat(rw, node):
@@ -183,9 +178,8 @@ def qlinear_concat(rw, node):
     ins, q = _activations(rw, node, len(node.inputs))
     if ins is None:
         return False
-    inputs = [q.scale, _zero_point(rw, q)]
-    for p in ins:
-        inputs += [p.value, p.scale, _zero_point(rw, p)]
+    inputs = [q.scale, _zero_point(rw, q)] + \
+        [v for p in ins for v in (p.value, p.scale, _zero_point(rw, p))]
     return _rewrite(rw, [node, q.node], "QLinearConcat", inputs, q,
                     {"axis": node.attrs.get("axis", 0)}, _MS)
 

@@ -129,8 +129,14 @@ def scale_shift(ctx):
     if act is not None:
         raise ctx.fail(f"a fused {act} needs a float32/float64 rank-4 input, got {dt} rank "
                        f"{nd}")
-    shape = (-1,) + (1,) * (nd - 2)
-    a, c = a.astype(dt).reshape(shape), c.astype(dt).reshape(shape)
+    return _channel_affine(a, c, dt, nd)
+
+
+def _channel_affine(a, c, dtype, rank):
+    """y = x * a + c with (C,) vectors along axis 1 of a rank-``rank`` x (NumPy, in place
+    into the planner's buffer)."""
+    shape = (-1,) + (1,) * (rank - 2)
+    a, c = a.astype(dtype).reshape(shape), c.astype(dtype).reshape(shape)
 
     @takes_out
     def f(x, *_, out=None):
@@ -180,14 +186,7 @@ def batch_norm(ctx):
     dt = ctx.dtypes[0]
     if all(ctx.is_const(i) for i in (1, 2, 3, 4)):
         a, c = bn_coefficients(*(ctx.consts[i] for i in (1, 2, 3, 4)), eps)
-        a, c = a.astype(dt).reshape(bshape), c.astype(dt).reshape(bshape)
-
-        @takes_out
-        def f(x, *_, out=None):
-            y = np.multiply(x, a, out=out)
-            y += c
-            return y
-        return f
+        return _channel_affine(a, c, dt, nd)
 
     def g(x, scale, bias, mean, var):
         a, c = bn_coefficients(scale, bias, mean, var, eps)
