@@ -14,6 +14,7 @@ noisy, so compare ratios measured in the same run rather than absolute times.
 """
 import contextlib
 import os
+import pathlib
 import sys
 
 import numpy as np
@@ -111,3 +112,14 @@ def fill_roofline(table, copy_times, col="copy"):
     for row in table.rows:
         if row[1] in copy_times:
             table.record(row, col, copy_times[row[1]])
+
+
+def shared_dir():
+    """The shared models and images folder: $EDGEDL_SHARED, else ../shared beside the
+    checkout (CI) or shared/ inside it; None when absent (the benchmarks that need it skip)."""
+    env = os.environ.get("EDGEDL_SHARED")
+    here = pathlib.Path(__file__).resolve().parents[1]
+    for cand in ([pathlib.Path(env)] if env else []) + [here.parent / "shared", here / "shared"]:
+        if (cand / "models").is_dir():
+            return cand
+    return None

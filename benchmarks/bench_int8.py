@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import edgedl
+from _common import shared_dir  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import int8_util as U  # noqa: E402
@@ -30,12 +31,7 @@ FORMS = ("qoperator", "qdq_per_channel")
 
 
 def _shared():
-    env = os.environ.get("EDGEDL_SHARED")
-    here = pathlib.Path(__file__).resolve().parents[1]
-    for cand in ([pathlib.Path(env)] if env else []) + [here.parent / "shared", here / "shared"]:
-        if (cand / "models").is_dir():
-            return cand
-    return None
+    return shared_dir()
 
 
 def _ort(path):

@@ -15,7 +15,6 @@ thread, no model above 2; faster at 2 threads than at 1 (the last column: edgedl
 its own 1-thread time; meaningful only while nothing else runs on the second core).
 """
 import math
-import os
 import pathlib
 import time
 
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 import edgedl
+from _common import shared_dir  # noqa: E402
 
 MODELS = {"fastestdet": (1, 3, 352, 352), "yunet_n_320": (1, 3, 320, 320),
           "ultraface_rfb320": (1, 3, 240, 320), "yolox_nano": (1, 3, 416, 416)}
@@ -33,12 +33,7 @@ CLASSIC = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resne
 
 
 def _shared():
-    env = os.environ.get("EDGEDL_SHARED")
-    here = pathlib.Path(__file__).resolve().parents[1]
-    for cand in ([pathlib.Path(env)] if env else []) + [here.parent / "shared", here / "shared"]:
-        if (cand / "models").is_dir():
-            return cand
-    return None
+    return shared_dir()
 
 
 def _path(model):
