@@ -264,6 +264,21 @@ def _conv_args(x, w, x_zero_point, w_zero_point, strides, pads, dilations, group
     return x, w, int(xz[0]), np.broadcast_to(wz, (m,)).astype(np.int32), geo
 
 
+def _group_columns(x, group, cg, L, im2col, geometry, direct):
+    """(image, group, its (cg * kh * kw, L) columns) for every image and group of x: the
+    plane itself for a 1x1 stride-1 conv (``direct``), else im2col into one reused buffer."""
+    kh, kw = geometry[1], geometry[2]
+    cols = None if direct else np.empty((cg * kh * kw, L), x.dtype)
+    for i in range(x.shape[0]):
+        for g in range(group):
+            xg = x[i, g * cg:(g + 1) * cg]
+            if direct:
+                yield i, g, xg.reshape(cg, L)
+            else:
+                im2col(xg, *geometry, cols)
+                yield i, g, cols
+
+
 def _conv_runner(x_shape, xz, w, wz, geo, backend):
     """``acc(x)`` -> int32 (N, M, OH, OW) = sum over taps of (x - xz) * (w - wz[m]) for x of
     ``x_shape``, with the weights laid out and the kernels resolved once (per backend)."""
@@ -298,17 +313,10 @@ def _conv_runner(x_shape, xz, w, wz, geo, backend):
             for i in range(n):
                 k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, acc[i])
             return acc
-        cols = None if direct else np.empty((cg * kh * kw, L), x.dtype)
-        for i in range(n):
-            for g in range(group):
-                xg = x[i, g * cg:(g + 1) * cg]
-                if direct:
-                    b = xg.reshape(cg, L)
-                else:
-                    im2col(xg, xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow, cols)
-                    b = cols
-                k(ww[g], wz[g * mg:(g + 1) * mg], b, xfill,
-                  acc[i, g * mg:(g + 1) * mg].reshape(mg, L))
+        geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
+        for i, g, b in _group_columns(x, group, cg, L, im2col, geometry, direct):
+            k(ww[g], wz[g * mg:(g + 1) * mg], b, xfill,
+              acc[i, g * mg:(g + 1) * mg].reshape(mg, L))
         return acc
     acc_of.out_shape = oshape
     return acc_of
@@ -398,16 +406,9 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         bk = _config.resolve_backend(backend)
         gemm, im2col = kernels(bk)
         x = _numba_writable(_contig(x), bk)
-        cols = None if direct else np.empty((k, L), x_dtype)
-        for i in range(n):
-            for g in range(group):
-                xg = x[i, g * cg:(g + 1) * cg]
-                if direct:
-                    bm = xg.reshape(cg, L)
-                else:
-                    im2col(xg, xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow, cols)
-                    bm = cols
-                gemm(wd[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))
+        geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
+        for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
+            gemm(wd[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))
         return y
     run.out_shape = oshape
     return run
