@@ -170,7 +170,9 @@ def _evaluate(ctx, vals):
         return fn, fn(*vals)
     except ModelError:
         raise
-    except MemoryError as e:     # a kernel's guard (ResourceError) or numpy's allocation
+    except (MemoryError, OverflowError) as e:
+        # a kernel's guard (ResourceError), numpy's allocation, or (32-bit) a size past the
+        # platform's index range
         raise ResourceError(f"{_label(node)}: {e or type(e).__name__} (input shapes "
                             f"{[np.shape(v) for v in vals]})") from e
     except Exception as e:

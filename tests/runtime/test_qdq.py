@@ -2,6 +2,8 @@
 onnxruntime (which runs its own QDQ transformer) on every backend, and the patterns that must
 keep their float ops (16-bit, per-tensor parameters computed at run time, a mismatched bias
 scale) still right."""
+import platform
+
 import numpy as np
 import pytest
 
@@ -115,8 +117,14 @@ def test_chains_become_integer_ops(backend, rng, op, attrs, want):
     if op in ("Add", "Mul", "Concat"):
         feed["bq"] = rng.integers(0, 256, (1, 4, 5, 6)).astype(np.uint8)
     # the average's float rounding (sum order, divide or multiply by 1/n) differs from
-    # onnxruntime's on the numpy and numba backends: one LSB on a few elements of the 80
-    s = _run_both(m, feed, backend, equal=0.9 if op == "AveragePool" else 0.999)
+    # onnxruntime's on the numpy and numba backends: one LSB on a few elements of the 80;
+    # edgedl's QLinearAdd / Mul follow onnxruntime's x86 float arithmetic, its aarch64
+    # kernels requantize in fixed point (one LSB on ~9% of these elements under qemu)
+    equal = 0.999
+    if op == "AveragePool" or (op in ("Add", "Mul") and platform.machine() not in
+                               ("x86_64", "AMD64", "i686")):
+        equal = 0.85
+    s = _run_both(m, feed, backend, equal=equal)
     assert _ops(s) == [want]
 
 
