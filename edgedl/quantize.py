@@ -329,7 +329,13 @@ def _prepared(model_path):
         keep = [i for i in proto.graph.input if i.name not in names]
         del proto.graph.input[:]
         proto.graph.input.extend(keep)
-        proto = version_converter.convert_version(proto, 13)
+        try:
+            proto = version_converter.convert_version(proto, 13)
+        except Exception as e:      # e.g. onnx < 1.14 on Softmax of unknown input shape
+            raise ValidationError(
+                f"the model imports opset {opset}; quantizing it per channel needs opset 13, "
+                f"and onnx {onnx.__version__}'s version converter could not lift it ({e}); "
+                "onnx >= 1.14 does") from e
     m = _Model(proto)
     _fold_batchnorm(m)
     return m
