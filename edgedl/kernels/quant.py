@@ -169,10 +169,7 @@ def _qdq_plan(kind, x_shape, x_dtype, scale, zero_point, axis, dtype, backend):
     s, z = np.array(s), np.array(z)     # writable copies (numba specialises on read-only)
 
     def run(x, out=None):
-        if x.shape != x_shape or x.dtype != x_dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
-        y = np.empty(x_shape, ydt) if out is None else out
+        y = _planned_output(x, x_shape, x_dtype, x_shape, ydt, out)
         if y.size:
             bk = _config.resolve_backend(backend)
             _kernel(kind, bk)(_numba_writable(_contig(x), bk).reshape(shape3), s, z,
@@ -262,6 +259,15 @@ def _conv_args(x, w, x_zero_point, w_zero_point, strides, pads, dilations, group
         raise ShapeError(f"w has {k} taps per output (C/group*kH*kW); int32 accumulation is "
                          f"exact only up to {MAX_K}")
     return x, w, int(xz[0]), np.broadcast_to(wz, (m,)).astype(np.int32), geo
+
+
+def _planned_output(x, x_shape, x_dtype, y_shape, y_dtype, out):
+    """A planned int8 call's check that x is what the plan was made for, and its output
+    (``out``, or a new array)."""
+    if x.shape != x_shape or x.dtype != x_dtype:
+        raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
+                         f"got {x.shape} {x.dtype}")
+    return np.empty(y_shape, y_dtype) if out is None else out
 
 
 def _group_columns(x, group, cg, L, im2col, geometry, direct):
@@ -397,10 +403,7 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         return got
 
     def run(x, out=None):
-        if x.shape != x_shape or x.dtype != x_dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
-        y = np.empty(oshape, ydt) if out is None else out
+        y = _planned_output(x, x_shape, x_dtype, oshape, ydt, out)
         if y.size == 0:
             return y
         bk = _config.resolve_backend(backend)
@@ -453,10 +456,7 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
         return got
 
     def run(x, out=None):
-        if x.shape != x_shape or x.dtype != x_dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
-        y = np.empty(oshape, ydt) if out is None else out
+        y = _planned_output(x, x_shape, x_dtype, oshape, ydt, out)
         if y.size:
             bk = _config.resolve_backend(backend)
             k, ww = kernel(bk)
@@ -593,10 +593,7 @@ def lookup_plan(x_shape, x_dtype, table, backend=None):
     n = int(np.prod(x_shape, dtype=np.int64))
 
     def run(x, out=None):
-        if x.shape != x_shape or x.dtype != x_dtype:
-            raise ShapeError(f"x must have shape {x_shape} and dtype {x_dtype} (as planned), "
-                             f"got {x.shape} {x.dtype}")
-        y = np.empty(x_shape, table.dtype) if out is None else out
+        y = _planned_output(x, x_shape, x_dtype, x_shape, table.dtype, out)
         if n:
             bk = _config.resolve_backend(backend)
             _kernel("lookup", bk)(_numba_writable(_contig(x), bk).reshape(n).view(np.uint8),
