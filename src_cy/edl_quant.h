@@ -26,6 +26,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Store a 4 x 16 int32 tile held as 8 AVX2 vectors (row r: c<r>0, c<r>1) at r0, rows lda apart. */
+#define EDL_STORE_4X16(r0, lda, c00, c01, c10, c11, c20, c21, c30, c31) do {               \
+    _mm256_storeu_si256((__m256i *)(r0), (c00));                                            \
+    _mm256_storeu_si256((__m256i *)((r0) + 8), (c01));                                      \
+    _mm256_storeu_si256((__m256i *)((r0) + (lda)), (c10));                                  \
+    _mm256_storeu_si256((__m256i *)((r0) + (lda) + 8), (c11));                              \
+    _mm256_storeu_si256((__m256i *)((r0) + 2 * (lda)), (c20));                              \
+    _mm256_storeu_si256((__m256i *)((r0) + 2 * (lda) + 8), (c21));                          \
+    _mm256_storeu_si256((__m256i *)((r0) + 3 * (lda)), (c30));                              \
+    _mm256_storeu_si256((__m256i *)((r0) + 3 * (lda) + 8), (c31));                          \
+} while (0)
+
 /* The pair loop of edl_qgemm_pairs with AVX2's vpmaddwd (gcc's vectoriser widens with
    vpmullw / vpmulhw / shuffles instead), or AVX-VNNI's vpdpwssd (the same multiply-add
    pairs, accumulated in one instruction): 4 rows x 16 columns of int32 accumulators, one
@@ -55,14 +67,7 @@ __attribute__((target(TARGET))) static ptrdiff_t NAME(                          
                 c30 = DOT(c30, b0, w3); c31 = DOT(c31, b1, w3);                             \
             }                                                                               \
             int32_t *r0 = acc + i * lda + q;                                                \
-            _mm256_storeu_si256((__m256i *)r0, c00);                                        \
-            _mm256_storeu_si256((__m256i *)(r0 + 8), c01);                                  \
-            _mm256_storeu_si256((__m256i *)(r0 + lda), c10);                                \
-            _mm256_storeu_si256((__m256i *)(r0 + lda + 8), c11);                            \
-            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda), c20);                            \
-            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda + 8), c21);                        \
-            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda), c30);                            \
-            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda + 8), c31);                        \
+            EDL_STORE_4X16(r0, lda, c00, c01, c10, c11, c20, c21, c30, c31);                \
         }                                                                                   \
     }                                                                                       \
     return nv;                                                                              \
@@ -105,14 +110,7 @@ __attribute__((target(TARGET))) static void NAME(                               
                 c30 = DOT(c30, b0, w3); c31 = DOT(c31, b1, w3);                             \
             }                                                                               \
             int32_t *r0 = acc + i * lda + q;                                                \
-            _mm256_storeu_si256((__m256i *)r0, c00);                                        \
-            _mm256_storeu_si256((__m256i *)(r0 + 8), c01);                                  \
-            _mm256_storeu_si256((__m256i *)(r0 + lda), c10);                                \
-            _mm256_storeu_si256((__m256i *)(r0 + lda + 8), c11);                            \
-            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda), c20);                            \
-            _mm256_storeu_si256((__m256i *)(r0 + 2 * lda + 8), c21);                        \
-            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda), c30);                            \
-            _mm256_storeu_si256((__m256i *)(r0 + 3 * lda + 8), c31);                        \
+            EDL_STORE_4X16(r0, lda, c00, c01, c10, c11, c20, c21, c30, c31);                \
         }                                                                                   \
     }                                                                                       \
     for (; i < m; i++) {                                                                    \
