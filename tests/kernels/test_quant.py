@@ -213,7 +213,21 @@ def test_qlinear_conv_matches_onnxruntime(backend, case, rng):
     got, want = _run_both("QLinearConv", ins, dict(strides=list(st), pads=list(pads),
                                                    dilations=list(dil), group=group),
                           opset=10, backend=backend)
-    np.testing.assert_array_equal(got, want)
+    # the definition, computed plainly: int64 sums, onnxruntime's float32 requantization
+    acc = naive_conv_integer(x, 3, w, 0, st, pads, dil, group) + \
+        ins[-1][1][None, :, None, None]
+    mult = (np.float32(0.05) * ins[4][1]) / np.float32(0.3)
+    exact = np.clip(np.rint(acc.astype(np.float32) * mult[None, :, None, None]) + 7, 0, 255)
+    np.testing.assert_array_equal(got, exact)
+    if not np.array_equal(want, exact):
+        # onnxruntime 1.32.0 (seen 2026-12) is off by up to 43 LSB on ~20% of the outputs
+        # of the two 3x3 cases with 3-4 input channels per group (the release CI had before
+        # matched exactly)
+        import onnxruntime
+        d = np.abs(want.astype(np.int64) - exact.astype(np.int64))
+        pytest.xfail(f"onnxruntime {onnxruntime.__version__}'s QLinearConv differs from the "
+                     f"definition on {(d > 0).mean():.1%} of the outputs (max {d.max()} LSB); "
+                     "edgedl's equals it")
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
