@@ -8,6 +8,7 @@ import importlib
 from ._config import (  # noqa: F401  (the public surface)
     backends, get_backend, get_num_threads, set_backend, set_num_threads, show_config,
     use_backend)
+from ._memory import gc_paused as _gc_paused
 from .errors import EdgeDLError, UnsupportedOpsError  # noqa: F401  (the public surface)
 from .kernels import activation_table as _activation_table
 
@@ -44,7 +45,8 @@ def __getattr__(name):
         if name in ("kernels", "onnx", "detect", "errors"):
             return importlib.import_module(f"edgedl.{name}")
         raise AttributeError(f"module 'edgedl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
+    with _gc_paused():      # the runtime's modules: ~10 ms of collector passes otherwise
+        value = getattr(importlib.import_module(mod), name)
     globals()[name] = value
     return value
 

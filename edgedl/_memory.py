@@ -9,6 +9,8 @@ K/M/G/T: "2G", "512M"; "none" = no limit); else 75% of the memory available now 
 Linux overcommits, so without this a huge ``np.empty`` "succeeds" and the process is killed
 later by the OOM killer instead of getting an exception.
 """
+import contextlib
+import gc
 import os
 import re
 import time
@@ -116,3 +118,19 @@ def check_alloc(nbytes, what):
                             f"above edgedl's memory limit of {limit} bytes "
                             f"({format_bytes(limit)}, {_source()}); raise it with "
                             "edgedl.set_memory_limit() or EDGEDL_MEMORY_LIMIT")
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic collector paused for a burst of long-lived allocations: importing the
+    runtime's modules, loading a model (thousands of messages, nodes, constants) and
+    planning it. Its passes there find no garbage and cost ~10 ms of a detector's
+    import + load + first run (measured on the shared models). Restored only by the call
+    that paused it, so a nested or concurrent pause leaves it to the outer one."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

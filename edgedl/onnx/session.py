@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from .. import _config
+from .._memory import gc_paused
 from ..errors import InputError, ValidationError
 from ..kernels import conv as _conv
 from . import fuse as _fuse, graph as _graph, plan as _plan, proto as _proto
@@ -85,9 +86,11 @@ class InferenceSession:
         self._profile = bool(profile)
         self._adaptive = bool(adaptive_threads) and not self._profile
         self._governors = {}
-        g = _graph.load(model, OPS)
-        # tables fused from integer ops are computed by the kernels the runs will use
-        self._graph = _fuse.optimize(g, fuse=fuse, backend=_config.resolve_backend(backend))
+        with gc_paused():
+            g = _graph.load(model, OPS)
+            # tables fused from integer ops are computed by the kernels the runs will use
+            self._graph = _fuse.optimize(g, fuse=fuse,
+                                         backend=_config.resolve_backend(backend))
         self._inputs = [NodeArg(vi) for vi in g.inputs]
         self._outputs = [NodeArg(vi) for vi in g.outputs]
         self._input_info = {vi.name: vi for vi in g.inputs}
@@ -162,7 +165,8 @@ class InferenceSession:
             with self._lock:
                 p = self._plans.get(key)
                 if p is None:
-                    p, values = _plan.build(self._graph, feed, backend)
+                    with gc_paused():
+                        p, values = _plan.build(self._graph, feed, backend)
                     if len(self._plans) >= _MAX_PLANS:
                         self._plans.pop(next(iter(self._plans)))
                     self._plans[key] = p

@@ -65,6 +65,41 @@ def test_malformed_and_truncated(tmp_path):
         edgedl.InferenceSession(12)
 
 
+def test_load_and_plan_leave_the_collector_as_they_found_it():
+    """Loading and planning pause Python's cyclic GC (start-up): it is on again afterwards,
+    also after a refused model, and a caller's own gc.disable() is kept."""
+    import gc
+    data = _small_model().SerializeToString()
+    x = np.ones((1, 3, 8, 8), np.float32)
+    assert gc.isenabled()
+    try:
+        edgedl.InferenceSession(data).run(None, {"x": x})
+        assert gc.isenabled()
+        with pytest.raises(ModelError):
+            edgedl.InferenceSession(data[:-7])
+        assert gc.isenabled()
+        gc.disable()
+        edgedl.InferenceSession(data).run(None, {"x": x})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_steps_compile_on_the_second_run(rng):
+    """The first run of a shape is the traced one; the steps are compiled when a second run
+    needs them, and every later run gives the traced run's result."""
+    s = edgedl.InferenceSession(_small_model())
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    first = s.run(None, {"x": x})[0]
+    (plan,) = s._plans.values()
+    lazy = plan.run_steps
+    second = s.run(None, {"x": x})[0]
+    assert plan.run_steps is not lazy       # replaced by the compiled function
+    third = s.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(second, first)
+    np.testing.assert_array_equal(third, first)
+
+
 def test_unsupported_ops_listed_at_once():
     nodes = [helper.make_node("Einsum", ["x"], ["a"], equation="ij->ji", name="e1"),
              helper.make_node("Einsum", ["a"], ["b"], equation="ij->ji", name="e2"),
