@@ -65,7 +65,7 @@ class Plan:
         self.buffer_sizes = []  # bytes of each recycled buffer
         self.views = []         # per view index: (buffer, byte offset, dtype, shape)
         self.arenas = []        # free arenas (one in use per concurrent run)
-        self.run_steps = None   # the compiled steps: run_steps(vals, arena)
+        self.run_steps = None   # the compiled steps: run_steps(vals, arena) (see _compile_later)
 
     @property
     def nodes(self):
@@ -481,6 +481,18 @@ def _compile(steps, out_slots):
     return namespace["make"]([st.fn for st in steps])
 
 
+def _compile_later(plan):
+    """``run_steps`` that compiles the steps on its first call and then replaces itself.
+    The traced run that built the plan already gave the first result, and compile() costs
+    ~50 us a step (8-15 ms for a 160-node detector): a one-image run (``edgedl detect``)
+    never pays it, a second run pays it once. Two threads may both compile; either result
+    is the same function."""
+    def first_call(vals, arena):
+        plan.run_steps = _compile(plan.steps, plan.out_slots.values())
+        return plan.run_steps(vals, arena)
+    return first_call
+
+
 # ============================================================================ build / run
 def build(graph, feed, backend):
     """Plan for the shapes in ``feed`` (name -> array); returns (plan, values of this run)."""
@@ -503,7 +515,7 @@ def build(graph, feed, backend):
     plan.steps = [Step(d.fn, tuple(slot[i] if i else None for i in d.ins),
                        tuple(slot[o] if o else None for o in d.outs), tuple(fr), d.view,
                        d.node) for d, fr in zip(trace.drafts, frees)]
-    plan.run_steps = _compile(plan.steps, plan.out_slots.values())
+    plan.run_steps = _compile_later(plan)
     # an output that is a constant or a feed must be copied on return (the session does)
     values = {o.name: trace.value(o.name) for o in graph.outputs}
     return plan, values
