@@ -113,6 +113,16 @@ class Message:
             setattr(self, name, np.asarray(value, _ARRAY_DTYPE[spec[1]]) if spec[2] == _ARRAY
                     else list(value) if spec[2] == _LIST else value)
 
+    @classmethod
+    def _new(cls):
+        """An empty message, as ``cls()`` without the keyword handling: the reader makes
+        one per message of a model (~2,500 for a small detector, ~20,000 for a larger one)."""
+        msg = object.__new__(cls)
+        d = msg.__dict__
+        for name in cls._LISTS:
+            d[name] = []
+        return msg
+
     def HasField(self, name):
         spec = self._BY_NAME.get(name)
         if spec is not None and spec[2] == _SINGLE:
@@ -220,7 +230,16 @@ def _keeper(cls, name, rep):
     if rep == _ARRAY:
         return lambda msg, v: _unpacked_part(msg, name).append(v)
     if rep == _SINGLE and name in cls._ONEOF:
-        return lambda msg, v: _set(msg, name, v)
+        siblings = tuple(f for f, g in cls._ONEOF.items()
+                         if g == cls._ONEOF[name] and f != name)
+
+        def keep_member(msg, v):        # _set, with the siblings looked up once
+            d = msg.__dict__
+            for f in siblings:
+                if f in d:
+                    del d[f]
+            d[name] = v
+        return keep_member
     return None
 
 
@@ -228,7 +247,7 @@ def _message_reader(cls, spec):
     name, _, rep, sub = spec
     if rep:
         def read(msg, buf, begin, end, depth):
-            child = sub()
+            child = sub._new()
             msg.__dict__[name].append(child)
             _parse(child, buf, begin, end, depth + 1)
         return read
@@ -237,7 +256,7 @@ def _message_reader(cls, spec):
     def read_one(msg, buf, begin, end, depth):
         child = msg.__dict__.get(name)          # a singular message seen again is merged
         if child is None:
-            child = sub()
+            child = sub._new()
         if keep is None:
             msg.__dict__[name] = child
         else:
