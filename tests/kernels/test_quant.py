@@ -205,7 +205,7 @@ def _close_lsb(got, want, exact=0.98):
 def test_qlinear_conv_matches_onnxruntime(backend, case, rng):
     xshape, m, group, k, st, pads, dil = case
     x = _q(rng, xshape, U8)
-    w = rng.integers(-127, 128, (m, xshape[1] // group, k, k)).astype(S8)
+    w = _ort_weights(rng, (m, xshape[1] // group, k, k))
     ins = [("x", x), ("xs", np.float32(0.05)), ("xz", U8(3)), ("w", w),
            ("ws", rng.uniform(1e-3, 2e-2, m).astype(np.float32)), ("wz", np.zeros(m, S8)),
            ("ys", np.float32(0.3)), ("yz", U8(7)),
@@ -219,20 +219,22 @@ def test_qlinear_conv_matches_onnxruntime(backend, case, rng):
     mult = (np.float32(0.05) * ins[4][1]) / np.float32(0.3)
     exact = np.clip(np.rint(acc.astype(np.float32) * mult[None, :, None, None]) + 7, 0, 255)
     np.testing.assert_array_equal(got, exact)
-    if not np.array_equal(want, exact):
-        # onnxruntime 1.32.0 (seen 2026-12) is off by up to 43 LSB on ~20% of the outputs
-        # of the two 3x3 cases with 3-4 input channels per group (the release CI had before
-        # matched exactly)
-        import onnxruntime
-        d = np.abs(want.astype(np.int64) - exact.astype(np.int64))
-        pytest.xfail(f"onnxruntime {onnxruntime.__version__}'s QLinearConv differs from the "
-                     f"definition on {(d > 0).mean():.1%} of the outputs (max {d.max()} LSB); "
-                     "edgedl's equals it")
+    np.testing.assert_array_equal(want, exact)
+
+
+def _ort_weights(rng, shape):
+    """int8 weights onnxruntime computes exactly on every x86 CPU: within 7 bits. On AVX2
+    without VNNI its u8 x s8 kernels sum products in pairs with vpmaddubsw, which saturates
+    at int16 (255 * 127 * 2 > 32767), so full-range weights come out wrong by up to ~40 LSB
+    there (checked: its MatMulInteger equals that saturating sum); edgedl's AVX2 path widens
+    first and is exact. (Why onnxruntime's quantizer offers reduce_range.) Full-range weights
+    are checked against the definition in the reference tests above."""
+    return rng.integers(-64, 64, shape).astype(S8)
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
 def test_matmul_ops_match_onnxruntime(backend, rng):
-    a, b = _q(rng, (3, 5, 16), U8), _q(rng, (16, 7), S8)
+    a, b = _q(rng, (3, 5, 16), U8), _ort_weights(rng, (16, 7))
     ins = [("a", a), ("as", np.float32(0.02)), ("az", U8(90)), ("b", b),
            ("bs", np.float32(0.03)), ("bz", S8(0)), ("ys", np.float32(0.2)), ("yz", U8(10))]
     got, want = _run_both("QLinearMatMul", ins, opset=10, backend=backend)
