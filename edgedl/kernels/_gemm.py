@@ -7,9 +7,12 @@ thread, 72 ms with OpenBLAS on 2). Here the output is cut into more chunks than 
 threads (the caller too) take chunks as they come free, so a preempted thread delays only the
 chunk it holds. np.matmul releases the GIL, so plain Python threads run the chunks in parallel.
 
-Chunk edges depend only on the shape and the thread count, never on which thread turns up
+Chunk edges depend only on the shape, never on the thread count or on which thread turns up
 when: OpenBLAS rounds a column's sums differently in GEMMs of different widths, so edges that
-moved with the scheduling made the same input give different last bits run after run.
+moved with the scheduling made the same input give different last bits run after run, and
+edges set by the thread count did the same whenever a session's thread governor switched
+between 1 and n threads (seen on AVX2 OpenBLAS kernels). One thread computes a splittable
+GEMM chunk by chunk on the same edges.
 """
 import collections
 import os
@@ -25,6 +28,7 @@ from . import _blas
 _MIN_WORK = 1 << 21
 _CHUNK_WORK = 1 << 19
 _ALIGN = 16     # chunk edges on 16 columns (64 bytes of float32): whole SIMD blocks / lines
+_CHUNKS = 8     # equal chunks a splittable GEMM is cut into (enough to balance 2-4 threads)
 
 
 def single_threaded_blas():
@@ -33,54 +37,50 @@ def single_threaded_blas():
 
 
 class _Job:
-    """One GEMM split along one side of the output; threads calling run() take chunks of it
-    until none is left. Chunks are guided (remaining / threads, then smaller, >= ``least``):
-    few BLAS calls (each split costs some efficiency) yet a balanced end. While no helper has
-    turned up (all cores busy elsewhere), the caller claims everything left at once, so it
-    never waits for a late helper; it still computes that rest chunk by chunk on the same
-    edges (see the module note)."""
-    __slots__ = ("a", "b", "out", "by_cols", "size", "least", "threads", "pos", "busy",
+    """One GEMM split along one side of the output into chunks of ``chunk`` rows / columns
+    (the last one takes the rest); threads calling run() take chunks until none is left.
+    While no helper has turned up (all cores busy elsewhere), the caller claims everything
+    left at once, so it never waits for a late helper; it still computes that rest chunk by
+    chunk on the same edges (see the module note)."""
+    __slots__ = ("a", "b", "out", "by_cols", "size", "least", "chunk", "pos", "busy",
                  "helped", "lock", "done", "error")
 
-    def __init__(self, a, b, out, by_cols, size, least, threads):
+    def __init__(self, a, b, out, by_cols, size, least, chunk):
         self.a, self.b, self.out, self.by_cols = a, b, out, by_cols
-        self.size, self.least, self.threads = size, least, threads
+        self.size, self.least, self.chunk = size, least, chunk
         self.pos = self.busy = 0
         self.helped = False
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.error = None
 
-    def _edge(self, s, align):
-        """The end of the chunk starting at ``s``: a function of (s, size, least, threads)
-        only, never of which thread asks or when."""
-        rest = self.size - s
-        want = max(self.least, -(-rest // self.threads // align) * align)
-        return self.size if rest - want < self.least else s + want
+    def _edge(self, s):
+        """The end of the chunk starting at ``s``: a function of (s, size, least, chunk),
+        i.e. of the shape only, never of the threads or of which one asks when."""
+        return self.size if self.size - s - self.chunk < self.least else s + self.chunk
 
-    def _take(self, caller, align):
+    def _take(self, caller):
         with self.lock:
             if not caller:
                 self.helped = True
             s = self.pos
             if s >= self.size:
                 return None
-            e = self.size if caller and s and not self.helped else self._edge(s, align)
+            e = self.size if caller and s and not self.helped else self._edge(s)
             self.pos = e
             self.busy += 1
         return s, e
 
     def run(self, caller=False):
         a, b, out = self.a, self.b, self.out
-        align = _ALIGN if self.by_cols else 4
         while True:
-            got = self._take(caller, align)
+            got = self._take(caller)
             if got is None:
                 return
             s, end = got
             try:
                 while s < end:
-                    edge = self._edge(s, align)
+                    edge = self._edge(s)
                     if self.by_cols:
                         np.matmul(a, b[:, s:edge], out=out[:, s:edge])
                     else:
@@ -144,7 +144,7 @@ def matmul_into(a, b, out, threads=None):
     n = b.shape[1]
     t = _config.get_num_threads() if threads is None else threads
     work = m * n * k
-    if t < 2 or work < _MIN_WORK:
+    if work < _MIN_WORK:
         np.matmul(a, b, out=out)
         return out
     # split the longer side (conv: N = output pixels, usually)
@@ -154,8 +154,10 @@ def matmul_into(a, b, out, threads=None):
     if size < 2 * least:
         np.matmul(a, b, out=out)
         return out
-    job = _Job(a, b, out, by_cols, size, least, t)
-    _pool.submit(job, min(t, size // least) - 1)
+    job = _Job(a, b, out, by_cols, size, least,
+               max(least, -(-size // _CHUNKS // align) * align))
+    if t > 1:
+        _pool.submit(job, min(t, size // least) - 1)
     job.run(caller=True)
     job.done.wait()
     if job.error is not None:
