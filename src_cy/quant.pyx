@@ -566,6 +566,16 @@ def lookup(const unsigned char[::1] x, const q8[::1] table, q8[::1] out):
                        x.shape[0])
 
 
+def channel_lookup(const unsigned char[:, :, ::1] x, const q8[:, ::1] tables,
+                   q8[:, :, ::1] out):
+    cdef Py_ssize_t a = x.shape[0], c = x.shape[1], b = x.shape[2], p
+    if a * c * b == 0:
+        return
+    for p in prange(a * c, nogil=True, schedule="static", use_threads_if=a * c * b >= PAR_ELEMS):
+        edl_lookup(&x[p // c, p % c, 0], <const unsigned char *>&tables[p % c, 0],
+                   <unsigned char *>&out[p // c, p % c, 0], b)
+
+
 def lookup2(const unsigned char[::1] a, const unsigned char[::1] b, const q8[::1] table,
             q8[::1] out):
     cdef Py_ssize_t n = a.shape[0], i

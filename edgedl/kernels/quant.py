@@ -23,7 +23,7 @@ __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
            "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
            "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
            "qlinear_binary", "qlinear_binary_table", "lookup2", "qlinear_global_avg_pool2d",
-           "lookup_plan"]
+           "lookup_plan", "channel_lookup", "channel_lookup_plan"]
 
 #: the quantized element types the integer kernels take
 QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -603,6 +603,69 @@ def lookup_plan(x_shape, x_dtype, table, backend=None):
     return run
 
 
+def _channel_tables(tables, x_shape, axis):
+    """Validated (tables as a writable C-contiguous copy, axis >= 0, x as (N, C, P))."""
+    tables = np.array(_qarray(tables, "tables"), order="C")   # numba: no read-only arrays
+    if tables.ndim != 2 or tables.shape[1] != 256:
+        raise ShapeError(f"tables must have shape (C, 256), got {tables.shape}")
+    if len(x_shape) == 0:
+        raise ShapeError("x must have at least one axis (the channel axis), got a scalar")
+    axis = _axis(axis, len(x_shape))
+    if x_shape[axis] != tables.shape[0]:
+        raise ShapeError(f"tables has {tables.shape[0]} rows but x has {x_shape[axis]} "
+                         f"channels (axis {axis} of shape {tuple(x_shape)})")
+    n = int(np.prod(x_shape[:axis], dtype=np.int64))
+    p = int(np.prod(x_shape[axis + 1:], dtype=np.int64))
+    return tables, axis, (n, tables.shape[0], p)
+
+
+def channel_lookup(x, tables, axis=1, out=None, backend=None):
+    """A table per channel: out[..., c, ...] = tables[c, x[..., c, ...]'s bits as uint8]
+    along ``axis``; x uint8/int8, tables (C, 256) uint8/int8 with C = x.shape[axis]; out has
+    x's shape and the tables' type. (A per-channel float chain between a DequantizeLinear
+    and a QuantizeLinear, evaluated on all 256 values of each channel.)"""
+    x = _qarray(x, "x")
+    tables, axis, shape3 = _channel_tables(tables, x.shape, axis)
+    out = V.output(out, x.shape, tables.dtype)
+    if x.size == 0:
+        return out
+    y = out if out.flags.c_contiguous else np.empty(x.shape, tables.dtype)
+    bk = _config.resolve_backend(backend)
+    _kernel("channel_lookup", bk)(_numba_writable(_contig(x).view(np.uint8).reshape(shape3),
+                                                  bk), tables, y.reshape(shape3))
+    if y is not out:
+        out[...] = y
+    return out
+
+
+def channel_lookup_plan(x_shape, x_dtype, tables, axis=1, backend=None):
+    """channel_lookup for x of a fixed shape and 8-bit type with constant tables, validated
+    once: returns ``run(x, out=None)`` (out C-contiguous, of x's shape and the tables' type).
+    One table (C == 1 along a size-1 axis) runs as ``lookup``."""
+    x_shape = tuple(int(d) for d in x_shape)
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype not in QTYPES:
+        raise DTypeError(f"x must have dtype uint8 or int8, got {x_dtype}")
+    tables, axis, shape3 = _channel_tables(tables, x_shape, axis)
+    if tables.shape[0] == 1:
+        one = lookup_plan(x_shape, x_dtype, tables[0], backend)
+        run = lambda x, out=None: one(x, out)   # noqa: E731
+        run.out_shape = x_shape
+        return run
+    n = int(np.prod(x_shape, dtype=np.int64))
+
+    def run(x, out=None):
+        y = _planned_output(x, x_shape, x_dtype, x_shape, tables.dtype, out)
+        if n:
+            bk = _config.resolve_backend(backend)
+            _kernel("channel_lookup", bk)(
+                _numba_writable(_contig(x), bk).view(np.uint8).reshape(shape3), tables,
+                y.reshape(shape3))
+        return y
+    run.out_shape = x_shape
+    return run
+
+
 # ----------------------------------------------------------------------------- com.microsoft
 def qlinear_binary(op, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale,
                    c_zero_point):
@@ -711,3 +774,4 @@ def _warmup(backend):
     y = quantize_linear(np.zeros(8, np.float32), 0.1, np.int8(0), backend=backend)
     dequantize_linear(y, 0.1, np.int8(0), backend=backend)
     lookup(y, np.zeros(256, np.int8), backend=backend)
+    channel_lookup(y.reshape(2, 4), np.zeros((4, 256), np.uint8), backend=backend)

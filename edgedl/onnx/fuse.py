@@ -29,7 +29,7 @@ from ..kernels.activation_table import BY_ONNX
 from .graph import Node
 from .ops.nn import bn_coefficients
 from .plan import evaluate_constant
-from .qdq import fuse_int8_lookups, rewrite_qdq
+from .qdq import fuse_float_islands, fuse_int8_lookups, rewrite_qdq
 from .rewriter import Rewriter, near as _near, replace as _replace
 
 
@@ -478,9 +478,9 @@ def fuse_pad_into_avgpool(rw):
 
 
 #: The rewrites in order (each a pass over the graph; see the module docstring).
-REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_affine_into_conv, batchnorm_to_scale_shift,
-            rewrite_activations, fuse_epilogue_activations, fuse_transposed_softmax,
-            fuse_pad_into_avgpool)
+REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_affine_into_conv,
+            batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
+            fuse_epilogue_activations, fuse_transposed_softmax, fuse_pad_into_avgpool)
 
 
 def fold_batchnorm(rw):

@@ -11,6 +11,11 @@ that run on edgedl.kernels.quant, as onnxruntime's own QDQ transformer does:
 - DQ(x) -> AveragePool / GlobalAveragePool -> Q          => com.microsoft.QLinear...Pool
 - DQ(x) -> Reshape / Transpose / MaxPool / ... -> Q with the same scale and zero point
                                                          => the op on the integer tensor
+- DQ(x) -> float ops of x alone with constant operands along one axis at most (ScaleShift,
+  per-channel Mul / Add / Sub / Div, Relu, Clip, ...) -> Q, later (fuse_float_islands,
+  after the BatchNormalization and activation rewrites)
+                                                         => QChannelLookup (one 256-entry
+                                                            table per channel) or QLookup
 
 Only 8-bit activations with per-tensor constant scales and zero points are rewritten (and
 per-output-channel weight scales for Conv); anything else keeps the float ops between its
@@ -246,12 +251,14 @@ def _lookup_chain(rw, mul):
     return None
 
 
-def _evaluate_chain(rw, nodes, x, x_dtype):
+def _evaluate_chain(rw, nodes, x, x_dtype, probe=None):
     """The chain ``nodes`` (reading ``x``) evaluated on every 8-bit value of x, in the order
-    of x's bits as uint8: the 256-entry table that replaces it."""
+    of x's bits as uint8: the 256-entry table that replaces it (or on ``probe``, values of
+    x of another shape)."""
     from .plan import evaluate_constant
     g = rw.g
-    values = {x: np.arange(256, dtype=np.uint16).astype(np.uint8).view(x_dtype)}
+    values = {x: np.arange(256, dtype=np.uint16).astype(np.uint8).view(x_dtype)
+              if probe is None else probe}
     for n in nodes:
         probe = Node(n.op_type, n.inputs, n.outputs, n.attrs, n.name, n.domain)
         saved = {}
@@ -283,3 +290,168 @@ def fuse_int8_lookups(rw):
         name = mul.outputs[0] + "::table"
         rw.g.consts[name] = _evaluate_chain(rw, [sig, mul], x, x_dtype)
         replace(rw, [sig, mul], Node("QLookup", [x, name], mul.outputs[:1], {}, mul.name), mul)
+
+
+# ----------------------------------------------------------------------------- float islands
+#: float ops of one tensor computed element by element (y[i] from x[i] alone)
+_ISLAND_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Tanh",
+                 "Elu", "Selu", "Softplus", "Mish", "Abs", "Neg", "Exp", "Log", "Sqrt",
+                 "Reciprocal", "Erf", "Identity", "Floor", "Ceil", "Round", "Sign", "Sin",
+                 "Cos"}
+#: ... and with constant operands, which broadcast (NumPy's rules) along one axis at most
+_ISLAND_BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"}
+#: ... and those whose constants are per channel along axis 1 (ScaleShift: fuse.py's
+#: BatchNormalization not after a Conv) or scalars (Clip's bounds)
+_ISLAND_CHANNEL = {"ScaleShift", "BatchNormalization", "PRelu", "Clip"}
+_MAX_ISLAND = 64        # nodes in one chain (a bound on the walk, far above real models)
+
+
+class _Island(NamedTuple):
+    channels: int       # 1 when every constant is a single value
+    axis: object        # None (no channel axis), >= 0 (an axis of x), < 0 (from the end)
+    rank: int           # the largest rank of a broadcasting constant (the output's at least)
+
+
+def _broadcast_axis(v):
+    """(channels, axis from the end, rank) of a constant operand that varies along one axis
+    (channels 1 and axis None for a single value), else None."""
+    if v.size == 1:
+        return 1, None, v.ndim
+    varying = [k for k, d in enumerate(v.shape) if d != 1]
+    if len(varying) != 1:
+        return None
+    k = varying[0]
+    return v.shape[k], k - v.ndim, v.ndim
+
+
+def _island_step(rw, node, value):
+    """The constants' _Island of one float op reading ``value`` (its only non-constant
+    input, read once), else None."""
+    t = node.op_type
+    if node.domain or len([o for o in node.outputs if o]) != 1 or not node.outputs[0]:
+        return None
+    ins = [i for i in node.inputs if i]
+    if ins.count(value) != 1 or any(rw.const(i) is None for i in ins if i != value):
+        return None
+    if t in _ISLAND_UNARY:
+        return _Island(1, None, 0) if ins == [value] else None
+    if t in _ISLAND_BINARY:
+        if len(ins) < 2 or (t in ("Sub", "Div", "Pow") and len(ins) != 2):
+            return None
+        got = [_broadcast_axis(rw.const(i)) for i in ins if i != value]
+        if any(g is None for g in got):
+            return None
+        return _merge_islands([_Island(*g) for g in got])
+    if t not in _ISLAND_CHANNEL or node.inputs[0] != value:
+        return None
+    if t == "Clip":
+        return _Island(1, None, 0) if all(rw.const(i).size == 1 for i in ins[1:]) else None
+    if t == "PRelu":        # the slope broadcasts to x (one way): x's rank stays
+        g = _broadcast_axis(rw.const(ins[1])) if len(ins) == 2 else None
+        return None if g is None else _Island(g[0], g[1], 0)
+    if t == "BatchNormalization" and (node.attrs.get("training_mode", 0) or
+                                      not node.attrs.get("spatial", 1)):
+        return None
+    params = [rw.const(i) for i in ins[1:]]
+    if not params or any(p.ndim != 1 or p.size != params[0].size for p in params):
+        return None
+    rank = int(node.attrs.get("_rank", 0) or 0) if t == "ScaleShift" else 0
+    # axis 1 of x; as an axis from the end when fuse.py knew x's rank
+    return _Island(params[0].size, 1 - rank if rank >= 2 else 1, 0)
+
+
+def _merge_islands(steps):
+    """The _Island of a chain of steps, or None when their channel axes differ."""
+    c, axis, rank = 1, None, 0
+    for s in steps:
+        if s is None:
+            return None
+        rank = max(rank, s.rank)
+        if s.axis is None:
+            continue
+        if axis is None:
+            c, axis = s.channels, s.axis
+        elif axis != s.axis or (s.channels != c and 1 not in (s.channels, c)):
+            return None
+        else:
+            c = max(c, s.channels)
+    if axis is not None and axis >= 0 and rank > 2:
+        return None     # x's rank unknown: a constant of rank > 2 could move axis 1
+    return _Island(c, axis, rank)
+
+
+def _island_chain(rw, q):
+    """(DQ params, the float ops in order) of DQ -> float ops -> ``q`` where each op's
+    output is read by the next alone, else None."""
+    nodes, v = [], q.node.inputs[0]
+    while len(nodes) <= _MAX_ISLAND:
+        p = rw.prod.get(v)
+        if p is None:
+            return None
+        if p.op_type == "DequantizeLinear":
+            d = _dq(rw, v)
+            return (d, nodes[::-1]) if d is not None and nodes else None
+        if p.op_type not in _ISLAND_UNARY | _ISLAND_BINARY | _ISLAND_CHANNEL or p.domain:
+            return None
+        data = [i for i in p.inputs if i and rw.const(i) is None]
+        if len(data) != 1 or (nodes and rw.only_reader(v) is not nodes[-1]):
+            return None
+        nodes.append(p)
+        v = data[0]
+    return None
+
+
+def _island_probe(x_dtype, island):
+    """Every 8-bit value of x (in the order of its bits as uint8) in every channel, shaped
+    so that the chain's constants broadcast onto it as onto x: (256, C, 1, ...)."""
+    bits = np.arange(256, dtype=np.uint16).astype(np.uint8).view(x_dtype)
+    if island.axis is None:
+        return bits
+    trail = 2 if island.axis >= 0 else -island.axis - 1
+    return np.ascontiguousarray(np.broadcast_to(
+        bits.reshape((256, 1) + (1,) * trail), (256, island.channels) + (1,) * trail))
+
+
+def fuse_float_islands(rw):
+    """DequantizeLinear -> float ops of one tensor with constant operands (ScaleShift, a
+    per-channel Mul / Add / Sub / Div, activations: see _ISLAND_*) -> QuantizeLinear, all
+    Q/DQ parameters per tensor and 8-bit: the islands a QDQ model keeps in float between
+    its integer ops (UltraFace: 35 BatchNormalizations not after a Conv). Each becomes one
+    table lookup: the chain evaluated at load on all 256 values of x, one table per channel
+    when a constant varies along a channel axis (QChannelLookup), else one table (QLookup).
+    The tables are the chain's own results on this backend: the output is the float
+    chain's to the bit."""
+    if not any(n.op_type == "DequantizeLinear" for n in rw.g.nodes):
+        return
+    for qn in list(rw.g.nodes):
+        if qn in rw.removed or qn.op_type != "QuantizeLinear" or qn.domain:
+            continue
+        q = _q(rw, qn.inputs[0])
+        found = None if q is None or q.node is not qn else _island_chain(rw, q)
+        if found is None:
+            continue
+        d, nodes = found
+        if not (_per_tensor(rw, d) and _per_tensor(rw, q) and d.zero):
+            continue        # x's type is the zero point's (omitted: x might not be 8-bit)
+        x_dtype = rw.const(d.zero).dtype
+        vals = [d.node.outputs[0]] + [n.outputs[0] for n in nodes]
+        island = _merge_islands([_island_step(rw, n, v) for n, v in zip(nodes, vals)])
+        if island is None:
+            continue
+        try:
+            t = _evaluate_chain(rw, [d.node] + nodes + [q.node], d.value, x_dtype,
+                                _island_probe(x_dtype, island))
+        except Exception:       # an op or attribute the kernels refuse: keep the float ops
+            continue
+        if t.size != 256 * island.channels or t.dtype not in _ACT_TYPES:
+            continue
+        name = q.node.outputs[0] + "::tables"
+        if island.axis is None and island.rank == 0:
+            rw.g.consts[name] = np.ascontiguousarray(t.reshape(256))
+            new = Node("QLookup", [d.value, name], q.node.outputs[:1], {}, nodes[0].name)
+        else:
+            rw.g.consts[name] = np.ascontiguousarray(t.reshape(256, island.channels).T)
+            attrs = {"axis": -1 if island.axis is None else island.axis, "rank": island.rank}
+            new = Node("QChannelLookup", [d.value, name], q.node.outputs[:1], attrs,
+                       nodes[0].name)
+        replace(rw, nodes + [q.node], new, q.node)

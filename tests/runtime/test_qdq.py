@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 import edgedl  # noqa: E402
-from ort_util import ort_session  # noqa: E402
+from ort_util import ort_exact_weights, ort_session  # noqa: E402
 from test_synthetic import _model, _vi  # noqa: E402
 
 U8 = TensorProto.UINT8
@@ -44,6 +44,7 @@ def _conv_model(rng, per_channel=True, bias=True, bias_scale=1.0, q_zero=True):
 
 
 def _run_both(model, feed, backend, equal=0.999):
+    model = ort_exact_weights(model)        # 7-bit weights where onnxruntime saturates
     sess = edgedl.InferenceSession(model.SerializeToString(), backend=backend)
     ref = ort_session(model).run(None, feed)
     sess.run(None, feed)
@@ -175,3 +176,108 @@ def test_int8_silu_becomes_one_lookup(backend, rng, dtype):
     # ... and to the bit what the two ops give on this backend
     unfused = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], unfused.run(None, {"x": x})[0])
+
+
+# ----------------------------------------------------------------------------- float islands
+def _island_model(kind, dtype, relu, shape=(1, 5, 6, 7), c=5):
+    """DQ(x) -> per-channel float ops -> [Relu] -> Q with per-tensor 8-bit Q/DQ parameters
+    (the islands onnxruntime's QDQ quantizer leaves around a BatchNormalization not after a
+    Conv, or an exporter's per-channel Mul / Add): ``kind`` bn, muladd, scalar (Mul / Add
+    by single values), last (per-channel constants along the last axis), rank4 (constants
+    of shape (1, C, 1, 1) on a rank-3 x: the output gains an axis)."""
+    t = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    z = 128 if dtype == np.uint8 else 0
+    r = np.random.default_rng(11)
+    inits = _q_dq("x", 0.037, z - 3, dtype) + _q_dq("y", 0.029, z + 5, dtype)
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["v0"])]
+    cshape = {"bn": None, "muladd": (c, 1, 1), "scalar": (), "last": (c,),
+              "rank4": (1, c, 1, 1)}[kind]
+    if kind == "bn":
+        inits += [("g", r.uniform(0.5, 2, c).astype(np.float32)),
+                  ("b", r.uniform(-1, 1, c).astype(np.float32)),
+                  ("m", r.uniform(-0.5, 0.5, c).astype(np.float32)),
+                  ("var", r.uniform(0.2, 3, c).astype(np.float32))]
+        nodes.append(helper.make_node("BatchNormalization", ["v0", "g", "b", "m", "var"],
+                                      ["v1"], epsilon=1e-3))
+    else:
+        inits += [("mul", r.uniform(-2, 2, cshape).astype(np.float32)),
+                  ("add", r.uniform(-1, 1, cshape).astype(np.float32))]
+        nodes += [helper.make_node("Mul", ["v0", "mul"], ["vm"]),
+                  helper.make_node("Add", ["add", "vm"], ["v1"])]
+    last = "v1"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["v1"], ["v2"]))
+        last = "v2"
+    nodes.append(helper.make_node("QuantizeLinear", [last, "y_s", "y_z"], ["yq"]))
+    return _model(nodes, [_vi("xq", list(shape), t)], [_vi("yq", None, t)], inits)
+
+
+def _island_outputs(m, feed, backend):
+    """(the rewritten session, its output, the un-rewritten run's, onnxruntime's)."""
+    s = edgedl.InferenceSession(m.SerializeToString(), backend=backend)
+    plain = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
+    return (s, s.run(None, feed)[0], plain.run(None, feed)[0],
+            ort_session(m).run(None, feed)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("kind, relu", [("bn", True), ("bn", False), ("muladd", True),
+                                        ("muladd", False), ("last", True), ("scalar", True)])
+def test_float_islands_become_one_lookup(backend, rng, dtype, kind, relu):
+    """DQ -> per-channel affine -> [Relu] -> Q: one table lookup per channel (QChannelLookup;
+    QLookup when every constant is one value), no float op, no Q/DQ left; the output equals
+    onnxruntime's and the float chain's run without the rewrite, on every 8-bit value of
+    every channel."""
+    shape = (2, 5, 16, 16) if kind != "last" else (2, 3, 256, 5)
+    m = _island_model(kind, dtype, relu, shape)
+    # every value in every channel (and random ones in the second image)
+    x = np.empty(shape, dtype)
+    bits = np.arange(256, dtype=np.uint16).astype(np.uint8).view(dtype)
+    x[0] = bits.reshape((1, 16, 16) if kind != "last" else (1, 256, 1))
+    info = np.iinfo(dtype)
+    x[1] = rng.integers(info.min, info.max + 1, shape[1:]).astype(dtype)
+    s, got, plain, ref = _island_outputs(m, {"xq": x}, backend)
+    assert _ops(s) == ["QLookup" if kind == "scalar" else "QChannelLookup"]
+    assert got.dtype == dtype and got.shape == shape
+    np.testing.assert_array_equal(got, plain)
+    np.testing.assert_array_equal(got, ref)
+    yz = (128 if dtype == np.uint8 else 0) + 5
+    if relu:        # the tables hold the Relu: nothing below the output zero point
+        assert got.astype(np.int32).min() == yz
+
+
+def test_float_island_constants_may_widen_the_output(backend, rng):
+    """Constants of shape (1, 5, 1, 1) on an x of shape (1, 6, 7): the float chain
+    broadcasts to (1, 5, 6, 7) (each channel's constants on the same x), so does the
+    lookup."""
+    m = _island_model("rank4", np.uint8, True, shape=(1, 6, 7))
+    x = rng.integers(0, 256, (1, 6, 7)).astype(np.uint8)
+    s, got, plain, ref = _island_outputs(m, {"xq": x}, backend)
+    assert _ops(s) == ["QChannelLookup"]
+    assert got.shape == ref.shape == (1, 5, 6, 7)
+    np.testing.assert_array_equal(got, plain)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_float_islands_that_are_not_one_channel_axis_stay(backend, rng):
+    """A constant varying along two axes, or an intermediate read by a second node, keeps
+    the float ops (still right)."""
+    r = np.random.default_rng(3)
+    inits = _q_dq("x", 0.03, 120) + _q_dq("y", 0.05, 100) + _q_dq("y2", 0.05, 90) + \
+        [("w2", r.uniform(-2, 2, (5, 1, 7)).astype(np.float32)),
+         ("w1", r.uniform(-2, 2, (5, 1, 1)).astype(np.float32))]
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["v0"]),
+             helper.make_node("Mul", ["v0", "w2"], ["a"]),                 # two axes
+             helper.make_node("QuantizeLinear", ["a", "y_s", "y_z"], ["yq"]),
+             helper.make_node("Mul", ["v0", "w1"], ["b"]),
+             helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("QuantizeLinear", ["br", "y2_s", "y2_z"], ["y2q"]),
+             helper.make_node("Identity", ["b"], ["b_out"])]           # b read twice
+    m = _model(nodes, [_vi("xq", [1, 5, 6, 7], U8)],
+               [_vi("yq", None, U8), _vi("y2q", None, U8),
+                _vi("b_out", None, TensorProto.FLOAT)], inits)
+    x = rng.integers(0, 256, (1, 5, 6, 7)).astype(np.uint8)
+    s = _run_both(m, {"xq": x}, backend)
+    ops = _ops(s)
+    assert "QChannelLookup" not in ops and "QLookup" not in ops
+    assert ops.count("Mul") == 2 and "Relu" in ops

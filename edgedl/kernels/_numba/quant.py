@@ -156,6 +156,18 @@ def lookup(x, table, out):
         out[i] = table[xu[i]]
 
 
+@njit(parallel=True)
+def channel_lookup(x, tables, out):
+    n, c, b = x.shape
+    for p in prange(n * c):
+        ch = p % c
+        t = tables[ch]
+        xr = x[p // c, ch]
+        yr = out[p // c, ch]
+        for i in range(b):
+            yr[i] = t[xr[i]]
+
+
 @njit
 def lookup2(a, b, table, out):
     for i in range(a.shape[0]):

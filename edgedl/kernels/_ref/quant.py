@@ -21,6 +21,9 @@ points are int32. Rounding is onnxruntime's: a float32 value, round half to even
 - ``requantize``: out = sat(rint(float32(acc + bias[c]) * scale[c]) + zp).
 - ``lookup``: out[i] = table[x[i] as uint8] (a 256-entry table: activations of quantized
   values, and the requantization of QLinearConcat's inputs).
+- ``channel_lookup``: out[n, c, p] = tables[c, x[n, c, p]] (x the bits of 8-bit values as
+  uint8, one 256-entry table per channel: a chain of per-channel float ops between a
+  DequantizeLinear and a QuantizeLinear, evaluated at load on all 256 values of each channel).
 - ``lookup2``: out[i] = table[a[i] * 256 + b[i]], bits as uint8 (a 65536-entry table: the
   com.microsoft QLinearAdd / QLinearMul of two 8-bit tensors).
 
@@ -118,6 +121,11 @@ def requantize(acc, bias, scale, zero_point, out):
 def lookup(x, table, out):
     """x 1-D int8/uint8, table (256,) indexed by x's bits as uint8 -> out 1-D (table's dtype)."""
     out[...] = table[x.view(np.uint8)]
+
+
+def channel_lookup(x, tables, out):
+    """x (N, C, P) uint8 (the bits of 8-bit values), tables (C, 256) -> out (N, C, P)."""
+    out[...] = tables[np.arange(x.shape[1])[None, :, None], x]
 
 
 def lookup2(a, b, table, out):

@@ -231,6 +231,66 @@ def qlookup(ctx):
                                                                                backend=b))
 
 
+def _channel_layout(x_shape, c, axis, rank):
+    """(the shape x broadcasts to, its channel axis) of a QChannelLookup: ``axis`` >= 0 is
+    an axis of x itself; < 0 counts from the end of the chain's constants, which broadcast
+    against x as NumPy does (rank: their largest rank; a size-1 axis of x takes C)."""
+    x_shape = tuple(x_shape)
+    if axis >= 0:
+        return x_shape, axis
+    nd = max(len(x_shape), rank, -axis)
+    shape = (1,) * (nd - len(x_shape)) + x_shape
+    ax = nd + axis
+    if shape[ax] == 1 and c > 1:
+        shape = shape[:ax] + (c,) + shape[ax + 1:]
+    return shape, ax
+
+
+@op("QChannelLookup")   # internal: y[.., c, ..] = tables[c, x] (per-channel float islands, qdq.py)
+def qchannel_lookup(ctx):
+    """One 256-entry table per channel along ``axis`` (a DequantizeLinear -> per-channel
+    float ops -> QuantizeLinear chain evaluated at load on every value of every channel;
+    one table when the chain's constants are all single values of rank >= 1)."""
+    tables, b = ctx.const(1), ctx.backend
+    axis, rank = int(ctx.attr("axis", 1)), int(ctx.attr("rank", 0))
+    c = tables.shape[0] if tables.ndim == 2 else -1
+
+    def layout(shape):
+        full, ax = _channel_layout(shape, c, axis, rank)
+        if ax >= len(full):
+            raise ctx.fail(f"an input of shape {tuple(shape)} has no axis {axis}")
+        return full
+
+    def widen(x, full):         # x broadcast as the float chain's constants broadcast it
+        if x.shape == full:
+            return x
+        return np.ascontiguousarray(np.broadcast_to(
+            x.reshape((1,) * (len(full) - x.ndim) + x.shape), full))
+
+    def kernel(full, dtype):
+        if c == 1:
+            return _q.lookup_plan(full, dtype, tables[0], backend=b)
+        return _q.channel_lookup_plan(full, dtype, tables, _channel_layout(
+            full, c, axis, rank)[1], backend=b)
+
+    if ctx.static:
+        try:
+            full = layout(ctx.shapes[0])
+            run = kernel(full, ctx.dtypes[0])
+        except ModelError:
+            raise
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+        if full == tuple(ctx.shapes[0]):
+            return takes_out(lambda x, *_, out=None: run(x, out))
+        return lambda x, *_: run(widen(x, full))
+
+    def f(x, *_):
+        full = layout(x.shape)
+        return kernel(full, x.dtype)(widen(x, full))
+    return _guarded(ctx, f)
+
+
 @op(MS + "QLinearSigmoid")
 def qlinear_sigmoid(ctx):
     b = ctx.backend
