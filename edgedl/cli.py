@@ -153,6 +153,9 @@ def _quantize_parser(sub):
     q.add_argument("--max-step-ratio", type=float, default=0.1, metavar="R",
                    help="keep in float the activations whose 8-bit step exceeds R times "
                         "their RMS on the calibration images (default 0.1; 0: none)")
+    q.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="keep the Conv biases as they are (default: each absorbs the mean "
+                        "change its rounded weights make on the calibration images)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _config_options(q)
     _common(q)
@@ -662,6 +665,7 @@ def cmd_quantize(args):
         activation_type=args.activation_type, observer=args.observer,
         percentile=args.percentile, holdout=args.holdout, samples=args.samples,
         nodes_to_exclude=args.exclude, max_step_ratio=args.max_step_ratio,
+        bias_correction=args.bias_correction,
         backend=args.backend, quiet=args.quiet,
         **_config_kw(args))
     print(res.summary())
