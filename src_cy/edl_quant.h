@@ -351,6 +351,36 @@ EDL_QDW3S2_VNNI(edl_qdw3s2_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni",
 EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
 
+/* out[i] = t[x[i]] for a 256-byte table on AVX2, 32 bytes a step, each half of the table
+   (x < 128, and x ^ 128 < 128 for the other) as 8 rows of 16 entries, one vpshufb a row.
+   Row k's index x +sat (0x70 - 16k) keeps x's low nibble (0x70 - 16k is 0 mod 16) and has
+   bit 7 set (looks up 0) where x's high nibble h > k, clear where h <= k: so the rows hold
+   differences d[k] = t[k] ^ t[k + 1] (d[7] = t[7]) and the xor of rows h..7 is t[h].
+   Returns how many it wrote (a multiple of 32). */
+__attribute__((target("avx2"))) static ptrdiff_t edl_lookup_avx2(
+        const uint8_t *restrict x, const uint8_t *restrict t, uint8_t *restrict out,
+        ptrdiff_t n) {
+    __m256i d[16];
+    for (int k = 0; k < 16; k++)
+        d[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + 16 * k)));
+    for (int k = 0; k < 16; k++)
+        if (k % 8 != 7) d[k] = _mm256_xor_si256(d[k], d[k + 1]);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    ptrdiff_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        const __m256i w = _mm256_xor_si256(v, flip);
+        __m256i r = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            const __m256i c = _mm256_set1_epi8((char)(0x70 - 16 * k));
+            r = _mm256_xor_si256(r, _mm256_shuffle_epi8(d[k], _mm256_adds_epu8(v, c)));
+            r = _mm256_xor_si256(r, _mm256_shuffle_epi8(d[k + 8], _mm256_adds_epu8(w, c)));
+        }
+        _mm256_storeu_si256((__m256i *)(out + i), r);
+    }
+    return i;
+}
+
 /* 1 where edl_lookup_avx512vbmi runs (EDGEDL_INT8_ISA=avx2 / c turn it off). */
 static int edl_q_vbmi(void) {
     static int has = -1;
@@ -363,11 +393,14 @@ static int edl_q_vbmi(void) {
 }
 #endif
 
-/* out[i] = t[x[i]]: a 256-entry table (int8 activations as lookups). */
+/* out[i] = t[x[i]]: a 256-entry table (int8 activations as lookups): AVX-512 VBMI, else
+   AVX2 (EDGEDL_INT8_ISA=c: the plain loop), then the plain loop for the tail. */
 static void edl_lookup(const uint8_t *restrict x, const uint8_t *restrict t,
                        uint8_t *restrict out, ptrdiff_t n) {
 #ifdef EDL_QGEMM_AVX2
     if (n >= 64 && edl_q_vbmi()) { edl_lookup_avx512vbmi(x, t, out, n); return; }
+    ptrdiff_t done = n >= 32 && edl_q_isa() ? edl_lookup_avx2(x, t, out, n) : 0;
+    x += done; out += done; n -= done;
 #endif
     for (ptrdiff_t i = 0; i < n; i++) out[i] = t[x[i]];
 }

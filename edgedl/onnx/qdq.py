@@ -438,9 +438,10 @@ def fuse_float_islands(rw):
         island = _merge_islands([_island_step(rw, n, v) for n, v in zip(nodes, vals)])
         if island is None:
             continue
-        try:
-            t = _evaluate_chain(rw, [d.node] + nodes + [q.node], d.value, x_dtype,
-                                _island_probe(x_dtype, island))
+        try:    # (values x may never take: no warnings for Log / Sqrt / Div of them)
+            with np.errstate(all="ignore"):
+                t = _evaluate_chain(rw, [d.node] + nodes + [q.node], d.value, x_dtype,
+                                    _island_probe(x_dtype, island))
         except Exception:       # an op or attribute the kernels refuse: keep the float ops
             continue
         if t.size != 256 * island.channels or t.dtype not in _ACT_TYPES:

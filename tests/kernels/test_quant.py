@@ -603,3 +603,30 @@ def test_channel_lookup_bad_arguments():
         run(np.zeros((1, 3, 5), U8))
     with pytest.raises(ShapeError, match="as planned"):
         run(x.view(S8))
+
+
+@pytest.mark.parametrize("isa", ["avx2", "c"])
+def test_lookups_forced_paths(isa):
+    """EDGEDL_INT8_ISA=avx2 (the 16-vpshufb AVX2 lookup where AVX-512 VBMI would run) and
+    =c (the plain loop) give the tables' entries: every value, ragged lengths around the
+    32-byte step, one table and one per channel."""
+    import os
+    import subprocess
+    import sys
+    if why_unavailable("cython") is not None:
+        pytest.skip("cython backend unavailable")
+    code = ("import numpy as np\n"
+            "from edgedl.kernels import quant as Q\n"
+            "r = np.random.default_rng(2)\n"
+            "for n in (31, 32, 33, 64, 95, 256, 1000):\n"
+            "    x = np.resize(r.permutation(256).astype(np.uint8), n)\n"
+            "    t = r.integers(0, 256, 256).astype(np.uint8)\n"
+            "    assert (Q.lookup(x, t, backend='cython') == t[x]).all(), n\n"
+            "    xs = np.stack([x, x[::-1], r.integers(0, 256, n).astype(np.uint8)])[None]\n"
+            "    ts = r.integers(-128, 128, (3, 256)).astype(np.int8)\n"
+            "    got = Q.channel_lookup(xs.view(np.int8), ts, backend='cython')\n"
+            "    assert (got == ts[np.arange(3)[None, :, None], xs]).all(), n\n")
+    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr

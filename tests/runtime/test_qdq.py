@@ -281,3 +281,29 @@ def test_float_islands_that_are_not_one_channel_axis_stay(backend, rng):
     ops = _ops(s)
     assert "QChannelLookup" not in ops and "QLookup" not in ops
     assert ops.count("Mul") == 2 and "Relu" in ops
+
+
+@pytest.mark.parametrize("act, attrs", [("Sigmoid", {}), ("HardSwish", {}), ("Clip", {}),
+                                        ("LeakyRelu", {"alpha": 0.2}), ("Div", {}),
+                                        ("Sqrt", {})])
+def test_float_islands_with_activations(backend, rng, act, attrs):
+    """DQ -> per-channel Mul -> an activation (or a Div by a per-channel constant) -> Q:
+    one QChannelLookup equal to the float chain's run without the rewrite (on a plane
+    longer than the vector steps) and within one LSB of onnxruntime."""
+    r = np.random.default_rng(5)
+    inits = _q_dq("x", 0.05, 128) + _q_dq("y", 0.02, 100) + \
+        [("m", r.uniform(-2, 2, (7, 1, 1)).astype(np.float32)),
+         ("lo", np.array(-0.5, np.float32)), ("hi", np.array(1.5, np.float32)),
+         ("dv", r.uniform(0.5, 2, (7, 1, 1)).astype(np.float32))]
+    ins = {"Clip": ["b", "lo", "hi"], "Div": ["b", "dv"]}.get(act, ["b"])
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["a"]),
+             helper.make_node("Mul", ["a", "m"], ["b"]),
+             helper.make_node(act, ins, ["c"], **attrs),
+             helper.make_node("QuantizeLinear", ["c", "y_s", "y_z"], ["yq"])]
+    m = _model(nodes, [_vi("xq", [1, 7, 37, 53], U8)], [_vi("yq", None, U8)], inits,
+               opset=18)
+    x = rng.integers(0, 256, (1, 7, 37, 53)).astype(np.uint8)
+    s, got, plain, _ = _island_outputs(m, {"xq": x}, backend)
+    assert _ops(s) == ["QChannelLookup"]
+    np.testing.assert_array_equal(got, plain)
+    _run_both(m, {"xq": x}, backend, equal=0.99)
