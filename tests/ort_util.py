@@ -2,6 +2,8 @@
 
 onnxruntime is a test dependency only; edgedl itself never imports it.
 """
+import functools
+
 import pytest
 
 from onnx_compat import elem_type
@@ -53,3 +55,34 @@ def run_ort_node(op_type, inputs, attrs=None, opset=17, n_outputs=1, output_dtyp
     sess = ort_session(model)
     feed = {name: arr for name, arr in inputs if arr is not None}
     return sess.run(None, feed)
+
+
+@functools.lru_cache(maxsize=None)
+def ort_int8_exact():
+    """Whether onnxruntime's u8 x s8 integer GEMMs are exact on this CPU. On x86 with AVX2
+    but no VNNI they sum pairs of products with vpmaddubsw, which saturates at int16: with
+    weights past 7 bits (255 * 127 * 2 > 32767) its QLinearConv / MatMulInteger / QDQ convs
+    then differ from the definition by up to tens of steps (why its quantizer offers
+    reduce_range). edgedl's kernels are exact on every CPU."""
+    import numpy as np
+    a = np.full((1, 2), 255, np.uint8)
+    b = np.full((2, 1), 127, np.int8)
+    model = single_node_model("MatMulInteger", [("a", a), ("b", b)], opset=10)
+    return int(ort_session(model).run(None, {"a": a, "b": b})[0][0, 0]) == 2 * 255 * 127
+
+
+def ort_exact_weights(model):
+    """``model`` (a ModelProto, changed in place and returned) as onnxruntime computes it
+    exactly on this CPU: where its u8 x s8 GEMMs saturate (ort_int8_exact), every int8
+    initializer of two or more dimensions (the weights; zero points and scales are 0-D /
+    1-D) is clipped to 7 bits. Both runtimes then run the same model; the full-range
+    weights are checked against the definition by the kernel tests."""
+    if ort_int8_exact():
+        return model
+    import numpy as np
+    from onnx import numpy_helper
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_type == 3 and len(t.dims) >= 2:          # INT8
+            w = np.clip(numpy_helper.to_array(t), -64, 63)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
+    return model
