@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..kernels import quant as _qk
 from .graph import Node
 from .rewriter import replace
 
@@ -356,8 +357,10 @@ def _island_step(rw, node, value):
     if not params or any(p.ndim != 1 or p.size != params[0].size for p in params):
         return None
     rank = int(node.attrs.get("_rank", 0) or 0) if t == "ScaleShift" else 0
-    # axis 1 of x; as an axis from the end when fuse.py knew x's rank
-    return _Island(params[0].size, 1 - rank if rank >= 2 else 1, 0)
+    # axis 1 of x; as an axis from the end when fuse.py knew x's rank (x's own rank)
+    if rank >= 2:
+        return _Island(params[0].size, 1 - rank, rank)
+    return _Island(params[0].size, 1, 0)
 
 
 def _merge_islands(steps):
@@ -402,14 +405,23 @@ def _island_chain(rw, q):
 
 
 def _island_probe(x_dtype, island):
-    """Every 8-bit value of x (in the order of its bits as uint8) in every channel, shaped
-    so that the chain's constants broadcast onto it as onto x: (256, C, 1, ...)."""
+    """(every 8-bit value of x (in the order of its bits as uint8) in every channel, shaped so
+    that the chain's constants broadcast onto it as onto x, are its channels first?): the
+    values on the last axis (one image: a ScaleShift runs as on a model's tensor), or first
+    when the channels are the last axis."""
     bits = np.arange(256, dtype=np.uint16).astype(np.uint8).view(x_dtype)
     if island.axis is None:
-        return bits
-    trail = 2 if island.axis >= 0 else -island.axis - 1
-    return np.ascontiguousarray(np.broadcast_to(
-        bits.reshape((256, 1) + (1,) * trail), (256, island.channels) + (1,) * trail))
+        return bits, True
+    if island.axis >= 0:    # axis 1 of x, whose rank fuse.py did not know: 4 as in CNNs
+        shape = (1, island.channels, 1, 256)
+    elif island.axis == -1:
+        shape = (256, island.channels)
+    else:
+        shape = (island.channels,) + (1,) * (-island.axis - 2) + (256,)
+    lead = (1,) * max(0, island.rank - len(shape))
+    first = island.axis != -1
+    probe = bits.reshape(-1, 1) if not first else bits
+    return np.ascontiguousarray(np.broadcast_to(probe, shape)).reshape(lead + shape), first
 
 
 def fuse_float_islands(rw):
@@ -438,10 +450,18 @@ def fuse_float_islands(rw):
         island = _merge_islands([_island_step(rw, n, v) for n, v in zip(nodes, vals)])
         if island is None:
             continue
+        probe, first = _island_probe(x_dtype, island)
         try:    # (values x may never take: no warnings for Log / Sqrt / Div of them)
             with np.errstate(all="ignore"):
-                t = _evaluate_chain(rw, [d.node] + nodes + [q.node], d.value, x_dtype,
-                                    _island_probe(x_dtype, island))
+                # the Q / DQ kernels the per-tensor handlers run, without planning them
+                v = _qk.dequantize_linear(probe, rw.const(d.scale), rw.const(d.zero),
+                                          backend=rw.backend)
+                v = _evaluate_chain(rw, nodes, d.node.outputs[0], None, v)
+                if not isinstance(v, np.ndarray) or v.dtype != np.float32:
+                    continue
+                t = _qk.quantize_linear(v, rw.const(q.scale),
+                                        rw.const(q.zero) if q.zero else None,
+                                        backend=rw.backend)
         except Exception:       # an op or attribute the kernels refuse: keep the float ops
             continue
         if t.size != 256 * island.channels or t.dtype not in _ACT_TYPES:
@@ -451,7 +471,8 @@ def fuse_float_islands(rw):
             rw.g.consts[name] = np.ascontiguousarray(t.reshape(256))
             new = Node("QLookup", [d.value, name], q.node.outputs[:1], {}, nodes[0].name)
         else:
-            rw.g.consts[name] = np.ascontiguousarray(t.reshape(256, island.channels).T)
+            t = t.reshape(island.channels, 256) if first else t.reshape(256, -1).T
+            rw.g.consts[name] = np.ascontiguousarray(t)
             attrs = {"axis": -1 if island.axis is None else island.axis, "rank": island.rank}
             new = Node("QChannelLookup", [d.value, name], q.node.outputs[:1], attrs,
                        nodes[0].name)
