@@ -356,26 +356,31 @@ EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
    Row k's index x +sat (0x70 - 16k) keeps x's low nibble (0x70 - 16k is 0 mod 16) and has
    bit 7 set (looks up 0) where x's high nibble h > k, clear where h <= k: so the rows hold
    differences d[k] = t[k] ^ t[k + 1] (d[7] = t[7]) and the xor of rows h..7 is t[h].
-   Returns how many it wrote (a multiple of 32). */
+   Rows of zero differences (a table flat there: a Relu's or the saturation's range) are
+   left out. Returns how many it wrote (a multiple of 32). */
 __attribute__((target("avx2"))) static ptrdiff_t edl_lookup_avx2(
         const uint8_t *restrict x, const uint8_t *restrict t, uint8_t *restrict out,
         ptrdiff_t n) {
-    __m256i d[16];
+    __m256i d[16], rl[8], cl[8], rh[8], ch[8];
+    int nl = 0, nh = 0;
     for (int k = 0; k < 16; k++)
         d[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + 16 * k)));
-    for (int k = 0; k < 16; k++)
+    for (int k = 0; k < 16; k++) {
         if (k % 8 != 7) d[k] = _mm256_xor_si256(d[k], d[k + 1]);
+        if (_mm256_testz_si256(d[k], d[k])) continue;
+        const __m256i c = _mm256_set1_epi8((char)(0x70 - 16 * (k % 8)));
+        if (k < 8) { rl[nl] = d[k]; cl[nl++] = c; } else { rh[nh] = d[k]; ch[nh++] = c; }
+    }
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     ptrdiff_t i = 0;
     for (; i + 32 <= n; i += 32) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
         const __m256i w = _mm256_xor_si256(v, flip);
         __m256i r = _mm256_setzero_si256();
-        for (int k = 0; k < 8; k++) {
-            const __m256i c = _mm256_set1_epi8((char)(0x70 - 16 * k));
-            r = _mm256_xor_si256(r, _mm256_shuffle_epi8(d[k], _mm256_adds_epu8(v, c)));
-            r = _mm256_xor_si256(r, _mm256_shuffle_epi8(d[k + 8], _mm256_adds_epu8(w, c)));
-        }
+        for (int j = 0; j < nl; j++)
+            r = _mm256_xor_si256(r, _mm256_shuffle_epi8(rl[j], _mm256_adds_epu8(v, cl[j])));
+        for (int j = 0; j < nh; j++)
+            r = _mm256_xor_si256(r, _mm256_shuffle_epi8(rh[j], _mm256_adds_epu8(w, ch[j])));
         _mm256_storeu_si256((__m256i *)(out + i), r);
     }
     return i;

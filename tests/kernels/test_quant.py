@@ -609,7 +609,8 @@ def test_channel_lookup_bad_arguments():
 def test_lookups_forced_paths(isa):
     """EDGEDL_INT8_ISA=avx2 (the 16-vpshufb AVX2 lookup where AVX-512 VBMI would run) and
     =c (the plain loop) give the tables' entries: every value, ragged lengths around the
-    32-byte step, one table and one per channel."""
+    32-byte step, one table (random, flat over a range as after a Relu, constant, zero:
+    the AVX2 path leaves the flat rows out) and one per channel."""
     import os
     import subprocess
     import sys
@@ -618,10 +619,13 @@ def test_lookups_forced_paths(isa):
     code = ("import numpy as np\n"
             "from edgedl.kernels import quant as Q\n"
             "r = np.random.default_rng(2)\n"
+            "flat = np.sort(r.integers(0, 256, 256)).astype(np.uint8)\n"
+            "flat[:140] = flat[140]\n"
             "for n in (31, 32, 33, 64, 95, 256, 1000):\n"
             "    x = np.resize(r.permutation(256).astype(np.uint8), n)\n"
-            "    t = r.integers(0, 256, 256).astype(np.uint8)\n"
-            "    assert (Q.lookup(x, t, backend='cython') == t[x]).all(), n\n"
+            "    for t in (r.integers(0, 256, 256).astype(np.uint8), flat,\n"
+            "              np.full(256, 7, np.uint8), np.zeros(256, np.uint8)):\n"
+            "        assert (Q.lookup(x, t, backend='cython') == t[x]).all(), (n, t[:4])\n"
             "    xs = np.stack([x, x[::-1], r.integers(0, 256, n).astype(np.uint8)])[None]\n"
             "    ts = r.integers(-128, 128, (3, 256)).astype(np.int8)\n"
             "    got = Q.channel_lookup(xs.view(np.int8), ts, backend='cython')\n"
