@@ -307,3 +307,21 @@ def test_float_islands_with_activations(backend, rng, act, attrs):
     assert _ops(s) == ["QChannelLookup"]
     np.testing.assert_array_equal(got, plain)
     _run_both(m, {"xq": x}, backend, equal=0.99)
+
+
+@pytest.mark.parametrize("kind", ["bn", "rank4", "scalar"])
+def test_float_islands_with_symbolic_shapes(backend, kind):
+    """Inputs with symbolic dimensions: each run's shape gets the float chain's output (a
+    rank-3 x widened by rank-4 constants too), equal to the un-rewritten run's and to
+    onnxruntime's."""
+    shape, runs = (("N", 5, "H", 7), [(2, 5, 3, 7), (1, 5, 9, 7)]) if kind != "rank4" else \
+        (("N", "H", 7), [(1, 3, 7), (1, 4, 7)])
+    m = _island_model(kind, np.uint8, True, shape=shape)
+    r = np.random.default_rng(9)
+    for run_shape in runs:
+        x = r.integers(0, 256, run_shape).astype(np.uint8)
+        s, got, plain, ref = _island_outputs(m, {"xq": x}, backend)
+        assert _ops(s) == ["QLookup" if kind == "scalar" else "QChannelLookup"]
+        assert got.shape == ref.shape
+        np.testing.assert_array_equal(got, plain)
+        np.testing.assert_array_equal(got, ref)
