@@ -13,6 +13,10 @@
 4. written-out activations recognised: ``x * Sigmoid(x)`` -> Silu (an internal op),
    ``x * HardSigmoid(x, 1/6, 0.5)`` and ``x * Clip(x + 3, 0, 6) / 6`` (with its ``* (1/6)``
    and ``Clip(..) / 6 * x`` spellings) -> HardSwish;
+4b. int8 "float islands": DQ -> float ops of one tensor whose constants vary along one axis
+   at most (a ScaleShift, per-channel Mul/Add, Relu, activations...) -> Q, with 8-bit
+   per-tensor Q/DQ, -> one lookup of 256 entries per channel (QChannelLookup) or one table
+   (QLookup) evaluated at load through the chain itself (qdq.py);
 5. an activation that is the only reader of a Conv's or ScaleShift's output fused into its
    epilogue (which activations fuse: ``kernels.activation_table``);
 6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
