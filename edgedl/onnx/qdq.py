@@ -328,23 +328,36 @@ def _broadcast_axis(v):
 def _island_step(rw, node, value):
     """The constants' _Island of one float op reading ``value`` (its only non-constant
     input, read once), else None."""
-    t = node.op_type
     if node.domain or len([o for o in node.outputs if o]) != 1 or not node.outputs[0]:
         return None
     ins = [i for i in node.inputs if i]
     if ins.count(value) != 1 or any(rw.const(i) is None for i in ins if i != value):
         return None
+    t = node.op_type
     if t in _ISLAND_UNARY:
         return _Island(1, None, 0) if ins == [value] else None
     if t in _ISLAND_BINARY:
-        if len(ins) < 2 or (t in ("Sub", "Div", "Pow") and len(ins) != 2):
-            return None
-        got = [_broadcast_axis(rw.const(i)) for i in ins if i != value]
-        if any(g is None for g in got):
-            return None
-        return _merge_islands([_Island(*g) for g in got])
+        return _binary_island(rw, t, ins, value)
     if t not in _ISLAND_CHANNEL or node.inputs[0] != value:
         return None
+    return _channel_island(rw, node, ins)
+
+
+def _binary_island(rw, t, ins, value):
+    """An elementwise op (Add, Mul, Sub, Div, Pow, Max...) of ``value`` and constants that
+    each vary along one axis at most."""
+    if len(ins) < 2 or (t in ("Sub", "Div", "Pow") and len(ins) != 2):
+        return None
+    got = [_broadcast_axis(rw.const(i)) for i in ins if i != value]
+    if any(g is None for g in got):
+        return None
+    return _merge_islands([_Island(*g) for g in got])
+
+
+def _channel_island(rw, node, ins):
+    """Clip (scalar bounds), PRelu (a slope along one axis), BatchNormalization (inference)
+    and ScaleShift (per-channel parameters on axis 1)."""
+    t = node.op_type
     if t == "Clip":
         return _Island(1, None, 0) if all(rw.const(i).size == 1 for i in ins[1:]) else None
     if t == "PRelu":        # the slope broadcasts to x (one way): x's rank stays
@@ -445,35 +458,43 @@ def fuse_float_islands(rw):
         d, nodes = found
         if not (_per_tensor(rw, d) and _per_tensor(rw, q) and d.zero):
             continue        # x's type is the zero point's (omitted: x might not be 8-bit)
-        x_dtype = rw.const(d.zero).dtype
         vals = [d.node.outputs[0]] + [n.outputs[0] for n in nodes]
         island = _merge_islands([_island_step(rw, n, v) for n, v in zip(nodes, vals)])
-        if island is None:
-            continue
-        probe, first = _island_probe(x_dtype, island)
-        try:    # (values x may never take: no warnings for Log / Sqrt / Div of them)
-            with np.errstate(all="ignore"):
-                # the Q / DQ kernels the per-tensor handlers run, without planning them
-                v = _qk.dequantize_linear(probe, rw.const(d.scale), rw.const(d.zero),
-                                          backend=rw.backend)
-                v = _evaluate_chain(rw, nodes, d.node.outputs[0], None, v)
-                if not isinstance(v, np.ndarray) or v.dtype != np.float32:
-                    continue
-                t = _qk.quantize_linear(v, rw.const(q.scale),
-                                        rw.const(q.zero) if q.zero else None,
-                                        backend=rw.backend)
-        except Exception:       # an op or attribute the kernels refuse: keep the float ops
-            continue
-        if t.size != 256 * island.channels or t.dtype not in _ACT_TYPES:
-            continue
-        name = q.node.outputs[0] + "::tables"
-        if island.axis is None and island.rank == 0:
-            rw.g.consts[name] = np.ascontiguousarray(t.reshape(256))
-            new = Node("QLookup", [d.value, name], q.node.outputs[:1], {}, nodes[0].name)
-        else:
-            t = t.reshape(island.channels, 256) if first else t.reshape(256, -1).T
-            rw.g.consts[name] = np.ascontiguousarray(t)
-            attrs = {"axis": -1 if island.axis is None else island.axis, "rank": island.rank}
-            new = Node("QChannelLookup", [d.value, name], q.node.outputs[:1], attrs,
-                       nodes[0].name)
-        replace(rw, nodes + [q.node], new, q.node)
+        tables = None if island is None else _island_tables(rw, d, q, nodes, island)
+        if tables is not None:
+            replace(rw, nodes + [q.node], _island_node(rw, d, q, nodes, island, *tables),
+                    q.node)
+
+
+def _island_tables(rw, d, q, nodes, island):
+    """(the tables of the chain ``nodes`` between DQ ``d`` and Q ``q``, whether they come
+    channel-major) evaluated on every 8-bit value of x, or None when a kernel refuses."""
+    probe, first = _island_probe(rw.const(d.zero).dtype, island)
+    try:    # (values x may never take: no warnings for Log / Sqrt / Div of them)
+        with np.errstate(all="ignore"):
+            # the Q / DQ kernels the per-tensor handlers run, without planning them
+            v = _qk.dequantize_linear(probe, rw.const(d.scale), rw.const(d.zero),
+                                      backend=rw.backend)
+            v = _evaluate_chain(rw, nodes, d.node.outputs[0], None, v)
+            if not isinstance(v, np.ndarray) or v.dtype != np.float32:
+                return None
+            t = _qk.quantize_linear(v, rw.const(q.scale),
+                                    rw.const(q.zero) if q.zero else None,
+                                    backend=rw.backend)
+    except Exception:       # an op or attribute the kernels refuse: keep the float ops
+        return None
+    if t.size != 256 * island.channels or t.dtype not in _ACT_TYPES:
+        return None
+    return t, first
+
+
+def _island_node(rw, d, q, nodes, island, t, first):
+    """The QLookup (one table) or QChannelLookup node that replaces the island."""
+    name = q.node.outputs[0] + "::tables"
+    if island.axis is None and island.rank == 0:
+        rw.g.consts[name] = np.ascontiguousarray(t.reshape(256))
+        return Node("QLookup", [d.value, name], q.node.outputs[:1], {}, nodes[0].name)
+    t = t.reshape(island.channels, 256) if first else t.reshape(256, -1).T
+    rw.g.consts[name] = np.ascontiguousarray(t)
+    attrs = {"axis": -1 if island.axis is None else island.axis, "rank": island.rank}
+    return Node("QChannelLookup", [d.value, name], q.node.outputs[:1], attrs, nodes[0].name)
