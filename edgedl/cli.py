@@ -153,6 +153,10 @@ def _quantize_parser(sub):
     q.add_argument("--max-step-ratio", type=float, default=0.1, metavar="R",
                    help="keep in float the activations whose 8-bit step exceeds R times "
                         "their RMS on the calibration images (default 0.1; 0: none)")
+    q.add_argument("--max-error-share", type=float, default=0.1, metavar="S",
+                   help="keep in float each activation whose 8-bit noise alone makes more "
+                        "than S of the output error of all of them (a float simulation on "
+                        "the first calibration images; default 0.1; 0: no search)")
     q.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="keep the Conv biases as they are (default: each absorbs the mean "
                         "change its rounded weights make on the calibration images)")
@@ -665,7 +669,7 @@ def cmd_quantize(args):
         activation_type=args.activation_type, observer=args.observer,
         percentile=args.percentile, holdout=args.holdout, samples=args.samples,
         nodes_to_exclude=args.exclude, max_step_ratio=args.max_step_ratio,
-        bias_correction=args.bias_correction,
+        max_error_share=args.max_error_share, bias_correction=args.bias_correction,
         backend=args.backend, quiet=args.quiet,
         **_config_kw(args))
     print(res.summary())

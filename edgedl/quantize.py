@@ -20,10 +20,28 @@ over the kernel window times the input channels' values, and on inputs with a no
 (anything after a ReLU, an image) most of that change is a constant per output channel.
 The observers keep each channel's mean over the calibration images, and every int8 Conv's
 bias absorbs (rounded - float weights) x those means, so the int8 output channels keep the
-float means. It is what brought FastestDet's held-back scores back (recall 7/11 -> 11/11,
-output SNR 15.5 -> 18.1 dB; YuNet +1.5 dB, UltraFace +0.9 dB, YOLOX-Nano unchanged): its
-misses were class scores that drifted down (0.61 -> 0.36) through a softmax, a shift rather
-than noise.
+float means. It is what brought FastestDet's held-back scores back (without the sensitivity
+search: recall 7/11 -> 11/11, output SNR 15.5 -> 18.1 dB; YuNet +1.5 dB, UltraFace +0.9 dB,
+YOLOX-Nano unchanged): its misses were class scores that drifted down (0.61 -> 0.36)
+through a softmax, a shift rather than noise.
+
+Sensitivity search (``max_error_share=0.1``, ``--max-error-share``; 0 turns it off): the
+8-bit noise of a few activations can dominate a model's output error. In YOLOX-Nano the
+output of its second Conv (before the SiLU) alone made 52% of the output error of all 341
+quantized activations (the median one 0.01%): the following 1x1 Conv amplifies white noise
+~14 dB more than the signal, and on a page of text the objectness of five detections fell
+from ~0.5 to <= 0.05. No per-tensor range or step rule finds it (its step is 5% of its RMS,
+finer than most). So the float model runs with Q/DQ pairs on sets of activations (weights
+float) on the first calibration images; the errors of independent noises add, so a set
+whose output error is at most ``max_error_share`` of the all-activations one holds no
+dominant activation, and larger sets are halved (the first half measured, the second taken
+as the rest). The activations found stay float with the ops around them; up to three
+rounds against the error left, while it exceeds 1% of the outputs' power (20 dB). Measured
+on the shared models (13 calibration images): YOLOX-Nano 5 activations (recall 24/29 ->
+27/29, 16 of 113 Convs float), YuNet 5 (held-back output SNR 19.9 -> 24.3 dB, 7 of 59 Convs
+float), FastestDet 3 (18.1 -> 18.3 dB, 28 of 70 Convs float, 25 before; recall 11/11 ->
+9/11: a detection 0.006 above its threshold and a close class flip on the other side now),
+UltraFace none (44 dB already, 6 of 52 Convs float); 3-14 s.
 
 A third of the images (every third one, from the first) is held back: the int8 model's
 detections on them are matched against the float model's (IoU >= 0.5, same class) and the
@@ -65,11 +83,14 @@ class QuantizeResult(NamedTuple):
     float_detections: int
     matched: int
     int8_detections: int = 0
+    sensitive: tuple = ()           # activations the sensitivity search kept float
 
     def summary(self):
         rec = "n/a (no float detections)" if self.recall is None else f"{self.recall:.3f}"
         diff = "n/a" if self.mean_score_diff is None else f"{self.mean_score_diff:+.4f}"
-        return (f"wrote {self.out_path}: {self.quantized_tensors} activations quantized, "
+        kept = f" ({len(self.sensitive)} kept float by the sensitivity search)" \
+            if self.sensitive else ""
+        return (f"wrote {self.out_path}: {self.quantized_tensors} activations quantized{kept}, "
                 f"calibrated on {self.calibration_images} images; on {self.held_back_images} "
                 f"held-back images: recall {rec} ({self.matched}/{self.float_detections} float "
                 f"detections matched at IoU >= 0.5, {self.int8_detections - self.matched} "
@@ -673,6 +694,11 @@ def weight_shift(w, q, scale, x_mean):
 #: output ranges an op fixes whatever the calibration saw: a sigmoid's confident scores
 #: (near 1) may be rare in the calibration images, and clipped there they would cap scores
 _FIXED_RANGES = {"Sigmoid": (0.0, 1.0)}
+#: calibration images the sensitivity search runs on (the first ones)
+_SENSITIVITY_IMAGES = 3
+#: the output error (squared error over the outputs' power) of the activations' 8-bit noise
+#: below which no activation is searched out: 1%, an output signal-to-noise ratio of 20 dB
+_ENOUGH_ERROR = 0.01
 #: the least input range of a Sigmoid: logits of +-4.6 are scores of 0.01 and 0.99, so a
 #: detection head's logits calibrated on images without a confident object of some class
 #: or size still reach confident scores
@@ -713,6 +739,96 @@ def _keep_coarse_float(m, floats, share, quantized, obs, bounds, activation_type
     return share, quantized, params
 
 
+# ----------------------------------------------------------------------------- sensitivity
+def _fake_quantized(proto, share, params, roots):
+    """A copy of the float model ``proto`` with a QuantizeLinear -> DequantizeLinear pair
+    on every activation whose parameters are those of one of ``roots`` (weights float)."""
+    import onnx
+    from onnx import helper, numpy_helper
+    q = onnx.ModelProto()
+    q.CopyFrom(proto)
+    g = q.graph
+    inputs = {i.name for i in g.input}
+    pick = [t for t in share if share[t] in roots]
+    nodes, after, first = list(g.node), {}, []
+    for t in pick:
+        scale, zero = params[share[t]]
+        sn, zn, qn, fn = (f"{t}::fq_{k}" for k in ("scale", "zero", "q", "f"))
+        g.initializer.extend([numpy_helper.from_array(np.asarray(scale), sn),
+                              numpy_helper.from_array(np.asarray(zero), zn)])
+        if t in inputs:             # readers read the DQ's output instead
+            for n in nodes:
+                for i, v in enumerate(n.input):
+                    if v == t:
+                        n.input[i] = fn
+            first += [helper.make_node("QuantizeLinear", [t, sn, zn], [qn]),
+                      helper.make_node("DequantizeLinear", [qn, sn, zn], [fn])]
+            continue
+        prod = next((n for n in nodes if t in n.output), None)
+        if prod is None:
+            continue
+        prod.output[list(prod.output).index(t)] = fn       # the DQ writes t
+        after[id(prod)] = after.get(id(prod), []) + [
+            helper.make_node("QuantizeLinear", [fn, sn, zn], [qn]),
+            helper.make_node("DequantizeLinear", [qn, sn, zn], [t])]
+    del g.node[:]
+    g.node.extend(first)
+    for n in nodes:
+        g.node.append(n)
+        g.node.extend(after.get(id(n), []))
+    return q
+
+
+def _sensitive(proto, share, params, det, images, backend, max_share):
+    """The activations (roots of ``share``) whose 8-bit noise alone makes more than
+    ``max_share`` of the output error of all of them at once: the output error (squared
+    difference over the float outputs' power, per output, averaged) of a float simulation
+    with Q/DQ on a set of activations, on ``images``. The errors of independent noises add,
+    so a set below the share holds no such activation, and a set above it is halved: the
+    first half measured, the second taken as the rest. Repeated (up to 3 rounds) against
+    the error left without the ones found, while that error exceeds ``_ENOUGH_ERROR``."""
+    from .onnx.session import InferenceSession
+    xs = [det.preprocess(_load(name, image))[0] for name, image in images]
+
+    def outs(model):
+        sess = InferenceSession(model.SerializeToString(), backend=backend)
+        return [sess.run(None, {det.input_name: x}) for x in xs]
+    ref = outs(proto)
+    power = [[max(float(np.square(a, dtype=np.float64).sum()), 1e-30) for a in r] for r in ref]
+
+    def error(roots):
+        if not roots:
+            return 0.0
+        got = outs(_fake_quantized(proto, share, params, set(roots)))
+        return float(np.mean([float(np.square(np.asarray(b, np.float64) - a).sum()) / p
+                              for r, g, pw in zip(ref, got, power)
+                              for a, b, p in zip(r, g, pw)]))
+
+    order = {t: i for i, t in enumerate(share)}
+    left = sorted(set(share.values()), key=order.get)
+    found = []
+    for _ in range(3):
+        total = error(left)
+        if total <= _ENOUGH_ERROR:
+            break
+        new, todo = [], [(left, total)]
+        while todo:
+            group, e = todo.pop()
+            if e <= max_share * total:
+                continue
+            if len(group) == 1:
+                new += group
+                continue
+            half = len(group) // 2
+            first = error(group[:half])         # the other half's: what is left of e
+            todo += [(group[:half], first), (group[half:], max(e - first, 0.0))]
+        if not new:
+            break
+        found += new
+        left = [t for t in left if t not in new]
+    return found
+
+
 # ----------------------------------------------------------------------------- accuracy
 def match_detections(ref, got, iou=0.5):
     """(matched, mean score difference got - ref) of ``got`` against ``ref`` (Detections):
@@ -750,7 +866,7 @@ def _accuracy(det, out_path, held, backend, det_kw):
 
 
 # ----------------------------------------------------------------------------- entry point
-def _check_args(observer, activation_type, holdout, percentile):
+def _check_args(observer, activation_type, holdout, percentile, max_error_share=None):
     if observer not in OBSERVERS:
         raise ValidationError(f"observer must be one of {', '.join(OBSERVERS)}, got "
                               f"{observer!r}")
@@ -761,6 +877,9 @@ def _check_args(observer, activation_type, holdout, percentile):
         raise ValidationError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
     if not 50 < percentile <= 100:
         raise ValidationError(f"percentile must be in (50, 100], got {percentile!r}")
+    if max_error_share is not None and not 0 <= max_error_share < 1:
+        raise ValidationError(f"max_error_share must be a fraction in [0, 1), got "
+                              f"{max_error_share!r}")
 
 
 def split_holdout(items, holdout):
@@ -776,7 +895,8 @@ def split_holdout(items, holdout):
 def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
                     activation_type="uint8", observer="minmax", holdout=1 / 3,
                     percentile=99.999, samples=False, nodes_to_exclude=(),
-                    max_step_ratio=0.1, bias_correction=True, backend=None, quiet=False,
+                    max_step_ratio=0.1, max_error_share=0.1, bias_correction=True,
+                    backend=None, quiet=False,
                     **detector_options):
     """Quantize the float ONNX detector ``model_path`` into a QDQ model at ``out_path``.
 
@@ -789,7 +909,11 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     asymmetric). ``max_step_ratio``: an activation whose quantization step exceeds this
     share of its RMS on the calibration images (a wide range held by few values: about
     31 dB signal-to-noise at 0.1) stays float, with the ops that read or write it
-    (0 or None: quantize every one). ``bias_correction``: each int8 Conv's bias absorbs
+    (0 or None: quantize every one). ``max_error_share``: an activation whose 8-bit noise
+    alone makes more than this share of the output error of all activations' noise (a
+    float simulation on the first calibration images) stays float with the ops around it,
+    while that error exceeds 1% of the outputs' power (0 or None: no search; see
+    ``_sensitive``). ``bias_correction``: each int8 Conv's bias absorbs
     the mean change its rounded weights make on the calibration images (their input
     channels' means; see :func:`weight_shift`). ``nodes_to_exclude``: node names kept in
     float.
@@ -797,7 +921,7 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     the images (``family=``, ``preset=``, any configuration key). Returns a
     :class:`QuantizeResult`.
     """
-    _check_args(observer, activation_type, holdout, percentile)
+    _check_args(observer, activation_type, holdout, percentile, max_error_share)
     from .detect import Detector
     items = collect_images(calib_images)
     if samples:
@@ -810,6 +934,8 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     import onnx
     original = onnx.ModelProto()
     original.CopyFrom(m.to_proto())
+    plain = onnx.ModelProto()
+    plain.CopyFrom(original)
     bounds, absorbed = _absorb_clamps(m, floats)
     bounds.update((n.output[0], _FIXED_RANGES[n.op_type]) for n in m.nodes
                   if n.op_type in _FIXED_RANGES)
@@ -821,6 +947,17 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
         obs[t].widen(-_SIGMOID_LOGIT, _SIGMOID_LOGIT)
     share, quantized, params = _keep_coarse_float(m, floats, share, quantized, obs, bounds,
                                                   activation_type, max_step_ratio)
+    sensitive = []
+    if max_error_share and share and calib:
+        sensitive = _sensitive(plain, share, params, det, calib[:_SENSITIVITY_IMAGES],
+                               backend, max_error_share)
+        if sensitive:
+            m.skip |= {id(n) for n in quantized if any(share.get(v) in sensitive for v in
+                                                         list(n.input) + list(n.output))}
+            share, quantized = _plan(m, floats)
+            share, quantized, params = _keep_coarse_float(m, floats, share, quantized, obs,
+                                                          bounds, activation_type,
+                                                          max_step_ratio)
     _restore_clamps(m, absorbed, quantized)
     means = {t: obs[t].channel_mean() for t in share} if bias_correction else None
     proto, count = _write_qdq(m, share, quantized, params, per_channel, activation_type,
@@ -832,4 +969,4 @@ def quantize_static(model_path, calib_images, out_path, *, per_channel=True,
     det_kw = {k: v for k, v in detector_options.items() if k != "family"}
     recall, diff, total, matched, found = _accuracy(det, out_path, held, backend, det_kw)
     return QuantizeResult(out_path, len(calib), len(held), count, recall, diff, total, matched,
-                          found)
+                          found, tuple(sensitive))
