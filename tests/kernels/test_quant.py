@@ -360,15 +360,24 @@ def test_bad_model_parameters_name_the_node(bad):
         edgedl.InferenceSession(m.SerializeToString()).run(None, {"x": x})
 
 
-@pytest.mark.parametrize("isa", ["avx2", "c"])
-def test_qgemm_forced_paths(isa):
-    """EDGEDL_INT8_ISA forces the Cython GEMM's AVX2 or plain C path (read once per process:
-    a subprocess each); both exact."""
+def _run_with_isa(code, isa):
+    """Run ``code`` in a fresh process whose Cython int8 kernels take the ``isa`` path
+    (EDGEDL_INT8_ISA is read once, at the extension's import); it asserts its own results."""
     import os
     import subprocess
     import sys
     if why_unavailable("cython") is not None:
         pytest.skip("cython backend unavailable")
+    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("isa", ["avx2", "c"])
+def test_qgemm_forced_paths(isa):
+    """EDGEDL_INT8_ISA forces the Cython GEMM's AVX2 or plain C path (read once per process:
+    a subprocess each); both exact."""
     code = ("import numpy as np\n"
             "from edgedl.kernels import _dispatch\n"
             "g = _dispatch.impl('quant', 'qgemm', 'cython')\n"
@@ -382,10 +391,7 @@ def test_qgemm_forced_paths(isa):
             "    g(a, az, b, bz, acc)\n"
             "    want = (a.astype(np.int64) - az[:, None]) @ (b.astype(np.int64) - bz)\n"
             "    assert (acc == want).all(), (m, k, n)\n")
-    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+    _run_with_isa(code, isa)
 
 
 def _gemm_requant_case(rng, m, k, n, bdt, odt, wide):
@@ -426,11 +432,6 @@ def test_qgemm_requant_matches_reference(backend, bdt, odt, wide):
 def test_qgemm_requant_forced_paths(isa):
     """EDGEDL_INT8_ISA=avx2 / c turn the u8 x s8 VNNI kernel off (the int16 pairs path runs):
     the same bytes as the NumPy twin, in a subprocess each (the switch is read once)."""
-    import os
-    import subprocess
-    import sys
-    if why_unavailable("cython") is not None:
-        pytest.skip("cython backend unavailable")
     code = ("import numpy as np\n"
             "from edgedl.kernels import _dispatch\n"
             "r = np.random.default_rng(3)\n"
@@ -443,10 +444,7 @@ def test_qgemm_requant_forced_paths(isa):
             "    _dispatch.impl('quant', 'qgemm_requant', 'cython')(wd, corr, s, 7, b, got)\n"
             "    _dispatch.impl('quant', 'qgemm_requant', 'numpy')(wd, corr, s, 7, b, want)\n"
             "    assert (got == want).all(), (m, k, n)\n")
-    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+    _run_with_isa(code, isa)
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
@@ -611,11 +609,6 @@ def test_lookups_forced_paths(isa):
     =c (the plain loop) give the tables' entries: every value, ragged lengths around the
     32-byte step, one table (random, flat over a range as after a Relu, constant, zero:
     the AVX2 path leaves the flat rows out) and one per channel."""
-    import os
-    import subprocess
-    import sys
-    if why_unavailable("cython") is not None:
-        pytest.skip("cython backend unavailable")
     code = ("import numpy as np\n"
             "from edgedl.kernels import quant as Q\n"
             "r = np.random.default_rng(2)\n"
@@ -630,7 +623,4 @@ def test_lookups_forced_paths(isa):
             "    ts = r.integers(-128, 128, (3, 256)).astype(np.int8)\n"
             "    got = Q.channel_lookup(xs.view(np.int8), ts, backend='cython')\n"
             "    assert (got == ts[np.arange(3)[None, :, None], xs]).all(), n\n")
-    env = dict(os.environ, EDGEDL_INT8_ISA=isa)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+    _run_with_isa(code, isa)
