@@ -212,6 +212,19 @@ def use_num_threads(n):
         _ctx_threads.reset(token)
 
 
+@contextlib.contextmanager
+def kept_process_settings():
+    """The process-wide backend and thread count as they were, again on leaving the block:
+    ``edgedl.cli.main`` sets them for its command, and a caller that runs it in-process
+    (tests, scripts) must not be left on that command's backend or threads."""
+    global _global_backend, _num_threads
+    saved = (_global_backend, _num_threads)
+    try:
+        yield
+    finally:
+        _global_backend, _num_threads = saved
+
+
 def push_num_threads(n):
     """``use_num_threads`` without the context manager, for per-run hot paths (``n`` already
     checked): returns the token ``pop_num_threads`` takes (None when ``n`` is None)."""

@@ -229,6 +229,12 @@ def main(argv=None):
         # busy (measured: the demo 6 s -> 1.6 s on 2 loaded cores). Read when the OpenMP
         # runtime loads, i.e. before the first Cython kernel; a user's setting wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    from . import _config
+    with _config.kept_process_settings():
+        return _run(args)
+
+
+def _run(args):
     try:
         import edgedl
         _check_options(args)

@@ -140,6 +140,19 @@ def test_bench_kernel_table(capsys):
     assert "1/" in err                            # progress on stderr
 
 
+def test_in_process_main_leaves_the_process_settings(capsys):
+    """--backend / --threads are the command's: a caller running main() in-process (a
+    test, a script) keeps its own backend and thread count (a later quantize run on the
+    numpy backend flipped its sensitivity search's choices)."""
+    import edgedl
+    before = (edgedl.get_backend(), edgedl.get_num_threads())
+    other = "numpy" if before[0] != "numpy" else edgedl.backends()[0]
+    rc, _, _ = run(capsys, "bench", "--repeat", "1", "--backend", other, "--threads",
+                   str(3 - min(before[1], 2)))
+    assert rc == 0
+    assert (edgedl.get_backend(), edgedl.get_num_threads()) == before
+
+
 @needs_onnx
 def test_bench_model(capsys):
     rc, out, err = run(capsys, "bench", cli.DEMO_MODEL, "--repeat", "2", "--backend", "numpy")
