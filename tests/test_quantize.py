@@ -2,7 +2,8 @@
 
 Fast: two shared models quantized on the four shared images (every third one held back:
 chelsea and grace_hopper; a face in the calibration set, one held back), the written QDQ
-model loaded by onnxruntime and edgedl (same int8 outputs within one step, >= 99.9% equal),
+model loaded by onnxruntime and edgedl (each int8 tensor computed from the same int8 inputs:
+within one step, >= 99.9% equal),
 its Convs turned into QLinearConv by edgedl's load-time rewrite, the held-back faces found
 again (those clear of the threshold), the bias correction against a NumPy convolution, and
 bad arguments. Slow (EDGEDL_SLOW=1): the four shared models calibrated on the shared images
@@ -66,17 +67,49 @@ def _with_integer_outputs(path):
     return p.SerializeToString(), qs
 
 
+def _fed_integer_inputs(data, qs, values):
+    """The model ``data`` (bytes) with every reader of a QuantizeLinear output ``qs[i]``
+    reading a new graph input ``qs[i] + ":fed"`` instead (uint8, fed ``values[i]``): each
+    quantized node then runs on the int8 tensors given, not on its runtime's own."""
+    import onnx
+    from onnx_compat import elem_type
+    p = onnx.load_from_string(data)
+    fed = {q: q + ":fed" for q in qs}
+    for n in p.graph.node:
+        for i, v in enumerate(n.input):
+            if v in fed and n.op_type != "QuantizeLinear":
+                n.input[i] = fed[v]
+    p.graph.input.extend(onnx.helper.make_tensor_value_info(fed[q], elem_type(v.dtype),
+                                                            list(v.shape))
+                         for q, v in zip(qs, values))
+    return p.SerializeToString()
+
+
 @pytest.mark.parametrize("model", FAST_MODELS)
 def test_written_model_runs_on_onnxruntime_and_edgedl_alike(model, backend, quantized,
                                                             shared_dir):
+    """Every int8 tensor (QuantizeLinear output) of the written model, computed by edgedl
+    and by onnxruntime from the same int8 inputs (onnxruntime's, fed to both), is within
+    one step, >= 99.9% equal. Not along the whole chain: where the sensitivity search keeps
+    convs float ahead of a QuantizeLinear (YuNet's Conv_2 .. Conv_15 on the default backend,
+    Conv_0 .. Conv_15 on numpy), the two float32 convolutions differ by ~1e-6 (summation
+    order; both within float32 rounding of a float64 evaluation) and put a few values on
+    the other side of a rounding tie (e.g. 5 of 409,600 one step apart); the exact integer
+    layers downstream carry that step on and compound it (YuNet's 3x3 depthwise Conv_37
+    moves its output up to 1.1 steps per input step per tap: 2 steps apart there)."""
     ort = pytest.importorskip("onnxruntime")
     import edgedl
     res, path = quantized[model]
     assert res.calibration_images == 2 and res.held_back_images == 2
     name, x = _feed(shared_dir, model)
     data, qs = _with_integer_outputs(path)
-    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(qs, {name: x})
-    got = edgedl.InferenceSession(data, backend=backend).run(qs, {name: x})
+    chain = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(qs, {name: x})
+    fed = _fed_integer_inputs(data, qs, chain)
+    feed = {name: x, **{q + ":fed": v for q, v in zip(qs, chain)}}
+    want = ort.InferenceSession(fed, providers=["CPUExecutionProvider"]).run(qs, feed)
+    for q, a, b in zip(qs, chain, want):          # the cut changes nothing onnxruntime does
+        np.testing.assert_array_equal(a, b, err_msg=q)
+    got = edgedl.InferenceSession(fed, backend=backend).run(qs, feed)
     equal = total = 0
     for q, a, b in zip(qs, want, got):
         assert a.dtype == b.dtype == np.uint8, q
