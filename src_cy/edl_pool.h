@@ -42,6 +42,36 @@ static inline T edl_pool_op_##S(int m, T a, T b) {                              
 }
 EDL_POOL_OP(float, f)
 EDL_POOL_OP(double, d)
+/* One output row of a 3x3 stride-2 max pool (FastestDet's and ShuffleNet's stem pools) in one
+   call: the exact NaN-propagating max of rows a, b, c (w values; a window row outside the
+   image is passed as one of its in-image rows: max(x, x) = x) into v + pl, then n outputs of
+   three taps 2q .. 2q + 2 of v. v: max(pl + w, 2n + 1) cells, those outside [pl, pl + w)
+   -inf (written once by the caller). No per-plane NaN check and no per-row loop tails of
+   the general two-pass fold, which cost 2x here. */
+/* for (I = 0; I < N; I++) STMT for an idempotent STMT: whole blocks of 16 (an AVX-512 vector,
+   two AVX2 ones), then the last 16 again as one fixed-length block ending at N instead of a
+   scalar tail (rows of 40 or 88 outputs left 8 to it, as long as the vector part). */
+#define EDL_BY16(I, N, STMT)                                                              \
+    do {                                                                                  \
+        ptrdiff_t m_ = (N) & ~(ptrdiff_t)15;                                              \
+        for (ptrdiff_t I = 0; I < m_; I++) STMT;                                          \
+        if (m_ < (N) && (N) >= 16) {                                                      \
+            ptrdiff_t e_ = (N) - 16;                                                      \
+            for (ptrdiff_t j_ = 0; j_ < 16; j_++) { ptrdiff_t I = e_ + j_; STMT; }        \
+        } else for (ptrdiff_t I = m_; I < (N); I++) STMT;                                 \
+    } while (0)
+#define EDL_MAX3X3S2(T, S)                                                                 \
+EDL_SIMD_KERNEL static void edl_max3x3s2_##S(const T *restrict a, const T *restrict b,    \
+                                             const T *restrict c, ptrdiff_t w,            \
+                                             T *restrict v, ptrdiff_t pl, T *restrict d,  \
+                                             ptrdiff_t n) {                               \
+    T *col = v + pl;                                                                      \
+    EDL_BY16(k, w, col[k] = edl_pool_op_##S(2, edl_pool_op_##S(2, a[k], b[k]), c[k]));     \
+    EDL_BY16(q, n, d[q] = edl_pool_op_##S(2, edl_pool_op_##S(2, v[2 * q], v[2 * q + 1]),  \
+                                          v[2 * q + 2]));                                \
+}
+EDL_MAX3X3S2(float, f)
+EDL_MAX3X3S2(double, d)
 /* (an inline function, not a macro: nested macro folds repeat their operands and gcc then
    left the NaN-propagating max scalar) */
 #define EDL_OP(M, A, B) _Generic((A), float: edl_pool_op_f, default: edl_pool_op_d)(M, A, B)

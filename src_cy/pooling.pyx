@@ -4,7 +4,8 @@
 The public wrapper validated everything and passes a C-contiguous x and out, so the kernels
 work on raw pointers. Max and average pooling are separable: per output row, a vertical pass
 folds the window's in-image input rows into a scratch row (padded with -inf / 0 so the next
-pass needs no bounds checks), then a horizontal pass folds kw shifted views of it. Both passes
+pass needs no bounds checks), then a horizontal pass folds kw shifted views of a band of
+such rows at once. Both passes
 are edl_pool.h's folds (up to five sources per loop, AVX2 / AVX-512 clones, stride 1 and 2
 vectorised). Max uses a plain maxps while the rows read hold no NaN/inf and the exact
 NaN-propagating max from the first row that does (each row is checked when first read).
@@ -18,6 +19,10 @@ from libc.string cimport memcpy, memset
 
 
 cdef extern from "edl_pool.h":
+    void edl_max3x3s2_f(const float* a, const float* b, const float* c, Py_ssize_t w, float* v,
+                        Py_ssize_t pl, float* d, Py_ssize_t n) noexcept nogil
+    void edl_max3x3s2_d(const double* a, const double* b, const double* c, Py_ssize_t w,
+                        double* v, Py_ssize_t pl, double* d, Py_ssize_t n) noexcept nogil
     void edl_fold_f(const float** src, int n, Py_ssize_t stride, float* d, Py_ssize_t length,
                     int mode) noexcept nogil
     void edl_fold_d(const double** src, int n, Py_ssize_t stride, double* d,
@@ -59,47 +64,62 @@ cdef inline bint _finite(const floating* s, Py_ssize_t n) noexcept nogil:
 
 
 cdef void _plane(const floating* src, floating* dst, floating* vpad, const floating** ptrs,
-                 unsigned char* seen, Py_ssize_t lext, Py_ssize_t vlen, Py_ssize_t h,
-                 Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
-                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
-                 Py_ssize_t dw, int mode) noexcept nogil:
-    """One (h, w) plane -> (oh, ow). Per output row: the vertical pass folds the window's
-    in-image rows into vpad (a row with lext / trailing cells of padding: -inf for max, 0 for
-    sum), then the horizontal pass folds kw shifted views of vpad (no bounds checks needed).
-    ptrs: scratch for max(kh, kw) source pointers. mode 1 (max): input rows are checked for
-    NaN/inf when first read (seen: h flags), just before the fold reads them again from L1 (a
-    plane of <= 4096 values all at once: a call per short row costs more than the check); a
-    non-finite row switches this and every later output row to the exact max (mode 2), while
-    the rows already folded were all checked finite."""
-    cdef Py_ssize_t o, i, j, r, c, nb
+                 unsigned char* seen, Py_ssize_t lext, Py_ssize_t wp, Py_ssize_t band,
+                 Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh,
+                 Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                 Py_ssize_t dh, Py_ssize_t dw, int mode) noexcept nogil:
+    """One (h, w) plane -> (oh, ow), ``band`` output rows at a time. Per output row, the
+    vertical pass folds the window's in-image input rows into its row of vpad (wp cells: lext
+    cells of padding, the image row, padding to the end; -inf for max, 0 for sum). Then one
+    horizontal pass folds kw shifted views of the band's rows as a single stream (wp / sw
+    outputs a row: a row's last window ends inside its own row's padding), so the vector loop
+    tail comes once a band instead of once a row (ow = 40 left 8 of 40 outputs to scalar code,
+    a third of a 3x3 s2 pool); the band's rows are then copied out unless wp / sw == ow.
+    vpad: band * (wp + wp / sw) cells, its first band * wp filled by the caller (once per
+    thread: only image columns are written here). ptrs: scratch for max(kh, kw) pointers.
+    mode 1 (max): input rows are checked for NaN/inf when first read (seen: h flags), just
+    before the fold reads them again from L1 (up to 4096 values, whole rows, at once: a call
+    per row cost a quarter of a 3x3 pool); a non-finite row switches this and every later
+    output row to the exact max (mode 2), while the rows already folded were all checked
+    finite."""
+    cdef Py_ssize_t o, o0, b, i, j, r, c, nb, rows, qp = wp // sw
     cdef int n_rows
     cdef floating fill = 0 if mode == 0 else -INFINITY
-    cdef floating* v = vpad + lext          # column 0 of the image row
-    cdef const floating* base = v - pl      # tap j of output q reads base[q*sw + j*dw]
-    for c in range(vlen):
-        vpad[c] = fill
+    cdef floating* v
+    cdef floating* hout = vpad + band * wp     # the band's horizontal results (qp a row)
     if mode == 1:
         memset(seen, 0, h)
-    for o in range(oh):
-        n_rows = 0
-        for i in range(kh):
-            r = o * sh - pt + i * dh
-            if 0 <= r < h:
-                ptrs[n_rows] = src + r * w
-                n_rows += 1
-                if mode == 1 and not seen[r]:
-                    nb = h - r if h * w <= 4096 else 1
-                    memset(seen + r, 1, nb)
-                    if not _finite(src + r * w, nb * w):
-                        mode = 2
-        if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
-            for c in range(w):
-                v[c] = fill
+    o0 = 0
+    while o0 < oh:
+        rows = min(band, oh - o0)
+        for b in range(rows):
+            o = o0 + b
+            v = vpad + b * wp + lext            # column 0 of the image row
+            n_rows = 0
+            for i in range(kh):
+                r = o * sh - pt + i * dh
+                if 0 <= r < h:
+                    ptrs[n_rows] = src + r * w
+                    n_rows += 1
+                    if mode == 1 and not seen[r]:
+                        nb = min(h - r, max(1, 4096 // w))   # <= 16 KB: still in L1
+                        memset(seen + r, 1, nb)
+                        if not _finite(src + r * w, nb * w):
+                            mode = 2
+            if n_rows == 0:     # all-padding rows (dilations only): fixed up by the caller
+                for c in range(w):
+                    v[c] = fill
+            else:
+                _fold(v, ptrs, n_rows, w, 1, mode)
+        for j in range(kw):     # tap j of stream output t reads vpad[lext - pl + t*sw + j*dw]
+            ptrs[j] = vpad + lext - pl + j * dw
+        if qp == ow:
+            _fold(dst + o0 * ow, ptrs, <int> kw, rows * ow, sw, mode)
         else:
-            _fold(v, ptrs, n_rows, w, 1, mode)
-        for j in range(kw):
-            ptrs[j] = base + j * dw
-        _fold(dst + o * ow, ptrs, <int> kw, ow, sw, mode)
+            _fold(hout, ptrs, <int> kw, (rows - 1) * qp + ow, sw, mode)
+            for b in range(rows):
+                memcpy(dst + (o0 + b) * ow, hout + b * qp, ow * sizeof(floating))
+        o0 += rows
 
 
 cdef void _plane_small(const floating* src, floating* dst, floating* buf, const floating** ptrs,
@@ -161,6 +181,24 @@ cdef void _plane_2x2s2(const floating* src, floating* dst, Py_ssize_t w, Py_ssiz
                 edl_avg2x2_d(a, a + w, dst + o * ow, ow)
 
 
+cdef void _plane_3x3s2(const floating* src, floating* dst, floating* v, Py_ssize_t h,
+                       Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt,
+                       Py_ssize_t pl) noexcept nogil:
+    """3x3 max, stride 2, pads <= 1, every window with an in-image row and column: one call
+    per output row (edl_max3x3s2). v: the scratch row (its padding cells -inf)."""
+    cdef Py_ssize_t o, r0, f, i
+    cdef const floating* rows[3]
+    for o in range(oh):
+        r0 = 2 * o - pt
+        f = max(r0, 0)                      # an in-image row of the window
+        for i in range(3):
+            rows[i] = src + (r0 + i if 0 <= r0 + i < h else f) * w
+        if floating is float:
+            edl_max3x3s2_f(rows[0], rows[1], rows[2], w, v, pl, dst + o * ow, ow)
+        else:
+            edl_max3x3s2_d(rows[0], rows[1], rows[2], w, v, pl, dst + o * ow, ow)
+
+
 cdef void _counts(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t k, Py_ssize_t stride,
                   Py_ssize_t pad_begin, Py_ssize_t pad_end, Py_ssize_t dil,
                   long* valid, long* padded) noexcept nogil:
@@ -187,6 +225,7 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
     cdef Py_ssize_t pt = pads[0], pl = pads[1], pb = pads[2], pr = pads[3]
     cdef Py_ssize_t dh = dilations[0], dw = dilations[1]
     cdef Py_ssize_t p, r, q, planes = n * ch
+    cdef Py_ssize_t k = 0
     cdef floating* tmp = NULL
     cdef const floating** ptrs = NULL
     cdef floating* d
@@ -215,12 +254,24 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
     cdef bint has_empty = 0
     cdef unsigned char* seen = NULL
     # scratch row: lext padding cells, the image row, then what the last window reads past it
+    # (wp: rounded up to a multiple of sw, so a band's rows are one horizontal stream)
     cdef Py_ssize_t lext = max(pl, 0)
-    cdef Py_ssize_t vlen = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
+    cdef Py_ssize_t row = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
+    row = (row + sw - 1) // sw * sw
+    cdef Py_ssize_t band = min(oh, max(1, 4096 // (row + row // sw)))   # in L1 with its output
+    cdef Py_ssize_t vlen = band * (row + row // sw)
     # small planes: _plane_small's padded plane (hp x wp) and vertical result instead
     cdef Py_ssize_t hp = (oh - 1) * sh + (kh - 1) * dh + 1
     cdef Py_ssize_t wp = ((ow - 1) * sw + (kw - 1) * dw + sw) // sw * sw
     cdef bint small = h * w <= 4096 and (hp + oh) * wp <= 16384
+    cdef bint s2x3 = is_max and kh == 3 and kw == 3 and sh == 2 and sw == 2 and dh == 1 \
+        and dw == 1 and 0 <= pt <= 1 and 0 <= pl <= 1 and 2 * (oh - 1) - pt < h \
+        and 2 * (ow - 1) - pl < w
+    if s2x3:
+        small = False
+        row = max(row, pl + w, 2 * ow + 1)
+        band = 1
+        vlen = max(vlen, row)
     if small:
         vlen = max(vlen, (hp + oh) * wp)
     vlen = (vlen + 7) // 8 * 8    # keeps the pointer scratch after it aligned
@@ -241,14 +292,19 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
             if tmp != NULL:
                 ptrs = <const floating**> (<char*> tmp + vlen * sizeof(floating))
                 seen = <unsigned char*> (ptrs + kh + kw)
+                if not small:   # _plane's padding cells: written once, read by every plane
+                    for k in range(band * row):
+                        tmp[k] = -INFINITY if is_max else 0
                 for p in prange(planes, schedule="static"):
                     d = yp + p * oh * ow
-                    if small:
+                    if s2x3:
+                        _plane_3x3s2(xp + p * h * w, d, tmp, h, w, oh, ow, pt, pl)
+                    elif small:
                         _plane_small(xp + p * h * w, d, tmp, ptrs, h, w, oh, ow, kh, kw, sh, sw,
                                      pt, pl, dh, dw, hp, wp, 1 if is_max else 0)
                     else:
-                        _plane(xp + p * h * w, d, tmp, ptrs, seen, lext, vlen, h, w, oh, ow, kh,
-                               kw, sh, sw, pt, pl, dh, dw, 1 if is_max else 0)
+                        _plane(xp + p * h * w, d, tmp, ptrs, seen, lext, row, band, h, w, oh,
+                               ow, kh, kw, sh, sw, pt, pl, dh, dw, 1 if is_max else 0)
                     if not is_max:
                         for r in range(oh):
                             for q in range(ow):

@@ -293,6 +293,27 @@ def test_2x2_stride_2_fast_path(backend, dtype, width, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(7, 9), (16, 33), (23, 40), (80, 80), (11, 176)])
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (1, 0, 0, 1), (0, 1, 1, 0)])
+def test_3x3_stride_2_max_path(backend, dtype, hw, pads, rng):
+    """The one-call-a-row 3x3 s2 max (pads <= 1; FastestDet's stem pool), with ceil_mode
+    (windows ending in the padding), rows whose output count is below, at and past a
+    16-lane vector, and a NaN at each of the nine taps of a window: exact against the
+    reference, the NaN in exactly the windows holding it."""
+    x = rng.standard_normal((2, 3) + hw).astype(dtype)
+    x[1, 2] = -np.inf
+    taps = [(r, c) for r in range(3) for c in range(3)]
+    for i, (r, c) in enumerate(taps[:min(9, hw[1] // 4)]):   # window (1, 1 + 2i) of plane 0
+        x[0, 0, 2 - pads[0] + r, 2 * (1 + 2 * i) - pads[1] + c] = np.nan
+    for ceil in (False, True):
+        cfg = dict(kernel_shape=(3, 3), strides=(2, 2), pads=pads, ceil_mode=ceil)
+        got = P.max_pool2d(x, **cfg, backend=backend)
+        want = P.max_pool2d(x, **cfg, backend="numpy")
+        np.testing.assert_array_equal(got, want)
+        assert (got[1, 2] == -np.inf).all() and np.isnan(got[0, 0]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_inf(backend, dtype, rng):
     """A window holding a NaN gives NaN (max and average), -inf stays -inf."""
     x = rng.standard_normal((1, 2, 9, 9)).astype(dtype)
