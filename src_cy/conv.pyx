@@ -7,6 +7,7 @@ works on a zero-bordered copy of each plane: no branches in inner loops.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
@@ -17,6 +18,8 @@ from edl_act_table cimport *
 
 
 cdef extern from "edl_conv.h":
+    void edl_full3_clip_f(const float* x0, const float* x1, const float* x2, const float* w,
+                          float* row, Py_ssize_t n, float b, float lo, float hi) noexcept nogil
     void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
                      float* row, Py_ssize_t n) noexcept nogil
     void edl_full3_d(const double* x0, const double* x1, const double* x2, const double* w,
@@ -645,6 +648,11 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
     cdef const floating* x1
     cdef const floating* x2
     cdef const floating* wc
+    cdef floating t, bq
+    # float32 rows of >= 18 with no activation or a clip (ReLU, ReLU6): edl_full3_clip_f
+    cdef bint fused = floating is float and wd >= 18 and (act == ACT_NONE or act == ACT_CLIP)
+    cdef floating flo = lo if act == ACT_CLIP else -INFINITY
+    cdef floating fhi = hi if act == ACT_CLIP else INFINITY
     with parallel(use_threads_if=planes * h * wd * 9 >= _PAR_ELEMS):
         zero = <floating*>calloc(wd, sizeof(floating))
         for q in prange(planes, schedule="static"):
@@ -658,6 +666,19 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
                 x0 = xp + (oy - 1) * wd if oy >= 1 else zero
                 x1 = xp + oy * wd
                 x2 = xp + (oy + 1) * wd if oy + 1 < h else zero
+                if fused:   # bias and clip in the store; the edges get them here
+                    bq = bias[q % c]
+                    if floating is float:
+                        edl_full3_clip_f(x0, x1, x2, wc, row + 1, wd - 2, bq, flo, fhi)
+                    t = (wc[1] * x0[0] + wc[2] * x0[1] + wc[4] * x1[0] + wc[5] * x1[1]
+                         + wc[7] * x2[0] + wc[8] * x2[1]) + bq
+                    t = flo if flo > t else t
+                    row[0] = fhi if fhi < t else t
+                    t = (wc[0] * x0[wd - 2] + wc[1] * x0[wd - 1] + wc[3] * x1[wd - 2]
+                         + wc[4] * x1[wd - 1] + wc[6] * x2[wd - 2] + wc[7] * x2[wd - 1]) + bq
+                    t = flo if flo > t else t
+                    row[wd - 1] = fhi if fhi < t else t
+                    continue
                 if floating is float:
                     edl_full3_f(x0, x1, x2, wc, row + 1, wd - 2)
                 else:
@@ -672,7 +693,8 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
                 # re-reading it at once from row missed store forwarding on every vector
                 if oy >= 1:
                     _epilogue(row - wd, wd, bias[q % c], act, lo, hi, slopes[q % c])
-            _epilogue(out + (q * h + h - 1) * wd, wd, bias[q % c], act, lo, hi,
-                      slopes[q % c])
+            if not fused:
+                _epilogue(out + (q * h + h - 1) * wd, wd, bias[q % c], act, lo, hi,
+                          slopes[q % c])
         free(zero)
     return err != 0

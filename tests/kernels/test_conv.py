@@ -117,18 +117,20 @@ def test_conv2d_random_vs_naive(backend, dtype, rng):
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dil", [1, 2])
-def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, rng):
-    # tail widths around vector lengths, with same-padding and no padding
-    for width in (1, 2, 7, 8, 9, 17, 33, 64, 150):    # 150: rows >= 64 at stride 2
+@pytest.mark.parametrize("act", [None, "relu6"])
+def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, act, rng):
+    # tail widths around vector lengths, with same-padding and no padding; no activation and
+    # a clip are applied in the 3x3 "same" row kernel's store (edl_full3_clip_f)
+    for width in (1, 2, 7, 8, 9, 17, 33, 48, 49, 64, 150):  # 150: rows >= 64 at s2
         for pad in (0, (k // 2) * dil):
             h, w = 2 * k * dil - 1 if pad == 0 else 5, max(width, 1 + (k - 1) * dil - 2 * pad)
             x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
             wt = rng.standard_normal((3, 1, k, k)).astype(np.float32)
             b = rng.standard_normal(3).astype(np.float32)
             args = (x, wt, b, (stride, stride), (pad,) * 4, (dil, dil), 3)
-            want = conv2d(*args, activation="relu6", backend="numpy")
+            want = conv2d(*args, activation=act, backend="numpy")
             out = np.full_like(want, np.nan)     # kernels must not read their output
-            conv2d(*args, activation="relu6", out=out, backend=backend)
+            conv2d(*args, activation=act, out=out, backend=backend)
             _close(out, want, np.float32)
 
 
