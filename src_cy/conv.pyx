@@ -9,7 +9,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
@@ -18,6 +18,9 @@ from edl_act_table cimport *
 
 
 cdef extern from "edl_conv.h":
+    void edl_direct8_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
+                       int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
+                       float hi) noexcept nogil
     void edl_full3_clip_f(const float* x0, const float* x1, const float* x2, const float* w,
                           float* row, Py_ssize_t n, float b, float lo, float hi) noexcept nogil
     void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
@@ -95,6 +98,7 @@ cdef enum:
     # conv_gemm: multiply-adds below which one thread does it all (~10 us of FMAs), and
     # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
     _PAR_MACS = 1 << 20
+    _DIRECT_TAPS = 64     # most taps (C * kh * kw) a conv takes the direct path with
     _GEMM_BLOCK_BYTES = 384 << 10
     # deep GEMMs (K blocked, see edl_gemm.h): the bytes of a column block's C and one K
     # block of its im2col (A is read once per block: 48-column blocks of a 256 x 2304 A ran
@@ -491,18 +495,30 @@ cdef class ConvF32:
     twin's fused-type dispatch and its typed memoryviews, and the caller's shape / dtype /
     contiguity checks: a model's conv calls run with the interpreter cache-cold.
     """
-    cdef const float[::1] wp, bias, slopes
+    cdef const float[::1] wp, bias, slopes, wdir
     cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
     cdef int act
     cdef bint depthwise
+    cdef readonly bint direct       # runs _conv_direct_f32 (no im2col, no GEMM)
     cdef float lo, hi
 
     def __init__(self, bint depthwise, const float[::1] wp, const float[::1] bias,
                  const float[::1] slopes, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                  Py_ssize_t m, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                 Py_ssize_t dw, int act, double p0, double p1):
+                 Py_ssize_t dw, int act, double p0, double p1, const float[::1] direct=None):
+        """direct: weights for _conv_direct_f32 ((M + 7) // 8 groups of K taps x 8 channels,
+        pack_direct_weights), which then runs instead of the GEMM (dense convs of few taps,
+        dilation 1, output rows of >= 8)."""
         cdef Py_ssize_t K = c * kh * kw
+        self.direct = direct is not None
+        if self.direct:
+            if (depthwise or dh != 1 or dw != 1 or ow < 8 or K > _DIRECT_TAPS
+                    or direct.shape[0] != (m + 7) // 8 * 8 * K):
+                raise ValueError(f"ConvF32: direct weights need a dense conv of <= "
+                                 f"{_DIRECT_TAPS} taps, dilation 1, output rows >= 8 and "
+                                 f"{(m + 7) // 8 * 8 * K} values")
+            self.wdir = direct
         if depthwise and (m != c or wp.shape[0] != K):
             raise ValueError(f"ConvF32: depthwise weights need M = C = {c} and C * kh * kw "
                              f"= {K} values, got M = {m} and {wp.shape[0]}")
@@ -528,7 +544,13 @@ cdef class ConvF32:
             if omp_get_max_threads() != nthreads:
                 omp_set_num_threads(nthreads)
             with nogil:
-                if self.depthwise:
+                if self.direct:
+                    r = _conv_direct_f32(<const float*>bx.buf, self.c, self.h, self.w,
+                                         &self.wdir[0], &self.bias[0], self.kh, self.kw,
+                                         self.sh, self.sw, self.ph, self.pw, self.act,
+                                         self.lo, self.hi, &self.slopes[0], <float*>by.buf,
+                                         self.m, self.oh, self.ow)
+                elif self.depthwise:
                     r = _depthwise(<const float*>bx.buf, self.c, self.c, self.h, self.w,
                                    &self.wp[0], self.kh, self.kw, &self.bias[0], self.sh,
                                    self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
@@ -544,6 +566,78 @@ cdef class ConvF32:
         if r:
             raise MemoryError("conv: out of memory for its buffers")
         return ok
+
+
+def pack_direct_weights(const float[:, ::1] w):
+    """(M, K) weights -> _conv_direct_f32's: (M + 7) // 8 groups, each K taps x 8 channels
+    (zeros past M)."""
+    cdef Py_ssize_t m = w.shape[0], k = w.shape[1], g, t, j
+    import numpy as np
+    out = np.zeros((m + 7) // 8 * 8 * k, np.float32)
+    cdef float[::1] o = out
+    for g in range((m + 7) // 8):
+        for t in range(k):
+            for j in range(min(8, m - 8 * g)):
+                o[(g * k + t) * 8 + j] = w[8 * g + j, t]
+    return out
+
+
+cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
+                          const float* wq, const float* bias, Py_ssize_t kh, Py_ssize_t kw,
+                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int act,
+                          float lo, float hi, const float* slopes, float* yb, Py_ssize_t m,
+                          Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """Dense conv of few taps (dilation 1, ow >= 8) without im2col: per output row, the kh
+    input rows of each channel are copied zero-padded and split by column phase (sw phases of
+    wq values: phase p holds padded columns p, p + sw, ...), so tap (ci, i, j) is the
+    contiguous run at phase j % sw, offset j // sw; edl_direct8_f then computes 8 output
+    channels at a time. Output rows go to the threads. Returns 0, or 1 if a malloc failed."""
+    cdef Py_ssize_t T = c * kh * kw, L = oh * ow
+    cdef Py_ssize_t wq_ = ((ow - 1) * sw + kw + sw - 1) // sw     # values a phase
+    cdef Py_ssize_t oy, ci, i, j, p, r, g, u0, u1, first, n, t
+    cdef int err = 0
+    cdef float* buf = NULL
+    cdef float* dst
+    cdef const float* xr
+    cdef const float** src
+    cdef bint fused = act == ACT_NONE or act == ACT_CLIP
+    cdef float flo = lo if act == ACT_CLIP else -INFINITY
+    cdef float fhi = hi if act == ACT_CLIP else INFINITY
+    with parallel(use_threads_if=m * T * L >= _PAR_MACS):
+        buf = <float*>malloc(c * kh * sw * wq_ * sizeof(float) + T * sizeof(void*))
+        src = <const float**>(buf + c * kh * sw * wq_)
+        for oy in prange(oh, schedule="static"):
+            if buf == NULL:
+                err += 1
+                continue
+            for ci in range(c):
+                for i in range(kh):
+                    r = oy * sh + i - ph
+                    for p in range(sw):
+                        dst = buf + ((ci * kh + i) * sw + p) * wq_
+                        # phase p's value u is input column u * sw + p - pw: in the image
+                        # for u in [u0, u1)
+                        first = p - pw
+                        u0 = 0 if first >= 0 else (-first + sw - 1) // sw
+                        u1 = min(wq_, (wd - 1 - first) // sw + 1) if wd - 1 >= first else 0
+                        if r < 0 or r >= h or u1 <= u0:
+                            memset(dst, 0, wq_ * sizeof(float))
+                            continue
+                        xr = xb + (ci * h + r) * wd
+                        memset(dst, 0, u0 * sizeof(float))
+                        edl_gather_f(xr + u0 * sw + first, sw, dst + u0, u1 - u0)
+                        memset(dst + u1, 0, (wq_ - u1) * sizeof(float))
+                    for j in range(kw):
+                        src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + i) * sw + j % sw) * wq_
+                                                       + j // sw)
+            for g in range((m + 7) // 8):
+                edl_direct8_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
+                              yb + 8 * g * L + oy * ow, L, ow, flo, fhi)
+            if not fused:
+                for t in range(m):
+                    _epilogue(yb + t * L + oy * ow, ow, <float>0, act, lo, hi, slopes[t])
+        free(buf)
+    return err != 0
 
 
 cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,

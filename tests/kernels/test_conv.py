@@ -367,6 +367,9 @@ def test_plan_fast_path_declines_what_it_cannot_run(rng):
     with pytest.raises(ValueError, match="pack_conv_weights"):
         cy.ConvF32(False, np.zeros(5, np.float32), b, b, 6, 9, 11, 10, 9, 11, 3, 3, 1, 1,
                    1, 1, 1, 1, 1, 0.0, 1.0)
+    with pytest.raises(ValueError, match="direct weights"):     # a direct path misbound
+        cy.ConvF32(False, cy.pack_conv_weights(w.reshape(10, -1)), b, b, 6, 9, 11, 10, 9, 11,
+                   3, 3, 1, 1, 1, 1, 1, 1, 1, 0.0, 1.0, np.zeros(7, np.float32))
     assert conv2d_plan(x.shape, w, b, **kw)._fast is None          # backend not named
 
 
@@ -388,6 +391,34 @@ def test_plan_fast_path_depthwise(k, stride, dil, width, rng):
     out = np.full(run.out_shape, np.nan, np.float32)
     assert run(x, out) is out
     _close(out, conv2d(x, w, b, backend="numpy", **kw), np.float32)
+
+
+@pytest.mark.parametrize("c, k, stride, pads", [
+    (3, 3, (2, 2), (1, 1, 1, 1)), (3, 3, (1, 1), (1, 1, 1, 1)), (1, 3, (2, 2), (0, 1, 1, 0)),
+    (7, 3, (1, 2), (2, 0, 1, 2)), (2, 5, (2, 2), (2, 2, 2, 2)), (3, 3, (3, 3), (1, 0, 0, 1))])
+@pytest.mark.parametrize("m", [5, 16, 24])
+@pytest.mark.parametrize("act", [None, "relu6", "silu"])
+def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
+    # dense convs of few taps (stem convs on RGB) run ConvF32's direct path: odd strides and
+    # pads, rows not a multiple of 8 (the last block moved back), M not a multiple of 8,
+    # the clip in the store or the epilogue after it, a NaN that must stay in its windows
+    require_backend("cython")
+    x = rng.standard_normal((1, c, 23, 61)).astype(np.float32)
+    x[0, 0, 5, 17] = np.nan
+    w = rng.standard_normal((m, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    kw = dict(strides=stride, pads=pads, activation=act)
+    run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
+    assert run._fast is not None and run._fast.direct
+    out = np.full(run.out_shape, np.nan, np.float32)
+    assert run(x, out) is out
+    want = conv2d(x, w, b, backend="numpy", **kw)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
+    # 1x1 convs, rows under 16 and many taps keep the GEMM path
+    for shape, wshape in [((1, 3, 23, 61), (m, 3, 1, 1)), ((1, 3, 9, 9), (m, 3, 3, 3)),
+                          ((1, 8, 23, 61), (m, 8, 3, 3))]:
+        assert not conv2d_plan(shape, np.ones(wshape, np.float32), backend="cython")._fast.direct
 
 
 def test_1x1_gemm_path_and_empty_batch(backend, rng):
