@@ -21,6 +21,11 @@ cdef extern from "edl_conv.h":
     void edl_direct8_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
                        int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
                        float hi) noexcept nogil
+    void edl_direct16_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
+                        int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
+                        float hi) noexcept nogil
+    int edl_direct_wide() noexcept nogil
+    void edl_direct_set_wide(int wide) noexcept nogil
     void edl_full3_clip_f(const float* x0, const float* x1, const float* x2, const float* w,
                           float* row, Py_ssize_t n, float b, float lo, float hi) noexcept nogil
     void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
@@ -98,7 +103,7 @@ cdef enum:
     # conv_gemm: multiply-adds below which one thread does it all (~10 us of FMAs), and
     # the im2col bytes of one column block (stays in L2 while every filter panel reads it)
     _PAR_MACS = 1 << 20
-    _DIRECT_TAPS = 64     # most taps (C * kh * kw) a conv takes the direct path with
+    _DIRECT_TAPS = 320    # most taps (C * kh * kw) a conv takes the direct path with
     _GEMM_BLOCK_BYTES = 384 << 10
     # deep GEMMs (K blocked, see edl_gemm.h): the bytes of a column block's C and one K
     # block of its im2col (A is read once per block: 48-column blocks of a 256 x 2304 A ran
@@ -568,6 +573,14 @@ cdef class ConvF32:
         return ok
 
 
+def direct_wide(force=None):
+    """Whether _conv_direct_f32 runs 16-pixel blocks here (x86-64 with AVX-512F), else 8;
+    ``force`` (tests: both are correct on any CPU) sets it, -1 back to the CPU's choice."""
+    if force is not None:
+        edl_direct_set_wide(<int>force)
+    return edl_direct_wide() != 0
+
+
 def pack_direct_weights(const float[:, ::1] w):
     """(M, K) weights -> _conv_direct_f32's: (M + 7) // 8 groups, each K taps x 8 channels
     (zeros past M)."""
@@ -603,6 +616,7 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     cdef bint fused = act == ACT_NONE or act == ACT_CLIP
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
+    cdef bint wide = edl_direct_wide() != 0 and ow >= 16
     with parallel(use_threads_if=m * T * L >= _PAR_MACS):
         buf = <float*>malloc(c * kh * sw * wq_ * sizeof(float) + T * sizeof(void*))
         src = <const float**>(buf + c * kh * sw * wq_)
@@ -631,8 +645,12 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                         src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + i) * sw + j % sw) * wq_
                                                        + j // sw)
             for g in range((m + 7) // 8):
-                edl_direct8_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
-                              yb + 8 * g * L + oy * ow, L, ow, flo, fhi)
+                if wide:
+                    edl_direct16_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
+                                   yb + 8 * g * L + oy * ow, L, ow, flo, fhi)
+                else:
+                    edl_direct8_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
+                                  yb + 8 * g * L + oy * ow, L, ow, flo, fhi)
             if not fused:
                 for t in range(m):
                     _epilogue(yb + t * L + oy * ow, ow, <float>0, act, lo, hi, slopes[t])

@@ -120,38 +120,58 @@ EDL_SIMD_KERNEL static void edl_full3_clip_f(const float *x0, const float *x1, c
    splits each padded input row by column phase, so stride 2 reads no gather). Eight
    8-float accumulators (8 independent FMA chains; ymm on x86, 2 q registers each on NEON),
    the last pixel block moved back instead of a scalar tail. With K this small the GEMM path's
-   im2col and its C tiles' loads and stores cost as much as the FMAs. */
+   im2col and its C tiles' loads and stores cost as much as the FMAs. (n >= W) */
 typedef float edl_v8f __attribute__((vector_size(32)));
 typedef int32_t edl_v8i __attribute__((vector_size(32)));
-#define EDL_LD8(p) ({ edl_v8f t_; memcpy(&t_, (p), 32); t_; })
-#define EDL_SEL8(m, a, b) ((edl_v8f)(((edl_v8i)(a) & (m)) | ((edl_v8i)(b) & ~(m))))
-EDL_SIMD_KERNEL static void edl_direct8_f(const float *const *src, ptrdiff_t T,
-                                          const float *wq, const float *bias, int mv,
-                                          float *out, ptrdiff_t ostride, ptrdiff_t n,
-                                          float lo, float hi) {
-    const edl_v8f z = {0}, lov = lo + z, hiv = hi + z;
-    float b[8];
-    for (int m = 0; m < 8; m++) b[m] = m < mv ? bias[m] : 0;
-    for (ptrdiff_t k = 0;; k += 8) {
-        if (k > n - 8) k = n - 8;
-        edl_v8f a0 = b[0] + z, a1 = b[1] + z, a2 = b[2] + z, a3 = b[3] + z;
-        edl_v8f a4 = b[4] + z, a5 = b[5] + z, a6 = b[6] + z, a7 = b[7] + z;
-        for (ptrdiff_t t = 0; t < T; t++) {
-            const edl_v8f v = EDL_LD8(src[t] + k);
-            const float *w = wq + 8 * t;
-            a0 += w[0] * v; a1 += w[1] * v; a2 += w[2] * v; a3 += w[3] * v;
-            a4 += w[4] * v; a5 += w[5] * v; a6 += w[6] * v; a7 += w[7] * v;
-        }
-        edl_v8f acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        for (int m = 0; m < mv; m++) {
-            edl_v8f r = acc[m];
-            r = EDL_SEL8(lov > r, lov, r);
-            r = EDL_SEL8(hiv < r, hiv, r);
-            memcpy(out + m * ostride + k, &r, 32);
-        }
-        if (k == n - 8) break;
-    }
+/* NAME: W pixels (vector type VT, its int twin VI) x 8 channels a block */
+#define EDL_DIRECT(NAME, VT, VI, W)                                                          \
+EDL_SIMD_KERNEL static void NAME(const float *const *src, ptrdiff_t T, const float *wq,    \
+                                 const float *bias, int mv, float *out, ptrdiff_t ostride, \
+                                 ptrdiff_t n, float lo, float hi) {                        \
+    const VT z = {0}, lov = lo + z, hiv = hi + z;                                          \
+    float b[8];                                                                            \
+    for (int m = 0; m < 8; m++) b[m] = m < mv ? bias[m] : 0;                               \
+    for (ptrdiff_t k = 0;; k += W) {                                                       \
+        if (k > n - W) k = n - W;                                                          \
+        VT a0 = b[0] + z, a1 = b[1] + z, a2 = b[2] + z, a3 = b[3] + z;                     \
+        VT a4 = b[4] + z, a5 = b[5] + z, a6 = b[6] + z, a7 = b[7] + z;                     \
+        for (ptrdiff_t t = 0; t < T; t++) {                                                \
+            VT v;                                                                          \
+            memcpy(&v, src[t] + k, sizeof v);                                              \
+            const float *w = wq + 8 * t;                                                   \
+            a0 += w[0] * v; a1 += w[1] * v; a2 += w[2] * v; a3 += w[3] * v;                \
+            a4 += w[4] * v; a5 += w[5] * v; a6 += w[6] * v; a7 += w[7] * v;                \
+        }                                                                                  \
+        VT acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};                                      \
+        for (int m = 0; m < mv; m++) {                                                     \
+            VT r = acc[m];                                                                 \
+            VI lt = lov > r, gt = hiv < r;                                                 \
+            r = (VT)(((VI)lov & lt) | ((VI)r & ~lt));                                      \
+            r = (VT)(((VI)hiv & gt) | ((VI)r & ~gt));                                      \
+            memcpy(out + m * ostride + k, &r, sizeof r);                                   \
+        }                                                                                  \
+        if (k == n - W) break;                                                             \
+    }                                                                                      \
 }
+/* 8 pixels (ymm on x86, 2 q registers each on NEON: 16 of NEON's 32 for the accumulators)
+   everywhere; 16 (one zmm each) where AVX-512 has 32 registers: half the weight broadcasts
+   and source loads per multiply-add */
+EDL_DIRECT(edl_direct8_f, edl_v8f, edl_v8i, 8)
+EDL_DIRECT(edl_direct16_f, edl_v16f, edl_v16i, 16)
+/* 1 where edl_direct16_f should run (x86-64 with AVX-512F); tests force either (both are
+   correct everywhere) with edl_direct_set_wide */
+static int edl_direct_wide_flag = -1;
+static inline int edl_direct_wide(void) {
+    if (edl_direct_wide_flag < 0) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+        edl_direct_wide_flag = __builtin_cpu_supports("avx512f");
+#else
+        edl_direct_wide_flag = 0;
+#endif
+    }
+    return edl_direct_wide_flag;
+}
+static inline void edl_direct_set_wide(int wide) { edl_direct_wide_flag = wide; }
 /* Stride 2: a padded row is stored split by column parity, e = even columns, then
    o = odd ones (wq each); tap j of output k is then e[k + j/2] or o[k + j/2]: contiguous
    loads instead of gathers. p: row r0's e; rs: row stride (2 wq). */

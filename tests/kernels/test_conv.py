@@ -410,11 +410,23 @@ def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
     kw = dict(strides=stride, pads=pads, activation=act)
     run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
     assert run._fast is not None and run._fast.direct
-    out = np.full(run.out_shape, np.nan, np.float32)
-    assert run(x, out) is out
     want = conv2d(x, w, b, backend="numpy", **kw)
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
-    _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
+    from edgedl._cy import conv as cy
+    try:
+        for wide in (0, 1):          # blocks of 8 and of 16 pixels, whatever this CPU picks
+            cy.direct_wide(wide)
+            out = np.full(run.out_shape, np.nan, np.float32)
+            assert run(x, out) is out
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+            _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
+    finally:
+        cy.direct_wide(-1)
+    # with 16-pixel blocks (AVX-512) rows of >= 64 take it up to 320 taps
+    xw = rng.standard_normal((1, 12, 9, 70)).astype(np.float32)
+    ww = rng.standard_normal((m, 12, 3, 3)).astype(np.float32)
+    wide_run = conv2d_plan(xw.shape, ww, b, backend="cython", pads=(1, 1, 1, 1))
+    assert wide_run._fast.direct == cy.direct_wide()
+    _close(wide_run(xw), conv2d(xw, ww, b, pads=(1, 1, 1, 1), backend="numpy"), np.float32)
     # 1x1 convs, rows under 16 and many taps keep the GEMM path
     for shape, wshape in [((1, 3, 23, 61), (m, 3, 1, 1)), ((1, 3, 9, 9), (m, 3, 3, 3)),
                           ((1, 8, 23, 61), (m, 8, 3, 3))]:
