@@ -26,6 +26,7 @@ cdef extern from "edl_conv.h":
                         float hi) noexcept nogil
     int edl_direct_wide() noexcept nogil
     void edl_direct_set_wide(int wide) noexcept nogil
+    int edl_direct_ok() noexcept nogil
     void edl_full3_clip_f(const float* x0, const float* x1, const float* x2, const float* w,
                           float* row, Py_ssize_t n, float b, float lo, float hi) noexcept nogil
     void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
@@ -571,6 +572,11 @@ cdef class ConvF32:
         if r:
             raise MemoryError("conv: out of memory for its buffers")
         return ok
+
+
+def direct_ok():
+    """Whether this build has the direct path (x86-64 and aarch64: vector registers)."""
+    return edl_direct_ok() != 0
 
 
 def direct_wide(force=None):

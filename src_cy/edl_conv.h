@@ -172,6 +172,15 @@ static inline int edl_direct_wide(void) {
     return edl_direct_wide_flag;
 }
 static inline void edl_direct_set_wide(int wide) { edl_direct_wide_flag = wide; }
+/* 1 where the direct path has vector registers for its accumulators: x86-64 (SSE2 at least)
+   and aarch64 (NEON). Debian's armhf compiles for VFPv3 without NEON: the GEMM path there. */
+static inline int edl_direct_ok(void) {
+#if defined(__x86_64__) || defined(__aarch64__)
+    return 1;
+#else
+    return 0;
+#endif
+}
 /* Stride 2: a padded row is stored split by column parity, e = even columns, then
    o = odd ones (wq each); tap j of output k is then e[k + j/2] or o[k + j/2]: contiguous
    loads instead of gathers. p: row r0's e; rs: row stride (2 wq). */

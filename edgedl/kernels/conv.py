@@ -306,7 +306,8 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed):
     cy = _dispatch.twin_module("conv", "cython")
     wp = w.reshape(-1) if depthwise else _packed_weights(w, 1, "cython", packed)[0]
     direct = None
-    if not depthwise and _direct_dense(c * kh * kw, kh * kw, (dh, dw), ow, cy.direct_wide()):
+    if (not depthwise and cy.direct_ok()
+            and _direct_dense(c * kh * kw, kh * kw, (dh, dw), ow, cy.direct_wide())):
         direct = cy.pack_direct_weights(w.reshape(m, -1))
     return cy.ConvF32(depthwise, wp, b, slopes, c, x_shape[2], x_shape[3], m, oh, ow, kh, kw,
                       sh, sw, pads[0], pads[1], dh, dw, code, p0, p1, direct)
