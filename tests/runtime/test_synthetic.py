@@ -368,3 +368,23 @@ def test_big_convs_in_row_bands(backend, rng):
     inits = [("w1", _w(rng, 8, 8, 3, 3)), ("w2", _w(rng, 6, 8, 3, 3)), ("b2", _w(rng, 6))]
     m = _model(nodes, [_vi("x", [1, 16, 203, 181])], [_vi("y", None)], inits)
     _check(m, [{"x": rng.standard_normal((1, 16, 203, 181)).astype(np.float32)}], backend)
+
+
+@pytest.mark.parametrize("size, beta", [(5, 0.75), (3, 0.5), (3, 1.0), (1, 0.75), (7, 0.6),
+                                        (11, 0.75), (4, 0.75)])
+def test_lrn_against_onnxruntime(backend, rng, size, beta):
+    """LRN (AlexNet, ZFNet, GoogLeNet): windows wider than the channels, the square-root
+    powers and np.power, large and tiny values; onnxruntime takes odd sizes only, so an even
+    one is held to the operator's formula in float64 (floor((size-1)/2) channels below c)."""
+    x = (rng.standard_normal((2, 9, 5, 7)) * rng.choice([0.01, 1.0, 30.0], (2, 9, 1, 1)))
+    x = x.astype(np.float32)
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=3e-4, beta=beta, bias=1.5)
+    m = _model([node], [_vi("x", [2, 9, 5, 7])], [_vi("y", [2, 9, 5, 7])])
+    if size % 2:
+        _check(m, [{"x": x}], backend, rtol=1e-5)
+        return
+    sq, lo = x.astype(np.float64) ** 2, (size - 1) // 2
+    s = np.stack([sq[:, max(0, c - lo):c - lo + size].sum(axis=1) for c in range(9)], axis=1)
+    want = x / (1.5 + 3e-4 / size * s) ** beta
+    got = edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
