@@ -3,6 +3,7 @@
 #ifndef EDL_POOL_H
 #define EDL_POOL_H
 #include <stddef.h>
+#include <stdint.h>
 #include "edl_math.h"
 /* One output row of a 2x2 stride-2 pool from input rows a, b (n outputs). EDL_SIMD_KERNEL:
    AVX2 / AVX-512 clones de-interleave the pairs with shuffles (2x faster than SSE2).
@@ -152,6 +153,39 @@ static void edl_fold_d(const double *const *src, int n, ptrdiff_t stride, double
     else if (mode == 1) edl_fold_d1(src, n, stride, d, len);
     else edl_fold_d2(src, n, stride, d, len);
 }
+/* uint8 / int8 max (quantized tensors): v[k] = max(v[k], s[k]), and d[q] = max over
+   j < kw of v[q * sw + j * dw] (stride 1 and 2 written out: constant strides vectorise) */
+#define EDL_IMAX(T, S)                                                                     \
+EDL_SIMD_KERNEL static void edl_imax_row_##S(T *restrict v, const T *restrict s,          \
+                                             ptrdiff_t n) {                               \
+    for (ptrdiff_t k = 0; k < n; k++) v[k] = s[k] > v[k] ? s[k] : v[k];                   \
+}                                                                                         \
+EDL_SIMD_KERNEL static void edl_imax_taps_##S(const T *restrict v, ptrdiff_t kw,          \
+                                              ptrdiff_t dw, ptrdiff_t sw,                 \
+                                              T *restrict d, ptrdiff_t n) {               \
+    ptrdiff_t q, j;                                                                       \
+    if (sw == 1) {                                                                        \
+        for (q = 0; q < n; q++) d[q] = v[q];                                              \
+        for (j = 1; j < kw; j++) {                                                        \
+            const T *t = v + j * dw;                                                      \
+            for (q = 0; q < n; q++) d[q] = t[q] > d[q] ? t[q] : d[q];                     \
+        }                                                                                 \
+    } else if (sw == 2) {                                                                 \
+        for (q = 0; q < n; q++) d[q] = v[2 * q];                                          \
+        for (j = 1; j < kw; j++) {                                                        \
+            const T *t = v + j * dw;                                                      \
+            for (q = 0; q < n; q++) d[q] = t[2 * q] > d[q] ? t[2 * q] : d[q];             \
+        }                                                                                 \
+    } else {                                                                              \
+        for (q = 0; q < n; q++) d[q] = v[q * sw];                                         \
+        for (j = 1; j < kw; j++) {                                                        \
+            const T *t = v + j * dw;                                                      \
+            for (q = 0; q < n; q++) d[q] = t[q * sw] > d[q] ? t[q * sw] : d[q];           \
+        }                                                                                 \
+    }                                                                                     \
+}
+EDL_IMAX(uint8_t, u8)
+EDL_IMAX(int8_t, s8)
 /* 1 if s[0..n) holds no NaN and no inf (x - x is 0 exactly for finite x): picks mode 1.
    An OR of compares, so the vectorised loop carries no long dependency chain. */
 #define EDL_FINITE(T, S)                                                                   \

@@ -11,6 +11,7 @@ vectorised). Max uses a plain maxps while the rows read hold no NaN/inf and the 
 NaN-propagating max from the first row that does (each row is checked when first read).
 Planes (N * C) run in parallel.
 """
+cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
@@ -19,6 +20,12 @@ from libc.string cimport memcpy, memset
 
 
 cdef extern from "edl_pool.h":
+    void edl_imax_row_u8(unsigned char* v, const unsigned char* s, Py_ssize_t n) noexcept nogil
+    void edl_imax_row_s8(signed char* v, const signed char* s, Py_ssize_t n) noexcept nogil
+    void edl_imax_taps_u8(const unsigned char* v, Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw,
+                          unsigned char* d, Py_ssize_t n) noexcept nogil
+    void edl_imax_taps_s8(const signed char* v, Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw,
+                          signed char* d, Py_ssize_t n) noexcept nogil
     void edl_max3x3s2_f(const float* a, const float* b, const float* c, Py_ssize_t w, float* v,
                         Py_ssize_t pl, float* d, Py_ssize_t n) noexcept nogil
     void edl_max3x3s2_d(const double* a, const double* b, const double* c, Py_ssize_t w,
@@ -327,6 +334,69 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
 def max_pool2d(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple strides, tuple pads,
                tuple dilations, floating[:, :, :, ::1] out):
     _pool(x, kernel_shape, strides, pads, dilations, False, out, True)
+    return out.base
+
+
+ctypedef fused int8ish:
+    unsigned char
+    signed char
+
+
+def max_pool2d_int8(const int8ish[:, :, :, ::1] x, tuple kernel_shape, tuple strides,
+                    tuple pads, tuple dilations, int8ish[:, :, :, ::1] out):
+    """MaxPool of uint8 / int8 (quantized) tensors, exact: max commutes with the monotonic
+    (de)quantization. Per output row, the window's in-image rows' max into a row padded
+    with the type's minimum, then the max of kw taps of it (edl_imax_*). A window with no
+    in-image tap gives the minimum. Arguments as max_pool2d (validated by the caller)."""
+    cdef Py_ssize_t n = x.shape[0], ch = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t kh = kernel_shape[0], kw = kernel_shape[1]
+    cdef Py_ssize_t sh = strides[0], sw = strides[1], pt = pads[0], pl = pads[1]
+    cdef Py_ssize_t dh = dilations[0], dw = dilations[1]
+    cdef Py_ssize_t planes = n * ch, p, o, i, r, c
+    cdef Py_ssize_t lext = max(pl, 0)
+    cdef Py_ssize_t row = lext + max(w, (ow - 1) * sw + (kw - 1) * dw - pl + 1)
+    cdef int8ish fill = 0 if int8ish is cython.uchar else -128
+    cdef int8ish* buf = NULL
+    cdef int8ish* v
+    cdef const int8ish* xp
+    cdef int8ish* yp
+    cdef bint first
+    cdef int failed[1]
+    failed[0] = 0
+    if planes == 0 or oh == 0 or ow == 0:
+        return out.base
+    xp = &x[0, 0, 0, 0]
+    yp = &out[0, 0, 0, 0]
+    with nogil, parallel():
+        buf = <int8ish*> malloc(row)
+        if buf == NULL:
+            failed[0] = 1   # an array element: shared, not thread-private
+        else:
+            memset(buf, <int>fill, row)     # the padding cells keep it; image cells rewritten
+            v = buf + lext
+            for p in prange(planes, schedule="static"):
+                for o in range(oh):
+                    first = True
+                    for i in range(kh):
+                        r = o * sh - pt + i * dh
+                        if 0 <= r < h:
+                            if first:
+                                memcpy(v, xp + (p * h + r) * w, w)
+                                first = False
+                            elif int8ish is cython.uchar:
+                                edl_imax_row_u8(v, xp + (p * h + r) * w, w)
+                            else:
+                                edl_imax_row_s8(v, xp + (p * h + r) * w, w)
+                    if first:
+                        memset(v, <int>fill, w)
+                    if int8ish is cython.uchar:
+                        edl_imax_taps_u8(buf + lext - pl, kw, dw, sw, yp + (p * oh + o) * ow, ow)
+                    else:
+                        edl_imax_taps_s8(buf + lext - pl, kw, dw, sw, yp + (p * oh + o) * ow, ow)
+            free(buf)
+    if failed[0]:
+        raise MemoryError()
     return out.base
 
 

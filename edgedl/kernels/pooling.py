@@ -300,13 +300,17 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
                 dilations=(1, 1), ceil_mode=False, auto_pad="NOTSET", count_include_pad=False,
                 dtype=np.float32, backend=None):
     """max_pool2d (``kind`` "max") or avg_pool2d ("avg") prepared once for a fixed input shape
-    (the ONNX runtime's planner): validates everything now and returns ``run(x, out=None)``,
+    (the ONNX runtime's planner), float32 / float64, and for "max" also uint8 / int8
+    (quantized tensors, exact): validates everything now and returns ``run(x, out=None)``,
     which only checks x's shape and dtype. ``out``, when given, must be a C-contiguous array
     of ``run.out_shape`` and x's dtype not overlapping x (not checked: this is the fast path;
     the public functions' per-call validation cost ~25 us).
     """
     if kind not in ("max", "avg"):
         raise ValidationError(f"kind must be 'max' or 'avg', got {kind!r}")
+    if kind == "max" and np.dtype(dtype) in (np.uint8, np.int8):
+        return _int8_max_plan(x_shape, np.dtype(dtype), kernel_shape, strides, pads,
+                              dilations, ceil_mode, auto_pad, backend)
     x_shape, dtype = V.plan_input(x_shape, dtype)
     oshape, crop, geo, extra, scale = _prepare(x_shape, kind, kernel_shape, strides, pads,
                                                dilations, ceil_mode, auto_pad,
@@ -324,6 +328,32 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
             _dispatch.impl("pooling", name, bk)(x, *geo, *extra, y)
             if scale is not None:
                 y *= scale
+        return y
+    run.out_shape = oshape
+    return run
+
+
+def _int8_max_plan(x_shape, dtype, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad,
+                   backend):
+    """pool2d_plan's max of uint8 / int8 (quantized) tensors, exact (max commutes with the
+    monotonic quantization): the Cython kernel max_pool2d_int8, else the float32 kernels on
+    the values cast (every int8 is a float32) and cast back."""
+    x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
+    oshape, crop, geo, _, _ = _prepare(x_shape, "max", kernel_shape, strides, pads, dilations,
+                                       ceil_mode, auto_pad, False)
+    as_float = pool2d_plan(x_shape, "max", kernel_shape, strides, pads, dilations, ceil_mode,
+                           auto_pad, dtype=np.float32, backend=backend)
+
+    def run(x, out=None):
+        V.check_planned(x, x_shape, dtype)
+        y = np.empty(oshape, dtype) if out is None else out
+        if y.size:
+            if _config.resolve_backend(backend) == "cython":
+                xc = _crop(x, crop)
+                _dispatch.twin_module("pooling", "cython").max_pool2d_int8(
+                    xc if xc.flags.c_contiguous else np.ascontiguousarray(xc), *geo, y)
+            else:
+                y[...] = as_float(x.astype(np.float32))
         return y
     run.out_shape = oshape
     return run

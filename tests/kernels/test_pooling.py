@@ -313,6 +313,32 @@ def test_3x3_stride_2_max_path(backend, dtype, hw, pads, rng):
         assert (got[1, 2] == -np.inf).all() and np.isnan(got[0, 0]).any()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("cfg", [
+    dict(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+    dict(kernel_shape=(2, 2), strides=(2, 2)),
+    dict(kernel_shape=(5, 5), pads=(2, 2, 2, 2)),
+    dict(kernel_shape=(3, 2), strides=(3, 1), pads=(2, 0, 1, 1), dilations=(2, 3),
+         ceil_mode=True)])
+def test_int8_max_pool_plan(backend, dtype, cfg, rng):
+    """pool2d_plan's uint8 / int8 max (int8 models pool quantized tensors): exact, equal to
+    the float kernels on the cast values and to onnxruntime's MaxPool, extremes included."""
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, int(info.max) + 1, (2, 3, 17, 70)).astype(dtype)
+    x[0, 0, :3] = info.min
+    x[1, 2, 5, 7] = info.max
+    run = P.pool2d_plan(x.shape, "max", dtype=dtype, backend=backend, **cfg)
+    out = np.empty(run.out_shape, dtype)
+    assert run(x, out) is out and out.dtype == dtype
+    want = P.max_pool2d(x.astype(np.float32), backend="numpy", **cfg).astype(dtype)
+    np.testing.assert_array_equal(out, want)
+    attrs = {k: list(v) if isinstance(v, tuple) else int(v) for k, v in cfg.items()}
+    ort = ort_session(single_node_model("MaxPool", [("x", x)], attrs, 12))
+    np.testing.assert_array_equal(out, ort.run(None, {"x": x})[0])
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x.astype(np.float32))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_inf(backend, dtype, rng):
     """A window holding a NaN gives NaN (max and average), -inf stays -inf."""
