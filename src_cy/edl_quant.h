@@ -317,6 +317,43 @@ EDL_QDW3_VNNI(edl_qdw3_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm
 EDL_QDW3_VNNI(edl_qdw3_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
 
+/* Any kh x kw stride-1 depthwise run on vpdpbusd (YuNet's and FastestDet's 5x5s): each kernel
+   row's taps in groups of 4 (the last zero-padded), a group one shuffle of a 16-byte load at
+   x_r + q + 4g into 8 outputs' 4-byte windows and one dot; rows wp apart. kw <= 16, kh <= 16.
+   Returns how many outputs it wrote (a multiple of 8); reads up to 4 * ceil(kw / 4) + 11
+   bytes past x + (kh - 1) * wp + n. */
+#define EDL_QDWK_VNNI(NAME, TARGET, DOT)                                                     \
+__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
+        const uint8_t *restrict x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,                 \
+        const int32_t *restrict w, int32_t corr, int32_t *restrict d, ptrdiff_t n) {         \
+    const __m256i sh = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,     \
+                                        4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10);   \
+    const ptrdiff_t ng = (kw + 3) / 4;                                                      \
+    __m256i wg[64];                                /* kh * ng <= 16 * 4 weight groups */     \
+    for (ptrdiff_t r = 0; r < kh; r++)                                                      \
+        for (ptrdiff_t g = 0; g < ng; g++) {                                                \
+            uint32_t v = 0;                                                                 \
+            for (ptrdiff_t j = 0; j < 4 && 4 * g + j < kw; j++)                             \
+                v |= (uint32_t)(uint8_t)w[r * kw + 4 * g + j] << (8 * j);                   \
+            wg[r * ng + g] = _mm256_set1_epi32((int32_t)v);                                 \
+        }                                                                                   \
+    const __m256i c = _mm256_set1_epi32(-corr);                                             \
+    ptrdiff_t q = 0;                                                                        \
+    for (; q + 8 <= n; q += 8) {                                                            \
+        __m256i a = c;                                                                      \
+        for (ptrdiff_t r = 0; r < kh; r++)                                                  \
+            for (ptrdiff_t g = 0; g < ng; g++)                                              \
+                a = DOT(a, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128( \
+                    (const __m128i *)(x + r * wp + q + 4 * g))), sh), wg[r * ng + g]);      \
+        _mm256_storeu_si256((__m256i *)(d + q), a);                                         \
+    }                                                                                       \
+    return q;                                                                               \
+}
+EDL_QDWK_VNNI(edl_qdwk_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm256_dpbusd_epi32)
+#if __GNUC__ >= 11
+EDL_QDWK_VNNI(edl_qdwk_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
+#endif
+
 /* The same at stride 2: output q's window starts at x[2q]; each 128-bit lane holds 4 outputs'
    windows, from 16 bytes at x + 2q (lane 0) and x + 2q + 8 (lane 1). Reads up to 7 bytes past
    x_r + 2n + 1. */
@@ -595,6 +632,26 @@ EDL_Q_KERNEL static void NAME(const T *restrict x, ptrdiff_t wp, ptrdiff_t kh, p
 }
 EDL_QDWK(edl_qdwk_u8, uint8_t)
 EDL_QDWK(edl_qdwk_s8, int8_t)
+
+/* edl_qdwk_u8 at stride 1 with the VNNI run where the CPU has it, w fits int8 (w8) and the
+   kernel is at most 16 x 16; the C loop finishes the last n % 8. */
+static void edl_qdwk_u8_fast(const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,
+                             const int32_t *w, int w8, int32_t corr, int32_t *d, ptrdiff_t n) {
+    ptrdiff_t q = 0;
+#ifdef EDL_QGEMM_AVX2
+    if (w8 && kh <= 16 && kw <= 16) {
+        const int isa = edl_q_u8s8();
+#if __GNUC__ >= 11
+        if (isa == 1) q = edl_qdwk_avxvnni(x, wp, kh, kw, w, corr, d, n);
+        else
+#endif
+        if (isa == 2) q = edl_qdwk_vnni512(x, wp, kh, kw, w, corr, d, n);
+    }
+#else
+    (void)w8;
+#endif
+    if (q < n) edl_qdwk_u8(x + q, wp, kh, kw, 1, w, corr, d + q, n - q);
+}
 
 /* d[q] = s[q * stride] for q < n: one row of a strided im2col (gcc vectorises stride 2 with
    byte shuffles / truncating moves; the generic loop otherwise). */

@@ -28,6 +28,8 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qpack_s8(const signed char *b0, const signed char *b1, short *d, Py_ssize_t nq)
     void edl_qdw3_u8(const unsigned char *x0, const unsigned char *x1, const unsigned char *x2,
                      const int *w, int corr, int *d, Py_ssize_t n)
+    void edl_qdwk_u8_fast(const unsigned char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
+                          const int *w, int w8, int corr, int *d, Py_ssize_t n)
     void edl_qdw3_u8_fast(const unsigned char *x0, const unsigned char *x1,
                           const unsigned char *x2, const int *w, int w8, int corr, int *d,
                           Py_ssize_t n)
@@ -429,22 +431,28 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                         edl_qdw3_u8_fast(buf, buf + wp, buf + 2 * wp, wk, w8, x_zp * wsum,
                                          row, oh * wp)
                     else:
-                        edl_qdwk_u8(buf, wp, kh, kw, 1, wk, x_zp * wsum, row, oh * wp)
+                        edl_qdwk_u8_fast(buf, wp, kh, kw, wk, w8, x_zp * wsum, row, oh * wp)
                 else:
                     if k3:
                         edl_qdw3_s8(buf, buf + wp, buf + 2 * wp, wk, x_zp * wsum, row,
                                     oh * wp)
                     else:
                         edl_qdwk_s8(buf, wp, kh, kw, 1, wk, x_zp * wsum, row, oh * wp)
+                if out != NULL:
+                    # the whole run requantized in one call (per 22-value row the call and
+                    # its loop tail cost as much as the conv), into the padded plane's bytes
+                    # (no longer read), then each row's ow bytes copied out
+                    if out_s8:
+                        edl_requant_s8(row, bias[ch], scale[ch], zero_point, flo, fhi,
+                                       <signed char *>buf, oh * wp)
+                    else:
+                        edl_requant_u8(row, bias[ch], scale[ch], zero_point, flo, fhi,
+                                       <unsigned char *>buf, oh * wp)
                 for oy in range(oh):
                     if out == NULL:
                         memcpy(acc + (ch * oh + oy) * ow, row + oy * wp, ow * sizeof(int))
-                    elif out_s8:
-                        edl_requant_s8(row + oy * wp, bias[ch], scale[ch], zero_point, flo,
-                                       fhi, <signed char *>out + (ch * oh + oy) * ow, ow)
                     else:
-                        edl_requant_u8(row + oy * wp, bias[ch], scale[ch], zero_point, flo,
-                                       fhi, <unsigned char *>out + (ch * oh + oy) * ow, ow)
+                        memcpy(<char *>out + (ch * oh + oy) * ow, <char *>buf + oy * wp, ow)
                 continue
             for oy in range(oh):
                 r = oy * sh * wp

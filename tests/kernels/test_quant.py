@@ -463,6 +463,8 @@ PLAN_CASES = CONV_CASES + [  # the planned kernels' own paths
     ((1, 4, 11, 37), 4, 4, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # dw 3x3 s1: VNNI rows + tail
     ((2, 3, 12, 21), 3, 3, 3, (2, 2), (1, 0, 0, 1), (1, 1)),      # dw 3x3 s2, asymmetric pads
     ((1, 5, 13, 26), 5, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),      # dw 5x5 s1 (padded rows)
+    ((1, 3, 22, 22), 3, 3, 5, (1, 1), (2, 2, 2, 2), (1, 1)),      # FastestDet's head: VNNI run
+    ((1, 2, 9, 40), 2, 2, 7, (1, 1), (3, 3, 3, 3), (1, 1)),       # dw 7x7 s1: 2 tap groups
     ((1, 4, 9, 10), 4, 4, 3, (1, 2), (0, 1, 2, 1), (1, 1)),       # dw, unequal strides
     ((1, 3, 9, 9), 3, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),        # dw dilated (tap path)
     ((1, 16, 10, 23), 7, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # 1x1, m and n ragged
