@@ -281,10 +281,10 @@ class ThreadGovernor:
 
     It keeps the last ``KEEP`` run times at each count and uses ``n`` threads only while
     their median beats one thread's by ``MARGIN`` (else the spare core is better left to
-    others). The first runs alternate to measure both; after that the count not in use is
-    tried once every ``PROBE`` runs, so a change (a neighbour starting or ending a busy loop)
-    is noticed: at once when the count in use slows past the other's median, within a few
-    probes the other way. A probe is one run in ``PROBE``: the median latency never sees it.
+    others). The first 2 * KEEP runs alternate to measure both; after that the count not in
+    use is tried once every ``PROBE`` runs, so a change (a neighbour starting or ending a busy
+    loop) is noticed: at once when the count in use slows past the other's median, within a
+    few probes the other way. A probe is one run in ``PROBE``: the median latency never sees it.
     """
     KEEP, PROBE, MARGIN = 5, 32, 0.95
 
@@ -298,14 +298,16 @@ class ThreadGovernor:
     def choose(self):
         self.runs += 1
         other = 1 if self.use == self.n else self.n
-        if len(self.times[other]) < 3:
-            return other if self.runs % 2 else self.use     # measure both at the start
+        if len(self.times[other]) < self.KEEP:
+            # measure both at the start, KEEP runs each: on a busy box one slow run among
+            # three made it settle on 1 thread where 2 were 1.4x faster, for 96+ runs
+            return other if self.runs % 2 else self.use
         return other if self.runs % self.PROBE == 0 else self.use
 
     def record(self, n, seconds):
         self.times[n].append(seconds)
         many, one = self.times[self.n], self.times[1]
-        if len(many) >= 3 and len(one) >= 3:
+        if len(many) >= self.KEEP and len(one) >= self.KEEP:
             self.use = self.n if _median(many) < self.MARGIN * _median(one) else 1
 
 
