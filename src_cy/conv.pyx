@@ -380,7 +380,8 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
                             for j in range(kw):
                                 _acc1(src + i * dh * wp, wc[i * kw + j], row, 0, ow, sw,
                                       j * dw)
-                _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
+            # the plane at once (in cache): one loop tail instead of one a row
+            _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
         free(tmp)
     return err != 0
@@ -426,7 +427,7 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
                         edl_full3s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
                     else:
                         edl_full5s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
-                _epilogue(row, ow, bias[q % c], act, lo, hi, slopes[q % c])
+            _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
     return err != 0
 
@@ -797,8 +798,8 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
                     t = flo if flo > t else t
                     row[wd - 1] = fhi if fhi < t else t
                     continue
-                if floating is float:
-                    edl_full3_f(x0, x1, x2, wc, row + 1, wd - 2)
+                if floating is float:   # (other activations: the vector rows, no clip)
+                    edl_full3_clip_f(x0, x1, x2, wc, row + 1, wd - 2, 0, -INFINITY, INFINITY)
                 else:
                     edl_full3_d(x0, x1, x2, wc, row + 1, wd - 2)
                 # the two edge columns, straight-line (a loop over taps cost as much as
@@ -807,12 +808,9 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
                           + wc[7] * x2[0] + wc[8] * x2[1])
                 row[wd - 1] = (wc[0] * x0[wd - 2] + wc[1] * x0[wd - 1] + wc[3] * x1[wd - 2]
                                + wc[4] * x1[wd - 1] + wc[6] * x2[wd - 2] + wc[7] * x2[wd - 1])
-                # the epilogue one row behind: the row was just stored from row + 1, and
-                # re-reading it at once from row missed store forwarding on every vector
-                if oy >= 1:
-                    _epilogue(row - wd, wd, bias[q % c], act, lo, hi, slopes[q % c])
+            # the epilogue over the whole plane (still in L1 / L2), not a row at a time: per
+            # row of 52 SiLU's scalar loop tail cost as much as its vector part
             if not fused:
-                _epilogue(out + (q * h + h - 1) * wd, wd, bias[q % c], act, lo, hi,
-                          slopes[q % c])
+                _epilogue(out + q * h * wd, h * wd, bias[q % c], act, lo, hi, slopes[q % c])
         free(zero)
     return err != 0

@@ -293,6 +293,17 @@ EDL_SIMD_KERNEL static void edl_epilogue_rows_f(const float *src, ptrdiff_t ss, 
                                                 ptrdiff_t ds, ptrdiff_t rows, ptrdiff_t n,
                                                 float b, int act, float lo, float hi,
                                                 float s) {
+    if (act >= EDL_ACT_SIGMOID && ds == n && rows > 1) {
+        /* sigmoid / SiLU / tanh over contiguous rows: the bias row by row, then one call
+           over them all (per row of 26 or 52, the exp loop's scalar tail cost as much as
+           its vectors) */
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (ptrdiff_t k = 0; k < n; k++) dst[r * n + k] = src[r * ss + k] + b;
+        if (act == EDL_ACT_SIGMOID) edl_conv_sigmoid_f(dst, rows * n);
+        else if (act == EDL_ACT_SILU) edl_conv_silu_f(dst, rows * n);
+        else edl_conv_tanh_f(dst, rows * n);
+        return;
+    }
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *v = src + r * ss;
         float *o = dst + r * ds;
