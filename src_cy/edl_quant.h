@@ -284,46 +284,13 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_av
     }
 }
 
-/* 3x3 stride-1 depthwise rows on vpdpbusd: the 4-byte window x[q .. q + 3] of a row (one
-   16-byte load, vpshufb into the 8 windows of 8 outputs) times that kernel row's 3 int8
-   weights and a 0: one instruction per kernel row for 8 outputs. Returns how many outputs
-   it wrote (a multiple of 8); reads up to 13 bytes past x_r + n + 2. */
-#define EDL_QDW3_VNNI(NAME, TARGET, DOT)                                                     \
-__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
-        const uint8_t *restrict x0, const uint8_t *restrict x1, const uint8_t *restrict x2, \
-        const int32_t *restrict w, int32_t corr, int32_t *restrict d, ptrdiff_t n) {         \
-    const __m256i sh = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,     \
-                                        4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10);   \
-    __m256i wr[3];                                                                          \
-    for (int r = 0; r < 3; r++)                                                             \
-        wr[r] = _mm256_set1_epi32((int32_t)((uint32_t)(uint8_t)w[3 * r]                     \
-                                            | (uint32_t)(uint8_t)w[3 * r + 1] << 8          \
-                                            | (uint32_t)(uint8_t)w[3 * r + 2] << 16));      \
-    const __m256i c = _mm256_set1_epi32(-corr);                                             \
-    ptrdiff_t q = 0;                                                                        \
-    for (; q + 8 <= n; q += 8) {                                                            \
-        __m256i a = DOT(c, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(                 \
-            _mm_loadu_si128((const __m128i *)(x0 + q))), sh), wr[0]);                       \
-        a = DOT(a, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(                         \
-            _mm_loadu_si128((const __m128i *)(x1 + q))), sh), wr[1]);                       \
-        a = DOT(a, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(                         \
-            _mm_loadu_si128((const __m128i *)(x2 + q))), sh), wr[2]);                       \
-        _mm256_storeu_si256((__m256i *)(d + q), a);                                         \
-    }                                                                                       \
-    return q;                                                                               \
-}
-EDL_QDW3_VNNI(edl_qdw3_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm256_dpbusd_epi32)
-#if __GNUC__ >= 11
-EDL_QDW3_VNNI(edl_qdw3_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
-#endif
-
 /* Any kh x kw stride-1 depthwise run on vpdpbusd (YuNet's and FastestDet's 5x5s): each kernel
    row's taps in groups of 4 (the last zero-padded), a group one shuffle of a 16-byte load at
    x_r + q + 4g into 8 outputs' 4-byte windows and one dot; rows wp apart. kw <= 16, kh <= 16.
    Returns how many outputs it wrote (a multiple of 8); reads up to 4 * ceil(kw / 4) + 11
    bytes past x + (kh - 1) * wp + n. */
 #define EDL_QDWK_VNNI(NAME, TARGET, DOT)                                                     \
-__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
+__attribute__((target(TARGET), always_inline)) static inline ptrdiff_t NAME##_body(          \
         const uint8_t *restrict x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,                 \
         const int32_t *restrict w, int32_t corr, int32_t *restrict d, ptrdiff_t n) {         \
     const __m256i sh = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,     \
@@ -348,13 +315,25 @@ __attribute__((target(TARGET))) static ptrdiff_t NAME(                          
         _mm256_storeu_si256((__m256i *)(d + q), a);                                         \
     }                                                                                       \
     return q;                                                                               \
+}                                                                                           \
+__attribute__((target(TARGET))) static ptrdiff_t NAME(                                       \
+        const uint8_t *restrict x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,                 \
+        const int32_t *restrict w, int32_t corr, int32_t *restrict d, ptrdiff_t n) {         \
+    return NAME##_body(x, wp, kh, kw, w, corr, d, n);                                       \
+}                                                                                           \
+/* the 3x3 case with its sizes known (unrolled: one dot a kernel row) */                    \
+__attribute__((target(TARGET))) static ptrdiff_t NAME##3(                                    \
+        const uint8_t *restrict x, ptrdiff_t wp, const int32_t *restrict w, int32_t corr,    \
+        int32_t *restrict d, ptrdiff_t n) {                                                  \
+    return NAME##_body(x, wp, 3, 3, w, corr, d, n);                                         \
 }
 EDL_QDWK_VNNI(edl_qdwk_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm256_dpbusd_epi32)
 #if __GNUC__ >= 11
 EDL_QDWK_VNNI(edl_qdwk_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
 
-/* The same at stride 2: output q's window starts at x[2q]; each 128-bit lane holds 4 outputs'
+/* 3x3 depthwise rows at stride 2 on vpdpbusd (as edl_qdwk_vnni*, one dot a kernel row of 3 int8
+   weights and a 0): output q's window starts at x[2q]; each 128-bit lane holds 4 outputs'
    windows, from 16 bytes at x + 2q (lane 0) and x + 2q + 8 (lane 1). Reads up to 7 bytes past
    x_r + 2n + 1. */
 #define EDL_QDW3S2_VNNI(NAME, TARGET, DOT)                                                   \
@@ -557,8 +536,9 @@ EDL_Q_KERNEL static void NAME(const T *restrict x0, const T *restrict x1, const 
 EDL_QDW3(edl_qdw3_u8, uint8_t)
 EDL_QDW3(edl_qdw3_s8, int8_t)
 
-/* edl_qdw3_u8 with the VNNI rows where the CPU has them and w fits int8 (w8: checked by the
-   caller); the C loop finishes the last n % 8 (the rows need 16 readable bytes of slack). */
+/* edl_qdw3_u8 with the VNNI run (edl_qdwk_*3: x1 - x0 = x2 - x1 = the row pitch) where the
+   CPU has it and w fits int8 (w8: checked by the caller); the C loop finishes the last n % 8
+   (the rows need 16 readable bytes of slack). */
 static void edl_qdw3_u8_fast(const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,
                              const int32_t *w, int w8, int32_t corr, int32_t *d, ptrdiff_t n) {
     ptrdiff_t q = 0;
@@ -566,10 +546,10 @@ static void edl_qdw3_u8_fast(const uint8_t *x0, const uint8_t *x1, const uint8_t
     if (w8) {
         const int isa = edl_q_u8s8();
 #if __GNUC__ >= 11
-        if (isa == 1) q = edl_qdw3_avxvnni(x0, x1, x2, w, corr, d, n);
+        if (isa == 1) q = edl_qdwk_avxvnni3(x0, x1 - x0, w, corr, d, n);
         else
 #endif
-        if (isa == 2) q = edl_qdw3_vnni512(x0, x1, x2, w, corr, d, n);
+        if (isa == 2) q = edl_qdwk_vnni5123(x0, x1 - x0, w, corr, d, n);
     }
 #else
     (void)w8;
