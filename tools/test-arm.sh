@@ -155,7 +155,10 @@ do_cross() {
   tar -C "$ARM_SRC" --exclude=.git --exclude=build --exclude='build-*' --exclude=__pycache__ \
       --exclude='*.so' --exclude='*.egg-info' -cf - . | tar -C "$s" -xf -
   cp "$b"/edgedl/_cy/*.so "$s/edgedl/_cy/"
-  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_REQUIRE_BACKENDS=1" arm arm64 exec /bin/bash -c '
+  # PYTHONPATH: the tests' `python -c` subprocesses run with PYTHONSAFEPATH=1 (no current
+  # folder on sys.path) and there is no installed package here
+  ARM_ENV="EDGEDL_SHARED=/out/shared EDGEDL_REQUIRE_BACKENDS=1 PYTHONPATH=/out/cross-src" \
+    arm arm64 exec /bin/bash -c '
     set -e; cd /out/cross-src
     python tools/import_built.py edgedl/_cy
     python -c "import edgedl._cy._runtime as m; assert m.__file__.startswith(\"/out/\"), m.__file__"
