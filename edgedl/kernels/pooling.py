@@ -343,15 +343,20 @@ def _int8_max_plan(x_shape, dtype, kernel_shape, strides, pads, dilations, ceil_
                                        ceil_mode, auto_pad, False)
     as_float = pool2d_plan(x_shape, "max", kernel_shape, strides, pads, dilations, ceil_mode,
                            auto_pad, dtype=np.float32, backend=backend)
+    kernels = {}    # resolved backend -> the Cython kernel (None: the float32 route)
 
     def run(x, out=None):
         V.check_planned(x, x_shape, dtype)
         y = np.empty(oshape, dtype) if out is None else out
         if y.size:
-            if _config.resolve_backend(backend) == "cython":
+            bk = _config.resolve_backend(backend)
+            if bk not in kernels:
+                kernels[bk] = (_dispatch.twin_module("pooling", "cython").max_pool2d_int8
+                               if bk == "cython" else None)
+            kernel = kernels[bk]
+            if kernel is not None:
                 xc = _crop(x, crop)
-                _dispatch.twin_module("pooling", "cython").max_pool2d_int8(
-                    xc if xc.flags.c_contiguous else np.ascontiguousarray(xc), *geo, y)
+                kernel(xc if xc.flags.c_contiguous else np.ascontiguousarray(xc), *geo, y)
             else:
                 y[...] = as_float(x.astype(np.float32))
         return y

@@ -276,20 +276,19 @@ def lrn(ctx):
     alpha, beta = float(ctx.attr("alpha", 1e-4)), float(ctx.attr("beta", 0.75))
     bias = float(ctx.attr("bias", 1.0))
     if size < 1:
-        raise ValueError(f"LRN size must be >= 1, got {size}")
+        raise ctx.fail(f"size must be >= 1, got {size}")
     lo = (size - 1) // 2          # channels below c in the window; size - 1 - lo above
 
     def f(x):
         xf = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
         c = x.shape[1]
         sq = np.square(xf)
-        s = sq.copy()
-        for d in range(-lo, size - lo):   # s[:, k] += sq[:, k + d] where k + d is a channel
+        t = sq.copy()
+        for d in range(-lo, size - lo):   # t[:, k] += sq[:, k + d] where k + d is a channel
             if d:
                 a, b = max(0, -d), min(c, c - d)
                 if a < b:
-                    s[:, a:b] += sq[:, a + d:b + d]
-        t = s
+                    t[:, a:b] += sq[:, a + d:b + d]
         t *= alpha / size
         t += bias
         if beta == 0.75:
