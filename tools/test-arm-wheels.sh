@@ -15,18 +15,23 @@
 #   no armv7 wheels of them) and no numba (then Debian's python3-onnx, a test tool some kernel
 #   tests write their models with). Then: the vendored libgomp is the one loaded,
 #   `edgedl --version`, `edgedl info-config`, `edgedl warmup` (timed), `edgedl detect` (the
-#   demo), and tests/kernels (the sdist's copy) against the installed package.
+#   demo), and tests/kernels (the sdist's copy) against the installed package; on armv7l also
+#   tests/runtime and tests/detect (ONNX runtime, detectors, the shared models in /out/shared).
 # - the sdist: a root WITH a compiler (the host's cross gcc, ARM_FASTCC=1) but no Cython: pip
 #   installs it with build isolation (setuptools and wheel from PyPI; Cython must not be fetched),
 #   then the same checks on the Cython and NumPy backends (numba not installed).
 # Settings: EDGEDL_DIST, ARM_ROOT / ARM_WHEELS_ROOT (tools/arm-roots.sh), ARM_WHEELS_PYTEST
-# (pytest arguments, default tests/kernels), ARM_CPU (cortex-a72 = Pi 4 by default).
+# (pytest arguments, default tests/kernels), ARM_WHEELS_PYTEST_HF (armv7l's), ARM_CPU
+# (cortex-a72 = Pi 4 by default).
 set -euo pipefail
 # shellcheck source=tools/arm-roots.sh
 source "$(dirname "${BASH_SOURCE[0]}")/arm-roots.sh"
 
 DIST=${EDGEDL_DIST:-$REPO/dist}
 PYTEST_ARGS=${ARM_WHEELS_PYTEST:-tests/kernels}
+# armv7l: also the ONNX-runtime and detector tests on the shared models (issue 17: a 32-bit Pi
+# user loads models with the wheel alone; there they are not covered by any other run)
+PYTEST_ARGS_HF=${ARM_WHEELS_PYTEST_HF:-tests/kernels tests/runtime tests/detect}
 [ -d "$DIST" ] || { log "no $DIST: run tools/build-wheels.sh first"; exit 2; }
 DIST=$(cd "$DIST" && pwd)
 
@@ -41,7 +46,11 @@ stage() {
   local o=$ARM_OUT/$1
   rm -rf "$o"; mkdir -p "$o"
   cp "$2" "$o/"
-  tar -C "$o" -xzf "$(one 'edgedl-*.tar.gz')" --wildcards '*/tests' --strip-components=1
+  tar -C "$o" -xzf "$(one 'edgedl-*.tar.gz')" --wildcards '*/tests' '*/docs' '*/tools' \
+      --strip-components=1
+  # the shared models and images, for the tests that use them (EDGEDL_SHARED=/out/shared)
+  [ -d "$ARM_OUT/shared/models" ] || { mkdir -p "$ARM_OUT/shared"
+    cp -a "$SHARED/models" "$SHARED/images" "$ARM_OUT/shared/"; }
   echo "$o"
 }
 
@@ -55,8 +64,9 @@ deps() {
     --implementation cp -d "$d" "$@" >&2
 }
 
-# The checks inside the root, after the install (a shell snippet; $PART is /out/<part>).
-CHECKS='
+# The checks inside the root, after the install (a shell snippet; $PART is /out/<part>), then
+# pytest with the arguments given (the sdist's tests, docs and tools beside them).
+checks() { echo '
   cd /tmp
   python -c "import edgedl, sys; assert \"site-packages\" in edgedl.__file__, edgedl.__file__"
   echo "== edgedl --version: $(edgedl --version)"
@@ -73,9 +83,9 @@ EOF
   echo "== edgedl warmup (emulated)"
   TIMEFORMAT="edgedl warmup, empty cache: %R s (emulated)"; time edgedl warmup >/tmp/warmup.log
   echo "== edgedl detect (the demo)"; edgedl detect
-  mkdir -p /tmp/t && cp -r $PART/tests /tmp/t/ && cd /tmp/t
-  python -m pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 '"$PYTEST_ARGS"'
-'
+  mkdir -p /tmp/t && cp -r $PART/tests $PART/docs $PART/tools /tmp/t/ && cd /tmp/t
+  python -m pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 '"$1"'
+'; }
 
 no_compiler='
   for c in gcc cc c99 c89 aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc; do
@@ -104,7 +114,10 @@ test_wheel() {   # ARCH MACHINE
   log "$machine wheel: $(basename "$whl") in a fresh root without a compiler"
   root=$(fresh_root "$arch" "wheel-$arch")
   local rc=0
-  in_root "$root" "$arch" 0 "EDGEDL_REQUIRE_BACKENDS=$req EXPECT_VENDORED=1 PART=/out/wheel-$arch" "
+  local args=$PYTEST_ARGS
+  [ "$arch" = armhf ] && args=$PYTEST_ARGS_HF
+  in_root "$root" "$arch" 0 \
+    "EDGEDL_REQUIRE_BACKENDS=$req EXPECT_VENDORED=1 PART=/out/wheel-$arch EDGEDL_SHARED=/out/shared" "
     set -e
     $no_compiler
     $no_cython
@@ -113,7 +126,7 @@ test_wheel() {   # ARCH MACHINE
     time pip install -q --no-index $find '/out/wheel-$arch/$(basename "$whl")$extra'
     python -c 'import edgedl, sys; b = edgedl.backends(); print(\"backends:\", b); assert \"cython\" in b'
     $onnx_for_tests
-    $CHECKS" || rc=$?
+    $(checks "$args")" || rc=$?
   drop_root "$root"
   log "$machine wheel: exit $rc after $((SECONDS - t)) s (emulated)"
   return $rc
@@ -130,7 +143,7 @@ test_sdist() {   # ARCH
   log "sdist on $arch: $(basename "$sd") in a fresh root with a compiler (cross gcc) and no Cython"
   root=$(fresh_root "$arch" "sdist-$arch")
   local rc=0
-  in_root "$root" "$arch" 1 "EDGEDL_REQUIRE_BACKENDS=0 PART=/out/sdist-$arch" "
+  in_root "$root" "$arch" 1 "EDGEDL_REQUIRE_BACKENDS=0 PART=/out/sdist-$arch EDGEDL_SHARED=/out/shared" "
     set -e
     command -v gcc >/dev/null || { echo 'no compiler in this root'; exit 1; }
     echo \"== compiler: \$(gcc --version | head -1)\"
@@ -145,7 +158,7 @@ test_sdist() {   # ARCH
     fi
     echo '== built from the shipped C: Cython was not fetched'
     $no_cython
-    $CHECKS" || rc=$?
+    $(checks "$PYTEST_ARGS")" || rc=$?
   drop_root "$root"
   log "sdist on $arch: exit $rc after $((SECONDS - t)) s (emulated)"
   return $rc
