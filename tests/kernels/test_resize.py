@@ -130,6 +130,12 @@ def test_twins_vs_reference(backend, dtype, mode, rng):
     # exact 2x nearest upsampling (YOLO/FPN necks): every pixel repeated
     up = resize2d(x, (18, 34), "nearest", "asymmetric", "floor", backend=backend)
     np.testing.assert_array_equal(up, x.repeat(2, axis=2).repeat(2, axis=3))
+    # the kernels' 2x-columns path with rows that are not exactly doubled: 3x, shrunk, and
+    # an odd count (the last row without its pair)
+    for oh in (27, 5, 19, 1):
+        got = resize2d(x, (oh, 34), "nearest", "asymmetric", "floor", backend=backend)
+        np.testing.assert_array_equal(got, resize2d(x, (oh, 34), "nearest", "asymmetric",
+                                                    "floor", backend="numpy"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
