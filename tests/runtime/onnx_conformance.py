@@ -18,7 +18,7 @@ BatchNormalization Exp Log Add Sub Mul Div Sqrt Pow Neg Abs Max Min MaxPool Aver
 GlobalAveragePool GlobalMaxPool Concat Reshape Transpose Flatten
 Split Slice Gather Squeeze Unsqueeze Shape Cast Constant ConstantOfShape Range Expand Identity
 Pad Resize Upsample MatMul Gemm NonMaxSuppression TopK ReduceMax ReduceMean ReduceSum ArgMax
-Tile Where Equal Less Greater Floor Ceil LRN Dropout
+Tile Where Equal Less Greater Floor Ceil LRN Dropout SpaceToDepth DepthToSpace
 QuantizeLinear DequantizeLinear DynamicQuantizeLinear QLinearConv QLinearMatMul ConvInteger
 MatMulInteger""".split())
 

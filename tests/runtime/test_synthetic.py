@@ -7,6 +7,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import edgedl  # noqa: E402
+from edgedl.errors import ModelError  # noqa: E402
 from ort_util import ort_session  # noqa: E402
 
 F = TensorProto.FLOAT
@@ -388,3 +389,38 @@ def test_lrn_against_onnxruntime(backend, rng, size, beta):
     want = x / (1.5 + 3e-4 / size * s) ** beta
     got = edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b", [2, 3])
+def test_space_to_depth_and_depth_to_space_against_onnxruntime(backend, rng, b):
+    """SpaceToDepth (TF detectors, YOLOv5's Focus as one op) and DepthToSpace in both modes
+    (PixelShuffle's CRD), batch 2, then back: the round trip is the identity."""
+    x = rng.standard_normal((2, 3 * b * b, 4 * b, 5 * b)).astype(np.float32)
+    nodes = [helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=b),
+             helper.make_node("DepthToSpace", ["s"], ["dcr"], blocksize=b, mode="DCR"),
+             helper.make_node("DepthToSpace", ["x"], ["crd"], blocksize=b, mode="CRD"),
+             helper.make_node("DepthToSpace", ["x"], ["dflt"], blocksize=b)]
+    m = _model(nodes, [_vi("x", list(x.shape))], [_vi(n, None) for n in ("s", "dcr", "crd",
+                                                                           "dflt")])
+    sess = _check(m, [{"x": x}], backend, rtol=0)
+    s, dcr = sess.run(None, {"x": x})[:2]
+    np.testing.assert_array_equal(dcr, x)
+    assert s.shape == (2, 3 * b ** 4, 4, 5)
+
+
+def test_space_depth_bad_input_names_the_node(backend):
+    """H not a multiple of the block, C not one of its square, a bad mode or blocksize: a
+    ModelError naming the node, not a reshape error."""
+    x = np.zeros((1, 4, 6, 5), np.float32)
+    for node, match in [
+            (helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2, name="s2d"),
+             "s2d.*multiples of blocksize 2"),
+            (helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=3, name="d2s"),
+             "d2s.*multiple of blocksize"),
+            (helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="XYZ",
+                              name="d2s_mode"), "d2s_mode.*mode"),
+            (helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=0, name="s2d0"),
+             "s2d0.*blocksize")]:
+        m = _model([node], [_vi("x", [1, 4, 6, 5])], [_vi("y", None)])
+        with pytest.raises(ModelError, match=match):
+            edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, {"x": x})

@@ -67,6 +67,65 @@ def transpose(ctx):
     return lambda x: np.transpose(x, perm)
 
 
+def _block_size(ctx):
+    b = ctx.attr("blocksize")
+    if b is None or int(b) < 1:
+        raise ctx.fail(f"blocksize must be a positive integer, got {b!r}")
+    return int(b)
+
+
+def _rank4(ctx, x):
+    if x.ndim != 4:
+        raise ctx.fail(f"input must be 4-D (N, C, H, W), got shape {x.shape}")
+
+
+def _mode(ctx):
+    mode = ctx.attr("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("DCR", "CRD"):
+        raise ctx.fail(f"mode must be 'DCR' or 'CRD', got {mode!r}")
+    return mode
+
+
+@op("SpaceToDepth")
+def space_to_depth(ctx):
+    """(N, C, H, W) -> (N, C*b*b, H/b, W/b). DCR (the default): output channel (i*b + j)*C + c
+    holds x[:, c, i::b, j::b] (TF's order; YOLOv5's Focus concat is the same up to the order
+    of the four phases); CRD (opset 28): channel c*b*b + i*b + j."""
+    b = _block_size(ctx)
+    perm = (0, 3, 5, 1, 2, 4) if _mode(ctx) == "DCR" else (0, 1, 3, 5, 2, 4)
+
+    def f(x):
+        _rank4(ctx, x)
+        n, c, h, w = x.shape
+        if h % b or w % b:
+            raise ctx.fail(f"H and W ({h}, {w}) must be multiples of blocksize {b}")
+        y = x.reshape(n, c, h // b, b, w // b, b).transpose(perm)
+        return y.reshape(n, c * b * b, h // b, w // b)
+    return f
+
+
+@op("DepthToSpace")
+def depth_to_space(ctx):
+    """(N, C, H, W) -> (N, C/(b*b), H*b, W*b). DCR (the default): input channel
+    (i*b + j)*C' + c goes to out[:, c, y*b + i, x*b + j]; CRD (opset 11+, PixelShuffle's):
+    channel c*b*b + i*b + j."""
+    b = _block_size(ctx)
+    mode = _mode(ctx)
+
+    def f(x):
+        _rank4(ctx, x)
+        n, c, h, w = x.shape
+        if c % (b * b):
+            raise ctx.fail(f"C ({c}) must be a multiple of blocksize**2 ({b * b})")
+        if mode == "DCR":
+            y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+        else:
+            y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+        return y.reshape(n, c // (b * b), h * b, w * b)
+    return f
+
+
 @op("Flatten")
 def flatten(ctx):
     axis = int(ctx.attr("axis", 1))
