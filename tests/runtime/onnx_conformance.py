@@ -19,6 +19,8 @@ GlobalAveragePool GlobalMaxPool Concat Reshape Transpose Flatten
 Split Slice Gather Squeeze Unsqueeze Shape Cast Constant ConstantOfShape Range Expand Identity
 Pad Resize Upsample MatMul Gemm NonMaxSuppression TopK ReduceMax ReduceMean ReduceSum ArgMax
 Tile Where Equal Less Greater Floor Ceil LRN Dropout SpaceToDepth DepthToSpace
+ScatterND ScatterElements Scatter GatherND CumSum OneHot Trilu Einsum IsNaN IsInf
+InstanceNormalization LayerNormalization GroupNormalization Gelu Erf
 QuantizeLinear DequantizeLinear DynamicQuantizeLinear QLinearConv QLinearMatMul ConvInteger
 MatMulInteger""".split())
 

@@ -424,3 +424,46 @@ def test_space_depth_bad_input_names_the_node(backend):
         m = _model([node], [_vi("x", [1, 4, 6, 5])], [_vi("y", None)])
         with pytest.raises(ModelError, match=match):
             edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, {"x": x})
+
+
+def test_scatter_gather_nd_cumsum_norms_against_onnxruntime(backend, rng):
+    """The index and normalization ops of exports beyond the four shared models (YOLOv5's
+    ScatterND box writes, TF's GatherND, FCOS-style GroupNorm heads, transformer LayerNorm),
+    on one graph, against onnxruntime."""
+    x = rng.standard_normal((2, 8, 5, 6)).astype(np.float32)
+    idx = np.array([[[0, 3], [1, 7]], [[1, 0], [0, 5]]], np.int64)          # (2, 2, 2)
+    upd = rng.standard_normal((2, 2, 5, 6)).astype(np.float32)
+    gidx = np.array([[[2, -1]], [[4, 0]]], np.int64)                       # batch_dims 1
+    eidx = rng.integers(-5, 5, (2, 8, 3, 6)).astype(np.int64)
+    eupd = rng.standard_normal((2, 8, 3, 6)).astype(np.float32)
+    inits = [("idx", idx), ("upd", upd), ("gidx", gidx), ("eidx", eidx), ("eupd", eupd),
+             ("ax", np.array(2, np.int64)), ("s8", _w(rng, 8)), ("b8", _w(rng, 8)),
+             ("s6", _w(rng, 6)), ("b6", _w(rng, 6))]
+    nodes = [helper.make_node("ScatterND", ["x", "idx", "upd"], ["sn"], reduction="add"),
+             helper.make_node("ScatterND", ["x", "idx", "upd"], ["sn2"]),
+             helper.make_node("GatherND", ["x", "gidx"], ["gn"], batch_dims=1),
+             helper.make_node("ScatterElements", ["x", "eidx", "eupd"], ["se"], axis=2,
+                              reduction="max"),
+             helper.make_node("CumSum", ["x", "ax"], ["cs"], exclusive=1, reverse=1),
+             helper.make_node("InstanceNormalization", ["x", "s8", "b8"], ["inn"],
+                              epsilon=1e-3),
+             helper.make_node("LayerNormalization", ["x", "s6", "b6"], ["ln"], axis=-1),
+             helper.make_node("GroupNormalization", ["x", "s8", "b8"], ["gnm"], num_groups=4)]
+    outs = ["sn", "sn2", "gn", "se", "cs", "inn", "ln", "gnm"]
+    m = _model(nodes, [_vi("x", list(x.shape))], [_vi(n, None) for n in outs], inits,
+               opset=21, ir=10)
+    _check(m, [{"x": x}], backend, rtol=1e-5)
+
+
+def test_index_ops_out_of_range_name_the_node(backend):
+    x = np.zeros((3, 4), np.float32)
+    for node, inits in [
+            (helper.make_node("ScatterND", ["x", "i", "u"], ["y"], name="snd"),
+             [("i", np.array([[3]], np.int64)), ("u", np.zeros((1, 4), np.float32))]),
+            (helper.make_node("GatherND", ["x", "i"], ["y"], name="gnd"),
+             [("i", np.array([[0, -5]], np.int64))]),
+            (helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1, name="sel"),
+             [("i", np.array([[4]], np.int64)), ("u", np.zeros((1, 1), np.float32))])]:
+        m = _model([node], [_vi("x", [3, 4])], [_vi("y", None)], inits, opset=18)
+        with pytest.raises(ModelError, match=f"{node.name}.*out of range"):
+            edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, {"x": x})

@@ -206,6 +206,80 @@ def _pool_attrs(ctx, nsp):
             ctx.attr("auto_pad", "NOTSET") or "NOTSET")
 
 
+def _normalize(x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over ``axes``, in float32 at least (ONNX's stash_type 1)
+    and float64 for float64 input; also returns mean and 1 / sqrt(var + eps) (keepdims)."""
+    t = np.float64 if x.dtype == np.float64 else np.float32
+    xf = x.astype(t, copy=False)
+    mean = xf.mean(axis=axes, keepdims=True)
+    d = xf - mean
+    inv = 1.0 / np.sqrt((d * d).mean(axis=axes, keepdims=True) + t(eps))
+    return d * inv, mean, inv
+
+
+def _affine(ctx, y, scale, bias, shape, dtype):
+    """y * scale + bias with both reshaped to ``shape`` (broadcast), cast to dtype."""
+    try:
+        y = y * np.reshape(scale, shape)
+        if bias is not None:
+            y = y + np.reshape(bias, shape)
+    except ValueError:
+        raise ctx.fail(f"scale {np.shape(scale)} / bias {np.shape(bias)} do not fit the "
+                       f"normalized shape {shape}") from None
+    return y.astype(dtype, copy=False)
+
+
+@op("InstanceNormalization")
+def instance_normalization(ctx):
+    eps = float(ctx.attr("epsilon", 1e-5))
+
+    def f(x, scale, bias):
+        if x.ndim < 3:
+            raise ctx.fail(f"input must be (N, C, D1, ...), got shape {x.shape}")
+        y, _, _ = _normalize(x, tuple(range(2, x.ndim)), eps)
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        return _affine(ctx, y, scale, bias, shape, x.dtype)
+    return f
+
+
+@op("LayerNormalization")
+def layer_normalization(ctx):
+    axis, eps = int(ctx.attr("axis", -1)), float(ctx.attr("epsilon", 1e-5))
+    n_out = len(ctx.node.outputs)
+
+    def f(x, scale, bias=None):
+        a = axis + x.ndim if axis < 0 else axis
+        if not 0 <= a < x.ndim:
+            raise ctx.fail(f"axis {axis} out of range for rank {x.ndim}")
+        y, mean, inv = _normalize(x, tuple(range(a, x.ndim)), eps)
+        sh = (1,) * a + x.shape[a:]
+        out = _affine(ctx, y, scale, bias, sh, x.dtype)
+        return (out, mean, inv)[:n_out] if n_out > 1 else out
+    return f
+
+
+@op("GroupNormalization")
+def group_normalization(ctx):
+    g, eps = ctx.attr("num_groups"), float(ctx.attr("epsilon", 1e-5))
+    if g is None or int(g) < 1:
+        raise ctx.fail(f"num_groups must be a positive integer, got {g!r}")
+    g = int(g)
+    per_group = ctx.opset < 21          # opset 18: scale / bias have one value per group
+
+    def f(x, scale, bias):
+        if x.ndim < 3 or x.shape[1] % g:
+            raise ctx.fail(f"input {x.shape} must be (N, C, D1, ...) with C a multiple of "
+                           f"num_groups {g}")
+        n, c = x.shape[:2]
+        xg = x.reshape((n, g, -1))
+        y, _, _ = _normalize(xg, (2,), eps)
+        if per_group:
+            return _affine(ctx, y, scale, bias, (1, g, 1), x.dtype).reshape(x.shape)
+        y = y.reshape(x.shape)
+        return _affine(ctx, y, scale, bias, (1, c) + (1,) * (x.ndim - 2), x.dtype)
+    return f
+
+
 @op("MaxPool", "AveragePool")
 def pool(ctx):
     t = ctx.node.op_type

@@ -227,6 +227,159 @@ def gather_elements(ctx):
     return f
 
 
+def _reduction(ctx):
+    r = ctx.attr("reduction", "none")
+    r = r.decode() if isinstance(r, bytes) else r
+    ufunc = {"none": None, "add": np.add, "mul": np.multiply, "max": np.maximum,
+             "min": np.minimum}
+    if r not in ufunc:
+        raise ctx.fail(f"reduction must be one of {sorted(ufunc)}, got {r!r}")
+    return ufunc[r]
+
+
+def _checked_index(ctx, idx, dims, what):
+    """int64 indices in [-d, d) (ONNX allows negative ones) -> non-negative intp; an index
+    out of range is a ModelError naming the node (numpy would wrap or raise a bare error)."""
+    idx = np.asarray(idx).astype(np.int64)
+    dims = np.asarray(dims, np.int64)
+    if idx.size and ((idx < -dims).any() or (idx >= dims).any()):
+        raise ctx.fail(f"{what} index out of range for dimension(s) {dims.tolist()}")
+    return np.where(idx < 0, idx + dims, idx).astype(np.intp)
+
+
+@op("ScatterND")
+def scatter_nd(ctx):
+    """out = data with out[indices[i]] (reduced) by updates[i]; the index tuples run over
+    data's leading axes (YOLOv5's older exports write their decoded boxes with it)."""
+    red = _reduction(ctx)
+
+    def f(data, indices, updates):
+        k = indices.shape[-1]
+        if k > data.ndim or updates.shape != indices.shape[:-1] + data.shape[k:]:
+            raise ctx.fail(f"updates {updates.shape} do not match indices {indices.shape} "
+                           f"into data {data.shape}")
+        idx = _checked_index(ctx, indices, data.shape[:k], "indices").reshape(-1, k)
+        upd = updates.reshape((-1,) + data.shape[k:])
+        out = data.copy()
+        if red is None:
+            out[tuple(idx.T)] = upd      # duplicates: the last one wins (ONNX: undefined)
+        else:
+            red.at(out, tuple(idx.T), upd)
+        return out
+    return f
+
+
+@op("ScatterElements", "Scatter")
+def scatter_elements(ctx):
+    axis = int(ctx.attr("axis", 0))
+    red = _reduction(ctx)
+
+    def f(data, indices, updates):
+        a = axis + data.ndim if axis < 0 else axis
+        if indices.shape != updates.shape or indices.ndim != data.ndim:
+            raise ctx.fail(f"indices {indices.shape} and updates {updates.shape} must have "
+                           f"data's rank ({data.ndim}) and one shape")
+        idx = _checked_index(ctx, indices, data.shape[a], "indices")
+        grid = list(np.indices(idx.shape, sparse=True))
+        grid[a] = idx
+        out = data.copy()
+        if red is None:
+            out[tuple(grid)] = updates
+        else:
+            red.at(out, tuple(grid), updates)
+        return out
+    return f
+
+
+@op("GatherND")
+def gather_nd(ctx):
+    b = int(ctx.attr("batch_dims", 0))
+
+    def f(data, indices):
+        k = indices.shape[-1]
+        if b + k > data.ndim or data.shape[:b] != indices.shape[:b]:
+            raise ctx.fail(f"indices {indices.shape} (batch_dims {b}) do not fit data "
+                           f"{data.shape}")
+        idx = _checked_index(ctx, indices, data.shape[b:b + k], "indices")
+        nb = int(np.prod(data.shape[:b], dtype=np.int64))
+        d = data.reshape((nb,) + data.shape[b:])
+        ix = idx.reshape(nb, -1, k)
+        batch = np.arange(nb)[:, None]
+        got = d[(batch,) + tuple(ix[..., j] for j in range(k))]
+        return got.reshape(indices.shape[:-1] + data.shape[b + k:])
+    return f
+
+
+@op("CumSum")
+def cumsum(ctx):
+    exclusive, reverse = int(ctx.attr("exclusive", 0)), int(ctx.attr("reverse", 0))
+
+    def f(x, axis):
+        a = int(np.asarray(axis).reshape(-1)[0])
+        if not -x.ndim <= a < x.ndim:
+            raise ctx.fail(f"axis {a} out of range for rank {x.ndim}")
+        y = np.flip(x, a) if reverse else x
+        c = np.cumsum(y, axis=a, dtype=x.dtype)
+        if exclusive:
+            c = np.concatenate([np.zeros_like(np.take(c, [0], axis=a)),
+                                np.take(c, np.arange(c.shape[a] - 1), axis=a)], axis=a)
+        return np.ascontiguousarray(np.flip(c, a) if reverse else c)
+    return f
+
+
+@op("OneHot")
+def one_hot(ctx):
+    axis = int(ctx.attr("axis", -1))
+
+    def f(indices, depth, values):
+        d = int(np.asarray(depth).reshape(-1)[0])
+        if d < 1:
+            raise ctx.fail(f"depth must be positive, got {d}")
+        nd = indices.ndim + 1
+        a = axis + nd if axis < 0 else axis
+        if not 0 <= a < nd:
+            raise ctx.fail(f"axis {axis} out of range for output rank {nd}")
+        idx = np.asarray(indices).astype(np.int64)
+        idx = np.where(idx < 0, idx + d, idx)
+        hot = np.expand_dims(idx, a) == np.arange(d).reshape([-1 if i == a else 1
+                                                             for i in range(nd)])
+        return np.where(hot, values[1], values[0]).astype(values.dtype)
+    return f
+
+
+@op("Trilu")
+def trilu(ctx):
+    upper = int(ctx.attr("upper", 1))
+
+    def f(x, k=None):
+        kk = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+        return np.triu(x, kk) if upper else np.tril(x, kk)
+    return f
+
+
+@op("Einsum")
+def einsum(ctx):
+    eq = ctx.attr("equation")
+    eq = (eq.decode() if isinstance(eq, bytes) else str(eq)).replace(" ", "")
+    return lambda *xs: np.asarray(np.einsum(eq, *xs))
+
+
+@op("IsNaN")
+def is_nan(ctx):
+    return lambda x: np.isnan(x)
+
+
+@op("IsInf")
+def is_inf(ctx):
+    pos, neg = int(ctx.attr("detect_positive", 1)), int(ctx.attr("detect_negative", 1))
+
+    def f(x):
+        if pos and neg:
+            return np.isinf(x)
+        return x == (np.inf if pos else -np.inf) if pos or neg else np.zeros(x.shape, bool)
+    return f
+
+
 @op("Squeeze")
 def squeeze(ctx):
     axes, dynamic = _axes_input_or_attr(ctx, 1, 13)
