@@ -84,7 +84,7 @@ EOF
   TIMEFORMAT="edgedl warmup, empty cache: %R s (emulated)"; time edgedl warmup >/tmp/warmup.log
   echo "== edgedl detect (the demo)"; edgedl detect
   mkdir -p /tmp/t && cp -r $PART/tests $PART/docs $PART/tools /tmp/t/ && cd /tmp/t
-  python -m pytest -q -p no:cacheprovider --tb=short -o faulthandler_timeout=900 '"$1"'
+  python -m pytest -q -rs -p no:cacheprovider --tb=short -o faulthandler_timeout=900 '"$1"'
 '; }
 
 no_compiler='
