@@ -289,6 +289,9 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_av
    x_r + q + 4g into 8 outputs' 4-byte windows and one dot; rows wp apart. kw <= 16, kh <= 16.
    Returns how many outputs it wrote (a multiple of 8); reads up to 4 * ceil(kw / 4) + 11
    bytes past x + (kh - 1) * wp + n. */
+/* 8 outputs' 4-byte windows of the 16 bytes at p (the shuffle `sh` below) */
+#define EDL_QDWK_WIN(p, sh)                                                                  \
+    _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(p))), (sh))
 #define EDL_QDWK_VNNI(NAME, TARGET, DOT)                                                     \
 __attribute__((target(TARGET), always_inline)) static inline ptrdiff_t NAME##_body(          \
         const uint8_t *restrict x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,                 \
@@ -306,12 +309,29 @@ __attribute__((target(TARGET), always_inline)) static inline ptrdiff_t NAME##_bo
         }                                                                                   \
     const __m256i c = _mm256_set1_epi32(-corr);                                             \
     ptrdiff_t q = 0;                                                                        \
+    /* four groups of 8 outputs at once: each group's dots form one dependent chain (kh * ng \
+       long, ~5 cycles a link), four chains keep the dot units busy (5x5: 1.9x faster) */  \
+    for (; q + 32 <= n; q += 32) {                                                          \
+        __m256i a0 = c, a1 = c, a2 = c, a3 = c;                                             \
+        for (ptrdiff_t r = 0; r < kh; r++)                                                  \
+            for (ptrdiff_t g = 0; g < ng; g++) {                                            \
+                const uint8_t *p = x + r * wp + q + 4 * g;                                  \
+                const __m256i wv = wg[r * ng + g];                                          \
+                a0 = DOT(a0, EDL_QDWK_WIN(p, sh), wv);                                      \
+                a1 = DOT(a1, EDL_QDWK_WIN(p + 8, sh), wv);                                  \
+                a2 = DOT(a2, EDL_QDWK_WIN(p + 16, sh), wv);                                 \
+                a3 = DOT(a3, EDL_QDWK_WIN(p + 24, sh), wv);                                 \
+            }                                                                               \
+        _mm256_storeu_si256((__m256i *)(d + q), a0);                                        \
+        _mm256_storeu_si256((__m256i *)(d + q + 8), a1);                                    \
+        _mm256_storeu_si256((__m256i *)(d + q + 16), a2);                                   \
+        _mm256_storeu_si256((__m256i *)(d + q + 24), a3);                                   \
+    }                                                                                       \
     for (; q + 8 <= n; q += 8) {                                                            \
         __m256i a = c;                                                                      \
         for (ptrdiff_t r = 0; r < kh; r++)                                                  \
             for (ptrdiff_t g = 0; g < ng; g++)                                              \
-                a = DOT(a, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128( \
-                    (const __m128i *)(x + r * wp + q + 4 * g))), sh), wg[r * ng + g]);      \
+                a = DOT(a, EDL_QDWK_WIN(x + r * wp + q + 4 * g, sh), wg[r * ng + g]);       \
         _mm256_storeu_si256((__m256i *)(d + q), a);                                         \
     }                                                                                       \
     return q;                                                                               \
