@@ -186,6 +186,37 @@ EDL_SIMD_KERNEL static void edl_imax_taps_##S(const T *restrict v, ptrdiff_t kw,
 }
 EDL_IMAX(uint8_t, u8)
 EDL_IMAX(int8_t, s8)
+/* One output row of a 3x3 stride-2 uint8 / int8 max pool (FastestDet's stem pool, int8) in
+   one call, as edl_max3x3s2 for floats: the max of rows a, b, c (w values; a window row
+   outside the image passed as one of its in-image rows) into v + pl, then n outputs of
+   taps 2q .. 2q + 2 of v (its cells outside [pl, pl + w) hold the type's minimum). The
+   general path's row copy, row folds and three tap passes, a call each, cost 2x here. */
+/* EDL_BY16 with blocks of 64 (one AVX-512 vector of bytes): rows of 176 bytes and 88
+   outputs left 48 and 24 to scalar tails, which took most of the time */
+#define EDL_BY64(I, N, STMT)                                                              \
+    do {                                                                                  \
+        ptrdiff_t m_ = (N) & ~(ptrdiff_t)63;                                              \
+        for (ptrdiff_t I = 0; I < m_; I++) STMT;                                          \
+        if (m_ < (N) && (N) >= 64) {                                                      \
+            ptrdiff_t e_ = (N) - 64;                                                      \
+            for (ptrdiff_t j_ = 0; j_ < 64; j_++) { ptrdiff_t I = e_ + j_; STMT; }        \
+        } else for (ptrdiff_t I = m_; I < (N); I++) STMT;                                 \
+    } while (0)
+#define EDL_IMAX3S2(T, S)                                                                  \
+static inline T edl_imax3_##S(T a, T b, T c) {                                            \
+    T m = b > a ? b : a;                                                                  \
+    return c > m ? c : m;                                                                 \
+}                                                                                         \
+EDL_SIMD_KERNEL static void edl_imax3s2_##S(const T *restrict a, const T *restrict b,     \
+                                            const T *restrict c, ptrdiff_t w,             \
+                                            T *restrict v, ptrdiff_t pl, T *restrict d,   \
+                                            ptrdiff_t n) {                                \
+    T *col = v + pl;                                                                      \
+    EDL_BY64(k, w, col[k] = edl_imax3_##S(a[k], b[k], c[k]));                              \
+    EDL_BY64(q, n, d[q] = edl_imax3_##S(v[2 * q], v[2 * q + 1], v[2 * q + 2]));            \
+}
+EDL_IMAX3S2(uint8_t, u8)
+EDL_IMAX3S2(int8_t, s8)
 /* 1 if s[0..n) holds no NaN and no inf (x - x is 0 exactly for finite x): picks mode 1.
    An OR of compares, so the vectorised loop carries no long dependency chain. */
 #define EDL_FINITE(T, S)                                                                   \

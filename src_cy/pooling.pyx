@@ -26,6 +26,12 @@ cdef extern from "edl_pool.h":
                           unsigned char* d, Py_ssize_t n) noexcept nogil
     void edl_imax_taps_s8(const signed char* v, Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw,
                           signed char* d, Py_ssize_t n) noexcept nogil
+    void edl_imax3s2_u8(const unsigned char* a, const unsigned char* b, const unsigned char* c,
+                        Py_ssize_t w, unsigned char* v, Py_ssize_t pl, unsigned char* d,
+                        Py_ssize_t n) noexcept nogil
+    void edl_imax3s2_s8(const signed char* a, const signed char* b, const signed char* c,
+                        Py_ssize_t w, signed char* v, Py_ssize_t pl, signed char* d,
+                        Py_ssize_t n) noexcept nogil
     void edl_max3x3s2_f(const float* a, const float* b, const float* c, Py_ssize_t w, float* v,
                         Py_ssize_t pl, float* d, Py_ssize_t n) noexcept nogil
     void edl_max3x3s2_d(const double* a, const double* b, const double* c, Py_ssize_t w,
@@ -363,6 +369,12 @@ def max_pool2d_int8(const int8ish[:, :, :, ::1] x, tuple kernel_shape, tuple str
     cdef int8ish* yp
     cdef bint first
     cdef int failed[1]
+    # 3x3 stride 2 (any row stride), dilation 1: one edl_imax3s2 call per output row
+    cdef bint k3s2 = kh == 3 and kw == 3 and sw == 2 and dh == 1 and dw == 1
+    cdef const int8ish* ra      # its in-image rows (scalars: a C array in a prange would be
+    cdef const int8ish* rb      # shared by the threads)
+    cdef const int8ish* rc
+    cdef Py_ssize_t nin
     failed[0] = 0
     if planes == 0 or oh == 0 or ow == 0:
         return out.base
@@ -377,6 +389,33 @@ def max_pool2d_int8(const int8ish[:, :, :, ::1] x, tuple kernel_shape, tuple str
             v = buf + lext
             for p in prange(planes, schedule="static"):
                 for o in range(oh):
+                    if k3s2:
+                        nin = 0               # the window's in-image rows, in order
+                        ra = NULL
+                        rb = NULL
+                        rc = NULL
+                        for i in range(3):
+                            r = o * sh - pt + i
+                            if 0 <= r < h:
+                                if nin == 0:
+                                    ra = xp + (p * h + r) * w
+                                elif nin == 1:
+                                    rb = xp + (p * h + r) * w
+                                else:
+                                    rc = xp + (p * h + r) * w
+                                nin = nin + 1
+                        if nin > 0:
+                            if rb == NULL:            # max(x, x) = x: repeat one
+                                rb = ra
+                            if rc == NULL:
+                                rc = ra
+                            if int8ish is cython.uchar:
+                                edl_imax3s2_u8(ra, rb, rc, w, buf + lext - pl, pl,
+                                               yp + (p * oh + o) * ow, ow)
+                            else:
+                                edl_imax3s2_s8(ra, rb, rc, w, buf + lext - pl, pl,
+                                               yp + (p * oh + o) * ow, ow)
+                            continue
                     first = True
                     for i in range(kh):
                         r = o * sh - pt + i * dh

@@ -316,15 +316,20 @@ def test_3x3_stride_2_max_path(backend, dtype, hw, pads, rng):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("cfg", [
     dict(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+    # the one-call 3x3 column-stride-2 rows: other row strides, pads, a window row below
+    dict(kernel_shape=(3, 3), strides=(1, 2), pads=(0, 1, 1, 0), ceil_mode=True),
+    dict(kernel_shape=(3, 3), strides=(3, 2), pads=(2, 0, 2, 2)),
     dict(kernel_shape=(2, 2), strides=(2, 2)),
     dict(kernel_shape=(5, 5), pads=(2, 2, 2, 2)),
     dict(kernel_shape=(3, 2), strides=(3, 1), pads=(2, 0, 1, 1), dilations=(2, 3),
          ceil_mode=True)])
-def test_int8_max_pool_plan(backend, dtype, cfg, rng):
+@pytest.mark.parametrize("width", [70, 201])
+def test_int8_max_pool_plan(backend, dtype, cfg, width, rng):
     """pool2d_plan's uint8 / int8 max (int8 models pool quantized tensors): exact, equal to
-    the float kernels on the cast values and to onnxruntime's MaxPool, extremes included."""
+    the float kernels on the cast values and to onnxruntime's MaxPool, extremes included;
+    rows of 70 and 201 (the vector blocks' moved-back last block and scalar tails)."""
     info = np.iinfo(dtype)
-    x = rng.integers(info.min, int(info.max) + 1, (2, 3, 17, 70)).astype(dtype)
+    x = rng.integers(info.min, int(info.max) + 1, (2, 3, 17, width)).astype(dtype)
     x[0, 0, :3] = info.min
     x[1, 2, 5, 7] = info.max
     run = P.pool2d_plan(x.shape, "max", dtype=dtype, backend=backend, **cfg)
