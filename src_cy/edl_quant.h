@@ -663,6 +663,25 @@ EDL_Q_KERNEL static void edl_gather_u8(uint8_t *restrict d, const uint8_t *restr
         for (ptrdiff_t q = 0; q < n; q++) d[q] = s[q * stride];
 }
 
+/* The in-image rows oy0 .. oy1 - 1 of one im2col tap at stride 1 when the output is as wide
+   as the input (ow): their values [lo, hi) are one run of the plane, src[q + off] (src:
+   the first row's input row, off: the tap's column offset), and the few
+   border cells of each row ([0, lo) and [hi, ow)) the fill. The border loops (a cell or
+   two) must stay plain loops: gcc made them 1-byte memset calls (a third of the whole
+   im2col), or vectorised them with run-time checks that cost as much. */
+__attribute__((optimize("no-tree-loop-distribute-patterns", "no-tree-vectorize")))
+static void edl_im2col_flat_u8(uint8_t *restrict dst, const uint8_t *restrict src,
+                               ptrdiff_t off, ptrdiff_t rows, ptrdiff_t ow, ptrdiff_t lo,
+                               ptrdiff_t hi, uint8_t f) {
+    if (rows <= 0) return;
+    if (hi > lo) memcpy(dst + lo, src + lo + off, (size_t)((rows - 1) * ow + hi - lo));
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        uint8_t *d = dst + r * ow;
+        for (ptrdiff_t q = 0; q < lo && q < ow; q++) d[q] = f;
+        for (ptrdiff_t q = hi > lo ? hi : lo; q < ow; q++) d[q] = f;
+    }
+}
+
 /* d[q] += w * (s[q * stride] - z) for q < n (one tap of a depthwise row). */
 EDL_Q_KERNEL static void edl_qdw_tap_u8(int32_t *restrict d, const uint8_t *restrict s,
                                         ptrdiff_t stride, int32_t w, int32_t z, ptrdiff_t n) {

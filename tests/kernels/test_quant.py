@@ -627,3 +627,26 @@ def test_lookups_forced_paths(isa):
             "    got = Q.channel_lookup(xs.view(np.int8), ts, backend='cython')\n"
             "    assert (got == ts[np.arange(3)[None, :, None], xs]).all(), n\n")
     _run_with_isa(code, isa)
+
+
+@pytest.mark.parametrize("backend", [b for b in AVAILABLE if b != "numpy"])
+def test_im2col_q_same_width_rows_match_reference(backend, rng):
+    """im2col_q at stride 1 with the output as wide as the input (the Cython kernel copies a
+    tap's in-image rows as one block, then refills the border cells): random kernels,
+    dilations and pads, including pads past the kernel, against the NumPy twin."""
+    from edgedl.kernels import _dispatch
+    mine, ref = (_dispatch.impl("quant", "im2col_q", b) for b in (backend, "numpy"))
+    done = 0
+    while done < 150:
+        c, h, w, kh, kw, dh, dw = (int(v) for v in rng.integers(1, [4, 9, 9, 5, 5, 3, 3]))
+        pt, pb, pl = (int(v) for v in rng.integers(0, 5, 3))
+        oh = h + pt + pb - (kh - 1) * dh
+        if (kw - 1) * dw < pl or oh <= 0:
+            continue
+        x = rng.integers(0, 256, (c, h, w)).astype(np.uint8)
+        a = np.empty((c * kh * kw, oh * w), np.uint8)
+        b = np.empty_like(a)
+        mine(x, 77, kh, kw, 1, 1, pt, pl, dh, dw, oh, w, a)
+        ref(x, 77, kh, kw, 1, 1, pt, pl, dh, dw, oh, w, b)
+        np.testing.assert_array_equal(a, b)
+        done += 1
