@@ -12,6 +12,8 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+import numpy as np
+
 cdef extern from "edl_quant.h" nogil:
     # int32_t / short there are int / short here (the same C types on every target)
     void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
@@ -335,43 +337,56 @@ cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
                            out + i * n + q0, nq)
 
 
+def qgemm_pack(const short[:, ::1] wd):
+    """The weights of qgemm_requant laid out for its kernels, once (a plan keeps them): int16
+    rows padded to even length (the pairs kernel), and int8 rows padded to a multiple of 4
+    for the u8 x s8 dot kernels (VNNI) when those exist and every value fits int8 (else
+    None). Returns (int8 rows or None, int16 rows, M, K)."""
+    cdef Py_ssize_t m = wd.shape[0], k = wd.shape[1], i, kk
+    cdef Py_ssize_t ka = 4 * ((k + 3) // 4), ka2 = 2 * ((k + 1) // 2)
+    cdef bint s8w = k > 0 and edl_q_u8s8() > 0          # vpdpbusd: w must fit int8
+    a16 = np.zeros((m, max(1, ka2)), np.int16)
+    cdef short[:, ::1] av = a16
+    for i in range(m):
+        for kk in range(k):
+            av[i, kk] = wd[i, kk]
+            if wd[i, kk] < -128 or wd[i, kk] > 127:
+                s8w = False
+    if not s8w:
+        return (None, a16, m, k)
+    w8 = np.zeros((m, ka), np.int8)
+    cdef signed char[:, ::1] wv = w8
+    for i in range(m):
+        for kk in range(k):
+            wv[i, kk] = <signed char>wd[i, kk]
+    return (w8, a16, m, k)
+
+
 def qgemm_requant(const short[:, ::1] wd, const int[::1] corr, const float[::1] scale,
                   int zero_point, const q8[:, ::1] b, q8b[:, ::1] out):
-    cdef Py_ssize_t m = wd.shape[0], k = wd.shape[1], n = b.shape[1]
-    cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, i, kk, t, nt, q0, ka
-    cdef bint u8s8 = False
-    cdef signed char *w8 = NULL
-    cdef short *a16 = NULL
+    qgemm_requant_packed(qgemm_pack(wd), corr, scale, zero_point, b, out)
+
+
+def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
+                         int zero_point, const q8[:, ::1] b, q8b[:, ::1] out):
+    """qgemm_requant with the weights qgemm_pack laid out (no per-call packing)."""
+    cdef Py_ssize_t m = pk[2], k = pk[3], n = b.shape[1]
+    cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, t, nt, q0
+    cdef const short[:, ::1] av = pk[1]
+    cdef const signed char[:, ::1] wv
+    # the u8 x s8 dot kernels take unsigned columns; signed ones run the int16 pairs
+    cdef bint u8s8 = pk[0] is not None and q8 is u8_t
+    cdef const signed char *w8 = NULL
+    cdef const short *a16 = &av[0, 0]
     cdef void *pack
     cdef int *tacc
     cdef int failed = 0
     cdef int *pfailed = &failed
     if m * n == 0:
         return
-    if q8 is u8_t and k > 0 and edl_q_u8s8() > 0:     # vpdpbusd: w must fit int8
-        u8s8 = True
-        for i in range(m):
-            for kk in range(k):
-                if wd[i, kk] < -128 or wd[i, kk] > 127:
-                    u8s8 = False
     if u8s8:
-        ka = 4 * kq
-        w8 = <signed char *>malloc(m * ka)
-        if w8 == NULL:
-            raise MemoryError("qgemm_requant: no memory for the packed weights")
-        memset(w8, 0, m * ka)
-        for i in range(m):
-            for kk in range(k):
-                w8[i * ka + kk] = <signed char>wd[i, kk]
-    else:
-        ka = 2 * kp2
-        a16 = <short *>malloc(max(1, m * ka) * sizeof(short))
-        if a16 == NULL:
-            raise MemoryError("qgemm_requant: no memory for the packed weights")
-        memset(a16, 0, m * ka * sizeof(short))
-        for i in range(m):
-            for kk in range(k):
-                a16[i * ka + kk] = wd[i, kk]
+        wv = pk[0]
+        w8 = &wv[0, 0]
     nt = (n + TILE - 1) // TILE
     with nogil, parallel(use_threads_if=m * k * n >= PAR_ELEMS * 8):
         pack = malloc(max(1, 4 * max(kq, kp2) * TILE))
@@ -386,8 +401,6 @@ def qgemm_requant(const short[:, ::1] wd, const int[::1] corr, const float[::1] 
                 pfailed[0] = 1
         free(pack)
         free(tacc)
-    free(w8)
-    free(a16)
     if failed:
         raise MemoryError("qgemm_requant: no memory for a packed tile of b")
 

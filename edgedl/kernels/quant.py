@@ -396,10 +396,13 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
     bound = {}
 
     def kernels(bk):
+        # the kernels, and the weights laid out for them once per backend (qgemm_pack)
         got = bound.get(bk)
         if got is None:
-            got = bound[bk] = (_kernel("qgemm_requant", bk),
-                               None if direct else _kernel("im2col_q", bk))
+            pack = _kernel("qgemm_pack", bk)
+            got = bound[bk] = (_kernel("qgemm_requant_packed", bk),
+                               None if direct else _kernel("im2col_q", bk),
+                               [pack(_numba_writable(wd[g], bk)) for g in range(group)])
         return got
 
     def run(x, out=None):
@@ -407,11 +410,11 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         if y.size == 0:
             return y
         bk = _config.resolve_backend(backend)
-        gemm, im2col = kernels(bk)
+        gemm, im2col, packed = kernels(bk)
         x = _numba_writable(_contig(x), bk)
         geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
         for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
-            gemm(wd[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))
+            gemm(packed[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))
         return y
     run.out_shape = oshape
     return run

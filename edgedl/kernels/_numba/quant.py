@@ -110,6 +110,15 @@ def qgemm_requant(wd, corr, scale, zero_point, b, out):
             yr[q] = _sat(v, lo, hi)
 
 
+def qgemm_pack(wd):
+    """As the reference: the weights themselves (numba reads wd as it is)."""
+    return wd
+
+
+def qgemm_requant_packed(pk, corr, scale, zero_point, b, out):
+    qgemm_requant(pk, corr, scale, zero_point, b, out)
+
+
 @njit(parallel=True)
 def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
     c, h, wd = x.shape

@@ -82,6 +82,17 @@ def qgemm_requant(wd, corr, scale, zero_point, b, out):
     requantize(acc[None], corr, scale, zero_point, out[None])
 
 
+def qgemm_pack(wd):
+    """wd (M, K) int16 -> the weights as qgemm_requant_packed takes them, laid out once per
+    plan (the Cython twin makes its kernels' int8 / int16 rows; here: wd itself)."""
+    return wd
+
+
+def qgemm_requant_packed(pk, corr, scale, zero_point, b, out):
+    """qgemm_requant with weights from qgemm_pack."""
+    qgemm_requant(pk, corr, scale, zero_point, b, out)
+
+
 def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
     """x (C, H, W), w (C, kh, kw) 8-bit ints, x_zp int, w_zp (C,) int32 -> acc (C, OH, OW)
     int32 = sum over taps of (x - x_zp) * (w - w_zp[c]), padding contributing 0."""
