@@ -49,18 +49,21 @@ EDL_POOL_OP(double, d)
    three taps 2q .. 2q + 2 of v. v: max(pl + w, 2n + 1) cells, those outside [pl, pl + w)
    -inf (written once by the caller). No per-plane NaN check and no per-row loop tails of
    the general two-pass fold, which cost 2x here. */
-/* for (I = 0; I < N; I++) STMT for an idempotent STMT: whole blocks of 16 (an AVX-512 vector,
-   two AVX2 ones), then the last 16 again as one fixed-length block ending at N instead of a
-   scalar tail (rows of 40 or 88 outputs left 8 to it, as long as the vector part). */
-#define EDL_BY16(I, N, STMT)                                                              \
+/* for (I = 0; I < N; I++) STMT for an idempotent STMT: whole blocks of B (a power of two: 16
+   floats or 64 bytes, one AVX-512 vector), then the last B again as one fixed-length block
+   ending at N instead of a scalar tail (rows of 40 or 88 outputs left 8 to it, as long as
+   the vector part; byte rows of 176 and 88 left 48 and 24). */
+#define EDL_BY(B, I, N, STMT)                                                             \
     do {                                                                                  \
-        ptrdiff_t m_ = (N) & ~(ptrdiff_t)15;                                              \
+        ptrdiff_t m_ = (N) & ~(ptrdiff_t)((B) - 1);                                       \
         for (ptrdiff_t I = 0; I < m_; I++) STMT;                                          \
-        if (m_ < (N) && (N) >= 16) {                                                      \
-            ptrdiff_t e_ = (N) - 16;                                                      \
-            for (ptrdiff_t j_ = 0; j_ < 16; j_++) { ptrdiff_t I = e_ + j_; STMT; }        \
+        if (m_ < (N) && (N) >= (B)) {                                                     \
+            ptrdiff_t e_ = (N) - (B);                                                     \
+            for (ptrdiff_t j_ = 0; j_ < (B); j_++) { ptrdiff_t I = e_ + j_; STMT; }       \
         } else for (ptrdiff_t I = m_; I < (N); I++) STMT;                                 \
     } while (0)
+#define EDL_BY16(I, N, STMT) EDL_BY(16, I, N, STMT)
+#define EDL_BY64(I, N, STMT) EDL_BY(64, I, N, STMT)
 #define EDL_MAX3X3S2(T, S)                                                                 \
 EDL_SIMD_KERNEL static void edl_max3x3s2_##S(const T *restrict a, const T *restrict b,    \
                                              const T *restrict c, ptrdiff_t w,            \
@@ -191,17 +194,6 @@ EDL_IMAX(int8_t, s8)
    outside the image passed as one of its in-image rows) into v + pl, then n outputs of
    taps 2q .. 2q + 2 of v (its cells outside [pl, pl + w) hold the type's minimum). The
    general path's row copy, row folds and three tap passes, a call each, cost 2x here. */
-/* EDL_BY16 with blocks of 64 (one AVX-512 vector of bytes): rows of 176 bytes and 88
-   outputs left 48 and 24 to scalar tails, which took most of the time */
-#define EDL_BY64(I, N, STMT)                                                              \
-    do {                                                                                  \
-        ptrdiff_t m_ = (N) & ~(ptrdiff_t)63;                                              \
-        for (ptrdiff_t I = 0; I < m_; I++) STMT;                                          \
-        if (m_ < (N) && (N) >= 64) {                                                      \
-            ptrdiff_t e_ = (N) - 64;                                                      \
-            for (ptrdiff_t j_ = 0; j_ < 64; j_++) { ptrdiff_t I = e_ + j_; STMT; }        \
-        } else for (ptrdiff_t I = m_; I < (N); I++) STMT;                                 \
-    } while (0)
 #define EDL_IMAX3S2(T, S)                                                                  \
 static inline T edl_imax3_##S(T a, T b, T c) {                                            \
     T m = b > a ? b : a;                                                                  \
