@@ -382,10 +382,19 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
     cdef int *tacc
     cdef int failed = 0
     cdef int *pfailed = &failed
+    # the kernels index by these sizes unchecked: a pack that does not fit the call is an
+    # error, not a read past its end
+    if (av.shape[0] != m or av.shape[1] < 2 * kp2 or b.shape[0] != k or out.shape[0] != m
+            or out.shape[1] != n or corr.shape[0] < m or scale.shape[0] < m):
+        raise ValueError(f"qgemm_requant_packed: a pack of {m} x {k} weights does not fit "
+                         f"b ({b.shape[0]}, {b.shape[1]}), out ({out.shape[0]}, {out.shape[1]}), "
+                         f"{corr.shape[0]} corr, {scale.shape[0]} scales")
     if m * n == 0:
         return
     if u8s8:
         wv = pk[0]
+        if wv.shape[0] != m or wv.shape[1] < 4 * kq:
+            raise ValueError("qgemm_requant_packed: the int8 rows do not fit the pack")
         w8 = &wv[0, 0]
     nt = (n + TILE - 1) // TILE
     with nogil, parallel(use_threads_if=m * k * n >= PAR_ELEMS * 8):

@@ -650,3 +650,21 @@ def test_im2col_q_same_width_rows_match_reference(backend, rng):
         ref(x, 77, kh, kw, 1, 1, pt, pl, dh, dw, oh, w, b)
         np.testing.assert_array_equal(a, b)
         done += 1
+
+
+def test_qgemm_requant_packed_refuses_a_pack_that_does_not_fit():
+    """The Cython GEMM indexes by the pack's sizes unchecked: b, out, corr or scale that do
+    not fit them is a ValueError, not a read past an array's end."""
+    pytest.importorskip("edgedl._cy.quant")
+    from edgedl._cy import quant as cq
+    pk = cq.qgemm_pack(np.ones((4, 9), np.int16))
+    ok = dict(corr=np.zeros(4, np.int32), scale=np.ones(4, np.float32),
+              b=np.ones((9, 5), np.uint8), out=np.empty((4, 5), np.uint8))
+    cq.qgemm_requant_packed(pk, ok["corr"], ok["scale"], 0, ok["b"], ok["out"])
+    assert (ok["out"] == 9).all()
+    for bad in (dict(b=np.ones((8, 5), np.uint8)), dict(out=np.empty((3, 5), np.uint8)),
+                dict(out=np.empty((4, 6), np.uint8)), dict(corr=np.zeros(2, np.int32)),
+                dict(scale=np.ones(3, np.float32))):
+        a = dict(ok, **bad)
+        with pytest.raises(ValueError, match="does not fit"):
+            cq.qgemm_requant_packed(pk, a["corr"], a["scale"], 0, a["b"], a["out"])
