@@ -281,12 +281,16 @@ class ThreadGovernor:
 
     It keeps the last ``KEEP`` run times at each count and uses ``n`` threads only while
     their median beats one thread's by ``MARGIN`` (else the spare core is better left to
-    others). The first 2 * KEEP runs alternate to measure both; after that the count not in
-    use is tried once every ``PROBE`` runs, so a change (a neighbour starting or ending a busy
-    loop) is noticed: at once when the count in use slows past the other's median, within a
-    few probes the other way. A probe is one run in ``PROBE``: the median latency never sees it.
+    others). The count not in use is measured in bursts of ``BURST`` runs: at the start in
+    turn until both have KEEP times, then once every ``PROBE`` runs, so a change (a neighbour
+    starting or ending a busy loop) is noticed: at once when the count in use slows past the
+    other's median, within a few probes the other way. The first run after a change of count
+    is not recorded: it wakes the workers parked during one-thread runs (measured on the
+    2-core VM, YuNet: a lone 2-thread run among 1-thread ones took 5.5-16 ms where 2 threads
+    in a row take 3.4 and one thread 5.3, so one-run probes kept 2 threads off for good).
+    A probe is BURST runs in PROBE: the median latency never sees it.
     """
-    KEEP, PROBE, MARGIN = 5, 32, 0.95
+    KEEP, PROBE, BURST, MARGIN, GIVE_UP = 5, 32, 4, 0.95, 1.5
 
     def __init__(self, n):
         self.n = n
@@ -294,20 +298,40 @@ class ThreadGovernor:
                       n: collections.deque(maxlen=self.KEEP)}
         self.runs = 0
         self.use = n
+        self.trying, self.burst = n, 0      # the count measured, runs left of its burst
+        self.last = None                    # the count of the previous run
+        self.measured = False               # both counts have had KEEP times
 
     def choose(self):
         self.runs += 1
+        if self.burst:
+            self.burst -= 1
+            return self.trying
         other = 1 if self.use == self.n else self.n
-        if len(self.times[other]) < self.KEEP:
-            # measure both at the start, KEEP runs each: on a busy box one slow run among
-            # three made it settle on 1 thread where 2 were 1.4x faster, for 96+ runs
-            return other if self.runs % 2 else self.use
-        return other if self.runs % self.PROBE == 0 else self.use
+        if not self.measured:       # the start: the count with fewer times, so in turn
+            c = min((other, self.use), key=lambda k: len(self.times[k]))
+        elif self.runs % self.PROBE == 0:
+            # a probe's times alone stand for the other count: older ones may come from a
+            # noisy spell (the 2-core VM has them: 2-thread runs at 7-9 ms for a few runs
+            # where they take 3.4) and kept 2 threads off for two more probes
+            c = other
+            self.times[c].clear()
+        else:
+            return self.use
+        self.trying, self.burst = c, self.BURST - 1
+        return c
 
     def record(self, n, seconds):
+        switched, self.last = n != self.last, n
+        if switched:
+            return
         self.times[n].append(seconds)
+        if (self.measured and self.burst and n != self.use and self.times[self.use]
+                and seconds > self.GIVE_UP * _median(self.times[self.use])):
+            self.burst = 0      # a probe clearly slower (a neighbour holds a core): no more
         many, one = self.times[self.n], self.times[1]
-        if len(many) >= self.KEEP and len(one) >= self.KEEP:
+        self.measured = self.measured or min(len(many), len(one)) >= self.KEEP
+        if self.measured and many and one:
             self.use = self.n if _median(many) < self.MARGIN * _median(one) else 1
 
 
