@@ -69,6 +69,8 @@ cdef extern from "edl_conv.h":
                         float s) noexcept nogil
     void edl_epilogue_d(double* v, Py_ssize_t n, double b, int act, double lo, double hi,
                         double s) noexcept nogil
+    void edl_scale_epilogue_f(const float* src, float* dst, Py_ssize_t n, float a, float b,
+                              int act, float lo, float hi, float s) noexcept nogil
     void edl_epilogue_rows_f(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
                              Py_ssize_t rows, Py_ssize_t n, float b, int act, float lo,
                              float hi, float s) noexcept nogil
@@ -318,6 +320,9 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
     if (unit and sh == 1 and kh == kw == 3 and ph == pw == 1
             and oh == h and ow == wd and ow >= _FLAT_W):
         return _depthwise_same(x, planes, c, h, wd, w, bias, act, lo, hi, slopes, out)
+    if kh == 1 and kw == 1 and sh == 1 and sw == 1 and not padded and oh == h and ow == wd:
+        _depthwise_1x1(x, planes, c, h * wd, w, bias, act, lo, hi, slopes, out)
+        return 0
     if not padded:
         wp = wd
     # Narrow planes at stride 1: the whole plane as one long row of windows over the flat
@@ -385,6 +390,22 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
         free(buf)
         free(tmp)
     return err != 0
+
+
+cdef void _depthwise_1x1(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t n,
+                         const floating* w, const floating* bias, int act, floating lo,
+                         floating hi, const floating* slopes, floating* out) noexcept nogil:
+    """1x1 at stride 1, no padding (see edl_scale_epilogue_f): each plane of n values in one
+    pass, planes over the threads."""
+    cdef Py_ssize_t q, k
+    for q in prange(planes, schedule="static", use_threads_if=planes * n >= _PAR_ELEMS):
+        if floating is float:
+            edl_scale_epilogue_f(x + q * n, out + q * n, n, w[q % c], bias[q % c], act, lo,
+                                 hi, slopes[q % c])
+        else:
+            for k in range(n):
+                out[q * n + k] = x[q * n + k] * w[q % c]
+            _epilogue(out + q * n, n, bias[q % c], act, lo, hi, slopes[q % c])
 
 
 cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,

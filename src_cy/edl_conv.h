@@ -351,6 +351,20 @@ static inline void edl_epilogue_f(float *v, ptrdiff_t n, float b, int act, float
                                   float hi, float s) {
     edl_epilogue_rows_f(v, 0, v, 0, 1, n, b, act, lo, hi, s);
 }
+/* depthwise 1x1 at stride 1 without padding (a BatchNormalization no conv could absorb, run as
+   ScaleShift): dst = act(src * a + b) over n values, the product rounded before the bias is
+   added, as every conv path does. In blocks of 4096 that stay in L1 between the scaling pass
+   and the epilogue's: the general depthwise loop (zero, accumulate and epilogue passes per
+   row) ran at a quarter of a copy's speed. */
+EDL_SIMD_KERNEL static void edl_scale_epilogue_f(const float *src, float *dst, ptrdiff_t n,
+                                                 float a, float b, int act, float lo,
+                                                 float hi, float s) {
+    for (ptrdiff_t i = 0; i < n; i += 4096) {
+        ptrdiff_t m = n - i < 4096 ? n - i : 4096;
+        for (ptrdiff_t k = 0; k < m; k++) dst[i + k] = src[i + k] * a;
+        edl_epilogue_rows_f(dst + i, 0, dst + i, 0, 1, m, b, act, lo, hi, s);
+    }
+}
 /* float64 epilogue, in place: v = act(v + b), the cases of the float32 one with libm's exp and
    tanh (no clones: float64 convs are rare) */
 static void edl_epilogue_d(double *v, ptrdiff_t n, double b, int act, double lo, double hi,

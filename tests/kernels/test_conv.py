@@ -134,6 +134,27 @@ def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, act, rng):
             _close(out, want, np.float32)
 
 
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_1x1_scale_shift(backend, act, dtype, rng):
+    """A 1x1 depthwise conv at stride 1 without padding (what a BatchNormalization no conv
+    absorbs runs as): its own one-pass path in the Cython backend, planes below, at and
+    across its 4096-value blocks, every activation, two images."""
+    params = {"clip": (-0.7, 1.3), "leaky_relu": (0.1,), "hard_sigmoid": (0.25, 0.4),
+              "prelu": (rng.standard_normal(3),)}.get(act, ())
+    for h, w in ((1, 1), (3, 5), (64, 64), (70, 70)):
+        x = (3 * rng.standard_normal((2, 3, h, w))).astype(dtype)
+        wt = rng.standard_normal((3, 1, 1, 1)).astype(dtype)
+        b = rng.standard_normal(3).astype(dtype)
+        args = (x, wt, b, (1, 1), (0, 0, 0, 0), (1, 1), 3)
+        base = conv2d(*args, backend="numpy")
+        np.testing.assert_array_equal(base, x * wt.reshape(1, 3, 1, 1) + b.reshape(1, 3, 1, 1))
+        want = np_act(base.astype(np.float64), act, params) if act else base
+        out = np.full_like(base, np.nan)         # the kernel must not read its output
+        conv2d(*args, activation=act, activation_params=params, out=out, backend=backend)
+        _close(out, want, dtype)
+
+
 @pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a])
 @pytest.mark.parametrize("depthwise", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
