@@ -296,6 +296,16 @@ def avg_pool2d(x, kernel_shape, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1
     return _finish(out, buf)
 
 
+def _whole_plane(x_shape, oshape, crop, geo, scale):
+    """Whether each output is its whole input plane (a 7x7 pool on 7x7 maps closing
+    Inception and ResNet-style backbones): the global kernels' one pass per plane then, not
+    the window folds (4x onnxruntime's time on 1024 planes of 7x7)."""
+    ks, _, pd, dl = geo
+    return (oshape[2:] == (1, 1) and tuple(ks) == tuple(x_shape[2:]) and not any(pd)
+            and tuple(dl) == (1, 1) and scale is None
+            and crop == ((0, x_shape[2]), (0, x_shape[3])))
+
+
 def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
                 dilations=(1, 1), ceil_mode=False, auto_pad="NOTSET", count_include_pad=False,
                 dtype=np.float32, backend=None):
@@ -316,6 +326,8 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
                                                dilations, ceil_mode, auto_pad,
                                                count_include_pad)
     name = "max_pool2d" if kind == "max" else "avg_pool2d"
+    if _whole_plane(x_shape, oshape, crop, geo, scale):
+        name, geo, extra = "global_" + name, (), ()
 
     def run(x, out=None):
         V.check_planned(x, x_shape, dtype)

@@ -313,6 +313,55 @@ def test_3x3_stride_2_max_path(backend, dtype, hw, pads, rng):
         assert (got[1, 2] == -np.inf).all() and np.isnan(got[0, 0]).any()
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_many_tiny_planes(backend, kind, rng):
+    """Tiny planes at stride 1 (the Cython backend folds up to 4096 cells of them at once,
+    one under the other): plane counts that leave a partial last group, NaN and inf in one
+    plane of a group, dilations (windows with no in-image tap), count_include_pad."""
+    for hw, cfg in (((7, 7), dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1))),
+                    ((14, 14), dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1))),
+                    ((5, 6), dict(kernel_shape=(3, 2), pads=(2, 0, 1, 1), strides=(1, 2))),
+                    ((4, 4), dict(kernel_shape=(2, 3), pads=(1, 2, 1, 2), dilations=(3, 2))),
+                    ((1, 1), dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1)))):
+        for planes in (37, 101):
+            x = rng.standard_normal((1, planes) + hw).astype(np.float32)
+            x[0, planes // 2, 0, 0] = np.nan
+            x[0, planes // 3, -1, -1] = np.inf
+            for cip in (False, True):
+                want = _call(kind, x, cfg, cip, backend="numpy")
+                run = P.pool2d_plan(x.shape, kind, **cfg, count_include_pad=cip,
+                                    backend=backend)
+                np.testing.assert_allclose(run(x), want, **_tol(np.float32),
+                                           err_msg=f"{hw} {cfg} {planes}")
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_plan_of_a_window_over_the_whole_plane(backend, kind, rng):
+    """A window exactly the plane (7x7 on 7x7 maps) runs the global kernels in the plan: the
+    same values as the window pool (NaN kept), float32 and float64; a window with
+    padding, a stride that leaves a second output or a dilation keeps the window path."""
+    for dtype in (np.float32, np.float64):
+        for hw in ((7, 7), (1, 1), (5, 9), (64, 3)):
+            x = rng.standard_normal((2, 5) + hw).astype(dtype)
+            x[1, 3, 0, 0] = np.nan
+            for cip in (False, True):
+                run = P.pool2d_plan(x.shape, kind, hw, count_include_pad=cip, dtype=dtype,
+                                    backend=backend)
+                assert run.out_shape == (2, 5, 1, 1)
+                want = _call(kind, x, dict(kernel_shape=hw), cip, backend="numpy")
+                got = run(x)
+                assert np.isnan(got[1, 3, 0, 0])
+                np.testing.assert_allclose(got, want, **_tol(dtype))
+                if kind == "avg":
+                    np.testing.assert_allclose(got[0], x[0].mean(axis=(1, 2), keepdims=True),
+                                               **_tol(dtype))
+    x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
+    for cfg in (dict(pads=(1, 1, 1, 1)), dict(strides=(1, 1), dilations=(1, 1))):
+        run = P.pool2d_plan(x.shape, kind, (7, 7), **cfg, backend=backend)
+        np.testing.assert_allclose(run(x), _call(kind, x, dict(kernel_shape=(7, 7), **cfg),
+                                                  False, backend="numpy"), **_tol(np.float32))
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("cfg", [
     dict(kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
