@@ -282,15 +282,18 @@ class ThreadGovernor:
     It keeps the last ``KEEP`` run times at each count and uses ``n`` threads only while
     their median beats one thread's by ``MARGIN`` (else the spare core is better left to
     others). The count not in use is measured in bursts of ``BURST`` runs: at the start in
-    turn until both have KEEP times, then once every ``PROBE`` runs, so a change (a neighbour
-    starting or ending a busy loop) is noticed: at once when the count in use slows past the
-    other's median, within a few probes the other way. The first run after a change of count
-    is not recorded: it wakes the workers parked during one-thread runs (measured on the
-    2-core VM, YuNet: a lone 2-thread run among 1-thread ones took 5.5-16 ms where 2 threads
-    in a row take 3.4 and one thread 5.3, so one-run probes kept 2 threads off for good).
-    A probe is BURST runs in PROBE: the median latency never sees it.
+    turn until both have KEEP times (16 runs), then once every ``PROBE`` runs, and a probe's
+    times replace that count's older ones. So a change (a neighbour starting or ending a
+    busy loop) is noticed at once when the count in use slows past the other's median, and
+    at the next probe the other way. The first run after a change of count is not recorded:
+    it wakes the workers parked during one-thread runs (measured on the 2-core VM, YuNet: a
+    lone 2-thread run among 1-thread ones took 5.5-16 ms where 2 threads in a row take 3.4
+    and one thread 5.3, so one-run probes kept 2 threads off for good). A probe whose first
+    timed run is ``GIVE_UP`` times slower than the count in use stops there (2 threads
+    beside a busy neighbour: 2-6x slower runs). At most BURST runs in PROBE are probes: the
+    median latency never sees them.
     """
-    KEEP, PROBE, BURST, MARGIN, GIVE_UP = 5, 32, 4, 0.95, 1.5
+    KEEP, PROBE, BURST, MARGIN, GIVE_UP = 5, 64, 4, 0.95, 1.5
 
     def __init__(self, n):
         self.n = n
