@@ -11,7 +11,9 @@ from libc.math cimport INFINITY
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
+from cpython.buffer cimport PyBuffer_Release, PyBUF_ND
+from cpython.exc cimport PyErr_Clear
+from edl_buffer cimport PyBUF_FORMAT, disjoint, get_buffer, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 # the epilogue codes: generated from edgedl/kernels/activation_table.py (tools/gen_act_codes.py)
 from edl_act_table cimport *
@@ -71,6 +73,8 @@ cdef extern from "edl_conv.h":
                         double s) noexcept nogil
     void edl_scale_epilogue_f(const float* src, float* dst, Py_ssize_t n, float a, float b,
                               int act, float lo, float hi, float s) noexcept nogil
+    void edl_residual_epilogue_f(float* v, const float* r, Py_ssize_t n, float b, int act,
+                                 float lo, float hi, float s) noexcept nogil
     void edl_epilogue_rows_f(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
                              Py_ssize_t rows, Py_ssize_t n, float b, int act, float lo,
                              float hi, float s) noexcept nogil
@@ -560,14 +564,29 @@ cdef class ConvF32:
             kh, kw, sh, sw, ph, pw, dh, dw)
         self.act, self.lo, self.hi = act, <float>p0, <float>p1
 
-    def __call__(self, x, y, int nthreads):
-        cdef Py_buffer bx, by
+    def __call__(self, x, y, int nthreads, res=None):
+        """``res``: the residual (1, M, OH, OW) float32, C-contiguous, not overlapping y, of
+        a conv fused with the Add after it: y = act(conv + bias + res). Dense GEMM convs
+        only (others return False)."""
+        cdef Py_buffer bx, by, br
         cdef int r = 0
         cdef bint ok
+        cdef const float* rp = NULL
+        if res is not None:
+            if self.direct or self.depthwise:
+                return False
+            if get_buffer(res, &br, PyBUF_ND | PyBUF_FORMAT) < 0:
+                PyErr_Clear()
+                return False
         if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+            if res is not None:
+                PyBuffer_Release(&br)
             return False
         ok = (_f32_array(&bx, 1, self.c, self.h, self.w)
               and _f32_array(&by, 1, self.m, self.oh, self.ow) and disjoint(&bx, &by, False))
+        if res is not None:
+            ok = ok and _f32_array(&br, 1, self.m, self.oh, self.ow) and disjoint(&br, &by, False)
+            rp = <const float*>br.buf
         if ok:
             if omp_get_max_threads() != nthreads:
                 omp_set_num_threads(nthreads)
@@ -589,8 +608,10 @@ cdef class ConvF32:
                                        &self.wp[0], &self.bias[0], self.kh, self.kw, self.sh,
                                        self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
                                        self.lo, self.hi, &self.slopes[0], <float*>by.buf,
-                                       self.m, self.oh, self.ow)
+                                       self.m, self.oh, self.ow, rp)
         release_pair(&bx, &by)
+        if res is not None:
+            PyBuffer_Release(&br)
         if r:
             raise MemoryError("conv: out of memory for its buffers")
         return ok
@@ -691,11 +712,13 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                         Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
                         const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
-                        Py_ssize_t ow) noexcept nogil:
+                        Py_ssize_t ow, const float* res=NULL) noexcept nogil:
     """im2col, GEMM and epilogue fused per block of output columns; blocks are shared out to
     the threads as they come free (a preempted thread holds up only its block). x (c, h, wd)
     and y (m, oh, ow) C-contiguous, wp packed for M = m, K = c * kh * kw.
-    1x1 stride-1 unpadded convs read x in place. Returns 0, or 1 if a malloc failed."""
+    1x1 stride-1 unpadded convs read x in place. ``res`` (m, oh, ow), not overlapping y, or
+    NULL: the Add after the conv, in the block's epilogue before the activation (see
+    edl_residual_epilogue_f). Returns 0, or 1 if a malloc failed."""
     cdef Py_ssize_t K = c * kh * kw, L = oh * ow, nr = edl_gemm_nr()
     cdef bint pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
                            and oh == h and ow == wd)
@@ -726,7 +749,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t cols = 0 if pointwise else max((K + nkb - 1) // nkb, 1) * most * ow
     for i in range(m):
         epi = epi or bias[i] != 0
-    if epi and (act == ACT_NONE or act == ACT_CLIP):
+    epi = epi or res != NULL
+    if epi and res == NULL and (act == ACT_NONE or act == ACT_CLIP):
         # bias (+ relu / clip) in the GEMM's registers: no pass over C afterwards
         gepi.bias = bias
         gepi.clamp = act == ACT_CLIP
@@ -763,7 +787,11 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                     else:
                         edl_gemm_cols_k(wp, m, K, k0, k1 - k0, buf, j1 - j0, yb + j0, L, 0,
                                         j1 - j0, scratch, pgepi, kb == 0, kb == nkb - 1)
-            if epi:           # while the block is still in cache
+            if res != NULL:   # while the block is still in cache
+                for r in range(m):
+                    edl_residual_epilogue_f(yb + r * L + j0, res + r * L + j0, j1 - j0,
+                                            bias[r], act, lo, hi, slopes[r])
+            elif epi:
                 for r in range(m):
                     _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])
         free(buf)

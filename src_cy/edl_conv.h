@@ -365,6 +365,15 @@ EDL_SIMD_KERNEL static void edl_scale_epilogue_f(const float *src, float *dst, p
         edl_epilogue_rows_f(dst + i, 0, dst + i, 0, 1, m, b, act, lo, hi, s);
     }
 }
+/* residual epilogue of a conv fused with the Add after it (ResNet blocks): v = act((v + b)
+   + r) over n values, rounded as the conv's output then the Add would be, so the fused and
+   the unfused graph give the same bits (the bias is added first, then the residual). */
+EDL_SIMD_KERNEL static void edl_residual_epilogue_f(float *v, const float *r, ptrdiff_t n,
+                                                    float b, int act, float lo, float hi,
+                                                    float s) {
+    for (ptrdiff_t k = 0; k < n; k++) v[k] = (v[k] + b) + r[k];
+    if (act != EDL_ACT_NONE) edl_epilogue_rows_f(v, 0, v, 0, 1, n, 0.0f, act, lo, hi, s);
+}
 /* float64 epilogue, in place: v = act(v + b), the cases of the float32 one with libm's exp and
    tanh (no clones: float64 convs are rare) */
 static void edl_epilogue_d(double *v, ptrdiff_t n, double b, int act, double lo, double hi,

@@ -288,7 +288,7 @@ def _packed_weights(w, group, backend, cache):
     return wp
 
 
-def _fast_conv(w, b, geo, epi, x_shape, backend, packed):
+def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
     """conv2d_plan's one-call path, edgedl._cy.conv.ConvF32 (float32, one image, dense or
     depthwise, on the Cython backend named explicitly, as the ONNX runtime does), or None.
     It checks x and out itself and declines anything else; the plan's general path then
@@ -304,11 +304,15 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed):
         return None
     code, p0, p1, slopes = epi
     cy = _dispatch.twin_module("conv", "cython")
-    wp = w.reshape(-1) if depthwise else _packed_weights(w, 1, "cython", packed)[0]
     direct = None
     if (not depthwise and cy.direct_ok()
             and _direct_dense(c * kh * kw, kh * kw, (dh, dw), ow, cy.direct_wide())):
+        if residual:      # ConvF32 adds a residual on its GEMM path only
+            return None
         direct = cy.pack_direct_weights(w.reshape(m, -1))
+    if residual and depthwise:
+        return None
+    wp = w.reshape(-1) if depthwise else _packed_weights(w, 1, "cython", packed)[0]
     return cy.ConvF32(depthwise, wp, b, slopes, c, x_shape[2], x_shape[3], m, oh, ow, kh, kw,
                       sh, sw, pads[0], pads[1], dh, dw, code, p0, p1, direct)
 
@@ -328,30 +332,49 @@ def _direct_dense(taps, window, dilations, ow, wide):
 
 def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
                 group=1, auto_pad="NOTSET", activation=None, activation_params=(),
-                dtype=np.float32, backend=None):
+                dtype=np.float32, backend=None, residual=False):
     """conv2d prepared once for a fixed input shape (e.g. by the ONNX runtime's planner).
 
     Validates everything and lays out the weights now; returns ``run(x, out=None)``, which
     only checks x's shape / dtype and runs the kernels (the same paths as conv2d). ``out``,
     when given, must be a C-contiguous array of the output shape and dtype not overlapping
     x (not checked: this is the fast path). ``run.out_shape`` is (N, M, OH, OW).
+
+    ``residual=True``: the conv fused with the Add after it (ResNet-style blocks), ``run(x,
+    out, res)`` gives act(conv(x) + bias + res) for ``res`` of the output's shape and dtype,
+    not overlapping ``out``; the activation comes after the add. Rounded as the unfused
+    graph (the conv's output, then the sum). The Cython backend adds ``res`` in the GEMM's
+    per-block epilogue while the block is in cache (dense convs); every other path adds it
+    in one more pass.
     """
     x_shape, dtype = V.plan_input(x_shape, dtype)
     w = np.ascontiguousarray(V.float_array(w, "w", ndim=4), dtype=dtype)
     geo = _conv_geometry(x_shape, w.shape, strides, pads, dilations, group, auto_pad)
     m = w.shape[0]
     epi = _epilogue(activation, activation_params, m, dtype)
+    post = None
+    if residual:    # the general path: the conv without its activation, then add + act
+        post, epi = epi, _epilogue(None, (), m, dtype)
     b = _bias(bias, m, dtype) if bias is not None else np.zeros(m, dtype)
     packed = {}
     oshape = (x_shape[0], m) + geo[4]
     calls = {}      # resolved backend -> call(x, y), everything else bound
-    fast = _fast_conv(w, b, geo, epi, x_shape, backend, packed) if dtype == np.float32 else None
+    fast = None
+    if dtype == np.float32:
+        fast = _fast_conv(w, b, geo, post or epi, x_shape, backend, packed, residual)
 
-    def run(x, out=None):
+    def run(x, out=None, res=None):
         y = np.empty(oshape, dtype) if out is None else out
-        if fast is not None and fast(x, y, _config.get_num_threads()):
+        if fast is not None and fast(x, y, _config.get_num_threads(), res):
             return y
         V.check_planned(x, x_shape, dtype)
+        if residual:
+            if res is None or res.shape != oshape or res.dtype != dtype:
+                raise ValidationError(f"the residual of a fused conv must be a {dtype} "
+                                      f"array of shape {oshape}, got "
+                                      f"{None if res is None else (res.dtype, res.shape)}")
+            if np.may_share_memory(res, y):     # the conv would overwrite it first
+                res = res.copy()
         if y.size:
             bk = _config.resolve_backend(backend)
             call = calls.get(bk)
@@ -360,6 +383,11 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
                                              packed)
             _config.apply_threads(bk)
             call(x if x.flags.c_contiguous else np.ascontiguousarray(x), y)
+            if residual:
+                np.add(y, res, out=y)
+                if post[0] != _ACT_NONE:
+                    _dispatch.impl("conv", "bias_act", bk)(
+                        y.reshape(oshape[0], m, -1), np.zeros(m, dtype), *post)
         return y
     run.out_shape = oshape
     run._fast = fast

@@ -391,6 +391,43 @@ def fuse_epilogue_activations(rw):
 fuse_conv_activations = fuse_epilogue_activations   # the name before ScaleShift fused too
 
 
+def fuse_residual_adds(rw):
+    """Conv -> Add / Sum(conv output, r) [-> activation]: one Conv (``_residual``, inputs
+    x, w, bias or "", r) whose epilogue adds r and then applies the activation (ResNet's
+    blocks, the bottlenecks of YOLO-style CSP stages). The conv's output must have the Add
+    as its only reader and no activation of its own; r is any value but a constant (a
+    per-channel constant is folded into the conv's bias) and must already be computed where
+    the Add is: the fused node takes the Add's place. Runs after fuse_epilogue_activations
+    (a Conv -> Relu -> Add keeps its Add)."""
+    for add in list(rw.g.nodes):
+        if (add.op_type not in ("Add", "Sum") or add.domain or len(add.inputs) != 2
+                or "" in add.inputs or add.attrs.get("broadcast") or add in rw.removed):
+            continue
+        for i in (0, 1):
+            conv, other = rw.prod.get(add.inputs[i]), add.inputs[1 - i]
+            if (conv is None or conv.op_type != "Conv" or conv.domain or "_act" in conv.attrs
+                    or conv.attrs.get("_residual") or other == add.inputs[i]
+                    or rw.only_reader(conv.outputs[0]) is not add or rw.const(other) is not None
+                    or len(conv.inputs) < 2):
+                continue
+            w = rw.const(conv.inputs[1])
+            if w is None or w.ndim != 4:
+                continue
+            bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+            new = Node("Conv", [conv.inputs[0], conv.inputs[1], bias, other],
+                       list(add.outputs[:1]), dict(conv.attrs, _residual=1), conv.name)
+            remove = [conv, add]
+            act = rw.only_reader(add.outputs[0])
+            spec = None if act is None or act.inputs[0] != add.outputs[0] else \
+                _epilogue_spec(rw, act, w.shape[0], w.dtype)
+            if spec is not None:
+                new.attrs["_act"], new.attrs["_act_params"] = spec
+                new.outputs = list(act.outputs[:1])
+                remove.append(act)
+            _replace(rw, remove, new, add)
+            break
+
+
 # ----------------------------------------------------------------------------- 6-7. layout
 def fuse_transposed_softmax(rw):
     g = rw.g
@@ -484,7 +521,8 @@ def fuse_pad_into_avgpool(rw):
 #: The rewrites in order (each a pass over the graph; see the module docstring).
 REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
-            fuse_epilogue_activations, fuse_transposed_softmax, fuse_pad_into_avgpool)
+            fuse_epilogue_activations, fuse_residual_adds, fuse_transposed_softmax,
+            fuse_pad_into_avgpool)
 
 
 def fold_batchnorm(rw):

@@ -171,3 +171,114 @@ def test_classic_cnns_fold(name, left):
     prod = {o: n for n in s._graph.nodes for o in n.outputs}
     assert all(prod[n.inputs[0]].op_type not in left for n in s._graph.nodes
                if n.op_type == "Relu" and n.inputs[0] in prod)
+
+
+# ----------------------------------------------------------------------------- residual adds
+def _residual_block(rng, add="Add", act="Relu", other="skip", opset=13, size=(6, 9), c=8):
+    """x -> Conv a -> Relu -> Conv b; Add(b, r) -> act, with r: x itself ("skip"), a Conv of
+    x placed after Conv b in the node order ("later"), a graph input ("input"), or a
+    (1, c, 1, 1) computed value that broadcasts ("broadcast")."""
+    h, w = size
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "wb", "bb"], ["b"], pads=[1, 1, 1, 1])]
+    inputs = [_vi("x", [1, c, h, w])]
+    inits = [("wa", _w(rng, c, c, 3, 3)), ("ba", _w(rng, c)), ("wb", _w(rng, c, c, 3, 3)),
+             ("bb", _w(rng, c))]
+    r = "x"
+    if other == "later":
+        nodes.append(helper.make_node("Conv", ["x", "ws"], ["s"]))
+        inits.append(("ws", _w(rng, c, c, 1, 1)))
+        r = "s"
+    elif other == "input":
+        inputs.append(_vi("r", [1, c, h, w]))
+        r = "r"
+    elif other == "broadcast":
+        nodes.append(helper.make_node("ReduceMean", ["x"], ["s"], axes=[2, 3]))
+        r = "s"
+    nodes.append(helper.make_node(add, ["b", r] if rng.random() < 0.5 else [r, "b"], ["sum"]))
+    out = "sum"
+    if act:
+        nodes.append(helper.make_node(act, ["sum"], ["y"]))
+        out = "y"
+    return _model(nodes, inputs, [_vi(out, None)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("add", ["Add", "Sum"])
+@pytest.mark.parametrize("act", ["Relu", "Sigmoid", "LeakyRelu", None])
+@pytest.mark.parametrize("other", ["skip", "later", "input", "broadcast"])
+def test_residual_add_fuses_into_the_conv(backend, rng, add, act, other):
+    """Conv -> Add(conv, r) -> activation: one Conv whose epilogue adds r, then the
+    activation (ResNet's blocks), on the planned path and the general one (a residual
+    that broadcasts), matching onnxruntime and the unfused graph."""
+    m = _residual_block(rng, add, act, other)
+    feed = {"x": rng.standard_normal((1, 8, 6, 9)).astype(np.float32)}
+    if other == "input":
+        feed["r"] = rng.standard_normal((1, 8, 6, 9)).astype(np.float32)
+    s = _check(m, [feed], backend, fused_away={add} | ({act} if act else set()))
+    fused = [n for n in s._graph.nodes if n.attrs.get("_residual")]
+    assert len(fused) == 1
+    import edgedl
+    plain = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
+    np.testing.assert_allclose(s.run(None, feed)[0], plain.run(None, feed)[0], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_residual_add_shapes_and_readers_that_stay(backend, rng):
+    """No fusion when the conv's output has another reader or an activation of its own, or
+    the other operand is a constant; a stem conv (direct path) and a depthwise conv fuse and
+    take the general path; big planes exercise the GEMM's blocks and threads."""
+    import edgedl
+    c = 8
+    x = rng.standard_normal((1, c, 5, 7)).astype(np.float32)
+    inits = [("w", _w(rng, c, c, 3, 3)), ("k", _w(rng, 1, c, 5, 7))]
+    two_readers = _model([helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+                          helper.make_node("Add", ["a", "x"], ["s"]),
+                          helper.make_node("Mul", ["a", "s"], ["y"])],
+                         [_vi("x", [1, c, 5, 7])], [_vi("y", None)], inits)
+    const = _model([helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Add", ["a", "k"], ["y"])],
+                   [_vi("x", [1, c, 5, 7])], [_vi("y", None)], inits)
+    for m in (two_readers, const):
+        s = _check(m, [{"x": x}], backend)
+        assert not [n for n in s._graph.nodes if n.attrs.get("_residual")]
+    for shape, w, group in (((1, 3, 64, 80), _w(rng, 3, 3, 3, 3), 1),        # direct stem
+                            ((1, 16, 20, 24), _w(rng, 16, 1, 3, 3), 16),     # depthwise
+                            ((1, 64, 40, 40), _w(rng, 64, 64, 3, 3, scale=0.05), 1)):  # GEMM
+        m = _model([helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1],
+                                     group=group),
+                    helper.make_node("Add", ["x", "a"], ["s"]),
+                    helper.make_node("Relu", ["s"], ["y"])],
+                   [_vi("x", list(shape))], [_vi("y", None)], [("w", w)])
+        xx = rng.standard_normal(shape).astype(np.float32)
+        _check(m, [{"x": xx}], backend, fused_away={"Add", "Relu"})
+        for t in (1, 2):
+            kw = dict(backend=backend, num_threads=t, adaptive_threads=False)
+            fused = edgedl.InferenceSession(m.SerializeToString(), **kw)
+            plain = edgedl.InferenceSession(m.SerializeToString(), fuse=False, **kw)
+            for _ in range(2):      # the traced run, then the plan
+                np.testing.assert_array_equal(fused.run(None, {"x": xx})[0],
+                                              plain.run(None, {"x": xx})[0])
+
+
+def test_conv2d_plan_residual_checks_and_overlap(rng):
+    """conv2d_plan(residual=True): a residual of the wrong shape is refused by name; one
+    that shares memory with the output is read before the conv writes there."""
+    from edgedl.kernels import conv as C
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    w = _w(rng, 4, 4, 1, 1)
+    for bk in ("cython", "numpy"):
+        run = C.conv2d_plan(x.shape, w, activation="relu", residual=True, backend=bk)
+        assert (run._fast is not None) == (bk == "cython")      # ConvF32's GEMM path
+        r = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+        want = np.maximum(C.conv2d(x, w, backend="numpy") + r, 0)
+        np.testing.assert_allclose(run(x, None, r), want, rtol=1e-5, atol=1e-6)
+        y = r.copy()
+        np.testing.assert_allclose(run(x, y, y), want, rtol=1e-5, atol=1e-6)    # in place
+        with pytest.raises(edgedl_errors().ValidationError, match="residual"):
+            run(x, None, r[:, :2])
+
+
+def edgedl_errors():
+    import edgedl.errors
+    return edgedl.errors

@@ -4,7 +4,9 @@ import numpy as np
 
 from ...kernels import activations as _acts, boxes as _boxes, conv as _conv, pooling as _pool
 from ...kernels import resize as _resize
-from . import ints, op, takes_out
+from ...kernels import _dispatch
+from ..graph import Node
+from . import Ctx, ints, op, takes_out
 from .elementwise import _FLOATS
 
 
@@ -56,6 +58,8 @@ def conv(ctx):
     act = ctx.attr("_act")
     act_params = tuple(ctx.attr("_act_params", ()))
     dt = ctx.dtypes[0]
+    if ctx.attr("_residual"):
+        return _residual_conv(ctx, nsp, act, act_params)
     if nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2)):
         return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
                              strides, pads, dil, group, auto_pad, act, act_params)
@@ -85,7 +89,49 @@ def conv(ctx):
     return f
 
 
-def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_params):
+def _residual_conv(ctx, nsp, act, act_params):
+    """Conv + Add (+ activation) fused by fuse.fuse_residual_adds: inputs (x, w, bias or
+    "", residual); y = act(conv(x) + bias + residual). Planned: the residual goes into the
+    conv's epilogue (conv2d_plan(residual=True)) when it has the output's shape and dtype;
+    otherwise (a broadcast residual, shapes not fixed) the conv, then the add, then the
+    activation, as the graph had them."""
+    node = ctx.node
+    plain = Node("Conv", node.inputs[:3], node.outputs,
+                 {k: v for k, v in node.attrs.items()
+                  if k not in ("_residual", "_act", "_act_params")}, node.name)
+    conv_only = conv(Ctx(plain, ctx.opset, ctx.consts[:3], ctx.shapes[:3], ctx.dtypes[:3],
+                         ctx.backend, ctx.static))
+    xs, ws, rs = ctx.shapes[0], ctx.shapes[1], ctx.shapes[3]
+    if (nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2))
+            and ctx.dtypes[3] == ctx.dtypes[0] and rs is not None):
+        strides = _lift(_spatial(ctx, "strides", nsp, [1]), nsp, 1)
+        dil = _lift(_spatial(ctx, "dilations", nsp, [1]), nsp, 1)
+        pads = _lift_pads(_spatial(ctx, "pads", 2 * nsp, [0]), nsp)
+        group = int(ctx.attr("group", 1))
+        auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+        oshape = (xs[0], ws[0]) + _conv._conv_geometry(tuple(xs), tuple(ws), strides, pads,
+                                                       dil, group, auto_pad)[4]
+        if tuple(rs) == oshape:
+            return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
+                                 strides, pads, dil, group, auto_pad, act, act_params,
+                                 residual=True)
+    backend = ctx.backend
+
+    def f(x, w, bias=None, res=None):
+        y = np.add(conv_only(x, w, bias), res)
+        if act is None:
+            return y
+        y = np.ascontiguousarray(y)
+        code, p0, p1, slopes = _conv._epilogue(act, act_params, y.shape[1], y.dtype)
+        _dispatch.impl("conv", "bias_act", backend)(
+            y.reshape(y.shape[0], y.shape[1], -1), np.zeros(y.shape[1], y.dtype), code, p0,
+            p1, slopes)
+        return y
+    return f
+
+
+def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_params,
+                  residual=False):
     """Conv resolved once for a fixed input shape by conv.conv2d_plan (validation, weight
     layout, pads, kernel path); per call only the kernels run, into the planner's buffer."""
     b = ctx.backend
@@ -96,17 +142,18 @@ def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_pa
         act, act_params = None, ()
     try:
         run = _conv.conv2d_plan(ctx.shapes[0], w, bias, strides, pads, dil, group, auto_pad,
-                                act, act_params, dtype=dt, backend=b)
+                                act, act_params, dtype=dt, backend=b, residual=residual)
     except ValueError as e:
         raise ctx.fail(str(e)) from e
-    if post is None:
+    if post is None and not residual:
         return takes_out(lambda x, *_, out=None: run(x, out))
 
     @takes_out
-    def f(x, *_, out=None):
-        y = run(x, out)
-        flat = y.reshape(-1)
-        post(flat, flat)
+    def f(x, *rest, out=None):
+        y = run(x, out, rest[-1]) if residual else run(x, out)
+        if post is not None:
+            flat = y.reshape(-1)
+            post(flat, flat)
         return y
     return f
 
