@@ -288,6 +288,26 @@ def _packed_weights(w, group, backend, cache):
     return wp
 
 
+def _activate(y, epi, backend):
+    """The epilogue activation ``epi`` (as _epilogue returns it) in place on y (N, M, ...),
+    C-contiguous, without a bias."""
+    if epi[0] != _ACT_NONE:
+        m = y.shape[1]
+        _dispatch.impl("conv", "bias_act", backend)(y.reshape(y.shape[0], m, -1),
+                                                   np.zeros(m, y.dtype), *epi)
+
+
+def add_and_activate(y, res, activation=None, activation_params=(), backend=None):
+    """act(y + res) for a conv's output y (N, M, ...) and a residual that broadcasts to it
+    (what a fused Conv -> Add -> activation computes when its planned path does not apply):
+    a new array, or y itself when res has y's shape. ``activation`` as conv2d's."""
+    y = np.add(y, res, out=y if np.shape(res) == y.shape and y.flags.writeable else None)
+    y = np.ascontiguousarray(y)
+    _activate(y, _epilogue(activation, activation_params, y.shape[1], y.dtype),
+              _config.resolve_backend(backend))
+    return y
+
+
 def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
     """conv2d_plan's one-call path, edgedl._cy.conv.ConvF32 (float32, one image, dense or
     depthwise, on the Cython backend named explicitly, as the ONNX runtime does), or None.
@@ -385,9 +405,7 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
             call(x if x.flags.c_contiguous else np.ascontiguousarray(x), y)
             if residual:
                 np.add(y, res, out=y)
-                if post[0] != _ACT_NONE:
-                    _dispatch.impl("conv", "bias_act", bk)(
-                        y.reshape(oshape[0], m, -1), np.zeros(m, dtype), *post)
+                _activate(y, post, bk)
         return y
     run.out_shape = oshape
     run._fast = fast

@@ -391,41 +391,48 @@ def fuse_epilogue_activations(rw):
 fuse_conv_activations = fuse_epilogue_activations   # the name before ScaleShift fused too
 
 
+def _residual_pair(rw, add):
+    """(conv, r) of an Add / Sum whose one operand is a Conv's output that only it reads
+    (no activation of its own, 4-D constant weights) and whose other operand r is computed
+    (not a constant: those fold into the bias); else None."""
+    if (add.op_type not in ("Add", "Sum") or add.domain or len(add.inputs) != 2
+            or "" in add.inputs or add.attrs.get("broadcast") or add.inputs[0] == add.inputs[1]):
+        return None
+    for i in (0, 1):
+        conv, other = rw.prod.get(add.inputs[i]), add.inputs[1 - i]
+        if (conv is None or conv.op_type != "Conv" or conv.domain or len(conv.inputs) < 2
+                or "_act" in conv.attrs or conv.attrs.get("_residual")
+                or rw.only_reader(conv.outputs[0]) is not add or rw.const(other) is not None):
+            continue
+        w = rw.const(conv.inputs[1])
+        if w is not None and w.ndim == 4:
+            return conv, other
+    return None
+
+
 def fuse_residual_adds(rw):
     """Conv -> Add / Sum(conv output, r) [-> activation]: one Conv (``_residual``, inputs
     x, w, bias or "", r) whose epilogue adds r and then applies the activation (ResNet's
-    blocks, the bottlenecks of YOLO-style CSP stages). The conv's output must have the Add
-    as its only reader and no activation of its own; r is any value but a constant (a
-    per-channel constant is folded into the conv's bias) and must already be computed where
-    the Add is: the fused node takes the Add's place. Runs after fuse_epilogue_activations
-    (a Conv -> Relu -> Add keeps its Add)."""
+    blocks). r must already be computed where the Add is: the fused node takes the Add's
+    place. Runs after fuse_epilogue_activations (a Conv -> Relu -> Add keeps its Add)."""
     for add in list(rw.g.nodes):
-        if (add.op_type not in ("Add", "Sum") or add.domain or len(add.inputs) != 2
-                or "" in add.inputs or add.attrs.get("broadcast") or add in rw.removed):
+        pair = None if add in rw.removed else _residual_pair(rw, add)
+        if pair is None:
             continue
-        for i in (0, 1):
-            conv, other = rw.prod.get(add.inputs[i]), add.inputs[1 - i]
-            if (conv is None or conv.op_type != "Conv" or conv.domain or "_act" in conv.attrs
-                    or conv.attrs.get("_residual") or other == add.inputs[i]
-                    or rw.only_reader(conv.outputs[0]) is not add or rw.const(other) is not None
-                    or len(conv.inputs) < 2):
-                continue
-            w = rw.const(conv.inputs[1])
-            if w is None or w.ndim != 4:
-                continue
-            bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
-            new = Node("Conv", [conv.inputs[0], conv.inputs[1], bias, other],
-                       list(add.outputs[:1]), dict(conv.attrs, _residual=1), conv.name)
-            remove = [conv, add]
-            act = rw.only_reader(add.outputs[0])
-            spec = None if act is None or act.inputs[0] != add.outputs[0] else \
-                _epilogue_spec(rw, act, w.shape[0], w.dtype)
-            if spec is not None:
-                new.attrs["_act"], new.attrs["_act_params"] = spec
-                new.outputs = list(act.outputs[:1])
-                remove.append(act)
-            _replace(rw, remove, new, add)
-            break
+        conv, other = pair
+        w = rw.const(conv.inputs[1])
+        bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+        new = Node("Conv", [conv.inputs[0], conv.inputs[1], bias, other],
+                   list(add.outputs[:1]), dict(conv.attrs, _residual=1), conv.name)
+        remove = [conv, add]
+        act = rw.only_reader(add.outputs[0])
+        spec = None if act is None or act.inputs[0] != add.outputs[0] else \
+            _epilogue_spec(rw, act, w.shape[0], w.dtype)
+        if spec is not None:
+            new.attrs["_act"], new.attrs["_act_params"] = spec
+            new.outputs = list(act.outputs[:1])
+            remove.append(act)
+        _replace(rw, remove, new, add)
 
 
 # ----------------------------------------------------------------------------- 6-7. layout

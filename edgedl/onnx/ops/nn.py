@@ -4,7 +4,6 @@ import numpy as np
 
 from ...kernels import activations as _acts, boxes as _boxes, conv as _conv, pooling as _pool
 from ...kernels import resize as _resize
-from ...kernels import _dispatch
 from ..graph import Node
 from . import Ctx, ints, op, takes_out
 from .elementwise import _FLOATS
@@ -116,18 +115,8 @@ def _residual_conv(ctx, nsp, act, act_params):
                                  strides, pads, dil, group, auto_pad, act, act_params,
                                  residual=True)
     backend = ctx.backend
-
-    def f(x, w, bias=None, res=None):
-        y = np.add(conv_only(x, w, bias), res)
-        if act is None:
-            return y
-        y = np.ascontiguousarray(y)
-        code, p0, p1, slopes = _conv._epilogue(act, act_params, y.shape[1], y.dtype)
-        _dispatch.impl("conv", "bias_act", backend)(
-            y.reshape(y.shape[0], y.shape[1], -1), np.zeros(y.shape[1], y.dtype), code, p0,
-            p1, slopes)
-        return y
-    return f
+    return lambda x, w, bias=None, res=None: _conv.add_and_activate(
+        conv_only(x, w, bias), res, act, act_params, backend)
 
 
 def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_params,
