@@ -11,7 +11,7 @@ take more than 1.2x the 1-thread time. The columns "2t/1t" are each runtime's 2-
 over its own 1-thread median (below 1: 2 threads pay).
 
 Method: the four sessions of a model (edgedl 1 / 2 threads, onnxruntime 1 / 2 threads) run in
-rotating blocks of ``block`` timed runs, each block after a 20 ms pause and one untimed run
+blocks of ``block`` timed runs in that order, each block after a 20 ms pause and one untimed run
 (idle workers of either runtime spin for a while after a run and would steal the next one's
 core); medians over ``rounds`` blocks, wall clock. edgedl's 2-thread session is warmed past its
 thread governor's start (it measures both counts in turn for its first 16 runs, see
@@ -73,14 +73,18 @@ def _session(runtime, model, threads):
     return lambda: sess.run(None, feed)
 
 
-def measure(model, runtimes=("edgedl", "onnxruntime"), rounds=20, block=5):
+def measure(model, runtimes=("edgedl", "onnxruntime"), rounds=20, block=5, pause=0.02):
     """{(runtime, threads): median seconds} of ``model``."""
     runs = {(rt, t): _session(rt, model, t) for rt in runtimes for t in (1, 2)}
     times = {k: [] for k in runs}
+    # A fixed order, each runtime's 1 then 2 threads: edgedl's 2-thread block right after
+    # onnxruntime's (a rotating order puts it there one round in four) ran at its 1-thread
+    # speed for the whole measurement (YuNet 2t/1t 1.00 against 0.63-0.68 in this order),
+    # the other pool's workers still on the cores (measured with 20 and 200 ms pauses)
     keys = list(runs)
-    for r in range(rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:      # rotate the order
-            time.sleep(0.02)
+    for _ in range(rounds):
+        for k in keys:
+            time.sleep(pause)
             runs[k]()
             for _ in range(block):
                 t0 = time.perf_counter()
