@@ -302,13 +302,7 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
         free(vh)
         raise MemoryError()
     cdef floating* scw = sc + oh
-    cdef floating* smap = NULL           # avg: 1 / divisor of each output of a plane
-    if not is_max:
-        smap = <floating*> malloc(oh * ow * sizeof(floating))
-        if smap == NULL:
-            free(vh)
-            free(sc)
-            raise MemoryError()
+    cdef floating* smap = NULL           # avg of tiny planes: 1 / divisor of each output
     cdef bint has_empty = 0
     cdef unsigned char* seen = NULL
     # scratch row: lext padding cells, the image row, then what the last window reads past it
@@ -327,6 +321,12 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
     cdef Py_ssize_t nb = max(1, min(planes, 4096 // (hp * wp))) \
         if small and sh == 1 and hp * wp <= 256 else 1
     cdef Py_ssize_t batches = (planes + nb - 1) // nb, bb, cnt, i, jj
+    if not is_max and nb > 1:   # <= 256 values; larger planes scale row by row
+        smap = <floating*> malloc(oh * ow * sizeof(floating))
+        if smap == NULL:
+            free(vh)
+            free(sc)
+            raise MemoryError()
     cdef bint s2x3 = is_max and kh == 3 and kw == 3 and sh == 2 and sw == 2 and dh == 1 \
         and dw == 1 and 0 <= pt <= 1 and 0 <= pl <= 1 and 2 * (oh - 1) - pt < h \
         and 2 * (ow - 1) - pl < w
@@ -350,7 +350,7 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
         for q in range(ow):
             scw[q] = 0 if vw[q] == 0 else 1.0 / (pw[q] if count_include_pad else vw[q])
             has_empty = has_empty or vw[q] == 0
-        if not is_max:
+        if smap != NULL:
             for r in range(oh):
                 for q in range(ow):
                     smap[r * ow + q] = sc[r] * scw[q]
@@ -377,10 +377,14 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
                     else:
                         _plane(xp + p * h * w, d, tmp, ptrs, seen, lext, row, band, h, w, oh,
                                ow, kh, kw, sh, sw, pt, pl, dh, dw, 1 if is_max else 0)
-                    if not is_max:
+                    if smap != NULL:
                         for jj in range(cnt):
                             for i in range(oh * ow):
                                 d[jj * oh * ow + i] *= smap[i]
+                    elif not is_max:
+                        for r in range(oh):
+                            for q in range(ow):
+                                d[r * ow + q] *= sc[r] * scw[q]
                     elif has_empty:
                         # windows without any in-image tap (dilations only): lowest, as ORT
                         for i in range(cnt * oh * ow):

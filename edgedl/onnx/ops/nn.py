@@ -58,7 +58,8 @@ def conv(ctx):
     act_params = tuple(ctx.attr("_act_params", ()))
     dt = ctx.dtypes[0]
     if ctx.attr("_residual"):
-        return _residual_conv(ctx, nsp, act, act_params)
+        return _residual_conv(ctx, nsp, (strides, pads, dil, group, auto_pad), act,
+                              act_params)
     if nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2)):
         return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
                              strides, pads, dil, group, auto_pad, act, act_params)
@@ -88,32 +89,28 @@ def conv(ctx):
     return f
 
 
-def _residual_conv(ctx, nsp, act, act_params):
+def _residual_conv(ctx, nsp, geometry, act, act_params):
     """Conv + Add (+ activation) fused by fuse.fuse_residual_adds: inputs (x, w, bias or
     "", residual); y = act(conv(x) + bias + residual). Planned: the residual goes into the
     conv's epilogue (conv2d_plan(residual=True)) when it has the output's shape and dtype;
     otherwise (a broadcast residual, shapes not fixed) the conv, then the add, then the
-    activation, as the graph had them."""
+    activation, as the graph had them. ``geometry``: (strides, pads, dilations, group,
+    auto_pad) as conv() read them."""
+    xs, ws, rs = ctx.shapes[0], ctx.shapes[1], ctx.shapes[3]
+    if (nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2))
+            and ctx.dtypes[3] == ctx.dtypes[0] and rs is not None):
+        strides, pads, dil, group, auto_pad = geometry
+        oshape = (xs[0], ws[0]) + _conv._conv_geometry(tuple(xs), tuple(ws), strides, pads,
+                                                       dil, group, auto_pad)[4]
+        if tuple(rs) == oshape:
+            return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
+                                 *geometry, act, act_params, residual=True)
     node = ctx.node
     plain = Node("Conv", node.inputs[:3], node.outputs,
                  {k: v for k, v in node.attrs.items()
                   if k not in ("_residual", "_act", "_act_params")}, node.name)
     conv_only = conv(Ctx(plain, ctx.opset, ctx.consts[:3], ctx.shapes[:3], ctx.dtypes[:3],
                          ctx.backend, ctx.static))
-    xs, ws, rs = ctx.shapes[0], ctx.shapes[1], ctx.shapes[3]
-    if (nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2))
-            and ctx.dtypes[3] == ctx.dtypes[0] and rs is not None):
-        strides = _lift(_spatial(ctx, "strides", nsp, [1]), nsp, 1)
-        dil = _lift(_spatial(ctx, "dilations", nsp, [1]), nsp, 1)
-        pads = _lift_pads(_spatial(ctx, "pads", 2 * nsp, [0]), nsp)
-        group = int(ctx.attr("group", 1))
-        auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
-        oshape = (xs[0], ws[0]) + _conv._conv_geometry(tuple(xs), tuple(ws), strides, pads,
-                                                       dil, group, auto_pad)[4]
-        if tuple(rs) == oshape:
-            return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
-                                 strides, pads, dil, group, auto_pad, act, act_params,
-                                 residual=True)
     backend = ctx.backend
     return lambda x, w, bias=None, res=None: _conv.add_and_activate(
         conv_only(x, w, bias), res, act, act_params, backend)
