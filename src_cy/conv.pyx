@@ -29,8 +29,12 @@ cdef extern from "edl_conv.h":
     int edl_direct_wide() noexcept nogil
     void edl_direct_set_wide(int wide) noexcept nogil
     int edl_direct_ok() noexcept nogil
-    void edl_full3_clip_f(const float* x0, const float* x1, const float* x2, const float* w,
-                          float* row, Py_ssize_t n, float b, float lo, float hi) noexcept nogil
+    void edl_dw3_same_rows2_f(const float* x0, const float* x1, const float* x2,
+                              const float* x3, const float* w, float* r0, float* r1,
+                              Py_ssize_t n, float b, float lo, float hi) noexcept nogil
+    void edl_dw3_same_row_f(const float* x0, const float* x1, const float* x2,
+                            const float* x3, const float* w, float* r0, float* r1,
+                            Py_ssize_t n, float b, float lo, float hi) noexcept nogil
     void edl_full3_f(const float* x0, const float* x1, const float* x2, const float* w,
                      float* row, Py_ssize_t n) noexcept nogil
     void edl_full3_d(const double* x0, const double* x1, const double* x2, const double* w,
@@ -118,6 +122,9 @@ cdef enum:
     _GEMM_DEEP_BYTES = 768 << 10
     # depthwise stride 1: output rows narrower than this run as one flat row per plane
     _FLAT_W = 48
+    # ... except 3x3 'same' convs from this width up (_depthwise_same: two rows a call, no
+    # padded copy; 64x40x40 and 64x20x20 ran at 0.82-0.84 of onnxruntime's node, flat 0.86-0.90)
+    _SAME_W = 18
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t n_dst, Py_ssize_t stride,
@@ -322,7 +329,7 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
         return _depthwise_s2(x, planes, c, h, wd, w, kh, bias, sh, ph, pw, act, lo, hi,
                              slopes, out, oh, ow)
     if (unit and sh == 1 and kh == kw == 3 and ph == pw == 1
-            and oh == h and ow == wd and ow >= _FLAT_W):
+            and oh == h and ow == wd and ow >= _SAME_W):
         return _depthwise_same(x, planes, c, h, wd, w, bias, act, lo, hi, slopes, out)
     if kh == 1 and kw == 1 and sh == 1 and sw == 1 and not padded and oh == h and ow == wd:
         _depthwise_1x1(x, planes, c, h * wd, w, bias, act, lo, hi, slopes, out)
@@ -815,10 +822,13 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
+    cdef const floating* x3
     cdef const floating* wc
-    cdef floating t, bq
-    # float32 rows of >= 18 with no activation or a clip (ReLU, ReLU6): edl_full3_clip_f
-    cdef bint fused = floating is float and wd >= 18 and (act == ACT_NONE or act == ACT_CLIP)
+    cdef floating bq
+    # float32 rows of >= 18: edl_dw3_same_rows2_f, two whole rows a call; the bias and a clip
+    # (ReLU, ReLU6) in its store, other activations over the plane afterwards
+    cdef bint vec = floating is float and wd >= 18
+    cdef bint fused = vec and (act == ACT_NONE or act == ACT_CLIP)
     cdef floating flo = lo if act == ACT_CLIP else -INFINITY
     cdef floating fhi = hi if act == ACT_CLIP else INFINITY
     with parallel(use_threads_if=planes * h * wd * 9 >= _PAR_ELEMS):
@@ -829,26 +839,32 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
                 continue
             xp = x + q * h * wd
             wc = w + (q % c) * 9
+            bq = bias[q % c] if fused else 0
+            if vec:
+                for oy in range(0, h, 2):
+                    row = out + (q * h + oy) * wd
+                    x0 = xp + (oy - 1) * wd if oy >= 1 else zero
+                    x1 = xp + oy * wd
+                    x2 = xp + (oy + 1) * wd if oy + 1 < h else zero
+                    if floating is float:
+                        if oy + 1 < h:
+                            x3 = xp + (oy + 2) * wd if oy + 2 < h else zero
+                            edl_dw3_same_rows2_f(x0, x1, x2, x3, wc, row, row + wd, wd, bq,
+                                                 flo, fhi)
+                        else:
+                            edl_dw3_same_row_f(x0, x1, x2, x2, wc, row, row, wd, bq, flo,
+                                               fhi)
+                if not fused:
+                    _epilogue(out + q * h * wd, h * wd, bias[q % c], act, lo, hi,
+                              slopes[q % c])
+                continue
             for oy in range(h):
                 row = out + (q * h + oy) * wd
                 x0 = xp + (oy - 1) * wd if oy >= 1 else zero
                 x1 = xp + oy * wd
                 x2 = xp + (oy + 1) * wd if oy + 1 < h else zero
-                if fused:   # bias and clip in the store; the edges get them here
-                    bq = bias[q % c]
-                    if floating is float:
-                        edl_full3_clip_f(x0, x1, x2, wc, row + 1, wd - 2, bq, flo, fhi)
-                    t = (wc[1] * x0[0] + wc[2] * x0[1] + wc[4] * x1[0] + wc[5] * x1[1]
-                         + wc[7] * x2[0] + wc[8] * x2[1]) + bq
-                    t = flo if flo > t else t
-                    row[0] = fhi if fhi < t else t
-                    t = (wc[0] * x0[wd - 2] + wc[1] * x0[wd - 1] + wc[3] * x1[wd - 2]
-                         + wc[4] * x1[wd - 1] + wc[6] * x2[wd - 2] + wc[7] * x2[wd - 1]) + bq
-                    t = flo if flo > t else t
-                    row[wd - 1] = fhi if fhi < t else t
-                    continue
-                if floating is float:   # (other activations: the vector rows, no clip)
-                    edl_full3_clip_f(x0, x1, x2, wc, row + 1, wd - 2, 0, -INFINITY, INFINITY)
+                if floating is float:
+                    edl_full3_f(x0, x1, x2, wc, row + 1, wd - 2)
                 else:
                     edl_full3_d(x0, x1, x2, wc, row + 1, wd - 2)
                 # the two edge columns, straight-line (a loop over taps cost as much as
@@ -859,7 +875,6 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
                                + wc[4] * x1[wd - 1] + wc[6] * x2[wd - 2] + wc[7] * x2[wd - 1])
             # the epilogue over the whole plane (still in L1 / L2), not a row at a time: per
             # row of 52 SiLU's scalar loop tail cost as much as its vector part
-            if not fused:
-                _epilogue(out + q * h * wd, h * wd, bias[q % c], act, lo, hi, slopes[q % c])
+            _epilogue(out + q * h * wd, h * wd, bias[q % c], act, lo, hi, slopes[q % c])
         free(zero)
     return err != 0

@@ -89,31 +89,58 @@ EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row
         row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw]        \
                 + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
 }
-/* 3x3 stride-1 depthwise row, interior outputs k < n (n >= 16), with the bias and a clip
-   (act NONE: lo = -inf, hi = inf; NaN passes) in the same store: 16-float vectors of GCC's
-   vector type (one AVX-512 register, two AVX2 ones, four SSE / NEON ones), the last moved
-   back to end at n instead of scalar tails, and three partial sums (chains of 3 FMAs, not
-   9). edl_full3 + a separate epilogue pass were 60% + 17% of a depthwise conv at 64x80x80. */
 #define EDL_LD16(p) ({ edl_v16f t_; memcpy(&t_, (p), 64); t_; })
+/* 3x3 stride-1 depthwise with padding 1, whole output rows (n >= 18 columns, edges included)
+   with the bias and a clip (act NONE: lo = -inf, hi = inf; NaN passes): x0.. are the input
+   rows of the window (a zero row above / below the plane). Two output rows a call share the
+   middle input rows: 12 vector loads for 2 output vectors, not 18. Per 16 outputs one chain
+   of 5 FMAs from the bias and one of 4, then max / min (vmaxps / vminps: the select form
+   lo > t ? lo : t is what they compute, NaN included): 12 vector ops, not the 16 of three
+   partial sums and compare-and-blend clamps, which ran at 1.7 cycles an output (64x80x80). */
+/* t = lo > t ? lo : t, then hi < t ? hi : t, each only if that bound is finite (a ReLU
+   clamps once): selects keep a NaN (as x86's maxps / minps would; GCC does not turn this
+   select into them for the 16-wide type on AVX2 / SSE, only a scalar loop per lane) */
 #define EDL_SEL16(m, a, b) ((edl_v16f)(((edl_v16i)(a) & (m)) | ((edl_v16i)(b) & ~(m))))
-EDL_SIMD_KERNEL static void edl_full3_clip_f(const float *x0, const float *x1, const float *x2,
-                                             const float *w, float *restrict row,
-                                             ptrdiff_t n, float b, float lo, float hi) {
-    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
-    const float w6 = w[6], w7 = w[7], w8 = w[8];
-    const edl_v16f lov = lo - (edl_v16f){0}, hiv = hi - (edl_v16f){0};
-    for (ptrdiff_t k = 0;; k += 16) {
-        if (k > n - 16) k = n - 16;
-        edl_v16f s0 = w0 * EDL_LD16(x0 + k) + w1 * EDL_LD16(x0 + k + 1) + w2 * EDL_LD16(x0 + k + 2);
-        edl_v16f s1 = w3 * EDL_LD16(x1 + k) + w4 * EDL_LD16(x1 + k + 1) + w5 * EDL_LD16(x1 + k + 2);
-        edl_v16f s2 = w6 * EDL_LD16(x2 + k) + w7 * EDL_LD16(x2 + k + 1) + w8 * EDL_LD16(x2 + k + 2);
-        edl_v16f t = (s0 + s1) + (s2 + b);
-        t = EDL_SEL16(lov > t, lov, t);
-        t = EDL_SEL16(hiv < t, hiv, t);
-        memcpy(row + k, &t, 64);
-        if (k == n - 16) break;
-    }
+#define EDL_CLAMP16(t)                                                                        ({ edl_v16f u_ = (t);                                                                       if (clo) u_ = EDL_SEL16(lov > u_, lov, u_);                                               if (chi) u_ = EDL_SEL16(hiv < u_, hiv, u_);                                               u_; })
+static inline float edl_clamp1(float t, float lo, float hi) {
+    float v = lo > t ? lo : t;
+    return hi < v ? hi : v;
 }
+#define EDL_DW3_V(a, b_, c, k)                                                            \
+    EDL_CLAMP16((b + w0 * EDL_LD16(a + (k) - 1) + w1 * EDL_LD16(a + (k)) + w2 * EDL_LD16(a + (k) + 1) \
+                 + w3 * EDL_LD16(b_ + (k) - 1) + w4 * EDL_LD16(b_ + (k)))                \
+                + (w5 * EDL_LD16(b_ + (k) + 1) + w6 * EDL_LD16(c + (k) - 1)                \
+                   + w7 * EDL_LD16(c + (k)) + w8 * EDL_LD16(c + (k) + 1)))
+#define EDL_DW3_EDGES(a, b_, c, row)                                                      \
+    row[0] = edl_clamp1((w1 * a[0] + w2 * a[1] + w4 * b_[0] + w5 * b_[1] + w7 * c[0]      \
+                         + w8 * c[1]) + b, lo, hi);                                       \
+    row[n - 1] = edl_clamp1((w0 * a[n - 2] + w1 * a[n - 1] + w3 * b_[n - 2]              \
+                             + w4 * b_[n - 1] + w6 * c[n - 2] + w7 * c[n - 1]) + b, lo, hi);
+#define EDL_DW3_SAME(NAME, TWO)                                                           \
+EDL_SIMD_KERNEL static void NAME(const float *x0, const float *x1, const float *x2,      \
+                                 const float *x3, const float *w, float *restrict r0,    \
+                                 float *restrict r1, ptrdiff_t n, float b, float lo,     \
+                                 float hi) {                                             \
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];       \
+    const float w6 = w[6], w7 = w[7], w8 = w[8];                                        \
+    const edl_v16f lov = lo - (edl_v16f){0}, hiv = hi - (edl_v16f){0};                  \
+    const int clo = lo > -INFINITY, chi = hi < INFINITY;                                \
+    /* interior outputs 1 .. n - 2, the last vector moved back to end at n - 1 */       \
+    for (ptrdiff_t k = 1;; k += 16) {                                                   \
+        if (k > n - 17) k = n - 17;                                                     \
+        edl_v16f t0 = EDL_DW3_V(x0, x1, x2, k);                                         \
+        memcpy(r0 + k, &t0, 64);                                                        \
+        if (TWO) {                                                                      \
+            edl_v16f t1 = EDL_DW3_V(x1, x2, x3, k);                                     \
+            memcpy(r1 + k, &t1, 64);                                                    \
+        }                                                                               \
+        if (k == n - 17) break;                                                         \
+    }                                                                                   \
+    EDL_DW3_EDGES(x0, x1, x2, r0)                                                       \
+    if (TWO) { EDL_DW3_EDGES(x1, x2, x3, r1) }                                          \
+}
+EDL_DW3_SAME(edl_dw3_same_row_f, 0)
+EDL_DW3_SAME(edl_dw3_same_rows2_f, 1)
 /* Direct dense conv for few taps (stem convs on RGB: K = C * kh * kw taps <= 64), one output
    row of 8 channels: out[m * ostride + k] = clip(bias[m] + sum_t wq[8 t + m] * src[t][k]) for
    k < n (n >= 8), m < mv (wq zero beyond). src[t]: tap t's source row, contiguous (the caller

@@ -117,21 +117,24 @@ def test_conv2d_random_vs_naive(backend, dtype, rng):
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dil", [1, 2])
-@pytest.mark.parametrize("act", [None, "relu6"])
+@pytest.mark.parametrize("act", [None, "relu", "relu6"])
 def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, act, rng):
-    # tail widths around vector lengths, with same-padding and no padding; no activation and
-    # a clip are applied in the 3x3 "same" row kernel's store (edl_full3_clip_f)
-    for width in (1, 2, 7, 8, 9, 17, 33, 48, 49, 64, 150):  # 150: rows >= 64 at s2
-        for pad in (0, (k // 2) * dil):
-            h, w = 2 * k * dil - 1 if pad == 0 else 5, max(width, 1 + (k - 1) * dil - 2 * pad)
+    # tail widths around vector lengths, with same-padding and no padding, odd and even
+    # heights (the 3x3 "same" kernel writes two rows a call, an odd last row alone); no
+    # activation and a clamp (relu: the lower bound only) are applied in its store
+    for width in (1, 2, 7, 8, 9, 17, 18, 33, 48, 49, 64, 150):  # 150: rows >= 64 at s2
+        for pad, h in ((0, 2 * k * dil - 1), ((k // 2) * dil, 5), ((k // 2) * dil, 6)):
+            w = max(width, 1 + (k - 1) * dil - 2 * pad)
             x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+            x[0, 1, h // 2, w // 2] = np.nan        # NaN reaches its window's outputs
             wt = rng.standard_normal((3, 1, k, k)).astype(np.float32)
             b = rng.standard_normal(3).astype(np.float32)
             args = (x, wt, b, (stride, stride), (pad,) * 4, (dil, dil), 3)
             want = conv2d(*args, activation=act, backend="numpy")
-            out = np.full_like(want, np.nan)     # kernels must not read their output
+            out = np.full_like(want, np.inf)     # kernels must not read their output
             conv2d(*args, activation=act, out=out, backend=backend)
-            _close(out, want, np.float32)
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+            _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
@@ -398,7 +401,7 @@ def test_plan_fast_path_declines_what_it_cannot_run(rng):
 @pytest.mark.parametrize("stride, dil", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("width", [20, 60])
 def test_plan_fast_path_depthwise(k, stride, dil, width, rng):
-    # every depthwise kernel path (same 3x3 at rows >= 48, flat narrow planes, stride 2,
+    # every depthwise kernel path (same 3x3 at rows >= 18, flat narrow planes, stride 2,
     # generic) through ConvF32, against NumPy
     require_backend("cython")
     x = rng.standard_normal((1, 5, 13, width)).astype(np.float32)
