@@ -60,6 +60,9 @@ cdef extern from "edl_conv.h":
                        float* row, Py_ssize_t n) noexcept nogil
     void edl_full5s2_d(const double* p, Py_ssize_t rs, Py_ssize_t wq, const double* w,
                        double* row, Py_ssize_t n) noexcept nogil
+    void edl_dw3s2_row_f(const float* x0, const float* x1, const float* x2, const float* w,
+                         float* row, Py_ssize_t n, Py_ssize_t wd, float b, float lo,
+                         float hi) noexcept nogil
     void edl_split2_f(const float* src, Py_ssize_t n, float* e, Py_ssize_t wq,
                       Py_ssize_t pw) noexcept nogil
     void edl_split2_d(const double* src, Py_ssize_t n, double* e, Py_ssize_t wq,
@@ -435,6 +438,10 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
     cdef floating* buf = NULL
     cdef floating* row
     cdef const floating* wc
+    if floating is float:
+        if k_ == 3 and sh == 2 and pw == 1:
+            return _depthwise3_s2_f(x, planes, c, h, wd, w, bias, ph, act, lo, hi, slopes, out,
+                                    oh, ow)
     with parallel(use_threads_if=planes * oh * ow * k_ * k_ >= _PAR_ELEMS):
         buf = <floating*>calloc(hp * rs, sizeof(floating))   # borders stay zero
         for q in prange(planes, schedule="static"):
@@ -461,6 +468,43 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
                         edl_full5s2_d(buf + oy * sh * rs, rs, wq, wc, row, ow)
             _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(buf)
+    return err != 0
+
+
+cdef int _depthwise3_s2_f(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
+                          Py_ssize_t wd, const float* w, const float* bias, Py_ssize_t ph,
+                          int act, float lo, float hi, const float* slopes, float* out,
+                          Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """3x3 at stride 2 with one column of left padding (edl_dw3s2_row_f): the input rows read
+    in place, a zero row where the window leaves the plane; the bias and a clip in the row
+    kernel's store, other activations over the plane afterwards. Returns 0, or 1 if the
+    zero row's calloc failed."""
+    cdef Py_ssize_t q, oy, iy
+    cdef int err = 0
+    cdef float* zero = NULL
+    cdef const float* xp
+    cdef const float* wc
+    cdef bint fused = act == ACT_NONE or act == ACT_CLIP
+    cdef float flo = lo if act == ACT_CLIP else -INFINITY
+    cdef float fhi = hi if act == ACT_CLIP else INFINITY
+    with parallel(use_threads_if=planes * oh * ow * 9 >= _PAR_ELEMS):
+        zero = <float*>calloc(wd, sizeof(float))
+        for q in prange(planes, schedule="static"):
+            if zero == NULL:
+                err += 1
+                continue
+            xp = x + q * h * wd
+            wc = w + (q % c) * 9
+            for oy in range(oh):
+                iy = oy * 2 - ph
+                edl_dw3s2_row_f(xp + iy * wd if 0 <= iy < h else zero,
+                                xp + (iy + 1) * wd if 0 <= iy + 1 < h else zero,
+                                xp + (iy + 2) * wd if 0 <= iy + 2 < h else zero,
+                                wc, out + (q * oh + oy) * ow, ow, wd,
+                                bias[q % c] if fused else 0, flo, fhi)
+            if not fused:
+                _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi, slopes[q % c])
+        free(zero)
     return err != 0
 
 

@@ -141,6 +141,46 @@ EDL_SIMD_KERNEL static void NAME(const float *x0, const float *x1, const float *
 }
 EDL_DW3_SAME(edl_dw3_same_row_f, 0)
 EDL_DW3_SAME(edl_dw3_same_rows2_f, 1)
+/* 3x3 stride-2 depthwise with left padding 1 (the common "same" downsampling), one whole
+   output row of n from the input rows x0..x2 (wd values; a zero row where the window leaves
+   the plane), bias and clip as above. Output k reads columns 2k-1 .. 2k+1: a plain loop GCC
+   vectorises with de-interleaving loads (vpermt2ps on AVX-512, ld2-style on NEON), no copy of
+   the plane split by column parity (that split took twice the time of the windows). */
+EDL_SIMD_KERNEL static void edl_dw3s2_row_f(const float *x0, const float *x1, const float *x2,
+                                           const float *w, float *restrict row, ptrdiff_t n,
+                                           ptrdiff_t wd, float b, float lo, float hi) {
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+    const float w6 = w[6], w7 = w[7], w8 = w[8];
+    ptrdiff_t kend = (wd - 2) / 2 + 1;             /* outputs whose 2k + 1 < wd */
+    if (kend > n) kend = n;
+#define EDL_DW3S2_OUT(kk) {                                                               \
+        ptrdiff_t k_ = (kk);                                                              \
+        const float *a = x0 + 2 * k_ - 1, *m = x1 + 2 * k_ - 1, *c = x2 + 2 * k_ - 1;     \
+        float t = (b + w0 * a[0] + w1 * a[1] + w2 * a[2] + w3 * m[0] + w4 * m[1])         \
+                + (w5 * m[2] + w6 * c[0] + w7 * c[1] + w8 * c[2]);                        \
+        t = lo > t ? lo : t;                                                              \
+        row[k_] = hi < t ? hi : t;                                                        \
+    }
+    if (kend - 1 >= 16) {      /* blocks of 16, the last moved back: no scalar loop tail */
+        for (ptrdiff_t k0 = 1;; k0 += 16) {
+            if (k0 > kend - 16) k0 = kend - 16;
+            for (int j = 0; j < 16; j++) EDL_DW3S2_OUT(k0 + j)
+            if (k0 == kend - 16) break;
+        }
+    } else {
+        for (ptrdiff_t k = 1; k < kend; k++) EDL_DW3S2_OUT(k)
+    }
+    for (ptrdiff_t k = 0; k < n; k += (k == 0 && kend > 1) ? kend : 1) {   /* the edges */
+        float t = b;
+        for (int j = 0; j < 3; j++) {
+            ptrdiff_t col = 2 * k - 1 + j;
+            if (col >= 0 && col < wd)
+                t += w[j] * x0[col] + w[3 + j] * x1[col] + w[6 + j] * x2[col];
+        }
+        t = lo > t ? lo : t;
+        row[k] = hi < t ? hi : t;
+    }
+}
 /* Direct dense conv for few taps (stem convs on RGB: K = C * kh * kw taps <= 64), one output
    row of 8 channels: out[m * ostride + k] = clip(bias[m] + sum_t wq[8 t + m] * src[t][k]) for
    k < n (n >= 8), m < mv (wq zero beyond). src[t]: tap t's source row, contiguous (the caller
