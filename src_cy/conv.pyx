@@ -63,6 +63,11 @@ cdef extern from "edl_conv.h":
     void edl_dw3s2_row_f(const float* x0, const float* x1, const float* x2, const float* w,
                          float* row, Py_ssize_t n, Py_ssize_t wd, float b, float lo,
                          float hi) noexcept nogil
+    void edl_dw3s2_split_row_f(const float* e0, const float* o0, const float* e1,
+                               const float* o1, const float* e2, const float* o2,
+                               const float* w, float* row, Py_ssize_t n, float b, float lo,
+                               float hi) noexcept nogil
+    void edl_deinterleave_f(const float* x, Py_ssize_t n, float* e, float* o) noexcept nogil
     void edl_split2_f(const float* src, Py_ssize_t n, float* e, Py_ssize_t wq,
                       Py_ssize_t pw) noexcept nogil
     void edl_split2_d(const double* src, Py_ssize_t n, double* e, Py_ssize_t wq,
@@ -475,36 +480,57 @@ cdef int _depthwise3_s2_f(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
                           Py_ssize_t wd, const float* w, const float* bias, Py_ssize_t ph,
                           int act, float lo, float hi, const float* slopes, float* out,
                           Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """3x3 at stride 2 with one column of left padding (edl_dw3s2_row_f): the input rows read
-    in place, a zero row where the window leaves the plane; the bias and a clip in the row
-    kernel's store, other activations over the plane afterwards. Returns 0, or 1 if the
-    zero row's calloc failed."""
-    cdef Py_ssize_t q, oy, iy
+    """3x3 at stride 2 with one column of left padding: output rows of >= 17 from a copy of
+    the plane split by column parity (even width, ow = wd / 2: edl_deinterleave_f, then
+    edl_dw3s2_split_row_f), narrower ones from the input rows in place (edl_dw3s2_row_f); a
+    zero row where the window leaves the plane. The bias and a clip in the row kernels'
+    store, other activations over the plane afterwards. Returns 0, or 1 if a buffer's
+    allocation failed."""
+    cdef Py_ssize_t q, oy, iy, hw = wd // 2
     cdef int err = 0
     cdef float* zero = NULL
+    cdef float* ev = NULL
+    cdef float* od
     cdef const float* xp
     cdef const float* wc
     cdef bint fused = act == ACT_NONE or act == ACT_CLIP
+    cdef bint split = wd % 2 == 0 and ow == hw and ow >= 17
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
     with parallel(use_threads_if=planes * oh * ow * 9 >= _PAR_ELEMS):
         zero = <float*>calloc(wd, sizeof(float))
+        if split:
+            ev = <float*>malloc(h * wd * sizeof(float))
+        od = ev + h * hw if split else NULL
         for q in prange(planes, schedule="static"):
-            if zero == NULL:
+            if zero == NULL or (split and ev == NULL):
                 err += 1
                 continue
             xp = x + q * h * wd
             wc = w + (q % c) * 9
+            if split:
+                edl_deinterleave_f(xp, h * hw, ev, od)
             for oy in range(oh):
                 iy = oy * 2 - ph
-                edl_dw3s2_row_f(xp + iy * wd if 0 <= iy < h else zero,
-                                xp + (iy + 1) * wd if 0 <= iy + 1 < h else zero,
-                                xp + (iy + 2) * wd if 0 <= iy + 2 < h else zero,
-                                wc, out + (q * oh + oy) * ow, ow, wd,
-                                bias[q % c] if fused else 0, flo, fhi)
+                if split:
+                    edl_dw3s2_split_row_f(ev + iy * hw if 0 <= iy < h else zero,
+                                          od + iy * hw if 0 <= iy < h else zero,
+                                          ev + (iy + 1) * hw if 0 <= iy + 1 < h else zero,
+                                          od + (iy + 1) * hw if 0 <= iy + 1 < h else zero,
+                                          ev + (iy + 2) * hw if 0 <= iy + 2 < h else zero,
+                                          od + (iy + 2) * hw if 0 <= iy + 2 < h else zero,
+                                          wc, out + (q * oh + oy) * ow, ow,
+                                          bias[q % c] if fused else 0, flo, fhi)
+                else:
+                    edl_dw3s2_row_f(xp + iy * wd if 0 <= iy < h else zero,
+                                    xp + (iy + 1) * wd if 0 <= iy + 1 < h else zero,
+                                    xp + (iy + 2) * wd if 0 <= iy + 2 < h else zero,
+                                    wc, out + (q * oh + oy) * ow, ow, wd,
+                                    bias[q % c] if fused else 0, flo, fhi)
             if not fused:
                 _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi, slopes[q % c])
         free(zero)
+        free(ev)
     return err != 0
 
 

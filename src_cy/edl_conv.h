@@ -153,22 +153,12 @@ EDL_SIMD_KERNEL static void edl_dw3s2_row_f(const float *x0, const float *x1, co
     const float w6 = w[6], w7 = w[7], w8 = w[8];
     ptrdiff_t kend = (wd - 2) / 2 + 1;             /* outputs whose 2k + 1 < wd */
     if (kend > n) kend = n;
-#define EDL_DW3S2_OUT(kk) {                                                               \
-        ptrdiff_t k_ = (kk);                                                              \
-        const float *a = x0 + 2 * k_ - 1, *m = x1 + 2 * k_ - 1, *c = x2 + 2 * k_ - 1;     \
-        float t = (b + w0 * a[0] + w1 * a[1] + w2 * a[2] + w3 * m[0] + w4 * m[1])         \
-                + (w5 * m[2] + w6 * c[0] + w7 * c[1] + w8 * c[2]);                        \
-        t = lo > t ? lo : t;                                                              \
-        row[k_] = hi < t ? hi : t;                                                        \
-    }
-    if (kend - 1 >= 16) {      /* blocks of 16, the last moved back: no scalar loop tail */
-        for (ptrdiff_t k0 = 1;; k0 += 16) {
-            if (k0 > kend - 16) k0 = kend - 16;
-            for (int j = 0; j < 16; j++) EDL_DW3S2_OUT(k0 + j)
-            if (k0 == kend - 16) break;
-        }
-    } else {
-        for (ptrdiff_t k = 1; k < kend; k++) EDL_DW3S2_OUT(k)
+    for (ptrdiff_t k = 1; k < kend; k++) {
+        const float *a = x0 + 2 * k - 1, *m = x1 + 2 * k - 1, *c = x2 + 2 * k - 1;
+        float t = (b + w0 * a[0] + w1 * a[1] + w2 * a[2] + w3 * m[0] + w4 * m[1])
+                + (w5 * m[2] + w6 * c[0] + w7 * c[1] + w8 * c[2]);
+        t = lo > t ? lo : t;
+        row[k] = hi < t ? hi : t;
     }
     for (ptrdiff_t k = 0; k < n; k += (k == 0 && kend > 1) ? kend : 1) {   /* the edges */
         float t = b;
@@ -179,6 +169,41 @@ EDL_SIMD_KERNEL static void edl_dw3s2_row_f(const float *x0, const float *x1, co
         }
         t = lo > t ? lo : t;
         row[k] = hi < t ? hi : t;
+    }
+}
+/* The same windows from a plane split by column parity (e: even columns, o: odd ones, rows
+   of n = wd / 2 values): output k reads o[k - 1], e[k], o[k] of each row, contiguous loads
+   of GCC's 16-wide vectors as in edl_dw3_same_rows2_f (n >= 17; k = 0 reads the padding).
+   Rows past 40 outputs: a fixed trip count of 16 strided lanes vectorised poorly (a mix of
+   ymm, xmm and scalar code at 4-8 cycles an output). */
+EDL_SIMD_KERNEL static void edl_dw3s2_split_row_f(const float *e0, const float *o0,
+                                                 const float *e1, const float *o1,
+                                                 const float *e2, const float *o2,
+                                                 const float *w, float *restrict row,
+                                                 ptrdiff_t n, float b, float lo, float hi) {
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+    const float w6 = w[6], w7 = w[7], w8 = w[8];
+    const edl_v16f lov = lo - (edl_v16f){0}, hiv = hi - (edl_v16f){0};
+    const int clo = lo > -INFINITY, chi = hi < INFINITY;
+    for (ptrdiff_t k = 1;; k += 16) {
+        if (k > n - 16) k = n - 16;
+        edl_v16f t = EDL_CLAMP16(
+            (b + w0 * EDL_LD16(o0 + k - 1) + w1 * EDL_LD16(e0 + k) + w2 * EDL_LD16(o0 + k)
+             + w3 * EDL_LD16(o1 + k - 1) + w4 * EDL_LD16(e1 + k))
+            + (w5 * EDL_LD16(o1 + k) + w6 * EDL_LD16(o2 + k - 1) + w7 * EDL_LD16(e2 + k)
+               + w8 * EDL_LD16(o2 + k)));
+        memcpy(row + k, &t, 64);
+        if (k == n - 16) break;
+    }
+    row[0] = edl_clamp1((b + w1 * e0[0] + w2 * o0[0] + w4 * e1[0])
+                        + (w5 * o1[0] + w7 * e2[0] + w8 * o2[0]), lo, hi);
+}
+/* e[i] = x[2 i], o[i] = x[2 i + 1], i < n: a whole plane of even width at once */
+EDL_SIMD_KERNEL static void edl_deinterleave_f(const float *restrict x, ptrdiff_t n,
+                                               float *restrict e, float *restrict o) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        e[i] = x[2 * i];
+        o[i] = x[2 * i + 1];
     }
 }
 /* Direct dense conv for few taps (stem convs on RGB: K = C * kh * kw taps <= 64), one output
