@@ -27,6 +27,23 @@ EDL_SIMD_KERNEL static void edl_avg2x2_##S(const T *restrict a, const T *restric
         d[q] = ((a[2 * q] + a[2 * q + 1]) + (b[2 * q] + b[2 * q + 1])) * (T)0.25;         \
 }
 EDL_POOL2X2(float, f)
+/* float32 2x2 stride-2 max in two passes, each a plain loop GCC vectorises at the clone's
+   width without shuffles in the first: rows (v[j] = max(a[j], b[j]), j < n: two input rows
+   into a scratch row) then pairs (d[q] = max(v[2q], v[2q + 1]), q < n: over a whole plane's
+   scratch at once, one loop tail a plane). The one-pass loop above de-interleaved four
+   streams and, its selects if-converted into masks, ran at ~0.9 cycles an input value on
+   64x40x40 (L2). NaN propagates: b > a ? b : a keeps a when either is NaN, then a NaN b
+   replaces it (GCC vectorised the stride-2 loop only with the selects in this order). */
+#define EDL_NANMAX(a, b) ({ float a_ = (a), b_ = (b), m_ = b_ > a_ ? b_ : a_;                 \
+                            b_ != b_ ? b_ : m_; })
+EDL_SIMD_KERNEL static void edl_max_rows_f(const float *restrict a, const float *restrict b,
+                                           float *restrict v, ptrdiff_t n) {
+    for (ptrdiff_t j = 0; j < n; j++) v[j] = EDL_NANMAX(a[j], b[j]);
+}
+EDL_SIMD_KERNEL static void edl_max_pairs_f(const float *restrict v, float *restrict d,
+                                            ptrdiff_t n) {
+    for (ptrdiff_t q = 0; q < n; q++) d[q] = EDL_NANMAX(v[2 * q], v[2 * q + 1]);
+}
 EDL_POOL2X2(double, d)
 /* Folds with the AVX2 / AVX-512 clones: d[q] = op over i < n of src[i][q * stride], q < len,
    n >= 1 sources (the rows of a window for the vertical pass, its shifted taps for the

@@ -43,6 +43,8 @@ cdef extern from "edl_pool.h":
     bint edl_finite_f(const float* s, Py_ssize_t n) noexcept nogil
     bint edl_finite_d(const double* s, Py_ssize_t n) noexcept nogil
     void edl_max2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
+    void edl_max_rows_f(const float* a, const float* b, float* v, Py_ssize_t n) noexcept nogil
+    void edl_max_pairs_f(const float* v, float* d, Py_ssize_t n) noexcept nogil
     void edl_max2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
@@ -232,6 +234,27 @@ cdef void _plane_2x2s2(const floating* src, floating* dst, Py_ssize_t w, Py_ssiz
                 edl_avg2x2_d(a, a + w, dst + o * ow, ow)
 
 
+cdef void _max_2x2s2_f(const float* xp, float* yp, Py_ssize_t planes, Py_ssize_t h,
+                       Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """float32 2x2 stride-2 max (see edl_max_rows_f): per plane, the rows pass into a
+    scratch plane of oh rows of 2 ow, then the pairs pass over all of it. Falls back to
+    _plane_2x2s2 where the scratch cannot be allocated."""
+    cdef Py_ssize_t p, o
+    cdef float* v = NULL
+    cdef const float* a
+    with parallel():
+        v = <float*>malloc(oh * 2 * ow * sizeof(float))
+        for p in prange(planes, schedule="static"):
+            if v == NULL:
+                _plane_2x2s2(xp + p * h * w, yp + p * oh * ow, w, oh, ow, True)
+                continue
+            for o in range(oh):
+                a = xp + p * h * w + 2 * o * w
+                edl_max_rows_f(a, a + w, v + o * 2 * ow, 2 * ow)
+            edl_max_pairs_f(v, yp + p * oh * ow, oh * ow)
+        free(v)
+
+
 cdef void _plane_3x3s2(const floating* src, floating* dst, floating* v, Py_ssize_t h,
                        Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt,
                        Py_ssize_t pl) noexcept nogil:
@@ -288,6 +311,10 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and dh == 1 and dw == 1 and pt == 0 \
             and pl == 0 and 2 * oh <= h and 2 * ow <= w:
         # every window is four in-image taps: no padding, divisor 4
+        if floating is float:
+            if is_max:
+                _max_2x2s2_f(xp, yp, planes, h, w, oh, ow)
+                return
         for p in prange(planes, nogil=True, schedule="static"):
             _plane_2x2s2(xp + p * h * w, yp + p * oh * ow, w, oh, ow, is_max)
         return
