@@ -160,6 +160,9 @@ def _quantize_parser(sub):
     q.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="keep the Conv biases as they are (default: each absorbs the mean "
                         "change its rounded weights make on the calibration images)")
+    q.add_argument("--int8-outputs", dest="float_outputs", action="store_false",
+                   help="quantize the outputs' tail too (default: the last Convs and what "
+                        "follows them up to the outputs stay float)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _config_options(q)
     _common(q)
@@ -676,7 +679,7 @@ def cmd_quantize(args):
         percentile=args.percentile, holdout=args.holdout, samples=args.samples,
         nodes_to_exclude=args.exclude, max_step_ratio=args.max_step_ratio,
         max_error_share=args.max_error_share, bias_correction=args.bias_correction,
-        backend=args.backend, quiet=args.quiet,
+        float_outputs=args.float_outputs, backend=args.backend, quiet=args.quiet,
         **_config_kw(args))
     print(res.summary())
     return 0
