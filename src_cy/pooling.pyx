@@ -26,6 +26,10 @@ cdef extern from "edl_pool.h":
                           unsigned char* d, Py_ssize_t n) noexcept nogil
     void edl_imax_taps_s8(const signed char* v, Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw,
                           signed char* d, Py_ssize_t n) noexcept nogil
+    void edl_imax2x2_u8(const unsigned char* x, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
+                        unsigned char* v, unsigned char* d) noexcept nogil
+    void edl_imax2x2_s8(const signed char* x, Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow,
+                        signed char* v, signed char* d) noexcept nogil
     void edl_imax3s2_u8(const unsigned char* a, const unsigned char* b, const unsigned char* c,
                         Py_ssize_t w, unsigned char* v, Py_ssize_t pl, unsigned char* d,
                         Py_ssize_t n) noexcept nogil
@@ -461,6 +465,12 @@ def max_pool2d_int8(const int8ish[:, :, :, ::1] x, tuple kernel_shape, tuple str
     cdef int failed[1]
     # 3x3 stride 2 (any row stride), dilation 1: one edl_imax3s2 call per output row
     cdef bint k3s2 = kh == 3 and kw == 3 and sw == 2 and dh == 1 and dw == 1
+    # 2x2 stride 2 without padding, every window in the image: edl_imax2x2 per plane, its
+    # scratch (oh rows of 2 ow) in buf
+    cdef bint k2s2 = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and dh == 1 and dw == 1
+                      and pt == 0 and pl == 0 and 2 * oh <= h and 2 * ow <= w)
+    if k2s2:
+        row = max(row, 2 * oh * ow)
     cdef const int8ish* ra      # its in-image rows (scalars: a C array in a prange would be
     cdef const int8ish* rb      # shared by the threads)
     cdef const int8ish* rc
@@ -478,6 +488,12 @@ def max_pool2d_int8(const int8ish[:, :, :, ::1] x, tuple kernel_shape, tuple str
             memset(buf, <int>fill, row)     # the padding cells keep it; image cells rewritten
             v = buf + lext
             for p in prange(planes, schedule="static"):
+                if k2s2:
+                    if int8ish is cython.uchar:
+                        edl_imax2x2_u8(xp + p * h * w, w, oh, ow, buf, yp + p * oh * ow)
+                    else:
+                        edl_imax2x2_s8(xp + p * h * w, w, oh, ow, buf, yp + p * oh * ow)
+                    continue
                 for o in range(oh):
                     if k3s2:
                         nin = 0               # the window's in-image rows, in order
