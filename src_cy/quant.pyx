@@ -69,6 +69,12 @@ cdef extern from "edl_quant.h" nogil:
     void edl_dequantize_s8(const signed char *x, float s, int z, float *out, Py_ssize_t n)
     void edl_dequantize_u16(const unsigned short *x, float s, int z, float *out, Py_ssize_t n)
     void edl_dequantize_s16(const short *x, float s, int z, float *out, Py_ssize_t n)
+    void edl_qbinary_u8(const unsigned char *a, const unsigned char *b, Py_ssize_t n, int mul,
+                        float ra, float rb, float fixed, float za, float zb, float zc,
+                        float lo, float hi, unsigned char *out)
+    void edl_qbinary_s8(const signed char *a, const signed char *b, Py_ssize_t n, int mul,
+                        float ra, float rb, float fixed, float za, float zb, float zc,
+                        float lo, float hi, signed char *out)
     void edl_requant_u8(const int *acc, int bias, float s, int z, float lo, float hi,
                         unsigned char *out, Py_ssize_t n)
     void edl_requant_s8(const int *acc, int bias, float s, int z, float lo, float hi,
@@ -623,6 +629,18 @@ def channel_lookup(const unsigned char[:, :, ::1] x, const q8[:, ::1] tables,
     for p in prange(a * c, nogil=True, schedule="static", use_threads_if=a * c * b >= PAR_ELEMS):
         edl_lookup(&x[p // c, p % c, 0], <const unsigned char *>&tables[p % c, 0],
                    <unsigned char *>&out[p // c, p % c, 0], b)
+
+
+def qbinary(const q8[::1] a, const q8[::1] b, int mul, float ra, float rb, float fixed,
+            float za, float zb, float zc, float lo, float hi, q8[::1] out):
+    cdef Py_ssize_t n = a.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        if q8 is u8_t:
+            edl_qbinary_u8(&a[0], &b[0], n, mul, ra, rb, fixed, za, zb, zc, lo, hi, &out[0])
+        else:
+            edl_qbinary_s8(&a[0], &b[0], n, mul, ra, rb, fixed, za, zb, zc, lo, hi, &out[0])
 
 
 def lookup2(const unsigned char[::1] a, const unsigned char[::1] b, const q8[::1] table,

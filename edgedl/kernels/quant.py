@@ -22,7 +22,8 @@ __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
            "quantize_linear_plan", "dequantize_linear_plan", "dynamic_quantize_linear",
            "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
            "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
-           "qlinear_binary", "qlinear_binary_table", "lookup2", "qlinear_global_avg_pool2d",
+           "qlinear_binary", "qlinear_binary_plan", "qlinear_binary_table", "lookup2",
+           "qlinear_global_avg_pool2d",
            "lookup_plan", "channel_lookup", "channel_lookup_plan"]
 
 #: the quantized element types the integer kernels take
@@ -689,20 +690,71 @@ def qlinear_binary(op, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_sca
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ShapeError(f"A and B do not broadcast: shapes {a.shape} and {b.shape}") from None
-    if op == "add":     # onnxruntime's x86 form: the zero points folded into one constant
-        ra, rb = sa[0] / sc[0], sb[0] / sc[0]
-        fixed = np.float32(zc) - (ra * np.float32(za) + rb * np.float32(zb))
+    mul, ra, rb, fixed, zaf, zbf, zcf = _qbinary_params(op, sa, sb, sc, za, zb, zc)
+    info = np.iinfo(a.dtype)
+    if not mul:
         v = (fixed + a.astype(np.float32) * ra) + b.astype(np.float32) * rb
-        info = np.iinfo(a.dtype)
         return np.clip(np.rint(v), info.min, info.max).astype(a.dtype)
     fa = (a.astype(np.int32) - za).astype(np.float32)
     fb = (b.astype(np.int32) - zb).astype(np.float32)
+    v = fa * fb * ra
+    return np.clip(np.rint(v) + zcf, info.min, info.max).astype(a.dtype)
+
+
+def _qbinary_params(op, sa, sb, sc, za, zb, zc):
+    """(mul, ra, rb, fixed, za, zb, zc) float32 of qlinear_binary: add in onnxruntime's x86
+    form, the zero points folded into one constant (v = (fixed + a * ra) + b * rb); mul
+    v = (a - za) * (b - zb) * ra, rounded, + zc."""
+    if op == "add":
+        ra, rb = sa[0] / sc[0], sb[0] / sc[0]
+        fixed = np.float32(zc) - (ra * np.float32(za) + rb * np.float32(zb))
+        return 0, ra, rb, fixed, np.float32(0), np.float32(0), np.float32(0)
     if op == "mul":
-        v = fa * fb * ((sa[0] * sb[0]) / sc[0])
-    else:
-        raise ValidationError(f"op must be 'add' or 'mul', got {op!r}")
-    info = np.iinfo(a.dtype)
-    return np.clip(np.rint(v) + np.float32(zc), info.min, info.max).astype(a.dtype)
+        return (1, (sa[0] * sb[0]) / sc[0], np.float32(0), np.float32(0), np.float32(za),
+                np.float32(zb), np.float32(zc))
+    raise ValidationError(f"op must be 'add' or 'mul', got {op!r}")
+
+
+def qlinear_binary_plan(op, a_scale, a_zero_point, b_scale, b_zero_point, c_scale,
+                        c_zero_point, dtype, backend=None):
+    """qlinear_binary with constant parameters and 8-bit ``dtype``, validated once: returns
+    ``run(a, b, out=None)`` (a, b of ``dtype``, broadcasting). The kernel ``qbinary`` computes
+    the float32 arithmetic of qlinear_binary value by value, the same bits."""
+    dtype = np.dtype(dtype)
+    if dtype not in QTYPES:
+        raise DTypeError(f"dtype must be uint8 or int8, got {dtype}")
+    zero = np.zeros(1, dtype)
+    qlinear_binary(op, zero, a_scale, a_zero_point, zero, b_scale, b_zero_point, c_scale,
+                   c_zero_point)                                    # validates everything
+    sa, sb, sc = (_scale(s, n) for s, n in ((a_scale, "A_scale"), (b_scale, "B_scale"),
+                                              (c_scale, "C_scale")))
+    za, zb, zc = (_zero_point(z, n, None, (dtype,), dtype)[0][0]
+                  for z, n in ((a_zero_point, "A_zero_point"), (b_zero_point, "B_zero_point"),
+                               (c_zero_point, "C_zero_point")))
+    params = tuple(float(v) for v in _qbinary_params(op, sa, sb, sc, za, zb, zc))
+    info = np.iinfo(dtype)
+    bounds = (float(info.min), float(info.max))
+
+    def run(a, b, out=None):
+        a = _qarray(a, "A", (dtype,))
+        b = _qarray(b, "B", (dtype,))
+        if a.shape != b.shape:
+            try:
+                a, b = np.broadcast_arrays(a, b)
+            except ValueError:
+                raise ShapeError(f"A and B do not broadcast: shapes {a.shape} and "
+                                 f"{b.shape}") from None
+        out = V.output(out, a.shape, dtype)
+        y = out if out.flags.c_contiguous else np.empty(a.shape, dtype)
+        if y.size:
+            bk = _config.resolve_backend(backend)
+            _kernel("qbinary", bk)(_numba_writable(_contig(a), bk).reshape(-1),
+                                   _numba_writable(_contig(b), bk).reshape(-1),
+                                   int(params[0]), *params[1:], *bounds, y.reshape(-1))
+        if y is not out:
+            out[...] = y
+        return out
+    return run
 
 
 def qlinear_binary_table(op, a_scale, a_zero_point, b_scale, b_zero_point, c_scale,

@@ -163,6 +163,35 @@ def test_binary_tables_match_the_formula(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+def test_binary_plan_is_the_formula_on_every_pair(backend, dtype, rng):
+    """qlinear_binary_plan (the planned QLinearAdd / QLinearMul: float32 value by value, no
+    FMA contraction) gives qlinear_binary's bits on all 65536 pairs of 8-bit values for
+    random parameters (ties included: (fixed + a * ra) + b * rb lands on x.5), and
+    broadcasts."""
+    info = np.iinfo(dtype)
+    bits = np.arange(256, dtype=np.uint16).astype(U8).view(dtype)
+    a, b = np.repeat(bits, 256), np.tile(bits, 256)
+    for trial in range(12):
+        op = ("add", "mul")[trial % 2]
+        s = [np.float32(v) for v in rng.uniform(0.001, 0.2, 3)]
+        z = [dtype(v) for v in rng.integers(info.min, int(info.max) + 1, 3)]
+        want = Q.qlinear_binary(op, a, s[0], z[0], b, s[1], z[1], s[2], z[2])
+        run = Q.qlinear_binary_plan(op, s[0], z[0], s[1], z[1], s[2], z[2], dtype,
+                                    backend=backend)
+        np.testing.assert_array_equal(run(a, b), want, err_msg=f"{op} {s} {z}")
+    x, y = _q(rng, (2, 3, 5, 7), dtype), _q(rng, (3, 1, 7), dtype)
+    out = np.empty((2, 3, 5, 7), dtype)
+    assert run(x, y, out) is out
+    np.testing.assert_array_equal(out, Q.qlinear_binary(op, x, s[0], z[0], y, s[1], z[1],
+                                                        s[2], z[2]))
+    with pytest.raises(DTypeError):
+        run(x, y.view(U8 if dtype == S8 else S8))
+    with pytest.raises(ShapeError, match="do not broadcast"):
+        run(x, x[..., :3])
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
 def test_qlinear_matmul_batched(backend, rng):
     a = _q(rng, (2, 3, 5, 9), U8)
     b = _q(rng, (3, 9, 4), S8)

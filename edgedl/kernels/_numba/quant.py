@@ -178,6 +178,24 @@ def channel_lookup(x, tables, out):
 
 
 @njit
+def qbinary(a, b, mul, ra, rb, fixed, za, zb, zc, lo, hi, out):
+    # each float32 operation as a float64 one rounded to float32 (exact: float64 holds twice
+    # float32's precision and more): LLVM fuses a float32 multiply and add into an FMA,
+    # whose single rounding moved ties (123.5 -> 123.49...) against the reference
+    f32 = np.float32
+    ra, rb, fixed = np.float64(f32(ra)), np.float64(f32(rb)), np.float64(f32(fixed))
+    za, zb, zc = np.float64(za), np.float64(zb), np.float64(zc)
+    for i in range(a.shape[0]):
+        if mul:
+            v = np.float64(f32((np.float64(a[i]) - za) * (np.float64(b[i]) - zb)))
+            v = np.rint(np.float64(f32(v * ra))) + zc
+        else:
+            v = np.float64(f32(fixed + np.float64(f32(np.float64(a[i]) * ra))))
+            v = np.rint(np.float64(f32(v + np.float64(f32(np.float64(b[i]) * rb)))))
+        out[i] = min(max(v, lo), hi)
+
+
+@njit
 def lookup2(a, b, table, out):
     for i in range(a.shape[0]):
         out[i] = table[np.int64(a[i]) * 256 + np.int64(b[i])]

@@ -26,6 +26,9 @@ points are int32. Rounding is onnxruntime's: a float32 value, round half to even
   DequantizeLinear and a QuantizeLinear, evaluated at load on all 256 values of each channel).
 - ``lookup2``: out[i] = table[a[i] * 256 + b[i]], bits as uint8 (a 65536-entry table: the
   com.microsoft QLinearAdd / QLinearMul of two 8-bit tensors).
+- ``qbinary``: those two ops value by value in float32 (kernels.quant.qlinear_binary's
+  arithmetic): add out = sat(rint((fixed + a * ra) + b * rb)), mul out = sat(rint((a - za) *
+  (b - zb) * ra) + zc); a, b, out 1-D of one 8-bit type.
 
 The integer products are summed here as float64 through NumPy's BLAS: every partial sum of
 8-bit products stays far below 2**53, so the result is exact (and fast enough to check
@@ -137,6 +140,16 @@ def lookup(x, table, out):
 def channel_lookup(x, tables, out):
     """x (N, C, P) uint8 (the bits of 8-bit values), tables (C, 256) -> out (N, C, P)."""
     out[...] = tables[np.arange(x.shape[1])[None, :, None], x]
+
+
+def qbinary(a, b, mul, ra, rb, fixed, za, zb, zc, lo, hi, out):
+    f32 = np.float32
+    if not mul:
+        v = (f32(fixed) + a.astype(f32) * f32(ra)) + b.astype(f32) * f32(rb)
+        out[...] = np.clip(np.rint(v), lo, hi)
+        return
+    v = (a.astype(f32) - f32(za)) * (b.astype(f32) - f32(zb)) * f32(ra)
+    out[...] = np.clip(np.rint(v) + f32(zc), lo, hi)
 
 
 def lookup2(a, b, table, out):

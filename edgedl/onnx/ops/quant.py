@@ -169,12 +169,12 @@ def qlinear_binary(ctx):
     b = ctx.backend
     params = (1, 2, 4, 5, 6, 7)
     if ctx.dtypes[0] in _q.QTYPES and all(ctx.is_const(i) for i in params if ctx.has(i)):
-        try:    # constant parameters: every pair's result in a 65536-entry table, built once
-            table = _q.qlinear_binary_table(kind, *(ctx.consts[i] if ctx.has(i) else None
-                                                    for i in params), ctx.dtypes[0])
+        try:    # constant parameters: validated and folded once
+            run = _q.qlinear_binary_plan(kind, *(ctx.consts[i] if ctx.has(i) else None
+                                                 for i in params), ctx.dtypes[0], backend=b)
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
-        return _guarded(ctx, lambda a, sa, za, bm, *_: _q.lookup2(a, bm, table, backend=b))
+        return _guarded(ctx, lambda a, sa, za, bm, *_: run(a, bm))
 
     def f(a, sa, za, bm, sb, zb, sc, zc=None):
         if zc is None:
