@@ -219,6 +219,26 @@ def _run_both(op_type, inputs, attrs=None, opset=19, domain="", backend=None):
     return got, want
 
 
+def _run_both_const(op_type, inputs, consts, attrs=None, domain="com.microsoft",
+                    backend=None):
+    """_run_both with the inputs named in ``consts`` as initializers (as in quantized models:
+    edgedl then plans the node with its parameters folded at load)."""
+    import edgedl
+    from onnx import numpy_helper
+    inputs = [(n, np.asarray(a)) for n, a in inputs]
+    model = single_node_model(op_type, inputs, attrs, opset=1, domain=domain)
+    model.opset_import.append(__import__("onnx").helper.make_opsetid("", 17))
+    g = model.graph
+    keep = [i for i in g.input if i.name not in consts]
+    del g.input[:]
+    g.input.extend(keep)
+    g.initializer.extend(numpy_helper.from_array(a, n) for n, a in inputs if n in consts)
+    feed = {n: a for n, a in inputs if n not in consts}
+    want = ort_session(model).run(None, feed)[0]
+    got = edgedl.InferenceSession(model.SerializeToString(), backend=backend).run(None, feed)[0]
+    return got, want
+
+
 def _close_lsb(got, want, exact=0.98):
     """Within 1 LSB everywhere, equal nearly everywhere: the float32 arithmetic of onnxruntime's
     QLinear kernels differs from ours in the order of a product or sum (or an FMA) now and
@@ -324,6 +344,18 @@ def test_microsoft_ops_match_onnxruntime(backend, dtype, rng):
     _close_lsb(*_run_both("QLinearAveragePool", pool, dict(kernel_shape=[3, 3], strides=[2, 2],
                                                            pads=[1, 1, 1, 1]),
                           opset=1, domain="com.microsoft", backend=backend), exact=0.95)
+    # constant parameters: the planned forms (qlinear_binary_plan, the planned pool)
+    params = {"as", "az", "bs", "bz", "cs", "cz", "xs", "xz", "ys", "yz"}
+    for op in ("QLinearAdd", "QLinearMul"):
+        ins = [("a", x), ("as", np.float32(0.0517)), ("az", dtype(3)), ("b", y),
+               ("bs", np.float32(0.0213)), ("bz", dtype(-2 if dtype == S8 else 9)),
+               ("cs", np.float32(0.1093 if op == "QLinearAdd" else 0.4871)), ("cz", dtype(5))]
+        _close_lsb(*_run_both_const(op, ins, params, backend=backend))
+    big = _q(rng, (1, 3, 20, 20), dtype)
+    pool[0] = ("x", big)
+    _close_lsb(*_run_both_const("QLinearAveragePool", pool, params,
+                                dict(kernel_shape=[3, 3], strides=[2, 2]), backend=backend),
+               exact=0.95)
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)

@@ -416,6 +416,25 @@ def qlinear_global_average_pool(ctx):
     return _guarded(ctx, f)
 
 
+def _planned_qavg(ctx, kernel, strides, pads, ceil, auto_pad, cip):
+    """QLinearAveragePool (NCHW) of a fixed shape with constant parameters: its three steps
+    planned once (validated at load, none per call; FastestDet's 48x46x46 pool took 0.28 ms
+    in the unplanned calls), or None to take those calls."""
+    b = ctx.backend
+    c = [ctx.consts[i] if ctx.has(i) else None for i in range(1, 5)]
+    xdt = np.dtype(ctx.dtypes[0])
+    try:
+        dq = _q.dequantize_linear_plan(ctx.shapes[0], xdt, c[0], c[1], backend=b)
+        pool = _pool.pool2d_plan(ctx.shapes[0], "avg", kernel, strides, pads,
+                                 ceil_mode=ceil, auto_pad=auto_pad, count_include_pad=cip,
+                                 backend=b)
+        yz = np.zeros((), xdt) if c[3] is None else c[3]
+        q = _q.quantize_linear_plan(pool.out_shape, c[2], yz, backend=b)
+    except (EdgeDLError, ValueError, TypeError):
+        return None
+    return lambda x: q(pool(dq(x)))
+
+
 @op(MS + "QLinearAveragePool")
 def qlinear_average_pool(ctx):
     """Dequantize, edgedl's AveragePool (ONNX attributes), quantize."""
@@ -430,6 +449,11 @@ def qlinear_average_pool(ctx):
     auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
     ceil = bool(ctx.attr("ceil_mode", 0))
     cip = bool(ctx.attr("count_include_pad", 0))
+
+    if not cl and ctx.static and all(ctx.is_const(i) for i in range(1, ctx.n_in)):
+        planned = _planned_qavg(ctx, kernel, strides, pads, ceil, auto_pad, cip)
+        if planned is not None:
+            return _guarded(ctx, lambda x, *_: planned(x))
 
     def f(x, xs, xz, ys, yz=None):
         yz = np.zeros((), x.dtype) if yz is None else yz
