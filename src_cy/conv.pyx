@@ -896,7 +896,8 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
     cdef const floating* wc
     cdef floating bq
     # float32 rows of >= 18: edl_dw3_same_rows2_f, two whole rows a call; the bias and a clip
-    # (ReLU, ReLU6) in its store, other activations over the plane afterwards
+    # (ReLU, ReLU6) in its store, other activations over the plane afterwards. (The caller
+    # passes rows of >= _SAME_W = 18; the check keeps the kernel's n >= 18 if that changes.)
     cdef bint vec = floating is float and wd >= 18
     cdef bint fused = vec and (act == ACT_NONE or act == ACT_CLIP)
     cdef floating flo = lo if act == ACT_CLIP else -INFINITY

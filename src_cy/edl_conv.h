@@ -90,6 +90,20 @@ EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row
                 + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
 }
 #define EDL_LD16(p) ({ edl_v16f t_; memcpy(&t_, (p), 64); t_; })
+/* t = lo > t ? lo : t, then hi < t ? hi : t, each only if that bound is finite (a ReLU
+   clamps once): selects keep a NaN (as x86's maxps / minps would; GCC does not turn this
+   select into them for the 16-wide type on AVX2 / SSE, only a scalar loop per lane).
+   Expects edl_v16f lov / hiv and int clo / chi in scope. */
+#define EDL_SEL16(m, a, b) ((edl_v16f)(((edl_v16i)(a) & (m)) | ((edl_v16i)(b) & ~(m))))
+#define EDL_CLAMP16(t)                                                                    \
+    ({ edl_v16f u_ = (t);                                                                \
+       if (clo) u_ = EDL_SEL16(lov > u_, lov, u_);                                        \
+       if (chi) u_ = EDL_SEL16(hiv < u_, hiv, u_);                                        \
+       u_; })
+static inline float edl_clamp1(float t, float lo, float hi) {
+    float v = lo > t ? lo : t;
+    return hi < v ? hi : v;
+}
 /* 3x3 stride-1 depthwise with padding 1, whole output rows (n >= 18 columns, edges included)
    with the bias and a clip (act NONE: lo = -inf, hi = inf; NaN passes): x0.. are the input
    rows of the window (a zero row above / below the plane). Two output rows a call share the
@@ -97,18 +111,10 @@ EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row
    of 5 FMAs from the bias and one of 4, then max / min (vmaxps / vminps: the select form
    lo > t ? lo : t is what they compute, NaN included): 12 vector ops, not the 16 of three
    partial sums and compare-and-blend clamps, which ran at 1.7 cycles an output (64x80x80). */
-/* t = lo > t ? lo : t, then hi < t ? hi : t, each only if that bound is finite (a ReLU
-   clamps once): selects keep a NaN (as x86's maxps / minps would; GCC does not turn this
-   select into them for the 16-wide type on AVX2 / SSE, only a scalar loop per lane) */
-#define EDL_SEL16(m, a, b) ((edl_v16f)(((edl_v16i)(a) & (m)) | ((edl_v16i)(b) & ~(m))))
-#define EDL_CLAMP16(t)                                                                        ({ edl_v16f u_ = (t);                                                                       if (clo) u_ = EDL_SEL16(lov > u_, lov, u_);                                               if (chi) u_ = EDL_SEL16(hiv < u_, hiv, u_);                                               u_; })
-static inline float edl_clamp1(float t, float lo, float hi) {
-    float v = lo > t ? lo : t;
-    return hi < v ? hi : v;
-}
 #define EDL_DW3_V(a, b_, c, k)                                                            \
-    EDL_CLAMP16((b + w0 * EDL_LD16(a + (k) - 1) + w1 * EDL_LD16(a + (k)) + w2 * EDL_LD16(a + (k) + 1) \
-                 + w3 * EDL_LD16(b_ + (k) - 1) + w4 * EDL_LD16(b_ + (k)))                \
+    EDL_CLAMP16((b + w0 * EDL_LD16(a + (k) - 1) + w1 * EDL_LD16(a + (k))                 \
+                 + w2 * EDL_LD16(a + (k) + 1) + w3 * EDL_LD16(b_ + (k) - 1)               \
+                 + w4 * EDL_LD16(b_ + (k)))                                               \
                 + (w5 * EDL_LD16(b_ + (k) + 1) + w6 * EDL_LD16(c + (k) - 1)                \
                    + w7 * EDL_LD16(c + (k)) + w8 * EDL_LD16(c + (k) + 1)))
 #define EDL_DW3_EDGES(a, b_, c, row)                                                      \

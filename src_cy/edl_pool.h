@@ -216,6 +216,7 @@ static inline T edl_imax3_##S(T a, T b, T c) {                                  
     T m = b > a ? b : a;                                                                  \
     return c > m ? c : m;                                                                 \
 }                                                                                         \
+static inline T edl_imax2_##S(T a, T b) { return b > a ? b : a; }                         \
 /* 2x2 stride 2, no padding, a whole plane (x: rows of w): each output row's two input  \
    rows' max into v (oh rows of 2 ow), then the pairs of all of v in one loop (YuNet's pools \
    on quantized tensors; per output row, the general path's copy, row max and tap passes,  \
@@ -226,11 +227,11 @@ EDL_SIMD_KERNEL static void edl_imax2x2_##S(const T *restrict x, ptrdiff_t w, pt
     for (ptrdiff_t o = 0; o < oh; o++) {                                                  \
         const T *a = x + 2 * o * w, *b = a + w;                                           \
         T *vo = v + 2 * o * ow;                                                           \
-        if (ow >= 32) EDL_BY64(k, 2 * ow, vo[k] = b[k] > a[k] ? b[k] : a[k]);             \
-        else EDL_BY16(k, 2 * ow, vo[k] = b[k] > a[k] ? b[k] : a[k]);  /* no scalar tail */  \
+        if (ow >= 32) EDL_BY64(k, 2 * ow, vo[k] = edl_imax2_##S(a[k], b[k]));             \
+        else EDL_BY16(k, 2 * ow, vo[k] = edl_imax2_##S(a[k], b[k]));  /* no scalar tail */ \
     }                                                                                     \
-    if (oh * ow >= 64) EDL_BY64(q, oh * ow, d[q] = v[2 * q + 1] > v[2 * q] ? v[2 * q + 1] : v[2 * q]); \
-    else EDL_BY16(q, oh * ow, d[q] = v[2 * q + 1] > v[2 * q] ? v[2 * q + 1] : v[2 * q]);   \
+    if (oh * ow >= 64) EDL_BY64(q, oh * ow, d[q] = edl_imax2_##S(v[2 * q], v[2 * q + 1])); \
+    else EDL_BY16(q, oh * ow, d[q] = edl_imax2_##S(v[2 * q], v[2 * q + 1]));             \
 }                                                                                         \
 EDL_SIMD_KERNEL static void edl_imax3s2_##S(const T *restrict a, const T *restrict b,     \
                                             const T *restrict c, ptrdiff_t w,             \

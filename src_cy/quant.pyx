@@ -634,6 +634,9 @@ def channel_lookup(const unsigned char[:, :, ::1] x, const q8[:, ::1] tables,
 def qbinary(const q8[::1] a, const q8[::1] b, int mul, float ra, float rb, float fixed,
             float za, float zb, float zc, float lo, float hi, q8[::1] out):
     cdef Py_ssize_t n = a.shape[0]
+    if b.shape[0] != n or out.shape[0] != n:
+        raise ValueError(f"qbinary: a, b and out must have one length, got {n}, "
+                         f"{b.shape[0]} and {out.shape[0]}")
     if n == 0:
         return
     with nogil:
