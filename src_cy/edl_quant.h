@@ -412,6 +412,257 @@ EDL_QDW3S2_VNNI(edl_qdw3s2_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni",
 EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
 
+/* A whole depthwise plane on AVX-512 VNNI with its requantization fused: no int32 plane is
+   written and read back, and no row is left to a scalar tail (the separate requantization
+   pass was 38% of a 48x22x22 stride-2 conv, its 22-value rows too short for its vector loop).
+   out[oy][ox] (row pitch ow) = requant(sum of w[i][j] * x[(oy sh + i) wp + ox sw + j] - corr)
+   with EDL_REQUANT's steps in vector form: vcvtps2dq rounds half to even in the default
+   rounding mode as the EDL_RND trick does, and the values are in range before the narrowing
+   (a truncation, whatever the output type).
+   x: the plane padded with the zero point, row pitch wp, 64 readable bytes past its end (the
+   last block of a row computes 8 outputs and stores the live ones). Taps as edl_qdwk_vnni*:
+   groups of 4 along the kernel row, one dot a group; at column stride 2 each 128-bit lane
+   holds 4 outputs' windows, from 16 bytes at x + 2q (+ 8 for the upper lane). */
+#define EDL_RQ_TARGET "avx2,avx512f,avx512vl,avx512bw,avx512vnni"
+__attribute__((target(EDL_RQ_TARGET), always_inline)) static inline __m128i edl_rq8_bytes(
+        __m256i a, __m256i bias, __m256 s, __m256 flo, __m256 fhi, __m256i z, int s8) {
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, bias)), s);
+    v = _mm256_min_ps(_mm256_max_ps(v, flo), fhi);
+    (void)s8;           /* in [lo, hi] already: the truncating narrowing serves both types */
+    return _mm256_cvtepi32_epi8(_mm256_add_epi32(_mm256_cvtps_epi32(v), z));
+}
+/* 8 outputs' windows of group g's taps (column stride SW) starting at p */
+#define EDL_QDWP_WIN(p, SW, sh)                                                              \
+    ((SW) == 1 ? EDL_QDWK_WIN(p, sh)                                                         \
+               : _mm256_shuffle_epi8(_mm256_loadu2_m128i((const __m128i *)((p) + 8),         \
+                                                         (const __m128i *)(p)), (sh)))
+/* Outputs q .. q + 8 nb - 1 of a row (those before ow stored): nb groups of 8, each its own
+   dot chain (kh * ng links of ~5 cycles: a row of 22 done 8 at a time waited on them). */
+__attribute__((target(EDL_RQ_TARGET), always_inline)) static inline void edl_qdw_step(
+        const uint8_t *xr, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t ng, const ptrdiff_t sw,
+        const __m256i *wg, __m256i shf, __m256i c, const int nb, ptrdiff_t q, ptrdiff_t ow,
+        uint8_t *o, __m256i vb, __m256 vs, __m256 flo, __m256 fhi, __m256i vz, int s8) {
+    __m256i a[4], e[4];                   /* even and odd kernel rows: half-length chains */
+    for (int b = 0; b < nb; b++) { a[b] = c; e[b] = _mm256_setzero_si256(); }
+    for (ptrdiff_t r = 0; r < kh; r++)
+        for (ptrdiff_t g = 0; g < ng; g++) {
+            const uint8_t *p = xr + r * wp + sw * q + 4 * g;
+            const __m256i wv = wg[r * ng + g];
+            for (int b = 0; b < nb; b++) {
+                const __m256i win = EDL_QDWP_WIN(p + 8 * sw * b, sw, shf);
+                if (r & 1) e[b] = _mm256_dpbusd_epi32(e[b], win, wv);
+                else a[b] = _mm256_dpbusd_epi32(a[b], win, wv);
+            }
+        }
+    for (int b = 0; b < nb; b++) {
+        const __m128i v = edl_rq8_bytes(_mm256_add_epi32(a[b], e[b]), vb, vs, flo, fhi, vz, s8);
+        const ptrdiff_t at = q + 8 * b;
+        if (at + 8 <= ow) _mm_storel_epi64((__m128i *)(o + at), v);
+        else if (at < ow) _mm_mask_storeu_epi8(o + at, (__mmask16)((1u << (ow - at)) - 1), v);
+    }
+}
+__attribute__((target(EDL_RQ_TARGET), always_inline)) static inline void edl_qdw_plane_rq_body(
+        const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
+        const ptrdiff_t sw, const int32_t *w, int32_t corr, int32_t bias, float scale,
+        int32_t zp, int s8, uint8_t *out, ptrdiff_t oh, ptrdiff_t ow) {
+    const __m256i shf = sw == 1
+        ? _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,
+                           4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10)
+        : _mm256_setr_epi8(0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9,
+                           0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9);
+    const ptrdiff_t ng = (kw + 3) / 4;
+    __m256i wg[64];                                    /* kh * ng <= 16 * 4 weight groups */
+    for (ptrdiff_t r = 0; r < kh; r++)
+        for (ptrdiff_t g = 0; g < ng; g++) {
+            uint32_t v = 0;
+            for (ptrdiff_t j = 0; j < 4 && 4 * g + j < kw; j++)
+                v |= (uint32_t)(uint8_t)w[r * kw + 4 * g + j] << (8 * j);
+            wg[r * ng + g] = _mm256_set1_epi32((int32_t)v);
+        }
+    const float lo = s8 ? -128.0f : 0.0f, hi = s8 ? 127.0f : 255.0f;
+    const __m256i c = _mm256_set1_epi32(-corr), vb = _mm256_set1_epi32(bias);
+    const __m256i vz = _mm256_set1_epi32(zp);
+    const __m256 vs = _mm256_set1_ps(scale), flo = _mm256_set1_ps(lo - (float)zp);
+    const __m256 fhi = _mm256_set1_ps(hi - (float)zp);
+    for (ptrdiff_t oy = 0; oy < oh; oy++) {
+        const uint8_t *xr = x + oy * sh * wp;
+        uint8_t *o = out + oy * ow;
+        ptrdiff_t q = 0;
+        for (; q + 32 <= ow; q += 32)
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 4, q, ow, o, vb, vs, flo, fhi, vz, s8);
+        /* the rest (a narrow plane's whole row) in as many chains as it has blocks of 8 */
+        const ptrdiff_t left = ow - q;
+        if (left > 16)
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 4, q, ow, o, vb, vs, flo, fhi, vz, s8);
+        else if (left > 8)
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 2, q, ow, o, vb, vs, flo, fhi, vz, s8);
+        else if (left > 0)
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 1, q, ow, o, vb, vs, flo, fhi, vz, s8);
+    }
+}
+/* the two column strides, and the 3x3 kernel with its sizes known (unrolled) */
+#define EDL_QDW_PLANE_RQ(NAME, KH, KW, SW)                                                   \
+__attribute__((target(EDL_RQ_TARGET))) static void NAME(                                     \
+        const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,            \
+        const int32_t *w, int32_t corr, int32_t bias, float scale, int32_t zp, int s8,       \
+        uint8_t *out, ptrdiff_t oh, ptrdiff_t ow) {                                          \
+    (void)kh; (void)kw;                                                                     \
+    edl_qdw_plane_rq_body(x, wp, KH, KW, sh, SW, w, corr, bias, scale, zp, s8, out, oh, ow); \
+}
+EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_k3s1, 3, 3, 1)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_k3s2, 3, 3, 2)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_s1, kh, kw, 1)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_s2, kh, kw, 2)
+#endif
+
+/* A conv over few input channels (a detector's stem on the image: K = C kh kw <= 128),
+   direct on AVX-512 VNNI + VBMI and requantized as computed, where im2col + pack + GEMM +
+   a requantization pass moved ~4 bytes per MAC-row through memory (YuNet's 3 -> 16 3x3 s2:
+   0.35 ms for 11 M MACs). K is cut into groups of 4 taps (the last zero-padded); a group's
+   taps lie in at most 2 rows of the zero-point-padded planes (kw >= 3 keeps it so), and one
+   vpermt2b of 64 bytes from each of those rows gives 16 outputs' 4-byte windows; each output
+   channel's 4 weights are then one broadcast vpdpbusd. 16 output channels (or 8 for the
+   last few) accumulate at once over all groups, so a window is made once per 16 channels. */
+#define EDL_QCD_TARGET "avx2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi"
+#define EDL_QCD_MAXG 32
+#ifdef EDL_QGEMM_AVX2
+static int edl_q_vbmi(void);
+#endif
+typedef struct {
+    ptrdiff_t ng;
+    ptrdiff_t ra[EDL_QCD_MAXG], rb[EDL_QCD_MAXG];   /* a group's rows: offsets in the planes */
+    uint8_t idx[EDL_QCD_MAXG][64];                   /* its vpermt2b indices (64+: row rb) */
+} edl_qcd_plan;
+
+/* The plan of a c x kh x kw kernel at column stride sw over planes hp x wp; 0 if it does
+   not fit (more than 128 taps, a group over 3 rows, windows past 64 bytes, no VBMI). */
+static int edl_qcd_make_plan(edl_qcd_plan *p, ptrdiff_t c, ptrdiff_t kh, ptrdiff_t kw,
+                             ptrdiff_t sw, ptrdiff_t hp, ptrdiff_t wp) {
+#ifdef EDL_QGEMM_AVX2
+    const ptrdiff_t k = c * kh * kw;
+    p->ng = (k + 3) / 4;
+    if (k <= 0 || p->ng > EDL_QCD_MAXG || sw < 1 || 15 * sw + kw - 1 > 63
+            || edl_q_u8s8() != 2 || !edl_q_vbmi())
+        return 0;
+    for (ptrdiff_t g = 0; g < p->ng; g++) {
+        ptrdiff_t rows[2] = {-1, -1};
+        for (ptrdiff_t t = 0; t < 4 && 4 * g + t < k; t++) {
+            const ptrdiff_t kk = 4 * g + t, ci = kk / (kh * kw), i = kk / kw % kh;
+            const ptrdiff_t off = ci * hp * wp + i * wp;
+            if (rows[0] < 0 || rows[0] == off) rows[0] = off;
+            else if (rows[1] < 0 || rows[1] == off) rows[1] = off;
+            else return 0;
+        }
+        p->ra[g] = rows[0];
+        p->rb[g] = rows[1] < 0 ? rows[0] : rows[1];
+        for (ptrdiff_t o = 0; o < 16; o++)
+            for (ptrdiff_t t = 0; t < 4; t++) {
+                const ptrdiff_t kk = 4 * g + t;
+                if (kk >= k) { p->idx[g][4 * o + t] = 0; continue; }   /* weight 0 */
+                const ptrdiff_t ci = kk / (kh * kw), i = kk / kw % kh, j = kk % kw;
+                const ptrdiff_t off = ci * hp * wp + i * wp;
+                p->idx[g][4 * o + t] = (uint8_t)((off == p->ra[g] ? 0 : 64) + sw * o + j);
+            }
+    }
+    return 1;
+#else
+    (void)p; (void)c; (void)kh; (void)kw; (void)sw; (void)hp; (void)wp;
+    return 0;
+#endif
+}
+
+#ifdef EDL_QGEMM_AVX2
+/* 16 int32 sums -> 16 bytes, as edl_rq8_bytes */
+__attribute__((target(EDL_QCD_TARGET), always_inline)) static inline __m128i edl_rq16_bytes(
+        __m512i a, int32_t bias, float s, __m512 flo, __m512 fhi, __m512i z) {
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a, _mm512_set1_epi32(bias))),
+                             _mm512_set1_ps(s));
+    v = _mm512_min_ps(_mm512_max_ps(v, flo), fhi);
+    return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), z));
+}
+/* Output channels m0 .. m0 + MC - 1 (those below m stored) at outputs q .. q + 15 of a row. */
+__attribute__((target(EDL_QCD_TARGET), always_inline)) static inline void edl_qcd_block(
+        const uint8_t *base, ptrdiff_t sw, ptrdiff_t q, const edl_qcd_plan *p,
+        const int32_t *w4, const int MC, ptrdiff_t m0, ptrdiff_t m, const int32_t *corr,
+        const float *scale, __m512 flo, __m512 fhi, __m512i z, uint8_t *o, ptrdiff_t plane,
+        __mmask16 live) {
+    __m512i acc[16];
+    for (int r = 0; r < MC; r++) acc[r] = _mm512_setzero_si512();
+    const ptrdiff_t ng = p->ng;
+    for (ptrdiff_t g = 0; g < ng; g++) {
+        const __m512i a = _mm512_loadu_si512(base + p->ra[g] + sw * q);
+        const __m512i b = _mm512_loadu_si512(base + p->rb[g] + sw * q);
+        const __m512i win = _mm512_permutex2var_epi8(a, _mm512_loadu_si512(p->idx[g]), b);
+        for (int r = 0; r < MC; r++)
+            acc[r] = _mm512_dpbusd_epi32(acc[r], win, _mm512_set1_epi32(w4[(m0 + r) * ng + g]));
+    }
+    for (int r = 0; r < MC; r++)
+        if (m0 + r < m)
+            _mm_mask_storeu_epi8(o + (m0 + r) * plane + q, live,
+                                 edl_rq16_bytes(acc[r], corr[m0 + r], scale[m0 + r], flo, fhi, z));
+}
+/* Output rows oy0 .. oy1 - 1 of all m channels: out (m, oh, ow) from the c planes in buf
+   (hp x wp each, padded with the zero point, 64 readable bytes past the last); w4: the
+   weights minus their zero points as int8, ng groups of 4 a channel (one int32 each), rows
+   up to a multiple of 16 (zeros past m). */
+__attribute__((target(EDL_QCD_TARGET))) static void edl_qconv_direct_rows(
+        const uint8_t *buf, ptrdiff_t wp, ptrdiff_t sh, ptrdiff_t sw, const edl_qcd_plan *p,
+        const int32_t *w4, ptrdiff_t m, const int32_t *corr, const float *scale, int32_t zp,
+        int s8, uint8_t *out, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t oy0, ptrdiff_t oy1) {
+    const float lo = s8 ? -128.0f : 0.0f, hi = s8 ? 127.0f : 255.0f;
+    const __m512 flo = _mm512_set1_ps(lo - (float)zp), fhi = _mm512_set1_ps(hi - (float)zp);
+    const __m512i z = _mm512_set1_epi32(zp);
+    for (ptrdiff_t oy = oy0; oy < oy1; oy++) {
+        const uint8_t *base = buf + oy * sh * wp;
+        uint8_t *o = out + oy * ow;
+        for (ptrdiff_t q = 0; q < ow; q += 16) {
+            const __mmask16 live = ow - q >= 16 ? (__mmask16)0xFFFF
+                                                : (__mmask16)((1u << (ow - q)) - 1);
+            ptrdiff_t m0 = 0;
+            for (; m - m0 > 8; m0 += 16)
+                edl_qcd_block(base, sw, q, p, w4, 16, m0, m, corr, scale, flo, fhi, z, o,
+                              oh * ow, live);
+            if (m0 < m)
+                edl_qcd_block(base, sw, q, p, w4, 8, m0, m, corr, scale, flo, fhi, z, o,
+                              oh * ow, live);
+        }
+    }
+}
+#else
+static void edl_qconv_direct_rows(const uint8_t *buf, ptrdiff_t wp, ptrdiff_t sh,
+                                  ptrdiff_t sw, const edl_qcd_plan *p, const int32_t *w4,
+                                  ptrdiff_t m, const int32_t *corr, const float *scale,
+                                  int32_t zp, int s8, uint8_t *out, ptrdiff_t oh,
+                                  ptrdiff_t ow, ptrdiff_t oy0, ptrdiff_t oy1) {
+    /* never called: edl_qcd_make_plan returns 0 here */
+    (void)buf; (void)wp; (void)sh; (void)sw; (void)p; (void)w4; (void)m; (void)corr;
+    (void)scale; (void)zp; (void)s8; (void)out; (void)oh; (void)ow; (void)oy0; (void)oy1;
+}
+#endif
+
+/* edl_qdw_plane_rq_* where they run: AVX-512 VNNI (EDGEDL_INT8_ISA unset or avx512), w in
+   int8 (w8: checked by the caller), a kernel of at most 16 x 16, column stride 1 or 2.
+   Returns 0 (nothing done: the caller's int32 rows and separate requantization run) else. */
+static int edl_qdw_plane_rq(const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,
+                            ptrdiff_t sh, ptrdiff_t sw, const int32_t *w, int w8, int32_t corr,
+                            int32_t bias, float scale, int32_t zp, int s8, void *out,
+                            ptrdiff_t oh, ptrdiff_t ow) {
+#ifdef EDL_QGEMM_AVX2
+    if (!w8 || edl_q_u8s8() != 2 || kh > 16 || kw > 16 || (sw != 1 && sw != 2)) return 0;
+    const int k3 = kh == 3 && kw == 3;
+    if (sw == 1) (k3 ? edl_qdw_plane_rq_k3s1 : edl_qdw_plane_rq_s1)(
+        x, wp, kh, kw, sh, w, corr, bias, scale, zp, s8, (uint8_t *)out, oh, ow);
+    else (k3 ? edl_qdw_plane_rq_k3s2 : edl_qdw_plane_rq_s2)(
+        x, wp, kh, kw, sh, w, corr, bias, scale, zp, s8, (uint8_t *)out, oh, ow);
+    return 1;
+#else
+    (void)x; (void)wp; (void)kh; (void)kw; (void)sh; (void)sw; (void)w; (void)w8; (void)corr;
+    (void)bias; (void)scale; (void)zp; (void)s8; (void)out; (void)oh; (void)ow;
+    return 0;
+#endif
+}
+#ifdef EDL_QGEMM_AVX2
+
 /* out[i] = t[x[i]] for a 256-byte table on AVX2, 32 bytes a step, each half of the table
    (x < 128, and x ^ 128 < 128 for the other) as 8 rows of 16 entries, one vpshufb a row.
    Row k's index x +sat (0x70 - 16k) keeps x's low nibble (0x70 - 16k is 0 mod 16) and has

@@ -35,6 +35,19 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qdw3_u8_fast(const unsigned char *x0, const unsigned char *x1,
                           const unsigned char *x2, const int *w, int w8, int corr, int *d,
                           Py_ssize_t n)
+    ctypedef struct edl_qcd_plan:
+        Py_ssize_t ng
+    int edl_qcd_make_plan(edl_qcd_plan *p, Py_ssize_t c, Py_ssize_t kh, Py_ssize_t kw,
+                          Py_ssize_t sw, Py_ssize_t hp, Py_ssize_t wp)
+    void edl_qconv_direct_rows(const unsigned char *buf, Py_ssize_t wp, Py_ssize_t sh,
+                               Py_ssize_t sw, const edl_qcd_plan *p, const int *w4,
+                               Py_ssize_t m, const int *corr, const float *scale, int zp,
+                               int s8, unsigned char *out, Py_ssize_t oh, Py_ssize_t ow,
+                               Py_ssize_t oy0, Py_ssize_t oy1)
+    int edl_qdw_plane_rq(const unsigned char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw, const int *w, int w8, int corr,
+                         int bias, float scale, int zp, int s8, void *out, Py_ssize_t oh,
+                         Py_ssize_t ow)
     void edl_qdw3s2_u8_fast(const unsigned char *x0, const unsigned char *x1,
                             const unsigned char *x2, const int *w, int w8, int corr, int *d,
                             Py_ssize_t n)
@@ -445,9 +458,9 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
     cdef float flo = -128.0 if out_s8 else 0.0
     cdef float fhi = 127.0 if out_s8 else 255.0
     with nogil, parallel(use_threads_if=c * oh * ow * nk >= PAR_ELEMS):
-        # per thread: the plane (+ kw + 16 bytes that the stride-1 run and the VNNI rows
+        # per thread: the plane (+ kw + 64 bytes that the stride-1 run and the VNNI rows
         # read past its end, never used), the taps, the int32 rows (a plane at stride 1)
-        buf = <q8 *>malloc(hp * wp * sizeof(q8) + kw + 16)
+        buf = <q8 *>malloc(hp * wp * sizeof(q8) + kw + 64)
         wk = <int *>malloc(nk * sizeof(int))
         row = <int *>malloc((oh * wp if sh == 1 and sw == 1 else ow) * sizeof(int))
         for ch in prange(c, schedule="static"):
@@ -461,13 +474,19 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 wsum = wsum + wk[t]
                 if wk[t] < -128 or wk[t] > 127:
                     w8 = 0
-            memset(buf, <unsigned char><q8>x_zp, hp * wp + kw + 16)
+            memset(buf, <unsigned char><q8>x_zp, hp * wp + kw + 64)
             lo = max(0, pw)                       # buffer columns holding image columns
             hi = min(wp, wd + pw)
             for r in range(hp):
                 iy = r - ph
                 if 0 <= iy < h and hi > lo:
                     memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
+            # the plane requantized as it is computed, where the CPU has those kernels
+            if q8 is u8_t and out != NULL:
+                if edl_qdw_plane_rq(buf, wp, kh, kw, sh, sw, wk, w8, x_zp * wsum, bias[ch],
+                                    scale[ch], zero_point, out_s8,
+                                    <char *>out + ch * oh * ow, oh, ow):
+                    continue
             if sh == 1 and sw == 1:
                 # stride 1: the output plane as one run of oh * wp values at the buffer's
                 # pitch (value oy * wp + ox reads buf[oy * wp + ox + i * wp + j]; the wp - ow
@@ -527,6 +546,58 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
         free(row)
     if failed:
         raise MemoryError("qdepthwise: no memory for a padded plane")
+
+
+def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
+                         const signed char[:, ::1] w4, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                         const int[::1] corr, const float[::1] scale, int zero_point, out):
+    """A dense conv (dilation 1) of few input channels, requantized as it is computed
+    (edl_qconv_direct_rows): x (C, H, W) uint8; w4 (M16, 4 * ceil(C kh kw / 4)) the weights
+    minus their zero points as int8, tap order (c, i, j), zeros past the taps and past M
+    (M16 a multiple of 16 >= M); out (M, OH, OW) uint8 or int8. Returns False, having done
+    nothing, where the CPU or the shape has no such kernel (the caller's GEMM path runs)."""
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
+    cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
+    cdef Py_ssize_t m = o8.shape[0], oh = o8.shape[1], ow = o8.shape[2]
+    cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
+    cdef Py_ssize_t k = c * kh * kw, ng = (k + 3) // 4, ch, r, iy, lo, hi, t, nt
+    cdef bint s8 = out.dtype.kind == "i"
+    cdef edl_qcd_plan plan
+    cdef unsigned char *buf
+    if m * oh * ow == 0 or oh < 1 or ow < 1:
+        return False
+    if not edl_qcd_make_plan(&plan, c, kh, kw, sw, hp, wp):
+        return False
+    # the kernel reads these unchecked (the padded planes are sized from oh, ow: any
+    # geometry stays inside them)
+    if (w4.shape[0] < (m + 15) // 16 * 16 or w4.shape[1] != 4 * ng or corr.shape[0] < m
+            or scale.shape[0] < m or sh < 1 or ph < 0 or pw < 0):
+        raise ValueError("qconv_direct_requant: the weights, parameters or geometry do not "
+                         f"fit x {tuple(x.shape)} and out {tuple(out.shape)}")
+    buf = <unsigned char *>malloc(c * hp * wp + 64)
+    if buf == NULL:
+        raise MemoryError("qconv_direct_requant: no memory for the padded planes")
+    cdef const int *w32 = <const int *>&w4[0, 0]
+    with nogil:
+        memset(buf, <unsigned char>x_zp, c * hp * wp + 64)
+        lo = max(0, pw)                       # buffer columns holding image columns
+        hi = min(wp, wd + pw)
+        if hi > lo:
+            for t in prange(c * hp, schedule="static", use_threads_if=c * hp * wp >= PAR_ELEMS):
+                ch = t // hp
+                r = t % hp
+                iy = r - ph
+                if 0 <= iy < h:
+                    memcpy(buf + t * wp + lo, &x[ch, iy, lo - pw], hi - lo)
+        # blocks of 4 output rows a thread step
+        nt = (oh + 3) // 4
+        for t in prange(nt, schedule="static", use_threads_if=m * k * oh * ow >= PAR_ELEMS * 8):
+            edl_qconv_direct_rows(buf, wp, sh, sw, &plan, w32, m, &corr[0], &scale[0],
+                                  zero_point, s8, &o8[0, 0, 0], oh, ow, 4 * t,
+                                  min(oh, 4 * t + 4))
+    free(buf)
+    return True
 
 
 def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,

@@ -33,6 +33,8 @@ QDQ_TYPES = QTYPES + (np.dtype(np.uint16), np.dtype(np.int16))
 #: products of two 8-bit values minus their zero points are at most 255 * 255 in magnitude:
 #: sums of up to this many stay exact in int32
 MAX_K = (2**31 - 1) // (255 * 255)
+# taps (C kh kw) up to which a dense conv of uint8 input may take the direct stem kernel
+_STEM_MAX_K = 128
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -394,6 +396,10 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
     corr = corr.astype(np.int32).reshape(group, mg)
     mult = np.ascontiguousarray(mult, np.float32).reshape(group, mg)
     direct = kh == kw == sh == sw == 1 and not any(pads)
+    # a stem over few channels (the image's): the direct kernel where the Cython backend
+    # has it for this CPU and shape (it says so on its first call), else the GEMM
+    stem = (group == 1 and k <= _STEM_MAX_K and dh == dw == 1 and not direct
+            and x_dtype == np.uint8 and -128 <= wd.min(initial=0) and wd.max(initial=0) <= 127)
     bound = {}
 
     def kernels(bk):
@@ -401,9 +407,15 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         got = bound.get(bk)
         if got is None:
             pack = _kernel("qgemm_pack", bk)
-            got = bound[bk] = (_kernel("qgemm_requant_packed", bk),
+            stem_kernel = None
+            if stem and bk == "cython":
+                w4 = np.zeros(((m + 15) // 16 * 16, 4 * ((k + 3) // 4)), np.int8)
+                w4[:m, :k] = wd.reshape(m, k)
+                stem_kernel = (_kernel("qconv_direct_requant", bk), w4)
+            got = bound[bk] = [_kernel("qgemm_requant_packed", bk),
                                None if direct else _kernel("im2col_q", bk),
-                               [pack(_numba_writable(wd[g], bk)) for g in range(group)])
+                               [pack(_numba_writable(wd[g], bk)) for g in range(group)],
+                               stem_kernel]
         return got
 
     def run(x, out=None):
@@ -411,8 +423,17 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         if y.size == 0:
             return y
         bk = _config.resolve_backend(backend)
-        gemm, im2col, packed = kernels(bk)
+        got = kernels(bk)
+        gemm, im2col, packed, stem_kernel = got
         x = _numba_writable(_contig(x), bk)
+        if stem_kernel is not None:
+            kern, w4 = stem_kernel
+            args = (xz, w4, kh, kw, sh, sw, pads[0], pads[1], corr[0], mult[0], yz)
+            if kern(x[0], *args, y[0]):
+                for i in range(1, n):
+                    kern(x[i], *args, y[i])
+                return y
+            got[3] = None             # not on this CPU or shape: the GEMM from now on
         geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
         for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
             gemm(packed[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))

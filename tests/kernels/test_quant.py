@@ -531,6 +531,15 @@ PLAN_CASES = CONV_CASES + [  # the planned kernels' own paths
     ((1, 3, 9, 9), 3, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),        # dw dilated (tap path)
     ((1, 16, 10, 23), 7, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),     # 1x1, m and n ragged
     ((1, 6, 14, 19), 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # grouped
+    ((1, 3, 10, 75), 3, 3, 5, (2, 2), (2, 2, 2, 2), (1, 1)),      # dw 5x5 s2: 32 + 6 wide
+    ((1, 2, 6, 16), 2, 2, 3, (1, 1), (1, 1, 1, 1), (1, 1)),       # dw rows of 2 whole blocks
+    ((1, 2, 7, 64), 2, 2, 3, (2, 2), (1, 1, 1, 1), (1, 1)),       # dw s2: exactly 32 wide
+    # stems over few channels (the direct kernel: K = C kh kw <= 128, 16 / 8 channels a block)
+    ((1, 3, 21, 37), 24, 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)),     # 16 + 8 channels, 19 wide
+    ((2, 3, 9, 50), 40, 1, 3, (1, 1), (0, 1, 2, 1), (1, 1)),      # 16 + 16 + 8, pads uneven
+    ((1, 12, 11, 30), 7, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # K = 108, 7 channels
+    ((1, 3, 13, 21), 5, 1, 5, (2, 2), (2, 2, 2, 2), (1, 1)),      # 5x5 s2
+    ((1, 2, 6, 10), 3, 1, 7, (2, 1), (3, 3, 3, 3), (1, 1)),       # 7x7, rows at stride 2
 ]
 
 
@@ -557,6 +566,52 @@ def test_qlinear_conv_plan_matches_reference(backend, case, types, rng):
     out = np.empty(run.out_shape, yt)
     assert run(x, out) is out
     np.testing.assert_array_equal(out, want)
+
+
+STEM_CASES = [  # (C, H, W, M, k, stride (rows, columns), pads)
+    (3, 21, 37, 24, 3, (2, 2), (1, 1, 1, 1)),
+    (3, 9, 50, 40, 3, (1, 1), (0, 1, 2, 1)),
+    (12, 11, 30, 7, 3, (1, 1), (1, 1, 1, 1)),
+    (3, 13, 21, 5, 5, (2, 2), (2, 2, 2, 2)),
+    (2, 6, 10, 3, 7, (2, 1), (3, 3, 3, 3)),
+    (3, 40, 33, 16, 3, (2, 2), (0, 0, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", STEM_CASES)
+@pytest.mark.parametrize("yt", [U8, S8])
+def test_stem_kernel_matches_reference(case, yt, rng):
+    """The direct stem kernel (Cython, AVX-512 VNNI + VBMI) on its own: every output
+    requantized as the reference does, saturating both ways; it declines shapes it has no
+    plan for (more than 128 taps, taps of a group over three rows) instead of guessing."""
+    cq = pytest.importorskip("edgedl._cy.quant", reason="the Cython backend is not built")
+    c, h, wd, m, k, st, pads = case
+    x = _q(rng, (1, c, h, wd), U8)
+    w = _q(rng, (m, c, k, k), S8)
+    ws = rng.uniform(1e-3, 4e-2, m).astype(np.float32)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    want = Q.qlinear_conv2d(x, np.float32(0.05), U8(3), w, ws, np.zeros(m, S8), np.float32(0.3),
+                            yt(7), bias, st, pads, (1, 1), 1, backend="numpy")
+    kk = c * k * k
+    w4 = np.zeros(((m + 15) // 16 * 16, 4 * ((kk + 3) // 4)), S8)
+    w4[:m, :kk] = w.reshape(m, kk)
+    corr = (bias - 3 * w.reshape(m, kk).astype(np.int64).sum(1)).astype(np.int32)
+    mult = Q.conv_multiplier(np.float32(0.05), ws, np.float32(0.3), m)
+    out = np.full(want.shape[1:], 99, yt)
+    if not cq.qconv_direct_requant(x[0], 3, w4, k, k, *st, pads[0], pads[1], corr, mult, 7,
+                                   out):
+        assert (out == 99).all()                                  # declined: untouched
+        pytest.skip("this CPU has no AVX-512 VNNI + VBMI (the GEMM path runs instead)")
+    np.testing.assert_array_equal(out, want[0])
+    assert {out.min(), out.max()} <= set(range(-128, 256)) and (out == np.iinfo(yt).max).any()
+    # a kernel whose groups of 4 taps span 4 rows (1x1 over 8 channels) or over 128 taps:
+    # declined
+    for bc, bk in ((8, 1), (3, 7)):
+        kk = bc * bk * bk
+        w4b = np.zeros((w4.shape[0], 4 * ((kk + 3) // 4)), S8)
+        o = np.empty((m, 4, 4), yt)
+        assert not cq.qconv_direct_requant(np.zeros((bc, 10, 10), U8), 0, w4b, bk, bk, 1, 1,
+                                           0, 0, corr, mult, 0, o)
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
