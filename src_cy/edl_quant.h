@@ -425,10 +425,10 @@ EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
    holds 4 outputs' windows, from 16 bytes at x + 2q (+ 8 for the upper lane). */
 #define EDL_RQ_TARGET "avx2,avx512f,avx512vl,avx512bw,avx512vnni"
 __attribute__((target(EDL_RQ_TARGET), always_inline)) static inline __m128i edl_rq8_bytes(
-        __m256i a, __m256i bias, __m256 s, __m256 flo, __m256 fhi, __m256i z, int s8) {
-    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, bias)), s);
+        __m256i a, __m256 s, __m256 flo, __m256 fhi, __m256i z) {
+    __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), s);     /* a: the bias included */
     v = _mm256_min_ps(_mm256_max_ps(v, flo), fhi);
-    (void)s8;           /* in [lo, hi] already: the truncating narrowing serves both types */
+    /* in [lo, hi] now: the truncating narrowing serves both types */
     return _mm256_cvtepi32_epi8(_mm256_add_epi32(_mm256_cvtps_epi32(v), z));
 }
 /* 8 outputs' windows of group g's taps (column stride SW) starting at p */
@@ -436,31 +436,85 @@ __attribute__((target(EDL_RQ_TARGET), always_inline)) static inline __m128i edl_
     ((SW) == 1 ? EDL_QDWK_WIN(p, sh)                                                         \
                : _mm256_shuffle_epi8(_mm256_loadu2_m128i((const __m128i *)((p) + 8),         \
                                                          (const __m128i *)(p)), (sh)))
-/* Outputs q .. q + 8 nb - 1 of a row (those before ow stored): nb groups of 8, each its own
-   dot chain (kh * ng links of ~5 cycles: a row of 22 done 8 at a time waited on them). */
+/* 32 sums (bias included) -> 32 bytes in order, with fewer steps than four edl_rq8_bytes:
+   only the top is clamped in float (a huge v would convert to INT_MIN); the saturating
+   packs to int16, the zero point's saturating add and the pack to 8 bits clamp the bottom
+   (round(v) + z <= lo exactly where v <= lo - z + 1/2 rounds there) and are exact in range.
+   The packs work per 128-bit lane: vpermd puts the four vectors' halves back in order. */
+__attribute__((target(EDL_RQ_TARGET), always_inline)) static inline __m256i edl_rq32_bytes(
+        __m256i a0, __m256i a1, __m256i a2, __m256i a3, __m256 s, __m256 fhi, __m256i z16,
+        int s8) {
+#define EDL_RQI(a) _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), s), fhi))
+    const __m256i p01 = _mm256_adds_epi16(_mm256_packs_epi32(EDL_RQI(a0), EDL_RQI(a1)), z16);
+    const __m256i p23 = _mm256_adds_epi16(_mm256_packs_epi32(EDL_RQI(a2), EDL_RQI(a3)), z16);
+#undef EDL_RQI
+    const __m256i b = s8 ? _mm256_packs_epi16(p01, p23) : _mm256_packus_epi16(p01, p23);
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+/* Outputs q .. q + 8 nb - 1 (those before ow stored) of NR output rows: nb groups of 8, each
+   its own dot chain (kh * ng links of ~5 cycles: a row of 22 done 8 at a time waited on
+   them). NR 2 (stride 1): rows oy and oy + 1 from kh + 1 input rows, each window made once
+   for both. NR 1: even and odd kernel rows in separate chains (half the length). c: the
+   bias minus corr, the sums' start. */
 __attribute__((target(EDL_RQ_TARGET), always_inline)) static inline void edl_qdw_step(
         const uint8_t *xr, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t ng, const ptrdiff_t sw,
-        const __m256i *wg, __m256i shf, __m256i c, const int nb, ptrdiff_t q, ptrdiff_t ow,
-        uint8_t *o, __m256i vb, __m256 vs, __m256 flo, __m256 fhi, __m256i vz, int s8) {
-    __m256i a[4], e[4];                   /* even and odd kernel rows: half-length chains */
-    for (int b = 0; b < nb; b++) { a[b] = c; e[b] = _mm256_setzero_si256(); }
-    for (ptrdiff_t r = 0; r < kh; r++)
+        const __m256i *wg, __m256i shf, __m256i c, const int nb, const int NR, ptrdiff_t q,
+        ptrdiff_t ow, uint8_t *o, __m256 vs, __m256 flo, __m256 fhi, __m256i vz,
+        __m256i z16, int s8) {
+    __m256i a[2][4], e[2][4];
+    for (int n = 0; n < NR; n++)
+        for (int b = 0; b < nb; b++) { a[n][b] = c; e[n][b] = _mm256_setzero_si256(); }
+    for (ptrdiff_t r = 0; r < kh + NR - 1; r++)
         for (ptrdiff_t g = 0; g < ng; g++) {
             const uint8_t *p = xr + r * wp + sw * q + 4 * g;
-            const __m256i wv = wg[r * ng + g];
             for (int b = 0; b < nb; b++) {
                 const __m256i win = EDL_QDWP_WIN(p + 8 * sw * b, sw, shf);
-                if (r & 1) e[b] = _mm256_dpbusd_epi32(e[b], win, wv);
-                else a[b] = _mm256_dpbusd_epi32(a[b], win, wv);
+                for (int n = 0; n < NR; n++) {
+                    const ptrdiff_t kr = r - n;                  /* row n's kernel row */
+                    if (kr < 0 || kr >= kh) continue;
+                    const __m256i wv = wg[kr * ng + g];
+                    if (NR == 1 && (kr & 1)) e[n][b] = _mm256_dpbusd_epi32(e[n][b], win, wv);
+                    else a[n][b] = _mm256_dpbusd_epi32(a[n][b], win, wv);
+                }
             }
         }
-    for (int b = 0; b < nb; b++) {
-        const __m128i v = edl_rq8_bytes(_mm256_add_epi32(a[b], e[b]), vb, vs, flo, fhi, vz, s8);
-        const ptrdiff_t at = q + 8 * b;
-        if (at + 8 <= ow) _mm_storel_epi64((__m128i *)(o + at), v);
-        else if (at < ow) _mm_mask_storeu_epi8(o + at, (__mmask16)((1u << (ow - at)) - 1), v);
+    for (int n = 0; n < NR; n++) {
+        uint8_t *on = o + n * ow;
+        if (NR == 1)
+            for (int b = 0; b < nb; b++) a[n][b] = _mm256_add_epi32(a[n][b], e[n][b]);
+        if (nb == 4 && q + 32 <= ow) {
+            _mm256_storeu_si256((__m256i *)(on + q), edl_rq32_bytes(a[n][0], a[n][1], a[n][2],
+                                                                  a[n][3], vs, fhi, z16, s8));
+            continue;
+        }
+        for (int b = 0; b < nb; b++) {
+            const __m128i v = edl_rq8_bytes(a[n][b], vs, flo, fhi, vz);
+            const ptrdiff_t at = q + 8 * b;
+            if (at + 8 <= ow) _mm_storel_epi64((__m128i *)(on + at), v);
+            else if (at < ow)
+                _mm_mask_storeu_epi8(on + at, (__mmask16)((1u << (ow - at)) - 1), v);
+        }
     }
 }
+/* One output row (NR 1) or two (NR 2): blocks of 32, then the rest (a narrow plane's whole
+   row) in as many chains as it has blocks of 8. */
+#define EDL_QDW_ROWS(NR)                                                                     \
+    do {                                                                                    \
+        ptrdiff_t q = 0;                                                                    \
+        for (; q + 32 <= ow; q += 32)                                                       \
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 4, NR, q, ow, o, vs, flo, fhi, vz, \
+                         z16, s8);                                                          \
+        const ptrdiff_t left = ow - q;                                                      \
+        if (left > 16)                                                                      \
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 4, NR, q, ow, o, vs, flo, fhi, vz, \
+                         z16, s8);                                                          \
+        else if (left > 8)                                                                  \
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 2, NR, q, ow, o, vs, flo, fhi, vz, \
+                         z16, s8);                                                          \
+        else if (left > 0)                                                                  \
+            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 1, NR, q, ow, o, vs, flo, fhi, vz, \
+                         z16, s8);                                                          \
+    } while (0)
 __attribute__((target(EDL_RQ_TARGET), always_inline)) static inline void edl_qdw_plane_rq_body(
         const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,
         const ptrdiff_t sw, const int32_t *w, int32_t corr, int32_t bias, float scale,
@@ -480,26 +534,25 @@ __attribute__((target(EDL_RQ_TARGET), always_inline)) static inline void edl_qdw
             wg[r * ng + g] = _mm256_set1_epi32((int32_t)v);
         }
     const float lo = s8 ? -128.0f : 0.0f, hi = s8 ? 127.0f : 255.0f;
-    const __m256i c = _mm256_set1_epi32(-corr), vb = _mm256_set1_epi32(bias);
-    const __m256i vz = _mm256_set1_epi32(zp);
+    /* the sums start at bias - corr (wrapping, as the int32 sums of EDL_REQUANT do) */
+    const __m256i c = _mm256_set1_epi32((int32_t)((uint32_t)bias - (uint32_t)corr));
+    const __m256i vz = _mm256_set1_epi32(zp), z16 = _mm256_set1_epi16((int16_t)zp);
     const __m256 vs = _mm256_set1_ps(scale), flo = _mm256_set1_ps(lo - (float)zp);
     const __m256 fhi = _mm256_set1_ps(hi - (float)zp);
-    for (ptrdiff_t oy = 0; oy < oh; oy++) {
+    ptrdiff_t oy = 0;
+    if (sh == 1 && sw == 1)
+        for (; oy + 2 <= oh; oy += 2) {
+            const uint8_t *xr = x + oy * wp;
+            uint8_t *o = out + oy * ow;
+            EDL_QDW_ROWS(2);
+        }
+    for (; oy < oh; oy++) {
         const uint8_t *xr = x + oy * sh * wp;
         uint8_t *o = out + oy * ow;
-        ptrdiff_t q = 0;
-        for (; q + 32 <= ow; q += 32)
-            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 4, q, ow, o, vb, vs, flo, fhi, vz, s8);
-        /* the rest (a narrow plane's whole row) in as many chains as it has blocks of 8 */
-        const ptrdiff_t left = ow - q;
-        if (left > 16)
-            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 4, q, ow, o, vb, vs, flo, fhi, vz, s8);
-        else if (left > 8)
-            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 2, q, ow, o, vb, vs, flo, fhi, vz, s8);
-        else if (left > 0)
-            edl_qdw_step(xr, wp, kh, ng, sw, wg, shf, c, 1, q, ow, o, vb, vs, flo, fhi, vz, s8);
+        EDL_QDW_ROWS(1);
     }
 }
+#undef EDL_QDW_ROWS
 /* the two column strides, and the 3x3 kernel with its sizes known (unrolled) */
 #define EDL_QDW_PLANE_RQ(NAME, KH, KW, SW)                                                   \
 __attribute__((target(EDL_RQ_TARGET))) static void NAME(                                     \
