@@ -353,11 +353,14 @@ def _int8_max_plan(x_shape, dtype, kernel_shape, strides, pads, dilations, ceil_
     the float32 route too: their planes-at-once float kernels beat the integer one's per-row
     passes there 3-6x even with both casts (YOLOX's SPP pools, 5x5 / 9x9 / 13x13 on
     256 x 13 x 13: 392 / 678 / 562 us against 79 / 114 / 120 us; 5x5 on 128 x 20 x 20:
-    257 against 50 us), while from 40 x 40 up they are level or the integer kernel wins."""
+    257 against 50 us), while from 40 x 40 up they are level or the integer kernel wins.
+    2x2 stride-2 pools keep the integer kernel at every size (its whole-plane passes:
+    64 x 20 x 20 9 against 15 us)."""
     x_shape = V.int_tuple(x_shape, "x_shape", 4, lo=0)
     oshape, crop, geo, _, _ = _prepare(x_shape, "max", kernel_shape, strides, pads, dilations,
                                        ceil_mode, auto_pad, False)
-    small = x_shape[2] * x_shape[3] < 32 * 32
+    pairs = tuple(kernel_shape) == (2, 2) and tuple(strides or (1, 1)) == (2, 2)
+    small = x_shape[2] * x_shape[3] < 32 * 32 and not pairs
     as_float = pool2d_plan(x_shape, "max", kernel_shape, strides, pads, dilations, ceil_mode,
                            auto_pad, dtype=np.float32, backend=backend)
     kernels = {}    # resolved backend -> the Cython kernel (None: the float32 route)

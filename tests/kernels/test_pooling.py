@@ -363,15 +363,16 @@ def test_plan_of_a_window_over_the_whole_plane(backend, kind, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
-@pytest.mark.parametrize("k", [5, 9, 13])
+@pytest.mark.parametrize("k", [2, 5, 9, 13])
 def test_int8_max_pool_plan_small_planes(backend, dtype, k, rng):
     """Planes under 32 x 32 (YOLOX's SPP pools on 13 x 13) take the float32 kernels on the
-    cast values: still exact, extremes included."""
+    cast values, but 2x2 stride-2 pools the integer one: still exact, extremes included."""
     info = np.iinfo(dtype)
     x = rng.integers(info.min, int(info.max) + 1, (2, 5, 13, 13)).astype(dtype)
     x[0, 1] = info.min
     x[1, 3, 6, 6] = info.max
-    cfg = dict(kernel_shape=(k, k), pads=(k // 2,) * 4)
+    cfg = dict(kernel_shape=(k, k), pads=(k // 2,) * 4) if k > 2 else \
+        dict(kernel_shape=(2, 2), strides=(2, 2))
     run = P.pool2d_plan(x.shape, "max", dtype=dtype, backend=backend, **cfg)
     out = np.empty(run.out_shape, dtype)
     assert run(x, out) is out
