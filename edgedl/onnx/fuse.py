@@ -23,7 +23,8 @@
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
 7. a zero Pad of H, W read only by an AveragePool without pads of its own (FastestDet) ->
-   one AveragePool with those pads, counted (count_include_pad=1).
+   one AveragePool with those pads, counted (count_include_pad=1); the same for an int8
+   Pad with the input zero point before a QLinearAveragePool.
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
@@ -474,11 +475,12 @@ def _pad_spec(rw, pad):
     return rw.const(ins[1]), (rw.scalar(ins[2]) if ins[2] else 0.0), axes
 
 
-def _zero_pad_hw(rw, pad):
-    """A Pad node's (top, left, bottom, right) when it pads a rank-4 tensor with zeros on
-    H, W only (constant mode, pads >= 0, constant pads / value / axes), else None."""
+def _zero_pad_hw(rw, pad, zero=0.0):
+    """A Pad node's (top, left, bottom, right) when it pads a rank-4 tensor with zeros (or
+    ``zero``) on H, W only (constant mode, pads >= 0, constant pads / value / axes), else
+    None."""
     spec = _pad_spec(rw, pad)
-    if spec is None or spec[0] is None or spec[1] != 0.0:
+    if spec is None or spec[0] is None or spec[1] != zero:
         return None
     pads, _, axes = spec
     pads = [int(v) for v in np.asarray(pads).reshape(-1)]
@@ -511,17 +513,23 @@ def _plain_avgpool_kernel(pool):
 
 def fuse_pad_into_avgpool(rw):
     for pool in list(rw.g.nodes):
-        if pool.op_type != "AveragePool" or not pool.inputs:
+        quantized = pool.key == "com.microsoft.QLinearAveragePool"
+        if pool.op_type != "AveragePool" and not quantized or not pool.inputs or \
+                int(pool.attrs.get("channels_last", 0)):            # (NHWC: other axes)
             continue
         pad = rw.prod.get(pool.inputs[0])
         if pad is None or pad.op_type != "Pad" or rw.only_reader(pad.outputs[0]) is not pool:
             continue
         ks = _plain_avgpool_kernel(pool)
-        hw = None if ks is None else _zero_pad_hw(rw, pad)
+        # an int8 pool's zero is its input zero point (a pad with it: QDQ's padded zeros)
+        zero = 0.0 if not quantized else \
+            rw.scalar(pool.inputs[2]) if len(pool.inputs) > 2 and pool.inputs[2] else 0.0
+        hw = None if ks is None or zero is None else _zero_pad_hw(rw, pad, zero)
         if hw is None or hw[0] >= ks[0] or hw[2] >= ks[0] or hw[1] >= ks[1] or hw[3] >= ks[1]:
             continue    # pads must stay below the kernel (the pooling kernels' rule)
         attrs = dict(pool.attrs, pads=list(hw), count_include_pad=1)
-        new = Node("AveragePool", pad.inputs[:1], pool.outputs, attrs, pool.name)
+        new = Node(pool.op_type, pad.inputs[:1] + pool.inputs[1:], pool.outputs, attrs,
+                   pool.name, pool.domain)
         _replace(rw, [pad, pool], new, pool)
 
 

@@ -11,6 +11,8 @@ that run on edgedl.kernels.quant, as onnxruntime's own QDQ transformer does:
 - DQ(x) -> AveragePool / GlobalAveragePool -> Q          => com.microsoft.QLinear...Pool
 - DQ(x) -> Reshape / Transpose / MaxPool / ... -> Q with the same scale and zero point
                                                          => the op on the integer tensor
+- DQ(x) -> Pad -> Q with the same scale and zero point   => Pad of the integer tensor with
+                                                            the constant value quantized
 - DQ(x) -> float ops of x alone with constant operands along one axis at most (ScaleShift,
   per-channel Mul / Add / Sub / Div, Relu, Clip, ...) -> Q, later (fuse_float_islands,
   after the BatchNormalization and activation rewrites)
@@ -220,8 +222,34 @@ def integer_mover(rw, node):
                     [ins[0].value] + list(node.inputs[1:]), q, dict(node.attrs))
 
 
+def integer_pad(rw, node):
+    """DQ(x) -> Pad -> Q with the same scale and zero point (opset 11+): the Pad on the
+    integer tensor, its constant value quantized with them (Q(Pad(DQ(x), c)) is
+    Pad(x, Q(c)): Q(DQ(x)) is x); edge and reflect pads only move elements."""
+    if node.op_type != "Pad" or rw.g.opset < 11 or len(node.inputs) < 2 or \
+            len(node.outputs) != 1:
+        return False
+    ins, q = _activations(rw, node, 1)
+    if ins is None or not _same_params(rw, ins[0], q):
+        return False
+    value = node.inputs[2] if len(node.inputs) > 2 else ""
+    if node.attrs.get("mode", "constant") == "constant":
+        c = rw.const(value) if value else np.zeros((), np.float32)
+        if c is None or c.size != 1 or c.dtype != np.float32:
+            return False
+        zero = _zero_point(rw, q)
+        qc = _qk.quantize_linear(c.reshape(1), rw.const(q.scale).reshape(()),
+                                 rw.const(zero).reshape(()), backend="numpy")
+        value = f"{node.outputs[0]}::pad_value_q"
+        rw.g.consts[value] = qc.reshape(())
+    else:
+        value = ""                           # unused (and float) in edge / reflect modes
+    inputs = [ins[0].value, node.inputs[1], value] + list(node.inputs[3:4])
+    return _rewrite(rw, [node, q.node], "Pad", inputs, q, dict(node.attrs))
+
+
 _PATTERNS = (qlinear_conv, qlinear_matmul, qlinear_binary, qlinear_concat, qlinear_unary,
-             integer_mover)
+             integer_mover, integer_pad)
 
 
 def rewrite_qdq(rw):

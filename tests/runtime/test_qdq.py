@@ -129,6 +129,37 @@ def test_chains_become_integer_ops(backend, rng, op, attrs, want):
     assert _ops(s) == [want]
 
 
+@pytest.mark.parametrize("mode, value, pool, want", [
+    ("constant", None, True, ["com.microsoft.QLinearAveragePool"]),     # padded zeros: fused
+    ("constant", 0.5, True, ["Pad", "com.microsoft.QLinearAveragePool"]),
+    ("constant", -9.0, False, ["Pad"]),                 # quantizes to 0: saturated
+    ("reflect", None, False, ["Pad"])])
+def test_pad_becomes_an_integer_pad(backend, rng, mode, value, pool, want):
+    """DQ -> Pad -> Q with one scale and zero point (FastestDet's head): the Pad of the
+    integer tensor with its value quantized; a zero Pad before an int8 AveragePool (QDQ's
+    padding of zeros, the zero point here) folds into it, counted (count_include_pad)."""
+    inits = _q_dq("a", 0.03, 120) + _q_dq("y", 0.04, 110) + \
+        [("pads", np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64))]
+    pad_in = ["af", "pads"]
+    if value is not None:
+        inits.append(("v", np.array(value, np.float32)))
+        pad_in.append("v")
+    nodes = [helper.make_node("DequantizeLinear", ["aq", "a_s", "a_z"], ["af"]),
+             helper.make_node("Pad", pad_in, ["pf"], mode=mode),
+             helper.make_node("QuantizeLinear", ["pf", "a_s", "a_z"], ["pq"])]
+    out = "pq"
+    if pool:
+        nodes += [helper.make_node("DequantizeLinear", ["pq", "a_s", "a_z"], ["pd"]),
+                  helper.make_node("AveragePool", ["pd"], ["yf"], kernel_shape=[3, 3],
+                                   strides=[2, 2]),
+                  helper.make_node("QuantizeLinear", ["yf", "y_s", "y_z"], ["yq"])]
+        out = "yq"
+    m = _model(nodes, [_vi("aq", [1, 4, 9, 10], U8)], [_vi(out, None, U8)], inits)
+    feed = {"aq": rng.integers(0, 256, (1, 4, 9, 10)).astype(np.uint8)}
+    s = _run_both(m, feed, backend, equal=0.85 if pool else 1.0)
+    assert _ops(s) == want
+
+
 def test_sixteen_bit_and_run_time_scales_keep_the_float_ops(backend, rng):
     """A uint16 Q/DQ pair and a scale computed at run time are not rewritten; the results
     still match onnxruntime."""
