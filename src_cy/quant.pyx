@@ -557,6 +557,8 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
     minus their zero points as int8, tap order (c, i, j), zeros past the taps and past M
     (M16 a multiple of 16 >= M); out (M, OH, OW) uint8 or int8. Returns False, having done
     nothing, where the CPU or the shape has no such kernel (the caller's GEMM path runs)."""
+    if out.dtype.itemsize != 1 or out.dtype.kind not in "iu":
+        raise ValueError(f"qconv_direct_requant: out must be uint8 or int8, got {out.dtype}")
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
     cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
     cdef Py_ssize_t m = o8.shape[0], oh = o8.shape[1], ow = o8.shape[2]

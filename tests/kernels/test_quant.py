@@ -597,6 +597,9 @@ def test_stem_kernel_matches_reference(case, yt, rng):
     w4[:m, :kk] = w.reshape(m, kk)
     corr = (bias - 3 * w.reshape(m, kk).astype(np.int64).sum(1)).astype(np.int32)
     mult = Q.conv_multiplier(np.float32(0.05), ws, np.float32(0.3), m)
+    with pytest.raises(ValueError, match="uint8 or int8"):        # on every CPU
+        cq.qconv_direct_requant(x[0], 3, w4, k, k, *st, pads[0], pads[1], corr, mult, 7,
+                                np.zeros(want.shape[1:], np.float32))
     out = np.full(want.shape[1:], 99, yt)
     if not cq.qconv_direct_requant(x[0], 3, w4, k, k, *st, pads[0], pads[1], corr, mult, 7,
                                    out):
