@@ -1110,9 +1110,57 @@ EDL_DEQUANTIZE(edl_dequantize_s16, int16_t)
 
 EDL_QBINARY(edl_qbinary_u8, uint8_t)
 EDL_QBINARY(edl_qbinary_s8, int8_t)
-EDL_REQUANT(edl_requant_u8, uint8_t)
-EDL_REQUANT(edl_requant_s8, int8_t)
+EDL_REQUANT(edl_requant_u8_c, uint8_t)
+EDL_REQUANT(edl_requant_s8_c, int8_t)
 EDL_REQUANT(edl_requant_u16, uint16_t)
 EDL_REQUANT(edl_requant_s16, int16_t)
+
+#ifdef EDL_QGEMM_AVX2
+/* EDL_REQUANT of 8-bit outputs on AVX-512, 64 values a step in fewer operations than gcc's
+   vectorisation of it: vcvtps2dq rounds half to even in the default rounding mode (the
+   EDL_RND trick's result), the clamped values are in range, so the saturating packs to
+   int16, the zero point's add and the pack to bytes are exact; vpermd puts the packs'
+   128-bit lanes back in order. Returns how many it wrote (a multiple of 64). */
+__attribute__((target(EDL_RQ_TARGET))) static ptrdiff_t edl_requant8_avx512(
+        const int32_t *restrict acc, int32_t bias, float s, int32_t z, float lo, float hi,
+        int s8, uint8_t *restrict out, ptrdiff_t n) {
+    const __m512i vb = _mm512_set1_epi32(bias), z16 = _mm512_set1_epi16((int16_t)z);
+    const __m512 vs = _mm512_set1_ps(s), flo = _mm512_set1_ps(lo - (float)z);
+    const __m512 fhi = _mm512_set1_ps(hi - (float)z);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14,
+                                            3, 7, 11, 15);
+    ptrdiff_t q = 0;
+#define EDL_RQ16(p) _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(            \
+        _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(p), vb)), vs), flo), fhi))
+    for (; q + 64 <= n; q += 64) {
+        const __m512i p01 = _mm512_adds_epi16(_mm512_packs_epi32(EDL_RQ16(acc + q),
+                                                                 EDL_RQ16(acc + q + 16)), z16);
+        const __m512i p23 = _mm512_adds_epi16(_mm512_packs_epi32(EDL_RQ16(acc + q + 32),
+                                                                 EDL_RQ16(acc + q + 48)), z16);
+        const __m512i b = s8 ? _mm512_packs_epi16(p01, p23) : _mm512_packus_epi16(p01, p23);
+        _mm512_storeu_si512(out + q, _mm512_permutexvar_epi32(order, b));
+    }
+#undef EDL_RQ16
+    return q;
+}
+#endif
+/* edl_requant_u8 / _s8: the AVX-512 loop where it runs, the C loop for the rest */
+static void edl_requant_u8(const int32_t *acc, int32_t bias, float s, int32_t z, float lo,
+                           float hi, uint8_t *out, ptrdiff_t n) {
+    ptrdiff_t q = 0;
+#ifdef EDL_QGEMM_AVX2
+    if (n >= 64 && edl_q_u8s8() == 2) q = edl_requant8_avx512(acc, bias, s, z, lo, hi, 0, out, n);
+#endif
+    if (q < n) edl_requant_u8_c(acc + q, bias, s, z, lo, hi, out + q, n - q);
+}
+static void edl_requant_s8(const int32_t *acc, int32_t bias, float s, int32_t z, float lo,
+                           float hi, int8_t *out, ptrdiff_t n) {
+    ptrdiff_t q = 0;
+#ifdef EDL_QGEMM_AVX2
+    if (n >= 64 && edl_q_u8s8() == 2)
+        q = edl_requant8_avx512(acc, bias, s, z, lo, hi, 1, (uint8_t *)out, n);
+#endif
+    if (q < n) edl_requant_s8_c(acc + q, bias, s, z, lo, hi, out + q, n - q);
+}
 
 #endif

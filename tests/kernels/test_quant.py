@@ -144,6 +144,17 @@ def test_requantize_and_lookup(backend, rng):
         v = np.rint((acc.astype(np.int64) + bias[:, None]).astype(np.float32)
                     * scale[:, None]) + zp
         np.testing.assert_array_equal(want, np.clip(v, np.iinfo(dt).min, np.iinfo(dt).max))
+    # rows of 64+ (the AVX-512 loop and its tail): ties (scale 0.5, odd sums), saturation
+    # both ways, sums near the int32 limits (acc + bias wraps in int32, as onnxruntime's)
+    acc = rng.integers(-600, 600, (1, 3, 200)).astype(np.int32)
+    acc[0, 1, :20] = [2**31 - 1, -2**31, 2**31 - 1000, -2**31 + 1000] * 5
+    bias = np.int32([1, -1, 0])
+    scale = np.float32([0.5, 0.5, 3e-3])
+    for dt, zp in ((U8, 128), (S8, -3), (U8, 0), (S8, 127)):
+        got = Q.requantize(acc, bias, scale, zp, dt, backend=backend)
+        wrapped = (acc.astype(np.int64) + bias[:, None]).astype(np.int32)
+        v = np.rint(wrapped.astype(np.float32) * scale[:, None]) + zp
+        np.testing.assert_array_equal(got, np.clip(v, np.iinfo(dt).min, np.iinfo(dt).max))
     x = _q(rng, (3, 77), S8)
     t = _q(rng, 256, U8)
     np.testing.assert_array_equal(Q.lookup(x, t, backend=backend), t[x.view(U8)])

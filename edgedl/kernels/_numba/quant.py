@@ -106,7 +106,7 @@ def qgemm_requant(wd, corr, scale, zero_point, b, out):
         c = np.int32(corr[i])
         yr = out[i]
         for q in range(n):
-            v = np.float32(np.rint(np.float32(row[q] + c) * s)) + z
+            v = np.float32(np.rint(np.float32(np.int32(row[q] + c)) * s)) + z   # (wrapped)
             yr[q] = _sat(v, lo, hi)
 
 
@@ -154,7 +154,8 @@ def requantize(acc, bias, scale, zero_point, out):
         ar = acc[p // c, ch]
         yr = out[p // c, ch]
         for q in range(b):
-            v = np.float32(np.rint(np.float32(ar[q] + bi) * s)) + z
+            # int32 + int32 widens in numba: wrap it as the int32 sums of the other kernels
+            v = np.float32(np.rint(np.float32(np.int32(ar[q] + bi)) * s)) + z
             yr[q] = _sat(v, lo, hi)
 
 
