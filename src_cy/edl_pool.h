@@ -44,6 +44,54 @@ EDL_SIMD_KERNEL static void edl_max_pairs_f(const float *restrict v, float *rest
                                             ptrdiff_t n) {
     for (ptrdiff_t q = 0; q < n; q++) d[q] = EDL_NANMAX(v[2 * q], v[2 * q + 1]);
 }
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(EDL_NO_CLONES)
+#include <immintrin.h>
+#define EDL_POOL_AVX512 1
+/* The same two steps in one pass on AVX-512 (no scratch plane): 32 inputs of each row, their
+   maxima, then vpermt2ps picks the even and the odd ones for the pairs; the row's last
+   outputs under masks. nanmax as EDL_NANMAX, bit for bit: vmaxps(b, a) is b > a ? b : a
+   (a when either is NaN), then a NaN b replaces it. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 edl_nanmax16(__m512 a,
+                                                                                  __m512 b) {
+    return _mm512_mask_mov_ps(_mm512_max_ps(b, a), _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), b);
+}
+__attribute__((target("avx512f"))) static void edl_max2x2s2_rows_avx512(
+        const float *x, ptrdiff_t w, float *d, ptrdiff_t oh, ptrdiff_t ow) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (ptrdiff_t o = 0; o < oh; o++) {
+        const float *a = x + 2 * o * w, *b = a + w;
+        float *y = d + o * ow;
+        for (ptrdiff_t q = 0; q < ow; q += 16) {
+            const ptrdiff_t left = 2 * (ow - q);         /* input columns still to read */
+            const __mmask16 m0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+            const __mmask16 m1 = left >= 32 ? 0xFFFF
+                               : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+            const __m512 v0 = edl_nanmax16(_mm512_maskz_loadu_ps(m0, a + 2 * q),
+                                           _mm512_maskz_loadu_ps(m0, b + 2 * q));
+            const __m512 v1 = edl_nanmax16(_mm512_maskz_loadu_ps(m1, a + 2 * q + 16),
+                                           _mm512_maskz_loadu_ps(m1, b + 2 * q + 16));
+            const __m512 r = edl_nanmax16(_mm512_permutex2var_ps(v0, ev, v1),
+                                          _mm512_permutex2var_ps(v0, od, v1));
+            _mm512_mask_storeu_ps(y + q, ow - q >= 16 ? 0xFFFF
+                                                     : (__mmask16)((1u << (ow - q)) - 1), r);
+        }
+    }
+}
+#endif
+/* 1 when edl_max2x2s2_plane_f ran: AVX-512 (the caller's two passes otherwise) */
+static int edl_max2x2s2_plane_f(const float *x, ptrdiff_t w, float *d, ptrdiff_t oh,
+                                ptrdiff_t ow) {
+#ifdef EDL_POOL_AVX512
+    if (__builtin_cpu_supports("avx512f")) {
+        edl_max2x2s2_rows_avx512(x, w, d, oh, ow);
+        return 1;
+    }
+#endif
+    (void)x; (void)w; (void)d; (void)oh; (void)ow;
+    return 0;
+}
 EDL_POOL2X2(double, d)
 /* Folds with the AVX2 / AVX-512 clones: d[q] = op over i < n of src[i][q * stride], q < len,
    n >= 1 sources (the rows of a window for the vertical pass, its shifted taps for the

@@ -49,6 +49,8 @@ cdef extern from "edl_pool.h":
     void edl_max2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
     void edl_max_rows_f(const float* a, const float* b, float* v, Py_ssize_t n) noexcept nogil
     void edl_max_pairs_f(const float* v, float* d, Py_ssize_t n) noexcept nogil
+    int edl_max2x2s2_plane_f(const float* x, Py_ssize_t w, float* d, Py_ssize_t oh,
+                             Py_ssize_t ow) noexcept nogil
     void edl_max2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
@@ -240,12 +242,17 @@ cdef void _plane_2x2s2(const floating* src, floating* dst, Py_ssize_t w, Py_ssiz
 
 cdef void _max_2x2s2_f(const float* xp, float* yp, Py_ssize_t planes, Py_ssize_t h,
                        Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """float32 2x2 stride-2 max (see edl_max_rows_f): per plane, the rows pass into a
-    scratch plane of oh rows of 2 ow, then the pairs pass over all of it. Falls back to
-    _plane_2x2s2 where the scratch cannot be allocated."""
+    """float32 2x2 stride-2 max (see edl_max_rows_f): on AVX-512 both passes at once per
+    plane (edl_max2x2s2_plane_f); else per plane the rows pass into a scratch plane of oh
+    rows of 2 ow, then the pairs pass over all of it, or _plane_2x2s2 where the scratch
+    cannot be allocated."""
     cdef Py_ssize_t p, o
     cdef float* v = NULL
     cdef const float* a
+    if edl_max2x2s2_plane_f(xp, w, yp, 0, 0):          # AVX-512: one pass, no scratch
+        for p in prange(planes, schedule="static"):
+            edl_max2x2s2_plane_f(xp + p * h * w, w, yp + p * oh * ow, oh, ow)
+        return
     with parallel():
         v = <float*>malloc(oh * 2 * ow * sizeof(float))
         for p in prange(planes, schedule="static"):

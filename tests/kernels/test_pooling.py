@@ -474,7 +474,7 @@ def test_max_nan_or_inf_in_any_row(backend, dtype, cfg, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("hw", [(2, 2), (7, 9), (16, 33), (20, 20)])
+@pytest.mark.parametrize("hw", [(2, 2), (7, 9), (16, 33), (20, 20), (6, 70)])
 def test_2x2_stride2_fast_path(backend, dtype, hw, rng):
     """The 2x2 stride-2 unpadded fast path (odd sizes drop the last row/column; ceil_mode and
     end pads keep the general path) equals the reference, NaN in any of the four taps."""
