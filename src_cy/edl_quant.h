@@ -562,10 +562,10 @@ __attribute__((target(EDL_RQ_TARGET))) static void NAME(                        
     (void)kh; (void)kw;                                                                     \
     edl_qdw_plane_rq_body(x, wp, KH, KW, sh, SW, w, corr, bias, scale, zp, s8, out, oh, ow); \
 }
-EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_k3s1, 3, 3, 1)
-EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_k3s2, 3, 3, 2)
-EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_s1, kh, kw, 1)
-EDL_QDW_PLANE_RQ(edl_qdw_plane_rq_s2, kh, kw, 2)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_vnni512_k3s1, 3, 3, 1)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_vnni512_k3s2, 3, 3, 2)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_vnni512_s1, kh, kw, 1)
+EDL_QDW_PLANE_RQ(edl_qdw_plane_vnni512_s2, kh, kw, 2)
 #endif
 
 /* A conv over few input channels (a detector's stem on the image: K = C kh kw <= 128),
@@ -658,7 +658,7 @@ __attribute__((target(EDL_QCD_TARGET), always_inline)) static inline void edl_qc
    (hp x wp each, padded with the zero point, 64 readable bytes past the last); w4: the
    weights minus their zero points as int8, ng groups of 4 a channel (one int32 each), rows
    up to a multiple of 16 (zeros past m). */
-__attribute__((target(EDL_QCD_TARGET))) static void edl_qconv_direct_rows(
+__attribute__((target(EDL_QCD_TARGET))) static void edl_qconv_direct_rows_vnni(
         const uint8_t *buf, ptrdiff_t wp, ptrdiff_t sh, ptrdiff_t sw, const edl_qcd_plan *p,
         const int32_t *w4, ptrdiff_t m, const int32_t *corr, const float *scale, int32_t zp,
         int s8, uint8_t *out, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t oy0, ptrdiff_t oy1) {
@@ -682,7 +682,7 @@ __attribute__((target(EDL_QCD_TARGET))) static void edl_qconv_direct_rows(
     }
 }
 #else
-static void edl_qconv_direct_rows(const uint8_t *buf, ptrdiff_t wp, ptrdiff_t sh,
+static void edl_qconv_direct_rows_vnni(const uint8_t *buf, ptrdiff_t wp, ptrdiff_t sh,
                                   ptrdiff_t sw, const edl_qcd_plan *p, const int32_t *w4,
                                   ptrdiff_t m, const int32_t *corr, const float *scale,
                                   int32_t zp, int s8, uint8_t *out, ptrdiff_t oh,
@@ -693,7 +693,7 @@ static void edl_qconv_direct_rows(const uint8_t *buf, ptrdiff_t wp, ptrdiff_t sh
 }
 #endif
 
-/* edl_qdw_plane_rq_* where they run: AVX-512 VNNI (EDGEDL_INT8_ISA unset or avx512), w in
+/* edl_qdw_plane_vnni512_* where they run: AVX-512 VNNI (EDGEDL_INT8_ISA unset or avx512), w in
    int8 (w8: checked by the caller), a kernel of at most 16 x 16, column stride 1 or 2.
    Returns 0 (nothing done: the caller's int32 rows and separate requantization run) else. */
 static int edl_qdw_plane_rq(const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,
@@ -703,9 +703,9 @@ static int edl_qdw_plane_rq(const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdif
 #ifdef EDL_QGEMM_AVX2
     if (!w8 || edl_q_u8s8() != 2 || kh > 16 || kw > 16 || (sw != 1 && sw != 2)) return 0;
     const int k3 = kh == 3 && kw == 3;
-    if (sw == 1) (k3 ? edl_qdw_plane_rq_k3s1 : edl_qdw_plane_rq_s1)(
+    if (sw == 1) (k3 ? edl_qdw_plane_vnni512_k3s1 : edl_qdw_plane_vnni512_s1)(
         x, wp, kh, kw, sh, w, corr, bias, scale, zp, s8, (uint8_t *)out, oh, ow);
-    else (k3 ? edl_qdw_plane_rq_k3s2 : edl_qdw_plane_rq_s2)(
+    else (k3 ? edl_qdw_plane_vnni512_k3s2 : edl_qdw_plane_vnni512_s2)(
         x, wp, kh, kw, sh, w, corr, bias, scale, zp, s8, (uint8_t *)out, oh, ow);
     return 1;
 #else

@@ -39,7 +39,7 @@ cdef extern from "edl_quant.h" nogil:
         Py_ssize_t ng
     int edl_qcd_make_plan(edl_qcd_plan *p, Py_ssize_t c, Py_ssize_t kh, Py_ssize_t kw,
                           Py_ssize_t sw, Py_ssize_t hp, Py_ssize_t wp)
-    void edl_qconv_direct_rows(const unsigned char *buf, Py_ssize_t wp, Py_ssize_t sh,
+    void edl_qconv_direct_rows_vnni(const unsigned char *buf, Py_ssize_t wp, Py_ssize_t sh,
                                Py_ssize_t sw, const edl_qcd_plan *p, const int *w4,
                                Py_ssize_t m, const int *corr, const float *scale, int zp,
                                int s8, unsigned char *out, Py_ssize_t oh, Py_ssize_t ow,
@@ -553,7 +553,7 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                          const int[::1] corr, const float[::1] scale, int zero_point, out):
     """A dense conv (dilation 1) of few input channels, requantized as it is computed
-    (edl_qconv_direct_rows): x (C, H, W) uint8; w4 (M16, 4 * ceil(C kh kw / 4)) the weights
+    (edl_qconv_direct_rows_vnni): x (C, H, W) uint8; w4 (M16, 4 * ceil(C kh kw / 4)) the weights
     minus their zero points as int8, tap order (c, i, j), zeros past the taps and past M
     (M16 a multiple of 16 >= M); out (M, OH, OW) uint8 or int8. Returns False, having done
     nothing, where the CPU or the shape has no such kernel (the caller's GEMM path runs)."""
@@ -595,7 +595,7 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
         # blocks of 4 output rows a thread step
         nt = (oh + 3) // 4
         for t in prange(nt, schedule="static", use_threads_if=m * k * oh * ow >= PAR_ELEMS * 8):
-            edl_qconv_direct_rows(buf, wp, sh, sw, &plan, w32, m, &corr[0], &scale[0],
+            edl_qconv_direct_rows_vnni(buf, wp, sh, sw, &plan, w32, m, &corr[0], &scale[0],
                                   zero_point, s8, &o8[0, 0, 0], oh, ow, 4 * t,
                                   min(oh, 4 * t + 4))
     free(buf)
