@@ -295,8 +295,7 @@ static int edl_q_isa(void) {
 /* out[i] = t[x[i]] for a 256-byte table, 64 bytes per step: vpermi2b looks up the low 7 bits
    in t[0:128] and in t[128:256], the top bit picks between the two (AVX-512 VBMI). */
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void edl_lookup_avx512vbmi(
-        const uint8_t *restrict x, const uint8_t *restrict t, uint8_t *restrict out,
-        ptrdiff_t n) {
+        const uint8_t *x, const uint8_t *restrict t, uint8_t *out, ptrdiff_t n) {
     const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
     const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
     for (ptrdiff_t i = 0; i < n; i += 64) {
@@ -724,8 +723,7 @@ static int edl_qdw_plane_rq(const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdif
    Rows of zero differences (a table flat there: a Relu's or the saturation's range) are
    left out. Returns how many it wrote (a multiple of 32). */
 __attribute__((target("avx2"))) static ptrdiff_t edl_lookup_avx2(
-        const uint8_t *restrict x, const uint8_t *restrict t, uint8_t *restrict out,
-        ptrdiff_t n) {
+        const uint8_t *x, const uint8_t *restrict t, uint8_t *out, ptrdiff_t n) {
     __m256i d[16], rl[8], cl[8], rh[8], ch[8];
     int nl = 0, nh = 0;
     for (int k = 0; k < 16; k++)
@@ -764,9 +762,10 @@ static int edl_q_vbmi(void) {
 #endif
 
 /* out[i] = t[x[i]]: a 256-entry table (int8 activations as lookups): AVX-512 VBMI, else
-   AVX2 (EDGEDL_INT8_ISA=c: the plain loop), then the plain loop for the tail. */
-static void edl_lookup(const uint8_t *restrict x, const uint8_t *restrict t,
-                       uint8_t *restrict out, ptrdiff_t n) {
+   AVX2 (EDGEDL_INT8_ISA=c: the plain loop), then the plain loop for the tail. x and out may
+   be the same bytes (the convs' fused lookups: each element read before it is written). */
+static void edl_lookup(const uint8_t *x, const uint8_t *restrict t, uint8_t *out,
+                       ptrdiff_t n) {
 #ifdef EDL_QGEMM_AVX2
     if (n >= 64 && edl_q_vbmi()) { edl_lookup_avx512vbmi(x, t, out, n); return; }
     ptrdiff_t done = n >= 32 && edl_q_isa() ? edl_lookup_avx2(x, t, out, n) : 0;

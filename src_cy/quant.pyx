@@ -323,7 +323,8 @@ def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const in
 cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
                              const q8 *b, Py_ssize_t k, Py_ssize_t n, Py_ssize_t m,
                              Py_ssize_t q0, Py_ssize_t nq, const int *corr, const float *scale,
-                             int zero_point, q8b *out, void *pack, int *tacc) noexcept nogil:
+                             int zero_point, q8b *out, void *pack, int *tacc,
+                             const unsigned char *tables) noexcept nogil:
     """Columns [q0, q0 + nq) of out = requantize(w @ b + corr): the tile's int32 products
     in tacc (m rows), each row requantized while it is in cache."""
     cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, p, i, ld
@@ -354,6 +355,9 @@ cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
         else:
             edl_requant_s8(tacc + i * ld, corr[i], scale[i], zero_point, lo, hi,
                            out + i * n + q0, nq)
+        if tables != NULL:          # the row's activation table while the row is in L1
+            edl_lookup(<unsigned char *>(out + i * n + q0), tables + 256 * i,
+                       <unsigned char *>(out + i * n + q0), nq)
 
 
 def qgemm_pack(const short[:, ::1] wd):
@@ -386,9 +390,22 @@ def qgemm_requant(const short[:, ::1] wd, const int[::1] corr, const float[::1] 
     qgemm_requant_packed(qgemm_pack(wd), corr, scale, zero_point, b, out)
 
 
+cdef const unsigned char *_tables(const unsigned char[:, ::1] tables, Py_ssize_t m,
+                                  str who) except? NULL:
+    """The first byte of m activation tables of 256 entries (NULL for none), checked."""
+    if tables is None:
+        return NULL
+    if tables.shape[0] < m or tables.shape[1] != 256:
+        raise ValueError(f"{who}: {m} channels need ({m}, 256) tables, got "
+                         f"({tables.shape[0]}, {tables.shape[1]})")
+    return &tables[0, 0]
+
+
 def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
-                         int zero_point, const q8[:, ::1] b, q8b[:, ::1] out):
-    """qgemm_requant with the weights qgemm_pack laid out (no per-call packing)."""
+                         int zero_point, const q8[:, ::1] b, q8b[:, ::1] out,
+                         const unsigned char[:, ::1] tables=None):
+    """qgemm_requant with the weights qgemm_pack laid out (no per-call packing); tables
+    (M, 256): out[i] = tables[i][out[i]] as each tile row is made (an 8-bit activation)."""
     cdef Py_ssize_t m = pk[2], k = pk[3], n = b.shape[1]
     cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, t, nt, q0
     cdef const short[:, ::1] av = pk[1]
@@ -408,6 +425,7 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
         raise ValueError(f"qgemm_requant_packed: a pack of {m} x {k} weights does not fit "
                          f"b ({b.shape[0]}, {b.shape[1]}), out ({out.shape[0]}, {out.shape[1]}), "
                          f"{corr.shape[0]} corr, {scale.shape[0]} scales")
+    cdef const unsigned char *tp = _tables(tables, m, "qgemm_requant_packed")
     if m * n == 0:
         return
     if u8s8:
@@ -424,7 +442,7 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
             if pack != NULL and tacc != NULL:
                 _gemm_requant_tile(w8, a16, u8s8, &b[0, 0], k, n, m, q0,
                                    TILE if q0 + TILE <= n else n - q0, &corr[0], &scale[0],
-                                   zero_point, &out[0, 0], pack, tacc)
+                                   zero_point, &out[0, 0], pack, tacc, tp)
             else:
                 pfailed[0] = 1
         free(pack)
@@ -436,19 +454,21 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
 cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
                 Py_ssize_t ow, int *acc, void *out, bint out_s8, const int *bias,
-                const float *scale, int zero_point) except *:
+                const float *scale, int zero_point,
+                const unsigned char *tables=NULL) except *:
     """Depthwise conv (dilation 1): each plane copied into a buffer padded with the zero point
     (so every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one
     pass per output row, or one over the whole plane at stride 1 (3x3: the fused 9-tap
     kernels, VNNI rows where the CPU has them) into acc (C, oh, ow) int32, or (out not NULL)
     into a row buffer requantized at once into out (uint8, or int8 when out_s8) with
-    bias[ch] and scale[ch]."""
+    bias[ch] and scale[ch], then (tables not NULL) looked up in channel ch's table of 256
+    while the plane is in cache."""
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
     cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], nk = kh * kw
     cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
     cdef Py_ssize_t ch, r, iy, lo, hi, oy, t
     cdef bint k3 = kh == 3 and kw == 3 and sh == sw and sh <= 2
-    cdef int wsum, w8
+    cdef int wsum, w8, done
     cdef int *wk
     cdef int *row
     cdef int *d
@@ -482,12 +502,12 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 if 0 <= iy < h and hi > lo:
                     memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
             # the plane requantized as it is computed, where the CPU has those kernels
+            done = 0
             if q8 is u8_t and out != NULL:
-                if edl_qdw_plane_rq(buf, wp, kh, kw, sh, sw, wk, w8, x_zp * wsum, bias[ch],
-                                    scale[ch], zero_point, out_s8,
-                                    <char *>out + ch * oh * ow, oh, ow):
-                    continue
-            if sh == 1 and sw == 1:
+                done = edl_qdw_plane_rq(buf, wp, kh, kw, sh, sw, wk, w8, x_zp * wsum,
+                                        bias[ch], scale[ch], zero_point, out_s8,
+                                        <char *>out + ch * oh * ow, oh, ow)
+            if not done and sh == 1 and sw == 1:
                 # stride 1: the output plane as one run of oh * wp values at the buffer's
                 # pitch (value oy * wp + ox reads buf[oy * wp + ox + i * wp + j]; the wp - ow
                 # values past each row are never read): a few long loops instead of a call
@@ -519,8 +539,8 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                         memcpy(acc + (ch * oh + oy) * ow, row + oy * wp, ow * sizeof(int))
                     else:
                         memcpy(<char *>out + (ch * oh + oy) * ow, <char *>buf + oy * wp, ow)
-                continue
-            for oy in range(oh):
+                done = 1
+            for oy in range(0 if done else oh):
                 r = oy * sh * wp
                 d = row if out != NULL else acc + (ch * oh + oy) * ow
                 if not k3:
@@ -541,6 +561,9 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                     else:
                         edl_requant_u8(row, bias[ch], scale[ch], zero_point, flo, fhi,
                                        <unsigned char *>out + (ch * oh + oy) * ow, ow)
+            if tables != NULL and out != NULL:
+                edl_lookup(<unsigned char *>out + ch * oh * ow, tables + 256 * ch,
+                           <unsigned char *>out + ch * oh * ow, oh * ow)
         free(buf)
         free(wk)
         free(row)
@@ -551,24 +574,27 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
 def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
                          const signed char[:, ::1] w4, Py_ssize_t kh, Py_ssize_t kw,
                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                         const int[::1] corr, const float[::1] scale, int zero_point, out):
+                         const int[::1] corr, const float[::1] scale, int zero_point, out,
+                         const unsigned char[:, ::1] tables=None):
     """A dense conv (dilation 1) of few input channels, requantized as it is computed
     (edl_qconv_direct_rows_vnni): x (C, H, W) uint8; w4 (M16, 4 * ceil(C kh kw / 4)) the weights
     minus their zero points as int8, tap order (c, i, j), zeros past the taps and past M
-    (M16 a multiple of 16 >= M); out (M, OH, OW) uint8 or int8. Returns False, having done
-    nothing, where the CPU or the shape has no such kernel (the caller's GEMM path runs)."""
+    (M16 a multiple of 16 >= M); out (M, OH, OW) uint8 or int8, then (tables (M, 256))
+    each channel's plane looked up in its table. Returns False, having done nothing, where
+    the CPU or the shape has no such kernel (the caller's GEMM path runs)."""
     if out.dtype.itemsize != 1 or out.dtype.kind not in "iu":
         raise ValueError(f"qconv_direct_requant: out must be uint8 or int8, got {out.dtype}")
     cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
     cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
     cdef Py_ssize_t m = o8.shape[0], oh = o8.shape[1], ow = o8.shape[2]
     cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
-    cdef Py_ssize_t k = c * kh * kw, ng = (k + 3) // 4, ch, r, iy, lo, hi, t, nt
+    cdef Py_ssize_t k = c * kh * kw, ng = (k + 3) // 4, ch, r, iy, lo, hi, t, nt, mm
     cdef bint s8 = out.dtype.kind == "i"
     cdef edl_qcd_plan plan
     cdef unsigned char *buf
     if m * oh * ow == 0 or oh < 1 or ow < 1:
         return False
+    cdef const unsigned char *tp = _tables(tables, m, "qconv_direct_requant")
     if not edl_qcd_make_plan(&plan, c, kh, kw, sw, hp, wp):
         return False
     # the kernel reads these unchecked (the padded planes are sized from oh, ow: any
@@ -598,6 +624,9 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
             edl_qconv_direct_rows_vnni(buf, wp, sh, sw, &plan, w32, m, &corr[0], &scale[0],
                                   zero_point, s8, &o8[0, 0, 0], oh, ow, 4 * t,
                                   min(oh, 4 * t + 4))
+        if tp != NULL:
+            for mm in prange(m, schedule="static", use_threads_if=m * oh * ow >= PAR_ELEMS):
+                edl_lookup(&o8[mm, 0, 0], tp + 256 * mm, &o8[mm, 0, 0], oh * ow)
     free(buf)
     return True
 
@@ -643,26 +672,27 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
 def qdepthwise_requant(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w,
                        const int[::1] w_zp, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                        Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, const int[::1] bias,
-                       const float[::1] scale, int zero_point, out):
+                       const float[::1] scale, int zero_point, out,
+                       const unsigned char[:, ::1] tables=None):
     cdef Py_ssize_t c = x.shape[0]
     cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
     cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
     cdef bint s8 = out.dtype.kind == "i"
+    cdef const unsigned char *tp = _tables(tables, c, "qdepthwise_requant")
+    cdef Py_ssize_t ch
     if c * oh * ow == 0:
         return
     if dh == 1 and dw == 1:
         _qdwp(x, x_zp, w, w_zp, sh, sw, ph, pw, oh, ow, <int *>NULL, <void *>&o8[0, 0, 0],
-              s8, &bias[0], &scale[0], zero_point)
+              s8, &bias[0], &scale[0], zero_point, tp)
         return
     import numpy as np
     acc = np.empty((c, oh, ow), np.int32)
     qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)
-    if out.dtype.kind == "i":
-        requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point,
-                              out.reshape(1, c, oh * ow))
-    else:
-        requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point,
-                              out.reshape(1, c, oh * ow))
+    requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point, out.reshape(1, c, oh * ow))
+    if tp != NULL:
+        for ch in range(c):
+            edl_lookup(&o8[ch, 0, 0], tp + 256 * ch, &o8[ch, 0, 0], oh * ow)
 
 
 def requantize(const int[:, :, ::1] acc, const int[::1] bias, const float[::1] scale,

@@ -380,11 +380,12 @@ def qlinear_conv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, 
     return requantize(acc, b, mult, int(yz[0]), ydt, axis=1, out=out, backend=backend)
 
 
-def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend):
+def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend, post):
     """run(x, out=None) of a grouped / dense QLinearConv as one qgemm_requant per image and
     group: the weights minus their zero points (int16) and corr = bias - xz * their row sums
     made here, so the kernel multiplies the raw 8-bit columns and requantizes each tile as
-    it leaves the GEMM (no int32 tensor between them)."""
+    it leaves the GEMM (no int32 tensor between them). post: the lookup plan of an 8-bit
+    activation after it (its tables go into the Cython kernels, else it runs after)."""
     group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
     n, c, h, wdt = x_shape
     m, cg, kh, kw = w.shape
@@ -426,17 +427,26 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         got = kernels(bk)
         gemm, im2col, packed, stem_kernel = got
         x = _numba_writable(_contig(x), bk)
+        cy = bk == "cython"
+        tables = post.tables if post is not None and cy else None
         if stem_kernel is not None:
             kern, w4 = stem_kernel
             args = (xz, w4, kh, kw, sh, sw, pads[0], pads[1], corr[0], mult[0], yz)
-            if kern(x[0], *args, y[0]):
+            if kern(x[0], *args, y[0], tables):
                 for i in range(1, n):
-                    kern(x[i], *args, y[i])
+                    kern(x[i], *args, y[i], tables)
                 return y
             got[3] = None             # not on this CPU or shape: the GEMM from now on
         geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
         for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
-            gemm(packed[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L))
+            yg = y[i, g * mg:(g + 1) * mg].reshape(mg, L)
+            if cy:
+                gemm(packed[g], corr[g], mult[g], yz, bm, yg,
+                     None if tables is None else tables[g * mg:(g + 1) * mg])
+            else:
+                gemm(packed[g], corr[g], mult[g], yz, bm, yg)
+        if post is not None and not cy:
+            post(y, y)
         return y
     run.out_shape = oshape
     return run
@@ -444,10 +454,14 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
 
 def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_zero_point,
                         y_scale, y_zero_point, bias=None, strides=(1, 1), pads=(0, 0, 0, 0),
-                        dilations=(1, 1), group=1, auto_pad="NOTSET", backend=None):
+                        dilations=(1, 1), group=1, auto_pad="NOTSET", backend=None,
+                        tables=None):
     """qlinear_conv2d prepared once for a fixed input shape and constant parameters (the ONNX
     planner's path): validates everything now; returns ``run(x, out=None)``, which checks
-    only x's shape and dtype and runs the kernels. ``run.out_shape`` is (N, M, OH, OW)."""
+    only x's shape and dtype and runs the kernels. ``run.out_shape`` is (N, M, OH, OW).
+    ``tables`` (M, 256) of y's type: then y[:, c] = tables[c][y[:, c]] (an 8-bit activation
+    after the conv, QChannelLookup's semantics), applied as the Cython kernels make each
+    row or plane, after the conv on the other backends."""
     x_shape = tuple(int(d) for d in x_shape)
     x_dtype = np.dtype(x_dtype)
     x, w, xz, wz, geo = _conv_args(np.empty(x_shape, x_dtype), w, x_zero_point, w_zero_point,
@@ -458,12 +472,24 @@ def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_z
     yz = int(yz[0])
     b = np.array(_bias32(bias, m))      # a writable copy (numba specialises on read-only)
     group = geo[0]
+    post = None
+    if tables is not None:
+        tables = np.ascontiguousarray(_qarray(tables, "tables"))
+        if tables.dtype != ydt or tables.shape != (m, 256):
+            raise ShapeError(f"tables must be ({m}, 256) {ydt} (the conv's output type), got "
+                             f"{tables.shape} {tables.dtype}")
+        n, _, oh, ow = (x_shape[0], m) + geo[4]
+        post = channel_lookup_plan((n, m, oh, ow), ydt, tables, 1, backend)
+        post.tables = tables.view(np.uint8)
     if not (group == x_shape[1] and m == x_shape[1]):      # not depthwise: fused GEMM
-        return _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend)
-    return _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend)
+        return _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend,
+                                post)
+    return _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend,
+                                 post)
 
 
-def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend):
+def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend,
+                          post):
     """run(x, out=None) of a depthwise QLinearConv: one qdepthwise_requant per image (the
     Cython kernel requantizes each output row as it is made)."""
     _, (sh, sw), (dh, dw), pads, (oh, ow) = geo
@@ -487,7 +513,13 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
             k, ww = kernel(bk)
             x = _numba_writable(_contig(x), bk)
             for i in range(n):
-                k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i])
+                if bk == "cython" and post is not None:        # looked up plane by plane
+                    k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i],
+                      post.tables)
+                else:
+                    k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i])
+            if post is not None and bk != "cython":
+                post(y, y)
         return y
     run.out_shape = oshape
     return run

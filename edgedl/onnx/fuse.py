@@ -24,7 +24,9 @@
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
 7. a zero Pad of H, W read only by an AveragePool without pads of its own (FastestDet) ->
    one AveragePool with those pads, counted (count_include_pad=1); the same for an int8
-   Pad with the input zero point before a QLinearAveragePool.
+   Pad with the input zero point before a QLinearAveragePool;
+8. (int8) a QLinearConv read only by a QLookup / QChannelLookup -> QLinearConvLookup, the
+   tables applied by the conv kernels (qdq.fuse_conv_lookups).
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
@@ -34,7 +36,7 @@ from ..kernels.activation_table import BY_ONNX
 from .graph import Node
 from .ops.nn import bn_coefficients
 from .plan import evaluate_constant
-from .qdq import fuse_float_islands, fuse_int8_lookups, rewrite_qdq
+from .qdq import fuse_conv_lookups, fuse_float_islands, fuse_int8_lookups, rewrite_qdq
 from .rewriter import Rewriter, near as _near, replace as _replace
 
 
@@ -537,7 +539,7 @@ def fuse_pad_into_avgpool(rw):
 REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
             fuse_epilogue_activations, fuse_residual_adds, fuse_transposed_softmax,
-            fuse_pad_into_avgpool)
+            fuse_pad_into_avgpool, fuse_conv_lookups)
 
 
 def fold_batchnorm(rw):

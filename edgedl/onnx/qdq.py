@@ -321,6 +321,34 @@ def fuse_int8_lookups(rw):
         replace(rw, [sig, mul], Node("QLookup", [x, name], mul.outputs[:1], {}, mul.name), mul)
 
 
+def fuse_conv_lookups(rw):
+    """QLinearConv -> QLookup / QChannelLookup of its output alone (an 8-bit activation, or
+    a BatchNormalization island after it: UltraFace's 35, YOLOX's 104 SiLUs) -> one
+    QLinearConvLookup: the conv kernels look each row or plane up while it is in cache,
+    instead of a node and a pass of its own. Its handler checks the tables' layout against
+    the conv's output shape (one table, or one per output channel along axis 1) and
+    otherwise runs the two steps as before."""
+    for lk in list(rw.g.nodes):
+        if lk in rw.removed or lk.key not in ("QLookup", "QChannelLookup") or \
+                len(lk.inputs) < 2:
+            continue
+        conv = rw.prod.get(lk.inputs[0])
+        if conv is None or conv.key != "QLinearConv" or conv in rw.removed or \
+                rw.only_reader(conv.outputs[0]) is not lk:
+            continue
+        tables = rw.const(lk.inputs[1])
+        yz = rw.const(conv.inputs[7]) if len(conv.inputs) > 7 and conv.inputs[7] else \
+            np.zeros((), np.uint8)
+        if tables is None or yz is None or tables.dtype != yz.dtype:
+            continue
+        ins = list(conv.inputs) + [""] * (9 - len(conv.inputs))
+        attrs = dict(conv.attrs, lookup_axis=int(lk.attrs.get("axis", 1)),
+                     lookup_rank=int(lk.attrs.get("rank", 0)),
+                     lookup_channels=int(lk.key == "QChannelLookup"))
+        replace(rw, [conv, lk], Node("QLinearConvLookup", ins[:9] + [lk.inputs[1]],
+                                     lk.outputs[:1], attrs, conv.name), lk)
+
+
 # ----------------------------------------------------------------------------- float islands
 #: float ops of one tensor computed element by element (y[i] from x[i] alone)
 _ISLAND_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Tanh",

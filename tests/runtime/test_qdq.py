@@ -277,6 +277,86 @@ def test_float_islands_become_one_lookup(backend, rng, dtype, kind, relu):
         assert got.astype(np.int32).min() == yz
 
 
+def _conv_then_lookup_model(rng, cin, cout, k, group, act):
+    """DQ(x), DQ(w), DQ(bias) -> Conv -> Q -> then an 8-bit activation the rewrites turn into
+    a lookup: ``bn`` (BatchNormalization + Relu between DQ and Q: a QChannelLookup) or
+    ``silu`` (Sigmoid and Mul in QDQ form: one QLookup)."""
+    w = rng.integers(-100, 100, (cout, cin // group, k, k)).astype(np.int8)
+    ws = rng.uniform(0.002, 0.01, cout).astype(np.float32)
+    inits = _q_dq("x", 0.02, 128) + _q_dq("c", 0.05, 100) + _q_dq("y", 0.03, 90) + \
+        [("w", w), ("w_s", ws), ("w_z", np.zeros(cout, np.int8)),
+         ("b", rng.integers(-2000, 2000, cout).astype(np.int32)),
+         ("b_s", (np.float32(0.02) * ws).astype(np.float32))]
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "w_s", "w_z"], ["wf"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "b_s"], ["bf"], axis=0),
+             helper.make_node("Conv", ["xf", "wf", "bf"], ["cf"], pads=[k // 2] * 4,
+                              group=group),
+             helper.make_node("QuantizeLinear", ["cf", "c_s", "c_z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "c_s", "c_z"], ["cd"])]
+    if act == "bn":
+        inits += [("g", rng.uniform(0.5, 2, cout).astype(np.float32)),
+                  ("be", rng.uniform(-1, 1, cout).astype(np.float32)),
+                  ("mu", rng.uniform(-0.5, 0.5, cout).astype(np.float32)),
+                  ("var", rng.uniform(0.2, 3, cout).astype(np.float32))]
+        nodes += [helper.make_node("BatchNormalization", ["cd", "g", "be", "mu", "var"],
+                                   ["bn"]),
+                  helper.make_node("Relu", ["bn"], ["r"]),
+                  helper.make_node("QuantizeLinear", ["r", "y_s", "y_z"], ["yq"])]
+    else:
+        inits += _q_dq("s", 1 / 256, 0)
+        nodes += [helper.make_node("Sigmoid", ["cd"], ["sg"]),
+                  helper.make_node("QuantizeLinear", ["sg", "s_s", "s_z"], ["sq"]),
+                  helper.make_node("DequantizeLinear", ["sq", "s_s", "s_z"], ["sd"]),
+                  helper.make_node("Mul", ["cd", "sd"], ["mu_"]),
+                  helper.make_node("QuantizeLinear", ["mu_", "y_s", "y_z"], ["yq"])]
+    return _model(nodes, [_vi("xq", [1, cin, 11, 37], U8)], [_vi("yq", None, U8)], inits)
+
+
+@pytest.mark.parametrize("cin, cout, k, group", [
+    (3, 24, 3, 1),          # a stem (the direct kernel where the CPU has it)
+    (40, 20, 3, 1),         # im2col + GEMM
+    (16, 8, 1, 1),          # 1x1 GEMM
+    (12, 12, 3, 12)])       # depthwise
+@pytest.mark.parametrize("act", ["bn", "silu"])
+def test_conv_then_lookup_is_one_node(backend, rng, cin, cout, k, group, act):
+    """QLinearConv -> QChannelLookup / QLookup becomes one QLinearConvLookup (the tables
+    applied by the conv's kernels as rows / planes are made): the same bits as the two nodes
+    (fuse=False) and onnxruntime's within one LSB (the SiLU's QLinearSigmoid / QLinearMul on
+    98% of the values, as test_int8_silu_becomes_one_lookup)."""
+    m = _conv_then_lookup_model(rng, cin, cout, k, group, act)
+    x = rng.integers(0, 256, (1, cin, 11, 37)).astype(np.uint8)
+    s = _run_both(m, {"xq": x}, backend, equal=0.98 if act == "silu" else 0.999)
+    assert _ops(s) == ["QLinearConvLookup"]
+    plain = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
+    np.testing.assert_array_equal(s.run(None, {"xq": x})[0], plain.run(None, {"xq": x})[0])
+
+
+def test_conv_then_lookup_with_run_time_scales(backend, rng):
+    """A QLinearConvLookup whose conv has a scale fed at run time (no plan): the conv, then
+    the table, as the two nodes run them."""
+    w = rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8)
+    inits = [("x_z", np.uint8(128)), ("w", w), ("w_s", np.float32(0.004)),
+             ("w_z", np.int8(0)), ("c_s", np.float32(0.05)), ("c_z", np.uint8(100)),
+             ("s_s", np.float32(1 / 256)), ("s_z", np.uint8(0)), ("y_s", np.float32(0.03)),
+             ("y_z", np.uint8(90))]
+    nodes = [helper.make_node("QLinearConv", ["xq", "x_s", "x_z", "w", "w_s", "w_z", "c_s",
+                                              "c_z"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearSigmoid", ["c", "c_s", "c_z", "s_s", "s_z"], ["s"],
+                              domain="com.microsoft"),
+             helper.make_node("QLinearMul", ["c", "c_s", "c_z", "s", "s_s", "s_z", "y_s",
+                                             "y_z"], ["y"], domain="com.microsoft")]
+    m = _model(nodes, [_vi("xq", [1, 3, 6, 9], U8), _vi("x_s", [], TensorProto.FLOAT)],
+               [_vi("y", None, U8)], [(k, np.asarray(v)) for k, v in inits],
+               extra_opsets=[("com.microsoft", 1)])
+    feed = {"xq": rng.integers(0, 256, (1, 3, 6, 9)).astype(np.uint8),
+            "x_s": np.array(0.02, np.float32)}
+    s = edgedl.InferenceSession(m.SerializeToString(), backend=backend)
+    assert _ops(s) == ["QLinearConvLookup"]
+    plain = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
+    np.testing.assert_array_equal(s.run(None, feed)[0], plain.run(None, feed)[0])
+
+
 def test_float_island_constants_may_widen_the_output(backend, rng):
     """Constants of shape (1, 5, 1, 1) on an x of shape (1, 6, 7): the float chain
     broadcasts to (1, 5, 6, 7) (each channel's constants on the same x), so does the

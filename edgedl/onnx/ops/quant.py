@@ -134,6 +134,58 @@ def qlinear_conv(ctx):
     return _guarded(ctx, f)
 
 
+@op("QLinearConvLookup")   # internal: QLinearConv, then QLookup / QChannelLookup (qdq.py)
+def qlinear_conv_lookup(ctx):
+    """Inputs: QLinearConv's nine (the bias may be ''), then the tables: one (256,) or one
+    per channel (C, 256) with the lookup's axis / rank in ``lookup_axis`` / ``lookup_rank``.
+    Planned with the tables in the conv's kernels when they are one per output channel along
+    axis 1 of its output (or one table); else the conv and the lookup as two steps."""
+    strides, pads, dil, group, auto_pad = _conv_attrs(ctx)
+    b = ctx.backend
+    tables = ctx.const(9)
+    static = ctx.static and all(ctx.is_const(i) for i in range(1, 9) if ctx.has(i))
+    if static and tables is not None:
+        try:
+            w = ctx.consts[3]
+            m = int(np.asarray(w).shape[0])
+            t = np.asarray(tables)
+            per_channel = None
+            if t.ndim == 1 or (t.ndim == 2 and t.shape[0] == 1):
+                per_channel = np.tile(t.reshape(1, 256), (m, 1))
+            elif t.ndim == 2 and int(ctx.attr("lookup_channels", 0)):
+                conv = _q.qlinear_conv2d_plan(ctx.shapes[0], ctx.dtypes[0], *ctx.consts[1:8],
+                                              None, strides, pads, dil, group, auto_pad,
+                                              backend=b)
+                full, ax = _channel_layout(conv.out_shape, t.shape[0],
+                                           int(ctx.attr("lookup_axis", 1)),
+                                           int(ctx.attr("lookup_rank", 0)))
+                if full == tuple(conv.out_shape) and ax == 1 and t.shape[0] == m:
+                    per_channel = t
+            if per_channel is not None:
+                run = _q.qlinear_conv2d_plan(ctx.shapes[0], ctx.dtypes[0], *ctx.consts[1:8],
+                                             ctx.consts[8] if ctx.has(8) else None, strides,
+                                             pads, dil, group, auto_pad, backend=b,
+                                             tables=per_channel)
+                return takes_out(lambda x, *_, out=None: run(x, out))
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+    # any other layout: the two ops as they were
+    one = int(ctx.attr("lookup_channels", 0)) == 0
+    axis, rank = int(ctx.attr("lookup_axis", 1)), int(ctx.attr("lookup_rank", 0))
+
+    def f(x, xs, xz, w, ws, wz, ys, yz, bias, tabs):
+        y = _q.qlinear_conv2d(x, xs, xz, w, ws, wz, ys, yz, bias, strides, pads, dil, group,
+                              auto_pad, backend=b)
+        if one or tabs.ndim == 1:
+            return _q.lookup(y, tabs.reshape(-1), backend=b)
+        full, ax = _channel_layout(y.shape, tabs.shape[0], axis, rank)
+        if full != y.shape:
+            y = np.ascontiguousarray(np.broadcast_to(
+                y.reshape((1,) * (len(full) - y.ndim) + y.shape), full))
+        return _q.channel_lookup(y, tabs, ax, backend=b)
+    return _guarded(ctx, f)
+
+
 @op("ConvInteger")
 def conv_integer(ctx):
     strides, pads, dil, group, auto_pad = _conv_attrs(ctx)
