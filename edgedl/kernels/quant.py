@@ -380,12 +380,13 @@ def qlinear_conv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, 
     return requantize(acc, b, mult, int(yz[0]), ydt, axis=1, out=out, backend=backend)
 
 
-def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend, post):
+def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend,
+                     tables):
     """run(x, out=None) of a grouped / dense QLinearConv as one qgemm_requant per image and
     group: the weights minus their zero points (int16) and corr = bias - xz * their row sums
     made here, so the kernel multiplies the raw 8-bit columns and requantizes each tile as
-    it leaves the GEMM (no int32 tensor between them). post: the lookup plan of an 8-bit
-    activation after it (its tables go into the Cython kernels, else it runs after)."""
+    it leaves the GEMM (no int32 tensor between them). tables: (M, 256) uint8, an 8-bit
+    activation's per output channel, or None."""
     group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
     n, c, h, wdt = x_shape
     m, cg, kh, kw = w.shape
@@ -427,8 +428,6 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         got = kernels(bk)
         gemm, im2col, packed, stem_kernel = got
         x = _numba_writable(_contig(x), bk)
-        cy = bk == "cython"
-        tables = post.tables if post is not None and cy else None
         if stem_kernel is not None:
             kern, w4 = stem_kernel
             args = (xz, w4, kh, kw, sh, sw, pads[0], pads[1], corr[0], mult[0], yz)
@@ -439,14 +438,8 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
             got[3] = None             # not on this CPU or shape: the GEMM from now on
         geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
         for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
-            yg = y[i, g * mg:(g + 1) * mg].reshape(mg, L)
-            if cy:
-                gemm(packed[g], corr[g], mult[g], yz, bm, yg,
-                     None if tables is None else tables[g * mg:(g + 1) * mg])
-            else:
-                gemm(packed[g], corr[g], mult[g], yz, bm, yg)
-        if post is not None and not cy:
-            post(y, y)
+            gemm(packed[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L),
+                 None if tables is None else tables[g * mg:(g + 1) * mg])
         return y
     run.out_shape = oshape
     return run
@@ -461,7 +454,7 @@ def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_z
     only x's shape and dtype and runs the kernels. ``run.out_shape`` is (N, M, OH, OW).
     ``tables`` (M, 256) of y's type: then y[:, c] = tables[c][y[:, c]] (an 8-bit activation
     after the conv, QChannelLookup's semantics), applied as the Cython kernels make each
-    row or plane, after the conv on the other backends."""
+    row or plane, right after the conv on the other backends."""
     x_shape = tuple(int(d) for d in x_shape)
     x_dtype = np.dtype(x_dtype)
     x, w, xz, wz, geo = _conv_args(np.empty(x_shape, x_dtype), w, x_zero_point, w_zero_point,
@@ -472,24 +465,21 @@ def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_z
     yz = int(yz[0])
     b = np.array(_bias32(bias, m))      # a writable copy (numba specialises on read-only)
     group = geo[0]
-    post = None
-    if tables is not None:
-        tables = np.ascontiguousarray(_qarray(tables, "tables"))
+    if tables is not None:      # their bits as uint8, a writable copy (numba: no read-only)
+        tables = np.array(_qarray(tables, "tables"), order="C")
         if tables.dtype != ydt or tables.shape != (m, 256):
             raise ShapeError(f"tables must be ({m}, 256) {ydt} (the conv's output type), got "
                              f"{tables.shape} {tables.dtype}")
-        n, _, oh, ow = (x_shape[0], m) + geo[4]
-        post = channel_lookup_plan((n, m, oh, ow), ydt, tables, 1, backend)
-        post.tables = tables.view(np.uint8)
+        tables = tables.view(np.uint8)
     if not (group == x_shape[1] and m == x_shape[1]):      # not depthwise: fused GEMM
         return _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend,
-                                post)
+                                tables)
     return _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, b, mult, yz, ydt, backend,
-                                 post)
+                                 tables)
 
 
 def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend,
-                          post):
+                          tables):
     """run(x, out=None) of a depthwise QLinearConv: one qdepthwise_requant per image (the
     Cython kernel requantizes each output row as it is made)."""
     _, (sh, sw), (dh, dw), pads, (oh, ow) = geo
@@ -513,13 +503,8 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
             k, ww = kernel(bk)
             x = _numba_writable(_contig(x), bk)
             for i in range(n):
-                if bk == "cython" and post is not None:        # looked up plane by plane
-                    k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i],
-                      post.tables)
-                else:
-                    k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i])
-            if post is not None and bk != "cython":
-                post(y, y)
+                k(x[i], xz, ww, wz, sh, sw, pads[0], pads[1], dh, dw, bias, mult, yz, y[i],
+                  tables)
         return y
     run.out_shape = oshape
     return run

@@ -115,8 +115,11 @@ def qgemm_pack(wd):
     return wd
 
 
-def qgemm_requant_packed(pk, corr, scale, zero_point, b, out):
+def qgemm_requant_packed(pk, corr, scale, zero_point, b, out, tables=None):
     qgemm_requant(pk, corr, scale, zero_point, b, out)
+    if tables is not None:          # (M, 256) tables: row i through table i, in place
+        o8 = out.view(np.uint8).reshape(1, out.shape[0], -1)
+        channel_lookup(o8, tables, o8)
 
 
 @njit(parallel=True)
@@ -202,9 +205,18 @@ def lookup2(a, b, table, out):
         out[i] = table[np.int64(a[i]) * 256 + np.int64(b[i])]
 
 
-@njit
 def qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, zero_point,
-                       out):
+                       out, tables=None):
+    _qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, zero_point,
+                        out)
+    if tables is not None:          # (C, 256) tables: plane c through table c, in place
+        o8 = out.view(np.uint8).reshape(1, out.shape[0], -1)
+        channel_lookup(o8, tables, o8)
+
+
+@njit
+def _qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, zero_point,
+                        out):
     c, oh, ow = out.shape
     acc = np.empty((c, oh, ow), np.int32)
     qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)

@@ -91,9 +91,13 @@ def qgemm_pack(wd):
     return wd
 
 
-def qgemm_requant_packed(pk, corr, scale, zero_point, b, out):
-    """qgemm_requant with weights from qgemm_pack."""
+def qgemm_requant_packed(pk, corr, scale, zero_point, b, out, tables=None):
+    """qgemm_requant with weights from qgemm_pack; tables (M, 256) uint8 (the bits of the
+    output type): then out[i] = tables[i][out[i]] (an 8-bit activation after it)."""
     qgemm_requant(pk, corr, scale, zero_point, b, out)
+    if tables is not None:
+        o8 = out.view(np.uint8).reshape(1, out.shape[0], -1)
+        channel_lookup(o8, tables, o8)
 
 
 def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
@@ -115,12 +119,16 @@ def qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc):
 
 
 def qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, zero_point,
-                       out):
-    """qdepthwise into int32, then requantize: out (C, OH, OW) uint8/int8."""
+                       out, tables=None):
+    """qdepthwise into int32, then requantize: out (C, OH, OW) uint8/int8; then (tables
+    (C, 256) uint8) plane c through table c."""
     acc = np.empty(out.shape, np.int32)
     qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)
     c = out.shape[0]
     requantize(acc.reshape(1, c, -1), bias, scale, zero_point, out.reshape(1, c, -1))
+    if tables is not None:
+        o8 = out.view(np.uint8).reshape(1, c, -1)
+        channel_lookup(o8, tables, o8)
 
 
 def requantize(acc, bias, scale, zero_point, out):
