@@ -631,6 +631,18 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
     return True
 
 
+cdef int _check_dw(Py_ssize_t c, Py_ssize_t wc, Py_ssize_t nzp, Py_ssize_t oc,
+                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                   Py_ssize_t dw, str who) except -1:
+    """The depthwise kernels index w, w_zp and the output by x's channel and trust the
+    geometry: refuse arguments that do not fit (the Python wrappers pass only these)."""
+    if wc < c or nzp < c or oc != c or min(sh, sw, dh, dw) < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"{who}: {c} channels need weights, zero points and an output of "
+                         f"{c} channels and a valid geometry, got {wc}, {nzp}, {oc}, strides "
+                         f"({sh}, {sw}), pads ({ph}, {pw}), dilations ({dh}, {dw})")
+    return 0
+
+
 def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
                Py_ssize_t dw, int[:, :, ::1] acc):
@@ -638,6 +650,7 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
     cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], oh = acc.shape[1], ow = acc.shape[2]
     cdef Py_ssize_t ch, oy, ox, i, j, iy, off, lo, hi
     cdef int wv
+    _check_dw(c, w.shape[0], w_zp.shape[0], acc.shape[0], sh, sw, ph, pw, dh, dw, "qdepthwise")
     if c * oh * ow == 0:
         return
     if dh == 1 and dw == 1:
@@ -674,11 +687,18 @@ def qdepthwise_requant(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w,
                        Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, const int[::1] bias,
                        const float[::1] scale, int zero_point, out,
                        const unsigned char[:, ::1] tables=None):
+    if out.dtype.itemsize != 1 or out.dtype.kind not in "iu":
+        raise ValueError(f"qdepthwise_requant: out must be uint8 or int8, got {out.dtype}")
     cdef Py_ssize_t c = x.shape[0]
-    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
     cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
+    cdef Py_ssize_t oh = o8.shape[1], ow = o8.shape[2]
     cdef bint s8 = out.dtype.kind == "i"
     cdef const unsigned char *tp = _tables(tables, c, "qdepthwise_requant")
+    _check_dw(c, w.shape[0], w_zp.shape[0], o8.shape[0], sh, sw, ph, pw, dh, dw,
+              "qdepthwise_requant")
+    if bias.shape[0] < c or scale.shape[0] < c:
+        raise ValueError(f"qdepthwise_requant: {c} channels need {c} biases and scales, got "
+                         f"{bias.shape[0]} and {scale.shape[0]}")
     cdef Py_ssize_t ch
     if c * oh * ow == 0:
         return

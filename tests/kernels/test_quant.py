@@ -798,3 +798,33 @@ def test_qgemm_requant_packed_refuses_a_pack_that_does_not_fit():
         a = dict(ok, **bad)
         with pytest.raises(ValueError, match="does not fit"):
             cq.qgemm_requant_packed(pk, a["corr"], a["scale"], 0, a["b"], a["out"])
+
+
+def test_qdepthwise_refuses_arguments_that_do_not_fit():
+    """The Cython depthwise kernels index the weights, zero points, biases, scales and output
+    by x's channel unchecked: any of them short of x's channels, an output of another
+    channel count or dtype, or a stride / dilation < 1 is a ValueError, not a read or
+    write past an array's end."""
+    pytest.importorskip("edgedl._cy.quant")
+    from edgedl._cy import quant as cq
+    x = np.full((4, 6, 6), 5, np.uint8)
+    ok = dict(w=np.ones((4, 3, 3), np.int8), w_zp=np.zeros(4, np.int32),
+              bias=np.zeros(4, np.int32), scale=np.ones(4, np.float32),
+              out=np.empty((4, 6, 6), np.uint8))
+
+    def call(a, strides=(1, 1)):
+        cq.qdepthwise_requant(x, 0, a["w"], a["w_zp"], *strides, 1, 1, 1, 1, a["bias"],
+                              a["scale"], 0, a["out"])
+    call(ok)
+    assert (ok["out"][:, 1:-1, 1:-1] == 45).all() and (ok["out"][:, 0, 0] == 20).all()
+    for bad in (dict(w=np.ones((3, 3, 3), np.int8)), dict(w_zp=np.zeros(2, np.int32)),
+                dict(bias=np.zeros(3, np.int32)), dict(scale=np.ones(1, np.float32)),
+                dict(out=np.empty((5, 6, 6), np.uint8)), dict(out=np.empty((4, 6, 6),
+                                                                           np.float32))):
+        with pytest.raises(ValueError, match="qdepthwise_requant"):
+            call(dict(ok, **bad))
+    with pytest.raises(ValueError, match="valid geometry"):
+        call(ok, strides=(0, 1))
+    acc = np.empty((3, 6, 6), np.int32)
+    with pytest.raises(ValueError, match="qdepthwise"):
+        cq.qdepthwise(x, 0, ok["w"], ok["w_zp"], 1, 1, 1, 1, 1, 1, acc)

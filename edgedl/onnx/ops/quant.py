@@ -10,7 +10,7 @@ points (wrong shape or type, scale <= 0 or not finite) are a ModelError naming t
 import numpy as np
 
 from ...errors import EdgeDLError, ModelError
-from ...kernels import activations as _acts, pooling as _pool, quant as _q
+from ...kernels import activations as _acts, conv as _conv, pooling as _pool, quant as _q
 from . import ints, op, takes_out
 from .nn import _spatial
 
@@ -153,13 +153,13 @@ def qlinear_conv_lookup(ctx):
             if t.ndim == 1 or (t.ndim == 2 and t.shape[0] == 1):
                 per_channel = np.tile(t.reshape(1, 256), (m, 1))
             elif t.ndim == 2 and int(ctx.attr("lookup_channels", 0)):
-                conv = _q.qlinear_conv2d_plan(ctx.shapes[0], ctx.dtypes[0], *ctx.consts[1:8],
-                                              None, strides, pads, dil, group, auto_pad,
-                                              backend=b)
-                full, ax = _channel_layout(conv.out_shape, t.shape[0],
+                xs = tuple(ctx.shapes[0])
+                oshape = (xs[0], m) + _conv._conv_geometry(xs, tuple(np.shape(w)), strides,
+                                                           pads, dil, group, auto_pad)[4]
+                full, ax = _channel_layout(oshape, t.shape[0],
                                            int(ctx.attr("lookup_axis", 1)),
                                            int(ctx.attr("lookup_rank", 0)))
-                if full == tuple(conv.out_shape) and ax == 1 and t.shape[0] == m:
+                if full == oshape and ax == 1 and t.shape[0] == m:
                     per_channel = t
             if per_channel is not None:
                 run = _q.qlinear_conv2d_plan(ctx.shapes[0], ctx.dtypes[0], *ctx.consts[1:8],
@@ -179,10 +179,7 @@ def qlinear_conv_lookup(ctx):
         if one or tabs.ndim == 1:
             return _q.lookup(y, tabs.reshape(-1), backend=b)
         full, ax = _channel_layout(y.shape, tabs.shape[0], axis, rank)
-        if full != y.shape:
-            y = np.ascontiguousarray(np.broadcast_to(
-                y.reshape((1,) * (len(full) - y.ndim) + y.shape), full))
-        return _q.channel_lookup(y, tabs, ax, backend=b)
+        return _q.channel_lookup(_widen(y, full), tabs, ax, backend=b)
     return _guarded(ctx, f)
 
 
@@ -298,6 +295,15 @@ def _channel_layout(x_shape, c, axis, rank):
     return shape, ax
 
 
+def _widen(x, full):
+    """x broadcast to ``full`` (from _channel_layout) as the float chain's constants
+    broadcast it, contiguous; x itself when it has that shape."""
+    if tuple(x.shape) == tuple(full):
+        return x
+    return np.ascontiguousarray(np.broadcast_to(
+        x.reshape((1,) * (len(full) - x.ndim) + x.shape), full))
+
+
 @op("QChannelLookup")   # internal: y[.., c, ..] = tables[c, x] (per-channel float islands, qdq.py)
 def qchannel_lookup(ctx):
     """One 256-entry table per channel along ``axis`` (a DequantizeLinear -> per-channel
@@ -312,12 +318,6 @@ def qchannel_lookup(ctx):
         if ax >= len(full):
             raise ctx.fail(f"an input of shape {tuple(shape)} has no axis {axis}")
         return full
-
-    def widen(x, full):         # x broadcast as the float chain's constants broadcast it
-        if x.shape == full:
-            return x
-        return np.ascontiguousarray(np.broadcast_to(
-            x.reshape((1,) * (len(full) - x.ndim) + x.shape), full))
 
     def kernel(full, dtype):
         if c == 1:
@@ -335,11 +335,11 @@ def qchannel_lookup(ctx):
             raise ctx.fail(str(e)) from e
         if full == tuple(ctx.shapes[0]):
             return takes_out(lambda x, *_, out=None: run(x, out))
-        return lambda x, *_: run(widen(x, full))
+        return lambda x, *_: run(_widen(x, full))
 
     def f(x, *_):
         full = layout(x.shape)
-        return kernel(full, x.dtype)(widen(x, full))
+        return kernel(full, x.dtype)(_widen(x, full))
     return _guarded(ctx, f)
 
 
