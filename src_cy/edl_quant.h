@@ -692,6 +692,134 @@ static void edl_qconv_direct_rows_vnni(const uint8_t *buf, ptrdiff_t wp, ptrdiff
 }
 #endif
 
+#ifdef EDL_QGEMM_AVX2
+/* A depthwise plane at stride 1 (any kh x kw with kw >= 3 and at most 64 taps) on AVX-512
+   VNNI + VBMI, requantized as computed. The outputs are one flat run at the padded plane's
+   pitch (output i = oy wp + ox reads x[i + r wp + j]; the wp - ow values past each row are
+   computed and dropped), 16 a vector, so a 22-wide plane fills 22 of every 26 lanes where
+   rows of blocks of 8 filled 22 of 32. The taps go in groups of 4 in row-major order (each
+   within 2 rows: kw >= 3), a group's 16 windows one vpermb of a 64-byte load holding both
+   rows where the pitch allows (wp + 15 + kw <= 64), else one vpermt2b of the two rows'
+   loads, then one vpdpbusd: 7 of each for a 5x5 kernel where the 8-wide rows took 10
+   windows and 10 dot products per 8 outputs. Reads up to 63 bytes past the plane (x's
+   slack). */
+#define EDL_QDWF_NV 4
+typedef struct {
+    ptrdiff_t ng, one;
+    ptrdiff_t ra[16], rb[16];         /* a group's two rows: offsets in the padded plane */
+    uint8_t idx[16][64];              /* its permute indices (row rb: + 64, or + wp if one) */
+} edl_qdwf_plan;
+
+/* The plan of a kh x kw kernel over planes of pitch wp; 0 where it does not run (no
+   VNNI + VBMI, kw < 3, more than 64 taps) or where the row kernels are faster: 3x3 (the
+   two-row kernel shares each window between two output rows; the flat run took 1.5x its
+   time on 80x80 and 160x160 planes, the same on 20x20, where 5x5 at 22x22 took 0.5-0.64x
+   of the row kernel's, old and new builds interleaved on this Zen 4). */
+static int edl_qdwf_make_plan(edl_qdwf_plan *p, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t wp) {
+    const ptrdiff_t k = kh * kw;
+    if (kw < 3 || k > 64 || (kh == 3 && kw == 3) || edl_q_u8s8() != 2 || !edl_q_vbmi())
+        return 0;
+    p->ng = (k + 3) / 4;
+    p->one = wp + 15 + kw - 1 < 64;      /* both rows of every group in one 64-byte load */
+    for (ptrdiff_t g = 0; g < p->ng; g++) {
+        const ptrdiff_t r0 = (4 * g) / kw;
+        p->ra[g] = r0 * wp;
+        p->rb[g] = (r0 + 1 < kh ? r0 + 1 : r0) * wp;
+        for (ptrdiff_t t = 0; t < 4; t++) {
+            const ptrdiff_t kk = 4 * g + t;
+            for (ptrdiff_t o = 0; o < 16; o++)
+                p->idx[g][4 * o + t] = kk < k ? (uint8_t)((kk / kw == r0 ? 0 : p->one ? wp : 64)
+                                                          + o + kk % kw) : 0;
+        }
+    }
+    return 1;
+}
+
+/* One plane: x padded (pitch wp, oh + kh - 1 rows, 63 readable bytes past them), w the
+   kh * kw taps minus the weights' zero point (int8 range), tmp oh * wp bytes of scratch. */
+__attribute__((target(EDL_QCD_TARGET))) static void edl_qdw_flat_vnni512(
+        const edl_qdwf_plan *p, const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw,
+        const int32_t *w, int32_t corr, int32_t bias, float scale, int32_t zp, int s8,
+        uint8_t *tmp, uint8_t *out, ptrdiff_t oh, ptrdiff_t ow) {
+    const ptrdiff_t k = kh * kw, ng = p->ng, n = oh * wp;
+    __m512i wv[16];
+    for (ptrdiff_t g = 0; g < ng; g++) {
+        uint32_t wg = 0;
+        for (ptrdiff_t t = 0; t < 4 && 4 * g + t < k; t++)
+            wg |= (uint32_t)(uint8_t)w[4 * g + t] << (8 * t);
+        wv[g] = _mm512_set1_epi32((int32_t)wg);
+    }
+    const float lo = s8 ? -128.0f : 0.0f, hi = s8 ? 127.0f : 255.0f;
+    const __m512 flo = _mm512_set1_ps(lo - (float)zp), fhi = _mm512_set1_ps(hi - (float)zp);
+    const __m512i z = _mm512_set1_epi32(zp);
+    /* the sums start at bias - corr (wrapping, as the int32 sums of EDL_REQUANT do) */
+    const __m512i c = _mm512_set1_epi32((int32_t)((uint32_t)bias - (uint32_t)corr));
+    ptrdiff_t i = 0;
+    if (p->one)
+        for (; i + 16 * EDL_QDWF_NV <= n; i += 16 * EDL_QDWF_NV) {
+            __m512i acc[EDL_QDWF_NV];
+            for (int v = 0; v < EDL_QDWF_NV; v++) acc[v] = c;
+            for (ptrdiff_t g = 0; g < ng; g++) {
+                const __m512i id = _mm512_loadu_si512(p->idx[g]);
+                const uint8_t *pa = x + i + p->ra[g];
+                for (int v = 0; v < EDL_QDWF_NV; v++)
+                    acc[v] = _mm512_dpbusd_epi32(acc[v], _mm512_permutexvar_epi8(
+                        id, _mm512_loadu_si512(pa + 16 * v)), wv[g]);
+            }
+            for (int v = 0; v < EDL_QDWF_NV; v++)
+                _mm_storeu_si128((__m128i *)(tmp + i + 16 * v),
+                                 edl_rq16_bytes(acc[v], 0, scale, flo, fhi, z));
+        }
+    for (; i + 16 * EDL_QDWF_NV <= n; i += 16 * EDL_QDWF_NV) {
+        __m512i acc[EDL_QDWF_NV];
+        for (int v = 0; v < EDL_QDWF_NV; v++) acc[v] = c;
+        for (ptrdiff_t g = 0; g < ng; g++) {
+            const __m512i id = _mm512_loadu_si512(p->idx[g]);
+            const uint8_t *pa = x + i + p->ra[g], *pb = x + i + p->rb[g];
+            for (int v = 0; v < EDL_QDWF_NV; v++)
+                acc[v] = _mm512_dpbusd_epi32(acc[v], _mm512_permutex2var_epi8(
+                    _mm512_loadu_si512(pa + 16 * v), id, _mm512_loadu_si512(pb + 16 * v)),
+                    wv[g]);
+        }
+        for (int v = 0; v < EDL_QDWF_NV; v++)
+            _mm_storeu_si128((__m128i *)(tmp + i + 16 * v),
+                             edl_rq16_bytes(acc[v], 0, scale, flo, fhi, z));
+    }
+    for (; i < n; i += 16) {
+        __m512i acc = c;
+        for (ptrdiff_t g = 0; g < ng; g++)
+            acc = _mm512_dpbusd_epi32(acc, _mm512_permutex2var_epi8(
+                _mm512_loadu_si512(x + i + p->ra[g]), _mm512_loadu_si512(p->idx[g]),
+                _mm512_loadu_si512(x + i + p->rb[g])), wv[g]);
+        const ptrdiff_t left = n - i;
+        _mm_mask_storeu_epi8(tmp + i, left >= 16 ? (__mmask16)0xFFFF
+                                                 : (__mmask16)((1u << left) - 1),
+                             edl_rq16_bytes(acc, 0, scale, flo, fhi, z));
+    }
+    /* each row's ow bytes out of the run */
+    for (ptrdiff_t oy = 0; oy < oh; oy++)
+        for (ptrdiff_t q = 0; q < ow; q += 64) {
+            const ptrdiff_t left = ow - q;
+            const __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+            _mm512_mask_storeu_epi8(out + oy * ow + q, m,
+                                    _mm512_maskz_loadu_epi8(m, tmp + oy * wp + q));
+        }
+}
+#else
+typedef struct { ptrdiff_t ng; } edl_qdwf_plan;
+static int edl_qdwf_make_plan(edl_qdwf_plan *p, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t wp) {
+    (void)p; (void)kh; (void)kw; (void)wp;
+    return 0;
+}
+static void edl_qdw_flat_vnni512(const edl_qdwf_plan *p, const uint8_t *x, ptrdiff_t wp,
+        ptrdiff_t kh, ptrdiff_t kw, const int32_t *w, int32_t corr, int32_t bias, float scale,
+        int32_t zp, int s8, uint8_t *tmp, uint8_t *out, ptrdiff_t oh, ptrdiff_t ow) {
+    /* never called: edl_qdwf_make_plan returns 0 here */
+    (void)p; (void)x; (void)wp; (void)kh; (void)kw; (void)w; (void)corr; (void)bias;
+    (void)scale; (void)zp; (void)s8; (void)tmp; (void)out; (void)oh; (void)ow;
+}
+#endif
+
 /* edl_qdw_plane_vnni512_* where they run: AVX-512 VNNI (EDGEDL_INT8_ISA unset or avx512), w in
    int8 (w8: checked by the caller), a kernel of at most 16 x 16, column stride 1 or 2.
    Returns 0 (nothing done: the caller's int32 rows and separate requantization run) else. */

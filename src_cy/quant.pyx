@@ -44,6 +44,13 @@ cdef extern from "edl_quant.h" nogil:
                                Py_ssize_t m, const int *corr, const float *scale, int zp,
                                int s8, unsigned char *out, Py_ssize_t oh, Py_ssize_t ow,
                                Py_ssize_t oy0, Py_ssize_t oy1)
+    ctypedef struct edl_qdwf_plan:
+        Py_ssize_t ng
+    int edl_qdwf_make_plan(edl_qdwf_plan *p, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t wp)
+    void edl_qdw_flat_vnni512(const edl_qdwf_plan *p, const unsigned char *x, Py_ssize_t wp,
+                              Py_ssize_t kh, Py_ssize_t kw, const int *w, int corr, int bias,
+                              float scale, int zp, int s8, unsigned char *tmp,
+                              unsigned char *out, Py_ssize_t oh, Py_ssize_t ow)
     int edl_qdw_plane_rq(const unsigned char *x, Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw,
                          Py_ssize_t sh, Py_ssize_t sw, const int *w, int w8, int corr,
                          int bias, float scale, int zp, int s8, void *out, Py_ssize_t oh,
@@ -477,6 +484,10 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
     cdef int *pfailed = &failed
     cdef float flo = -128.0 if out_s8 else 0.0
     cdef float fhi = 127.0 if out_s8 else 255.0
+    # stride 1 into 8-bit outputs: the whole plane as one flat run, where the CPU has it
+    cdef edl_qdwf_plan flat
+    cdef bint flat_ok = (q8 is u8_t and out != NULL and sh == 1 and sw == 1
+                         and edl_qdwf_make_plan(&flat, kh, kw, wp))
     with nogil, parallel(use_threads_if=c * oh * ow * nk >= PAR_ELEMS):
         # per thread: the plane (+ kw + 64 bytes that the stride-1 run and the VNNI rows
         # read past its end, never used), the taps, the int32 rows (a plane at stride 1)
@@ -503,7 +514,13 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                     memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
             # the plane requantized as it is computed, where the CPU has those kernels
             done = 0
-            if q8 is u8_t and out != NULL:
+            if flat_ok and w8:
+                edl_qdw_flat_vnni512(&flat, <const unsigned char *>buf, wp, kh, kw, wk,
+                                     x_zp * wsum, bias[ch], scale[ch], zero_point, out_s8,
+                                     <unsigned char *>row,
+                                     <unsigned char *>out + ch * oh * ow, oh, ow)
+                done = 1
+            elif q8 is u8_t and out != NULL:
                 done = edl_qdw_plane_rq(buf, wp, kh, kw, sh, sw, wk, w8, x_zp * wsum,
                                         bias[ch], scale[ch], zero_point, out_s8,
                                         <char *>out + ch * oh * ow, oh, ow)

@@ -828,3 +828,33 @@ def test_qdepthwise_refuses_arguments_that_do_not_fit():
     acc = np.empty((3, 6, 6), np.int32)
     with pytest.raises(ValueError, match="qdepthwise"):
         cq.qdepthwise(x, 0, ok["w"], ok["w_zp"], 1, 1, 1, 1, 1, 1, acc)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("shape", [  # (C, H, W, kh, kw): the flat-run depthwise kernel's cases
+    (3, 22, 22, 5, 5),     # one 64-byte load holds both rows of a group (vpermb)
+    (2, 9, 45, 5, 5),      # wp = 49: two loads (vpermt2b)
+    (2, 11, 14, 4, 4),     # groups that are whole rows
+    (3, 12, 9, 5, 3),      # kw = 3: groups over two rows, kh != kw
+    (2, 6, 7, 3, 5),       # a 3-row kernel that is not 3x3
+    (2, 3, 4, 7, 7),       # fewer outputs than one vector; pads wider than the plane
+    (1, 8, 12, 5, 5),      # oh * wp = 128: whole blocks of 4 vectors, no tail
+    (2, 5, 5, 8, 8),       # 64 taps: 16 groups
+])
+@pytest.mark.parametrize("yt", [U8, S8])
+def test_depthwise_kernels_of_any_size_match_reference(backend, shape, yt, rng):
+    """Depthwise QLinearConv at stride 1 with kernels other than 3x3 (Cython on AVX-512 VNNI
+    + VBMI: the plane as one flat run of 16-output vectors), same-size padding, equal to the
+    reference bit for bit, both output types."""
+    c, h, wd, kh, kw = shape
+    x = _q(rng, (1, c, h, wd), U8)
+    w = rng.integers(-127, 128, (c, 1, kh, kw)).astype(S8)
+    ws = rng.uniform(1e-3, 2e-2, c).astype(np.float32)
+    bias = rng.integers(-3000, 3000, c).astype(np.int32)
+    pads = (kh // 2, kw // 2, (kh - 1) // 2, (kw - 1) // 2)
+    params = (np.float32(0.05), U8(9), w, ws, np.zeros(c, S8), np.float32(0.3), yt(7), bias)
+    want = Q.qlinear_conv2d(x, *params, (1, 1), pads, (1, 1), c, backend="numpy")
+    run = Q.qlinear_conv2d_plan(x.shape, x.dtype, *params, (1, 1), pads, (1, 1), c,
+                                backend=backend)
+    assert want.shape == (1, c, h, wd)
+    np.testing.assert_array_equal(run(x), want)
