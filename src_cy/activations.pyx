@@ -32,7 +32,10 @@ cdef extern from "activations_f32.h" nogil:
                               int log_mode)
     void edl_softmax_cols_f32(const float *x, float *y, Py_ssize_t n, Py_ssize_t inner,
                               float *m, float *s, float *f, int log_mode)
+    void edl_softmax_narrow_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t n,
+                                int log_mode)
     enum: EDL_COLS
+    enum: EDL_NARROW
 
 cdef enum:
     CHUNK = 16384
@@ -306,6 +309,15 @@ cdef void _softmax_block(int mode, const floating *x, const floating *dy, floati
                     y[j * inner + k] = NAN
 
 
+cdef inline void _softmax_rows(const float *x, float *y, Py_ssize_t rows, Py_ssize_t n,
+                               int log_mode) noexcept nogil:
+    # many rows of a few values: vectorised across the rows (see edl_softmax_narrow_f32)
+    if n <= EDL_NARROW and rows >= 16:
+        edl_softmax_narrow_f32(x, y, rows, n, log_mode)
+    else:
+        edl_softmax_rows_f32(x, y, rows, n, log_mode)
+
+
 cdef int _softmax_ptr(int mode, const floating *px, const floating *pd, floating *po,
                       Py_ssize_t outer, Py_ssize_t n, Py_ssize_t inner) noexcept nogil:
     """The (outer, n, inner) softmax family over n; -1 when out of memory for scratch."""
@@ -318,12 +330,12 @@ cdef int _softmax_ptr(int mode, const floating *px, const floating *pd, floating
         if inner == 1 and (mode == OP_SOFTMAX or mode == OP_LOG_SOFTMAX):
             rows = max(1, CHUNK // n)            # rows per parallel task
             if outer <= rows:
-                edl_softmax_rows_f32(px, po, outer, n, mode == OP_LOG_SOFTMAX)
+                _softmax_rows(px, po, outer, n, mode == OP_LOG_SOFTMAX)
                 return 0
             for o in prange((outer + rows - 1) // rows, schedule="static"):
                 r0 = o * rows
-                edl_softmax_rows_f32(px + r0 * n, po + r0 * n, min(rows, outer - r0), n,
-                                     mode == OP_LOG_SOFTMAX)
+                _softmax_rows(px + r0 * n, po + r0 * n, min(rows, outer - r0), n,
+                              mode == OP_LOG_SOFTMAX)
             return 0
     cdef Py_ssize_t width = inner
     if floating is float:

@@ -332,6 +332,24 @@ def test_softmax_wide_inner_axis(backend, name, rng):
     np.testing.assert_allclose(xc, want, **_tol(name, np.float32))
 
 
+@pytest.mark.parametrize("name", SOFTMAX)
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9])
+def test_softmax_many_narrow_rows(backend, name, n, rng):
+    # (1100, n): a detector's per-anchor class scores; Cython runs n <= 8 vectorised across
+    # rows in blocks of 512 (a partial last block here), with a NaN, a +inf and an all -inf
+    # row among them
+    x = (rng.standard_normal((1100, n)) * 5).astype(np.float32)
+    x[600, 0], x[1099, -1], x[3] = np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore"):
+        want = _call(name, x, "numpy", axis=-1)
+        got = _call(name, x, backend, axis=-1)
+        np.testing.assert_allclose(got, want, **_tol(name, np.float32))
+        assert np.isnan(got[[3, 600, 1099]]).all() and not np.isnan(got[:3]).any()
+        xc = x.copy()
+        _call(name, xc, backend, axis=-1, out=xc)              # in place
+    np.testing.assert_allclose(xc, want, **_tol(name, np.float32))
+
+
 def test_nan_propagates(backend):
     x = np.array([np.nan, 1.0, -1.0], np.float32)
     for name in ("relu", "sigmoid", "tanh", "elu", "softplus", "swish", "mish", "hard_swish",

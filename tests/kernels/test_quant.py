@@ -858,3 +858,27 @@ def test_depthwise_kernels_of_any_size_match_reference(backend, shape, yt, rng):
                                 backend=backend)
     assert want.shape == (1, c, h, wd)
     np.testing.assert_array_equal(run(x), want)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+@pytest.mark.parametrize("const_side", ["a", "b"])
+def test_binary_with_a_constant_single_value_is_a_table(backend, dtype, op, const_side):
+    """QLinearAdd / QLinearMul by a constant single value (a box decoder's variance, a
+    shift) run as a 256-entry table made by the reference arithmetic itself: every input
+    value equals the unplanned reference bit for bit and onnxruntime within 1 LSB, with
+    the constant on either side."""
+    every = np.arange(256, dtype=np.uint16).astype(np.uint8).view(dtype).reshape(1, 128, 2)
+    k = np.array(dtype(-77 if dtype == S8 else 201))
+    var, const = ("b", "a") if const_side == "a" else ("a", "b")
+    vals = {var: every, const: k}
+    ins = [("a", vals["a"]), ("as", np.float32(0.0517)), ("az", dtype(3)), ("b", vals["b"]),
+           ("bs", np.float32(0.0213)), ("bz", dtype(-2 if dtype == S8 else 9)),
+           ("cs", np.float32(0.1093 if op == "QLinearAdd" else 0.0871)), ("cz", dtype(5))]
+    params = {"as", "az", "bs", "bz", "cs", "cz", const}
+    got, want = _run_both_const(op, ins, params, backend=backend)
+    _close_lsb(got, want)
+    ref = Q.qlinear_binary("add" if op == "QLinearAdd" else "mul", *(a for _, a in ins))
+    np.testing.assert_array_equal(got, ref)
+    assert len(np.unique(got)) > 20                     # not saturated everywhere

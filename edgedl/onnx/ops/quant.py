@@ -13,6 +13,7 @@ from ...errors import EdgeDLError, ModelError
 from ...kernels import activations as _acts, conv as _conv, pooling as _pool, quant as _q
 from . import ints, op, takes_out
 from .nn import _spatial
+from .tensor import copy_rows
 
 MS = "com.microsoft."
 
@@ -218,6 +219,9 @@ def qlinear_binary(ctx):
     b = ctx.backend
     params = (1, 2, 4, 5, 6, 7)
     if ctx.dtypes[0] in _q.QTYPES and all(ctx.is_const(i) for i in params if ctx.has(i)):
+        table = _binary_as_table(ctx, kind)
+        if table is not None:
+            return table
         try:    # constant parameters: validated and folded once
             run = _q.qlinear_binary_plan(kind, *(ctx.consts[i] if ctx.has(i) else None
                                                  for i in params), ctx.dtypes[0], backend=b)
@@ -230,6 +234,36 @@ def qlinear_binary(ctx):
             zc = np.zeros((), a.dtype)
         return _q.qlinear_binary(kind, a, sa, za, bm, sb, zb, sc, zc)
     return _guarded(ctx, f)
+
+
+def _binary_as_table(ctx, kind):
+    """QLinearAdd / QLinearMul with one operand a constant single value and the other of the
+    output's shape (a box decoder's scale by a variance, a shift): a function of one 8-bit
+    value, so a 256-entry table made by qlinear_binary itself on every value (the same
+    float32 arithmetic, bit for bit), looked up in one pass. None when it does not apply."""
+    for var, const in ((0, 3), (3, 0)):
+        c = ctx.consts[const]
+        if c is None or np.size(c) != 1 or not ctx.static or ctx.consts[var] is not None:
+            continue
+        vshape = tuple(ctx.shapes[var])
+        if tuple(np.broadcast_shapes(vshape, np.shape(c))) != vshape:
+            continue
+        dt = np.dtype(ctx.dtypes[0])
+        every = np.arange(256, dtype=np.uint16).astype(np.uint8).view(dt)
+        fixed = np.full(256, np.asarray(c).reshape(-1)[0], dt)
+        pa, pb = (every, fixed) if var == 0 else (fixed, every)
+        z = [ctx.consts[i] if ctx.has(i) else None for i in (2, 5, 7)]
+        z = [np.zeros((), dt) if v is None else v for v in z]
+        try:
+            table = _q.qlinear_binary(kind, pa, ctx.consts[1], z[0], pb, ctx.consts[4], z[1],
+                                      ctx.consts[6], z[2])
+            run = _q.lookup_plan(vshape, dt, table, backend=ctx.backend)
+        except (EdgeDLError, ValueError, TypeError) as e:
+            raise ctx.fail(str(e)) from e
+        if var == 0:
+            return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda _a, _sa, _za, x, *_, out=None: run(x, out))
+    return None
 
 
 def _table_op(ctx, fn):
@@ -449,11 +483,11 @@ def _concat_planned(ctx, axis):
         for j, (run, (a, b)) in enumerate(zip(runs, bounds)):
             x, dst = args[2 + 3 * j], y[(slice(None),) * ax + (slice(a, b),)]
             if run is None:
-                dst[...] = x
+                copy_rows(dst, x)
             elif contiguous:
                 run(x, dst)
             else:
-                dst[...] = run(x)
+                copy_rows(dst, run(x))
         return y
     return takes_out(f)
 
