@@ -282,3 +282,69 @@ def test_conv2d_plan_residual_checks_and_overlap(rng):
 def edgedl_errors():
     import edgedl.errors
     return edgedl.errors
+
+
+_END = np.iinfo(np.int64).max
+_PARITIES = [(0, 0), (1, 0), (0, 1), (1, 1)]      # YOLOv5 / YOLOX's order
+
+
+def _focus(rng, chained=True, end=_END, pads=(1, 1, 1, 1), k=3, extra_reader=False,
+           parities=_PARITIES):
+    """x -> four parity slices (chained: rows then columns, as torch exports x[..., a::2,
+    b::2]; else one Slice over both axes) -> Concat(axis 1) -> Conv(k, pads) + Relu."""
+    nodes, inits, cat = [], [], []
+    for p, (a, b) in enumerate(parities):
+        if chained:
+            inits += [(f"s{p}r", np.array([a])), (f"s{p}c", np.array([b]))]
+            nodes += [helper.make_node("Slice", ["x", f"s{p}r", "end", "ax2", "two"], [f"r{p}"]),
+                      helper.make_node("Slice", [f"r{p}", f"s{p}c", "end", "ax3", "two"],
+                                       [f"q{p}"])]
+        else:
+            inits += [(f"s{p}", np.array([a, b]))]
+            nodes += [helper.make_node("Slice", ["x", f"s{p}", "end2", "axes", "two2"],
+                                       [f"q{p}"])]
+        cat.append(f"q{p}")
+    nodes += [helper.make_node("Concat", cat, ["cat"], axis=1),
+              helper.make_node("Conv", ["cat", "w", "b"], ["c"], pads=list(pads)),
+              helper.make_node("Relu", ["c"], ["y"])]
+    outs = [_vi("y", None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Relu", ["cat"], ["y2"]))
+        outs.append(_vi("y2", None))
+    inits += [("end", np.array([end])), ("end2", np.array([end, end])),
+              ("ax2", np.array([2])), ("ax3", np.array([-1])), ("axes", np.array([-2, 3])),
+              ("two", np.array([2])), ("two2", np.array([2, 2])),
+              ("w", _w(rng, 5, 12, k, k)), ("b", _w(rng, 5))]
+    return _model(nodes, [_vi("x", [1, 3, "h", "w"])], outs, inits, opset=13)
+
+
+@pytest.mark.parametrize("chained", [True, False])
+@pytest.mark.parametrize("k, pads", [(3, (1, 1, 1, 1)), (1, (0, 0, 0, 0)), (3, (0, 1, 2, 0))])
+def test_focus_folds_into_one_strided_conv(backend, rng, chained, k, pads):
+    """YOLOv5 / YOLOX's Focus (four stride-2 parity slices, Concat, Conv) runs as one
+    Conv with stride 2 and a kernel twice as large on the image itself."""
+    m = _focus(rng, chained, pads=pads, k=k)
+    feeds = [{"x": rng.standard_normal((1, 3, h, w)).astype(np.float32)}
+             for h, w in ((8, 10), (16, 6))]
+    s = _check(m, feeds, backend, fused_away={"Slice", "Concat"}, rtol=1e-5)
+    assert _ops(s) == ["Conv"]
+    conv = s._graph.nodes[0]
+    assert conv.attrs["strides"] == [2, 2] and conv.attrs["kernel_shape"] == [2 * k, 2 * k]
+    # odd sizes: the slices differ in size, the Concat had no answer: a clear error
+    with pytest.raises(edgedl_errors().ModelError, match="even height and width"):
+        s.run(None, {"x": np.zeros((1, 3, 9, 10), np.float32)})
+
+
+def test_focus_lookalikes_stay(rng):
+    """Not a Focus: a Slice end short of "to the end", a Concat read elsewhere too, a
+    parity taken twice: the graph keeps its Slices and Concat."""
+    import edgedl
+    for m in (_focus(rng, end=8), _focus(rng, extra_reader=True),
+              _focus(rng, parities=[(0, 0), (1, 0), (0, 1), (0, 1)])):
+        s = edgedl.InferenceSession(m.SerializeToString())
+        assert "Concat" in _ops(s) and "Slice" in _ops(s)
+        x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+        from ort_util import ort_session
+        want = ort_session(m).run(None, {"x": x})
+        for g, r in zip(s.run(None, {"x": x}), want):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)

@@ -57,6 +57,12 @@ def conv(ctx):
     act = ctx.attr("_act")
     act_params = tuple(ctx.attr("_act_params", ()))
     dt = ctx.dtypes[0]
+    if ctx.attr("_even_hw") and (len(xs) != 4 or any(
+            isinstance(d, int) and d % 2 for d in xs[2:])):
+        # a folded Focus (fuse.fold_focus_into_conv): its Concat of parity slices needed
+        # slices of one size
+        raise ctx.fail(f"the Focus slices of an input of shape {list(xs)} differ in size "
+                       "(their Concat needs an even height and width)")
     if ctx.attr("_residual"):
         return _residual_conv(ctx, nsp, (strides, pads, dil, group, auto_pad), act,
                               act_params)
