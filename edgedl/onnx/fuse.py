@@ -83,42 +83,81 @@ def fold_focus_into_conv(rw):
     (i, j) becomes tap (2i + a, 2j + b) of x. The same sums (in another order), without
     the four strided copies (0.25-0.5 ms for YOLOX-nano's 416x416 image) or the 12-channel
     tensor; the stem then runs as a dense conv over 3 channels (x's own). ``_even_hw``
-    keeps the Concat's rule: odd H or W (slices of unequal size) is an error."""
+    keeps the Concat's rule: odd H or W (slices of unequal size) is an error. In a QDQ model
+    (QuantizeLinear per slice -> QLinearConcat -> QLinearConv, one scale and zero point
+    throughout) the image is quantized once and the QLinearConv folded alike."""
     g = rw.g
-    changed = False
     for conv in list(g.nodes):
-        if conv.op_type != "Conv" or conv.domain or len(conv.inputs) < 2:
+        quantized = conv.op_type == "QLinearConv"
+        if conv.op_type not in ("Conv", "QLinearConv") or conv.domain or \
+                len(conv.inputs) < (4 if quantized else 2):
             continue
         a = conv.attrs
-        w = rw.const(conv.inputs[1])
+        w = rw.const(conv.inputs[3 if quantized else 1])
         cat = rw.prod.get(conv.inputs[0])
-        if (w is None or w.ndim != 4 or w.dtype.kind != "f" or w.shape[1] % 4
-                or cat is None or cat.op_type != "Concat" or int(cat.attrs.get("axis", 0)) != 1
-                or len(cat.inputs) != 4 or rw.only_reader(cat.outputs[0]) is not conv
+        if (w is None or w.ndim != 4 or w.dtype.kind not in ("iu" if quantized else "f")
+                or w.shape[1] % 4 or cat is None
+                or cat.key != ("com.microsoft.QLinearConcat" if quantized else "Concat")
+                or int(cat.attrs.get("axis", 0)) != 1
+                or len(cat.inputs) != (14 if quantized else 4)
+                or rw.only_reader(cat.outputs[0]) is not conv
                 or int(a.get("group", 1)) != 1
                 or a.get("auto_pad", "NOTSET") not in ("NOTSET", "")
                 or any(int(v) != 1 for v in a.get("strides", [1, 1]))
                 or any(int(v) != 1 for v in a.get("dilations", [1, 1]))):
             continue
-        parts = [_parity_slice(rw, v) if rw.only_reader(v) is cat else None
-                 for v in cat.inputs]
+        quants = _focus_quantizers(rw, conv, cat) if quantized else [None] * 4
+        if quants is None:
+            continue
+        sliced = [q.inputs[0] for q in quants] if quantized else cat.inputs
+        readers = quants if quantized else [cat] * 4
+        parts = [_parity_slice(rw, v) if rw.only_reader(v) is r else None
+                 for v, r in zip(sliced, readers)]
         if any(p is None for p in parts) or len({p[0] for p in parts}) != 1 or \
                 len({(p[1][2], p[1][3]) for p in parts}) != 4:
             continue
         m, c4, kh, kw = w.shape
         c = c4 // 4
-        w2 = np.zeros((m, c, 2 * kh, 2 * kw), w.dtype)
+        w2 = np.zeros((m, c, 2 * kh, 2 * kw), w.dtype)     # every tap is set below
         for blk, (_, par, _) in enumerate(parts):
             w2[:, :, par[2]::2, par[3]::2] = w[:, blk * c:(blk + 1) * c]
         wname = conv.outputs[0] + "::w_focus"
         g.consts[wname] = w2
         pads = [2 * int(v) for v in a.get("pads", [0, 0, 0, 0])]
         attrs = dict(a, kernel_shape=[2 * kh, 2 * kw], strides=[2, 2], pads=pads, _even_hw=1)
-        new = Node("Conv", [parts[0][0], wname] + conv.inputs[2:], conv.outputs, attrs,
-                   conv.name)
-        _replace(rw, [cat, conv] + [n for p in parts for n in p[2]], new, conv)
-        changed = True
-    return changed
+        gone = [cat, conv] + [n for p in parts for n in p[2]]
+        src = parts[0][0]
+        if quantized:   # quantize the image once (the four quantizers were one: checked)
+            q = quants[0]
+            src = conv.outputs[0] + "::x_focus"
+            _replace(rw, [q], Node("QuantizeLinear", [parts[0][0]] + q.inputs[1:], [src],
+                                   q.attrs, q.name), q)
+            gone += quants[1:]
+            ins = [src] + conv.inputs[1:3] + [wname] + conv.inputs[4:]
+        else:
+            ins = [src, wname] + conv.inputs[2:]
+        _replace(rw, gone, Node(conv.op_type, ins, conv.outputs, attrs, conv.name), conv)
+
+
+def _focus_quantizers(rw, conv, qcat):
+    """A Focus in a QDQ model (after rewrite_qdq): the four QuantizeLinear nodes feeding the
+    QLinearConcat, when they, the concat's output and the conv's input all have one scale
+    and zero point (quantizing is then elementwise and commutes with the slices: the int32
+    sums of the folded QLinearConv are the same, bit for bit); else None."""
+    def same(names):
+        vals = [rw.const(n) for n in names]
+        return all(v is not None and v.size == 1 for v in vals) and all(
+            v.dtype == vals[0].dtype and v.reshape(-1)[0] == vals[0].reshape(-1)[0]
+            for v in vals)
+    quants = [rw.prod.get(qcat.inputs[2 + 3 * j]) for j in range(4)]
+    if any(q is None or q.key != "QuantizeLinear" or len(q.inputs) < 3 or not q.inputs[2]
+           or rw.only_reader(q.outputs[0]) is not qcat for q in quants):
+        return None
+    scales = [qcat.inputs[0], conv.inputs[1]] + [qcat.inputs[3 + 3 * j] for j in range(4)] \
+        + [q.inputs[1] for q in quants]
+    zeros = [qcat.inputs[1], conv.inputs[2]] + [qcat.inputs[4 + 3 * j] for j in range(4)] \
+        + [q.inputs[2] for q in quants]
+    return quants if same(scales) and same(zeros) else None
 
 
 # ----------------------------------------------------------------------------- 1. constants

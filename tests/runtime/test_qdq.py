@@ -436,3 +436,50 @@ def test_float_islands_with_symbolic_shapes(backend, kind):
         assert got.shape == ref.shape
         np.testing.assert_array_equal(got, plain)
         np.testing.assert_array_equal(got, ref)
+
+
+def _qdq_focus_model(rng, slice_scale=0.02):
+    """A QDQ Focus as onnxruntime's quantizer writes YOLOX's: float image -> parity slices
+    (rows then columns) -> Q -> DQ each -> Concat -> Q -> DQ -> Conv (int8 weights per
+    channel, bias) -> Q."""
+    end = np.iinfo(np.int64).max
+    inits = _q_dq("c", 0.02, 128) + _q_dq("p", slice_scale, 128) + _q_dq("y", 0.05, 100)
+    w = rng.integers(-100, 100, (4, 12, 3, 3)).astype(np.int8)
+    ws = rng.uniform(0.002, 0.01, 4).astype(np.float32)
+    inits += [("w", w), ("w_s", ws), ("w_z", np.zeros(4, np.int8)),
+              ("b", rng.integers(-2000, 2000, 4).astype(np.int32)),
+              ("b_s", (np.float32(0.02) * ws).astype(np.float32)),
+              ("end", np.array([end])), ("two", np.array([2])), ("ax2", np.array([2])),
+              ("ax3", np.array([3])), ("zero", np.array([0])), ("one", np.array([1]))]
+    nodes, cat = [], []
+    for p, (a, b) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        st = ["zero", "one"]
+        nodes += [helper.make_node("Slice", ["x", st[a], "end", "ax2", "two"], [f"r{p}"]),
+                  helper.make_node("Slice", [f"r{p}", st[b], "end", "ax3", "two"], [f"s{p}"]),
+                  helper.make_node("QuantizeLinear", [f"s{p}", "p_s", "p_z"], [f"q{p}"]),
+                  helper.make_node("DequantizeLinear", [f"q{p}", "p_s", "p_z"], [f"d{p}"])]
+        cat.append(f"d{p}")
+    nodes += [helper.make_node("Concat", cat, ["cat"], axis=1),
+              helper.make_node("QuantizeLinear", ["cat", "c_s", "c_z"], ["cq"]),
+              helper.make_node("DequantizeLinear", ["cq", "c_s", "c_z"], ["cf"]),
+              helper.make_node("DequantizeLinear", ["w", "w_s", "w_z"], ["wf"], axis=0),
+              helper.make_node("DequantizeLinear", ["b", "b_s"], ["bf"], axis=0),
+              helper.make_node("Conv", ["cf", "wf", "bf"], ["yf"], pads=[1, 1, 1, 1]),
+              helper.make_node("QuantizeLinear", ["yf", "y_s", "y_z"], ["yq"])]
+    return _model(nodes, [_vi("x", [1, 3, 10, 8])], [_vi("yq", None, U8)], inits)
+
+
+@pytest.mark.parametrize("slice_scale, folded", [(0.02, True), (0.03, False)])
+def test_qdq_focus_folds_into_one_strided_qlinear_conv(backend, rng, slice_scale, folded):
+    """With one scale and zero point from the slices' quantizers to the conv's input, the
+    int8 Focus becomes QuantizeLinear(image) -> one stride-2 QLinearConv (the same int32
+    sums); with another scale on the slices it keeps its slices and concat. Both match
+    onnxruntime."""
+    m = _qdq_focus_model(rng, slice_scale)
+    x = rng.uniform(-2, 2, (1, 3, 10, 8)).astype(np.float32)
+    s = _run_both(m, {"x": x}, backend)
+    if folded:
+        assert _ops(s) == ["QLinearConv", "QuantizeLinear"]
+        assert s._graph.nodes[-1].attrs["strides"] == [2, 2]
+    else:
+        assert "Slice" in _ops(s)

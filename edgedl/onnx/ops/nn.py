@@ -43,6 +43,16 @@ def _lift_pads(p, nsp):
 _POST_ACTS = {"sigmoid": ("sigmoid", ()), "silu": ("swish", (1.0,)), "tanh": ("tanh", ())}
 
 
+def _even_hw(ctx):
+    """A folded Focus (fuse.fold_focus_into_conv, attribute ``_even_hw``) keeps the rule of
+    the Concat it replaced: its parity slices had one size only for an even H and W."""
+    xs = ctx.shapes[0]
+    if ctx.attr("_even_hw") and (len(xs) != 4 or any(
+            isinstance(d, int) and d % 2 for d in xs[2:])):
+        raise ctx.fail(f"the Focus slices of an input of shape {list(xs)} differ in size "
+                       "(their Concat needs an even height and width)")
+
+
 @op("Conv")
 def conv(ctx):
     xs = ctx.shapes[0]
@@ -57,12 +67,7 @@ def conv(ctx):
     act = ctx.attr("_act")
     act_params = tuple(ctx.attr("_act_params", ()))
     dt = ctx.dtypes[0]
-    if ctx.attr("_even_hw") and (len(xs) != 4 or any(
-            isinstance(d, int) and d % 2 for d in xs[2:])):
-        # a folded Focus (fuse.fold_focus_into_conv): its Concat of parity slices needed
-        # slices of one size
-        raise ctx.fail(f"the Focus slices of an input of shape {list(xs)} differ in size "
-                       "(their Concat needs an even height and width)")
+    _even_hw(ctx)
     if ctx.attr("_residual"):
         return _residual_conv(ctx, nsp, (strides, pads, dil, group, auto_pad), act,
                               act_params)

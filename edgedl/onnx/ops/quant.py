@@ -12,7 +12,7 @@ import numpy as np
 from ...errors import EdgeDLError, ModelError
 from ...kernels import activations as _acts, conv as _conv, pooling as _pool, quant as _q
 from . import ints, op, takes_out
-from .nn import _spatial
+from .nn import _even_hw, _spatial
 from .tensor import copy_rows
 
 MS = "com.microsoft."
@@ -106,6 +106,7 @@ def _conv_attrs(ctx):
     if len(ctx.shapes[0]) != 4:
         raise ctx.fail(f"only 2-D convolutions (rank-4 input) are supported, got rank "
                        f"{len(ctx.shapes[0])}")
+    _even_hw(ctx)
     strides = _spatial(ctx, "strides", 2, [1])
     dil = _spatial(ctx, "dilations", 2, [1])
     pads = _spatial(ctx, "pads", 4, [0])
