@@ -47,21 +47,28 @@ from .rewriter import Rewriter, near as _near, replace as _replace
 _TO_THE_END = 1 << 30
 
 
+def _slice_steps(rw, node):
+    """A Slice's (start, end, axis, step) tuples when its parameters are constants given as
+    inputs (opset >= 10), else None."""
+    if rw.g.opset < 10 or len(node.inputs) < 5 or not all(node.inputs[1:5]):
+        return None
+    vals = [rw.const(i) for i in node.inputs[1:5]]
+    if any(v is None or v.dtype.kind not in "iu" for v in vals):
+        return None
+    return list(zip(*(np.asarray(v).reshape(-1).tolist() for v in vals)))
+
+
 def _parity_slice(rw, value):
     """(source value, {axis: start}, the Slice nodes) when ``value`` is a chain of Slices
-    (opset >= 10, constant starts / ends / axes / steps, each read only by the next) taking
-    every second element of axes 2 and 3 (or -2, -1) from start 0 or 1 to the end, else
-    None."""
+    (constant starts / ends / axes / steps, each read only by the next) taking every second
+    element of axes 2 and 3 (or -2, -1) from start 0 or 1 to the end, else None."""
     picked, nodes = {}, []
     node = rw.prod.get(value)
     while node is not None and node.op_type == "Slice" and not node.domain:
-        if rw.g.opset < 10 or len(node.inputs) < 5 or not all(node.inputs[1:5]):
+        steps = _slice_steps(rw, node)
+        if steps is None:
             return None
-        starts, ends, axes, steps = (rw.const(i) for i in node.inputs[1:5])
-        if any(v is None or v.dtype.kind not in "iu" for v in (starts, ends, axes, steps)):
-            return None
-        for st, en, ax, sp in zip(*(np.asarray(v).reshape(-1).tolist()
-                                    for v in (starts, ends, axes, steps))):
+        for st, en, ax, sp in steps:
             ax = ax + 4 if ax < 0 else ax
             if ax not in (2, 3) or ax in picked or sp != 2 or st not in (0, 1) or \
                     en < _TO_THE_END:
@@ -76,6 +83,51 @@ def _parity_slice(rw, value):
     return (nodes[-1].inputs[0], picked, nodes) if len(picked) == 2 else None
 
 
+def _plain_geometry(a):
+    """Conv attributes of group 1, stride 1, dilation 1 and explicit pads."""
+    return (int(a.get("group", 1)) == 1 and a.get("auto_pad", "NOTSET") in ("NOTSET", "")
+            and all(int(v) == 1 for v in list(a.get("strides", [1, 1])) +
+                    list(a.get("dilations", [1, 1]))))
+
+
+def _focus_conv(rw, conv):
+    """(weights, concat) of a Conv / QLinearConv that may end a Focus: constant 4-D weights
+    over 4k channels, stride 1, dilation 1, group 1, its input a channel Concat (QLinearConcat)
+    of four tensors read only by it; else None."""
+    quantized = conv.op_type == "QLinearConv"
+    if conv.op_type not in ("Conv", "QLinearConv") or conv.domain or \
+            len(conv.inputs) < (4 if quantized else 2) or not _plain_geometry(conv.attrs):
+        return None
+    w = rw.const(conv.inputs[3 if quantized else 1])
+    cat = rw.prod.get(conv.inputs[0])
+    if w is None or w.ndim != 4 or w.dtype.kind not in ("iu" if quantized else "f") or \
+            w.shape[1] % 4 or cat is None or \
+            cat.key != ("com.microsoft.QLinearConcat" if quantized else "Concat") or \
+            int(cat.attrs.get("axis", 0)) != 1 or \
+            len(cat.inputs) != (14 if quantized else 4) or \
+            rw.only_reader(cat.outputs[0]) is not conv:
+        return None
+    return w, cat
+
+
+def _focus_parts(rw, conv, cat):
+    """(the four parity slices (source, {axis: start}, nodes), the quantizers or Nones) of a
+    Focus ending at ``conv``, the four parities each once from one source; else None."""
+    if conv.op_type == "QLinearConv":
+        quants = _focus_quantizers(rw, conv, cat)
+        if quants is None:
+            return None
+        sliced, readers = [q.inputs[0] for q in quants], quants
+    else:
+        quants, sliced, readers = [None] * 4, cat.inputs, [cat] * 4
+    parts = [_parity_slice(rw, v) if rw.only_reader(v) is r else None
+             for v, r in zip(sliced, readers)]
+    if any(p is None for p in parts) or len({p[0] for p in parts}) != 1 or \
+            len({(p[1][2], p[1][3]) for p in parts}) != 4:
+        return None
+    return parts, quants
+
+
 def fold_focus_into_conv(rw):
     """YOLOv5 / YOLOX's Focus: Concat(axis 1) of the four parity slices x[..., a::2, b::2]
     read only by a Conv (stride 1, dilation 1, group 1) -> one Conv on x with stride 2, a
@@ -86,57 +138,36 @@ def fold_focus_into_conv(rw):
     keeps the Concat's rule: odd H or W (slices of unequal size) is an error. In a QDQ model
     (QuantizeLinear per slice -> QLinearConcat -> QLinearConv, one scale and zero point
     throughout) the image is quantized once and the QLinearConv folded alike."""
-    g = rw.g
-    for conv in list(g.nodes):
-        quantized = conv.op_type == "QLinearConv"
-        if conv.op_type not in ("Conv", "QLinearConv") or conv.domain or \
-                len(conv.inputs) < (4 if quantized else 2):
-            continue
-        a = conv.attrs
-        w = rw.const(conv.inputs[3 if quantized else 1])
-        cat = rw.prod.get(conv.inputs[0])
-        if (w is None or w.ndim != 4 or w.dtype.kind not in ("iu" if quantized else "f")
-                or w.shape[1] % 4 or cat is None
-                or cat.key != ("com.microsoft.QLinearConcat" if quantized else "Concat")
-                or int(cat.attrs.get("axis", 0)) != 1
-                or len(cat.inputs) != (14 if quantized else 4)
-                or rw.only_reader(cat.outputs[0]) is not conv
-                or int(a.get("group", 1)) != 1
-                or a.get("auto_pad", "NOTSET") not in ("NOTSET", "")
-                or any(int(v) != 1 for v in a.get("strides", [1, 1]))
-                or any(int(v) != 1 for v in a.get("dilations", [1, 1]))):
-            continue
-        quants = _focus_quantizers(rw, conv, cat) if quantized else [None] * 4
-        if quants is None:
-            continue
-        sliced = [q.inputs[0] for q in quants] if quantized else cat.inputs
-        readers = quants if quantized else [cat] * 4
-        parts = [_parity_slice(rw, v) if rw.only_reader(v) is r else None
-                 for v, r in zip(sliced, readers)]
-        if any(p is None for p in parts) or len({p[0] for p in parts}) != 1 or \
-                len({(p[1][2], p[1][3]) for p in parts}) != 4:
-            continue
-        m, c4, kh, kw = w.shape
-        c = c4 // 4
-        w2 = np.zeros((m, c, 2 * kh, 2 * kw), w.dtype)     # every tap is set below
-        for blk, (_, par, _) in enumerate(parts):
-            w2[:, :, par[2]::2, par[3]::2] = w[:, blk * c:(blk + 1) * c]
-        wname = conv.outputs[0] + "::w_focus"
-        g.consts[wname] = w2
-        pads = [2 * int(v) for v in a.get("pads", [0, 0, 0, 0])]
-        attrs = dict(a, kernel_shape=[2 * kh, 2 * kw], strides=[2, 2], pads=pads, _even_hw=1)
-        gone = [cat, conv] + [n for p in parts for n in p[2]]
-        src = parts[0][0]
-        if quantized:   # quantize the image once (the four quantizers were one: checked)
-            q = quants[0]
-            src = conv.outputs[0] + "::x_focus"
-            _replace(rw, [q], Node("QuantizeLinear", [parts[0][0]] + q.inputs[1:], [src],
-                                   q.attrs, q.name), q)
-            gone += quants[1:]
-            ins = [src] + conv.inputs[1:3] + [wname] + conv.inputs[4:]
-        else:
-            ins = [src, wname] + conv.inputs[2:]
-        _replace(rw, gone, Node(conv.op_type, ins, conv.outputs, attrs, conv.name), conv)
+    for conv in list(rw.g.nodes):
+        found = _focus_conv(rw, conv)
+        split = found and _focus_parts(rw, conv, found[1])
+        if split:
+            _fold_focus(rw, conv, *found, *split)
+
+
+def _fold_focus(rw, conv, w, cat, parts, quants):
+    m, c4, kh, kw = w.shape
+    c = c4 // 4
+    w2 = np.zeros((m, c, 2 * kh, 2 * kw), w.dtype)     # every tap is set below
+    for blk, (_, par, _) in enumerate(parts):
+        w2[:, :, par[2]::2, par[3]::2] = w[:, blk * c:(blk + 1) * c]
+    wname = conv.outputs[0] + "::w_focus"
+    rw.g.consts[wname] = w2
+    a = conv.attrs
+    attrs = dict(a, kernel_shape=[2 * kh, 2 * kw], strides=[2, 2], _even_hw=1,
+                 pads=[2 * int(v) for v in a.get("pads", [0, 0, 0, 0])])
+    gone = [cat, conv] + [n for p in parts for n in p[2]]
+    src = parts[0][0]
+    if quants[0] is not None:   # quantize the image once (the four quantizers are one)
+        q = quants[0]
+        qsrc = conv.outputs[0] + "::x_focus"
+        _replace(rw, [q], Node("QuantizeLinear", [src] + q.inputs[1:], [qsrc], q.attrs,
+                               q.name), q)
+        gone += quants[1:]
+        ins = [qsrc] + conv.inputs[1:3] + [wname] + conv.inputs[4:]
+    else:
+        ins = [src, wname] + conv.inputs[2:]
+    _replace(rw, gone, Node(conv.op_type, ins, conv.outputs, attrs, conv.name), conv)
 
 
 def _focus_quantizers(rw, conv, qcat):
