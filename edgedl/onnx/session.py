@@ -290,10 +290,14 @@ class ThreadGovernor:
     lone 2-thread run among 1-thread ones took 5.5-16 ms where 2 threads in a row take 3.4
     and one thread 5.3, so one-run probes kept 2 threads off for good). A probe whose first
     timed run is ``GIVE_UP`` times slower than the count in use stops there (2 threads
-    beside a busy neighbour: 2-6x slower runs). At most BURST runs in PROBE are probes: the
-    median latency never sees them.
+    beside a busy neighbour: 2-6x slower runs). On one thread the probes come sooner after
+    a switch, every ``PROBE_MIN`` runs, then at twice the interval each time the probe
+    confirms it, up to PROBE: a noisy spell of three slow 2-thread runs had sent YOLOX-nano
+    (0.6x the time on 2 threads) to one thread for 64 runs at a time, and the probes that
+    followed met more of the spell (bench_threads: 2t/1t 0.97). At most BURST runs in
+    PROBE are probes once settled: the median latency never sees them.
     """
-    KEEP, PROBE, BURST, MARGIN, GIVE_UP = 5, 64, 4, 0.95, 1.5
+    KEEP, PROBE, PROBE_MIN, BURST, MARGIN, GIVE_UP = 5, 64, 8, 4, 0.95, 1.5
 
     def __init__(self, n):
         self.n = n
@@ -304,6 +308,8 @@ class ThreadGovernor:
         self.trying, self.burst = n, 0      # the count measured, runs left of its burst
         self.last = None                    # the count of the previous run
         self.measured = False               # both counts have had KEEP times
+        self.interval = self.PROBE           # runs between probes of the other count
+        self.next_probe = self.PROBE
 
     def choose(self):
         self.runs += 1
@@ -313,12 +319,14 @@ class ThreadGovernor:
         other = 1 if self.use == self.n else self.n
         if not self.measured:       # the start: the count with fewer times, so in turn
             c = min((other, self.use), key=lambda k: len(self.times[k]))
-        elif self.runs % self.PROBE == 0:
+        elif self.runs >= self.next_probe:
             # a probe's times alone stand for the other count: older ones may come from a
             # noisy spell (the 2-core VM has them: 2-thread runs at 7-9 ms for a few runs
             # where they take 3.4) and kept 2 threads off for two more probes
             c = other
             self.times[c].clear()
+            self.interval = min(2 * self.interval, self.PROBE)
+            self.next_probe = self.runs + self.interval
         else:
             return self.use
         self.trying, self.burst = c, self.BURST - 1
@@ -335,7 +343,11 @@ class ThreadGovernor:
         many, one = self.times[self.n], self.times[1]
         self.measured = self.measured or min(len(many), len(one)) >= self.KEEP
         if self.measured and many and one:
-            self.use = self.n if _median(many) < self.MARGIN * _median(one) else 1
+            use = self.n if _median(many) < self.MARGIN * _median(one) else 1
+            if use != self.use:     # on one thread, look back at n soon (see above)
+                self.interval = self.PROBE_MIN if use == 1 else self.PROBE
+                self.next_probe = self.runs + self.interval
+            self.use = use
 
 
 def _median(xs):

@@ -237,8 +237,11 @@ def test_thread_governor_follows_the_faster_count():
     speed[2] = 40.0                               # contention: 2 threads stall on barriers
     picks = _governed(g, lambda n, last: speed[n], 200)
     assert picks[:5].count(2) <= 3
-    # a probe of 2 threads now gives up after its first timed run (GIVE_UP): 2 runs a probe
-    assert picks[10:].count(2) <= 2 * (len(picks[10:]) // g.PROBE + 1)
+    # a probe of 2 threads now gives up after its first timed run (GIVE_UP): 2 runs a probe,
+    # the probes PROBE_MIN runs apart at first, then twice as far each time, up to PROBE
+    backoff = int(np.log2(g.PROBE // g.PROBE_MIN)) + 1
+    assert picks[10:].count(2) <= 2 * (backoff + len(picks[10:]) // g.PROBE + 1)
+    assert picks[-g.PROBE:].count(2) <= 2 * 2
     speed[2] = 6.0                                # the neighbour is gone: back on one probe
     picks = _governed(g, lambda n, last: speed[n], 2 * g.PROBE)
     assert picks[-g.PROBE:].count(2) >= g.PROBE - g.BURST
@@ -261,8 +264,8 @@ def test_thread_governor_ignores_the_run_after_a_change_of_count():
     _governed(g, lambda n, last: 10.0 if n == 1 else 6.0, 50)
     _governed(g, lambda n, last: 10.0 if n == 1 else 20.0, 5)
     assert g.use == 1
-    picks = _governed(g, lambda n, last: 10.0 if n == 1 else 6.0, g.PROBE + g.BURST)
-    assert g.use == 2 and picks[-1] == 2
+    picks = _governed(g, lambda n, last: 10.0 if n == 1 else 6.0, g.PROBE_MIN + g.BURST)
+    assert g.use == 2 and picks[-1] == 2          # soon: the first probe after a switch
 
 
 def test_sessions_with_threads_use_the_governor(rng):
