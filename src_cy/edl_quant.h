@@ -727,9 +727,10 @@ static int edl_qdwf_make_plan(edl_qdwf_plan *p, ptrdiff_t kh, ptrdiff_t kw, ptrd
         p->rb[g] = (r0 + 1 < kh ? r0 + 1 : r0) * wp;
         for (ptrdiff_t t = 0; t < 4; t++) {
             const ptrdiff_t kk = 4 * g + t;
+            /* tap kk of output o: its row's byte o + column (a zero weight past the taps) */
+            const ptrdiff_t at = kk >= k ? -1 : (kk / kw == r0 ? 0 : p->one ? wp : 64) + kk % kw;
             for (ptrdiff_t o = 0; o < 16; o++)
-                p->idx[g][4 * o + t] = kk < k ? (uint8_t)((kk / kw == r0 ? 0 : p->one ? wp : 64)
-                                                          + o + kk % kw) : 0;
+                p->idx[g][4 * o + t] = at < 0 ? 0 : (uint8_t)(at + o);
         }
     }
     return 1;
@@ -785,7 +786,7 @@ __attribute__((target(EDL_QCD_TARGET))) static void edl_qdw_flat_vnni512(
             _mm_storeu_si128((__m128i *)(tmp + i + 16 * v),
                              edl_rq16_bytes(acc[v], 0, scale, flo, fhi, z));
     }
-    for (; i < n; i += 16) {
+    for (; i < n; i += 16) {   /* (one-load indices stay below 64: they pick from ra's) */
         __m512i acc = c;
         for (ptrdiff_t g = 0; g < ng; g++)
             acc = _mm512_dpbusd_epi32(acc, _mm512_permutex2var_epi8(

@@ -242,9 +242,11 @@ def _binary_as_table(ctx, kind):
     output's shape (a box decoder's scale by a variance, a shift): a function of one 8-bit
     value, so a 256-entry table made by qlinear_binary itself on every value (the same
     float32 arithmetic, bit for bit), looked up in one pass. None when it does not apply."""
+    if not ctx.static:
+        return None
     for var, const in ((0, 3), (3, 0)):
         c = ctx.consts[const]
-        if c is None or np.size(c) != 1 or not ctx.static or ctx.consts[var] is not None:
+        if c is None or np.size(c) != 1 or ctx.consts[var] is not None:
             continue
         vshape = tuple(ctx.shapes[var])
         if tuple(np.broadcast_shapes(vshape, np.shape(c))) != vshape:

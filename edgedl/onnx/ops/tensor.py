@@ -191,9 +191,8 @@ def slice_(ctx):
         return lambda x: x[_slices(x.ndim, starts, ends, axes, None)]
     if all(ctx.is_const(i) or not ctx.has(i) for i in range(1, 5)):
         c = [None if not ctx.has(i) else ints(ctx.consts[i]) for i in range(1, 5)]
-        if ctx.static and _narrow_rows(ctx.shapes[0], ctx.dtypes[0], _slices(
-                len(ctx.shapes[0]), *c)):
-            key = _slices(len(ctx.shapes[0]), *c)
+        key = _slices(len(ctx.shapes[0]), *c) if ctx.static else None
+        if key is not None and _narrow_rows(ctx.shapes[0], ctx.dtypes[0], key):
             return takes_out(lambda x, *_, out=None: copy_rows(out, x[key]))
         return lambda x, *_: x[_slices(x.ndim, *c)]
 
