@@ -113,6 +113,10 @@ cdef extern from "edl_gemm.h":
                          Py_ssize_t kc, const float* b, Py_ssize_t ldb, float* c,
                          Py_ssize_t ldc, Py_ssize_t j0, Py_ssize_t j1, float* scratch,
                          const edl_gemm_epi* epi, int first, int last) noexcept nogil
+    void edl_gemm_rows(const float* ap, Py_ssize_t M, Py_ssize_t K, Py_ssize_t p0,
+                       Py_ssize_t p1, const float* b, Py_ssize_t ldb, float* c, Py_ssize_t ldc,
+                       Py_ssize_t j0, Py_ssize_t j1, float* scratch,
+                       const edl_gemm_epi* epi) noexcept nogil
 
 
 # Below this much work (elements or multiply-adds) a loop runs on the calling thread only:
@@ -815,11 +819,23 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     if par and threads > 1 and nb < 2 * threads:
         # small K: the L2 budget alone would leave one block; two per thread share out well
         nb = max(nb, min(2 * threads, steps // least))
+    if par and nb > threads > 1:
+        # whole rounds: 3 blocks on 2 threads ran as 2 + 1
+        nb -= nb % threads
+    # pointwise with few columns and many filters (the late 1x1 convs of a CNN: 13x13 = 169
+    # columns, 256 filters): the threads split the filters instead, each reading its share of
+    # the weights (column blocks left a thread idle or recomputed overlapping strips, and
+    # each read all of A: 2 threads took 0.75 of 1 thread's time)
+    cdef Py_ssize_t mr = edl_gemm_mr(), npan = edl_gemm_panels(m, mr)
+    cdef bint by_rows = (pointwise and par and threads > 1 and L < 4 * threads * nr
+                         and npan >= 2 * threads)
+    if by_rows:
+        nb = threads
     most = (steps + nb - 1) // nb
     cdef bint epi = act != ACT_NONE
     cdef edl_gemm_epi gepi
     cdef edl_gemm_epi* pgepi = NULL
-    cdef Py_ssize_t blk, s0, s1, j0, j1, r, i, kb, k0, k1
+    cdef Py_ssize_t blk, s0, s1, j0, j1, r, i, kb, k0, k1, p0, p1, r0, r1
     cdef int err = 0
     cdef float* buf = NULL
     cdef float* scratch = NULL
@@ -845,7 +861,14 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                 continue
             s0 = blk * steps // nb
             s1 = (blk + 1) * steps // nb
-            if pointwise:
+            r0, r1 = 0, m
+            if by_rows:          # filters p0.. of every column
+                j0, j1 = 0, L
+                p0 = blk * npan // nb
+                p1 = (blk + 1) * npan // nb
+                r0, r1 = p0 * mr, (m if p1 == npan else p1 * mr)
+                edl_gemm_rows(wp, m, K, p0, p1, xb, L, yb, L, 0, L, scratch, pgepi)
+            elif pointwise:
                 j0, j1 = s0, s1
                 edl_gemm_cols(wp, m, K, xb, L, yb, L, j0, j1, scratch, pgepi)
             else:
@@ -865,11 +888,11 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                         edl_gemm_cols_k(wp, m, K, k0, k1 - k0, buf, j1 - j0, yb + j0, L, 0,
                                         j1 - j0, scratch, pgepi, kb == 0, kb == nkb - 1)
             if res != NULL:   # while the block is still in cache
-                for r in range(m):
+                for r in range(r0, r1):
                     edl_residual_epilogue_f(yb + r * L + j0, res + r * L + j0, j1 - j0,
                                             bias[r], act, lo, hi, slopes[r])
             elif epi:
-                for r in range(m):
+                for r in range(r0, r1):
                     _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])
         free(buf)
     return err != 0

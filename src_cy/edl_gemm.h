@@ -352,15 +352,16 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
 }
 
 /* One K block of C[:, j0:j1] += A[:, k0:k0+kc] @ B[k0:k0+kc, j0:j1]: `b` points at B's row k0,
- * A is the whole packed A (depth K, in blocks), M a multiple of MR. `first`: C = instead of +=; `last`: the
+ * A is the whole packed A (depth K, in blocks of np_all panels), M a multiple of MR: the M rows
+ * from panel p0 (c and epi->bias point at row p0 * MR). `first`: C = instead of +=; `last`: the
  * epilogue `epi` too. Blocks must come in order over the same columns (their sums are then
  * those of one pass). The ragged last strip would overlap its neighbour (and add twice): it
  * takes a zero-padded copy of its columns and an M x NR block of C in scratch, kept from
  * block to block and copied out with the last. */
-static void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t k0,
-                            ptrdiff_t kc, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
-                            ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi,
-                            int first, int last) {
+static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, ptrdiff_t M,
+                             ptrdiff_t K, ptrdiff_t k0, ptrdiff_t kc, const float *b,
+                             ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
+                             float *scratch, const edl_gemm_epi *epi, int first, int last) {
     edl_gemm_kernel kr = edl_gemm_select();
     ptrdiff_t nr = kr.nr, ps = kc * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
     float *strip = scratch, *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
@@ -368,10 +369,10 @@ static void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t
     int prefetch = kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols */
     const edl_gemm_epi *e = last ? epi : NULL;
     ptrdiff_t np = edl_gemm_panels(M, kr.mr);
-    ap += k0 * np * kr.mr;                            /* this block's panels */
+    ap += k0 * np_all * kr.mr + p0 * kc * kr.mr;      /* this block's panels */
     /* the next block of A (right after this one) into L2 while this one runs: from DRAM
        (a model's weights) the GEMM otherwise waited on it panel by panel */
-    const char *nx = last ? NULL : (const char *)(ap + np * kc * kr.mr);
+    const char *nx = last ? NULL : (const char *)(ap + np_all * kc * kr.mr);
     ptrdiff_t nbytes = np * kc * kr.mr * 4, step = nbytes / (jf > j0 ? (jf - j0) / nr : 1) + 64;
     for (ptrdiff_t j = j0, o = 0; j < jf; j += nr) {
         if (prefetch && j + nr < jf) edl_gemm_prefetch_strip(b + j + nr, ldb, kc, nr);
@@ -407,27 +408,27 @@ static void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t
     }
 }
 
-/* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K), strip by strip of NR
- * columns, with the epilogue `epi` (NULL: none); `scratch` holds edl_gemm_scratch(M, K)
+/* edl_gemm_cols_kp over every panel of A */
+static inline void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t k0,
+                                   ptrdiff_t kc, const float *b, ptrdiff_t ldb, float *c,
+                                   ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1, float *scratch,
+                                   const edl_gemm_epi *epi, int first, int last) {
+    edl_gemm_cols_kp(ap, edl_gemm_panels(M, edl_gemm_mr()), 0, M, K, k0, kc, b, ldb, c, ldc,
+                     j0, j1, scratch, epi, first, last);
+}
+
+/* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K, not K-blocked), strip by strip
+ * of NR columns, with the epilogue `epi` (NULL: none); `scratch` holds edl_gemm_scratch(M, K)
  * floats. Fewer than NR columns are computed from a zero-padded copy of B into scratch,
  * then copied into C. */
-static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
-                          ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
-                          float *scratch, const edl_gemm_epi *epi) {
+static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
+                            ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
+                            float *scratch, const edl_gemm_epi *epi) {
     edl_gemm_kernel kr = edl_gemm_select();
     int nr = kr.nr;
     ptrdiff_t n = j1 - j0, ps = K * kr.mr;
     float *strip = scratch;
     if (n <= 0) return;
-    ptrdiff_t nkb = edl_gemm_kblocks(M, K);
-    if (nkb > 1) {                 /* A is packed in K blocks: always by block */
-        for (ptrdiff_t kb = 0; kb < nkb; kb++) {
-            ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
-            edl_gemm_cols_k(ap, M, K, k0, k1 - k0, b + k0 * ldb, ldb, c, ldc, j0, j1,
-                            scratch, epi, kb == 0, kb == nkb - 1);
-        }
-        return;
-    }
     if (n < nr) {       /* the narrowest kernel over a zero-padded copy, rows `wd` wide */
         float *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
         int nv = (int)((n + kr.w - 1) / kr.w);
@@ -457,6 +458,54 @@ static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float
         if (prefetch && j + nr < j1)      /* the next strip's K rows */
             edl_gemm_prefetch_strip(b + j + nr, ldb, K, j1 - j - nr < nr ? j1 - j - nr : nr);
         edl_gemm_strip(&kr, nv, ap, ps, M, K, b + js, ldb, c + js, ldc, width, strip, epi, 0);
+    }
+}
+
+
+/* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K): block by block where A is
+ * packed in K blocks (edl_gemm_kblocks), else edl_gemm_cols_1. */
+static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
+                          ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
+                          float *scratch, const edl_gemm_epi *epi) {
+    ptrdiff_t nkb = edl_gemm_kblocks(M, K);
+    if (j1 <= j0) return;
+    if (nkb == 1) {
+        edl_gemm_cols_1(ap, M, K, b, ldb, c, ldc, j0, j1, scratch, epi);
+        return;
+    }
+    for (ptrdiff_t kb = 0; kb < nkb; kb++) {
+        ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
+        edl_gemm_cols_k(ap, M, K, k0, k1 - k0, b + k0 * ldb, ldb, c, ldc, j0, j1, scratch, epi,
+                        kb == 0, kb == nkb - 1);
+    }
+}
+
+/* Rows of panels p0 .. p1 of C = A @ B[:, j0:j1] (rows p0 * MR .. min(p1 * MR, M)), so that
+ * threads can split the filters of a GEMM with few columns: each reads its part of A only
+ * (the late 1x1 convs of a CNN: 169 columns, 256 x 512 weights). M >= MR. */
+static void edl_gemm_rows(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t p0, ptrdiff_t p1,
+                          const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0,
+                          ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi) {
+    ptrdiff_t mr = edl_gemm_mr(), np = edl_gemm_panels(M, mr), nkb = edl_gemm_kblocks(M, K);
+    ptrdiff_t r0 = p0 * mr, rows = (p1 >= np ? M : p1 * mr) - r0;
+    edl_gemm_epi sub, *se = NULL;
+    if (p1 <= p0 || j1 <= j0) return;
+    if (epi) {
+        sub = *epi;
+        sub.bias = epi->bias + r0;
+        se = &sub;
+    }
+    /* the packed panels from p0 on are laid out as those of an A of `rows` rows (the last one
+       starts at M - MR in both), block by block where A is K-blocked */
+    if (nkb == 1) {
+        edl_gemm_cols_1(ap + p0 * K * mr, rows, K, b, ldb, c + r0 * ldc, ldc, j0, j1, scratch,
+                        se);
+        return;
+    }
+    for (ptrdiff_t kb = 0; kb < nkb; kb++) {
+        ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
+        edl_gemm_cols_kp(ap, np, p0, rows, K, k0, k1 - k0, b + k0 * ldb, ldb, c + r0 * ldc, ldc,
+                         j0, j1, scratch, se, kb == 0, kb == nkb - 1);
     }
 }
 

@@ -541,6 +541,31 @@ def test_gemm_path_deep_k(backend, threads, m, hw, kind, rng):
         edgedl.set_num_threads(saved)
 
 
+# 1x1 convs with few columns (< 4 strips a thread) and many filters: on 2 threads the Cython
+# GEMM splits the filters (panels of MR) instead of the columns, K-blocked or not, the last
+# range with the ragged panel; the epilogue and the residual over each thread's rows only
+@pytest.mark.parametrize("m, c", [(100, 96), (256, 512), (64, 400), (40, 256)])
+@pytest.mark.parametrize("hw", [(13, 13), (7, 9)])
+def test_gemm_path_split_by_filters(backend, m, c, hw, rng):
+    import edgedl
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = (rng.standard_normal((m, c, 1, 1)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((1, m) + hw).astype(np.float32)
+    want = naive_conv(x, w, b, (1, 1), (0,) * 4, (1, 1), 1)
+    saved = edgedl.get_num_threads()
+    edgedl.set_num_threads(2)
+    try:
+        for act, f in (("relu6", lambda v: np.clip(v, 0, 6)), ("silu", lambda v: v / (1 + np.exp(-v)))):
+            _close(conv2d_plan(x.shape, w, b, activation=act, backend=backend)(x), f(want),
+                   np.float32)
+            got = conv2d_plan(x.shape, w, b, activation=act, backend=backend,
+                              residual=True)(x, None, r)
+            _close(got, f(want + r), np.float32)
+    finally:
+        edgedl.set_num_threads(saved)
+
+
 # stride 1 with the output as wide as the input (any dilation, pads on one side or two): the
 # Cython im2col copies each tap as one shifted run of the plane, then zeros the padding
 @pytest.mark.parametrize("dil, pads", [(1, (1, 1, 1, 1)), (2, (2, 2, 2, 2)), (3, (3, 3, 3, 3)),
