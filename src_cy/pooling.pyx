@@ -488,11 +488,12 @@ def max_pool2d_int8(const int8ish[:, :, :, ::1] x, tuple kernel_shape, tuple str
     xp = &x[0, 0, 0, 0]
     yp = &out[0, 0, 0, 0]
     with nogil, parallel():
-        buf = <int8ish*> malloc(row)
+        # 64 bytes of slack: edl_imax3s2's 16-bit loads read one byte past the last tap
+        buf = <int8ish*> malloc(row + 64)
         if buf == NULL:
             failed[0] = 1   # an array element: shared, not thread-private
         else:
-            memset(buf, <int>fill, row)     # the padding cells keep it; image cells rewritten
+            memset(buf, <int>fill, row + 64)   # the padding cells keep it; image cells rewritten
             v = buf + lext
             for p in prange(planes, schedule="static"):
                 if k2s2:

@@ -393,11 +393,12 @@ def test_int8_max_pool_plan_small_planes(backend, dtype, k, rng):
     dict(kernel_shape=(5, 5), pads=(2, 2, 2, 2)),
     dict(kernel_shape=(3, 2), strides=(3, 1), pads=(2, 0, 1, 1), dilations=(2, 3),
          ceil_mode=True)])
-@pytest.mark.parametrize("width", [70, 201])
+@pytest.mark.parametrize("width", [62, 64, 70, 201])
 def test_int8_max_pool_plan(backend, dtype, cfg, width, rng):
     """pool2d_plan's uint8 / int8 max (int8 models pool quantized tensors): exact, equal to
     the float kernels on the cast values and to onnxruntime's MaxPool, extremes included;
-    rows of 70 and 201 (the vector blocks' moved-back last block and scalar tails)."""
+    rows of 62 - 201 (31 - 100 outputs: the scalar loop below 32, one 32-output block of
+    16-bit pairs, the moved-back last block, scalar tails)."""
     info = np.iinfo(dtype)
     x = rng.integers(info.min, int(info.max) + 1, (2, 3, 17, width)).astype(dtype)
     x[0, 0, :3] = info.min
