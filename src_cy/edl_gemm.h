@@ -461,7 +461,6 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
     }
 }
 
-
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K): block by block where A is
  * packed in K blocks (edl_gemm_kblocks), else edl_gemm_cols_1. */
 static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,

@@ -322,7 +322,7 @@ typedef uint8_t edl_v32u8 __attribute__((vector_size(32)));
 typedef int8_t edl_v32s8 __attribute__((vector_size(32)));
 #define EDL_LO_U8(x) ((x) & 0xFF)
 #define EDL_HI_U8(x) ((x) >> 8)
-#define EDL_LO_S8(x) (((x) << 8) >> 8)          /* arithmetic shifts: the sign kept */
+#define EDL_LO_S8(x) ((edl_v32s16)((edl_v32u16)(x) << 8) >> 8)   /* sign kept, no signed << */
 #define EDL_HI_S8(x) ((x) >> 8)
 EDL_IMAX3S2_TAPS(u8, edl_v32u16, edl_v32u8, EDL_LO_U8, EDL_HI_U8)
 EDL_IMAX3S2_TAPS(s8, edl_v32s16, edl_v32s8, EDL_LO_S8, EDL_HI_S8)
