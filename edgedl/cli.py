@@ -160,6 +160,10 @@ def _quantize_parser(sub):
     q.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="keep the Conv biases as they are (default: each absorbs the mean "
                         "change its rounded weights make on the calibration images)")
+    q.add_argument("--weight-rounding", choices=("gptq", "nearest"), default="gptq",
+                   help="how Conv weights are rounded to int8: gptq (default) spreads each "
+                        "weight's rounding error over the weights after it, by the "
+                        "calibration inputs' correlations; nearest rounds each alone")
     q.add_argument("--int8-outputs", dest="float_outputs", action="store_false",
                    help="quantize the outputs' tail too (default: the last Convs and what "
                         "follows them up to the outputs stay float)")
@@ -679,6 +683,7 @@ def cmd_quantize(args):
         percentile=args.percentile, holdout=args.holdout, samples=args.samples,
         nodes_to_exclude=args.exclude, max_step_ratio=args.max_step_ratio,
         max_error_share=args.max_error_share, bias_correction=args.bias_correction,
+        weight_rounding=args.weight_rounding,
         float_outputs=args.float_outputs, backend=args.backend, quiet=args.quiet,
         **_config_kw(args))
     print(res.summary())
