@@ -81,6 +81,16 @@ cdef extern from "edl_quant.h" nogil:
                          Py_ssize_t n)
     void edl_quantize_s8(const float *x, float s, int z, float lo, float hi, signed char *out,
                          Py_ssize_t n)
+    void edl_qavg_plane_u8(const unsigned char *x, Py_ssize_t w, const int *y0, const int *ny,
+                           Py_ssize_t pl, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh,
+                           Py_ssize_t dw, const int *corr, const float *mult, int z, float lo,
+                           float hi, int *buf, unsigned char *out, Py_ssize_t oh,
+                           Py_ssize_t ow)
+    void edl_qavg_plane_s8(const signed char *x, Py_ssize_t w, const int *y0, const int *ny,
+                           Py_ssize_t pl, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh,
+                           Py_ssize_t dw, const int *corr, const float *mult, int z, float lo,
+                           float hi, int *buf, signed char *out, Py_ssize_t oh,
+                           Py_ssize_t ow)
     void edl_quantize_u16(const float *x, float s, int z, float lo, float hi,
                           unsigned short *out, Py_ssize_t n)
     void edl_quantize_s16(const float *x, float s, int z, float lo, float hi, short *out,
@@ -792,3 +802,41 @@ def lookup2(const unsigned char[::1] a, const unsigned char[::1] b, const q8[::1
     with nogil:
         for i in range(n):
             out[i] = table[(<Py_ssize_t>a[i] << 8) | b[i]]
+
+
+def qavg_pool2d(const q8[:, :, ::1] x, const int[::1] y0, const int[::1] ny, Py_ssize_t pl,
+                Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                const int[:, ::1] corr, const float[:, ::1] mult, int zero_point,
+                q8[:, :, ::1] out):
+    """The integer QLinearAveragePool (kernels._ref.quant.qavg_pool2d), a plane at a time
+    (edl_qavg_plane_*: the window rows summed into a padded int32 row, kw taps of it per
+    output, the plane requantized). The wrapper checked every index range."""
+    cdef Py_ssize_t p = x.shape[0], w = x.shape[2]
+    cdef Py_ssize_t oh = mult.shape[0], ow = mult.shape[1]
+    cdef Py_ssize_t wb = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef Py_ssize_t pln
+    cdef int *buf
+    cdef float lo, hi
+    cdef int failed = 0
+    cdef int *pfailed = &failed
+    lo = -128.0 if q8 is s8_t else 0.0
+    hi = 127.0 if q8 is s8_t else 255.0
+    if p == 0:
+        return
+    with nogil, parallel(use_threads_if=p * oh * ow >= PAR_ELEMS):
+        buf = <int *>malloc((wb + oh * ow) * sizeof(int))
+        for pln in prange(p, schedule="static"):
+            if buf == NULL:
+                pfailed[0] = 1
+                continue
+            if q8 is u8_t:
+                edl_qavg_plane_u8(<const unsigned char *>&x[pln, 0, 0], w, &y0[0], &ny[0], pl,
+                                  kw, sw, dh, dw, &corr[0, 0], &mult[0, 0], zero_point, lo,
+                                  hi, buf, <unsigned char *>&out[pln, 0, 0], oh, ow)
+            else:
+                edl_qavg_plane_s8(<const signed char *>&x[pln, 0, 0], w, &y0[0], &ny[0], pl,
+                                  kw, sw, dh, dw, &corr[0, 0], &mult[0, 0], zero_point, lo,
+                                  hi, buf, <signed char *>&out[pln, 0, 0], oh, ow)
+        free(buf)
+    if failed:
+        raise MemoryError("qavg_pool2d: out of memory for a row buffer")

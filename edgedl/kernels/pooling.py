@@ -137,13 +137,20 @@ def _trim_axis(n, k, s, pb, d, o):
     return i0, max(i0, i1)
 
 
-def _axis_counts(n, k, s, pb, pe, d, o):
-    """Per output: taps inside the image, and inside the padded extent [-pb, n + pe)."""
+def axis_windows(n, k, s, pb, pe, d, o):
+    """Per output of one axis (n inputs, k taps, stride s, pads pb / pe, dilation d, o
+    outputs): (its first tap inside the image, the taps inside the image, the taps inside
+    the padded extent [-pb, n + pe)), int64 arrays. Tap i of output j reads j*s - pb + i*d."""
     j = np.arange(o, dtype=np.int64) * s
     lo = np.clip(-((-(pb - j)) // d), 0, k)                # first tap at or after row 0
     hi = np.clip((n - 1 + pb - j) // d + 1, 0, k)          # one past the last tap before n
     padded = np.clip(-((-(n + pb + pe - j)) // d), 0, k)   # taps before n + pe
-    return np.maximum(hi - lo, 0), padded
+    return lo, np.maximum(hi - lo, 0), padded
+
+
+def _axis_counts(n, k, s, pb, pe, d, o):
+    """Per output: taps inside the image, and inside the padded extent [-pb, n + pe)."""
+    return axis_windows(n, k, s, pb, pe, d, o)[1:]
 
 
 def _trim_taps(hw, ks, st, pd, dl, out_hw, count_include_pad=False):

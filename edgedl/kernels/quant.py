@@ -23,7 +23,7 @@ __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
            "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
            "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
            "qlinear_binary", "qlinear_binary_plan", "qlinear_binary_table", "lookup2",
-           "qlinear_global_avg_pool2d",
+           "qlinear_global_avg_pool2d", "qlinear_avg_pool2d_plan",
            "lookup_plan", "channel_lookup", "channel_lookup_plan"]
 
 #: the quantized element types the integer kernels take
@@ -853,6 +853,67 @@ def qlinear_global_avg_pool2d(x, x_scale, x_zero_point, y_scale, y_zero_point,
     acc = x.astype(np.int32).sum(axis=axes, keepdims=True, dtype=np.int64) - hw * int(zx)
     mult = np.float32(sx[0] / (sy[0] * np.float32(hw)))
     return requantize(acc.astype(np.int32), None, mult, int(zy), x.dtype, backend=backend)
+
+
+def qlinear_avg_pool2d_plan(x_shape, x_dtype, kernel_shape, x_scale, x_zero_point, y_scale,
+                            y_zero_point, strides=None, pads=(0, 0, 0, 0), dilations=(1, 1),
+                            ceil_mode=False, auto_pad="NOTSET", count_include_pad=False,
+                            backend=None):
+    """com.microsoft QLinearAveragePool of NCHW ``x_shape`` (uint8 / int8) in integers,
+    validated once: each window's exact int32 sum of (x - x_zero_point) over its taps inside
+    the image (padding is a real 0), times x_scale / (y_scale * count) in float32, rounded
+    half to even, plus y_zero_point, saturated. count: the taps inside the image, or with
+    ``count_include_pad`` the whole kernel (as onnxruntime divides). That is onnxruntime's
+    float average of the dequantized values up to its float rounding (within one step).
+    Returns ``run(x, out=None)`` (``run.out_shape``), or None where a window holds no input
+    or its sums would not stay exact (the caller's float path then computes it)."""
+    from . import pooling as P
+    x_shape = tuple(int(d) for d in x_shape)
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype not in QTYPES:
+        raise DTypeError(f"x must have dtype uint8 or int8, got {x_dtype}")
+    if len(x_shape) != 4:
+        raise ShapeError(f"x must be 4-D (N, C, H, W), got shape {x_shape}")
+    zx = _zero_point(x_zero_point, "x_zero_point", None, (x_dtype,), x_dtype)[0][0]
+    zy = _zero_point(y_zero_point, "y_zero_point", None, (x_dtype,), x_dtype)[0][0]
+    sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
+    ks, st, pd, dl, out_hw = P._geometry(x_shape, kernel_shape, strides, pads, dilations,
+                                         ceil_mode, auto_pad)
+    cip = P._flag(count_include_pad, "count_include_pad")
+    hw = x_shape[2:]
+    if pd[2] < 0 or pd[3] < 0:
+        hw, pd = P._avg_extent(hw, pd)
+    axes = [P.axis_windows(hw[a], ks[a], st[a], pd[a], pd[a + 2], dl[a], out_hw[a])
+            for a in range(2)]
+    valid = axes[0][1][:, None] * axes[1][1][None, :]
+    # onnxruntime's QLinearAveragePool divides by the whole kernel with count_include_pad,
+    # also where a ceil_mode window reaches past the end padding (its float AveragePool
+    # counts only the taps inside the padded extent there)
+    count = np.full_like(valid, ks[0] * ks[1]) if cip else valid
+    # a row buffer of the windows' padded extent (the kernels' columns): hostile kernel
+    # widths, whose taps nearly all lie in the padding, take the float path (it trims them)
+    extent = (out_hw[1] - 1) * st[1] + (ks[1] - 1) * dl[1] + 1
+    if valid.min() == 0 or count.min() == 0 or valid.max() * 255 >= 2**24 or \
+            extent > 4 * (hw[1] + pd[1] + pd[3]) + 64:
+        return None
+    y0 = (np.arange(out_hw[0], dtype=np.int64) * st[0] - pd[0] + axes[0][0] * dl[0])
+    y0, ny = y0.astype(np.int32), axes[0][1].astype(np.int32)
+    mult = (np.float64(sx[0]) / (np.float64(sy[0]) * count)).astype(np.float32)
+    corr = (valid * int(zx)).astype(np.int32)
+    out_shape = x_shape[:2] + tuple(out_hw)
+    planes = x_shape[0] * x_shape[1]
+
+    def run(x, out=None):
+        y = _planned_output(x, x_shape, x_dtype, out_shape, x_dtype, out)
+        if planes:
+            bk = _config.resolve_backend(backend)
+            _kernel("qavg_pool2d", bk)(
+                _numba_writable(_contig(x), bk).reshape((planes,) + x_shape[2:]), y0, ny,
+                pd[1], ks[1], st[1], dl[0], dl[1], corr, mult, int(zy),
+                y.reshape((planes,) + out_shape[2:]))
+        return y
+    run.out_shape = out_shape
+    return run
 
 
 def _warmup(backend):

@@ -124,6 +124,32 @@ def test_quantize_dequantize_rounding_and_axis(backend, dtype, rng):
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+def test_quantize_is_the_true_division_at_ties(backend, dtype, rng):
+    """QuantizeLinear rounds x / s (a true float32 division, as onnxruntime): the compiled
+    kernels' multiply-and-correct form (two FMAs) must give the same integers, also within
+    an ulp of every rounding tie, for scales of every magnitude (a subnormal one, whose
+    reciprocal overflows, takes the division)."""
+    scales = np.concatenate([np.float32(10.0) ** rng.uniform(-7, 3, 60),
+                             np.float32([1e-39, 3e-38, 0.1, 1 / 255, 0.0173])]).astype(np.float32)
+    k = np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)
+    for scale in scales:
+        ties = k * scale
+        near = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)),
+                               np.nextafter(ties, np.float32(-np.inf)),
+                               rng.normal(0, 60, 200).astype(np.float32) * scale,
+                               rng.normal(0, 1e3, 50).astype(np.float32)]).astype(np.float32)
+        x = near.reshape(1, 1, -1)
+        zp = dtype(3)
+        info = np.iinfo(dtype)
+        with np.errstate(over="ignore"):          # x / 1e-39 overflows to inf: saturates
+            got = Q.quantize_linear(x, scale, zp, backend=backend)
+            want = np.clip(np.rint(np.fmin(np.fmax(x / scale, np.float32(info.min - 3)),
+                                           np.float32(info.max - 3))) + 3, info.min, info.max)
+        np.testing.assert_array_equal(got, want.astype(dtype), err_msg=f"scale {scale!r}")
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
 def test_quantize_nan_and_inf_like_onnxruntime(backend):
     x = np.float32([np.nan, np.inf, -np.inf, 1.0])
     for dt, zp in ((U8, 10), (S8, -5)):
@@ -367,6 +393,72 @@ def test_microsoft_ops_match_onnxruntime(backend, dtype, rng):
     _close_lsb(*_run_both_const("QLinearAveragePool", pool, params,
                                 dict(kernel_shape=[3, 3], strides=[2, 2]), backend=backend),
                exact=0.95)
+
+
+#: (x shape, kernel, strides, pads, ceil_mode, count_include_pad, auto_pad)
+QAVG_CASES = [((1, 48, 46, 46), (3, 3), (2, 2), (0, 0, 0, 0), 0, 0, "NOTSET"),    # FastestDet's
+              ((2, 3, 9, 11), (3, 2), (1, 2), (1, 0, 2, 1), 0, 1, "NOTSET"),
+              ((1, 4, 10, 7), (3, 3), (2, 2), (1, 1, 1, 1), 1, 0, "NOTSET"),
+              ((1, 4, 10, 7), (3, 3), (2, 2), (1, 1, 1, 1), 1, 1, "NOTSET"),
+              ((1, 2, 8, 9), (4, 4), (3, 3), (0, 0, 0, 0), 0, 1, "SAME_UPPER"),
+              ((1, 2, 8, 9), (2, 3), (3, 1), (0, 0, 0, 0), 0, 0, "SAME_LOWER"),
+              ((1, 5, 6, 6), (6, 6), (1, 1), (0, 0, 0, 0), 0, 0, "VALID")]
+
+
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("dtype", [U8, S8])
+@pytest.mark.parametrize("case", QAVG_CASES)
+def test_qlinear_avg_pool_in_integers(backend, dtype, case, rng):
+    """The integer QLinearAveragePool (exact window sums, one float32 multiply) against
+    onnxruntime's float average of the dequantized values, and exactly against the NumPy
+    reference; the plan that takes the padded count, the image count, SAME pads, ceil."""
+    from edgedl.kernels import pooling
+    shape, k, st, pads, ceil, cip, auto = case
+    x = _q(rng, shape, dtype)
+    xs, xz, ys, yz = np.float32(0.0513), dtype(7), np.float32(0.0377), dtype(-3 if dtype == S8 else 4)
+    attrs = dict(kernel_shape=list(k), strides=list(st), ceil_mode=ceil,
+                 count_include_pad=cip, auto_pad=auto)
+    if auto == "NOTSET":
+        attrs["pads"] = list(pads)
+    plan = Q.qlinear_avg_pool2d_plan(shape, dtype, k, xs, xz, ys, yz, st, pads,
+                                     ceil_mode=ceil, auto_pad=auto, count_include_pad=cip,
+                                     backend=backend)
+    got = plan(x)
+    ref = Q.qlinear_avg_pool2d_plan(shape, dtype, k, xs, xz, ys, yz, st, pads,
+                                    ceil_mode=ceil, auto_pad=auto, count_include_pad=cip,
+                                    backend="numpy")(x)
+    np.testing.assert_array_equal(got, ref)
+    # the float twin: dequantize, edgedl's AveragePool, quantize (its divisor differs where
+    # a ceil_mode window reaches past the end padding with count_include_pad: onnxruntime's
+    # AveragePool counts the taps inside the padded extent, its QLinearAveragePool the kernel)
+    f = pooling.avg_pool2d(Q.dequantize_linear(x, xs, xz, backend="numpy"), k, st, pads,
+                           ceil_mode=ceil, auto_pad=auto, count_include_pad=cip,
+                           backend="numpy")
+    if not (ceil and cip):
+        _close_lsb(got, Q.quantize_linear(f, ys, yz, backend="numpy"), exact=0.97)
+    ins = [("x", x), ("xs", xs), ("xz", xz), ("ys", ys), ("yz", yz)]
+    want = _run_both_const("QLinearAveragePool", ins, {"xs", "xz", "ys", "yz"}, attrs,
+                           backend=backend)
+    _close_lsb(*want, exact=0.97)
+    assert plan.out_shape == got.shape == want[1].shape
+
+
+def test_qlinear_avg_pool_plan_refuses_bad_input(rng):
+    x = _q(rng, (1, 2, 6, 6), U8)
+    run = Q.qlinear_avg_pool2d_plan(x.shape, U8, (3, 3), 0.1, U8(0), 0.1, U8(0))
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x[:, :1])
+    with pytest.raises(DTypeError, match="x_zero_point"):
+        Q.qlinear_avg_pool2d_plan(x.shape, U8, (3, 3), 0.1, S8(0), 0.1, U8(0))
+    with pytest.raises(ValidationError, match="y_scale must be finite and > 0"):
+        Q.qlinear_avg_pool2d_plan(x.shape, U8, (3, 3), 0.1, U8(0), -0.1, U8(0))
+    with pytest.raises(ShapeError, match="4-D"):
+        Q.qlinear_avg_pool2d_plan((2, 6, 6), U8, (3, 3), 0.1, U8(0), 0.1, U8(0))
+    with pytest.raises(ValidationError, match="pads must be smaller than kernel_shape"):
+        Q.qlinear_avg_pool2d_plan(x.shape, U8, (2, 2), 0.1, U8(0), 0.1, U8(0), pads=(2, 0, 0, 0))
+    # a kernel of 65536+ taps: sums beyond float32's exact integers -> the caller's float path
+    assert Q.qlinear_avg_pool2d_plan((1, 1, 300, 300), U8, (300, 300), 0.1, U8(0), 0.1,
+                                     U8(0)) is None
 
 
 @pytest.mark.parametrize("backend", AVAILABLE)

@@ -221,3 +221,30 @@ def _qdepthwise_requant(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, bias, scale, z
     acc = np.empty((c, oh, ow), np.int32)
     qdepthwise(x, x_zp, w, w_zp, sh, sw, ph, pw, dh, dw, acc)
     requantize(acc.reshape(1, c, oh * ow), bias, scale, zero_point, out.reshape(1, c, oh * ow))
+
+
+@njit(parallel=True, fastmath=False)
+def qavg_pool2d(x, y0, ny, pl, kw, sw, dh, dw, corr, mult, zero_point, out):
+    p, h, w = x.shape
+    oh, ow = mult.shape
+    wb = (ow - 1) * sw + (kw - 1) * dw + 1
+    n = min(w, wb - pl)
+    info = np.iinfo(out.dtype)
+    lo, hi = np.float32(info.min), np.float32(info.max)
+    z = np.float32(zero_point)
+    for pln in prange(p):
+        cs = np.empty(wb, np.int32)       # the output row's window rows, summed (padded)
+        acc = np.empty(ow, np.int32)
+        for oy in range(oh):
+            cs[:] = 0
+            for i in range(ny[oy]):
+                r = x[pln, y0[oy] + i * dh]
+                for q in range(n):
+                    cs[pl + q] += np.int32(r[q])
+            acc[:] = 0
+            for j in range(kw):
+                for ox in range(ow):
+                    acc[ox] += cs[ox * sw + j * dw]
+            for ox in range(ow):
+                v = np.float32(np.float32(acc[ox] - corr[oy, ox]) * mult[oy, ox])
+                out[pln, oy, ox] = _sat(np.float32(np.rint(v)) + z, lo, hi)

@@ -163,3 +163,25 @@ def qbinary(a, b, mul, ra, rb, fixed, za, zb, zc, lo, hi, out):
 def lookup2(a, b, table, out):
     """a, b 1-D uint8 (the bits of 8-bit values), table (65536,) -> out 1-D (table's dtype)."""
     out[...] = table[a.astype(np.intp) * 256 + b]
+
+
+def qavg_pool2d(x, y0, ny, pl, kw, sw, dh, dw, corr, mult, zero_point, out):
+    """x 8-bit (P, H, W); output row oy sums input rows y0[oy] + i*dh (i < ny[oy]), output
+    column ox the columns ox*sw - pl + j*dw (j < kw) inside the image; out (P, OH, OW) of
+    x's type = sat(rint(float32(sum - corr[oy, ox]) * mult[oy, ox]) + zero_point): the
+    integer QLinearAveragePool. The window sums as 0/1 selection matrices around x."""
+    lo, hi = _limits(out.dtype)
+    h, w = x.shape[1:]
+    oh, ow = mult.shape
+    rows = np.zeros((oh, h), np.int64)
+    cols = np.zeros((ow, w), np.int64)
+    for oy in range(oh):
+        rows[oy, y0[oy] + dh * np.arange(ny[oy])] = 1
+    for ox in range(ow):
+        c = ox * sw - pl + dw * np.arange(kw)
+        cols[ox, c[(c >= 0) & (c < w)]] = 1
+    acc = rows[None] @ x.astype(np.int64) @ cols.T[None]
+    v = (acc - corr[None]).astype(np.float32) * mult[None]
+    z = np.float32(zero_point)
+    v = np.fmin(np.fmax(v, np.float32(lo) - z), np.float32(hi) - z)
+    out[...] = (np.rint(v) + z).astype(out.dtype)
