@@ -487,6 +487,7 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
     cdef bint k3 = kh == 3 and kw == 3 and sh == sw and sh <= 2
     cdef int wsum, w8, done
     cdef int *wk
+    cdef const q8b *wch
     cdef int *row
     cdef int *d
     cdef q8 *buf
@@ -510,8 +511,9 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 continue
             wsum = 0
             w8 = 1
+            wch = &w[ch, 0, 0]          # the channel's taps in a row (w is C-contiguous)
             for t in range(nk):
-                wk[t] = <int>w[ch, t // kw, t % kw] - w_zp[ch]
+                wk[t] = <int>wch[t] - w_zp[ch]
                 wsum = wsum + wk[t]
                 if wk[t] < -128 or wk[t] > 127:
                     w8 = 0
