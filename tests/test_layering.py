@@ -60,7 +60,8 @@ def layer(mod):
         return 6, "cli"
     if mod in ("edgedl", "edgedl._warmup"):
         return 5, "package surface"
-    if _within(mod, "edgedl.detect") or mod in ("edgedl.batch", "edgedl.quantize"):
+    if _within(mod, "edgedl.detect") or mod in ("edgedl.batch", "edgedl.quantize",
+                                                 "edgedl._weight_rounding"):
         return 4, "detect"
     if _within(mod, "edgedl.onnx"):
         return 3, "onnx"
