@@ -375,6 +375,21 @@ EDL_QDWK_VNNI(edl_qdwk_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni", _mm
 #if __GNUC__ >= 11
 EDL_QDWK_VNNI(edl_qdwk_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
+/* vpdpbusd on plain AVX2, exact: the even and the odd bytes of each 4-byte group as 16-bit
+   lanes (x zero-extended, w sign-extended), two vpmaddwd (pairs of u8 x s8 products, at most
+   2 * 255 * 128 in magnitude: no saturation, unlike vpmaddubsw), two adds. 7 operations for
+   32 products where the C loop's vpmovzxbd / vpmulld / vpaddd per tap took ~16; the weights'
+   split is hoisted out of the loops that reuse them. */
+__attribute__((target("avx2"), always_inline)) static inline __m256i edl_dpbusd_avx2(
+        __m256i acc, __m256i x, __m256i w) {
+    const __m256i xe = _mm256_and_si256(x, _mm256_set1_epi16(0x00FF));
+    const __m256i xo = _mm256_srli_epi16(x, 8);
+    const __m256i we = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+    const __m256i wo = _mm256_srai_epi16(w, 8);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(xe, we),
+                                                  _mm256_madd_epi16(xo, wo)));
+}
+EDL_QDWK_VNNI(edl_qdwk_avx2, "avx2", edl_dpbusd_avx2)
 
 /* 3x3 depthwise rows at stride 2 on vpdpbusd (as edl_qdwk_vnni*, one dot a kernel row of 3 int8
    weights and a 0): output q's window starts at x[2q]; each 128-bit lane holds 4 outputs'
@@ -410,6 +425,7 @@ EDL_QDW3S2_VNNI(edl_qdw3s2_vnni512, "avx2,avx512f,avx512vl,avx512bw,avx512vnni",
 #if __GNUC__ >= 11
 EDL_QDW3S2_VNNI(edl_qdw3s2_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32)
 #endif
+EDL_QDW3S2_VNNI(edl_qdw3s2_avx2, "avx2", edl_dpbusd_avx2)
 
 /* A whole depthwise plane on AVX-512 VNNI with its requantization fused: no int32 plane is
    written and read back, and no row is left to a scalar tail (the separate requantization
@@ -1027,6 +1043,7 @@ static void edl_qdw3_u8_fast(const uint8_t *x0, const uint8_t *x1, const uint8_t
         else
 #endif
         if (isa == 2) q = edl_qdwk_vnni5123(x0, x1 - x0, w, corr, d, n);
+        else if (edl_q_isa() >= 1) q = edl_qdwk_avx23(x0, x1 - x0, w, corr, d, n);
     }
 #else
     (void)w8;
@@ -1062,6 +1079,7 @@ static void edl_qdw3s2_u8_fast(const uint8_t *x0, const uint8_t *x1, const uint8
         else
 #endif
         if (isa == 2) q = edl_qdw3s2_vnni512(x0, x1, x2, w, corr, d, n);
+        else if (edl_q_isa() >= 1) q = edl_qdw3s2_avx2(x0, x1, x2, w, corr, d, n);
     }
 #else
     (void)w8;
@@ -1103,6 +1121,7 @@ static void edl_qdwk_u8_fast(const uint8_t *x, ptrdiff_t wp, ptrdiff_t kh, ptrdi
         else
 #endif
         if (isa == 2) q = edl_qdwk_vnni512(x, wp, kh, kw, w, corr, d, n);
+        else if (edl_q_isa() >= 1) q = edl_qdwk_avx2(x, wp, kh, kw, w, corr, d, n);
     }
 #else
     (void)w8;

@@ -559,6 +559,34 @@ def test_qgemm_forced_paths(isa):
     _run_with_isa(code, isa)
 
 
+@pytest.mark.parametrize("isa", ["avx2", "c"])
+def test_qdepthwise_forced_paths(isa):
+    """EDGEDL_INT8_ISA=avx2 (vpdpbusd emulated by two vpmaddwd where VNNI would run) and c:
+    the int8 depthwise convs (3x3 at strides 1 and 2, 5x5, 1x7) equal the NumPy twin's int32
+    sums, at the weights' and inputs' extremes too, on widths around the 8- and 32-output
+    steps."""
+    code = ("import numpy as np\n"
+            "from edgedl.kernels import _dispatch\n"
+            "r = np.random.default_rng(4)\n"
+            "cy = _dispatch.impl('quant', 'qdepthwise', 'cython')\n"
+            "ref = _dispatch.impl('quant', 'qdepthwise', 'numpy')\n"
+            "for kh, kw, s, p, w_ in ((3, 3, 1, 1, 22), (3, 3, 2, 1, 37), (5, 5, 1, 2, 22),\n"
+            "                         (5, 5, 1, 2, 80), (1, 7, 1, 3, 33), (3, 3, 1, 0, 66)):\n"
+            "    x = r.integers(0, 256, (4, 9, w_)).astype(np.uint8)\n"
+            "    x[0] = 255\n"
+            "    w = r.integers(-128, 128, (4, kh, kw)).astype(np.int8)\n"
+            "    w[0] = -128\n"
+            "    w[1] = 127\n"
+            "    wz = np.zeros(4, np.int32)\n"
+            "    oh, ow = (9 + 2 * p - kh) // s + 1, (w_ + 2 * p - kw) // s + 1\n"
+            "    got = np.empty((4, oh, ow), np.int32)\n"
+            "    want = np.empty((4, oh, ow), np.int32)\n"
+            "    cy(x, 3, w, wz, s, s, p, p, 1, 1, got)\n"
+            "    ref(x, 3, w, wz, s, s, p, p, 1, 1, want)\n"
+            "    assert (got == want).all(), (kh, kw, s, w_)\n")
+    _run_with_isa(code, isa)
+
+
 def _gemm_requant_case(rng, m, k, n, bdt, odt, wide):
     """Arguments of qgemm_requant: weights minus zero points within int8 (the u8 x s8 VNNI
     path) or beyond it (``wide``: the int16 pairs path), a scale that keeps most outputs
