@@ -25,6 +25,12 @@
 #define EDL_QGEMM_AVX2 1
 #include <immintrin.h>
 #include <stdlib.h>
+#if defined(__linux__) && __GNUC__ >= 11
+#define EDL_QGEMM_AMX 1
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <string.h>
 
 /* Store a 4 x 16 int32 tile held as 8 AVX2 vectors (row r: c<r>0, c<r>1) at r0, rows lda apart. */
@@ -264,11 +270,123 @@ static int edl_q_u8s8(void) {
 /* Columns the packed b of edl_qgemm_u8s8 is padded to (and nq's multiple there). */
 static ptrdiff_t edl_q_u8s8_cols(void) { return edl_q_u8s8() == 2 ? 32 : 16; }
 
+#if defined(EDL_QGEMM_AMX)
+/* AMX (Sapphire Rapids and later Xeons): tdpbsud multiplies a 16 x 64 int8 tile of a (16
+   rows, 64 k) by a 16 x 64 uint8 tile of b in exactly the packed layout above (16 groups of
+   4 k, 16 columns of 4 bytes) into a 16 x 16 int32 tile: 16 K products in one instruction
+   (~16 cycles), 16 times vpdpbusd's 512-bit rate. Linux hands out the tile state only on
+   request (arch_prctl ARCH_REQ_XCOMP_PERM): 1 where that was granted and the CPU has
+   AMX-INT8 (CPUID 7.0 EDX bits 24, 25); EDGEDL_INT8_ISA set to anything turns it off
+   (avx512: the VNNI kernels alone, to compare). */
+static int edl_q_amx(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        unsigned int ea, eb, ec, ed;
+        const char *force = getenv("EDGEDL_INT8_ISA");
+        ok = 0;
+        if (!(force && *force) && edl_q_u8s8() == 2 && __get_cpuid_count(7, 0, &ea, &eb, &ec, &ed)
+                && (ed >> 24 & 1) && (ed >> 25 & 1))
+            ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                         18 /* XFEATURE_XTILEDATA */) == 0;
+    }
+    return ok;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} edl_amx_cfg;
+
+/* Tiles 0-3: int32 sums (16 x 16); 4, 5: a (16 rows x kt groups of 4 bytes); 6, 7: b (kt
+   rows of 16 columns x 4 bytes). Loading a configuration zeroes every tile. */
+__attribute__((target("amx-tile"))) static void edl_amx_config_vnni(ptrdiff_t kt) {
+    edl_amx_cfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) { c.rows[t] = 16; c.colsb[t] = 64; }
+    c.colsb[4] = c.colsb[5] = (uint16_t)(4 * kt);
+    c.rows[6] = c.rows[7] = (uint8_t)kt;
+    _tile_loadconfig(&c);
+}
+
+/* One block of 16 or 32 rows (m2) x 16 or 32 columns (n2) at (m0, n0): the sums start from
+   acc (load: a K tail was written there first) or 0, take the k groups [0, kf) and go back
+   to acc. Tile numbers must be constants, hence the branches. */
+__attribute__((target("amx-tile,amx-int8"))) static void edl_amx_block_vnni(
+        const int8_t *a, const uint8_t *bq, int32_t *acc, ptrdiff_t lda, ptrdiff_t ka,
+        ptrdiff_t sb, ptrdiff_t kf, ptrdiff_t m0, ptrdiff_t n0, int m2, int n2, int load) {
+    int32_t *c0 = acc + m0 * lda + n0, *c2 = c0 + 16 * lda;
+    const ptrdiff_t ldc = 4 * lda;
+    if (load) {
+        _tile_loadd(0, c0, ldc);
+        if (n2) _tile_loadd(1, c0 + 16, ldc);
+        if (m2) _tile_loadd(2, c2, ldc);
+        if (m2 && n2) _tile_loadd(3, c2 + 16, ldc);
+    } else {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    }
+    for (ptrdiff_t p = 0; p < kf; p += 16) {
+        const int8_t *ap = a + m0 * ka + 4 * p;
+        const uint8_t *bp = bq + p * sb + 4 * n0;
+        _tile_loadd(4, ap, ka);
+        _tile_loadd(6, bp, sb);
+        _tile_dpbsud(0, 4, 6);
+        if (n2) { _tile_loadd(7, bp + 64, sb); _tile_dpbsud(1, 4, 7); }
+        if (m2) {
+            _tile_loadd(5, ap + 16 * ka, ka);
+            _tile_dpbsud(2, 5, 6);
+            if (n2) _tile_dpbsud(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c0, ldc);
+    if (n2) _tile_stored(1, c0 + 16, ldc);
+    if (m2) _tile_stored(2, c2, ldc);
+    if (m2 && n2) _tile_stored(3, c2 + 16, ldc);
+}
+
+/* acc rows [0, m16) (a multiple of 16) = a @ b for kq >= 16 groups and nq a multiple of 16:
+   the last kq % 16 groups first (their own configuration), then the whole groups of 16 on
+   top, in blocks of 32 x 32. */
+__attribute__((target("amx-tile,amx-int8"))) static void edl_qgemm_u8s8_amx_vnni(
+        const int8_t *a, const uint8_t *bq, int32_t *acc, ptrdiff_t lda, ptrdiff_t m16,
+        ptrdiff_t kq, ptrdiff_t nq) {
+    const ptrdiff_t ka = 4 * kq, sb = 4 * nq, kf = kq / 16 * 16, kt = kq - kf;
+    if (kt) {
+        edl_amx_config_vnni(kt);
+        for (ptrdiff_t m0 = 0; m0 < m16; m0 += 16)
+            for (ptrdiff_t n0 = 0; n0 < nq; n0 += 16) {
+                _tile_zero(0);
+                _tile_loadd(4, a + m0 * ka + 4 * kf, ka);
+                _tile_loadd(6, bq + kf * sb + 4 * n0, sb);
+                _tile_dpbsud(0, 4, 6);
+                _tile_stored(0, acc + m0 * lda + n0, 4 * lda);
+            }
+    }
+    edl_amx_config_vnni(16);
+    for (ptrdiff_t m0 = 0; m0 < m16; m0 += 32)
+        for (ptrdiff_t n0 = 0; n0 < nq; n0 += 32)
+            edl_amx_block_vnni(a, bq, acc, lda, ka, sb, kf, m0, n0, m0 + 32 <= m16,
+                               n0 + 32 <= nq, kt != 0);
+    _tile_release();
+}
+#endif
+
 static void edl_qgemm_u8s8(const int8_t *restrict a, const uint8_t *restrict bq,
                            int32_t *restrict acc, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kq,
                            ptrdiff_t nq) {
 #if __GNUC__ >= 11
     if (edl_q_u8s8() == 1) { edl_qgemm_u8s8_avxvnni(a, bq, acc, lda, m, kq, nq); return; }
+#endif
+#if defined(EDL_QGEMM_AMX)
+    if (m >= 16 && kq >= 16 && nq % 16 == 0 && edl_q_amx()) {
+        const ptrdiff_t m16 = m / 16 * 16;
+        edl_qgemm_u8s8_amx_vnni(a, bq, acc, lda, m16, kq, nq);
+        if (m16 == m) return;
+        a += m16 * 4 * kq;
+        acc += m16 * lda;
+        m -= m16;
+    }
 #endif
     if (nq % 32 == 0) edl_qgemm_u8s8_avx512zmm(a, bq, acc, lda, m, kq, nq);
     else edl_qgemm_u8s8_avx512(a, bq, acc, lda, m, kq, nq);
@@ -919,6 +1037,9 @@ static void edl_lookup(const uint8_t *x, const uint8_t *restrict t, uint8_t *out
     for (ptrdiff_t i = 0; i < n; i++) out[i] = t[x[i]];
 }
 
+#ifndef EDL_QGEMM_AMX
+static int edl_q_amx(void) { return 0; }
+#endif
 #ifndef EDL_QGEMM_AVX2     /* no u8s8 kernel: the callers take the pairs path */
 static int edl_q_u8s8(void) { return 0; }
 static ptrdiff_t edl_q_u8s8_cols(void) { return 16; }

@@ -19,6 +19,7 @@ cdef extern from "edl_quant.h" nogil:
     void edl_qgemm_pairs(const short *a, const short *bp, int *acc, Py_ssize_t lda,
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
     int edl_q_u8s8()
+    int edl_q_amx()
     Py_ssize_t edl_q_u8s8_cols()
     void edl_lookup(const unsigned char *x, const unsigned char *t, unsigned char *out,
                     Py_ssize_t n)
@@ -842,3 +843,12 @@ def qavg_pool2d(const q8[:, :, ::1] x, const int[::1] y0, const int[::1] ny, Py_
         free(buf)
     if failed:
         raise MemoryError("qavg_pool2d: out of memory for a row buffer")
+
+
+def int8_gemm_isa():
+    """The u8 x s8 GEMM this process runs: "amx" (AMX-INT8 tiles, then AVX-512 VNNI for the
+    rows past a multiple of 16), "avx512vnni", "avxvnni", or "int16 pairs" (AVX2 vpmaddwd or
+    plain C); EDGEDL_INT8_ISA (read once) forces the lower ones."""
+    if edl_q_amx():
+        return "amx"
+    return {2: "avx512vnni", 1: "avxvnni"}.get(edl_q_u8s8(), "int16 pairs")

@@ -587,6 +587,46 @@ def test_qdepthwise_forced_paths(isa):
     _run_with_isa(code, isa)
 
 
+def test_qgemm_amx_tiles_match_reference():
+    """Where the CPU has AMX-INT8 and Linux grants the tile state, the u8 x s8 GEMM runs on
+    the tiles (blocks of 16 / 32 rows and columns, K in whole groups of 64 plus a tail summed
+    first, rows past a multiple of 16 on VNNI): the same bytes as the NumPy twin on shapes
+    that take every one of those branches. Elsewhere the same shapes check the VNNI or
+    int16-pairs kernels, and the ISA reported must say so."""
+    import os
+    import subprocess
+    import sys
+    if why_unavailable("cython") is not None:
+        pytest.skip("cython backend unavailable")
+    code = ("import numpy as np\n"
+            "import edgedl._cy.quant as cq\n"
+            "from edgedl.kernels import _dispatch\n"
+            "ref = _dispatch.impl('quant', 'qgemm_requant', 'numpy')\n"
+            "r = np.random.default_rng(11)\n"
+            "for m, k, n in ((16, 64, 32), (40, 65, 300), (48, 336, 484), (96, 128, 16),\n"
+            "                (33, 130, 513), (64, 1024, 169), (17, 255, 48)):\n"
+            "    wd = r.integers(-128, 128, (m, k)).astype(np.int16)\n"
+            "    b = r.integers(0, 256, (k, n)).astype(np.uint8)\n"
+            "    corr = r.integers(-99999, 99999, m).astype(np.int32)\n"
+            "    s = np.full(m, 3e-5, np.float32)\n"
+            "    got, want = np.empty((m, n), np.uint8), np.empty((m, n), np.uint8)\n"
+            "    cq.qgemm_requant(wd, corr, s, 7, b, got)\n"
+            "    ref(wd, corr, s, 7, b, want)\n"
+            "    assert (got == want).all(), (m, k, n)\n"
+            "print(cq.int8_gemm_isa())\n")
+    env = {k: v for k, v in os.environ.items() if k != "EDGEDL_INT8_ISA"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    isa = r.stdout.split()[-1]
+    release = tuple(int(v) for v in os.uname().release.split(".")[:2] if v.isdigit())
+    if " amx_int8" in flags and " avx512_vnni" in flags and release >= (5, 16):
+        assert isa == "amx", r.stdout       # Linux 5.16+ grants the tiles on request
+    else:
+        assert isa != "amx", r.stdout
+
+
 def _gemm_requant_case(rng, m, k, n, bdt, odt, wide):
     """Arguments of qgemm_requant: weights minus zero points within int8 (the u8 x s8 VNNI
     path) or beyond it (``wide``: the int16 pairs path), a scale that keeps most outputs
