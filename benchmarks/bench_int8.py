@@ -10,7 +10,7 @@ Run: python benchmarks/bench_int8.py [model ...] [--forms=qoperator,qdq_per_chan
         [--isa=avx2] [--cache=DIR]
  or: pytest benchmarks/bench_int8.py --benchmark-only -s
 --isa=avx2 (or c) sets EDGEDL_INT8_ISA before any kernel runs: the AVX2 int16-pairs GEMM and
-scalar lookups instead of VNNI / VBMI. --cache=DIR keeps the quantized models between runs.
+scalar lookups instead of VNNI / VBMI (--isa=avx512: VNNI without AMX). --cache=DIR keeps the quantized models between runs.
 """
 import os
 import pathlib
@@ -89,7 +89,13 @@ def summary(models=U.MODELS, forms=FORMS, rounds=20, cache=None):
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         d = cache or tmp
-        print(f"int8 kernels: EDGEDL_INT8_ISA={os.environ.get('EDGEDL_INT8_ISA', '(auto)')}")
+        try:
+            from edgedl._cy.quant import int8_gemm_isa
+            gemm = int8_gemm_isa()
+        except ImportError:             # no Cython build: the numba / NumPy kernels
+            gemm = "n/a"
+        print(f"int8 kernels: EDGEDL_INT8_ISA={os.environ.get('EDGEDL_INT8_ISA', '(auto)')}, "
+              f"GEMM on {gemm}")
         print(f"{'model':18} {'form':16} {'':4} {'edgedl int8':>11} {'ort int8':>9} "
               f"{'edgedl f32':>10} {'ort f32':>8} {'int8/ort8':>9} {'f32/int8':>8}   "
               "(ms per run, medians, 1 thread; wall and the thread's CPU time)")
