@@ -20,9 +20,11 @@ import numpy as np
 #: thousand) without a K x (all positions) product on large maps
 _WORK_PER_IMAGE = 1 << 22
 _MIN_WINDOWS = 512
-#: the largest Gram matrix kept (groups * K * K float64 values, 64 MB); larger Convs keep
-#: nearest rounding
-MAX_GRAM = 1 << 23
+#: the largest Gram matrix kept (groups * K * K float64 values, 32 MB), and all of a
+#: model's together (128 MB: a Pi has little memory); the Convs past them keep nearest
+#: rounding (the largest first: edgedl.quantize._conv_grams)
+MAX_GRAM = 1 << 22
+TOTAL_GRAM = 1 << 24
 #: diagonal damping, relative to the mean input power: keeps H invertible where the
 #: calibration windows do not span every direction (GPTQ's 1%)
 _DAMP = 0.01
@@ -66,12 +68,14 @@ class ConvInputGram:
         self.rng = np.random.default_rng(seed)
 
     @staticmethod
-    def fits(w_shape, attrs):
-        """Whether a Conv of weights ``w_shape`` gets a Gram matrix (2-D, not too large)."""
+    def size(w_shape, attrs):
+        """The Gram matrices' values (groups * K * K) of a Conv of weights ``w_shape``, or
+        None where it gets none (not 2-D, or more than MAX_GRAM)."""
         if len(w_shape) != 4:
-            return False
+            return None
         k = int(np.prod(w_shape[1:]))
-        return int(attrs.get("group", 1)) * k * k <= MAX_GRAM
+        n = int(attrs.get("group", 1)) * k * k
+        return n if n <= MAX_GRAM else None
 
     def update(self, x):
         """Add the windows of ``x`` (N, C, H, W); a shape that does not fit the Conv adds

@@ -561,17 +561,27 @@ def _plan(m, floats):
 
 # ----------------------------------------------------------------------------- calibration
 def _conv_grams(m, quantized):
-    """{(input, weight name): ConvInputGram} of the quantized 2-D Convs small enough
-    (ConvInputGram.fits); the others keep nearest rounding."""
+    """{(input, weight name): ConvInputGram} of the quantized 2-D Convs, the smallest first
+    while their Gram matrices fit TOTAL_GRAM (each at most MAX_GRAM); the others keep
+    nearest rounding."""
     from onnx import helper
-    grams = {}
+    from ._weight_rounding import TOTAL_GRAM
+    sized = {}
     for n in quantized:
-        if n.op_type != "Conv" or (n.input[0], n.input[1]) in grams:
+        if n.op_type != "Conv" or (n.input[0], n.input[1]) in sized:
             continue
+        key = (n.input[0], n.input[1])
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
         shape = m.inits[n.input[1]].shape
-        if ConvInputGram.fits(shape, attrs):
-            grams[(n.input[0], n.input[1])] = ConvInputGram(shape, attrs, seed=len(grams))
+        size = ConvInputGram.size(shape, attrs)
+        if size is not None:
+            sized[key] = (size, shape, attrs)
+    grams, used = {}, 0
+    for key, (size, shape, attrs) in sorted(sized.items(), key=lambda kv: kv[1][0]):
+        if used + size > TOTAL_GRAM:
+            break
+        used += size
+        grams[key] = ConvInputGram(shape, attrs, seed=len(grams))
     return grams
 
 

@@ -379,6 +379,27 @@ def test_conv_input_gram_is_the_windows_gram(groups, stride, pads, dil, auto_pad
     np.testing.assert_allclose(gram.gram, ref, rtol=1e-5, atol=1e-4)
 
 
+def test_conv_grams_keep_to_their_memory_budget(monkeypatch):
+    """GPTQ's Gram matrices (groups * K * K values a Conv) stay within TOTAL_GRAM for the
+    whole model, the smallest Convs first; a Conv above MAX_GRAM or not 2-D gets none (it
+    keeps nearest rounding)."""
+    import types
+    from onnx import helper
+    from edgedl import _weight_rounding as R
+    shapes = {"w1": (8, 4, 3, 3), "w2": (8, 16, 3, 3), "w3": (4, 2, 1, 1), "w4": (4, 4, 3),
+              "w5": (8, 1, 3, 3)}
+    nodes = [helper.make_node("Conv", [f"x{i}", w], [f"y{i}"], group=8 if w == "w5" else 1)
+             for i, w in enumerate(shapes)] + [helper.make_node("Relu", ["y0"], ["r"])]
+    m = types.SimpleNamespace(inits={w: np.zeros(sh, np.float32) for w, sh in shapes.items()})
+    sizes = {"w1": 36 ** 2, "w2": 144 ** 2, "w3": 2 ** 2, "w5": 8 * 9 ** 2}
+    monkeypatch.setattr(R, "TOTAL_GRAM", sizes["w3"] + sizes["w5"] + sizes["w1"])
+    grams = Q._conv_grams(m, nodes)
+    assert sorted(w for _, w in grams) == ["w1", "w3", "w5"]    # w2 past the budget, w4 1-D
+    assert grams[("x4", "w5")].gram.shape == (8, 9, 9)
+    monkeypatch.setattr(R, "MAX_GRAM", 100)
+    assert sorted(w for _, w in Q._conv_grams(m, nodes)) == ["w3"]
+
+
 def test_gptq_round_lowers_the_output_error_of_correlated_inputs():
     """On correlated inputs GPTQ's rounding gives a smaller output error X (Wq - W) than
     rounding each weight to nearest (same scales); on uncorrelated ones (a diagonal H) it
