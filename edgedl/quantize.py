@@ -31,7 +31,7 @@ error moved onto the columns after it by the inverse Gram matrix of the Conv's i
 on the calibration images (GPTQ; edgedl/_weight_rounding.py). Bias correction then takes
 what mean change is left. Held-back output SNR, nearest -> GPTQ (2026-12-04): FastestDet
 19.3 -> 20.1 dB (recall 9/11 -> 10/11), UltraFace 43.1 -> 45.3, YuNet 25.2 -> 25.6,
-YOLOX-Nano 15.4 -> 15.5; 1-3 s more per model.
+YOLOX-Nano 15.4 -> 15.5; 1-3.5 s more per model (most of it inverting the Gram matrices).
 
 Sensitivity search (``max_error_share=0.1``, ``--max-error-share``; 0 turns it off): the
 8-bit noise of a few activations can dominate a model's output error. In YOLOX-Nano the
