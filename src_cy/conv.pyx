@@ -20,6 +20,17 @@ from edl_act_table cimport *
 
 
 cdef extern from "edl_conv.h":
+    const Py_ssize_t EDL_IM2COL_NARROW
+    void edl_im2col_rows_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r0,
+                           Py_ssize_t r1, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                           Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                           Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, float fill,
+                           float* dst) noexcept nogil
+    void edl_im2col_rows_d(const double* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r0,
+                           Py_ssize_t r1, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                           Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                           Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, double fill,
+                           double* dst) noexcept nogil
     void edl_direct8_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
                        int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
                        float hi) noexcept nogil
@@ -212,15 +223,34 @@ cdef void _im2col_row(const floating* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t 
         dst += ow
 
 
+cdef void _im2col_rows(const floating* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r0,
+                       Py_ssize_t r1, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                       Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                       floating* dst) noexcept nogil:
+    """Rows [r0, r1) of im2col(x) for oh output rows into dst: narrow outputs in one walk
+    (edl_im2col.h: per-row calls cost more than the copying there), else row by row."""
+    cdef Py_ssize_t r
+    if ow < EDL_IM2COL_NARROW:
+        if floating is float:
+            edl_im2col_rows_f(x, h, w, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, 0, dst)
+        else:
+            edl_im2col_rows_d(x, h, w, r0, r1, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, 0, dst)
+        return
+    for r in range(r0, r1):
+        _im2col_row(x, h, w, r, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dst + (r - r0) * oh * ow)
+
+
 def im2col(const floating[:, :, ::1] x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
            Py_ssize_t ow, floating[:, ::1] cols):
-    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], r
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], ch, kk = kh * kw
     if c * kh * kw * oh * ow == 0:
         return
-    for r in prange(c * kh * kw, nogil=True, schedule="static",
-                    use_threads_if=c * kh * kw * oh * ow >= _PAR_ELEMS):
-        _im2col_row(&x[0, 0, 0], h, w, r, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, &cols[r, 0])
+    for ch in prange(c, nogil=True, schedule="static",
+                     use_threads_if=c * kh * kw * oh * ow >= _PAR_ELEMS):
+        _im2col_rows(&x[0, 0, 0], h, w, ch * kk, (ch + 1) * kk, kh, kw, sh, sw, ph, pw, dh, dw,
+                     oh, ow, &cols[ch * kk, 0])
 
 
 def col2im(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
@@ -878,9 +908,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                 for kb in range(nkb):
                     k0 = kb * K // nkb
                     k1 = (kb + 1) * K // nkb
-                    for r in range(k0, k1):
-                        _im2col_row(xb, h, wd, r, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
-                                    s1 - s0, ow, buf + (r - k0) * (j1 - j0))
+                    _im2col_rows(xb, h, wd, k0, k1, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
+                                 s1 - s0, ow, buf)
                     if nkb == 1:
                         edl_gemm_cols(wp, m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch,
                                       pgepi)

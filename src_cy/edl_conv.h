@@ -6,6 +6,7 @@
 #include <string.h>
 #include "edl_math.h"        /* includes edl_act_table.h: the EDL_ACT_* epilogue codes */
 #include "activations_f32.h"
+#include "edl_im2col.h"
 /* Depthwise row kernels: whole 3x3 / 5x5 windows at stride 1 (x0.. are the input rows of
    the window, already padded), or one kernel row at any stride / dilation. EDL_SIMD_KERNEL
    adds AVX2+FMA / AVX-512 clones picked at load time (portable build, no -march). */
@@ -368,6 +369,8 @@ static void edl_im2col_s1_##S(const T *plane, ptrdiff_t h, ptrdiff_t w, ptrdiff_
         for (ptrdiff_t k = hi; k < w; k++) d[k] = 0;                                    \
     }                                                                                   \
 }
+EDL_IM2COL_ROWS(float, f)
+EDL_IM2COL_ROWS(double, d)
 EDL_IM2COL_S1(float, f)
 EDL_IM2COL_S1(double, d)
 EDL_GATHER(float, f)

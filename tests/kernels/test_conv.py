@@ -580,6 +580,30 @@ def test_gemm_path_same_width_taps(backend, dil, pads, hw, rng):
     _close(got, naive_conv(x, w, b, (1, 1), pads, (dil, dil), 1), np.float32)
 
 
+# outputs narrower than EDL_IM2COL_NARROW (32): the Cython im2col walks each channel's taps
+# in one call (edl_im2col.h) with the fill of the padding inline; every stride, dilation,
+# kernel shape and padding side, widths on both sides of the switch, K split into blocks
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, s, d, pads, hw", [
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (4, 5)),
+    ((3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (9, 9)),
+    ((5, 3), (1, 2), (2, 1), (0, 3, 2, 1), (10, 13)),
+    ((1, 4), (3, 1), (1, 3), (2, 0, 0, 5), (8, 29)),
+    ((3, 3), (1, 1), (1, 1), (0, 0, 0, 0), (3, 33)),     # ow 31: narrow
+    ((3, 3), (1, 1), (1, 1), (1, 0, 1, 0), (3, 34)),     # ow 32: row by row
+    ((2, 2), (1, 1), (1, 1), (6, 7, 6, 7), (2, 2)),      # taps wholly in the padding
+])
+def test_gemm_path_narrow_outputs(backend, dtype, k, s, d, pads, hw, rng):
+    for c in (3, 70):           # 70 x 9 taps: more than one K block
+        x = rng.standard_normal((1, c) + hw).astype(dtype)
+        w = rng.standard_normal((6, c) + k).astype(dtype)
+        b = rng.standard_normal(6).astype(dtype)
+        got = conv2d(x, w, b, s, pads, d, backend=backend)
+        _close(got, naive_conv(x, w, b, s, pads, d, 1), dtype)
+        if dtype == np.float32:
+            _close(conv2d_plan(x.shape, w, b, s, pads, d, backend=backend)(x), got, dtype)
+
+
 def test_conv_gemm_rejects_foreign_weights(backend):
     from edgedl.kernels import _dispatch
     x = np.zeros((4, 6, 6), np.float32)
