@@ -266,7 +266,7 @@ def _flat_softmax(k, axis, b):
             y = _softmax_in_memory_order(k, x, ax, b)      # a single axis: opset 13's op
             if y is not None:
                 return y
-        lead = int(np.prod(x.shape[:ax], dtype=np.int64))
+        lead = math.prod(x.shape[:ax])      # not np.prod: 2.5 us a call
         y = k(np.ascontiguousarray(x).reshape(lead, -1), axis=-1, backend=b)
         return y.reshape(x.shape)
     return f
