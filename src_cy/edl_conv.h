@@ -371,6 +371,7 @@ static void edl_im2col_s1_##S(const T *plane, ptrdiff_t h, ptrdiff_t w, ptrdiff_
 }
 EDL_IM2COL_ROWS(float, f)
 EDL_IM2COL_ROWS(double, d)
+EDL_IM2COL_PADDED(float, f)
 EDL_IM2COL_S1(float, f)
 EDL_IM2COL_S1(double, d)
 EDL_GATHER(float, f)

@@ -396,6 +396,9 @@ static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, pt
             }
             p += g ? 4 : 1;
         }
+    } else if (jf < j1 && (j1 - jf) % kr.w == 0) {   /* whole vectors: B and C in place */
+        edl_gemm_strip(&kr, tv, ap, ps, M, kc, b + jf, ldb, c + jf, ldc, j1 - jf, strip, e,
+                       !first);
     } else if (jf < j1) {
         for (ptrdiff_t k = 0; k < kc; k++) {
             memcpy(pad + k * nr, b + k * ldb + jf, (size_t)(j1 - jf) * sizeof(float));
@@ -429,6 +432,11 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
     ptrdiff_t n = j1 - j0, ps = K * kr.mr;
     float *strip = scratch;
     if (n <= 0) return;
+    if (n < nr && n % kr.w == 0) {     /* whole vectors: the narrow kernel reads B in place */
+        edl_gemm_strip(&kr, (int)(n / kr.w), ap, ps, M, K, b + j0, ldb, c + j0, ldc, n, strip,
+                       epi, 0);
+        return;
+    }
     if (n < nr) {       /* the narrowest kernel over a zero-padded copy, rows `wd` wide */
         float *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
         int nv = (int)((n + kr.w - 1) / kr.w);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "edl_im2col.h"
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) \
@@ -244,8 +245,9 @@ static void edl_qpack4_u8(const uint8_t *restrict b, ptrdiff_t ldb, ptrdiff_t ro
         _mm_storeu_si128((__m128i *)(d + 4 * q + 32), _mm_unpacklo_epi16(hi01, hi23));
         _mm_storeu_si128((__m128i *)(d + 4 * q + 48), _mm_unpackhi_epi16(hi01, hi23));
     }
-    for (; q < nq16; q++)
-        for (int t = 0; t < 4; t++) d[4 * q + t] = r[t] && q < nq ? r[t][q] : 0;
+    for (; q < nq; q++)
+        for (int t = 0; t < 4; t++) d[4 * q + t] = r[t] ? r[t][q] : 0;
+    if (nq16 > q) memset(d + 4 * q, 0, (size_t)(4 * (nq16 - q)));   /* the padding columns */
 }
 
 /* 0: no u8s8 kernel, 1: AVX-VNNI, 2: AVX-512 VNNI (256-bit vectors); EDGEDL_INT8_ISA=avx2 or
@@ -1267,6 +1269,8 @@ EDL_Q_KERNEL static void edl_gather_u8(uint8_t *restrict d, const uint8_t *restr
    two) must stay plain loops: gcc made them 1-byte memset calls (a third of the whole
    im2col), or vectorised them with run-time checks that cost as much. */
 __attribute__((optimize("no-tree-loop-distribute-patterns", "no-tree-vectorize")))
+EDL_IM2COL_PADDED(uint8_t, u8)    /* int8 too: copies of bytes */
+
 static void edl_im2col_flat_u8(uint8_t *restrict dst, const uint8_t *restrict src,
                                ptrdiff_t off, ptrdiff_t rows, ptrdiff_t ow, ptrdiff_t lo,
                                ptrdiff_t hi, uint8_t f) {

@@ -20,6 +20,11 @@ cdef extern from "edl_quant.h" nogil:
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
     int edl_q_u8s8()
     int edl_q_amx()
+    void edl_im2col_padded_u8(const unsigned char *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
+                              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                              unsigned char fill, unsigned char *pad, unsigned char *cols,
+                              Py_ssize_t ld)
     Py_ssize_t edl_q_u8s8_cols()
     void edl_lookup(const unsigned char *x, const unsigned char *t, unsigned char *out,
                     Py_ssize_t n)
@@ -271,6 +276,30 @@ def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_s
                 edl_gather_u8(<unsigned char *>dst + oy * ow + lo,
                               <const unsigned char *>src + lo * sw + off, sw, hi - lo)
             memset(dst + oy * ow + hi, <unsigned char>f, ow - hi)
+
+
+def im2col_q_padded(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw,
+                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh,
+                    Py_ssize_t ow, q8[::1] pad, q8[:, ::1] cols):
+    """Stride 1: the columns of the padded width (edl_im2col.h): cols (C kh kw, ld) with
+    ld >= oh * wq, wq = ow + (kw - 1) dw, column oy * wq + ox the window of output (oy, ox)
+    for ox < ow (the rest junk); pad: scratch of C (oh + (kh - 1) dh) wq + (kw - 1) dw +
+    ld - oh * wq values. Sizes are checked here: the kernel indexes unchecked."""
+    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], ld = cols.shape[1]
+    cdef Py_ssize_t wq = ow + (kw - 1) * dw, hq = oh + (kh - 1) * dh
+    cdef Py_ssize_t need = c * hq * wq + (kw - 1) * dw + ld - oh * wq
+    if min(kh, kw, dh, dw, oh, ow) < 1 or min(ph, pw) < 0:
+        raise ValueError("im2col_q_padded: sizes must be >= 1 and pads >= 0")
+    if cols.shape[0] != c * kh * kw or ld < oh * wq or pad.shape[0] < need:
+        raise ValueError(f"im2col_q_padded: cols must be ({c * kh * kw}, >= {oh * wq}) and "
+                         f"pad hold {need} values, got {cols.shape[0]} x {ld} and "
+                         f"{pad.shape[0]}")
+    if c == 0:
+        return
+    with nogil:
+        edl_im2col_padded_u8(<const unsigned char *>&x[0, 0, 0], c, h, w, kh, kw, ph, pw, dh,
+                             dw, oh, ow, <unsigned char>fill, <unsigned char *>&pad[0],
+                             <unsigned char *>&cols[0, 0], ld)
 
 
 cdef void _gemm_tile(const short *a16, const int *asum, const q8b *b, const int *b_zp,

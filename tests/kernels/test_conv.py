@@ -592,16 +592,24 @@ def test_gemm_path_same_width_taps(backend, dil, pads, hw, rng):
     ((3, 3), (1, 1), (1, 1), (0, 0, 0, 0), (3, 33)),     # ow 31: narrow
     ((3, 3), (1, 1), (1, 1), (1, 0, 1, 0), (3, 34)),     # ow 32: row by row
     ((2, 2), (1, 1), (1, 1), (6, 7, 6, 7), (2, 2)),      # taps wholly in the padding
+    ((3, 2), (1, 1), (2, 3), (1, 2, 0, 1), (7, 9)),
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (4, 14)),     # 4 x 16 padded: a strip + 16
 ])
 def test_gemm_path_narrow_outputs(backend, dtype, k, s, d, pads, hw, rng):
-    for c in (3, 70):           # 70 x 9 taps: more than one K block
+    # stride 1 there: the GEMM over the padded width (_conv_narrow_f32), the bias and the
+    # activation applied as the rows are copied out
+    acts = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+            "silu": lambda v: v / (1 + np.exp(-v))}
+    for c, m, act in ((3, 6, None), (70, 16, "relu"), (70, 6, None), (5, 6, "silu")):
+        # 70 x 9 taps with 16 filters (a multiple of the AVX-512 panel): the GEMM in K blocks
         x = rng.standard_normal((1, c) + hw).astype(dtype)
-        w = rng.standard_normal((6, c) + k).astype(dtype)
-        b = rng.standard_normal(6).astype(dtype)
-        got = conv2d(x, w, b, s, pads, d, backend=backend)
-        _close(got, naive_conv(x, w, b, s, pads, d, 1), dtype)
+        w = rng.standard_normal((m, c) + k).astype(dtype)
+        b = rng.standard_normal(m).astype(dtype)
+        want = acts[act](naive_conv(x, w, b, s, pads, d, 1))
+        _close(conv2d(x, w, b, s, pads, d, activation=act, backend=backend), want, dtype)
         if dtype == np.float32:
-            _close(conv2d_plan(x.shape, w, b, s, pads, d, backend=backend)(x), got, dtype)
+            _close(conv2d_plan(x.shape, w, b, s, pads, d, activation=act,
+                               backend=backend)(x), want, dtype)
 
 
 def test_conv_gemm_rejects_foreign_weights(backend):

@@ -713,6 +713,10 @@ PLAN_CASES = CONV_CASES + [  # the planned kernels' own paths
     ((1, 12, 11, 30), 7, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # K = 108, 7 channels
     ((1, 3, 13, 21), 5, 1, 5, (2, 2), (2, 2, 2, 2), (1, 1)),      # 5x5 s2
     ((1, 2, 6, 10), 3, 1, 7, (2, 1), (3, 3, 3, 3), (1, 1)),       # 7x7, rows at stride 2
+    # stride 1, outputs < 32 wide: the GEMM over the padded width (_narrow_qconv)
+    ((1, 20, 4, 5), 6, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)),       # a detector head's shape
+    ((1, 16, 7, 9), 5, 1, 3, (1, 1), (2, 0, 1, 3), (2, 2)),       # dilated, pads uneven
+    ((2, 40, 3, 3), 12, 2, 2, (1, 1), (1, 1, 1, 1), (1, 1)),      # 2 images, groups, 2x2
 ]
 
 

@@ -277,7 +277,7 @@ def test_float_islands_become_one_lookup(backend, rng, dtype, kind, relu):
         assert got.astype(np.int32).min() == yz
 
 
-def _conv_then_lookup_model(rng, cin, cout, k, group, act):
+def _conv_then_lookup_model(rng, cin, cout, k, group, act, width=37):
     """DQ(x), DQ(w), DQ(bias) -> Conv -> Q -> then an 8-bit activation the rewrites turn into
     a lookup: ``bn`` (BatchNormalization + Relu between DQ and Q: a QChannelLookup) or
     ``silu`` (Sigmoid and Mul in QDQ form: one QLookup)."""
@@ -310,22 +310,23 @@ def _conv_then_lookup_model(rng, cin, cout, k, group, act):
                   helper.make_node("DequantizeLinear", ["sq", "s_s", "s_z"], ["sd"]),
                   helper.make_node("Mul", ["cd", "sd"], ["mu_"]),
                   helper.make_node("QuantizeLinear", ["mu_", "y_s", "y_z"], ["yq"])]
-    return _model(nodes, [_vi("xq", [1, cin, 11, 37], U8)], [_vi("yq", None, U8)], inits)
+    return _model(nodes, [_vi("xq", [1, cin, 11, width], U8)], [_vi("yq", None, U8)], inits)
 
 
-@pytest.mark.parametrize("cin, cout, k, group", [
-    (3, 24, 3, 1),          # a stem (the direct kernel where the CPU has it)
-    (40, 20, 3, 1),         # im2col + GEMM
-    (16, 8, 1, 1),          # 1x1 GEMM
-    (12, 12, 3, 12)])       # depthwise
+@pytest.mark.parametrize("cin, cout, k, group, width", [
+    (3, 24, 3, 1, 37),      # a stem (the direct kernel where the CPU has it)
+    (40, 20, 3, 1, 37),     # im2col + GEMM
+    (40, 20, 3, 1, 9),      # narrow: the GEMM over the padded width
+    (16, 8, 1, 1, 37),      # 1x1 GEMM
+    (12, 12, 3, 12, 37)])   # depthwise
 @pytest.mark.parametrize("act", ["bn", "silu"])
-def test_conv_then_lookup_is_one_node(backend, rng, cin, cout, k, group, act):
+def test_conv_then_lookup_is_one_node(backend, rng, cin, cout, k, group, width, act):
     """QLinearConv -> QChannelLookup / QLookup becomes one QLinearConvLookup (the tables
     applied by the conv's kernels as rows / planes are made): the same bits as the two nodes
     (fuse=False) and onnxruntime's within one LSB (the SiLU's QLinearSigmoid / QLinearMul on
     98% of the values, as test_int8_silu_becomes_one_lookup)."""
-    m = _conv_then_lookup_model(rng, cin, cout, k, group, act)
-    x = rng.integers(0, 256, (1, cin, 11, 37)).astype(np.uint8)
+    m = _conv_then_lookup_model(rng, cin, cout, k, group, act, width)
+    x = rng.integers(0, 256, (1, cin, 11, width)).astype(np.uint8)
     s = _run_both(m, {"xq": x}, backend, equal=0.98 if act == "silu" else 0.999)
     assert _ops(s) == ["QLinearConvLookup"]
     plain = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
