@@ -36,7 +36,7 @@ MAX_K = (2**31 - 1) // (255 * 255)
 # taps (C kh kw) up to which a dense conv of uint8 input may take the direct stem kernel
 _STEM_MAX_K = 128
 #: stride-1 convs with outputs narrower than this, and at most _NARROW_L of them, take the
-#: GEMM over the padded width on the Cython backend (_narrow_qconv; the float convs' twin
+#: GEMM over the padded width on the Cython backend (_NarrowQConv; the float convs' twin
 #: is conv.pyx's _conv_narrow_f32)
 _NARROW_W, _NARROW_L = 32, 1024
 
@@ -407,6 +407,7 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
     stem = (group == 1 and k <= _STEM_MAX_K and dh == dw == 1 and not direct
             and x_dtype == np.uint8 and -128 <= wd.min(initial=0) and wd.max(initial=0) <= 127)
     narrow = sh == sw == 1 and kh * kw > 1 and ow < _NARROW_W and oh * ow <= _NARROW_L
+    narrow_run = []     # its _NarrowQConv, made on the first Cython call
     bound = {}
 
     def kernels(bk):
@@ -442,7 +443,9 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
                 return y
             got[3] = None             # not on this CPU or shape: the GEMM from now on
         if narrow and bk == "cython":
-            _narrow_qconv(x, y, int(xz), gemm, packed, corr, mult, yz, tables, geo, w.shape)
+            if not narrow_run:
+                narrow_run.append(_NarrowQConv(x_shape, x_dtype, ydt, w.shape, geo))
+            narrow_run[0](x, y, xz, gemm, packed, corr, mult, yz, tables)
             return y
         geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
         for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
@@ -453,27 +456,48 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
     return run
 
 
-def _narrow_qconv(x, y, xz, gemm, packed, corr, mult, yz, tables, geo, wshape):
+class _NarrowQConv:
     """_qconv_gemm_plan's stride-1 convs of narrow outputs on the Cython backend: the GEMM
     over the im2col of the padded width (im2col_q_padded: one copy a tap, where the per-row
     im2col spent most of the time of a head's 3x3 conv over 256 channels at 4 x 5), into
-    oh x wq columns, of which each row's first ow are the output."""
-    group, _, (dh, dw), pads, (oh, ow) = geo
-    m, cg, kh, kw = wshape
-    mg = m // group
-    wq, hq = ow + (kw - 1) * dw, oh + (kh - 1) * dh
-    ld = -(-oh * wq // 16) * 16     # whole 16-column steps of the GEMM's packing
-    cy = _dispatch.twin_module("quant", "cython")
-    pad = np.empty(cg * hq * wq + (kw - 1) * dw + ld - oh * wq, x.dtype)
-    cols = np.empty((cg * kh * kw, ld), x.dtype)
-    y2 = np.empty((mg, ld), y.dtype)
-    for i in range(x.shape[0]):
-        for g in range(group):
-            cy.im2col_q_padded(x[i, g * cg:(g + 1) * cg], xz, kh, kw, pads[0], pads[1], dh,
-                               dw, oh, ow, pad, cols)
-            gemm(packed[g], corr[g], mult[g], yz, cols, y2,
-                 None if tables is None else tables[g * mg:(g + 1) * mg])
-            y[i, g * mg:(g + 1) * mg] = y2[:, :oh * wq].reshape(mg, oh, wq)[:, :, :ow]
+    oh x wq columns, of which each row's first ow are the output. Its scratch buffers are
+    kept between calls (a pool: concurrent runs each take their own)."""
+
+    def __init__(self, x_shape, x_dtype, y_dtype, wshape, geo):
+        group, _, (dh, dw), pads, (oh, ow) = geo
+        m, cg, kh, kw = wshape
+        self.geo, self.wshape, self.x_dtype, self.y_dtype = geo, wshape, x_dtype, y_dtype
+        self.wq = ow + (kw - 1) * dw
+        self.ld = -(-oh * self.wq // 16) * 16      # whole 16-column steps of the packing
+        self.npad = cg * (oh + (kh - 1) * dh) * self.wq + (kw - 1) * dw + self.ld - oh * self.wq
+        self.im2col = _dispatch.twin_module("quant", "cython").im2col_q_padded
+        self.pool = []
+
+    def _scratch(self):
+        try:
+            return self.pool.pop()
+        except IndexError:
+            _, cg, kh, kw = self.wshape
+            mg = self.wshape[0] // self.geo[0]
+            return (np.empty(self.npad, self.x_dtype),
+                    np.empty((cg * kh * kw, self.ld), self.x_dtype),
+                    np.empty((mg, self.ld), self.y_dtype))
+
+    def __call__(self, x, y, xz, gemm, packed, corr, mult, yz, tables):
+        group, _, (dh, dw), pads, (oh, ow) = self.geo
+        m, cg, kh, kw = self.wshape
+        mg, wq = m // group, self.wq
+        pad, cols, y2 = buffers = self._scratch()
+        try:
+            for i in range(x.shape[0]):
+                for g in range(group):
+                    self.im2col(x[i, g * cg:(g + 1) * cg], xz, kh, kw, pads[0], pads[1], dh,
+                                dw, oh, ow, pad, cols)
+                    gemm(packed[g], corr[g], mult[g], yz, cols, y2,
+                         None if tables is None else tables[g * mg:(g + 1) * mg])
+                    y[i, g * mg:(g + 1) * mg] = y2[:, :oh * wq].reshape(mg, oh, wq)[:, :, :ow]
+        finally:
+            self.pool.append(buffers)
 
 
 def qlinear_conv2d_plan(x_shape, x_dtype, x_scale, x_zero_point, w, w_scale, w_zero_point,
