@@ -883,8 +883,10 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t nb = max(steps // per, 1), most
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
+    # (the padded width's junk columns at most 3x the real ones: wide taps on 1-3 column
+    # planes stay on the per-row path)
     if (sh == 1 and sw == 1 and kh * kw > 1 and ow < EDL_IM2COL_NARROW and L <= _NARROW_L
-            and res == NULL and not (par and threads > 1)):
+            and (kw - 1) * dw <= 3 * ow and res == NULL and not (par and threads > 1)):
         return _conv_narrow_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pw, dh, dw, act, lo, hi,
                                 slopes, yb, m, oh, ow)
     if par and threads > 1 and nb < 2 * threads:

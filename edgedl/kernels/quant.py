@@ -406,7 +406,8 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
     # has it for this CPU and shape (it says so on its first call), else the GEMM
     stem = (group == 1 and k <= _STEM_MAX_K and dh == dw == 1 and not direct
             and x_dtype == np.uint8 and -128 <= wd.min(initial=0) and wd.max(initial=0) <= 127)
-    narrow = sh == sw == 1 and kh * kw > 1 and ow < _NARROW_W and oh * ow <= _NARROW_L
+    narrow = (sh == sw == 1 and kh * kw > 1 and ow < _NARROW_W and oh * ow <= _NARROW_L
+              and (kw - 1) * dw <= 3 * ow)     # junk columns at most 3x the real ones
     narrow_run = []     # its _NarrowQConv, made on the first Cython call
     bound = {}
 
