@@ -12,8 +12,8 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "edl_im2col.h"
 #include <string.h>
+#include "edl_im2col.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) \
     && !defined(__clang__) && __GNUC__ >= 11 && !defined(EDL_NO_CLONES)
@@ -1262,6 +1262,8 @@ EDL_Q_KERNEL static void edl_gather_u8(uint8_t *restrict d, const uint8_t *restr
         for (ptrdiff_t q = 0; q < n; q++) d[q] = s[q * stride];
 }
 
+EDL_IM2COL_PADDED(uint8_t, u8)    /* int8 too: copies of bytes */
+
 /* The in-image rows oy0 .. oy1 - 1 of one im2col tap at stride 1 when the output is as wide
    as the input (ow): their values [lo, hi) are one run of the plane, src[q + off] (src:
    the first row's input row, off: the tap's column offset), and the few
@@ -1269,8 +1271,6 @@ EDL_Q_KERNEL static void edl_gather_u8(uint8_t *restrict d, const uint8_t *restr
    two) must stay plain loops: gcc made them 1-byte memset calls (a third of the whole
    im2col), or vectorised them with run-time checks that cost as much. */
 __attribute__((optimize("no-tree-loop-distribute-patterns", "no-tree-vectorize")))
-EDL_IM2COL_PADDED(uint8_t, u8)    /* int8 too: copies of bytes */
-
 static void edl_im2col_flat_u8(uint8_t *restrict dst, const uint8_t *restrict src,
                                ptrdiff_t off, ptrdiff_t rows, ptrdiff_t ow, ptrdiff_t lo,
                                ptrdiff_t hi, uint8_t f) {
