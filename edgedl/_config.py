@@ -33,12 +33,18 @@ NUMBA_PAR_WORK = 1 << 17
 # (12 ms at 1 thread). Passive waiting makes every parallel region wake its workers through
 # the kernel, though, and a model runs ~100 short regions: at 2 threads on an idle 2-core
 # machine the four shared detectors took 1.3-1.7x their 1-thread time passive, 0.72-0.81x
-# with a 10000-spin wait (which covers the gap between two kernels). Threads are opt-in
-# (default 1: no workers, no spinning), so the short spin serves those who ask for them.
-# libgomp reads this when it loads, i.e. before the first compiled kernel is imported; a
-# user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT wins.
+# with a 10000-spin wait (which covers the gap between two kernels). But after an idle
+# spell (200 ms between bursts of runs, as a camera loop has) the 10000-spin workers fell
+# asleep between regions on a 2-core Intel VM: YuNet at a fixed 2 threads took 3-21 ms a
+# run (2.3 ms back to back), so the thread governor kept it on one thread; 30000 spins
+# (~3 ms of a core after each run there) kept it at 2.2-4.3 ms, 2 threads paid in every
+# bench_models run (2t/1t 0.70-0.83 against up to 1.04), and beside a busy neighbour
+# bench_threads still gave 1.00-1.01. Threads are opt-in (default 1: no workers, no
+# spinning), so the spin serves those who ask for them. libgomp reads this when it loads,
+# i.e. before the first compiled kernel is imported; a user's own OMP_WAIT_POLICY /
+# GOMP_SPINCOUNT wins.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "10000"
+    os.environ["GOMP_SPINCOUNT"] = "30000"
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _lock = threading.RLock()

@@ -294,7 +294,7 @@ def test_warmup_compiles_numba_kernels():
 
 @pytest.mark.parametrize("user", [{}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "77"}])
 def test_openmp_wait_policy_default_and_user_setting(user):
-    """import edgedl sets a short OpenMP spin (GOMP_SPINCOUNT=10000) before any compiled
+    """import edgedl sets a short OpenMP spin (GOMP_SPINCOUNT=30000) before any compiled
     kernel loads, unless the user chose a wait policy or spin count (theirs is kept)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(user)
@@ -303,7 +303,7 @@ def test_openmp_wait_policy_default_and_user_setting(user):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    want = {(): "None 10000", ("OMP_WAIT_POLICY",): "ACTIVE None",
+    want = {(): "None 30000", ("OMP_WAIT_POLICY",): "ACTIVE None",
             ("GOMP_SPINCOUNT",): "None 77"}[tuple(user)]
     assert r.stdout.split("\n")[0] == want
 
