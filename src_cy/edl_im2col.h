@@ -1,20 +1,23 @@
-/* im2col of narrow outputs for the float convs (conv.pyx; any element type T).
+/* im2col of narrow outputs (< EDL_IM2COL_NARROW columns), for any element type T.
 
    Row r of the columns is channel r / (kh kw), tap (i, j) = (r / kw % kh, r % kw): the oh x ow
    input values that tap reads, `fill` where it falls in the padding (0, or the 8-bit zero
    point). The per-row paths (edl_im2col_s1_*, the u8 rows) call memset / memcpy a few times
    a row and divide to find the row's channel and tap: on the small planes of a detector's
    heads (3x3 convs over 256 channels at 4 x 5: 2304 rows of 20 values) those fixed costs
-   were most of the conv and it took 3.5x onnxruntime's time. Here one call walks a range of
-   rows with the channel and tap counted along, and every copy is an inline loop. (The same
-   walk over bytes measured slower than quant.pyx's flat memcpy path: not used there.) */
+   were most of the conv and it took 3.5x onnxruntime's time. Two ways out here:
+   - EDL_IM2COL_PADDED (stride 1; float32 in conv.pyx, bytes in quant.pyx): one copy of the
+     padded planes, then one contiguous run a tap, the GEMM computing a few junk columns;
+   - EDL_IM2COL_ROWS (float, any stride: what stride 1 does not cover): one call walks a
+     range of rows with the channel and tap counted along, every copy an inline loop (the
+     same walk over bytes measured slower than quant.pyx's flat memcpy path). */
 #ifndef EDL_IM2COL_H
 #define EDL_IM2COL_H
 #include <stddef.h>
 #include <string.h>
 
-/* Outputs below this width take edl_im2col_rows_*; wider rows the per-row paths, whose
-   memcpy and vector gathers beat an inline loop once a row has a few vectors. */
+/* Outputs below this width take these paths; wider rows the per-row ones, whose memcpy and
+   vector gathers beat an inline loop once a row has a few vectors. */
 #define EDL_IM2COL_NARROW 32
 
 /* gcc turns the short copy / fill loops back into memcpy / memset calls unless told not to */
@@ -25,11 +28,10 @@
 #endif
 
 #define EDL_IM2COL_ROWS(T, S)                                                               \
-EDL_NO_LIBCALLS static void edl_im2col_rows_##S(const T *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t r0,       \
-                                ptrdiff_t r1, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh,   \
-                                ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t dh,   \
-                                ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, T fill,          \
-                                T *restrict dst) {                                         \
+EDL_NO_LIBCALLS static void edl_im2col_rows_##S(                                           \
+        const T *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t kh,    \
+        ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t dh, \
+        ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, T fill, T *restrict dst) {               \
     if (r1 <= r0 || kh <= 0 || kw <= 0) return;                                            \
     const ptrdiff_t kk = kh * kw, n = oh * ow;                                             \
     ptrdiff_t ch = r0 / kk, i = r0 % kk / kw, j = r0 % kw;                                 \
