@@ -21,6 +21,8 @@ from edl_act_table cimport *
 
 cdef extern from "edl_conv.h":
     const Py_ssize_t EDL_IM2COL_NARROW
+    int edl_im2col_padded_ok(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dw) noexcept nogil
     void edl_im2col_padded_f(const float* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
                              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
@@ -143,9 +145,6 @@ cdef enum:
     _PAR_MACS = 1 << 20
     _DIRECT_TAPS = 320    # most taps (C * kh * kw) a conv takes the direct path with
     _GEMM_BLOCK_BYTES = 384 << 10
-    # stride-1 convs with outputs narrower than EDL_IM2COL_NARROW and at most this many take
-    # _conv_narrow_f32 (small planes: its scratch is K x oh x wq floats)
-    _NARROW_L = 1024
     # deep GEMMs (K blocked, see edl_gemm.h): the bytes of a column block's C and one K
     # block of its im2col (A is read once per block: 48-column blocks of a 256 x 2304 A ran
     # at half speed)
@@ -884,10 +883,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t nb = max(steps // per, 1), most
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
-    # (the padded width's junk columns at most 3x the real ones: wide taps on 1-3 column
-    # planes stay on the per-row path)
-    if (sh == 1 and sw == 1 and kh * kw > 1 and ow < EDL_IM2COL_NARROW and L <= _NARROW_L
-            and (kw - 1) * dw <= 3 * ow and res == NULL and not (par and threads > 1)):
+    if (edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) and res == NULL
+            and not (par and threads > 1)):
         return _conv_narrow_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pw, dh, dw, act, lo, hi,
                                 slopes, yb, m, oh, ow)
     if par and threads > 1 and nb < 2 * threads:

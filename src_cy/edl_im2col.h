@@ -20,6 +20,16 @@
    vector gathers beat an inline loop once a row has a few vectors. */
 #define EDL_IM2COL_NARROW 32
 
+/* Whether a conv takes EDL_IM2COL_PADDED (the one rule for the float and the 8-bit convs):
+   stride 1, a kernel wider than one tap, narrow outputs, at most 1024 of them (the columns
+   are K x oh x wq values of scratch), and at most 3x junk columns (wide taps on planes of 1-3
+   columns keep the per-row path). */
+static inline int edl_im2col_padded_ok(ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw,
+                                       ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t dw) {
+    return sh == 1 && sw == 1 && kh * kw > 1 && ow < EDL_IM2COL_NARROW && oh * ow <= 1024
+           && (kw - 1) * dw <= 3 * ow;
+}
+
 /* gcc turns the short copy / fill loops back into memcpy / memset calls unless told not to */
 #if defined(__GNUC__) && !defined(__clang__)
 #define EDL_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))

@@ -20,6 +20,8 @@ cdef extern from "edl_quant.h" nogil:
                          Py_ssize_t m, Py_ssize_t kp2, Py_ssize_t nq)
     int edl_q_u8s8()
     int edl_q_amx()
+    int edl_im2col_padded_ok(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dw)
     void edl_im2col_padded_u8(const unsigned char *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
@@ -276,6 +278,13 @@ def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_s
                 edl_gather_u8(<unsigned char *>dst + oy * ow + lo,
                               <const unsigned char *>src + lo * sw + off, sw, hi - lo)
             memset(dst + oy * ow + hi, <unsigned char>f, ow - hi)
+
+
+def padded_im2col_ok(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dw):
+    """Whether a conv of this geometry takes im2col_q_padded (edl_im2col_padded_ok: the rule
+    the float convs follow too)."""
+    return edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) != 0
 
 
 def im2col_q_padded(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw,

@@ -35,10 +35,6 @@ QDQ_TYPES = QTYPES + (np.dtype(np.uint16), np.dtype(np.int16))
 MAX_K = (2**31 - 1) // (255 * 255)
 # taps (C kh kw) up to which a dense conv of uint8 input may take the direct stem kernel
 _STEM_MAX_K = 128
-#: stride-1 convs with outputs narrower than this, and at most _NARROW_L of them, take the
-#: GEMM over the padded width on the Cython backend (_NarrowQConv; the float convs' twin
-#: is conv.pyx's _conv_narrow_f32)
-_NARROW_W, _NARROW_L = 32, 1024
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -406,9 +402,7 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
     # has it for this CPU and shape (it says so on its first call), else the GEMM
     stem = (group == 1 and k <= _STEM_MAX_K and dh == dw == 1 and not direct
             and x_dtype == np.uint8 and -128 <= wd.min(initial=0) and wd.max(initial=0) <= 127)
-    narrow = (sh == sw == 1 and kh * kw > 1 and ow < _NARROW_W and oh * ow <= _NARROW_L
-              and (kw - 1) * dw <= 3 * ow)     # junk columns at most 3x the real ones
-    narrow_run = []     # its _NarrowQConv, made on the first Cython call
+    narrow_run = []     # _NarrowQConv where it runs: made on the first Cython call
     bound = {}
 
     def kernels(bk):
@@ -443,11 +437,12 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
                     kern(x[i], *args, y[i], tables)
                 return y
             got[3] = None             # not on this CPU or shape: the GEMM from now on
-        if narrow and bk == "cython":
+        if bk == "cython":
             if not narrow_run:
-                narrow_run.append(_NarrowQConv(x_shape, x_dtype, ydt, w.shape, geo))
-            narrow_run[0](x, y, xz, gemm, packed, corr, mult, yz, tables)
-            return y
+                narrow_run.append(_NarrowQConv.make(x_dtype, ydt, w.shape, geo))
+            if narrow_run[0] is not None:
+                narrow_run[0](x, y, xz, gemm, packed, corr, mult, yz, tables)
+                return y
         geometry = (xz, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
         for i, g, bm in _group_columns(x, group, cg, L, im2col, geometry, direct):
             gemm(packed[g], corr[g], mult[g], yz, bm, y[i, g * mg:(g + 1) * mg].reshape(mg, L),
@@ -464,7 +459,17 @@ class _NarrowQConv:
     oh x wq columns, of which each row's first ow are the output. Its scratch buffers are
     kept between calls (a pool: concurrent runs each take their own)."""
 
-    def __init__(self, x_shape, x_dtype, y_dtype, wshape, geo):
+    @classmethod
+    def make(cls, x_dtype, y_dtype, wshape, geo):
+        """The runner of a conv of this geometry, or None where the Cython rule
+        (padded_im2col_ok, shared with the float convs) says the per-row path runs."""
+        _, (sh, sw), (_, dw), _, (oh, ow) = geo
+        cy = _dispatch.twin_module("quant", "cython")
+        if not cy.padded_im2col_ok(oh, ow, wshape[2], wshape[3], sh, sw, dw):
+            return None
+        return cls(x_dtype, y_dtype, wshape, geo)
+
+    def __init__(self, x_dtype, y_dtype, wshape, geo):
         group, _, (dh, dw), pads, (oh, ow) = geo
         m, cg, kh, kw = wshape
         self.geo, self.wshape, self.x_dtype, self.y_dtype = geo, wshape, x_dtype, y_dtype
