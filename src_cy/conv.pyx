@@ -861,8 +861,12 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                         Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
                         const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
                         Py_ssize_t ow, const float* res=NULL) noexcept nogil:
-    """im2col, GEMM and epilogue fused per block of output columns; blocks are shared out to
-    the threads as they come free (a preempted thread holds up only its block). x (c, h, wd)
+    """im2col, GEMM and epilogue fused per block of output columns; thread t takes the t-th
+    run of blocks (static): the same columns on every call and in the pointwise convs before
+    and after, so each core reads what its own L2 holds. (Handed out as threads came free,
+    blocks moved between cores from call to call: a 64 -> 64 1x1 at 52x52 ran at 0.59 of
+    one thread's time on two, 0.47 static; a thread slowed by a busy neighbour is the
+    session's ThreadGovernor's business, which then runs one thread.) x (c, h, wd)
     and y (m, oh, ow) C-contiguous, wp packed for M = m, K = c * kh * kw.
     1x1 stride-1 unpadded convs read x in place. ``res`` (m, oh, ow), not overlapping y, or
     NULL: the Add after the conv, in the block's epilogue before the activation (see
@@ -887,9 +891,9 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
             and not (par and threads > 1)):
         return _conv_narrow_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pw, dh, dw, act, lo, hi,
                                 slopes, yb, m, oh, ow)
-    if par and threads > 1 and nb < 2 * threads:
-        # small K: the L2 budget alone would leave one block; two per thread share out well
-        nb = max(nb, min(2 * threads, steps // least))
+    if par and threads > 1 and nb < threads:
+        # small K: the L2 budget alone would leave one block
+        nb = max(nb, min(threads, steps // least))
     if par and nb > threads > 1:
         # whole rounds: 3 blocks on 2 threads ran as 2 + 1
         nb -= nb % threads
@@ -926,7 +930,7 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
         # per thread, once: the im2col columns of a block and the GEMM's scratch
         buf = <float*>malloc((cols + edl_gemm_scratch(m, K)) * sizeof(float))
         scratch = buf + cols
-        for blk in prange(nb, schedule="dynamic"):
+        for blk in prange(nb, schedule="static"):
             if buf == NULL:
                 err += 1
                 continue

@@ -137,6 +137,40 @@ def test_depthwise_fast_paths_vs_reference(backend, k, stride, dil, act, rng):
             _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
 
 
+# The Cython depthwise kernels on 2 and 3 threads (planes shared out unevenly), one path
+# each, big enough to take the threads: every output written, the epilogue on every plane.
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("k, s, p, d, shape", [
+    (3, 1, 1, 1, (2, 40, 27, 30)),      # 'same': two rows a call
+    (3, 1, 1, 1, (1, 300, 2, 30)),      # two rows
+    (3, 2, 1, 1, (1, 48, 37, 40)),      # stride 2, split by column parity
+    (3, 2, 1, 1, (1, 96, 31, 21)),      # stride 2, rows in place
+    (5, 2, 2, 1, (1, 40, 29, 33)),      # 5x5 stride 2
+    (3, 1, 0, 1, (1, 64, 33, 20)),      # narrow, no padding: one flat run a plane
+    (5, 1, 4, 2, (1, 40, 25, 60)),      # padded copy, dilated
+    (1, 1, 0, 1, (2, 32, 45, 70)),      # 1x1 scale and shift
+])
+@pytest.mark.parametrize("act", [None, "relu6", "silu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_threaded(backend, threads, k, s, p, d, shape, act, dtype, rng):
+    import edgedl
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    wt = rng.standard_normal((c, 1, k, k)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    args = (x, wt, b, (s, s), (p,) * 4, (d, d), c)
+    want = naive_conv(*args)
+    want = {None: want, "relu6": np.clip(want, 0, 6), "silu": want / (1 + np.exp(-want))}[act]
+    out = np.full(want.shape, np.nan, dtype)     # every output written, none read
+    saved = edgedl.get_num_threads()
+    edgedl.set_num_threads(threads)
+    try:
+        conv2d(*args, activation=act, out=out, backend=backend)
+    finally:
+        edgedl.set_num_threads(saved)
+    _close(out, want, dtype)
+
+
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_depthwise_1x1_scale_shift(backend, act, dtype, rng):
