@@ -116,6 +116,7 @@ cdef extern from "edl_gemm.h":
         const float* bias
         int clamp
         float lo, hi
+        int sig
     int edl_gemm_mr() noexcept nogil
     int edl_gemm_nr() noexcept nogil
     Py_ssize_t edl_gemm_panels(Py_ssize_t M, int mr) noexcept nogil
@@ -918,12 +919,14 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     for i in range(m):
         epi = epi or bias[i] != 0
     epi = epi or res != NULL
-    if epi and res == NULL and (act == ACT_NONE or act == ACT_CLIP):
-        # bias (+ relu / clip) in the GEMM's registers: no pass over C afterwards
+    if epi and res == NULL and (act == ACT_NONE or act == ACT_CLIP or act == ACT_SIGMOID
+                                or act == ACT_SILU):
+        # bias (+ relu / clip, sigmoid, SiLU) in the GEMM's registers: no pass over C after
         gepi.bias = bias
         gepi.clamp = act == ACT_CLIP
         gepi.lo = lo
         gepi.hi = hi
+        gepi.sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
         pgepi = &gepi
         epi = False
     with parallel(use_threads_if=nb > 1 and par):

@@ -519,10 +519,14 @@ def test_gemm_path_edges(backend, m, hw, kind, rng):
     x = rng.standard_normal((1, c) + hw).astype(np.float32)
     w = rng.standard_normal((m, c, k, k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    for bias, act in ((b, "relu6"), (None, None)):
+    # relu6 and sigmoid / SiLU are applied in the tiles' registers (the narrow kernels and
+    # the scratch tile too)
+    acts = {"relu6": lambda v: np.clip(v, 0, 6), None: lambda v: v,
+            "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "silu": lambda v: v / (1 + np.exp(-v))}
+    for bias, act in ((b, "relu6"), (None, None), (b, "sigmoid"), (None, "silu")):
         got = conv2d(x, w, bias, (s, s), (p,) * 4, activation=act, backend=backend)
         want = naive_conv(x, w, bias, (s, s), (p,) * 4, (1, 1), 1)
-        _close(got, np.clip(want, 0, 6) if act else want, np.float32)
+        _close(got, acts[act](want), np.float32)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
