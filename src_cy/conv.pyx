@@ -39,10 +39,13 @@ cdef extern from "edl_conv.h":
                            double* dst) noexcept nogil
     void edl_direct8_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
                        int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
-                       float hi) noexcept nogil
+                       float hi, int sig) noexcept nogil
     void edl_direct16_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
                         int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
-                        float hi) noexcept nogil
+                        float hi, int sig) noexcept nogil
+    void edl_direct32_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
+                        int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
+                        float hi, int sig) noexcept nogil
     int edl_direct_wide() noexcept nogil
     void edl_direct_set_wide(int wide) noexcept nogil
     int edl_direct_ok() noexcept nogil
@@ -780,7 +783,9 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     cdef float* dst
     cdef const float* xr
     cdef const float** src
-    cdef bint fused = act == ACT_NONE or act == ACT_CLIP
+    # the bias and a clip, sigmoid or SiLU in the kernel's registers; others a pass per row
+    cdef int sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
+    cdef bint fused = act == ACT_NONE or act == ACT_CLIP or sig != 0
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
     cdef bint wide = edl_direct_wide() != 0 and ow >= 16
@@ -812,12 +817,15 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                         src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + i) * sw + j % sw) * wq_
                                                        + j // sw)
             for g in range((m + 7) // 8):
-                if wide:
+                if wide and ow >= 32:
+                    edl_direct32_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
+                                   yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig)
+                elif wide:
                     edl_direct16_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
-                                   yb + 8 * g * L + oy * ow, L, ow, flo, fhi)
+                                   yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig)
                 else:
                     edl_direct8_f(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
-                                  yb + 8 * g * L + oy * ow, L, ow, flo, fhi)
+                                  yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig)
             if not fused:
                 for t in range(m):
                     _epilogue(yb + t * L + oy * ow, ow, <float>0, act, lo, hi, slopes[t])

@@ -33,11 +33,6 @@
 #include <string.h>
 #include "edl_math.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define EDL_UNROLL _Pragma("GCC unroll 16")
-#else
-#define EDL_UNROLL
-#endif
 
 /* The conv epilogues a tile applies in registers before its store (the others take a pass
  * over the block of C afterwards): + bias[row], then optionally a clamp to [lo, hi] (relu,
@@ -46,30 +41,6 @@
  * tile's vectors. As a pass of its own, YOLOX's SiLU cost ~0.1 ns a value more than the
  * activation itself (re-reading and re-writing the block of C). */
 typedef struct { const float *bias; int clamp; float lo, hi; int sig; } edl_gemm_epi;
-
-/* 1 / (1 + exp(-v)) for a tile vector (silu: times v), as edl_sigmoid_f32 / edl_swish_f32
- * compute each value: edl_exp_sat's clamps (selects that keep NaN), reduction, polynomial and
- * exponent shift, written out for GCC's vector types (VT float, IVT int32 and UVT uint32
- * lanes of it). */
-#define EDL_GEMM_SIG_DEF(FN, ATTR, VT, IVT, UVT)                                             \
-ATTR static inline VT FN(VT v, int silu) {                                                 \
-    const VT lo = (VT){0} + EDL_EXP_LO, hi = (VT){0} + 88.8f;                             \
-    VT x = -v;                                                                             \
-    IVT m = lo > x;                                                                        \
-    x = (VT)(((IVT)lo & m) | ((IVT)x & ~m));                                               \
-    m = hi < x;                                                                            \
-    x = (VT)(((IVT)hi & m) | ((IVT)x & ~m));                                               \
-    VT t = x * EDL_EXP_LOG2E + 12583039.0f;                                                \
-    VT n = t - 12583039.0f;                                                                \
-    VT r = (x - n * EDL_EXP_C1) - n * EDL_EXP_C2;                                          \
-    VT r2 = r * r;                                                                         \
-    VT a = EDL_EXP_P0 + r * EDL_EXP_P1;                                                    \
-    VT b = EDL_EXP_P2 + r * EDL_EXP_P3;                                                    \
-    VT q = r + r2 * (a + r2 * (b + r2 * EDL_EXP_P4));                                      \
-    VT s = (VT)((UVT)t << 23);                                                             \
-    VT d = 1.0f / (1.0f + s * (q + 1.0f));                                                 \
-    return silu ? v * d : d;                                                               \
-}
 
 /* One k step of the tile: acc[i][v] += a[i] * bv[v]. On x86 each a[i] is broadcast by the
  * FMA itself (a memory operand); on aarch64 A's MR values are loaded as MR / 4 128-bit
@@ -107,7 +78,7 @@ ATTR static inline VT FN(VT v, int silu) {                                      
  * tile's MR rows).
  * The _pk twin also stores the rows of B it reads, contiguously, at pk (K x NV*W): the first
  * filter panel of a strip packs it for the others at no extra pass. */
-#define EDL_GEMM_DEF(FN, VT, IVT, ATTR, VB, MR, NV, PK, SIG)                                \
+#define EDL_GEMM_DEF(FN, VT, IVT, UVT, ATTR, VB, MR, NV, PK)                                \
 ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict b,        \
                     ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk,  \
                     const edl_gemm_epi *epi, int load) {                                  \
@@ -148,7 +119,8 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
         } else if (epi->sig) {                                                             \
             const int silu = epi->sig == EDL_ACT_SILU;                                     \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
-                EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] = SIG(acc[i][v], silu); \
+                EDL_UNROLL for (int v = 0; v < (NV); v++)                                  \
+                    acc[i][v] = EDL_VSIG(VT, IVT, UVT, acc[i][v], silu);                   \
         }                                                                                  \
     }                                                                                      \
     EDL_UNROLL for (int i = 0; i < (MR); i++)                                              \
@@ -158,9 +130,8 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
 typedef float NAME##_vec __attribute__((vector_size(VB)));                                \
 typedef int32_t NAME##_ivec __attribute__((vector_size(VB)));                             \
 typedef uint32_t NAME##_uvec __attribute__((vector_size(VB)));                            \
-EDL_GEMM_SIG_DEF(NAME##_sig, ATTR, NAME##_vec, NAME##_ivec, NAME##_uvec)                   \
-EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 0, NAME##_sig)               \
-EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, ATTR, VB, MR, NV, 1, NAME##_sig)
+EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 0)               \
+EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 1)
 
 /* NP panels x NT (<= 4) columns, for the last few columns of a K-blocked GEMM: each panel's
  * MR rows are one vector (a load per k), each column's B value is broadcast; B is read in

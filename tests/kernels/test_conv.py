@@ -455,11 +455,13 @@ def test_plan_fast_path_depthwise(k, stride, dil, width, rng):
     (3, 3, (2, 2), (1, 1, 1, 1)), (3, 3, (1, 1), (1, 1, 1, 1)), (1, 3, (2, 2), (0, 1, 1, 0)),
     (7, 3, (1, 2), (2, 0, 1, 2)), (2, 5, (2, 2), (2, 2, 2, 2)), (3, 3, (3, 3), (1, 0, 0, 1))])
 @pytest.mark.parametrize("m", [5, 16, 24])
-@pytest.mark.parametrize("act", [None, "relu6", "silu"])
+@pytest.mark.parametrize("act", [None, "relu6", "silu", "sigmoid", "tanh"])
 def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
     # dense convs of few taps (stem convs on RGB) run ConvF32's direct path: odd strides and
     # pads, rows not a multiple of 8 (the last block moved back), M not a multiple of 8,
-    # the clip in the store or the epilogue after it, a NaN that must stay in its windows
+    # the clip, sigmoid or SiLU in the registers or an epilogue after the store (tanh), a NaN
+    # that must stay in its windows; output rows of 31 (blocks of 8 or 16 pixels) and 61
+    # (blocks of 2 x 16 on AVX-512)
     require_backend("cython")
     from edgedl._cy import conv as cy
     if not cy.direct_ok():
@@ -473,7 +475,7 @@ def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
     assert run._fast is not None and run._fast.direct
     want = conv2d(x, w, b, backend="numpy", **kw)
     try:
-        for wide in (0, 1):          # blocks of 8 and of 16 pixels, whatever this CPU picks
+        for wide in (0, 1):          # blocks of 8 and of 16 / 32 pixels, whatever this CPU picks
             cy.direct_wide(wide)
             out = np.full(run.out_shape, np.nan, np.float32)
             assert run(x, out) is out
