@@ -33,7 +33,6 @@
 #include <string.h>
 #include "edl_math.h"
 
-
 /* The conv epilogues a tile applies in registers before its store (the others take a pass
  * over the block of C afterwards): + bias[row], then optionally a clamp to [lo, hi] (relu,
  * relu6, clip) that keeps NaN, as the conv epilogue does, or `sig`: EDL_ACT_SIGMOID or
