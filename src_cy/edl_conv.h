@@ -213,68 +213,65 @@ EDL_SIMD_KERNEL static void edl_deinterleave_f(const float *restrict x, ptrdiff_
         o[i] = x[2 * i + 1];
     }
 }
-/* Direct dense conv for few taps (stem convs on RGB: K = C * kh * kw taps <= 64), one output
+/* Direct dense conv for few taps (stem convs on RGB: K = C * kh * kw taps), one output
    row of 8 channels: out[m * ostride + k] = act(bias[m] + sum_t wq[8 t + m] * src[t][k]) for
-   k < n (n >= NV * W), m < mv (wq zero beyond); act: a clip to [lo, hi] (NaN kept), or
-   `sig` (EDL_ACT_SIGMOID / EDL_ACT_SILU, 0: none) in the registers. src[t]: tap t's source
-   row, contiguous (the caller splits each padded input row by column phase, so stride 2
-   reads no gather). 8 x NV accumulators of W floats (independent FMA chains), the last pixel
-   block moved back instead of a scalar tail. With K this small the GEMM path's im2col and
-   its C tiles' loads and stores cost as much as the FMAs. */
+   k < n (n >= W), m < mv (wq zero beyond); act a clip to [lo, hi] (NaN kept; SIG 0) or, in
+   the SIG twins, sigmoid (silu 0) or SiLU (silu 1). src[t]: tap t's source row, contiguous
+   (the caller splits each padded input row by column phase, so stride 2 reads no gather).
+   Eight W-float accumulators (8 independent FMA chains; ymm on x86, 2 q registers each on
+   NEON), the last pixel block moved back instead of a scalar tail. With K this small the GEMM
+   path's im2col and its C tiles' loads and stores cost as much as the FMAs. The sigmoid runs
+   on all 8 registers at once (one channel's at a time, its exps and divides waited on each
+   other; as a pass per row after the store, SiLU cost YOLOX's stem ~6% more); the clip
+   keeps its own twin: the sigmoid's code in the same function cost FastestDet's ReLU stem
+   ~6% (the bias vectors no longer fitted in registers). */
 typedef float edl_v8f __attribute__((vector_size(32)));
 typedef int32_t edl_v8i __attribute__((vector_size(32)));
 typedef uint32_t edl_v8u __attribute__((vector_size(32)));
 typedef uint32_t edl_v16u __attribute__((vector_size(64)));
-/* NAME: NV vectors of W pixels (vector type VT, its int twins VI / VU) x 8 channels a block */
-#define EDL_DIRECT(NAME, VT, VI, VU, W, NV)                                                  \
+/* NAME: W pixels (vector type VT, its int twins VI / VU) x 8 channels a block */
+#define EDL_DIRECT(NAME, VT, VI, VU, W, SIG)                                                 \
 EDL_SIMD_KERNEL static void NAME(const float *const *src, ptrdiff_t T, const float *wq,    \
                                  const float *bias, int mv, float *out, ptrdiff_t ostride, \
-                                 ptrdiff_t n, float lo, float hi, int sig) {               \
+                                 ptrdiff_t n, float lo, float hi, int silu) {              \
     const VT z = {0}, lov = lo + z, hiv = hi + z;                                          \
     float b[8];                                                                            \
+    (void)silu;                                                                            \
     for (int m = 0; m < 8; m++) b[m] = m < mv ? bias[m] : 0;                               \
-    for (ptrdiff_t k = 0;; k += (NV) * (W)) {                                              \
-        if (k > n - (NV) * (W)) k = n - (NV) * (W);                                        \
-        VT acc[8][NV];                                                                     \
-        EDL_UNROLL for (int m = 0; m < 8; m++)                                             \
-            EDL_UNROLL for (int v = 0; v < (NV); v++) acc[m][v] = b[m] + z;                \
+    for (ptrdiff_t k = 0;; k += W) {                                                       \
+        if (k > n - W) k = n - W;                                                          \
+        VT a0 = b[0] + z, a1 = b[1] + z, a2 = b[2] + z, a3 = b[3] + z;                     \
+        VT a4 = b[4] + z, a5 = b[5] + z, a6 = b[6] + z, a7 = b[7] + z;                     \
         for (ptrdiff_t t = 0; t < T; t++) {                                                \
-            VT x[NV];                                                                      \
-            EDL_UNROLL for (int v = 0; v < (NV); v++)                                      \
-                memcpy(&x[v], src[t] + k + v * (W), sizeof(VT));                           \
+            VT v;                                                                          \
+            memcpy(&v, src[t] + k, sizeof v);                                              \
             const float *w = wq + 8 * t;                                                   \
-            EDL_UNROLL for (int m = 0; m < 8; m++)                                         \
-                EDL_UNROLL for (int v = 0; v < (NV); v++) acc[m][v] += w[m] * x[v];        \
+            a0 += w[0] * v; a1 += w[1] * v; a2 += w[2] * v; a3 += w[3] * v;                \
+            a4 += w[4] * v; a5 += w[5] * v; a6 += w[6] * v; a7 += w[7] * v;                \
         }                                                                                  \
-        /* the activation on all 8 x NV registers at once (independent chains: one        \
-           channel's at a time left sigmoid's divides and exps waiting on each other) */   \
-        if (sig) {                                                                         \
-            const int silu = sig == EDL_ACT_SILU;                                          \
+        VT acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};                                      \
+        if (SIG)                                                                           \
             EDL_UNROLL for (int m = 0; m < 8; m++)                                         \
-                EDL_UNROLL for (int v = 0; v < (NV); v++)                                  \
-                    acc[m][v] = EDL_VSIG(VT, VI, VU, acc[m][v], silu);                     \
-        } else {                                                                           \
-            EDL_UNROLL for (int m = 0; m < 8; m++)                                         \
-                EDL_UNROLL for (int v = 0; v < (NV); v++) {                                \
-                    VT r = acc[m][v];                                                      \
-                    VI lt = lov > r, gt = hiv < r;                                         \
-                    r = (VT)(((VI)lov & lt) | ((VI)r & ~lt));                              \
-                    acc[m][v] = (VT)(((VI)hiv & gt) | ((VI)r & ~gt));                      \
-                }                                                                          \
+                acc[m] = EDL_VSIG(VT, VI, VU, acc[m], silu);                               \
+        for (int m = 0; m < mv; m++) {                                                     \
+            VT r = acc[m];                                                                 \
+            if (!SIG) {                                                                    \
+                VI lt = lov > r, gt = hiv < r;                                             \
+                r = (VT)(((VI)lov & lt) | ((VI)r & ~lt));                                  \
+                r = (VT)(((VI)hiv & gt) | ((VI)r & ~gt));                                  \
+            }                                                                              \
+            memcpy(out + m * ostride + k, &r, sizeof r);                                   \
         }                                                                                  \
-        for (int m = 0; m < mv; m++)                                                       \
-            EDL_UNROLL for (int v = 0; v < (NV); v++)                                      \
-                memcpy(out + m * ostride + k + v * (W), &acc[m][v], sizeof(VT));           \
-        if (k == n - (NV) * (W)) break;                                                    \
+        if (k == n - W) break;                                                             \
     }                                                                                      \
 }
 /* 8 pixels (ymm on x86, 2 q registers each on NEON: 16 of NEON's 32 for the accumulators)
-   everywhere; where AVX-512 has 32 registers, 16 (one zmm each) or, on rows of >= 32, 2 x 16
-   (16 accumulators: 8 FMA chains were too few to hide the FMA latency; YOLOX's 6x6 stem
-   ran at ~half the core's FMA peak) */
-EDL_DIRECT(edl_direct8_f, edl_v8f, edl_v8i, edl_v8u, 8, 1)
-EDL_DIRECT(edl_direct16_f, edl_v16f, edl_v16i, edl_v16u, 16, 1)
-EDL_DIRECT(edl_direct32_f, edl_v16f, edl_v16i, edl_v16u, 16, 2)
+   everywhere; 16 (one zmm each) where AVX-512 has 32 registers: half the weight broadcasts
+   and source loads per multiply-add. (2 x 16 pixels, 16 chains, measured no faster.) */
+EDL_DIRECT(edl_direct8_f, edl_v8f, edl_v8i, edl_v8u, 8, 0)
+EDL_DIRECT(edl_direct16_f, edl_v16f, edl_v16i, edl_v16u, 16, 0)
+EDL_DIRECT(edl_direct8s_f, edl_v8f, edl_v8i, edl_v8u, 8, 1)
+EDL_DIRECT(edl_direct16s_f, edl_v16f, edl_v16i, edl_v16u, 16, 1)
 /* 1 where edl_direct16_f should run (x86-64 with AVX-512F); tests force either (both are
    correct everywhere) with edl_direct_set_wide */
 static int edl_direct_wide_flag = -1;

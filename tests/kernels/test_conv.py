@@ -459,9 +459,8 @@ def test_plan_fast_path_depthwise(k, stride, dil, width, rng):
 def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
     # dense convs of few taps (stem convs on RGB) run ConvF32's direct path: odd strides and
     # pads, rows not a multiple of 8 (the last block moved back), M not a multiple of 8,
-    # the clip, sigmoid or SiLU in the registers or an epilogue after the store (tanh), a NaN
-    # that must stay in its windows; output rows of 31 (blocks of 8 or 16 pixels) and 61
-    # (blocks of 2 x 16 on AVX-512)
+    # the clip (its kernels) or sigmoid / SiLU (their twins) in the registers, or an epilogue
+    # after the store (tanh), a NaN that must stay in its windows
     require_backend("cython")
     from edgedl._cy import conv as cy
     if not cy.direct_ok():
@@ -475,7 +474,7 @@ def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
     assert run._fast is not None and run._fast.direct
     want = conv2d(x, w, b, backend="numpy", **kw)
     try:
-        for wide in (0, 1):          # blocks of 8 and of 16 / 32 pixels, whatever this CPU picks
+        for wide in (0, 1):          # blocks of 8 and of 16 pixels, whatever this CPU picks
             cy.direct_wide(wide)
             out = np.full(run.out_shape, np.nan, np.float32)
             assert run(x, out) is out
