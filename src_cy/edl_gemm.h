@@ -74,10 +74,10 @@ typedef struct { const float *bias; int clamp; float lo, hi; int sig; } edl_gemm
 /* MR x (NV vectors of VB bytes) tile: c[i * ldc + j] = sum_k a[k * MR + i] * b[k * ldb + j]
  * (`load`: c[i * ldc + j] + that sum, the next K block of the same tile: the same
  * summation order as one pass), then the epilogue when `epi` is not NULL (epi->bias: the
- * tile's MR rows).
+ * tile's MR rows; SIG: the sigmoid / SiLU twin, for epi->sig, else the clamp's).
  * The _pk twin also stores the rows of B it reads, contiguously, at pk (K x NV*W): the first
  * filter panel of a strip packs it for the others at no extra pass. */
-#define EDL_GEMM_DEF(FN, VT, IVT, UVT, ATTR, VB, MR, NV, PK)                                \
+#define EDL_GEMM_DEF(FN, VT, IVT, UVT, ATTR, VB, MR, NV, PK, SIG)                           \
 ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict b,        \
                     ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk,  \
                     const edl_gemm_epi *epi, int load) {                                  \
@@ -105,7 +105,7 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
             const float bi = epi->bias[i];                                                 \
             EDL_UNROLL for (int v = 0; v < (NV); v++) acc[i][v] += bi;                    \
         }                                                                                  \
-        if (epi->clamp) {            /* t = lo > t ? lo : t; t = hi < t ? hi : t */        \
+        if (!(SIG) && epi->clamp) {  /* t = lo > t ? lo : t; t = hi < t ? hi : t */        \
             const VT lo = (VT){0} + epi->lo, hi = (VT){0} + epi->hi;                      \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
                 EDL_UNROLL for (int v = 0; v < (NV); v++) {                                \
@@ -115,7 +115,7 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
                     m = hi < t;                                                            \
                     acc[i][v] = (VT)(((IVT)hi & m) | ((IVT)t & ~m));                       \
                 }                                                                          \
-        } else if (epi->sig) {                                                             \
+        } else if (SIG) {                                                                  \
             const int silu = epi->sig == EDL_ACT_SILU;                                     \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
                 EDL_UNROLL for (int v = 0; v < (NV); v++)                                  \
@@ -129,8 +129,10 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
 typedef float NAME##_vec __attribute__((vector_size(VB)));                                \
 typedef int32_t NAME##_ivec __attribute__((vector_size(VB)));                             \
 typedef uint32_t NAME##_uvec __attribute__((vector_size(VB)));                            \
-EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 0)               \
-EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 1)
+EDL_GEMM_DEF(NAME, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 0, 0)            \
+EDL_GEMM_DEF(NAME##_pk, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 1, 0)         \
+EDL_GEMM_DEF(NAME##_s, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 0, 1)          \
+EDL_GEMM_DEF(NAME##_s_pk, NAME##_vec, NAME##_ivec, NAME##_uvec, ATTR, VB, MR, NV, 1, 1)
 
 /* NP panels x NT (<= 4) columns, for the last few columns of a K-blocked GEMM: each panel's
  * MR rows are one vector (a load per k), each column's B value is broadcast; B is read in
@@ -214,13 +216,22 @@ EDL_GEMM_MICRO(edl_gemm_base_1, EDL_CONTRACT, 16, EDL_BASE_MR, 1)
 EDL_GEMM_MICRO(edl_gemm_base_2, EDL_CONTRACT, 16, EDL_BASE_MR, 2)
 EDL_GEMM_NARROWS(edl_gemm_base_n, EDL_CONTRACT, EDL_BASE_MR)
 
-/* fn[v - 1]: the MR x (v * W) micro-kernel, v = 1..NV, pk[v - 1] its packing twin;
- * NR = NV * W columns */
+/* fn[s][v - 1]: the MR x (v * W) micro-kernel, v = 1..NV, pk[s][v - 1] its packing twin;
+ * NR = NV * W columns; s = 1: the twins whose epilogue is the sigmoid / SiLU (epi->sig), s =
+ * 0: the others (that code in the same function spilled registers around the clamp's
+ * tiles: a 48 -> 48 1x1 at 22x22 ran ~5% slower) */
 typedef struct {
-    edl_gemm_micro_fn fn[3], pk[3];
+    edl_gemm_micro_fn fn[2][3], pk[2][3];
     edl_gemm_narrow_fn nw[2][4];      /* nw[0 or 1][t - 1]: 1 or 4 panels x t columns */
     int mr, nr, w, nv;
 } edl_gemm_kernel;
+
+/* the fn / pk tables of kernel set k from the 1, 2 and 3-vector kernels A, B, C */
+#define EDL_GEMM_SET(k, A, B, C)                                                             \
+    k.fn[0][0] = A; k.fn[0][1] = B; k.fn[0][2] = C;                                       \
+    k.pk[0][0] = A##_pk; k.pk[0][1] = B##_pk; k.pk[0][2] = C##_pk;                        \
+    k.fn[1][0] = A##_s; k.fn[1][1] = B##_s; k.fn[1][2] = C##_s;                           \
+    k.pk[1][0] = A##_s_pk; k.pk[1][1] = B##_s_pk; k.pk[1][2] = C##_s_pk;
 
 /* The micro-kernels for this CPU (decided once; cheap to call again). */
 static edl_gemm_kernel edl_gemm_select(void) {
@@ -233,23 +244,19 @@ static edl_gemm_kernel edl_gemm_select(void) {
             : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
     }
     if (isa == 2) {
-        k.fn[0] = edl_gemm_avx512_1; k.fn[1] = edl_gemm_avx512_2; k.fn[2] = edl_gemm_avx512_3;
-        k.pk[0] = edl_gemm_avx512_1_pk; k.pk[1] = edl_gemm_avx512_2_pk;
-        k.pk[2] = edl_gemm_avx512_3_pk;
+        EDL_GEMM_SET(k, edl_gemm_avx512_1, edl_gemm_avx512_2, edl_gemm_avx512_3)
         EDL_GEMM_NARROW_SET(k, edl_gemm_avx512_n)
         k.mr = 8; k.w = 16; k.nv = 3; k.nr = 48;
         return k;
     }
     if (isa == 1) {
-        k.fn[0] = edl_gemm_avx2_1; k.fn[1] = edl_gemm_avx2_2; k.fn[2] = edl_gemm_avx2_3;
-        k.pk[0] = edl_gemm_avx2_1_pk; k.pk[1] = edl_gemm_avx2_2_pk; k.pk[2] = edl_gemm_avx2_3_pk;
+        EDL_GEMM_SET(k, edl_gemm_avx2_1, edl_gemm_avx2_2, edl_gemm_avx2_3)
         EDL_GEMM_NARROW_SET(k, edl_gemm_avx2_n)
         k.mr = 4; k.w = 8; k.nv = 3; k.nr = 24;
         return k;
     }
 #endif
-    k.fn[0] = edl_gemm_base_1; k.fn[1] = k.fn[2] = edl_gemm_base_2;
-    k.pk[0] = edl_gemm_base_1_pk; k.pk[1] = k.pk[2] = edl_gemm_base_2_pk;
+    EDL_GEMM_SET(k, edl_gemm_base_1, edl_gemm_base_2, edl_gemm_base_2)
     EDL_GEMM_NARROW_SET(k, edl_gemm_base_n)
     k.mr = EDL_BASE_MR; k.w = 4; k.nv = 2; k.nr = 8;
     return k;
@@ -308,7 +315,7 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
                            ptrdiff_t M, ptrdiff_t K, const float *b, ptrdiff_t ldb, float *c,
                            ptrdiff_t ldc, ptrdiff_t width, float *strip,
                            const edl_gemm_epi *epi, int load) {
-    int mr = kr->mr;
+    int mr = kr->mr, sg = epi != NULL && epi->sig != 0;
     float tile[8 * 48];                       /* one MR x NR tile when M < MR */
     float bias_pad[8] = {0};                  /* and its bias rows */
     for (ptrdiff_t p = 0, np = edl_gemm_panels(M, mr); p < np; p++) {
@@ -327,11 +334,11 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
             pep = &pe;
         }
         if (p == 0 && np > 1)
-            kr->pk[v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load);
+            kr->pk[sg][v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load);
         else if (p == 0)
-            kr->fn[v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load);
+            kr->fn[sg][v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load);
         else
-            kr->fn[v - 1](K, ap + p * ps, strip, width, dst, ldd, NULL, pep, load);
+            kr->fn[sg][v - 1](K, ap + p * ps, strip, width, dst, ldd, NULL, pep, load);
         if (r0 < 0)                            /* M < MR: zero rows in the panel */
             for (ptrdiff_t i = 0; i < M; i++)
                 memcpy(c + i * ldc, tile + i * kr->nr, (size_t)width * sizeof(float));
