@@ -37,19 +37,9 @@ cdef extern from "edl_conv.h":
                            Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
                            Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow, double fill,
                            double* dst) noexcept nogil
-    # the clip twins (silu unused) and the sigmoid / SiLU ones (lo, hi unused)
-    void edl_direct8_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
-                       int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
-                       float hi, int silu) noexcept nogil
-    void edl_direct16_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
+    void edl_direct_row(const float** src, Py_ssize_t T, const float* wq, const float* bias,
                         int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
-                        float hi, int silu) noexcept nogil
-    void edl_direct8s_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
-                        int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
-                        float hi, int silu) noexcept nogil
-    void edl_direct16s_f(const float** src, Py_ssize_t T, const float* wq, const float* bias,
-                         int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
-                         float hi, int silu) noexcept nogil
+                        float hi, int sig) noexcept nogil
     int edl_direct_wide() noexcept nogil
     void edl_direct_set_wide(int wide) noexcept nogil
     int edl_direct_ok() noexcept nogil
@@ -769,23 +759,6 @@ def pack_direct_weights(const float[:, ::1] w):
     return out
 
 
-cdef inline void _direct_row(const float** src, Py_ssize_t T, const float* wq,
-                             const float* bias, int mv, float* out, Py_ssize_t ostride,
-                             Py_ssize_t n, float lo, float hi, int sig,
-                             bint wide) noexcept nogil:
-    """One output row of 8 channels of _conv_direct_f32: the kernel of this width (16 pixels
-    where wide) and epilogue (sig: ACT_SIGMOID or ACT_SILU, else the clip to [lo, hi])."""
-    cdef int silu = sig == ACT_SILU
-    if sig and wide:
-        edl_direct16s_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu)
-    elif sig:
-        edl_direct8s_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu)
-    elif wide:
-        edl_direct16_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu)
-    else:
-        edl_direct8_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu)
-
-
 cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
                           const float* wq, const float* bias, Py_ssize_t kh, Py_ssize_t kw,
                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int act,
@@ -809,7 +782,6 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     cdef bint fused = act == ACT_NONE or act == ACT_CLIP or sig != 0
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
-    cdef bint wide = edl_direct_wide() != 0 and ow >= 16
     with parallel(use_threads_if=m * T * L >= _PAR_MACS):
         buf = <float*>malloc(c * kh * sw * wq_ * sizeof(float) + T * sizeof(void*))
         src = <const float**>(buf + c * kh * sw * wq_)
@@ -838,8 +810,8 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                         src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + i) * sw + j % sw) * wq_
                                                        + j // sw)
             for g in range((m + 7) // 8):
-                _direct_row(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
-                            yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig, wide)
+                edl_direct_row(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
+                               yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig)
             if not fused:
                 for t in range(m):
                     _epilogue(yb + t * L + oy * ow, ow, <float>0, act, lo, hi, slopes[t])

@@ -286,6 +286,18 @@ static inline int edl_direct_wide(void) {
     return edl_direct_wide_flag;
 }
 static inline void edl_direct_set_wide(int wide) { edl_direct_wide_flag = wide; }
+/* One output row of 8 channels of the direct conv: the kernel of this CPU's width (16 pixels
+   where edl_direct_wide says so and the row has them) and this epilogue (sig:
+   EDL_ACT_SIGMOID or EDL_ACT_SILU, else the clip to [lo, hi]); arguments as EDL_DIRECT's. */
+static inline void edl_direct_row(const float *const *src, ptrdiff_t T, const float *wq,
+                                  const float *bias, int mv, float *out, ptrdiff_t ostride,
+                                  ptrdiff_t n, float lo, float hi, int sig) {
+    int wide = edl_direct_wide() && n >= 16, silu = sig == EDL_ACT_SILU;
+    if (sig && wide) edl_direct16s_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
+    else if (sig) edl_direct8s_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
+    else if (wide) edl_direct16_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
+    else edl_direct8_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
+}
 /* 1 where the direct path has vector registers for its accumulators: x86-64 (SSE2 at least)
    and aarch64 (NEON). Debian's armhf compiles for VFPv3 without NEON: the GEMM path there. */
 static inline int edl_direct_ok(void) {
