@@ -222,7 +222,7 @@ EDL_SIMD_KERNEL static void edl_deinterleave_f(const float *restrict x, ptrdiff_
    NEON), the last pixel block moved back instead of a scalar tail. With K this small the GEMM
    path's im2col and its C tiles' loads and stores cost as much as the FMAs. The sigmoid runs
    on all 8 registers at once (one channel's at a time, its exps and divides waited on each
-   other; as a pass per row after the store, SiLU cost YOLOX's stem ~6% more); the clip
+   other; as a pass per row after the store, SiLU cost YOLOX's stem ~8% more); the clip
    keeps its own twin: the sigmoid's code in the same function cost FastestDet's ReLU stem
    ~6% (the bias vectors no longer fitted in registers). */
 typedef float edl_v8f __attribute__((vector_size(32)));
