@@ -12,6 +12,9 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
+from edl_omp cimport omp_get_max_threads, omp_set_num_threads
+
 import numpy as np
 
 cdef extern from "edl_quant.h" nogil:
@@ -233,18 +236,32 @@ cdef inline Py_ssize_t _stop(Py_ssize_t n_src, Py_ssize_t n_dst, Py_ssize_t stri
 def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
              Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
              Py_ssize_t oh, Py_ssize_t ow, q8[:, ::1] cols):
-    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], w = x.shape[2], r, ch, i, j, oy, ox, iy
-    cdef Py_ssize_t off, lo, hi, oy0, oy1
-    cdef q8 f = <q8>fill
-    cdef q8 *dst
-    cdef const q8 *src
+    if cols.shape[0] != x.shape[0] * kh * kw or cols.shape[1] != oh * ow:
+        raise ValueError(f"im2col_q: cols must be ({x.shape[0] * kh * kw}, {oh * ow}), got "
+                         f"({cols.shape[0]}, {cols.shape[1]})")
+    if x.shape[0] * kh * kw * oh * ow == 0:
+        return
+    with nogil:
+        _im2col_rows(<const unsigned char *>&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+                     <unsigned char><q8>fill, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow,
+                     <unsigned char *>&cols[0, 0])
+
+
+cdef void _im2col_rows(const unsigned char *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                       unsigned char f, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                       Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                       unsigned char *cols) noexcept nogil:
+    """im2col_q on the bytes (either 8-bit type): x (C, H, W), cols (C kh kw, oh ow), every
+    size >= 1."""
+    cdef Py_ssize_t r, ch, i, j, oy, iy, off, lo, hi, oy0, oy1
+    cdef unsigned char *dst
+    cdef const unsigned char *src
     # stride 1 with the output as wide as the input ("same" 3x3s): a tap's rows in the image
     # are one shifted copy of the plane, then the few border cells of each row set to the
     # fill (a memset and a memcpy per 40-byte row cost a quarter of a 3x3 conv)
     cdef bint flat = sh == 1 and sw == 1 and ow == w
-    if c * kh * kw * oh * ow == 0:
-        return
-    for r in prange(c * kh * kw, nogil=True, schedule="static",
+    for r in prange(c * kh * kw, schedule="static",
                     use_threads_if=c * kh * kw * oh * ow >= PAR_ELEMS):
         ch = r // (kh * kw)
         i = (r // kw) % kh
@@ -252,32 +269,30 @@ def im2col_q(const q8[:, :, ::1] x, int fill, Py_ssize_t kh, Py_ssize_t kw, Py_s
         off = j * dw - pw
         lo = _first(ow, sw, off)          # outputs [lo, hi) of each row read the image
         hi = _stop(w, ow, sw, off, lo)
-        dst = &cols[r, 0]
+        dst = cols + r * oh * ow
         if flat:
             oy0 = min(max(0, ph - i * dh), oh)    # output rows whose input row is inside
             oy1 = max(min(oh, h + ph - i * dh), oy0)
             if oy0 > 0:
-                memset(dst, <unsigned char>f, oy0 * ow)
+                memset(dst, f, oy0 * ow)
             if oy1 < oh:
-                memset(dst + oy1 * ow, <unsigned char>f, (oh - oy1) * ow)
+                memset(dst + oy1 * ow, f, (oh - oy1) * ow)
             if oy1 > oy0:
-                edl_im2col_flat_u8(<unsigned char *>dst + oy0 * ow,
-                                   <const unsigned char *>&x[ch, oy0 - ph + i * dh, 0], off,
-                                   oy1 - oy0, ow, lo, hi, <unsigned char>f)
+                edl_im2col_flat_u8(dst + oy0 * ow, x + (ch * h + oy0 - ph + i * dh) * w, off,
+                                   oy1 - oy0, ow, lo, hi, f)
             continue
         for oy in range(oh):
             iy = oy * sh - ph + i * dh
             if iy < 0 or iy >= h:
-                memset(dst + oy * ow, <unsigned char>f, ow)
+                memset(dst + oy * ow, f, ow)
                 continue
-            src = &x[ch, iy, 0]
-            memset(dst + oy * ow, <unsigned char>f, lo)
+            src = x + (ch * h + iy) * w
+            memset(dst + oy * ow, f, lo)
             if sw == 1:
                 memcpy(dst + oy * ow + lo, src + lo + off, hi - lo)
             elif hi > lo:
-                edl_gather_u8(<unsigned char *>dst + oy * ow + lo,
-                              <const unsigned char *>src + lo * sw + off, sw, hi - lo)
-            memset(dst + oy * ow + hi, <unsigned char>f, ow - hi)
+                edl_gather_u8(dst + oy * ow + lo, src + lo * sw + off, sw, hi - lo)
+            memset(dst + oy * ow + hi, f, ow - hi)
 
 
 def padded_im2col_ok(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
@@ -463,64 +478,89 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
     """qgemm_requant with the weights qgemm_pack laid out (no per-call packing); tables
     (M, 256): out[i] = tables[i][out[i]] as each tile row is made (an 8-bit activation)."""
     cdef Py_ssize_t m = pk[2], k = pk[3], n = b.shape[1]
-    cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, t, nt, q0
     cdef const short[:, ::1] av = pk[1]
     cdef const signed char[:, ::1] wv
-    # the u8 x s8 dot kernels take unsigned columns; signed ones run the int16 pairs
-    cdef bint u8s8 = pk[0] is not None and q8 is u8_t
     cdef const signed char *w8 = NULL
-    cdef const short *a16 = &av[0, 0]
-    cdef void *pack
-    cdef int *tacc
-    cdef int failed = 0
-    cdef int *pfailed = &failed
     # the kernels index by these sizes unchecked: a pack that does not fit the call is an
     # error, not a read past its end
-    if (av.shape[0] != m or av.shape[1] < 2 * kp2 or b.shape[0] != k or out.shape[0] != m
-            or out.shape[1] != n or corr.shape[0] < m or scale.shape[0] < m):
+    if (av.shape[0] != m or av.shape[1] < 2 * ((k + 1) // 2) or b.shape[0] != k
+            or out.shape[0] != m or out.shape[1] != n or corr.shape[0] < m
+            or scale.shape[0] < m):
         raise ValueError(f"qgemm_requant_packed: a pack of {m} x {k} weights does not fit "
                          f"b ({b.shape[0]}, {b.shape[1]}), out ({out.shape[0]}, {out.shape[1]}), "
                          f"{corr.shape[0]} corr, {scale.shape[0]} scales")
     cdef const unsigned char *tp = _tables(tables, m, "qgemm_requant_packed")
     if m * n == 0:
         return
-    if u8s8:
+    if pk[0] is not None:
         wv = pk[0]
-        if wv.shape[0] != m or wv.shape[1] < 4 * kq:
+        if wv.shape[0] != m or wv.shape[1] < 4 * ((k + 3) // 4):
             raise ValueError("qgemm_requant_packed: the int8 rows do not fit the pack")
         w8 = &wv[0, 0]
-    nt = (n + TILE - 1) // TILE
-    with nogil, parallel(use_threads_if=m * k * n >= PAR_ELEMS * 8):
-        pack = malloc(max(1, 4 * max(kq, kp2) * TILE))
-        tacc = <int *>malloc(m * TILE * sizeof(int))
-        for t in prange(nt, schedule="static"):
-            q0 = t * TILE
-            if pack != NULL and tacc != NULL:
-                _gemm_requant_tile(w8, a16, u8s8, &b[0, 0], k, n, m, q0,
-                                   TILE if q0 + TILE <= n else n - q0, &corr[0], &scale[0],
-                                   zero_point, &out[0, 0], pack, tacc, tp)
-            else:
-                pfailed[0] = 1
-        free(pack)
-        free(tacc)
+    cdef int failed
+    with nogil:
+        failed = _qgemm_rq(w8, &av[0, 0], &b[0, 0], q8 is s8_t, k, n, m, &corr[0], &scale[0],
+                           zero_point, &out[0, 0], q8b is s8_t, tp)
     if failed:
         raise MemoryError("qgemm_requant: no memory for a packed tile of b")
 
 
-cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const int[::1] w_zp,
-                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh,
-                Py_ssize_t ow, int *acc, void *out, bint out_s8, const int *bias,
-                const float *scale, int zero_point,
-                const unsigned char *tables=NULL) except *:
+cdef int _qgemm_rq(const signed char *w8, const short *a16, const void *b, bint b_s8,
+                   Py_ssize_t k, Py_ssize_t n, Py_ssize_t m, const int *corr,
+                   const float *scale, int zero_point, void *out, bint out_s8,
+                   const unsigned char *tp) noexcept nogil:
+    """out (M, N) = requantize(w @ b + corr) (then looked up in tp's M tables when not NULL),
+    in column tiles run in parallel: w the qgemm_pack of M x K weights (w8 its int8 rows or
+    NULL, a16 its int16 rows), b (K, N) uint8 or int8 (b_s8), out uint8 or int8 (out_s8).
+    The u8 x s8 dot kernels run where w8 is given and b is unsigned, the int16 pairs else.
+    Returns 1 where a thread's tile buffers could not be allocated (out is then garbage)."""
+    cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, t, nt, nq, q0
+    cdef bint u8s8 = w8 != NULL and not b_s8
+    cdef void *pack
+    cdef int *tacc
+    cdef int failed = 0
+    cdef int *pfailed = &failed
+    nt = (n + TILE - 1) // TILE
+    with parallel(use_threads_if=m * k * n >= PAR_ELEMS * 8):
+        pack = malloc(max(1, 4 * max(kq, kp2) * TILE))
+        tacc = <int *>malloc(m * TILE * sizeof(int))
+        for t in prange(nt, schedule="static"):
+            q0 = t * TILE
+            nq = TILE if q0 + TILE <= n else n - q0
+            if pack == NULL or tacc == NULL:
+                pfailed[0] = 1
+            elif b_s8 and out_s8:
+                _gemm_requant_tile(w8, a16, u8s8, <const s8_t *>b, k, n, m, q0, nq, corr,
+                                   scale, zero_point, <s8_t *>out, pack, tacc, tp)
+            elif b_s8:
+                _gemm_requant_tile(w8, a16, u8s8, <const s8_t *>b, k, n, m, q0, nq, corr,
+                                   scale, zero_point, <u8_t *>out, pack, tacc, tp)
+            elif out_s8:
+                _gemm_requant_tile(w8, a16, u8s8, <const u8_t *>b, k, n, m, q0, nq, corr,
+                                   scale, zero_point, <s8_t *>out, pack, tacc, tp)
+            else:
+                _gemm_requant_tile(w8, a16, u8s8, <const u8_t *>b, k, n, m, q0, nq, corr,
+                                   scale, zero_point, <u8_t *>out, pack, tacc, tp)
+        free(pack)
+        free(tacc)
+    return failed
+
+
+cdef int _qdwp(const q8 *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd, int x_zp,
+               const q8b *w, Py_ssize_t kh, Py_ssize_t kw, const int *w_zp, Py_ssize_t sh,
+               Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t oh, Py_ssize_t ow,
+               int *acc, void *out, bint out_s8, const int *bias, const float *scale,
+               int zero_point, const unsigned char *tables) noexcept nogil:
     """Depthwise conv (dilation 1): each plane copied into a buffer padded with the zero point
     (so every tap is in range and (x - x_zp) sums as sum(w * x) - x_zp * sum(w)), then one
     pass per output row, or one over the whole plane at stride 1 (3x3: the fused 9-tap
     kernels, VNNI rows where the CPU has them) into acc (C, oh, ow) int32, or (out not NULL)
     into a row buffer requantized at once into out (uint8, or int8 when out_s8) with
     bias[ch] and scale[ch], then (tables not NULL) looked up in channel ch's table of 256
-    while the plane is in cache."""
-    cdef Py_ssize_t c = x.shape[0], h = x.shape[1], wd = x.shape[2]
-    cdef Py_ssize_t kh = w.shape[1], kw = w.shape[2], nk = kh * kw
+    while the plane is in cache. x (C, H, W) and w (C, kh, kw) C-contiguous, w_zp C values.
+    Returns 1 where a thread's buffers could not be allocated (the output is then garbage),
+    else 0."""
+    cdef Py_ssize_t nk = kh * kw
     cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
     cdef Py_ssize_t ch, r, iy, lo, hi, oy, t
     cdef bint k3 = kh == 3 and kw == 3 and sh == sw and sh <= 2
@@ -538,7 +578,7 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
     cdef edl_qdwf_plan flat
     cdef bint flat_ok = (q8 is u8_t and out != NULL and sh == 1 and sw == 1
                          and edl_qdwf_make_plan(&flat, kh, kw, wp))
-    with nogil, parallel(use_threads_if=c * oh * ow * nk >= PAR_ELEMS):
+    with parallel(use_threads_if=c * oh * ow * nk >= PAR_ELEMS):
         # per thread: the plane (+ kw + 64 bytes that the stride-1 run and the VNNI rows
         # read past its end, never used), the taps, the int32 rows (a plane at stride 1)
         buf = <q8 *>malloc(hp * wp * sizeof(q8) + kw + 64)
@@ -550,7 +590,7 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
                 continue
             wsum = 0
             w8 = 1
-            wch = &w[ch, 0, 0]          # the channel's taps in a row (w is C-contiguous)
+            wch = w + ch * nk           # the channel's taps in a row
             for t in range(nk):
                 wk[t] = <int>wch[t] - w_zp[ch]
                 wsum = wsum + wk[t]
@@ -562,7 +602,8 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
             for r in range(hp):
                 iy = r - ph
                 if 0 <= iy < h and hi > lo:
-                    memcpy(buf + r * wp + lo, &x[ch, iy, lo - pw], (hi - lo) * sizeof(q8))
+                    memcpy(buf + r * wp + lo, x + (ch * h + iy) * wd + lo - pw,
+                           (hi - lo) * sizeof(q8))
             # the plane requantized as it is computed, where the CPU has those kernels
             done = 0
             if flat_ok and w8:
@@ -635,8 +676,7 @@ cdef void _qdwp(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const i
         free(buf)
         free(wk)
         free(row)
-    if failed:
-        raise MemoryError("qdepthwise: no memory for a padded plane")
+    return failed
 
 
 def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
@@ -656,10 +696,9 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
     cdef unsigned char[:, :, ::1] o8 = out.view("uint8")
     cdef Py_ssize_t m = o8.shape[0], oh = o8.shape[1], ow = o8.shape[2]
     cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
-    cdef Py_ssize_t k = c * kh * kw, ng = (k + 3) // 4, ch, r, iy, lo, hi, t, nt, mm
+    cdef Py_ssize_t ng = (c * kh * kw + 3) // 4
     cdef bint s8 = out.dtype.kind == "i"
     cdef edl_qcd_plan plan
-    cdef unsigned char *buf
     if m * oh * ow == 0 or oh < 1 or ow < 1:
         return False
     cdef const unsigned char *tp = _tables(tables, m, "qconv_direct_requant")
@@ -671,32 +710,50 @@ def qconv_direct_requant(const unsigned char[:, :, ::1] x, int x_zp,
             or scale.shape[0] < m or sh < 1 or ph < 0 or pw < 0):
         raise ValueError("qconv_direct_requant: the weights, parameters or geometry do not "
                          f"fit x {tuple(x.shape)} and out {tuple(out.shape)}")
-    buf = <unsigned char *>malloc(c * hp * wp + 64)
-    if buf == NULL:
-        raise MemoryError("qconv_direct_requant: no memory for the padded planes")
-    cdef const int *w32 = <const int *>&w4[0, 0]
+    cdef int failed
     with nogil:
-        memset(buf, <unsigned char>x_zp, c * hp * wp + 64)
-        lo = max(0, pw)                       # buffer columns holding image columns
-        hi = min(wp, wd + pw)
-        if hi > lo:
-            for t in prange(c * hp, schedule="static", use_threads_if=c * hp * wp >= PAR_ELEMS):
-                ch = t // hp
-                r = t % hp
-                iy = r - ph
-                if 0 <= iy < h:
-                    memcpy(buf + t * wp + lo, &x[ch, iy, lo - pw], hi - lo)
-        # blocks of 4 output rows a thread step
-        nt = (oh + 3) // 4
-        for t in prange(nt, schedule="static", use_threads_if=m * k * oh * ow >= PAR_ELEMS * 8):
-            edl_qconv_direct_rows_vnni(buf, wp, sh, sw, &plan, w32, m, &corr[0], &scale[0],
-                                  zero_point, s8, &o8[0, 0, 0], oh, ow, 4 * t,
-                                  min(oh, 4 * t + 4))
-        if tp != NULL:
-            for mm in prange(m, schedule="static", use_threads_if=m * oh * ow >= PAR_ELEMS):
-                edl_lookup(&o8[mm, 0, 0], tp + 256 * mm, &o8[mm, 0, 0], oh * ow)
-    free(buf)
+        failed = _qconv_direct(&x[0, 0, 0], c, h, wd, x_zp, <const int *>&w4[0, 0], m, kh, kw,
+                               sh, sw, ph, pw, &plan, &corr[0], &scale[0], zero_point, s8,
+                               &o8[0, 0, 0], oh, ow, tp)
+    if failed:
+        raise MemoryError("qconv_direct_requant: no memory for the padded planes")
     return True
+
+
+cdef int _qconv_direct(const unsigned char *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
+                       int x_zp, const int *w32, Py_ssize_t m, Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                       const edl_qcd_plan *plan, const int *corr, const float *scale,
+                       int zero_point, bint s8, unsigned char *o8, Py_ssize_t oh,
+                       Py_ssize_t ow, const unsigned char *tp) noexcept nogil:
+    """qconv_direct_requant's work on checked arguments (x (C, H, W), o8 (M, OH, OW), plan
+    made for this geometry). Returns 1 where the padded planes could not be allocated."""
+    cdef Py_ssize_t hp = (oh - 1) * sh + kh, wp = (ow - 1) * sw + kw
+    cdef Py_ssize_t ch, r, iy, lo, hi, t, nt, mm
+    cdef Py_ssize_t k = c * kh * kw
+    cdef unsigned char *buf = <unsigned char *>malloc(c * hp * wp + 64)
+    if buf == NULL:
+        return 1
+    memset(buf, <unsigned char>x_zp, c * hp * wp + 64)
+    lo = max(0, pw)                       # buffer columns holding image columns
+    hi = min(wp, wd + pw)
+    if hi > lo:
+        for t in prange(c * hp, schedule="static", use_threads_if=c * hp * wp >= PAR_ELEMS):
+            ch = t // hp
+            r = t % hp
+            iy = r - ph
+            if 0 <= iy < h:
+                memcpy(buf + t * wp + lo, x + (ch * h + iy) * wd + lo - pw, hi - lo)
+    # blocks of 4 output rows a thread step
+    nt = (oh + 3) // 4
+    for t in prange(nt, schedule="static", use_threads_if=m * k * oh * ow >= PAR_ELEMS * 8):
+        edl_qconv_direct_rows_vnni(buf, wp, sh, sw, plan, w32, m, corr, scale, zero_point, s8,
+                                   o8, oh, ow, 4 * t, min(oh, 4 * t + 4))
+    if tp != NULL:
+        for mm in prange(m, schedule="static", use_threads_if=m * oh * ow >= PAR_ELEMS):
+            edl_lookup(o8 + mm * oh * ow, tp + 256 * mm, o8 + mm * oh * ow, oh * ow)
+    free(buf)
+    return 0
 
 
 cdef int _check_dw(Py_ssize_t c, Py_ssize_t wc, Py_ssize_t nzp, Py_ssize_t oc,
@@ -722,8 +779,9 @@ def qdepthwise(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w, const in
     if c * oh * ow == 0:
         return
     if dh == 1 and dw == 1:
-        _qdwp(x, x_zp, w, w_zp, sh, sw, ph, pw, oh, ow, &acc[0, 0, 0], <void *>NULL, False,
-              <const int *>NULL, <const float *>NULL, 0)
+        if _qdwp(&x[0, 0, 0], c, h, wd, x_zp, &w[0, 0, 0], kh, kw, &w_zp[0], sh, sw, ph, pw,
+                 oh, ow, &acc[0, 0, 0], NULL, False, NULL, NULL, 0, NULL):
+            raise MemoryError("qdepthwise: no memory for a padded plane")
         return
     for ch in prange(c, nogil=True, schedule="static",
                      use_threads_if=c * oh * ow * kh * kw >= PAR_ELEMS):
@@ -771,8 +829,10 @@ def qdepthwise_requant(const q8[:, :, ::1] x, int x_zp, const q8b[:, :, ::1] w,
     if c * oh * ow == 0:
         return
     if dh == 1 and dw == 1:
-        _qdwp(x, x_zp, w, w_zp, sh, sw, ph, pw, oh, ow, <int *>NULL, <void *>&o8[0, 0, 0],
-              s8, &bias[0], &scale[0], zero_point, tp)
+        if _qdwp(&x[0, 0, 0], c, x.shape[1], x.shape[2], x_zp, &w[0, 0, 0], w.shape[1],
+                 w.shape[2], &w_zp[0], sh, sw, ph, pw, oh, ow, NULL, &o8[0, 0, 0], s8,
+                 &bias[0], &scale[0], zero_point, tp):
+            raise MemoryError("qdepthwise: no memory for a padded plane")
         return
     import numpy as np
     acc = np.empty((c, oh, ow), np.int32)
@@ -890,3 +950,231 @@ def int8_gemm_isa():
     if edl_q_amx():
         return "amx"
     return {2: "avx512vnni", 1: "avxvnni"}.get(edl_q_u8s8(), "int16 pairs")
+
+
+# ----------------------------------------------------------------------------- bound convs
+cdef enum:
+    QC_DIRECT = 0   # 1x1, stride 1, no pads: x's planes are the GEMM's columns
+    QC_ROWS = 1     # im2col (_im2col_rows), then the GEMM
+    QC_PADDED = 2   # im2col of the padded width, the GEMM, each row's ow values copied out
+    QC_STEM = 3     # _qconv_direct: few input channels, AVX-512 VNNI + VBMI
+    QC_DW = 4       # depthwise, dilation 1 (_qdwp)
+
+
+cdef bint _q8_array(const Py_buffer *b, bint s8, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2,
+                    Py_ssize_t d3) noexcept:
+    """b is an int8 (s8) or uint8 buffer of shape (d0, d1, d2, d3)."""
+    cdef const char *f = b.format
+    if f[0] == b'@' or f[0] == b'=' or f[0] == b'|':
+        f += 1
+    return ((f[0] == b'b' if s8 else f[0] == b'B') and f[1] == 0 and b.ndim == 4
+            and b.shape[0] == d0
+            and b.shape[1] == d1 and b.shape[2] == d2 and b.shape[3] == d3)
+
+
+cdef class QConv8:
+    """An 8-bit QLinearConv of one image bound to its prepared weights, requantization and
+    geometry: kernels.quant.qlinear_conv2d_plan's fast path on the Cython backend (the ONNX
+    runtime's int8 convs), as conv.ConvF32 is for float32. Dense (group 1: ``pk`` from
+    qgemm_pack of the weights minus their zero points, ``corr`` = bias - xz * their row
+    sums) or depthwise (``wdw`` the (C, kh, kw) weights, ``wz`` their zero points,
+    ``corr`` the bias; dilation 1). ``stem``: the direct kernel's weights
+    (qconv_direct_requant's w4) where that kernel may run. The path is chosen here, once,
+    by the rules the general path follows (``kind``).
+
+    ``call(x, y, nthreads)`` runs it and returns True when x is a C-contiguous (1, C, H, W)
+    array of the planned 8-bit type and y a writable C-contiguous (1, M, OH, OW) one of the
+    output's, not overlapping x; otherwise it returns False and touches nothing (the caller
+    then takes the general path, which raises the right errors). No Python runs between the
+    buffer requests and the kernels: a small conv's ~4 us of argument handling was ~10% of
+    an int8 detector's time.
+    """
+    cdef list keep              # the arrays behind the pointers below
+    cdef const signed char *w8
+    cdef const short *a16
+    cdef const void *wdw
+    cdef const int *wz
+    cdef const int *w32
+    cdef const int *corr
+    cdef const float *scale
+    cdef const unsigned char *tables
+    cdef edl_qcd_plan plan
+    cdef int kind
+    cdef int xz, yz
+    cdef bint x_s8, y_s8, w_s8
+    cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, k, wq, ld, npad
+
+    def __init__(self, bint depthwise, pk, wdw, wz, stem, const int[::1] corr,
+                 const float[::1] scale, int xz, int yz, bint x_s8, bint y_s8, tables,
+                 Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t m, Py_ssize_t oh,
+                 Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw):
+        if min(c, h, w, m, oh, ow, kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+            raise ValueError("QConv8: every size must be >= 1 and pads >= 0")
+        if corr.shape[0] < m or scale.shape[0] < m:
+            raise ValueError(f"QConv8: {m} channels need {m} corrections and scales")
+        self.keep = [corr, scale]
+        self.corr, self.scale = &corr[0], &scale[0]
+        self.xz, self.yz, self.x_s8, self.y_s8 = xz, yz, x_s8, y_s8
+        self.c, self.h, self.w, self.m, self.oh, self.ow = c, h, w, m, oh, ow
+        self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw = (
+            kh, kw, sh, sw, ph, pw, dh, dw)
+        self.k = c * kh * kw
+        self.tables = self._bind_tables(tables)
+        if depthwise:
+            self._bind_depthwise(wdw, wz)
+        else:
+            self._bind_dense(pk, stem)
+
+    cdef const unsigned char *_bind_tables(self, tables) except? NULL:
+        if tables is None:
+            return NULL
+        cdef const unsigned char[:, ::1] t = tables
+        self.keep.append(t)
+        return _tables(t, self.m, "QConv8")
+
+    cdef int _bind_depthwise(self, wdw, wz) except -1:
+        cdef const signed char[:, :, ::1] wv = wdw.view("int8")
+        cdef const int[::1] zv = wz
+        if (self.m != self.c or wv.shape[0] != self.c or wv.shape[1] != self.kh
+                or wv.shape[2] != self.kw or zv.shape[0] < self.c or self.dh != 1
+                or self.dw != 1):
+            raise ValueError(f"QConv8: depthwise weights must be ({self.c}, {self.kh}, "
+                             f"{self.kw}) with {self.c} zero points, M = C and dilation 1")
+        self.keep += [wv, zv]
+        self.wdw, self.wz, self.w_s8 = &wv[0, 0, 0], &zv[0], wdw.dtype.kind == "i"
+        self.kind = QC_DW
+        return 0
+
+    cdef int _bind_dense(self, tuple pk, stem) except -1:
+        cdef const short[:, ::1] av = pk[1]
+        cdef const signed char[:, ::1] wv
+        cdef const signed char[:, ::1] sv
+        if (pk[2] != self.m or pk[3] != self.k or av.shape[0] != self.m
+                or av.shape[1] < 2 * ((self.k + 1) // 2)):
+            raise ValueError(f"QConv8: the pack must hold {self.m} x {self.k} weights")
+        self.keep.append(av)
+        self.a16 = &av[0, 0]
+        if pk[0] is not None:
+            wv = pk[0]
+            if wv.shape[0] != self.m or wv.shape[1] < 4 * ((self.k + 3) // 4):
+                raise ValueError("QConv8: the int8 rows do not fit the pack")
+            self.keep.append(wv)
+            self.w8 = &wv[0, 0]
+        self.kind = QC_ROWS
+        if self.kh == self.kw == self.sh == self.sw == 1 and self.ph == self.pw == 0:
+            # (a 1x1 conv's end pads only add output cells: then oh, ow say so)
+            if self.oh == self.h and self.ow == self.w:
+                self.kind = QC_DIRECT
+        elif edl_im2col_padded_ok(self.oh, self.ow, self.kh, self.kw, self.sh, self.sw,
+                                  self.dw):
+            self.kind = QC_PADDED
+            self.wq = self.ow + (self.kw - 1) * self.dw
+            self.ld = (self.oh * self.wq + 15) // 16 * 16   # whole 16-column steps
+            self.npad = (self.c * (self.oh + (self.kh - 1) * self.dh) * self.wq
+                         + (self.kw - 1) * self.dw + self.ld - self.oh * self.wq)
+        if stem is not None and not self.x_s8 and self.dh == 1 and self.dw == 1:
+            sv = stem
+            if (sv.shape[0] >= (self.m + 15) // 16 * 16 and sv.shape[1] == 4 * ((self.k + 3) // 4)
+                    and edl_qcd_make_plan(&self.plan, self.c, self.kh, self.kw, self.sw,
+                                          (self.oh - 1) * self.sh + self.kh,
+                                          (self.ow - 1) * self.sw + self.kw)):
+                self.keep.append(sv)
+                self.w32 = <const int *>&sv[0, 0]
+                self.kind = QC_STEM
+        return 0
+
+    @property
+    def path(self):
+        """The kernel path chosen: "direct" (1x1), "rows" (im2col + GEMM), "padded" (narrow
+        outputs), "stem" (few input channels) or "depthwise"."""
+        return ("direct", "rows", "padded", "stem", "depthwise")[self.kind]
+
+    def __call__(self, x, y, int nthreads):
+        cdef Py_buffer bx, by
+        cdef int failed = 0
+        cdef bint ok
+        if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+            return False
+        ok = (_q8_array(&bx, self.x_s8, 1, self.c, self.h, self.w)
+              and _q8_array(&by, self.y_s8, 1, self.m, self.oh, self.ow)
+              and disjoint(&bx, &by, False))
+        if ok:
+            if omp_get_max_threads() != nthreads:
+                omp_set_num_threads(nthreads)
+            with nogil:
+                failed = self._run(<const unsigned char *>bx.buf, <unsigned char *>by.buf)
+        release_pair(&bx, &by)
+        if failed:
+            raise MemoryError("QConv8: out of memory for the conv's buffers")
+        return ok
+
+    cdef int _run(self, const unsigned char *x, unsigned char *y) noexcept nogil:
+        cdef unsigned char *cols
+        cdef Py_ssize_t L = self.oh * self.ow
+        cdef int failed
+        if self.kind == QC_DIRECT:
+            return _qgemm_rq(self.w8, self.a16, x, self.x_s8, self.k, L, self.m, self.corr,
+                             self.scale, self.yz, y, self.y_s8, self.tables)
+        if self.kind == QC_STEM:
+            return _qconv_direct(x, self.c, self.h, self.w, self.xz, self.w32, self.m,
+                                 self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
+                                 &self.plan, self.corr, self.scale, self.yz, self.y_s8, y,
+                                 self.oh, self.ow, self.tables)
+        if self.kind == QC_DW:
+            return self._depthwise(x, y)
+        if self.kind == QC_PADDED:
+            return self._padded(x, y)
+        cols = <unsigned char *>malloc(self.k * L)
+        if cols == NULL:
+            return 1
+        _im2col_rows(x, self.c, self.h, self.w, <unsigned char>self.xz, self.kh, self.kw,
+                     self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.oh, self.ow,
+                     cols)
+        failed = _qgemm_rq(self.w8, self.a16, cols, self.x_s8, self.k, L, self.m, self.corr,
+                           self.scale, self.yz, y, self.y_s8, self.tables)
+        free(cols)
+        return failed
+
+    cdef int _padded(self, const unsigned char *x, unsigned char *y) noexcept nogil:
+        """QC_PADDED: the GEMM into oh x wq columns (ld with the step's slack), of which each
+        row's first ow are the output's."""
+        cdef Py_ssize_t r, oy
+        cdef int failed = 1
+        cdef unsigned char *pad = <unsigned char *>malloc(self.npad)
+        cdef unsigned char *cols = <unsigned char *>malloc(self.k * self.ld)
+        cdef unsigned char *y2 = <unsigned char *>malloc(self.m * self.ld)
+        if pad != NULL and cols != NULL and y2 != NULL:
+            edl_im2col_padded_u8(x, self.c, self.h, self.w, self.kh, self.kw, self.ph,
+                                 self.pw, self.dh, self.dw, self.oh, self.ow,
+                                 <unsigned char>self.xz, pad, cols, self.ld)
+            failed = _qgemm_rq(self.w8, self.a16, cols, self.x_s8, self.k, self.ld, self.m,
+                               self.corr, self.scale, self.yz, y2, self.y_s8, self.tables)
+            for r in range(self.m):
+                for oy in range(self.oh):
+                    memcpy(y + (r * self.oh + oy) * self.ow, y2 + r * self.ld + oy * self.wq,
+                           self.ow)
+        free(pad)
+        free(cols)
+        free(y2)
+        return failed
+
+    cdef int _depthwise(self, const unsigned char *x, unsigned char *y) noexcept nogil:
+        if self.x_s8 and self.w_s8:
+            return _qdwp(<const s8_t *>x, self.c, self.h, self.w, self.xz,
+                         <const s8_t *>self.wdw, self.kh, self.kw, self.wz, self.sh, self.sw,
+                         self.ph, self.pw, self.oh, self.ow, NULL, y, self.y_s8, self.corr,
+                         self.scale, self.yz, self.tables)
+        if self.x_s8:
+            return _qdwp(<const s8_t *>x, self.c, self.h, self.w, self.xz,
+                         <const u8_t *>self.wdw, self.kh, self.kw, self.wz, self.sh, self.sw,
+                         self.ph, self.pw, self.oh, self.ow, NULL, y, self.y_s8, self.corr,
+                         self.scale, self.yz, self.tables)
+        if self.w_s8:
+            return _qdwp(<const u8_t *>x, self.c, self.h, self.w, self.xz,
+                         <const s8_t *>self.wdw, self.kh, self.kw, self.wz, self.sh, self.sw,
+                         self.ph, self.pw, self.oh, self.ow, NULL, y, self.y_s8, self.corr,
+                         self.scale, self.yz, self.tables)
+        return _qdwp(<const u8_t *>x, self.c, self.h, self.w, self.xz, <const u8_t *>self.wdw,
+                     self.kh, self.kw, self.wz, self.sh, self.sw, self.ph, self.pw, self.oh,
+                     self.ow, NULL, y, self.y_s8, self.corr, self.scale, self.yz, self.tables)

@@ -111,6 +111,13 @@ def _kernel(name, backend):
     return _dispatch.impl("quant", name, backend)
 
 
+def _bound_backend(backend):
+    """Whether a plan binds its Cython fast path (QConv8): the Cython backend named
+    explicitly (as the ONNX runtime names it), where the other backends' plans keep calling
+    their twins."""
+    return backend is not None and _config.resolve_backend(backend) == "cython"
+
+
 def _numba_writable(x, backend):
     """numba compiles a second specialisation for read-only arrays: copy those for it."""
     if _config.resolve_backend(backend) == "numba" and not x.flags.writeable:
@@ -404,6 +411,16 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
             and x_dtype == np.uint8 and -128 <= wd.min(initial=0) and wd.max(initial=0) <= 127)
     narrow_run = []     # _NarrowQConv where it runs: made on the first Cython call
     bound = {}
+    fast = None
+    if n == 1 and group == 1 and _bound_backend(backend):
+        stem_w = None
+        if stem:
+            stem_w = np.zeros(((m + 15) // 16 * 16, 4 * ((k + 3) // 4)), np.int8)
+            stem_w[:m, :k] = wd.reshape(m, k)
+        cy = _dispatch.twin_module("quant", "cython")
+        fast = cy.QConv8(False, cy.qgemm_pack(wd[0]), None, None, stem_w, corr[0], mult[0],
+                         xz, yz, x_dtype == np.int8, ydt == np.int8, tables, c, h, wdt, m, oh,
+                         ow, kh, kw, sh, sw, pads[0], pads[1], dh, dw)
 
     def kernels(bk):
         # the kernels, and the weights laid out for them once per backend (qgemm_pack)
@@ -422,6 +439,10 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         return got
 
     def run(x, out=None):
+        if fast is not None:
+            y = np.empty(oshape, ydt) if out is None else out
+            if fast(x, y, _config.get_num_threads()):
+                return y
         y = _planned_output(x, x_shape, x_dtype, oshape, ydt, out)
         if y.size == 0:
             return y
@@ -449,6 +470,7 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
                  None if tables is None else tables[g * mg:(g + 1) * mg])
         return y
     run.out_shape = oshape
+    run._fast = fast
     return run
 
 
@@ -550,6 +572,12 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
     wc = np.ascontiguousarray(w.reshape(c, kh, kw))
     wz = np.array(wz, np.int32)
     bound = {}
+    fast = None
+    if n == 1 and dh == dw == 1 and _bound_backend(backend):
+        fast = _dispatch.twin_module("quant", "cython").QConv8(
+            True, None, wc, wz, None, bias, mult, xz, yz, x_dtype == np.int8, ydt == np.int8,
+            tables, c, x_shape[2], x_shape[3], c, oh, ow, kh, kw, sh, sw, pads[0], pads[1],
+            dh, dw)
 
     def kernel(bk):
         got = bound.get(bk)
@@ -558,6 +586,10 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
         return got
 
     def run(x, out=None):
+        if fast is not None:
+            y = np.empty(oshape, ydt) if out is None else out
+            if fast(x, y, _config.get_num_threads()):
+                return y
         y = _planned_output(x, x_shape, x_dtype, oshape, ydt, out)
         if y.size:
             bk = _config.resolve_backend(backend)
@@ -568,6 +600,7 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
                   tables)
         return y
     run.out_shape = oshape
+    run._fast = fast
     return run
 
 

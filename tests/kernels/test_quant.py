@@ -745,6 +745,66 @@ def test_qlinear_conv_plan_matches_reference(backend, case, types, rng):
     np.testing.assert_array_equal(out, want)
 
 
+BOUND_CASES = [  # (PLAN_CASES entry, the path QConv8 takes)
+    (((1, 16, 10, 23), 7, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)), {"direct"}),
+    (((1, 5, 9, 9), 6, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1)), {"rows"}),    # 1x1 stride 2
+    (((1, 16, 40, 41), 9, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)), {"rows"}),  # K > 128, wide
+    (((1, 20, 4, 5), 6, 1, 3, (1, 1), (1, 1, 1, 1), (1, 1)), {"padded"}),
+    (((1, 16, 7, 9), 5, 1, 3, (1, 1), (2, 0, 1, 3), (2, 2)), {"padded"}),
+    (((1, 3, 21, 37), 24, 1, 3, (2, 2), (1, 1, 1, 1), (1, 1)), {"stem", "rows"}),
+    (((1, 4, 11, 37), 4, 4, 3, (1, 1), (1, 1, 1, 1), (1, 1)), {"depthwise"}),
+    (((1, 3, 10, 75), 3, 3, 5, (2, 2), (2, 2, 2, 2), (1, 1)), {"depthwise"}),
+]
+
+
+@pytest.mark.parametrize("case,paths", BOUND_CASES)
+@pytest.mark.parametrize("types", [(U8, S8, U8), (U8, S8, S8), (S8, S8, S8), (U8, U8, U8)])
+@pytest.mark.parametrize("lookup", [False, True])
+def test_bound_qconv_matches_reference(case, paths, types, lookup, rng):
+    """The Cython plan's bound conv (QConv8: one call, no Python between the buffers and
+    the kernels) on each of its paths equals the NumPy reference, per-channel activation
+    tables included; it declines, touching nothing, what it was not bound for (the general
+    path then raises)."""
+    pytest.importorskip("edgedl._cy.quant", reason="the Cython backend is not built")
+    xshape, m, group, k, st, pads, dil = case
+    xt, wt, yt = types
+    x = _q(rng, xshape, xt)
+    w = _q(rng, (m, xshape[1] // group, k, k), wt)
+    wz = rng.integers(-3, 4, m).astype(wt) if wt == S8 else rng.integers(100, 140, m).astype(wt)
+    ws = rng.uniform(1e-3, 2e-2, m).astype(np.float32)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    tables = _q(rng, (m, 256), yt) if lookup else None
+    params = (np.float32(0.05), xt(3), w, ws, wz, np.float32(0.3), yt(7), bias)
+    want = Q.qlinear_conv2d(x, *params[:6], yt(7), bias, st, pads, dil, group, backend="numpy")
+    if lookup:
+        want = np.stack([tables[c][want[0, c].view(U8)] for c in range(m)])[None]
+    run = Q.qlinear_conv2d_plan(x.shape, x.dtype, *params, st, pads, dil, group,
+                                backend="cython", tables=tables)
+    fast = run._fast
+    assert fast is not None and fast.path in paths
+    if xt == S8:
+        assert fast.path != "stem"              # the stem kernel reads unsigned columns
+    y = np.full(run.out_shape, 5, yt)
+    assert fast(x, y, 1)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(run(x), want)
+    other = S8 if xt == U8 else U8
+    for bad in (x.astype(other), x[:, :1], x.astype(np.float32)):
+        assert not fast(bad, y, 1)
+        with pytest.raises(ShapeError):
+            run(bad, y)
+    flipped = x[:, :, :, ::-1]                  # not contiguous: the general path runs it
+    assert not fast(flipped, y, 1)
+    np.testing.assert_array_equal(run(flipped), run(np.ascontiguousarray(flipped)))
+    y[...] = 5
+    assert not fast(x, y.astype(S8 if yt == U8 else U8), 1)      # the output's type
+    assert not fast(x, y[:, :, ::-1], 1)        # not contiguous
+    assert not fast(x, np.frombuffer(y.tobytes(), yt).reshape(y.shape), 1)     # read-only
+    if x.nbytes >= y.nbytes and xt == yt:       # y inside x's memory
+        assert not fast(x, x.reshape(-1)[:y.size].reshape(y.shape), 1)
+    assert (y == 5).all()
+
+
 STEM_CASES = [  # (C, H, W, M, k, stride (rows, columns), pads)
     (3, 21, 37, 24, 3, (2, 2), (1, 1, 1, 1)),
     (3, 9, 50, 40, 3, (1, 1), (0, 1, 2, 1)),
