@@ -1178,3 +1178,121 @@ cdef class QConv8:
         return _qdwp(<const u8_t *>x, self.c, self.h, self.w, self.xz, <const u8_t *>self.wdw,
                      self.kh, self.kw, self.wz, self.sh, self.sw, self.ph, self.pw, self.oh,
                      self.ow, NULL, y, self.y_s8, self.corr, self.scale, self.yz, self.tables)
+
+
+# ----------------------------------------------------------------------------- bound maps
+cdef enum:
+    QM_QUANTIZE = 0     # float32 -> 8 bits: (x / scale[c]) rounded + zp[c], saturated
+    QM_DEQUANTIZE = 1   # 8 bits -> float32: (x - zp[c]) * scale[c]
+    QM_LOOKUP = 2       # 8 bits -> 8 bits: table[x]
+    QM_MAX_RANK = 8
+
+
+cdef bint _shaped(const Py_buffer *b, char fmt, const Py_ssize_t *shape, int ndim) noexcept:
+    """b has the format character fmt (native order) and this shape."""
+    cdef const char *f = b.format
+    cdef int i
+    if f[0] == b'@' or f[0] == b'=' or f[0] == b'|':
+        f += 1
+    if f[0] != fmt or f[1] != 0 or b.ndim != ndim:
+        return False
+    for i in range(ndim):
+        if b.shape[i] != shape[i]:
+            return False
+    return True
+
+
+cdef class QMap8:
+    """A planned elementwise 8-bit step bound to its constants (kernels.quant's Q / DQ /
+    lookup plans on the Cython backend): "quantize" (float32 -> uint8 / int8), "dequantize"
+    (uint8 / int8 -> float32), per tensor or per channel over the (a, c, b) view of x that
+    the axis gives, or "lookup" (a 256-entry table, 8 bits both ways). ``call(x, y,
+    nthreads)`` runs it and returns True when x and y are C-contiguous arrays of the planned
+    shape and types, y writable and not overlapping x (a lookup may run in place); else
+    False, nothing touched (the caller's general path then raises the right errors)."""
+    cdef list keep
+    cdef const float *scale
+    cdef const int *zp
+    cdef const unsigned char *table
+    cdef Py_ssize_t shape[QM_MAX_RANK]
+    cdef int ndim, kind
+    cdef Py_ssize_t a, c, b
+    cdef char xf, yf
+    cdef float lo, hi
+
+    def __init__(self, str kind, tuple shape, tuple shape3, str x_format, str y_format,
+                 scale=None, zero_point=None, table=None):
+        cdef const float[::1] sv
+        cdef const int[::1] zv
+        cdef const unsigned char[::1] tv
+        cdef Py_ssize_t n = 1
+        self.kind = {"quantize": QM_QUANTIZE, "dequantize": QM_DEQUANTIZE,
+                     "lookup": QM_LOOKUP}[kind]
+        if len(shape) > QM_MAX_RANK or len(shape3) != 3:
+            raise ValueError(f"QMap8: at most rank {QM_MAX_RANK}, and a 3-part view")
+        for i, d in enumerate(shape):
+            self.shape[i] = d
+            n *= d
+        self.ndim = len(shape)
+        self.a, self.c, self.b = shape3
+        if self.a * self.c * self.b != n or min(shape3) < 0:
+            raise ValueError(f"QMap8: the view {shape3} does not cover the shape {shape}")
+        fx, fy = {QM_QUANTIZE: ("f", "bB"), QM_DEQUANTIZE: ("bB", "f"),
+                  QM_LOOKUP: ("bB", "bB")}[self.kind]
+        if len(x_format) != 1 or len(y_format) != 1 or x_format not in fx or y_format not in fy:
+            raise ValueError(f"QMap8: {kind} takes formats {fx} -> {fy}")
+        self.xf, self.yf = ord(x_format), ord(y_format)
+        self.lo, self.hi = (-128.0, 127.0) if y_format == "b" else (0.0, 255.0)
+        self.keep = []
+        if self.kind == QM_LOOKUP:
+            tv = table
+            if tv.shape[0] != 256:
+                raise ValueError("QMap8: a table has 256 entries")
+            self.keep.append(tv)
+            self.table = &tv[0]
+        else:
+            sv, zv = scale, zero_point
+            if sv.shape[0] != self.c or zv.shape[0] != self.c:
+                raise ValueError(f"QMap8: {self.c} channels need {self.c} scales and zero "
+                                 f"points, got {sv.shape[0]} and {zv.shape[0]}")
+            self.keep += [sv, zv]
+            if self.c:
+                self.scale, self.zp = &sv[0], &zv[0]
+
+    def __call__(self, x, y, int nthreads):
+        cdef Py_buffer bx, by
+        cdef bint ok
+        if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+            return False
+        ok = (_shaped(&bx, self.xf, self.shape, self.ndim)
+              and _shaped(&by, self.yf, self.shape, self.ndim)
+              and disjoint(&bx, &by, self.kind == QM_LOOKUP))
+        if ok:
+            if omp_get_max_threads() != nthreads:
+                omp_set_num_threads(nthreads)
+            with nogil:
+                self._run(bx.buf, by.buf)
+        release_pair(&bx, &by)
+        return ok
+
+    cdef void _run(self, const void *x, void *y) noexcept nogil:
+        cdef Py_ssize_t p, ch, n = self.a * self.c * self.b, b = self.b
+        if n == 0:
+            return
+        if self.kind == QM_LOOKUP:
+            edl_lookup(<const unsigned char *>x, self.table, <unsigned char *>y, n)
+            return
+        for p in prange(self.a * self.c, schedule="static", use_threads_if=n >= PAR_ELEMS):
+            ch = p % self.c
+            if self.kind == QM_QUANTIZE and self.yf == b'B':
+                edl_quantize_u8(<const float *>x + p * b, self.scale[ch], self.zp[ch], self.lo,
+                                self.hi, <unsigned char *>y + p * b, b)
+            elif self.kind == QM_QUANTIZE:
+                edl_quantize_s8(<const float *>x + p * b, self.scale[ch], self.zp[ch], self.lo,
+                                self.hi, <signed char *>y + p * b, b)
+            elif self.xf == b'B':
+                edl_dequantize_u8(<const unsigned char *>x + p * b, self.scale[ch],
+                                  self.zp[ch], <float *>y + p * b, b)
+            else:
+                edl_dequantize_s8(<const signed char *>x + p * b, self.scale[ch], self.zp[ch],
+                                  <float *>y + p * b, b)

@@ -118,6 +118,23 @@ def _bound_backend(backend):
     return backend is not None and _config.resolve_backend(backend) == "cython"
 
 
+def _bound_map(kind, shape, shape3, x_dtype, y_dtype, scale=None, zero_point=None,
+               table=None, backend=None):
+    """The Cython QMap8 of a planned quantize / dequantize / lookup over 8-bit types (the
+    bound fast path: no Python between the buffers and the kernel), or None (other types,
+    other backends)."""
+    if not _bound_backend(backend) or len(shape) > 8:
+        return None
+    fmt = {np.dtype(np.uint8): "B", np.dtype(np.int8): "b", np.dtype(np.float32): "f"}
+    xf, yf = fmt.get(np.dtype(x_dtype)), fmt.get(np.dtype(y_dtype))
+    if xf is None or yf is None or (kind != "lookup" and "f" not in xf + yf):
+        return None
+    if table is not None:
+        table = np.ascontiguousarray(table).view(np.uint8)
+    return _dispatch.twin_module("quant", "cython").QMap8(kind, shape, shape3, xf, yf, scale,
+                                                          zero_point, table)
+
+
 def _numba_writable(x, backend):
     """numba compiles a second specialisation for read-only arrays: copy those for it."""
     if _config.resolve_backend(backend) == "numba" and not x.flags.writeable:
@@ -177,8 +194,13 @@ def _qdq_plan(kind, x_shape, x_dtype, scale, zero_point, axis, dtype, backend):
                                    QDQ_TYPES + (np.dtype(np.int32),), default=x.dtype)
     shape3, ydt = _acb(x, ax, per).shape, y0.dtype
     s, z = np.array(s), np.array(z)     # writable copies (numba specialises on read-only)
+    fast = _bound_map(kind.split("_")[0], x_shape, shape3, x_dtype, ydt, s, z, backend=backend)
 
     def run(x, out=None):
+        if fast is not None:
+            y = np.empty(x_shape, ydt) if out is None else out
+            if fast(x, y, _config.get_num_threads()):
+                return y
         y = _planned_output(x, x_shape, x_dtype, x_shape, ydt, out)
         if y.size:
             bk = _config.resolve_backend(backend)
@@ -186,6 +208,7 @@ def _qdq_plan(kind, x_shape, x_dtype, scale, zero_point, axis, dtype, backend):
                               y.reshape(shape3))
         return y
     run.out_shape = x_shape
+    run._fast = fast
     return run
 
 
@@ -727,8 +750,14 @@ def lookup_plan(x_shape, x_dtype, table, backend=None):
     table = np.array(_qarray(table, "table"))      # a writable copy (numba: no read-only)
     V.check_shape(table, (256,), "table")
     n = int(np.prod(x_shape, dtype=np.int64))
+    fast = _bound_map("lookup", x_shape, (1, 1, n), x_dtype, table.dtype, table=table,
+                      backend=backend)
 
     def run(x, out=None):
+        if fast is not None:
+            y = np.empty(x_shape, table.dtype) if out is None else out
+            if fast(x, y, _config.get_num_threads()):
+                return y
         y = _planned_output(x, x_shape, x_dtype, x_shape, table.dtype, out)
         if n:
             bk = _config.resolve_backend(backend)
@@ -736,6 +765,7 @@ def lookup_plan(x_shape, x_dtype, table, backend=None):
                                   table, y.reshape(n))
         return y
     run.out_shape = x_shape
+    run._fast = fast
     return run
 
 

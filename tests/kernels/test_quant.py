@@ -805,6 +805,50 @@ def test_bound_qconv_matches_reference(case, paths, types, lookup, rng):
     assert (y == 5).all()
 
 
+@pytest.mark.parametrize("kind", ["quantize", "dequantize", "lookup"])
+@pytest.mark.parametrize("dtype", [U8, S8])
+@pytest.mark.parametrize("axis", [None, 1, -1])
+def test_bound_maps_match_reference(kind, dtype, axis, rng):
+    """The Cython plans' bound Q / DQ / lookup (QMap8) equal the NumPy twins per tensor and
+    per axis (x's extremes, NaN and infinities included), and decline, touching nothing,
+    what they were not bound for."""
+    pytest.importorskip("edgedl._cy.quant", reason="the Cython backend is not built")
+    shape = (2, 5, 3, 33)
+    n = shape[axis] if axis is not None else 1
+    scale = rng.uniform(0.01, 0.05, n).astype(np.float32) if axis is not None else \
+        np.float32(0.02)
+    zp = _q(rng, (n,), dtype) if axis is not None else dtype(3)
+    if kind == "quantize":
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        x.flat[:5] = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+        run = Q.quantize_linear_plan(shape, scale, zp, axis=axis or 1, backend="cython")
+        want = Q.quantize_linear(x, scale, zp, axis=axis or 1, backend="numpy")
+    elif kind == "dequantize":
+        x = _q(rng, shape, dtype)
+        run = Q.dequantize_linear_plan(shape, dtype, scale, zp, axis=axis or 1,
+                                       backend="cython")
+        want = Q.dequantize_linear(x, scale, zp, axis=axis or 1, backend="numpy")
+    else:
+        x = _q(rng, shape, dtype)
+        table = _q(rng, (256,), dtype)
+        run = Q.lookup_plan(shape, dtype, table, backend="cython")
+        want = table[x.view(U8)]
+    assert run._fast is not None
+    y = np.empty(shape, want.dtype)
+    assert run._fast(x, y, 1)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(run(x), want)
+    y[...] = 5
+    other = np.float64 if x.dtype == np.float32 else (S8 if x.dtype == U8 else U8)
+    for bad in (x.astype(other), x[:1], x[..., ::-1]):
+        assert not run._fast(bad, y, 1)
+    assert not run._fast(x, y[..., ::-1], 1)
+    assert not run._fast(x, y.astype(np.float64), 1)
+    assert (y == 5).all()
+    with pytest.raises(ShapeError):
+        run(x[:1])
+
+
 STEM_CASES = [  # (C, H, W, M, k, stride (rows, columns), pads)
     (3, 21, 37, 24, 3, (2, 2), (1, 1, 1, 1)),
     (3, 9, 50, 40, 3, (1, 1), (0, 1, 2, 1)),
