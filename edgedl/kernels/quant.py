@@ -829,6 +829,7 @@ def channel_lookup_plan(x_shape, x_dtype, tables, axis=1, backend=None):
                 y.reshape(shape3))
         return y
     run.out_shape = x_shape
+    run._fast = None     # (no bound form yet)
     return run
 
 

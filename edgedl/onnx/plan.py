@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _config
 from .._memory import check_alloc
 from ..errors import ModelError, ResourceError
 from .ops import OPS, Ctx, ints
@@ -462,14 +463,26 @@ def _assign_buffers(plan, trace):
 
 
 # ============================================================================ 5. compile
+def _bound(st):
+    """The step's one-call form (takes_out's ``bound``) where the plan can use it: one
+    output, written into an arena view, from a first input computed at run time."""
+    if st.out_view is None or len(st.outs) != 1 or not st.ins or st.ins[0] is None:
+        return None
+    return getattr(st.fn, "bound", None)
+
+
 def _step_lines(k, st):
-    """Step k as source lines: the call, its outputs bound, its freed values dropped."""
+    """Step k as source lines: the call, its outputs bound, its freed values dropped. A step
+    with a one-call form runs that (``a3 if b5(v2, a3, nt) else f5(v2, v4, out=a3)``)."""
     args = ", ".join("None" if s is None else f"v{s}" for s in st.ins)
     if st.out_view is not None:
         args += f"{', ' if args else ''}out=a{st.out_view}"
     if len(st.outs) == 1:
         target = "_" if st.outs[0] is None else f"v{st.outs[0]}"
-        lines = [f"{target} = f{k}({args})"]
+        call = f"f{k}({args})"
+        if _bound(st) is not None:
+            call = f"a{st.out_view} if b{k}(v{st.ins[0]}, a{st.out_view}, nt) else {call}"
+        lines = [f"{target} = {call}"]
     else:
         lines = [f"r = f{k}({args})"]
         lines += [f"v{s} = r[{j}]" for j, s in enumerate(st.outs) if s is not None]
@@ -490,13 +503,17 @@ def _compile(steps, out_slots):
     prologue += [f"a{v} = arena[{v}]" for v in views]
     epilogue = [f"vals[{s}] = v{s}" for s in sorted(set(out_slots) & produced)]
     names = "".join(f"f{k}, " for k in range(len(steps)))
-    src = ["def make(fns):", f"    {names}= fns" if steps else "    pass",
-           "    def run(vals, arena):"]
+    bound = {k: _bound(st) for k, st in enumerate(steps) if _bound(st) is not None}
+    bnames = "".join(f"b{k}, " for k in bound)
+    src = ["def make(fns, bound, threads):", f"    {names}= fns" if steps else "    pass",
+           f"    {bnames}= bound" if bound else "    pass",
+           "    def run(vals, arena):", "        nt = threads()"]
     src += [f"        {line}" for line in prologue + body + epilogue]
     src += ["        return vals", "    return run"]
     namespace = {}
     exec(compile("\n".join(src), "<edgedl plan>", "exec"), namespace)
-    return namespace["make"]([st.fn for st in steps])
+    return namespace["make"]([st.fn for st in steps], list(bound.values()),
+                             _config.get_num_threads)
 
 
 def _compile_later(plan):
@@ -560,10 +577,16 @@ def run_profiled(plan, feed_slots, collect, times):
     clock = time.perf_counter
     arena = plan.arenas.pop() if plan.arenas else plan.new_arena()
     try:
-        for k, (fn, ins, outs, frees, ov, _) in enumerate(plan.steps):
+        nt = _config.get_num_threads()
+        for k, st in enumerate(plan.steps):
+            fn, ins, outs, frees, ov, _ = st
             args = [None if i is None else vals[i] for i in ins]
+            b = _bound(st)
             t0 = clock()
-            r = fn(*args) if ov is None else fn(*args, out=arena[ov])
+            if b is not None and b(args[0], arena[ov], nt):
+                r = arena[ov]
+            else:
+                r = fn(*args) if ov is None else fn(*args, out=arena[ov])
             times[k] += clock() - t0
             for o, v in zip(outs, (r,) if len(outs) == 1 else r):
                 if o is not None:

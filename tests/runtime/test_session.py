@@ -100,6 +100,49 @@ def test_steps_compile_on_the_second_run(rng):
     np.testing.assert_array_equal(third, first)
 
 
+def _chain_model():
+    """Conv -> Relu -> Conv (+ SiLU) -> Sigmoid: the planned convs have one-call forms."""
+    r = np.random.default_rng(3)
+    w1 = (r.standard_normal((4, 3, 3, 3)) / 5).astype(np.float32)
+    w2 = (r.standard_normal((4, 4, 1, 1)) / 3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Sigmoid", ["c2"], ["s2"], name="sig"),
+             helper.make_node("Mul", ["c2", "s2"], ["m2"], name="silu"),
+             helper.make_node("Flatten", ["m2"], ["y"], name="flat")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [1, 3, 9, 20])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_compiled_plan_calls_the_bound_kernels(rng):
+    """The compiled plan calls a step's one-call form (``bound``: the Cython conv bound to
+    its plan) directly, and falls back to the step's handler where that declines: both give
+    the numpy backend's result (the SiLU in the second conv's kernel included)."""
+    from edgedl._config import why_unavailable
+    from edgedl.onnx import plan as P
+    if why_unavailable("cython") is not None:
+        pytest.skip("the Cython backend is not built")
+    m = _chain_model()
+    x = rng.standard_normal((1, 3, 9, 20)).astype(np.float32)
+    want = edgedl.InferenceSession(m, backend="numpy").run(None, {"x": x})[0]
+    s = edgedl.InferenceSession(m, backend="cython")
+    s.run(None, {"x": x})
+    (plan,) = s._plans.values()
+    bound = [st for st in plan.steps if P._bound(st) is not None]
+    assert len(bound) == 2 and len(plan.steps) == 3     # Relu and SiLU fused into the convs
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+    calls = []
+    for st in bound:            # declining: the handler runs
+        st.fn.bound = lambda x, out, nt, _c=calls: _c.append(nt) or False
+    plan.run_steps = P._compile(plan.steps, plan.out_slots.values())
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+    assert calls == [1, 1]
+
+
 def test_unsupported_ops_listed_at_once():
     nodes = [helper.make_node("Det", ["x"], ["a"], name="e1"),
              helper.make_node("Det", ["a"], ["b"], name="e2"),

@@ -66,11 +66,18 @@ class Ctx:
         return ModelError(f"{self.node.op_type} node {self.node.name!r}: {msg}")
 
 
-def takes_out(f):
+def takes_out(f, bound=None):
     """Mark a handler's function as accepting ``out=`` (a preallocated output buffer of the
     traced shape and dtype, which it must fill and return); the planner then recycles
-    buffers by liveness instead of allocating each output on every run."""
+    buffers by liveness instead of allocating each output on every run.
+
+    ``bound``: f's one-call form (a planned kernel's Cython fast path, e.g. ConvF32, QConv8,
+    QMap8), ``bound(x, out, nthreads) -> bool``: f's work on its first input into ``out``,
+    True when done, False having touched nothing (f then runs and raises what it must). The
+    compiled plan calls it directly, without f's Python layers."""
     f.takes_out = True
+    if bound is not None:
+        f.bound = bound
     return f
 
 

@@ -41,6 +41,10 @@ def _lift_pads(p, nsp):
 #: Epilogues the conv twins compute with a scalar exp: run the activation kernel (vectorised)
 #: in place on the conv output instead.
 _POST_ACTS = {"sigmoid": ("sigmoid", ()), "silu": ("swish", (1.0,)), "tanh": ("tanh", ())}
+#: ...except these on the Cython backend, whose conv kernels apply them as each tile leaves
+#: the registers (the GEMM tile, the direct stem) or a row the store: one pass less over the
+#: output. YOLOX-nano float32, 1 thread: 12.5 -> 11.7 ms (the SiLU after each conv).
+_CY_EPILOGUE_ACTS = {"sigmoid", "silu"}
 
 
 def _even_hw(ctx):
@@ -134,7 +138,7 @@ def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_pa
     b = ctx.backend
     dt = ctx.dtypes[0]
     post = None
-    if act in _POST_ACTS:
+    if act in _POST_ACTS and not (b == "cython" and act in _CY_EPILOGUE_ACTS):
         post = _acts.activation_plan(*_POST_ACTS[act], dtype=dt, backend=b)
         act, act_params = None, ()
     try:
@@ -143,7 +147,7 @@ def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_pa
     except ValueError as e:
         raise ctx.fail(str(e)) from e
     if post is None and not residual:
-        return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
     @takes_out
     def f(x, *rest, out=None):

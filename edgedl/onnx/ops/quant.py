@@ -64,7 +64,7 @@ def quantize_linear(ctx):
                                           if ctx.has(2) else None, axis, dtype, backend=b)
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
     def f(x, scale, zp=None):
         return _q.quantize_linear(x, scale, zp, axis=axis, dtype=dtype, backend=b)
@@ -88,7 +88,7 @@ def dequantize_linear(ctx):
                                             backend=b)
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
     def f(x, scale, zp=None):
         return _q.dequantize_linear(x, scale, zp, axis=axis, backend=b)
@@ -128,7 +128,7 @@ def qlinear_conv(ctx):
                                          dil, group, auto_pad, backend=b)
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
     def f(x, xs, xz, w, ws, wz, ys, yz, bias=None):
         return _q.qlinear_conv2d(x, xs, xz, w, ws, wz, ys, yz, bias, strides, pads, dil,
@@ -168,7 +168,7 @@ def qlinear_conv_lookup(ctx):
                                              ctx.consts[8] if ctx.has(8) else None, strides,
                                              pads, dil, group, auto_pad, backend=b,
                                              tables=per_channel)
-                return takes_out(lambda x, *_, out=None: run(x, out))
+                return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
     # any other layout: the two ops as they were
@@ -264,7 +264,7 @@ def _binary_as_table(ctx, kind):
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
         if var == 0:
-            return takes_out(lambda x, *_, out=None: run(x, out))
+            return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
         return takes_out(lambda _a, _sa, _za, x, *_, out=None: run(x, out))
     return None
 
@@ -307,7 +307,7 @@ def _lookup_planned(ctx, table):
         run = _q.lookup_plan(ctx.shapes[0], ctx.dtypes[0], table, backend=ctx.backend)
     except (EdgeDLError, ValueError, TypeError) as e:
         raise ctx.fail(str(e)) from e
-    return takes_out(lambda x, *_, out=None: run(x, out))
+    return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
 
 @op("QLookup")   # internal: y = table[x] (chains of 8-bit integer ops fused at load, qdq.py)
@@ -371,7 +371,7 @@ def qchannel_lookup(ctx):
         except (EdgeDLError, ValueError, TypeError) as e:
             raise ctx.fail(str(e)) from e
         if full == tuple(ctx.shapes[0]):
-            return takes_out(lambda x, *_, out=None: run(x, out))
+            return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
         return lambda x, *_: run(_widen(x, full))
 
     def f(x, *_):
