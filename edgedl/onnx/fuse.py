@@ -28,7 +28,8 @@
    one AveragePool with those pads, counted (count_include_pad=1); the same for an int8
    Pad with the input zero point before a QLinearAveragePool;
 8. (int8) a QLinearConv read only by a QLookup / QChannelLookup -> QLinearConvLookup, the
-   tables applied by the conv kernels (qdq.fuse_conv_lookups).
+   tables applied by the conv kernels (qdq.fuse_conv_lookups); a QLinearConv read only by
+   a QLinearConcat that requantizes it: that table in the conv too (qdq.fuse_concat_requant).
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
@@ -38,7 +39,8 @@ from ..kernels.activation_table import BY_ONNX
 from .graph import Node
 from .ops.nn import bn_coefficients
 from .plan import evaluate_constant
-from .qdq import fuse_conv_lookups, fuse_float_islands, fuse_int8_lookups, rewrite_qdq
+from .qdq import (fuse_concat_requant, fuse_conv_lookups, fuse_float_islands,
+                  fuse_int8_lookups, rewrite_qdq)
 from .rewriter import Rewriter, near as _near, replace as _replace
 
 
@@ -691,7 +693,7 @@ REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_focus_into_conv
             fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
             fuse_epilogue_activations, fuse_residual_adds, fuse_transposed_softmax,
-            fuse_pad_into_avgpool, fuse_conv_lookups)
+            fuse_pad_into_avgpool, fuse_conv_lookups, fuse_concat_requant)
 
 
 def fold_batchnorm(rw):

@@ -350,24 +350,35 @@ def _concat_groups(drafts, trace):
     producer = {d.outs[0]: k for k, d in enumerate(drafts) if d.want is not None}
     member, copies = {}, {}
     for k, d in enumerate(drafts):
-        if d.node.op_type != "Concat" or d.want is None:
+        data = _concat_data(d)
+        if data is None or d.want is None:
             continue
         layout = _concat_layout(d.node, d.want)
         if layout is None:
             continue
-        mine, rest = _concat_members(k, d, layout, producer, member, drafts, trace)
+        mine, rest = _concat_members(k, d, layout, data, producer, member, drafts, trace)
         if mine:
             member.update(mine)
             copies[k] = rest
     return member, copies
 
 
-def _concat_members(k, d, layout, producer, member, drafts, trace):
-    """For Concat step k: ({producer: (k, offset)} written in place, [(index, slice)] copied);
+def _concat_data(d):
+    """The indices of a concat step's tensors along its axis: every input of a Concat, those
+    a handler names (``fn.concat_inputs``, e.g. QLinearConcat's, which then also gives
+    ``fn.concat_rest``); None for other steps."""
+    if d.node.op_type == "Concat":
+        return range(len(d.ins))
+    return getattr(d.fn, "concat_inputs", None)
+
+
+def _concat_members(k, d, layout, data, producer, member, drafts, trace):
+    """For concat step k: ({producer: (k, offset)} written in place, [(index, slice)] not);
     ({}, []) when an input's size along the axis is unknown."""
     axis, inner = layout
     off, rest, mine = 0, [], {}
-    for idx, name in enumerate(d.ins):
+    for idx in data:
+        name = d.ins[idx]
         if name not in trace.shapes:
             return {}, []
         size = trace.shapes[name][axis]
@@ -383,8 +394,12 @@ def _concat_members(k, d, layout, producer, member, drafts, trace):
     return mine, rest
 
 
-def _concat_rest(copies):
-    """The Concat step once its in-place inputs are already in ``out``."""
+def _concat_rest(d, copies):
+    """The concat step once its in-place inputs are already in ``out`` (the handler's
+    ``concat_rest`` for other ops than Concat: given the indices still to do)."""
+    if d.node.op_type != "Concat":
+        return d.fn.concat_rest([idx for idx, _ in copies])
+
     def f(*xs, out=None):
         for idx, key in copies:
             out[key] = xs[idx]
@@ -451,7 +466,7 @@ def _assign_buffers(plan, trace):
                 c, off = k, 0
                 b = bufs.of(d.outs[0], d.want, d.node)
                 if k in copies:
-                    d.fn = _concat_rest(copies[k])
+                    d.fn = _concat_rest(d, copies[k])
                 if d.outs[0] not in last:         # never read: free at once
                     bufs.free.append(b)
             d.view = len(plan.views)

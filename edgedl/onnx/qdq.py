@@ -349,6 +349,75 @@ def fuse_conv_lookups(rw):
                                      lk.outputs[:1], attrs, conv.name), lk)
 
 
+def fuse_concat_requant(rw):
+    """A QLinearConcat input whose scale / zero point differ from the output's, made by a
+    QLinearConv (or QLinearConvLookup) that only the concat reads: the concat's
+    requantization table moves into the conv's (composed with its own table, the same bytes
+    as the two steps), and the input takes the output's parameters, so the planner lets the
+    conv write straight into its slice of the concat (FastestDet: 19 concats, most with
+    one such input). Only one table per tensor or per output channel (axis 1) composes."""
+    for cat in list(rw.g.nodes):
+        if cat in rw.removed or cat.key != _MS + ".QLinearConcat" or len(cat.inputs) < 5 or \
+                (len(cat.inputs) - 2) % 3:
+            continue
+        ys, yz = rw.const(cat.inputs[0]), rw.const(cat.inputs[1])
+        if ys is None or yz is None or ys.size != 1 or yz.size != 1:
+            continue
+        ins = list(cat.inputs)
+        for j in range(2, len(ins), 3):
+            conv = _concat_conv(rw, cat, ins[j], yz.dtype)
+            xs, xz = rw.const(ins[j + 1]), rw.const(ins[j + 2])
+            if conv is None or xs is None or xz is None or xs.size != 1 or xz.dtype != \
+                    yz.dtype or (np.array_equal(xs, ys) and np.array_equal(xz, yz)):
+                continue
+            table = _qk.lookup_table(lambda v: v, xs, xz, yz.dtype, ys, yz, yz.dtype,
+                                     backend=rw.backend)
+            _compose_conv_table(rw, conv, table)
+            ins[j + 1], ins[j + 2] = ins[0], ins[1]
+        if ins != list(cat.inputs):
+            rw.forget([cat])
+            cat.inputs = ins
+            rw.learn([cat])
+
+
+def _concat_conv(rw, cat, value, dtype):
+    """The QLinearConv / QLinearConvLookup of 8-bit ``dtype`` making ``value`` for ``cat``
+    alone (read once) with a table layout that composes, else None."""
+    conv = rw.prod.get(value)
+    if conv is None or conv in rw.removed or conv.key not in ("QLinearConv",
+                                                              "QLinearConvLookup") or \
+            rw.only_reader(value) is not cat or cat.inputs.count(value) != 1:
+        return None
+    yz = rw.const(conv.inputs[7]) if len(conv.inputs) > 7 and conv.inputs[7] else \
+        np.zeros((), np.uint8)
+    if yz is None or yz.dtype != dtype:
+        return None
+    if conv.key == "QLinearConvLookup":
+        t = rw.const(conv.inputs[9])
+        one = t is not None and (t.ndim == 1 or t.shape[0] == 1)
+        if t is None or not (one or (int(conv.attrs.get("lookup_channels", 0)) and
+                                     int(conv.attrs.get("lookup_axis", 1)) == 1 and
+                                     int(conv.attrs.get("lookup_rank", 0)) == 0)):
+            return None
+    return conv
+
+
+def _compose_conv_table(rw, conv, table):
+    """conv's output looked up in ``table`` (256 of its type) after its own table."""
+    name = conv.outputs[0] + "::concat_table"
+    if conv.key == "QLinearConvLookup":
+        own = rw.const(conv.inputs[9])
+        rw.g.consts[name] = table[own.view(np.uint8)]
+        new = Node("QLinearConvLookup", conv.inputs[:9] + [name], conv.outputs, conv.attrs,
+                   conv.name)
+    else:
+        ins = list(conv.inputs) + [""] * (9 - len(conv.inputs))
+        rw.g.consts[name] = np.ascontiguousarray(table)
+        attrs = dict(conv.attrs, lookup_axis=1, lookup_rank=0, lookup_channels=0)
+        new = Node("QLinearConvLookup", ins[:9] + [name], conv.outputs, attrs, conv.name)
+    replace(rw, [conv], new, conv)
+
+
 # ----------------------------------------------------------------------------- float islands
 #: float ops of one tensor computed element by element (y[i] from x[i] alone)
 _ISLAND_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Tanh",

@@ -480,19 +480,29 @@ def _concat_planned(ctx, axis):
         o += sh[ax]
     out_shape = shapes[0][:ax] + (o,) + shapes[0][ax + 1:]
     contiguous = all(d == 1 for d in out_shape[:ax])    # each input's slice is one block
+    data = [2 + 3 * j for j in range(n)]
 
-    def f(*args, out=None):
-        y = np.empty(out_shape, ydt) if out is None else out
-        for j, (run, (a, b)) in enumerate(zip(runs, bounds)):
-            x, dst = args[2 + 3 * j], y[(slice(None),) * ax + (slice(a, b),)]
-            if run is None:
-                copy_rows(dst, x)
-            elif contiguous:
-                run(x, dst)
-            else:
-                copy_rows(dst, run(x))
-        return y
-    return takes_out(f)
+    def concat(todo):
+        """The step filling ``out`` from the inputs in ``todo``; the planner wrote the others
+        into their slices (contiguous) already, in their own parameters: those requantize
+        in place."""
+        def f(*args, out=None):
+            y = np.empty(out_shape, ydt) if out is None else out
+            for j, (run, (a, b)) in enumerate(zip(runs, bounds)):
+                dst = y[(slice(None),) * ax + (slice(a, b),)]
+                x = args[2 + 3 * j] if 2 + 3 * j in todo else dst
+                if run is None:
+                    if x is not dst:
+                        copy_rows(dst, x)
+                elif contiguous:
+                    run(x, dst)
+                else:
+                    copy_rows(dst, run(x))
+            return y
+        f.concat_inputs = data
+        f.concat_rest = concat
+        return takes_out(f)
+    return concat(set(data))
 
 
 @op(MS + "QLinearGlobalAveragePool")
