@@ -393,13 +393,19 @@ def _concat_conv(rw, cat, value, dtype):
     if yz is None or yz.dtype != dtype:
         return None
     if conv.key == "QLinearConvLookup":
-        t = rw.const(conv.inputs[9])
-        one = t is not None and (t.ndim == 1 or t.shape[0] == 1)
-        if t is None or not (one or (int(conv.attrs.get("lookup_channels", 0)) and
-                                     int(conv.attrs.get("lookup_axis", 1)) == 1 and
-                                     int(conv.attrs.get("lookup_rank", 0)) == 0)):
+        t, w = rw.const(conv.inputs[9]), rw.const(conv.inputs[3])
+        if t is None or w is None or not (t.ndim == 1 or t.shape[0] == 1 or
+                                          _conv_channel_tables(conv, t, w.shape[0])):
             return None
     return conv
+
+
+def _conv_channel_tables(conv, t, m):
+    """QLinearConvLookup's tables are one per output channel (axis 1 of its 4-D output:
+    an axis counted from the end of constants of rank <= 4 is that axis too)."""
+    axis, rank = int(conv.attrs.get("lookup_axis", 1)), int(conv.attrs.get("lookup_rank", 0))
+    return (int(conv.attrs.get("lookup_channels", 0)) and t.shape[0] == m and
+            (axis == 1 or (axis == -3 and rank <= 4)))
 
 
 def _compose_conv_table(rw, conv, table):

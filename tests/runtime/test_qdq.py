@@ -333,6 +333,56 @@ def test_conv_then_lookup_is_one_node(backend, rng, cin, cout, k, group, width, 
     np.testing.assert_array_equal(s.run(None, {"xq": x})[0], plain.run(None, {"xq": x})[0])
 
 
+def _conv_concat_model(rng, act):
+    """Two QDQ convs (the second + a BN island when ``act``) -> Concat on channels, each in
+    other parameters than the concat's output, plus the graph input itself: FastestDet's
+    shuffle units."""
+    inits = _q_dq("x", 0.02, 128) + _q_dq("o", 0.04, 120) + _q_dq("p", 0.03, 110) + \
+        _q_dq("y", 0.05, 100)
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xf"])]
+    for i, (cout, q) in enumerate(((5, "o"), (4, "p"))):
+        w = rng.integers(-100, 100, (cout, 3, 3, 3)).astype(np.int8)
+        ws = rng.uniform(0.002, 0.01, cout).astype(np.float32)
+        inits += [(f"w{i}", w), (f"w{i}_s", ws), (f"w{i}_z", np.zeros(cout, np.int8))]
+        nodes += [helper.make_node("DequantizeLinear", [f"w{i}", f"w{i}_s", f"w{i}_z"],
+                                   [f"w{i}f"], axis=0),
+                  helper.make_node("Conv", ["xf", f"w{i}f"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("QuantizeLinear", [f"c{i}", f"{q}_s", f"{q}_z"], [f"q{i}"]),
+                  helper.make_node("DequantizeLinear", [f"q{i}", f"{q}_s", f"{q}_z"],
+                                   [f"d{i}"])]
+    last = "d1"
+    if act:
+        inits += [("sc", rng.uniform(0.5, 2, 4).astype(np.float32)),
+                  ("sh", rng.uniform(-1, 1, 4).astype(np.float32).reshape(1, 4, 1, 1))]
+        inits += _q_dq("r", 0.02, 0)
+        nodes += [helper.make_node("Mul", ["d1", "sc4"], ["m1"]),
+                  helper.make_node("Add", ["m1", "sh"], ["a1"]),
+                  helper.make_node("Relu", ["a1"], ["r1"]),
+                  helper.make_node("QuantizeLinear", ["r1", "r_s", "r_z"], ["rq"]),
+                  helper.make_node("DequantizeLinear", ["rq", "r_s", "r_z"], ["rd"])]
+        inits += [("sc4", inits[-3][1].reshape(1, 4, 1, 1))]
+        last = "rd"
+    nodes += [helper.make_node("Concat", ["d0", last, "xf"], ["cat"], axis=1),
+              helper.make_node("QuantizeLinear", ["cat", "y_s", "y_z"], ["yq"])]
+    return _model(nodes, [_vi("xq", [1, 3, 9, 33], U8)], [_vi("yq", None, U8)], inits)
+
+
+@pytest.mark.parametrize("act", [False, True])
+def test_concat_requantization_moves_into_the_convs(backend, rng, act):
+    """A QLinearConcat's requantization of a conv's output (read by the concat alone) moves
+    into the conv's table, composed with the conv's own (a BN + Relu island): the same bits
+    as the unfused graph, onnxruntime's within one LSB; the graph input keeps its
+    requantization in the concat."""
+    m = _conv_concat_model(rng, act)
+    x = rng.integers(0, 256, (1, 3, 9, 33)).astype(np.uint8)
+    s = _run_both(m, {"xq": x}, backend)
+    assert _ops(s) == ["QLinearConvLookup", "QLinearConvLookup", "com.microsoft.QLinearConcat"]
+    (cat,) = [n for n in s._graph.nodes if n.op_type == "QLinearConcat"]
+    assert cat.inputs[3:5] == cat.inputs[6:8] == cat.inputs[:2] != cat.inputs[9:11]
+    plain = edgedl.InferenceSession(m.SerializeToString(), backend=backend, fuse=False)
+    np.testing.assert_array_equal(s.run(None, {"xq": x})[0], plain.run(None, {"xq": x})[0])
+
+
 def test_conv_then_lookup_with_run_time_scales(backend, rng):
     """A QLinearConvLookup whose conv has a scale fed at run time (no plan): the conv, then
     the table, as the two nodes run them."""
