@@ -485,15 +485,18 @@ def _concat_planned(ctx, axis):
     def concat(todo):
         """The step filling ``out`` from the inputs in ``todo``; the planner wrote the others
         into their slices (contiguous) already, in their own parameters: those requantize
-        in place."""
+        in place, those in the output's need nothing."""
+        jobs = [(data[j], (slice(None),) * ax + (slice(a, b),), run, data[j] in todo)
+                for j, (run, (a, b)) in enumerate(zip(runs, bounds))
+                if data[j] in todo or run is not None]
+
         def f(*args, out=None):
             y = np.empty(out_shape, ydt) if out is None else out
-            for j, (run, (a, b)) in enumerate(zip(runs, bounds)):
-                dst = y[(slice(None),) * ax + (slice(a, b),)]
-                x = args[2 + 3 * j] if 2 + 3 * j in todo else dst
+            for i, key, run, copied in jobs:
+                dst = y[key]
+                x = args[i] if copied else dst
                 if run is None:
-                    if x is not dst:
-                        copy_rows(dst, x)
+                    copy_rows(dst, x)
                 elif contiguous:
                     run(x, dst)
                 else:
