@@ -1090,21 +1090,86 @@ EDL_Q_KERNEL static void edl_qgemm_pairs_c(const int16_t *restrict a, const int1
     }
 }
 
-/* Rows b0, b1 (nq values each; b1 NULL: zeros) -> d[2q] = b0[q], d[2q + 1] = b1[q] as int16:
-   one row pair of a packed GEMM tile. */
-/* edl_qgemm_pairs_c, with the 4-row x 16-column blocks on AVX2 where the CPU has it. */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+/* The pair loop on aarch64 NEON (a Cortex-A72 has no dot-product instructions): 4 rows x 16
+   columns of int32 accumulators held in 16 registers over the whole k loop (gcc's
+   vectorised C loop loaded and stored them at every pair of k: 30 llvm-mca cycles per 64
+   multiply-adds on the A72's model, against the float32 micro-kernel's 16). Per pair of k:
+   the 4 rows' two values in one vector (4 lane loads), two de-interleaving loads of the 16
+   columns' pairs, 32 SMLAL (by element) = 128 multiply-adds. Columns past the last multiple
+   of 16 are left to the caller. */
+#define EDL_QNEON_ROW(r)                                                                     \
+    do {                                                                                    \
+        c[r][0] = vmlal_laneq_s16(c[r][0], vget_low_s16(b0.val[0]), av, 2 * (r));            \
+        c[r][0] = vmlal_laneq_s16(c[r][0], vget_low_s16(b0.val[1]), av, 2 * (r) + 1);        \
+        c[r][1] = vmlal_high_laneq_s16(c[r][1], b0.val[0], av, 2 * (r));                     \
+        c[r][1] = vmlal_high_laneq_s16(c[r][1], b0.val[1], av, 2 * (r) + 1);                 \
+        c[r][2] = vmlal_laneq_s16(c[r][2], vget_low_s16(b1.val[0]), av, 2 * (r));            \
+        c[r][2] = vmlal_laneq_s16(c[r][2], vget_low_s16(b1.val[1]), av, 2 * (r) + 1);        \
+        c[r][3] = vmlal_high_laneq_s16(c[r][3], b1.val[0], av, 2 * (r));                     \
+        c[r][3] = vmlal_high_laneq_s16(c[r][3], b1.val[1], av, 2 * (r) + 1);                 \
+    } while (0)
+static ptrdiff_t edl_qgemm_pairs_neon(const int16_t *restrict a, const int16_t *restrict bp,
+                                      int32_t *restrict acc, ptrdiff_t lda, ptrdiff_t m,
+                                      ptrdiff_t kp2, ptrdiff_t nq) {
+    const ptrdiff_t ka = 2 * kp2, nv = nq & ~(ptrdiff_t)15;
+    for (ptrdiff_t i = 0; i + 4 <= m; i += 4) {
+        const int16_t *a0 = a + i * ka;
+        for (ptrdiff_t q = 0; q < nv; q += 16) {
+            int32x4_t c[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int j = 0; j < 4; j++) c[r][j] = vdupq_n_s32(0);
+            for (ptrdiff_t p = 0; p < kp2; p++) {
+                const int16_t *b = bp + p * 2 * nq + 2 * q;
+                const int16x8x2_t b0 = vld2q_s16(b), b1 = vld2q_s16(b + 16);
+                int32x4_t ap = vdupq_n_s32(0);      /* row r's pair: lanes 2r, 2r + 1 */
+                int32_t v;
+                memcpy(&v, a0 + 2 * p, 4);
+                ap = vsetq_lane_s32(v, ap, 0);
+                memcpy(&v, a0 + ka + 2 * p, 4);
+                ap = vsetq_lane_s32(v, ap, 1);
+                memcpy(&v, a0 + 2 * ka + 2 * p, 4);
+                ap = vsetq_lane_s32(v, ap, 2);
+                memcpy(&v, a0 + 3 * ka + 2 * p, 4);
+                ap = vsetq_lane_s32(v, ap, 3);
+                const int16x8_t av = vreinterpretq_s16_s32(ap);
+                EDL_QNEON_ROW(0);
+                EDL_QNEON_ROW(1);
+                EDL_QNEON_ROW(2);
+                EDL_QNEON_ROW(3);
+            }
+            for (int r = 0; r < 4; r++)
+                for (int j = 0; j < 4; j++) vst1q_s32(acc + (i + r) * lda + q + 4 * j, c[r][j]);
+        }
+    }
+    return nv;
+}
+#undef EDL_QNEON_ROW
+#endif
+
+/* edl_qgemm_pairs_c, with 4-row x 16-column register blocks where the CPU has them (AVX2,
+   AVX-VNNI, aarch64 NEON). */
 static void edl_qgemm_pairs(const int16_t *restrict a, const int16_t *restrict bp,
                             int32_t *restrict acc, ptrdiff_t lda, ptrdiff_t m, ptrdiff_t kp2,
                             ptrdiff_t nq) {
+#if defined(EDL_QGEMM_AVX2) || defined(__aarch64__)
 #ifdef EDL_QGEMM_AVX2
     int isa = m >= 4 && nq >= 16 ? edl_q_isa() : 0;
+#else
+    int isa = m >= 4 && nq >= 16;
+#endif
     if (isa) {
         ptrdiff_t m4 = m & ~(ptrdiff_t)3, nv;
+#ifdef EDL_QGEMM_AVX2
 #ifdef EDL_QGEMM_VNNI
         if (isa == 2) nv = edl_qgemm_pairs_vnni(a, bp, acc, lda, m4, kp2, nq);
         else
 #endif
         nv = edl_qgemm_pairs_avx2(a, bp, acc, lda, m4, kp2, nq);
+#else
+        nv = edl_qgemm_pairs_neon(a, bp, acc, lda, m4, kp2, nq);
+#endif
         if (nv < nq) {      /* the last columns of the first m4 rows: bp's layout by column */
             for (ptrdiff_t i = 0; i < m4; i++) {
                 int32_t *r = acc + i * lda;
@@ -1125,6 +1190,8 @@ static void edl_qgemm_pairs(const int16_t *restrict a, const int16_t *restrict b
     edl_qgemm_pairs_c(a, bp, acc, lda, m, kp2, nq);
 }
 
+/* Rows b0, b1 (nq values each; b1 NULL: zeros) -> d[2q] = b0[q], d[2q + 1] = b1[q] as int16:
+   one row pair of a packed GEMM tile. */
 #define EDL_QPACK(NAME, T)                                                                   \
 EDL_Q_KERNEL static void NAME(const T *restrict b0, const T *restrict b1, int16_t *restrict d,\
                               ptrdiff_t nq) {                                                \

@@ -11,10 +11,16 @@ assembly (the loop with the most 128-bit vector instructions) and given to ``llv
   gemm       edl_gemm_base_2 (src_cy/edl_gemm.h): the 8 x 8 NEON micro-kernel, one k step per
              iteration (16 FMLA .4s = 64 multiply-adds); also its packing twin and the 8 x 4 one;
   depthwise  edl_full3_f / edl_full3s2_f: 3x3 depthwise rows at stride 1 and 2;
-  exp        a y[i] = edl_exp_sat(x[i]) loop (edl_math.h's exp core, as the sigmoids call it).
+  exp        a y[i] = edl_exp_sat(x[i]) loop (edl_math.h's exp core, as the sigmoids call it);
+  int8       edl_qgemm_pairs_neon (src_cy/edl_quant.h): the int8 GEMM as aarch64 runs it (no
+             dot-product instructions on a Cortex-A72: 8-bit values widened to int16 pairs,
+             SMLAL by element into int32), its k loop: 4 rows x 16 columns x one pair of k
+             (128 multiply-adds) an iteration; also the plain C loop it replaced (now the
+             tails'). Printed against the float32 8 x 8 micro-kernel: cycles per 8 x 8 block
+             of one k step (64 multiply-adds) for both.
 
 Figures per CPU model: cycles per iteration (llvm-mca's steady state over 200 iterations),
-multiply-adds per cycle, and that as a fraction of two peaks:
+multiply-adds per cycle (integer ones for int8), and that as a fraction of two fp32 peaks:
   nominal  2 x 128-bit FMA pipes = 8 fp32 FMA / cycle (the issue's A72 / A76 peak);
   model    what the scheduling model itself allows: llvm-mca on a block of independent
            FMLA .4s (LLVM's Cortex-A57 model, which it uses for the A72, issues one FMLA .4s per
@@ -70,7 +76,19 @@ EDL_CONTRACT void edl_mca_exp_neg(const float *restrict x, float *restrict y, pt
     for (ptrdiff_t i = 0; i < n; i++) y[i] = edl_exp_neg(x[i]);
 }
 """),
+    # (the innermost loop: the function's 4-row block loop holds it and scalar tails)
+    "int8": ("edl_qgemm_pairs_neon(", [
+        ("edl_qgemm_pairs_neon", "int8 GEMM 4x16 NEON (edl_qgemm_pairs_neon)",
+         "4 rows x 16 columns x 2 k: 128 MACs"),
+        ("edl_qgemm_pairs_c", "int8 GEMM, C pairs (edl_qgemm_pairs_c)",
+         "4 rows x 8 columns x 2 k: 64 MACs (tails)"),
+    ], ""),
 }
+#: kernels whose analysed loop is the innermost one (else the one with most vector work)
+INNERMOST = {"int8"}
+#: integer multiply(-accumulate) instructions -> MACs per instruction, by destination lanes
+_INT_MAC = {"smull", "smull2", "smlal", "smlal2", "umull", "umull2", "umlal", "umlal2",
+            "mla", "mul", "sdot", "udot"}
 
 
 class ToolMissing(RuntimeError):
@@ -171,9 +189,10 @@ def compile_asm(kernel, cc):
 _BRANCH = re.compile(r"^\s*(b\.?[a-z]{2}|cbn?z|tbn?z)\s+(?:.*,\s*)?(\.L\w+)\s*$")
 
 
-def hot_loop(asm, func):
+def hot_loop(asm, func, innermost=False):
     """Instructions of `func`'s loop with the most 128-bit vector instructions: the lines from
-    a label to a conditional branch back to it (inner blocks included)."""
+    a label to a conditional branch back to it (inner blocks included; ``innermost``: only
+    loops with no loop inside)."""
     m = re.search(rf"^{re.escape(func)}:\n(.*?)^\s*\.size\s+{re.escape(func)},", asm, re.M | re.S)
     if not m:
         raise LookupError(f"{func} not found in the assembly")
@@ -187,6 +206,13 @@ def hot_loop(asm, func):
             body = [x for x in body if x and not x.startswith(".") and not x.endswith(":")]
             if "ret" in body:           # a branch back to a shared exit, not a loop
                 continue
+            if innermost and any(_BRANCH.match(x) and labels.get(_BRANCH.match(x).group(2), i)
+                                 < labels[b.group(2)] for x in body[:-1]):
+                continue                # (a branch back past its start: a loop inside)
+            if innermost and sum(bool(_BRANCH.match(x)) and labels.get(
+                    _BRANCH.match(x).group(2), -1) >= labels[b.group(2)] and labels.get(
+                    _BRANCH.match(x).group(2), -1) < i for x in body[:-1]):
+                continue
             score = sum(".4s" in x or re.search(r"\bq\d+\b", x) is not None for x in body)
             if best is None or score > best[0]:
                 best = (score, body)
@@ -197,7 +223,7 @@ def hot_loop(asm, func):
 
 def loop_counts(body):
     """Multiply-adds (fp32 lanes), loads, stored floats and instructions of one iteration."""
-    fma = loads = stored = 0
+    fma = macs = loads = stored = 0
     for x in body:
         op, _, args = x.partition("\t") if "\t" in x else x.partition(" ")
         op = op.strip()
@@ -205,13 +231,17 @@ def loop_counts(body):
             fma += 4 if ".4s" in args else 2 if ".2s" in args else 1
         elif op in ("fmadd", "fmsub", "fnmadd", "fnmsub"):
             fma += 1
+        elif op in _INT_MAC:
+            dest = args.split(",")[0]
+            lanes = 4 if ".4s" in dest else 8 if ".8h" in dest else 2 if ".2" in dest else 1
+            macs += lanes * (4 if op.endswith("dot") else 1)
         if op.startswith(("ldr", "ldp", "ld1", "ldur")):
             loads += 1
         if op.startswith(("str", "stp", "st1", "stur")):
             regs = re.findall(r"\b([qsd])\d+\b|v\d+\.4s", args.split("[")[0])
             size = {"q": 4, "d": 2, "s": 1, "": 4}
             stored += sum(size[r] for r in regs)
-    return {"instructions": len(body), "fma_lanes": fma, "loads": loads,
+    return {"instructions": len(body), "fma_lanes": fma, "int_macs": macs, "loads": loads,
             "floats_stored": stored}
 
 
@@ -252,22 +282,24 @@ def analyse(kernels=tuple(KERNELS), cpus=CPUS, tools=None):
     for k in kernels:
         asm = compile_asm(k, cc)
         for fn, label, note in KERNELS[k][1]:
-            body = hot_loop(asm, fn)
+            body = hot_loop(asm, fn, k in INNERMOST)
             counts = loop_counts(body)
+            macs = counts["int_macs"] if k == "int8" else counts["fma_lanes"]
             for cpu in cpus:
                 m = run_mca(mca, body, cpu)
                 cyc = m["cycles_per_iter"]
-                fpc = counts["fma_lanes"] / cyc
+                fpc = macs / cyc
                 rows.append({"kernel": k, "function": fn, "label": label, "note": note,
-                             "cpu": cpu, **counts, **m,
+                             "cpu": cpu, **counts, **m, "macs": macs,
+                             "cycles_per_64_macs": 64 * cyc / macs if macs else None,
                              "fma_per_cycle": fpc,
                              "frac_nominal": fpc / NOMINAL_FMA_PER_CYCLE,
                              "model_fma_ceiling": ceilings[cpu],
                              "frac_model": fpc / ceilings[cpu],
                              # (the GEMM's stores in the loop are its packed copy of B)
                              "cycles_per_float_out": (cyc / counts["floats_stored"]
-                                                      if counts["floats_stored"] and k != "gemm"
-                                                      else None),
+                                                      if counts["floats_stored"] and
+                                                      k not in ("gemm", "int8") else None),
                              "asm": body})
     return rows
 
@@ -295,15 +327,16 @@ def format_table(rows, tools):
                        f"{r['dispatch_width']:.0f}, FMLA .4s ceiling "
                        f"{r['model_fma_ceiling']:.1f} FMA/cycle")
     out += ["", "per loop iteration: instr = instructions, ld = load instructions, FMA = fp32 "
-            "multiply-adds, cyc/it = llvm-mca cycles;", "FMA/cyc over the nominal peak and over "
-            "the model's ceiling; cyc/out = cycles per float stored (outputs)", ""]
+            "multiply-adds (int8: integer ones), cyc/it = llvm-mca cycles;", "FMA/cyc over the "
+            "nominal peak and over the model's ceiling; cyc/out = cycles per float stored "
+            "(outputs)", ""]
     hdr = (f"{'loop':44s} {'cpu':12s} {'instr':>5s} {'ld':>3s} {'FMA':>4s} {'cyc/it':>7s} "
            f"{'FMA/cyc':>7s} {'%nominal':>8s} {'%model':>7s} {'cyc/out':>7s}")
     out += [hdr, "-" * len(hdr)]
     for r in rows:
         cpo = f"{r['cycles_per_float_out']:.2f}" if r["cycles_per_float_out"] else "-"
         out.append(f"{r['label']:44s} {r['cpu']:12s} {r['instructions']:5d} {r['loads']:3d} "
-                   f"{r['fma_lanes']:4d} {r['cycles_per_iter']:7.2f} {r['fma_per_cycle']:7.2f} "
+                   f"{r['macs']:4d} {r['cycles_per_iter']:7.2f} {r['fma_per_cycle']:7.2f} "
                    f"{100 * r['frac_nominal']:7.1f}% {100 * r['frac_model']:6.1f}% {cpo:>7s}")
     return "\n".join(out)
 
@@ -331,6 +364,15 @@ def main(argv=None):
             if r["cpu"] == rows[0]["cpu"]:
                 print(f"\n{r['label']} ({r['function']}):\n    " + "\n    ".join(r["asm"]))
     gemm = [r for r in rows if r["function"] == "edl_gemm_base_2"]
+    int8 = {r["cpu"]: r for r in rows if r["function"] == "edl_qgemm_pairs_neon"}
+    if gemm and int8:
+        print("\nint8 vs float32 GEMM, cycles per 8 x 8 block of one k step (64 MACs):")
+        for r in gemm:
+            q = int8.get(r["cpu"])
+            if q:
+                print(f"  {r['cpu']:12s} int8 {q['cycles_per_64_macs']:.2f}, float32 "
+                      f"{r['cycles_per_64_macs']:.2f} (int8 / float32 "
+                      f"{q['cycles_per_64_macs'] / r['cycles_per_64_macs']:.2f})")
     if gemm:
         print("\nGEMM micro-kernel vs the 75% target:")
         for r in gemm:

@@ -511,24 +511,34 @@ def _compile(steps, out_slots):
     handler's call itself, where an interpreted loop also paid ~1 us of list indexing,
     unpacking and length tests."""
     body = [line for k, st in enumerate(steps) for line in _step_lines(k, st)]
-    read = {s for st in steps for s in st.ins if s is not None}
-    produced = {s for st in steps for s in st.outs if s is not None}
-    views = sorted({st.out_view for st in steps if st.out_view is not None})
-    prologue = [f"v{s} = vals[{s}]" for s in sorted(read - produced)]
-    prologue += [f"a{v} = arena[{v}]" for v in views]
-    epilogue = [f"vals[{s}] = v{s}" for s in sorted(set(out_slots) & produced)]
-    names = "".join(f"f{k}, " for k in range(len(steps)))
     bound = {k: _bound(st) for k, st in enumerate(steps) if _bound(st) is not None}
-    bnames = "".join(f"b{k}, " for k in bound)
-    src = ["def make(fns, bound, threads):", f"    {names}= fns" if steps else "    pass",
-           f"    {bnames}= bound" if bound else "    pass",
+    src = ["def make(fns, bound, threads):",
+           "    " + "".join(f"f{k}, " for k in range(len(steps))) + "= fns" if steps
+           else "    pass",
+           "    " + "".join(f"b{k}, " for k in bound) + "= bound" if bound else "    pass",
            "    def run(vals, arena):", "        nt = threads()"]
-    src += [f"        {line}" for line in prologue + body + epilogue]
+    src += [f"        {line}" for line in _prologue(steps) + body + _epilogue(steps, out_slots)]
     src += ["        return vals", "    return run"]
     namespace = {}
     exec(compile("\n".join(src), "<edgedl plan>", "exec"), namespace)
     return namespace["make"]([st.fn for st in steps], list(bound.values()),
                              _config.get_num_threads)
+
+
+def _prologue(steps):
+    """The compiled run's first lines: the values it reads that no step makes (inputs,
+    constants) and the arena views, into locals."""
+    read = {s for st in steps for s in st.ins if s is not None}
+    produced = {s for st in steps for s in st.outs if s is not None}
+    views = sorted({st.out_view for st in steps if st.out_view is not None})
+    return ([f"v{s} = vals[{s}]" for s in sorted(read - produced)] +
+            [f"a{v} = arena[{v}]" for v in views])
+
+
+def _epilogue(steps, out_slots):
+    """Its last lines: the graph outputs it made, back into ``vals``."""
+    produced = {s for st in steps for s in st.outs if s is not None}
+    return [f"vals[{s}] = v{s}" for s in sorted(set(out_slots) & produced)]
 
 
 def _compile_later(plan):
