@@ -7,10 +7,13 @@ ratios are printed: int8 / ORT int8 (issue #14's target <= 1.0) and edgedl float
 (target >= 1.5 faster).
 
 Run: python benchmarks/bench_int8.py [model ...] [--forms=qoperator,qdq_per_channel]
-        [--isa=avx2] [--cache=DIR]
+        [--isa=avx2] [--cache=DIR] [--rss]
  or: pytest benchmarks/bench_int8.py --benchmark-only -s
 --isa=avx2 (or c) sets EDGEDL_INT8_ISA before any kernel runs: the AVX2 int16-pairs GEMM and
 scalar lookups instead of VNNI / VBMI (--isa=avx512: VNNI without AMX). --cache=DIR keeps the quantized models between runs.
+--rss: instead of timing, each model's peak resident memory (VmHWM) in a fresh process per
+(model, float32 / int8 form): the interpreter and imports alone, then a session loaded and
+run 5 times (issue 14: int8 weights stay int8 in the plan).
 """
 import os
 import pathlib
@@ -113,6 +116,49 @@ def summary(models=U.MODELS, forms=FORMS, rounds=20, cache=None):
     return res
 
 
+_RSS_CHILD = """
+import sys, numpy as np, edgedl
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM"))
+path, feed = sys.argv[1], np.load(sys.argv[2])
+base = hwm()
+s = edgedl.InferenceSession(path, backend="cython", num_threads=1)
+name = s.get_inputs()[0].name
+for _ in range(5):
+    s.run(None, {name: feed})
+print(base, hwm())
+"""
+
+
+def rss(models=U.MODELS, forms=("qdq_per_channel",), cache=None):
+    """Peak RSS (MB) of a session per model: float32 and each int8 form, one fresh process
+    each (VmHWM after imports, and after loading and running)."""
+    import subprocess
+    shared = _shared()
+    if shared is None:
+        print("../shared is missing: nothing to measure")
+        return {}
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = cache or tmp
+        print(f"{'model':18} {'form':16} {'imports MB':>10} {'peak MB':>8} {'session MB':>10}"
+              "   (VmHWM; session = peak - imports)")
+        for m in models:
+            feed = os.path.join(tmp, f"{m}.npy")
+            np.save(feed, U.feed(shared, m, "grace_hopper.jpg"))
+            paths = {"float32": pathlib.Path(shared) / "models" / f"{m}.onnx"}
+            paths.update({f: U.quantized(shared, m, f, d) for f in forms})
+            for form, path in paths.items():
+                out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), feed],
+                                     capture_output=True, text=True, check=True).stdout
+                base, peak = (int(v) / 1024 for v in out.split())
+                res[(m, form)] = (base, peak)
+                print(f"{m:18} {form:16} {base:10.1f} {peak:8.1f} {peak - base:10.1f}",
+                      flush=True)
+    return res
+
+
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("model", U.MODELS)
 def test_int8_latency(benchmark, model, form, tmp_path_factory):
@@ -139,4 +185,8 @@ if __name__ == "__main__":
         elif a.startswith("--cache="):
             cache = a.split("=", 1)[1]
             os.makedirs(cache, exist_ok=True)
-    summary(tuple(args) or U.MODELS, forms, cache=cache)
+    if "--rss" in sys.argv[1:]:
+        rss(tuple(args) or U.MODELS, forms if any(a.startswith("--forms=") for a in sys.argv)
+            else ("qdq_per_channel",), cache=cache)
+    else:
+        summary(tuple(args) or U.MODELS, forms, cache=cache)
