@@ -33,8 +33,12 @@ import int8_util as U  # noqa: E402
 FORMS = ("qoperator", "qdq_per_channel")
 
 
-def _shared():
-    return shared_dir()
+def _shared(what=None):
+    """The shared models' folder, or None (saying so when ``what`` is given)."""
+    d = shared_dir()
+    if d is None and what:
+        print(f"../shared is missing: nothing to {what}")
+    return d
 
 
 def _ort(path):
@@ -85,11 +89,9 @@ def paired(run, feed, rounds=20, block=5, cpu=None):
 
 
 def summary(models=U.MODELS, forms=FORMS, rounds=20, cache=None):
-    shared = _shared()
+    shared, res = _shared("benchmark"), {}
     if shared is None:
-        print("../shared is missing: nothing to benchmark")
-        return {}
-    res = {}
+        return res
     with tempfile.TemporaryDirectory() as tmp:
         d = cache or tmp
         try:
@@ -135,11 +137,9 @@ def rss(models=U.MODELS, forms=("qdq_per_channel",), cache=None):
     """Peak RSS (MB) of a session per model: float32 and each int8 form, one fresh process
     each (VmHWM after imports, and after loading and running)."""
     import subprocess
-    shared = _shared()
+    shared, res = _shared("measure"), {}
     if shared is None:
-        print("../shared is missing: nothing to measure")
-        return {}
-    res = {}
+        return res
     with tempfile.TemporaryDirectory() as tmp:
         d = cache or tmp
         print(f"{'model':18} {'form':16} {'imports MB':>10} {'peak MB':>8} {'session MB':>10}"

@@ -112,10 +112,17 @@ def _kernel(name, backend):
 
 
 def _bound_backend(backend):
-    """Whether a plan binds its Cython fast path (QConv8): the Cython backend named
+    """Whether a plan binds its Cython fast path (QConv8, QMap8): the Cython backend named
     explicitly (as the ONNX runtime names it), where the other backends' plans keep calling
     their twins."""
     return backend is not None and _config.resolve_backend(backend) == "cython"
+
+
+def _bound_run(fast, x, out, shape, dtype):
+    """A plan's bound fast path on x: its output (``out``, or a new array), or None where
+    it declined (the plan's general path then runs and raises what it must)."""
+    y = np.empty(shape, dtype) if out is None else out
+    return y if fast(x, y, _config.get_num_threads()) else None
 
 
 def _bound_map(kind, shape, shape3, x_dtype, y_dtype, scale=None, zero_point=None,
@@ -197,10 +204,9 @@ def _qdq_plan(kind, x_shape, x_dtype, scale, zero_point, axis, dtype, backend):
     fast = _bound_map(kind.split("_")[0], x_shape, shape3, x_dtype, ydt, s, z, backend=backend)
 
     def run(x, out=None):
-        if fast is not None:
-            y = np.empty(x_shape, ydt) if out is None else out
-            if fast(x, y, _config.get_num_threads()):
-                return y
+        y = None if fast is None else _bound_run(fast, x, out, x_shape, ydt)
+        if y is not None:
+            return y
         y = _planned_output(x, x_shape, x_dtype, x_shape, ydt, out)
         if y.size:
             bk = _config.resolve_backend(backend)
@@ -462,10 +468,9 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
         return got
 
     def run(x, out=None):
-        if fast is not None:
-            y = np.empty(oshape, ydt) if out is None else out
-            if fast(x, y, _config.get_num_threads()):
-                return y
+        y = None if fast is None else _bound_run(fast, x, out, oshape, ydt)
+        if y is not None:
+            return y
         y = _planned_output(x, x_shape, x_dtype, oshape, ydt, out)
         if y.size == 0:
             return y
@@ -609,10 +614,9 @@ def _qconv_depthwise_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt,
         return got
 
     def run(x, out=None):
-        if fast is not None:
-            y = np.empty(oshape, ydt) if out is None else out
-            if fast(x, y, _config.get_num_threads()):
-                return y
+        y = None if fast is None else _bound_run(fast, x, out, oshape, ydt)
+        if y is not None:
+            return y
         y = _planned_output(x, x_shape, x_dtype, oshape, ydt, out)
         if y.size:
             bk = _config.resolve_backend(backend)
@@ -754,10 +758,9 @@ def lookup_plan(x_shape, x_dtype, table, backend=None):
                       backend=backend)
 
     def run(x, out=None):
-        if fast is not None:
-            y = np.empty(x_shape, table.dtype) if out is None else out
-            if fast(x, y, _config.get_num_threads()):
-                return y
+        y = None if fast is None else _bound_run(fast, x, out, x_shape, table.dtype)
+        if y is not None:
+            return y
         y = _planned_output(x, x_shape, x_dtype, x_shape, table.dtype, out)
         if n:
             bk = _config.resolve_backend(backend)
