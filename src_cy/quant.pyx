@@ -12,7 +12,8 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
+from cpython.buffer cimport PyBuffer_Release, PyBUF_ND
+from edl_buffer cimport PyBUF_FORMAT, PyErr_Clear, disjoint, get_buffer, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 import numpy as np
@@ -1296,3 +1297,49 @@ cdef class QMap8:
             else:
                 edl_dequantize_s8(<const signed char *>x + p * b, self.scale[ch], self.zp[ch],
                                   <float *>y + p * b, b)
+
+
+cdef class QBinary8:
+    """A planned com.microsoft QLinearAdd / QLinearMul bound to its parameters (qbinary's:
+    ``mul``, ``ra``, ``rb``, ``fixed``, ``za``, ``zb``, ``zc``, and the type's bounds):
+    ``call(a, b, out)`` runs edl_qbinary (one thread) on a, b and out of one shape, all
+    C-contiguous and of the planned 8-bit type (out writable; it may be a or b: the kernel
+    reads each value before writing it), and returns True; otherwise False, nothing touched
+    (broadcasting operands take the general path)."""
+    cdef int mul
+    cdef float ra, rb, fixed, za, zb, zc, lo, hi
+    cdef char fmt
+
+    def __init__(self, bint s8, int mul, float ra, float rb, float fixed, float za, float zb,
+                 float zc, float lo, float hi):
+        self.fmt = ord("b" if s8 else "B")
+        self.mul, self.ra, self.rb, self.fixed = mul, ra, rb, fixed
+        self.za, self.zb, self.zc, self.lo, self.hi = za, zb, zc, lo, hi
+
+    def __call__(self, a, b, out):
+        cdef Py_buffer ba, bb, bo
+        cdef bint ok
+        if not get_pair(a, &ba, out, &bo, PyBUF_FORMAT):
+            return False
+        if get_buffer(b, &bb, PyBUF_ND | PyBUF_FORMAT) < 0:
+            PyErr_Clear()
+            release_pair(&ba, &bo)
+            return False
+        ok = (_shaped(&ba, self.fmt, bo.shape, bo.ndim) and _shaped(&bb, self.fmt, bo.shape,
+                                                                      bo.ndim)
+              and _shaped(&bo, self.fmt, bo.shape, bo.ndim)
+              and disjoint(&ba, &bo, True) and disjoint(&bb, &bo, True))
+        if ok and bo.len:
+            with nogil:
+                if self.fmt == b'B':
+                    edl_qbinary_u8(<const unsigned char *>ba.buf, <const unsigned char *>bb.buf,
+                                   bo.len, self.mul, self.ra, self.rb, self.fixed, self.za,
+                                   self.zb, self.zc, self.lo, self.hi,
+                                   <unsigned char *>bo.buf)
+                else:
+                    edl_qbinary_s8(<const signed char *>ba.buf, <const signed char *>bb.buf,
+                                   bo.len, self.mul, self.ra, self.rb, self.fixed, self.za,
+                                   self.zb, self.zc, self.lo, self.hi, <signed char *>bo.buf)
+        PyBuffer_Release(&bb)
+        release_pair(&ba, &bo)
+        return ok

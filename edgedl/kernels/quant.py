@@ -119,10 +119,15 @@ def _bound_backend(backend):
 
 
 def _bound_run(fast, x, out, shape, dtype):
-    """A plan's bound fast path on x: its output (``out``, or a new array), or None where
-    it declined (the plan's general path then runs and raises what it must)."""
+    """A plan's bound fast path on x (made contiguous if it is a strided view, e.g. of a
+    Transpose): its output (``out``, or a new array), or None where it declined (the plan's
+    general path then runs and raises what it must)."""
     y = np.empty(shape, dtype) if out is None else out
-    return y if fast(x, y, _config.get_num_threads()) else None
+    n = _config.get_num_threads()
+    if fast(x, y, n) or (isinstance(x, np.ndarray) and not x.flags.c_contiguous and
+                         fast(np.ascontiguousarray(x), y, n)):
+        return y
+    return None
 
 
 def _bound_map(kind, shape, shape3, x_dtype, y_dtype, scale=None, zero_point=None,
@@ -900,8 +905,15 @@ def qlinear_binary_plan(op, a_scale, a_zero_point, b_scale, b_zero_point, c_scal
     params = tuple(float(v) for v in _qbinary_params(op, sa, sb, sc, za, zb, zc))
     info = np.iinfo(dtype)
     bounds = (float(info.min), float(info.max))
+    fast = (_dispatch.twin_module("quant", "cython").QBinary8(
+        dtype == np.int8, int(params[0]), *params[1:], *bounds)
+        if _bound_backend(backend) else None)
 
     def run(a, b, out=None):
+        if fast is not None:    # (operands of one shape, contiguous: else declined)
+            y = np.empty(np.shape(a), dtype) if out is None else out
+            if fast(a, b, y):
+                return y
         a = _qarray(a, "A", (dtype,))
         b = _qarray(b, "B", (dtype,))
         if a.shape != b.shape:

@@ -228,6 +228,29 @@ def test_binary_plan_is_the_formula_on_every_pair(backend, dtype, rng):
         run(x, x[..., :3])
 
 
+@pytest.mark.parametrize("dtype", [U8, S8])
+def test_bound_binary_in_place_and_declines(dtype, rng):
+    """The Cython plan's bound QLinearAdd / Mul (QBinary8): into one of its operands too,
+    and declining (touching nothing) operands it was not made for: broadcasting, another
+    type, not contiguous."""
+    cq = pytest.importorskip("edgedl._cy.quant", reason="the Cython backend is not built")
+    s, z = (np.float32(0.05), np.float32(0.03), np.float32(0.07)), (dtype(3), dtype(9), dtype(5))
+    for op in ("add", "mul"):
+        run = Q.qlinear_binary_plan(op, s[0], z[0], s[1], z[1], s[2], z[2], dtype,
+                                    backend="cython")
+        a, b = _q(rng, (2, 3, 5, 67), dtype), _q(rng, (2, 3, 5, 67), dtype)
+        want = Q.qlinear_binary(op, a, s[0], z[0], b, s[1], z[1], s[2], z[2])
+        got = a.copy()
+        assert run(got, b, got) is got
+        np.testing.assert_array_equal(got, want)
+        fast = cq.QBinary8(dtype == S8, *[0] * 9)
+        out = np.full(a.shape, 7, dtype)
+        for x, y in ((a, b[:, :, :1]), (a.view(U8 if dtype == S8 else S8), b),
+                     (a[..., ::-1], b), (a, b.astype(np.int16))):
+            assert not fast(x, y, out)
+        assert not fast(a, b, out[..., ::-1]) and (out == 7).all()
+
+
 @pytest.mark.parametrize("backend", AVAILABLE)
 def test_qlinear_matmul_batched(backend, rng):
     a = _q(rng, (2, 3, 5, 9), U8)
