@@ -3,6 +3,8 @@ QuantizeLinear patterns (onnxruntime.quantization's QDQ format) into the quantiz
 that run on edgedl.kernels.quant, as onnxruntime's own QDQ transformer does:
 
 - DQ(x), DQ(w), [DQ(int32 bias)] -> Conv -> Q            => QLinearConv
+- ... -> Conv -> Relu / Clip -> Q (the activation between)  => QLinearConvLookup (the clamp
+                                                            as its table: exact)
 - DQ(a), DQ(b) -> MatMul -> Q                            => QLinearMatMul
 - DQ(a), DQ(b) -> Add / Mul -> Q                         => com.microsoft.QLinearAdd / Mul
 - DQ(x...) -> Concat -> Q                                => com.microsoft.QLinearConcat
@@ -148,17 +150,69 @@ def qlinear_conv(rw, conv):
     if conv.op_type != "Conv" or len(conv.inputs) < 2:
         return False
     ins, q = _activations(rw, conv, 1)
-    w = _dq(rw, conv.inputs[1])
-    if ins is None or w is None or not _conv_weights(
-            rw, w, lambda axis, wq: axis in (0, -wq.ndim)):
+    inputs = None if ins is None else _qconv_inputs(rw, conv, ins[0], q)
+    if inputs is None:
         return False
-    x = ins[0]
+    return _rewrite(rw, [conv, q.node], "QLinearConv", inputs, q, dict(conv.attrs))
+
+
+def _qconv_inputs(rw, conv, x, q):
+    """QLinearConv's inputs for ``conv`` reading DQ ``x`` and quantized by ``q``, or None
+    (weights or bias the integer kernels do not take)."""
+    w = _dq(rw, conv.inputs[1])
+    if w is None or not _conv_weights(rw, w, lambda axis, wq: axis in (0, -wq.ndim)):
+        return None
     bias = _conv_bias(rw, conv, x, w)
     if bias is None:
+        return None
+    return [x.value, x.scale, _zero_point(rw, x), w.value, w.scale, _zero_point(rw, w),
+            q.scale, _zero_point(rw, q)] + bias
+
+
+def qlinear_conv_clamped(rw, conv):
+    """DQ(x), DQ(w) -> Conv -> Relu / Clip (constant bounds) -> Q, the activation not
+    quantized on its own (other exporters than onnxruntime's write it so) -> QLinearConv
+    with the clamp as its table: Q is monotone, so Q(clip(v, lo, hi)) = clamp(Q(v), Q(lo),
+    Q(hi)) exactly, applied by the conv's kernels as each row is made."""
+    act = rw.only_reader(conv.outputs[0]) if conv.op_type == "Conv" and \
+        len(conv.inputs) >= 2 and conv.outputs else None
+    bounds = None if act is None else _clamp_bounds(rw, act)
+    x = _dq(rw, conv.inputs[0]) if bounds else None
+    q = _q(rw, act.outputs[0]) if bounds else None
+    if x is None or q is None or not (_per_tensor(rw, x) and _per_tensor(rw, q)):
         return False
-    inputs = [x.value, x.scale, _zero_point(rw, x), w.value, w.scale, _zero_point(rw, w),
-              q.scale, _zero_point(rw, q)] + bias
-    return _rewrite(rw, [conv, q.node], "QLinearConv", inputs, q, dict(conv.attrs))
+    inputs = _qconv_inputs(rw, conv, x, q)
+    if inputs is None:
+        return False
+    s = rw.const(q.scale)
+    z = rw.const(q.zero) if q.zero else np.zeros((), np.uint8)
+    lo, hi = (_qk.quantize_linear(np.float32(b), s, z, backend=rw.backend)
+              for b in bounds)
+    every = np.arange(256, dtype=np.uint16).astype(np.uint8).view(z.dtype)
+    name = act.outputs[0] + "::clamp_table"
+    rw.g.consts[name] = np.clip(every, lo, hi).astype(z.dtype)
+    attrs = dict(conv.attrs, lookup_axis=1, lookup_rank=0, lookup_channels=0)
+    return _rewrite(rw, [conv, act, q.node], "QLinearConvLookup", inputs + [""] *
+                    (9 - len(inputs)) + [name], q, attrs)
+
+
+def _clamp_bounds(rw, act):
+    """(lo, hi) of a Relu, or of a Clip whose bounds are constant scalars (inputs from
+    opset 11, attributes before; a missing one unbounded), else None."""
+    if act.domain or act.op_type not in ("Relu", "Clip"):
+        return None
+    if act.op_type == "Relu":
+        return 0.0, np.inf
+    if len(act.inputs) == 1:
+        return (float(act.attrs.get("min", -np.inf)), float(act.attrs.get("max", np.inf)))
+    bounds = []
+    for i, default in ((1, -np.inf), (2, np.inf)):
+        name = act.inputs[i] if len(act.inputs) > i else ""
+        v = rw.const(name) if name else np.float32(default)
+        if v is None or v.size != 1 or v.dtype.kind != "f":
+            return None
+        bounds.append(float(np.asarray(v).reshape(-1)[0]))
+    return tuple(bounds)
 
 
 def _binary(rw, node, op_type, domain=""):
@@ -248,8 +302,8 @@ def integer_pad(rw, node):
     return _rewrite(rw, [node, q.node], "Pad", inputs, q, dict(node.attrs))
 
 
-_PATTERNS = (qlinear_conv, qlinear_matmul, qlinear_binary, qlinear_concat, qlinear_unary,
-             integer_mover, integer_pad)
+_PATTERNS = (qlinear_conv, qlinear_conv_clamped, qlinear_matmul, qlinear_binary,
+             qlinear_concat, qlinear_unary, integer_mover, integer_pad)
 
 
 def rewrite_qdq(rw):

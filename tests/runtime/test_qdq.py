@@ -74,6 +74,34 @@ def test_conv_becomes_qlinear_conv(backend, rng, per_channel, bias, q_zero):
     assert all(v.dtype != np.float32 or v.size < 8 for v in s._graph.consts.values())
 
 
+@pytest.mark.parametrize("act", ["Relu", "Clip", "Clip6"])
+@pytest.mark.parametrize("ydt", [np.uint8, np.int8])
+def test_conv_activation_quantize_becomes_a_clamped_qlinear_conv(backend, rng, act, ydt):
+    """DQ -> Conv -> Relu / Clip -> Q with no Q between the conv and the activation (as
+    other exporters than onnxruntime's write it): one QLinearConvLookup whose table is the
+    clamp to [Q(lo), Q(hi)], within one LSB of onnxruntime."""
+    m = _conv_model(rng)
+    g = m.graph
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    q = next(n for n in g.node if n.op_type == "QuantizeLinear")
+    conv.output[0] = "cf"
+    if act == "Relu":
+        node = helper.make_node("Relu", ["cf"], ["yf"])
+    else:
+        lo, hi = (-0.5, 1.5) if act == "Clip" else (0.0, 6.0)
+        g.initializer.extend([onnx.numpy_helper.from_array(np.array(lo, np.float32), "lo"),
+                              onnx.numpy_helper.from_array(np.array(hi, np.float32), "hi")])
+        node = helper.make_node("Clip", ["cf", "lo", "hi"], ["yf"])
+    g.node.insert(list(g.node).index(q), node)
+    if ydt == np.int8:
+        z = next(i for i in g.initializer if i.name == "y_z")
+        z.CopyFrom(onnx.numpy_helper.from_array(np.array(-20, np.int8), "y_z"))
+        g.output[0].type.tensor_type.elem_type = TensorProto.INT8
+    x = rng.integers(0, 256, (1, 3, 6, 7)).astype(np.uint8)
+    s = _run_both(m, {"xq": x}, backend)
+    assert _ops(s) == ["QLinearConvLookup"]
+
+
 def test_a_bias_of_another_scale_keeps_the_float_path(backend, rng):
     m = _conv_model(rng, bias_scale=1.5)
     x = rng.integers(0, 256, (1, 3, 6, 7)).astype(np.uint8)
