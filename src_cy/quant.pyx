@@ -962,15 +962,18 @@ cdef enum:
     QC_DW = 4       # depthwise, dilation 1 (_qdwp)
 
 
-cdef bint _q8_array(const Py_buffer *b, bint s8, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2,
-                    Py_ssize_t d3) noexcept:
-    """b is an int8 (s8) or uint8 buffer of shape (d0, d1, d2, d3)."""
+cdef bint _shaped(const Py_buffer *b, char fmt, const Py_ssize_t *shape, int ndim) noexcept:
+    """b has the format character fmt (native order) and this shape."""
     cdef const char *f = b.format
+    cdef int i
     if f[0] == b'@' or f[0] == b'=' or f[0] == b'|':
         f += 1
-    return ((f[0] == b'b' if s8 else f[0] == b'B') and f[1] == 0 and b.ndim == 4
-            and b.shape[0] == d0
-            and b.shape[1] == d1 and b.shape[2] == d2 and b.shape[3] == d3)
+    if f[0] != fmt or f[1] != 0 or b.ndim != ndim:
+        return False
+    for i in range(ndim):
+        if b.shape[i] != shape[i]:
+            return False
+    return True
 
 
 cdef class QConv8:
@@ -1004,6 +1007,9 @@ cdef class QConv8:
     cdef int xz, yz
     cdef bint x_s8, y_s8, w_s8
     cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, k, wq, ld, npad
+    cdef Py_ssize_t xshape[4]
+    cdef Py_ssize_t yshape[4]
+    cdef char xf, yf            # x's and y's buffer format: b'B' uint8, b'b' int8
 
     def __init__(self, bint depthwise, pk, wdw, wz, stem, const int[::1] corr,
                  const float[::1] scale, int xz, int yz, bint x_s8, bint y_s8, tables,
@@ -1021,6 +1027,9 @@ cdef class QConv8:
         self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw = (
             kh, kw, sh, sw, ph, pw, dh, dw)
         self.k = c * kh * kw
+        self.xshape[:] = [1, c, h, w]
+        self.yshape[:] = [1, m, oh, ow]
+        self.xf, self.yf = ord("b" if x_s8 else "B"), ord("b" if y_s8 else "B")
         self.tables = self._bind_tables(tables)
         if depthwise:
             self._bind_depthwise(wdw, wz)
@@ -1097,8 +1106,7 @@ cdef class QConv8:
         cdef bint ok
         if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
             return False
-        ok = (_q8_array(&bx, self.x_s8, 1, self.c, self.h, self.w)
-              and _q8_array(&by, self.y_s8, 1, self.m, self.oh, self.ow)
+        ok = (_shaped(&bx, self.xf, self.xshape, 4) and _shaped(&by, self.yf, self.yshape, 4)
               and disjoint(&bx, &by, False))
         if ok:
             if omp_get_max_threads() != nthreads:
@@ -1187,20 +1195,6 @@ cdef enum:
     QM_DEQUANTIZE = 1   # 8 bits -> float32: (x - zp[c]) * scale[c]
     QM_LOOKUP = 2       # 8 bits -> 8 bits: table[x]
     QM_MAX_RANK = 8
-
-
-cdef bint _shaped(const Py_buffer *b, char fmt, const Py_ssize_t *shape, int ndim) noexcept:
-    """b has the format character fmt (native order) and this shape."""
-    cdef const char *f = b.format
-    cdef int i
-    if f[0] == b'@' or f[0] == b'=' or f[0] == b'|':
-        f += 1
-    if f[0] != fmt or f[1] != 0 or b.ndim != ndim:
-        return False
-    for i in range(ndim):
-        if b.shape[i] != shape[i]:
-            return False
-    return True
 
 
 cdef class QMap8:
