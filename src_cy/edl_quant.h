@@ -1569,35 +1569,55 @@ EDL_REQUANT(edl_requant_s16, int16_t)
    EDL_RND trick's result), the clamped values are in range, so the saturating packs to
    int16, the zero point's add and the pack to bytes are exact; vpermd puts the packs'
    128-bit lanes back in order. Returns how many it wrote (a multiple of 64). */
-__attribute__((target(EDL_RQ_TARGET))) static ptrdiff_t edl_requant8_avx512(
-        const int32_t *restrict acc, int32_t bias, float s, int32_t z, float lo, float hi,
-        int s8, uint8_t *restrict out, ptrdiff_t n) {
-    const __m512i vb = _mm512_set1_epi32(bias), z16 = _mm512_set1_epi16((int16_t)z);
-    const __m512 vs = _mm512_set1_ps(s), flo = _mm512_set1_ps(lo - (float)z);
-    const __m512 fhi = _mm512_set1_ps(hi - (float)z);
-    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14,
-                                            3, 7, 11, 15);
-    ptrdiff_t q = 0;
+#define EDL_REQUANT8(NAME, TARGET, LOOKUP)                                                  \
+__attribute__((target(TARGET))) static ptrdiff_t NAME(                                      \
+        const int32_t *restrict acc, int32_t bias, float s, int32_t z, float lo, float hi,  \
+        int s8, const uint8_t *t, uint8_t *restrict out, ptrdiff_t n) {                     \
+    const __m512i vb = _mm512_set1_epi32(bias), z16 = _mm512_set1_epi16((int16_t)z);        \
+    const __m512 vs = _mm512_set1_ps(s), flo = _mm512_set1_ps(lo - (float)z);               \
+    const __m512 fhi = _mm512_set1_ps(hi - (float)z);                                       \
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14,        \
+                                            3, 7, 11, 15);                                  \
+    __m512i t0 = _mm512_setzero_si512(), t1 = t0, t2 = t0, t3 = t0;                         \
+    (void)t0; (void)t1; (void)t2; (void)t3;                                                 \
+    if (LOOKUP) {                                                                           \
+        t0 = _mm512_loadu_si512(t); t1 = _mm512_loadu_si512(t + 64);                        \
+        t2 = _mm512_loadu_si512(t + 128); t3 = _mm512_loadu_si512(t + 192);                 \
+    }                                                                                       \
+    ptrdiff_t q = 0;                                                                        \
+    for (; q + 64 <= n; q += 64) {                                                          \
+        const __m512i p01 = _mm512_adds_epi16(_mm512_packs_epi32(EDL_RQ16(acc + q),         \
+                                                                 EDL_RQ16(acc + q + 16)), z16); \
+        const __m512i p23 = _mm512_adds_epi16(_mm512_packs_epi32(EDL_RQ16(acc + q + 32),    \
+                                                                 EDL_RQ16(acc + q + 48)), z16); \
+        __m512i v = _mm512_permutexvar_epi32(                                                \
+            order, s8 ? _mm512_packs_epi16(p01, p23) : _mm512_packus_epi16(p01, p23));      \
+        if (LOOKUP) EDL_LOOKUP64(v, t0, t1, t2, t3);                                        \
+        _mm512_storeu_si512(out + q, v);                                                    \
+    }                                                                                       \
+    return q;                                                                               \
+}
 #define EDL_RQ16(p) _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(            \
         _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(p), vb)), vs), flo), fhi))
-    for (; q + 64 <= n; q += 64) {
-        const __m512i p01 = _mm512_adds_epi16(_mm512_packs_epi32(EDL_RQ16(acc + q),
-                                                                 EDL_RQ16(acc + q + 16)), z16);
-        const __m512i p23 = _mm512_adds_epi16(_mm512_packs_epi32(EDL_RQ16(acc + q + 32),
-                                                                 EDL_RQ16(acc + q + 48)), z16);
-        const __m512i b = s8 ? _mm512_packs_epi16(p01, p23) : _mm512_packus_epi16(p01, p23);
-        _mm512_storeu_si512(out + q, _mm512_permutexvar_epi32(order, b));
-    }
+#define EDL_LOOKUP64(v, t0, t1, t2, t3) (void)0
+EDL_REQUANT8(edl_requant8_avx512, EDL_RQ_TARGET, 0)
+#undef EDL_LOOKUP64
+/* the same, each byte then looked up in the 256-entry table t while it is in a register
+   (an activation after the conv; AVX-512 VBMI, as edl_lookup_avx512vbmi). As a separate
+   pass over each tile row the lookup cost a quarter of a K = 16 conv's time. */
+#define EDL_LOOKUP64(v, t0, t1, t2, t3)                                                      \
+    v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), _mm512_permutex2var_epi8(t0, v, t1),  \
+                               _mm512_permutex2var_epi8(t2, v, t3))
+EDL_REQUANT8(edl_requant8_lookup_vbmi, EDL_RQ_TARGET ",avx512vbmi", 1)
+#undef EDL_LOOKUP64
 #undef EDL_RQ16
-    return q;
-}
 #endif
 /* edl_requant_u8 / _s8: the AVX-512 loop where it runs, the C loop for the rest */
 static void edl_requant_u8(const int32_t *acc, int32_t bias, float s, int32_t z, float lo,
                            float hi, uint8_t *out, ptrdiff_t n) {
     ptrdiff_t q = 0;
 #ifdef EDL_QGEMM_AVX2
-    if (n >= 64 && edl_q_u8s8() == 2) q = edl_requant8_avx512(acc, bias, s, z, lo, hi, 0, out, n);
+    if (n >= 64 && edl_q_u8s8() == 2) q = edl_requant8_avx512(acc, bias, s, z, lo, hi, 0, NULL, out, n);
 #endif
     if (q < n) edl_requant_u8_c(acc + q, bias, s, z, lo, hi, out + q, n - q);
 }
@@ -1606,9 +1626,23 @@ static void edl_requant_s8(const int32_t *acc, int32_t bias, float s, int32_t z,
     ptrdiff_t q = 0;
 #ifdef EDL_QGEMM_AVX2
     if (n >= 64 && edl_q_u8s8() == 2)
-        q = edl_requant8_avx512(acc, bias, s, z, lo, hi, 1, (uint8_t *)out, n);
+        q = edl_requant8_avx512(acc, bias, s, z, lo, hi, 1, NULL, (uint8_t *)out, n);
 #endif
     if (q < n) edl_requant_s8_c(acc + q, bias, s, z, lo, hi, out + q, n - q);
+}
+/* edl_requant_u8 (s8 0) or _s8 (s8 1), each byte then looked up in the 256-entry table t
+   (an 8-bit activation; t NULL: none) in the same pass where the CPU has VBMI */
+static void edl_requant_lookup8(const int32_t *acc, int32_t bias, float s, int32_t z, float lo,
+                                float hi, int s8, const uint8_t *t, uint8_t *out, ptrdiff_t n) {
+    ptrdiff_t q = 0;
+#ifdef EDL_QGEMM_AVX2
+    if (t != NULL && n >= 64 && edl_q_u8s8() == 2 && edl_q_vbmi())
+        q = edl_requant8_lookup_vbmi(acc, bias, s, z, lo, hi, s8, t, out, n);
+#endif
+    if (q == n) return;
+    if (s8) edl_requant_s8(acc + q, bias, s, z, lo, hi, (int8_t *)out + q, n - q);
+    else edl_requant_u8(acc + q, bias, s, z, lo, hi, out + q, n - q);
+    if (t != NULL) edl_lookup(out + q, t, out + q, n - q);
 }
 
 #endif

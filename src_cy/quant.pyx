@@ -121,6 +121,8 @@ cdef extern from "edl_quant.h" nogil:
                         unsigned char *out, Py_ssize_t n)
     void edl_requant_s8(const int *acc, int bias, float s, int z, float lo, float hi,
                         signed char *out, Py_ssize_t n)
+    void edl_requant_lookup8(const int *acc, int bias, float s, int z, float lo, float hi,
+                             int s8, const unsigned char *t, unsigned char *out, Py_ssize_t n)
     void edl_requant_u16(const int *acc, int bias, float s, int z, float lo, float hi,
                          unsigned short *out, Py_ssize_t n)
     void edl_requant_s16(const int *acc, int bias, float s, int z, float lo, float hi,
@@ -420,16 +422,10 @@ cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
                              b + (2 * p + 1) * n + q0 if 2 * p + 1 < k else NULL,
                              <short *>pack + 2 * p * nq, nq)
         edl_qgemm_pairs(a16, <const short *>pack, tacc, ld, m, kp2, nq)
-    for i in range(m):
-        if q8b is u8_t:
-            edl_requant_u8(tacc + i * ld, corr[i], scale[i], zero_point, lo, hi,
-                           out + i * n + q0, nq)
-        else:
-            edl_requant_s8(tacc + i * ld, corr[i], scale[i], zero_point, lo, hi,
-                           out + i * n + q0, nq)
-        if tables != NULL:          # the row's activation table while the row is in L1
-            edl_lookup(<unsigned char *>(out + i * n + q0), tables + 256 * i,
-                       <unsigned char *>(out + i * n + q0), nq)
+    for i in range(m):              # each row's activation table (if any) as it is made
+        edl_requant_lookup8(tacc + i * ld, corr[i], scale[i], zero_point, lo, hi,
+                            q8b is s8_t, NULL if tables == NULL else tables + 256 * i,
+                            <unsigned char *>(out + i * n + q0), nq)
 
 
 def qgemm_pack(const short[:, ::1] wd):
