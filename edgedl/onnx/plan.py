@@ -303,6 +303,18 @@ class _Trace:
         return r.shape, r.dtype
 
 
+def _drop_unread(drafts, graph_outs):
+    """The steps whose outputs some later step or the caller reads: a node read only by
+    a Shape that this plan folded (the DequantizeLinear or Transpose feeding an exporter's
+    Shape -> Gather -> Reshape chain) still ran every time, for nothing."""
+    needed, keep = set(graph_outs), []
+    for d in reversed(drafts):
+        if any(o in needed for o in d.outs if o):
+            keep.append(d)
+            needed.update(i for i in d.ins if i)
+    return keep[::-1]
+
+
 # ============================================================================ 2-4. slots, frees, buffers
 def _number_slots(trace, graph):
     """Pass 2: value name -> slot, for every value a step, the caller or an output touches."""
@@ -559,6 +571,7 @@ def build(graph, feed, backend):
     trace = _Trace(graph, feed, backend)
     for node in graph.nodes:
         trace.add(node)
+    trace.drafts = _drop_unread(trace.drafts, trace.graph_outs)
     plan = Plan()
     slot = _number_slots(trace, graph)
     const_slots = {name: s for name, s in slot.items() if name in trace.known}

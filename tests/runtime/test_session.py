@@ -143,6 +143,26 @@ def test_compiled_plan_calls_the_bound_kernels(rng):
     assert calls == [1, 1]
 
 
+def test_a_node_read_only_by_a_folded_shape_is_not_planned(rng):
+    """x -> Transpose -> Shape -> Reshape's target: the plan folds the Shape (x's shape is
+    fixed), so the Transpose has no reader left and no step (it used to run every time)."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1], name="tr"),
+             helper.make_node("Shape", ["t"], ["s"], name="shape"),
+             helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "s"], ["y"], name="reshape")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     ["n", 3, 4, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    s = edgedl.InferenceSession(m, backend="numpy")
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0],
+                                      np.maximum(x, 0).reshape(2, 4, 5, 3))
+    (plan,) = s._plans.values()
+    assert [st.node.op_type for st in plan.steps] == ["Relu", "Reshape"]
+
+
 def test_unsupported_ops_listed_at_once():
     nodes = [helper.make_node("Det", ["x"], ["a"], name="e1"),
              helper.make_node("Det", ["a"], ["b"], name="e2"),
