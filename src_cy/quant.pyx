@@ -397,13 +397,11 @@ def qgemm(const q8[:, ::1] a, const int[::1] a_zp, const q8b[:, ::1] b, const in
 cdef void _gemm_requant_tile(const signed char *w8, const short *a16, bint u8s8,
                              const q8 *b, Py_ssize_t k, Py_ssize_t n, Py_ssize_t m,
                              Py_ssize_t q0, Py_ssize_t nq, const int *corr, const float *scale,
-                             int zero_point, q8b *out, void *pack, int *tacc,
-                             const unsigned char *tables) noexcept nogil:
-    """Columns [q0, q0 + nq) of out = requantize(w @ b + corr): the tile's int32 products
-    in tacc (m rows), each row requantized while it is in cache."""
+                             int zero_point, float lo, float hi, q8b *out, void *pack,
+                             int *tacc, const unsigned char *tables) noexcept nogil:
+    """Columns [q0, q0 + nq) of out = requantize(w @ b + corr), clamped to [lo, hi]: the
+    tile's int32 products in tacc (m rows), each row requantized while it is in cache."""
     cdef Py_ssize_t kq = (k + 3) // 4, kp2 = (k + 1) // 2, p, i, ld
-    cdef float lo = -128.0 if q8b is s8_t else 0.0
-    cdef float hi = 127.0 if q8b is s8_t else 255.0
     if u8s8:
         ld = (nq + edl_q_u8s8_cols() - 1) // edl_q_u8s8_cols() * edl_q_u8s8_cols()
         for p in range(kq):
@@ -497,7 +495,8 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
     cdef int failed
     with nogil:
         failed = _qgemm_rq(w8, &av[0, 0], &b[0, 0], q8 is s8_t, k, n, m, &corr[0], &scale[0],
-                           zero_point, &out[0, 0], q8b is s8_t, tp)
+                           zero_point, &out[0, 0], q8b is s8_t, tp,
+                           -128.0 if q8b is s8_t else 0.0, 127.0 if q8b is s8_t else 255.0)
     if failed:
         raise MemoryError("qgemm_requant: no memory for a packed tile of b")
 
@@ -505,8 +504,9 @@ def qgemm_requant_packed(tuple pk, const int[::1] corr, const float[::1] scale,
 cdef int _qgemm_rq(const signed char *w8, const short *a16, const void *b, bint b_s8,
                    Py_ssize_t k, Py_ssize_t n, Py_ssize_t m, const int *corr,
                    const float *scale, int zero_point, void *out, bint out_s8,
-                   const unsigned char *tp) noexcept nogil:
-    """out (M, N) = requantize(w @ b + corr) (then looked up in tp's M tables when not NULL),
+                   const unsigned char *tp, float lo, float hi) noexcept nogil:
+    """out (M, N) = requantize(w @ b + corr) clamped to [lo, hi] (the output type's range, or
+    narrower: a Relu / Clip after the conv), then looked up in tp's M tables when not NULL,
     in column tiles run in parallel: w the qgemm_pack of M x K weights (w8 its int8 rows or
     NULL, a16 its int16 rows), b (K, N) uint8 or int8 (b_s8), out uint8 or int8 (out_s8).
     The u8 x s8 dot kernels run where w8 is given and b is unsigned, the int16 pairs else.
@@ -528,16 +528,16 @@ cdef int _qgemm_rq(const signed char *w8, const short *a16, const void *b, bint 
                 pfailed[0] = 1
             elif b_s8 and out_s8:
                 _gemm_requant_tile(w8, a16, u8s8, <const s8_t *>b, k, n, m, q0, nq, corr,
-                                   scale, zero_point, <s8_t *>out, pack, tacc, tp)
+                                   scale, zero_point, lo, hi, <s8_t *>out, pack, tacc, tp)
             elif b_s8:
                 _gemm_requant_tile(w8, a16, u8s8, <const s8_t *>b, k, n, m, q0, nq, corr,
-                                   scale, zero_point, <u8_t *>out, pack, tacc, tp)
+                                   scale, zero_point, lo, hi, <u8_t *>out, pack, tacc, tp)
             elif out_s8:
                 _gemm_requant_tile(w8, a16, u8s8, <const u8_t *>b, k, n, m, q0, nq, corr,
-                                   scale, zero_point, <s8_t *>out, pack, tacc, tp)
+                                   scale, zero_point, lo, hi, <s8_t *>out, pack, tacc, tp)
             else:
                 _gemm_requant_tile(w8, a16, u8s8, <const u8_t *>b, k, n, m, q0, nq, corr,
-                                   scale, zero_point, <u8_t *>out, pack, tacc, tp)
+                                   scale, zero_point, lo, hi, <u8_t *>out, pack, tacc, tp)
         free(pack)
         free(tacc)
     return failed
@@ -980,7 +980,9 @@ cdef class QConv8:
     sums) or depthwise (``wdw`` the (C, kh, kw) weights, ``wz`` their zero points,
     ``corr`` the bias; dilation 1). ``stem``: the direct kernel's weights
     (qconv_direct_requant's w4) where that kernel may run. The path is chosen here, once,
-    by the rules the general path follows (``kind``).
+    by the rules the general path follows (``kind``). ``clamp`` (lo, hi): ``tables`` are
+    that clamp of the output (a Relu / Clip after the conv): the GEMM paths then clamp in the
+    requantization and skip the lookup.
 
     ``call(x, y, nthreads)`` runs it and returns True when x is a C-contiguous (1, C, H, W)
     array of the planned 8-bit type and y a writable C-contiguous (1, M, OH, OW) one of the
@@ -1002,6 +1004,7 @@ cdef class QConv8:
     cdef int kind
     cdef int xz, yz
     cdef bint x_s8, y_s8, w_s8
+    cdef float lo, hi           # the requantization's clamp (the GEMM paths)
     cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, k, wq, ld, npad
     cdef Py_ssize_t xshape[4]
     cdef Py_ssize_t yshape[4]
@@ -1011,7 +1014,7 @@ cdef class QConv8:
                  const float[::1] scale, int xz, int yz, bint x_s8, bint y_s8, tables,
                  Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t m, Py_ssize_t oh,
                  Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw):
+                 Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, clamp=None):
         if min(c, h, w, m, oh, ow, kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
             raise ValueError("QConv8: every size must be >= 1 and pads >= 0")
         if corr.shape[0] < m or scale.shape[0] < m:
@@ -1027,10 +1030,18 @@ cdef class QConv8:
         self.yshape[:] = [1, m, oh, ow]
         self.xf, self.yf = ord("b" if x_s8 else "B"), ord("b" if y_s8 else "B")
         self.tables = self._bind_tables(tables)
+        self.lo, self.hi = (-128.0, 127.0) if y_s8 else (0.0, 255.0)
         if depthwise:
             self._bind_depthwise(wdw, wz)
         else:
             self._bind_dense(pk, stem)
+        if clamp is not None and self.kind in (QC_DIRECT, QC_ROWS, QC_PADDED):
+            # the tables are this clamp (clamp_of_tables): the requantization's bounds
+            # instead of a lookup; the other paths keep the tables
+            if not self.lo <= clamp[0] <= clamp[1] <= self.hi:
+                raise ValueError(f"QConv8: clamp {clamp} outside the output type's range")
+            self.lo, self.hi = clamp
+            self.tables = NULL
 
     cdef const unsigned char *_bind_tables(self, tables) except? NULL:
         if tables is None:
@@ -1096,6 +1107,11 @@ cdef class QConv8:
         outputs), "stem" (few input channels) or "depthwise"."""
         return ("direct", "rows", "padded", "stem", "depthwise")[self.kind]
 
+    @property
+    def bounds(self):
+        """The requantization's clamp (lo, hi) and whether a lookup table follows it."""
+        return (int(self.lo), int(self.hi)), self.tables != NULL
+
     def __call__(self, x, y, int nthreads):
         cdef Py_buffer bx, by
         cdef int failed = 0
@@ -1120,7 +1136,7 @@ cdef class QConv8:
         cdef int failed
         if self.kind == QC_DIRECT:
             return _qgemm_rq(self.w8, self.a16, x, self.x_s8, self.k, L, self.m, self.corr,
-                             self.scale, self.yz, y, self.y_s8, self.tables)
+                             self.scale, self.yz, y, self.y_s8, self.tables, self.lo, self.hi)
         if self.kind == QC_STEM:
             return _qconv_direct(x, self.c, self.h, self.w, self.xz, self.w32, self.m,
                                  self.kh, self.kw, self.sh, self.sw, self.ph, self.pw,
@@ -1137,7 +1153,7 @@ cdef class QConv8:
                      self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, self.oh, self.ow,
                      cols)
         failed = _qgemm_rq(self.w8, self.a16, cols, self.x_s8, self.k, L, self.m, self.corr,
-                           self.scale, self.yz, y, self.y_s8, self.tables)
+                           self.scale, self.yz, y, self.y_s8, self.tables, self.lo, self.hi)
         free(cols)
         return failed
 
@@ -1154,7 +1170,8 @@ cdef class QConv8:
                                  self.pw, self.dh, self.dw, self.oh, self.ow,
                                  <unsigned char>self.xz, pad, cols, self.ld)
             failed = _qgemm_rq(self.w8, self.a16, cols, self.x_s8, self.k, self.ld, self.m,
-                               self.corr, self.scale, self.yz, y2, self.y_s8, self.tables)
+                               self.corr, self.scale, self.yz, y2, self.y_s8, self.tables,
+                               self.lo, self.hi)
             for r in range(self.m):
                 for oy in range(self.oh):
                     memcpy(y + (r * self.oh + oy) * self.ow, y2 + r * self.ld + oy * self.wq,

@@ -421,6 +421,20 @@ def qlinear_conv2d(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, 
     return requantize(acc, b, mult, int(yz[0]), ydt, axis=1, out=out, backend=backend)
 
 
+def clamp_of_tables(tables, dtype):
+    """(lo, hi) where every row of ``tables`` ((M, 256), the bits of 8-bit ``dtype`` values
+    as uint8) is the clamp t[v] = min(max(v, lo), hi) (a Relu / Clip after a conv, in the
+    integer domain), else None."""
+    t = np.asarray(tables)
+    if t.ndim != 2 or t.shape[1] != 256 or t.shape[0] == 0 or (t != t[:1]).any():
+        return None
+    dtype = np.dtype(dtype)
+    v = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int32)   # index -> value
+    got = t[0].view(dtype).astype(np.int32)
+    lo, hi = int(got.min()), int(got.max())
+    return (lo, hi) if (got == np.clip(v, lo, hi)).all() else None
+
+
 def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, backend,
                      tables):
     """run(x, out=None) of a grouped / dense QLinearConv as one qgemm_requant per image and
@@ -452,9 +466,10 @@ def _qconv_gemm_plan(x_shape, x_dtype, xz, w, wz, geo, bias, mult, yz, ydt, back
             stem_w = np.zeros(((m + 15) // 16 * 16, 4 * ((k + 3) // 4)), np.int8)
             stem_w[:m, :k] = wd.reshape(m, k)
         cy = _dispatch.twin_module("quant", "cython")
+        clamp = None if tables is None else clamp_of_tables(tables, ydt)
         fast = cy.QConv8(False, cy.qgemm_pack(wd[0]), None, None, stem_w, corr[0], mult[0],
                          xz, yz, x_dtype == np.int8, ydt == np.int8, tables, c, h, wdt, m, oh,
-                         ow, kh, kw, sh, sw, pads[0], pads[1], dh, dw)
+                         ow, kh, kw, sh, sw, pads[0], pads[1], dh, dw, clamp)
 
     def kernels(bk):
         # the kernels, and the weights laid out for them once per backend (qgemm_pack)

@@ -4,7 +4,9 @@ that run on edgedl.kernels.quant, as onnxruntime's own QDQ transformer does:
 
 - DQ(x), DQ(w), [DQ(int32 bias)] -> Conv -> Q            => QLinearConv
 - ... -> Conv -> Relu / Clip -> Q (the activation between)  => QLinearConvLookup (the clamp
-                                                            as its table: exact)
+                                                            as its table: exact; the Cython
+                                                            GEMM paths clamp in the
+                                                            requantization instead)
 - DQ(a), DQ(b) -> MatMul -> Q                            => QLinearMatMul
 - DQ(a), DQ(b) -> Add / Mul -> Q                         => com.microsoft.QLinearAdd / Mul
 - DQ(x...) -> Concat -> Q                                => com.microsoft.QLinearConcat

@@ -780,14 +780,30 @@ BOUND_CASES = [  # (PLAN_CASES entry, the path QConv8 takes)
 ]
 
 
+def test_clamp_of_tables_finds_only_one_clamp():
+    """clamp_of_tables: (lo, hi) in the type's values where every row is that clamp."""
+    for dt, lo, hi in ((U8, 7, 200), (U8, 0, 255), (S8, -3, 90), (S8, -128, 127)):
+        values = np.arange(256, dtype=np.uint8).view(dt).astype(int)
+        t = np.tile(np.clip(values, lo, hi).astype(dt), (3, 1)).view(U8)
+        assert Q.clamp_of_tables(t, dt) == (lo, hi)
+        other = t.copy()
+        other[1, 5] ^= 1                         # one row differs
+        assert Q.clamp_of_tables(other, dt) is None
+        bent = t.copy()
+        bent[:, 50] = bent[:, 51]                # not a clamp (flat inside the range)
+        assert Q.clamp_of_tables(bent, dt) is None
+    assert Q.clamp_of_tables(np.zeros((0, 256), U8), U8) is None
+
+
 @pytest.mark.parametrize("case,paths", BOUND_CASES)
 @pytest.mark.parametrize("types", [(U8, S8, U8), (U8, S8, S8), (S8, S8, S8), (U8, U8, U8)])
-@pytest.mark.parametrize("lookup", [False, True])
+@pytest.mark.parametrize("lookup", [False, True, "clamp"])
 def test_bound_qconv_matches_reference(case, paths, types, lookup, rng):
     """The Cython plan's bound conv (QConv8: one call, no Python between the buffers and
     the kernels) on each of its paths equals the NumPy reference, per-channel activation
-    tables included; it declines, touching nothing, what it was not bound for (the general
-    path then raises)."""
+    tables included, and tables that are one clamp (a Relu / Clip) become the GEMM paths'
+    requantization bounds; it declines, touching nothing, what it was not bound for (the
+    general path then raises)."""
     pytest.importorskip("edgedl._cy.quant", reason="the Cython backend is not built")
     xshape, m, group, k, st, pads, dil = case
     xt, wt, yt = types
@@ -797,6 +813,11 @@ def test_bound_qconv_matches_reference(case, paths, types, lookup, rng):
     ws = rng.uniform(1e-3, 2e-2, m).astype(np.float32)
     bias = rng.integers(-3000, 3000, m).astype(np.int32)
     tables = _q(rng, (m, 256), yt) if lookup else None
+    info = np.iinfo(yt)
+    if lookup == "clamp":       # (a Relu's lower bound is the zero point's 7)
+        bounds = (7, int(rng.integers(100, info.max))) if yt == U8 else (7, 90)
+        values = np.arange(256, dtype=np.uint8).view(yt)
+        tables = np.tile(np.clip(values.astype(int), *bounds).astype(yt), (m, 1))
     params = (np.float32(0.05), xt(3), w, ws, wz, np.float32(0.3), yt(7), bias)
     want = Q.qlinear_conv2d(x, *params[:6], yt(7), bias, st, pads, dil, group, backend="numpy")
     if lookup:
@@ -805,6 +826,10 @@ def test_bound_qconv_matches_reference(case, paths, types, lookup, rng):
                                 backend="cython", tables=tables)
     fast = run._fast
     assert fast is not None and fast.path in paths
+    gemm = fast.path in ("direct", "rows", "padded")
+    clamped = lookup == "clamp" and gemm
+    assert fast.bounds == (bounds if clamped else (info.min, info.max),
+                           bool(lookup) and not clamped)
     if xt == S8:
         assert fast.path != "stem"              # the stem kernel reads unsigned columns
     y = np.full(run.out_shape, 5, yt)

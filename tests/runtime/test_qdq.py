@@ -21,8 +21,8 @@ def _q_dq(prefix, scale, zero, dtype=np.uint8):
     return [(f"{prefix}_s", np.array(scale, np.float32)), (f"{prefix}_z", np.array(zero, dtype))]
 
 
-def _conv_model(rng, per_channel=True, bias=True, bias_scale=1.0, q_zero=True):
-    c_in, c_out = 3, 4
+def _conv_model(rng, per_channel=True, bias=True, bias_scale=1.0, q_zero=True, c_in=3):
+    c_out = 4
     w = rng.integers(-100, 100, (c_out, c_in, 3, 3)).astype(np.int8)
     ws = rng.uniform(0.002, 0.01, c_out if per_channel else ()).astype(np.float32)
     inits = _q_dq("x", 0.02, 128) + [("w", w), ("w_s", ws),
@@ -79,8 +79,9 @@ def test_conv_becomes_qlinear_conv(backend, rng, per_channel, bias, q_zero):
 def test_conv_activation_quantize_becomes_a_clamped_qlinear_conv(backend, rng, act, ydt):
     """DQ -> Conv -> Relu / Clip -> Q with no Q between the conv and the activation (as
     other exporters than onnxruntime's write it): one QLinearConvLookup whose table is the
-    clamp to [Q(lo), Q(hi)], within one LSB of onnxruntime."""
-    m = _conv_model(rng)
+    clamp to [Q(lo), Q(hi)], within one LSB of onnxruntime; on the Cython backend the
+    clamp is the requantization's bounds (no lookup)."""
+    m = _conv_model(rng, c_in=16)          # 16 x 3 x 3 taps: the GEMM path, not the stem
     g = m.graph
     conv = next(n for n in g.node if n.op_type == "Conv")
     q = next(n for n in g.node if n.op_type == "QuantizeLinear")
@@ -97,9 +98,14 @@ def test_conv_activation_quantize_becomes_a_clamped_qlinear_conv(backend, rng, a
         z = next(i for i in g.initializer if i.name == "y_z")
         z.CopyFrom(onnx.numpy_helper.from_array(np.array(-20, np.int8), "y_z"))
         g.output[0].type.tensor_type.elem_type = TensorProto.INT8
-    x = rng.integers(0, 256, (1, 3, 6, 7)).astype(np.uint8)
+    x = rng.integers(0, 256, (1, 16, 6, 7)).astype(np.uint8)
     s = _run_both(m, {"xq": x}, backend)
     assert _ops(s) == ["QLinearConvLookup"]
+    if backend == "cython":
+        (plan,) = s._plans.values()
+        (conv,) = [st.fn.bound for st in plan.steps]       # the step's bound QConv8
+        (lo, hi), table = conv.bounds
+        assert not table and (lo, hi) != (np.iinfo(ydt).min, np.iinfo(ydt).max)
 
 
 def test_a_bias_of_another_scale_keeps_the_float_path(backend, rng):
