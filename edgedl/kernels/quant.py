@@ -21,7 +21,8 @@ from .conv import _conv_geometry
 __all__ = ["QTYPES", "QDQ_TYPES", "quantize_linear", "dequantize_linear",
            "quantize_linear_plan", "dequantize_linear_plan", "dynamic_quantize_linear",
            "requantize", "qlinear_conv2d", "qlinear_conv2d_plan",
-           "conv_integer2d", "qlinear_matmul", "matmul_integer", "lookup_table", "lookup",
+           "conv_integer2d", "qlinear_matmul", "matmul_integer", "qgemm", "lookup_table",
+           "lookup",
            "qlinear_binary", "qlinear_binary_plan", "qlinear_binary_table", "lookup2",
            "qlinear_global_avg_pool2d", "qlinear_avg_pool2d_plan",
            "lookup_plan", "channel_lookup", "channel_lookup_plan"]
@@ -732,6 +733,43 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
         out[...] = y
         return out
     return y
+
+
+def qgemm(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None,
+          y_zero_point=None, alpha=1.0, trans_a=False, trans_b=False, backend=None):
+    """com.microsoft QGemm (onnxruntime's quantized Gemm, also what its QDQ transformer makes
+    of DQ -> Gemm -> Q): acc = (A' - a_zero_point) @ (B' - b_zero_point) in int32 (A' = a or
+    a.T, B' likewise; a's parameters per tensor, b's per tensor or per column of B'), plus
+    ``c`` (int32, broadcast to (M, N)), then requantized with float32 alpha * a_scale *
+    b_scale[n] / y_scale into y_zero_point's type, or (no y_zero_point) that float32 scale
+    times acc (y_scale dividing it when given, as onnxruntime does)."""
+    a, b = _qarray(a, "a"), _qarray(b, "b")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"a and b must be 2-D, got shapes {a.shape} and {b.shape}")
+    a = a.T if trans_a else a
+    b = b.T if trans_b else b
+    n = b.shape[1]
+    as_ = _scale(a_scale, "a_scale")
+    bs = _scale(b_scale, "b_scale", n)
+    acc, m, n = _matmul_acc(a, b, a_zero_point, b_zero_point, backend)
+    if c is not None:
+        c = np.asarray(c)
+        if c.dtype != np.int32:
+            raise DTypeError(f"c must have dtype int32, got {c.dtype}")
+        try:
+            acc = acc + np.broadcast_to(c, (m, n))      # int32 sums wrap, as the kernels'
+        except ValueError:
+            raise ShapeError(f"c of shape {c.shape} does not broadcast to ({m}, {n})") \
+                from None
+    mult = np.float32(alpha) * as_[0] * bs                 # onnxruntime's order, float32
+    if y_scale is not None:
+        mult = mult / _scale(y_scale, "y_scale")[0]
+    mult = np.broadcast_to(mult.astype(np.float32), (n,))
+    if y_zero_point is None:
+        return acc.astype(np.float32) * mult
+    yz, ydt = _zero_point(y_zero_point, "y_zero_point", None, default=a.dtype)
+    return requantize(np.ascontiguousarray(acc, np.int32), None, mult, int(yz[0]), ydt,
+                      axis=1, backend=backend)
 
 
 # ----------------------------------------------------------------------------- tables

@@ -7,7 +7,9 @@ that run on edgedl.kernels.quant, as onnxruntime's own QDQ transformer does:
                                                             as its table: exact; the Cython
                                                             GEMM paths clamp in the
                                                             requantization instead)
-- DQ(a), DQ(b) -> MatMul -> Q                            => QLinearMatMul
+- DQ(a), DQ(b) -> MatMul -> Q                            => QLinearMatMul (b per tensor,
+                                                            or constant per column)
+- DQ(a), DQ(b) [, DQ(int32 c)] -> Gemm -> Q              => com.microsoft.QGemm
 - DQ(a), DQ(b) -> Add / Mul -> Q                         => com.microsoft.QLinearAdd / Mul
 - DQ(x...) -> Concat -> Q                                => com.microsoft.QLinearConcat
 - DQ(x) -> Sigmoid / LeakyRelu -> Q                      => com.microsoft.QLinearSigmoid /
@@ -228,7 +230,54 @@ def _binary(rw, node, op_type, domain=""):
 
 
 def qlinear_matmul(rw, mm):
-    return mm.op_type == "MatMul" and _binary(rw, mm, "QLinearMatMul")
+    if mm.op_type != "MatMul" or len(mm.inputs) != 2:
+        return False
+    if _binary(rw, mm, "QLinearMatMul"):
+        return True
+    # constant weights quantized per column (onnxruntime's per-channel MatMul weights)
+    ins, q = _activations(rw, mm, 1)
+    w = None if ins is None else _dq(rw, mm.inputs[1])
+    wq = None if w is None else rw.const(w.value)
+    if wq is None or wq.ndim != 2 or not _per_column(rw, w, wq, 1):
+        return False
+    inputs = [ins[0].value, ins[0].scale, _zero_point(rw, ins[0]), w.value, w.scale,
+              _zero_point(rw, w), q.scale, _zero_point(rw, q)]
+    return _rewrite(rw, [mm, q.node], "QLinearMatMul", inputs, q, {})
+
+
+def _per_column(rw, w, wq, axis):
+    """Constant 8-bit 2-D weights whose scale (and zero point) vary along ``axis`` only."""
+    s = rw.const(w.scale)
+    z = rw.const(w.zero) if w.zero else np.zeros((), np.uint8)
+    n = wq.shape[axis]
+    return wq.dtype in _ACT_TYPES and s is not None and z is not None and \
+        s.dtype == np.float32 and s.ndim == 1 and s.size == n and np.all(np.isfinite(s)) and \
+        np.all(s > 0) and z.size in (1, n) and w.axis in (axis, axis - 2)
+
+
+def qlinear_gemm(rw, gemm):
+    """DQ(a), DQ(constant b) [, DQ(int32 c)] -> Gemm -> Q => com.microsoft.QGemm (as
+    onnxruntime's QDQ transformer makes it): a per tensor, b per tensor or per column of B',
+    c with scale a_scale * b_scale and zero point 0 (beta 1, alpha 1 then), transA 0."""
+    if gemm.op_type != "Gemm" or len(gemm.inputs) < 2 or int(gemm.attrs.get("transA", 0)):
+        return False
+    ins, q = _activations(rw, gemm, 1)
+    w = None if ins is None else _dq(rw, gemm.inputs[1])
+    wq = None if w is None else rw.const(w.value)
+    tb = int(gemm.attrs.get("transB", 0))
+    if wq is None or wq.ndim != 2 or not (_conv_weights(rw, w, lambda *_: False) or
+                                          _per_column(rw, w, wq, 0 if tb else 1)):
+        return False
+    alpha, beta = float(gemm.attrs.get("alpha", 1.0)), float(gemm.attrs.get("beta", 1.0))
+    bias = []
+    if len(gemm.inputs) > 2 and gemm.inputs[2]:
+        bias = _conv_bias(rw, gemm, ins[0], w) if alpha == 1.0 and beta == 1.0 else None
+        if bias is None:
+            return False
+    inputs = [ins[0].value, ins[0].scale, _zero_point(rw, ins[0]), w.value, w.scale,
+              _zero_point(rw, w)] + (bias or [""]) + [q.scale, _zero_point(rw, q)]
+    return _rewrite(rw, [gemm, q.node], "QGemm", inputs, q,
+                    {"alpha": alpha, "transA": 0, "transB": tb}, _MS)
 
 
 def qlinear_binary(rw, node):
@@ -304,7 +353,7 @@ def integer_pad(rw, node):
     return _rewrite(rw, [node, q.node], "Pad", inputs, q, dict(node.attrs))
 
 
-_PATTERNS = (qlinear_conv, qlinear_conv_clamped, qlinear_matmul, qlinear_binary,
+_PATTERNS = (qlinear_conv, qlinear_conv_clamped, qlinear_matmul, qlinear_gemm, qlinear_binary,
              qlinear_concat, qlinear_unary, integer_mover, integer_pad)
 
 

@@ -268,7 +268,7 @@ def test_qlinear_matmul_batched(backend, rng):
 # ----------------------------------------------------------------------------- onnxruntime
 def _run_both(op_type, inputs, attrs=None, opset=19, domain="", backend=None):
     import edgedl
-    inputs = [(n, np.asarray(a)) for n, a in inputs]
+    inputs = [(n, None if a is None else np.asarray(a)) for n, a in inputs]    # None: omitted
     model = single_node_model(op_type, inputs, attrs, opset=opset, domain=domain)
     if domain:   # com.microsoft ops live beside a default-domain opset
         from onnx import helper
@@ -418,6 +418,37 @@ def test_microsoft_ops_match_onnxruntime(backend, dtype, rng):
                exact=0.95)
 
 
+@pytest.mark.parametrize("backend", AVAILABLE)
+@pytest.mark.parametrize("types", [(U8, S8), (U8, U8), (S8, S8)])
+@pytest.mark.parametrize("c_shape", [None, (), (7,), (1, 7), (5, 1), (5, 7)])
+def test_qgemm_matches_onnxruntime(backend, types, c_shape, rng):
+    """com.microsoft QGemm (QOperator's quantized Gemm, and the QDQ Gemm rewrite's target):
+    transposes, alpha, b per tensor or per column, every broadcast of the int32 C, 8-bit or
+    (no y_scale / y_zero_point) float output, against onnxruntime."""
+    at, bt = types
+    for ta, tb, per_col, alpha, quantized in ((0, 0, False, 1.0, True), (1, 1, True, 1.0, True),
+                                              (0, 1, True, 0.75, False)):
+        a = _q(rng, (16, 5) if ta else (5, 16), at)
+        b = _q(rng, (7, 16) if tb else (16, 7), bt)
+        bs = rng.uniform(0.002, 0.01, 7 if per_col else ()).astype(np.float32)
+        bz = (rng.integers(-3, 4, bs.shape) if bt == S8 else
+              rng.integers(120, 136, bs.shape)).astype(bt)
+        ins = [("a", a), ("as", np.float32(0.0217)), ("az", at(3)), ("b", b), ("bs", bs),
+               ("bz", bz)]
+        c = None if c_shape is None else rng.integers(-3000, 3000, c_shape).astype(np.int32)
+        ins.append(("c", c))
+        if quantized:
+            ins += [("ys", np.float32(0.3071)), ("yz", at(7))]
+        attrs = dict(transA=ta, transB=tb, alpha=alpha)
+        got, want = _run_both("QGemm", ins, attrs, opset=1, domain="com.microsoft",
+                              backend=backend)
+        if quantized:
+            _close_lsb(got, want)
+        else:
+            assert got.dtype == want.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 #: (x shape, kernel, strides, pads, ceil_mode, count_include_pad, auto_pad)
 QAVG_CASES = [((1, 48, 46, 46), (3, 3), (2, 2), (0, 0, 0, 0), 0, 0, "NOTSET"),    # FastestDet's
               ((2, 3, 9, 11), (3, 2), (1, 2), (1, 0, 2, 1), 0, 1, "NOTSET"),
@@ -546,6 +577,26 @@ def test_bad_model_parameters_name_the_node(bad):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(ModelError, match="the_qconv"):
         edgedl.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+
+
+@pytest.mark.parametrize("bad", ["b_scale_zero", "b_scale_length", "c_shape"])
+def test_bad_qgemm_parameters_name_the_node(bad):
+    import edgedl
+    from onnx import helper, numpy_helper
+    bs = {"b_scale_zero": np.float32(0), "b_scale_length": np.full(3, 0.1, np.float32)}
+    c = np.zeros((2, 3) if bad == "c_shape" else 4, np.int32)
+    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in
+             (("as", np.float32(0.05)), ("az", U8(3)), ("b", np.ones((6, 4), S8)),
+              ("bs", bs.get(bad, np.float32(0.1))), ("bz", S8(0)), ("c", c),
+              ("ys", np.float32(0.2)), ("yz", U8(0)))]
+    node = helper.make_node("QGemm", ["a", "as", "az", "b", "bs", "bz", "c", "ys", "yz"],
+                            ["y"], name="the_qgemm", domain="com.microsoft")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", 2, [5, 6])],
+                          [helper.make_tensor_value_info("y", 2, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13),
+                                            helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(ModelError, match="the_qgemm"):
+        edgedl.InferenceSession(m.SerializeToString()).run(None, {"a": np.zeros((5, 6), U8)})
 
 
 def _run_with_isa(code, isa):

@@ -1,7 +1,7 @@
 """Quantized ops: QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear, QLinearConv,
-ConvInteger, QLinearMatMul, MatMulInteger (ai.onnx) and the com.microsoft QLinear* ops that
-onnxruntime's QOperator quantizer writes (Add, Mul, Sigmoid, LeakyRelu, Softmax, Concat,
-AveragePool, GlobalAveragePool), all on edgedl.kernels.quant.
+ConvInteger, QLinearMatMul, MatMulInteger (ai.onnx) and the com.microsoft ops that
+onnxruntime's QOperator quantizer writes (QLinear Add, Mul, Sigmoid, LeakyRelu, Softmax,
+Concat, AveragePool, GlobalAveragePool; QGemm), all on edgedl.kernels.quant.
 
 QLinearConv / QLinearMatMul take their inputs exactly as the ONNX spec orders them, so a graph
 rewrite (DQ -> Conv -> Q into QLinearConv) can create these nodes directly. Bad scales or zero
@@ -201,6 +201,19 @@ def qlinear_matmul(ctx):
 
     def f(a, as_, az, bm, bs, bz, ys, yz):
         return _q.qlinear_matmul(a, as_, az, bm, bs, bz, ys, yz, backend=b)
+    return _guarded(ctx, f)
+
+
+@op(MS + "QGemm")
+def qgemm(ctx):
+    """onnxruntime's QGemm: A, a_scale, a_zero_point, B, b_scale, b_zero_point, C (int32,
+    optional), y_scale, y_zero_point (optional: a float output without them)."""
+    b = ctx.backend
+    alpha = float(ctx.attr("alpha", 1.0))
+    ta, tb = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
+
+    def f(a, as_, az, bm, bs, bz, c=None, ys=None, yz=None):
+        return _q.qgemm(a, as_, az, bm, bs, bz, c, ys, yz, alpha, ta, tb, backend=b)
     return _guarded(ctx, f)
 
 
