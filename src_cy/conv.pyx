@@ -101,6 +101,7 @@ cdef extern from "edl_conv.h":
                               int act, float lo, float hi, float s) noexcept nogil
     void edl_residual_epilogue_f(float* v, const float* r, Py_ssize_t n, float b, int act,
                                  float lo, float hi, float s) noexcept nogil
+    void edl_add_f(float* v, const float* r, Py_ssize_t n) noexcept nogil
     void edl_epilogue_rows_f(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
                              Py_ssize_t rows, Py_ssize_t n, float b, int act, float lo,
                              float hi, float s) noexcept nogil
@@ -647,16 +648,19 @@ cdef class ConvF32:
     cdef int act
     cdef bint depthwise
     cdef readonly bint direct       # runs _conv_direct_f32 (no im2col, no GEMM)
+    cdef bint res_after             # a residual is added after the activation
     cdef float lo, hi
 
     def __init__(self, bint depthwise, const float[::1] wp, const float[::1] bias,
                  const float[::1] slopes, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
                  Py_ssize_t m, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                 Py_ssize_t dw, int act, double p0, double p1, const float[::1] direct=None):
+                 Py_ssize_t dw, int act, double p0, double p1, const float[::1] direct=None,
+                 bint res_after=False):
         """direct: weights for _conv_direct_f32 ((M + 7) // 8 groups of K taps x 8 channels,
         pack_direct_weights), which then runs instead of the GEMM (dense convs of few taps,
-        dilation 1, output rows of >= 8)."""
+        dilation 1, output rows of >= 8). res_after: a call's residual is added after the
+        activation (y = act(conv + bias) + res), not before it."""
         cdef Py_ssize_t K = c * kh * kw
         self.direct = direct is not None
         if self.direct:
@@ -678,11 +682,12 @@ cdef class ConvF32:
         self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw = (
             kh, kw, sh, sw, ph, pw, dh, dw)
         self.act, self.lo, self.hi = act, <float>p0, <float>p1
+        self.res_after = res_after
 
     def __call__(self, x, y, int nthreads, res=None):
         """``res``: the residual (1, M, OH, OW) float32, C-contiguous, not overlapping y, of
-        a conv fused with the Add after it: y = act(conv + bias + res). Dense GEMM convs
-        only (others return False)."""
+        a conv fused with the Add after it: y = act(conv + bias + res), or act(conv + bias)
+        + res where bound with res_after. Dense GEMM convs only (others return False)."""
         cdef Py_buffer bx, by, br
         cdef int r = 0
         cdef bint ok
@@ -723,7 +728,7 @@ cdef class ConvF32:
                                        &self.wp[0], &self.bias[0], self.kh, self.kw, self.sh,
                                        self.sw, self.ph, self.pw, self.dh, self.dw, self.act,
                                        self.lo, self.hi, &self.slopes[0], <float*>by.buf,
-                                       self.m, self.oh, self.ow, rp)
+                                       self.m, self.oh, self.ow, rp, self.res_after)
         release_pair(&bx, &by)
         if res is not None:
             PyBuffer_Release(&br)
@@ -855,7 +860,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                         Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
                         const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
-                        Py_ssize_t ow, const float* res=NULL) noexcept nogil:
+                        Py_ssize_t ow, const float* res=NULL,
+                        bint res_after=False) noexcept nogil:
     """im2col, GEMM and epilogue fused per block of output columns; thread t takes the t-th
     run of blocks (static): the same columns on every call and in the pointwise convs before
     and after, so each core reads what its own L2 holds. (Handed out as threads came free,
@@ -865,7 +871,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     and y (m, oh, ow) C-contiguous, wp packed for M = m, K = c * kh * kw.
     1x1 stride-1 unpadded convs read x in place. ``res`` (m, oh, ow), not overlapping y, or
     NULL: the Add after the conv, in the block's epilogue before the activation (see
-    edl_residual_epilogue_f). Returns 0, or 1 if a malloc failed."""
+    edl_residual_epilogue_f), or after it (``res_after``: the activation stays in the GEMM's
+    registers where it can). Returns 0, or 1 if a malloc failed."""
     cdef Py_ssize_t K = c * kh * kw, L = oh * ow, nr = edl_gemm_nr()
     cdef bint pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
                            and oh == h and ow == wd)
@@ -912,9 +919,10 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t cols = 0 if pointwise else max((K + nkb - 1) // nkb, 1) * most * ow
     for i in range(m):
         epi = epi or bias[i] != 0
-    epi = epi or res != NULL
-    if epi and res == NULL and (act == ACT_NONE or act == ACT_CLIP or act == ACT_SIGMOID
-                                or act == ACT_SILU):
+    cdef bint before = res != NULL and not res_after    # the residual inside the activation
+    epi = epi or before
+    if epi and not before and (act == ACT_NONE or act == ACT_CLIP or act == ACT_SIGMOID
+                               or act == ACT_SILU):
         # bias (+ relu / clip, sigmoid, SiLU) in the GEMM's registers: no pass over C after
         gepi.bias = bias
         gepi.clamp = act == ACT_CLIP
@@ -958,13 +966,15 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                     else:
                         edl_gemm_cols_k(wp, m, K, k0, k1 - k0, buf, j1 - j0, yb + j0, L, 0,
                                         j1 - j0, scratch, pgepi, kb == 0, kb == nkb - 1)
-            if res != NULL:   # while the block is still in cache
+            if before:   # while the block is still in cache
                 for r in range(r0, r1):
                     edl_residual_epilogue_f(yb + r * L + j0, res + r * L + j0, j1 - j0,
                                             bias[r], act, lo, hi, slopes[r])
-            elif epi:
-                for r in range(r0, r1):
+            else:
+                for r in range(r0 if epi else r1, r1):
                     _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])
+                for r in range(r0 if res != NULL else r1, r1):
+                    edl_add_f(yb + r * L + j0, res + r * L + j0, j1 - j0)
         free(buf)
     return err != 0
 

@@ -503,6 +503,12 @@ EDL_SIMD_KERNEL static void edl_residual_epilogue_f(float *v, const float *r, pt
     for (ptrdiff_t k = 0; k < n; k++) v[k] = (v[k] + b) + r[k];
     if (act != EDL_ACT_NONE) edl_epilogue_rows_f(v, 0, v, 0, 1, n, 0.0f, act, lo, hi, s);
 }
+/* v += r over n values: the Add after a conv's activation (YOLO's CSP shortcut x +
+   SiLU(conv(...))), on the block of the conv's output while it is in cache; the bits of the
+   unfused Add. */
+EDL_SIMD_KERNEL static void edl_add_f(float *v, const float *r, ptrdiff_t n) {
+    for (ptrdiff_t k = 0; k < n; k++) v[k] = v[k] + r[k];
+}
 /* float64 epilogue, in place: v = act(v + b), the cases of the float32 one with libm's exp and
    tanh (no clones: float64 convs are rare) */
 static void edl_epilogue_d(double *v, ptrdiff_t n, double b, int act, double lo, double hi,

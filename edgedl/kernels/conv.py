@@ -334,7 +334,8 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
         return None
     wp = w.reshape(-1) if depthwise else _packed_weights(w, 1, "cython", packed)[0]
     return cy.ConvF32(depthwise, wp, b, slopes, c, x_shape[2], x_shape[3], m, oh, ow, kh, kw,
-                      sh, sw, pads[0], pads[1], dh, dw, code, p0, p1, direct)
+                      sh, sw, pads[0], pads[1], dh, dw, code, p0, p1, direct,
+                      residual == "after")
 
 
 def _direct_dense(taps, window, dilations, ow, wide):
@@ -362,10 +363,11 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
 
     ``residual=True``: the conv fused with the Add after it (ResNet-style blocks), ``run(x,
     out, res)`` gives act(conv(x) + bias + res) for ``res`` of the output's shape and dtype,
-    not overlapping ``out``; the activation comes after the add. Rounded as the unfused
-    graph (the conv's output, then the sum). The Cython backend adds ``res`` in the GEMM's
-    per-block epilogue while the block is in cache (dense convs); every other path adds it
-    in one more pass.
+    not overlapping ``out``; the activation comes after the add. ``residual="after"``:
+    act(conv(x) + bias) + res (YOLO's CSP shortcuts add after the SiLU). Rounded as the
+    unfused graph (the conv's output, then the sum). The Cython backend adds ``res`` in the
+    GEMM's per-block epilogue while the block is in cache (dense convs); every other path
+    adds it in one more pass.
     """
     x_shape, dtype = V.plan_input(x_shape, dtype)
     w = np.ascontiguousarray(V.float_array(w, "w", ndim=4), dtype=dtype)
@@ -373,7 +375,9 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     m = w.shape[0]
     epi = _epilogue(activation, activation_params, m, dtype)
     post = None
-    if residual:    # the general path: the conv without its activation, then add + act
+    if residual not in (False, True, "after"):
+        raise ValidationError(f"residual must be False, True or 'after', got {residual!r}")
+    if residual is True:    # the general path: the conv without its activation, then add + act
         post, epi = epi, _epilogue(None, (), m, dtype)
     b = _bias(bias, m, dtype) if bias is not None else np.zeros(m, dtype)
     packed = {}
@@ -405,7 +409,8 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
             call(x if x.flags.c_contiguous else np.ascontiguousarray(x), y)
             if residual:
                 np.add(y, res, out=y)
-                _activate(y, post, bk)
+                if post is not None:
+                    _activate(y, post, bk)
         return y
     run.out_shape = oshape
     run._fast = fast

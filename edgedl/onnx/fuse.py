@@ -20,7 +20,9 @@
    per-tensor Q/DQ, -> one lookup of 256 entries per channel (QChannelLookup) or one table
    (QLookup) evaluated at load through the chain itself (qdq.py);
 5. an activation that is the only reader of a Conv's or ScaleShift's output fused into its
-   epilogue (which activations fuse: ``kernels.activation_table``);
+   epilogue (which activations fuse: ``kernels.activation_table``); then a Conv read only by
+   an Add of a computed value r fused with it: r added before the Conv's activation
+   (Conv -> Add -> act, ResNet) or after it (Conv -> act -> Add, YOLO's CSP shortcuts);
 6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
@@ -549,15 +551,15 @@ fuse_conv_activations = fuse_epilogue_activations   # the name before ScaleShift
 
 def _residual_pair(rw, add):
     """(conv, r) of an Add / Sum whose one operand is a Conv's output that only it reads
-    (no activation of its own, 4-D constant weights) and whose other operand r is computed
-    (not a constant: those fold into the bias); else None."""
+    (4-D constant weights; an activation of its own or not) and whose other operand r is
+    computed (not a constant: those fold into the bias); else None."""
     if (add.op_type not in ("Add", "Sum") or add.domain or len(add.inputs) != 2
             or "" in add.inputs or add.attrs.get("broadcast") or add.inputs[0] == add.inputs[1]):
         return None
     for i in (0, 1):
         conv, other = rw.prod.get(add.inputs[i]), add.inputs[1 - i]
         if (conv is None or conv.op_type != "Conv" or conv.domain or len(conv.inputs) < 2
-                or "_act" in conv.attrs or conv.attrs.get("_residual")
+                or conv.attrs.get("_residual")
                 or rw.only_reader(conv.outputs[0]) is not add or rw.const(other) is not None):
             continue
         w = rw.const(conv.inputs[1])
@@ -567,10 +569,12 @@ def _residual_pair(rw, add):
 
 
 def fuse_residual_adds(rw):
-    """Conv -> Add / Sum(conv output, r) [-> activation]: one Conv (``_residual``, inputs
+    """Conv -> Add / Sum(conv output, r) [-> activation]: one Conv (``_residual`` 1, inputs
     x, w, bias or "", r) whose epilogue adds r and then applies the activation (ResNet's
-    blocks). r must already be computed where the Add is: the fused node takes the Add's
-    place. Runs after fuse_epilogue_activations (a Conv -> Relu -> Add keeps its Add)."""
+    blocks); Conv with its fused activation -> Add: ``_residual`` 2, r added after the
+    activation (YOLO's CSP shortcuts, x + SiLU(conv(...))). r must already be computed
+    where the Add is: the fused node takes the Add's place. Runs after
+    fuse_epilogue_activations."""
     for add in list(rw.g.nodes):
         pair = None if add in rw.removed else _residual_pair(rw, add)
         if pair is None:
@@ -578,10 +582,12 @@ def fuse_residual_adds(rw):
         conv, other = pair
         w = rw.const(conv.inputs[1])
         bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+        after = "_act" in conv.attrs
         new = Node("Conv", [conv.inputs[0], conv.inputs[1], bias, other],
-                   list(add.outputs[:1]), dict(conv.attrs, _residual=1), conv.name)
+                   list(add.outputs[:1]), dict(conv.attrs, _residual=2 if after else 1),
+                   conv.name)
         remove = [conv, add]
-        act = rw.only_reader(add.outputs[0])
+        act = None if after else rw.only_reader(add.outputs[0])
         spec = None if act is None or act.inputs[0] != add.outputs[0] else \
             _epilogue_spec(rw, act, w.shape[0], w.dtype)
         if spec is not None:

@@ -601,6 +601,9 @@ def test_gemm_path_split_by_filters(backend, m, c, hw, rng):
             got = conv2d_plan(x.shape, w, b, activation=act, backend=backend,
                               residual=True)(x, None, r)
             _close(got, f(want + r), np.float32)
+            got = conv2d_plan(x.shape, w, b, activation=act, backend=backend,
+                              residual="after")(x, None, r)
+            _close(got, f(want) + r, np.float32)
     finally:
         edgedl.set_num_threads(saved)
 

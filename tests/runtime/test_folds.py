@@ -225,8 +225,8 @@ def test_residual_add_fuses_into_the_conv(backend, rng, add, act, other):
 
 
 def test_residual_add_shapes_and_readers_that_stay(backend, rng):
-    """No fusion when the conv's output has another reader or an activation of its own, or
-    the other operand is a constant; a stem conv (direct path) and a depthwise conv fuse and
+    """No fusion when the conv's output has another reader or the other operand is a
+    constant; a stem conv (direct path) and a depthwise conv fuse and
     take the general path; big planes exercise the GEMM's blocks and threads."""
     import edgedl
     c = 8
@@ -261,6 +261,45 @@ def test_residual_add_shapes_and_readers_that_stay(backend, rng):
                                               plain.run(None, {"x": xx})[0])
 
 
+@pytest.mark.parametrize("act", ["Relu", "SiLU", "LeakyRelu", "Tanh"])
+@pytest.mark.parametrize("case", ["gemm", "stem", "depthwise", "broadcast"])
+def test_residual_add_after_the_activation_fuses(backend, rng, act, case):
+    """Conv -> activation -> Add(., r) (YOLO's CSP shortcut x + SiLU(conv(...))): one Conv
+    (``_residual`` 2) whose epilogue applies the activation, then adds r: the unfused
+    graph's bits on the GEMM path (1 and 2 threads), the direct stem, a depthwise conv and
+    a broadcast residual (general paths), and onnxruntime's values."""
+    import edgedl
+    c, shape, group, w = {
+        "gemm": (64, (1, 64, 40, 40), 1, _w(rng, 64, 64, 3, 3, scale=0.05)),
+        "stem": (3, (1, 3, 64, 80), 1, _w(rng, 3, 3, 3, 3)),
+        "depthwise": (16, (1, 16, 20, 24), 16, _w(rng, 16, 1, 3, 3)),
+        "broadcast": (8, (1, 8, 6, 9), 1, _w(rng, 8, 8, 3, 3))}[case]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["a"], pads=[1, 1, 1, 1], group=group)]
+    if act == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["a"], ["sg"]),
+                  helper.make_node("Mul", ["a", "sg"], ["av"])]
+    else:
+        nodes.append(helper.make_node(act, ["a"], ["av"]))
+    r = "x"
+    if case == "broadcast":
+        nodes.append(helper.make_node("ReduceMean", ["x"], ["r"], axes=[2, 3]))
+        r = "r"
+    nodes.append(helper.make_node("Add", [r, "av"], ["y"]))
+    m = _model(nodes, [_vi("x", list(shape))], [_vi("y", None)],
+               [("w", w), ("b", _w(rng, c))])
+    xx = rng.standard_normal(shape).astype(np.float32)
+    fused_away = {"Add", "Mul", "Sigmoid"} if act == "SiLU" else {"Add", act}
+    s = _check(m, [{"x": xx}], backend, fused_away=fused_away)
+    assert [n.attrs.get("_residual") for n in s._graph.nodes if n.op_type == "Conv"] == [2]
+    for t in (1, 2):
+        kw = dict(backend=backend, num_threads=t, adaptive_threads=False)
+        fused = edgedl.InferenceSession(m.SerializeToString(), **kw)
+        plain = edgedl.InferenceSession(m.SerializeToString(), fuse=False, **kw)
+        for _ in range(2):      # the traced run, then the plan
+            np.testing.assert_allclose(fused.run(None, {"x": xx})[0],
+                                       plain.run(None, {"x": xx})[0], rtol=2e-6, atol=2e-6)
+
+
 def test_conv2d_plan_residual_checks_and_overlap(rng):
     """conv2d_plan(residual=True): a residual of the wrong shape is refused by name; one
     that shares memory with the output is read before the conv writes there."""
@@ -277,6 +316,14 @@ def test_conv2d_plan_residual_checks_and_overlap(rng):
         np.testing.assert_allclose(run(x, y, y), want, rtol=1e-5, atol=1e-6)    # in place
         with pytest.raises(edgedl_errors().ValidationError, match="residual"):
             run(x, None, r[:, :2])
+        after = C.conv2d_plan(x.shape, w, activation="relu", residual="after", backend=bk)
+        assert (after._fast is not None) == (bk == "cython")
+        want = np.maximum(C.conv2d(x, w, backend="numpy"), 0) + r
+        np.testing.assert_allclose(after(x, None, r), want, rtol=1e-5, atol=1e-6)
+        y = r.copy()
+        np.testing.assert_allclose(after(x, y, y), want, rtol=1e-5, atol=1e-6)  # in place
+    with pytest.raises(edgedl_errors().ValidationError, match="residual"):
+        C.conv2d_plan(x.shape, w, residual="before")
 
 
 def edgedl_errors():

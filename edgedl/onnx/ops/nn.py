@@ -106,11 +106,13 @@ def conv(ctx):
 
 def _residual_conv(ctx, nsp, geometry, act, act_params):
     """Conv + Add (+ activation) fused by fuse.fuse_residual_adds: inputs (x, w, bias or
-    "", residual); y = act(conv(x) + bias + residual). Planned: the residual goes into the
-    conv's epilogue (conv2d_plan(residual=True)) when it has the output's shape and dtype;
-    otherwise (a broadcast residual, shapes not fixed) the conv, then the add, then the
-    activation, as the graph had them. ``geometry``: (strides, pads, dilations, group,
-    auto_pad) as conv() read them."""
+    "", residual); y = act(conv(x) + bias + residual), or (``_residual`` 2) act(conv(x) +
+    bias) + residual. Planned: the residual goes into the conv's epilogue
+    (conv2d_plan(residual=True / "after")) when it has the output's shape and dtype;
+    otherwise (a broadcast residual, shapes not fixed) the conv, the add and the activation
+    in the graph's order. ``geometry``: (strides, pads, dilations, group, auto_pad) as conv()
+    read them."""
+    after = int(ctx.attr("_residual")) == 2
     xs, ws, rs = ctx.shapes[0], ctx.shapes[1], ctx.shapes[3]
     if (nsp == 2 and ctx.static and ctx.is_const(1) and (not ctx.has(2) or ctx.is_const(2))
             and ctx.dtypes[3] == ctx.dtypes[0] and rs is not None):
@@ -119,14 +121,17 @@ def _residual_conv(ctx, nsp, geometry, act, act_params):
                                                        dil, group, auto_pad)[4]
         if tuple(rs) == oshape:
             return _planned_conv(ctx, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
-                                 *geometry, act, act_params, residual=True)
+                                 *geometry, act, act_params,
+                                 residual="after" if after else True)
     node = ctx.node
+    drop = ("_residual",) if after else ("_residual", "_act", "_act_params")
     plain = Node("Conv", node.inputs[:3], node.outputs,
-                 {k: v for k, v in node.attrs.items()
-                  if k not in ("_residual", "_act", "_act_params")}, node.name)
+                 {k: v for k, v in node.attrs.items() if k not in drop}, node.name)
     conv_only = conv(Ctx(plain, ctx.opset, ctx.consts[:3], ctx.shapes[:3], ctx.dtypes[:3],
                          ctx.backend, ctx.static))
     backend = ctx.backend
+    if after:
+        return lambda x, w, bias=None, res=None: np.add(conv_only(x, w, bias), res)
     return lambda x, w, bias=None, res=None: _conv.add_and_activate(
         conv_only(x, w, bias), res, act, act_params, backend)
 
@@ -141,9 +146,13 @@ def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_pa
     if act in _POST_ACTS and not (b == "cython" and act in _CY_EPILOGUE_ACTS):
         post = _acts.activation_plan(*_POST_ACTS[act], dtype=dt, backend=b)
         act, act_params = None, ()
+    # a separate activation pass must come before a residual added after it: then the
+    # residual is one more pass too
+    late = residual == "after" and post is not None
     try:
         run = _conv.conv2d_plan(ctx.shapes[0], w, bias, strides, pads, dil, group, auto_pad,
-                                act, act_params, dtype=dt, backend=b, residual=residual)
+                                act, act_params, dtype=dt, backend=b,
+                                residual=False if late else residual)
     except ValueError as e:
         raise ctx.fail(str(e)) from e
     if post is None and not residual:
@@ -151,10 +160,12 @@ def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_pa
 
     @takes_out
     def f(x, *rest, out=None):
-        y = run(x, out, rest[-1]) if residual else run(x, out)
+        y = run(x, out, rest[-1]) if residual and not late else run(x, out)
         if post is not None:
             flat = y.reshape(-1)
             post(flat, flat)
+        if late:
+            np.add(y, rest[-1], out=y)
         return y
     return f
 
