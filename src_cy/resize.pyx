@@ -14,16 +14,23 @@ from libc.string cimport memcpy
 cdef enum:
     _PAR_ELEMS = 1 << 17
 
+# nearest only copies values: the float types and the 8-bit ones of quantized tensors
+ctypedef fused nearest_t:
+    float
+    double
+    unsigned char
+    signed char
 
-def resize_nearest(const floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
-                   floating[:, :, :, ::1] out):
+
+def resize_nearest(const nearest_t[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1] iw,
+                   nearest_t[:, :, :, ::1] out):
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], w = x.shape[3]
     cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3]
     cdef Py_ssize_t q, o, p
-    cdef const floating* src
-    cdef floating* dst
-    cdef floating* dst2
-    cdef floating v
+    cdef const nearest_t* src
+    cdef nearest_t* dst
+    cdef nearest_t* dst2
+    cdef nearest_t v
     cdef bint twice = ow == 2 * w    # each source column twice (2x upsampling), in order
     if n * c * oh * ow == 0:
         return
@@ -51,7 +58,7 @@ def resize_nearest(const floating[:, :, :, ::1] x, int64_t[::1] ih, int64_t[::1]
                 continue
             if o > 0 and ih[o] == ih[o - 1]:
                 # upsampling repeats source rows: copy the row just written (in cache)
-                memcpy(dst, dst - ow, ow * sizeof(floating))
+                memcpy(dst, dst - ow, ow * sizeof(nearest_t))
             elif twice:
                 for p in range(w):
                     v = src[p]

@@ -101,6 +101,8 @@ def _roi_hw(roi):
     return (r[0], r[2]), (r[1], r[3])
 
 
+#: the 8-bit types resize2d_plan's nearest mode takes besides the float ones
+_COPY_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _TABLES = {}      # call signature -> validated tables (a model resizes the same way each run)
 _TABLES_MAX = 256
 
@@ -208,7 +210,12 @@ def resize2d_plan(x_shape, out_hw, mode="nearest", coordinate_transformation_mod
     shape and dtype. ``out``, when given, must be a C-contiguous array of ``run.out_shape``
     and x's dtype not overlapping x (not checked: this is the fast path).
     """
-    x_shape, dtype = V.plan_input(x_shape, dtype)
+    if mode == "nearest" and np.dtype(dtype) in _COPY_DTYPES and \
+            coordinate_transformation_mode != "tf_crop_and_resize":
+        # nearest copies values: quantized tensors resize as they are (no float extrapolation)
+        x_shape, dtype = V.int_tuple(x_shape, "x_shape", 4, lo=0), np.dtype(dtype)
+    else:
+        x_shape, dtype = V.plan_input(x_shape, dtype)
     (oh, ow), plan = _tables(x_shape[2:], out_hw, mode, coordinate_transformation_mode,
                              nearest_mode, cubic_coeff_a, exclude_outside, extrapolation_value,
                              scales_hw, roi, dtype)

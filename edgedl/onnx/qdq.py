@@ -15,8 +15,8 @@ that run on edgedl.kernels.quant, as onnxruntime's own QDQ transformer does:
 - DQ(x) -> Sigmoid / LeakyRelu -> Q                      => com.microsoft.QLinearSigmoid /
                                                             QLinearLeakyRelu (lookup tables)
 - DQ(x) -> AveragePool / GlobalAveragePool -> Q          => com.microsoft.QLinear...Pool
-- DQ(x) -> Reshape / Transpose / MaxPool / ... -> Q with the same scale and zero point
-                                                         => the op on the integer tensor
+- DQ(x) -> Reshape / Transpose / MaxPool / nearest Resize / ... -> Q with the same scale
+  and zero point                                         => the op on the integer tensor
 - DQ(x) -> Pad -> Q with the same scale and zero point   => Pad of the integer tensor with
                                                             the constant value quantized
 - DQ(x) -> float ops of x alone with constant operands along one axis at most (ScaleShift,
@@ -315,10 +315,21 @@ def qlinear_unary(rw, node):
     return _rewrite(rw, [node, q.node], _UNARY[node.op_type], inputs, q, attrs, _MS)
 
 
+def _nearest_resize(node):
+    """A Resize that only copies elements (nearest, not tf_crop_and_resize: no extrapolated
+    float outside the image), opset 11 on (its inputs as the integer op takes them)."""
+    return node.op_type == "Resize" and len(node.inputs) >= 2 and \
+        node.attrs.get("mode", "nearest") in ("nearest", b"nearest") and \
+        node.attrs.get("coordinate_transformation_mode", "half_pixel") not in (
+            "tf_crop_and_resize", b"tf_crop_and_resize")
+
+
 def integer_mover(rw, node):
-    """DQ -> (an op that only moves elements) -> Q with the same parameters: the op on the
-    integer tensor; its other inputs (shapes, axes, indices) stay as they are."""
-    if node.op_type not in _MOVERS or not node.inputs or len(node.outputs) != 1:
+    """DQ -> (an op that only moves elements: _MOVERS, a nearest Resize) -> Q with the same
+    parameters: the op on the integer tensor; its other inputs (shapes, axes, indices,
+    scales) stay as they are."""
+    if (node.op_type not in _MOVERS and not _nearest_resize(node)) or not node.inputs or \
+            len(node.outputs) != 1:
         return False
     ins, q = _activations(rw, node, 1)
     if ins is None or not _same_params(rw, ins[0], q):

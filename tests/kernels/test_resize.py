@@ -316,3 +316,27 @@ def test_plan_matches_resize2d(backend, mode, rng):
         run(x[:1])
     with pytest.raises(ValidationError, match="mode"):
         resize2d_plan(x.shape, (3, 3), "area")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_plan_nearest_copies_8bit_values(backend, dtype, rng):
+    """resize2d_plan's nearest mode takes quantized (8-bit) tensors as they are, in every
+    coordinate mode but tf_crop_and_resize (its outside is a float extrapolation value,
+    refused): onnxruntime's values, the 2x path and ragged sizes."""
+    pytest.importorskip("onnxruntime")
+    from edgedl.kernels.resize import resize2d_plan
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (2, 3, 11, 13)).astype(dtype)
+    for k, ct in enumerate(c for c in ORT_MODES if c != "tf_crop_and_resize"):
+        for size in ((22, 26), (23, 7), (5, 13)):
+            nm = NEAREST_MODES[k % 4]
+            want = _ort_resize(x, sizes=size, mode="nearest", coordinate_transformation_mode=ct,
+                               nearest_mode=nm)
+            run = resize2d_plan(x.shape, size, "nearest", ct, nm, dtype=dtype, backend=backend)
+            got = run(x)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValidationError, match="dtype"):
+        resize2d_plan(x.shape, (4, 4), "linear", dtype=dtype)
+    with pytest.raises(ValidationError, match="dtype"):
+        resize2d_plan(x.shape, (4, 4), "nearest", "tf_crop_and_resize", dtype=dtype)

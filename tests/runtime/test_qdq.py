@@ -630,3 +630,25 @@ def test_gemm_with_a_bias_of_another_scale_keeps_the_float_path(backend, rng):
     want = np.clip(np.round(y / np.float32(0.05)) + 100, 0, 255)
     assert np.abs(got - want).max() <= 1 and (got == want).mean() >= 0.9
     assert "Gemm" in _ops(s) and "com.microsoft.QGemm" not in _ops(s)
+
+
+@pytest.mark.parametrize("ctm", ["asymmetric", "half_pixel", "tf_crop_and_resize"])
+def test_nearest_resize_between_dq_and_q_runs_on_the_integers(backend, rng, ctm):
+    """DQ -> Resize (nearest, constant scales) -> Q with one scale and zero point: the
+    Resize on the 8-bit tensor (it only copies values), but not tf_crop_and_resize (its
+    outside is a float extrapolation value): the float ops stay there."""
+    inits = _q_dq("a", 0.03, 120) + [("roi", np.array([0, 0, 0.1, 0.1, 1, 1, 0.9, 0.9],
+                                                      np.float32)),
+                                     ("scales", np.array([1, 1, 2, 2], np.float32))]
+    inits += _q_dq("y", 0.03, 120)
+    nodes = [helper.make_node("DequantizeLinear", ["aq", "a_s", "a_z"], ["af"]),
+             helper.make_node("Resize", ["af", "roi", "scales"], ["yf"], mode="nearest",
+                              coordinate_transformation_mode=ctm, nearest_mode="floor"),
+             helper.make_node("QuantizeLinear", ["yf", "y_s", "y_z"], ["yq"])]
+    m = _model(nodes, [_vi("aq", [1, 4, 5, 6], U8)], [_vi("yq", None, U8)], inits)
+    a = rng.integers(0, 256, (1, 4, 5, 6)).astype(np.uint8)
+    s = _run_both(m, {"aq": a}, backend, equal=1.0)
+    if ctm == "tf_crop_and_resize":
+        assert "QuantizeLinear" in _ops(s)
+    else:
+        assert _ops(s) == ["Resize"]

@@ -8,6 +8,8 @@ from ..graph import Node
 from . import Ctx, ints, op, takes_out
 from .elementwise import _FLOATS
 
+_INT8S = (np.dtype(np.uint8), np.dtype(np.int8))
+
 
 def _spatial(ctx, name, n, default):
     """Attribute `name` as ints, or n copies of default[0] when absent."""
@@ -548,7 +550,8 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
 
     inputs_at_plan = tuple(ctx.consts[i] if ctx.has(i) else None
                            for i in range(1, len(ctx.node.inputs)))
-    if (ctx.static and len(ctx.shapes[0]) == 4 and ctx.dtypes[0] in _FLOATS
+    if (ctx.static and len(ctx.shapes[0]) == 4 and (ctx.dtypes[0] in _FLOATS or _copies(
+            ctx.dtypes[0], mode, ctm))
             and all(ctx.is_const(i) for i in range(1, len(ctx.node.inputs)) if ctx.has(i))):
         # constant scales / sizes / roi and a fixed shape: tables built once
         full_sizes, scales_hw, roi_hw = geometry(ctx.shapes[0], inputs_at_plan)
@@ -569,10 +572,24 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
     return f
 
 
+def _copies(dtype, mode, ctm):
+    """A nearest resize of 8-bit values that the planned kernels copy as they are."""
+    return mode == "nearest" and ctm != "tf_crop_and_resize" and dtype in _INT8S
+
+
+def _planned_8bit(ctx):
+    """Whether resize() plans an 8-bit nearest Resize on the 8-bit kernels (fixed rank-4
+    shape, constant scales / sizes; not tf_crop_and_resize, whose outside is a float)."""
+    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel") if ctx.opset >= 11 \
+        else "asymmetric"
+    return (ctx.static and len(ctx.shapes[0]) == 4 and _copies(ctx.dtypes[0], "nearest", ctm)
+            and all(ctx.is_const(i) for i in range(1, len(ctx.node.inputs)) if ctx.has(i)))
+
+
 @op("Resize")
 def resize(ctx):
     mode = ctx.attr("mode", "nearest")
-    if mode == "nearest" and ctx.dtypes[0] in (np.dtype(np.uint8), np.dtype(np.int8)):
+    if mode == "nearest" and ctx.dtypes[0] in _INT8S and not _planned_8bit(ctx):
         # int8 models resize quantized values: nearest only copies them, exact in float32
         ctx.dtypes = [np.dtype(np.float32)] + list(ctx.dtypes[1:])
         as_float = resize(ctx)
