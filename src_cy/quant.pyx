@@ -93,6 +93,9 @@ cdef extern from "edl_quant.h" nogil:
                          Py_ssize_t n)
     void edl_quantize_s8(const float *x, float s, int z, float lo, float hi, signed char *out,
                          Py_ssize_t n)
+    Py_ssize_t edl_qavg_pitch(Py_ssize_t ow, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dw)
+    Py_ssize_t edl_qavg_buf(Py_ssize_t oh, Py_ssize_t pitch, Py_ssize_t kw, Py_ssize_t sw,
+                            Py_ssize_t dw)
     void edl_qavg_plane_u8(const unsigned char *x, Py_ssize_t w, const int *y0, const int *ny,
                            Py_ssize_t pl, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh,
                            Py_ssize_t dw, const int *corr, const float *mult, int z, float lo,
@@ -907,11 +910,12 @@ def qavg_pool2d(const q8[:, :, ::1] x, const int[::1] y0, const int[::1] ny, Py_
                 const int[:, ::1] corr, const float[:, ::1] mult, int zero_point,
                 q8[:, :, ::1] out):
     """The integer QLinearAveragePool (kernels._ref.quant.qavg_pool2d), a plane at a time
-    (edl_qavg_plane_*: the window rows summed into a padded int32 row, kw taps of it per
-    output, the plane requantized). The wrapper checked every index range."""
+    (edl_qavg_plane_*: the window rows of every output row summed into padded int32 rows,
+    the kw taps of all of them in one run, the plane requantized). The wrapper checked
+    every index range."""
     cdef Py_ssize_t p = x.shape[0], w = x.shape[2]
     cdef Py_ssize_t oh = mult.shape[0], ow = mult.shape[1]
-    cdef Py_ssize_t wb = (ow - 1) * sw + (kw - 1) * dw + 1
+    cdef Py_ssize_t nbuf = edl_qavg_buf(oh, edl_qavg_pitch(ow, kw, sw, dw), kw, sw, dw)
     cdef Py_ssize_t pln
     cdef int *buf
     cdef float lo, hi
@@ -922,7 +926,7 @@ def qavg_pool2d(const q8[:, :, ::1] x, const int[::1] y0, const int[::1] ny, Py_
     if p == 0:
         return
     with nogil, parallel(use_threads_if=p * oh * ow >= PAR_ELEMS):
-        buf = <int *>malloc((wb + oh * ow) * sizeof(int))
+        buf = <int *>malloc(nbuf * sizeof(int))
         for pln in prange(p, schedule="static"):
             if buf == NULL:
                 pfailed[0] = 1
