@@ -317,7 +317,7 @@ def qlinear_unary(rw, node):
 
 def _nearest_resize(node):
     """A Resize that only copies elements (nearest, not tf_crop_and_resize: no extrapolated
-    float outside the image), opset 11 on (its inputs as the integer op takes them)."""
+    float outside the image)."""
     return node.op_type == "Resize" and len(node.inputs) >= 2 and \
         node.attrs.get("mode", "nearest") in ("nearest", b"nearest") and \
         node.attrs.get("coordinate_transformation_mode", "half_pixel") not in (

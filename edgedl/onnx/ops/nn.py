@@ -162,12 +162,17 @@ def _planned_conv(ctx, w, bias, strides, pads, dil, group, auto_pad, act, act_pa
 
     @takes_out
     def f(x, *rest, out=None):
-        y = run(x, out, rest[-1]) if residual and not late else run(x, out)
+        if late:
+            res = rest[-1]
+            if out is not None and np.may_share_memory(res, out):   # the conv writes first
+                res = res.copy()
+            y = run(x, out)
+            post(y.reshape(-1), y.reshape(-1))
+            return np.add(y, res, out=y)
+        y = run(x, out, rest[-1]) if residual else run(x, out)
         if post is not None:
             flat = y.reshape(-1)
             post(flat, flat)
-        if late:
-            np.add(y, rest[-1], out=y)
         return y
     return f
 
