@@ -224,11 +224,23 @@ def test_residual_add_fuses_into_the_conv(backend, rng, add, act, other):
                                atol=1e-5)
 
 
+def _fused_matches_plain(m, feed, backend, tol=0.0):
+    """The fused graph's output is the unfused one's (within ``tol``; 0: the same bits) on 1
+    and 2 threads, on the traced run and then the plan."""
+    import edgedl
+    for t in (1, 2):
+        kw = dict(backend=backend, num_threads=t, adaptive_threads=False)
+        fused = edgedl.InferenceSession(m.SerializeToString(), **kw)
+        plain = edgedl.InferenceSession(m.SerializeToString(), fuse=False, **kw)
+        for _ in range(2):
+            np.testing.assert_allclose(fused.run(None, feed)[0], plain.run(None, feed)[0],
+                                       rtol=tol, atol=tol)
+
+
 def test_residual_add_shapes_and_readers_that_stay(backend, rng):
     """No fusion when the conv's output has another reader or the other operand is a
     constant; a stem conv (direct path) and a depthwise conv fuse and
     take the general path; big planes exercise the GEMM's blocks and threads."""
-    import edgedl
     c = 8
     x = rng.standard_normal((1, c, 5, 7)).astype(np.float32)
     inits = [("w", _w(rng, c, c, 3, 3)), ("k", _w(rng, 1, c, 5, 7))]
@@ -252,13 +264,7 @@ def test_residual_add_shapes_and_readers_that_stay(backend, rng):
                    [_vi("x", list(shape))], [_vi("y", None)], [("w", w)])
         xx = rng.standard_normal(shape).astype(np.float32)
         _check(m, [{"x": xx}], backend, fused_away={"Add", "Relu"})
-        for t in (1, 2):
-            kw = dict(backend=backend, num_threads=t, adaptive_threads=False)
-            fused = edgedl.InferenceSession(m.SerializeToString(), **kw)
-            plain = edgedl.InferenceSession(m.SerializeToString(), fuse=False, **kw)
-            for _ in range(2):      # the traced run, then the plan
-                np.testing.assert_array_equal(fused.run(None, {"x": xx})[0],
-                                              plain.run(None, {"x": xx})[0])
+        _fused_matches_plain(m, {"x": xx}, backend)
 
 
 @pytest.mark.parametrize("act", ["Relu", "SiLU", "LeakyRelu", "Tanh"])
@@ -268,7 +274,6 @@ def test_residual_add_after_the_activation_fuses(backend, rng, act, case):
     (``_residual`` 2) whose epilogue applies the activation, then adds r: the unfused
     graph's bits on the GEMM path (1 and 2 threads), the direct stem, a depthwise conv and
     a broadcast residual (general paths), and onnxruntime's values."""
-    import edgedl
     c, shape, group, w = {
         "gemm": (64, (1, 64, 40, 40), 1, _w(rng, 64, 64, 3, 3, scale=0.05)),
         "stem": (3, (1, 3, 64, 80), 1, _w(rng, 3, 3, 3, 3)),
@@ -291,13 +296,7 @@ def test_residual_add_after_the_activation_fuses(backend, rng, act, case):
     fused_away = {"Add", "Mul", "Sigmoid"} if act == "SiLU" else {"Add", act}
     s = _check(m, [{"x": xx}], backend, fused_away=fused_away)
     assert [n.attrs.get("_residual") for n in s._graph.nodes if n.op_type == "Conv"] == [2]
-    for t in (1, 2):
-        kw = dict(backend=backend, num_threads=t, adaptive_threads=False)
-        fused = edgedl.InferenceSession(m.SerializeToString(), **kw)
-        plain = edgedl.InferenceSession(m.SerializeToString(), fuse=False, **kw)
-        for _ in range(2):      # the traced run, then the plan
-            np.testing.assert_allclose(fused.run(None, {"x": xx})[0],
-                                       plain.run(None, {"x": xx})[0], rtol=2e-6, atol=2e-6)
+    _fused_matches_plain(m, {"x": xx}, backend, tol=2e-6)
 
 
 def test_conv2d_plan_residual_checks_and_overlap(rng):
