@@ -840,19 +840,26 @@ cdef int _conv_narrow_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     # rows rounded up to 16 floats: whole vectors, which the GEMM reads in place
     cdef Py_ssize_t n2 = (oh * wq + 15) // 16 * 16, L = oh * ow, i
     cdef Py_ssize_t npad = c * hq * wq + (kw - 1) * dw + n2 - oh * wq
-    cdef float* buf = <float*>malloc((npad + K * n2 + m * n2 + edl_gemm_scratch(m, K))
+    cdef float* buf = <float*>malloc((npad + K * n2 + m * n2 + edl_gemm_scratch(m, K) + 16)
                                      * sizeof(float))
     if buf == NULL:
         return 1
     cdef float* cols = buf + npad
     cdef float* y2 = cols + K * n2
     edl_im2col_padded_f(xb, c, h, wd, kh, kw, ph, pw, dh, dw, oh, ow, 0, buf, cols, n2)
-    edl_gemm_cols(wp, m, K, cols, n2, y2, n2, 0, n2, y2 + m * n2, NULL)
+    edl_gemm_cols(wp, m, K, cols, n2, y2, n2, 0, n2, _line_aligned(y2 + m * n2), NULL)
     for i in range(m):
         edl_epilogue_rows_f(y2 + i * n2, wq, yb + i * L, ow, oh, ow, bias[i], act, lo, hi,
                             slopes[i])
     free(buf)
     return 0
+
+
+cdef inline float* _line_aligned(float* p) noexcept nogil:
+    """p rounded up to a 64-byte boundary (16 floats past it must be allocated): the GEMM's
+    copy of a strip of B sits there, so that its rows of 48 floats are whole cache lines
+    (malloc gives 16 bytes: every vector load of the strip split across two lines)."""
+    return <float*>((<size_t>p + 63) & ~(<size_t>63))
 
 
 cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
@@ -933,8 +940,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
         epi = False
     with parallel(use_threads_if=nb > 1 and par):
         # per thread, once: the im2col columns of a block and the GEMM's scratch
-        buf = <float*>malloc((cols + edl_gemm_scratch(m, K)) * sizeof(float))
-        scratch = buf + cols
+        buf = <float*>malloc((cols + edl_gemm_scratch(m, K) + 16) * sizeof(float))
+        scratch = _line_aligned(buf + cols)
         for blk in prange(nb, schedule="static"):
             if buf == NULL:
                 err += 1

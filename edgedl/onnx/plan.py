@@ -76,9 +76,18 @@ class Plan:
         """The recycled buffers for one run, as the typed views the steps write into."""
         check_alloc(sum(self.buffer_sizes), f"the plan's {len(self.buffer_sizes)} recycled "
                                              "buffers")
-        bufs = [np.empty(n, np.uint8) for n in self.buffer_sizes]
+        bufs = [_line_aligned_bytes(n) for n in self.buffer_sizes]
         return [bufs[b][off:off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
                 for b, off, dt, shape in self.views]
+
+
+def _line_aligned_bytes(n, line=64):
+    """n bytes from a ``line``-byte boundary. NumPy starts a large array 16 or 32 bytes into
+    a cache line, so that every 64-byte vector load or store of a kernel on it (every row of
+    a plane whose rows are whole lines) spanned two lines."""
+    raw = np.empty(n + line, np.uint8)
+    off = -raw.ctypes.data % line
+    return raw[off:off + n]
 
 
 # ============================================================================ 1. trace

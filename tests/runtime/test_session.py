@@ -163,6 +163,22 @@ def test_a_node_read_only_by_a_folded_shape_is_not_planned(rng):
     assert [st.node.op_type for st in plan.steps] == ["Relu", "Reshape"]
 
 
+def test_plan_buffers_start_on_cache_lines(rng):
+    """The plan's recycled buffers start on 64-byte boundaries (NumPy starts large arrays
+    16 or 32 bytes into a line: every vector load / store of the kernels then split)."""
+    from edgedl.onnx import plan as P
+    for n in (1, 1000, 100_000, 3_000_000):
+        b = P._line_aligned_bytes(n)
+        assert b.size == n and b.ctypes.data % 64 == 0
+    s = edgedl.InferenceSession(_chain_model(), backend="numpy")
+    x = rng.standard_normal((1, 3, 9, 20)).astype(np.float32)
+    s.run(None, {"x": x})
+    (plan,) = s._plans.values()
+    views = plan.new_arena()
+    assert views and all(plan.views[i][1] != 0 or v.ctypes.data % 64 == 0
+                         for i, v in enumerate(views))
+
+
 def test_unsupported_ops_listed_at_once():
     nodes = [helper.make_node("Det", ["x"], ["a"], name="e1"),
              helper.make_node("Det", ["a"], ["b"], name="e2"),
