@@ -978,10 +978,12 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                     edl_residual_epilogue_f(yb + r * L + j0, res + r * L + j0, j1 - j0,
                                             bias[r], act, lo, hi, slopes[r])
             else:
-                for r in range(r0 if epi else r1, r1):
-                    _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])
-                for r in range(r0 if res != NULL else r1, r1):
-                    edl_add_f(yb + r * L + j0, res + r * L + j0, j1 - j0)
+                if epi:     # an activation the GEMM's registers could not apply
+                    for r in range(r0, r1):
+                        _epilogue(yb + r * L + j0, j1 - j0, bias[r], act, lo, hi, slopes[r])
+                if res != NULL:     # the residual after the activation
+                    for r in range(r0, r1):
+                        edl_add_f(yb + r * L + j0, res + r * L + j0, j1 - j0)
         free(buf)
     return err != 0
 

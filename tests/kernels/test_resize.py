@@ -340,3 +340,33 @@ def test_plan_nearest_copies_8bit_values(backend, dtype, rng):
         resize2d_plan(x.shape, (4, 4), "linear", dtype=dtype)
     with pytest.raises(ValidationError, match="dtype"):
         resize2d_plan(x.shape, (4, 4), "nearest", "tf_crop_and_resize", dtype=dtype)
+
+
+@pytest.mark.parametrize("case", ["planned", "scales_input", "tf_crop_and_resize"])
+def test_uint8_resize_node_matches_onnxruntime(case, rng):
+    """A nearest Resize node on uint8: planned on the 8-bit kernels (constant scales), or
+    through float32 where the plan does not take it (scales fed at run time, the float
+    outside of tf_crop_and_resize), both onnxruntime's values."""
+    pytest.importorskip("onnxruntime")
+    import edgedl
+    from ort_util import ort_session, single_node_model
+    x = rng.integers(0, 256, (1, 3, 5, 7)).astype(np.uint8)
+    ct = "tf_crop_and_resize" if case == "tf_crop_and_resize" else "asymmetric"
+    ins = [("x", x), ("roi", np.array([0, 0, 0.1, 0.1, 1, 1, 0.9, 0.9], np.float32)),
+           ("scales", np.array([1, 1, 2, 1.5], np.float32))]
+    m = single_node_model("Resize", ins, dict(mode="nearest", coordinate_transformation_mode=ct,
+                                              extrapolation_value=9.0), opset=13)
+    if case != "scales_input":      # roi and scales as initializers: constants at load
+        from onnx import numpy_helper
+        g = m.graph
+        keep = [i for i in g.input if i.name == "x"]
+        del g.input[:]
+        g.input.extend(keep)
+        g.initializer.extend(numpy_helper.from_array(v, n) for n, v in ins[1:])
+    feed = {"x": x} if case != "scales_input" else dict(ins)
+    want = ort_session(m).run(None, feed)[0]
+    s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
+    for _ in range(2):          # the traced run, then the plan
+        got = s.run(None, feed)[0]
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)

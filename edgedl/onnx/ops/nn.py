@@ -569,6 +569,9 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
         return takes_out(lambda x, *_, out=None: run(x, out))
 
     def f(x, *inputs):
+        if mode == "nearest" and x.dtype in _INT8S:
+            # quantized values the plan did not take: nearest copies them, exact in float32
+            return f(x.astype(np.float32), *inputs).astype(x.dtype)
         full_sizes, scales_hw, roi_hw = geometry(x.shape, inputs)
         x4 = x.reshape((-1, 1) + x.shape[-2:]) if x.ndim != 4 else x
         y = k(x4, (full_sizes[-2], full_sizes[-1]), mode, ctm, nearest_mode, cubic_a, exclude,
@@ -582,23 +585,9 @@ def _copies(dtype, mode, ctm):
     return mode == "nearest" and ctm != "tf_crop_and_resize" and dtype in _INT8S
 
 
-def _planned_8bit(ctx):
-    """Whether resize() plans an 8-bit nearest Resize on the 8-bit kernels (fixed rank-4
-    shape, constant scales / sizes; not tf_crop_and_resize, whose outside is a float)."""
-    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel") if ctx.opset >= 11 \
-        else "asymmetric"
-    return (ctx.static and len(ctx.shapes[0]) == 4 and _copies(ctx.dtypes[0], "nearest", ctm)
-            and all(ctx.is_const(i) for i in range(1, len(ctx.node.inputs)) if ctx.has(i)))
-
-
 @op("Resize")
 def resize(ctx):
     mode = ctx.attr("mode", "nearest")
-    if mode == "nearest" and ctx.dtypes[0] in _INT8S and not _planned_8bit(ctx):
-        # int8 models resize quantized values: nearest only copies them, exact in float32
-        ctx.dtypes = [np.dtype(np.float32)] + list(ctx.dtypes[1:])
-        as_float = resize(ctx)
-        return lambda x, *ins: as_float(x.astype(np.float32), *ins).astype(x.dtype)
     if ctx.opset < 11:
         return _resize_fn(ctx, mode, "asymmetric", "floor", -0.75, 0, 0.0,
                           lambda ins: ins[0], lambda ins: None, lambda ins: None)
