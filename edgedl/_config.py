@@ -263,6 +263,38 @@ def apply_threads(backend):
     setattr(_applied, key, n)
 
 
+# ----------------------------------------------------------------------------- caches
+_l2 = None
+
+
+def l2_cache_bytes():
+    """One core's L2 cache in bytes: EDGEDL_L2_BYTES if set, else Linux's sysfs (cpu0's
+    level-2 data or unified cache), else 1 MiB (a Raspberry Pi 4's Cortex-A72 cluster).
+    Kernels size their blocks by it and the planner decides which fusions pay."""
+    global _l2
+    if _l2 is None:
+        env = os.environ.get("EDGEDL_L2_BYTES")
+        _l2 = int(env) if env and env.isdigit() and int(env) > 0 else (_sysfs_l2() or 1 << 20)
+    return _l2
+
+
+def _sysfs_l2():
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for d in sorted(os.listdir(base)):
+            def read(f):
+                with open(os.path.join(base, d, f)) as fh:
+                    return fh.read().strip()
+            if d.startswith("index") and read("level") == "2" and \
+                    read("type") in ("Data", "Unified"):
+                size = read("size")
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:].upper(), 1)
+                return int(size.rstrip("KkMm")) * mult
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 # ----------------------------------------------------------------------------- numba
 def cache_dir():
     """Where edgedl keeps its numba cache when the package directory is not writable."""
@@ -373,6 +405,7 @@ def show_config(file=None):
             p(f"backend {name:7s} MISSING     {reason}")
     p(f"current backend: {get_backend()}")
     p(f"threads: {get_num_threads()}")
+    p(f"L2 cache: {l2_cache_bytes() >> 10} KiB per core")
     p(f"numba cache dir: {numba_cache_location()}")
     # the package's version without importing it (import onnx alone costs ~0.9 s)
     try:

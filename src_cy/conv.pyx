@@ -109,6 +109,13 @@ cdef extern from "edl_conv.h":
                          Py_ssize_t rows, Py_ssize_t n) noexcept nogil
 
 
+cdef extern from "edl_pool.h":
+    void edl_max_rows_f(const float* a, const float* b, float* v, Py_ssize_t n) noexcept nogil
+    void edl_max_pairs_f(const float* v, float* d, Py_ssize_t n) noexcept nogil
+    int edl_max2x2s2_plane_f(const float* x, Py_ssize_t w, float* d, Py_ssize_t oh,
+                             Py_ssize_t ow) noexcept nogil
+
+
 cdef extern from "edl_gemm.h":
     ctypedef struct edl_gemm_epi:
         const float* bias
@@ -153,6 +160,9 @@ cdef enum:
     # ... except 3x3 'same' convs from this width up (_depthwise_same: two rows a call, no
     # padded copy; 64x40x40 and 64x20x20 ran at 0.82-0.84 of onnxruntime's node, flat 0.86-0.90)
     _SAME_W = 18
+    # pointwise -> depthwise chains (_pw_dw_f32): the bytes of the pointwise output band a
+    # thread keeps (all channels, the band's rows and the two rows around it)
+    _PWDW_BAND_BYTES = 256 << 10
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t n_dst, Py_ssize_t stride,
@@ -1062,3 +1072,210 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
             _epilogue(out + q * h * wd, h * wd, bias[q % c], act, lo, hi, slopes[q % c])
         free(zero)
     return err != 0
+
+
+# ----------------------------------------------------------------------------- 1x1 -> depthwise
+cdef struct _PwDw:
+    # the 1x1 conv (stride 1, no padding): pack_conv_weights of its (m, c) weights, bias,
+    # activation (code, lo, hi, PReLU-like slopes)
+    const float* wp
+    const float* b1
+    const float* s1
+    int act1
+    float lo1
+    float hi1
+    # the 3x3 depthwise conv (stride 1, padding 1) on its output: (m, 9) weights, ...
+    const float* w2
+    const float* b2
+    const float* s2
+    int act2
+    float lo2
+    float hi2
+    Py_ssize_t c, h, wd, m
+    bint pool         # then a 2x2 stride-2 max pool (no padding, floor)
+
+
+cdef void _pw_rows(const _PwDw* k, const float* x, Py_ssize_t lo, Py_ssize_t hi, float* dst,
+                   Py_ssize_t ps, float* scratch) noexcept nogil:
+    """Rows [lo, hi) of the 1x1 conv's output, every channel, into dst (channel planes ps
+    floats apart), activated."""
+    cdef Py_ssize_t n = (hi - lo) * k.wd, q
+    cdef edl_gemm_epi e
+    cdef bint regs = (k.act1 == ACT_NONE or k.act1 == ACT_CLIP or k.act1 == ACT_SIGMOID
+                      or k.act1 == ACT_SILU)
+    if n <= 0:
+        return
+    e.bias = k.b1
+    e.clamp = k.act1 == ACT_CLIP
+    e.lo = k.lo1
+    e.hi = k.hi1
+    e.sig = k.act1 if k.act1 == ACT_SIGMOID or k.act1 == ACT_SILU else 0
+    edl_gemm_cols(k.wp, k.m, k.c, x + lo * k.wd, k.h * k.wd, dst, ps, 0, n, scratch,
+                  &e if regs else NULL)
+    if not regs:       # an activation the GEMM's registers do not apply
+        for q in range(k.m):
+            _epilogue(dst + q * ps, n, k.b1[q], k.act1, k.lo1, k.hi1, k.s1[q])
+
+
+cdef void _dw_band(const _PwDw* k, const float* buf, Py_ssize_t ps, Py_ssize_t base,
+                   Py_ssize_t r0, Py_ssize_t r1, const float* zero, float* tmp,
+                   float* y) noexcept nogil:
+    """Depthwise output rows [r0, r1) of every channel from the 1x1's rows in buf (row
+    base + i at i * wd of each plane), activated, into y, or pooled into y (r0, r1 even)."""
+    cdef Py_ssize_t wd = k.wd, h = k.h, q, oy, ow2 = wd // 2, oh2 = h // 2, i
+    cdef bint fused = k.act2 == ACT_NONE or k.act2 == ACT_CLIP
+    cdef float flo = k.lo2 if k.act2 == ACT_CLIP else -INFINITY
+    cdef float fhi = k.hi2 if k.act2 == ACT_CLIP else INFINITY
+    cdef const float* p
+    cdef const float* x0
+    cdef const float* x2
+    cdef const float* x3
+    cdef float* out
+    cdef float* row
+    cdef float bq
+    for q in range(k.m):
+        p = buf + q * ps - base * wd       # row r of the plane at p + r * wd
+        out = tmp if k.pool else y + (q * h + r0) * wd
+        bq = k.b2[q] if fused else 0
+        for oy in range(r0, r1, 2):
+            row = out + (oy - r0) * wd
+            x0 = p + (oy - 1) * wd if oy >= 1 else zero
+            x2 = p + (oy + 1) * wd if oy + 1 < h else zero
+            if oy + 1 < r1:
+                x3 = p + (oy + 2) * wd if oy + 2 < h else zero
+                edl_dw3_same_rows2_f(x0, p + oy * wd, x2, x3, k.w2 + q * 9, row, row + wd,
+                                     wd, bq, flo, fhi)
+            else:
+                edl_dw3_same_row_f(x0, p + oy * wd, x2, x2, k.w2 + q * 9, row, row, wd, bq,
+                                   flo, fhi)
+        if not fused:
+            _epilogue(out, (r1 - r0) * wd, k.b2[q], k.act2, k.lo2, k.hi2, k.s2[q])
+        if k.pool:
+            row = y + (q * oh2 + r0 // 2) * ow2
+            if not edl_max2x2s2_plane_f(tmp, wd, row, (r1 - r0) // 2, ow2):
+                for i in range((r1 - r0) // 2):     # rows, then pairs (tmp's spare row)
+                    edl_max_rows_f(tmp + 2 * i * wd, tmp + (2 * i + 1) * wd,
+                                   tmp + (r1 - r0) * wd, 2 * ow2)
+                    edl_max_pairs_f(tmp + (r1 - r0) * wd, row + i * ow2, ow2)
+
+
+cdef void _pw_dw_range(const _PwDw* k, const float* x, float* y, Py_ssize_t t0, Py_ssize_t t1,
+                       Py_ssize_t band, float* buf, float* tmp, const float* zero,
+                       float* scratch) noexcept nogil:
+    """Depthwise output rows [t0, t1), band by band: the 1x1's rows r0 - 1 .. r1 of a band
+    [r0, r1) in buf (planes of band + 2 rows), the two the next band shares moved up
+    rather than computed again."""
+    cdef Py_ssize_t wd = k.wd, h = k.h, ps = (band + 2) * wd, r0 = t0, r1, lo, q
+    while r0 < t1:
+        r1 = min(r0 + band, t1)
+        if r0 == t0:
+            lo = max(r0 - 1, 0)
+        else:       # rows r0 - 1, r0 were the last two of the previous band
+            for q in range(k.m):
+                memcpy(buf + q * ps, buf + q * ps + band * wd, 2 * wd * sizeof(float))
+            lo = min(r0 + 1, h)
+        _pw_rows(k, x, lo, min(r1 + 1, h), buf + (lo - r0 + 1) * wd, ps, scratch)
+        _dw_band(k, buf, ps, r0 - 1, r0, r1, zero, tmp, y)
+        r0 = r1
+
+
+cdef Py_ssize_t _pwdw_band_bytes = _PWDW_BAND_BYTES
+
+
+def _set_band(Py_ssize_t b):
+    global _pwdw_band_bytes
+    _pwdw_band_bytes = b
+
+
+cdef int _pw_dw_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:
+    """The chain on x (c, h, wd) into y ((m, h, wd), or (m, h // 2, wd // 2) pooled); the
+    threads take runs of output rows (each its own band buffers; a run's first band
+    computes the 1x1's row above it again). Returns 0, or 1 if a malloc failed."""
+    cdef Py_ssize_t wd = k.wd, rows = k.h // 2 * 2 if k.pool else k.h, t, t0, t1
+    cdef Py_ssize_t band = max(_pwdw_band_bytes // (k.m * wd * 4) - 2, 2)
+    cdef int nt = omp_get_max_threads() if k.m * k.c * k.h * wd >= _PAR_MACS else 1
+    cdef int err = 0
+    cdef float* buf = NULL
+    cdef float* tmp = NULL
+    cdef float* zero = NULL
+    cdef float* scr = NULL
+    if k.pool:
+        band -= band % 2
+    nt = <int>max(min(<Py_ssize_t>nt, rows // 2), 1)
+    with parallel(use_threads_if=nt > 1):
+        buf = <float*>malloc(k.m * (band + 2) * wd * sizeof(float))
+        tmp = <float*>malloc((band + 1) * wd * sizeof(float))
+        zero = <float*>calloc(wd, sizeof(float))
+        scr = <float*>malloc((edl_gemm_scratch(k.m, k.c) + 16) * sizeof(float))
+        for t in prange(nt, schedule="static"):
+            if buf == NULL or tmp == NULL or zero == NULL or scr == NULL:
+                err += 1
+                continue
+            t0 = t * rows // nt
+            t1 = (t + 1) * rows // nt
+            if k.pool:          # whole row pairs
+                t0 = t0 // 2 * 2
+                t1 = t1 // 2 * 2
+            _pw_dw_range(k, x, y, t0, t1, band, buf, tmp, zero, _line_aligned(scr))
+        free(buf)
+        free(tmp)
+        free(zero)
+        free(scr)
+    return err != 0
+
+
+cdef class PwDwF32:
+    """A float32 1x1 conv (stride 1, no padding; conv_gemm's packed weights) whose output only
+    a 3x3 depthwise conv (stride 1, padding 1) reads, optionally then a 2x2 stride-2 max pool,
+    run as one: band by band of rows, every channel of the 1x1's band staying in L2 for the
+    depthwise conv (and its output in L1 for the pool) instead of a round trip through
+    memory per step (YuNet's pointwise -> depthwise units at 80x80 and 160x160). The same
+    kernels and summation order as the separate convs: the same values.
+
+    ``call(x, y, nthreads)``: True when done (x a C-contiguous float32 (1, C, H, W) array, y
+    a writable C-contiguous float32 (1, M, H, W) or, pooled, (1, M, H // 2, W // 2) one not
+    overlapping x), else False having touched nothing."""
+    cdef const float[::1] wp, b1, s1, w2, b2, s2
+    cdef _PwDw k
+    cdef Py_ssize_t oh, ow
+
+    def __init__(self, const float[::1] wp, const float[::1] b1, const float[::1] s1,
+                 int act1, double lo1, double hi1, const float[::1] w2, const float[::1] b2,
+                 const float[::1] s2, int act2, double lo2, double hi2, Py_ssize_t c,
+                 Py_ssize_t h, Py_ssize_t w, Py_ssize_t m, bint pool):
+        """wp: pack_conv_weights of the (M, C) 1x1 weights; w2: the (M, 3, 3) depthwise
+        weights flattened; b*, s*: M biases and slopes each; act*, lo*, hi*: the
+        epilogues (edl_act_table codes)."""
+        _check_packed("PwDwF32", wp.shape[0], m, c)
+        if (min(c, h, m) < 1 or w < _SAME_W or w2.shape[0] != 9 * m
+                or min(b1.shape[0], s1.shape[0], b2.shape[0], s2.shape[0]) != m
+                or max(b1.shape[0], s1.shape[0], b2.shape[0], s2.shape[0]) != m
+                or (pool and h < 2)):
+            raise ValueError(f"PwDwF32: needs (M, 3, 3) depthwise weights, M biases and "
+                             f"slopes each, rows of >= {_SAME_W} and (pooled) >= 2 rows")
+        self.wp, self.b1, self.s1, self.w2, self.b2, self.s2 = wp, b1, s1, w2, b2, s2
+        self.k.wp, self.k.b1, self.k.s1 = &wp[0], &b1[0], &s1[0]
+        self.k.w2, self.k.b2, self.k.s2 = &w2[0], &b2[0], &s2[0]
+        self.k.act1, self.k.lo1, self.k.hi1 = act1, <float>lo1, <float>hi1
+        self.k.act2, self.k.lo2, self.k.hi2 = act2, <float>lo2, <float>hi2
+        self.k.c, self.k.h, self.k.wd, self.k.m, self.k.pool = c, h, w, m, pool
+        self.oh, self.ow = (h // 2, w // 2) if pool else (h, w)
+
+    def __call__(self, x, y, int nthreads, res=None):
+        cdef Py_buffer bx, by
+        cdef int r = 0
+        cdef bint ok
+        if res is not None or not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+            return False
+        ok = (_f32_array(&bx, 1, self.k.c, self.k.h, self.k.wd)
+              and _f32_array(&by, 1, self.k.m, self.oh, self.ow)
+              and disjoint(&bx, &by, False))
+        if ok:
+            if omp_get_max_threads() != nthreads:
+                omp_set_num_threads(nthreads)
+            with nogil:
+                r = _pw_dw_f32(&self.k, <const float*>bx.buf, <float*>by.buf)
+        release_pair(&bx, &by)
+        if r:
+            raise MemoryError("PwDwF32: out of memory for its band buffers")
+        return ok

@@ -23,6 +23,9 @@
    epilogue (which activations fuse: ``kernels.activation_table``); then a Conv read only by
    an Add of a computed value r fused with it: r added before the Conv's activation
    (Conv -> Add -> act, ResNet) or after it (Conv -> act -> Add, YOLO's CSP shortcuts);
+5b. a 1x1 Conv read only by a 3x3 depthwise Conv (maybe then a 2x2 stride-2 MaxPool) ->
+   one ``PointwiseDepthwise`` (an internal op, run band by band of rows where the 1x1's
+   output would not stay in L2; elsewhere the planner runs the parts it keeps);
 6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
@@ -597,6 +600,77 @@ def fuse_residual_adds(rw):
         _replace(rw, remove, new, add)
 
 
+def _conv_of(rw, node, kernel, group_is_channels):
+    """node's constant 4-D weights when it is a plain Conv (no residual, no Focus rule,
+    explicit pads, dilation 1) of ``kernel`` (kh, kw) whose group is 1, or with
+    ``group_is_channels`` one per output channel of one input channel each; else None."""
+    a = node.attrs
+    if (node.op_type != "Conv" or node.domain or len(node.inputs) < 2 or a.get("_residual")
+            or a.get("_even_hw") or a.get("auto_pad", "NOTSET") not in ("NOTSET", "")
+            or any(int(v) != 1 for v in a.get("dilations", [1, 1]))):
+        return None
+    w = rw.const(node.inputs[1])
+    if w is None or w.ndim != 4 or w.dtype.kind != "f" or w.shape[2:] != kernel:
+        return None
+    group = int(a.get("group", 1))
+    return w if group == (w.shape[0] if group_is_channels else 1) and \
+        (w.shape[1] == 1 or not group_is_channels) else None
+
+
+def _max_pool_2x2(rw, node):
+    """Whether node is a MaxPool of 2x2 windows at stride 2, no padding, floor, one output."""
+    a = node.attrs
+    return (node.op_type == "MaxPool" and not node.domain and len(node.outputs) == 1
+            and [int(v) for v in a.get("kernel_shape", [])] == [2, 2]
+            and [int(v) for v in a.get("strides", [1, 1])] == [2, 2]
+            and not any(int(v) for v in a.get("pads", [0] * 4))
+            and all(int(v) == 1 for v in a.get("dilations", [1, 1]))
+            and not int(a.get("ceil_mode", 0)) and not int(a.get("storage_order", 0))
+            and a.get("auto_pad", "NOTSET") in ("NOTSET", "", "VALID"))
+
+
+def _pointwise_depthwise_pair(rw, pw):
+    """The depthwise Conv (3x3, stride 1, padding 1, as many channels as pw makes) that
+    alone reads the output of ``pw``, a 1x1 Conv of stride 1 without padding; else None."""
+    w1 = None if pw in rw.removed else _conv_of(rw, pw, (1, 1), False)
+    dw = None if w1 is None else rw.only_reader(pw.outputs[0])
+    if dw is None or dw.inputs[0] != pw.outputs[0] or \
+            any(int(v) != 1 for v in pw.attrs.get("strides", [1, 1])) or \
+            any(int(v) for v in pw.attrs.get("pads", [0] * 4)):
+        return None
+    w2 = _conv_of(rw, dw, (3, 3), True)
+    if w2 is None or w2.shape[0] != w1.shape[0] or \
+            any(int(v) != 1 for v in dw.attrs.get("strides", [1, 1])) or \
+            [int(v) for v in dw.attrs.get("pads", [0] * 4)] != [1, 1, 1, 1]:
+        return None
+    return dw
+
+
+def fuse_pointwise_depthwise(rw):
+    """1x1 Conv (stride 1, no padding) read only by a 3x3 depthwise Conv (stride 1, padding
+    1), that one maybe read only by a 2x2 stride-2 MaxPool -> PointwiseDepthwise (an
+    internal op: kernels.conv.pointwise_depthwise_plan, one pass band by band of rows
+    instead of the 1x1's whole output through memory; ``_parts``: the nodes it replaces,
+    which the planner runs instead where that does not pay). Each conv keeps its fused
+    activation. Runs after fuse_residual_adds (a conv with a residual stays as it is)."""
+    for pw in list(rw.g.nodes):
+        dw = _pointwise_depthwise_pair(rw, pw)
+        if dw is None:
+            continue
+        pool = rw.only_reader(dw.outputs[0])
+        pool = pool if pool is not None and _max_pool_2x2(rw, pool) else None
+        last = pool or dw
+        attrs = {"_pool": int(pool is not None), "_parts": (pw, dw) + ((pool,) if pool else ())}
+        for key, src in (("_pw_act", pw), ("_act", dw)):
+            if "_act" in src.attrs:
+                attrs[key] = src.attrs["_act"]
+                attrs[key + "_params"] = tuple(src.attrs.get("_act_params", ()))
+        ins = [pw.inputs[0], pw.inputs[1], pw.inputs[2] if len(pw.inputs) > 2 else "",
+               dw.inputs[1], dw.inputs[2] if len(dw.inputs) > 2 else ""]
+        new = Node("PointwiseDepthwise", ins, list(last.outputs[:1]), attrs, dw.name)
+        _replace(rw, [pw, dw] + ([pool] if pool else []), new, last)
+
+
 # ----------------------------------------------------------------------------- 6-7. layout
 def fuse_transposed_softmax(rw):
     g = rw.g
@@ -698,7 +772,8 @@ def fuse_pad_into_avgpool(rw):
 REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_focus_into_conv,
             fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
-            fuse_epilogue_activations, fuse_residual_adds, fuse_transposed_softmax,
+            fuse_epilogue_activations, fuse_residual_adds, fuse_pointwise_depthwise,
+            fuse_transposed_softmax,
             fuse_pad_into_avgpool, fuse_conv_lookups, fuse_concat_requant)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from .. import _config
 from .._memory import check_alloc
 from ..errors import ModelError, ResourceError
-from .ops import OPS, Ctx, ints
+from .ops import OPS, Ctx, Unfuse, ints
 
 #: Ops whose output shape depends on input *values*; shapes downstream are not static.
 DATA_DEPENDENT = {"NonZero", "NonMaxSuppression", "TopK", "Range", "ConstantOfShape", "Expand",
@@ -178,7 +178,7 @@ def _evaluate(ctx, vals):
     try:
         fn = OPS[node.key](ctx)
         return fn, fn(*vals)
-    except ModelError:
+    except (ModelError, Unfuse):
         raise
     except (MemoryError, OverflowError) as e:
         # a kernel's guard (ResourceError), numpy's allocation, or (32-bit) a size past the
@@ -242,9 +242,13 @@ class _Trace:
     def add(self, node):
         ins = _trimmed_inputs(node)
         vals = [self.value(i) if i else None for i in ins]
-        fn, raw = _prepare_and_run(node, vals, [self.known.get(i) if i else None for i in ins],
-                                   self.graph.opset, self.backend,
-                                   static=not any(i in self.dynamic for i in ins if i))
+        try:
+            fn, raw = _prepare_and_run(node, vals,
+                                       [self.known.get(i) if i else None for i in ins],
+                                       self.graph.opset, self.backend,
+                                       static=not any(i in self.dynamic for i in ins if i))
+        except Unfuse:
+            return self._unfuse(node)
         res = _as_tuple(raw)
         if self._folds(node, ins):
             self.known.update((o, np.asarray(v)) for o, v in zip(node.outputs, res) if o)
@@ -254,6 +258,18 @@ class _Trace:
             self._record(node, fn, ins, vals, res)
         del vals, raw, res
         self._release(ins)
+
+    def _unfuse(self, node):
+        """Plan a fused node's parts in its place (its handler raised Unfuse): the values
+        between them get their readers counted like the graph's."""
+        parts = node.attrs["_parts"]
+        made = {o for p in parts for o in p.outputs if o}
+        for p in parts:
+            for i in set(_trimmed_inputs(p)):
+                if i in made:
+                    self.readers[i] = self.readers.get(i, 0) + 1
+        for p in parts:
+            self.add(p)
 
     def _release(self, ins):
         """Drop the live values whose last reader this node was (graph outputs stay)."""

@@ -5,7 +5,7 @@ import pytest
 
 from edgedl.errors import DTypeError, ShapeError, ValidationError
 from edgedl.kernels.conv import (ACTIVATIONS, conv2d, conv2d_plan, conv_output_shape,
-                                 conv_transpose2d, resolve_pads)
+                                 conv_transpose2d, pointwise_depthwise_plan, resolve_pads)
 
 from conftest import ARM_EMULATED, require_backend
 
@@ -802,3 +802,119 @@ def test_conv_transpose_non_contiguous_out_and_errors(backend, rng):
 def test_warmup_runs(backend):
     from edgedl.kernels import conv
     conv._warmup(backend)
+
+
+# ----------------------------------------------------------------------------- 1x1 -> depthwise
+_PW_DW_ACTS = [((None, "relu"), ((), ())), (("silu", "silu"), ((), ())),
+               (("leaky_relu", "hard_swish"), ((0.1,), ())), (("relu6", None), ((), ())),
+               (("sigmoid", "prelu"), ((), (0.25,)))]
+
+
+def _pw_dw_reference(x, w1, b1, w2, b2, acts, params, pool):
+    """The chain step by step: naive convs in float64, the activations, a floor 2x2 max."""
+    y = np_act(naive_conv(x, w1, b1, (1, 1), (0, 0, 0, 0), (1, 1), 1), acts[0], params[0])
+    y = np_act(naive_conv(y, w2, b2, (1, 1), (1, 1, 1, 1), (1, 1), w2.shape[0]), acts[1],
+               params[1])
+    if pool:
+        n, m, h, w = y.shape
+        y = y[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, m, h // 2, 2, w // 2, 2)
+        y = y.max(axis=(3, 5))
+    return y
+
+
+def _pw_dw_inputs(rng, shape, m):
+    x = rng.standard_normal(shape).astype(np.float32)
+    w1 = (rng.standard_normal((m, shape[1], 1, 1)) * 0.4).astype(np.float32)
+    w2 = (rng.standard_normal((m, 1, 3, 3)) * 0.4).astype(np.float32)
+    return x, w1, rng.standard_normal(m).astype(np.float32), w2, \
+        rng.standard_normal(m).astype(np.float32)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("acts, params", _PW_DW_ACTS)
+@pytest.mark.parametrize("shape, m", [((1, 6, 23, 20), 10), ((1, 3, 9, 19), 16),
+                                      ((2, 4, 7, 24), 5), ((1, 5, 6, 7), 3)])
+def test_pointwise_depthwise_plan_vs_reference(backend, pool, acts, params, shape, m, rng):
+    """1x1 conv -> 3x3 depthwise conv (padding 1) [-> 2x2 max pool] against the step by step
+    definition on every backend: the banded kernel (Cython, one image, rows >= 18) and the
+    planned steps (a batch of two, rows of 7, the other backends)."""
+    x, w1, b1, w2, b2 = _pw_dw_inputs(rng, shape, m)
+    run = pointwise_depthwise_plan(shape, w1, b1, w2, b2, acts, params, pool, backend=backend)
+    want = _pw_dw_reference(x, w1, b1, w2, b2, acts, params, pool)
+    assert run.out_shape == want.shape
+    out = np.full(want.shape, np.nan, np.float32)
+    assert run(x, out) is out
+    _close(out, want, np.float32)
+    _close(run(x), want, np.float32)
+
+
+def _pw_dw_steps(shape, w1, b1, w2, b2, acts, params, pool):
+    """The chain as the separate planned Cython steps (what the graph runs unfused)."""
+    from edgedl.kernels.pooling import pool2d_plan
+    pw = conv2d_plan(shape, w1, b1, activation=acts[0], activation_params=params[0],
+                     backend="cython")
+    dw = conv2d_plan(pw.out_shape, w2, b2, pads=(1, 1, 1, 1), group=w2.shape[0],
+                     activation=acts[1], activation_params=params[1], backend="cython")
+    mp = pool2d_plan(dw.out_shape, "max", (2, 2), (2, 2), backend="cython")
+    return lambda x: mp(dw(pw(x))) if pool else dw(pw(x))
+
+
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("acts, params", _PW_DW_ACTS[:3])
+@pytest.mark.parametrize("shape, m", [((1, 16, 41, 18), 24), ((1, 32, 70, 128), 64),
+                                      ((1, 8, 9, 300), 64), ((1, 8, 3, 33), 8)])
+def test_pointwise_depthwise_kernel_is_the_steps(pool, threads, acts, params, shape, m, rng):
+    """PwDwF32 (bands of rows, runs of them per thread, the 1x1's rows between bands moved
+    rather than computed again) gives the separate steps' bits: the same kernels and sums.
+    Heights that leave a short last band, odd heights under the pool, bands of 2 rows."""
+    require_backend("cython")
+    from edgedl._config import use_num_threads
+    x, w1, b1, w2, b2 = _pw_dw_inputs(rng, shape, m)
+    run = pointwise_depthwise_plan(shape, w1, b1, w2, b2, acts, params, pool,
+                                   backend="cython")
+    assert run._fast is not None
+    want = _pw_dw_steps(shape, w1, b1, w2, b2, acts, params, pool)(x)
+    with use_num_threads(threads):
+        got = run(x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_pointwise_depthwise_fast_path_declines_and_checks(rng):
+    """The banded kernel returns False for what it cannot run (strided or overlapping
+    arrays, other shapes or dtypes), which the plan then runs step by step; its constructor
+    refuses weights of the wrong size and rows too short for its row kernels; NaN inputs
+    propagate as in the steps."""
+    require_backend("cython")
+    from edgedl._cy import conv as cy
+    shape, m = (1, 4, 10, 20), 6
+    x, w1, b1, w2, b2 = _pw_dw_inputs(rng, shape, m)
+    run = pointwise_depthwise_plan(shape, w1, b1, w2, b2, (None, "relu"), ((), ()), True,
+                                   backend="cython")
+    fast, want = run._fast, _pw_dw_reference(x, w1, b1, w2, b2, (None, "relu"), ((), ()), True)
+    assert isinstance(fast, cy.PwDwF32)
+    xs = np.repeat(x, 2, axis=3)[..., ::2]
+    assert not fast(xs, np.empty(want.shape, np.float32), 1)
+    _close(run(xs), want, np.float32)
+    assert not fast(x, np.empty((1, m, 10, 20), np.float32), 1)         # unpooled shape
+    assert not fast(x, np.empty(want.shape, np.float64), 1)
+    assert not fast(x, np.empty(want.shape, np.float32), 1, x)          # no residual
+    big = np.zeros(x.size + 8, np.float32)
+    assert not fast(big[:x.size].reshape(shape), big[8:8 + want.size].reshape(want.shape), 1)
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x[..., :-1])
+    wp = cy.pack_conv_weights(w1.reshape(m, -1))
+    z = np.zeros(m, np.float32)
+    for bad in (dict(w2=np.zeros(5, np.float32)), dict(w=17), dict(b1=np.zeros(3, np.float32)),
+                dict(wp=np.zeros(7, np.float32)), dict(h=1, pool=True)):
+        kw = dict(wp=wp, b1=z, s1=z, act1=0, lo1=0.0, hi1=0.0, w2=w2.reshape(-1), b2=z,
+                  s2=z, act2=0, lo2=0.0, hi2=0.0, c=4, h=10, w=20, m=m, pool=False)
+        kw.update(bad)
+        with pytest.raises(ValueError):
+            cy.PwDwF32(*kw.values())
+    x[0, 1, 4, 7] = np.nan
+    steps = _pw_dw_steps(shape, w1, b1, w2, b2, (None, "relu"), ((), ()), True)(x)
+    np.testing.assert_array_equal(np.isnan(run(x)), np.isnan(steps))
+    assert np.isnan(steps).any()
+    with pytest.raises(ShapeError, match="1, 3, 3"):
+        pointwise_depthwise_plan(shape, w1, b1, w2[:, :, :2], b2)

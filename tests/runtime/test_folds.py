@@ -394,3 +394,109 @@ def test_focus_lookalikes_stay(rng):
         want = ort_session(m).run(None, {"x": x})
         for g, r in zip(s.run(None, {"x": x}), want):
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- 1x1 -> depthwise
+def _pw_dw(rng, c=8, m=16, size=(20, 24), pool=True, acts=("Relu", "Relu"), dw=None,
+           mp=None, extra_reader=False):
+    """x -> 1x1 Conv -> act -> 3x3 depthwise Conv (pads 1) -> act [-> 2x2 MaxPool]; ``dw`` /
+    ``mp``: attributes replacing the depthwise conv's / pool's; ``extra_reader``: the 1x1's
+    output read by an Add too."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"])]
+    a = "a"
+    if acts[0]:
+        nodes.append(helper.make_node(acts[0], ["a"], ["ar"]))
+        a = "ar"
+    nodes.append(helper.make_node("Conv", [a, "w2", "b2"], ["d"],
+                                  **(dw or dict(pads=[1, 1, 1, 1], group=m))))
+    d = "d"
+    if acts[1]:
+        nodes.append(helper.make_node(acts[1], ["d"], ["dr"]))
+        d = "dr"
+    out = d
+    if pool:
+        nodes.append(helper.make_node("MaxPool", [d], ["p"],
+                                      **(mp or dict(kernel_shape=[2, 2], strides=[2, 2]))))
+        out = "p"
+    if extra_reader:
+        nodes.append(helper.make_node("ReduceMean", [a], ["s"], axes=[1], keepdims=1))
+        nodes.append(helper.make_node("Add", [out, "s"] if not pool else ["s", "s"], ["e"]))
+    outs = [_vi(out, None)] + ([_vi("e", None)] if extra_reader else [])
+    groups = (dw or {}).get("group", m)
+    return _model(nodes, [_vi("x", [1, c, *size])], outs,
+                  [("w1", _w(rng, m, c, 1, 1)), ("b1", _w(rng, m)),
+                   ("w2", _w(rng, m, m // groups, 3, 3)), ("b2", _w(rng, m))])
+
+
+def _plan_ops(sess):
+    return [n.op_type for n in list(sess._plans.values())[0].nodes]
+
+
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("acts", [("Relu", "Relu"), (None, "Relu"), ("LeakyRelu", None),
+                                  ("Sigmoid", "HardSigmoid")])
+@pytest.mark.parametrize("size", [(20, 24), (9, 7)])
+def test_pointwise_depthwise_fuses(backend, rng, monkeypatch, pool, acts, size):
+    """1x1 Conv -> depthwise 3x3 Conv [-> 2x2 MaxPool], each with its activation: one
+    PointwiseDepthwise node. Where it pays (the 1x1's output past half of L2, here set
+    small) the plan runs it as one banded kernel (Cython, rows >= 18), elsewhere as its
+    parts; either way onnxruntime's values and the unfused graph's (within an ulp: there a
+    Sigmoid runs as its own kernel, not in the conv's registers)."""
+    from edgedl import _config
+    monkeypatch.setattr(_config, "_l2", 64)
+    m = _pw_dw(rng, pool=pool, acts=acts, size=size)
+    x = rng.standard_normal((1, 8, *size)).astype(np.float32)
+    gone = {"MaxPool"} if pool else set()
+    s = _check(m, [{"x": x}], backend, fused_away=gone | {a for a in acts if a})
+    assert _ops(s) == ["PointwiseDepthwise"]
+    banded = backend == "cython" and size[1] >= 18
+    assert _plan_ops(s) == (["PointwiseDepthwise"] if banded else
+                            ["Conv", "Conv"] + (["MaxPool"] if pool else []))
+    _fused_matches_plain(m, {"x": x}, backend, tol=2e-6)
+
+
+def test_pointwise_depthwise_runs_as_its_parts_where_small(rng, monkeypatch):
+    """Below half of L2 the planner plans the fused node's parts (each step its own
+    buffers; the values between them freed after their last reader): the same values,
+    run after run."""
+    from edgedl import _config
+    import edgedl
+    monkeypatch.setattr(_config, "_l2", 1 << 40)
+    m = _pw_dw(rng, acts=("Relu", "Relu"), extra_reader=False)
+    s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
+    x = rng.standard_normal((1, 8, 20, 24)).astype(np.float32)
+    first = s.run(None, {"x": x})[0]
+    assert _ops(s) == ["PointwiseDepthwise"] and _plan_ops(s) == ["Conv", "Conv", "MaxPool"]
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], first)
+    monkeypatch.setattr(_config, "_l2", 64)
+    banded = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
+    np.testing.assert_array_equal(banded.run(None, {"x": x})[0], first)
+    assert _plan_ops(banded) == ["PointwiseDepthwise"]
+
+
+def test_pointwise_depthwise_lookalikes_stay(rng, monkeypatch):
+    """Not fused: the 1x1's output read elsewhere too, a strided / unpadded / grouped second
+    conv; a pool of 3x3 windows, with ceil_mode or padding stays a MaxPool of its own (the
+    convs before it still fuse)."""
+    from edgedl import _config
+    import edgedl
+    from ort_util import ort_session
+    monkeypatch.setattr(_config, "_l2", 64)
+    cases = [(_pw_dw(rng, extra_reader=True), False),
+             (_pw_dw(rng, dw=dict(pads=[1, 1, 1, 1], group=16, strides=[2, 2])), False),
+             (_pw_dw(rng, dw=dict(group=16)), False),
+             (_pw_dw(rng, dw=dict(pads=[1, 1, 1, 1], group=4)), False)]
+    for attrs in (dict(kernel_shape=[3, 3], strides=[2, 2]),
+                  dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+                  dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1])):
+        cases.append((_pw_dw(rng, size=(19, 23), mp=attrs), True))
+    for m, convs_fuse in cases:
+        s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
+        assert "MaxPool" in _ops(s)
+        assert ("PointwiseDepthwise" in _ops(s)) == convs_fuse, _ops(s)
+        assert not any(n.attrs.get("_pool") for n in s._graph.nodes)
+        dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+        x = rng.standard_normal(dims).astype(np.float32)
+        for g, r in zip(s.run(None, {"x": x}), ort_session(m).run(None, {"x": x})):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)

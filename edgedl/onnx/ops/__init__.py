@@ -20,6 +20,12 @@ def op(*names):
     return deco
 
 
+class Unfuse(Exception):
+    """Raised by the handler of an internal fused op (fuse.py; ``_parts`` attribute: the
+    nodes it replaced, in order) when for these shapes its parts run better as steps of
+    their own: the planner then plans the parts in its place."""
+
+
 class Ctx:
     """What a handler knows when it builds its function."""
     __slots__ = ("node", "opset", "consts", "shapes", "dtypes", "backend", "static")
