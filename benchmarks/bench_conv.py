@@ -1,5 +1,7 @@
 """conv2d on shapes typical of small detectors, every backend vs onnxruntime, same run;
-also conv_transpose2d and resize2d (the FPN / upsampling ops of the same detectors).
+also conv_transpose2d and resize2d (the FPN / upsampling ops of the same detectors), and the
+1x1 -> depthwise 3x3 (-> 2x2 max pool) chains of YuNet-style units, run as one banded kernel
+(pointwise_depthwise_plan) against the same steps one after another and onnxruntime.
 
 Run: pytest benchmarks/bench_conv.py --benchmark-only [-k dw3]
 
@@ -26,7 +28,8 @@ import pytest  # noqa: E402
 
 import edgedl  # noqa: E402
 from edgedl._config import BACKEND_ORDER, why_unavailable  # noqa: E402
-from edgedl.kernels.conv import conv2d, conv2d_plan, conv_output_shape  # noqa: E402
+from edgedl.kernels.conv import (conv2d, conv2d_plan, conv_output_shape,  # noqa: E402
+                                 pointwise_depthwise_plan)
 from _common import show_now, single_thread
 
 # name -> (C, H, W, M, k, stride, group, activation)
@@ -59,6 +62,18 @@ RESIZE = {
     "resize nearest 2x 128ch @40": (128, 40, 40, 80, 80, "nearest", "asymmetric"),
     "resize linear 2x 64ch @40": (64, 40, 40, 80, 80, "linear", "half_pixel"),
 }
+# name -> (C, H, W, M, pool): 1x1 C -> M, ReLU-free; depthwise 3x3 with ReLU; maybe 2x2 max
+CHAINS = {
+    "1x1->dw 64->64 @80": (64, 80, 80, 64, False),
+    "1x1->dw->pool 64->64 @80": (64, 80, 80, 64, True),
+    "1x1->dw->pool 16->16 @160": (16, 160, 160, 16, True),
+    "1x1->dw 16->64 @80": (16, 80, 80, 64, False),
+    "1x1->dw 64->64 @40": (64, 40, 40, 64, False),
+}
+CHAIN_RUNTIMES = ("fused", "steps", "onnxruntime")
+#: inputs / outputs cycled through, as a model's buffers are: each call finds its data out of
+#: L2, as in a model (one buffer hot in cache made the chains look 20-30% faster)
+_CYCLE = 4
 RUNTIMES = list(BACKEND_ORDER) + ["onnxruntime"]
 RESULTS = {}          # (case, runtime) -> median seconds
 MINIMA = {}           # (case, runtime) -> fastest round
@@ -225,7 +240,120 @@ def test_resize2d(benchmark, name, runtime):
     _time(benchmark, name, runtime, fn, want)
 
 
+def _chain_case(name):
+    c, h, w, m, pool = CHAINS[name]
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((1, c, h, w)).astype(np.float32) for _ in range(_CYCLE)]
+    w1 = (rng.standard_normal((m, c, 1, 1)) * 0.2).astype(np.float32)
+    w2 = (rng.standard_normal((m, 1, 3, 3)) * 0.3).astype(np.float32)
+    return xs, w1, rng.standard_normal(m).astype(np.float32), w2, \
+        rng.standard_normal(m).astype(np.float32), pool
+
+
+def _chain_ort(xs, w1, b1, w2, b2, pool):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import helper
+    m = w1.shape[0]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"]),
+             helper.make_node("Conv", ["a", "w2", "b2"], ["d"], pads=[1, 1, 1, 1], group=m),
+             helper.make_node("Relu", ["d"], ["r" if pool else "y"])]
+    if pool:
+        nodes.append(helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2],
+                                      strides=[2, 2]))
+    inits = [onnx.numpy_helper.from_array(v, n) for n, v in
+             (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info(
+        "x", onnx.TensorProto.FLOAT, list(xs[0].shape))],
+        [helper.make_empty_tensor_value_info("y")], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    k = [0]
+
+    def fn():
+        k[0] += 1
+        return sess.run(None, {"x": xs[k[0] % _CYCLE]})[0]
+    return fn
+
+
+def _chain_edgedl(runtime, xs, w1, b1, w2, b2, pool):
+    if why_unavailable("cython"):
+        pytest.skip(why_unavailable("cython"))
+    acts, k = (None, "relu"), [0]
+    run = pointwise_depthwise_plan(xs[0].shape, w1, b1, w2, b2, acts, ((), ()), pool,
+                                   backend="cython")
+    outs = [np.empty(run.out_shape, np.float32) for _ in range(_CYCLE)]
+    if runtime == "fused":
+        assert run._fast is not None
+
+        def fn():
+            k[0] += 1
+            return run(xs[k[0] % _CYCLE], outs[k[0] % _CYCLE])
+        return fn
+    from edgedl.kernels.pooling import pool2d_plan     # the planned steps, own buffers
+    pw = conv2d_plan(xs[0].shape, w1, b1, backend="cython")
+    dw = conv2d_plan(pw.out_shape, w2, b2, pads=(1, 1, 1, 1), group=w2.shape[0],
+                     activation="relu", backend="cython")
+    mp = pool2d_plan(dw.out_shape, "max", (2, 2), (2, 2), backend="cython")
+    mids = [(np.empty(pw.out_shape, np.float32), np.empty(dw.out_shape, np.float32))
+            for _ in range(_CYCLE)]
+
+    def steps():
+        k[0] += 1
+        i = k[0] % _CYCLE
+        t = dw(pw(xs[i], mids[i][0]), mids[i][1] if pool else outs[i])
+        return mp(t, outs[i]) if pool else t
+    return steps
+
+
+@pytest.mark.parametrize("runtime", CHAIN_RUNTIMES)
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_pointwise_depthwise_chain(benchmark, name, runtime):
+    xs, w1, b1, w2, b2, pool = _chain_case(name)
+    fn = (_chain_ort(xs, w1, b1, w2, b2, pool) if runtime == "onnxruntime" else
+          _chain_edgedl(runtime, xs, w1, b1, w2, b2, pool))
+    for _ in range(_CYCLE):
+        got = fn()           # warm-up; the last one computed xs[0]'s answer
+    want = conv2d(conv2d(xs[0], w1, b1, backend="numpy"), w2, b2, pads=(1, 1, 1, 1),
+                  group=w2.shape[0], activation="relu", backend="numpy")
+    if pool:
+        from edgedl.kernels.pooling import max_pool2d
+        want = max_pool2d(want, (2, 2), (2, 2), backend="numpy")
+    assert np.abs(got - want).max() <= 1e-3 * max(1.0, np.abs(want).max())
+    benchmark.group = name
+    benchmark.pedantic(fn, rounds=_ROUNDS * 4, iterations=1, warmup_rounds=_CYCLE)
+    RESULTS[(name, runtime)] = benchmark.stats.stats.median
+    MINIMA[(name, runtime)] = benchmark.stats.stats.min
+
+
+def _chain_table(w):
+    if not any((name, rt) in RESULTS for name in CHAINS for rt in CHAIN_RUNTIMES):
+        return
+    w("")
+    w("1x1 -> depthwise 3x3 (-> 2x2 max pool), 1 thread, inputs cycled out of L2: median ms "
+      "and vs onnxruntime (median ratio [min ratio]); fused / steps: the banded kernel over "
+      "the separate planned steps")
+    w(f"{'case':28s} " + " ".join(f"{rt:>24s}" for rt in CHAIN_RUNTIMES) + "  fused/steps")
+    for name in CHAINS:
+        ort, ort_min = RESULTS.get((name, "onnxruntime")), MINIMA.get((name, "onnxruntime"))
+        cells = []
+        for rt in CHAIN_RUNTIMES:
+            t = RESULTS.get((name, rt))
+            ratio = f"{t / ort:5.2f}x [{MINIMA[(name, rt)] / ort_min:4.2f}]" if t and ort \
+                else ""
+            cells.append(f"{t * 1e3:8.3f} {ratio:>15s}" if t else f"{'-':>24s}")
+        f, st = RESULTS.get((name, "fused")), RESULTS.get((name, "steps"))
+        w(f"{name:28s} " + " ".join(cells) + (f"  {f / st:10.2f}" if f and st else ""))
+
+
 def _table(w):
+    _chain_table(w)
     w("")
     w("1 thread, float32 (conv2d with fused bias+relu): median ms, GFLOP/s for convolutions, "
       "time vs onnxruntime (median ratio [min ratio])")
