@@ -79,6 +79,44 @@ __attribute__((target("avx512f"))) static void edl_max2x2s2_rows_avx512(
         }
     }
 }
+/* edl_max3x3s2_f's row (below) on AVX-512, in registers: per 16 outputs the three rows' max
+   of the 33 columns they read (two vectors and one more column, -inf outside the row), then
+   the taps 2q, 2q + 1 by de-interleaving (vpermt2ps) and 2q + 2 by shifting the even ones in
+   by one. GCC's clone ran the stride-2 taps of a short row's last 16 outputs as scalar code,
+   and a row through the scratch v waited on its own stores: 3-5 cycles an output on
+   SqueezeNet's and FastestDet's pools. The same maxima in the same order (edl_nanmax16 is
+   EDL_NANMAX bit for bit; v's padding cells were -inf). */
+static inline __mmask16 edl_mask16(ptrdiff_t lo, ptrdiff_t hi) {       /* lanes lo .. hi - 1 */
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+__attribute__((target("avx512f"), always_inline)) static inline __m512 edl_max3col16(
+        const float *a, const float *b, const float *c, ptrdiff_t c0, ptrdiff_t w) {
+    const __mmask16 m = edl_mask16(-c0, w - c0);          /* the columns inside the row */
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    return edl_nanmax16(edl_nanmax16(_mm512_mask_loadu_ps(ninf, m, a + c0),
+                                     _mm512_mask_loadu_ps(ninf, m, b + c0)),
+                        _mm512_mask_loadu_ps(ninf, m, c + c0));
+}
+__attribute__((target("avx512f"))) static void edl_max3x3s2_row_avx512(
+        const float *a, const float *b, const float *c, ptrdiff_t w, ptrdiff_t pl, float *d,
+        ptrdiff_t n) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512i up = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                         16);
+    for (ptrdiff_t q = 0; q < n; q += 16) {
+        const ptrdiff_t c0 = 2 * q - pl;                  /* the block's first column */
+        const __m512 lo = edl_max3col16(a, b, c, c0, w), hi = edl_max3col16(a, b, c, c0 + 16, w);
+        const __m512 e0 = _mm512_permutex2var_ps(lo, ev, hi);
+        const __m512 x = edl_max3col16(a, b, c, c0 + 32, w);          /* column c0 + 32 */
+        const __m512 r = edl_nanmax16(edl_nanmax16(e0, _mm512_permutex2var_ps(lo, od, hi)),
+                                      _mm512_permutex2var_ps(e0, up, x));
+        _mm512_mask_storeu_ps(d + q, edl_mask16(0, n - q), r);
+    }
+}
 #endif
 /* 1 when edl_max2x2s2_plane_f ran: AVX-512 (the caller's two passes otherwise) */
 static int edl_max2x2s2_plane_f(const float *x, ptrdiff_t w, float *d, ptrdiff_t oh,
@@ -140,6 +178,30 @@ EDL_SIMD_KERNEL static void edl_max3x3s2_##S(const T *restrict a, const T *restr
                                           v[2 * q + 2]));                                \
 }
 EDL_MAX3X3S2(float, f)
+/* A plane's 3x3 stride-2 max (pads pt, pl <= 1, every window with an in-image row and
+   column): edl_max3x3s2_f per output row, a window row outside the image passed as one of
+   its in-image rows (max(x, x) = x), v as there; on AVX-512 its one-pass twin. The rows in
+   one call: SqueezeNet's 13 x 13 outputs spent as long in per-row calls as in the rows. */
+static void edl_max3x3s2_plane_f(const float *src, ptrdiff_t h, ptrdiff_t w, float *dst,
+                                 ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t pt, ptrdiff_t pl,
+                                 float *v) {
+#ifdef EDL_POOL_AVX512
+    const int wide = __builtin_cpu_supports("avx512f");
+#endif
+    for (ptrdiff_t o = 0; o < oh; o++) {
+        const ptrdiff_t r0 = 2 * o - pt, f = r0 > 0 ? r0 : 0;    /* an in-image row */
+        const float *rows[3];
+        for (int i = 0; i < 3; i++)
+            rows[i] = src + (r0 + i >= 0 && r0 + i < h ? r0 + i : f) * w;
+#ifdef EDL_POOL_AVX512
+        if (wide) {
+            edl_max3x3s2_row_avx512(rows[0], rows[1], rows[2], w, pl, dst + o * ow, ow);
+            continue;
+        }
+#endif
+        edl_max3x3s2_f(rows[0], rows[1], rows[2], w, v, pl, dst + o * ow, ow);
+    }
+}
 EDL_MAX3X3S2(double, d)
 /* (an inline function, not a macro: nested macro folds repeat their operands and gcc then
    left the NaN-propagating max scalar) */

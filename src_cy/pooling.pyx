@@ -36,8 +36,6 @@ cdef extern from "edl_pool.h":
     void edl_imax3s2_s8(const signed char* a, const signed char* b, const signed char* c,
                         Py_ssize_t w, signed char* v, Py_ssize_t pl, signed char* d,
                         Py_ssize_t n) noexcept nogil
-    void edl_max3x3s2_f(const float* a, const float* b, const float* c, Py_ssize_t w, float* v,
-                        Py_ssize_t pl, float* d, Py_ssize_t n) noexcept nogil
     void edl_max3x3s2_d(const double* a, const double* b, const double* c, Py_ssize_t w,
                         double* v, Py_ssize_t pl, double* d, Py_ssize_t n) noexcept nogil
     void edl_fold_f(const float** src, int n, Py_ssize_t stride, float* d, Py_ssize_t length,
@@ -51,6 +49,9 @@ cdef extern from "edl_pool.h":
     void edl_max_pairs_f(const float* v, float* d, Py_ssize_t n) noexcept nogil
     int edl_max2x2s2_plane_f(const float* x, Py_ssize_t w, float* d, Py_ssize_t oh,
                              Py_ssize_t ow) noexcept nogil
+    void edl_max3x3s2_plane_f(const float* src, Py_ssize_t h, Py_ssize_t w, float* dst,
+                              Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt, Py_ssize_t pl,
+                              float* v) noexcept nogil
     void edl_max2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
     void edl_avg2x2_d(const double* a, const double* b, double* d, Py_ssize_t n) noexcept nogil
@@ -270,18 +271,19 @@ cdef void _plane_3x3s2(const floating* src, floating* dst, floating* v, Py_ssize
                        Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt,
                        Py_ssize_t pl) noexcept nogil:
     """3x3 max, stride 2, pads <= 1, every window with an in-image row and column: one call
-    per output row (edl_max3x3s2). v: the scratch row (its padding cells -inf)."""
+    per output row (edl_max3x3s2; float32: the plane in one call, edl_max3x3s2_plane_f).
+    v: the scratch row (its padding cells -inf)."""
     cdef Py_ssize_t o, r0, f, i
     cdef const floating* rows[3]
+    if floating is float:
+        edl_max3x3s2_plane_f(src, h, w, dst, oh, ow, pt, pl, v)
+        return
     for o in range(oh):
         r0 = 2 * o - pt
         f = max(r0, 0)                      # an in-image row of the window
         for i in range(3):
             rows[i] = src + (r0 + i if 0 <= r0 + i < h else f) * w
-        if floating is float:
-            edl_max3x3s2_f(rows[0], rows[1], rows[2], w, v, pl, dst + o * ow, ow)
-        else:
-            edl_max3x3s2_d(rows[0], rows[1], rows[2], w, v, pl, dst + o * ow, ow)
+        edl_max3x3s2_d(rows[0], rows[1], rows[2], w, v, pl, dst + o * ow, ow)
 
 
 cdef void _counts(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t k, Py_ssize_t stride,
