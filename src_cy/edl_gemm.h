@@ -76,11 +76,12 @@ typedef struct { const float *bias; int clamp; float lo, hi; int sig; } edl_gemm
  * summation order as one pass), then the epilogue when `epi` is not NULL (epi->bias: the
  * tile's MR rows; SIG: the sigmoid / SiLU twin, for epi->sig, else the clamp's).
  * The _pk twin also stores the rows of B it reads, contiguously, at pk (K x NV*W): the first
- * filter panel of a strip packs it for the others at no extra pass. */
+ * filter panel of a strip packs it for the others at no extra pass. ``pfa`` (or NULL): a
+ * panel of A to prefetch into L2 along the way (edl_gemm_prefetch_panel). */
 #define EDL_GEMM_DEF(FN, VT, IVT, UVT, ATTR, VB, MR, NV, PK, SIG)                           \
 ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict b,        \
                     ptrdiff_t ldb, float *restrict c, ptrdiff_t ldc, float *restrict pk,  \
-                    const edl_gemm_epi *epi, int load) {                                  \
+                    const edl_gemm_epi *epi, int load, const float *pfa) {                \
     enum { W = (VB) / 4 };                                                                 \
     VT acc[MR][NV];                                                                        \
     (void)pk;                                                                              \
@@ -97,6 +98,7 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
             pk += (NV) * W;                                                                \
         }                                                                                  \
         EDL_GEMM_KSTEP(VT, MR, NV)                                                         \
+        if (pfa && !(k & 1)) __builtin_prefetch(pfa + k * (MR), 0, 2);                     \
         a += (MR);                                                                         \
         b += ldb;                                                                          \
     }                                                                                      \
@@ -191,7 +193,8 @@ typedef void (*edl_gemm_narrow_fn)(ptrdiff_t, const float *, ptrdiff_t, const fl
                                    ptrdiff_t, float *, ptrdiff_t, const edl_gemm_epi *, int);
 
 typedef void (*edl_gemm_micro_fn)(ptrdiff_t, const float *, const float *, ptrdiff_t,
-                                  float *, ptrdiff_t, float *, const edl_gemm_epi *, int);
+                                  float *, ptrdiff_t, float *, const edl_gemm_epi *, int,
+                                  const float *);
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
     && !defined(EDL_NO_CLONES)
@@ -307,8 +310,10 @@ static void edl_gemm_pack_a(const float *a, ptrdiff_t M, ptrdiff_t K, ptrdiff_t 
 
 /* The first strip of a block of C reads every panel of A once, from memory when A is a
  * model's weights (ResNet-50's late convs: 2-9 MB of them for 49 columns): it prefetches the
- * panel EDL_GEMM_PFA ahead into L2 while it runs one (``pfa``). Cold 512 -> 2048 at 7x7: 0.60
- * of the time without; 0.94-1.0 where C is wide and A small. */
+ * panel EDL_GEMM_PFA ahead into L2 while it runs one (``pfa``), a line every second k step of
+ * the micro-kernel (a burst of a panel's lines before each call stalled on the core's fill
+ * buffers: 11% of ResNet-50's time). Cold 2048 x 512 at 49 columns: 0.45 of the time with the
+ * whole next block prefetched at once, 512 x 4608: 0.56; 0.9-1.0 where C is wide and A small. */
 #define EDL_GEMM_PFA 4
 static inline void edl_gemm_prefetch_panel(const float *a, ptrdiff_t floats) {
     for (ptrdiff_t o = 0; o < floats * 4; o += 64) __builtin_prefetch((const char *)a + o, 0, 2);
@@ -331,7 +336,7 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
     ptrdiff_t np = edl_gemm_panels(M, mr), ahead = pfa ? EDL_GEMM_PFA : 0;
     for (ptrdiff_t p = 0; p < ahead && p < np; p++) edl_gemm_prefetch_panel(ap + p * ps, ps);
     for (ptrdiff_t p = 0; p < np; p++) {
-        if (p + ahead < np) edl_gemm_prefetch_panel(ap + (p + ahead) * ps, ps);
+        const float *pa = p + ahead < np && ahead ? ap + (p + ahead) * ps : NULL;
         ptrdiff_t r0 = p * mr;
         if (r0 > M - mr) r0 = M - mr;          /* overlaps the previous panel */
         float *dst = r0 >= 0 ? c + r0 * ldc : tile;
@@ -347,11 +352,11 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
             pep = &pe;
         }
         if (p == 0 && np > 1)
-            kr->pk[sg][v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load);
+            kr->pk[sg][v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load, pa);
         else if (p == 0)
-            kr->fn[sg][v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load);
+            kr->fn[sg][v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load, pa);
         else
-            kr->fn[sg][v - 1](K, ap + p * ps, strip, width, dst, ldd, NULL, pep, load);
+            kr->fn[sg][v - 1](K, ap + p * ps, strip, width, dst, ldd, NULL, pep, load, pa);
         if (r0 < 0)                            /* M < MR: zero rows in the panel */
             for (ptrdiff_t i = 0; i < M; i++)
                 memcpy(c + i * ldc, tile + i * kr->nr, (size_t)width * sizeof(float));
