@@ -18,8 +18,7 @@ from . import _dispatch, _gemm
 from .activation_table import EPILOGUE, FUSED
 
 __all__ = ["conv2d", "conv2d_plan", "pointwise_depthwise_plan", "pointwise_depthwise_pays",
-           "conv_transpose2d",
-           "conv_output_shape", "resolve_pads", "ACTIVATIONS"]
+           "conv_transpose2d", "conv_output_shape", "resolve_pads", "ACTIVATIONS"]
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 #: activation name -> number of parameters it takes (the activations of the table that fuse)
@@ -443,8 +442,9 @@ def pointwise_depthwise_plan(x_shape, w1, b1, w2, b2, activations=(None, None),
 
     On the Cython backend (float32, one image, rows of >= 18) it runs as one kernel, band
     by band of rows (PwDwF32: the 1x1's output stays in L2 for the depthwise conv instead of
-    going through memory; YuNet's units at 80x80: 0.78-0.91 of the separate steps' time);
-    elsewhere as the planned steps one after another. The same values either way."""
+    going through memory; YuNet's units at 80x80 and 160x160, inputs out of cache: 0.5-0.9
+    of the separate steps' time, benchmarks/bench_conv.py); elsewhere as the planned steps
+    one after another. The same values either way."""
     x_shape, dtype = V.plan_input(x_shape, dtype)
     w1 = np.ascontiguousarray(V.float_array(w1, "w1", ndim=4), dtype=dtype)
     w2 = np.ascontiguousarray(V.float_array(w2, "w2", ndim=4), dtype=dtype)
