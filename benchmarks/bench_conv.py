@@ -106,27 +106,39 @@ def _flops(name):
     return 2.0 * m * oh * ow * (c // g) * k * k
 
 
-def _ort_runner(x, wt, b, strides, pads, group, act):
+def _ort_graph_session(nodes, x_info, inits, opset=13):
+    """A one-thread onnxruntime session of a graph of ``nodes`` reading ``x_info`` (a value
+    info) and the initializers ``inits`` (name, array), writing "y"."""
     ort = pytest.importorskip("onnxruntime")
     import onnx
+    from onnx import helper
+    graph = helper.make_graph(nodes, "g", [x_info], [helper.make_empty_tensor_value_info("y")],
+                              initializer=[onnx.numpy_helper.from_array(v, n)
+                                           for n, v in inits])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+
+
+def _x_info(x):
+    from onnx import helper
+    return helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(x.dtype),
+                                         list(x.shape))
+
+
+def _ort_runner(x, wt, b, strides, pads, group, act):
     from onnx import helper
     node_out = "y" if act is None else "c"
     nodes = [helper.make_node("Conv", ["x", "w", "b"], [node_out], strides=list(strides),
                               pads=list(pads), group=group)]
     if act == "relu":
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))   # ORT fuses Conv+Relu
-    inits = [onnx.numpy_helper.from_array(wt, "w"), onnx.numpy_helper.from_array(b, "b")]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info(
-        "x", onnx.TensorProto.FLOAT, list(x.shape))],
-        [helper.make_empty_tensor_value_info("y")], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = _ort_graph_session(nodes, _x_info(x), [("w", wt), ("b", b)])
     return lambda: sess.run(None, {"x": x})[0]
 
 
@@ -159,28 +171,12 @@ def test_conv2d(benchmark, name, runtime):
 
 
 def _ort_session(op, inputs, attrs, opset=13):
-    ort = pytest.importorskip("onnxruntime")
-    import onnx
     from onnx import helper
-    graph_inputs, inits = [], []
-    for name, arr in inputs:
-        if name == "x":
-            graph_inputs.append(helper.make_tensor_value_info(
-                name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
-        else:       # weights and sizes as initializers, as in a real model
-            inits.append(onnx.numpy_helper.from_array(arr, name))
+    # weights and sizes as initializers, as in a real model
     node = helper.make_node(op, [n for n, _ in inputs], ["y"], **attrs)
-    graph = helper.make_graph([node], op, graph_inputs,
-                              [helper.make_empty_tensor_value_info("y")], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
     x = inputs[0][1]
+    sess = _ort_graph_session([node], _x_info(x), [(n, a) for n, a in inputs if n != "x"],
+                              opset)
     return lambda: sess.run(None, {"x": x})[0]
 
 
@@ -251,8 +247,6 @@ def _chain_case(name):
 
 
 def _chain_ort(xs, w1, b1, w2, b2, pool):
-    ort = pytest.importorskip("onnxruntime")
-    import onnx
     from onnx import helper
     m = w1.shape[0]
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"]),
@@ -261,19 +255,8 @@ def _chain_ort(xs, w1, b1, w2, b2, pool):
     if pool:
         nodes.append(helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2],
                                       strides=[2, 2]))
-    inits = [onnx.numpy_helper.from_array(v, n) for n, v in
-             (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info(
-        "x", onnx.TensorProto.FLOAT, list(xs[0].shape))],
-        [helper.make_empty_tensor_value_info("y")], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = _ort_graph_session(nodes, _x_info(xs[0]),
+                              [("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)])
     k = [0]
 
     def fn():
