@@ -1179,20 +1179,12 @@ cdef void _pw_dw_range(const _PwDw* k, const float* x, float* y, Py_ssize_t t0, 
         r0 = r1
 
 
-cdef Py_ssize_t _pwdw_band_bytes = _PWDW_BAND_BYTES
-
-
-def _set_band(Py_ssize_t b):
-    global _pwdw_band_bytes
-    _pwdw_band_bytes = b
-
-
 cdef int _pw_dw_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:
     """The chain on x (c, h, wd) into y ((m, h, wd), or (m, h // 2, wd // 2) pooled); the
     threads take runs of output rows (each its own band buffers; a run's first band
     computes the 1x1's row above it again). Returns 0, or 1 if a malloc failed."""
     cdef Py_ssize_t wd = k.wd, rows = k.h // 2 * 2 if k.pool else k.h, t, t0, t1
-    cdef Py_ssize_t band = max(_pwdw_band_bytes // (k.m * wd * 4) - 2, 2)
+    cdef Py_ssize_t band = max(_PWDW_BAND_BYTES // (k.m * wd * 4) - 2, 2)
     cdef int nt = omp_get_max_threads() if k.m * k.c * k.h * wd >= _PAR_MACS else 1
     cdef int err = 0
     cdef float* buf = NULL

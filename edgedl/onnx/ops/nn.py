@@ -182,11 +182,9 @@ def pointwise_depthwise(ctx):
     """A 1x1 Conv (inputs 1, 2: weights, bias or "") read only by a 3x3 depthwise Conv
     (inputs 3, 4; stride 1, padding 1), with ``_pool`` then read only by a 2x2 stride-2
     MaxPool: kernels.conv.pointwise_depthwise_plan (one banded kernel on the Cython
-    backend). Activations: ``_pw_act`` / ``_pw_act_params`` (the 1x1's), ``_act`` /
+    backend) where that pays, else its parts as the planner's steps (which also report any
+    bad input). Activations: ``_pw_act`` / ``_pw_act_params`` (the 1x1's), ``_act`` /
     ``_act_params`` (the depthwise one's)."""
-    if ctx.dtypes[0] not in _FLOATS or len(ctx.shapes[0]) != 4:
-        raise ctx.fail(f"needs a float32/float64 rank-4 input, got {ctx.dtypes[0]} rank "
-                       f"{len(ctx.shapes[0])}")
     w1, w2 = ctx.const(1), ctx.const(3)
     b1 = ctx.const(2) if ctx.has(2) else None
     b2 = ctx.const(4) if ctx.has(4) else None
@@ -194,24 +192,14 @@ def pointwise_depthwise(ctx):
     params = (tuple(ctx.attr("_pw_act_params", ())), tuple(ctx.attr("_act_params", ())))
     pool = bool(ctx.attr("_pool", 0))
     dt, b = ctx.dtypes[0], ctx.backend
-    if ctx.attr("_parts") and not (ctx.static and _conv.pointwise_depthwise_pays(
-            ctx.shapes[0], w1.shape[0], dt, b)):
-        raise Unfuse()
-    if ctx.static:
-        try:
-            run = _conv.pointwise_depthwise_plan(ctx.shapes[0], w1, b1, w2, b2, acts, params,
-                                                 pool, dtype=dt, backend=b)
-        except ValueError as e:
-            raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
-
-    def f(x, *_):
-        t = _conv.conv2d(x, w1, b1, activation=acts[0], activation_params=params[0],
-                         backend=b)
-        t = _conv.conv2d(t, w2, b2, pads=(1, 1, 1, 1), group=w2.shape[0], activation=acts[1],
-                         activation_params=params[1], backend=b)
-        return _pool.max_pool2d(t, (2, 2), (2, 2), backend=b) if pool else t
-    return f
+    if not (ctx.static and _conv.pointwise_depthwise_pays(ctx.shapes[0], w1.shape[0], dt, b)):
+        raise Unfuse()          # the planner runs the parts (``_parts``) instead
+    try:
+        run = _conv.pointwise_depthwise_plan(ctx.shapes[0], w1, b1, w2, b2, acts, params,
+                                             pool, dtype=dt, backend=b)
+    except ValueError as e:
+        raise ctx.fail(str(e)) from e
+    return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
 
 @op("ScaleShift")   # internal: x * a + c per channel, from BatchNormalization (fuse.py)
