@@ -23,10 +23,13 @@ cdef extern from "edl_conv.h":
     const Py_ssize_t EDL_IM2COL_NARROW
     int edl_im2col_padded_ok(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw,
                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dw) noexcept nogil
-    void edl_im2col_padded_f(const float* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
-                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
-                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
-                             float fill, float* pad, float* cols, Py_ssize_t ld) noexcept nogil
+    void edl_pad_planes_f(const float* x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w,
+                          Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
+                          Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                          float fill, float* pad, Py_ssize_t ld) noexcept nogil
+    void edl_padded_row_offsets(Py_ssize_t c, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh,
+                                Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
+                                Py_ssize_t* off) noexcept nogil
     void edl_im2col_rows_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r0,
                            Py_ssize_t r1, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                            Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
@@ -129,8 +132,9 @@ cdef extern from "edl_gemm.h":
                          float* ap) noexcept nogil
     Py_ssize_t edl_gemm_scratch(Py_ssize_t M, Py_ssize_t K) noexcept nogil
     void edl_gemm_cols(const float* ap, Py_ssize_t M, Py_ssize_t K, const float* b,
-                       Py_ssize_t ldb, float* c, Py_ssize_t ldc, Py_ssize_t j0, Py_ssize_t j1,
-                       float* scratch, const edl_gemm_epi* epi) noexcept nogil
+                       Py_ssize_t ldb, const Py_ssize_t* boff, float* c, Py_ssize_t ldc,
+                       Py_ssize_t j0, Py_ssize_t j1, float* scratch,
+                       const edl_gemm_epi* epi) noexcept nogil
     Py_ssize_t edl_gemm_kblocks(Py_ssize_t M, Py_ssize_t K) noexcept nogil
     void edl_gemm_cols_k(const float* ap, Py_ssize_t M, Py_ssize_t K, Py_ssize_t k0,
                          Py_ssize_t kc, const float* b, Py_ssize_t ldb, float* c,
@@ -840,28 +844,32 @@ cdef int _conv_narrow_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                           float lo, float hi, const float* slopes, float* yb, Py_ssize_t m,
                           Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     """A stride-1 conv of narrow outputs on one thread: the GEMM over the im2col of the
-    padded width (edl_im2col_padded_f: one copy a tap), oh rows of wq = ow + (kw - 1) dw
-    columns into a scratch C, then each row's ow values copied out with the bias and
-    activation (edl_epilogue_rows_f). The wq - ow extra columns cost GEMM work, which on
-    planes this small is far less than the per-row im2col they replace (UltraFace's 256 ->
-    6 / 12 heads at 4 x 5, in the model: 80 / 86 -> 32 / 41 us). Returns 0, or 1 if a
+    padded width, oh rows of wq = ow + (kw - 1) dw columns into a scratch C, then each row's
+    ow values copied out with the bias and activation (edl_epilogue_rows_f). The GEMM reads
+    that im2col's rows where they lie in the padded planes (edl_pad_planes_f, one run a tap:
+    edl_padded_row_offsets), never copied out: a 96 -> 96 3x3 at 28 x 28 wrote and re-read a
+    2.9 MB im2col, past L2, for a 0.3 MB input. The wq - ow extra columns cost GEMM work,
+    which on planes this small is far less than the per-row im2col they replace (UltraFace's
+    256 -> 6 / 12 heads at 4 x 5, in the model: 80 / 86 -> 32 / 41 us). Returns 0, or 1 if a
     malloc failed."""
     cdef Py_ssize_t K = c * kh * kw, wq = ow + (kw - 1) * dw, hq = oh + (kh - 1) * dh
     # rows rounded up to 16 floats: whole vectors, which the GEMM reads in place
     cdef Py_ssize_t n2 = (oh * wq + 15) // 16 * 16, L = oh * ow, i
     cdef Py_ssize_t npad = c * hq * wq + (kw - 1) * dw + n2 - oh * wq
-    cdef float* buf = <float*>malloc((npad + K * n2 + m * n2 + edl_gemm_scratch(m, K) + 16)
-                                     * sizeof(float))
-    if buf == NULL:
+    # the row offsets (K of them), then floats for: the padded planes, C, the GEMM's scratch
+    cdef Py_ssize_t* off = <Py_ssize_t*>malloc(K * sizeof(Py_ssize_t) + (
+        npad + m * n2 + edl_gemm_scratch(m, K) + 16) * sizeof(float))
+    if off == NULL:
         return 1
-    cdef float* cols = buf + npad
-    cdef float* y2 = cols + K * n2
-    edl_im2col_padded_f(xb, c, h, wd, kh, kw, ph, pw, dh, dw, oh, ow, 0, buf, cols, n2)
-    edl_gemm_cols(wp, m, K, cols, n2, y2, n2, 0, n2, _line_aligned(y2 + m * n2), NULL)
+    cdef float* pad = <float*>(off + K)
+    cdef float* y2 = pad + npad
+    edl_pad_planes_f(xb, c, h, wd, kh, kw, ph, pw, dh, dw, oh, ow, 0, pad, n2)
+    edl_padded_row_offsets(c, kh, kw, dh, dw, oh, ow, off)
+    edl_gemm_cols(wp, m, K, pad, 0, off, y2, n2, 0, n2, _line_aligned(y2 + m * n2), NULL)
     for i in range(m):
         edl_epilogue_rows_f(y2 + i * n2, wq, yb + i * L, ow, oh, ow, bias[i], act, lo, hi,
                             slopes[i])
-    free(buf)
+    free(off)
     return 0
 
 
@@ -967,7 +975,7 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                 edl_gemm_rows(wp, m, K, p0, p1, xb, L, yb, L, 0, L, scratch, pgepi)
             elif pointwise:
                 j0, j1 = s0, s1
-                edl_gemm_cols(wp, m, K, xb, L, yb, L, j0, j1, scratch, pgepi)
+                edl_gemm_cols(wp, m, K, xb, L, NULL, yb, L, j0, j1, scratch, pgepi)
             else:
                 j0, j1 = s0 * ow, s1 * ow
                 # rows s0.. of the output: the same im2col with the top pad shifted, one K
@@ -978,8 +986,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                     _im2col_rows(xb, h, wd, k0, k1, kh, kw, sh, sw, ph - s0 * sh, pw, dh, dw,
                                  s1 - s0, ow, buf)
                     if nkb == 1:
-                        edl_gemm_cols(wp, m, K, buf, j1 - j0, yb + j0, L, 0, j1 - j0, scratch,
-                                      pgepi)
+                        edl_gemm_cols(wp, m, K, buf, j1 - j0, NULL, yb + j0, L, 0, j1 - j0,
+                                      scratch, pgepi)
                     else:
                         edl_gemm_cols_k(wp, m, K, k0, k1 - k0, buf, j1 - j0, yb + j0, L, 0,
                                         j1 - j0, scratch, pgepi, kb == 0, kb == nkb - 1)
@@ -1110,7 +1118,7 @@ cdef void _pw_rows(const _PwDw* k, const float* x, Py_ssize_t lo, Py_ssize_t hi,
     e.lo = k.lo1
     e.hi = k.hi1
     e.sig = k.act1 if k.act1 == ACT_SIGMOID or k.act1 == ACT_SILU else 0
-    edl_gemm_cols(k.wp, k.m, k.c, x + lo * k.wd, k.h * k.wd, dst, ps, 0, n, scratch,
+    edl_gemm_cols(k.wp, k.m, k.c, x + lo * k.wd, k.h * k.wd, NULL, dst, ps, 0, n, scratch,
                   &e if regs else NULL)
     if not regs:       # an activation the GEMM's registers do not apply
         for q in range(k.m):

@@ -320,17 +320,24 @@ static inline void edl_gemm_prefetch_panel(const float *a, ptrdiff_t floats) {
 }
 
 /* One strip of C, `width` = v * W columns: C[r, 0:width] for every panel of packed A, from
- * B rows at b + k * ldb, with the epilogue `epi` (NULL: none; its bias has M rows). Panel p
+ * B rows at b + k * ldb (or at b + boff[k]: see edl_gemm_cols), with the epilogue `epi` (NULL: none; its bias has M rows). Panel p
  * of A is at ap + p * ps (ps = K * MR, or the whole depth's for one K block of it); `load`
  * adds to C (the next K block; needs M >= MR). The first panel also copies the strip into
  * `strip` (K x width, contiguous) and the others read that copy: read in place, every panel
  * went back to L2 for rows ~ldb apart, which the prefetchers do not follow. ``pfa``: the
- * strip is the block's first (edl_gemm_prefetch_panel). */
+ * strip is the block's first (edl_gemm_prefetch_panel). Rows given by offsets are gathered
+ * into `strip` first (a copy of L1 / L2-resident rows: ~2% of the strip's FMAs at K = 864). */
 static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, ptrdiff_t ps,
-                           ptrdiff_t M, ptrdiff_t K, const float *b, ptrdiff_t ldb, float *c,
-                           ptrdiff_t ldc, ptrdiff_t width, float *strip,
-                           const edl_gemm_epi *epi, int load, int pfa) {
+                           ptrdiff_t M, ptrdiff_t K, const float *b, ptrdiff_t ldb,
+                           const ptrdiff_t *boff, float *c, ptrdiff_t ldc, ptrdiff_t width,
+                           float *strip, const edl_gemm_epi *epi, int load, int pfa) {
     int mr = kr->mr, sg = epi != NULL && epi->sig != 0;
+    if (boff) {
+        for (ptrdiff_t k = 0; k < K; k++)
+            memcpy(strip + k * width, b + boff[k], (size_t)width * sizeof(float));
+        b = strip;
+        ldb = width;
+    }
     float tile[8 * 48];                       /* one MR x NR tile when M < MR */
     float bias_pad[8] = {0};                  /* and its bias rows */
     ptrdiff_t np = edl_gemm_panels(M, mr), ahead = pfa ? EDL_GEMM_PFA : 0;
@@ -351,7 +358,7 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
             }
             pep = &pe;
         }
-        if (p == 0 && np > 1)
+        if (p == 0 && np > 1 && !boff)
             kr->pk[sg][v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load, pa);
         else if (p == 0)
             kr->fn[sg][v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load, pa);
@@ -382,7 +389,14 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
     return (2 * (K > 0 ? K : 1) + M) * edl_gemm_nr();
 }
 
-/* One K block of C[:, j0:j1] += A[:, k0:k0+kc] @ B[k0:k0+kc, j0:j1]: `b` points at B's row k0,
+/* Row k of B: b + k * ldb, or b + boff[k] where the caller gives each row's offset */
+static inline const float *edl_gemm_brow(const float *b, ptrdiff_t ldb, const ptrdiff_t *boff,
+                                         ptrdiff_t k) {
+    return boff ? b + boff[k] : b + k * ldb;
+}
+
+/* One K block of C[:, j0:j1] += A[:, k0:k0+kc] @ B[k0:k0+kc, j0:j1]: `b` points at B's row k0
+ * (or B's rows are at b + boff[k], boff already at row k0),
  * A is the whole packed A (depth K, in blocks of np_all panels), M a multiple of MR: the M rows
  * from panel p0 (c and epi->bias point at row p0 * MR). `first`: C = instead of +=; `last`: the
  * epilogue `epi` too. Blocks must come in order over the same columns (their sums are then
@@ -391,22 +405,23 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
  * block to block and copied out with the last. */
 static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, ptrdiff_t M,
                              ptrdiff_t K, ptrdiff_t k0, ptrdiff_t kc, const float *b,
-                             ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
-                             float *scratch, const edl_gemm_epi *epi, int first, int last) {
+                             ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
+                             ptrdiff_t j0, ptrdiff_t j1, float *scratch,
+                             const edl_gemm_epi *epi, int first, int last) {
     edl_gemm_kernel kr = edl_gemm_select();
     ptrdiff_t nr = kr.nr, ps = kc * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
     float *strip = scratch, *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
     int tv = (int)((j1 - jf + kr.w - 1) / kr.w);     /* vectors of the ragged strip */
-    int prefetch = kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols */
+    int prefetch = !boff && kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols_1 */
     const edl_gemm_epi *e = last ? epi : NULL;
     ptrdiff_t np = edl_gemm_panels(M, kr.mr);
     ap += k0 * np_all * kr.mr + p0 * kc * kr.mr;      /* this block's panels */
     for (ptrdiff_t j = j0; j < jf; j += nr) {
         if (prefetch && j + nr < jf) edl_gemm_prefetch_strip(b + j + nr, ldb, kc, nr);
-        edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, c + j, ldc, nr, strip, e, !first,
-                       j == j0);
+        edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, boff, c + j, ldc, nr, strip, e,
+                       !first, j == j0);
     }
-    if (jf < j1 && j1 - jf <= 8) {          /* a few columns: the narrow kernels */
+    if (jf < j1 && j1 - jf <= 8 && !boff) {          /* a few columns: the narrow kernels */
         for (ptrdiff_t p = 0; p < np;) {
             int g = np - p >= 4;                  /* 4 panels at once, or 1 */
             edl_gemm_epi pe, *pep = NULL;
@@ -423,15 +438,16 @@ static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, pt
             p += g ? 4 : 1;
         }
     } else if (jf < j1 && (j1 - jf) % kr.w == 0) {   /* whole vectors: B and C in place */
-        edl_gemm_strip(&kr, tv, ap, ps, M, kc, b + jf, ldb, c + jf, ldc, j1 - jf, strip, e,
-                       !first, jf == j0);
+        edl_gemm_strip(&kr, tv, ap, ps, M, kc, b + jf, ldb, boff, c + jf, ldc, j1 - jf, strip,
+                       e, !first, jf == j0);
     } else if (jf < j1) {
         for (ptrdiff_t k = 0; k < kc; k++) {
-            memcpy(pad + k * nr, b + k * ldb + jf, (size_t)(j1 - jf) * sizeof(float));
+            memcpy(pad + k * nr, edl_gemm_brow(b, ldb, boff, k) + jf,
+                   (size_t)(j1 - jf) * sizeof(float));
             memset(pad + k * nr + (j1 - jf), 0, (size_t)(tv * kr.w - (j1 - jf)) * sizeof(float));
         }
-        edl_gemm_strip(&kr, tv, ap, ps, M, kc, pad, nr, cb, nr, tv * kr.w, strip, e, !first,
-                       jf == j0);
+        edl_gemm_strip(&kr, tv, ap, ps, M, kc, pad, nr, NULL, cb, nr, tv * kr.w, strip, e,
+                       !first, jf == j0);
         if (last)
             for (ptrdiff_t i = 0; i < M; i++)
                 memcpy(c + i * ldc + jf, cb + i * nr, (size_t)(j1 - jf) * sizeof(float));
@@ -443,8 +459,8 @@ static inline void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, pt
                                    ptrdiff_t kc, const float *b, ptrdiff_t ldb, float *c,
                                    ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1, float *scratch,
                                    const edl_gemm_epi *epi, int first, int last) {
-    edl_gemm_cols_kp(ap, edl_gemm_panels(M, edl_gemm_mr()), 0, M, K, k0, kc, b, ldb, c, ldc,
-                     j0, j1, scratch, epi, first, last);
+    edl_gemm_cols_kp(ap, edl_gemm_panels(M, edl_gemm_mr()), 0, M, K, k0, kc, b, ldb, NULL, c,
+                     ldc, j0, j1, scratch, epi, first, last);
 }
 
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K, not K-blocked), strip by strip
@@ -452,16 +468,17 @@ static inline void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, pt
  * floats. Fewer than NR columns are computed from a zero-padded copy of B into scratch,
  * then copied into C. */
 static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
-                            ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
-                            float *scratch, const edl_gemm_epi *epi) {
+                            ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
+                            ptrdiff_t j0, ptrdiff_t j1, float *scratch,
+                            const edl_gemm_epi *epi) {
     edl_gemm_kernel kr = edl_gemm_select();
     int nr = kr.nr;
     ptrdiff_t n = j1 - j0, ps = K * kr.mr;
     float *strip = scratch;
     if (n <= 0) return;
     if (n < nr && n % kr.w == 0) {     /* whole vectors: the narrow kernel reads B in place */
-        edl_gemm_strip(&kr, (int)(n / kr.w), ap, ps, M, K, b + j0, ldb, c + j0, ldc, n, strip,
-                       epi, 0, 1);
+        edl_gemm_strip(&kr, (int)(n / kr.w), ap, ps, M, K, b + j0, ldb, boff, c + j0, ldc, n,
+                       strip, epi, 0, 1);
         return;
     }
     if (n < nr) {       /* the narrowest kernel over a zero-padded copy, rows `wd` wide */
@@ -469,12 +486,12 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
         int nv = (int)((n + kr.w - 1) / kr.w);
         ptrdiff_t wd = nv * kr.w;
         for (ptrdiff_t k = 0; k < K; k++) {      /* short rows: no memcpy / memset calls */
-            const float *src = b + k * ldb + j0;
+            const float *src = edl_gemm_brow(b, ldb, boff, k) + j0;
             float *dst = pad + k * wd;
             for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
             for (ptrdiff_t j = n; j < wd; j++) dst[j] = 0.0f;
         }
-        edl_gemm_strip(&kr, nv, ap, ps, M, K, pad, wd, cb, nr, wd, strip, epi, 0, 1);
+        edl_gemm_strip(&kr, nv, ap, ps, M, K, pad, wd, NULL, cb, nr, wd, strip, epi, 0, 1);
         for (ptrdiff_t i = 0; i < M; i++)
             memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
         return;
@@ -482,7 +499,7 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
     /* B read in place with rows far apart (1x1 convs): past ~32 rows the hardware
        prefetchers lose track of the streams (64 -> 64 at 80x80 out of cache: 3-12% faster;
        at K = 16 the prefetches only cost) */
-    int prefetch = K >= 32 && ldb * 4 >= 4096;
+    int prefetch = !boff && K >= 32 && ldb * 4 >= 4096;
     for (ptrdiff_t j = j0; j < j1; j += nr) {
         /* the last strip: the narrowest kernel that covers it, ending at j1 (it overlaps
            the previous strip by less than one vector) */
@@ -492,26 +509,31 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
         ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
         if (prefetch && j + nr < j1)      /* the next strip's K rows */
             edl_gemm_prefetch_strip(b + j + nr, ldb, K, j1 - j - nr < nr ? j1 - j - nr : nr);
-        edl_gemm_strip(&kr, nv, ap, ps, M, K, b + js, ldb, c + js, ldc, width, strip, epi, 0,
-                       j == j0);
+        edl_gemm_strip(&kr, nv, ap, ps, M, K, b + js, ldb, boff, c + js, ldc, width, strip, epi,
+                       0, j == j0);
     }
 }
 
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K): block by block where A is
- * packed in K blocks (edl_gemm_kblocks), else edl_gemm_cols_1. */
+ * packed in K blocks (edl_gemm_kblocks), else edl_gemm_cols_1. B's row k is at b + k * ldb,
+ * or, given `boff` (then ldb is ignored), at b + boff[k]: the rows of a stride-1 conv's
+ * im2col as runs of its padded input (edl_padded_row_offsets), read where they are instead of
+ * copied out first (96 -> 96 3x3 at 28 x 28: a 2.9 MB im2col, past L2, for a 0.3 MB input).
+ * With `boff`, j1 - j0 must be whole vectors (a multiple of 16 columns). */
 static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
-                          ptrdiff_t ldb, float *c, ptrdiff_t ldc, ptrdiff_t j0, ptrdiff_t j1,
-                          float *scratch, const edl_gemm_epi *epi) {
+                          ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
+                          ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi) {
     ptrdiff_t nkb = edl_gemm_kblocks(M, K);
     if (j1 <= j0) return;
     if (nkb == 1) {
-        edl_gemm_cols_1(ap, M, K, b, ldb, c, ldc, j0, j1, scratch, epi);
+        edl_gemm_cols_1(ap, M, K, b, ldb, boff, c, ldc, j0, j1, scratch, epi);
         return;
     }
     for (ptrdiff_t kb = 0; kb < nkb; kb++) {
         ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
-        edl_gemm_cols_k(ap, M, K, k0, k1 - k0, b + k0 * ldb, ldb, c, ldc, j0, j1, scratch, epi,
-                        kb == 0, kb == nkb - 1);
+        edl_gemm_cols_kp(ap, edl_gemm_panels(M, edl_gemm_mr()), 0, M, K, k0, k1 - k0,
+                         boff ? b : b + k0 * ldb, ldb, boff ? boff + k0 : NULL, c, ldc, j0, j1,
+                         scratch, epi, kb == 0, kb == nkb - 1);
     }
 }
 
@@ -533,14 +555,14 @@ static void edl_gemm_rows(const float *ap, ptrdiff_t M, ptrdiff_t K, ptrdiff_t p
     /* the packed panels from p0 on are laid out as those of an A of `rows` rows (the last one
        starts at M - MR in both), block by block where A is K-blocked */
     if (nkb == 1) {
-        edl_gemm_cols_1(ap + p0 * K * mr, rows, K, b, ldb, c + r0 * ldc, ldc, j0, j1, scratch,
-                        se);
+        edl_gemm_cols_1(ap + p0 * K * mr, rows, K, b, ldb, NULL, c + r0 * ldc, ldc, j0, j1,
+                        scratch, se);
         return;
     }
     for (ptrdiff_t kb = 0; kb < nkb; kb++) {
         ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
-        edl_gemm_cols_kp(ap, np, p0, rows, K, k0, k1 - k0, b + k0 * ldb, ldb, c + r0 * ldc, ldc,
-                         j0, j1, scratch, se, kb == 0, kb == nkb - 1);
+        edl_gemm_cols_kp(ap, np, p0, rows, K, k0, k1 - k0, b + k0 * ldb, ldb, NULL, c + r0 * ldc,
+                         ldc, j0, j1, scratch, se, kb == 0, kb == nkb - 1);
     }
 }
 

@@ -85,20 +85,21 @@ EDL_NO_LIBCALLS static void edl_im2col_rows_##S(                                
 
 /* Stride 1, narrow outputs: the im2col of the padded width. The planes are copied once into
    `pad` with their padding (fill) around them, hq = oh + (kh - 1) dh rows of
-   wq = ow + (kw - 1) dw values; then tap (i, j) of a channel is ONE contiguous run of
-   oh * wq values of its padded plane (output q = oy * wq + ox reads pad[(oy + i dh) wq + ox +
-   j dw]), copied with one memcpy into a row of `ld` >= oh * wq values. The wq - ow values
-   past each output row, and the ld - oh * wq after the last, are junk the caller drops (ld
-   rounds a row up for a packing step, quant.pyx). A run may read up to (kw - 1) dw +
-   ld - oh * wq values past its plane (into the next, or the tail): junk columns only;
-   `pad` holds c * hq * wq + (kw - 1) * dw + ld - oh * wq values. Against
+   wq = ow + (kw - 1) dw values (edl_pad_planes_*); then tap (i, j) of a channel is ONE
+   contiguous run of oh * wq values of its padded plane (output q = oy * wq + ox reads
+   pad[(oy + i dh) wq + ox + j dw]): edl_im2col_padded_* copies it with one memcpy into a row
+   of `ld` >= oh * wq values, the float32 GEMM reads it in place (edl_padded_row_offsets). The
+   wq - ow values past each output row, and the ld - oh * wq after the last, are junk the
+   caller drops (ld rounds a row up for a packing step, quant.pyx). A run may read up to
+   (kw - 1) dw + ld - oh * wq values past its plane (into the next, or the tail): junk
+   columns only; `pad` holds c * hq * wq + (kw - 1) * dw + ld - oh * wq values. Against
    the per-row walk this is one call a tap instead of a loop per output row of 4-20 values:
    the 3x3 heads over 256 channels at 4 x 5 spent most of their time there. */
 #define EDL_IM2COL_PADDED(T, S)                                                             \
-EDL_NO_LIBCALLS static void edl_im2col_padded_##S(                                         \
+EDL_NO_LIBCALLS static void edl_pad_planes_##S(                                            \
         const T *x, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw,     \
         ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, \
-        T fill, T *restrict pad, T *restrict cols, ptrdiff_t ld) {                         \
+        T fill, T *restrict pad, ptrdiff_t ld) {                                           \
     const ptrdiff_t wq = ow + (kw - 1) * dw, hq = oh + (kh - 1) * dh;                     \
     const ptrdiff_t plane = hq * wq, n = oh * wq;                                         \
     /* padded columns [x0, x1) hold input columns [x0 - pw, x1 - pw) */                  \
@@ -116,10 +117,28 @@ EDL_NO_LIBCALLS static void edl_im2col_padded_##S(                              
             for (; k < wq; k++) d[k] = fill;                                              \
         }                                                                                 \
     for (ptrdiff_t k = 0; k < (kw - 1) * dw + ld - n; k++) pad[c * plane + k] = fill;     \
+}                                                                                         \
+static void edl_im2col_padded_##S(                                                        \
+        const T *x, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw,     \
+        ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, \
+        T fill, T *restrict pad, T *restrict cols, ptrdiff_t ld) {                         \
+    const ptrdiff_t wq = ow + (kw - 1) * dw, plane = (oh + (kh - 1) * dh) * wq;           \
+    edl_pad_planes_##S(x, c, h, w, kh, kw, ph, pw, dh, dw, oh, ow, fill, pad, ld);        \
     for (ptrdiff_t ch = 0; ch < c; ch++)                                                  \
         for (ptrdiff_t i = 0; i < kh; i++)                                                \
             for (ptrdiff_t j = 0; j < kw; j++, cols += ld)                                \
                 memcpy(cols, pad + ch * plane + i * dh * wq + j * dw, (size_t)ld * sizeof(T));\
+}
+
+/* off[r] = where row r of that im2col starts in `pad` (channel r / (kh kw), tap (i, j)) */
+static inline void edl_padded_row_offsets(ptrdiff_t c, ptrdiff_t kh, ptrdiff_t kw,
+                                          ptrdiff_t dh, ptrdiff_t dw, ptrdiff_t oh,
+                                          ptrdiff_t ow, ptrdiff_t *off) {
+    const ptrdiff_t wq = ow + (kw - 1) * dw, plane = (oh + (kh - 1) * dh) * wq;
+    for (ptrdiff_t ch = 0; ch < c; ch++)
+        for (ptrdiff_t i = 0; i < kh; i++)
+            for (ptrdiff_t j = 0; j < kw; j++)
+                *off++ = ch * plane + i * dh * wq + j * dw;
 }
 
 #endif
