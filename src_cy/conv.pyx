@@ -842,35 +842,48 @@ cdef int _conv_narrow_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                           const float* wp, const float* bias, Py_ssize_t kh, Py_ssize_t kw,
                           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int act,
                           float lo, float hi, const float* slopes, float* yb, Py_ssize_t m,
-                          Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """A stride-1 conv of narrow outputs on one thread: the GEMM over the im2col of the
-    padded width, oh rows of wq = ow + (kw - 1) dw columns into a scratch C, then each row's
-    ow values copied out with the bias and activation (edl_epilogue_rows_f). The GEMM reads
-    that im2col's rows where they lie in the padded planes (edl_pad_planes_f, one run a tap:
+                          Py_ssize_t oh, Py_ssize_t ow, int threads) noexcept nogil:
+    """A stride-1 conv of narrow outputs: the GEMM over the im2col of the padded width, oh
+    rows of wq = ow + (kw - 1) dw columns into a scratch C, then each row's ow values copied
+    out with the bias and activation (edl_epilogue_rows_f). The GEMM reads that im2col's rows
+    where they lie in the padded planes (edl_pad_planes_f, one run a tap:
     edl_padded_row_offsets), never copied out: a 96 -> 96 3x3 at 28 x 28 wrote and re-read a
     2.9 MB im2col, past L2, for a 0.3 MB input. The wq - ow extra columns cost GEMM work,
     which on planes this small is far less than the per-row im2col they replace (UltraFace's
-    256 -> 6 / 12 heads at 4 x 5, in the model: 80 / 86 -> 32 / 41 us). Returns 0, or 1 if a
-    malloc failed."""
+    256 -> 6 / 12 heads at 4 x 5, in the model: 80 / 86 -> 32 / 41 us). ``threads`` > 1 split
+    the output rows (the planes are padded once, before). Returns 0, or 1 if a malloc
+    failed."""
     cdef Py_ssize_t K = c * kh * kw, wq = ow + (kw - 1) * dw, hq = oh + (kh - 1) * dh
     # rows rounded up to 16 floats: whole vectors, which the GEMM reads in place
-    cdef Py_ssize_t n2 = (oh * wq + 15) // 16 * 16, L = oh * ow, i
+    cdef Py_ssize_t n2 = (oh * wq + 15) // 16 * 16, L = oh * ow, i, t, r0, r1
     cdef Py_ssize_t npad = c * hq * wq + (kw - 1) * dw + n2 - oh * wq
-    # the row offsets (K of them), then floats for: the padded planes, C, the GEMM's scratch
-    cdef Py_ssize_t* off = <Py_ssize_t*>malloc(K * sizeof(Py_ssize_t) + (
-        npad + m * n2 + edl_gemm_scratch(m, K) + 16) * sizeof(float))
+    cdef int nt = <int>min(<Py_ssize_t>threads, oh), err = 0
+    # the row offsets (K of them), then floats for: the padded planes and C
+    cdef Py_ssize_t* off = <Py_ssize_t*>malloc(K * sizeof(Py_ssize_t)
+                                               + (npad + m * n2) * sizeof(float))
+    cdef float* scratch = NULL
     if off == NULL:
         return 1
     cdef float* pad = <float*>(off + K)
     cdef float* y2 = pad + npad
     edl_pad_planes_f(xb, c, h, wd, kh, kw, ph, pw, dh, dw, oh, ow, 0, pad, n2)
     edl_padded_row_offsets(c, kh, kw, dh, dw, oh, ow, off)
-    edl_gemm_cols(wp, m, K, pad, 0, off, y2, n2, 0, n2, _line_aligned(y2 + m * n2), NULL)
-    for i in range(m):
-        edl_epilogue_rows_f(y2 + i * n2, wq, yb + i * L, ow, oh, ow, bias[i], act, lo, hi,
-                            slopes[i])
+    with parallel(use_threads_if=nt > 1, num_threads=nt):
+        scratch = <float*>malloc((edl_gemm_scratch(m, K) + 16) * sizeof(float))
+        for t in prange(nt, schedule="static"):
+            if scratch == NULL:
+                err += 1
+                continue
+            r0 = t * oh // nt
+            r1 = (t + 1) * oh // nt
+            edl_gemm_cols(wp, m, K, pad, 0, off, y2, n2, r0 * wq, n2 if r1 == oh else r1 * wq,
+                          _line_aligned(scratch), NULL)
+            for i in range(m):
+                edl_epilogue_rows_f(y2 + i * n2 + r0 * wq, wq, yb + i * L + r0 * ow, ow,
+                                    r1 - r0, ow, bias[i], act, lo, hi, slopes[i])
+        free(scratch)
     free(off)
-    return 0
+    return err != 0
 
 
 cdef inline float* _line_aligned(float* p) noexcept nogil:
@@ -914,10 +927,9 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t nb = max(steps // per, 1), most
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
-    if (edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) and res == NULL
-            and not (par and threads > 1)):
+    if edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) and res == NULL:
         return _conv_narrow_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pw, dh, dw, act, lo, hi,
-                                slopes, yb, m, oh, ow)
+                                slopes, yb, m, oh, ow, threads if par else 1)
     if par and threads > 1 and nb < threads:
         # small K: the L2 budget alone would leave one block
         nb = max(nb, min(threads, steps // least))

@@ -519,7 +519,8 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
  * or, given `boff` (then ldb is ignored), at b + boff[k]: the rows of a stride-1 conv's
  * im2col as runs of its padded input (edl_padded_row_offsets), read where they are instead of
  * copied out first (96 -> 96 3x3 at 28 x 28: a 2.9 MB im2col, past L2, for a 0.3 MB input).
- * With `boff`, j1 - j0 must be whole vectors (a multiple of 16 columns). */
+ * With `boff`, a ragged last strip takes the zero-padded copy (not the narrow kernels, which
+ * read B in place with a stride). */
 static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
                           ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
                           ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi) {

@@ -654,6 +654,33 @@ def test_gemm_path_narrow_outputs(backend, dtype, k, s, d, pads, hw, rng):
                                backend=backend)(x), want, dtype)
 
 
+@pytest.mark.parametrize("c, m, hw, dil", [
+    (64, 24, (13, 13), 1),      # 24 filters: three AVX-512 panels
+    (96, 96, (14, 14), 1),      # K = 864 in blocks
+    (300, 10, (7, 7), 1),       # 10 filters: overlapping panels, one K pass
+    (40, 32, (11, 9), 2),       # dilated: 13 padded columns a row
+])
+def test_gemm_path_narrow_outputs_threads(backend, c, m, hw, dil, rng):
+    # _conv_narrow_f32 on 1-3 threads: each takes a run of output rows of the padded width
+    # (ragged column ranges, a padded copy for the last strip) and copies its rows out; the
+    # same sums in the same order, so the same bits on any thread count
+    from edgedl._config import use_num_threads
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    pads = (dil, dil, dil, dil)
+    want = np.maximum(naive_conv(x, w, b, (1, 1), pads, (dil, dil), 1), 0)
+    run = conv2d_plan(x.shape, w, b, (1, 1), pads, (dil, dil), activation="relu",
+                      backend=backend)
+    outs = []
+    for threads in (1, 2, 3):
+        with use_num_threads(threads):
+            outs.append(run(x).copy())
+        _close(outs[-1], want, np.float32)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
+
+
 def test_conv_gemm_rejects_foreign_weights(backend):
     from edgedl.kernels import _dispatch
     x = np.zeros((4, 6, 6), np.float32)
