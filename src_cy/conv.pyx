@@ -8,6 +8,7 @@ works on a zero-bordered copy of each plane: no branches in inner loops.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
+from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
@@ -30,6 +31,13 @@ cdef extern from "edl_conv.h":
     void edl_padded_row_offsets(Py_ssize_t c, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh,
                                 Py_ssize_t dw, Py_ssize_t oh, Py_ssize_t ow,
                                 Py_ssize_t* off) noexcept nogil
+    void edl_rows_layout(Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh,
+                         Py_ssize_t kw, Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl,
+                         Py_ssize_t pr, Py_ssize_t dh, Py_ssize_t dw, float* pad,
+                         Py_ssize_t* off, int32_t* shift) noexcept nogil
+    void edl_rows_planes_f(const float* x, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t h,
+                           Py_ssize_t w, Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl,
+                           float* pad) noexcept nogil
     void edl_im2col_rows_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t r0,
                            Py_ssize_t r1, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                            Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
@@ -131,8 +139,12 @@ cdef extern from "edl_gemm.h":
     void edl_gemm_pack_a(const float* a, Py_ssize_t M, Py_ssize_t K, Py_ssize_t lda,
                          float* ap) noexcept nogil
     Py_ssize_t edl_gemm_scratch(Py_ssize_t M, Py_ssize_t K) noexcept nogil
+    ctypedef struct edl_gemm_brows:
+        const Py_ssize_t* off
+        const int32_t* shift
+        Py_ssize_t w
     void edl_gemm_cols(const float* ap, Py_ssize_t M, Py_ssize_t K, const float* b,
-                       Py_ssize_t ldb, const Py_ssize_t* boff, float* c, Py_ssize_t ldc,
+                       Py_ssize_t ldb, const edl_gemm_brows* br, float* c, Py_ssize_t ldc,
                        Py_ssize_t j0, Py_ssize_t j1, float* scratch,
                        const edl_gemm_epi* epi) noexcept nogil
     Py_ssize_t edl_gemm_kblocks(Py_ssize_t M, Py_ssize_t K) noexcept nogil
@@ -164,6 +176,9 @@ cdef enum:
     # ... except 3x3 'same' convs from this width up (_depthwise_same: two rows a call, no
     # padded copy; 64x40x40 and 64x20x20 ran at 0.82-0.84 of onnxruntime's node, flat 0.86-0.90)
     _SAME_W = 18
+    # stride-1 convs whose rows keep their width run as _conv_rows_f32 below this width too
+    # (above: the im2col blocks)
+    _ROWS_WIDE = 100000
     # pointwise -> depthwise chains (_pw_dw_f32): the bytes of the pointwise output band a
     # thread keeps (all channels, the band's rows and the two rows around it)
     _PWDW_BAND_BYTES = 256 << 10
@@ -866,8 +881,12 @@ cdef int _conv_narrow_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
         return 1
     cdef float* pad = <float*>(off + K)
     cdef float* y2 = pad + npad
+    cdef edl_gemm_brows br
     edl_pad_planes_f(xb, c, h, wd, kh, kw, ph, pw, dh, dw, oh, ow, 0, pad, n2)
     edl_padded_row_offsets(c, kh, kw, dh, dw, oh, ow, off)
+    br.off = off
+    br.shift = NULL
+    br.w = wq
     with parallel(use_threads_if=nt > 1, num_threads=nt):
         scratch = <float*>malloc((edl_gemm_scratch(m, K) + 16) * sizeof(float))
         for t in prange(nt, schedule="static"):
@@ -876,7 +895,7 @@ cdef int _conv_narrow_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                 continue
             r0 = t * oh // nt
             r1 = (t + 1) * oh // nt
-            edl_gemm_cols(wp, m, K, pad, 0, off, y2, n2, r0 * wq, n2 if r1 == oh else r1 * wq,
+            edl_gemm_cols(wp, m, K, pad, 0, &br, y2, n2, r0 * wq, n2 if r1 == oh else r1 * wq,
                           _line_aligned(scratch), NULL)
             for i in range(m):
                 edl_epilogue_rows_f(y2 + i * n2 + r0 * wq, wq, yb + i * L + r0 * ow, ow,
@@ -884,6 +903,74 @@ cdef int _conv_narrow_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
         free(scratch)
     free(off)
     return err != 0
+
+
+cdef int _conv_rows_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
+                        const float* wp, const float* bias, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
+                        Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
+                        const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
+                        int threads) noexcept nogil:
+    """A stride-1 conv whose output rows keep the input's width (pl + pr = (kw - 1) dw): the
+    GEMM reads its im2col rows in the planes laid out with zero rows above and below
+    (edl_rows_planes_f: a copy of each plane, the left / right padding masked as the rows are
+    gathered) and writes the output itself, the bias and a clip / sigmoid / SiLU in its
+    registers. The output goes in blocks of whole rows whose C stays in L2 while the K blocks
+    of a deep GEMM pass over it, the threads taking runs of blocks. Returns 0, or 1 if a
+    malloc failed."""
+    cdef Py_ssize_t K = c * kh * kw, L = oh * wd, hq = h + pt + pb, blk, r0, r1, i, q
+    cdef Py_ssize_t per = max(_GEMM_DEEP_BYTES // (m * wd * 4), 1)
+    cdef Py_ssize_t nb = max(oh // per, min(<Py_ssize_t>threads, oh))
+    cdef int err = 0
+    cdef edl_gemm_epi gepi
+    cdef bint regs = _register_epilogue(bias, act, lo, hi, &gepi)
+    cdef edl_gemm_brows br
+    # the row offsets and shifts (K of each), then the planes
+    cdef Py_ssize_t* off = <Py_ssize_t*>malloc(K * (sizeof(Py_ssize_t) + sizeof(int32_t))
+                                               + (pl + c * hq * wd + pr) * sizeof(float))
+    cdef float* scratch = NULL
+    if off == NULL:
+        return 1
+    cdef int32_t* shift = <int32_t*>(off + K)
+    cdef float* pad = <float*>(shift + K)
+    edl_rows_layout(c, h, wd, kh, kw, pt, pb, pl, pr, dh, dw, pad, off, shift)
+    br.off = off
+    br.shift = shift
+    br.w = wd
+    if threads > 1 and nb > threads:
+        nb -= nb % threads      # whole rounds
+    with parallel(use_threads_if=threads > 1 and nb > 1):
+        scratch = <float*>malloc((edl_gemm_scratch(m, K) + 16) * sizeof(float))
+        for q in prange(threads, schedule="static"):     # the planes, a run a thread
+            edl_rows_planes_f(xb, q * c // threads, (q + 1) * c // threads, h, wd, pt, pb, pl,
+                              pad)
+        for blk in prange(nb, schedule="static"):
+            if scratch == NULL:
+                err += 1
+                continue
+            r0 = blk * oh // nb
+            r1 = (blk + 1) * oh // nb
+            edl_gemm_cols(wp, m, K, pad, 0, &br, yb, L, r0 * wd, r1 * wd,
+                          _line_aligned(scratch), &gepi if regs else NULL)
+            if not regs:
+                for i in range(m):
+                    _epilogue(yb + i * L + r0 * wd, (r1 - r0) * wd, bias[i], act, lo, hi,
+                              slopes[i])
+        free(scratch)
+    free(off)
+    return err != 0
+
+
+cdef inline bint _register_epilogue(const float* bias, int act, float lo, float hi,
+                                    edl_gemm_epi* g) noexcept nogil:
+    """g: the bias and activation for the GEMM's registers (edl_gemm_epi); False where the
+    activation is not one they apply (then the caller takes a pass over C)."""
+    g.bias = bias
+    g.clamp = act == ACT_CLIP
+    g.lo = lo
+    g.hi = hi
+    g.sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
+    return act == ACT_NONE or act == ACT_CLIP or act == ACT_SIGMOID or act == ACT_SILU
 
 
 cdef inline float* _line_aligned(float* p) noexcept nogil:
@@ -927,6 +1014,11 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef Py_ssize_t nb = max(steps // per, 1), most
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
+    cdef Py_ssize_t pb = oh - h - ph + (kh - 1) * dh, pr = ow - wd - pw + (kw - 1) * dw
+    if (sh == 1 and sw == 1 and kh * kw > 1 and res == NULL and ow == wd and pb >= 0
+            and pr >= 0 and (ow < _ROWS_WIDE or edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw))):
+        return _conv_rows_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pb, pw, pr, dh, dw, act, lo,
+                              hi, slopes, yb, m, oh, threads if par else 1)
     if edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) and res == NULL:
         return _conv_narrow_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pw, dh, dw, act, lo, hi,
                                 slopes, yb, m, oh, ow, threads if par else 1)
@@ -958,14 +1050,8 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
         epi = epi or bias[i] != 0
     cdef bint before = res != NULL and not res_after    # the residual inside the activation
     epi = epi or before
-    if epi and not before and (act == ACT_NONE or act == ACT_CLIP or act == ACT_SIGMOID
-                               or act == ACT_SILU):
+    if epi and not before and _register_epilogue(bias, act, lo, hi, &gepi):
         # bias (+ relu / clip, sigmoid, SiLU) in the GEMM's registers: no pass over C after
-        gepi.bias = bias
-        gepi.clamp = act == ACT_CLIP
-        gepi.lo = lo
-        gepi.hi = hi
-        gepi.sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
         pgepi = &gepi
         epi = False
     with parallel(use_threads_if=nb > 1 and par):

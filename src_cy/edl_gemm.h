@@ -319,22 +319,55 @@ static inline void edl_gemm_prefetch_panel(const float *a, ptrdiff_t floats) {
     for (ptrdiff_t o = 0; o < floats * 4; o += 64) __builtin_prefetch((const char *)a + o, 0, 2);
 }
 
+/* B given row by row (a stride-1 conv's im2col, read where it lies in the input planes):
+ * row k at b + off[k]; with `shift`, a conv's rows of w columns with no padding columns
+ * (only zero rows above and below): column j of row k holds the input at column
+ * j % w + shift[k] of its row, 0 where that falls outside [0, w) (the left / right padding,
+ * the tap kx * dw - pw); the value there in memory (the neighbouring row's end) is not used.
+ * shift NULL: rows of a padded width, read as they are. */
+typedef struct { const ptrdiff_t *off; const int32_t *shift; ptrdiff_t w; } edl_gemm_brows;
+
+/* Rows k0 .. k0 + K of such a B, columns [j, j + n) (n <= 48; b points at column j), into
+ * dst (rows ldd apart). A masked row reads all n values and keeps those inside (a vector
+ * select). */
+EDL_SIMD_KERNEL static void edl_gemm_gather(const float *b, const edl_gemm_brows *br,
+                                            ptrdiff_t k0, ptrdiff_t K, ptrdiff_t j, ptrdiff_t n,
+                                            float *dst, ptrdiff_t ldd) {
+    int32_t col[48];
+    const uint32_t w = (uint32_t)br->w;
+    if (br->shift)
+        for (ptrdiff_t t = 0; t < n; t++) col[t] = (int32_t)((j + t) % br->w);
+    for (ptrdiff_t k = 0; k < K; k++, dst += ldd) {
+        const float *src = b + br->off[k0 + k];
+        const int32_t sh = br->shift ? br->shift[k0 + k] : 0;
+        if (sh == 0) {
+            memcpy(dst, src, (size_t)n * sizeof(float));
+            continue;
+        }
+        for (ptrdiff_t t = 0; t < n; t++) {
+            const float v = src[t];
+            dst[t] = (uint32_t)(col[t] + sh) < w ? v : 0.0f;
+        }
+    }
+}
+
 /* One strip of C, `width` = v * W columns: C[r, 0:width] for every panel of packed A, from
- * B rows at b + k * ldb (or at b + boff[k]: see edl_gemm_cols), with the epilogue `epi` (NULL: none; its bias has M rows). Panel p
+ * B rows at b + k * ldb (or, given `br`, B's columns jb.. of edl_gemm_brows rows at b, copied
+ * into `strip` first: the rows lie in L1 / L2, ~2% of the strip's FMAs at K = 864), with the
+ * epilogue `epi` (NULL: none; its bias has M rows). Panel p
  * of A is at ap + p * ps (ps = K * MR, or the whole depth's for one K block of it); `load`
  * adds to C (the next K block; needs M >= MR). The first panel also copies the strip into
  * `strip` (K x width, contiguous) and the others read that copy: read in place, every panel
  * went back to L2 for rows ~ldb apart, which the prefetchers do not follow. ``pfa``: the
- * strip is the block's first (edl_gemm_prefetch_panel). Rows given by offsets are gathered
- * into `strip` first (a copy of L1 / L2-resident rows: ~2% of the strip's FMAs at K = 864). */
+ * strip is the block's first (edl_gemm_prefetch_panel). */
 static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, ptrdiff_t ps,
                            ptrdiff_t M, ptrdiff_t K, const float *b, ptrdiff_t ldb,
-                           const ptrdiff_t *boff, float *c, ptrdiff_t ldc, ptrdiff_t width,
-                           float *strip, const edl_gemm_epi *epi, int load, int pfa) {
+                           const edl_gemm_brows *br, ptrdiff_t jb, float *c, ptrdiff_t ldc,
+                           ptrdiff_t width, float *strip, const edl_gemm_epi *epi, int load,
+                           int pfa) {
     int mr = kr->mr, sg = epi != NULL && epi->sig != 0;
-    if (boff) {
-        for (ptrdiff_t k = 0; k < K; k++)
-            memcpy(strip + k * width, b + boff[k], (size_t)width * sizeof(float));
+    if (br) {
+        edl_gemm_gather(b, br, 0, K, jb, width, strip, width);
         b = strip;
         ldb = width;
     }
@@ -358,7 +391,7 @@ static void edl_gemm_strip(const edl_gemm_kernel *kr, int v, const float *ap, pt
             }
             pep = &pe;
         }
-        if (p == 0 && np > 1 && !boff)
+        if (p == 0 && np > 1 && !br)
             kr->pk[sg][v - 1](K, ap, b, ldb, dst, ldd, strip, pep, load, pa);
         else if (p == 0)
             kr->fn[sg][v - 1](K, ap, b, ldb, dst, ldd, NULL, pep, load, pa);
@@ -389,14 +422,8 @@ static inline ptrdiff_t edl_gemm_scratch(ptrdiff_t M, ptrdiff_t K) {
     return (2 * (K > 0 ? K : 1) + M) * edl_gemm_nr();
 }
 
-/* Row k of B: b + k * ldb, or b + boff[k] where the caller gives each row's offset */
-static inline const float *edl_gemm_brow(const float *b, ptrdiff_t ldb, const ptrdiff_t *boff,
-                                         ptrdiff_t k) {
-    return boff ? b + boff[k] : b + k * ldb;
-}
-
 /* One K block of C[:, j0:j1] += A[:, k0:k0+kc] @ B[k0:k0+kc, j0:j1]: `b` points at B's row k0
- * (or B's rows are at b + boff[k], boff already at row k0),
+ * (or B's rows are `br`'s, already from row k0 on),
  * A is the whole packed A (depth K, in blocks of np_all panels), M a multiple of MR: the M rows
  * from panel p0 (c and epi->bias point at row p0 * MR). `first`: C = instead of +=; `last`: the
  * epilogue `epi` too. Blocks must come in order over the same columns (their sums are then
@@ -405,23 +432,23 @@ static inline const float *edl_gemm_brow(const float *b, ptrdiff_t ldb, const pt
  * block to block and copied out with the last. */
 static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, ptrdiff_t M,
                              ptrdiff_t K, ptrdiff_t k0, ptrdiff_t kc, const float *b,
-                             ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
+                             ptrdiff_t ldb, const edl_gemm_brows *br, float *c, ptrdiff_t ldc,
                              ptrdiff_t j0, ptrdiff_t j1, float *scratch,
                              const edl_gemm_epi *epi, int first, int last) {
     edl_gemm_kernel kr = edl_gemm_select();
     ptrdiff_t nr = kr.nr, ps = kc * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
     float *strip = scratch, *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
     int tv = (int)((j1 - jf + kr.w - 1) / kr.w);     /* vectors of the ragged strip */
-    int prefetch = !boff && kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols_1 */
+    int prefetch = !br && kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols_1 */
     const edl_gemm_epi *e = last ? epi : NULL;
     ptrdiff_t np = edl_gemm_panels(M, kr.mr);
     ap += k0 * np_all * kr.mr + p0 * kc * kr.mr;      /* this block's panels */
     for (ptrdiff_t j = j0; j < jf; j += nr) {
         if (prefetch && j + nr < jf) edl_gemm_prefetch_strip(b + j + nr, ldb, kc, nr);
-        edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, boff, c + j, ldc, nr, strip, e,
+        edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, br, j, c + j, ldc, nr, strip, e,
                        !first, j == j0);
     }
-    if (jf < j1 && j1 - jf <= 8 && !boff) {          /* a few columns: the narrow kernels */
+    if (jf < j1 && j1 - jf <= 8 && !br) {          /* a few columns: the narrow kernels */
         for (ptrdiff_t p = 0; p < np;) {
             int g = np - p >= 4;                  /* 4 panels at once, or 1 */
             edl_gemm_epi pe, *pep = NULL;
@@ -438,15 +465,15 @@ static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, pt
             p += g ? 4 : 1;
         }
     } else if (jf < j1 && (j1 - jf) % kr.w == 0) {   /* whole vectors: B and C in place */
-        edl_gemm_strip(&kr, tv, ap, ps, M, kc, b + jf, ldb, boff, c + jf, ldc, j1 - jf, strip,
-                       e, !first, jf == j0);
+        edl_gemm_strip(&kr, tv, ap, ps, M, kc, b + jf, ldb, br, jf, c + jf, ldc, j1 - jf,
+                       strip, e, !first, jf == j0);
     } else if (jf < j1) {
+        if (br) edl_gemm_gather(b + jf, br, 0, kc, jf, j1 - jf, pad, nr);
         for (ptrdiff_t k = 0; k < kc; k++) {
-            memcpy(pad + k * nr, edl_gemm_brow(b, ldb, boff, k) + jf,
-                   (size_t)(j1 - jf) * sizeof(float));
+            if (!br) memcpy(pad + k * nr, b + k * ldb + jf, (size_t)(j1 - jf) * sizeof(float));
             memset(pad + k * nr + (j1 - jf), 0, (size_t)(tv * kr.w - (j1 - jf)) * sizeof(float));
         }
-        edl_gemm_strip(&kr, tv, ap, ps, M, kc, pad, nr, NULL, cb, nr, tv * kr.w, strip, e,
+        edl_gemm_strip(&kr, tv, ap, ps, M, kc, pad, nr, NULL, 0, cb, nr, tv * kr.w, strip, e,
                        !first, jf == j0);
         if (last)
             for (ptrdiff_t i = 0; i < M; i++)
@@ -468,7 +495,7 @@ static inline void edl_gemm_cols_k(const float *ap, ptrdiff_t M, ptrdiff_t K, pt
  * floats. Fewer than NR columns are computed from a zero-padded copy of B into scratch,
  * then copied into C. */
 static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
-                            ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
+                            ptrdiff_t ldb, const edl_gemm_brows *br, float *c, ptrdiff_t ldc,
                             ptrdiff_t j0, ptrdiff_t j1, float *scratch,
                             const edl_gemm_epi *epi) {
     edl_gemm_kernel kr = edl_gemm_select();
@@ -477,21 +504,23 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
     float *strip = scratch;
     if (n <= 0) return;
     if (n < nr && n % kr.w == 0) {     /* whole vectors: the narrow kernel reads B in place */
-        edl_gemm_strip(&kr, (int)(n / kr.w), ap, ps, M, K, b + j0, ldb, boff, c + j0, ldc, n,
-                       strip, epi, 0, 1);
+        edl_gemm_strip(&kr, (int)(n / kr.w), ap, ps, M, K, b + j0, ldb, br, j0, c + j0, ldc,
+                       n, strip, epi, 0, 1);
         return;
     }
     if (n < nr) {       /* the narrowest kernel over a zero-padded copy, rows `wd` wide */
         float *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
         int nv = (int)((n + kr.w - 1) / kr.w);
         ptrdiff_t wd = nv * kr.w;
+        if (br) edl_gemm_gather(b + j0, br, 0, K, j0, n, pad, wd);
         for (ptrdiff_t k = 0; k < K; k++) {      /* short rows: no memcpy / memset calls */
-            const float *src = edl_gemm_brow(b, ldb, boff, k) + j0;
+            const float *src = b + k * ldb + j0;
             float *dst = pad + k * wd;
-            for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
+            if (!br)
+                for (ptrdiff_t j = 0; j < n; j++) dst[j] = src[j];
             for (ptrdiff_t j = n; j < wd; j++) dst[j] = 0.0f;
         }
-        edl_gemm_strip(&kr, nv, ap, ps, M, K, pad, wd, NULL, cb, nr, wd, strip, epi, 0, 1);
+        edl_gemm_strip(&kr, nv, ap, ps, M, K, pad, wd, NULL, 0, cb, nr, wd, strip, epi, 0, 1);
         for (ptrdiff_t i = 0; i < M; i++)
             memcpy(c + i * ldc + j0, cb + i * nr, (size_t)n * sizeof(float));
         return;
@@ -499,7 +528,7 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
     /* B read in place with rows far apart (1x1 convs): past ~32 rows the hardware
        prefetchers lose track of the streams (64 -> 64 at 80x80 out of cache: 3-12% faster;
        at K = 16 the prefetches only cost) */
-    int prefetch = !boff && K >= 32 && ldb * 4 >= 4096;
+    int prefetch = !br && K >= 32 && ldb * 4 >= 4096;
     for (ptrdiff_t j = j0; j < j1; j += nr) {
         /* the last strip: the narrowest kernel that covers it, ending at j1 (it overlaps
            the previous strip by less than one vector) */
@@ -509,32 +538,37 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
         ptrdiff_t width = nv * kr.w, js = j + width <= j1 ? j : j1 - width;
         if (prefetch && j + nr < j1)      /* the next strip's K rows */
             edl_gemm_prefetch_strip(b + j + nr, ldb, K, j1 - j - nr < nr ? j1 - j - nr : nr);
-        edl_gemm_strip(&kr, nv, ap, ps, M, K, b + js, ldb, boff, c + js, ldc, width, strip, epi,
-                       0, j == j0);
+        edl_gemm_strip(&kr, nv, ap, ps, M, K, b + js, ldb, br, js, c + js, ldc, width, strip,
+                       epi, 0, j == j0);
     }
 }
 
 /* C[:, j0:j1] = A @ B[:, j0:j1] for packed A (M rows, depth K): block by block where A is
  * packed in K blocks (edl_gemm_kblocks), else edl_gemm_cols_1. B's row k is at b + k * ldb,
- * or, given `boff` (then ldb is ignored), at b + boff[k]: the rows of a stride-1 conv's
- * im2col as runs of its padded input (edl_padded_row_offsets), read where they are instead of
- * copied out first (96 -> 96 3x3 at 28 x 28: a 2.9 MB im2col, past L2, for a 0.3 MB input).
- * With `boff`, a ragged last strip takes the zero-padded copy (not the narrow kernels, which
- * read B in place with a stride). */
+ * or, given `br` (then ldb is ignored), it is row k of edl_gemm_brows at b: a stride-1 conv's
+ * im2col read where it lies in the input planes instead of copied out first (96 -> 96 3x3 at
+ * 28 x 28: a 2.9 MB im2col, past L2, for a 0.3 MB input). With `br`, a ragged last strip
+ * takes the zero-padded copy (not the narrow kernels, which read B in place with a stride). */
 static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
-                          ptrdiff_t ldb, const ptrdiff_t *boff, float *c, ptrdiff_t ldc,
+                          ptrdiff_t ldb, const edl_gemm_brows *br, float *c, ptrdiff_t ldc,
                           ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi) {
     ptrdiff_t nkb = edl_gemm_kblocks(M, K);
     if (j1 <= j0) return;
     if (nkb == 1) {
-        edl_gemm_cols_1(ap, M, K, b, ldb, boff, c, ldc, j0, j1, scratch, epi);
+        edl_gemm_cols_1(ap, M, K, b, ldb, br, c, ldc, j0, j1, scratch, epi);
         return;
     }
     for (ptrdiff_t kb = 0; kb < nkb; kb++) {
         ptrdiff_t k0 = kb * K / nkb, k1 = (kb + 1) * K / nkb;
+        edl_gemm_brows sub;                        /* the block's rows */
+        if (br) {
+            sub = *br;
+            sub.off += k0;
+            if (sub.shift) sub.shift += k0;
+        }
         edl_gemm_cols_kp(ap, edl_gemm_panels(M, edl_gemm_mr()), 0, M, K, k0, k1 - k0,
-                         boff ? b : b + k0 * ldb, ldb, boff ? boff + k0 : NULL, c, ldc, j0, j1,
-                         scratch, epi, kb == 0, kb == nkb - 1);
+                         br ? b : b + k0 * ldb, ldb, br ? &sub : NULL, c, ldc, j0, j1, scratch,
+                         epi, kb == 0, kb == nkb - 1);
     }
 }
 

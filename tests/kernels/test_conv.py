@@ -681,6 +681,35 @@ def test_gemm_path_narrow_outputs_threads(backend, c, m, hw, dil, rng):
     np.testing.assert_array_equal(outs[2], outs[0])
 
 
+@pytest.mark.parametrize("c, m, hw, k, pads, dil", [
+    (8, 24, (9, 40), (3, 3), (1, 1, 1, 1), (1, 1)),       # wide rows, a ragged last strip
+    (48, 16, (21, 70), (3, 3), (1, 1, 1, 1), (1, 1)),     # K = 432 in blocks, row blocks
+    (5, 12, (12, 33), (5, 5), (2, 2, 2, 2), (1, 1)),
+    (6, 16, (10, 36), (3, 3), (2, 2, 2, 2), (2, 2)),      # dilated "same"
+    (4, 9, (8, 37), (3, 3), (0, 0, 2, 2), (1, 1)),        # all the padding after
+    (7, 8, (11, 34), (1, 3), (0, 2, 0, 0), (1, 1)),       # all the padding before
+    (3, 10, (15, 15), (3, 1), (1, 0, 1, 0), (1, 1)),
+])
+def test_gemm_path_rows_layout_threads(backend, c, m, hw, k, pads, dil, rng):
+    # _conv_rows_f32 (stride 1, rows as wide as the input's): the im2col rows read from the
+    # planes between zero rows, the taps past a row's ends masked; output in row blocks, 1-3
+    # threads, the same bits on each
+    from edgedl._config import use_num_threads
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = rng.standard_normal((m, c) + k).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    want = naive_conv(x, w, b, (1, 1), pads, dil, 1)
+    want = want / (1 + np.exp(-want))
+    run = conv2d_plan(x.shape, w, b, (1, 1), pads, dil, activation="silu", backend=backend)
+    outs = []
+    for threads in (1, 2, 3):
+        with use_num_threads(threads):
+            outs.append(run(x).copy())
+        _close(outs[-1], want, np.float32)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
+
+
 def test_conv_gemm_rejects_foreign_weights(backend):
     from edgedl.kernels import _dispatch
     x = np.zeros((4, 6, 6), np.float32)
