@@ -176,9 +176,6 @@ cdef enum:
     # ... except 3x3 'same' convs from this width up (_depthwise_same: two rows a call, no
     # padded copy; 64x40x40 and 64x20x20 ran at 0.82-0.84 of onnxruntime's node, flat 0.86-0.90)
     _SAME_W = 18
-    # stride-1 convs whose rows keep their width run as _conv_rows_f32 below this width too
-    # (above: the im2col blocks)
-    _ROWS_WIDE = 100000
     # pointwise -> depthwise chains (_pw_dw_f32): the bytes of the pointwise output band a
     # thread keeps (all channels, the band's rows and the two rows around it)
     _PWDW_BAND_BYTES = 256 << 10
@@ -1015,8 +1012,7 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
     cdef Py_ssize_t pb = oh - h - ph + (kh - 1) * dh, pr = ow - wd - pw + (kw - 1) * dw
-    if (sh == 1 and sw == 1 and kh * kw > 1 and res == NULL and ow == wd and pb >= 0
-            and pr >= 0 and (ow < _ROWS_WIDE or edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw))):
+    if sh == 1 and sw == 1 and kh * kw > 1 and res == NULL and ow == wd and pb >= 0 and pr >= 0:
         return _conv_rows_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pb, pw, pr, dh, dw, act, lo,
                               hi, slopes, yb, m, oh, threads if par else 1)
     if edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) and res == NULL:
