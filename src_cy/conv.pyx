@@ -936,11 +936,12 @@ cdef int _conv_rows_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     br.w = wd
     if threads > 1 and nb > threads:
         nb -= nb % threads      # whole rounds
+    # the planes, a run a thread; a parallel region of its own: its end is the barrier the
+    # GEMM needs (Cython's prange inside `with parallel()` does not wait)
+    for q in prange(threads, schedule="static", use_threads_if=threads > 1 and nb > 1):
+        edl_rows_planes_f(xb, q * c // threads, (q + 1) * c // threads, h, wd, pt, pb, pl, pad)
     with parallel(use_threads_if=threads > 1 and nb > 1):
         scratch = <float*>malloc((edl_gemm_scratch(m, K) + 16) * sizeof(float))
-        for q in prange(threads, schedule="static"):     # the planes, a run a thread
-            edl_rows_planes_f(xb, q * c // threads, (q + 1) * c // threads, h, wd, pt, pb, pl,
-                              pad)
         for blk in prange(nb, schedule="static"):
             if scratch == NULL:
                 err += 1
@@ -1203,15 +1204,9 @@ cdef void _pw_rows(const _PwDw* k, const float* x, Py_ssize_t lo, Py_ssize_t hi,
     floats apart), activated."""
     cdef Py_ssize_t n = (hi - lo) * k.wd, q
     cdef edl_gemm_epi e
-    cdef bint regs = (k.act1 == ACT_NONE or k.act1 == ACT_CLIP or k.act1 == ACT_SIGMOID
-                      or k.act1 == ACT_SILU)
+    cdef bint regs = _register_epilogue(k.b1, k.act1, k.lo1, k.hi1, &e)
     if n <= 0:
         return
-    e.bias = k.b1
-    e.clamp = k.act1 == ACT_CLIP
-    e.lo = k.lo1
-    e.hi = k.hi1
-    e.sig = k.act1 if k.act1 == ACT_SIGMOID or k.act1 == ACT_SILU else 0
     edl_gemm_cols(k.wp, k.m, k.c, x + lo * k.wd, k.h * k.wd, NULL, dst, ps, 0, n, scratch,
                   &e if regs else NULL)
     if not regs:       # an activation the GEMM's registers do not apply
