@@ -907,20 +907,22 @@ cdef int _conv_rows_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                         Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
                         Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
                         const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
-                        int threads) noexcept nogil:
+                        int threads, const float* res, bint res_after) noexcept nogil:
     """A stride-1 conv whose output rows keep the input's width (pl + pr = (kw - 1) dw): the
     GEMM reads its im2col rows in the planes laid out with zero rows above and below
     (edl_rows_planes_f: a copy of each plane, the left / right padding masked as the rows are
     gathered) and writes the output itself, the bias and a clip / sigmoid / SiLU in its
     registers. The output goes in blocks of whole rows whose C stays in L2 while the K blocks
-    of a deep GEMM pass over it, the threads taking runs of blocks. Returns 0, or 1 if a
-    malloc failed."""
-    cdef Py_ssize_t K = c * kh * kw, L = oh * wd, hq = h + pt + pb, blk, r0, r1, i, q
+    of a deep GEMM pass over it, the threads taking runs of blocks; ``res`` / ``res_after``
+    as in _conv_gemm_f32, on each block while it is in cache. Returns 0, or 1 if a malloc
+    failed."""
+    cdef Py_ssize_t K = c * kh * kw, L = oh * wd, hq = h + pt + pb, blk, r0, r1, i, q, j0, n
     cdef Py_ssize_t per = max(_GEMM_DEEP_BYTES // (m * wd * 4), 1)
     cdef Py_ssize_t nb = max(oh // per, min(<Py_ssize_t>threads, oh))
     cdef int err = 0
     cdef edl_gemm_epi gepi
-    cdef bint regs = _register_epilogue(bias, act, lo, hi, &gepi)
+    cdef bint before = res != NULL and not res_after    # the residual inside the activation
+    cdef bint regs = not before and _register_epilogue(bias, act, lo, hi, &gepi)
     cdef edl_gemm_brows br
     # the row offsets and shifts (K of each), then the planes
     cdef Py_ssize_t* off = <Py_ssize_t*>malloc(K * (sizeof(Py_ssize_t) + sizeof(int32_t))
@@ -948,12 +950,18 @@ cdef int _conv_rows_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                 continue
             r0 = blk * oh // nb
             r1 = (blk + 1) * oh // nb
-            edl_gemm_cols(wp, m, K, pad, 0, &br, yb, L, r0 * wd, r1 * wd,
-                          _line_aligned(scratch), &gepi if regs else NULL)
-            if not regs:
-                for i in range(m):
-                    _epilogue(yb + i * L + r0 * wd, (r1 - r0) * wd, bias[i], act, lo, hi,
-                              slopes[i])
+            j0, n = r0 * wd, (r1 - r0) * wd
+            edl_gemm_cols(wp, m, K, pad, 0, &br, yb, L, j0, j0 + n, _line_aligned(scratch),
+                          &gepi if regs else NULL)
+            for i in range(m):
+                if before:
+                    edl_residual_epilogue_f(yb + i * L + j0, res + i * L + j0, n, bias[i], act,
+                                            lo, hi, slopes[i])
+                    continue
+                if not regs:
+                    _epilogue(yb + i * L + j0, n, bias[i], act, lo, hi, slopes[i])
+                if res != NULL:     # the residual after the activation
+                    edl_add_f(yb + i * L + j0, res + i * L + j0, n)
         free(scratch)
     free(off)
     return err != 0
@@ -1013,9 +1021,9 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     cdef bint par = m * K * L >= _PAR_MACS
     cdef int threads = omp_get_max_threads()
     cdef Py_ssize_t pb = oh - h - ph + (kh - 1) * dh, pr = ow - wd - pw + (kw - 1) * dw
-    if sh == 1 and sw == 1 and kh * kw > 1 and res == NULL and ow == wd and pb >= 0 and pr >= 0:
+    if sh == 1 and sw == 1 and kh * kw > 1 and ow == wd and pb >= 0 and pr >= 0:
         return _conv_rows_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pb, pw, pr, dh, dw, act, lo,
-                              hi, slopes, yb, m, oh, threads if par else 1)
+                              hi, slopes, yb, m, oh, threads if par else 1, res, res_after)
     if edl_im2col_padded_ok(oh, ow, kh, kw, sh, sw, dw) and res == NULL:
         return _conv_narrow_f32(xb, c, h, wd, wp, bias, kh, kw, ph, pw, dh, dw, act, lo, hi,
                                 slopes, yb, m, oh, ow, threads if par else 1)

@@ -710,6 +710,25 @@ def test_gemm_path_rows_layout_threads(backend, c, m, hw, k, pads, dil, rng):
     np.testing.assert_array_equal(outs[2], outs[0])
 
 
+@pytest.mark.parametrize("hw", [(6, 40), (13, 13)])
+def test_gemm_path_rows_layout_residual(backend, hw, rng):
+    # the Add after a stride-1 3x3 conv (a YOLOv8 / ResNet-18 bottleneck), before or after
+    # the activation, on each block of rows the rows layout writes, 1-3 threads
+    from edgedl._config import use_num_threads
+    x = rng.standard_normal((1, 24) + hw).astype(np.float32)
+    w = (rng.standard_normal((20, 24, 3, 3)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    r = rng.standard_normal((1, 20) + hw).astype(np.float32)
+    want = naive_conv(x, w, b, (1, 1), (1,) * 4, (1, 1), 1)
+    silu = lambda v: v / (1 + np.exp(-v))                               # noqa: E731
+    for residual, f in ((True, lambda: silu(want + r)), ("after", lambda: silu(want) + r)):
+        run = conv2d_plan(x.shape, w, b, (1, 1), (1,) * 4, activation="silu",
+                          backend=backend, residual=residual)
+        for threads in (1, 2, 3):
+            with use_num_threads(threads):
+                _close(run(x, None, r), f(), np.float32)
+
+
 def test_conv_gemm_rejects_foreign_weights(backend):
     from edgedl.kernels import _dispatch
     x = np.zeros((4, 6, 6), np.float32)
