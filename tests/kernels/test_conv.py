@@ -654,24 +654,10 @@ def test_gemm_path_narrow_outputs(backend, dtype, k, s, d, pads, hw, rng):
                                backend=backend)(x), want, dtype)
 
 
-@pytest.mark.parametrize("c, m, hw, dil", [
-    (64, 24, (13, 13), 1),      # 24 filters: three AVX-512 panels
-    (96, 96, (14, 14), 1),      # K = 864 in blocks
-    (300, 10, (7, 7), 1),       # 10 filters: overlapping panels, one K pass
-    (40, 32, (11, 9), 2),       # dilated: 13 padded columns a row
-])
-def test_gemm_path_narrow_outputs_threads(backend, c, m, hw, dil, rng):
-    # _conv_narrow_f32 on 1-3 threads: each takes a run of output rows of the padded width
-    # (ragged column ranges, a padded copy for the last strip) and copies its rows out; the
-    # same sums in the same order, so the same bits on any thread count
+def _same_bits_on_threads(run, x, want):
+    """run(x) on 1-3 threads: each close to want, and the same bits on each (the threads
+    split the output, never a sum)."""
     from edgedl._config import use_num_threads
-    x = rng.standard_normal((1, c) + hw).astype(np.float32)
-    w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(m).astype(np.float32)
-    pads = (dil, dil, dil, dil)
-    want = np.maximum(naive_conv(x, w, b, (1, 1), pads, (dil, dil), 1), 0)
-    run = conv2d_plan(x.shape, w, b, (1, 1), pads, (dil, dil), activation="relu",
-                      backend=backend)
     outs = []
     for threads in (1, 2, 3):
         with use_num_threads(threads):
@@ -679,6 +665,24 @@ def test_gemm_path_narrow_outputs_threads(backend, c, m, hw, dil, rng):
         _close(outs[-1], want, np.float32)
     np.testing.assert_array_equal(outs[1], outs[0])
     np.testing.assert_array_equal(outs[2], outs[0])
+
+
+@pytest.mark.parametrize("c, m, hw, pads, dil", [
+    (64, 24, (13, 13), (0, 0, 0, 0), 1),      # 24 filters: three AVX-512 panels
+    (96, 96, (14, 14), (1, 1, 0, 0), 1),      # K = 864 in blocks
+    (300, 10, (7, 9), (1, 0, 1, 0), 1),       # 10 filters: overlapping panels, one K pass
+    (48, 32, (11, 9), (2, 1, 2, 1), 2),       # dilated: 11 padded columns a row
+])
+def test_gemm_path_narrow_outputs_threads(backend, c, m, hw, pads, dil, rng):
+    # _conv_narrow_f32 (stride 1, outputs narrower than the input rows: the padded width) on
+    # 1-3 threads: each takes a run of output rows (ragged column ranges, a padded copy for
+    # the last strip) and copies its rows out
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    want = np.maximum(naive_conv(x, w, b, (1, 1), pads, (dil, dil), 1), 0)
+    _same_bits_on_threads(conv2d_plan(x.shape, w, b, (1, 1), pads, (dil, dil),
+                                      activation="relu", backend=backend), x, want)
 
 
 @pytest.mark.parametrize("c, m, hw, k, pads, dil", [
@@ -689,25 +693,17 @@ def test_gemm_path_narrow_outputs_threads(backend, c, m, hw, dil, rng):
     (4, 9, (8, 37), (3, 3), (0, 0, 2, 2), (1, 1)),        # all the padding after
     (7, 8, (11, 34), (1, 3), (0, 2, 0, 0), (1, 1)),       # all the padding before
     (3, 10, (15, 15), (3, 1), (1, 0, 1, 0), (1, 1)),
+    (64, 24, (13, 13), (3, 3), (1, 1, 1, 1), (1, 1)),     # narrow planes
 ])
 def test_gemm_path_rows_layout_threads(backend, c, m, hw, k, pads, dil, rng):
     # _conv_rows_f32 (stride 1, rows as wide as the input's): the im2col rows read from the
-    # planes between zero rows, the taps past a row's ends masked; output in row blocks, 1-3
-    # threads, the same bits on each
-    from edgedl._config import use_num_threads
+    # planes between zero rows, the taps past a row's ends masked; output in row blocks
     x = rng.standard_normal((1, c) + hw).astype(np.float32)
     w = rng.standard_normal((m, c) + k).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
     want = naive_conv(x, w, b, (1, 1), pads, dil, 1)
-    want = want / (1 + np.exp(-want))
-    run = conv2d_plan(x.shape, w, b, (1, 1), pads, dil, activation="silu", backend=backend)
-    outs = []
-    for threads in (1, 2, 3):
-        with use_num_threads(threads):
-            outs.append(run(x).copy())
-        _close(outs[-1], want, np.float32)
-    np.testing.assert_array_equal(outs[1], outs[0])
-    np.testing.assert_array_equal(outs[2], outs[0])
+    _same_bits_on_threads(conv2d_plan(x.shape, w, b, (1, 1), pads, dil, activation="silu",
+                                      backend=backend), x, want / (1 + np.exp(-want)))
 
 
 @pytest.mark.parametrize("hw", [(6, 40), (13, 13)])
