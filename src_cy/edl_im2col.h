@@ -5,9 +5,12 @@
    point). The per-row paths (edl_im2col_s1_*, the u8 rows) call memset / memcpy a few times
    a row and divide to find the row's channel and tap: on the small planes of a detector's
    heads (3x3 convs over 256 channels at 4 x 5: 2304 rows of 20 values) those fixed costs
-   were most of the conv and it took 3.5x onnxruntime's time. Two ways out here:
-   - EDL_IM2COL_PADDED (stride 1; float32 in conv.pyx, bytes in quant.pyx): one copy of the
-     padded planes, then one contiguous run a tap, the GEMM computing a few junk columns;
+   were most of the conv and it took 3.5x onnxruntime's time. Ways out here:
+   - EDL_IM2COL_PADDED (stride 1; bytes in quant.pyx): one copy of the padded planes, then
+     one contiguous run a tap, the GEMM computing a few junk columns; float32 (conv.pyx)
+     keeps only the padded planes and has its GEMM read those runs in place (row offsets);
+   - edl_rows_layout (float32, stride 1, rows as wide as the input's): the planes between
+     zero rows, read by offsets with the edge taps masked: no copy a tap, no junk columns;
    - EDL_IM2COL_ROWS (float, any stride: what stride 1 does not cover): one call walks a
      range of rows with the channel and tap counted along, every copy an inline loop (the
      same walk over bytes measured slower than quant.pyx's flat memcpy path). */
