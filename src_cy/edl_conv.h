@@ -252,7 +252,7 @@ EDL_SIMD_KERNEL static void NAME(const float *const *src, ptrdiff_t T, const flo
         VT acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};                                      \
         if (SIG)                                                                           \
             EDL_UNROLL for (int m = 0; m < 8; m++)                                         \
-                acc[m] = EDL_VSIG(VT, VI, VU, acc[m], silu);                               \
+                acc[m] = EDL_VSIG(VT, VI, VU, acc[m], silu, M);                            \
         for (int m = 0; m < mv; m++) {                                                     \
             VT r = acc[m];                                                                 \
             if (!SIG) {                                                                    \

@@ -111,17 +111,14 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
             const VT lo = (VT){0} + epi->lo, hi = (VT){0} + epi->hi;                      \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
                 EDL_UNROLL for (int v = 0; v < (NV); v++) {                                \
-                    VT t = acc[i][v];                                                      \
-                    IVT m = lo > t;                                                        \
-                    t = (VT)(((IVT)lo & m) | ((IVT)t & ~m));                               \
-                    m = hi < t;                                                            \
-                    acc[i][v] = (VT)(((IVT)hi & m) | ((IVT)t & ~m));                       \
+                    const VT t = EDL_VMAX_##VB(VT, IVT, lo, acc[i][v]);                    \
+                    acc[i][v] = EDL_VMIN_##VB(VT, IVT, hi, t);                             \
                 }                                                                          \
         } else if (SIG) {                                                                  \
             const int silu = epi->sig == EDL_ACT_SILU;                                     \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
                 EDL_UNROLL for (int v = 0; v < (NV); v++)                                  \
-                    acc[i][v] = EDL_VSIG(VT, IVT, UVT, acc[i][v], silu);                   \
+                    acc[i][v] = EDL_VSIG(VT, IVT, UVT, acc[i][v], silu, VB);               \
         }                                                                                  \
     }                                                                                      \
     EDL_UNROLL for (int i = 0; i < (MR); i++)                                              \

@@ -90,23 +90,47 @@ static inline float edl_exp_sat(float x) {
     return s * (q + 1.0f);                          /* s = inf at n = 128: inf, not NaN */
 }
 
+/* NaN-keeping clamps of float vectors by a constant (VT float lanes, IVT int32 lanes):
+ * EDL_VMAX_*(lo, x) = lo > x ? lo : x, EDL_VMIN_*(hi, x) = hi < x ? hi : x, so a NaN x stays
+ * NaN. The suffix names the vector's bytes where the function's ISA is known (64: AVX-512,
+ * 32: AVX2, 16: SSE / NEON), M where it is not (target_clones kernels): a compare and a
+ * select. x86's MAXPS / MINPS return their second operand when either is NaN, exactly these
+ * selects in one instruction; as compare + select the sigmoid's two clamps were 8 of the ~24
+ * instructions of a GEMM tile's SiLU epilogue (AVX-512). */
+#define EDL_VSEL_M(VT, IVT, c_, x_, gt_)                                                   \
+    ({                                                                                     \
+        const VT c__ = (c_), x__ = (x_);                                                   \
+        const IVT m__ = (gt_) ? (IVT)(c__ > x__) : (IVT)(c__ < x__);                       \
+        (VT)(((IVT)c__ & m__) | ((IVT)x__ & ~m__));                                        \
+    })
+#define EDL_VMAX_M(VT, IVT, lo, x) EDL_VSEL_M(VT, IVT, lo, x, 1)
+#define EDL_VMIN_M(VT, IVT, hi, x) EDL_VSEL_M(VT, IVT, hi, x, 0)
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define EDL_VMAX_64(VT, IVT, lo, x) ((VT)_mm512_max_ps((__m512)(lo), (__m512)(x)))
+#define EDL_VMIN_64(VT, IVT, hi, x) ((VT)_mm512_min_ps((__m512)(hi), (__m512)(x)))
+#define EDL_VMAX_32(VT, IVT, lo, x) ((VT)_mm256_max_ps((__m256)(lo), (__m256)(x)))
+#define EDL_VMIN_32(VT, IVT, hi, x) ((VT)_mm256_min_ps((__m256)(hi), (__m256)(x)))
+#define EDL_VMAX_16(VT, IVT, lo, x) ((VT)_mm_max_ps((__m128)(lo), (__m128)(x)))
+#define EDL_VMIN_16(VT, IVT, hi, x) ((VT)_mm_min_ps((__m128)(hi), (__m128)(x)))
+#else
+#define EDL_VMAX_16 EDL_VMAX_M
+#define EDL_VMIN_16 EDL_VMIN_M
+#endif
+
 /* 1 / (1 + exp(-v)) of a vector v (silu: v / (1 + exp(-v))) with edl_exp_sat's clamps
- * (selects that keep NaN), reduction, polynomial and exponent shift, written out for GCC's
- * vector types (VT float, IVT int32 and UVT uint32 lanes of it). A statement expression, so
- * that it inlines into any ISA's kernel. Two operations fewer per vector than the scalar
+ * (EDL_VMIN / EDL_VMAX of suffix VB: they keep NaN), reduction, polynomial and exponent
+ * shift, written out for GCC's vector types (VT float, IVT int32 and UVT uint32 lanes of it).
+ * A statement expression, so that it inlines into any ISA's kernel. Two operations fewer per vector than the scalar
  * edl_sigmoid_f32 / edl_swish_f32 as GCC vectorises them (their negation and SiLU's
  * v * (1 / d)): the GEMM tile's SiLU epilogue 0.24 -> 0.21 ns a value (AVX-512 Xeon), YOLOX-nano
  * ~2% faster. Within 2.5 ulp of float64 either way; the two may differ by an ulp. */
-#define EDL_VSIG(VT, IVT, UVT, v_, silu_)                                                  \
+#define EDL_VSIG(VT, IVT, UVT, v_, silu_, VB)                                              \
     ({                                                                                     \
         /* v clamped to [-88.8, -LO] is -x of edl_exp_sat's clamped x; the negation folds  \
            into the FMAs' constants, silu is one division (not v * (1 / d)) */             \
         const VT v0_ = (v_), lo_ = (VT){0} - EDL_EXP_LO, hi_ = (VT){0} - 88.8f;           \
-        VT x_ = v0_;                                                                       \
-        IVT m_ = lo_ < x_;                                                                 \
-        x_ = (VT)(((IVT)lo_ & m_) | ((IVT)x_ & ~m_));                                      \
-        m_ = hi_ > x_;                                                                     \
-        x_ = (VT)(((IVT)hi_ & m_) | ((IVT)x_ & ~m_));                                      \
+        VT x_ = EDL_VMAX_##VB(VT, IVT, hi_, EDL_VMIN_##VB(VT, IVT, lo_, v0_));             \
         VT t_ = x_ * -EDL_EXP_LOG2E + 12583039.0f;                                         \
         VT n_ = t_ - 12583039.0f;                                                          \
         VT r_ = (-x_ - n_ * EDL_EXP_C1) - n_ * EDL_EXP_C2;                                 \
