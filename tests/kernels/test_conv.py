@@ -494,6 +494,34 @@ def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
         assert not conv2d_plan(shape, np.ones(wshape, np.float32), backend="cython")._fast.direct
 
 
+
+@pytest.mark.parametrize("width", [64, 70, 83])
+@pytest.mark.parametrize("act", [None, "relu6", "silu"])
+def test_plan_direct_pairs_of_blocks(width, act, rng):
+    # 64+ taps on 16-pixel blocks: two blocks a pass over the taps while a row has 32 pixels
+    # left, then single blocks (83: one more; 70: one moved back over the pairs' pixels);
+    # M = 13: a group of 8 channels and one of 5; a NaN stays in its windows
+    require_backend("cython")
+    from edgedl._cy import conv as cy
+    if not cy.direct_ok():
+        pytest.skip("no direct conv path in this build (32-bit ARM: no NEON in Debian's armhf)")
+    x = rng.standard_normal((1, 12, 9, width)).astype(np.float32)
+    x[0, 3, 4, 40] = np.nan
+    w = rng.standard_normal((13, 12, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(13).astype(np.float32)
+    kw = dict(pads=(1, 1, 1, 1), activation=act)
+    want = conv2d(x, w, b, backend="numpy", **kw)
+    try:
+        cy.direct_wide(1)
+        run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
+        assert run._fast.direct
+        out = np.full(run.out_shape, np.nan, np.float32)
+        assert run(x, out) is out
+    finally:
+        cy.direct_wide(-1)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
+
 def test_1x1_gemm_path_and_empty_batch(backend, rng):
     x = rng.standard_normal((2, 16, 7, 5)).astype(np.float32)
     w = rng.standard_normal((8, 16, 1, 1)).astype(np.float32)
