@@ -43,6 +43,12 @@ cdef extern from "edl_pool.h":
     void edl_fold_d(const double** src, int n, Py_ssize_t stride, double* d,
                     Py_ssize_t length, int mode) noexcept nogil
     bint edl_finite_f(const float* s, Py_ssize_t n) noexcept nogil
+    void edl_avg3x3s1_plane_f(const float* x, Py_ssize_t h, Py_ssize_t w, float* v,
+                              const int* keep_l, const int* keep_r, const float* rc,
+                              float* d) noexcept nogil
+    void edl_max3x3s1_plane_f(const float* x, Py_ssize_t h, Py_ssize_t w, float* v,
+                              const int* keep_l, const int* keep_r, const float* rc,
+                              float* d) noexcept nogil
     bint edl_finite_d(const double* s, Py_ssize_t n) noexcept nogil
     void edl_max2x2_f(const float* a, const float* b, float* d, Py_ssize_t n) noexcept nogil
     void edl_max_rows_f(const float* a, const float* b, float* v, Py_ssize_t n) noexcept nogil
@@ -302,6 +308,53 @@ cdef void _counts(Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t k, Py_ssize_t st
                 padded[o] += 1
 
 
+cdef int _pool3x3s1_f(const float* x, float* y, Py_ssize_t planes, Py_ssize_t h,
+                      Py_ssize_t w, bint count_include_pad, bint is_max) noexcept nogil:
+    """3x3 stride-1 max or average pool padded by 1 on every side, of small planes (h >= 2,
+    h * w <= 4096) one at a time as flat arrays (edl_max3x3s1_plane_f, edl_avg3x3s1_plane_f).
+    Its row-edge masks and 1 / divisor map are made once for all planes, the divisor as the
+    general path's (the product of the two axes' reciprocals). Returns 0, or 1 if a malloc
+    failed."""
+    cdef Py_ssize_t n = h * w, r, q, p
+    cdef int err = 0
+    cdef int cr, cq
+    cdef int* keep = <int*>malloc(2 * n * sizeof(int))
+    cdef float* rc = <float*>malloc(n * sizeof(float))
+    cdef float* v
+    if keep == NULL or rc == NULL:
+        free(keep)
+        free(rc)
+        return 1
+    for r in range(h):
+        cr = 3 if count_include_pad else 3 - (r == 0) - (r == h - 1)
+        for q in range(w):
+            cq = 3 if count_include_pad else 3 - (q == 0) - (q == w - 1)
+            keep[r * w + q] = q > 0
+            keep[n + r * w + q] = q < w - 1
+            rc[r * w + q] = <float>(1.0 / cr) * <float>(1.0 / cq)
+    with parallel():
+        v = <float*>malloc((n + 2) * sizeof(float))
+        for p in prange(planes, schedule="static"):
+            if v == NULL:
+                err += 1
+            elif is_max:
+                edl_max3x3s1_plane_f(x + p * n, h, w, v, keep, keep + n, rc, y + p * n)
+            else:
+                edl_avg3x3s1_plane_f(x + p * n, h, w, v, keep, keep + n, rc, y + p * n)
+        free(v)
+    free(keep)
+    free(rc)
+    return err != 0
+
+
+cdef inline bint _is_3x3s1(Py_ssize_t h, Py_ssize_t w, tuple kernel_shape, tuple strides,
+                           tuple pads, tuple dilations):
+    """The windows _pool3x3s1_f takes: 3x3, stride 1, dilation 1, padding 1 on every side,
+    planes of 2+ rows and up to 4096 values (its buffer stays in L1)."""
+    return kernel_shape == (3, 3) and strides == (1, 1) and dilations == (1, 1) and \
+        pads == (1, 1, 1, 1) and h >= 2 and h * w <= 4096
+
+
 cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple strides, tuple pads,
                 tuple dilations, bint count_include_pad, floating[:, :, :, ::1] out,
                 bint is_max):
@@ -331,6 +384,13 @@ cdef void _pool(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple stride
         for p in prange(planes, nogil=True, schedule="static"):
             _plane_2x2s2(xp + p * h * w, yp + p * oh * ow, w, oh, ow, is_max)
         return
+    if floating is float:
+        if _is_3x3s1(h, w, kernel_shape, strides, pads, dilations):
+            with nogil:
+                k = _pool3x3s1_f(xp, yp, planes, h, w, count_include_pad, is_max)
+            if k:
+                raise MemoryError()
+            return
     cdef long* vh = <long*> malloc(2 * (oh + ow) * sizeof(long))
     if vh == NULL:
         raise MemoryError()

@@ -336,6 +336,28 @@ def test_many_tiny_planes(backend, kind, rng):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("hw", [(2, 1), (2, 5), (3, 17), (7, 7), (64, 64), (65, 64)])
+def test_3x3_stride_1_padded_path(backend, kind, hw, rng):
+    """3x3 stride-1 pools padded by 1 (Inception's branch pools), which the Cython backend
+    runs a plane at a time as flat arrays (planes of 2+ rows, up to 4096 values; 65 x 64
+    takes the general path): NaN / inf on a row's first and last columns and on the first
+    and last rows must reach exactly their windows (not the neighbouring rows' ends)."""
+    h, w = hw
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    x[0, 1, h - 1, 0] = np.nan
+    x[0, 1, 0, w - 1] = np.nan
+    x[1, 0, h // 2, w - 1] = np.inf
+    x[1, 2, h - 1, w // 2] = -np.inf
+    cfg = dict(kernel_shape=(3, 3), pads=(1, 1, 1, 1))
+    for cip in (False, True):
+        want = _call(kind, x, cfg, cip, backend="numpy")
+        got = _call(kind, x, cfg, cip, backend=backend)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        np.testing.assert_allclose(got, want, **_tol(np.float32), err_msg=f"{hw} {cip}")
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
 def test_plan_of_a_window_over_the_whole_plane(backend, kind, rng):
     """A window exactly the plane (7x7 on 7x7 maps) runs the global kernels in the plan: the
     same values as the window pool (NaN kept), float32 and float64; a window with
