@@ -148,6 +148,141 @@ EDL_SIMD_KERNEL static void NAME(const float *x0, const float *x1, const float *
 }
 EDL_DW3_SAME(edl_dw3_same_row_f, 0)
 EDL_DW3_SAME(edl_dw3_same_rows2_f, 1)
+/* 3x3 stride-1 depthwise padded by 1 on every side: h output rows of w (n = h * w) from the
+   input rows at x as one flat run of 16-output AVX-512 vectors, any w: the taps that leave
+   the plane zeroed by masks (masked loads do not fault: no padded copy, no scalar edge
+   columns, no vector moved back over its neighbour). top / bottom: the rows above / below the
+   run are padding (else they are at x - w / x + n: a band of a plane). mlr[2 v],
+   mlr[2 v + 1]: vector v's lanes not in column 0 / not in column w - 1 (edl_dw3s1_lr_masks,
+   the same for every plane of a call). Interior vectors load each row once and shift their
+   neighbours' lanes in with valignd (16 x 40 x 40: 0.36 -> 0.25 ns an output against the
+   rows kernel, whose edges and overlapping last vector cost most at narrow rows); the others
+   mask the padding rows and the lanes past n too. Every output the same two chains of 5 and 4
+   products, padding taps as zeros, wherever its vector falls: a band gives the plane's
+   values. The bias and a clip (sig 0), sigmoid or SiLU in registers. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
+    && !defined(EDL_NO_CLONES)
+#include <immintrin.h>
+#define EDL_DW3F_TAPS(mul0, up, mid, dn)                                                    \
+    ((mul0) + w0 * (up)[0] + w1 * (up)[1] + w2 * (up)[2] + w3 * (mid)[0] + w4 * (mid)[1]) \
+        + (w5 * (mid)[2] + w6 * (dn)[0] + w7 * (dn)[1] + w8 * (dn)[2])
+typedef float edl_f16v __attribute__((vector_size(64)));
+typedef int32_t edl_i16v __attribute__((vector_size(64)));
+typedef uint32_t edl_u16v __attribute__((vector_size(64)));
+/* the 9 taps of output vector i; mk: the rows' lane masks (above, its own, below) */
+#define EDL_DW3F_LOAD(t, p, w, mk, ml, mr)                                                  \
+    for (int r_ = 0; r_ < 3; r_++) {                                                       \
+        const float *q_ = (p) + (r_ - 1) * (w);                                            \
+        t[r_][0] = (edl_f16v)_mm512_maskz_loadu_ps((mk)[r_] & (ml), q_ - 1);               \
+        t[r_][1] = (edl_f16v)_mm512_maskz_loadu_ps((mk)[r_], q_);                          \
+        t[r_][2] = (edl_f16v)_mm512_maskz_loadu_ps((mk)[r_] & (mr), q_ + 1);               \
+    }
+/* SIG: the sigmoid / SiLU twin (its constants would crowd the clip's loop), else the clip */
+#define EDL_DW3F_ACT(a, SIG)                                                                \
+    ((SIG) ? EDL_VSIG(edl_f16v, edl_i16v, edl_u16v, a, silu, 64)                           \
+           : EDL_VMIN_64(edl_f16v, edl_i16v, hiv, EDL_VMAX_64(edl_f16v, edl_i16v, lov, a)))
+#define EDL_DW3F(NAME, SIG)                                                                 \
+__attribute__((target("avx512f,fma"))) EDL_CONTRACT                                        \
+static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom,           \
+                 const float *wt, float b, float lo, float hi, int sig,                    \
+                 const uint16_t *mlr, float *out) {                                        \
+    const ptrdiff_t n = h * w;                                                             \
+    const edl_f16v z = {0}, w0 = z + wt[0], w1 = z + wt[1], w2 = z + wt[2];                \
+    const edl_f16v w3 = z + wt[3], w4 = z + wt[4], w5 = z + wt[5], w6 = z + wt[6];         \
+    const edl_f16v w7 = z + wt[7], w8 = z + wt[8], bv = z + b, lov = z + lo, hiv = z + hi; \
+    const int silu = sig == EDL_ACT_SILU;                                                  \
+    /* vectors [v0, v1) have their rows above and below in memory, not padding */         \
+    const ptrdiff_t nv = (n + 15) / 16, v0 = top ? (w + 15) / 16 : 0;                      \
+    const ptrdiff_t v1 = !bottom ? n / 16 : n - w >= 16 ? (n - w - 16) / 16 + 1 : 0;       \
+    (void)lov; (void)hiv; (void)silu;                                                      \
+    for (ptrdiff_t v = 0; v < nv; v++) {                                                   \
+        const ptrdiff_t i = 16 * v;                                                        \
+        const __mmask16 ml = mlr[2 * v], mr = mlr[2 * v + 1];                              \
+        edl_f16v t[3][3], a;                                                               \
+        if (v >= v0 && v + 1 < v1) {                                                       \
+            /* the interior but its last vector: each row's vector loaded once (C) and its  \
+               neighbours' lanes shifted in by valignd (zeroed at row ends by its mask), P  \
+               the previous vector's, N the next one's (in the plane: not the last) */      \
+            __m512 P[3], C[3];                                                             \
+            for (int r_ = 0; r_ < 3; r_++) {                                               \
+                const float *q_ = x + i + (r_ - 1) * w;                                    \
+                P[r_] = _mm512_maskz_loadu_ps(ml & 1 ? 0x8000 : 0, q_ - 16);  /* q_[-1] */ \
+                C[r_] = _mm512_loadu_ps(q_);                                               \
+            }                                                                              \
+            for (; v + 1 < v1; v++) {                                                      \
+                const ptrdiff_t j = 16 * v;                                                \
+                const __mmask16 ml_ = mlr[2 * v], mr_ = mlr[2 * v + 1];                   \
+                for (int r_ = 0; r_ < 3; r_++) {                                           \
+                    const __m512 N = _mm512_loadu_ps(x + j + (r_ - 1) * w + 16);           \
+                    t[r_][0] = (edl_f16v)_mm512_castsi512_ps(_mm512_maskz_alignr_epi32(     \
+                        ml_, _mm512_castps_si512(C[r_]), _mm512_castps_si512(P[r_]), 15));  \
+                    t[r_][1] = (edl_f16v)C[r_];                                            \
+                    t[r_][2] = (edl_f16v)_mm512_castsi512_ps(_mm512_maskz_alignr_epi32(     \
+                        mr_, _mm512_castps_si512(N), _mm512_castps_si512(C[r_]), 1));       \
+                    P[r_] = C[r_];                                                         \
+                    C[r_] = N;                                                             \
+                }                                                                          \
+                a = EDL_DW3F_TAPS(bv, t[0], t[1], t[2]);                                   \
+                a = EDL_DW3F_ACT(a, SIG);                                                  \
+                _mm512_storeu_ps(out + j, (__m512)a);                                      \
+            }                                                                              \
+            v--;                                                                           \
+            continue;                                                                      \
+        }                                                                                  \
+        const ptrdiff_t left = n - i, below = n - w - i;                                   \
+        const __mmask16 ma = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);         \
+        const __mmask16 mt = !top || i >= w ? ma                                           \
+            : w - i >= 16 ? 0 : (__mmask16)(ma & (0xFFFFu << (w - i)));                    \
+        const __mmask16 mb = !bottom || below >= 16 ? ma                                   \
+            : below <= 0 ? 0 : (__mmask16)(ma & ((1u << below) - 1));                      \
+        const __mmask16 mk[3] = {mt, ma, mb};                                              \
+        EDL_DW3F_LOAD(t, x + i, w, mk, ml, mr)                                             \
+        a = EDL_DW3F_TAPS(bv, t[0], t[1], t[2]);                                           \
+        a = EDL_DW3F_ACT(a, SIG);                                                          \
+        _mm512_mask_storeu_ps(out + i, ma, (__m512)a);                                     \
+    }                                                                                      \
+}
+EDL_DW3F(edl_dw3s1_flat_clip_avx512_f, 0)
+EDL_DW3F(edl_dw3s1_flat_sig_avx512_f, 1)
+static void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top,
+                                    int bottom, const float *wt, float b, float lo, float hi,
+                                    int sig, const uint16_t *mlr, float *out) {
+    (sig ? edl_dw3s1_flat_sig_avx512_f : edl_dw3s1_flat_clip_avx512_f)(
+        x, h, w, top, bottom, wt, b, lo, hi, sig, mlr, out);
+}
+static inline int edl_dw3s1_flat_ok(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f") != 0;
+    }
+    return ok;
+}
+#else
+static inline void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top,
+                                           int bottom, const float *wt, float b, float lo,
+                                           float hi, int sig, const uint16_t *mlr,
+                                           float *out) {
+    (void)x; (void)h; (void)w; (void)top; (void)bottom; (void)wt; (void)b; (void)lo; (void)hi;
+    (void)sig; (void)mlr; (void)out;
+}
+static inline int edl_dw3s1_flat_ok(void) { return 0; }
+#endif
+/* mlr for edl_dw3s1_flat_avx512_f: per 16-lane vector of the flat (h, w) plane, the lanes
+   not in column 0, then those not in column w - 1 (2 * ceil(h * w / 16) masks) */
+static void edl_dw3s1_lr_masks(ptrdiff_t h, ptrdiff_t w, uint16_t *mlr) {
+    ptrdiff_t nv = (h * w + 15) / 16, col = 0;
+    for (ptrdiff_t v = 0; v < nv; v++) {
+        unsigned l = 0, r = 0;
+        for (int j = 0; j < 16; j++) {
+            l |= (unsigned)(col != 0) << j;
+            r |= (unsigned)(col != w - 1) << j;
+            col = col + 1 == w ? 0 : col + 1;
+        }
+        mlr[2 * v] = (uint16_t)l;
+        mlr[2 * v + 1] = (uint16_t)r;
+    }
+}
 /* 3x3 stride-2 depthwise with left padding 1 (the common "same" downsampling), one whole
    output row of n from the input rows x0..x2 (wd values; a zero row where the window leaves
    the plane), bias and clip as above. Output k reads columns 2k-1 .. 2k+1: a plain loop GCC
