@@ -58,6 +58,10 @@ cdef extern from "edl_conv.h":
                                  int bottom, const float* wt, float b, float lo, float hi,
                                  int sig, const uint16_t* mlr, float* out) noexcept nogil
     int edl_dw3s1_flat_ok() noexcept nogil
+    void edl_dw3s2_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t sh,
+                                 Py_ssize_t ph, const float* wt, float b, float lo, float hi,
+                                 int sig, float* out, Py_ssize_t oh,
+                                 Py_ssize_t ow) noexcept nogil
     void edl_dw3s1_lr_masks(Py_ssize_t h, Py_ssize_t w, uint16_t* mlr) noexcept nogil
     void edl_dw3_same_rows2_f(const float* x0, const float* x1, const float* x2,
                               const float* x3, const float* w, float* r0, float* r1,
@@ -501,6 +505,27 @@ cdef void _depthwise_1x1(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
             _epilogue(out + q * n, n, bias[q % c], act, lo, hi, slopes[q % c])
 
 
+cdef void _depthwise3_s2_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
+                              Py_ssize_t wd, const float* w, const float* bias, Py_ssize_t sh,
+                              Py_ssize_t ph, int act, float lo, float hi, const float* slopes,
+                              float* out, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """3x3 at column stride 2 with one column of left padding on AVX-512: each plane's output
+    rows straight from its input rows (edl_dw3s2_flat_avx512_f), the bias and a clip, sigmoid
+    or SiLU in registers, other activations over the plane afterwards."""
+    cdef Py_ssize_t q
+    cdef int sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
+    cdef bint fused = act == ACT_NONE or act == ACT_CLIP or sig != 0
+    cdef float flo = lo if act == ACT_CLIP else -INFINITY
+    cdef float fhi = hi if act == ACT_CLIP else INFINITY
+    for q in prange(planes, schedule="static", nogil=True,
+                    use_threads_if=planes * oh * ow * 9 >= _PAR_ELEMS):
+        edl_dw3s2_flat_avx512_f(x + q * h * wd, h, wd, sh, ph, w + (q % c) * 9,
+                                bias[q % c] if fused else 0, flo, fhi, sig,
+                                out + q * oh * ow, oh, ow)
+        if not fused:
+            _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi, slopes[q % c])
+
+
 cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
                        Py_ssize_t wd, const floating* w, Py_ssize_t k_, const floating* bias,
                        Py_ssize_t sh, Py_ssize_t ph, Py_ssize_t pw, int act, floating lo,
@@ -518,6 +543,10 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
     cdef floating* row
     cdef const floating* wc
     if floating is float:
+        if k_ == 3 and pw == 1 and edl_dw3s1_flat_ok():
+            _depthwise3_s2_flat(x, planes, c, h, wd, w, bias, sh, ph, act, lo, hi, slopes, out,
+                                oh, ow)
+            return 0
         if k_ == 3 and sh == 2 and pw == 1:
             return _depthwise3_s2_f(x, planes, c, h, wd, w, bias, ph, act, lo, hi, slopes, out,
                                     oh, ow)

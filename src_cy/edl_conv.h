@@ -250,6 +250,74 @@ static void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, in
     (sig ? edl_dw3s1_flat_sig_avx512_f : edl_dw3s1_flat_clip_avx512_f)(
         x, h, w, top, bottom, wt, b, lo, hi, sig, mlr, out);
 }
+/* 3x3 depthwise at column stride 2 with one column of left padding (any row stride sh and
+   top padding ph; rows outside the plane are zeros), one plane, oh x ow outputs, AVX-512:
+   per output vector (16 outputs) and window row, the 32 input columns 2 k .. 2 k + 31 in two
+   masked loads (columns past the row read as the right padding's zeros), split by parity
+   with vpermt2ps (E: columns 2 k, O: 2 k + 1) and the left tap (2 k - 1) as O shifted by a
+   lane with the previous vector's last (valignd; zeros before column 0). No copy of the plane
+   split by parity and no scalar column: the split path took 0.8-1.1 ns an output (16 x 208 x
+   208 at 3 cycles an output). Sums as the rows kernels' two chains; the bias and a clip
+   (sig 0), sigmoid or SiLU in registers. */
+#define EDL_DW3S2F(NAME, SIG)                                                               \
+__attribute__((target("avx512f,fma"))) EDL_CONTRACT                                        \
+static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh, ptrdiff_t ph,     \
+                 const float *wt, float b, float lo, float hi, int sig, float *out,       \
+                 ptrdiff_t oh, ptrdiff_t ow) {                                             \
+    const edl_f16v z = {0}, w0 = z + wt[0], w1 = z + wt[1], w2 = z + wt[2];                \
+    const edl_f16v w3 = z + wt[3], w4 = z + wt[4], w5 = z + wt[5], w6 = z + wt[6];         \
+    const edl_f16v w7 = z + wt[7], w8 = z + wt[8], bv = z + b, lov = z + lo, hiv = z + hi; \
+    const int silu = sig == EDL_ACT_SILU;                                                  \
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,   \
+                                        4, 2, 0);                                          \
+    const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));                         \
+    (void)lov; (void)hiv; (void)silu;                                                      \
+    for (ptrdiff_t oy = 0; oy < oh; oy++) {                                                \
+        const float *rows[3];                                                              \
+        for (int r = 0; r < 3; r++) {                                                      \
+            const ptrdiff_t iy = oy * sh - ph + r;                                         \
+            rows[r] = iy >= 0 && iy < h ? x + iy * w : NULL;                               \
+        }                                                                                  \
+        __m512 op[3] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};    \
+        for (ptrdiff_t k = 0; k < ow; k += 16) {                                           \
+            const ptrdiff_t la = w - 2 * k, lb = la - 16;     /* columns left from 2k */   \
+            const __mmask16 ma = la >= 16 ? 0xFFFF : la <= 0 ? 0 : (__mmask16)((1u << la) - 1); \
+            const __mmask16 mb = lb >= 16 ? 0xFFFF : lb <= 0 ? 0 : (__mmask16)((1u << lb) - 1); \
+            edl_f16v t[3][3];                                                              \
+            for (int r = 0; r < 3; r++) {                                                  \
+                __m512 e = _mm512_setzero_ps(), o = e;                                     \
+                if (rows[r]) {                                                             \
+                    const __m512 A = lb >= 16 ? _mm512_loadu_ps(rows[r] + 2 * k)          \
+                                              : _mm512_maskz_loadu_ps(ma, rows[r] + 2 * k);    \
+                    const __m512 B = lb >= 16 ? _mm512_loadu_ps(rows[r] + 2 * k + 16)     \
+                                              : _mm512_maskz_loadu_ps(mb, rows[r] + 2 * k + 16); \
+                    e = _mm512_permutex2var_ps(A, ie, B);                                  \
+                    o = _mm512_permutex2var_ps(A, io, B);                                  \
+                }                                                                          \
+                t[r][0] = (edl_f16v)_mm512_castsi512_ps(_mm512_alignr_epi32(                \
+                    _mm512_castps_si512(o), _mm512_castps_si512(op[r]), 15));              \
+                t[r][1] = (edl_f16v)e;                                                     \
+                t[r][2] = (edl_f16v)o;                                                     \
+                op[r] = o;                                                                 \
+            }                                                                              \
+            edl_f16v a = EDL_DW3F_TAPS(bv, t[0], t[1], t[2]);                              \
+            a = EDL_DW3F_ACT(a, SIG);                                                      \
+            const ptrdiff_t left = ow - k;                                                 \
+            _mm512_mask_storeu_ps(out + oy * ow + k,                                       \
+                                  left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1),     \
+                                  (__m512)a);                                              \
+        }                                                                                  \
+    }                                                                                      \
+}
+EDL_DW3S2F(edl_dw3s2_flat_clip_avx512_f, 0)
+EDL_DW3S2F(edl_dw3s2_flat_sig_avx512_f, 1)
+static void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh,
+                                    ptrdiff_t ph, const float *wt, float b, float lo,
+                                    float hi, int sig, float *out, ptrdiff_t oh,
+                                    ptrdiff_t ow) {
+    (sig ? edl_dw3s2_flat_sig_avx512_f : edl_dw3s2_flat_clip_avx512_f)(
+        x, h, w, sh, ph, wt, b, lo, hi, sig, out, oh, ow);
+}
 static inline int edl_dw3s1_flat_ok(void) {
     static int ok = -1;
     if (ok < 0) {
@@ -267,6 +335,13 @@ static inline void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_
     (void)sig; (void)mlr; (void)out;
 }
 static inline int edl_dw3s1_flat_ok(void) { return 0; }
+static inline void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w,
+                                           ptrdiff_t sh, ptrdiff_t ph, const float *wt,
+                                           float b, float lo, float hi, int sig, float *out,
+                                           ptrdiff_t oh, ptrdiff_t ow) {
+    (void)x; (void)h; (void)w; (void)sh; (void)ph; (void)wt; (void)b; (void)lo; (void)hi;
+    (void)sig; (void)out; (void)oh; (void)ow;
+}
 #endif
 /* mlr for edl_dw3s1_flat_avx512_f: per 16-lane vector of the flat (h, w) plane, the lanes
    not in column 0, then those not in column w - 1 (2 * ceil(h * w / 16) masks) */

@@ -431,6 +431,34 @@ def test_plan_fast_path_declines_what_it_cannot_run(rng):
     assert conv2d_plan(x.shape, w, b, **kw)._fast is None          # backend not named
 
 
+@pytest.mark.parametrize("strides, pads", [
+    ((1, 1), (1, 1, 1, 1)), ((2, 2), (1, 1, 1, 1)), ((2, 2), (1, 1, 0, 0)),
+    ((2, 2), (0, 1, 2, 1)), ((1, 2), (1, 1, 1, 1))])
+@pytest.mark.parametrize("act", [None, "relu6", "silu", "sigmoid", "hard_swish"])
+def test_depthwise_3x3_flat_runs(strides, pads, act, rng):
+    # 3x3 depthwise padded by 1 at stride 1, or with a column of left padding at column
+    # stride 2: on AVX-512 whole planes as flat runs of masked 16-output vectors (widths
+    # around multiples of 16, one column, one row; 'same' and asymmetric pads), elsewhere
+    # the row kernels; a NaN on a row's first / last column must stay in its windows
+    require_backend("cython")
+    for h, w in [(1, 37), (2, 1), (5, 15), (4, 16), (3, 17), (6, 31), (3, 33), (2, 64),
+                 (7, 70)]:
+        if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
+            continue                                # an empty output: refused elsewhere
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        x[0, 1, h - 1, 0] = np.nan
+        x[0, 2, 0, w - 1] = np.nan
+        wt = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(3).astype(np.float32)
+        kw = dict(strides=strides, pads=pads, group=3, activation=act)
+        want = conv2d(x, wt, b, backend="numpy", **kw)
+        run = conv2d_plan(x.shape, wt, b, backend="cython", **kw)
+        out = np.full(run.out_shape, np.nan, np.float32)
+        assert run(x, out) is out
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(want), err_msg=f"{h}x{w}")
+        _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
+
+
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("stride, dil", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("width", [20, 60])
