@@ -445,7 +445,19 @@ static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, pt
         edl_gemm_strip(&kr, kr.nv, ap, ps, M, kc, b + j, ldb, br, j, c + j, ldc, nr, strip, e,
                        !first, j == j0);
     }
-    if (jf < j1 && j1 - jf <= 8 && !br) {          /* a few columns: the narrow kernels */
+    /* a few columns: the narrow kernels, B in place or (br) its columns gathered; not with
+       a sigmoid / SiLU epilogue where the columns come from im2col rows (br), whose blocks of
+       output rows, and so ragged ends, change with the thread count: the narrow kernels'
+       scalar sigmoid may differ from the tiles' by an ulp */
+    const float *bn = b;
+    ptrdiff_t ldn = ldb, jn = 0;
+    if (jf < j1 && j1 - jf <= 8 && br && !(epi && epi->sig)) {
+        edl_gemm_gather(b + jf, br, 0, kc, jf, j1 - jf, pad, j1 - jf);
+        bn = pad;
+        ldn = j1 - jf;
+        jn = jf;
+    }
+    if (jf < j1 && j1 - jf <= 8 && (!br || bn == pad)) {
         for (ptrdiff_t p = 0; p < np;) {
             int g = np - p >= 4;                  /* 4 panels at once, or 1 */
             edl_gemm_epi pe, *pep = NULL;
@@ -456,8 +468,8 @@ static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, pt
             }
             for (ptrdiff_t j = jf; j < j1; j += 4) {
                 int t = j1 - j < 4 ? (int)(j1 - j) : 4;
-                kr.nw[g][t - 1](kc, ap + p * ps, ps, b + j, ldb, c + p * kr.mr * ldc + j, ldc,
-                                pep, !first);
+                kr.nw[g][t - 1](kc, ap + p * ps, ps, bn + (j - jn), ldn,
+                                c + p * kr.mr * ldc + j, ldc, pep, !first);
             }
             p += g ? 4 : 1;
         }
@@ -544,8 +556,10 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
  * packed in K blocks (edl_gemm_kblocks), else edl_gemm_cols_1. B's row k is at b + k * ldb,
  * or, given `br` (then ldb is ignored), it is row k of edl_gemm_brows at b: a stride-1 conv's
  * im2col read where it lies in the input planes instead of copied out first (96 -> 96 3x3 at
- * 28 x 28: a 2.9 MB im2col, past L2, for a 0.3 MB input). With `br`, a ragged last strip
- * takes the zero-padded copy (not the narrow kernels, which read B in place with a stride). */
+ * 28 x 28: a 2.9 MB im2col, past L2, for a 0.3 MB input). With `br`, a ragged last strip of
+ * a K-blocked GEMM takes the narrow kernels on its gathered columns (up to 8, no sigmoid /
+ * SiLU: 7 x 7 outputs, 48 + 1 columns, ran a whole 16-column tile for the one), else the
+ * zero-padded copy. */
 static void edl_gemm_cols(const float *ap, ptrdiff_t M, ptrdiff_t K, const float *b,
                           ptrdiff_t ldb, const edl_gemm_brows *br, float *c, ptrdiff_t ldc,
                           ptrdiff_t j0, ptrdiff_t j1, float *scratch, const edl_gemm_epi *epi) {

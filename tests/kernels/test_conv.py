@@ -762,6 +762,23 @@ def test_gemm_path_rows_layout_threads(backend, c, m, hw, k, pads, dil, rng):
                                       backend=backend), x, want / (1 + np.exp(-want)))
 
 
+@pytest.mark.parametrize("c, m, hw", [
+    (48, 16, (7, 7)),       # K = 432 in blocks, 49 columns: 48 + 1
+    (64, 24, (14, 14)),     # 196: 4 x 48 + 4
+    (48, 8, (3, 19)),       # 57: 48 + 9 (the zero-padded strip)
+])
+def test_gemm_path_rows_layout_ragged_clip(backend, c, m, hw, rng):
+    # a K-blocked rows-layout GEMM whose last columns (up to 8) take the narrow kernels on
+    # their gathered im2col columns (a clip epilogue), on 1 thread; with more, the row
+    # blocks end elsewhere and other columns are ragged: the same bits either way
+    x = rng.standard_normal((1, c) + hw).astype(np.float32)
+    w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    want = np.clip(naive_conv(x, w, b, (1, 1), (1,) * 4, (1, 1), 1), 0, 6)
+    _same_bits_on_threads(conv2d_plan(x.shape, w, b, (1, 1), (1,) * 4, (1, 1),
+                                      activation="relu6", backend=backend), x, want)
+
+
 @pytest.mark.parametrize("hw", [(6, 40), (13, 13)])
 def test_gemm_path_rows_layout_residual(backend, hw, rng):
     # the Add after a stride-1 3x3 conv (a YOLOv8 / ResNet-18 bottleneck), before or after
