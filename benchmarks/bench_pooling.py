@@ -3,9 +3,9 @@
 Run: pytest benchmarks/bench_pooling.py --benchmark-only [-k maxpool_3x3]
 
 MaxPool 3x3 s2 p1, MaxPool 5x5 s1 p2 (SPPF), AvgPool 3x3 s1 p1, GlobalAveragePool and
-GlobalMaxPool at 1x64x80x80 and 1x16x320x320 on the cython, numba and numpy backends (the
-public functions) and through pool2d_plan on cython with a preallocated output (what the ONNX
-runtime runs: "planned"), against onnxruntime's single-node session.run
+GlobalMaxPool at 1x64x80x80, 1x16x320x320 and 1x576x14x14 on the cython, numba and numpy
+backends (the public functions) and through pool2d_plan on cython with a preallocated output
+(what the ONNX runtime runs: "planned"), against onnxruntime's single-node session.run
 (intra_op_num_threads=1) and np.copyto of the input size (the memory-bandwidth roofline). The
 closing table gives medians and the ratios of the cython (default), planned and numba runs to
 onnxruntime and of cython to the copy.
@@ -25,7 +25,9 @@ from edgedl.kernels import pooling as P  # noqa: E402
 from _common import (Table, copy_roofline, fill_roofline, ort_single_node,  # noqa: E402
                      single_thread, timed)
 
-SIZES = {"1x64x80x80": (1, 64, 80, 80), "1x16x320x320": (1, 16, 320, 320)}
+#: and Inception's branch pools: many 14 x 14 planes
+SIZES = {"1x64x80x80": (1, 64, 80, 80), "1x16x320x320": (1, 16, 320, 320),
+         "1x576x14x14": (1, 576, 14, 14)}
 
 # case -> (edgedl call(x, backend), ONNX op, ONNX attrs, opset)
 CASES = {
