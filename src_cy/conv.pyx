@@ -57,7 +57,7 @@ cdef extern from "edl_conv.h":
     void edl_dw3s1_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, int top,
                                  int bottom, const float* wt, float b, float lo, float hi,
                                  int sig, const uint16_t* mlr, float* out) noexcept nogil
-    int edl_dw3s1_flat_ok() noexcept nogil
+    int edl_dw3_flat_ok() noexcept nogil
     void edl_dw3s2_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t sh,
                                  Py_ssize_t ph, const float* wt, float b, float lo, float hi,
                                  int sig, float* out, Py_ssize_t oh,
@@ -543,7 +543,7 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
     cdef floating* row
     cdef const floating* wc
     if floating is float:
-        if k_ == 3 and pw == 1 and edl_dw3s1_flat_ok():
+        if k_ == 3 and pw == 1 and edl_dw3_flat_ok():
             _depthwise3_s2_flat(x, planes, c, h, wd, w, bias, sh, ph, act, lo, hi, slopes, out,
                                 oh, ow)
             return 0
@@ -1151,7 +1151,7 @@ cdef inline bint _flat3_wanted(Py_ssize_t wd, int act) noexcept nogil:
     """Where _depthwise_same_flat runs: AVX-512, rows under 64 (from 64 the two-row kernel's
     shared loads keep up: 16 x 104 x 104 0.26 against 0.28 ns an output) or a sigmoid / SiLU,
     which the flat run applies in its registers (16 x 104 x 104 + SiLU 0.60 -> 0.48 ns)."""
-    return edl_dw3s1_flat_ok() and (wd < 64 or act == ACT_SIGMOID or act == ACT_SILU)
+    return edl_dw3_flat_ok() and (wd < 64 or act == ACT_SIGMOID or act == ACT_SILU)
 
 
 cdef int _depthwise_same_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,

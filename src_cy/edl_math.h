@@ -121,10 +121,11 @@ static inline float edl_exp_sat(float x) {
 /* 1 / (1 + exp(-v)) of a vector v (silu: v / (1 + exp(-v))) with edl_exp_sat's clamps
  * (EDL_VMIN / EDL_VMAX of suffix VB: they keep NaN), reduction, polynomial and exponent
  * shift, written out for GCC's vector types (VT float, IVT int32 and UVT uint32 lanes of it).
- * A statement expression, so that it inlines into any ISA's kernel. Two operations fewer per vector than the scalar
- * edl_sigmoid_f32 / edl_swish_f32 as GCC vectorises them (their negation and SiLU's
- * v * (1 / d)): the GEMM tile's SiLU epilogue 0.24 -> 0.21 ns a value (AVX-512 Xeon), YOLOX-nano
- * ~2% faster. Within 2.5 ulp of float64 either way; the two may differ by an ulp. */
+ * A statement expression, so that it inlines into any ISA's kernel. Two operations fewer per
+ * vector than the scalar edl_sigmoid_f32 / edl_swish_f32 as GCC vectorises them (their
+ * negation and SiLU's v * (1 / d)): the GEMM tile's SiLU epilogue 0.24 -> 0.21 ns a value
+ * (AVX-512 Xeon), YOLOX-nano ~2% faster. Within 2.5 ulp of float64 either way; the two may
+ * differ by an ulp. */
 #define EDL_VSIG(VT, IVT, UVT, v_, silu_, VB)                                              \
     ({                                                                                     \
         /* v clamped to [-88.8, -LO] is -x of edl_exp_sat's clamped x; the negation folds  \
