@@ -251,8 +251,9 @@ static void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, in
         x, h, w, top, bottom, wt, b, lo, hi, sig, mlr, out);
 }
 /* 3x3 depthwise at column stride 2 with one column of left padding (any row stride sh and
-   top padding ph; rows outside the plane are zeros), one plane, oh x ow outputs, AVX-512:
-   per output vector (16 outputs) and window row, the 32 input columns 2 k .. 2 k + 31 in two
+   top padding ph; rows outside the plane are zeros), one plane, AVX-512:
+   output rows oy0 .. oy1 - 1 of ow (out: the plane's output), per output vector (16 outputs)
+   and window row, the 32 input columns 2 k .. 2 k + 31 in two
    masked loads (columns past the row read as the right padding's zeros), split by parity
    with vpermt2ps (E: columns 2 k, O: 2 k + 1) and the left tap (2 k - 1) as O shifted by a
    lane with the previous vector's last (valignd; zeros before column 0). No copy of the plane
@@ -263,7 +264,7 @@ static void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, in
 __attribute__((target("avx512f,fma"))) EDL_CONTRACT                                        \
 static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh, ptrdiff_t ph,     \
                  const float *wt, float b, float lo, float hi, int sig, float *out,       \
-                 ptrdiff_t oh, ptrdiff_t ow) {                                             \
+                 ptrdiff_t oy0, ptrdiff_t oy1, ptrdiff_t ow) {                             \
     const edl_f16v z = {0}, w0 = z + wt[0], w1 = z + wt[1], w2 = z + wt[2];                \
     const edl_f16v w3 = z + wt[3], w4 = z + wt[4], w5 = z + wt[5], w6 = z + wt[6];         \
     const edl_f16v w7 = z + wt[7], w8 = z + wt[8], bv = z + b, lov = z + lo, hiv = z + hi; \
@@ -272,7 +273,7 @@ static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh, ptrdiff
                                         4, 2, 0);                                          \
     const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));                         \
     (void)lov; (void)hiv; (void)silu;                                                      \
-    for (ptrdiff_t oy = 0; oy < oh; oy++) {                                                \
+    for (ptrdiff_t oy = oy0; oy < oy1; oy++) {                                             \
         const float *rows[3];                                                              \
         for (int r = 0; r < 3; r++) {                                                      \
             const ptrdiff_t iy = oy * sh - ph + r;                                         \
@@ -313,10 +314,10 @@ EDL_DW3S2F(edl_dw3s2_flat_clip_avx512_f, 0)
 EDL_DW3S2F(edl_dw3s2_flat_sig_avx512_f, 1)
 static void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh,
                                     ptrdiff_t ph, const float *wt, float b, float lo,
-                                    float hi, int sig, float *out, ptrdiff_t oh,
-                                    ptrdiff_t ow) {
+                                    float hi, int sig, float *out, ptrdiff_t oy0,
+                                    ptrdiff_t oy1, ptrdiff_t ow) {
     (sig ? edl_dw3s2_flat_sig_avx512_f : edl_dw3s2_flat_clip_avx512_f)(
-        x, h, w, sh, ph, wt, b, lo, hi, sig, out, oh, ow);
+        x, h, w, sh, ph, wt, b, lo, hi, sig, out, oy0, oy1, ow);
 }
 static inline int edl_dw3_flat_ok(void) {
     static int ok = -1;
@@ -338,9 +339,9 @@ static inline int edl_dw3_flat_ok(void) { return 0; }
 static inline void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w,
                                            ptrdiff_t sh, ptrdiff_t ph, const float *wt,
                                            float b, float lo, float hi, int sig, float *out,
-                                           ptrdiff_t oh, ptrdiff_t ow) {
+                                           ptrdiff_t oy0, ptrdiff_t oy1, ptrdiff_t ow) {
     (void)x; (void)h; (void)w; (void)sh; (void)ph; (void)wt; (void)b; (void)lo; (void)hi;
-    (void)sig; (void)out; (void)oh; (void)ow;
+    (void)sig; (void)out; (void)oy0; (void)oy1; (void)ow;
 }
 #endif
 /* mlr for edl_dw3s1_flat_avx512_f: per 16-lane vector of the flat (h, w) plane, the lanes

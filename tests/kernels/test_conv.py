@@ -459,6 +459,20 @@ def test_depthwise_3x3_flat_runs(strides, pads, act, rng):
         _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
 
 
+@pytest.mark.parametrize("strides, hw", [((1, 1), (41, 40)), ((2, 2), (83, 81)),
+                                         ((1, 1), (30, 70))])
+def test_depthwise_3x3_threads(backend, strides, hw, rng):
+    # depthwise convs big enough for threads (on AVX-512 the flat runs split by output rows,
+    # elsewhere by planes): the same bits on 1-3 threads
+    x = rng.standard_normal((1, 16) + hw).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    want = naive_conv(x, w, b, strides, (1,) * 4, (1, 1), 16)
+    _same_bits_on_threads(conv2d_plan(x.shape, w, b, strides, (1,) * 4, group=16,
+                                      activation="silu", backend=backend), x,
+                          want / (1 + np.exp(-want)))
+
+
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("stride, dil", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("width", [20, 60])
