@@ -345,18 +345,19 @@ static inline void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_
 }
 #endif
 /* mlr for edl_dw3s1_flat_avx512_f: per 16-lane vector of the flat (h, w) plane, the lanes
-   not in column 0, then those not in column w - 1 (2 * ceil(h * w / 16) masks) */
+   not in column 0, then those not in column w - 1 (2 * ceil(h * w / 16) masks). Made on
+   every call: from the column of each vector's lane 0, only the lanes a row boundary falls on
+   are cleared (a few steps a vector, not 16). */
 static void edl_dw3s1_lr_masks(ptrdiff_t h, ptrdiff_t w, uint16_t *mlr) {
-    ptrdiff_t nv = (h * w + 15) / 16, col = 0;
+    ptrdiff_t nv = (h * w + 15) / 16, col = 0;          /* col: lane 0's column */
     for (ptrdiff_t v = 0; v < nv; v++) {
-        unsigned l = 0, r = 0;
-        for (int j = 0; j < 16; j++) {
-            l |= (unsigned)(col != 0) << j;
-            r |= (unsigned)(col != w - 1) << j;
-            col = col + 1 == w ? 0 : col + 1;
-        }
+        unsigned l = 0xFFFF, r = 0xFFFF;
+        for (ptrdiff_t j = (w - col) % w; j < 16; j += w) l &= ~(1u << j);
+        for (ptrdiff_t j = w - 1 - col; j < 16; j += w) r &= ~(1u << j);
         mlr[2 * v] = (uint16_t)l;
         mlr[2 * v + 1] = (uint16_t)r;
+        col += 16 % w;
+        if (col >= w) col -= w;
     }
 }
 /* 3x3 stride-2 depthwise with left padding 1 (the common "same" downsampling), one whole
