@@ -349,7 +349,22 @@ def pool2d_plan(x_shape, kind, kernel_shape, strides=None, pads=(0, 0, 0, 0),
                 y *= scale
         return y
     run.out_shape = oshape
+    run.bound = _bound_pool(x_shape, oshape, crop, geo, extra, scale, name, dtype, backend)
     return run
+
+
+def _bound_pool(x_shape, oshape, crop, geo, extra, scale, name, dtype, backend):
+    """The Cython PoolF32 of a planned float32 window pool (``bound(x, out, nthreads)``, see
+    there), or None: other dtypes or backends, global pools, cropped inputs and rescaled
+    averages keep run's path."""
+    if (dtype != np.float32 or _config.resolve_backend(backend) != "cython" or
+            name.startswith("global_") or scale is not None or
+            crop != ((0, x_shape[2]), (0, x_shape[3]))):
+        return None
+    ks, st, pd, dl = (tuple(int(v) for v in g) for g in geo)
+    cip = bool(extra[0]) if extra else False
+    return _dispatch.twin_module("pooling", "cython").PoolF32(
+        tuple(x_shape), tuple(oshape), ks, st, pd, dl, cip, name == "max_pool2d")
 
 
 def _int8_max_plan(x_shape, dtype, kernel_shape, strides, pads, dilations, ceil_mode, auto_pad,

@@ -18,6 +18,7 @@ A plan is built for one input-shape signature, in named passes:
 The result is a ``Plan`` of typed ``Step`` records (what the profiler and error messages read)
 and the compiled ``run`` function (what executes).
 """
+import functools
 import time
 from typing import NamedTuple
 
@@ -59,14 +60,17 @@ class Step(NamedTuple):
 
 class Plan:
     __slots__ = ("steps", "n_slots", "template", "in_slots", "out_slots", "buffer_sizes",
-                 "views", "arenas", "run_steps", "const_ids")
+                 "views", "arenas", "run_steps", "const_roots", "arena_roots")
 
     def __init__(self):
         self.steps = []         # Step records, in execution order
         self.buffer_sizes = []  # bytes of each recycled buffer
-        self.views = []         # per view index: (buffer, byte offset, dtype, shape)
+        self.views = []         # per view index: (buffer, byte offset, dtype, shape); buffer
+        #                         None: an output handed to the caller, a new array each run
         self.arenas = []        # free arenas (one in use per concurrent run)
         self.run_steps = None   # the compiled steps: run_steps(vals, arena) (see _compile_later)
+        self.const_roots = set()    # ids of the arrays owning the constants' memory
+        self.arena_roots = set()    # ... and the arenas' (see memory_root)
 
     @property
     def nodes(self):
@@ -77,8 +81,26 @@ class Plan:
         check_alloc(sum(self.buffer_sizes), f"the plan's {len(self.buffer_sizes)} recycled "
                                              "buffers")
         bufs = [_line_aligned_bytes(n) for n in self.buffer_sizes]
-        return [bufs[b][off:off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
+        self.arena_roots.update(id(memory_root(b)) for b in bufs)
+        return [None if b is None else
+                bufs[b][off:off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
                 for b, off, dt, shape in self.views]
+
+    def out_array(self, arena, v):
+        """The array view v of this run writes into: the arena's, or a new one."""
+        a = arena[v]
+        if a is None:
+            _, _, dt, shape = self.views[v]
+            a = np.empty(shape, dt)
+        return a
+
+
+def memory_root(a):
+    """The array owning a's memory (a itself if it owns it): the end of its chain of bases,
+    or the last array before a non-array base (a buffer)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
 
 
 def _line_aligned_bytes(n, line=64):
@@ -444,6 +466,19 @@ def _concat_rest(d, copies):
     return f
 
 
+def _handed_over_buffers(trace):
+    """The values whose buffer a graph output is (or views) as a whole contiguous array
+    (Conv -> Flatten -> output): their steps write into an array allocated on each run, not
+    into a recycled buffer, and the caller gets it as it is; a view of the arena had to be
+    copied out."""
+    held = set()
+    for o in trace.graph_outs:
+        v = trace.value(o)
+        if isinstance(v, np.ndarray) and v.flags.c_contiguous:
+            held |= trace.alias.get(o, set())
+    return held
+
+
 class _Buffers:
     """Recycled buffers: best fit by size among the free ones, else a new one."""
 
@@ -490,6 +525,7 @@ def _assign_buffers(plan, trace):
     inputs of a channel concat are written into the concat's buffer (_concat_groups)."""
     drafts = trace.drafts
     member, copies = _concat_groups(drafts, trace)
+    fresh = _handed_over_buffers(trace)
     renamed = {drafts[j].outs[0]: drafts[c].outs[0] for j, (c, _) in member.items()}
     alias = {v: {renamed.get(r, r) for r in rs} for v, rs in trace.alias.items()}
     release, last = _release_points(drafts, alias, trace.graph_outs)
@@ -499,6 +535,8 @@ def _assign_buffers(plan, trace):
             if k in member:                       # writes into its concat's buffer
                 c, off = member[k]
                 b = bufs.of(drafts[c].outs[0], drafts[c].want, drafts[c].node)
+            elif d.outs[0] in fresh and k not in copies:
+                b, off = None, 0                      # a new array each run (plan.views)
             else:
                 c, off = k, 0
                 b = bufs.of(d.outs[0], d.want, d.node)
@@ -541,35 +579,40 @@ def _step_lines(k, st):
     return lines + [f"v{s} = None" for s in st.frees]
 
 
-def _compile(steps, out_slots):
+def _compile(steps, out_slots, views=()):
     """The steps as one generated function ``run(vals, arena)``: each value a local variable,
     each step one line (``v7 = f3(v2, v5, out=a1)``), a freed value set to None after its
     last reader, the graph outputs written back to ``vals``. Per node this leaves the
     handler's call itself, where an interpreted loop also paid ~1 us of list indexing,
-    unpacking and length tests."""
+    unpacking and length tests. ``views``: the plan's (see Plan.views)."""
     body = [line for k, st in enumerate(steps) for line in _step_lines(k, st)]
     bound = {k: _bound(st) for k, st in enumerate(steps) if _bound(st) is not None}
-    src = ["def make(fns, bound, threads):",
+    new = {v: functools.partial(np.empty, shape, dt)
+           for v, (b, _, dt, shape) in enumerate(views) if b is None}
+    src = ["def make(fns, bound, new, threads):",
            "    " + "".join(f"f{k}, " for k in range(len(steps))) + "= fns" if steps
            else "    pass",
            "    " + "".join(f"b{k}, " for k in bound) + "= bound" if bound else "    pass",
+           "    " + "".join(f"new{v}, " for v in new) + "= new" if new else "    pass",
            "    def run(vals, arena):", "        nt = threads()"]
-    src += [f"        {line}" for line in _prologue(steps) + body + _epilogue(steps, out_slots)]
+    src += [f"        {line}"
+            for line in _prologue(steps, new) + body + _epilogue(steps, out_slots)]
     src += ["        return vals", "    return run"]
     namespace = {}
     exec(compile("\n".join(src), "<edgedl plan>", "exec"), namespace)
     return namespace["make"]([st.fn for st in steps], list(bound.values()),
-                             _config.get_num_threads)
+                             list(new.values()), _config.get_num_threads)
 
 
-def _prologue(steps):
+def _prologue(steps, new=()):
     """The compiled run's first lines: the values it reads that no step makes (inputs,
-    constants) and the arena views, into locals."""
+    constants) and the arena views (or, those in ``new``, this run's new arrays), into
+    locals."""
     read = {s for st in steps for s in st.ins if s is not None}
     produced = {s for st in steps for s in st.outs if s is not None}
     views = sorted({st.out_view for st in steps if st.out_view is not None})
     return ([f"v{s} = vals[{s}]" for s in sorted(read - produced)] +
-            [f"a{v} = arena[{v}]" for v in views])
+            [f"a{v} = new{v}()" if v in new else f"a{v} = arena[{v}]" for v in views])
 
 
 def _epilogue(steps, out_slots):
@@ -585,7 +628,7 @@ def _compile_later(plan):
     never pays it, a second run pays it once. Two threads may both compile; either result
     is the same function."""
     def first_call(vals, arena):
-        plan.run_steps = _compile(plan.steps, plan.out_slots.values())
+        plan.run_steps = _compile(plan.steps, plan.out_slots.values(), plan.views)
         return plan.run_steps(vals, arena)
     return first_call
 
@@ -604,7 +647,8 @@ def build(graph, feed, backend):
     plan.template = [None] * plan.n_slots
     for name, s in const_slots.items():
         plan.template[s] = trace.known[name]
-    plan.const_ids = {id(v) for v in plan.template if v is not None}   # outputs to copy
+    plan.const_roots = {id(memory_root(v)) for v in plan.template      # outputs to copy
+                        if isinstance(v, np.ndarray)}
     plan.in_slots = {vi.name: slot[vi.name] for vi in graph.inputs}
     plan.out_slots = {o.name: slot[o.name] for o in graph.outputs}
     frees = _free_after_last_read(trace.drafts, slot,
@@ -646,10 +690,11 @@ def run_profiled(plan, feed_slots, collect, times):
             args = [None if i is None else vals[i] for i in ins]
             b = _bound(st)
             t0 = clock()
-            if b is not None and b(args[0], arena[ov], nt):
-                r = arena[ov]
+            o = None if ov is None else plan.out_array(arena, ov)
+            if b is not None and b(args[0], o, nt):
+                r = o
             else:
-                r = fn(*args) if ov is None else fn(*args, out=arena[ov])
+                r = fn(*args) if ov is None else fn(*args, out=o)
             times[k] += clock() - t0
             for o, v in zip(outs, (r,) if len(outs) == 1 else r):
                 if o is not None:

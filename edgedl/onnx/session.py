@@ -171,11 +171,11 @@ class InferenceSession:
                         self._plans.pop(next(iter(self._plans)))
                     self._plans[key] = p
                     self._times[key] = collections.deque(maxlen=_PROFILE_RUNS)
-                    return [_owned(values[n], feed) for n in names]
+                    return _handed_over([values[n] for n in names], feed, p)
         feed_slots = [(p.in_slots[n], a) for n, a in feed.items()]
 
         def collect(vals):
-            return [_owned(vals[p.out_slots[n]], feed, p) for n in names]
+            return _handed_over([vals[p.out_slots[n]] for n in names], feed, p)
         if self._profile:
             times = [0.0] * len(p.steps)
             self._times[key].append(times)
@@ -366,11 +366,21 @@ def _session_threads(num_threads, sess_options):
     return _config.check_num_threads(n, "sess_options.intra_op_num_threads")
 
 
-def _owned(v, feed, plan=None):
-    """An output array the caller may keep and modify: copy views, constants and feeds."""
-    v = np.asarray(v)
-    if v.base is not None or not v.flags.writeable or not v.flags.c_contiguous or \
-            any(v is a for a in feed.values()) or \
-            (plan is not None and id(v) in plan.const_ids):
-        return np.array(v, order="C")
-    return v
+def _handed_over(values, feed, plan):
+    """The outputs as arrays the caller may keep and modify: those whose memory belongs to
+    the run (arrays a step allocated, or views of them) as they are; copies of views of the
+    plan's constants, its recycled buffers or the feeds, of read-only or non-contiguous
+    arrays, and of a second output on memory an earlier one already took."""
+    taken = {id(_plan.memory_root(a)) for a in feed.values()}
+    out = []
+    for v in values:
+        v = np.asarray(v)
+        root = _plan.memory_root(v)
+        r = id(root)
+        if root.base is not None or r in taken or r in plan.const_roots or \
+                r in plan.arena_roots or not v.flags.writeable or not v.flags.c_contiguous:
+            v = np.array(v, order="C")
+        else:
+            taken.add(id(root))
+        out.append(v)
+    return out

@@ -173,6 +173,47 @@ def test_plan_matches_the_public_functions(backend, kind, rng):
         P.pool2d_plan((1, 1, 8, 8), kind, (2, 2), pads=(2, 0, 0, 0))
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_plan_bound_form(kind, rng):
+    """A planned float32 pool on the Cython backend has a one-call form (``run.bound``, which
+    the ONNX runtime's compiled plan calls): over random geometries it gives the NumPy
+    reference, and it declines (False, out untouched) anything but C-contiguous float32
+    arrays of the planned shapes, a read-only out, or an out overlapping x."""
+    if why_unavailable("cython") is not None:
+        pytest.skip("the Cython backend is not built")
+    done = 0
+    while done < 30:
+        cfg = _random_config(rng)
+        x = rng.standard_normal((int(rng.integers(1, 3)), int(rng.integers(1, 5)),
+                                 int(rng.integers(1, 20)), int(rng.integers(1, 20))))
+        x = x.astype(np.float32)
+        if _valid_or_none(x.shape[2:], cfg) is None:
+            continue
+        cip = bool(rng.integers(0, 2))
+        run = P.pool2d_plan(x.shape, kind, **cfg, count_include_pad=cip, backend="cython")
+        done += 1
+        if run.bound is None:       # cropped input or rescaled average: run's own path
+            continue
+        want = _call(kind, x, cfg, cip, backend="numpy")
+        out = np.full(run.out_shape, np.nan, np.float32)
+        assert run.bound(x, out, 1) is True
+        np.testing.assert_allclose(out, want, **_tol(np.float32), err_msg=f"{kind} {cfg}")
+    x = rng.standard_normal((1, 3, 12, 10)).astype(np.float32)
+    run = P.pool2d_plan(x.shape, kind, (2, 2), (2, 2), backend="cython")
+    out = np.zeros(run.out_shape, np.float32)
+    ro = np.zeros(run.out_shape, np.float32)
+    ro.flags.writeable = False
+    flat = np.zeros(x.size, np.float32)
+    for xa, oa in [(x.astype(np.float64), out), (x[:, :, :, ::-1], out), (x[:, :2], out),
+                   (x, out.astype(np.float64)), (x, ro), (x, np.zeros((1, 3, 6, 6), np.float32)),
+                   (flat.reshape(x.shape), flat[:out.size].reshape(out.shape))]:
+        before = oa.copy()
+        assert run.bound(xa, oa, 1) is False
+        np.testing.assert_array_equal(oa, before)
+    assert P.pool2d_plan(x.shape, kind, (2, 2), backend="numpy").bound is None
+    assert P.pool2d_plan(x.shape, kind, (12, 10), backend="cython").bound is None   # global
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["avg", "max"])
 def test_global_vs_reference(backend, kind, dtype, rng):

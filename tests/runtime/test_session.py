@@ -138,7 +138,7 @@ def test_compiled_plan_calls_the_bound_kernels(rng):
     calls = []
     for st in bound:            # declining: the handler runs
         st.fn.bound = lambda x, out, nt, _c=calls: _c.append(nt) or False
-    plan.run_steps = P._compile(plan.steps, plan.out_slots.values())
+    plan.run_steps = P._compile(plan.steps, plan.out_slots.values(), plan.views)
     np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
     assert calls == [1, 1]
 
@@ -163,6 +163,49 @@ def test_a_node_read_only_by_a_folded_shape_is_not_planned(rng):
     assert [st.node.op_type for st in plan.steps] == ["Relu", "Reshape"]
 
 
+def test_outputs_handed_over_without_copies(rng):
+    """A graph output that is a planned step's output (here the conv's, through Flatten) is
+    written into a new array each run and handed over as it is: the conv's bound kernel
+    still runs, the caller's array is not a view of the plan's buffers, and the next run
+    does not overwrite it. Outputs on the feed's or a constant's memory are copies."""
+    from edgedl._config import why_unavailable
+    from edgedl.onnx import plan as P
+    m = _chain_model()
+    x = rng.standard_normal((1, 3, 9, 20)).astype(np.float32)
+    want = edgedl.InferenceSession(m, backend="numpy").run(None, {"x": x})[0]
+    backend = "cython" if why_unavailable("cython") is None else "numpy"
+    s = edgedl.InferenceSession(m, backend=backend)
+    first = s.run(None, {"x": x})[0]
+    (plan,) = s._plans.values()
+    (last,) = [st for st in plan.steps if st.out_view is not None and
+               plan.views[st.out_view][0] is None]
+    assert last.node.name == "conv2" and (backend == "numpy" or P._bound(last) is not None)
+    second = s.run(None, {"x": x})[0]
+    third = s.run(None, {"x": 2 * x})[0]
+    for a in (first, second, third):
+        root = P.memory_root(a)
+        assert root.base is None and id(root) not in plan.arena_roots
+    assert not np.shares_memory(second, third)
+    np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(second, want, rtol=1e-5, atol=1e-6)
+    # an output that is the feed, a view of it, or a constant: copies
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["a"]),
+                           helper.make_node("Reshape", ["x", "s"], ["b"]),
+                           helper.make_node("Identity", ["s"], ["c"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT if n != "c"
+                                                         else TensorProto.INT64, None)
+                           for n in "abc"],
+                          [numpy_helper.from_array(np.array([3, 2], np.int64), "s")])
+    s = edgedl.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    for _ in range(2):
+        a, b, c = s.run(None, {"x": x})
+        assert not np.shares_memory(a, x) and not np.shares_memory(b, x)
+        c[0] = 99
+    np.testing.assert_array_equal(s.run(None, {"x": x})[2], [3, 2])
+
+
 def test_plan_buffers_start_on_cache_lines(rng):
     """The plan's recycled buffers start on 64-byte boundaries (NumPy starts large arrays
     16 or 32 bytes into a line: every vector load / store of the kernels then split)."""
@@ -175,8 +218,9 @@ def test_plan_buffers_start_on_cache_lines(rng):
     s.run(None, {"x": x})
     (plan,) = s._plans.values()
     views = plan.new_arena()
-    assert views and all(plan.views[i][1] != 0 or v.ctypes.data % 64 == 0
-                         for i, v in enumerate(views))
+    assert any(v is not None for v in views)
+    assert all(plan.views[i][1] != 0 or v.ctypes.data % 64 == 0
+               for i, v in enumerate(views) if v is not None)   # None: a new array a run
 
 
 def test_unsupported_ops_listed_at_once():

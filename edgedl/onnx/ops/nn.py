@@ -403,7 +403,7 @@ def pool(ctx):
                                      bool(ctx.attr("count_include_pad", 0)), ctx.dtypes[0], b)
         except ValueError as e:
             raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: planned(x, out))
+        return takes_out(lambda x, *_, out=None: planned(x, out), planned.bound)
     if t == "MaxPool":
         def run(x, out=None):
             return pk.max_pool2d(x, ks, strides, pads, dil, ceil, auto_pad, out=out, backend=b)
