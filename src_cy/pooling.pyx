@@ -18,7 +18,7 @@ from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
+from edl_buffer cimport PyBUF_FORMAT, disjoint, f32_shape4, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 
@@ -510,15 +510,6 @@ cdef int _pool_ptr(const floating* xp, floating* yp, Py_ssize_t planes, Py_ssize
     return 0
 
 
-cdef bint _f32_shape(const Py_buffer* b, const Py_ssize_t* shape) noexcept:
-    """b is a float32 (native order) buffer of the 4-D ``shape``."""
-    cdef const char* f = b.format
-    if f[0] == b'@' or f[0] == b'=':
-        f += 1
-    return (f[0] == b'f' and f[1] == 0 and b.ndim == 4 and b.shape[0] == shape[0]
-            and b.shape[1] == shape[1] and b.shape[2] == shape[2] and b.shape[3] == shape[3])
-
-
 cdef class PoolF32:
     """A float32 max / average pool bound to its input shape and geometry (pool2d_plan's
     one-call form, which the ONNX runtime's compiled plan calls): ``pool(x, y, nthreads)``
@@ -552,7 +543,7 @@ cdef class PoolF32:
         cdef bint ok
         if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
             return False
-        ok = _f32_shape(&bx, self.xs) and _f32_shape(&by, self.ys) and disjoint(&bx, &by, False)
+        ok = f32_shape4(&bx, self.xs) and f32_shape4(&by, self.ys) and disjoint(&bx, &by, False)
         try:
             if ok and by.len and bx.len:
                 if omp_get_max_threads() != nthreads:

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from .. import _validate as V
+from .. import _config, _validate as V
 from ..errors import DTypeError, ShapeError, ValidationError
 from . import _dispatch
 
@@ -228,7 +228,20 @@ def resize2d_plan(x_shape, out_hw, mode="nearest", coordinate_transformation_mod
             _run(x, plan, mode, backend, y)
         return y
     run.out_shape = oshape
+    run.bound = _bound_nearest(x_shape, oshape, plan, mode, dtype, backend)
     return run
+
+
+def _bound_nearest(x_shape, oshape, plan, mode, dtype, backend):
+    """The Cython ResizeNearestF32 of a planned float32 nearest resize (``bound(x, out,
+    nthreads)``, see there), or None (other modes, dtypes or backends, and TF crop-and-resize
+    samples outside the image)."""
+    if (plan is None or plan[1] is not None or mode != "nearest" or dtype != np.float32 or
+            _config.resolve_backend(backend) != "cython"):
+        return None
+    ih, iw = (np.ascontiguousarray(t, np.int64) for t in plan[0])
+    return _dispatch.twin_module("resize", "cython").ResizeNearestF32(
+        tuple(x_shape), tuple(oshape), ih, iw)
 
 
 def _taps_table(idx, wts, names, n_in, n_out, dtype, k=None):

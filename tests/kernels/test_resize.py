@@ -318,6 +318,47 @@ def test_plan_matches_resize2d(backend, mode, rng):
         resize2d_plan(x.shape, (3, 3), "area")
 
 
+def test_plan_nearest_bound_form(rng):
+    """A planned float32 nearest resize on the Cython backend has a one-call form
+    (``run.bound``, which the ONNX runtime's compiled plan calls): the NumPy reference in
+    every coordinate mode but tf_crop_and_resize (which keeps run's path), the 2x path
+    included; it declines (False, out untouched) anything but C-contiguous float32 arrays
+    of the planned shapes, a read-only out or one overlapping x; out-of-image tables are
+    refused when bound."""
+    from edgedl._config import why_unavailable
+    from edgedl.kernels.resize import resize2d_plan
+    if why_unavailable("cython") is not None:
+        pytest.skip("the Cython backend is not built")
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    for k, ct in enumerate(COORDINATE_MODES):
+        for size in ((14, 18), (5, 13), (1, 1)):
+            nm = NEAREST_MODES[k % 4]
+            run = resize2d_plan(x.shape, size, "nearest", ct, nm, backend="cython")
+            if ct == "tf_crop_and_resize":
+                assert run.bound is None
+                continue
+            want = resize2d(x, size, "nearest", ct, nm, backend="numpy")
+            out = np.full(want.shape, np.nan, np.float32)
+            assert run.bound(x, out, 1) is True
+            np.testing.assert_array_equal(out, want)
+    run = resize2d_plan(x.shape, (14, 18), "nearest", backend="cython")
+    out = np.zeros(run.out_shape, np.float32)
+    ro = np.zeros(run.out_shape, np.float32)
+    ro.flags.writeable = False
+    big = np.zeros(out.size, np.float32)
+    for xa, oa in [(x.astype(np.float64), out), (x[..., ::-1], out), (x[:1], out),
+                   (x, out[:, :, :7]), (x, ro),
+                   (big[:x.size].reshape(x.shape), big.reshape(out.shape))]:
+        before = oa.copy()
+        assert run.bound(xa, oa, 1) is False
+        np.testing.assert_array_equal(oa, before)
+    assert resize2d_plan(x.shape, (14, 18), "linear", backend="cython").bound is None
+    assert resize2d_plan(x.shape, (14, 18), "nearest", backend="numpy").bound is None
+    from edgedl._cy.resize import ResizeNearestF32
+    with pytest.raises(ValueError, match="outside"):
+        ResizeNearestF32(x.shape, (2, 3, 2, 2), np.array([0, 7]), np.array([0, 1]))
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_plan_nearest_copies_8bit_values(backend, dtype, rng):
     """resize2d_plan's nearest mode takes quantized (8-bit) tensors as they are, in every

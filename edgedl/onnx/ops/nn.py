@@ -591,7 +591,7 @@ def _resize_fn(ctx, mode, ctm, nearest_mode, cubic_a, exclude, extrap, scales_of
                                    b)
         except ValueError as e:
             raise ctx.fail(str(e)) from e
-        return takes_out(lambda x, *_, out=None: run(x, out))
+        return takes_out(lambda x, *_, out=None: run(x, out), run.bound)
 
     def f(x, *inputs):
         if mode == "nearest" and x.dtype in _INT8S:
