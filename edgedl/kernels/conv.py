@@ -309,8 +309,9 @@ def add_and_activate(y, res, activation=None, activation_params=(), backend=None
 
 
 def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
-    """conv2d_plan's one-call path, edgedl._cy.conv.ConvF32 (float32, one image, dense or
-    depthwise, on the Cython backend named explicitly, as the ONNX runtime does), or None.
+    """conv2d_plan's one-call path, edgedl._cy.conv.ConvF32 (float32, one image, dense,
+    grouped or depthwise, on the Cython backend named explicitly, as the ONNX runtime does),
+    or None.
     It checks x and out itself and declines anything else; the plan's general path then
     runs."""
     group, (sh, sw), (dh, dw), pads, (oh, ow) = geo
@@ -319,23 +320,27 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
     depthwise = group == c and m == c
     if depthwise and not _direct_depthwise(geo, (kh, kw), x_shape[2:]):
         return None
+    grouped = group > 1 and not depthwise
     if (backend is None or _config.resolve_backend(backend) != "cython" or x_shape[0] != 1
-            or not (group == 1 or depthwise) or min(x_shape) < 1):
+            or (grouped and residual) or min(x_shape) < 1):
         return None
     code, p0, p1, slopes = epi
     cy = _dispatch.twin_module("conv", "cython")
     direct = None
-    if (not depthwise and cy.direct_ok()
+    if (group == 1 and not depthwise and cy.direct_ok()
             and _direct_dense(c * kh * kw, kh * kw, (dh, dw), ow, cy.direct_wide())):
         if residual:      # ConvF32 adds a residual on its GEMM path only
             return None
         direct = cy.pack_direct_weights(w.reshape(m, -1))
     if residual and depthwise:
         return None
-    wp = w.reshape(-1) if depthwise else _packed_weights(w, 1, "cython", packed)[0]
+    if depthwise:
+        wp = w.reshape(-1)
+    else:       # every group's packed weights in turn
+        wp = np.concatenate(_packed_weights(w, group, "cython", packed))
     return cy.ConvF32(depthwise, wp, b, slopes, c, x_shape[2], x_shape[3], m, oh, ow, kh, kw,
                       sh, sw, pads[0], pads[1], dh, dw, code, p0, p1, direct,
-                      residual == "after")
+                      residual == "after", 1 if depthwise else group)
 
 
 def _direct_dense(taps, window, dilations, ow, wide):

@@ -431,6 +431,38 @@ def test_plan_fast_path_declines_what_it_cannot_run(rng):
     assert conv2d_plan(x.shape, w, b, **kw)._fast is None          # backend not named
 
 
+def test_plan_grouped_convs_bound(rng):
+    # grouped dense convs (1 < group < C) take ConvF32 too: every group's GEMM, the groups
+    # spread over the threads where they split evenly (4 groups, big enough), else group
+    # after group (3 groups; 4 small ones); the numpy backend's values, the same on any
+    # thread count
+    require_backend("cython")
+    from edgedl._cy import conv as cy
+    cases = [((1, 240, 28, 28), (240, 60, 1, 1), 4, (0, 0, 0, 0), 1),
+             ((1, 12, 14, 10), (9, 4, 3, 3), 3, (1, 1, 1, 1), 2),
+             ((1, 8, 6, 7), (12, 2, 1, 1), 4, (0, 0, 0, 0), 1),
+             ((1, 6, 11, 9), (6, 3, 3, 3), 2, (1, 0, 1, 0), 1)]
+    for xs, ws, g, pads, st in cases:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        b = rng.standard_normal(ws[0]).astype(np.float32)
+        kw = dict(strides=(st, st), pads=pads, group=g, activation="relu6")
+        want = conv2d(x, w, b, backend="numpy", **kw)
+        run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
+        assert isinstance(run._fast, cy.ConvF32)
+        outs = []
+        for threads in (1, 2):
+            got = np.full(want.shape, np.nan, np.float32)
+            assert run._fast(x, got, threads)
+            outs.append(got)
+        _close(outs[0], want, np.float32)
+        np.testing.assert_array_equal(outs[0], outs[1])
+        assert not run._fast(x, got, 1, res=got.copy())     # no residual fused
+    with pytest.raises(ValueError, match="groups"):
+        cy.ConvF32(False, np.zeros(5, np.float32), b, b, 6, 9, 11, 6, 9, 11, 3, 3, 1, 1, 1,
+                   1, 1, 1, 1, 0.0, 1.0, None, False, 4)
+
+
 @pytest.mark.parametrize("strides, pads", [
     ((1, 1), (1, 1, 1, 1)), ((2, 2), (1, 1, 1, 1)), ((2, 2), (1, 1, 0, 0)),
     ((2, 2), (0, 1, 2, 1)), ((1, 2), (1, 1, 1, 1))])
