@@ -7,12 +7,12 @@ import importlib.util
 import time
 
 from . import _config
-from .kernels import activations, boxes, conv, pooling, quant, regions, resize
+from .kernels import activations, boxes, conv, layout, pooling, quant, regions, resize
 
 # Every kernel family (tests/test_layering.py checks this against edgedl/kernels/): conv's
 # warm-up also runs resize's numba kernels in their parallel variants.
 FAMILIES = {"activations": activations, "pooling": pooling, "boxes": boxes, "conv": conv,
-            "regions": regions, "resize": resize, "quant": quant}
+            "regions": regions, "resize": resize, "quant": quant, "layout": layout}
 
 
 def warmup(backend="numba", verbose=False):
