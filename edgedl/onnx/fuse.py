@@ -29,6 +29,8 @@
 6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
+6b. a Concat read only by a Transpose -> ``ConcatTransposed`` (an internal op: each input
+   transposed into its slice of the output; YOLO heads' Concat -> Transpose);
 7. a zero Pad of H, W read only by an AveragePool without pads of its own (FastestDet) ->
    one AveragePool with those pads, counted (count_include_pad=1); the same for an int8
    Pad with the input zero point before a QLinearAveragePool;
@@ -672,6 +674,26 @@ def fuse_pointwise_depthwise(rw):
 
 
 # ----------------------------------------------------------------------------- 6-7. layout
+def fuse_transposed_concat(rw):
+    """A Concat read only by a Transpose -> ConcatTransposed (an internal op): each input
+    transposed straight into its slice of the output, the concat axis permuted along (YOLO
+    heads: YOLOX's (1, 85, 2704 | 676 | 169) -> Concat(axis 2) -> Transpose(0, 2, 1) ->
+    (1, 3549, 85); the Concat's copy, 86 us strided, goes). ``_parts``: the two nodes, which
+    the planner runs instead where the slices are not contiguous or a shape not fixed."""
+    for t in list(rw.g.nodes):
+        if t.op_type != "Transpose" or len(t.inputs) != 1:
+            continue
+        c = rw.prod.get(t.inputs[0])
+        if c is None or c.op_type != "Concat" or rw.only_reader(c.outputs[0]) is not t or \
+                len(c.inputs) < 2 or not all(c.inputs) or "axis" not in c.attrs:
+            continue
+        attrs = {"axis": int(c.attrs["axis"]), "_parts": (c, t)}
+        if t.attrs.get("perm") is not None:
+            attrs["perm"] = [int(a) for a in t.attrs["perm"]]
+        new = Node("ConcatTransposed", list(c.inputs), list(t.outputs[:1]), attrs, t.name)
+        _replace(rw, [c, t], new, t)
+
+
 def fuse_transposed_softmax(rw):
     g = rw.g
     for sm in list(g.nodes):
@@ -773,7 +795,7 @@ REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_focus_into_conv
             fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
             fuse_epilogue_activations, fuse_residual_adds, fuse_pointwise_depthwise,
-            fuse_transposed_softmax,
+            fuse_transposed_softmax, fuse_transposed_concat,
             fuse_pad_into_avgpool, fuse_conv_lookups, fuse_concat_requant)
 
 

@@ -500,3 +500,42 @@ def test_pointwise_depthwise_lookalikes_stay(rng, monkeypatch):
         x = rng.standard_normal(dims).astype(np.float32)
         for g, r in zip(s.run(None, {"x": x}), ort_session(m).run(None, {"x": x})):
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["yolo_head", "nhwc_to_nchw", "nchw_to_nhwc", "batch_of_2",
+                                  "reversed", "dynamic", "mixed_types"])
+def test_transposed_concat_fuses(backend, rng, case):
+    """Concat -> Transpose (a YOLO head) -> one ConcatTransposed: each input transposed into
+    its slice of the output, onnxruntime's values; where the slices are not contiguous (a
+    batch of 2, the concat axis moved last) or the inputs' types differ (the Concat refuses),
+    its parts run as steps; a symbolic dimension is planned per fed shape, fused."""
+    shapes = {"yolo_head": ([1, 85, 52], [1, 85, 13], [1, 85, 7]),
+              "nhwc_to_nchw": ([1, 5, 4, 3], [1, 5, 4, 2]),
+              "nchw_to_nhwc": ([1, 3, 5, 4], [1, 2, 5, 4]),
+              "batch_of_2": ([2, 5, 6], [2, 5, 3]),
+              "reversed": ([4, 3], [4, 5]),
+              "dynamic": ([1, 6, "n"], [1, 6, 4]),
+              "mixed_types": ([1, 3, 4], [1, 3, 4])}[case]
+    axis, perm = {"yolo_head": (2, [0, 2, 1]), "nhwc_to_nchw": (3, [0, 3, 1, 2]),
+                  "nchw_to_nhwc": (1, [0, 2, 3, 1]),
+                  "batch_of_2": (2, [0, 2, 1]), "reversed": (1, None),
+                  "dynamic": (2, [0, 2, 1]), "mixed_types": (2, [0, 2, 1])}[case]
+    names = [f"x{i}" for i in range(len(shapes))]
+    t_attrs = {} if perm is None else {"perm": perm}
+    nodes = [helper.make_node("Concat", names, ["c"], axis=axis),
+             helper.make_node("Transpose", ["c"], ["y"], **t_attrs)]
+    types = [onnx.TensorProto.FLOAT] * len(shapes)
+    if case == "mixed_types":
+        types[1] = onnx.TensorProto.DOUBLE
+    m = _model(nodes, [_vi(n, s, t) for n, s, t in zip(names, shapes, types)], [_vi("y", None)])
+    feed = {n: _w(rng, *[4 if d == "n" else d for d in s]) for n, s in zip(names, shapes)}
+    if case == "mixed_types":
+        import edgedl
+        feed["x1"] = feed["x1"].astype(np.float64)
+        with pytest.raises(Exception, match="Concat"):
+            edgedl.InferenceSession(m.SerializeToString(), backend=backend).run(None, feed)
+        return
+    sess = _check(m, [feed], backend, fused_away=("Concat", "Transpose"))
+    (plan,) = sess._plans.values()
+    fused = [st.node.op_type for st in plan.steps] == ["ConcatTransposed"]
+    assert fused == (case in ("yolo_head", "nhwc_to_nchw", "reversed", "dynamic")), plan.steps

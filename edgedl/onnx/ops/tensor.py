@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from ...kernels import layout as _layout
-from . import ints, op, takes_out
+from ... import _config
+from . import Unfuse, ints, op, takes_out
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -39,6 +40,52 @@ def concat(ctx):
                           zip(widths, ctx.dtypes)) and int(np.prod(ctx.shapes[0][:-1])) > 1:
             return _concat_rows(np.cumsum([0] + widths))
     return takes_out(lambda *xs, out=None: np.concatenate(xs, axis=axis, out=out))
+
+
+@op("ConcatTransposed")   # internal: fuse.fuse_transposed_concat
+def concat_transposed(ctx):
+    """Transpose(Concat(xs, axis), perm) as each x transposed (kernels.layout) straight into
+    its slice of the output along the permuted axis, where every axis before that one is 1
+    (the slices are then contiguous); else the Concat and the Transpose as steps (which
+    also report bad input)."""
+    shapes, dts = ctx.shapes, ctx.dtypes
+    axis, perm = _concat_transposed_geometry(ctx)
+    ax = perm.index(axis)
+    parts = [tuple(sh[a] for a in perm) for sh in shapes]
+    oshape = parts[0][:ax] + (sum(p[ax] for p in parts),) + parts[0][ax + 1:]
+    if int(np.prod(oshape[:ax])) != 1:
+        raise Unfuse()
+    runs = [_layout.transpose_plan(sh, perm, dts[0], ctx.backend) for sh in shapes]
+    ends = np.cumsum([0] + [int(np.prod(p)) for p in parts]).tolist()
+
+    @takes_out
+    def f(*xs, out=None):
+        y = np.empty(oshape, dts[0]) if out is None else out
+        flat, nt = y.reshape(-1), _config.get_num_threads()
+        for x, run, p, a, b in zip(xs, runs, parts, ends, ends[1:]):
+            part = flat[a:b].reshape(p)
+            if run.bound is None or not run.bound(x, part, nt):
+                run(x, part)
+        return y
+    return f
+
+
+def _concat_transposed_geometry(ctx):
+    """ConcatTransposed's (concat axis, perm), both checked, or Unfuse: shapes not fixed,
+    types that differ, inputs that do not concatenate (the parts then report it)."""
+    shapes, dts = ctx.shapes, ctx.dtypes
+    if not ctx.static or not shapes or any(d is None or d != dts[0] for d in dts):
+        raise Unfuse()
+    nd = len(shapes[0])
+    axis = int(ctx.attr("axis"))
+    axis += nd if axis < 0 else 0
+    perm = ctx.attr("perm")
+    perm = tuple(range(nd - 1, -1, -1)) if perm is None else tuple(int(a) for a in perm)
+    if not 0 <= axis < nd or sorted(perm) != list(range(nd)) or any(
+            len(sh) != nd or any(sh[i] != shapes[0][i] for i in range(nd) if i != axis)
+            for sh in shapes):
+        raise Unfuse()
+    return axis, perm
 
 
 def _concat_rows(bounds):
