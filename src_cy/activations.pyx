@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, log1p, fabs, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp
-from edl_buffer cimport disjoint, get_pair, release_pair
+from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 from edl_fmath cimport _exp_neg, _expm1_neg, _log1p01
 # the op codes: generated from edgedl/kernels/activation_table.py (tools/gen_act_codes.py)
@@ -388,14 +388,35 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
     C-contiguous, of one shape, out writable and not partly overlapping x; True if done,
     False (nothing touched) otherwise. Elementwise ops take a, b; softmax / log_softmax the
     (outer, n, inner) split of x's shape. Runs on `nthreads` OpenMP threads."""
+    if not (0 <= op < OP_N_ELEMENTWISE or op == OP_SOFTMAX or op == OP_LOG_SOFTMAX):
+        raise ValueError(f"fast_f32: {op} is not a forward op code of the activation table")
+    return _fast_f32(op, x, out, nthreads, a, b, outer, n, inner)
+
+
+cdef class FastF32:
+    """fast_f32 bound to one elementwise op code without parameters (a planned activation's
+    one-call form, which the ONNX runtime's compiled plan calls): ``act(x, out, nthreads)``.
+    It checks the dtypes too (float32 buffers), so the plan's call needs no wrapper."""
+    cdef int op
+
+    def __init__(self, int op):
+        if not 0 <= op < OP_N_ELEMENTWISE:
+            raise ValueError(f"FastF32: {op} is not an elementwise op code")
+        self.op = op
+
+    def __call__(self, x, out, int nthreads):
+        return _fast_f32(self.op, x, out, nthreads, 0, 0, 0, 0, 0, True)
+
+
+cdef bint _fast_f32(int op, x, out, int nthreads, double a, double b, Py_ssize_t outer,
+                    Py_ssize_t n, Py_ssize_t inner, bint check_f32=False) except -1:
     cdef Py_buffer bx, bo
     cdef bint ok = False
     cdef int r = 0
-    if not (0 <= op < OP_N_ELEMENTWISE or op == OP_SOFTMAX or op == OP_LOG_SOFTMAX):
-        raise ValueError(f"fast_f32: {op} is not a forward op code of the activation table")
-    if not get_pair(x, &bx, out, &bo, 0):
+    if not get_pair(x, &bx, out, &bo, PyBUF_FORMAT if check_f32 else 0):
         return False
     ok = (bx.itemsize == 4 and bo.itemsize == 4 and bx.ndim == bo.ndim and bx.len == bo.len
+          and (not check_f32 or (_is_f32(bx.format) and _is_f32(bo.format)))
           and (bx.ndim == 0 or memcmp(bx.shape, bo.shape, bx.ndim * sizeof(Py_ssize_t)) == 0)
           and disjoint(&bx, &bo, True)
           and (op < OP_SOFTMAX or outer * n * inner * 4 == bx.len))
@@ -413,6 +434,12 @@ def fast_f32(int op, x, out, int nthreads, double a=0, double b=0, Py_ssize_t ou
     if r:
         raise MemoryError("softmax: out of memory for the scratch rows")
     return ok
+
+
+cdef inline bint _is_f32(const char* f) noexcept:
+    if f[0] == b'@' or f[0] == b'=':
+        f += 1
+    return f[0] == b'f' and f[1] == 0
 
 
 # ----------------------------------------------------------------------------- public twins

@@ -101,6 +101,23 @@ def _fast_f32(name, x, out, backend, args):
     return out if _fast(_FAST_CODES[name], x, out, _config.get_num_threads(), *args) else None
 
 
+def bound_f32(name, backend):
+    """The Cython fast entry bound to the parameterless elementwise activation ``name``
+    (``bound(x, out, nthreads) -> bool``: out = name(x) for float32 x, out C-contiguous of one
+    shape, else False with nothing touched), which the ONNX runtime's compiled plan calls
+    without this module's layers; None off the Cython backend or for other activations."""
+    rec = _TABLE.get(name)
+    if (rec is None or rec.params or name not in _FAST_CODES or
+            _config.resolve_backend(backend) != "cython"):
+        return None
+    cy = _dispatch.twin_module(_FAMILY, "cython")
+    code = _FAST_CODES[name]
+    try:
+        return cy.FastF32(code)
+    except ValueError:          # not an elementwise code (softmax)
+        return None
+
+
 def _elementwise(name, x, dy, out, backend, params=()):
     if dy is None and type(x) is np.ndarray and x.dtype is _F32:
         y = _fast_f32(name, x, out, backend, params)

@@ -337,13 +337,13 @@ class _Trace:
                              np.may_share_memory(v, iv)])
 
     def _recyclable(self, fn, outs, res):
-        """(shape, dtype) when the step's single output can live in a recycled buffer: the
-        function takes ``out=``, the shape is fixed, the value is its own contiguous array and
-        not a graph output (those are handed to the caller)."""
+        """(shape, dtype) when the step's single output can live in a planned buffer: the
+        function takes ``out=``, the shape is fixed, the value is its own contiguous array
+        (a graph output's is then a new array each run, see _handed_over_buffers)."""
         if not getattr(fn, "takes_out", False) or len(outs) != 1:
             return None
         o, r = outs[0], res[0]
-        if not o or o in self.dynamic or o in self.graph_outs or self.alias[o]:
+        if not o or o in self.dynamic or self.alias[o]:
             return None
         if not (isinstance(r, np.ndarray) and r.flags.c_contiguous):
             return None
@@ -410,8 +410,8 @@ def _concat_groups(drafts, trace):
     member, copies = {}, {}
     for k, d in enumerate(drafts):
         data = _concat_data(d)
-        if data is None or d.want is None:
-            continue
+        if data is None or d.want is None or d.outs[0] in trace.graph_outs:
+            continue        # (a graph output: a new array each run, np.concatenate's)
         layout = _concat_layout(d.node, d.want)
         if layout is None:
             continue

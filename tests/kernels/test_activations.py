@@ -514,3 +514,33 @@ def test_activation_plan_refuses_bad_arguments():
         A.activation_plan("relu", dtype=np.int32)
     # every elementwise activation is plannable (prelu takes a per-channel slope array)
     assert set(A._PLANNED) == set(A._NAMES) - {"prelu", "softmax", "log_softmax"}
+
+
+def test_bound_f32_one_call_form(rng):
+    """bound_f32: the Cython fast entry bound to a parameterless activation (the ONNX plan's
+    one-call form): NumPy's values for float32, False with out untouched for any other dtype
+    (int32 has float32's size), shape, layout or an out partly overlapping x; None for
+    activations with parameters, softmax, and other backends."""
+    from edgedl._config import why_unavailable
+    if why_unavailable("cython") is not None:
+        pytest.skip("the Cython backend is not built")
+    from edgedl.kernels import activations as A
+    x = rng.standard_normal((2, 3, 17)).astype(np.float32)
+    for name in ("sigmoid", "relu", "tanh", "hard_swish"):
+        act = A.bound_f32(name, "cython")
+        out = np.full(x.shape, np.nan, np.float32)
+        assert act(x, out, 1) is True
+        np.testing.assert_allclose(out, getattr(A, name)(x, backend="numpy"), rtol=2e-6,
+                                   atol=1e-7)
+    act = A.bound_f32("sigmoid", "cython")
+    out = np.zeros(x.shape, np.float32)
+    big = np.zeros(x.size + 5, np.float32)
+    for xa, oa in [(x.astype(np.float64), out), (x.view(np.int32), out.view(np.int32)),
+                   (x[:1], out), (x[..., ::2], out[..., :9]), (x, out.astype(np.float64)),
+                   (big[:x.size].reshape(x.shape), big[5:].reshape(x.shape))]:
+        before = oa.copy()
+        assert act(xa, oa, 1) is False
+        np.testing.assert_array_equal(oa, before)
+    assert A.bound_f32("leaky_relu", "cython") is None
+    assert A.bound_f32("softmax", "cython") is None
+    assert A.bound_f32("sigmoid", "numpy") is None

@@ -170,7 +170,8 @@ def _act(ctx, name, *params, fallback=None):
     b = ctx.backend
     if params:
         return takes_out(lambda x, *_, out=None: k(x, *params, out=out, backend=b))
-    return takes_out(lambda x, *_, out=None: k(x, out=out, backend=b))
+    bound = _acts.bound_f32(name, b) if dt == np.float32 else None
+    return takes_out(lambda x, *_, out=None: k(x, out=out, backend=b), bound)
 
 
 # ONNX op types with a handler of their own below (inputs as parameters, axes, slopes)
