@@ -45,10 +45,36 @@ edl_transpose8x8_u32(const uint32_t *x, ptrdiff_t ldx, uint32_t *y, ptrdiff_t ld
     }
 }
 
+/* Four rows of 8 -> 32 contiguous values y[4 c + r] = x[r * ldx + c]: a box head's
+   NCHW -> NHWC (4 channels), whose output rows are too short for 8 x 8 blocks */
+static inline __attribute__((always_inline)) void
+edl_interleave4_u32(const uint32_t *x, ptrdiff_t ldx, uint32_t *y) {
+    edl_v8u32 a[4], t[4];
+    for (int i = 0; i < 4; i++) memcpy(&a[i], x + i * ldx, sizeof a[i]);
+    for (int i = 0; i < 4; i += 2) {
+        t[i] = __builtin_shuffle(a[i], a[i + 1], (edl_v8u32){0, 8, 1, 9, 2, 10, 3, 11});
+        t[i + 1] = __builtin_shuffle(a[i], a[i + 1], (edl_v8u32){4, 12, 5, 13, 6, 14, 7, 15});
+    }
+    for (int j = 0; j < 2; j++) {
+        edl_v8u32 lo = __builtin_shuffle(t[j], t[j + 2], (edl_v8u32){0, 1, 8, 9, 2, 3, 10, 11});
+        edl_v8u32 hi = __builtin_shuffle(t[j], t[j + 2],
+                                         (edl_v8u32){4, 5, 12, 13, 6, 7, 14, 15});
+        memcpy(y + 16 * j, &lo, sizeof lo);
+        memcpy(y + 16 * j + 8, &hi, sizeof hi);
+    }
+}
+
 /* Output rows [c0, c1) of one batch: y (nc x nr) = x (nr x nc)^T, 4-byte values. */
 EDL_SIMD_KERNEL static void edl_transpose_cols_u32(const uint32_t *x, uint32_t *y,
                                                    ptrdiff_t nr, ptrdiff_t nc, ptrdiff_t c0,
                                                    ptrdiff_t c1) {
+    if (nr == 4) {
+        ptrdiff_t c = c0;
+        for (; c + 8 <= c1; c += 8) edl_interleave4_u32(x + c, nc, y + 4 * c);
+        for (; c < c1; c++)
+            for (ptrdiff_t r = 0; r < 4; r++) y[4 * c + r] = x[r * nc + c];
+        return;
+    }
     for (ptrdiff_t r0 = 0; r0 < nr; r0 += EDL_LAYOUT_TILE) {
         ptrdiff_t r1 = r0 + EDL_LAYOUT_TILE < nr ? r0 + EDL_LAYOUT_TILE : nr;
         ptrdiff_t rb = r0 + (r1 - r0) / 8 * 8;          /* whole 8-row blocks end here */

@@ -11,7 +11,7 @@ from ort_util import ort_session, single_node_model
 
 # rotations of trailing axes (the twins' swap_axes: tile edges, 8 x 8 blocks, rows of 1, a
 # batch, every element size) and others (NumPy's copy)
-CASES = [((1, 85, 3549), (0, 2, 1)), ((1, 4, 40, 40), (0, 2, 3, 1)),
+CASES = [((1, 85, 3549), (0, 2, 1)), ((1, 4, 40, 40), (0, 2, 3, 1)), ((2, 4, 5, 3), (0, 2, 3, 1)),
          ((2, 10, 9, 7), (0, 2, 3, 1)), ((1, 64, 26, 26), (0, 2, 3, 1)),
          ((1, 33, 17, 5), (0, 3, 1, 2)), ((37, 70), (1, 0)), ((1, 1, 12, 12), (0, 2, 3, 1)),
          ((3, 1, 5), (0, 2, 1)), ((2, 3, 4, 5), (0, 1, 3, 2)),
