@@ -41,3 +41,16 @@ cdef inline bint f32_shape4(const Py_buffer *b, const Py_ssize_t *shape) noexcep
         f += 1
     return (f[0] == b'f' and f[1] == 0 and b.ndim == 4 and b.shape[0] == shape[0]
             and b.shape[1] == shape[1] and b.shape[2] == shape[2] and b.shape[3] == shape[3])
+
+
+cdef inline bint f32_pair4(object x, Py_buffer *bx, object y, Py_buffer *by,
+                           const Py_ssize_t *xs, const Py_ssize_t *ys) noexcept:
+    """x's and y's buffers, held (release_pair), when both are C-contiguous native float32
+    arrays of the 4-D shapes xs / ys, y writable and not overlapping x; else False with
+    nothing held (a bound kernel's one-call form then declines)."""
+    if not get_pair(x, bx, y, by, PyBUF_FORMAT):
+        return False
+    if f32_shape4(bx, xs) and f32_shape4(by, ys) and disjoint(bx, by, False):
+        return True
+    release_pair(bx, by)
+    return False

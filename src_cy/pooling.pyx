@@ -18,7 +18,7 @@ from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from edl_buffer cimport PyBUF_FORMAT, disjoint, f32_shape4, get_pair, release_pair
+from edl_buffer cimport f32_pair4, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 
@@ -540,12 +540,10 @@ cdef class PoolF32:
 
     def __call__(self, x, y, int nthreads):
         cdef Py_buffer bx, by
-        cdef bint ok
-        if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+        if not f32_pair4(x, &bx, y, &by, self.xs, self.ys):
             return False
-        ok = f32_shape4(&bx, self.xs) and f32_shape4(&by, self.ys) and disjoint(&bx, &by, False)
         try:
-            if ok and by.len and bx.len:
+            if by.len and bx.len:
                 if omp_get_max_threads() != nthreads:
                     omp_set_num_threads(nthreads)
                 _pool_ptr(<const float*>bx.buf, <float*>by.buf, self.xs[0] * self.xs[1],
@@ -554,7 +552,7 @@ cdef class PoolF32:
                           self.is_max)
         finally:
             release_pair(&bx, &by)
-        return ok
+        return True
 
 
 def max_pool2d(const floating[:, :, :, ::1] x, tuple kernel_shape, tuple strides, tuple pads,

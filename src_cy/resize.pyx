@@ -9,7 +9,7 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-from edl_buffer cimport PyBUF_FORMAT, disjoint, f32_shape4, get_pair, release_pair
+from edl_buffer cimport f32_pair4, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 
 # Below this much work a loop runs on the calling thread only (waking an OpenMP team costs
@@ -111,11 +111,9 @@ cdef class ResizeNearestF32:
 
     def __call__(self, x, y, int nthreads):
         cdef Py_buffer bx, by
-        cdef bint ok
-        if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+        if not f32_pair4(x, &bx, y, &by, self.xs, self.ys):
             return False
-        ok = f32_shape4(&bx, self.xs) and f32_shape4(&by, self.ys) and disjoint(&bx, &by, False)
-        if ok and by.len:
+        if by.len:
             if omp_get_max_threads() != nthreads:
                 omp_set_num_threads(nthreads)
             with nogil:
@@ -123,7 +121,7 @@ cdef class ResizeNearestF32:
                          self.xs[2], self.xs[3], self.ys[2], self.ys[3], &self.ih[0],
                          &self.iw[0])
         release_pair(&bx, &by)
-        return ok
+        return True
 
 
 def resize_taps(const floating[:, :, :, ::1] x, int64_t[:, ::1] ih, floating[:, ::1] wh,

@@ -136,19 +136,23 @@ def test_backend_vs_reference(backend, kind, dtype, rng):
         done += 1
 
 
+def _random_cases(rng, n):
+    """n random valid (float32 x, config, count_include_pad) pool cases."""
+    cases = []
+    while len(cases) < n:
+        cfg = _random_config(rng)
+        x = rng.standard_normal((int(rng.integers(1, 3)), int(rng.integers(1, 5)),
+                                 int(rng.integers(1, 20)), int(rng.integers(1, 20))))
+        if _valid_or_none(x.shape[2:], cfg) is not None:
+            cases.append((x.astype(np.float32), cfg, bool(rng.integers(0, 2))))
+    return cases
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_plan_matches_the_public_functions(backend, kind, rng):
     # pool2d_plan (the ONNX runtime's path) validates once: over random configurations,
     # including SAME_* with kernel < stride (avg crops the image), strided and read-only x
-    done = 0
-    while done < 30:
-        cfg = _random_config(rng)
-        x = rng.standard_normal((int(rng.integers(1, 3)), int(rng.integers(1, 5)),
-                                 int(rng.integers(1, 20)), int(rng.integers(1, 20))))
-        x = x.astype(np.float32)
-        if _valid_or_none(x.shape[2:], cfg) is None:
-            continue
-        cip = bool(rng.integers(0, 2))
+    for done, (x, cfg, cip) in enumerate(_random_cases(rng, 30)):
         run = P.pool2d_plan(x.shape, kind, **cfg, count_include_pad=cip, backend=backend)
         want = _call(kind, x, cfg, cip, backend="numpy")
         assert run.out_shape == want.shape
@@ -162,7 +166,6 @@ def test_plan_matches_the_public_functions(backend, kind, rng):
         assert run(xv, out) is out
         np.testing.assert_allclose(out, want, **_tol(np.float32), err_msg=f"{kind} {cfg}")
         np.testing.assert_allclose(run(xv), want, **_tol(np.float32))
-        done += 1
     with pytest.raises(ShapeError, match="as planned"):
         run(np.zeros((9,) + x.shape[1:], np.float32))
     with pytest.raises(ShapeError, match="as planned"):
@@ -181,17 +184,8 @@ def test_plan_bound_form(kind, rng):
     arrays of the planned shapes, a read-only out, or an out overlapping x."""
     if why_unavailable("cython") is not None:
         pytest.skip("the Cython backend is not built")
-    done = 0
-    while done < 30:
-        cfg = _random_config(rng)
-        x = rng.standard_normal((int(rng.integers(1, 3)), int(rng.integers(1, 5)),
-                                 int(rng.integers(1, 20)), int(rng.integers(1, 20))))
-        x = x.astype(np.float32)
-        if _valid_or_none(x.shape[2:], cfg) is None:
-            continue
-        cip = bool(rng.integers(0, 2))
+    for x, cfg, cip in _random_cases(rng, 30):
         run = P.pool2d_plan(x.shape, kind, **cfg, count_include_pad=cip, backend="cython")
-        done += 1
         if run.bound is None:       # cropped input or rescaled average: run's own path
             continue
         want = _call(kind, x, cfg, cip, backend="numpy")
