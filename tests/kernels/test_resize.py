@@ -356,7 +356,8 @@ def test_plan_nearest_bound_form(rng):
     assert resize2d_plan(x.shape, (14, 18), "nearest", backend="numpy").bound is None
     from edgedl._cy.resize import ResizeNearestF32
     with pytest.raises(ValueError, match="outside"):
-        ResizeNearestF32(x.shape, (2, 3, 2, 2), np.array([0, 7]), np.array([0, 1]))
+        ResizeNearestF32(x.shape, (2, 3, 2, 2), np.array([0, 7], np.int64),
+                         np.array([0, 1], np.int64))
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
