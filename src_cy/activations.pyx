@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expm1, log, log1p, fabs, INFINITY, NAN
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp
-from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, release_pair
+from edl_buffer cimport PyBUF_FORMAT, disjoint, get_pair, native_f32, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 from edl_fmath cimport _exp_neg, _expm1_neg, _log1p01
 # the op codes: generated from edgedl/kernels/activation_table.py (tools/gen_act_codes.py)
@@ -416,7 +416,7 @@ cdef bint _fast_f32(int op, x, out, int nthreads, double a, double b, Py_ssize_t
     if not get_pair(x, &bx, out, &bo, PyBUF_FORMAT if check_f32 else 0):
         return False
     ok = (bx.itemsize == 4 and bo.itemsize == 4 and bx.ndim == bo.ndim and bx.len == bo.len
-          and (not check_f32 or (_is_f32(bx.format) and _is_f32(bo.format)))
+          and (not check_f32 or (native_f32(bx.format) and native_f32(bo.format)))
           and (bx.ndim == 0 or memcmp(bx.shape, bo.shape, bx.ndim * sizeof(Py_ssize_t)) == 0)
           and disjoint(&bx, &bo, True)
           and (op < OP_SOFTMAX or outer * n * inner * 4 == bx.len))
@@ -434,12 +434,6 @@ cdef bint _fast_f32(int op, x, out, int nthreads, double a, double b, Py_ssize_t
     if r:
         raise MemoryError("softmax: out of memory for the scratch rows")
     return ok
-
-
-cdef inline bint _is_f32(const char* f) noexcept:
-    if f[0] == b'@' or f[0] == b'=':
-        f += 1
-    return f[0] == b'f' and f[1] == 0
 
 
 # ----------------------------------------------------------------------------- public twins

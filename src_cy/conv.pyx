@@ -14,7 +14,7 @@ from libc.string cimport memcpy, memset
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_ND
 from cpython.exc cimport PyErr_Clear
-from edl_buffer cimport PyBUF_FORMAT, disjoint, get_buffer, get_pair, release_pair
+from edl_buffer cimport PyBUF_FORMAT, disjoint, f32_shape4, get_buffer, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
 # the epilogue codes: generated from edgedl/kernels/activation_table.py (tools/gen_act_codes.py)
 from edl_act_table cimport *
@@ -702,11 +702,9 @@ cdef int _check_packed(str who, Py_ssize_t n, Py_ssize_t m, Py_ssize_t K) except
 cdef bint _f32_array(const Py_buffer* b, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_t d2,
                      Py_ssize_t d3) noexcept:
     """b is a float32 (native order) buffer of shape (d0, d1, d2, d3)."""
-    cdef const char* f = b.format
-    if f[0] == b'@' or f[0] == b'=':
-        f += 1
-    return (f[0] == b'f' and f[1] == 0 and b.ndim == 4 and b.shape[0] == d0
-            and b.shape[1] == d1 and b.shape[2] == d2 and b.shape[3] == d3)
+    cdef Py_ssize_t shape[4]
+    shape[0], shape[1], shape[2], shape[3] = d0, d1, d2, d3
+    return f32_shape4(b, shape)
 
 
 cdef class ConvF32:

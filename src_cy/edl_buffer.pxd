@@ -34,12 +34,16 @@ cdef inline bint disjoint(const Py_buffer *a, const Py_buffer *b, bint same_ok) 
     return (same_ok and pa == pb and a.len == b.len) or pa + a.len <= pb or pb + b.len <= pa
 
 
-cdef inline bint f32_shape4(const Py_buffer *b, const Py_ssize_t *shape) noexcept:
-    """b (requested with PyBUF_FORMAT) is a native float32 buffer of the 4-D ``shape``."""
-    cdef const char *f = b.format
+cdef inline bint native_f32(const char *f) noexcept:
+    """The buffer format ``f`` (requested with PyBUF_FORMAT) is one native float32."""
     if f[0] == b'@' or f[0] == b'=':
         f += 1
-    return (f[0] == b'f' and f[1] == 0 and b.ndim == 4 and b.shape[0] == shape[0]
+    return f[0] == b'f' and f[1] == 0
+
+
+cdef inline bint f32_shape4(const Py_buffer *b, const Py_ssize_t *shape) noexcept:
+    """b (requested with PyBUF_FORMAT) is a native float32 buffer of the 4-D ``shape``."""
+    return (native_f32(b.format) and b.ndim == 4 and b.shape[0] == shape[0]
             and b.shape[1] == shape[1] and b.shape[2] == shape[2] and b.shape[3] == shape[3])
 
 
