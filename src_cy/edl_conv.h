@@ -90,16 +90,14 @@ EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row
         row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw]        \
                 + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
 }
-#define EDL_LD16(p) ({ edl_v16f t_; memcpy(&t_, (p), 64); t_; })
+#define EDL_LD16(p) EDL_LDV(edl_v16f, p)
 /* t = lo > t ? lo : t, then hi < t ? hi : t, each only if that bound is finite (a ReLU
-   clamps once): selects keep a NaN (as x86's maxps / minps would; GCC does not turn this
-   select into them for the 16-wide type on AVX2 / SSE, only a scalar loop per lane).
-   Expects edl_v16f lov / hiv and int clo / chi in scope. */
-#define EDL_SEL16(m, a, b) ((edl_v16f)(((edl_v16i)(a) & (m)) | ((edl_v16i)(b) & ~(m))))
-#define EDL_CLAMP16(t)                                                                    \
-    ({ edl_v16f u_ = (t);                                                                \
-       if (clo) u_ = EDL_SEL16(lov > u_, lov, u_);                                        \
-       if (chi) u_ = EDL_SEL16(hiv < u_, hiv, u_);                                        \
+   clamps once), in vectors of VB bytes (EDL_VMAX_*: vmaxps / vminps on x86, which keep a
+   NaN t; compare and select elsewhere). Expects VT lov / hiv and int clo / chi in scope. */
+#define EDL_CLAMPV(VT, IVT, VB, t)                                                        \
+    ({ VT u_ = (t);                                                                      \
+       if (clo) u_ = EDL_VMAXB(VB, VT, IVT, lov, u_);                                     \
+       if (chi) u_ = EDL_VMINB(VB, VT, IVT, hiv, u_);                                     \
        u_; })
 static inline float edl_clamp1(float t, float lo, float hi) {
     float v = lo > t ? lo : t;
@@ -108,46 +106,70 @@ static inline float edl_clamp1(float t, float lo, float hi) {
 /* 3x3 stride-1 depthwise with padding 1, whole output rows (n >= 18 columns, edges included)
    with the bias and a clip (act NONE: lo = -inf, hi = inf; NaN passes): x0.. are the input
    rows of the window (a zero row above / below the plane). Two output rows a call share the
-   middle input rows: 12 vector loads for 2 output vectors, not 18. Per 16 outputs one chain
-   of 5 FMAs from the bias and one of 4, then max / min (vmaxps / vminps: the select form
-   lo > t ? lo : t is what they compute, NaN included): 12 vector ops, not the 16 of three
-   partial sums and compare-and-blend clamps, which ran at 1.7 cycles an output (64x80x80). */
-#define EDL_DW3_V(a, b_, c, k)                                                            \
-    EDL_CLAMP16((b + w0 * EDL_LD16(a + (k) - 1) + w1 * EDL_LD16(a + (k))                 \
-                 + w2 * EDL_LD16(a + (k) + 1) + w3 * EDL_LD16(b_ + (k) - 1)               \
-                 + w4 * EDL_LD16(b_ + (k)))                                               \
-                + (w5 * EDL_LD16(b_ + (k) + 1) + w6 * EDL_LD16(c + (k) - 1)                \
-                   + w7 * EDL_LD16(c + (k)) + w8 * EDL_LD16(c + (k) + 1)))
+   middle input rows: 12 vector loads for 2 output vectors, not 18. Per vector one chain of 5
+   FMAs from the bias and one of 4, then max / min: 12 vector ops, not the 16 of three partial
+   sums and compare-and-blend clamps, which ran at 1.7 cycles an output (64x80x80). Vectors
+   of VB bytes, per ISA (edl_math.h: wider ones compared lane by lane). */
+#define EDL_DW3_V(VB, a, b_, c, k)                                                        \
+    EDL_CLAMPV(VT, IVT, VB,                                                               \
+               (b + w0 * EDL_LDV(VT, a + (k) - 1) + w1 * EDL_LDV(VT, a + (k))             \
+                + w2 * EDL_LDV(VT, a + (k) + 1) + w3 * EDL_LDV(VT, b_ + (k) - 1)          \
+                + w4 * EDL_LDV(VT, b_ + (k)))                                             \
+               + (w5 * EDL_LDV(VT, b_ + (k) + 1) + w6 * EDL_LDV(VT, c + (k) - 1)           \
+                  + w7 * EDL_LDV(VT, c + (k)) + w8 * EDL_LDV(VT, c + (k) + 1)))
 #define EDL_DW3_EDGES(a, b_, c, row)                                                      \
     row[0] = edl_clamp1((w1 * a[0] + w2 * a[1] + w4 * b_[0] + w5 * b_[1] + w7 * c[0]      \
                          + w8 * c[1]) + b, lo, hi);                                       \
     row[n - 1] = edl_clamp1((w0 * a[n - 2] + w1 * a[n - 1] + w3 * b_[n - 2]              \
                              + w4 * b_[n - 1] + w6 * c[n - 2] + w7 * c[n - 1]) + b, lo, hi);
-#define EDL_DW3_SAME(NAME, TWO)                                                           \
-EDL_SIMD_KERNEL static void NAME(const float *x0, const float *x1, const float *x2,      \
-                                 const float *x3, const float *w, float *restrict r0,    \
-                                 float *restrict r1, ptrdiff_t n, float b, float lo,     \
-                                 float hi) {                                             \
+#define EDL_DW3_SAME_ISA(NAME, two, ATTR, VT_, IVT_, VB_)                                 \
+ATTR static void NAME(const float *x0, const float *x1, const float *x2, const float *x3, \
+                      const float *w, float *restrict r0, float *restrict r1,             \
+                      ptrdiff_t n, float b, float lo, float hi) {                         \
+    typedef VT_ VT;                                                                      \
+    typedef IVT_ IVT __attribute__((unused));                                            \
+    enum { W = VB_ / 4 };                                                                \
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];       \
     const float w6 = w[6], w7 = w[7], w8 = w[8];                                        \
-    const edl_v16f lov = lo - (edl_v16f){0}, hiv = hi - (edl_v16f){0};                  \
+    const VT lov = lo - (VT){0}, hiv = hi - (VT){0};                                    \
     const int clo = lo > -INFINITY, chi = hi < INFINITY;                                \
     /* interior outputs 1 .. n - 2, the last vector moved back to end at n - 1 */       \
-    for (ptrdiff_t k = 1;; k += 16) {                                                   \
-        if (k > n - 17) k = n - 17;                                                     \
-        edl_v16f t0 = EDL_DW3_V(x0, x1, x2, k);                                         \
-        memcpy(r0 + k, &t0, 64);                                                        \
-        if (TWO) {                                                                      \
-            edl_v16f t1 = EDL_DW3_V(x1, x2, x3, k);                                     \
-            memcpy(r1 + k, &t1, 64);                                                    \
+    for (ptrdiff_t k = 1;; k += W) {                                                    \
+        if (k > n - W - 1) k = n - W - 1;                                               \
+        VT t0 = EDL_DW3_V(VB_, x0, x1, x2, k);                                               \
+        memcpy(r0 + k, &t0, sizeof t0);                                                 \
+        if (two) {                                                                      \
+            VT t1 = EDL_DW3_V(VB_, x1, x2, x3, k);                                           \
+            memcpy(r1 + k, &t1, sizeof t1);                                             \
         }                                                                               \
-        if (k == n - 17) break;                                                         \
+        if (k == n - W - 1) break;                                                      \
     }                                                                                   \
     EDL_DW3_EDGES(x0, x1, x2, r0)                                                       \
-    if (TWO) { EDL_DW3_EDGES(x1, x2, x3, r1) }                                          \
+    if (two) { EDL_DW3_EDGES(x1, x2, x3, r1) }                                          \
 }
-EDL_DW3_SAME(edl_dw3_same_row_f, 0)
-EDL_DW3_SAME(edl_dw3_same_rows2_f, 1)
+#define EDL_DW3_SAME_ISAS(ATTR, VT, IVT, VB, SFX)                                          \
+EDL_DW3_SAME_ISA(edl_dw3_same_row_##SFX, 0, ATTR, VT, IVT, VB)                             \
+EDL_DW3_SAME_ISA(edl_dw3_same_rows2_##SFX, 1, ATTR, VT, IVT, VB)
+#ifdef EDL_X86_MV
+EDL_DW3_SAME_ISAS(EDL_AVX512, edl_vf16, edl_vi16, 64, avx512)
+EDL_DW3_SAME_ISAS(EDL_AVX2, edl_vf8, edl_vi8, 32, avx2)
+EDL_DW3_SAME_ISAS(EDL_CONTRACT, edl_vf4, edl_vi4, 16, sse)
+#else
+EDL_DW3_SAME_ISAS(EDL_CONTRACT, edl_vf4, edl_vi4, 16, base)
+#endif
+/* one output row (r0) of the windows x0..x2, or two (r0, r1: x0..x3) */
+static inline void edl_dw3_same_row_f(const float *x0, const float *x1, const float *x2,
+                                      const float *x3, const float *w, float *restrict r0,
+                                      float *restrict r1, ptrdiff_t n, float b, float lo,
+                                      float hi) {
+    EDL_ISA_CALL(edl_dw3_same_row, (x0, x1, x2, x3, w, r0, r1, n, b, lo, hi))
+}
+static inline void edl_dw3_same_rows2_f(const float *x0, const float *x1, const float *x2,
+                                        const float *x3, const float *w, float *restrict r0,
+                                        float *restrict r1, ptrdiff_t n, float b, float lo,
+                                        float hi) {
+    EDL_ISA_CALL(edl_dw3_same_rows2, (x0, x1, x2, x3, w, r0, r1, n, b, lo, hi))
+}
 /* 3x3 stride-1 depthwise padded by 1 on every side: h output rows of w (n = h * w) from the
    input rows at x as one flat run of 16-output AVX-512 vectors, any w: the taps that leave
    the plane zeroed by masks (masked loads do not fault: no padded copy, no scalar edge
@@ -319,14 +341,7 @@ static void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, pt
     (sig ? edl_dw3s2_flat_sig_avx512_f : edl_dw3s2_flat_clip_avx512_f)(
         x, h, w, sh, ph, wt, b, lo, hi, sig, out, oy0, oy1, ow);
 }
-static inline int edl_dw3_flat_ok(void) {
-    static int ok = -1;
-    if (ok < 0) {
-        __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") != 0;
-    }
-    return ok;
-}
+static inline int edl_dw3_flat_ok(void) { return edl_x86_level() == 2; }
 #else
 static inline void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top,
                                            int bottom, const float *wt, float b, float lo,
@@ -391,31 +406,47 @@ EDL_SIMD_KERNEL static void edl_dw3s2_row_f(const float *x0, const float *x1, co
     }
 }
 /* The same windows from a plane split by column parity (e: even columns, o: odd ones, rows
-   of n = wd / 2 values): output k reads o[k - 1], e[k], o[k] of each row, contiguous loads
-   of GCC's 16-wide vectors as in edl_dw3_same_rows2_f (n >= 17; k = 0 reads the padding).
+   of n = wd / 2 values): output k reads o[k - 1], e[k], o[k] of each row, contiguous vector
+   loads as in edl_dw3_same_rows2_f, per ISA (n >= 17; k = 0 reads the padding).
    Rows past 40 outputs: a fixed trip count of 16 strided lanes vectorised poorly (a mix of
    ymm, xmm and scalar code at 4-8 cycles an output). */
-EDL_SIMD_KERNEL static void edl_dw3s2_split_row_f(const float *e0, const float *o0,
-                                                 const float *e1, const float *o1,
-                                                 const float *e2, const float *o2,
-                                                 const float *w, float *restrict row,
-                                                 ptrdiff_t n, float b, float lo, float hi) {
-    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
-    const float w6 = w[6], w7 = w[7], w8 = w[8];
-    const edl_v16f lov = lo - (edl_v16f){0}, hiv = hi - (edl_v16f){0};
-    const int clo = lo > -INFINITY, chi = hi < INFINITY;
-    for (ptrdiff_t k = 1;; k += 16) {
-        if (k > n - 16) k = n - 16;
-        edl_v16f t = EDL_CLAMP16(
-            (b + w0 * EDL_LD16(o0 + k - 1) + w1 * EDL_LD16(e0 + k) + w2 * EDL_LD16(o0 + k)
-             + w3 * EDL_LD16(o1 + k - 1) + w4 * EDL_LD16(e1 + k))
-            + (w5 * EDL_LD16(o1 + k) + w6 * EDL_LD16(o2 + k - 1) + w7 * EDL_LD16(e2 + k)
-               + w8 * EDL_LD16(o2 + k)));
-        memcpy(row + k, &t, 64);
-        if (k == n - 16) break;
-    }
-    row[0] = edl_clamp1((b + w1 * e0[0] + w2 * o0[0] + w4 * e1[0])
-                        + (w5 * o1[0] + w7 * e2[0] + w8 * o2[0]), lo, hi);
+#define EDL_DW3S2_SPLIT_ISA(NAME, ATTR, VT_, IVT_, VB_)                                   \
+ATTR static void NAME(const float *e0, const float *o0, const float *e1, const float *o1,  \
+                      const float *e2, const float *o2, const float *w,                    \
+                      float *restrict row, ptrdiff_t n, float b, float lo, float hi) {     \
+    typedef VT_ VT;                                                                       \
+    typedef IVT_ IVT __attribute__((unused));                                             \
+    enum { W = VB_ / 4 };                                                                 \
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];        \
+    const float w6 = w[6], w7 = w[7], w8 = w[8];                                         \
+    const VT lov = lo - (VT){0}, hiv = hi - (VT){0};                                     \
+    const int clo = lo > -INFINITY, chi = hi < INFINITY;                                 \
+    for (ptrdiff_t k = 1;; k += W) {                                                     \
+        if (k > n - W) k = n - W;                                                        \
+        VT t = EDL_CLAMPV(VT, IVT, VB_,                                                  \
+            (b + w0 * EDL_LDV(VT, o0 + k - 1) + w1 * EDL_LDV(VT, e0 + k)                 \
+             + w2 * EDL_LDV(VT, o0 + k) + w3 * EDL_LDV(VT, o1 + k - 1)                    \
+             + w4 * EDL_LDV(VT, e1 + k))                                                 \
+            + (w5 * EDL_LDV(VT, o1 + k) + w6 * EDL_LDV(VT, o2 + k - 1)                    \
+               + w7 * EDL_LDV(VT, e2 + k) + w8 * EDL_LDV(VT, o2 + k)));                   \
+        memcpy(row + k, &t, sizeof t);                                                   \
+        if (k == n - W) break;                                                           \
+    }                                                                                    \
+    row[0] = edl_clamp1((b + w1 * e0[0] + w2 * o0[0] + w4 * e1[0])                       \
+                        + (w5 * o1[0] + w7 * e2[0] + w8 * o2[0]), lo, hi);               \
+}
+#ifdef EDL_X86_MV
+EDL_DW3S2_SPLIT_ISA(edl_dw3s2_split_row_avx512, EDL_AVX512, edl_vf16, edl_vi16, 64)
+EDL_DW3S2_SPLIT_ISA(edl_dw3s2_split_row_avx2, EDL_AVX2, edl_vf8, edl_vi8, 32)
+EDL_DW3S2_SPLIT_ISA(edl_dw3s2_split_row_sse, EDL_CONTRACT, edl_vf4, edl_vi4, 16)
+#else
+EDL_DW3S2_SPLIT_ISA(edl_dw3s2_split_row_base, EDL_CONTRACT, edl_vf4, edl_vi4, 16)
+#endif
+static inline void edl_dw3s2_split_row_f(const float *e0, const float *o0, const float *e1,
+                                         const float *o1, const float *e2, const float *o2,
+                                         const float *w, float *restrict row, ptrdiff_t n,
+                                         float b, float lo, float hi) {
+    EDL_ISA_CALL(edl_dw3s2_split_row, (e0, o0, e1, o1, e2, o2, w, row, n, b, lo, hi))
 }
 /* e[i] = x[2 i], o[i] = x[2 i + 1], i < n: a whole plane of even width at once */
 EDL_SIMD_KERNEL static void edl_deinterleave_f(const float *restrict x, ptrdiff_t n,
@@ -501,8 +532,8 @@ EDL_DIRECT(edl_direct32s_f, edl_v16f, edl_v16i, edl_v16u, 16, 1, 1)
 static int edl_direct_wide_flag = -1;
 static inline int edl_direct_wide(void) {
     if (edl_direct_wide_flag < 0) {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-        edl_direct_wide_flag = __builtin_cpu_supports("avx512f");
+#ifdef EDL_X86_MV
+        edl_direct_wide_flag = edl_x86_level() == 2;
 #else
         edl_direct_wide_flag = 0;
 #endif

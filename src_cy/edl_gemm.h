@@ -193,11 +193,8 @@ typedef void (*edl_gemm_micro_fn)(ptrdiff_t, const float *, const float *, ptrdi
                                   float *, ptrdiff_t, float *, const edl_gemm_epi *, int,
                                   const float *);
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
-    && !defined(EDL_NO_CLONES)
+#ifdef EDL_X86_MV
 #define EDL_GEMM_X86 1
-#define EDL_AVX512 EDL_CONTRACT __attribute__((target("avx512f,fma")))
-#define EDL_AVX2 EDL_CONTRACT __attribute__((target("avx2,fma")))
 EDL_GEMM_MICRO(edl_gemm_avx512_1, EDL_AVX512, 64, 8, 1)
 EDL_GEMM_MICRO(edl_gemm_avx512_2, EDL_AVX512, 64, 8, 2)
 EDL_GEMM_MICRO(edl_gemm_avx512_3, EDL_AVX512, 64, 8, 3)
@@ -237,12 +234,7 @@ typedef struct {
 static edl_gemm_kernel edl_gemm_select(void) {
     edl_gemm_kernel k;
 #ifdef EDL_GEMM_X86
-    static int isa = -1;
-    if (isa < 0) {
-        __builtin_cpu_init();
-        isa = __builtin_cpu_supports("avx512f") ? 2
-            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-    }
+    const int isa = edl_x86_level();
     if (isa == 2) {
         EDL_GEMM_SET(k, edl_gemm_avx512_1, edl_gemm_avx512_2, edl_gemm_avx512_3)
         EDL_GEMM_NARROW_SET(k, edl_gemm_avx512_n)

@@ -117,6 +117,61 @@ static inline float edl_exp_sat(float x) {
 #define EDL_VMAX_16 EDL_VMAX_M
 #define EDL_VMIN_16 EDL_VMIN_M
 #endif
+/* the same with the size VB a macro argument (expanded before the paste) */
+#define EDL_VMAXB(VB, VT, IVT, lo, x) EDL_VMAXB_(VB, VT, IVT, lo, x)
+#define EDL_VMAXB_(VB, VT, IVT, lo, x) EDL_VMAX_##VB(VT, IVT, lo, x)
+#define EDL_VMINB(VB, VT, IVT, hi, x) EDL_VMINB_(VB, VT, IVT, hi, x)
+#define EDL_VMINB_(VB, VT, IVT, hi, x) EDL_VMIN_##VB(VT, IVT, hi, x)
+
+/* Kernels that compare, instantiated per ISA. GCC lowers a comparison of vectors wider
+ * than the ISA's registers (its 16-float vectors on AVX2, SSE or NEON) into a scalar compare
+ * and select per lane: the 3x3 depthwise rows, written with 16-float vectors for AVX-512,
+ * ran at 2.9 ns an output on an AVX2 EPYC (16 vcomiss / cmova a clamp), ~10x their vector
+ * speed, and alike on aarch64 (fcmpe / csel). Such kernels are written once over a vector
+ * of VB bytes (VT float, IVT int32 lanes) and instantiated at each ISA's register width, as
+ * the GEMM's micro-kernels are: on x86-64 _avx512 (64), _avx2 (32) and _sse (16, the
+ * baseline), picked by edl_x86_level() (EDL_ISA_CALL); elsewhere one 16-byte instance,
+ * _base (NEON).
+ * EDGEDL_F32_ISA=avx2 or sse (read once) caps the level, so that tests run every variant on
+ * any x86 CPU. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
+    && !defined(EDL_NO_CLONES)
+#define EDL_X86_MV 1
+#include <stdlib.h>
+#define EDL_AVX512 EDL_CONTRACT __attribute__((target("avx512f,fma")))
+#define EDL_AVX2 EDL_CONTRACT __attribute__((target("avx2,fma")))
+/* 2: AVX-512F, 1: AVX2 + FMA, 0: SSE2 */
+static inline int edl_x86_level(void) {
+    static int level = -1;
+    if (level < 0) {
+        __builtin_cpu_init();
+        int l = __builtin_cpu_supports("avx512f") ? 2
+              : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+        const char *cap = getenv("EDGEDL_F32_ISA");
+        if (cap && !strcmp(cap, "sse")) l = 0;
+        else if (cap && !strcmp(cap, "avx2") && l > 1) l = 1;
+        level = l;
+    }
+    return level;
+}
+/* FN(ARGS) of this CPU's variant (FN##_avx512, _avx2 or _sse) */
+#define EDL_ISA_CALL(FN, ARGS)                                                             \
+    switch (edl_x86_level()) {                                                             \
+    case 2: FN##_avx512 ARGS; break;                                                       \
+    case 1: FN##_avx2 ARGS; break;                                                         \
+    default: FN##_sse ARGS;                                                                \
+    }
+#else
+#define EDL_ISA_CALL(FN, ARGS) FN##_base ARGS;
+#endif
+typedef float edl_vf4 __attribute__((vector_size(16)));
+typedef int32_t edl_vi4 __attribute__((vector_size(16)));
+typedef float edl_vf8 __attribute__((vector_size(32)));
+typedef int32_t edl_vi8 __attribute__((vector_size(32)));
+typedef float edl_vf16 __attribute__((vector_size(64)));
+typedef int32_t edl_vi16 __attribute__((vector_size(64)));
+/* a vector of type VT from p (unaligned) */
+#define EDL_LDV(VT, p) ({ VT t_; memcpy(&t_, (p), sizeof t_); t_; })
 
 /* 1 / (1 + exp(-v)) of a vector v (silu: v / (1 + exp(-v))) with edl_exp_sat's clamps
  * (EDL_VMIN / EDL_VMAX of suffix VB: they keep NaN), reduction, polynomial and exponent
