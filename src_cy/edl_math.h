@@ -90,6 +90,14 @@ static inline float edl_exp_sat(float x) {
     return s * (q + 1.0f);                          /* s = inf at n = 128: inf, not NaN */
 }
 
+/* GCC vectors of 4, 8 and 16 floats / int32 */
+typedef float edl_vf4 __attribute__((vector_size(16)));
+typedef int32_t edl_vi4 __attribute__((vector_size(16)));
+typedef float edl_vf8 __attribute__((vector_size(32)));
+typedef int32_t edl_vi8 __attribute__((vector_size(32)));
+typedef float edl_vf16 __attribute__((vector_size(64)));
+typedef int32_t edl_vi16 __attribute__((vector_size(64)));
+
 /* NaN-keeping clamps of float vectors by a constant (VT float lanes, IVT int32 lanes):
  * EDL_VMAX_*(lo, x) = lo > x ? lo : x, EDL_VMIN_*(hi, x) = hi < x ? hi : x, so a NaN x stays
  * NaN. The suffix names the vector's bytes where the function's ISA is known (64: AVX-512,
@@ -97,12 +105,37 @@ static inline float edl_exp_sat(float x) {
  * select. x86's MAXPS / MINPS return their second operand when either is NaN, exactly these
  * selects in one instruction; as compare + select the sigmoid's two clamps were 8 of the ~24
  * instructions of a GEMM tile's SiLU epilogue (AVX-512). */
+/* c > x ? c : x (gt_) or c < x ? c : x lane-wise, pieces of PT (PIT: its int32 twin) at a
+ * time: GCC compares a vector wider than the ISA's registers lane by lane (a scalar compare
+ * and select each: see EDL_ISA_CALL), a vector of its registers' width at once */
+#define EDL_VSEL_PIECES(VT, PT, PIT, c_, x_, gt_)                                          \
+    ({                                                                                     \
+        const VT c__ = (c_), x__ = (x_);                                                   \
+        VT r__;                                                                            \
+        for (unsigned j__ = 0; j__ < sizeof(VT) / sizeof(PT); j__++) {                     \
+            PT c4_, x4_, r4_;                                                              \
+            memcpy(&c4_, (const char *)&c__ + sizeof(PT) * j__, sizeof(PT));               \
+            memcpy(&x4_, (const char *)&x__ + sizeof(PT) * j__, sizeof(PT));               \
+            const PIT m4_ = (gt_) ? (PIT)(c4_ > x4_) : (PIT)(c4_ < x4_);                   \
+            r4_ = (PT)(((PIT)c4_ & m4_) | ((PIT)x4_ & ~m4_));                              \
+            memcpy((char *)&r__ + sizeof(PT) * j__, &r4_, sizeof(PT));                     \
+        }                                                                                  \
+        r__;                                                                               \
+    })
+#if defined(__x86_64__)
 #define EDL_VSEL_M(VT, IVT, c_, x_, gt_)                                                   \
     ({                                                                                     \
         const VT c__ = (c_), x__ = (x_);                                                   \
         const IVT m__ = (gt_) ? (IVT)(c__ > x__) : (IVT)(c__ < x__);                       \
         (VT)(((IVT)c__ & m__) | ((IVT)x__ & ~m__));                                        \
     })
+/* in target_clones kernels: 8 floats, AVX2's width (the AVX-512 clone takes two ymm) */
+#define EDL_VSEL_CLONES(VT, c_, x_, gt_) EDL_VSEL_PIECES(VT, edl_vf8, edl_vi8, c_, x_, gt_)
+#else
+/* NEON's 16 bytes (the direct stem conv's 8-float clamp had been 8 fcmpe / csel) */
+#define EDL_VSEL_M(VT, IVT, c_, x_, gt_) EDL_VSEL_PIECES(VT, edl_vf4, edl_vi4, c_, x_, gt_)
+#define EDL_VSEL_CLONES(VT, c_, x_, gt_) EDL_VSEL_PIECES(VT, edl_vf4, edl_vi4, c_, x_, gt_)
+#endif
 #define EDL_VMAX_M(VT, IVT, lo, x) EDL_VSEL_M(VT, IVT, lo, x, 1)
 #define EDL_VMIN_M(VT, IVT, hi, x) EDL_VSEL_M(VT, IVT, hi, x, 0)
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -164,12 +197,6 @@ static inline int edl_x86_level(void) {
 #else
 #define EDL_ISA_CALL(FN, ARGS) FN##_base ARGS;
 #endif
-typedef float edl_vf4 __attribute__((vector_size(16)));
-typedef int32_t edl_vi4 __attribute__((vector_size(16)));
-typedef float edl_vf8 __attribute__((vector_size(32)));
-typedef int32_t edl_vi8 __attribute__((vector_size(32)));
-typedef float edl_vf16 __attribute__((vector_size(64)));
-typedef int32_t edl_vi16 __attribute__((vector_size(64)));
 /* a vector of type VT from p (unaligned) */
 #define EDL_LDV(VT, p) ({ VT t_; memcpy(&t_, (p), sizeof t_); t_; })
 

@@ -1108,3 +1108,50 @@ def test_pointwise_depthwise_fast_path_declines_and_checks(rng):
     assert np.isnan(steps).any()
     with pytest.raises(ShapeError, match="1, 3, 3"):
         pointwise_depthwise_plan(shape, w1, b1, w2[:, :, :2], b2)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "sse"])
+def test_float_kernels_at_each_x86_level(isa):
+    """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the
+    depthwise rows at stride 1 and 2 and the GEMM, instantiated at each ISA's register width
+    because GCC compares wider vectors lane by lane): each level, on any x86 CPU at or above
+    it, against the NumPy backend, at widths around the 4-, 8- and 16-float steps, with the
+    clip's NaN kept (read once per process: a subprocess each)."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 levels only")
+    require_backend("cython")
+    code = (
+        "import numpy as np\n"
+        "from edgedl.kernels.conv import conv2d, pointwise_depthwise_plan\n"
+        "r = np.random.default_rng(3)\n"
+        "for wd in (18, 19, 25, 33, 34, 35, 41, 50, 67, 80):\n"
+        "    x = r.standard_normal((1, 5, 7, wd)).astype(np.float32)\n"
+        "    x[0, 1, 3, wd // 2] = np.nan\n"
+        "    w = r.standard_normal((5, 1, 3, 3)).astype(np.float32)\n"
+        "    b = r.standard_normal(5).astype(np.float32)\n"
+        "    for s in (1, 2):\n"
+        "        for act, p in ((None, ()), ('relu6', ()), ('clip', (-0.5, 0.7))):\n"
+        "            kw = dict(strides=(s, s), pads=(1, 1, 1, 1), group=5, activation=act,\n"
+        "                      activation_params=p)\n"
+        "            got = conv2d(x, w, b, backend='cython', **kw)\n"
+        "            want = conv2d(x, w, b, backend='numpy', **kw)\n"
+        "            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5,\n"
+        "                                       err_msg=f'{wd} {s} {act}')\n"
+        "            assert (np.isnan(got) == np.isnan(want)).all(), (wd, s, act)\n"
+        "    w1 = r.standard_normal((12, 5, 1, 1)).astype(np.float32)\n"
+        "    w2 = r.standard_normal((12, 1, 3, 3)).astype(np.float32)\n"
+        "    b1, b2 = r.standard_normal((2, 12)).astype(np.float32)\n"
+        "    run = pointwise_depthwise_plan(x.shape, w1, b1, w2, b2, ('relu', 'relu6'),\n"
+        "                                   ((), ()), backend='cython')\n"
+        "    y = conv2d(x, w1, b1, activation='relu', backend='numpy')\n"
+        "    want = conv2d(y, w2, b2, pads=(1, 1, 1, 1), group=12, activation='relu6',\n"
+        "                  backend='numpy')\n"
+        "    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5, err_msg=str(wd))\n")
+    env = dict(os.environ, EDGEDL_F32_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
