@@ -122,17 +122,21 @@ static inline float edl_clamp1(float t, float lo, float hi) {
                          + w8 * c[1]) + b, lo, hi);                                       \
     row[n - 1] = edl_clamp1((w0 * a[n - 2] + w1 * a[n - 1] + w3 * b_[n - 2]              \
                              + w4 * b_[n - 1] + w6 * c[n - 2] + w7 * c[n - 1]) + b, lo, hi);
-#define EDL_DW3_SAME_ISA(NAME, two, ATTR, VT_, IVT_, VB_)                                 \
-ATTR static void NAME(const float *x0, const float *x1, const float *x2, const float *x3, \
-                      const float *w, float *restrict r0, float *restrict r1,             \
-                      ptrdiff_t n, float b, float lo, float hi) {                         \
+/* the per-ISA 3x3 depthwise kernels' scope: VT / IVT (VB_ bytes, W floats), the 9 weights
+   w0..w8 of w, the clip's vectors lov / hiv and whether each bound clips (clo / chi) */
+#define EDL_DW3_PROLOGUE(VT_, IVT_, VB_)                                                  \
     typedef VT_ VT;                                                                      \
     typedef IVT_ IVT __attribute__((unused));                                            \
     enum { W = VB_ / 4 };                                                                \
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];       \
     const float w6 = w[6], w7 = w[7], w8 = w[8];                                        \
     const VT lov = lo - (VT){0}, hiv = hi - (VT){0};                                    \
-    const int clo = lo > -INFINITY, chi = hi < INFINITY;                                \
+    const int clo = lo > -INFINITY, chi = hi < INFINITY;
+#define EDL_DW3_SAME_ISA(NAME, two, ATTR, VT_, IVT_, VB_)                                 \
+ATTR static void NAME(const float *x0, const float *x1, const float *x2, const float *x3, \
+                      const float *w, float *restrict r0, float *restrict r1,             \
+                      ptrdiff_t n, float b, float lo, float hi) {                         \
+    EDL_DW3_PROLOGUE(VT_, IVT_, VB_)                                                     \
     /* interior outputs 1 .. n - 2, the last vector moved back to end at n - 1 */       \
     for (ptrdiff_t k = 1;; k += W) {                                                    \
         if (k > n - W - 1) k = n - W - 1;                                               \
@@ -414,13 +418,7 @@ EDL_SIMD_KERNEL static void edl_dw3s2_row_f(const float *x0, const float *x1, co
 ATTR static void NAME(const float *e0, const float *o0, const float *e1, const float *o1,  \
                       const float *e2, const float *o2, const float *w,                    \
                       float *restrict row, ptrdiff_t n, float b, float lo, float hi) {     \
-    typedef VT_ VT;                                                                       \
-    typedef IVT_ IVT __attribute__((unused));                                             \
-    enum { W = VB_ / 4 };                                                                 \
-    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];        \
-    const float w6 = w[6], w7 = w[7], w8 = w[8];                                         \
-    const VT lov = lo - (VT){0}, hiv = hi - (VT){0};                                     \
-    const int clo = lo > -INFINITY, chi = hi < INFINITY;                                 \
+    EDL_DW3_PROLOGUE(VT_, IVT_, VB_)                                                      \
     for (ptrdiff_t k = 1;; k += W) {                                                     \
         if (k > n - W) k = n - W;                                                        \
         VT t = EDL_CLAMPV(VT, IVT, VB_,                                                  \
