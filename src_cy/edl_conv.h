@@ -90,7 +90,6 @@ EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row
         row[k] += w0 * x[k * sw] + w1 * x[k * sw + dw] + w2 * x[k * sw + 2 * dw]        \
                 + w3 * x[k * sw + 3 * dw] + w4 * x[k * sw + 4 * dw];                    \
 }
-#define EDL_LD16(p) EDL_LDV(edl_v16f, p)
 /* t = lo > t ? lo : t, then hi < t ? hi : t, each only if that bound is finite (a ReLU
    clamps once), in vectors of VB bytes (EDL_VMAX_*: vmaxps / vminps on x86, which keep a
    NaN t; compare and select elsewhere). Expects VT lov / hiv and int clo / chi in scope. */

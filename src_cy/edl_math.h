@@ -98,13 +98,6 @@ typedef int32_t edl_vi8 __attribute__((vector_size(32)));
 typedef float edl_vf16 __attribute__((vector_size(64)));
 typedef int32_t edl_vi16 __attribute__((vector_size(64)));
 
-/* NaN-keeping clamps of float vectors by a constant (VT float lanes, IVT int32 lanes):
- * EDL_VMAX_*(lo, x) = lo > x ? lo : x, EDL_VMIN_*(hi, x) = hi < x ? hi : x, so a NaN x stays
- * NaN. The suffix names the vector's bytes where the function's ISA is known (64: AVX-512,
- * 32: AVX2, 16: SSE / NEON), M where it is not (target_clones kernels): a compare and a
- * select. x86's MAXPS / MINPS return their second operand when either is NaN, exactly these
- * selects in one instruction; as compare + select the sigmoid's two clamps were 8 of the ~24
- * instructions of a GEMM tile's SiLU epilogue (AVX-512). */
 /* c > x ? c : x (gt_) or c < x ? c : x lane-wise, pieces of PT (PIT: its int32 twin) at a
  * time: GCC compares a vector wider than the ISA's registers lane by lane (a scalar compare
  * and select each: see EDL_ISA_CALL), a vector of its registers' width at once */
@@ -122,6 +115,13 @@ typedef int32_t edl_vi16 __attribute__((vector_size(64)));
         }                                                                                  \
         r__;                                                                               \
     })
+/* NaN-keeping clamps of float vectors by a constant (VT float lanes, IVT int32 lanes):
+ * EDL_VMAX_*(lo, x) = lo > x ? lo : x, EDL_VMIN_*(hi, x) = hi < x ? hi : x, so a NaN x stays
+ * NaN. The suffix names the vector's bytes where the function's ISA is known (64: AVX-512,
+ * 32: AVX2, 16: SSE / NEON), M where it is not (target_clones kernels): a compare and a
+ * select. x86's MAXPS / MINPS return their second operand when either is NaN, exactly these
+ * selects in one instruction; as compare + select the sigmoid's two clamps were 8 of the ~24
+ * instructions of a GEMM tile's SiLU epilogue (AVX-512). */
 #if defined(__x86_64__)
 #define EDL_VSEL_M(VT, IVT, c_, x_, gt_)                                                   \
     ({                                                                                     \

@@ -44,7 +44,7 @@ EDL_SIMD_KERNEL static void edl_max_pairs_f(const float *restrict v, float *rest
                                             ptrdiff_t n) {
     for (ptrdiff_t q = 0; q < n; q++) d[q] = EDL_NANMAX(v[2 * q], v[2 * q + 1]);
 }
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(EDL_NO_CLONES)
+#ifdef EDL_X86_MV          /* edl_math.h: x86-64 GCC, its level from edl_x86_level */
 #include <immintrin.h>
 #define EDL_POOL_AVX512 1
 /* The same two steps in one pass on AVX-512 (no scratch plane): 32 inputs of each row, their
@@ -122,7 +122,7 @@ __attribute__((target("avx512f"))) static void edl_max3x3s2_row_avx512(
 static int edl_max2x2s2_plane_f(const float *x, ptrdiff_t w, float *d, ptrdiff_t oh,
                                 ptrdiff_t ow) {
 #ifdef EDL_POOL_AVX512
-    if (__builtin_cpu_supports("avx512f")) {
+    if (edl_x86_level() == 2) {
         edl_max2x2s2_rows_avx512(x, w, d, oh, ow);
         return 1;
     }
@@ -186,7 +186,7 @@ static void edl_max3x3s2_plane_f(const float *src, ptrdiff_t h, ptrdiff_t w, flo
                                  ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t pt, ptrdiff_t pl,
                                  float *v) {
 #ifdef EDL_POOL_AVX512
-    const int wide = __builtin_cpu_supports("avx512f");
+    const int wide = edl_x86_level() == 2;
 #endif
     for (ptrdiff_t o = 0; o < oh; o++) {
         const ptrdiff_t r0 = 2 * o - pt, f = r0 > 0 ? r0 : 0;    /* an in-image row */
