@@ -117,6 +117,60 @@ __attribute__((target("avx512f"))) static void edl_max3x3s2_row_avx512(
         _mm512_mask_storeu_ps(d + q, edl_mask16(0, n - q), r);
     }
 }
+/* The same rows on AVX2 (no masked max, no two-source permute): per 8 outputs the three
+   rows' NaN-propagating max of columns c0 .. c0 + 15 and of the next 8 (the next block's
+   first, carried over), de-interleaved by vshufps + vpermpd, the taps 2q + 2 the even ones
+   moved down a lane with the next block's column c0 + 16 entering. Columns outside the row
+   load as -inf (vmaskmovps does not fault on masked lanes, then a blend). GCC's AVX2 clone of
+   edl_max3x3s2_f ran its stride-2 taps lane by lane (FastestDet's 24 x 176 x 176 pool: ~2x
+   this). The same maxima in the same order as EDL_NANMAX. */
+__attribute__((target("avx2"), always_inline)) static inline __m256 edl_nanmax8(__m256 a,
+                                                                                __m256 b) {
+    return _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+}
+__attribute__((target("avx2"), always_inline)) static inline __m256 edl_max3col8(
+        const float *a, const float *b, const float *c, ptrdiff_t c0, ptrdiff_t w) {
+    if (c0 >= 0 && c0 + 8 <= w)
+        return edl_nanmax8(edl_nanmax8(_mm256_loadu_ps(a + c0), _mm256_loadu_ps(b + c0)),
+                           _mm256_loadu_ps(c + c0));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i col = _mm256_add_epi32(lane, _mm256_set1_epi32((int)c0));
+    const __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                                           _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), col));
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), m = _mm256_castsi256_ps(in);
+    /* a masked lane reads nothing (the pad columns left of the row included) */
+    const __m256 va = _mm256_blendv_ps(ninf, _mm256_maskload_ps(a + c0, in), m);
+    const __m256 vb = _mm256_blendv_ps(ninf, _mm256_maskload_ps(b + c0, in), m);
+    const __m256 vc = _mm256_blendv_ps(ninf, _mm256_maskload_ps(c + c0, in), m);
+    return edl_nanmax8(edl_nanmax8(va, vb), vc);
+}
+__attribute__((target("avx2"))) static void edl_max3x3s2_row_avx2(
+        const float *a, const float *b, const float *c, ptrdiff_t w, ptrdiff_t pl, float *d,
+        ptrdiff_t n) {
+    const __m256i down = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    __m256 lo = edl_max3col8(a, b, c, -pl, w);
+    for (ptrdiff_t q = 0; q < n; q += 8) {
+        const ptrdiff_t c0 = 2 * q - pl;                  /* the block's first column */
+        const __m256 hi = edl_max3col8(a, b, c, c0 + 8, w);
+        const __m256 nx = edl_max3col8(a, b, c, c0 + 16, w);    /* the next block's lo */
+        const __m256 e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 e2 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e, down),
+                                          _mm256_permutevar8x32_ps(nx, _mm256_setzero_si256()),
+                                          0x80);
+        const __m256 r = edl_nanmax8(edl_nanmax8(e, o), e2);
+        if (n - q >= 8) {
+            _mm256_storeu_ps(d + q, r);
+        } else {
+            const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - q)),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            _mm256_maskstore_ps(d + q, keep, r);
+        }
+        lo = nx;
+    }
+}
 #endif
 /* 1 when edl_max2x2s2_plane_f ran: AVX-512 (the caller's two passes otherwise) */
 static int edl_max2x2s2_plane_f(const float *x, ptrdiff_t w, float *d, ptrdiff_t oh,
@@ -186,7 +240,7 @@ static void edl_max3x3s2_plane_f(const float *src, ptrdiff_t h, ptrdiff_t w, flo
                                  ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t pt, ptrdiff_t pl,
                                  float *v) {
 #ifdef EDL_POOL_AVX512
-    const int wide = edl_x86_level() == 2;
+    const int wide = edl_x86_level();
 #endif
     for (ptrdiff_t o = 0; o < oh; o++) {
         const ptrdiff_t r0 = 2 * o - pt, f = r0 > 0 ? r0 : 0;    /* an in-image row */
@@ -194,8 +248,12 @@ static void edl_max3x3s2_plane_f(const float *src, ptrdiff_t h, ptrdiff_t w, flo
         for (int i = 0; i < 3; i++)
             rows[i] = src + (r0 + i >= 0 && r0 + i < h ? r0 + i : f) * w;
 #ifdef EDL_POOL_AVX512
-        if (wide) {
+        if (wide == 2) {
             edl_max3x3s2_row_avx512(rows[0], rows[1], rows[2], w, pl, dst + o * ow, ow);
+            continue;
+        }
+        if (wide == 1) {
+            edl_max3x3s2_row_avx2(rows[0], rows[1], rows[2], w, pl, dst + o * ow, ow);
             continue;
         }
 #endif

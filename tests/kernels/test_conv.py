@@ -1114,8 +1114,8 @@ def test_pointwise_depthwise_fast_path_declines_and_checks(rng):
 def test_float_kernels_at_each_x86_level(isa):
     """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the
     depthwise rows at stride 1 and 2 and the GEMM, instantiated at each ISA's register width
-    because GCC compares wider vectors lane by lane): each level, on any x86 CPU at or above
-    it, against the NumPy backend, at widths around the 4-, 8- and 16-float steps, with the
+    because GCC compares wider vectors lane by lane, and the 3x3 stride-2 max pool's rows):
+    each level, on any x86 CPU at or above it, against the NumPy backend, at widths around the 4-, 8- and 16-float steps, with the
     clip's NaN kept (read once per process: a subprocess each)."""
     import os
     import platform
@@ -1127,6 +1127,7 @@ def test_float_kernels_at_each_x86_level(isa):
     code = (
         "import numpy as np\n"
         "from edgedl.kernels.conv import conv2d, pointwise_depthwise_plan\n"
+        "from edgedl.kernels.pooling import max_pool2d\n"
         "r = np.random.default_rng(3)\n"
         "for wd in (18, 19, 25, 33, 34, 35, 41, 50, 67, 80):\n"
         "    x = r.standard_normal((1, 5, 7, wd)).astype(np.float32)\n"
@@ -1150,7 +1151,12 @@ def test_float_kernels_at_each_x86_level(isa):
         "    y = conv2d(x, w1, b1, activation='relu', backend='numpy')\n"
         "    want = conv2d(y, w2, b2, pads=(1, 1, 1, 1), group=12, activation='relu6',\n"
         "                  backend='numpy')\n"
-        "    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5, err_msg=str(wd))\n")
+        "    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5, err_msg=str(wd))\n"
+        "    for pads in ((1, 1, 1, 1), (0, 0, 0, 0), (0, 1, 1, 0)):\n"
+        "        for ceil in (False, True):\n"
+        "            kw = dict(kernel_shape=(3, 3), strides=(2, 2), pads=pads, ceil_mode=ceil)\n"
+        "            np.testing.assert_array_equal(max_pool2d(x, **kw, backend='cython'),\n"
+        "                                          max_pool2d(x, **kw, backend='numpy'))\n")
     env = dict(os.environ, EDGEDL_F32_ISA=isa)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
