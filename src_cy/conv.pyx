@@ -52,6 +52,7 @@ cdef extern from "edl_conv.h":
                         int mv, float* out, Py_ssize_t ostride, Py_ssize_t n, float lo,
                         float hi, int sig) noexcept nogil
     int edl_direct_wide() noexcept nogil
+    int edl_direct_deep() noexcept nogil
     void edl_direct_set_wide(int wide) noexcept nogil
     int edl_direct_ok() noexcept nogil
     void edl_dw3s1_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, int top,
@@ -870,6 +871,12 @@ def direct_wide(force=None):
     return edl_direct_wide() != 0
 
 
+def direct_deep():
+    """Whether the direct path takes up to 320 taps on rows of >= 64 here (edl_direct_deep:
+    the 16-pixel blocks of direct_wide, or AVX2's 4-channel x 24-pixel blocks)."""
+    return edl_direct_deep() != 0
+
+
 def pack_direct_weights(const float[:, ::1] w):
     """(M, K) weights -> _conv_direct_f32's: (M + 7) // 8 groups, each K taps x 8 channels
     (zeros past M)."""
@@ -893,23 +900,32 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     input rows of each channel are copied zero-padded and split by column phase (sw phases of
     wq values: phase p holds padded columns p, p + sw, ...), so tap (ci, i, j) is the
     contiguous run at phase j % sw, offset j // sw; edl_direct8_f then computes 8 output
-    channels at a time. Output rows go to the threads. Returns 0, or 1 if a malloc failed."""
+    channels at a time. A split row stays in slot (r + ph) % kh of its channel while the next
+    output rows read it (kh > sh: a 3x3 s2 stem split each input row 1.5 times, 15% of its
+    time). Output rows go to the threads (static chunks: consecutive rows). Returns 0, or 1
+    if a malloc failed."""
     cdef Py_ssize_t T = c * kh * kw, L = oh * ow
     cdef Py_ssize_t wq_ = ((ow - 1) * sw + kw + sw - 1) // sw     # values a phase
-    cdef Py_ssize_t oy, ci, i, j, p, r, g, u0, u1, first, n, t
+    cdef Py_ssize_t oy, ci, i, j, p, r, g, u0, u1, first, n, t, slot, u
     cdef int err = 0
     cdef float* buf = NULL
     cdef float* dst
     cdef const float* xr
     cdef const float** src
+    cdef Py_ssize_t* held      # the input row in each (channel, slot); none: below any row
     # the bias and a clip, sigmoid or SiLU in the kernel's registers; others a pass per row
     cdef int sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
     cdef bint fused = act == ACT_NONE or act == ACT_CLIP or sig != 0
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
     with parallel(use_threads_if=m * T * L >= _PAR_MACS):
-        buf = <float*>malloc(c * kh * sw * wq_ * sizeof(float) + T * sizeof(void*))
+        buf = <float*>malloc(c * kh * sw * wq_ * sizeof(float) + T * sizeof(void*)
+                             + c * kh * sizeof(Py_ssize_t))
         src = <const float**>(buf + c * kh * sw * wq_)
+        held = <Py_ssize_t*>(src + T)
+        if buf != NULL:
+            for u in range(c * kh):
+                held[u] = -ph - kh - 1          # below every row index (>= -ph)
         for oy in prange(oh, schedule="static"):
             if buf == NULL:
                 err += 1
@@ -917,8 +933,15 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
             for ci in range(c):
                 for i in range(kh):
                     r = oy * sh + i - ph
+                    slot = (r + ph) % kh          # r >= -ph
+                    for j in range(kw):
+                        src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + slot) * sw + j % sw)
+                                                       * wq_ + j // sw)
+                    if held[ci * kh + slot] == r:
+                        continue
+                    held[ci * kh + slot] = r
                     for p in range(sw):
-                        dst = buf + ((ci * kh + i) * sw + p) * wq_
+                        dst = buf + ((ci * kh + slot) * sw + p) * wq_
                         # phase p's value u is input column u * sw + p - pw: in the image
                         # for u in [u0, u1)
                         first = p - pw
@@ -931,9 +954,6 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                         memset(dst, 0, u0 * sizeof(float))
                         edl_gather_f(xr + u0 * sw + first, sw, dst + u0, u1 - u0)
                         memset(dst + u1, 0, (wq_ - u1) * sizeof(float))
-                    for j in range(kw):
-                        src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + i) * sw + j % sw) * wq_
-                                                       + j // sw)
             for g in range((m + 7) // 8):
                 edl_direct_row(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
                                yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig)

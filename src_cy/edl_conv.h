@@ -524,6 +524,63 @@ EDL_DIRECT(edl_direct8s_f, edl_v8f, edl_v8i, edl_v8u, 8, 1, 0)
 EDL_DIRECT(edl_direct16s_f, edl_v16f, edl_v16i, edl_v16u, 16, 1, 0)
 EDL_DIRECT(edl_direct32_f, edl_v16f, edl_v16i, edl_v16u, 16, 0, 1)
 EDL_DIRECT(edl_direct32s_f, edl_v16f, edl_v16i, edl_v16u, 16, 1, 1)
+#ifdef EDL_X86_MV
+/* AVX2 (16 ymm registers): 4 of a group's 8 channels x NB blocks of 8 pixels at k, the
+   channels from c0 (EDL_DIRECT_QUAD's names in scope). NB = 3: 12 accumulators, and per tap
+   3 source loads and 4 weight broadcasts for 12 FMAs, where edl_direct8_f's 8 channels x 1
+   block takes 1 + 8 loads for 8 FMAs (vbroadcastss is a load; Zen 3 issues two 256-bit
+   loads a cycle and two FMAs: the loads bound it, ~5.6 cycles a tap for 4 of FMAs). The same
+   sums in the same order as edl_direct8_f. */
+#define EDL_DIRECT_QUAD_BLOCKS(SIG, NB)                                                       \
+    {                                                                                      \
+        edl_v8f acc[NB][4];                                                                \
+        EDL_UNROLL for (int u = 0; u < (NB); u++)                                          \
+            EDL_UNROLL for (int m = 0; m < 4; m++) acc[u][m] = b[m] + z;                   \
+        for (ptrdiff_t t = 0; t < T; t++) {                                                \
+            const float *w = wq + 8 * t + c0, *s_ = src[t] + k;                            \
+            edl_v8f v[NB];      /* the blocks, then a broadcast at a time: 12 + 3 + 1 */   \
+            EDL_UNROLL for (int u = 0; u < (NB); u++) v[u] = EDL_LDV(edl_v8f, s_ + 8 * u); \
+            EDL_UNROLL for (int m = 0; m < 4; m++) {                                       \
+                const float wm = w[m];                                                     \
+                EDL_UNROLL for (int u = 0; u < (NB); u++) acc[u][m] += wm * v[u];          \
+            }                                                                              \
+        }                                                                                  \
+        EDL_UNROLL for (int u = 0; u < (NB); u++)                                          \
+            EDL_UNROLL for (int m = 0; m < 4; m++) {                                       \
+                edl_v8f r = acc[u][m];                                                     \
+                if (c0 + m >= mv) break;                                                   \
+                if (SIG) r = EDL_VSIG(edl_v8f, edl_v8i, edl_v8u, r, silu, 32);             \
+                else r = EDL_VMIN_32(edl_v8f, edl_v8i, hiv,                                \
+                                     EDL_VMAX_32(edl_v8f, edl_v8i, lov, r));              \
+                memcpy(out + (c0 + m) * ostride + k + 8 * u, &r, sizeof r);                \
+            }                                                                              \
+    }
+/* edl_direct8_f's row on AVX2: per half group, blocks of 24 pixels, then 16, then of 8
+   (the last moved back to end at n) */
+#define EDL_DIRECT_QUAD(NAME, SIG)                                                          \
+EDL_AVX2 static void NAME(const float *const *src, ptrdiff_t T, const float *wq,           \
+                          const float *bias, int mv, float *out, ptrdiff_t ostride,        \
+                          ptrdiff_t n, float lo, float hi, int silu) {                     \
+    const edl_v8f z = {0}, lov = lo + z, hiv = hi + z;                                     \
+    (void)silu; (void)lov; (void)hiv;                                                      \
+    for (int c0 = 0; c0 < mv; c0 += 4) {                                                   \
+        float b[4];                                                                        \
+        for (int m = 0; m < 4; m++) b[m] = c0 + m < mv ? bias[c0 + m] : 0;                 \
+        ptrdiff_t k = 0;                                                                   \
+        for (; k + 24 <= n; k += 24) EDL_DIRECT_QUAD_BLOCKS(SIG, 3)                        \
+        if (k + 16 <= n) {     /* 8 FMA chains, not two passes of 4 (latency-bound) */     \
+            EDL_DIRECT_QUAD_BLOCKS(SIG, 2)                                                 \
+            k += 16;                                                                       \
+        }                                                                                  \
+        for (ptrdiff_t k0 = k; k0 < n; k0 += 8) {                                          \
+            k = k0 > n - 8 ? n - 8 : k0;                                                   \
+            EDL_DIRECT_QUAD_BLOCKS(SIG, 1)                                                 \
+        }                                                                                  \
+    }                                                                                      \
+}
+EDL_DIRECT_QUAD(edl_direct_quad_avx2, 0)
+EDL_DIRECT_QUAD(edl_direct_quads_avx2, 1)
+#endif
 /* 1 where edl_direct16_f should run (x86-64 with AVX-512F); tests force either (both are
    correct everywhere) with edl_direct_set_wide */
 static int edl_direct_wide_flag = -1;
@@ -538,6 +595,16 @@ static inline int edl_direct_wide(void) {
     return edl_direct_wide_flag;
 }
 static inline void edl_direct_set_wide(int wide) { edl_direct_wide_flag = wide; }
+/* 1 where the direct path runs kernels that keep up with the GEMM on many taps (<= 320) on
+   long rows: the 16-pixel ones, or AVX2's 4 x 3 blocks (edl_direct_quad_avx2: 3x3 12 -> 16
+   at 208 x 208, YOLOX's stem, 0.79x the GEMM path's time; 32 -> 32 at 160 0.74x; 16 -> 32
+   at 80 0.93x; but 24 -> 48 at 44 1.13x: rows of 64+ only, as for the wide kernels) */
+static inline int edl_direct_deep(void) {
+#ifdef EDL_X86_MV
+    if (edl_x86_level() == 1) return 1;
+#endif
+    return edl_direct_wide();
+}
 /* Taps from which the 16-pixel kernels take two blocks a pass (PAIRS): 16 FMA chains,
    each tap's 8 weight broadcasts shared by 32 pixels. One AVX-512 core: 7x7 s2 3 -> 64 at
    224 (147 taps) 1.73 -> 1.60 ms, 3x3 12 -> 16 at 208 (YOLOX's stem) and 16 -> 32 at 80
@@ -555,6 +622,13 @@ static inline void edl_direct_row(const float *const *src, ptrdiff_t T, const fl
         else edl_direct32_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
         return;
     }
+#ifdef EDL_X86_MV
+    if (!wide && edl_x86_level() == 1) {
+        if (sig) edl_direct_quads_avx2(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
+        else edl_direct_quad_avx2(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
+        return;
+    }
+#endif
     if (sig && wide) edl_direct16s_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
     else if (sig) edl_direct8s_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);
     else if (wide) edl_direct16_f(src, T, wq, bias, mv, out, ostride, n, lo, hi, silu);

@@ -328,7 +328,7 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
     cy = _dispatch.twin_module("conv", "cython")
     direct = None
     if (group == 1 and not depthwise and cy.direct_ok()
-            and _direct_dense(c * kh * kw, kh * kw, (dh, dw), ow, cy.direct_wide())):
+            and _direct_dense(c * kh * kw, kh * kw, (dh, dw), ow, cy.direct_deep())):
         if residual:      # ConvF32 adds a residual on its GEMM path only
             return None
         direct = cy.pack_direct_weights(w.reshape(m, -1))
@@ -343,17 +343,18 @@ def _fast_conv(w, b, geo, epi, x_shape, backend, packed, residual=False):
                       residual == "after", 1 if depthwise else group)
 
 
-def _direct_dense(taps, window, dilations, ow, wide):
+def _direct_dense(taps, window, dilations, ow, deep):
     """Whether a dense conv takes ConvF32's direct path (no im2col, no GEMM): a window of >= 9,
     dilation 1, and either few taps (C * kh * kw <= 64: stem convs on RGB) on output rows of
-    >= 16, or, with 16-pixel blocks (``wide``: AVX-512), <= 320 taps on rows of >= 64.
+    >= 16, or, where its kernels keep up on many taps (``deep``: AVX-512's 16-pixel blocks,
+    AVX2's 4 x 24; cy.direct_deep), <= 320 taps on rows of >= 64.
     Measured against the GEMM path on one AVX-512 core (1 thread): 3x3 stems 3 -> 16 / 24 /
     32 channels 0.66-0.9x; 12 -> 16 at 208x208 0.78x, 7x7 s2 3 -> 64 0.8x, 3x3 16 -> 32 / 64
     at 80x80 0.82x, 32 -> 32 at 160x160 0.84x; but 64 -> 64 at 40x40 1.07x, 128 -> 128 at
     20x20 1.5x (blocks of 16 on short rows), 1x1 convs 1.4x, rows of 10 1.2x."""
     if window < 9 or dilations != (1, 1):
         return False
-    return (taps <= 64 and ow >= 16) or (wide and taps <= 320 and ow >= 64)
+    return (taps <= 64 and ow >= 16) or (deep and taps <= 320 and ow >= 64)
 
 
 def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),

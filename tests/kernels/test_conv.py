@@ -527,7 +527,8 @@ def test_plan_fast_path_depthwise(k, stride, dil, width, rng):
 
 @pytest.mark.parametrize("c, k, stride, pads", [
     (3, 3, (2, 2), (1, 1, 1, 1)), (3, 3, (1, 1), (1, 1, 1, 1)), (1, 3, (2, 2), (0, 1, 1, 0)),
-    (7, 3, (1, 2), (2, 0, 1, 2)), (2, 5, (2, 2), (2, 2, 2, 2)), (3, 3, (3, 3), (1, 0, 0, 1))])
+    (7, 3, (1, 2), (2, 0, 1, 2)), (2, 5, (2, 2), (2, 2, 2, 2)), (3, 3, (3, 3), (1, 0, 0, 1)),
+    (3, 3, (2, 2), (4, 3, 4, 3))])
 @pytest.mark.parametrize("m", [5, 16, 24])
 @pytest.mark.parametrize("act", [None, "relu6", "silu", "sigmoid", "tanh"])
 def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
@@ -556,17 +557,44 @@ def test_plan_direct_stem_path(c, k, stride, pads, m, act, rng):
             _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
     finally:
         cy.direct_wide(-1)
-    # with 16-pixel blocks (AVX-512) rows of >= 64 take it up to 320 taps
+    # with 16-pixel blocks (AVX-512) or AVX2's 4 x 24, rows of >= 64 take it up to 320 taps
     xw = rng.standard_normal((1, 12, 9, 70)).astype(np.float32)
     ww = rng.standard_normal((m, 12, 3, 3)).astype(np.float32)
     wide_run = conv2d_plan(xw.shape, ww, b, backend="cython", pads=(1, 1, 1, 1))
-    assert wide_run._fast.direct == cy.direct_wide()
+    assert wide_run._fast.direct == cy.direct_deep()
     _close(wide_run(xw), conv2d(xw, ww, b, pads=(1, 1, 1, 1), backend="numpy"), np.float32)
     # 1x1 convs, rows under 16 and many taps keep the GEMM path
     for shape, wshape in [((1, 3, 23, 61), (m, 3, 1, 1)), ((1, 3, 9, 9), (m, 3, 3, 3)),
                           ((1, 8, 23, 61), (m, 8, 3, 3))]:
         assert not conv2d_plan(shape, np.ones(wshape, np.float32), backend="cython")._fast.direct
 
+
+
+@pytest.mark.parametrize("stride, pads", [((2, 2), (1, 1, 1, 1)), ((1, 1), (2, 1, 0, 1))])
+def test_plan_direct_rows_across_threads(stride, pads, rng):
+    # the direct path keeps each split input row while the next output rows read it; the
+    # threads take runs of output rows, each its own rows: 1 and 2 threads give the same
+    # values, those of the NumPy backend, with rows of 24 + 16 + 8 (moved back) pixels
+    require_backend("cython")
+    from edgedl._cy import conv as cy
+    if not cy.direct_ok():
+        pytest.skip("no direct conv path in this build (32-bit ARM: no NEON in Debian's armhf)")
+    x = rng.standard_normal((1, 3, 97, 2 * 43 + 1)).astype(np.float32)
+    w = rng.standard_normal((20, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    kw = dict(strides=stride, pads=pads, activation="relu")
+    run = conv2d_plan(x.shape, w, b, backend="cython", **kw)
+    assert run._fast.direct
+    import edgedl
+    outs, saved = [], edgedl.get_num_threads()
+    try:
+        for threads in (1, 2):
+            edgedl.set_num_threads(threads)
+            outs.append(run(x))
+    finally:
+        edgedl.set_num_threads(saved)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    _close(outs[0], conv2d(x, w, b, backend="numpy", **kw), np.float32)
 
 
 @pytest.mark.parametrize("width", [64, 70, 83])
