@@ -79,6 +79,50 @@ __attribute__((target("avx512f"))) static void edl_max2x2s2_rows_avx512(
         }
     }
 }
+__attribute__((target("avx2"), always_inline)) static inline __m256 edl_nanmax8(__m256 a,
+                                                                                __m256 b) {
+    return _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+}
+/* The same on AVX2: per 8 outputs the two rows' 16 inputs, their maxima de-interleaved by
+   vshufps + vpermpd; the row's last outputs from masked loads (the lanes past the row read
+   nothing; their maxima are not stored). GCC's AVX2 clones of the two passes below kept
+   YuNet's pooled 1x1 -> depthwise units waiting on a scratch row. */
+__attribute__((target("avx2"))) static void edl_max2x2s2_rows_avx2(
+        const float *x, ptrdiff_t w, float *d, ptrdiff_t oh, ptrdiff_t ow) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (ptrdiff_t o = 0; o < oh; o++) {
+        const float *a = x + 2 * o * w, *b = a + w;
+        float *y = d + o * ow;
+        for (ptrdiff_t q = 0; q < ow; q += 8) {
+            __m256 a0, a1, b0, b1;
+            if (ow - q >= 8) {
+                a0 = _mm256_loadu_ps(a + 2 * q);
+                a1 = _mm256_loadu_ps(a + 2 * q + 8);
+                b0 = _mm256_loadu_ps(b + 2 * q);
+                b1 = _mm256_loadu_ps(b + 2 * q + 8);
+            } else {
+                const int left = (int)(2 * (ow - q));        /* input columns still to read */
+                const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
+                const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8), lane);
+                a0 = _mm256_maskload_ps(a + 2 * q, m0);
+                a1 = _mm256_maskload_ps(a + 2 * q + 8, m1);
+                b0 = _mm256_maskload_ps(b + 2 * q, m0);
+                b1 = _mm256_maskload_ps(b + 2 * q + 8, m1);
+            }
+            const __m256 v0 = edl_nanmax8(a0, b0), v1 = edl_nanmax8(a1, b1);
+            const __m256 e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                    _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+            const __m256 od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                    _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+            const __m256 r = edl_nanmax8(e, od);
+            if (ow - q >= 8)
+                _mm256_storeu_ps(y + q, r);
+            else
+                _mm256_maskstore_ps(y + q, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ow - q)),
+                                                              lane), r);
+        }
+    }
+}
 /* edl_max3x3s2_f's row (below) on AVX-512, in registers: per 16 outputs the three rows' max
    of the 33 columns they read (two vectors and one more column, -inf outside the row), then
    the taps 2q, 2q + 1 by de-interleaving (vpermt2ps) and 2q + 2 by shifting the even ones in
@@ -124,10 +168,6 @@ __attribute__((target("avx512f"))) static void edl_max3x3s2_row_avx512(
    load as -inf (vmaskmovps does not fault on masked lanes, then a blend). GCC's AVX2 clone of
    edl_max3x3s2_f ran its stride-2 taps lane by lane (FastestDet's 24 x 176 x 176 pool: ~2x
    this). The same maxima in the same order as EDL_NANMAX. */
-__attribute__((target("avx2"), always_inline)) static inline __m256 edl_nanmax8(__m256 a,
-                                                                                __m256 b) {
-    return _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
-}
 __attribute__((target("avx2"), always_inline)) static inline __m256 edl_max3col8(
         const float *a, const float *b, const float *c, ptrdiff_t c0, ptrdiff_t w) {
     if (c0 >= 0 && c0 + 8 <= w)
@@ -172,12 +212,16 @@ __attribute__((target("avx2"))) static void edl_max3x3s2_row_avx2(
     }
 }
 #endif
-/* 1 when edl_max2x2s2_plane_f ran: AVX-512 (the caller's two passes otherwise) */
+/* 1 when edl_max2x2s2_plane_f ran: AVX-512 or AVX2 (the caller's two passes otherwise) */
 static int edl_max2x2s2_plane_f(const float *x, ptrdiff_t w, float *d, ptrdiff_t oh,
                                 ptrdiff_t ow) {
 #ifdef EDL_POOL_AVX512
     if (edl_x86_level() == 2) {
         edl_max2x2s2_rows_avx512(x, w, d, oh, ow);
+        return 1;
+    }
+    if (edl_x86_level() == 1) {
+        edl_max2x2s2_rows_avx2(x, w, d, oh, ow);
         return 1;
     }
 #endif

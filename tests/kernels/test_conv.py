@@ -1142,7 +1142,8 @@ def test_pointwise_depthwise_fast_path_declines_and_checks(rng):
 def test_float_kernels_at_each_x86_level(isa):
     """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the
     depthwise rows at stride 1 and 2 and the GEMM, instantiated at each ISA's register width
-    because GCC compares wider vectors lane by lane, and the 3x3 stride-2 max pool's rows):
+    because GCC compares wider vectors lane by lane, and the 3x3 / 2x2 stride-2 max pools'
+    rows):
     each level, on any x86 CPU at or above it, against the NumPy backend, at widths around the 4-, 8- and 16-float steps, with the
     clip's NaN kept (read once per process: a subprocess each)."""
     import os
@@ -1184,7 +1185,10 @@ def test_float_kernels_at_each_x86_level(isa):
         "        for ceil in (False, True):\n"
         "            kw = dict(kernel_shape=(3, 3), strides=(2, 2), pads=pads, ceil_mode=ceil)\n"
         "            np.testing.assert_array_equal(max_pool2d(x, **kw, backend='cython'),\n"
-        "                                          max_pool2d(x, **kw, backend='numpy'))\n")
+        "                                          max_pool2d(x, **kw, backend='numpy'))\n"
+        "    kw = dict(kernel_shape=(2, 2), strides=(2, 2))\n"
+        "    np.testing.assert_array_equal(max_pool2d(x, **kw, backend='cython'),\n"
+        "                                  max_pool2d(x, **kw, backend='numpy'))\n")
     env = dict(os.environ, EDGEDL_F32_ISA=isa)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)
