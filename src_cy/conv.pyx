@@ -909,6 +909,7 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     cdef Py_ssize_t oy, ci, i, j, p, r, g, u0, u1, first, n, t, slot, u
     cdef int err = 0
     cdef float* buf = NULL
+    cdef float* rows
     cdef float* dst
     cdef const float* xr
     cdef const float** src
@@ -919,10 +920,12 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
     with parallel(use_threads_if=m * T * L >= _PAR_MACS):
-        buf = <float*>malloc(c * kh * sw * wq_ * sizeof(float) + T * sizeof(void*)
-                             + c * kh * sizeof(Py_ssize_t))
-        src = <const float**>(buf + c * kh * sw * wq_)
+        # the pointers and row indices first (malloc's alignment), the split rows after
+        buf = <float*>malloc(T * sizeof(void*) + c * kh * sizeof(Py_ssize_t)
+                             + c * kh * sw * wq_ * sizeof(float))
+        src = <const float**>buf
         held = <Py_ssize_t*>(src + T)
+        rows = <float*>(held + c * kh)
         if buf != NULL:
             for u in range(c * kh):
                 held[u] = -ph - kh - 1          # below every row index (>= -ph)
@@ -935,13 +938,13 @@ cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_
                     r = oy * sh + i - ph
                     slot = (r + ph) % kh          # r >= -ph
                     for j in range(kw):
-                        src[(ci * kh + i) * kw + j] = (buf + ((ci * kh + slot) * sw + j % sw)
-                                                       * wq_ + j // sw)
+                        src[(ci * kh + i) * kw + j] = (rows + ((ci * kh + slot) * sw
+                                                                + j % sw) * wq_ + j // sw)
                     if held[ci * kh + slot] == r:
                         continue
                     held[ci * kh + slot] = r
                     for p in range(sw):
-                        dst = buf + ((ci * kh + slot) * sw + p) * wq_
+                        dst = rows + ((ci * kh + slot) * sw + p) * wq_
                         # phase p's value u is input column u * sw + p - pw: in the image
                         # for u in [u0, u1)
                         first = p - pw
