@@ -1143,9 +1143,9 @@ def test_float_kernels_at_each_x86_level(isa):
     """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the
     depthwise rows at stride 1 and 2 and the GEMM, instantiated at each ISA's register width
     because GCC compares wider vectors lane by lane, and the 3x3 / 2x2 stride-2 max pools'
-    rows):
-    each level, on any x86 CPU at or above it, against the NumPy backend, at widths around the 4-, 8- and 16-float steps, with the
-    clip's NaN kept (read once per process: a subprocess each)."""
+    rows): each level, on any x86 CPU at or above it, against the NumPy backend, at widths
+    around the 4-, 8- and 16-float steps, with the clip's NaN kept (read once per process: a
+    subprocess each)."""
     import os
     import platform
     import subprocess
