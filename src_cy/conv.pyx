@@ -74,6 +74,8 @@ cdef extern from "edl_conv.h":
                      float* row, Py_ssize_t n) noexcept nogil
     void edl_full3_d(const double* x0, const double* x1, const double* x2, const double* w,
                      double* row, Py_ssize_t n) noexcept nogil
+    void edl_full5v_f(const float* x, Py_ssize_t wp, const float* w, float* row,
+                      Py_ssize_t n) noexcept nogil
     void edl_full5_f(const float* x0, const float* x1, const float* x2, const float* x3,
                      const float* x4, const float* w, float* row, Py_ssize_t n) noexcept nogil
     void edl_full5_d(const double* x0, const double* x1, const double* x2, const double* x3,
@@ -350,7 +352,7 @@ cdef inline void _full3(const floating* x0, const floating* w, floating* row, Py
 cdef inline void _full5(const floating* x0, const floating* w, floating* row, Py_ssize_t wp,
                         Py_ssize_t n) noexcept nogil:
     if floating is float:
-        edl_full5_f(x0, x0 + wp, x0 + 2 * wp, x0 + 3 * wp, x0 + 4 * wp, w, row, n)
+        edl_full5v_f(x0, wp, w, row, n)
     else:
         edl_full5_d(x0, x0 + wp, x0 + 2 * wp, x0 + 3 * wp, x0 + 4 * wp, w, row, n)
 

@@ -741,6 +741,64 @@ EDL_CONV_ROWS(float, f)
 EDL_CONV_ROWS(double, d)
 EDL_CONV_ROWS_S2(float, f)
 EDL_CONV_ROWS_S2(double, d)
+/* 5x5 stride-1 depthwise: row[k] = the window at column k of the rows x + i * wp (i < 5),
+   k < n, n >= W (the vector's floats). U = 4 output vectors an iteration share each weight's
+   broadcast: per tap 1 + 4 loads for 4 FMAs, where edl_full5_f's auto-vectorised loop took 2
+   loads a FMA (its 25 weights do not fit AVX2's 16 registers: reloaded for every vector) and
+   one chain of 25 FMAs a vector (FastestDet's 96 x 22 x 22 head convs: ~75 us a conv, ORT's
+   ~60). The sums in edl_full5_f's order: a chain per kernel row (a product, then FMAs), the
+   rows' chains added in turn, the last row's taps FMAs onto that sum. The last vector moves
+   back to end at n. */
+#define EDL_FULL5_BLOCK(U)                                                                  \
+    {                                                                                      \
+        VT a[U], r[U];                                                                     \
+        EDL_UNROLL for (int i = 0; i < 4; i++) {                                           \
+            const float *p = x + i * wp + k;                                               \
+            EDL_UNROLL for (int u = 0; u < (U); u++)                                       \
+                r[u] = w[5 * i] * EDL_LDV(VT, p + u * W);                                  \
+            EDL_UNROLL for (int j = 1; j < 5; j++) {                                       \
+                const float wj = w[5 * i + j];                                             \
+                EDL_UNROLL for (int u = 0; u < (U); u++)                                   \
+                    r[u] += wj * EDL_LDV(VT, p + j + u * W);                               \
+            }                                                                              \
+            EDL_UNROLL for (int u = 0; u < (U); u++) a[u] = i ? a[u] + r[u] : r[u];        \
+        }                                                                                  \
+        EDL_UNROLL for (int j = 0; j < 5; j++) {                                           \
+            const float wj = w[20 + j];                                                    \
+            EDL_UNROLL for (int u = 0; u < (U); u++)                                       \
+                a[u] += wj * EDL_LDV(VT, x + 4 * wp + k + j + u * W);                      \
+        }                                                                                  \
+        EDL_UNROLL for (int u = 0; u < (U); u++) memcpy(row + k + u * W, &a[u], sizeof(VT)); \
+    }
+#define EDL_FULL5_ISA(NAME, ATTR, VT_, VB_)                                                \
+ATTR static void NAME(const float *x, ptrdiff_t wp, const float *w, float *restrict row,   \
+                      ptrdiff_t n) {                                                       \
+    typedef VT_ VT;                                                                        \
+    enum { W = VB_ / 4 };                                                                  \
+    ptrdiff_t k = 0;                                                                       \
+    for (; k + 4 * W <= n; k += 4 * W) EDL_FULL5_BLOCK(4)                                  \
+    for (ptrdiff_t k0 = k; k0 < n; k0 += W) {                                              \
+        k = k0 > n - W ? n - W : k0;                                                       \
+        EDL_FULL5_BLOCK(1)                                                                 \
+    }                                                                                      \
+}
+#ifdef EDL_X86_MV
+EDL_FULL5_ISA(edl_full5v_avx512, EDL_AVX512, edl_vf16, 64)
+EDL_FULL5_ISA(edl_full5v_avx2, EDL_AVX2, edl_vf8, 32)
+EDL_FULL5_ISA(edl_full5v_sse, EDL_CONTRACT, edl_vf4, 16)
+#else
+EDL_FULL5_ISA(edl_full5v_base, EDL_CONTRACT, edl_vf4, 16)
+#endif
+/* edl_full5_f's rows (x0 .. x0 + 4 wp) by the kernels above where the run has a vector of
+   the widest ISA (16 floats), else edl_full5_f */
+static inline void edl_full5v_f(const float *x, ptrdiff_t wp, const float *w,
+                                float *restrict row, ptrdiff_t n) {
+    if (n < 16) {
+        edl_full5_f(x, x + wp, x + 2 * wp, x + 3 * wp, x + 4 * wp, w, row, n);
+        return;
+    }
+    EDL_ISA_CALL(edl_full5v, (x, wp, w, row, n))
+}
 /* in-place activations (the functions allow y == x: same-index elementwise access) */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wrestrict"

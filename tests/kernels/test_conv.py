@@ -1141,11 +1141,11 @@ def test_pointwise_depthwise_fast_path_declines_and_checks(rng):
 @pytest.mark.parametrize("isa", ["avx2", "sse"])
 def test_float_kernels_at_each_x86_level(isa):
     """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the
-    depthwise rows at stride 1 and 2 and the GEMM, instantiated at each ISA's register width
-    because GCC compares wider vectors lane by lane, and the 3x3 / 2x2 stride-2 max pools'
-    rows): each level, on any x86 CPU at or above it, against the NumPy backend, at widths
-    around the 4-, 8- and 16-float steps, with the clip's NaN kept (read once per process: a
-    subprocess each)."""
+    depthwise rows at stride 1 and 2 (3x3, and 5x5 at stride 1) and the GEMM, instantiated at
+    each ISA's register width because GCC compares wider vectors lane by lane, and the 3x3 /
+    2x2 stride-2 max pools' rows): each level, on any x86 CPU at or above it, against the
+    NumPy backend, at widths around the 4-, 8- and 16-float steps, with the clip's NaN kept
+    (read once per process: a subprocess each)."""
     import os
     import platform
     import subprocess
@@ -1172,6 +1172,11 @@ def test_float_kernels_at_each_x86_level(isa):
         "            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5,\n"
         "                                       err_msg=f'{wd} {s} {act}')\n"
         "            assert (np.isnan(got) == np.isnan(want)).all(), (wd, s, act)\n"
+        "    w5 = r.standard_normal((5, 1, 5, 5)).astype(np.float32)\n"
+        "    kw = dict(pads=(2, 2, 2, 2), group=5)\n"
+        "    got, want = (conv2d(x, w5, b, backend=be, **kw) for be in ('cython', 'numpy'))\n"
+        "    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f'5x5 {wd}')\n"
+        "    assert (np.isnan(got) == np.isnan(want)).all(), wd\n"
         "    w1 = r.standard_normal((12, 5, 1, 1)).astype(np.float32)\n"
         "    w2 = r.standard_normal((12, 1, 3, 3)).astype(np.float32)\n"
         "    b1, b2 = r.standard_normal((2, 12)).astype(np.float32)\n"
