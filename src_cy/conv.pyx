@@ -105,6 +105,7 @@ cdef extern from "edl_conv.h":
                                const float* w, float* row, Py_ssize_t n, float b, float lo,
                                float hi) noexcept nogil
     void edl_deinterleave_f(const float* x, Py_ssize_t n, float* e, float* o) noexcept nogil
+    int edl_dw3s2_split_min() noexcept nogil
     void edl_split2_f(const float* src, Py_ssize_t n, float* e, Py_ssize_t wq,
                       Py_ssize_t pw) noexcept nogil
     void edl_split2_d(const double* src, Py_ssize_t n, double* e, Py_ssize_t wq,
@@ -601,9 +602,9 @@ cdef int _depthwise3_s2_f(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
                           Py_ssize_t wd, const float* w, const float* bias, Py_ssize_t ph,
                           int act, float lo, float hi, const float* slopes, float* out,
                           Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """3x3 at stride 2 with one column of left padding: output rows of >= 17 from a copy of
-    the plane split by column parity (even width, ow = wd / 2: edl_deinterleave_f, then
-    edl_dw3s2_split_row_f), narrower ones from the input rows in place (edl_dw3s2_row_f); a
+    """3x3 at stride 2 with one column of left padding: output rows of >= 17 (9 on AVX2:
+    edl_dw3s2_split_min) from a copy of the plane split by column parity (even width, ow =
+    wd / 2: edl_deinterleave_f, then edl_dw3s2_split_row_f), narrower ones from the input rows in place (edl_dw3s2_row_f); a
     zero row where the window leaves the plane. The bias and a clip in the row kernels'
     store, other activations over the plane afterwards. Returns 0, or 1 if a buffer's
     allocation failed."""
@@ -615,7 +616,7 @@ cdef int _depthwise3_s2_f(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
     cdef const float* xp
     cdef const float* wc
     cdef bint fused = act == ACT_NONE or act == ACT_CLIP
-    cdef bint split = wd % 2 == 0 and ow == hw and ow >= 17
+    cdef bint split = wd % 2 == 0 and ow == hw and ow >= edl_dw3s2_split_min()
     cdef float flo = lo if act == ACT_CLIP else -INFINITY
     cdef float fhi = hi if act == ACT_CLIP else INFINITY
     with parallel(use_threads_if=planes * oh * ow * 9 >= _PAR_ELEMS):

@@ -443,13 +443,51 @@ static inline void edl_dw3s2_split_row_f(const float *e0, const float *o0, const
                                          float b, float lo, float hi) {
     EDL_ISA_CALL(edl_dw3s2_split_row, (e0, o0, e1, o1, e2, o2, w, row, n, b, lo, hi))
 }
+/* The narrowest rows the split rows take (n >= W + 1 for their vectors) where the caller
+   prefers them to edl_dw3s2_row_f's stride-2 loads: 9 on AVX2 (FastestDet's 96 x 22 x 22
+   s2: 11 outputs a row, 31 -> ~16 us), else 17 (not measured narrower elsewhere) */
+static inline int edl_dw3s2_split_min(void) {
+#ifdef EDL_X86_MV
+    if (edl_x86_level() == 1) return 9;
+#endif
+    return 17;
+}
 /* e[i] = x[2 i], o[i] = x[2 i + 1], i < n: a whole plane of even width at once */
-EDL_SIMD_KERNEL static void edl_deinterleave_f(const float *restrict x, ptrdiff_t n,
-                                               float *restrict e, float *restrict o) {
+EDL_SIMD_KERNEL static void edl_deinterleave_clones(const float *restrict x, ptrdiff_t n,
+                                                    float *restrict e, float *restrict o) {
     for (ptrdiff_t i = 0; i < n; i++) {
         e[i] = x[2 * i];
         o[i] = x[2 * i + 1];
     }
+}
+#ifdef EDL_X86_MV
+/* AVX2: 16 inputs a step, vshufps + vpermpd (GCC's AVX2 clone of the loop above took longer
+   than the stride-2 depthwise rows it feeds: 38% of 24 x 88 x 88 3x3 s2) */
+__attribute__((target("avx2"))) static void edl_deinterleave_avx2(
+        const float *restrict x, ptrdiff_t n, float *restrict e, float *restrict o) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 a = _mm256_loadu_ps(x + 2 * i), b = _mm256_loadu_ps(x + 2 * i + 8);
+        _mm256_storeu_ps(e + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(o + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    for (; i < n; i++) {
+        e[i] = x[2 * i];
+        o[i] = x[2 * i + 1];
+    }
+}
+#endif
+static inline void edl_deinterleave_f(const float *restrict x, ptrdiff_t n,
+                                      float *restrict e, float *restrict o) {
+#ifdef EDL_X86_MV
+    if (edl_x86_level() == 1) {
+        edl_deinterleave_avx2(x, n, e, o);
+        return;
+    }
+#endif
+    edl_deinterleave_clones(x, n, e, o);
 }
 /* Direct dense conv for few taps (stem convs on RGB: K = C * kh * kw taps), one output
    row of 8 channels: out[m * ostride + k] = act(bias[m] + sum_t wq[8 t + m] * src[t][k]) for
