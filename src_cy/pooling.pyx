@@ -170,11 +170,21 @@ cdef void _plane_small(const floating* src, floating* dst, floating* buf, const 
     cdef floating* v = buf + hp * wp
     if mode == 1 and not _finite(src, h * w):
         mode = 2
-    for c in range(hp * wp):
+    cdef Py_ssize_t r0 = max(0, -pt), r1 = min(h, hp - pt)     # image rows inside buf
+    if c1 <= c0:
+        r1 = r0
+    # only the padding cells are filled (a pool without padding: none; filling all of buf
+    # first cost FastestDet's 3x3 s2 average pool a fifth of its time)
+    for c in range(min((r0 + pt) * wp, hp * wp)):
         buf[c] = fill
-    if c1 > c0:
-        for r in range(max(0, -pt), min(h, hp - pt)):
-            memcpy(buf + (r + pt) * wp + c0 + pl, src + r * w + c0, (c1 - c0) * sizeof(floating))
+    for r in range(r0, r1):
+        for c in range((r + pt) * wp, (r + pt) * wp + c0 + pl):
+            buf[c] = fill
+        memcpy(buf + (r + pt) * wp + c0 + pl, src + r * w + c0, (c1 - c0) * sizeof(floating))
+        for c in range((r + pt) * wp + c1 + pl, (r + pt + 1) * wp):
+            buf[c] = fill
+    for c in range(max(r1, r0) * wp + pt * wp, hp * wp):
+        buf[c] = fill
     if sh == 1:
         for i in range(kh):
             ptrs[i] = buf + i * dh * wp
