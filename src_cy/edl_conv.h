@@ -468,10 +468,8 @@ __attribute__((target("avx2"))) static void edl_deinterleave_avx2(
     ptrdiff_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 a = _mm256_loadu_ps(x + 2 * i), b = _mm256_loadu_ps(x + 2 * i + 8);
-        _mm256_storeu_ps(e + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0))));
-        _mm256_storeu_ps(o + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(e + i, edl_even8(a, b));
+        _mm256_storeu_ps(o + i, edl_odd8(a, b));
     }
     for (; i < n; i++) {
         e[i] = x[2 * i];

@@ -187,6 +187,20 @@ static inline int edl_x86_level(void) {
     }
     return level;
 }
+/* The even / odd floats of the 16 in a, b (a first), in order: vshufps, then vpermpd to undo
+   its per-lane interleave (stride-2 pools and the stride-2 depthwise's column split) */
+__attribute__((target("avx2"), always_inline)) static inline __m256 edl_even8(__m256 a,
+                                                                              __m256 b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+}
+__attribute__((target("avx2"), always_inline)) static inline __m256 edl_odd8(__m256 a,
+                                                                             __m256 b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+}
 /* FN(ARGS) of this CPU's variant (FN##_avx512, _avx2 or _sse) */
 #define EDL_ISA_CALL(FN, ARGS)                                                             \
     switch (edl_x86_level()) {                                                             \

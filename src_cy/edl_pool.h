@@ -110,11 +110,7 @@ __attribute__((target("avx2"))) static void edl_max2x2s2_rows_avx2(
                 b1 = _mm256_maskload_ps(b + 2 * q + 8, m1);
             }
             const __m256 v0 = edl_nanmax8(a0, b0), v1 = edl_nanmax8(a1, b1);
-            const __m256 e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                    _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
-            const __m256 od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                    _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
-            const __m256 r = edl_nanmax8(e, od);
+            const __m256 r = edl_nanmax8(edl_even8(v0, v1), edl_odd8(v0, v1));
             if (ow - q >= 8)
                 _mm256_storeu_ps(y + q, r);
             else
@@ -193,10 +189,7 @@ __attribute__((target("avx2"))) static void edl_max3x3s2_row_avx2(
         const ptrdiff_t c0 = 2 * q - pl;                  /* the block's first column */
         const __m256 hi = edl_max3col8(a, b, c, c0 + 8, w);
         const __m256 nx = edl_max3col8(a, b, c, c0 + 16, w);    /* the next block's lo */
-        const __m256 e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
-        const __m256 o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+        const __m256 e = edl_even8(lo, hi), o = edl_odd8(lo, hi);
         const __m256 e2 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e, down),
                                           _mm256_permutevar8x32_ps(nx, _mm256_setzero_si256()),
                                           0x80);
