@@ -35,7 +35,8 @@
 
 /* The conv epilogues a tile applies in registers before its store (the others take a pass
  * over the block of C afterwards): + bias[row], then optionally a clamp to [lo, hi] (relu,
- * relu6, clip) that keeps NaN, as the conv epilogue does, or `sig`: EDL_ACT_SIGMOID or
+ * relu6, clip; clamp 1: hi is +inf, the max alone) that keeps NaN, as the conv epilogue
+ * does, or `sig`: EDL_ACT_SIGMOID or
  * EDL_ACT_SILU (0: neither), the operations of edl_sigmoid_f32 / edl_swish_f32 on the
  * tile's vectors. As a pass of its own, YOLOX's SiLU cost ~0.1 ns a value more than the
  * activation itself (re-reading and re-writing the block of C). */
@@ -110,10 +111,12 @@ ATTR static void FN(ptrdiff_t K, const float *restrict a, const float *restrict 
         if (!(SIG) && epi->clamp) {  /* t = lo > t ? lo : t; t = hi < t ? hi : t */        \
             const VT lo = (VT){0} + epi->lo, hi = (VT){0} + epi->hi;                      \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
-                EDL_UNROLL for (int v = 0; v < (NV); v++) {                                \
-                    const VT t = EDL_VMAX_##VB(VT, IVT, lo, acc[i][v]);                    \
-                    acc[i][v] = EDL_VMIN_##VB(VT, IVT, hi, t);                             \
-                }                                                                          \
+                EDL_UNROLL for (int v = 0; v < (NV); v++)                                  \
+                    acc[i][v] = EDL_VMAX_##VB(VT, IVT, lo, acc[i][v]);                     \
+            if (epi->clamp > 1)                                                            \
+                EDL_UNROLL for (int i = 0; i < (MR); i++)                                  \
+                    EDL_UNROLL for (int v = 0; v < (NV); v++)                              \
+                        acc[i][v] = EDL_VMIN_##VB(VT, IVT, hi, acc[i][v]);                 \
         } else if (SIG) {                                                                  \
             const int silu = epi->sig == EDL_ACT_SILU;                                     \
             EDL_UNROLL for (int i = 0; i < (MR); i++)                                      \
