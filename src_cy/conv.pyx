@@ -10,7 +10,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, uint16_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, memmove
 
 from cpython.buffer cimport PyBuffer_Release, PyBUF_ND
 from cpython.exc cimport PyErr_Clear
@@ -138,6 +138,9 @@ cdef extern from "edl_pool.h":
     void edl_max_pairs_f(const float* v, float* d, Py_ssize_t n) noexcept nogil
     int edl_max2x2s2_plane_f(const float* x, Py_ssize_t w, float* d, Py_ssize_t oh,
                              Py_ssize_t ow) noexcept nogil
+    void edl_max3x3s2_plane_f(const float* src, Py_ssize_t h, Py_ssize_t w, float* dst,
+                              Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt, Py_ssize_t pl,
+                              float* v) noexcept nogil
 
 
 cdef extern from "edl_gemm.h":
@@ -192,6 +195,8 @@ cdef enum:
     # pointwise -> depthwise chains (_pw_dw_f32): the bytes of the pointwise output band a
     # thread keeps (all channels, the band's rows and the two rows around it)
     _PWDW_BAND_BYTES = 256 << 10
+    # conv -> max pool (_conv_maxpool_f32): the bytes of the conv rows a thread keeps
+    _POOL_BAND_BYTES = 128 << 10
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t n_dst, Py_ssize_t stride,
@@ -785,6 +790,7 @@ cdef class ConvF32:
         cdef int r = 0
         cdef bint ok
         cdef const float* rp = NULL
+        cdef _Direct d
         if res is not None:
             if self.direct or self.depthwise or self.groups > 1:
                 return False
@@ -805,11 +811,8 @@ cdef class ConvF32:
                 omp_set_num_threads(nthreads)
             with nogil:
                 if self.direct:
-                    r = _conv_direct_f32(<const float*>bx.buf, self.c, self.h, self.w,
-                                         &self.wdir[0], &self.bias[0], self.kh, self.kw,
-                                         self.sh, self.sw, self.ph, self.pw, self.act,
-                                         self.lo, self.hi, &self.slopes[0], <float*>by.buf,
-                                         self.m, self.oh, self.ow)
+                    d = self._direct()
+                    r = _conv_direct_f32(&d, <const float*>bx.buf, <float*>by.buf)
                 elif self.depthwise:
                     r = _depthwise(<const float*>bx.buf, self.c, self.c, self.h, self.w,
                                    &self.wp[0], self.kh, self.kw, &self.bias[0], self.sh,
@@ -830,6 +833,15 @@ cdef class ConvF32:
         if r:
             raise MemoryError("conv: out of memory for its buffers")
         return ok
+
+    cdef _Direct _direct(self) noexcept nogil:
+        """The direct path's arguments (self.direct)."""
+        cdef _Direct d
+        d.wq, d.bias, d.slopes = &self.wdir[0], &self.bias[0], &self.slopes[0]
+        d.c, d.h, d.wd, d.m, d.oh, d.ow = self.c, self.h, self.w, self.m, self.oh, self.ow
+        d.kh, d.kw, d.sh, d.sw, d.ph, d.pw = self.kh, self.kw, self.sh, self.sw, self.ph, self.pw
+        d.act, d.lo, d.hi = self.act, self.lo, self.hi
+        return d
 
     cdef int _groups(self, const float* xb, float* yb) noexcept nogil:
         """The grouped conv: group g's GEMM on input channels g * C / groups.. into output
@@ -859,6 +871,53 @@ cdef class ConvF32:
                               self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh,
                               self.dw, self.act, self.lo, self.hi, &self.slopes[g * mg], yg,
                               mg, self.oh, self.ow)
+
+
+cdef class ConvMaxPoolF32:
+    """A ConvF32 on its direct path whose output only a max pool reads, run as one
+    (_conv_maxpool_f32): 3x3 windows at stride 2 with pads top / left ``pt``, ``pl`` <= 1
+    (``pk`` 3; every window with an in-image row and column), or 2x2 at stride 2 without
+    padding (``pk`` 2); pooled output (1, M, ``poh``, ``pow``).
+
+    ``call(x, y, nthreads)`` as ConvF32's (no residual): True when done, else False having
+    touched nothing."""
+    cdef ConvF32 conv
+    cdef Py_ssize_t pk, pt, pl, poh, pw_
+
+    def __init__(self, ConvF32 conv, Py_ssize_t pk, Py_ssize_t pt, Py_ssize_t pl,
+                 Py_ssize_t poh, Py_ssize_t pow):
+        cdef bint ok = conv.direct and conv.groups == 1 and poh >= 1 and pow >= 1 and (
+            (pk == 3 and 0 <= pt <= 1 and 0 <= pl <= 1 and 2 * (poh - 1) - pt < conv.oh
+             and 2 * (pow - 1) - pl < conv.ow)
+            or (pk == 2 and pt == 0 and pl == 0 and 2 * poh <= conv.oh
+                and 2 * pow <= conv.ow))
+        if not ok:
+            raise ValueError("ConvMaxPoolF32: needs a direct ConvF32 and a 3x3 stride-2 pool "
+                             "(pads <= 1, every window in the image) or a 2x2 stride-2 one "
+                             "(no padding) of its output")
+        self.conv, self.pk, self.pt, self.pl, self.poh, self.pw_ = conv, pk, pt, pl, poh, pow
+
+    def __call__(self, x, y, int nthreads, res=None):
+        cdef Py_buffer bx, by
+        cdef int r = 0
+        cdef bint ok
+        cdef _Direct d
+        if res is not None or not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+            return False
+        ok = (_f32_array(&bx, 1, self.conv.c, self.conv.h, self.conv.w)
+              and _f32_array(&by, 1, self.conv.m, self.poh, self.pw_)
+              and disjoint(&bx, &by, False))
+        if ok:
+            if omp_get_max_threads() != nthreads:
+                omp_set_num_threads(nthreads)
+            with nogil:
+                d = self.conv._direct()
+                r = _conv_maxpool_f32(&d, <const float*>bx.buf, <float*>by.buf, self.pk,
+                                      self.pt, self.pl, self.poh, self.pw_)
+        release_pair(&bx, &by)
+        if r:
+            raise MemoryError("ConvMaxPoolF32: out of memory for its buffers")
+        return ok
 
 
 def direct_ok():
@@ -894,79 +953,206 @@ def pack_direct_weights(const float[:, ::1] w):
     return out
 
 
-cdef int _conv_direct_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t wd,
-                          const float* wq, const float* bias, Py_ssize_t kh, Py_ssize_t kw,
-                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int act,
-                          float lo, float hi, const float* slopes, float* yb, Py_ssize_t m,
-                          Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """Dense conv of few taps (dilation 1, ow >= 8) without im2col: per output row, the kh
-    input rows of each channel are copied zero-padded and split by column phase (sw phases of
-    wq values: phase p holds padded columns p, p + sw, ...), so tap (ci, i, j) is the
-    contiguous run at phase j % sw, offset j // sw; edl_direct8_f then computes 8 output
-    channels at a time. A split row stays in slot (r + ph) % kh of its channel while the next
-    output rows read it (kh > sh: a 3x3 s2 stem split each input row 1.5 times, 15% of its
-    time). Output rows go to the threads (static chunks: consecutive rows). Returns 0, or 1
-    if a malloc failed."""
-    cdef Py_ssize_t T = c * kh * kw, L = oh * ow
-    cdef Py_ssize_t wq_ = ((ow - 1) * sw + kw + sw - 1) // sw     # values a phase
-    cdef Py_ssize_t oy, ci, i, j, p, r, g, u0, u1, first, n, t, slot, u
+cdef struct _Direct:
+    # a dense conv on the direct path (ConvF32's geometry; wq: pack_direct_weights)
+    const float* wq
+    const float* bias
+    const float* slopes
+    Py_ssize_t c, h, wd, m, oh, ow, kh, kw, sh, sw, ph, pw
+    int act
+    float lo, hi
+
+
+cdef inline Py_ssize_t _direct_wq(const _Direct* d) noexcept nogil:
+    """Values a column phase of a split input row holds."""
+    return ((d.ow - 1) * d.sw + d.kw + d.sw - 1) // d.sw
+
+
+cdef float* _direct_scratch(const _Direct* d) noexcept nogil:
+    """A thread's buffer for _direct_row, every slot empty (NULL if malloc failed): the tap
+    pointers and row indices first (malloc's alignment), the split rows after."""
+    cdef Py_ssize_t T = d.c * d.kh * d.kw, u
+    cdef float* buf = <float*>malloc(T * sizeof(void*) + d.c * d.kh * sizeof(Py_ssize_t)
+                                     + d.c * d.kh * d.sw * _direct_wq(d) * sizeof(float))
+    cdef Py_ssize_t* held
+    if buf != NULL:
+        held = <Py_ssize_t*>((<const float**>buf) + T)
+        for u in range(d.c * d.kh):
+            held[u] = -d.ph - d.kh - 1          # below every row index (>= -ph)
+    return buf
+
+
+cdef void _split2(const float* xr, Py_ssize_t wd, Py_ssize_t pw, float* split,
+                  Py_ssize_t wq) noexcept nogil:
+    """_direct_row's split of input row xr (wd columns) at stride 2: phase p's wq values at
+    split + p * wq, column j at phase (j + pw) % 2, index (j + pw) // 2, zeros elsewhere.
+    One de-interleave pass (edl_deinterleave_f) instead of a strided gather per phase (8% of
+    FastestDet's 3x3 s2 stem)."""
+    cdef Py_ssize_t pe = pw % 2, po = 1 - pe     # the phases of even and odd columns
+    cdef Py_ssize_t oe = min(pw // 2, wq), oo = min((pw + 1) // 2, wq)   # their first index
+    cdef Py_ssize_t ne = max(min((wd + 1) // 2, wq - oe), 0)   # even columns kept
+    cdef Py_ssize_t no = max(min(wd // 2, wq - oo), 0)         # odd ones
+    cdef Py_ssize_t n = min(ne, no), i
+    cdef float* e = split + pe * wq
+    cdef float* o = split + po * wq
+    memset(e, 0, oe * sizeof(float))
+    memset(e + oe + ne, 0, (wq - oe - ne) * sizeof(float))
+    memset(o, 0, oo * sizeof(float))
+    memset(o + oo + no, 0, (wq - oo - no) * sizeof(float))
+    edl_deinterleave_f(xr, n, e + oe, o + oo)
+    for i in range(n, ne):
+        e[oe + i] = xr[2 * i]
+    for i in range(n, no):
+        o[oo + i] = xr[2 * i + 1]
+
+
+cdef void _direct_row(const _Direct* d, const float* xb, float* buf, Py_ssize_t oy,
+                      float* dst, Py_ssize_t ps) noexcept nogil:
+    """Output row oy of every channel (channel t's at dst + t * ps), activated, without
+    im2col: the kh input rows of each channel are copied zero-padded and split by column
+    phase (sw phases of _direct_wq values: phase p holds padded columns p, p + sw, ...), so
+    tap (ci, i, j) is the contiguous run at phase j % sw, offset j // sw; edl_direct_row then
+    computes 8 output channels at a time. A split row stays in slot (r + ph) % kh of its
+    channel while the next output rows read it (kh > sh: a 3x3 s2 stem split each input row
+    1.5 times, 15% of its time). buf: _direct_scratch's, the thread's own."""
+    cdef Py_ssize_t T = d.c * d.kh * d.kw, kh = d.kh, sw = d.sw, wq_ = _direct_wq(d)
+    cdef Py_ssize_t ci, i, j, p, r, g, u0, u1, first, t, slot
+    cdef const float** src = <const float**>buf
+    cdef Py_ssize_t* held = <Py_ssize_t*>(src + T)  # the input row in each (channel, slot)
+    cdef float* rows = <float*>(held + d.c * kh)
+    cdef float* dst_
+    cdef const float* xr
+    # the bias and a clip, sigmoid or SiLU in the kernel's registers; others a pass per row
+    cdef int sig = d.act if d.act == ACT_SIGMOID or d.act == ACT_SILU else 0
+    cdef bint fused = d.act == ACT_NONE or d.act == ACT_CLIP or sig != 0
+    cdef float flo = d.lo if d.act == ACT_CLIP else -INFINITY
+    cdef float fhi = d.hi if d.act == ACT_CLIP else INFINITY
+    for ci in range(d.c):
+        for i in range(kh):
+            r = oy * d.sh + i - d.ph
+            slot = (r + d.ph) % kh          # r >= -ph
+            for j in range(d.kw):
+                src[(ci * kh + i) * d.kw + j] = (rows + ((ci * kh + slot) * sw + j % sw) * wq_
+                                                 + j // sw)
+            if held[ci * kh + slot] == r:
+                continue
+            held[ci * kh + slot] = r
+            if sw == 2 and 0 <= r < d.h:
+                _split2(xb + (ci * d.h + r) * d.wd, d.wd, d.pw,
+                        rows + (ci * kh + slot) * 2 * wq_, wq_)
+                continue
+            for p in range(sw):
+                dst_ = rows + ((ci * kh + slot) * sw + p) * wq_
+                # phase p's value u is input column u * sw + p - pw: in the image for u in
+                # [u0, u1)
+                first = p - d.pw
+                u0 = 0 if first >= 0 else (-first + sw - 1) // sw
+                u1 = min(wq_, (d.wd - 1 - first) // sw + 1) if d.wd - 1 >= first else 0
+                if r < 0 or r >= d.h or u1 <= u0:
+                    memset(dst_, 0, wq_ * sizeof(float))
+                    continue
+                xr = xb + (ci * d.h + r) * d.wd
+                memset(dst_, 0, u0 * sizeof(float))
+                edl_gather_f(xr + u0 * sw + first, sw, dst_ + u0, u1 - u0)
+                memset(dst_ + u1, 0, (wq_ - u1) * sizeof(float))
+    for g in range((d.m + 7) // 8):
+        edl_direct_row(src, T, d.wq + g * T * 8, d.bias + 8 * g, <int>min(8, d.m - 8 * g),
+                       dst + 8 * g * ps, ps, d.ow, flo, fhi, sig)
+    if not fused:
+        for t in range(d.m):
+            _epilogue(dst + t * ps, d.ow, <float>0, d.act, d.lo, d.hi, d.slopes[t])
+
+
+cdef int _conv_direct_f32(const _Direct* d, const float* xb, float* yb) noexcept nogil:
+    """Dense conv of few taps (dilation 1, ow >= 8) without im2col, row by row
+    (_direct_row). Output rows go to the threads (static chunks: consecutive rows, whose
+    split input rows each thread keeps). Returns 0, or 1 if a malloc failed."""
+    cdef Py_ssize_t L = d.oh * d.ow, oy
     cdef int err = 0
     cdef float* buf = NULL
-    cdef float* rows
-    cdef float* dst
-    cdef const float* xr
-    cdef const float** src
-    cdef Py_ssize_t* held      # the input row in each (channel, slot); none: below any row
-    # the bias and a clip, sigmoid or SiLU in the kernel's registers; others a pass per row
-    cdef int sig = act if act == ACT_SIGMOID or act == ACT_SILU else 0
-    cdef bint fused = act == ACT_NONE or act == ACT_CLIP or sig != 0
-    cdef float flo = lo if act == ACT_CLIP else -INFINITY
-    cdef float fhi = hi if act == ACT_CLIP else INFINITY
-    with parallel(use_threads_if=m * T * L >= _PAR_MACS):
-        # the pointers and row indices first (malloc's alignment), the split rows after
-        buf = <float*>malloc(T * sizeof(void*) + c * kh * sizeof(Py_ssize_t)
-                             + c * kh * sw * wq_ * sizeof(float))
-        src = <const float**>buf
-        held = <Py_ssize_t*>(src + T)
-        rows = <float*>(held + c * kh)
-        if buf != NULL:
-            for u in range(c * kh):
-                held[u] = -ph - kh - 1          # below every row index (>= -ph)
-        for oy in prange(oh, schedule="static"):
+    with parallel(use_threads_if=d.m * d.c * d.kh * d.kw * L >= _PAR_MACS):
+        buf = _direct_scratch(d)
+        for oy in prange(d.oh, schedule="static"):
             if buf == NULL:
                 err += 1
                 continue
-            for ci in range(c):
-                for i in range(kh):
-                    r = oy * sh + i - ph
-                    slot = (r + ph) % kh          # r >= -ph
-                    for j in range(kw):
-                        src[(ci * kh + i) * kw + j] = (rows + ((ci * kh + slot) * sw
-                                                                + j % sw) * wq_ + j // sw)
-                    if held[ci * kh + slot] == r:
-                        continue
-                    held[ci * kh + slot] = r
-                    for p in range(sw):
-                        dst = rows + ((ci * kh + slot) * sw + p) * wq_
-                        # phase p's value u is input column u * sw + p - pw: in the image
-                        # for u in [u0, u1)
-                        first = p - pw
-                        u0 = 0 if first >= 0 else (-first + sw - 1) // sw
-                        u1 = min(wq_, (wd - 1 - first) // sw + 1) if wd - 1 >= first else 0
-                        if r < 0 or r >= h or u1 <= u0:
-                            memset(dst, 0, wq_ * sizeof(float))
-                            continue
-                        xr = xb + (ci * h + r) * wd
-                        memset(dst, 0, u0 * sizeof(float))
-                        edl_gather_f(xr + u0 * sw + first, sw, dst + u0, u1 - u0)
-                        memset(dst + u1, 0, (wq_ - u1) * sizeof(float))
-            for g in range((m + 7) // 8):
-                edl_direct_row(src, T, wq + g * T * 8, bias + 8 * g, <int>min(8, m - 8 * g),
-                               yb + 8 * g * L + oy * ow, L, ow, flo, fhi, sig)
-            if not fused:
-                for t in range(m):
-                    _epilogue(yb + t * L + oy * ow, ow, <float>0, act, lo, hi, slopes[t])
+            _direct_row(d, xb, buf, oy, yb + oy * d.ow, L)
         free(buf)
+    return err != 0
+
+
+cdef void _conv_maxpool_rows(const _Direct* d, const float* xb, float* yb, Py_ssize_t pk,
+                             Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t poh, Py_ssize_t pow_,
+                             Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t band, Py_ssize_t ps,
+                             float* dbuf, float* cbuf, float* v) noexcept nogil:
+    """Pooled rows [a0, a1) of _conv_maxpool_f32, band rows at a time: the conv rows a
+    band's windows read into cbuf (channel planes ps floats apart), those the previous band
+    computed (3x3: its last row) moved up rather than computed again, then each channel's
+    pool from there into yb."""
+    cdef Py_ssize_t ow = d.ow, a = a0, b, lo, hi, plo = 0, phi = 0, q, oy, k0, i
+    cdef float* out
+    cdef float* plane
+    while a < a1:
+        b = min(a + band, a1)
+        lo = max(2 * a - pt, 0)
+        hi = min(2 * (b - 1) - pt + pk, d.oh)
+        k0 = lo
+        if a > a0 and plo <= lo < phi:
+            for q in range(d.m):
+                memmove(cbuf + q * ps, cbuf + q * ps + (lo - plo) * ow,
+                        (phi - lo) * ow * sizeof(float))
+            k0 = phi
+        for oy in range(k0, hi):
+            _direct_row(d, xb, dbuf, oy, cbuf + (oy - lo) * ow, ps)
+        for q in range(d.m):
+            out = yb + (q * poh + a) * pow_
+            plane = cbuf + q * ps
+            if pk == 3:     # the plane's first row is conv row lo: its top padding then
+                edl_max3x3s2_plane_f(plane, hi - lo, ow, out, b - a, pow_, lo - (2 * a - pt),
+                                     pl, v)
+            elif not edl_max2x2s2_plane_f(plane, ow, out, b - a, pow_):
+                for i in range(b - a):      # rows, then pairs (v: a row of 2 pow_)
+                    edl_max_rows_f(plane + 2 * i * ow, plane + (2 * i + 1) * ow, v, 2 * pow_)
+                    edl_max_pairs_f(v, out + i * pow_, pow_)
+        plo, phi = lo, hi
+        a = b
+
+
+cdef int _conv_maxpool_f32(const _Direct* d, const float* xb, float* yb, Py_ssize_t pk,
+                           Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t poh,
+                           Py_ssize_t pow_) noexcept nogil:
+    """The direct conv d, then a max pool of pk x pk windows (3: pads pt, pl <= 1; 2: no
+    padding) at stride 2 into yb ((m, poh, pow_)), band by band of pooled rows: the conv's
+    rows stay in L2 for the pool instead of going through memory (FastestDet's 24 x 176 x
+    176 stem output, 3 MB). The threads take runs of pooled rows (a run's first band
+    computes the conv row it shares with the run before again). The same kernels as the
+    separate steps: the same values. Returns 0, or 1 if a malloc failed."""
+    cdef Py_ssize_t ow = d.ow, t, i
+    cdef Py_ssize_t band = max((_POOL_BAND_BYTES // (d.m * ow * 4) - 1) // 2, 1)
+    cdef Py_ssize_t ps = (2 * band + 1) * ow
+    cdef Py_ssize_t vlen = max(pl + ow, 2 * pow_ + 1) + 16
+    cdef int nt = omp_get_max_threads() \
+        if d.m * d.c * d.kh * d.kw * d.oh * ow >= _PAR_MACS else 1
+    cdef int err = 0
+    cdef float* dbuf = NULL
+    cdef float* cbuf = NULL
+    cdef float* v = NULL
+    nt = <int>max(min(<Py_ssize_t>nt, poh), 1)
+    with parallel(use_threads_if=nt > 1):
+        dbuf = _direct_scratch(d)
+        cbuf = <float*>malloc(d.m * ps * sizeof(float))
+        v = <float*>malloc(vlen * sizeof(float))
+        for t in prange(nt, schedule="static"):
+            if dbuf == NULL or cbuf == NULL or v == NULL:
+                err += 1
+                continue
+            for i in range(vlen):       # the 3x3 rows' padding cells
+                v[i] = -INFINITY
+            _conv_maxpool_rows(d, xb, yb, pk, pt, pl, poh, pow_, t * poh // nt,
+                               (t + 1) * poh // nt, band, ps, dbuf, cbuf, v)
+        free(dbuf)
+        free(cbuf)
+        free(v)
     return err != 0
 
 

@@ -423,6 +423,47 @@ def conv2d_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     return run
 
 
+# ----------------------------------------------------------------------------- conv -> max pool
+def conv_maxpool_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0),
+                      dilations=(1, 1), group=1, auto_pad="NOTSET", activation=None,
+                      activation_params=(), pool=((2, 2), (2, 2)), dtype=np.float32,
+                      backend=None):
+    """A conv (conv2d_plan's arguments) whose output goes only to a max pool, ``pool`` =
+    (kernel_shape, strides[, pads, dilations, ceil_mode, auto_pad]) as pool2d_plan's:
+    conv2d_plan's contract for the pair (``run(x, out=None)``, ``run.out_shape``).
+
+    Where the conv takes ConvF32's direct path (stem convs) and the pool is 3x3 at stride 2
+    (pads <= 1) or 2x2 at stride 2 without padding, it runs as one kernel band by band of
+    rows (ConvMaxPoolF32: the conv's rows stay in L2 for the pool instead of going through
+    memory; FastestDet's stem and its pool); elsewhere as the two planned steps. The same
+    values either way; ``run._fast`` is the one kernel or None."""
+    from .pooling import _prepare, pool2d_plan
+    conv = conv2d_plan(x_shape, w, bias, strides, pads, dilations, group, auto_pad,
+                       activation, activation_params, dtype=dtype, backend=backend)
+    pool = tuple(pool) + ((0, 0, 0, 0), (1, 1), False, "NOTSET")[len(pool) - 2:]
+    mp = pool2d_plan(conv.out_shape, "max", *pool, dtype=dtype, backend=backend)
+    oshape, cs = mp.out_shape, conv.out_shape
+    fast = None
+    if conv._fast is not None and conv._fast.direct and min(oshape) >= 1:
+        _, crop, (ks, st, pd, dl), _, _ = _prepare(cs, "max", *pool, False)
+        if (tuple(crop) == ((0, cs[2]), (0, cs[3])) and tuple(st) == (2, 2)
+                and tuple(dl) == (1, 1) and tuple(ks) in ((3, 3), (2, 2))):
+            try:
+                fast = _dispatch.twin_module("conv", "cython").ConvMaxPoolF32(
+                    conv._fast, ks[0], pd[0], pd[1], oshape[2], oshape[3])
+            except ValueError:      # padding or windows it does not take
+                fast = None
+
+    def run(x, out=None):
+        y = np.empty(oshape, dtype) if out is None else out
+        if fast is not None and fast(x, y, _config.get_num_threads()):
+            return y
+        return mp(conv(x), y)
+    run.out_shape = oshape
+    run._fast = fast
+    return run
+
+
 # ----------------------------------------------------------------------------- 1x1 -> depthwise
 def pointwise_depthwise_pays(x_shape, m, dtype=np.float32, backend=None):
     """Whether pointwise_depthwise_plan runs as one banded kernel for this input shape (the

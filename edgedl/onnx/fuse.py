@@ -26,6 +26,9 @@
 5b. a 1x1 Conv read only by a 3x3 depthwise Conv (maybe then a 2x2 stride-2 MaxPool) ->
    one ``PointwiseDepthwise`` (an internal op, run band by band of rows where the 1x1's
    output would not stay in L2; elsewhere the planner runs the parts it keeps);
+5c. a dense Conv read only by a 3x3 or 2x2 stride-2 MaxPool -> one ``ConvMaxPool`` (an
+   internal op: the pool taken band by band from the conv's rows while they are in L2,
+   where the conv runs on the direct path; elsewhere the planner runs the parts);
 6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
@@ -673,6 +676,37 @@ def fuse_pointwise_depthwise(rw):
         _replace(rw, [pw, dw] + ([pool] if pool else []), new, last)
 
 
+def _max_pool_s2(node):
+    """Whether node is a MaxPool (one output) of 3x3 or 2x2 windows at stride 2, dilation 1:
+    the pools ConvMaxPool may take (its handler checks the padding)."""
+    a = node.attrs
+    return (node.op_type == "MaxPool" and not node.domain
+            and len([o for o in node.outputs if o]) == 1
+            and [int(v) for v in a.get("kernel_shape", [])] in ([3, 3], [2, 2])
+            and [int(v) for v in a.get("strides", [1, 1])] == [2, 2]
+            and all(int(v) == 1 for v in a.get("dilations", [1, 1]))
+            and not int(a.get("storage_order", 0)))
+
+
+def fuse_conv_maxpool(rw):
+    """A dense 2-D Conv (group 1, constant weights, maybe with its fused activation) read
+    only by a 3x3 or 2x2 stride-2 MaxPool -> ConvMaxPool (an internal op:
+    kernels.conv.conv_maxpool_plan, the pool run band by band on the conv's rows while they
+    are in L2: stem convs and their pools). ``_parts``: the two nodes, which the planner runs
+    instead where the conv does not take the direct path or the pool's padding is not one
+    the kernel takes. Runs after fuse_pointwise_depthwise (whose pooled units stay theirs)."""
+    for pool in list(rw.g.nodes):
+        conv = rw.prod.get(pool.inputs[0]) if pool.inputs and _max_pool_s2(pool) else None
+        if conv is None or conv in rw.removed or rw.only_reader(conv.outputs[0]) is not pool:
+            continue
+        w = rw.const(conv.inputs[1]) if len(conv.inputs) > 1 else None
+        if w is None or w.ndim != 4 or _conv_of(rw, conv, tuple(w.shape[2:]), False) is None:
+            continue
+        new = Node("ConvMaxPool", list(conv.inputs), list(pool.outputs[:1]),
+                   {"_parts": (conv, pool)}, conv.name)
+        _replace(rw, [conv, pool], new, pool)
+
+
 # ----------------------------------------------------------------------------- 6-7. layout
 def fuse_transposed_concat(rw):
     """A Concat read only by a Transpose -> ConcatTransposed (an internal op): each input
@@ -795,7 +829,7 @@ REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_focus_into_conv
             fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
             fuse_epilogue_activations, fuse_residual_adds, fuse_pointwise_depthwise,
-            fuse_transposed_softmax, fuse_transposed_concat,
+            fuse_conv_maxpool, fuse_transposed_softmax, fuse_transposed_concat,
             fuse_pad_into_avgpool, fuse_conv_lookups, fuse_concat_requant)
 
 

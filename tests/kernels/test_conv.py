@@ -1138,6 +1138,100 @@ def test_pointwise_depthwise_fast_path_declines_and_checks(rng):
         pointwise_depthwise_plan(shape, w1, b1, w2[:, :, :2], b2)
 
 
+def _conv_pool_steps(shape, w, b, conv_kw, pool, backend="cython"):
+    """The conv, then the max pool, as the separate planned steps (the unfused graph)."""
+    from edgedl.kernels.pooling import pool2d_plan
+    conv = conv2d_plan(shape, w, b, backend=backend, **conv_kw)
+    mp = pool2d_plan(conv.out_shape, "max", *pool, backend=backend)
+    return lambda x: mp(conv(x))
+
+
+_CONV_POOLS = [((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False),
+               ((3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True),
+               ((3, 3), (2, 2), (1, 0, 0, 1), (1, 1), True),
+               ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False)]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("pool", _CONV_POOLS)
+@pytest.mark.parametrize("act, params", [("relu", ()), (None, ()), ("leaky_relu", (0.1,)),
+                                         ("silu", ())])
+@pytest.mark.parametrize("shape, m, k, s, pads", [
+    ((1, 3, 71, 66), 24, 3, 2, (1, 1, 1, 1)), ((1, 3, 40, 37), 10, 3, 1, (1, 1, 1, 1)),
+    ((1, 2, 38, 41), 64, 5, 2, (2, 1, 0, 3)), ((1, 3, 30, 64), 8, 3, 2, (0, 0, 0, 0))])
+def test_conv_maxpool_kernel_is_the_steps(threads, pool, act, params, shape, m, k, s, pads,
+                                          rng):
+    """ConvMaxPoolF32 (bands of pooled rows, the conv row two bands share moved rather than
+    computed again, runs of bands per thread) gives the separate steps' bits, and the NumPy
+    backend's values: stride-2 stems whose split rows take the de-interleave (odd and even
+    pads and widths), 3x3 pools with and without padding and ceil_mode, 2x2 pools,
+    activations in the registers and after them, bands of one pooled row (64 channels)."""
+    require_backend("cython")
+    from edgedl._config import use_num_threads
+    from edgedl.kernels.conv import conv_maxpool_plan
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((m, shape[1], k, k)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    conv_kw = dict(strides=(s, s), pads=pads, activation=act, activation_params=params)
+    run = conv_maxpool_plan(shape, w, b, pool=pool, backend="cython", **conv_kw)
+    assert run._fast is not None
+    want = _conv_pool_steps(shape, w, b, conv_kw, pool)(x)
+    with use_num_threads(threads):
+        got = run(x, np.full(want.shape, np.nan, np.float32))
+    np.testing.assert_array_equal(got, want)
+    _close(got, _conv_pool_steps(shape, w, b, conv_kw, pool, "numpy")(x), np.float32)
+
+
+def test_conv_maxpool_declines_and_checks(rng):
+    """The fused kernel returns False for what it cannot run (strided or overlapping arrays,
+    other shapes or dtypes, a residual), which the plan then runs step by step; its
+    constructor refuses pools it does not take; a conv off the direct path (1x1) or a pool
+    it does not take (3x3 at stride 1, a trimmed window) plans as the two steps; NaN
+    propagates as in the steps."""
+    require_backend("cython")
+    from edgedl._cy import conv as cy
+    from edgedl.kernels.conv import conv_maxpool_plan
+    shape = (1, 3, 40, 36)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    pool = _CONV_POOLS[0]
+    run = conv_maxpool_plan(shape, w, b, (2, 2), (1, 1, 1, 1), activation="relu", pool=pool,
+                            backend="cython")
+    fast = run._fast
+    steps = _conv_pool_steps(shape, w, b, dict(strides=(2, 2), pads=(1, 1, 1, 1),
+                                               activation="relu"), pool)
+    want = steps(x)
+    assert isinstance(fast, cy.ConvMaxPoolF32) and want.shape == (1, 16, 10, 9)
+    xs = np.repeat(x, 2, axis=3)[..., ::2]
+    assert not fast(xs, np.empty(want.shape, np.float32), 1)
+    _close(run(xs), want, np.float32)      # the conv's general path: another summation
+    assert not fast(x, np.empty((1, 16, 20, 18), np.float32), 1)
+    assert not fast(x, np.empty(want.shape, np.float64), 1)
+    assert not fast(x, np.empty(want.shape, np.float32), 1, want)
+    big = np.zeros(x.size + 8, np.float32)
+    assert not fast(big[:x.size].reshape(shape), big[8:8 + want.size].reshape(want.shape), 1)
+    with pytest.raises(ShapeError, match="as planned"):
+        run(x[..., :-1])
+    conv = conv2d_plan(shape, w, b, (2, 2), (1, 1, 1, 1), backend="cython")._fast
+    for bad in ((3, 2, 1, 10, 9), (3, 1, 2, 10, 9), (2, 1, 0, 10, 9), (3, 1, 1, 12, 9),
+                (3, 1, 1, 10, 11), (4, 1, 1, 5, 5), (2, 0, 0, 11, 9), (3, 1, 1, 0, 9)):
+        with pytest.raises(ValueError):
+            cy.ConvMaxPoolF32(conv, *bad)
+    w1 = (rng.standard_normal((16, 3, 1, 1)) * 0.3).astype(np.float32)
+    for ww, pl in ((w1, pool), (w, ((3, 3), (1, 1), (1, 1, 1, 1))),
+                   (w, ((3, 3), (2, 2), (2, 2, 2, 2)))):
+        r = conv_maxpool_plan(shape, ww, b, (2, 2), (1, 1, 1, 1), pool=pl, backend="cython")
+        assert r._fast is None
+        np.testing.assert_array_equal(
+            r(x), _conv_pool_steps(shape, ww, b, dict(strides=(2, 2), pads=(1, 1, 1, 1)),
+                                   pl)(x))
+    x[0, 1, 7, 9] = np.nan
+    got = run(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(steps(x)))
+    assert np.isnan(got).any()
+
+
 @pytest.mark.parametrize("isa", ["avx2", "sse"])
 def test_float_kernels_at_each_x86_level(isa):
     """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the

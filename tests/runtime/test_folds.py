@@ -539,3 +539,66 @@ def test_transposed_concat_fuses(backend, rng, case):
     (plan,) = sess._plans.values()
     fused = [st.node.op_type for st in plan.steps] == ["ConcatTransposed"]
     assert fused == (case in ("yolo_head", "nhwc_to_nchw", "reversed", "dynamic")), plan.steps
+
+
+def _conv_pool(rng, c=3, m=16, size=(40, 36), conv=None, mp=None, act="Relu",
+               extra_reader=False):
+    """x -> Conv (3x3 stride 2 pads 1, or ``conv``'s attributes) -> act -> MaxPool (3x3
+    stride 2 pads 1, or ``mp``'s); ``extra_reader``: the conv's output read by an Add too."""
+    ca = conv or dict(strides=[2, 2], pads=[1, 1, 1, 1])
+    k = ca.pop("k", 3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **ca)]
+    cw = c // ca.get("group", 1)
+    a = "c"
+    if act:
+        nodes.append(helper.make_node(act, ["c"], ["cr"]))
+        a = "cr"
+    nodes.append(helper.make_node("MaxPool", [a], ["y"], **(mp or dict(
+        kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))))
+    outs = [_vi("y", None)]
+    if extra_reader:
+        nodes.append(helper.make_node("Add", [a, a], ["z"]))
+        outs.append(_vi("z", None))
+    return _model(nodes, [_vi("x", [1, c, *size])], outs,
+                  [("w", _w(rng, m, cw, k, k)), ("b", _w(rng, m))])
+
+
+@pytest.mark.parametrize("act", ["Relu", None, "LeakyRelu", "HardSigmoid"])
+@pytest.mark.parametrize("mp", [None, dict(kernel_shape=[2, 2], strides=[2, 2]),
+                                dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)])
+def test_conv_maxpool_fuses(backend, rng, act, mp):
+    """A stem Conv (-> activation) read only by a 3x3 / 2x2 stride-2 MaxPool: one ConvMaxPool
+    node, planned as one banded kernel on the Cython backend (the conv on its direct path)
+    and as its parts elsewhere; onnxruntime's values and the unfused graph's bits."""
+    m = _conv_pool(rng, mp=mp, act=act)
+    x = rng.standard_normal((1, 3, 40, 36)).astype(np.float32)
+    s = _check(m, [{"x": x}], backend, fused_away={"MaxPool"} | ({act} if act else set()))
+    assert _ops(s) == ["ConvMaxPool"]
+    assert _plan_ops(s) == (["ConvMaxPool"] if backend == "cython" else ["Conv", "MaxPool"])
+    _fused_matches_plain(m, {"x": x}, backend)
+
+
+def test_conv_maxpool_lookalikes_stay(rng):
+    """Not fused: the conv's output read elsewhere too, a dilated or 3x3 stride-1 pool, a
+    grouped conv; fused but planned as its parts: a 1x1 conv (not the direct path), a pool
+    padded past the kernel's rule (pads 2 on a 3x3 window). Values as onnxruntime's."""
+    import edgedl
+    from ort_util import ort_session
+    cases = [(_conv_pool(rng, extra_reader=True), None),
+             (_conv_pool(rng, mp=dict(kernel_shape=[3, 3], strides=[2, 2], dilations=[2, 2])),
+              None),
+             (_conv_pool(rng, mp=dict(kernel_shape=[3, 3], strides=[1, 1])), None),
+             (_conv_pool(rng, c=4, conv=dict(strides=[2, 2], pads=[1, 1, 1, 1], group=2)),
+              None),
+             (_conv_pool(rng, conv=dict(k=1)), ["Conv", "MaxPool"]),
+             (_conv_pool(rng, mp=dict(kernel_shape=[3, 3], strides=[2, 2], pads=[2, 2, 2, 2])),
+              ["Conv", "MaxPool"])]
+    for m, parts in cases:
+        s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
+        dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+        x = rng.standard_normal(dims).astype(np.float32)
+        for g, r in zip(s.run(None, {"x": x}), ort_session(m).run(None, {"x": x})):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+        assert ("ConvMaxPool" in _ops(s)) == (parts is not None), _ops(s)
+        if parts:
+            assert _plan_ops(s) == parts

@@ -202,6 +202,36 @@ def pointwise_depthwise(ctx):
     return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
 
 
+@op("ConvMaxPool")   # internal: fuse.fuse_conv_maxpool
+def conv_max_pool(ctx):
+    """A dense Conv (inputs as the Conv's; ``_parts``: it and the MaxPool that alone reads
+    it): kernels.conv.conv_maxpool_plan as one banded kernel where the conv takes the direct
+    path on a fixed float32 image and the pool's windows are ones the kernel takes; else
+    its parts as the planner's steps (which also report any bad input)."""
+    conv_node, pool_node = ctx.attr("_parts")
+    xs, dt, b = ctx.shapes[0], ctx.dtypes[0], ctx.backend
+    cc = Ctx(conv_node, ctx.opset, ctx.consts, ctx.shapes, ctx.dtypes, b, ctx.static)
+    act = cc.attr("_act")
+    if (not ctx.static or b != "cython" or dt != np.float32 or xs is None or len(xs) != 4
+            or not ctx.is_const(1) or (ctx.has(2) and not ctx.is_const(2))
+            or cc.attr("_residual") or cc.attr("_even_hw")
+            or (act in _POST_ACTS and act not in _CY_EPILOGUE_ACTS)):
+        raise Unfuse()
+    geometry = (_spatial(cc, "strides", 2, [1]), _spatial(cc, "pads", 4, [0]),
+                _spatial(cc, "dilations", 2, [1]), int(cc.attr("group", 1)),
+                cc.attr("auto_pad", "NOTSET") or "NOTSET")
+    pool = _pool_attrs(Ctx(pool_node, ctx.opset, [None], [xs], [dt], b, True), 2)
+    try:
+        run = _conv.conv_maxpool_plan(xs, ctx.consts[1], ctx.consts[2] if ctx.has(2) else None,
+                                      *geometry, act, tuple(cc.attr("_act_params", ())), pool,
+                                      dtype=dt, backend=b)
+    except ValueError:
+        raise Unfuse() from None        # the parts report it
+    if run._fast is None:
+        raise Unfuse()
+    return takes_out(lambda x, *_, out=None: run(x, out), run._fast)
+
+
 @op("ScaleShift")   # internal: x * a + c per channel, from BatchNormalization (fuse.py)
 def scale_shift(ctx):
     """y = x * a + c along axis 1 (a, c constant (C,) vectors), with the fused activation
