@@ -407,6 +407,18 @@ static inline void edl_gemm_prefetch_strip(const float *b, ptrdiff_t ldb, ptrdif
     }
 }
 
+/* Whether a strip of K rows of B ldb floats apart, read in place, is prefetched ahead
+ * (edl_gemm_prefetch_strip): on the AVX-512 Xeon 64 -> 64 at 80x80 out of cache ran 3-12%
+ * faster with it (at K = 16 the prefetches only cost); on Zen 3 (AVX2) it gained nowhere
+ * and cost 1-2% (64 -> 64 at 80x80 banded in PwDwF32 767 -> 752 us without; 256 -> 64 at
+ * 56x56, 32 -> 32 at 160x160 the same or better; A/B in alternating processes). */
+static inline int edl_gemm_strip_prefetch(ptrdiff_t K, ptrdiff_t ldb) {
+#ifdef EDL_X86_MV
+    if (edl_x86_level() == 1) return 0;
+#endif
+    return K >= 32 && ldb * 4 >= 4096;
+}
+
 /* Floats of scratch edl_gemm_cols needs: a packed strip of B, and for blocks narrower than
  * NR a zero-padded copy of B and an M x NR block of C. The caller allocates it once (per
  * thread), not per block. */
@@ -431,7 +443,7 @@ static void edl_gemm_cols_kp(const float *ap, ptrdiff_t np_all, ptrdiff_t p0, pt
     ptrdiff_t nr = kr.nr, ps = kc * kr.mr, jf = j0 + (j1 - j0) / nr * nr;
     float *strip = scratch, *pad = strip + (K > 0 ? K : 1) * nr, *cb = pad + (K > 0 ? K : 1) * nr;
     int tv = (int)((j1 - jf + kr.w - 1) / kr.w);     /* vectors of the ragged strip */
-    int prefetch = !br && kc >= 32 && ldb * 4 >= 4096;      /* as in edl_gemm_cols_1 */
+    int prefetch = !br && edl_gemm_strip_prefetch(kc, ldb);
     const edl_gemm_epi *e = last ? epi : NULL;
     ptrdiff_t np = edl_gemm_panels(M, kr.mr);
     ap += k0 * np_all * kr.mr + p0 * kc * kr.mr;      /* this block's panels */
@@ -530,9 +542,8 @@ static void edl_gemm_cols_1(const float *ap, ptrdiff_t M, ptrdiff_t K, const flo
         return;
     }
     /* B read in place with rows far apart (1x1 convs): past ~32 rows the hardware
-       prefetchers lose track of the streams (64 -> 64 at 80x80 out of cache: 3-12% faster;
-       at K = 16 the prefetches only cost) */
-    int prefetch = !br && K >= 32 && ldb * 4 >= 4096;
+       prefetchers lose track of the streams (edl_gemm_strip_prefetch) */
+    int prefetch = !br && edl_gemm_strip_prefetch(K, ldb);
     for (ptrdiff_t j = j0; j < j1; j += nr) {
         /* the last strip: the narrowest kernel that covers it, ending at j1 (it overlaps
            the previous strip by less than one vector) */

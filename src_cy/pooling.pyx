@@ -15,7 +15,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from edl_buffer cimport f32_pair4, release_pair
@@ -58,6 +58,9 @@ cdef extern from "edl_pool.h":
     void edl_max_pairs_f(const float* v, float* d, Py_ssize_t n) noexcept nogil
     int edl_max2x2s2_plane_f(const float* x, Py_ssize_t w, float* d, Py_ssize_t oh,
                              Py_ssize_t ow) noexcept nogil
+    int edl_avg3x3s2_plane_f(const float* src, Py_ssize_t h, Py_ssize_t w, float* dst,
+                             Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt, Py_ssize_t pl,
+                             const float* sc, const float* scw, const float* zero) noexcept nogil
     void edl_max3x3s2_plane_f(const float* src, Py_ssize_t h, Py_ssize_t w, float* dst,
                               Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pt, Py_ssize_t pl,
                               float* v) noexcept nogil
@@ -449,6 +452,18 @@ cdef int _pool_ptr(const floating* xp, floating* yp, Py_ssize_t planes, Py_ssize
     cdef bint s2x3 = is_max and kh == 3 and kw == 3 and sh == 2 and sw == 2 and dh == 1 \
         and dw == 1 and 0 <= pt <= 1 and 0 <= pl <= 1 and 2 * (oh - 1) - pt < h \
         and 2 * (ow - 1) - pl < w
+    # the same windows averaged: edl_avg3x3s2_plane_f (AVX2 rows; zrow: the rows outside)
+    cdef bint avg3 = floating is float and not is_max and kh == 3 and kw == 3 and sh == 2 \
+        and sw == 2 and dh == 1 and dw == 1 and 0 <= pt <= 1 and 0 <= pl <= 1 \
+        and 2 * (oh - 1) - pt < h and 2 * (ow - 1) - pl < w
+    cdef float* zrow = NULL
+    if avg3:
+        zrow = <float*> calloc(w, sizeof(float))
+        if zrow == NULL:
+            free(vh)
+            free(sc)
+            free(smap)
+            raise MemoryError()
     if s2x3:
         small = False
         row = max(row, pl + w, 2 * ow + 1)
@@ -485,6 +500,10 @@ cdef int _pool_ptr(const floating* xp, floating* yp, Py_ssize_t planes, Py_ssize
                     p = bb * nb
                     cnt = min(nb, planes - p)
                     d = yp + p * oh * ow
+                    if floating is float:
+                        if avg3 and edl_avg3x3s2_plane_f(xp + p * h * w, h, w, d, oh, ow, pt,
+                                                         pl, sc, scw, zrow):
+                            continue
                     if s2x3:
                         _plane_3x3s2(xp + p * h * w, d, tmp, h, w, oh, ow, pt, pl)
                     elif nb > 1:
@@ -515,6 +534,7 @@ cdef int _pool_ptr(const floating* xp, floating* yp, Py_ssize_t planes, Py_ssize
     free(vh)
     free(sc)
     free(smap)
+    free(zrow)
     if failed[0]:
         raise MemoryError()
     return 0

@@ -1237,9 +1237,9 @@ def test_float_kernels_at_each_x86_level(isa):
     """EDGEDL_F32_ISA caps the x86 level of the per-ISA float32 kernels (edl_math.h: the
     depthwise rows at stride 1 and 2 (3x3, and 5x5 at stride 1) and the GEMM, instantiated at
     each ISA's register width because GCC compares wider vectors lane by lane, and the 3x3 /
-    2x2 stride-2 max pools' rows): each level, on any x86 CPU at or above it, against the
-    NumPy backend, at widths around the 4-, 8- and 16-float steps, with the clip's NaN kept
-    (read once per process: a subprocess each)."""
+    2x2 stride-2 max pools' rows, the 3x3 stride-2 average pool's): each level, on any x86 CPU
+    at or above it, against the NumPy backend, at widths around the 4-, 8- and 16-float
+    steps, with the clip's NaN kept (read once per process: a subprocess each)."""
     import os
     import platform
     import subprocess
@@ -1250,7 +1250,7 @@ def test_float_kernels_at_each_x86_level(isa):
     code = (
         "import numpy as np\n"
         "from edgedl.kernels.conv import conv2d, pointwise_depthwise_plan\n"
-        "from edgedl.kernels.pooling import max_pool2d\n"
+        "from edgedl.kernels.pooling import avg_pool2d, max_pool2d\n"
         "r = np.random.default_rng(3)\n"
         "for wd in (18, 19, 25, 33, 34, 35, 41, 50, 67, 80):\n"
         "    x = r.standard_normal((1, 5, 7, wd)).astype(np.float32)\n"
@@ -1285,6 +1285,11 @@ def test_float_kernels_at_each_x86_level(isa):
         "            kw = dict(kernel_shape=(3, 3), strides=(2, 2), pads=pads, ceil_mode=ceil)\n"
         "            np.testing.assert_array_equal(max_pool2d(x, **kw, backend='cython'),\n"
         "                                          max_pool2d(x, **kw, backend='numpy'))\n"
+        "            for cip in (False, True):\n"
+        "                got, want = (avg_pool2d(x, **kw, count_include_pad=cip, backend=be)\n"
+        "                             for be in ('cython', 'numpy'))\n"
+        "                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)\n"
+        "                assert (np.isnan(got) == np.isnan(want)).all(), (wd, pads, cip)\n"
         "    kw = dict(kernel_shape=(2, 2), strides=(2, 2))\n"
         "    np.testing.assert_array_equal(max_pool2d(x, **kw, backend='cython'),\n"
         "                                  max_pool2d(x, **kw, backend='numpy'))\n")
