@@ -84,8 +84,8 @@ __attribute__((target("avx2"), always_inline)) static inline __m256 edl_nanmax8(
     return _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
 }
 /* The same on AVX2: per 8 outputs the two rows' 16 inputs, their maxima de-interleaved by
-   vshufps + vpermpd; the row's last outputs from masked loads (the lanes past the row read
-   nothing; their maxima are not stored). GCC's AVX2 clones of the two passes below kept
+   vshufps + vpermpd; a row's last vector moved back to end at ow, or below 8 outputs from
+   masked loads (the lanes past the row read nothing; their maxima are not stored). GCC's AVX2 clones of the two passes below kept
    YuNet's pooled 1x1 -> depthwise units waiting on a scratch row. */
 __attribute__((target("avx2"))) static void edl_max2x2s2_rows_avx2(
         const float *x, ptrdiff_t w, float *d, ptrdiff_t oh, ptrdiff_t ow) {
@@ -95,6 +95,8 @@ __attribute__((target("avx2"))) static void edl_max2x2s2_rows_avx2(
         float *y = d + o * ow;
         for (ptrdiff_t q = 0; q < ow; q += 8) {
             __m256 a0, a1, b0, b1;
+            if (q > ow - 8 && ow >= 8)
+                q = ow - 8;     /* the last vector moved back: masked stores are slow */
             if (ow - q >= 8) {
                 a0 = _mm256_loadu_ps(a + 2 * q);
                 a1 = _mm256_loadu_ps(a + 2 * q + 8);
@@ -186,6 +188,11 @@ __attribute__((target("avx2"))) static void edl_max3x3s2_row_avx2(
     const __m256i down = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
     __m256 lo = edl_max3col8(a, b, c, -pl, w);
     for (ptrdiff_t q = 0; q < n; q += 8) {
+        if (q > n - 8 && n >= 8) {      /* the last vector moved back to end at n (a masked
+                                           store cost as much as a row's other vectors) */
+            q = n - 8;
+            lo = edl_max3col8(a, b, c, 2 * q - pl, w);
+        }
         const ptrdiff_t c0 = 2 * q - pl;                  /* the block's first column */
         const __m256 hi = edl_max3col8(a, b, c, c0 + 8, w);
         const __m256 nx = edl_max3col8(a, b, c, c0 + 16, w);    /* the next block's lo */
