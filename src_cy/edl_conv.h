@@ -97,9 +97,6 @@ EDL_SIMD_KERNEL static void edl_acc5_##S(const T *x, const T *w, T *restrict row
    ~1.5x the time). Expects VT lov / hiv in scope. */
 #define EDL_CLAMPV(VT, IVT, VB, t)                                                        \
     EDL_VMINB(VB, VT, IVT, hiv, EDL_VMAXB(VB, VT, IVT, lov, (t)))
-/* the lower bound alone (relu: hi = +inf, whose min is an identity), for kernels that
-   branch on it once outside their loop */
-#define EDL_CLAMPLO(VT, IVT, VB, t) EDL_VMAXB(VB, VT, IVT, lov, (t))
 static inline float edl_clamp1(float t, float lo, float hi) {
     float v = lo > t ? lo : t;
     return hi < v ? hi : v;
@@ -111,8 +108,8 @@ static inline float edl_clamp1(float t, float lo, float hi) {
    FMAs from the bias and one of 4, then max / min: 12 vector ops, not the 16 of three partial
    sums and compare-and-blend clamps, which ran at 1.7 cycles an output (64x80x80). Vectors
    of VB bytes, per ISA (edl_math.h: wider ones compared lane by lane). */
-#define EDL_DW3_V(VB, a, b_, c, k, CLAMP)                                                 \
-    CLAMP(VT, IVT, VB,                                                                    \
+#define EDL_DW3_V(VB, a, b_, c, k)                                                        \
+    EDL_CLAMPV(VT, IVT, VB,                                                               \
                (b + w0 * EDL_LDV(VT, a + (k) - 1) + w1 * EDL_LDV(VT, a + (k))             \
                 + w2 * EDL_LDV(VT, a + (k) + 1) + w3 * EDL_LDV(VT, b_ + (k) - 1)          \
                 + w4 * EDL_LDV(VT, b_ + (k)))                                             \
@@ -132,26 +129,22 @@ static inline float edl_clamp1(float t, float lo, float hi) {
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];       \
     const float w6 = w[6], w7 = w[7], w8 = w[8];                                        \
     const VT lov = lo - (VT){0}, hiv = hi - (VT){0};
-#define EDL_DW3_LOOP(VB_, two, CLAMP)                                                      \
-    for (ptrdiff_t k = 1;; k += W) {                                                     \
-        if (k > n - W - 1) k = n - W - 1;                                                \
-        VT t0 = EDL_DW3_V(VB_, x0, x1, x2, k, CLAMP);                                    \
-        memcpy(r0 + k, &t0, sizeof t0);                                                  \
-        if (two) {                                                                       \
-            VT t1 = EDL_DW3_V(VB_, x1, x2, x3, k, CLAMP);                                \
-            memcpy(r1 + k, &t1, sizeof t1);                                              \
-        }                                                                                \
-        if (k == n - W - 1) break;                                                       \
-    }
 #define EDL_DW3_SAME_ISA(NAME, two, ATTR, VT_, IVT_, VB_)                                 \
 ATTR static void NAME(const float *x0, const float *x1, const float *x2, const float *x3, \
                       const float *w, float *restrict r0, float *restrict r1,             \
                       ptrdiff_t n, float b, float lo, float hi) {                         \
     EDL_DW3_PROLOGUE(VT_, IVT_, VB_)                                                     \
-    /* interior outputs 1 .. n - 2, the last vector moved back to end at n - 1; relu's    \
-       hi = +inf without its min (2 of the 13 vector ops an output) */                   \
-    if (hi == INFINITY) EDL_DW3_LOOP(VB_, two, EDL_CLAMPLO)                             \
-    else EDL_DW3_LOOP(VB_, two, EDL_CLAMPV)                                             \
+    /* interior outputs 1 .. n - 2, the last vector moved back to end at n - 1 */       \
+    for (ptrdiff_t k = 1;; k += W) {                                                    \
+        if (k > n - W - 1) k = n - W - 1;                                               \
+        VT t0 = EDL_DW3_V(VB_, x0, x1, x2, k);                                               \
+        memcpy(r0 + k, &t0, sizeof t0);                                                 \
+        if (two) {                                                                      \
+            VT t1 = EDL_DW3_V(VB_, x1, x2, x3, k);                                           \
+            memcpy(r1 + k, &t1, sizeof t1);                                             \
+        }                                                                               \
+        if (k == n - W - 1) break;                                                      \
+    }                                                                                   \
     EDL_DW3_EDGES(x0, x1, x2, r0)                                                       \
     if (two) { EDL_DW3_EDGES(x1, x2, x3, r1) }                                          \
 }
