@@ -609,10 +609,10 @@ cdef int _depthwise3_s2_f(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
                           Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     """3x3 at stride 2 with one column of left padding: output rows of >= 17 (9 on AVX2:
     edl_dw3s2_split_min) from a copy of the plane split by column parity (even width, ow =
-    wd / 2: edl_deinterleave_f, then edl_dw3s2_split_row_f), narrower ones from the input rows in place (edl_dw3s2_row_f); a
-    zero row where the window leaves the plane. The bias and a clip in the row kernels'
-    store, other activations over the plane afterwards. Returns 0, or 1 if a buffer's
-    allocation failed."""
+    wd / 2: edl_deinterleave_f, then edl_dw3s2_split_row_f), narrower ones from the input
+    rows in place (edl_dw3s2_row_f); a zero row where the window leaves the plane. The bias
+    and a clip in the row kernels' store, other activations over the plane afterwards.
+    Returns 0, or 1 if a buffer's allocation failed."""
     cdef Py_ssize_t q, oy, iy, hw = wd // 2
     cdef int err = 0
     cdef float* zero = NULL

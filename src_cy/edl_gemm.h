@@ -37,8 +37,9 @@
  * over the block of C afterwards): + bias[row], then optionally a clamp to [lo, hi] (relu,
  * relu6, clip; clamp 1: hi is +inf, the max alone) that keeps NaN, as the conv epilogue
  * does, or `sig`: EDL_ACT_SIGMOID or EDL_ACT_SILU (0: neither), the operations of
- * edl_sigmoid_f32 / edl_swish_f32 on the tile's vectors. As a pass of its own, YOLOX's SiLU cost ~0.1 ns a value more than the
- * activation itself (re-reading and re-writing the block of C). */
+ * edl_sigmoid_f32 / edl_swish_f32 on the tile's vectors. As a pass of its own, YOLOX's SiLU
+ * cost ~0.1 ns a value more than the activation itself (re-reading and re-writing the block
+ * of C). */
 typedef struct { const float *bias; int clamp; float lo, hi; int sig; } edl_gemm_epi;
 
 /* One k step of the tile: acc[i][v] += a[i] * bv[v]. On x86 each a[i] is broadcast by the

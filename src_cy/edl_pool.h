@@ -85,8 +85,9 @@ __attribute__((target("avx2"), always_inline)) static inline __m256 edl_nanmax8(
 }
 /* The same on AVX2: per 8 outputs the two rows' 16 inputs, their maxima de-interleaved by
    vshufps + vpermpd; a row's last vector moved back to end at ow, or below 8 outputs from
-   masked loads (the lanes past the row read nothing; their maxima are not stored). GCC's AVX2 clones of the two passes below kept
-   YuNet's pooled 1x1 -> depthwise units waiting on a scratch row. */
+   masked loads (the lanes past the row read nothing; their maxima are not stored). GCC's
+   AVX2 clones of the two passes below kept YuNet's pooled 1x1 -> depthwise units waiting on
+   a scratch row. */
 __attribute__((target("avx2"))) static void edl_max2x2s2_rows_avx2(
         const float *x, ptrdiff_t w, float *d, ptrdiff_t oh, ptrdiff_t ow) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -226,11 +227,6 @@ __attribute__((target("avx2"), always_inline)) static inline __m256 edl_sum3col8
                                        _mm256_maskload_ps(b + c0, in)),
                          _mm256_maskload_ps(c + c0, in));
 }
-/* One output row of a 3x3 stride-2 average pool as edl_max3x3s2_row_avx2 takes the max:
-   (a + b + c) per column (padding columns and rows 0: a row outside the image is passed
-   as a zero row), then taps 2q, 2q + 1, 2q + 2, times the divisor's factors sr * scw[q]
-   (the general path's product, after the sums). FastestDet's 48 x 44 x 44 pool (pads 1,
-   counted) took 2.2 ns an output through the small-plane path, onnxruntime's 0.55. */
 /* the taps 2q, 2q + 1, 2q + 2 summed for the 8 outputs whose first column is c0 (lo: the
    column sums from c0; *nx: those from c0 + 16, the next block's lo) */
 __attribute__((target("avx2"), always_inline)) static inline __m256 edl_sum3s2_8(
@@ -245,6 +241,11 @@ __attribute__((target("avx2"), always_inline)) static inline __m256 edl_sum3s2_8
                                       0x80);
     return _mm256_add_ps(_mm256_add_ps(e, o), e2);
 }
+/* One output row of a 3x3 stride-2 average pool as edl_max3x3s2_row_avx2 takes the max:
+   (a + b + c) per column (padding columns and rows 0: a row outside the image is passed
+   as a zero row), then taps 2q, 2q + 1, 2q + 2, times the divisor's factors sr * scw[q]
+   (the general path's product, after the sums). FastestDet's 48 x 44 x 44 pool (pads 1,
+   counted) took 2.2 ns an output through the small-plane path, onnxruntime's 0.55. */
 __attribute__((target("avx2"))) static void edl_avg3x3s2_row_avx2(
         const float *a, const float *b, const float *c, ptrdiff_t w, ptrdiff_t pl, float *d,
         ptrdiff_t n, float sr, const float *scw) {
@@ -259,8 +260,8 @@ __attribute__((target("avx2"))) static void edl_avg3x3s2_row_avx2(
     if (q < n && n >= 8) {       /* the last vector moved back to end at n (a masked store
                                     cost as much as the row's other vectors on Zen 3) */
         q = n - 8;
-        const __m256 t = edl_sum3s2_8(a, b, c, w, 2 * q - pl, edl_sum3col8(a, b, c, 2 * q - pl, w),
-                                      &nx);
+        const ptrdiff_t c0 = 2 * q - pl;
+        const __m256 t = edl_sum3s2_8(a, b, c, w, c0, edl_sum3col8(a, b, c, c0, w), &nx);
         _mm256_storeu_ps(d + q, _mm256_mul_ps(t, _mm256_mul_ps(srv, _mm256_loadu_ps(scw + q))));
     } else if (q < n) {
         const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),

@@ -725,7 +725,8 @@ def test_gemm_path_split_by_filters(backend, m, c, hw, rng):
     saved = edgedl.get_num_threads()
     edgedl.set_num_threads(2)
     try:
-        for act, f in (("relu6", lambda v: np.clip(v, 0, 6)), ("silu", lambda v: v / (1 + np.exp(-v)))):
+        for act, f in (("relu6", lambda v: np.clip(v, 0, 6)),
+                       ("silu", lambda v: v / (1 + np.exp(-v)))):
             _close(conv2d_plan(x.shape, w, b, activation=act, backend=backend)(x), f(want),
                    np.float32)
             got = conv2d_plan(x.shape, w, b, activation=act, backend=backend,
