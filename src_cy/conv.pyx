@@ -716,6 +716,20 @@ cdef bint _f32_array(const Py_buffer* b, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
     return f32_shape4(b, shape)
 
 
+
+cdef bint _image_pair(x, y, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t m,
+                      Py_ssize_t oh, Py_ssize_t ow, Py_buffer* bx, Py_buffer* by):
+    """The buffers of x, a float32 (1, c, h, w) array, and y, a writable float32 (1, m, oh,
+    ow) one not overlapping it, both C-contiguous: True with both held (release_pair),
+    else False with neither."""
+    if not get_pair(x, bx, y, by, PyBUF_FORMAT):
+        return False
+    if (_f32_array(bx, 1, c, h, w) and _f32_array(by, 1, m, oh, ow)
+            and disjoint(bx, by, False)):
+        return True
+    release_pair(bx, by)
+    return False
+
 cdef class ConvF32:
     """A float32 conv of one image bound to its weights, bias, epilogue and geometry
     (conv2d_plan's fast path, which the ONNX runtime takes for nearly every conv): dense
@@ -900,24 +914,20 @@ cdef class ConvMaxPoolF32:
     def __call__(self, x, y, int nthreads, res=None):
         cdef Py_buffer bx, by
         cdef int r = 0
-        cdef bint ok
         cdef _Direct d
-        if res is not None or not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+        if res is not None or not _image_pair(x, y, self.conv.c, self.conv.h, self.conv.w,
+                                              self.conv.m, self.poh, self.pw_, &bx, &by):
             return False
-        ok = (_f32_array(&bx, 1, self.conv.c, self.conv.h, self.conv.w)
-              and _f32_array(&by, 1, self.conv.m, self.poh, self.pw_)
-              and disjoint(&bx, &by, False))
-        if ok:
-            if omp_get_max_threads() != nthreads:
-                omp_set_num_threads(nthreads)
-            with nogil:
-                d = self.conv._direct()
-                r = _conv_maxpool_f32(&d, <const float*>bx.buf, <float*>by.buf, self.pk,
-                                      self.pt, self.pl, self.poh, self.pw_)
+        if omp_get_max_threads() != nthreads:
+            omp_set_num_threads(nthreads)
+        with nogil:
+            d = self.conv._direct()
+            r = _conv_maxpool_f32(&d, <const float*>bx.buf, <float*>by.buf, self.pk, self.pt,
+                                  self.pl, self.poh, self.pw_)
         release_pair(&bx, &by)
         if r:
             raise MemoryError("ConvMaxPoolF32: out of memory for its buffers")
-        return ok
+        return True
 
 
 def direct_ok():
@@ -1723,18 +1733,14 @@ cdef class PwDwF32:
     def __call__(self, x, y, int nthreads, res=None):
         cdef Py_buffer bx, by
         cdef int r = 0
-        cdef bint ok
-        if res is not None or not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
+        if res is not None or not _image_pair(x, y, self.k.c, self.k.h, self.k.wd, self.k.m,
+                                              self.oh, self.ow, &bx, &by):
             return False
-        ok = (_f32_array(&bx, 1, self.k.c, self.k.h, self.k.wd)
-              and _f32_array(&by, 1, self.k.m, self.oh, self.ow)
-              and disjoint(&bx, &by, False))
-        if ok:
-            if omp_get_max_threads() != nthreads:
-                omp_set_num_threads(nthreads)
-            with nogil:
-                r = _pw_dw_f32(&self.k, <const float*>bx.buf, <float*>by.buf)
+        if omp_get_max_threads() != nthreads:
+            omp_set_num_threads(nthreads)
+        with nogil:
+            r = _pw_dw_f32(&self.k, <const float*>bx.buf, <float*>by.buf)
         release_pair(&bx, &by)
         if r:
             raise MemoryError("PwDwF32: out of memory for its band buffers")
-        return ok
+        return True
