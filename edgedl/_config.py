@@ -265,34 +265,54 @@ def apply_threads(backend):
 
 # ----------------------------------------------------------------------------- caches
 _l2 = None
+_llc = None
+_SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 
 
 def l2_cache_bytes():
     """One core's L2 cache in bytes: EDGEDL_L2_BYTES if set, else Linux's sysfs (cpu0's
     level-2 data or unified cache), else 1 MiB (a Raspberry Pi 4's Cortex-A72 cluster).
-    Kernels size their blocks by it and the planner decides which fusions pay."""
+    Kernels size their blocks by it."""
     global _l2
     if _l2 is None:
-        env = os.environ.get("EDGEDL_L2_BYTES")
-        _l2 = int(env) if env and env.isdigit() and int(env) > 0 else (_sysfs_l2() or 1 << 20)
+        _l2 = _env_bytes("EDGEDL_L2_BYTES") or _sysfs_cache(2) or 1 << 20
     return _l2
 
 
-def _sysfs_l2():
-    base = "/sys/devices/system/cpu/cpu0/cache"
+def last_level_cache_bytes():
+    """The last-level cache in bytes (an L3 where there is one, a Pi 4's L2 cluster cache
+    where not): EDGEDL_LLC_BYTES if set, else sysfs's largest level for cpu0, else
+    l2_cache_bytes(). The planner fuses a chain to save a round trip through memory only
+    where the value between its steps would not stay here: below it, the separate steps
+    ran as fast or faster."""
+    global _llc
+    if _llc is None:
+        _llc = _env_bytes("EDGEDL_LLC_BYTES") or _sysfs_cache(None) or l2_cache_bytes()
+    return _llc
+
+
+def _env_bytes(name):
+    env = os.environ.get(name)
+    return int(env) if env and env.isdigit() and int(env) > 0 else None
+
+
+def _sysfs_cache(level):
+    """cpu0's data or unified cache of this level in bytes (None: the highest level
+    listed), or None where sysfs does not say."""
+    base = _SYSFS_CACHE
+    found = {}
     try:
         for d in sorted(os.listdir(base)):
             def read(f):
                 with open(os.path.join(base, d, f)) as fh:
                     return fh.read().strip()
-            if d.startswith("index") and read("level") == "2" and \
-                    read("type") in ("Data", "Unified"):
+            if d.startswith("index") and read("type") in ("Data", "Unified"):
                 size = read("size")
                 mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:].upper(), 1)
-                return int(size.rstrip("KkMm")) * mult
+                found[int(read("level"))] = int(size.rstrip("KkMm")) * mult
     except (OSError, ValueError):
-        pass
-    return None
+        return None
+    return found.get(level) if level is not None else found.get(max(found, default=0))
 
 
 # ----------------------------------------------------------------------------- numba
@@ -405,7 +425,8 @@ def show_config(file=None):
             p(f"backend {name:7s} MISSING     {reason}")
     p(f"current backend: {get_backend()}")
     p(f"threads: {get_num_threads()}")
-    p(f"L2 cache: {l2_cache_bytes() >> 10} KiB per core")
+    p(f"L2 cache: {l2_cache_bytes() >> 10} KiB per core, last level "
+      f"{last_level_cache_bytes() >> 10} KiB")
     p(f"numba cache dir: {numba_cache_location()}")
     # the package's version without importing it (import onnx alone costs ~0.9 s)
     try:

@@ -438,12 +438,12 @@ def _plan_ops(sess):
 @pytest.mark.parametrize("size", [(20, 24), (9, 7)])
 def test_pointwise_depthwise_fuses(backend, rng, monkeypatch, pool, acts, size):
     """1x1 Conv -> depthwise 3x3 Conv [-> 2x2 MaxPool], each with its activation: one
-    PointwiseDepthwise node. Where it pays (the 1x1's output past half of L2, here set
-    small) the plan runs it as one banded kernel (Cython, rows >= 18), elsewhere as its
-    parts; either way onnxruntime's values and the unfused graph's (within an ulp: there a
+    PointwiseDepthwise node. Where it pays (the 1x1's output past half of the last-level
+    cache, here set small) the plan runs it as one banded kernel (Cython, rows >= 18),
+    elsewhere as its parts; either way onnxruntime's values and the unfused graph's (within an ulp: there a
     Sigmoid runs as its own kernel, not in the conv's registers)."""
     from edgedl import _config
-    monkeypatch.setattr(_config, "_l2", 64)
+    monkeypatch.setattr(_config, "_llc", 64)
     m = _pw_dw(rng, pool=pool, acts=acts, size=size)
     x = rng.standard_normal((1, 8, *size)).astype(np.float32)
     gone = {"MaxPool"} if pool else set()
@@ -456,12 +456,12 @@ def test_pointwise_depthwise_fuses(backend, rng, monkeypatch, pool, acts, size):
 
 
 def test_pointwise_depthwise_runs_as_its_parts_where_small(rng, monkeypatch):
-    """Below half of L2 the planner plans the fused node's parts (each step its own
-    buffers; the values between them freed after their last reader): the same values,
-    run after run."""
+    """Below half of the last-level cache the planner plans the fused node's parts (each
+    step its own buffers; the values between them freed after their last reader): the same
+    values, run after run."""
     from edgedl import _config
     import edgedl
-    monkeypatch.setattr(_config, "_l2", 1 << 40)
+    monkeypatch.setattr(_config, "_llc", 1 << 40)
     m = _pw_dw(rng, acts=("Relu", "Relu"), extra_reader=False)
     s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
     x = rng.standard_normal((1, 8, 20, 24)).astype(np.float32)
@@ -469,10 +469,37 @@ def test_pointwise_depthwise_runs_as_its_parts_where_small(rng, monkeypatch):
     assert _ops(s) == ["PointwiseDepthwise"] and _plan_ops(s) == ["Conv", "Conv", "MaxPool"]
     for _ in range(2):
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], first)
-    monkeypatch.setattr(_config, "_l2", 64)
+    monkeypatch.setattr(_config, "_llc", 64)
     banded = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
     np.testing.assert_array_equal(banded.run(None, {"x": x})[0], first)
     assert _plan_ops(banded) == ["PointwiseDepthwise"]
+
+
+def test_cache_sizes_from_env_then_sysfs(tmp_path, monkeypatch):
+    """The cache sizes the planner's fusion choice reads: the environment's override, else
+    sysfs (its L2 and its largest level; an L2-only machine's last level is its L2), else
+    1 MiB."""
+    from edgedl import _config
+    for i, (level, kind, size) in enumerate([(1, "Data", "32K"), (1, "Instruction", "32K"),
+                                             (2, "Unified", "512K"), (3, "Unified", "32M")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for f, v in (("level", level), ("type", kind), ("size", size)):
+            (d / f).write_text(f"{v}\n")
+    monkeypatch.setattr(_config, "_SYSFS_CACHE", str(tmp_path))
+    for name in ("_l2", "_llc"):
+        monkeypatch.setattr(_config, name, None)
+    monkeypatch.delenv("EDGEDL_L2_BYTES", raising=False)
+    monkeypatch.delenv("EDGEDL_LLC_BYTES", raising=False)
+    assert (_config.l2_cache_bytes(), _config.last_level_cache_bytes()) == (512 << 10, 32 << 20)
+    (tmp_path / "index3" / "type").write_text("Instruction\n")
+    monkeypatch.setattr(_config, "_llc", None)
+    assert _config.last_level_cache_bytes() == 512 << 10
+    monkeypatch.setattr(_config, "_SYSFS_CACHE", str(tmp_path / "absent"))
+    for name in ("_l2", "_llc"):
+        monkeypatch.setattr(_config, name, None)
+    monkeypatch.setenv("EDGEDL_LLC_BYTES", "3000000")
+    assert (_config.l2_cache_bytes(), _config.last_level_cache_bytes()) == (1 << 20, 3000000)
 
 
 def test_pointwise_depthwise_lookalikes_stay(rng, monkeypatch):
@@ -482,7 +509,7 @@ def test_pointwise_depthwise_lookalikes_stay(rng, monkeypatch):
     from edgedl import _config
     import edgedl
     from ort_util import ort_session
-    monkeypatch.setattr(_config, "_l2", 64)
+    monkeypatch.setattr(_config, "_llc", 64)
     cases = [(_pw_dw(rng, extra_reader=True), False),
              (_pw_dw(rng, dw=dict(pads=[1, 1, 1, 1], group=16, strides=[2, 2])), False),
              (_pw_dw(rng, dw=dict(group=16)), False),
