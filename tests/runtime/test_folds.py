@@ -440,8 +440,8 @@ def test_pointwise_depthwise_fuses(backend, rng, monkeypatch, pool, acts, size):
     """1x1 Conv -> depthwise 3x3 Conv [-> 2x2 MaxPool], each with its activation: one
     PointwiseDepthwise node. Where it pays (the 1x1's output past half of the last-level
     cache, here set small) the plan runs it as one banded kernel (Cython, rows >= 18),
-    elsewhere as its parts; either way onnxruntime's values and the unfused graph's (within an ulp: there a
-    Sigmoid runs as its own kernel, not in the conv's registers)."""
+    elsewhere as its parts; either way onnxruntime's values and the unfused graph's (within
+    an ulp: there a Sigmoid runs as its own kernel, not in the conv's registers)."""
     from edgedl import _config
     monkeypatch.setattr(_config, "_llc", 64)
     m = _pw_dw(rng, pool=pool, acts=acts, size=size)
