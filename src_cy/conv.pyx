@@ -716,7 +716,6 @@ cdef bint _f32_array(const Py_buffer* b, Py_ssize_t d0, Py_ssize_t d1, Py_ssize_
     return f32_shape4(b, shape)
 
 
-
 cdef bint _image_pair(x, y, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t m,
                       Py_ssize_t oh, Py_ssize_t ow, Py_buffer* bx, Py_buffer* by):
     """The buffers of x, a float32 (1, c, h, w) array, and y, a writable float32 (1, m, oh,
@@ -729,6 +728,7 @@ cdef bint _image_pair(x, y, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t
         return True
     release_pair(bx, by)
     return False
+
 
 cdef class ConvF32:
     """A float32 conv of one image bound to its weights, bias, epilogue and geometry
@@ -1091,6 +1091,19 @@ cdef int _conv_direct_f32(const _Direct* d, const float* xb, float* yb) noexcept
     return err != 0
 
 
+cdef void _max2x2s2_plane(const float* x, Py_ssize_t w, float* out, Py_ssize_t oh,
+                          Py_ssize_t ow, float* v) noexcept nogil:
+    """2x2 stride-2 max pool of the 2 oh rows of w at x into out (oh, ow): one pass where
+    edl_max2x2s2_plane_f has one (AVX-512), else row pairs then column pairs through v (2 ow
+    floats of scratch)."""
+    cdef Py_ssize_t i
+    if edl_max2x2s2_plane_f(x, w, out, oh, ow):
+        return
+    for i in range(oh):
+        edl_max_rows_f(x + 2 * i * w, x + (2 * i + 1) * w, v, 2 * ow)
+        edl_max_pairs_f(v, out + i * ow, ow)
+
+
 cdef void _conv_maxpool_rows(const _Direct* d, const float* xb, float* yb, Py_ssize_t pk,
                              Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t poh, Py_ssize_t pow_,
                              Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t band, Py_ssize_t ps,
@@ -1099,7 +1112,7 @@ cdef void _conv_maxpool_rows(const _Direct* d, const float* xb, float* yb, Py_ss
     band's windows read into cbuf (channel planes ps floats apart), those the previous band
     computed (3x3: its last row) moved up rather than computed again, then each channel's
     pool from there into yb."""
-    cdef Py_ssize_t ow = d.ow, a = a0, b, lo, hi, plo = 0, phi = 0, q, oy, k0, i
+    cdef Py_ssize_t ow = d.ow, a = a0, b, lo, hi, plo = 0, phi = 0, q, oy, k0
     cdef float* out
     cdef float* plane
     while a < a1:
@@ -1120,10 +1133,8 @@ cdef void _conv_maxpool_rows(const _Direct* d, const float* xb, float* yb, Py_ss
             if pk == 3:     # the plane's first row is conv row lo: its top padding then
                 edl_max3x3s2_plane_f(plane, hi - lo, ow, out, b - a, pow_, lo - (2 * a - pt),
                                      pl, v)
-            elif not edl_max2x2s2_plane_f(plane, ow, out, b - a, pow_):
-                for i in range(b - a):      # rows, then pairs (v: a row of 2 pow_)
-                    edl_max_rows_f(plane + 2 * i * ow, plane + (2 * i + 1) * ow, v, 2 * pow_)
-                    edl_max_pairs_f(v, out + i * pow_, pow_)
+            else:
+                _max2x2s2_plane(plane, ow, out, b - a, pow_, v)
         plo, phi = lo, hi
         a = b
 
@@ -1587,7 +1598,7 @@ cdef void _dw_band(const _PwDw* k, const float* buf, Py_ssize_t ps, Py_ssize_t b
     base + i at i * wd of each plane), activated, into y, or pooled into y (r0, r1 even).
     mlr: edl_dw3s1_lr_masks of the band's rows where _depthwise_same_flat's kernel runs
     (the same kernel as the unfused depthwise conv: the same values), else NULL."""
-    cdef Py_ssize_t wd = k.wd, h = k.h, q, oy, ow2 = wd // 2, oh2 = h // 2, i
+    cdef Py_ssize_t wd = k.wd, h = k.h, q, oy, ow2 = wd // 2, oh2 = h // 2
     cdef int sig = k.act2 if mlr != NULL and (k.act2 == ACT_SIGMOID or k.act2 == ACT_SILU) \
         else 0
     cdef bint fused = k.act2 == ACT_NONE or k.act2 == ACT_CLIP or sig != 0
@@ -1622,11 +1633,7 @@ cdef void _dw_band(const _PwDw* k, const float* buf, Py_ssize_t ps, Py_ssize_t b
             _epilogue(out, (r1 - r0) * wd, k.b2[q], k.act2, k.lo2, k.hi2, k.s2[q])
         if k.pool:
             row = y + (q * oh2 + r0 // 2) * ow2
-            if not edl_max2x2s2_plane_f(tmp, wd, row, (r1 - r0) // 2, ow2):
-                for i in range((r1 - r0) // 2):     # rows, then pairs (tmp's spare row)
-                    edl_max_rows_f(tmp + 2 * i * wd, tmp + (2 * i + 1) * wd,
-                                   tmp + (r1 - r0) * wd, 2 * ow2)
-                    edl_max_pairs_f(tmp + (r1 - r0) * wd, row + i * ow2, ow2)
+            _max2x2s2_plane(tmp, wd, row, (r1 - r0) // 2, ow2, tmp + (r1 - r0) * wd)
 
 
 cdef void _pw_dw_range(const _PwDw* k, const float* x, float* y, Py_ssize_t t0, Py_ssize_t t1,
