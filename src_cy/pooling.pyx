@@ -449,13 +449,11 @@ cdef int _pool_ptr(const floating* xp, floating* yp, Py_ssize_t planes, Py_ssize
             free(vh)
             free(sc)
             raise MemoryError()
-    cdef bint s2x3 = is_max and kh == 3 and kw == 3 and sh == 2 and sw == 2 and dh == 1 \
-        and dw == 1 and 0 <= pt <= 1 and 0 <= pl <= 1 and 2 * (oh - 1) - pt < h \
-        and 2 * (ow - 1) - pl < w
+    cdef bint win3s2 = kh == 3 and kw == 3 and sh == 2 and sw == 2 and dh == 1 and dw == 1 \
+        and 0 <= pt <= 1 and 0 <= pl <= 1 and 2 * (oh - 1) - pt < h and 2 * (ow - 1) - pl < w
+    cdef bint s2x3 = is_max and win3s2
     # the same windows averaged: edl_avg3x3s2_plane_f (AVX2 rows; zrow: the rows outside)
-    cdef bint avg3 = floating is float and not is_max and kh == 3 and kw == 3 and sh == 2 \
-        and sw == 2 and dh == 1 and dw == 1 and 0 <= pt <= 1 and 0 <= pl <= 1 \
-        and 2 * (oh - 1) - pt < h and 2 * (ow - 1) - pl < w
+    cdef bint avg3 = floating is float and not is_max and win3s2
     cdef float* zrow = NULL
     if avg3:
         zrow = <float*> calloc(w, sizeof(float))

@@ -25,7 +25,7 @@
    (Conv -> Add -> act, ResNet) or after it (Conv -> act -> Add, YOLO's CSP shortcuts);
 5b. a 1x1 Conv read only by a 3x3 depthwise Conv (maybe then a 2x2 stride-2 MaxPool) ->
    one ``PointwiseDepthwise`` (an internal op, run band by band of rows where the 1x1's
-   output would not stay in L2; elsewhere the planner runs the parts it keeps);
+   output would not stay in the last-level cache; elsewhere the planner runs the parts);
 5c. a dense Conv read only by a 3x3 or 2x2 stride-2 MaxPool -> one ``ConvMaxPool`` (an
    internal op: the pool taken band by band from the conv's rows while they are in L2,
    where the conv runs on the direct path; elsewhere the planner runs the parts);
