@@ -12,7 +12,7 @@ from libc.stdint cimport int32_t, uint16_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset, memmove
 
-from cpython.buffer cimport PyBuffer_Release, PyBUF_ND
+from cpython.buffer cimport PyBuffer_Release, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
 from cpython.exc cimport PyErr_Clear
 from edl_buffer cimport PyBUF_FORMAT, disjoint, f32_shape4, get_buffer, get_pair, release_pair
 from edl_omp cimport omp_get_max_threads, omp_set_num_threads
@@ -55,9 +55,9 @@ cdef extern from "edl_conv.h":
     int edl_direct_deep() noexcept nogil
     void edl_direct_set_wide(int wide) noexcept nogil
     int edl_direct_ok() noexcept nogil
-    void edl_dw3s1_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, int top,
-                                 int bottom, const float* wt, float b, float lo, float hi,
-                                 int sig, const uint16_t* mlr, float* out) noexcept nogil
+    void edl_dw3s1_flat_f(const float* x, Py_ssize_t h, Py_ssize_t w, int top, int bottom,
+                          const float* wt, float b, float lo, float hi, int sig,
+                          const uint16_t* mlr, float* out) noexcept nogil
     int edl_dw3_flat_ok() noexcept nogil
     void edl_dw3s2_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t sh,
                                  Py_ssize_t ph, const float* wt, float b, float lo, float hi,
@@ -422,7 +422,7 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
     cdef bint same3 = unit and sh == 1 and kh == kw == 3 and ph == pw == 1 and oh == h \
         and ow == wd
     if floating is float:
-        if same3 and _flat3_wanted(wd, act):
+        if same3 and _flat3_wanted(h, wd, act):
             return _depthwise_same_flat(x, planes, c, h, wd, w, bias, act, lo, hi, slopes, out)
     if same3 and ow >= _SAME_W:
         return _depthwise_same(x, planes, c, h, wd, w, bias, act, lo, hi, slopes, out)
@@ -567,7 +567,7 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
     cdef floating* row
     cdef const floating* wc
     if floating is float:
-        if k_ == 3 and pw == 1 and edl_dw3_flat_ok():
+        if k_ == 3 and pw == 1 and edl_dw3_flat_ok() == 2:    # AVX-512 only
             _depthwise3_s2_flat(x, planes, c, h, wd, w, bias, sh, ph, act, lo, hi, slopes, out,
                                 oh, ow)
             return 0
@@ -814,7 +814,8 @@ cdef class ConvF32:
         if not get_pair(x, &bx, y, &by, PyBUF_FORMAT):
             if res is not None:
                 PyBuffer_Release(&br)
-            return False
+                return False
+            return self._strided(x, y, nthreads)
         ok = (_f32_array(&bx, 1, self.c, self.h, self.w)
               and _f32_array(&by, 1, self.m, self.oh, self.ow) and disjoint(&bx, &by, False))
         if res is not None:
@@ -844,6 +845,46 @@ cdef class ConvF32:
         release_pair(&bx, &by)
         if res is not None:
             PyBuffer_Release(&br)
+        if r:
+            raise MemoryError("conv: out of memory for its buffers")
+        return ok
+
+    cdef bint _strided(self, x, y, int nthreads) except -1:
+        """A pointwise (1x1, stride 1, unpadded) dense conv of an x whose channel planes are
+        C-contiguous but further apart than a plane (every k-th channel of a larger array: a
+        channel shuffle's half, kept a view by the planner), read in place by the GEMM (its
+        rows of B that stride apart). False, touching nothing, for any other x or conv."""
+        cdef Py_buffer bx, by
+        cdef Py_ssize_t hw = self.h * self.w, cs
+        cdef int r = 0
+        cdef bint ok
+        if (self.direct or self.depthwise or self.groups > 1 or self.kh != 1 or self.kw != 1
+                or self.sh != 1 or self.sw != 1 or self.oh != self.h or self.ow != self.w):
+            return False
+        if get_buffer(x, &bx, PyBUF_STRIDES | PyBUF_FORMAT) < 0:
+            PyErr_Clear()
+            return False
+        if get_buffer(y, &by, PyBUF_ND | PyBUF_WRITABLE | PyBUF_FORMAT) < 0:
+            PyErr_Clear()
+            PyBuffer_Release(&bx)
+            return False
+        cs = bx.strides[1] // 4 if bx.ndim == 4 else 0
+        # planes of hw floats cs floats apart (cs >= hw: no plane overlaps the next), the
+        # extent of x's planes not overlapping y
+        ok = (_f32_array(&bx, 1, self.c, self.h, self.w) and bx.strides[3] == 4
+              and bx.strides[2] == 4 * self.w and bx.strides[1] % 4 == 0 and cs >= hw
+              and _f32_array(&by, 1, self.m, self.oh, self.ow)
+              and (<const char*>bx.buf + ((self.c - 1) * cs + hw) * 4 <= <const char*>by.buf
+                   or <const char*>by.buf + by.len <= <const char*>bx.buf))
+        if ok:
+            if omp_get_max_threads() != nthreads:
+                omp_set_num_threads(nthreads)
+            with nogil:
+                r = _conv_gemm_f32(<const float*>bx.buf, self.c, self.h, self.w, &self.wp[0],
+                                   &self.bias[0], 1, 1, 1, 1, 0, 0, 1, 1, self.act, self.lo,
+                                   self.hi, &self.slopes[0], <float*>by.buf, self.m, self.oh,
+                                   self.ow, NULL, False, cs)
+        release_pair(&bx, &by)
         if r:
             raise MemoryError("conv: out of memory for its buffers")
         return ok
@@ -1321,7 +1362,7 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                         Py_ssize_t dh, Py_ssize_t dw, int act, float lo, float hi,
                         const float* slopes, float* yb, Py_ssize_t m, Py_ssize_t oh,
                         Py_ssize_t ow, const float* res=NULL,
-                        bint res_after=False) noexcept nogil:
+                        bint res_after=False, Py_ssize_t ldx=0) noexcept nogil:
     """im2col, GEMM and epilogue fused per block of output columns; thread t takes the t-th
     run of blocks (static): the same columns on every call and in the pointwise convs before
     and after, so each core reads what its own L2 holds. (Handed out as threads came free,
@@ -1332,8 +1373,11 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     1x1 stride-1 unpadded convs read x in place. ``res`` (m, oh, ow), not overlapping y, or
     NULL: the Add after the conv, in the block's epilogue before the activation (see
     edl_residual_epilogue_f), or after it (``res_after``: the activation stays in the GEMM's
-    registers where it can). Returns 0, or 1 if a malloc failed."""
+    registers where it can). ``ldx``: x's channel stride in floats when not h * wd (a 1x1
+    stride-1 unpadded conv reading every k-th channel of a larger array in place: a channel
+    shuffle's half, see ConvF32). Returns 0, or 1 if a malloc failed."""
     cdef Py_ssize_t K = c * kh * kw, L = oh * ow, nr = edl_gemm_nr()
+    cdef Py_ssize_t ldb = ldx if ldx else L
     cdef bint pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
                            and oh == h and ow == wd)
     # a block is a run of columns (pointwise) or of whole output rows (im2col), at least NR
@@ -1404,10 +1448,10 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
                 p0 = blk * npan // nb
                 p1 = (blk + 1) * npan // nb
                 r0, r1 = p0 * mr, (m if p1 == npan else p1 * mr)
-                edl_gemm_rows(wp, m, K, p0, p1, xb, L, yb, L, 0, L, scratch, pgepi)
+                edl_gemm_rows(wp, m, K, p0, p1, xb, ldb, yb, L, 0, L, scratch, pgepi)
             elif pointwise:
                 j0, j1 = s0, s1
-                edl_gemm_cols(wp, m, K, xb, L, NULL, yb, L, j0, j1, scratch, pgepi)
+                edl_gemm_cols(wp, m, K, xb, ldb, NULL, yb, L, j0, j1, scratch, pgepi)
             else:
                 j0, j1 = s0 * ow, s1 * ow
                 # rows s0.. of the output: the same im2col with the top pad shifted, one K
@@ -1438,19 +1482,23 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
     return err != 0
 
 
-cdef inline bint _flat3_wanted(Py_ssize_t wd, int act) noexcept nogil:
-    """Where _depthwise_same_flat runs: AVX-512, rows under 64 (from 64 the two-row kernel's
-    shared loads keep up: 16 x 104 x 104 0.26 against 0.28 ns an output) or a sigmoid / SiLU,
-    which the flat run applies in its registers (16 x 104 x 104 + SiLU 0.60 -> 0.48 ns)."""
-    return edl_dw3_flat_ok() and (wd < 64 or act == ACT_SIGMOID or act == ACT_SILU)
+cdef inline bint _flat3_wanted(Py_ssize_t h, Py_ssize_t wd, int act) noexcept nogil:
+    """Where _depthwise_same_flat runs: rows under 64 (from 64 the two-row kernel's shared
+    loads keep up: AVX-512 16 x 104 x 104 0.26 against 0.28 ns an output; AVX2 64 x 80 x 80
+    and 16 x 160 x 160 1.1x the rows kernel's time, but 64 x 40 x 40 0.9x, 64 x 20 x 20 0.7x,
+    96 x 11 x 11 0.78x), or on AVX-512 a sigmoid / SiLU, which the flat run applies in its
+    registers (16 x 104 x 104 + SiLU 0.60 -> 0.48 ns). Planes of < 2^30 values (the AVX2
+    run's lane indices are int32)."""
+    cdef int level = edl_dw3_flat_ok()
+    return level >= 1 and h * wd < (1 << 30) and (wd < 64 or (level == 2 and (act == ACT_SIGMOID or act == ACT_SILU)))
 
 
 cdef int _depthwise_same_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
                               Py_ssize_t wd, const float* w, const float* bias, int act,
                               float lo, float hi, const float* slopes,
                               float* out) noexcept nogil:
-    """_depthwise_same on AVX-512: each plane one flat run of masked 16-output vectors
-    (edl_dw3s1_flat_avx512_f), the bias and a clip, sigmoid or SiLU in its registers, other
+    """_depthwise_same on AVX-512 or AVX2: each plane one flat run of masked 16- or 8-output
+    vectors (edl_dw3s1_flat_f), the bias and a clip, sigmoid or SiLU in its registers, other
     activations over the rows afterwards; the threads take bands of rows of every plane
     (_dw_row_runs: the same values as whole planes). Returns 0, or 1 if the masks' malloc
     failed."""
@@ -1468,9 +1516,9 @@ cdef int _depthwise_same_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, P
         r0 = t * h // nt
         r1 = (t + 1) * h // nt
         for q in range(planes):        # rows r0 .. r1 - 1: a band of the plane
-            edl_dw3s1_flat_avx512_f(x + q * n + r0 * wd, r1 - r0, wd, r0 == 0, r1 == h,
-                                    w + (q % c) * 9, bias[q % c] if fused else 0, flo, fhi,
-                                    sig, mlr, out + q * n + r0 * wd)
+            edl_dw3s1_flat_f(x + q * n + r0 * wd, r1 - r0, wd, r0 == 0, r1 == h,
+                             w + (q % c) * 9, bias[q % c] if fused else 0, flo, fhi, sig, mlr,
+                             out + q * n + r0 * wd)
             if not fused:
                 _epilogue(out + q * n + r0 * wd, (r1 - r0) * wd, bias[q % c], act, lo, hi,
                           slopes[q % c])
@@ -1616,8 +1664,8 @@ cdef void _dw_band(const _PwDw* k, const float* buf, Py_ssize_t ps, Py_ssize_t b
         out = tmp if k.pool else y + (q * h + r0) * wd
         bq = k.b2[q] if fused else 0
         if mlr != NULL:
-            edl_dw3s1_flat_avx512_f(p + r0 * wd, r1 - r0, wd, r0 == 0, r1 == h, k.w2 + q * 9,
-                                    bq, flo, fhi, sig, mlr, out)
+            edl_dw3s1_flat_f(p + r0 * wd, r1 - r0, wd, r0 == 0, r1 == h, k.w2 + q * 9, bq,
+                             flo, fhi, sig, mlr, out)
         for oy in range(r0, r1 if mlr == NULL else r0, 2):
             row = out + (oy - r0) * wd
             x0 = p + (oy - 1) * wd if oy >= 1 else zero
@@ -1671,7 +1719,7 @@ cdef int _pw_dw_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:
     cdef uint16_t* mlr = NULL
     if k.pool:
         band -= band % 2
-    if _flat3_wanted(wd, k.act2):
+    if _flat3_wanted(band, wd, k.act2):
         mlr = <uint16_t*>malloc(((band * wd + 15) // 16) * 2 * sizeof(uint16_t))
         if mlr == NULL:
             return 1

@@ -342,12 +342,100 @@ static void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, pt
     (sig ? edl_dw3s2_flat_sig_avx512_f : edl_dw3s2_flat_clip_avx512_f)(
         x, h, w, sh, ph, wt, b, lo, hi, sig, out, oy0, oy1, ow);
 }
-static inline int edl_dw3_flat_ok(void) { return edl_x86_level() == 2; }
+/* The same flat run on AVX2 (8-output vectors, no mask registers): interior vectors load
+   each tap (unaligned) and zero the left / right column taps with the lanes of mlr's byte
+   (edl_lane8_masks: 8 KiB, one load a mask); the vectors whose taps leave the rows in
+   memory mask their loads (vmaskmovps: masked lanes do not fault) and their last partial
+   store goes lane by lane (Zen 3's masked stores are slow). The rows kernel spent most of a
+   narrow row on its scalar edge columns and its moved-back last vector (64 x 20 x 20: 16
+   cycles a vector of 8 outputs). Same two chains as the AVX-512 run: the same values. */
+#define EDL_L8(b) {-((b) & 1), -(((b) >> 1) & 1), -(((b) >> 2) & 1), -(((b) >> 3) & 1),    \
+                   -(((b) >> 4) & 1), -(((b) >> 5) & 1), -(((b) >> 6) & 1), -(((b) >> 7) & 1)}
+#define EDL_L8X4(b) EDL_L8(b), EDL_L8((b) + 1), EDL_L8((b) + 2), EDL_L8((b) + 3)
+#define EDL_L8X16(b) EDL_L8X4(b), EDL_L8X4((b) + 4), EDL_L8X4((b) + 8), EDL_L8X4((b) + 12)
+#define EDL_L8X64(b) EDL_L8X16(b), EDL_L8X16((b) + 16), EDL_L8X16((b) + 32), \
+                     EDL_L8X16((b) + 48)
+/* lane j of entry b: -1 where bit j of b is set, else 0 */
+static const int32_t edl_lane8_masks[256][8] __attribute__((aligned(32))) = {
+    EDL_L8X64(0), EDL_L8X64(64), EDL_L8X64(128), EDL_L8X64(192)};
+typedef uint32_t edl_vu8 __attribute__((vector_size(32)));
+/* the 8-lane left / right masks of vector v (half v & 1 of mlr's 16-lane entry v >> 1) */
+#define EDL_LR8(mlr, v, side)                                                               \
+    EDL_LDV(edl_vi8, edl_lane8_masks[(mlr[2 * ((v) >> 1) + (side)] >> (8 * ((v) & 1))) & 255])
+#define EDL_DW3F8(NAME, SIG)                                                                \
+__attribute__((target("avx2,fma"))) EDL_CONTRACT                                           \
+static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom,           \
+                 const float *wt, float b, float lo, float hi, int sig,                    \
+                 const uint16_t *mlr, float *out) {                                        \
+    const ptrdiff_t n = h * w, nv = (n + 7) / 8;                                           \
+    const edl_vf8 z = {0}, w0 = z + wt[0], w1 = z + wt[1], w2 = z + wt[2];                 \
+    const edl_vf8 w3 = z + wt[3], w4 = z + wt[4], w5 = z + wt[5], w6 = z + wt[6];          \
+    const edl_vf8 w7 = z + wt[7], w8 = z + wt[8], bv = z + b, lov = z + lo, hiv = z + hi;  \
+    const int silu = sig == EDL_ACT_SILU;                                                  \
+    /* vectors [v0, v1) read only rows in memory (from lowb to upb, flat), none padding */ \
+    const ptrdiff_t lowb = top ? 0 : -w, upb = bottom ? n : n + w;                         \
+    const ptrdiff_t v0 = (lowb + w + 8) / 8;                                               \
+    const ptrdiff_t v1 = upb - w - 9 >= 0 ? (upb - w - 9) / 8 + 1 : 0;                     \
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                        \
+    (void)lov; (void)hiv; (void)silu;                                                      \
+    for (ptrdiff_t v = 0; v < nv; v++) {                                                   \
+        edl_vf8 t[3][3], a;                                                                \
+        for (; v >= v0 && v < v1; v++) {                                                   \
+            const ptrdiff_t i = 8 * v;                                                     \
+            const edl_vi8 ml = EDL_LR8(mlr, v, 0), mr = EDL_LR8(mlr, v, 1);                \
+            for (int r_ = 0; r_ < 3; r_++) {                                               \
+                const float *q_ = x + i + (r_ - 1) * w;                                    \
+                t[r_][0] = (edl_vf8)((edl_vi8)EDL_LDV(edl_vf8, q_ - 1) & ml);              \
+                t[r_][1] = EDL_LDV(edl_vf8, q_);                                           \
+                t[r_][2] = (edl_vf8)((edl_vi8)EDL_LDV(edl_vf8, q_ + 1) & mr);              \
+            }                                                                              \
+            a = EDL_DW3F_TAPS(bv, t[0], t[1], t[2]);                                       \
+            a = EDL_DW3F8_ACT(a, SIG);                                                     \
+            memcpy(out + i, &a, sizeof a);                                                 \
+        }                                                                                  \
+        if (v >= nv) break;                                                                \
+        const ptrdiff_t i = 8 * v;                                                         \
+        const __m256i L = _mm256_add_epi32(_mm256_set1_epi32((int)i), iota);               \
+        const __m256i ma = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), L);               \
+        const __m256i mt = !top ? ma : _mm256_and_si256(                                   \
+            ma, _mm256_cmpgt_epi32(L, _mm256_set1_epi32((int)w - 1)));                     \
+        const __m256i mb = !bottom ? ma : _mm256_and_si256(                                \
+            ma, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - w)), L));                   \
+        const __m256i mk[3] = {mt, ma, mb};                                                \
+        const __m256i ml = (__m256i)EDL_LR8(mlr, v, 0), mr = (__m256i)EDL_LR8(mlr, v, 1);  \
+        for (int r_ = 0; r_ < 3; r_++) {                                                   \
+            const float *q_ = x + i + (r_ - 1) * w;                                        \
+            t[r_][0] = (edl_vf8)_mm256_maskload_ps(q_ - 1, _mm256_and_si256(mk[r_], ml));  \
+            t[r_][1] = (edl_vf8)_mm256_maskload_ps(q_, mk[r_]);                            \
+            t[r_][2] = (edl_vf8)_mm256_maskload_ps(q_ + 1, _mm256_and_si256(mk[r_], mr));  \
+        }                                                                                  \
+        a = EDL_DW3F_TAPS(bv, t[0], t[1], t[2]);                                           \
+        a = EDL_DW3F8_ACT(a, SIG);                                                         \
+        if (n - i >= 8) memcpy(out + i, &a, sizeof a);                                     \
+        else for (ptrdiff_t j = 0; j < n - i; j++) out[i + j] = a[j];                      \
+    }                                                                                      \
+}
+#define EDL_DW3F8_ACT(a, SIG)                                                               \
+    ((SIG) ? EDL_VSIG(edl_vf8, edl_vi8, edl_vu8, a, silu, 32)                              \
+           : EDL_VMIN_32(edl_vf8, edl_vi8, hiv, EDL_VMAX_32(edl_vf8, edl_vi8, lov, a)))
+EDL_DW3F8(edl_dw3s1_flat_clip_avx2_f, 0)
+EDL_DW3F8(edl_dw3s1_flat_sig_avx2_f, 1)
+/* the flat run of this CPU: AVX-512 or AVX2 (edl_dw3_flat_ok) */
+static void edl_dw3s1_flat_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom,
+                             const float *wt, float b, float lo, float hi, int sig,
+                             const uint16_t *mlr, float *out) {
+    if (edl_x86_level() == 2)
+        edl_dw3s1_flat_avx512_f(x, h, w, top, bottom, wt, b, lo, hi, sig, mlr, out);
+    else
+        (sig ? edl_dw3s1_flat_sig_avx2_f : edl_dw3s1_flat_clip_avx2_f)(
+            x, h, w, top, bottom, wt, b, lo, hi, sig, mlr, out);
+}
+/* 2: the AVX-512 flat run, 1: the AVX2 one, 0: neither (the rows kernels) */
+static inline int edl_dw3_flat_ok(void) { return edl_x86_level(); }
 #else
-static inline void edl_dw3s1_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top,
-                                           int bottom, const float *wt, float b, float lo,
-                                           float hi, int sig, const uint16_t *mlr,
-                                           float *out) {
+static inline void edl_dw3s1_flat_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top,
+                                    int bottom, const float *wt, float b, float lo, float hi,
+                                    int sig, const uint16_t *mlr, float *out) {
     (void)x; (void)h; (void)w; (void)top; (void)bottom; (void)wt; (void)b; (void)lo; (void)hi;
     (void)sig; (void)mlr; (void)out;
 }
@@ -360,7 +448,7 @@ static inline void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_
     (void)sig; (void)out; (void)oy0; (void)oy1; (void)ow;
 }
 #endif
-/* mlr for edl_dw3s1_flat_avx512_f: per 16-lane vector of the flat (h, w) plane, the lanes
+/* mlr for the flat runs (edl_dw3s1_flat_f): per 16-lane vector of the flat (h, w) plane, the lanes
    not in column 0, then those not in column w - 1 (2 * ceil(h * w / 16) masks). Made on
    every call: from the column of each vector's lane 0, only the lanes a row boundary falls on
    are cleared (a few steps a vector, not 16). */

@@ -469,12 +469,13 @@ def test_plan_grouped_convs_bound(rng):
 @pytest.mark.parametrize("act", [None, "relu6", "silu", "sigmoid", "hard_swish"])
 def test_depthwise_3x3_flat_runs(strides, pads, act, rng):
     # 3x3 depthwise padded by 1 at stride 1, or with a column of left padding at column
-    # stride 2: on AVX-512 whole planes as flat runs of masked 16-output vectors (widths
-    # around multiples of 16, one column, one row; 'same' and asymmetric pads), elsewhere
-    # the row kernels; a NaN on a row's first / last column must stay in its windows
+    # stride 2: on AVX-512 whole planes as flat runs of masked 16-output vectors, on AVX2
+    # (stride 1) of 8-output ones (widths around multiples of 8 and 16, one column, one
+    # row; 'same' and asymmetric pads), elsewhere the row kernels; a NaN on a row's first /
+    # last column must stay in its windows
     require_backend("cython")
-    for h, w in [(1, 37), (2, 1), (5, 15), (4, 16), (3, 17), (6, 31), (3, 33), (2, 64),
-                 (7, 70)]:
+    for h, w in [(1, 37), (2, 1), (3, 7), (4, 8), (2, 9), (5, 15), (4, 16), (3, 17),
+                 (6, 31), (3, 33), (2, 64), (7, 70)]:
         if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
             continue                                # an empty output: refused elsewhere
         x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
@@ -494,8 +495,8 @@ def test_depthwise_3x3_flat_runs(strides, pads, act, rng):
 @pytest.mark.parametrize("strides, hw", [((1, 1), (41, 40)), ((2, 2), (83, 81)),
                                          ((1, 1), (30, 70))])
 def test_depthwise_3x3_threads(backend, strides, hw, rng):
-    # depthwise convs big enough for threads (on AVX-512 the flat runs split by output rows,
-    # elsewhere by planes): the same bits on 1-3 threads
+    # depthwise convs big enough for threads (the flat runs, rows under 64 on AVX-512 or
+    # AVX2, split by output rows, elsewhere by planes): the same bits on 1-3 threads
     x = rng.standard_normal((1, 16) + hw).astype(np.float32)
     w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32)
