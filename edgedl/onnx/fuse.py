@@ -39,7 +39,9 @@
    Pad with the input zero point before a QLinearAveragePool;
 8. (int8) a QLinearConv read only by a QLookup / QChannelLookup -> QLinearConvLookup, the
    tables applied by the conv kernels (qdq.fuse_conv_lookups); a QLinearConv read only by
-   a QLinearConcat that requantizes it: that table in the conv too (qdq.fuse_concat_requant).
+   a QLinearConcat that requantizes it: that table in the conv too (qdq.fuse_concat_requant);
+9. a channel shuffle split by scalar Gathers (Transpose -> Reshape -> Gathers -> Conv /
+   Concat): the Transpose a view (``_view``), each half strided channels read in place.
 
 A rewrite only removes values nobody else reads and that are not graph outputs.
 """
@@ -752,6 +754,47 @@ def fuse_transposed_softmax(rw):
         _replace(rw, [t1, sm, t2], new, t2)
 
 
+#: Readers of a view with strided channels that take it as it is: a Conv (its planned run
+#: reads a 1x1's channels in place, other convs copy it first; so do the fused units that
+#: begin with one) and a Concat (it copies anyway).
+_VIEW_READERS = ("Conv", "PointwiseDepthwise", "ConvMaxPool", "Concat")
+
+
+def _scalar_gather_to_views(rw, value):
+    """Every reader of ``value`` is a Gather of one constant index (basic indexing: a view)
+    whose every reader is in _VIEW_READERS; none is a graph output."""
+    gathers = rw.cons.get(value, [])
+    if not gathers or value in rw.outputs:
+        return False
+    for gt in gathers:
+        idx = rw.const(gt.inputs[1]) if len(gt.inputs) > 1 else None
+        if gt.op_type != "Gather" or gt.domain or idx is None or np.ndim(idx) != 0 or \
+                gt.inputs[0] != value or gt.outputs[0] in rw.outputs:
+            return False
+        readers = rw.cons.get(gt.outputs[0], [])
+        if not readers or any(r.op_type not in _VIEW_READERS or r.domain for r in readers):
+            return False
+    return True
+
+
+def shuffle_as_views(rw):
+    """A channel shuffle split into halves by scalar Gathers (ShuffleNetV2 as FastestDet
+    exports it: (1, C, H, W) -> Reshape (C/2, 2, HW) -> Transpose(1, 0, 2) -> Reshape (2, 1,
+    C/2, H, W) -> Gather 0 / 1 -> Conv, Concat): the Transpose marked ``_view``, so that it
+    returns NumPy's transposed view instead of a copy; the Reshape after it then splits the
+    last axis of that view and each half is every second channel of the input, in place
+    (ConvF32 reads such a 1x1 conv's input rows two planes apart; a Concat copies it as it
+    would the Transpose's output). The Transpose's copy was 3% of FastestDet's time."""
+    for t in list(rw.g.nodes):
+        if t.op_type != "Transpose" or t.domain or len(t.inputs) != 1:
+            continue
+        r = rw.only_reader(t.outputs[0])
+        if r is None or r.op_type != "Reshape" or r.domain or \
+                not _scalar_gather_to_views(rw, r.outputs[0]):
+            continue
+        t.attrs["_view"] = 1
+
+
 def _pad_spec(rw, pad):
     """(pads, value, axes) of a constant-mode Pad, or None when any of them is computed."""
     if pad.attrs.get("mode", "constant") != "constant":
@@ -830,7 +873,7 @@ REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_focus_into_conv
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
             fuse_epilogue_activations, fuse_residual_adds, fuse_pointwise_depthwise,
             fuse_conv_maxpool, fuse_transposed_softmax, fuse_transposed_concat,
-            fuse_pad_into_avgpool, fuse_conv_lookups, fuse_concat_requant)
+            fuse_pad_into_avgpool, fuse_conv_lookups, fuse_concat_requant, shuffle_as_views)
 
 
 def fold_batchnorm(rw):

@@ -634,3 +634,75 @@ def test_conv_maxpool_lookalikes_stay(rng):
         assert ("ConvMaxPool" in _ops(s)) == (parts is not None), _ops(s)
         if parts:
             assert _plan_ops(s) == parts
+
+
+def _shuffle_split(rng, c=8, size=(20, 22), reader="Conv", opset=13):
+    """A ShuffleNetV2 unit as FastestDet exports it: x -> 1x1 Conv -> Concat with x -> channel
+    shuffle (Reshape (C, 2, HW) -> Transpose(1, 0, 2) -> Reshape (2, 1, C, H, W)) -> Gather
+    0 / 1 -> a Concat of half 0 and ``reader`` (a 1x1 Conv, a 3x3 Conv or a Relu) of half 1."""
+    h, w = size
+    r1 = {"Conv": helper.make_node("Conv", ["g1", "w2"], ["b"]),
+          "Conv3": helper.make_node("Conv", ["g1", "w3"], ["b"], pads=[1, 1, 1, 1]),
+          "Relu": helper.make_node("Relu", ["g1"], ["b"])}[reader]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Concat", ["x", "ar"], ["old"], axis=1),
+             helper.make_node("Reshape", ["old", "s1"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("Reshape", ["t", "s2"], ["halves"]),
+             helper.make_node("Gather", ["halves", "i0"], ["g0"], axis=0),
+             helper.make_node("Gather", ["halves", "i1"], ["g1"], axis=0), r1,
+             helper.make_node("Concat", ["g0", "b"], ["y"], axis=1)]
+    inits = [("w1", _w(rng, c, c, 1, 1)), ("w2", _w(rng, c, c, 1, 1)),
+             ("w3", _w(rng, c, c, 3, 3)),
+             ("s1", np.array([c, 2, h * w], np.int64)),
+             ("s2", np.array([2, 1, c, h, w], np.int64)),
+             ("i0", np.array(0, np.int64)), ("i1", np.array(1, np.int64))]
+    return _model(nodes, [_vi("x", [1, c, h, w])], [_vi("y", None)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("reader", ["Conv", "Conv3", "Relu"])
+def test_channel_shuffle_halves_are_views(backend, rng, reader):
+    """A channel shuffle split by scalar Gathers: the Transpose returns a view (``_view``)
+    where every half goes to a Conv or a Concat, so each half is every second channel of the
+    Concat's buffer, in place; a 1x1 conv reads it there (ConvF32's strided rows), a 3x3 conv
+    from a copy; a half read by anything else keeps the copying Transpose. onnxruntime's
+    values either way."""
+    m = _shuffle_split(rng, reader=reader)
+    feed = {"x": _w(rng, 1, 8, 20, 22, scale=1.0)}
+    sess = _check(m, [feed], backend)
+    marked = [n for n in sess._graph.nodes if n.op_type == "Transpose" and n.attrs.get("_view")]
+    assert len(marked) == (0 if reader == "Relu" else 1)
+    (plan,) = sess._plans.values()
+    (t,) = [st for st in plan.steps if st.node.op_type == "Transpose"]
+    r = np.zeros((8, 2, 440), np.float32)
+    assert np.shares_memory(t.fn(r), r) == (reader != "Relu")
+
+
+def test_pointwise_conv_reads_strided_channels_in_place(rng):
+    """ConvF32 on every second channel of a larger array: a 1x1 conv reads the planes in
+    place (its fast path accepts the view), other convs and an output overlapping the view's
+    planes decline it (the general path copies), and the values are the plain conv's."""
+    pytest.importorskip("edgedl._cy.conv")
+    from edgedl.kernels.conv import conv2d, conv2d_plan
+    big = _w(rng, 1, 16, 9, 21, scale=1.0)
+    x = big[:, 1::2]
+    w1, w3, b = _w(rng, 5, 8, 1, 1), _w(rng, 5, 8, 3, 3), _w(rng, 5)
+    run = conv2d_plan(x.shape, w1, b, activation="relu", backend="cython")
+    y = np.empty(run.out_shape, np.float32)
+    assert run._fast(x, y, 1, None)
+    want = conv2d(np.ascontiguousarray(x), w1, b, activation="relu", backend="numpy")
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-5)
+    run3 = conv2d_plan(x.shape, w3, b, pads=(1, 1, 1, 1), backend="cython")
+    assert not run3._fast(x, np.empty(run3.out_shape, np.float32), 1, None)
+    np.testing.assert_allclose(run3(x), conv2d(np.ascontiguousarray(x), w3, b, pads=(1,) * 4,
+                                               backend="numpy"), rtol=1e-4, atol=1e-4)
+    # an output between the view's planes (inside their extent): refused
+    assert not run._fast(x, big[:, 2:7], 1, None)
+    # planes not contiguous within (a column step) or closer than a plane: refused
+    wide = _w(rng, 1, 16, 9, 42)
+    assert not run._fast(wide[:, 1::2, :, ::2], y, 1, None)
+    close = np.lib.stride_tricks.as_strided(big, (1, 8, 9, 21), (big.strides[0], 21 * 4,
+                                                                 21 * 4, 4))
+    assert not run._fast(close, y, 1, None)

@@ -137,10 +137,11 @@ def transpose(ctx):
     contiguous array and a graph output is handed over as it is (YuNet's heads, Transpose ->
     Reshape -> Sigmoid; YOLOX's (1, 85, 3549) -> (1, 3549, 85) output: 210 us as NumPy's
     strided copy of a view). One that moves only axes of length 1 is a reshape (a view), and
-    so is any transpose of a shape that is not planned."""
+    so is any transpose of a shape that is not planned, or one marked ``_view`` (a channel
+    shuffle whose halves are read in place: fuse.shuffle_as_views)."""
     perm = ctx.attr("perm")
     perm = None if perm is None else ints(perm)
-    if not ctx.static or ctx.dtypes[0] is None:
+    if not ctx.static or ctx.dtypes[0] is None or ctx.attr("_view"):
         return lambda x: np.transpose(x, perm)
     shape = ctx.shapes[0]
     p = tuple(range(len(shape) - 1, -1, -1)) if perm is None else tuple(perm)
