@@ -183,6 +183,11 @@ static inline void edl_dw3_same_rows2_f(const float *x0, const float *x1, const 
    mask the padding rows and the lanes past n too. Every output the same two chains of 5 and 4
    products, padding taps as zeros, wherever its vector falls: a band gives the plane's
    values. The bias and a clip (sig 0), sigmoid or SiLU in registers. */
+/* 8- and 16-lane vectors of the flat runs and the direct convs */
+typedef float edl_v8f __attribute__((vector_size(32)));
+typedef int32_t edl_v8i __attribute__((vector_size(32)));
+typedef uint32_t edl_v8u __attribute__((vector_size(32)));
+typedef uint32_t edl_v16u __attribute__((vector_size(64)));
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
     && !defined(EDL_NO_CLONES)
 #include <immintrin.h>
@@ -358,7 +363,6 @@ static void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w, pt
 /* lane j of entry b: -1 where bit j of b is set, else 0 */
 static const int32_t edl_lane8_masks[256][8] __attribute__((aligned(32))) = {
     EDL_L8X64(0), EDL_L8X64(64), EDL_L8X64(128), EDL_L8X64(192)};
-typedef uint32_t edl_vu8 __attribute__((vector_size(32)));
 /* the 8-lane left / right masks of vector v (half v & 1 of mlr's 16-lane entry v >> 1) */
 #define EDL_LR8(mlr, v, side)                                                               \
     EDL_LDV(edl_vi8, edl_lane8_masks[(mlr[2 * ((v) >> 1) + (side)] >> (8 * ((v) & 1))) & 255])
@@ -416,7 +420,7 @@ static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom, 
     }                                                                                      \
 }
 #define EDL_DW3F8_ACT(a, SIG)                                                               \
-    ((SIG) ? EDL_VSIG(edl_vf8, edl_vi8, edl_vu8, a, silu, 32)                              \
+    ((SIG) ? EDL_VSIG(edl_vf8, edl_vi8, edl_v8u, a, silu, 32)                              \
            : EDL_VMIN_32(edl_vf8, edl_vi8, hiv, EDL_VMAX_32(edl_vf8, edl_vi8, lov, a)))
 EDL_DW3F8(edl_dw3s1_flat_clip_avx2_f, 0)
 EDL_DW3F8(edl_dw3s1_flat_sig_avx2_f, 1)
@@ -587,10 +591,6 @@ static inline void edl_deinterleave_f(const float *restrict x, ptrdiff_t n,
    other; as a pass per row after the store, SiLU cost YOLOX's stem ~8% more); the clip
    keeps its own twin: the sigmoid's code in the same function cost FastestDet's ReLU stem
    ~6% (the bias vectors no longer fitted in registers). */
-typedef float edl_v8f __attribute__((vector_size(32)));
-typedef int32_t edl_v8i __attribute__((vector_size(32)));
-typedef uint32_t edl_v8u __attribute__((vector_size(32)));
-typedef uint32_t edl_v16u __attribute__((vector_size(64)));
 /* NB (1 or 2) blocks of W pixels at k, k + W x 8 channels: the taps' loop, the activation
    and the store (EDL_DIRECT's names in scope) */
 #define EDL_DIRECT_BLOCKS(VT, VI, VU, W, SIG, NB)                                            \
