@@ -67,6 +67,9 @@ cdef extern from "edl_conv.h":
     void edl_dw3_same_rows2_f(const float* x0, const float* x1, const float* x2,
                               const float* x3, const float* w, float* r0, float* r1,
                               Py_ssize_t n, float b, float lo, float hi) noexcept nogil
+    int edl_dw3_same_plane_f(const float* x, Py_ssize_t h, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t n, const float* zero, const float* w, float b,
+                             float lo, float hi, float* out) noexcept nogil
     void edl_dw3_same_row_f(const float* x0, const float* x1, const float* x2,
                             const float* x3, const float* w, float* r0, float* r1,
                             Py_ssize_t n, float b, float lo, float hi) noexcept nogil
@@ -1483,14 +1486,20 @@ cdef int _conv_gemm_f32(const float* xb, Py_ssize_t c, Py_ssize_t h, Py_ssize_t 
 
 
 cdef inline bint _flat3_wanted(Py_ssize_t h, Py_ssize_t wd, int act) noexcept nogil:
-    """Where _depthwise_same_flat runs: rows under 64 (from 64 the two-row kernel's shared
-    loads keep up: AVX-512 16 x 104 x 104 0.26 against 0.28 ns an output; AVX2 64 x 80 x 80
-    and 16 x 160 x 160 1.1x the rows kernel's time, but 64 x 40 x 40 0.9x, 64 x 20 x 20 0.7x,
-    96 x 11 x 11 0.78x), or on AVX-512 a sigmoid / SiLU, which the flat run applies in its
-    registers (16 x 104 x 104 + SiLU 0.60 -> 0.48 ns). Planes of < 2^30 values (the AVX2
-    run's lane indices are int32)."""
+    """Where _depthwise_same_flat runs. AVX-512: rows under 64 (from 64 the two-row kernel's
+    shared loads keep up: 16 x 104 x 104 0.26 against 0.28 ns an output), or a sigmoid / SiLU,
+    which the flat run applies in its registers (16 x 104 x 104 + SiLU 0.60 -> 0.48 ns).
+    AVX2: rows under 20 (from 20 edl_dw3_same_plane_f's whole-row vectors win: 64 x 20 x 20
+    0.88x the flat run's time, 64 x 40 x 40 0.82x, 96 x 48 x 48 0.80x; 64 x 16 x 16 1.1x), or
+    under 64 with a sigmoid / SiLU (the flat run's registers, not a pass after). Planes of
+    < 2^30 values (the AVX2 run's lane indices are int32)."""
     cdef int level = edl_dw3_flat_ok()
-    return level >= 1 and h * wd < (1 << 30) and (wd < 64 or (level == 2 and (act == ACT_SIGMOID or act == ACT_SILU)))
+    cdef bint sig = act == ACT_SIGMOID or act == ACT_SILU
+    if level < 1 or h * wd >= (1 << 30):
+        return False
+    if level == 2:
+        return wd < 64 or sig
+    return wd < 20 or (sig and wd < 64)
 
 
 cdef int _depthwise_same_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
@@ -1526,6 +1535,31 @@ cdef int _depthwise_same_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, P
     return 0
 
 
+cdef void _dw3_same_rows_f(const float* p, Py_ssize_t h, Py_ssize_t r0, Py_ssize_t r1,
+                          Py_ssize_t wd, const float* zero, const float* wc, float bq,
+                          float flo, float fhi, float* out) noexcept nogil:
+    """Output rows [r0, r1) of a float32 3x3 'same' depthwise plane (rows of >= 18 at p,
+    h of them; ``zero``: wd zeros, the rows above and below it) into out (row r0's), the bias
+    bq and a clip to [flo, fhi] in the stores: the whole band at once where
+    edl_dw3_same_plane_f runs (AVX2), else edl_dw3_same_rows2_f, two rows a call. The plain
+    conv and the pointwise -> depthwise bands both come here: the same values."""
+    cdef Py_ssize_t oy
+    cdef const float* x0
+    cdef const float* x2
+    cdef float* row
+    if edl_dw3_same_plane_f(p, h, r0, r1, wd, zero, wc, bq, flo, fhi, out):
+        return
+    for oy in range(r0, r1, 2):
+        row = out + (oy - r0) * wd
+        x0 = p + (oy - 1) * wd if oy >= 1 else zero
+        x2 = p + (oy + 1) * wd if oy + 1 < h else zero
+        if oy + 1 < r1:
+            edl_dw3_same_rows2_f(x0, p + oy * wd, x2, p + (oy + 2) * wd if oy + 2 < h else zero,
+                                 wc, row, row + wd, wd, bq, flo, fhi)
+        else:
+            edl_dw3_same_row_f(x0, p + oy * wd, x2, x2, wc, row, row, wd, bq, flo, fhi)
+
+
 cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
                          Py_ssize_t wd, const floating* w, const floating* bias, int act,
                          floating lo, floating hi, const floating* slopes,
@@ -1543,12 +1577,12 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
-    cdef const floating* x3
     cdef const floating* wc
     cdef floating bq
-    # float32 rows of >= 18: edl_dw3_same_rows2_f, two whole rows a call; the bias and a clip
-    # (ReLU, ReLU6) in its store, other activations over the plane afterwards. (The caller
-    # passes rows of >= _SAME_W = 18; the check keeps the kernel's n >= 18 if that changes.)
+    # float32 rows of >= 18: the plane at once where edl_dw3_same_plane_f runs (AVX2), else
+    # _dw3_same_rows_f; the bias and a clip (ReLU, ReLU6) in their stores, other activations
+    # over the plane afterwards. (The caller passes rows of >= _SAME_W = 18; the check keeps
+    # the kernels' n >= 18 if that changes.)
     cdef bint vec = floating is float and wd >= 18
     cdef bint fused = vec and (act == ACT_NONE or act == ACT_CLIP)
     cdef floating flo = lo if act == ACT_CLIP else -INFINITY
@@ -1563,19 +1597,8 @@ cdef int _depthwise_same(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_
             wc = w + (q % c) * 9
             bq = bias[q % c] if fused else 0
             if vec:
-                for oy in range(0, h, 2):
-                    row = out + (q * h + oy) * wd
-                    x0 = xp + (oy - 1) * wd if oy >= 1 else zero
-                    x1 = xp + oy * wd
-                    x2 = xp + (oy + 1) * wd if oy + 1 < h else zero
-                    if floating is float:
-                        if oy + 1 < h:
-                            x3 = xp + (oy + 2) * wd if oy + 2 < h else zero
-                            edl_dw3_same_rows2_f(x0, x1, x2, x3, wc, row, row + wd, wd, bq,
-                                                 flo, fhi)
-                        else:
-                            edl_dw3_same_row_f(x0, x1, x2, x2, wc, row, row, wd, bq, flo,
-                                               fhi)
+                if floating is float:
+                    _dw3_same_rows_f(xp, h, 0, h, wd, zero, wc, bq, flo, fhi, out + q * h * wd)
                 if not fused:
                     _epilogue(out + q * h * wd, h * wd, bias[q % c], act, lo, hi,
                               slopes[q % c])
@@ -1653,9 +1676,6 @@ cdef void _dw_band(const _PwDw* k, const float* buf, Py_ssize_t ps, Py_ssize_t b
     cdef float flo = k.lo2 if k.act2 == ACT_CLIP else -INFINITY
     cdef float fhi = k.hi2 if k.act2 == ACT_CLIP else INFINITY
     cdef const float* p
-    cdef const float* x0
-    cdef const float* x2
-    cdef const float* x3
     cdef float* out
     cdef float* row
     cdef float bq
@@ -1666,17 +1686,8 @@ cdef void _dw_band(const _PwDw* k, const float* buf, Py_ssize_t ps, Py_ssize_t b
         if mlr != NULL:
             edl_dw3s1_flat_f(p + r0 * wd, r1 - r0, wd, r0 == 0, r1 == h, k.w2 + q * 9, bq,
                              flo, fhi, sig, mlr, out)
-        for oy in range(r0, r1 if mlr == NULL else r0, 2):
-            row = out + (oy - r0) * wd
-            x0 = p + (oy - 1) * wd if oy >= 1 else zero
-            x2 = p + (oy + 1) * wd if oy + 1 < h else zero
-            if oy + 1 < r1:
-                x3 = p + (oy + 2) * wd if oy + 2 < h else zero
-                edl_dw3_same_rows2_f(x0, p + oy * wd, x2, x3, k.w2 + q * 9, row, row + wd,
-                                     wd, bq, flo, fhi)
-            else:
-                edl_dw3_same_row_f(x0, p + oy * wd, x2, x2, k.w2 + q * 9, row, row, wd, bq,
-                                   flo, fhi)
+        else:
+            _dw3_same_rows_f(p, h, r0, r1, wd, zero, k.w2 + q * 9, bq, flo, fhi, out)
         if not fused:
             _epilogue(out, (r1 - r0) * wd, k.b2[q], k.act2, k.lo2, k.hi2, k.s2[q])
         if k.pool:
