@@ -1489,17 +1489,17 @@ cdef inline bint _flat3_wanted(Py_ssize_t h, Py_ssize_t wd, int act) noexcept no
     """Where _depthwise_same_flat runs. AVX-512: rows under 64 (from 64 the two-row kernel's
     shared loads keep up: 16 x 104 x 104 0.26 against 0.28 ns an output), or a sigmoid / SiLU,
     which the flat run applies in its registers (16 x 104 x 104 + SiLU 0.60 -> 0.48 ns).
-    AVX2: rows under 20 (from 20 edl_dw3_same_plane_f's whole-row vectors win: 64 x 20 x 20
-    0.88x the flat run's time, 64 x 40 x 40 0.82x, 96 x 48 x 48 0.80x; 64 x 16 x 16 1.1x), or
-    under 64 with a sigmoid / SiLU (the flat run's registers, not a pass after). Planes of
-    < 2^30 values (the AVX2 run's lane indices are int32)."""
+    AVX2: rows under _SAME_W = 18 (from 18 edl_dw3_same_plane_f's whole-row vectors win: 64 x
+    18 x 18 0.85x the flat run's time, 64 x 40 x 40 0.75x, 96 x 48 x 48 0.80x; 64 x 16 x 16
+    1.03x), or under 64 with a sigmoid / SiLU (the flat run's registers, not a pass after).
+    Planes of < 2^30 values (the AVX2 run's lane indices are int32)."""
     cdef int level = edl_dw3_flat_ok()
     cdef bint sig = act == ACT_SIGMOID or act == ACT_SILU
     if level < 1 or h * wd >= (1 << 30):
         return False
     if level == 2:
         return wd < 64 or sig
-    return wd < 20 or (sig and wd < 64)
+    return wd < _SAME_W or (sig and wd < 64)
 
 
 cdef int _depthwise_same_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize_t h,
