@@ -200,6 +200,8 @@ cdef enum:
     _PWDW_BAND_BYTES = 256 << 10
     # conv -> max pool (_conv_maxpool_f32): the bytes of the conv rows a thread keeps
     _POOL_BAND_BYTES = 128 << 10
+    # depthwise conv -> 2x2 max pool (_dw_maxpool_f32): conv rows of a channel a pass (even)
+    _DW_POOL_ROWS = 16
 
 
 cdef inline Py_ssize_t _tap_lo(Py_ssize_t n_dst, Py_ssize_t stride,
@@ -749,7 +751,7 @@ cdef class ConvF32:
     cdef const float[::1] wp, bias, slopes, wdir
     cdef Py_ssize_t c, h, w, m, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
     cdef int act
-    cdef bint depthwise
+    cdef readonly bint depthwise
     cdef readonly bint direct       # runs _conv_direct_f32 (no im2col, no GEMM)
     cdef bint res_after             # a residual is added after the activation
     cdef Py_ssize_t groups          # > 1: a grouped dense conv (see _groups)
@@ -949,29 +951,55 @@ cdef class ConvMaxPoolF32:
              and 2 * (pow - 1) - pl < conv.ow)
             or (pk == 2 and pt == 0 and pl == 0 and 2 * poh <= conv.oh
                 and 2 * pow <= conv.ow))
+        # or a 3x3 'same' depthwise conv (stride 1, padding 1, rows of >= _SAME_W) and a 2x2
+        # stride-2 pool of all of its output's row and column pairs (_dw_maxpool_f32)
+        ok = ok or (conv.depthwise and conv.kh == conv.kw == 3 and conv.sh == conv.sw == 1
+                    and conv.ph == conv.pw == 1 and conv.dh == conv.dw == 1
+                    and conv.oh == conv.h and conv.ow == conv.w and conv.w >= _SAME_W
+                    and pk == 2 and pt == 0 and pl == 0 and poh == conv.oh // 2 >= 1
+                    and pow == conv.ow // 2)
         if not ok:
             raise ValueError("ConvMaxPoolF32: needs a direct ConvF32 and a 3x3 stride-2 pool "
                              "(pads <= 1, every window in the image) or a 2x2 stride-2 one "
-                             "(no padding) of its output")
+                             "(no padding) of its output, or a 3x3 'same' depthwise ConvF32 "
+                             "(rows of >= 18) and that 2x2 pool")
         self.conv, self.pk, self.pt, self.pl, self.poh, self.pw_ = conv, pk, pt, pl, poh, pow
 
     def __call__(self, x, y, int nthreads, res=None):
         cdef Py_buffer bx, by
         cdef int r = 0
         cdef _Direct d
+        cdef _PwDw k
         if res is not None or not _image_pair(x, y, self.conv.c, self.conv.h, self.conv.w,
                                               self.conv.m, self.poh, self.pw_, &bx, &by):
             return False
         if omp_get_max_threads() != nthreads:
             omp_set_num_threads(nthreads)
-        with nogil:
-            d = self.conv._direct()
-            r = _conv_maxpool_f32(&d, <const float*>bx.buf, <float*>by.buf, self.pk, self.pt,
-                                  self.pl, self.poh, self.pw_)
+        if self.conv.depthwise:
+            k = self._depthwise()
+            with nogil:
+                r = _dw_maxpool_f32(&k, <const float*>bx.buf, <float*>by.buf)
+        else:
+            with nogil:
+                d = self.conv._direct()
+                r = _conv_maxpool_f32(&d, <const float*>bx.buf, <float*>by.buf, self.pk,
+                                      self.pt, self.pl, self.poh, self.pw_)
         release_pair(&bx, &by)
         if r:
             raise MemoryError("ConvMaxPoolF32: out of memory for its buffers")
         return True
+
+    cdef _PwDw _depthwise(self):
+        """The depthwise conv and its pool as _dw_maxpool_f32 takes them (a _PwDw whose 1x1
+        is unused)."""
+        cdef _PwDw k
+        cdef ConvF32 cv = self.conv
+        k.wp = k.b1 = k.s1 = NULL
+        k.act1, k.lo1, k.hi1 = ACT_NONE, 0, 0
+        k.w2, k.b2, k.s2 = &cv.wp[0], &cv.bias[0], &cv.slopes[0]
+        k.act2, k.lo2, k.hi2 = cv.act, cv.lo, cv.hi
+        k.c, k.h, k.wd, k.m, k.pool = cv.c, cv.h, cv.w, cv.c, True
+        return k
 
 
 def direct_ok():
@@ -1713,6 +1741,43 @@ cdef void _pw_dw_range(const _PwDw* k, const float* x, float* y, Py_ssize_t t0, 
         _pw_rows(k, x, lo, min(r1 + 1, h), buf + (lo - r0 + 1) * wd, ps, scratch)
         _dw_band(k, buf, ps, r0 - 1, r0, r1, zero, tmp, mlr, y)
         r0 = r1
+
+
+cdef int _dw_maxpool_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:
+    """k's 3x3 'same' depthwise conv of x (m, h, wd) and its 2x2 stride-2 max pool into y
+    (m, h // 2, wd // 2), _DW_POOL_ROWS conv rows at a time (_dw_band: each channel's rows
+    pooled while in L1, not written out whole and read back by the pool: YuNet's 16 x 160
+    x 160 and 64 x 80 x 80 units). The same kernels as the separate steps: the same values.
+    The threads take runs of row pairs. Returns 0, or 1 if a malloc failed."""
+    cdef Py_ssize_t wd = k.wd, rows = k.h // 2 * 2, band = _DW_POOL_ROWS, t, t0, t1, r0
+    cdef int nt = omp_get_max_threads() if k.m * k.h * wd * 9 >= _PAR_ELEMS else 1
+    cdef int err = 0
+    cdef float* tmp = NULL
+    cdef float* zero = NULL
+    cdef uint16_t* mlr = NULL
+    if _flat3_wanted(band, wd, k.act2):
+        mlr = <uint16_t*>malloc(((band * wd + 15) // 16) * 2 * sizeof(uint16_t))
+        if mlr == NULL:
+            return 1
+        edl_dw3s1_lr_masks(band, wd, mlr)
+    nt = <int>max(min(<Py_ssize_t>nt, rows // 2), 1)
+    with parallel(use_threads_if=nt > 1):
+        tmp = <float*>malloc((band + 1) * wd * sizeof(float))
+        zero = <float*>calloc(wd, sizeof(float))
+        for t in prange(nt, schedule="static"):
+            if tmp == NULL or zero == NULL:
+                err += 1
+                continue
+            t0 = t * rows // nt // 2 * 2
+            t1 = (t + 1) * rows // nt // 2 * 2
+            r0 = t0
+            while r0 < t1:
+                _dw_band(k, x, k.h * wd, 0, r0, min(r0 + band, t1), zero, tmp, mlr, y)
+                r0 = r0 + band
+        free(tmp)
+        free(zero)
+    free(mlr)
+    return err != 0
 
 
 cdef int _pw_dw_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:

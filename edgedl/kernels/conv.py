@@ -435,8 +435,10 @@ def conv_maxpool_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0),
     Where the conv takes ConvF32's direct path (stem convs) and the pool is 3x3 at stride 2
     (pads <= 1) or 2x2 at stride 2 without padding, it runs as one kernel band by band of
     rows (ConvMaxPoolF32: the conv's rows stay in L2 for the pool instead of going through
-    memory; FastestDet's stem and its pool); elsewhere as the two planned steps. The same
-    values either way; ``run._fast`` is the one kernel or None."""
+    memory; FastestDet's stem and its pool); so does a 3x3 'same' depthwise conv (rows of
+    >= 18) and a 2x2 stride-2 pool (each channel's rows pooled while in L1: YuNet's units);
+    elsewhere as the two planned steps. The same values either way; ``run._fast`` is the one
+    kernel or None."""
     from .pooling import _prepare, pool2d_plan
     conv = conv2d_plan(x_shape, w, bias, strides, pads, dilations, group, auto_pad,
                        activation, activation_params, dtype=dtype, backend=backend)
@@ -444,7 +446,8 @@ def conv_maxpool_plan(x_shape, w, bias=None, strides=(1, 1), pads=(0, 0, 0, 0),
     mp = pool2d_plan(conv.out_shape, "max", *pool, dtype=dtype, backend=backend)
     oshape, cs = mp.out_shape, conv.out_shape
     fast = None
-    if conv._fast is not None and conv._fast.direct and min(oshape) >= 1:
+    if conv._fast is not None and (conv._fast.direct or conv._fast.depthwise) \
+            and min(oshape) >= 1:
         _, crop, (ks, st, pd, dl), _, _ = _prepare(cs, "max", *pool, False)
         if (tuple(crop) == ((0, cs[2]), (0, cs[3])) and tuple(st) == (2, 2)
                 and tuple(dl) == (1, 1) and tuple(ks) in ((3, 3), (2, 2))):

@@ -26,9 +26,11 @@
 5b. a 1x1 Conv read only by a 3x3 depthwise Conv (maybe then a 2x2 stride-2 MaxPool) ->
    one ``PointwiseDepthwise`` (an internal op, run band by band of rows where the 1x1's
    output would not stay in the last-level cache; elsewhere the planner runs the parts);
-5c. a dense Conv read only by a 3x3 or 2x2 stride-2 MaxPool -> one ``ConvMaxPool`` (an
-   internal op: the pool taken band by band from the conv's rows while they are in L2,
-   where the conv runs on the direct path; elsewhere the planner runs the parts);
+5c. a dense or 3x3 depthwise Conv read only by a 3x3 or 2x2 stride-2 MaxPool -> one
+   ``ConvMaxPool`` (an internal op: the pool taken band by band from the conv's rows while
+   they are in L2, where the conv runs on the direct path or is a 'same' depthwise one;
+   elsewhere the planner runs the parts; 5b's units keep their depthwise conv and pool as
+   one when unfused);
 6. Transpose -> Softmax/LogSoftmax -> the inverse Transpose (FastestDet's class scores) ->
    one softmax over the matching axis of the untransposed tensor (``_single_axis``: opset
    13's one-axis semantics also before opset 13, where the Softmax axis was the last one);
@@ -667,7 +669,9 @@ def fuse_pointwise_depthwise(rw):
         pool = rw.only_reader(dw.outputs[0])
         pool = pool if pool is not None and _max_pool_2x2(rw, pool) else None
         last = pool or dw
-        attrs = {"_pool": int(pool is not None), "_parts": (pw, dw) + ((pool,) if pool else ())}
+        # unfused, the depthwise conv and its pool stay one ConvMaxPool (its own parts again)
+        attrs = {"_pool": int(pool is not None),
+                 "_parts": (pw, _conv_maxpool_node(dw, pool)) if pool else (pw, dw)}
         for key, src in (("_pw_act", pw), ("_act", dw)):
             if "_act" in src.attrs:
                 attrs[key] = src.attrs["_act"]
@@ -690,23 +694,38 @@ def _max_pool_s2(node):
             and not int(a.get("storage_order", 0)))
 
 
+def _conv_maxpool_node(conv, pool):
+    """The ConvMaxPool of conv and the MaxPool that alone reads it (``_parts``: the two)."""
+    return Node("ConvMaxPool", list(conv.inputs), list(pool.outputs[:1]),
+                {"_parts": (conv, pool)}, conv.name)
+
+
 def fuse_conv_maxpool(rw):
     """A dense 2-D Conv (group 1, constant weights, maybe with its fused activation) read
-    only by a 3x3 or 2x2 stride-2 MaxPool -> ConvMaxPool (an internal op:
-    kernels.conv.conv_maxpool_plan, the pool run band by band on the conv's rows while they
-    are in L2: stem convs and their pools). ``_parts``: the two nodes, which the planner runs
-    instead where the conv does not take the direct path or the pool's padding is not one
-    the kernel takes. Runs after fuse_pointwise_depthwise (whose pooled units stay theirs)."""
+    only by a 3x3 or 2x2 stride-2 MaxPool, or a 3x3 'same' depthwise Conv read only by a
+    2x2 one -> ConvMaxPool (an internal op: kernels.conv.conv_maxpool_plan, the pool run
+    band by band on the conv's rows while they are in L2 or L1: stem convs and their pools,
+    YuNet's depthwise convs and theirs). ``_parts``: the two nodes, which the planner runs
+    instead where the dense conv does not take the direct path, the depthwise one's rows are
+    narrow, or the pool is not one the kernel takes. Runs after fuse_pointwise_depthwise
+    (whose pooled units stay theirs)."""
     for pool in list(rw.g.nodes):
         conv = rw.prod.get(pool.inputs[0]) if pool.inputs and _max_pool_s2(pool) else None
         if conv is None or conv in rw.removed or rw.only_reader(conv.outputs[0]) is not pool:
             continue
         w = rw.const(conv.inputs[1]) if len(conv.inputs) > 1 else None
-        if w is None or w.ndim != 4 or _conv_of(rw, conv, tuple(w.shape[2:]), False) is None:
+        if w is None or w.ndim != 4 or (_conv_of(rw, conv, tuple(w.shape[2:]), False) is None
+                                        and not _same_depthwise_pool(rw, conv, pool)):
             continue
-        new = Node("ConvMaxPool", list(conv.inputs), list(pool.outputs[:1]),
-                   {"_parts": (conv, pool)}, conv.name)
-        _replace(rw, [conv, pool], new, pool)
+        _replace(rw, [conv, pool], _conv_maxpool_node(conv, pool), pool)
+
+
+def _same_depthwise_pool(rw, conv, pool):
+    """Whether conv is a 3x3 depthwise Conv of stride 1 and padding 1 and pool a 2x2
+    stride-2 MaxPool without padding (the depthwise pair ConvMaxPool takes)."""
+    return (_conv_of(rw, conv, (3, 3), True) is not None and _max_pool_2x2(rw, pool)
+            and all(int(v) == 1 for v in conv.attrs.get("strides", [1, 1]))
+            and [int(v) for v in conv.attrs.get("pads", [0] * 4)] == [1, 1, 1, 1])
 
 
 # ----------------------------------------------------------------------------- 6-7. layout

@@ -1185,6 +1185,35 @@ def test_conv_maxpool_kernel_is_the_steps(threads, pool, act, params, shape, m, 
     _close(got, _conv_pool_steps(shape, w, b, conv_kw, pool, "numpy")(x), np.float32)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("act, params", [("relu", ()), (None, ()), ("relu6", ()),
+                                         ("leaky_relu", (0.1,)), ("silu", ())])
+@pytest.mark.parametrize("shape", [(1, 16, 40, 36), (1, 5, 37, 19), (1, 64, 5, 80),
+                                   (1, 4, 34, 150), (1, 6, 20, 17)])
+def test_depthwise_maxpool_kernel_is_the_steps(threads, act, params, shape, rng):
+    """ConvMaxPoolF32 on a 3x3 'same' depthwise conv and a 2x2 stride-2 pool (each
+    channel's conv rows pooled band by band, runs of row pairs per thread) gives the
+    separate steps' bits and the NumPy backend's values: several bands, odd sizes (the
+    pool's floor), a plane of 5 rows, activations in the stores and after them; rows under
+    18 decline (the steps run)."""
+    require_backend("cython")
+    from edgedl._config import use_num_threads
+    from edgedl.kernels.conv import conv_maxpool_plan
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((c, 1, 3, 3)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    conv_kw = dict(pads=(1, 1, 1, 1), group=c, activation=act, activation_params=params)
+    pool = ((2, 2), (2, 2))
+    run = conv_maxpool_plan(shape, w, b, pool=pool, backend="cython", **conv_kw)
+    assert (run._fast is not None) == (shape[3] >= 18)
+    want = _conv_pool_steps(shape, w, b, conv_kw, pool)(x)
+    with use_num_threads(threads):
+        got = run(x, np.full(want.shape, np.nan, np.float32))
+    np.testing.assert_array_equal(got, want)
+    _close(got, _conv_pool_steps(shape, w, b, conv_kw, pool, "numpy")(x), np.float32)
+
+
 def test_conv_maxpool_declines_and_checks(rng):
     """The fused kernel returns False for what it cannot run (strided or overlapping arrays,
     other shapes or dtypes, a residual), which the plan then runs step by step; its

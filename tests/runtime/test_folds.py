@@ -457,8 +457,9 @@ def test_pointwise_depthwise_fuses(backend, rng, monkeypatch, pool, acts, size):
 
 def test_pointwise_depthwise_runs_as_its_parts_where_small(rng, monkeypatch):
     """Below half of the last-level cache the planner plans the fused node's parts (each
-    step its own buffers; the values between them freed after their last reader): the same
-    values, run after run."""
+    step its own buffers; the values between them freed after their last reader), the
+    depthwise conv and its pool kept one ConvMaxPool (its rows pooled while in L1): the same
+    values, run after run, as the banded kernel's."""
     from edgedl import _config
     import edgedl
     monkeypatch.setattr(_config, "_llc", 1 << 40)
@@ -466,7 +467,7 @@ def test_pointwise_depthwise_runs_as_its_parts_where_small(rng, monkeypatch):
     s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
     x = rng.standard_normal((1, 8, 20, 24)).astype(np.float32)
     first = s.run(None, {"x": x})[0]
-    assert _ops(s) == ["PointwiseDepthwise"] and _plan_ops(s) == ["Conv", "Conv", "MaxPool"]
+    assert _ops(s) == ["PointwiseDepthwise"] and _plan_ops(s) == ["Conv", "ConvMaxPool"]
     for _ in range(2):
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], first)
     monkeypatch.setattr(_config, "_llc", 64)
@@ -503,9 +504,10 @@ def test_cache_sizes_from_env_then_sysfs(tmp_path, monkeypatch):
 
 
 def test_pointwise_depthwise_lookalikes_stay(rng, monkeypatch):
-    """Not fused: the 1x1's output read elsewhere too, a strided / unpadded / grouped second
-    conv; a pool of 3x3 windows, with ceil_mode or padding stays a MaxPool of its own (the
-    convs before it still fuse)."""
+    """Not fused: the 1x1's output read elsewhere too (its depthwise conv and 2x2 pool
+    then one ConvMaxPool), a strided / unpadded / grouped second conv; a pool of 3x3
+    windows, with ceil_mode or padding stays a MaxPool of its own (the convs before it still
+    fuse)."""
     from edgedl import _config
     import edgedl
     from ort_util import ort_session
@@ -518,9 +520,9 @@ def test_pointwise_depthwise_lookalikes_stay(rng, monkeypatch):
                   dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
                   dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1])):
         cases.append((_pw_dw(rng, size=(19, 23), mp=attrs), True))
-    for m, convs_fuse in cases:
+    for k, (m, convs_fuse) in enumerate(cases):
         s = edgedl.InferenceSession(m.SerializeToString(), backend="cython")
-        assert "MaxPool" in _ops(s)
+        assert ("MaxPool" if k else "ConvMaxPool") in _ops(s), _ops(s)
         assert ("PointwiseDepthwise" in _ops(s)) == convs_fuse, _ops(s)
         assert not any(n.attrs.get("_pool") for n in s._graph.nodes)
         dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
@@ -634,6 +636,27 @@ def test_conv_maxpool_lookalikes_stay(rng):
         assert ("ConvMaxPool" in _ops(s)) == (parts is not None), _ops(s)
         if parts:
             assert _plan_ops(s) == parts
+
+
+@pytest.mark.parametrize("act", ["Relu", None, "Sigmoid", "LeakyRelu"])
+@pytest.mark.parametrize("size", [(20, 24), (17, 19), (9, 12)])
+def test_depthwise_maxpool_fuses(backend, rng, act, size):
+    """A 3x3 'same' depthwise Conv (-> activation) read only by a 2x2 stride-2 MaxPool: one
+    ConvMaxPool node, planned as one kernel on the Cython backend for rows of >= 18 (each
+    channel's conv rows pooled while in L1; odd sizes drop the last row / column as the
+    pool does) and as its parts elsewhere; onnxruntime's values and the unfused graph's
+    bits on 1 and 2 threads (within an ulp for activations past a clip: unfused, each a
+    kernel of its own after the bias; the fused conv's steps are test_conv's)."""
+    c = 12
+    m = _conv_pool(rng, c=c, m=c, size=size, act=act,
+                   conv=dict(pads=[1, 1, 1, 1], group=c),
+                   mp=dict(kernel_shape=[2, 2], strides=[2, 2]))
+    x = rng.standard_normal((1, c, *size)).astype(np.float32)
+    s = _check(m, [{"x": x}], backend, fused_away={"MaxPool"} | ({act} if act else set()))
+    assert _ops(s) == ["ConvMaxPool"]
+    one = backend == "cython" and size[1] >= 18
+    assert _plan_ops(s) == (["ConvMaxPool"] if one else ["Conv", "MaxPool"])
+    _fused_matches_plain(m, {"x": x}, backend, tol=0.0 if act in (None, "Relu") else 2e-6)
 
 
 def _shuffle_split(rng, c=8, size=(20, 22), reader="Conv", opset=13):
