@@ -1743,6 +1743,20 @@ cdef void _pw_dw_range(const _PwDw* k, const float* x, float* y, Py_ssize_t t0, 
         r0 = r1
 
 
+cdef int _band_masks(Py_ssize_t band, Py_ssize_t wd, int act, uint16_t** mlr) noexcept nogil:
+    """*mlr: where _dw_band takes the flat run (_flat3_wanted), its edl_dw3s1_lr_masks for
+    bands of ``band`` rows of wd (a shorter last band reads a prefix), else NULL. Returns 1
+    if malloc failed. The caller frees *mlr."""
+    mlr[0] = NULL
+    if not _flat3_wanted(band, wd, act):
+        return 0
+    mlr[0] = <uint16_t*>malloc(((band * wd + 15) // 16) * 2 * sizeof(uint16_t))
+    if mlr[0] == NULL:
+        return 1
+    edl_dw3s1_lr_masks(band, wd, mlr[0])
+    return 0
+
+
 cdef int _dw_maxpool_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:
     """k's 3x3 'same' depthwise conv of x (m, h, wd) and its 2x2 stride-2 max pool into y
     (m, h // 2, wd // 2), _DW_POOL_ROWS conv rows at a time (_dw_band: each channel's rows
@@ -1755,11 +1769,8 @@ cdef int _dw_maxpool_f32(const _PwDw* k, const float* x, float* y) noexcept nogi
     cdef float* tmp = NULL
     cdef float* zero = NULL
     cdef uint16_t* mlr = NULL
-    if _flat3_wanted(band, wd, k.act2):
-        mlr = <uint16_t*>malloc(((band * wd + 15) // 16) * 2 * sizeof(uint16_t))
-        if mlr == NULL:
-            return 1
-        edl_dw3s1_lr_masks(band, wd, mlr)
+    if _band_masks(band, wd, k.act2, &mlr):
+        return 1
     nt = <int>max(min(<Py_ssize_t>nt, rows // 2), 1)
     with parallel(use_threads_if=nt > 1):
         tmp = <float*>malloc((band + 1) * wd * sizeof(float))
@@ -1795,11 +1806,8 @@ cdef int _pw_dw_f32(const _PwDw* k, const float* x, float* y) noexcept nogil:
     cdef uint16_t* mlr = NULL
     if k.pool:
         band -= band % 2
-    if _flat3_wanted(band, wd, k.act2):
-        mlr = <uint16_t*>malloc(((band * wd + 15) // 16) * 2 * sizeof(uint16_t))
-        if mlr == NULL:
-            return 1
-        edl_dw3s1_lr_masks(band, wd, mlr)
+    if _band_masks(band, wd, k.act2, &mlr):
+        return 1
     nt = <int>max(min(<Py_ssize_t>nt, rows // 2), 1)
     with parallel(use_threads_if=nt > 1):
         buf = <float*>malloc(k.m * (band + 2) * wd * sizeof(float))
