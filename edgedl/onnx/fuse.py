@@ -4,7 +4,8 @@
    as QLinearMul(x, QLinearSigmoid(x))) into one 256-entry lookup (qdq.py);
 1. constant folding: a node whose inputs are all constants is evaluated once (exporters that
    write weights as ConstantOfShape, Unsqueeze'd or Cast constants, e.g. the onnx wheel's
-   classic CNNs, then look like any other model to the folds below);
+   classic CNNs, then look like any other model to the folds below); an Identity, or an
+   inference-mode Dropout whose mask nobody reads, bypassed (its readers read its input);
 1b. YOLOv5 / YOLOX's Focus (four stride-2 parity Slices -> Concat -> Conv) -> one Conv
    with stride 2 and a kernel twice as large on the Slices' input;
 2. BatchNormalization (every opset's spelling) folded into the preceding Conv's weights and
@@ -234,6 +235,38 @@ def fold_constants(rw):
         rw.removed.add(node)
     rw.compact()
     rw.refresh()
+
+
+def _pass_through_source(rw, node):
+    """The value an Identity, or an inference-mode Dropout whose mask nobody reads, passes on
+    unchanged (None if the node must stay: a graph output, a read mask, training mode)."""
+    if node.domain or node.op_type not in ("Identity", "Dropout") or not node.inputs[0]:
+        return None
+    if node.op_type == "Dropout":
+        mode = node.inputs[2] if len(node.inputs) > 2 else ""
+        if mode and (rw.const(mode) is None or bool(np.any(rw.const(mode)))):
+            return None
+        if any(o in rw.outputs or rw.cons.get(o) for o in node.outputs[1:] if o):
+            return None
+    if node.outputs[0] in rw.outputs:
+        return None
+    return node.inputs[0]
+
+
+def bypass_pass_through(rw):
+    """Readers of an Identity / inference Dropout read its input instead and the node goes
+    (a Dropout left in an exported classifier allocated its all-true mask on every run)."""
+    for node in rw.g.nodes:
+        src = _pass_through_source(rw, node)
+        if src is None:
+            continue
+        out = node.outputs[0]
+        readers = list(rw.cons.get(out, []))
+        rw.forget(readers + [node])
+        for r in readers:
+            r.inputs = [src if i == out else i for i in r.inputs]
+        rw.learn(readers)
+        rw.removed.add(node)
 
 
 # ----------------------------------------------------------------------------- 2-3. affine folds
@@ -887,7 +920,8 @@ def fuse_pad_into_avgpool(rw):
 
 
 #: The rewrites in order (each a pass over the graph; see the module docstring).
-REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, fold_focus_into_conv,
+REWRITES = (rewrite_qdq, fuse_int8_lookups, fold_constants, bypass_pass_through,
+            fold_focus_into_conv,
             fold_affine_into_conv,
             batchnorm_to_scale_shift, rewrite_activations, fuse_float_islands,
             fuse_epilogue_activations, fuse_residual_adds, fuse_pointwise_depthwise,

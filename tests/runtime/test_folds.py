@@ -152,6 +152,44 @@ def test_constant_folding_keeps_random_ops_and_guards_memory():
         edgedl.InferenceSession(m.SerializeToString()).run(None, {"x": np.ones(1, np.float32)})
 
 
+def _dropout_graph(rng, opset=9, mask_read=False, training=None):
+    """Conv -> Dropout (mask as a 2nd output) -> Identity -> Relu: what classifiers export."""
+    ins = ["c"] if training is None else ["c", "ratio", "train"]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Dropout", ins, ["d", "mask"], **({"ratio": 0.5} if
+                                                                opset < 12 else {})),
+             helper.make_node("Identity", ["d"], ["i"]),
+             helper.make_node("Relu", ["i"], ["y"])]
+    mask_type = onnx.TensorProto.BOOL if opset >= 10 else onnx.TensorProto.FLOAT
+    outs = [_vi("y", None)] + ([_vi("mask", None, mask_type)] if mask_read else [])
+    inits = [("w", _w(rng, 4, 3, 1, 1))]
+    if training is not None:
+        inits += [("ratio", np.array(0.5, np.float32)), ("train", np.array(training))]
+    return _model(nodes, [_vi("x", [1, 3, 5, 5])], outs, inits, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [7, 10, 13])
+def test_inference_dropout_and_identity_are_bypassed(backend, rng, opset):
+    """An inference Dropout whose mask nobody reads, and an Identity, go: their readers read
+    their input (the Relu then fuses into the Conv); a read mask keeps the Dropout."""
+    x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    train = False if opset >= 12 else None
+    s = _check(_dropout_graph(rng, opset, training=train), [{"x": x}], backend,
+               fused_away={"Dropout", "Identity", "Relu"})
+    assert _ops(s) == ["Conv"]
+    s = _check(_dropout_graph(rng, opset, mask_read=True, training=train), [{"x": x}],
+               backend, fused_away={"Identity"})
+    assert _ops(s) == ["Conv", "Dropout", "Relu"]
+
+
+def test_training_mode_dropout_is_refused(rng):
+    import edgedl
+    s = edgedl.InferenceSession(_dropout_graph(rng, 13, training=True).SerializeToString())
+    assert "Dropout" in _ops(s)
+    with pytest.raises(ValueError, match="Dropout.*training_mode"):
+        s.run(None, {"x": np.ones((1, 3, 5, 5), np.float32)})
+
+
 @pytest.mark.parametrize("name, left", [("inception_v2", {"Conv"}),
                                         ("densenet121", {"Conv", "ScaleShift"}),
                                         ("shufflenet", {"Conv"}), ("resnet50", {"Conv"})])

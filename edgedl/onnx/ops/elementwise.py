@@ -306,7 +306,20 @@ def identity(ctx):
 
 @op("Dropout")
 def dropout(ctx):
+    """Inference: the identity (and the mask below). Training mode (opset 12's third
+    input) would drop at random: refused, not silently run as the identity."""
     n_out = len([o for o in ctx.node.outputs if o])
-    if n_out > 1:
-        return lambda x, *_: (x, np.ones(x.shape, dtype=bool))
-    return lambda x, *_: x
+    name = ctx.node.name
+    # The inference mask: opset 12 says all true; before, it was "not filled" and
+    # onnxruntime gives zeros (of the data's type before opset 10, bool from 10)
+    mask_type, mask_fill = (np.bool_ if ctx.opset >= 10 else None), ctx.opset >= 12
+
+    def run(x, ratio=None, training=None):
+        if training is not None and bool(np.any(training)) and \
+                (ratio is None or float(np.asarray(ratio).reshape(-1)[0]) > 0):
+            raise ValueError(f"Dropout node {name!r}: training_mode=True is not supported "
+                             "(edgedl runs inference)")
+        if n_out == 1:
+            return x
+        return x, np.full(x.shape, mask_fill, mask_type or x.dtype)
+    return run
