@@ -631,4 +631,56 @@ EDL_SIMD_KERNEL static void NAME(const float *restrict x, ptrdiff_t h, ptrdiff_t
 EDL_POOL3S1(edl_avg3x3s1_plane_f, 0)
 EDL_POOL3S1(edl_max3x3s1_plane_f, 1)
 
+/* y[p] = the mean of plane p of m floats (GlobalAveragePool), p < planes: two 8-float
+ * vector accumulators, their sum added into a double every 256 values (float sums of 16
+ * values a lane lose nothing that matters; a whole plane in float would); the last m % 16
+ * values from the plane's last 16, the lanes already counted masked off (m >= 16), or a
+ * zero-padded copy. All in doubles in Cython's SSE2 code had run at 0.7 cycles a value:
+ * SqueezeNet's 1000 x 13 x 13 mean took 74 us to ORT's 26. */
+typedef float edl_pool_v8f __attribute__((vector_size(32)));
+typedef int32_t edl_pool_v8i __attribute__((vector_size(32)));
+static inline float edl_pool_v8_sum(edl_pool_v8f a) {
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+EDL_SIMD_KERNEL static void edl_plane_means_f(const float *x, ptrdiff_t planes, ptrdiff_t m,
+                                              float *y) {
+    const double inv = 1.0 / (double)m;
+    const ptrdiff_t m16 = m - m % 16, rest = m - m16;
+    edl_pool_v8i keep[2];             /* lanes of the last 16 values not in a whole block */
+    for (int v = 0; v < 2; v++)
+        for (int k = 0; k < 8; k++) keep[v][k] = 8 * v + k >= 16 - rest ? -1 : 0;
+    for (ptrdiff_t p = 0; p < planes; p++, x += m) {
+        edl_pool_v8f a0 = {0}, a1 = {0}, t0, t1;
+        double acc = 0;
+        for (ptrdiff_t i0 = 0; i0 < m16; i0 += 256) {
+            const ptrdiff_t i1 = i0 + 256 < m16 ? i0 + 256 : m16;
+            for (ptrdiff_t i = i0; i < i1; i += 16) {
+                memcpy(&t0, x + i, 32);
+                memcpy(&t1, x + i + 8, 32);
+                a0 += t0;
+                a1 += t1;
+            }
+            if (i1 < m16) {
+                acc += edl_pool_v8_sum(a0 + a1);
+                a0 = a1 = (edl_pool_v8f){0};
+            }
+        }
+        if (rest && m >= 16) {
+            memcpy(&t0, x + m - 16, 32);
+            memcpy(&t1, x + m - 8, 32);
+            a0 += (edl_pool_v8f)((edl_pool_v8i)t0 & keep[0]);
+            a1 += (edl_pool_v8f)((edl_pool_v8i)t1 & keep[1]);
+        } else if (rest) {
+            float pad[16] = {0};
+            for (ptrdiff_t k = 0; k < rest; k++) pad[k] = x[k];
+            memcpy(&t0, pad, 32);
+            memcpy(&t1, pad + 8, 32);
+            a0 += t0;
+            a1 += t1;
+        }
+        acc += edl_pool_v8_sum(a0 + a1);
+        y[p] = (float)(acc * inv);
+    }
+}
+
 #endif

@@ -212,7 +212,10 @@ def test_plan_bound_form(kind, rng):
 @pytest.mark.parametrize("kind", ["avg", "max"])
 def test_global_vs_reference(backend, kind, dtype, rng):
     f = P.global_avg_pool2d if kind == "avg" else P.global_max_pool2d
-    for shape in [(1, 1, 1, 1), (2, 3, 7, 5), (1, 4, 1, 127), (1, 2, 128, 3), (2, 2, 33, 31)]:
+    # planes of < 16, 16, 512 (whole 256-value blocks) and ragged sizes; 70 x 960 values:
+    # runs of planes on threads
+    for shape in [(1, 1, 1, 1), (2, 3, 7, 5), (1, 4, 1, 127), (1, 2, 128, 3), (2, 2, 33, 31),
+                  (1, 3, 4, 4), (1, 2, 16, 32), (1, 70, 30, 32)]:
         x = rng.standard_normal(shape).astype(dtype)
         want = np.mean(x, axis=(2, 3), keepdims=True) if kind == "avg" else \
             np.max(x, axis=(2, 3), keepdims=True)
@@ -272,6 +275,15 @@ def test_vs_onnxruntime_random(chunk, rng):
                                        err_msg=f"{b} {op} {cfg} cip={cip} x{x.shape}")
         compared += 1
     assert compared >= 70
+
+
+def test_global_mean_of_large_planes_keeps_float32_accuracy(backend, rng):
+    """Large values over large planes: one float32 sum over a whole plane drifts (~6e-4
+    relative here); block sums kept in doubles stay within a few float32 ulps."""
+    x = (1e4 + rng.standard_normal((1, 3, 300, 301))).astype(np.float32)
+    got = P.global_avg_pool2d(x, backend=backend)
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
