@@ -347,6 +347,9 @@ static inline __attribute__((always_inline)) void edl_gemm_gather_n(
         const float *src = b + br->off[k0 + k];
         const int32_t sh = br->shift ? br->shift[k0 + k] : 0;
         if (sh == 0) {
+            /* the next strip's columns: 48 rows of 16 planes are more streams than the
+               prefetchers follow (16 -> 64 3x3 at 55x55 and 32 -> 128 at 27x27 1-2% faster) */
+            __builtin_prefetch(src + n + 15, 0, 3);
             for (ptrdiff_t t = 0; t < n; t++) dst[t] = src[t];
         } else if (sh >= -EDL_GATHER_SPAN && sh <= EDL_GATHER_SPAN) {
             uint32_t *m = mask[sh + EDL_GATHER_SPAN];
