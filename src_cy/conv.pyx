@@ -1221,7 +1221,9 @@ cdef int _conv_maxpool_f32(const _Direct* d, const float* xb, float* yb, Py_ssiz
     computes the conv row it shares with the run before again). The same kernels as the
     separate steps: the same values. Returns 0, or 1 if a malloc failed."""
     cdef Py_ssize_t ow = d.ow, t, i
-    cdef Py_ssize_t band = max((_POOL_BAND_BYTES // (d.m * ow * 4) - 1) // 2, 1)
+    # at least 2 pooled rows a band: bands of one (SqueezeNet's 64 x 111 x 111 stem) moved a
+    # row per channel and called the pool per row for every 2 conv rows (3% of the pair)
+    cdef Py_ssize_t band = max((_POOL_BAND_BYTES // (d.m * ow * 4) - 1) // 2, 2)
     cdef Py_ssize_t ps = (2 * band + 1) * ow
     cdef Py_ssize_t vlen = max(pl + ow, 2 * pow_ + 1) + 16
     cdef int nt = omp_get_max_threads() \
