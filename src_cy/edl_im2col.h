@@ -42,7 +42,7 @@ static inline int edl_im2col_padded_ok(ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh,
 #endif
 
 #define EDL_IM2COL_ROWS(T, S)                                                               \
-EDL_NO_LIBCALLS EDL_SIMD_KERNEL static void edl_im2col_rows_##S(                                           \
+EDL_NO_LIBCALLS EDL_SIMD_KERNEL static void edl_im2col_rows_##S(                           \
         const T *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t kh,    \
         ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t dh, \
         ptrdiff_t dw, ptrdiff_t oh, ptrdiff_t ow, T fill, T *restrict dst) {               \
