@@ -59,10 +59,9 @@ cdef extern from "edl_conv.h":
                           const float* wt, float b, float lo, float hi, int sig,
                           const uint16_t* mlr, float* out) noexcept nogil
     int edl_dw3_flat_ok() noexcept nogil
-    void edl_dw3s2_flat_avx512_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t sh,
-                                 Py_ssize_t ph, const float* wt, float b, float lo, float hi,
-                                 int sig, float* out, Py_ssize_t oy0, Py_ssize_t oy1,
-                                 Py_ssize_t ow) noexcept nogil
+    void edl_dw3s2_flat_f(const float* x, Py_ssize_t h, Py_ssize_t w, Py_ssize_t sh,
+                          Py_ssize_t ph, const float* wt, float b, float lo, float hi, int sig,
+                          float* out, Py_ssize_t oy0, Py_ssize_t oy1, Py_ssize_t ow) noexcept nogil
     void edl_dw3s1_lr_masks(Py_ssize_t h, Py_ssize_t w, uint16_t* mlr) noexcept nogil
     void edl_dw3_same_rows2_f(const float* x0, const float* x1, const float* x2,
                               const float* x3, const float* w, float* r0, float* r1,
@@ -77,6 +76,8 @@ cdef extern from "edl_conv.h":
                      float* row, Py_ssize_t n) noexcept nogil
     void edl_full3_d(const double* x0, const double* x1, const double* x2, const double* w,
                      double* row, Py_ssize_t n) noexcept nogil
+    int edl_dw5_bands_f(const float* x, Py_ssize_t wp, const float* w, float* out,
+                        Py_ssize_t oh, Py_ssize_t ow, float b, float lo, float hi) noexcept nogil
     void edl_full5v_f(const float* x, Py_ssize_t wp, const float* w, float* row,
                       Py_ssize_t n) noexcept nogil
     void edl_full5_f(const float* x0, const float* x1, const float* x2, const float* x3,
@@ -439,7 +440,15 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
     # Narrow planes at stride 1: the whole plane as one long row of windows over the flat
     # (padded) plane, wp - ow junk outputs per row dropped when copied out: rows of 22
     # spent more on per-row calls and tails than on the windows.
-    cdef bint flat = unit and sh == 1 and kh == kw and (kh == 3 or kh == 5) and ow < _FLAT_W
+    # 5x5 float32: bands of output rows straight into out (edl_dw5_bands_f)
+    cdef bint band5 = False
+    if floating is float:
+        band5 = unit and sh == 1 and kh == kw == 5 and oh >= 4 and ow >= 16
+    cdef bint fused = act == ACT_NONE or act == ACT_CLIP
+    cdef floating flo = lo if act == ACT_CLIP else -INFINITY
+    cdef floating fhi = hi if act == ACT_CLIP else INFINITY
+    cdef bint flat = unit and sh == 1 and kh == kw and (kh == 3 or kh == 5) and ow < _FLAT_W \
+        and not band5
     cdef floating* tmp = NULL
     cdef int err = 0
     with parallel(use_threads_if=planes * oh * ow * kh * kw >= _PAR_ELEMS):
@@ -463,6 +472,14 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
                             row[k] = src[k]
                 xp = buf
             wc = w + (q % c) * kh * kw
+            if floating is float:
+                if band5:
+                    edl_dw5_bands_f(xp, wp, wc, out + q * oh * ow, oh, ow,
+                                    bias[q % c] if fused else 0, flo, fhi)
+                    if not fused:
+                        _epilogue(out + q * oh * ow, oh * ow, bias[q % c], act, lo, hi,
+                                  slopes[q % c])
+                    continue
             if flat:
                 if kh == 3:
                     _full3(xp, wc, tmp, wp, (oh - 1) * wp + ow)
@@ -523,8 +540,8 @@ cdef void _depthwise3_s2_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, P
                               Py_ssize_t wd, const float* w, const float* bias, Py_ssize_t sh,
                               Py_ssize_t ph, int act, float lo, float hi, const float* slopes,
                               float* out, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """3x3 at column stride 2 with one column of left padding on AVX-512: each plane's output
-    rows straight from its input rows (edl_dw3s2_flat_avx512_f), the bias and a clip, sigmoid
+    """3x3 at column stride 2 with one column of left padding on AVX-512 or AVX2: each plane's
+    output rows straight from its input rows (edl_dw3s2_flat_f), the bias and a clip, sigmoid
     or SiLU in registers, other activations over the rows afterwards. The threads take runs
     of output rows of every plane (_dw_row_runs)."""
     cdef Py_ssize_t q, t, r0, r1
@@ -537,9 +554,9 @@ cdef void _depthwise3_s2_flat(const float* x, Py_ssize_t planes, Py_ssize_t c, P
         r0 = t * oh // nt
         r1 = (t + 1) * oh // nt
         for q in range(planes):
-            edl_dw3s2_flat_avx512_f(x + q * h * wd, h, wd, sh, ph, w + (q % c) * 9,
-                                    bias[q % c] if fused else 0, flo, fhi, sig,
-                                    out + q * oh * ow, r0, r1, ow)
+            edl_dw3s2_flat_f(x + q * h * wd, h, wd, sh, ph, w + (q % c) * 9,
+                             bias[q % c] if fused else 0, flo, fhi, sig, out + q * oh * ow,
+                             r0, r1, ow)
             if not fused:
                 _epilogue(out + (q * oh + r0) * ow, (r1 - r0) * ow, bias[q % c], act, lo, hi,
                           slopes[q % c])
@@ -572,7 +589,7 @@ cdef int _depthwise_s2(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
     cdef floating* row
     cdef const floating* wc
     if floating is float:
-        if k_ == 3 and pw == 1 and edl_dw3_flat_ok() == 2:    # AVX-512 only
+        if k_ == 3 and pw == 1 and edl_dw3_flat_ok():    # AVX-512 or AVX2
             _depthwise3_s2_flat(x, planes, c, h, wd, w, bias, sh, ph, act, lo, hi, slopes, out,
                                 oh, ow)
             return 0

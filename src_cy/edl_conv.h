@@ -538,6 +538,111 @@ static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom, 
            : EDL_VMIN_32(edl_vf8, edl_vi8, hiv, EDL_VMAX_32(edl_vf8, edl_vi8, lov, a)))
 EDL_DW3F8(edl_dw3s1_flat_clip_avx2_f, 0)
 EDL_DW3F8(edl_dw3s1_flat_sig_avx2_f, 1)
+/* The stride-2 run (EDL_DW3S2F) on AVX2: per 8 outputs and window row, two pairs of loads
+   (the 16 columns from 2k - 1 and the 16 from 2k) and one in-lane vshufps a tap: the left
+   taps are the even lanes of the first pair, the centre the even lanes of the second, the
+   right its odd lanes. vshufps leaves the outputs in the order 0 1 4 5 2 3 6 7, the same for
+   every tap, so one vpermpd on the sum puts them in order (the full de-interleave costs a
+   vpermpd a tap). The vectors at a row's ends mask their loads (vmaskmovps: masked lanes
+   read zeros and do not fault: the padding). It replaced a copy of each plane split by
+   column parity and rows over it: that copy was 40% of 24 x 88 x 88 s2. */
+#define EDL_S2_MASK(col0, w)                                                                \
+    _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w)), (col0)),              \
+                     _mm256_cmpgt_epi32((col0), _mm256_set1_epi32(-1)))
+/* The sum of the 8 outputs from k, before the activation, in vshufps' lane order (rows[r]
+   NULL: a row outside the plane, zeros; w > 0: the vector leaves the row of w, masked loads;
+   0: it reads inside). Per row two loads (columns 2k .. 2k + 15), the centre and right taps
+   their even and odd lanes (vshufps), the left taps the odd lanes moved up one output
+   (vpermps; lane 0 the previous vector's last odd column, carried in cr[r]: zero at k = 0,
+   the left padding). Row by row into EDL_DW3F_TAPS' two chains in its order (the same values
+   as the AVX-512 run). Loads at 2k - 1 for the left taps split cache lines and were the
+   pace (with the nine taps and weights spilled: 2.4 cycles an output). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 edl_dw3s2_sum8(
+        const float *const *rows, ptrdiff_t k, ptrdiff_t w, const __m256 *wv, __m256 b,
+        __m256 *cr) {
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    __m256 c1 = b, c2 = _mm256_setzero_ps();
+    const __m256i up = _mm256_setr_epi32(7, 0, 5, 2, 1, 4, 3, 6);
+    if (w) {
+        const __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)(2 * k)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), col);
+        m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), col);
+    }
+    for (int r = 0; r < 3; r++) {
+        __m256 e = _mm256_setzero_ps(), o = e, l = e;
+        if (rows[r]) {
+            const float *p = rows[r] + 2 * k;
+            const __m256 a0 = w ? _mm256_maskload_ps(p, m0) : _mm256_loadu_ps(p);
+            const __m256 a1 = w ? _mm256_maskload_ps(p + 8, m1) : _mm256_loadu_ps(p + 8);
+            e = _mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+            o = _mm256_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
+            const __m256 rot = _mm256_permutevar8x32_ps(o, up);
+            l = _mm256_blend_ps(rot, cr[r], 1);
+            cr[r] = rot;
+        }
+        if (r == 0) {
+            c1 = _mm256_fmadd_ps(wv[0], l, c1); c1 = _mm256_fmadd_ps(wv[1], e, c1);
+            c1 = _mm256_fmadd_ps(wv[2], o, c1);
+        } else if (r == 1) {
+            c1 = _mm256_fmadd_ps(wv[3], l, c1); c1 = _mm256_fmadd_ps(wv[4], e, c1);
+            c2 = _mm256_mul_ps(wv[5], o);
+        } else {
+            c2 = _mm256_fmadd_ps(wv[6], l, c2); c2 = _mm256_fmadd_ps(wv[7], e, c2);
+            c2 = _mm256_fmadd_ps(wv[8], o, c2);
+        }
+    }
+    return _mm256_add_ps(c1, c2);
+}
+/* a's lanes in output order (undoes vshufps' 0 1 4 5 2 3 6 7) */
+#define EDL_S2_ORDER(a)                                                                     \
+    _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd((__m256)(a)),                  \
+                                           _MM_SHUFFLE(3, 1, 2, 0)))
+#define EDL_DW3S2F8(NAME, SIG)                                                              \
+__attribute__((target("avx2,fma"))) EDL_CONTRACT                                           \
+static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh, ptrdiff_t ph,     \
+                 const float *wt, float b, float lo, float hi, int sig, float *out,       \
+                 ptrdiff_t oy0, ptrdiff_t oy1, ptrdiff_t ow) {                             \
+    __m256 wv[9];                                                                          \
+    for (int j = 0; j < 9; j++) wv[j] = _mm256_set1_ps(wt[j]);                            \
+    const __m256 bv = _mm256_set1_ps(b);                                                   \
+    const edl_vf8 z = {0}, lov = z + lo, hiv = z + hi;                                     \
+    const int silu = sig == EDL_ACT_SILU;                                                  \
+    (void)lov; (void)hiv; (void)silu;                                                      \
+    for (ptrdiff_t oy = oy0; oy < oy1; oy++) {                                             \
+        const float *rows[3];                                                              \
+        float *o = out + oy * ow;                                                          \
+        for (int r = 0; r < 3; r++) {                                                      \
+            const ptrdiff_t iy = oy * sh - ph + r;                                         \
+            rows[r] = iy >= 0 && iy < h ? x + iy * w : NULL;                               \
+        }                                                                                  \
+        __m256 cr[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};   \
+        for (ptrdiff_t k = 0; k < ow; k += 8) {                                            \
+            const int inside = 2 * k + 16 <= w;                 /* columns 2k .. 2k + 15 */ \
+            edl_vf8 a = (edl_vf8)(inside ? edl_dw3s2_sum8(rows, k, 0, wv, bv, cr)          \
+                                         : edl_dw3s2_sum8(rows, k, w, wv, bv, cr));        \
+            const __m256 s = EDL_S2_ORDER(EDL_DW3F8_ACT(a, SIG));                          \
+            if (ow - k >= 8) {                                                             \
+                _mm256_storeu_ps(o + k, s);                                                \
+            } else {                                                                       \
+                _mm256_maskstore_ps(o + k, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ow - k)), \
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), s);                        \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+}
+EDL_DW3S2F8(edl_dw3s2_flat_clip_avx2_f, 0)
+EDL_DW3S2F8(edl_dw3s2_flat_sig_avx2_f, 1)
+/* the stride-2 flat run of this CPU: AVX-512 or AVX2 (edl_dw3_flat_ok) */
+static void edl_dw3s2_flat_f(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh,
+                             ptrdiff_t ph, const float *wt, float b, float lo, float hi,
+                             int sig, float *out, ptrdiff_t oy0, ptrdiff_t oy1, ptrdiff_t ow) {
+    if (edl_x86_level() == 2)
+        edl_dw3s2_flat_avx512_f(x, h, w, sh, ph, wt, b, lo, hi, sig, out, oy0, oy1, ow);
+    else
+        (sig ? edl_dw3s2_flat_sig_avx2_f : edl_dw3s2_flat_clip_avx2_f)(
+            x, h, w, sh, ph, wt, b, lo, hi, sig, out, oy0, oy1, ow);
+}
 /* the flat run of this CPU: AVX-512 or AVX2 (edl_dw3_flat_ok) */
 static void edl_dw3s1_flat_f(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom,
                              const float *wt, float b, float lo, float hi, int sig,
@@ -558,10 +663,10 @@ static inline void edl_dw3s1_flat_f(const float *x, ptrdiff_t h, ptrdiff_t w, in
     (void)sig; (void)mlr; (void)out;
 }
 static inline int edl_dw3_flat_ok(void) { return 0; }
-static inline void edl_dw3s2_flat_avx512_f(const float *x, ptrdiff_t h, ptrdiff_t w,
-                                           ptrdiff_t sh, ptrdiff_t ph, const float *wt,
-                                           float b, float lo, float hi, int sig, float *out,
-                                           ptrdiff_t oy0, ptrdiff_t oy1, ptrdiff_t ow) {
+static inline void edl_dw3s2_flat_f(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh,
+                                    ptrdiff_t ph, const float *wt, float b, float lo,
+                                    float hi, int sig, float *out, ptrdiff_t oy0,
+                                    ptrdiff_t oy1, ptrdiff_t ow) {
     (void)x; (void)h; (void)w; (void)sh; (void)ph; (void)wt; (void)b; (void)lo; (void)hi;
     (void)sig; (void)out; (void)oy0; (void)oy1; (void)ow;
 }
@@ -1027,6 +1132,63 @@ EDL_FULL5_ISA(edl_full5v_sse, EDL_CONTRACT, edl_vf4, 16)
 #else
 EDL_FULL5_ISA(edl_full5v_base, EDL_CONTRACT, edl_vf4, 16)
 #endif
+/* 5x5 stride-1 depthwise over a zero-bordered plane (rows of wp from x, the window of
+   output (y, k) at x + y * wp + k): output rows of ow (oh >= 4, ow >= W) straight into
+   out, the bias and a clip (act NONE: lo = -inf, hi = inf; NaN passes) in the store. Bands
+   of 4 output rows x one vector: per kernel column j its 5 weights in registers and each
+   input vector of the band's 8 rows loaded once for the up to 4 outputs it feeds (0.65
+   loads a FMA; the row kernels' 1.25 kept the FMA pipes ~2/3 busy); 8 chains (even and odd
+   kernel columns apart). The last band and vector moved back to end at oh / ow (outputs
+   recomputed alike).
+   Sums by kernel column, not edl_full5_f's rows: rounding may differ from it in the last
+   bits. */
+#define EDL_DW5_BANDS_ISA(NAME, ATTR, VT_, IVT_, VB_)                                      \
+ATTR static void NAME(const float *x, ptrdiff_t wp, const float *w, float *restrict out,   \
+                      ptrdiff_t oh, ptrdiff_t ow, float b, float lo, float hi) {           \
+    typedef VT_ VT;                                                                        \
+    typedef IVT_ IVT __attribute__((unused));                                              \
+    enum { W = VB_ / 4 };                                                                  \
+    const VT lov = lo - (VT){0}, hiv = hi - (VT){0};                                       \
+    for (ptrdiff_t y0 = 0; y0 < oh; y0 += 4) {                                             \
+        const ptrdiff_t y = y0 + 4 > oh ? oh - 4 : y0;                                     \
+        for (ptrdiff_t k0 = 0; k0 < ow; k0 += W) {                                         \
+            const ptrdiff_t k = k0 + W > ow ? ow - W : k0;                                 \
+            const float *wb = w;  /* opaque: the 25 broadcasts not hoisted out and spilled */ \
+            __asm__("" : "+r"(wb));                                                        \
+            VT a[2][4];                                                                    \
+            EDL_UNROLL for (int u = 0; u < 4; u++) a[0][u] = a[1][u] = (VT){0};            \
+            EDL_UNROLL for (int j = 0; j < 5; j++) {                                       \
+                VT wc[5];                                                                  \
+                EDL_UNROLL for (int i = 0; i < 5; i++) wc[i] = wb[5 * i + j] - (VT){0};    \
+                EDL_UNROLL for (int r = 0; r < 8; r++) {                                   \
+                    const VT v = EDL_LDV(VT, x + (y + r) * wp + k + j);                    \
+                    EDL_UNROLL for (int u = 0; u < 4; u++)                                 \
+                        if (r - u >= 0 && r - u < 5) a[j & 1][u] += wc[r - u] * v;         \
+                }                                                                          \
+            }                                                                              \
+            EDL_UNROLL for (int u = 0; u < 4; u++) {                                       \
+                const VT t = EDL_CLAMPV(VT, IVT, VB_, (a[0][u] + a[1][u]) + b);            \
+                memcpy(out + (y + u) * ow + k, &t, sizeof t);                              \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+}
+#ifdef EDL_X86_MV
+EDL_DW5_BANDS_ISA(edl_dw5_bands_avx512, EDL_AVX512, edl_vf16, edl_vi16, 64)
+EDL_DW5_BANDS_ISA(edl_dw5_bands_avx2, EDL_AVX2, edl_vf8, edl_vi8, 32)
+EDL_DW5_BANDS_ISA(edl_dw5_bands_sse, EDL_CONTRACT, edl_vf4, edl_vi4, 16)
+#else
+EDL_DW5_BANDS_ISA(edl_dw5_bands_base, EDL_CONTRACT, edl_vf4, edl_vi4, 16)
+#endif
+/* the bands of this CPU's widest vector, or 0 where the plane is narrower than it (then the
+   row kernels) */
+static inline int edl_dw5_bands_f(const float *x, ptrdiff_t wp, const float *w,
+                                  float *restrict out, ptrdiff_t oh, ptrdiff_t ow, float b,
+                                  float lo, float hi) {
+    if (oh < 4 || ow < 16) return 0;
+    EDL_ISA_CALL(edl_dw5_bands, (x, wp, w, out, oh, ow, b, lo, hi))
+    return 1;
+}
 /* edl_full5_f's rows (x0 .. x0 + 4 wp) by the kernels above where the run has a vector of
    the widest ISA (16 floats), else edl_full5_f */
 static inline void edl_full5v_f(const float *x, ptrdiff_t wp, const float *w,

@@ -470,12 +470,12 @@ def test_plan_grouped_convs_bound(rng):
 def test_depthwise_3x3_flat_runs(strides, pads, act, rng):
     # 3x3 depthwise padded by 1 at stride 1, or with a column of left padding at column
     # stride 2: on AVX-512 whole planes as flat runs of masked 16-output vectors, on AVX2
-    # (stride 1) of 8-output ones (widths around multiples of 8 and 16, one column, one
+    # of 8-output ones (widths around multiples of 8 and 16, one column, one
     # row; 'same' and asymmetric pads), elsewhere the row kernels; a NaN on a row's first /
     # last column must stay in its windows
     require_backend("cython")
     for h, w in [(1, 37), (2, 1), (3, 7), (4, 8), (2, 9), (5, 15), (4, 16), (3, 17),
-                 (6, 31), (3, 33), (2, 64), (7, 70)]:
+                 (6, 31), (3, 33), (4, 47), (2, 64), (7, 70)]:
         if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
             continue                                # an empty output: refused elsewhere
         x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
@@ -486,6 +486,29 @@ def test_depthwise_3x3_flat_runs(strides, pads, act, rng):
         kw = dict(strides=strides, pads=pads, group=3, activation=act)
         want = conv2d(x, wt, b, backend="numpy", **kw)
         run = conv2d_plan(x.shape, wt, b, backend="cython", **kw)
+        out = np.full(run.out_shape, np.nan, np.float32)
+        assert run(x, out) is out
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(want), err_msg=f"{h}x{w}")
+        _close(np.nan_to_num(out), np.nan_to_num(want), np.float32)
+
+
+@pytest.mark.parametrize("pads", [(2, 2, 2, 2), (0, 0, 0, 0), (1, 2, 3, 0)])
+@pytest.mark.parametrize("act", [None, "relu6", "silu"])
+def test_depthwise_5x5_bands(backend, pads, act, rng):
+    # 5x5 stride 1 on float32 as bands of 4 output rows (the last band and the last vector
+    # of a row moved back over outputs already written) from 4 rows and 16 columns up;
+    # smaller planes on the row kernels; a NaN on an edge stays in its windows
+    for h, w in [(4, 16), (5, 17), (7, 23), (8, 24), (9, 40), (22, 22), (3, 30), (12, 15)]:
+        if h + pads[0] + pads[2] < 5 or w + pads[1] + pads[3] < 5:
+            continue
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        x[0, 1, h - 1, 0] = np.nan
+        x[0, 2, 0, w - 1] = np.nan
+        wt = rng.standard_normal((3, 1, 5, 5)).astype(np.float32)
+        b = rng.standard_normal(3).astype(np.float32)
+        kw = dict(strides=(1, 1), pads=pads, group=3, activation=act)
+        want = conv2d(x, wt, b, backend="numpy", **kw)
+        run = conv2d_plan(x.shape, wt, b, backend=backend, **kw)
         out = np.full(run.out_shape, np.nan, np.float32)
         assert run(x, out) is out
         np.testing.assert_array_equal(np.isnan(out), np.isnan(want), err_msg=f"{h}x{w}")
