@@ -557,7 +557,7 @@ EDL_DW3F8(edl_dw3s1_flat_sig_avx2_f, 1)
    the left padding). Row by row into EDL_DW3F_TAPS' two chains in its order (the same values
    as the AVX-512 run). Loads at 2k - 1 for the left taps split cache lines and were the
    pace (with the nine taps and weights spilled: 2.4 cycles an output). */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 edl_dw3s2_sum8(
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 edl_dw3s2_sum8_avx2(
         const float *const *rows, ptrdiff_t k, ptrdiff_t w, const __m256 *wv, __m256 b,
         __m256 *cr) {
     __m256i m0 = _mm256_setzero_si256(), m1 = m0;
@@ -619,8 +619,8 @@ static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh, ptrdiff
         __m256 cr[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};   \
         for (ptrdiff_t k = 0; k < ow; k += 8) {                                            \
             const int inside = 2 * k + 16 <= w;                 /* columns 2k .. 2k + 15 */ \
-            edl_vf8 a = (edl_vf8)(inside ? edl_dw3s2_sum8(rows, k, 0, wv, bv, cr)          \
-                                         : edl_dw3s2_sum8(rows, k, w, wv, bv, cr));        \
+            edl_vf8 a = (edl_vf8)(inside ? edl_dw3s2_sum8_avx2(rows, k, 0, wv, bv, cr)          \
+                                         : edl_dw3s2_sum8_avx2(rows, k, w, wv, bv, cr));        \
             const __m256 s = EDL_S2_ORDER(EDL_DW3F8_ACT(a, SIG));                          \
             if (ow - k >= 8) {                                                             \
                 _mm256_storeu_ps(o + k, s);                                                \
