@@ -437,16 +437,17 @@ cdef int _depthwise(const floating* x, Py_ssize_t planes, Py_ssize_t c, Py_ssize
         return 0
     if not padded:
         wp = wd
-    # Narrow planes at stride 1: the whole plane as one long row of windows over the flat
-    # (padded) plane, wp - ow junk outputs per row dropped when copied out: rows of 22
-    # spent more on per-row calls and tails than on the windows.
-    # 5x5 float32: bands of output rows straight into out (edl_dw5_bands_f)
+    # 5x5 float32 from 4 rows and 16 columns (edl_dw5_bands_f's precondition): bands of
+    # output rows straight into out, the bias and a clip in their store
     cdef bint band5 = False
     if floating is float:
         band5 = unit and sh == 1 and kh == kw == 5 and oh >= 4 and ow >= 16
     cdef bint fused = act == ACT_NONE or act == ACT_CLIP
     cdef floating flo = lo if act == ACT_CLIP else -INFINITY
     cdef floating fhi = hi if act == ACT_CLIP else INFINITY
+    # Narrow planes at stride 1: the whole plane as one long row of windows over the flat
+    # (padded) plane, wp - ow junk outputs per row dropped when copied out: rows of 22
+    # spent more on per-row calls and tails than on the windows.
     cdef bint flat = unit and sh == 1 and kh == kw and (kh == 3 or kh == 5) and ow < _FLAT_W \
         and not band5
     cdef floating* tmp = NULL

@@ -538,17 +538,10 @@ static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, int top, int bottom, 
            : EDL_VMIN_32(edl_vf8, edl_vi8, hiv, EDL_VMAX_32(edl_vf8, edl_vi8, lov, a)))
 EDL_DW3F8(edl_dw3s1_flat_clip_avx2_f, 0)
 EDL_DW3F8(edl_dw3s1_flat_sig_avx2_f, 1)
-/* The stride-2 run (EDL_DW3S2F) on AVX2: per 8 outputs and window row, two pairs of loads
-   (the 16 columns from 2k - 1 and the 16 from 2k) and one in-lane vshufps a tap: the left
-   taps are the even lanes of the first pair, the centre the even lanes of the second, the
-   right its odd lanes. vshufps leaves the outputs in the order 0 1 4 5 2 3 6 7, the same for
-   every tap, so one vpermpd on the sum puts them in order (the full de-interleave costs a
-   vpermpd a tap). The vectors at a row's ends mask their loads (vmaskmovps: masked lanes
-   read zeros and do not fault: the padding). It replaced a copy of each plane split by
-   column parity and rows over it: that copy was 40% of 24 x 88 x 88 s2. */
-#define EDL_S2_MASK(col0, w)                                                                \
-    _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(w)), (col0)),              \
-                     _mm256_cmpgt_epi32((col0), _mm256_set1_epi32(-1)))
+/* The stride-2 run (EDL_DW3S2F) on AVX2, 8 outputs a vector from the input rows in place
+   (edl_dw3s2_sum8_avx2); the vectors at a row's end mask their loads (vmaskmovps: masked
+   lanes read zeros, the padding, and do not fault). It replaced a copy of each plane split
+   by column parity and rows over it: that copy was 40% of 24 x 88 x 88 s2. */
 /* The sum of the 8 outputs from k, before the activation, in vshufps' lane order (rows[r]
    NULL: a row outside the plane, zeros; w > 0: the vector leaves the row of w, masked loads;
    0: it reads inside). Per row two loads (columns 2k .. 2k + 15), the centre and right taps
@@ -619,14 +612,16 @@ static void NAME(const float *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t sh, ptrdiff
         __m256 cr[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};   \
         for (ptrdiff_t k = 0; k < ow; k += 8) {                                            \
             const int inside = 2 * k + 16 <= w;                 /* columns 2k .. 2k + 15 */ \
-            edl_vf8 a = (edl_vf8)(inside ? edl_dw3s2_sum8_avx2(rows, k, 0, wv, bv, cr)          \
-                                         : edl_dw3s2_sum8_avx2(rows, k, w, wv, bv, cr));        \
+            /* two calls: each inlined with w constant (no masks) or not */                \
+            edl_vf8 a = (edl_vf8)(inside ? edl_dw3s2_sum8_avx2(rows, k, 0, wv, bv, cr)     \
+                                         : edl_dw3s2_sum8_avx2(rows, k, w, wv, bv, cr));   \
             const __m256 s = EDL_S2_ORDER(EDL_DW3F8_ACT(a, SIG));                          \
             if (ow - k >= 8) {                                                             \
                 _mm256_storeu_ps(o + k, s);                                                \
             } else {                                                                       \
-                _mm256_maskstore_ps(o + k, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(ow - k)), \
-                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), s);                        \
+                const __m256i n_ = _mm256_set1_epi32((int)(ow - k));                       \
+                _mm256_maskstore_ps(o + k, _mm256_cmpgt_epi32(n_, _mm256_setr_epi32(       \
+                    0, 1, 2, 3, 4, 5, 6, 7)), s);                                          \
             }                                                                              \
         }                                                                                  \
     }                                                                                      \
