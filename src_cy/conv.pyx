@@ -630,10 +630,10 @@ cdef int _depthwise3_s2_f(const float* x, Py_ssize_t planes, Py_ssize_t c, Py_ss
                           Py_ssize_t wd, const float* w, const float* bias, Py_ssize_t ph,
                           int act, float lo, float hi, const float* slopes, float* out,
                           Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """3x3 at stride 2 with one column of left padding: output rows of >= 17 (9 on AVX2:
-    edl_dw3s2_split_min) from a copy of the plane split by column parity (even width, ow =
-    wd / 2: edl_deinterleave_f, then edl_dw3s2_split_row_f), narrower ones from the input
-    rows in place (edl_dw3s2_row_f); a zero row where the window leaves the plane. The bias
+    """3x3 at stride 2 with one column of left padding where the CPU has no flat run (SSE,
+    ARM): output rows of >= 17 (edl_dw3s2_split_min) from a copy of the plane split by
+    column parity (even width, ow = wd / 2: edl_deinterleave_f, then edl_dw3s2_split_row_f),
+    narrower ones from the input rows in place (edl_dw3s2_row_f); a zero row where the window leaves the plane. The bias
     and a clip in the row kernels' store, other activations over the plane afterwards.
     Returns 0, or 1 if a buffer's allocation failed."""
     cdef Py_ssize_t q, oy, iy, hw = wd // 2

@@ -750,14 +750,9 @@ static inline void edl_dw3s2_split_row_f(const float *e0, const float *o0, const
     EDL_ISA_CALL(edl_dw3s2_split_row, (e0, o0, e1, o1, e2, o2, w, row, n, b, lo, hi))
 }
 /* The narrowest rows the split rows take (n >= W + 1 for their vectors) where the caller
-   prefers them to edl_dw3s2_row_f's stride-2 loads: 9 on AVX2 (FastestDet's 96 x 22 x 22
-   s2: 11 outputs a row, 31 -> ~16 us), else 17 (not measured narrower elsewhere) */
-static inline int edl_dw3s2_split_min(void) {
-#ifdef EDL_X86_MV
-    if (edl_x86_level() == 1) return 9;
-#endif
-    return 17;
-}
+   prefers them to edl_dw3s2_row_f's stride-2 loads (not measured narrower; AVX2 and AVX-512
+   take the flat runs, edl_dw3s2_flat_f, instead) */
+static inline int edl_dw3s2_split_min(void) { return 17; }
 /* e[i] = x[2 i], o[i] = x[2 i + 1], i < n: a whole plane of even width at once */
 EDL_SIMD_KERNEL static void edl_deinterleave_clones(const float *restrict x, ptrdiff_t n,
                                                     float *restrict e, float *restrict o) {
